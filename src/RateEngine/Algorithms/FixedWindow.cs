@@ -1,0 +1,139 @@
+using System.Diagnostics;
+
+namespace RateEngine.Algorithms;
+
+/// <summary>
+/// Fixed window: at most <c>PermitLimit</c> permits per aligned window [kW, (k+1)W).
+/// </summary>
+/// <remarks>
+/// <para><b>State</b>: one word, <c>(epoch k, count c)</c> packed by <see cref="EpochCount"/>.</para>
+/// <para><b>Invariant</b>: the word's count is the sum of permits admitted with a stamp in window k, and it is
+/// at most <c>PermitLimit</c>. A window's count only ever lives in the word while the word holds that window, so no
+/// admission can land in a window after the word has moved on.</para>
+/// <para><b>Linearization point</b>: the CAS that installs <c>(k, c + n)</c>. It fails if another thread moved the
+/// word (to a later window, or to a higher count), and the decision is taken again.</para>
+/// <para>A caller whose clock read is behind the word's window (a slow thread, or a clock that went backwards)
+/// decides in the word's window: its stamp is the start of that window, which lies between its clock read and its CAS.</para>
+/// </remarks>
+internal readonly struct FixedWindow : IRateAlgorithm<long>
+{
+    private readonly long _limit;
+    private readonly long _window;
+    private readonly long _maxFastEpoch;
+
+    public FixedWindow(long permitLimit, long windowTicks)
+    {
+        Debug.Assert(permitLimit is > 0 and <= int.MaxValue);
+        Debug.Assert(windowTicks > 0);
+        _limit = permitLimit;
+        _window = windowTicks;
+        _maxFastEpoch = long.MaxValue / windowTicks - 1;
+    }
+
+    public long PermitLimit => _limit;
+
+    public long CreateState() => EpochCount.Pack(0, 0);
+
+    public bool TryAcquire(ref long state, long now, int permits, out Admission admission, out long retryAfter)
+    {
+        Debug.Assert(permits > 0 && permits <= _limit);
+        while (true)
+        {
+            long word = Volatile.Read(ref state);
+            long epoch = CurrentEpoch(word, now, out long used);
+
+            if (used + permits > _limit)
+            {
+                admission = default;
+                retryAfter = (epoch + 1) * _window - now;
+                return false;
+            }
+
+            // Linearization point: succeeds only if the word still holds this window and this count.
+            if (Interlocked.CompareExchange(ref state, EpochCount.Pack(epoch, used + permits), word) == word)
+            {
+                admission = new Admission(Math.Max(now, epoch * _window), permits, epoch, word);
+                retryAfter = 0;
+                return true;
+            }
+        }
+    }
+
+    public bool Refund(ref long state, in Admission admission)
+    {
+        while (true)
+        {
+            long word = Volatile.Read(ref state);
+            long used = EpochCount.Count(word);
+
+            // The window has passed: its permits already came back, so there is nothing to free.
+            if (!EpochCount.Holds(word, admission.Marker) || used < admission.Permits)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref state, EpochCount.Pack(admission.Marker, used - admission.Permits), word) == word)
+            {
+                return true;
+            }
+        }
+    }
+
+    public long GetAvailablePermits(ref long state, long now)
+    {
+        CurrentEpoch(Volatile.Read(ref state), now, out long used);
+        return _limit - used;
+    }
+
+    public long GetRetryAfter(ref long state, long now, long permits)
+    {
+        long epoch = CurrentEpoch(Volatile.Read(ref state), now, out long used);
+        return used + permits <= _limit ? 0 : (epoch + 1) * _window - now;
+    }
+
+    public long? GetFullSince(ref long state, long now)
+    {
+        long word = Volatile.Read(ref state);
+        long nowEpoch = now / _window;
+        long epoch = nowEpoch - EpochCount.Distance(nowEpoch, word);
+        if (EpochCount.Count(word) == 0)
+        {
+            // Nothing counted in the word's window (a refund emptied it): as fresh as at that window's start.
+            return epoch * _window;
+        }
+
+        // Permits were used in the word's window, so the limiter is full from the next window on.
+        return epoch < nowEpoch ? (epoch + 1) * _window : null;
+    }
+
+    /// <summary>
+    /// The window a decision at <paramref name="now"/> belongs to, and the permits already used in it.
+    /// </summary>
+    private long CurrentEpoch(long word, long now, out long used)
+    {
+        // Fast path without a division: the word's window still contains now.
+        long stored = EpochCount.StoredEpoch(word);
+        if (stored <= _maxFastEpoch)
+        {
+            long offset = now - stored * _window;
+            if ((ulong)offset < (ulong)_window)
+            {
+                used = EpochCount.Count(word);
+                return stored;
+            }
+        }
+
+        long nowEpoch = now / _window;
+        long distance = EpochCount.Distance(nowEpoch, word);
+        if (distance > 0)
+        {
+            // A later window: the word's count belongs to a window that is over.
+            used = 0;
+            return nowEpoch;
+        }
+
+        // Now is behind the word's window (slow caller or clock going backwards): decide in the word's window.
+        used = EpochCount.Count(word);
+        return nowEpoch - distance;
+    }
+}

@@ -1,0 +1,61 @@
+namespace RateEngine.Algorithms;
+
+/// <summary>
+/// One rate-limiting state machine: given its state, the time and a permit count, it decides.
+/// It knows nothing of queues, leases, keys or the BCL contract; that plumbing lives in <c>Limiters/</c>.
+/// </summary>
+/// <remarks>
+/// The algorithm object holds only immutable configuration, so one instance serves any number of states
+/// (one per partition key). All methods are thread-safe and lock-free with respect to <typeparamref name="TState"/>.
+/// Times are the non-negative ticks of <see cref="Timing.LimiterClock"/>; windows are in the same ticks.
+/// </remarks>
+/// <typeparam name="TState">The mutable per-limiter (or per-key) state.</typeparam>
+internal interface IRateAlgorithm<TState>
+{
+    /// <summary>The most permits that can ever be admitted at once.</summary>
+    long PermitLimit { get; }
+
+    /// <summary>Creates the state of a limiter that has admitted nothing yet.</summary>
+    TState CreateState();
+
+    /// <summary>
+    /// Admits <paramref name="permits"/> (1..<see cref="PermitLimit"/>) at <paramref name="now"/> if the guarantee allows.
+    /// On success <paramref name="admission"/> identifies the admission for <see cref="Refund"/>; on failure
+    /// <paramref name="retryAfter"/> is the number of ticks until the same request would be admitted.
+    /// </summary>
+    bool TryAcquire(ref TState state, long now, int permits, out Admission admission, out long retryAfter);
+
+    /// <summary>
+    /// Undoes an admission made by <see cref="TryAcquire"/>. Never frees more than the admission took and never
+    /// frees a permit whose window has passed. Returns false when nothing was freed (the admission has aged out
+    /// or can no longer be undone exactly, in which case keeping it counted is the safe choice).
+    /// </summary>
+    bool Refund(ref TState state, in Admission admission);
+
+    /// <summary>Permits that a request could take at <paramref name="now"/> (ignoring any queue).</summary>
+    long GetAvailablePermits(ref TState state, long now);
+
+    /// <summary>
+    /// Ticks from <paramref name="now"/> until <paramref name="permits"/> (1..<see cref="PermitLimit"/>) would be
+    /// available, assuming no other admissions; 0 when they are available now.
+    /// </summary>
+    long GetRetryAfter(ref TState state, long now, long permits);
+
+    /// <summary>
+    /// When the state is indistinguishable from a fresh one (every permit replenished), the time since which it
+    /// has been so; otherwise null.
+    /// </summary>
+    long? GetFullSince(ref TState state, long now);
+}
+
+/// <summary>
+/// What an algorithm needs to undo one admission, plus the decision's timestamp.
+/// </summary>
+/// <param name="Stamp">
+/// The decision's time in clock ticks. It lies between the caller's clock read and the linearization point,
+/// and it is the time the guarantee is stated for (the stress tests check admissions by it).
+/// </param>
+/// <param name="Permits">The permits admitted.</param>
+/// <param name="Marker">Where the permits were taken: a log ticket, a window or segment epoch, a bucket position.</param>
+/// <param name="Previous">The state word before the admission, where an exact undo needs it.</param>
+internal readonly record struct Admission(long Stamp, int Permits, long Marker, long Previous);

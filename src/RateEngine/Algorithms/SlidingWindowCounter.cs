@@ -1,0 +1,295 @@
+using System.Diagnostics;
+
+namespace RateEngine.Algorithms;
+
+/// <summary>
+/// Segmented sliding window: the window of W ticks is cut into S segments of g = W / S ticks, and a request is
+/// admitted when the permits counted in the current segment and the S segments before it leave room.
+/// </summary>
+/// <remarks>
+/// <para><b>Guarantee</b>: never more than <c>PermitLimit</c> permits in any interval of length W. An admission at t in
+/// segment e sees segments e-S..e, which cover [t - W, t] whole, so it counts every permit that any W-long interval
+/// ending at t could contain. The price is conservatism: a permit taken in segment j is counted until segment j+S+1
+/// begins, i.e. up to one segment longer than W.</para>
+/// <para><b>State</b>: <see cref="CounterState.Current"/> packs (current segment e, its count) into one word, so the
+/// decision for a segment is one CAS. Finished segments' counts live in <see cref="CounterState.History"/>, one slot per
+/// segment modulo S+1, each packing (segment, count). <see cref="CounterState.HistorySum"/> caches (e, sum of e-S..e-1).</para>
+/// <para><b>Rollover</b> (the trap in DESIGN.md): a thread that sees time in a later segment first records the word's
+/// count in history with a larger-wins CAS, then CASes the word to the new segment. A slow thread still deciding in
+/// the old segment fails its CAS, because the word moved, and decides again. A slow thread recording an old count can
+/// never shrink history: larger wins, and a newer segment in the slot wins over an older one.</para>
+/// <para>Once the word holds segment e, every segment before e is finished, so the sum of e-S..e-1 is final and may be
+/// cached; it is published only after the CAS that made e current.</para>
+/// <para><b>Linearization point</b>: the CAS of <see cref="CounterState.Current"/>.</para>
+/// <para><b>Refund</b> is exact while the admission's segment is current; after rollover the permits stay counted until
+/// they expire (stricter, never looser).</para>
+/// </remarks>
+internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
+{
+    private readonly long _limit;
+    private readonly long _segment;
+    private readonly int _segments;
+
+    public SlidingWindowCounter(long permitLimit, long segmentTicks, int segmentsPerWindow)
+    {
+        Debug.Assert(permitLimit is > 0 and <= int.MaxValue);
+        Debug.Assert(segmentTicks > 0 && segmentsPerWindow > 0);
+        _limit = permitLimit;
+        _segment = segmentTicks;
+        _segments = segmentsPerWindow;
+    }
+
+    public long PermitLimit => _limit;
+
+    public CounterState CreateState() => new(_segments + 1);
+
+    public bool TryAcquire(ref CounterState state, long now, int permits, out Admission admission, out long retryAfter)
+    {
+        Debug.Assert(permits > 0 && permits <= _limit);
+        long nowEpoch = now / _segment;
+        while (true)
+        {
+            long word = Volatile.Read(ref state.Current);
+            long distance = EpochCount.Distance(nowEpoch, word);
+            if (distance <= 0)
+            {
+                // Same segment (or now is behind it: a slow caller or a clock that went back; decide in the word's segment).
+                long epoch = nowEpoch - distance;
+                long used = EpochCount.Count(word);
+                long history = HistorySum(state, epoch);
+                if (history + used + permits > _limit)
+                {
+                    admission = default;
+                    retryAfter = RetryAfter(state, epoch, used + permits - (_limit - history), now);
+                    return false;
+                }
+
+                // Linearization point: the word still holds this segment and this count.
+                if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(epoch, used + permits), word) == word)
+                {
+                    admission = new Admission(Math.Max(now, epoch * _segment), permits, epoch, word);
+                    retryAfter = 0;
+                    return true;
+                }
+
+                continue;
+            }
+
+            // Rollover: the word's segment is over. Its count must be in history before any decision in a later segment.
+            long finished = nowEpoch - distance;
+            Record(state, finished, EpochCount.Count(word));
+            long sum = SumHistory(state, nowEpoch, skipEpoch: -1);
+            bool admit = sum + permits <= _limit;
+            if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(nowEpoch, admit ? permits : 0), word) != word)
+            {
+                continue;
+            }
+
+            // nowEpoch is current, so segments before it are final: the sum can be shared.
+            Publish(state, nowEpoch, sum);
+            if (admit)
+            {
+                admission = new Admission(now, permits, nowEpoch, word);
+                retryAfter = 0;
+                return true;
+            }
+
+            admission = default;
+            retryAfter = RetryAfter(state, nowEpoch, permits - (_limit - sum), now);
+            return false;
+        }
+    }
+
+    public bool Refund(ref CounterState state, in Admission admission)
+    {
+        while (true)
+        {
+            long word = Volatile.Read(ref state.Current);
+            long used = EpochCount.Count(word);
+
+            // After rollover the segment's count is in history, which only grows: the permits stay counted until they expire.
+            if (!EpochCount.Holds(word, admission.Marker) || used < admission.Permits)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(admission.Marker, used - admission.Permits), word) == word)
+            {
+                return true;
+            }
+        }
+    }
+
+    public long GetAvailablePermits(ref CounterState state, long now)
+    {
+        Snapshot(state, now, out long used, out long history);
+        return Math.Max(0, _limit - history - used);
+    }
+
+    public long GetRetryAfter(ref CounterState state, long now, long permits)
+    {
+        long epoch = Snapshot(state, now, out long used, out long history);
+        long shortfall = history + used + permits - _limit;
+        return shortfall <= 0 ? 0 : RetryAfter(state, epoch, shortfall, now);
+    }
+
+    public long? GetFullSince(ref CounterState state, long now)
+    {
+        Snapshot(state, now, out long used, out long history);
+        if (used + history > 0)
+        {
+            return null;
+        }
+
+        // The newest segment that counted anything: its permits came back S+1 segments after it began.
+        long word = Volatile.Read(ref state.Current);
+        long nowEpoch = now / _segment;
+        long newest = EpochCount.Count(word) > 0 ? nowEpoch - EpochCount.Distance(nowEpoch, word) : -1;
+        foreach (long slot in state.History)
+        {
+            if (EpochCount.Count(slot) > 0)
+            {
+                newest = Math.Max(newest, nowEpoch - EpochCount.Distance(nowEpoch, slot));
+            }
+        }
+
+        return newest < 0 ? 0 : (newest + _segments + 1) * _segment;
+    }
+
+    /// <summary>
+    /// A read-only view for statistics and probes: the segment a decision at <paramref name="now"/> would use, its
+    /// count, and the sum of the S segments before it (including a finished word not yet moved into history).
+    /// </summary>
+    private long Snapshot(CounterState state, long now, out long used, out long history)
+    {
+        long nowEpoch = now / _segment;
+        long word = Volatile.Read(ref state.Current);
+        long distance = EpochCount.Distance(nowEpoch, word);
+        if (distance <= 0)
+        {
+            long epoch = nowEpoch - distance;
+            used = EpochCount.Count(word);
+            history = SumHistory(state, epoch, skipEpoch: -1);
+            return epoch;
+        }
+
+        long finished = nowEpoch - distance;
+        used = 0;
+        history = SumHistory(state, nowEpoch, skipEpoch: finished);
+        if (finished >= nowEpoch - _segments)
+        {
+            history += EpochCount.Count(word);
+        }
+
+        return nowEpoch;
+    }
+
+    /// <summary>The sum of segments epoch-S..epoch-1, from the cache when it holds that segment.</summary>
+    private long HistorySum(CounterState state, long epoch)
+    {
+        long cached = Volatile.Read(ref state.HistorySum);
+        if (EpochCount.Holds(cached, epoch))
+        {
+            return EpochCount.Count(cached);
+        }
+
+        long sum = SumHistory(state, epoch, skipEpoch: -1);
+        Publish(state, epoch, sum);
+        return sum;
+    }
+
+    private long SumHistory(CounterState state, long epoch, long skipEpoch)
+    {
+        long[] slots = state.History;
+        long sum = 0;
+        for (long j = Math.Max(0, epoch - _segments); j < epoch; j++)
+        {
+            long slot = Volatile.Read(ref slots[j % slots.Length]);
+            if (j != skipEpoch && EpochCount.Holds(slot, j))
+            {
+                sum += EpochCount.Count(slot);
+            }
+        }
+
+        return sum;
+    }
+
+    /// <summary>Larger-wins: a newer segment beats an older one in the slot; within a segment the larger count wins.</summary>
+    private static void Record(CounterState state, long epoch, long count)
+    {
+        ref long slot = ref state.History[epoch % state.History.Length];
+        long packed = EpochCount.Pack(epoch, count);
+        while (true)
+        {
+            long existing = Volatile.Read(ref slot);
+            long distance = EpochCount.Distance(epoch, existing);
+            if (distance < 0 || (distance == 0 && EpochCount.Count(existing) >= count))
+            {
+                return;
+            }
+
+            if (Interlocked.CompareExchange(ref slot, packed, existing) == existing)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Caches the history sum of <paramref name="epoch"/> unless the cache already holds a newer segment.</summary>
+    private static void Publish(CounterState state, long epoch, long sum)
+    {
+        long packed = EpochCount.Pack(epoch, sum);
+        while (true)
+        {
+            long existing = Volatile.Read(ref state.HistorySum);
+            if (EpochCount.Distance(epoch, existing) <= 0)
+            {
+                return;
+            }
+
+            if (Interlocked.CompareExchange(ref state.HistorySum, packed, existing) == existing)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Ticks until <paramref name="shortfall"/> permits come back in segment <paramref name="epoch"/>: walk the window from
+    /// its oldest segment, each of which frees its count when segment j+S+1 begins; the current segment's own permits last.
+    /// </summary>
+    private long RetryAfter(CounterState state, long epoch, long shortfall, long now)
+    {
+        long[] slots = state.History;
+        long freed = 0;
+        for (long j = Math.Max(0, epoch - _segments); j < epoch; j++)
+        {
+            long slot = Volatile.Read(ref slots[j % slots.Length]);
+            if (EpochCount.Holds(slot, j))
+            {
+                freed += EpochCount.Count(slot);
+                if (freed >= shortfall)
+                {
+                    return Math.Max(1, (j + _segments + 1) * _segment - now);
+                }
+            }
+        }
+
+        return Math.Max(1, (epoch + _segments + 1) * _segment - now);
+    }
+}
+
+/// <summary>Per-limiter (or per-key) state of <see cref="SlidingWindowCounter"/>.</summary>
+internal sealed class CounterState
+{
+    /// <summary>(current segment, permits counted in it).</summary>
+    public long Current;
+
+    /// <summary>(segment e, sum of the S segments before e): a cache of <see cref="History"/>.</summary>
+    public long HistorySum;
+
+    /// <summary>Finished segments: slot j % (S+1) holds (j, count of j) once j is over.</summary>
+    public readonly long[] History;
+
+    public CounterState(int slots) => History = new long[slots];
+}

@@ -1,0 +1,52 @@
+using RateEngine.Algorithms;
+
+namespace RateEngine;
+
+/// <summary>
+/// One algorithm bound to one state: what <see cref="RateEngineLimiter"/> drives. The generic subclass lets the JIT
+/// specialize each algorithm (a struct), so the only indirection on the hot path is this class's virtual call.
+/// </summary>
+internal abstract class AlgorithmHost
+{
+    public abstract long PermitLimit { get; }
+
+    public abstract bool TryAcquire(long now, int permits, out Admission admission, out long retryAfter);
+
+    public abstract bool Refund(in Admission admission);
+
+    public abstract long GetAvailablePermits(long now);
+
+    public abstract long GetRetryAfter(long now, long permits);
+
+    public abstract long? GetFullSince(long now);
+
+    public static AlgorithmHost Create<TAlgorithm, TState>(TAlgorithm algorithm)
+        where TAlgorithm : struct, IRateAlgorithm<TState> => new AlgorithmHost<TAlgorithm, TState>(algorithm);
+}
+
+/// <inheritdoc />
+internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
+    where TAlgorithm : struct, IRateAlgorithm<TState>
+{
+    private readonly TAlgorithm _algorithm;
+    private TState _state;
+
+    public AlgorithmHost(TAlgorithm algorithm)
+    {
+        _algorithm = algorithm;
+        _state = algorithm.CreateState();
+    }
+
+    public override long PermitLimit => _algorithm.PermitLimit;
+
+    public override bool TryAcquire(long now, int permits, out Admission admission, out long retryAfter) =>
+        _algorithm.TryAcquire(ref _state, now, permits, out admission, out retryAfter);
+
+    public override bool Refund(in Admission admission) => _algorithm.Refund(ref _state, admission);
+
+    public override long GetAvailablePermits(long now) => _algorithm.GetAvailablePermits(ref _state, now);
+
+    public override long GetRetryAfter(long now, long permits) => _algorithm.GetRetryAfter(ref _state, now, permits);
+
+    public override long? GetFullSince(long now) => _algorithm.GetFullSince(ref _state, now);
+}

@@ -1,0 +1,90 @@
+using System.Threading.RateLimiting;
+using RateEngine.Algorithms;
+using RateEngine.Timing;
+
+namespace RateEngine;
+
+/// <summary>
+/// A lock-free drop-in for the in-box <see cref="TokenBucketRateLimiter"/>: it takes the same
+/// <see cref="TokenBucketRateLimiterOptions"/>, validates them the same way and makes the same decisions: a bucket of
+/// <c>TokenLimit</c> tokens refilled with <c>TokensPerPeriod</c> tokens per <c>ReplenishmentPeriod</c>.
+/// </summary>
+/// <remarks>
+/// <para>The bucket is one word (the generic cell rate algorithm), so tokens accrue continuously and exactly instead of
+/// in timer-sized steps. For any interval of length T it admits at most <c>TokenLimit + rate * T</c> tokens.</para>
+/// <para>With <c>AutoReplenishment = false</c>, <c>TryReplenish</c> credits the time elapsed since the last credit, as
+/// the in-box limiter does, including its rule that time spent full is not credited until the bucket has been drawn.</para>
+/// <para>A zero-token probe succeeds when at least one whole token is available (the in-box bucket also succeeds on a
+/// fraction of a token).</para>
+/// </remarks>
+public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
+{
+    private const long HorizonYears = 30;
+
+    /// <summary>Creates the limiter on <see cref="TimeProvider.System"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range (the in-box rules).</exception>
+    public LockFreeTokenBucketRateLimiter(TokenBucketRateLimiterOptions options)
+        : this(options, TimeProvider.System)
+    {
+    }
+
+    /// <summary>Creates the limiter on <paramref name="timeProvider"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range (the in-box rules).</exception>
+    public LockFreeTokenBucketRateLimiter(TokenBucketRateLimiterOptions options, TimeProvider timeProvider)
+        : base(Build(Validate(options), OptionsValidation.NotNull(timeProvider, nameof(timeProvider))))
+    {
+    }
+
+    private static LimiterParts Build(TokenBucketRateLimiterOptions options, TimeProvider timeProvider)
+    {
+        LimiterClock clock = options.AutoReplenishment
+            ? new LimiterClock(timeProvider)
+            : new LimiterClock(timeProvider, ManualReplenishment.Elapsed);
+        long periodTicks = Math.Max(1, clock.ToTicks(options.ReplenishmentPeriod));
+        long horizonTicks = clock.ToTicks(TimeSpan.FromDays(365.25 * HorizonYears));
+        var algorithm = new TokenBucket(options.TokenLimit, options.TokensPerPeriod, periodTicks, horizonTicks);
+        return new LimiterParts(
+            AlgorithmHost.Create<TokenBucket, long>(algorithm),
+            clock,
+            options.QueueLimit,
+            options.QueueProcessingOrder,
+            options.ReplenishmentPeriod,
+            PermitCountName: "tokenCount");
+    }
+
+    private static TokenBucketRateLimiterOptions Validate(TokenBucketRateLimiterOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.TokenLimit <= 0)
+        {
+            throw OptionsValidation.GreaterThanZero(nameof(options.TokenLimit));
+        }
+
+        if (options.TokensPerPeriod <= 0)
+        {
+            throw OptionsValidation.GreaterThanZero(nameof(options.TokensPerPeriod));
+        }
+
+        if (options.QueueLimit < 0)
+        {
+            throw OptionsValidation.GreaterThanOrEqualZero(nameof(options.QueueLimit));
+        }
+
+        if (options.ReplenishmentPeriod <= TimeSpan.Zero)
+        {
+            throw OptionsValidation.GreaterThanZeroSpan(nameof(options.ReplenishmentPeriod));
+        }
+
+        return new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = options.TokenLimit,
+            TokensPerPeriod = options.TokensPerPeriod,
+            QueueLimit = options.QueueLimit,
+            QueueProcessingOrder = options.QueueProcessingOrder,
+            ReplenishmentPeriod = options.ReplenishmentPeriod,
+            AutoReplenishment = options.AutoReplenishment,
+        };
+    }
+}

@@ -1,0 +1,412 @@
+using System.Diagnostics;
+using System.Threading.RateLimiting;
+using RateEngine.Algorithms;
+using RateEngine.Timing;
+
+namespace RateEngine;
+
+/// <summary>
+/// The <see cref="System.Threading.RateLimiting"/> contract, written once for every RateEngine limiter: argument
+/// checks, zero-permit probes, the wait queue and its processing order, cancellation, <c>RETRY_AFTER</c> and
+/// <c>REASON_PHRASE</c> metadata, statistics, idle tracking, manual replenishment and disposal.
+/// </summary>
+/// <remarks>
+/// <para><c>AttemptAcquire</c> never takes a lock: it reads the clock, asks the algorithm (a CAS loop) and returns a
+/// cached lease. The queue lock is taken only by <c>AcquireAsync</c> when it has to wait, by queue servicing, by
+/// cancellation and by <c>TryReplenish</c>/<c>Dispose</c>.</para>
+/// <para>Queue semantics follow the in-box limiters: under <see cref="QueueProcessingOrder.OldestFirst"/> a new request
+/// fails (or queues) while permits are queued, and servicing stops at the first waiter that cannot be served; under
+/// <see cref="QueueProcessingOrder.NewestFirst"/> new requests go first and a full queue evicts its oldest waiters.
+/// Queued waiters are served when the algorithm says their permits are free, by a timer from the limiter's
+/// <see cref="TimeProvider"/> (or by <c>TryReplenish</c> when replenishment is manual).</para>
+/// </remarks>
+public abstract class RateEngineLimiter : ReplenishingRateLimiter
+{
+    private readonly AlgorithmHost _host;
+    private readonly LimiterClock _clock;
+    private readonly long _permitLimit;
+    private readonly int _queueLimit;
+    private readonly QueueProcessingOrder _order;
+    private readonly TimeSpan _replenishmentPeriod;
+    private readonly string _permitCountName;
+
+    // The queue and everything below are guarded by the queue's lock; _queuedPermits is also read without it.
+    private readonly LinkedList<Waiter> _queue = new();
+    private long _queuedPermits;
+    private ITimer? _wakeup;
+    private long _manualIdleSince;
+    private volatile bool _disposed;
+
+    private readonly StripedCounter _successfulLeases = new();
+    private readonly StripedCounter _failedLeases = new();
+
+    private protected RateEngineLimiter(LimiterParts parts)
+    {
+        _host = parts.Host;
+        _clock = parts.Clock;
+        _permitLimit = parts.Host.PermitLimit;
+        _queueLimit = parts.QueueLimit;
+        _order = parts.QueueProcessingOrder;
+        _replenishmentPeriod = parts.ReplenishmentPeriod;
+        _permitCountName = parts.PermitCountName;
+        _manualIdleSince = parts.Clock.Timestamp();
+    }
+
+    /// <inheritdoc />
+    public override bool IsAutoReplenishing => !_clock.IsManual;
+
+    /// <inheritdoc />
+    public override TimeSpan ReplenishmentPeriod => _replenishmentPeriod;
+
+    /// <inheritdoc />
+    public override TimeSpan? IdleDuration
+    {
+        get
+        {
+            if (Volatile.Read(ref _queuedPermits) > 0 || _queue.Count > 0)
+            {
+                return null;
+            }
+
+            long? fullSince = _host.GetFullSince(_clock.Now());
+            if (fullSince is null)
+            {
+                return null;
+            }
+
+            long idleSince = _clock.IsManual ? Volatile.Read(ref _manualIdleSince) : _clock.ToTimestamp(fullSince.Value);
+            return _clock.Elapsed(idleSince, _clock.Timestamp());
+        }
+    }
+
+    /// <inheritdoc />
+    public override RateLimiterStatistics? GetStatistics()
+    {
+        ThrowIfDisposed();
+        return new RateLimiterStatistics
+        {
+            CurrentAvailablePermits = _host.GetAvailablePermits(_clock.Now()),
+            CurrentQueuedCount = Volatile.Read(ref _queuedPermits),
+            TotalFailedLeases = _failedLeases.Sum(),
+            TotalSuccessfulLeases = _successfulLeases.Sum(),
+        };
+    }
+
+    /// <inheritdoc />
+    public override bool TryReplenish()
+    {
+        if (!_clock.IsManual)
+        {
+            return false;
+        }
+
+        lock (_queue)
+        {
+            if (_disposed)
+            {
+                return true;
+            }
+
+            bool wasFull = _host.GetFullSince(_clock.Now()) is not null;
+            if (_clock.TryAdvance(wasFull))
+            {
+                ServeQueueLocked();
+                if (!wasFull && _queue.Count == 0 && _host.GetFullSince(_clock.Now()) is not null)
+                {
+                    Volatile.Write(ref _manualIdleSince, _clock.Timestamp());
+                }
+            }
+        }
+
+        return true;
+    }
+
+    /// <inheritdoc />
+    protected override RateLimitLease AttemptAcquireCore(int permitCount)
+    {
+        CheckPermitCount(permitCount);
+        ThrowIfDisposed();
+        long now = _clock.Now();
+        if (permitCount == 0)
+        {
+            return Probe(now);
+        }
+
+        return TryAdmit(now, permitCount, out _) ? RateEngineLease.Acquired : LastRejection(now, permitCount);
+    }
+
+    /// <inheritdoc />
+    protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
+    {
+        CheckPermitCount(permitCount);
+        ThrowIfDisposed();
+        if (permitCount == 0 && _host.GetAvailablePermits(_clock.Now()) > 0)
+        {
+            _successfulLeases.Increment();
+            return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
+        }
+
+        lock (_queue)
+        {
+            ThrowIfDisposed();
+            long now = _clock.Now();
+            if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && _host.TryAcquire(now, permitCount, out _, out _))
+            {
+                _successfulLeases.Increment();
+                return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
+            }
+
+            // Subtraction, not addition: int.MaxValue-sized requests and queues must not wrap.
+            if (_queueLimit - _queuedPermits < permitCount)
+            {
+                if (_order == QueueProcessingOrder.NewestFirst && permitCount <= _queueLimit)
+                {
+                    do
+                    {
+                        Complete(_queue.First!.Value, RateEngineLease.Evicted);
+                        _failedLeases.Increment();
+                    }
+                    while (_queueLimit - _queuedPermits < permitCount);
+                }
+                else
+                {
+                    _failedLeases.Increment();
+                    return new ValueTask<RateLimitLease>(Rejection(now, permitCount, ReasonPhrases.QueueFull));
+                }
+            }
+
+            var waiter = new Waiter(this, permitCount);
+            waiter.Node = _queue.AddLast(waiter);
+            Volatile.Write(ref _queuedPermits, _queuedPermits + permitCount);
+
+            // A token cancelled by now runs the callback inline; the lock is re-entrant and the waiter is already queued.
+            waiter.Registration = cancellationToken.UnsafeRegister(
+                static (state, token) => ((Waiter)state!).Owner.Cancel((Waiter)state!, token), waiter);
+            ScheduleWakeupLocked(now);
+            return new ValueTask<RateLimitLease>(waiter.Task);
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (!disposing)
+        {
+            return;
+        }
+
+        lock (_queue)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            _wakeup?.Dispose();
+            while (_queue.Count > 0)
+            {
+                Complete(ServiceHead()!.Value, RateEngineLease.Disposed);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    protected override ValueTask DisposeAsyncCore()
+    {
+        Dispose(true);
+        return default;
+    }
+
+    /// <summary>
+    /// The lock-free acquire with the admission it made, for callers that may undo it (layered policies, budgets,
+    /// tests that check decisions by their stamps). Counts statistics like <c>AttemptAcquire</c>.
+    /// </summary>
+    internal bool TryAdmit(long now, int permitCount, out Admission admission)
+    {
+        Debug.Assert(permitCount > 0 && permitCount <= _permitLimit);
+        if (CanBypassQueue() && _host.TryAcquire(now, permitCount, out admission, out _))
+        {
+            _successfulLeases.Increment();
+            return true;
+        }
+
+        admission = default;
+        _failedLeases.Increment();
+        return false;
+    }
+
+    /// <summary>Undoes an admission (see <see cref="IRateAlgorithm{TState}.Refund"/>), then serves waiters it unblocks.</summary>
+    internal bool Refund(in Admission admission)
+    {
+        bool refunded = _host.Refund(admission);
+        if (refunded && Volatile.Read(ref _queuedPermits) > 0)
+        {
+            lock (_queue)
+            {
+                ServeQueueLocked();
+            }
+        }
+
+        return refunded;
+    }
+
+    /// <summary>The limiter's clock, for callers of <see cref="TryAdmit"/>.</summary>
+    internal LimiterClock Clock => _clock;
+
+    private bool CanBypassQueue() => _order == QueueProcessingOrder.NewestFirst || Volatile.Read(ref _queuedPermits) == 0;
+
+    private RateLimitLease Probe(long now)
+    {
+        long available = _host.GetAvailablePermits(now);
+        if (available > 0)
+        {
+            _successfulLeases.Increment();
+            return RateEngineLease.Acquired;
+        }
+
+        _failedLeases.Increment();
+        return Rejection(now, 0, ReasonPhrases.LimitReached);
+    }
+
+    /// <summary>The failed lease for an attempt that <see cref="TryAdmit"/> just turned down (the reject path).</summary>
+    private RateEngineLease LastRejection(long now, int permitCount) =>
+        CanBypassQueue()
+            ? Rejection(now, permitCount, ReasonPhrases.LimitReached)
+            : Rejection(now, permitCount, ReasonPhrases.QueuedAhead);
+
+    /// <summary>
+    /// A failed lease whose <c>RETRY_AFTER</c> is the time until <paramref name="permitCount"/> permits would be free
+    /// behind the permits already queued (capped at the permit limit: beyond it the queue's future is unknowable).
+    /// </summary>
+    private RateEngineLease Rejection(long now, long permitCount, string reason)
+    {
+        long queued = _order == QueueProcessingOrder.OldestFirst ? Volatile.Read(ref _queuedPermits) : 0;
+        long permits = Math.Clamp(queued + permitCount, 1, _permitLimit);
+        return RateEngineLease.Rejected(_clock.ToTimeSpan(_host.GetRetryAfter(now, permits)), reason);
+    }
+
+    private void CheckPermitCount(int permitCount)
+    {
+        if (permitCount > _permitLimit)
+        {
+            throw new ArgumentOutOfRangeException(
+                _permitCountName, permitCount, $"{permitCount} permit(s) exceeds the permit limit of {_permitLimit}.");
+        }
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    private LinkedListNode<Waiter>? ServiceHead() => _order == QueueProcessingOrder.OldestFirst ? _queue.First : _queue.Last;
+
+    /// <summary>Serves waiters in processing order until the first one whose permits are not free.</summary>
+    private void ServeQueueLocked()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        long now = _clock.Now();
+        while (ServiceHead() is { } node)
+        {
+            Waiter waiter = node.Value;
+            Admission admission = default;
+            bool admitted = waiter.Count == 0
+                ? _host.GetAvailablePermits(now) > 0
+                : _host.TryAcquire(now, waiter.Count, out admission, out _);
+            if (!admitted)
+            {
+                break;
+            }
+
+            if (Complete(waiter, RateEngineLease.Acquired))
+            {
+                _successfulLeases.Increment();
+            }
+            else if (waiter.Count > 0)
+            {
+                _host.Refund(admission);
+            }
+        }
+
+        ScheduleWakeupLocked(now);
+    }
+
+    /// <summary>Arms the timer for when the service head's permits will be free (automatic replenishment only).</summary>
+    private void ScheduleWakeupLocked(long now)
+    {
+        if (_clock.IsManual || _disposed || ServiceHead() is not { } node)
+        {
+            return;
+        }
+
+        long ticks = Math.Max(1, _host.GetRetryAfter(now, Math.Max(1, node.Value.Count)));
+        TimeSpan due = _clock.ToTimeSpan(ticks);
+        _wakeup ??= _clock.Provider.CreateTimer(
+            static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _wakeup.Change(due > TimeSpan.Zero ? due : TimeSpan.FromTicks(1), Timeout.InfiniteTimeSpan);
+    }
+
+    private void OnWakeup()
+    {
+        lock (_queue)
+        {
+            ServeQueueLocked();
+        }
+    }
+
+    private void Cancel(Waiter waiter, CancellationToken token)
+    {
+        lock (_queue)
+        {
+            if (waiter.Node?.List is null)
+            {
+                return; // already served, evicted or failed by Dispose
+            }
+
+            RemoveLocked(waiter);
+            waiter.TrySetCanceled(token);
+
+            // The cancelled waiter may have been the one blocking the head of the line.
+            ServeQueueLocked();
+        }
+    }
+
+    /// <summary>Takes a waiter off the queue and completes it. Under the lock, so cancellation cannot interleave.</summary>
+    private bool Complete(Waiter waiter, RateLimitLease lease)
+    {
+        RemoveLocked(waiter);
+        waiter.Registration.Unregister();
+        return waiter.TrySetResult(lease);
+    }
+
+    private void RemoveLocked(Waiter waiter)
+    {
+        Debug.Assert(Monitor.IsEntered(_queue));
+        _queue.Remove(waiter.Node!);
+        Volatile.Write(ref _queuedPermits, _queuedPermits - waiter.Count);
+        Debug.Assert(_queuedPermits >= 0);
+    }
+
+    private sealed class Waiter(RateEngineLimiter owner, int count)
+        : TaskCompletionSource<RateLimitLease>(TaskCreationOptions.RunContinuationsAsynchronously)
+    {
+        public RateEngineLimiter Owner { get; } = owner;
+
+        public int Count { get; } = count;
+
+        public LinkedListNode<Waiter>? Node { get; set; }
+
+        public CancellationTokenRegistration Registration { get; set; }
+    }
+}
+
+/// <summary>What a concrete limiter hands to <see cref="RateEngineLimiter"/>: its algorithm, clock and queue settings.</summary>
+internal sealed record LimiterParts(
+    AlgorithmHost Host,
+    LimiterClock Clock,
+    int QueueLimit,
+    QueueProcessingOrder QueueProcessingOrder,
+    TimeSpan ReplenishmentPeriod,
+    string PermitCountName = "permitCount");

@@ -1,0 +1,131 @@
+using System.Diagnostics;
+
+namespace RateEngine.Timing;
+
+/// <summary>How time moves for a limiter whose <c>AutoReplenishment</c> is off.</summary>
+internal enum ManualReplenishment
+{
+    /// <summary>Automatic: time is the provider's clock.</summary>
+    None,
+
+    /// <summary>
+    /// Time moves one tick (one window or segment) per <c>TryReplenish</c>, and only once a full period of the
+    /// provider's time has passed since the last move: the in-box fixed and sliding windows' rule.
+    /// </summary>
+    Step,
+
+    /// <summary>
+    /// Time moves by the provider's time elapsed since the last credited <c>TryReplenish</c>; while the limiter is
+    /// full nothing is credited and the elapsed time keeps accruing: the in-box token bucket's rule.
+    /// </summary>
+    Elapsed,
+}
+
+/// <summary>
+/// The time base every algorithm reads: non-negative ticks since the limiter was created.
+/// </summary>
+/// <remarks>
+/// Automatically replenished limiters read the provider's clock; a tick is one <see cref="TimeProvider.TimestampFrequency"/>
+/// unit. Manually replenished ones read a counter that only <see cref="TryAdvance"/> moves (see
+/// <see cref="ManualReplenishment"/>). Algorithms cannot tell the two apart: they see a counter and windows in the same
+/// ticks. A clock that goes backwards is clamped at the creation time here; beyond that each algorithm clamps to the
+/// newest time its own state has seen, so a backwards step reads as "no time passed".
+/// </remarks>
+internal sealed class LimiterClock
+{
+    private readonly TimeProvider _provider;
+    private readonly bool _isSystemProvider;
+    private readonly long _origin;
+    private readonly ManualReplenishment _mode;
+    private readonly TimeSpan _stepPeriod;
+    private readonly long _stepPeriodTimestampTicks;
+    private long _manualTicks;
+    private long _lastCredit;
+
+    public LimiterClock(TimeProvider provider, ManualReplenishment mode = ManualReplenishment.None, TimeSpan stepPeriod = default)
+    {
+        _provider = provider;
+        _isSystemProvider = ReferenceEquals(provider, TimeProvider.System);
+        _origin = _lastCredit = provider.GetTimestamp();
+        _mode = mode;
+        _stepPeriod = stepPeriod;
+        _stepPeriodTimestampTicks = TimeMath.ToTicks(stepPeriod, provider.TimestampFrequency);
+    }
+
+    public bool IsManual => _mode != ManualReplenishment.None;
+
+    public TimeProvider Provider => _provider;
+
+    /// <summary>The algorithms' current time: ticks since creation, never negative.</summary>
+    public long Now()
+    {
+        if (_mode != ManualReplenishment.None)
+        {
+            return Volatile.Read(ref _manualTicks);
+        }
+
+        long elapsed = (_isSystemProvider ? Stopwatch.GetTimestamp() : _provider.GetTimestamp()) - _origin;
+        return elapsed < 0 ? 0 : elapsed;
+    }
+
+    /// <summary>The provider's timestamp, for measuring real durations such as <c>IdleDuration</c>.</summary>
+    public long Timestamp() => _isSystemProvider ? Stopwatch.GetTimestamp() : _provider.GetTimestamp();
+
+    /// <summary>
+    /// Manual modes: moves time as <c>TryReplenish</c> would. <paramref name="isFull"/> is whether the limiter holds all
+    /// its permits. Returns whether time moved. Callers serialize calls (the limiter's queue lock).
+    /// </summary>
+    public bool TryAdvance(bool isFull)
+    {
+        Debug.Assert(IsManual);
+        long now = _provider.GetTimestamp();
+        long elapsed = now - _lastCredit;
+        if (_mode == ManualReplenishment.Step)
+        {
+            if (elapsed < _stepPeriodTimestampTicks)
+            {
+                return false;
+            }
+
+            _lastCredit = now;
+            Interlocked.Increment(ref _manualTicks);
+            return true;
+        }
+
+        if (isFull || elapsed <= 0)
+        {
+            return false;
+        }
+
+        _lastCredit = now;
+        Interlocked.Add(ref _manualTicks, elapsed);
+        return true;
+    }
+
+    /// <summary>Converts a span to clock ticks, rounding up so that a window is never shorter than asked for.</summary>
+    public long ToTicks(TimeSpan span) => TimeMath.ToTicks(span, _provider.TimestampFrequency);
+
+    /// <summary>Converts algorithm ticks to a span, rounding up: waiting that long is enough.</summary>
+    public TimeSpan ToTimeSpan(long ticks)
+    {
+        if (ticks <= 0)
+        {
+            return TimeSpan.Zero;
+        }
+
+        if (_mode == ManualReplenishment.Step)
+        {
+            Int128 total = (Int128)_stepPeriod.Ticks * ticks;
+            return total >= TimeSpan.MaxValue.Ticks ? TimeSpan.MaxValue : new TimeSpan((long)total);
+        }
+
+        return TimeMath.ToTimeSpan(ticks, _provider.TimestampFrequency);
+    }
+
+    /// <summary>Real time elapsed between two provider timestamps; zero if the clock went backwards.</summary>
+    public TimeSpan Elapsed(long fromTimestamp, long toTimestamp) =>
+        toTimestamp <= fromTimestamp ? TimeSpan.Zero : _provider.GetElapsedTime(fromTimestamp, toTimestamp);
+
+    /// <summary>Automatic mode: the provider timestamp of an algorithm time.</summary>
+    public long ToTimestamp(long ticks) => _origin + ticks;
+}
