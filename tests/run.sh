@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every RateEngine test: the unit, contract, property and stress suites, then the benchmark
+# smoke run so that the README's main command never rots. Usage: tests/run.sh [extra dotnet test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+status=0
+dotnet test RateEngine.sln -c Release --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" || status=$?
+
+# One plain closing line that any CI can read, summed over the test assemblies.
+sum() { grep -oE "$1: +[0-9]+" "$log" | awk '{ n += $2 } END { print n + 0 }'; }
+passed=$(sum Passed)
+failed=$(sum Failed)
+
+if [ -d bench/RateEngine.Benchmarks ] && [ "$status" -eq 0 ]; then
+  dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke || status=$?
+fi
+
+echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+exit "$status"
