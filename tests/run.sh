@@ -13,7 +13,9 @@ status=0
 dotnet test RateEngine.sln -c Release --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" || status=$?
 
 # One plain closing line that any CI can read, summed over the test assemblies.
-sum() { grep -oE "$1: +[0-9]+" "$log" | awk '{ n += $2 } END { print n + 0 }'; }
+sum() {
+  awk -v key="$1" '{ while (match($0, key ": +[0-9]+")) { v = substr($0, RSTART, RLENGTH); gsub(/[^0-9]/, "", v); n += v; $0 = substr($0, RSTART + RLENGTH) } } END { print n + 0 }' "$log"
+}
 passed=$(sum Passed)
 failed=$(sum Failed)
 
