@@ -61,6 +61,14 @@ internal readonly struct FixedWindow : IRateAlgorithm<long>
 
     public bool Refund(ref long state, in Admission admission)
     {
+        // Nobody admitted since: put the word back exactly (this also restores the previous window's idle time).
+        long previousUsed = EpochCount.Holds(admission.Previous, admission.Marker) ? EpochCount.Count(admission.Previous) : 0;
+        long ours = EpochCount.Pack(admission.Marker, previousUsed + admission.Permits);
+        if (Interlocked.CompareExchange(ref state, admission.Previous, ours) == ours)
+        {
+            return true;
+        }
+
         while (true)
         {
             long word = Volatile.Read(ref state);

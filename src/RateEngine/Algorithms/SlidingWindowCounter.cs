@@ -60,7 +60,7 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
                 if (history + used + permits > _limit)
                 {
                     admission = default;
-                    retryAfter = RetryAfter(state, epoch, used + permits - (_limit - history), now);
+                    retryAfter = RetryAfter(state, epoch, used + permits - (_limit - history), now, pendingWord: -1);
                     return false;
                 }
 
@@ -95,7 +95,7 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
             }
 
             admission = default;
-            retryAfter = RetryAfter(state, nowEpoch, permits - (_limit - sum), now);
+            retryAfter = RetryAfter(state, nowEpoch, permits - (_limit - sum), now, pendingWord: -1);
             return false;
         }
     }
@@ -122,20 +122,20 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
 
     public long GetAvailablePermits(ref CounterState state, long now)
     {
-        Snapshot(state, now, out long used, out long history);
+        Snapshot(state, now, out long used, out long history, out _);
         return Math.Max(0, _limit - history - used);
     }
 
     public long GetRetryAfter(ref CounterState state, long now, long permits)
     {
-        long epoch = Snapshot(state, now, out long used, out long history);
+        long epoch = Snapshot(state, now, out long used, out long history, out long pendingWord);
         long shortfall = history + used + permits - _limit;
-        return shortfall <= 0 ? 0 : RetryAfter(state, epoch, shortfall, now);
+        return shortfall <= 0 ? 0 : RetryAfter(state, epoch, shortfall, now, pendingWord);
     }
 
     public long? GetFullSince(ref CounterState state, long now)
     {
-        Snapshot(state, now, out long used, out long history);
+        Snapshot(state, now, out long used, out long history, out _);
         if (used + history > 0)
         {
             return null;
@@ -158,9 +158,10 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
 
     /// <summary>
     /// A read-only view for statistics and probes: the segment a decision at <paramref name="now"/> would use, its
-    /// count, and the sum of the S segments before it (including a finished word not yet moved into history).
+    /// count, and the sum of the S segments before it, including a finished word not yet moved into history
+    /// (returned as <paramref name="pendingWord"/>, or -1).
     /// </summary>
-    private long Snapshot(CounterState state, long now, out long used, out long history)
+    private long Snapshot(CounterState state, long now, out long used, out long history, out long pendingWord)
     {
         long nowEpoch = now / _segment;
         long word = Volatile.Read(ref state.Current);
@@ -170,15 +171,18 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
             long epoch = nowEpoch - distance;
             used = EpochCount.Count(word);
             history = SumHistory(state, epoch, skipEpoch: -1);
+            pendingWord = -1;
             return epoch;
         }
 
         long finished = nowEpoch - distance;
         used = 0;
         history = SumHistory(state, nowEpoch, skipEpoch: finished);
+        pendingWord = -1;
         if (finished >= nowEpoch - _segments)
         {
             history += EpochCount.Count(word);
+            pendingWord = EpochCount.Pack(finished, EpochCount.Count(word));
         }
 
         return nowEpoch;
@@ -214,9 +218,18 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
         return sum;
     }
 
-    /// <summary>Larger-wins: a newer segment beats an older one in the slot; within a segment the larger count wins.</summary>
+    /// <summary>
+    /// Larger-wins: a newer segment beats an older one in the slot; within a segment the larger count wins.
+    /// An empty segment is not written: a slot holding an older segment already reads as zero for this one, and keeping
+    /// it preserves the newest segment that counted anything (what <see cref="GetFullSince"/> needs).
+    /// </summary>
     private static void Record(CounterState state, long epoch, long count)
     {
+        if (count == 0)
+        {
+            return;
+        }
+
         ref long slot = ref state.History[epoch % state.History.Length];
         long packed = EpochCount.Pack(epoch, count);
         while (true)
@@ -257,14 +270,15 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
     /// <summary>
     /// Ticks until <paramref name="shortfall"/> permits come back in segment <paramref name="epoch"/>: walk the window from
     /// its oldest segment, each of which frees its count when segment j+S+1 begins; the current segment's own permits last.
+    /// <paramref name="pendingWord"/> is a finished segment still in the current word (or -1).
     /// </summary>
-    private long RetryAfter(CounterState state, long epoch, long shortfall, long now)
+    private long RetryAfter(CounterState state, long epoch, long shortfall, long now, long pendingWord)
     {
         long[] slots = state.History;
         long freed = 0;
         for (long j = Math.Max(0, epoch - _segments); j < epoch; j++)
         {
-            long slot = Volatile.Read(ref slots[j % slots.Length]);
+            long slot = pendingWord != -1 && EpochCount.Holds(pendingWord, j) ? pendingWord : Volatile.Read(ref slots[j % slots.Length]);
             if (EpochCount.Holds(slot, j))
             {
                 freed += EpochCount.Count(slot);

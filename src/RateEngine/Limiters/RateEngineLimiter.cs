@@ -150,9 +150,13 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         {
             ThrowIfDisposed();
             long now = _clock.Now();
-            if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && _host.TryAcquire(now, permitCount, out _, out _))
+            if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && TryAcquireCounted(now, permitCount, out _))
             {
-                _successfulLeases.Increment();
+                if (permitCount == 0)
+                {
+                    _successfulLeases.Increment();
+                }
+
                 return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
             }
 
@@ -225,15 +229,32 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     internal bool TryAdmit(long now, int permitCount, out Admission admission)
     {
         Debug.Assert(permitCount > 0 && permitCount <= _permitLimit);
-        if (CanBypassQueue() && _host.TryAcquire(now, permitCount, out admission, out _))
+        if (CanBypassQueue() && TryAcquireCounted(now, permitCount, out admission))
         {
-            _successfulLeases.Increment();
             return true;
         }
 
         admission = default;
         _failedLeases.Increment();
         return false;
+    }
+
+    /// <summary>
+    /// Test and diagnostics hook: sees every admission (lock-free, queued and served), with its decision stamp.
+    /// Null in production; the hot path pays one field read.
+    /// </summary>
+    internal Action<Admission>? AdmissionObserver { get; set; }
+
+    private bool TryAcquireCounted(long now, int permitCount, out Admission admission)
+    {
+        if (!_host.TryAcquire(now, permitCount, out admission, out _))
+        {
+            return false;
+        }
+
+        _successfulLeases.Increment();
+        AdmissionObserver?.Invoke(admission);
+        return true;
     }
 
     /// <summary>Undoes an admission (see <see cref="IRateAlgorithm{TState}.Refund"/>), then serves waiters it unblocks.</summary>
@@ -311,23 +332,23 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         while (ServiceHead() is { } node)
         {
             Waiter waiter = node.Value;
-            Admission admission = default;
-            bool admitted = waiter.Count == 0
-                ? _host.GetAvailablePermits(now) > 0
-                : _host.TryAcquire(now, waiter.Count, out admission, out _);
-            if (!admitted)
+            if (waiter.Count == 0)
+            {
+                if (_host.GetAvailablePermits(now) <= 0)
+                {
+                    break;
+                }
+
+                _successfulLeases.Increment();
+            }
+            else if (!TryAcquireCounted(now, waiter.Count, out _))
             {
                 break;
             }
 
-            if (Complete(waiter, RateEngineLease.Acquired))
-            {
-                _successfulLeases.Increment();
-            }
-            else if (waiter.Count > 0)
-            {
-                _host.Refund(admission);
-            }
+            // Completions happen only under this lock, so a queued waiter cannot have been cancelled meanwhile.
+            bool completed = Complete(waiter, RateEngineLease.Acquired);
+            Debug.Assert(completed);
         }
 
         ScheduleWakeupLocked(now);

@@ -87,7 +87,7 @@ internal sealed class LimiterClock
                 return false;
             }
 
-            _lastCredit = now;
+            Volatile.Write(ref _lastCredit, now);
             Interlocked.Increment(ref _manualTicks);
             return true;
         }
@@ -115,7 +115,9 @@ internal sealed class LimiterClock
 
         if (_mode == ManualReplenishment.Step)
         {
-            Int128 total = (Int128)_stepPeriod.Ticks * ticks;
+            // The next step is allowed one period after the last; later steps a period apart each.
+            TimeSpan sinceLastStep = Elapsed(Volatile.Read(ref _lastCredit), _provider.GetTimestamp());
+            Int128 total = (Int128)_stepPeriod.Ticks * ticks - Math.Min(sinceLastStep.Ticks, _stepPeriod.Ticks);
             return total >= TimeSpan.MaxValue.Ticks ? TimeSpan.MaxValue : new TimeSpan((long)total);
         }
 

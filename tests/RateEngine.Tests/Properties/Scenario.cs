@@ -1,0 +1,88 @@
+using FsCheck;
+using FsCheck.Fluent;
+using RateEngine.Tests.Support;
+using System.Threading.RateLimiting;
+
+namespace RateEngine.Tests.Properties;
+
+/// <summary>One step of a generated operation sequence.</summary>
+public abstract record Op;
+
+/// <summary><c>AttemptAcquire(Permits)</c>.</summary>
+public sealed record Acquire(int Permits) : Op;
+
+/// <summary>Moves the fake clock forward.</summary>
+public sealed record Advance(long Ticks) : Op;
+
+/// <summary>Moves the fake clock backwards (<c>FakeTimeProvider.AdjustTime</c>).</summary>
+public sealed record Rewind(long Ticks) : Op;
+
+/// <summary><c>AcquireAsync(Permits)</c> with a token that a later <see cref="Cancel"/> may cancel.</summary>
+public sealed record Wait(int Permits) : Op;
+
+/// <summary>Cancels the pending wait at <c>Index % pending</c>.</summary>
+public sealed record Cancel(int Index) : Op;
+
+/// <summary>Refunds the most recent synchronous admission, once.</summary>
+public sealed record RefundLast : Op;
+
+/// <summary>An acquire immediately undone by a refund (applied to one of two twin limiters).</summary>
+public sealed record AcquireThenRefund(int Permits) : Op;
+
+public sealed record Scenario(LimiterSpec Spec, Op[] Ops)
+{
+    public override string ToString() => $"{Spec} ops: [{string.Join(", ", Ops.Select(o => o.ToString()))}]";
+}
+
+/// <summary>FsCheck generators for limiter configurations and operation sequences.</summary>
+public static class Generators
+{
+    public static Gen<LimiterSpec> Spec(LimiterKind kind, bool queueing) =>
+        from limit in Gen.Choose(1, 12)
+        from window in Gen.Elements(10L, 60L, 97L, 1000L)
+        from segments in Gen.Choose(1, 6)
+        from tokensPerPeriod in Gen.Choose(1, 5)
+        from queueLimit in queueing ? Gen.Choose(0, 12) : Gen.Constant(0)
+        from order in Gen.Elements(QueueProcessingOrder.OldestFirst, QueueProcessingOrder.NewestFirst)
+        select new LimiterSpec(kind, limit, window, segments, tokensPerPeriod, queueLimit, order);
+
+    /// <summary>Everything: acquires, time both ways, waits, cancellations and refunds.</summary>
+    public static Arbitrary<Scenario> Everything(LimiterKind kind) =>
+        (from spec in Spec(kind, queueing: true)
+         from ops in Gen.ArrayOf(Gen.Frequency(
+             (8, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
+             (5, AdvanceTicks(spec).Select(t => (Op)new Advance(t))),
+             (1, Gen.Choose(1, (int)spec.WindowTicks).Select(t => (Op)new Rewind(t))),
+             (3, Gen.Choose(0, spec.Limit).Select(n => (Op)new Wait(n))),
+             (1, Gen.Choose(0, 50).Select(i => (Op)new Cancel(i))),
+             (1, Gen.Constant((Op)new RefundLast()))))
+         select new Scenario(spec, ops)).ToArbitrary();
+
+    /// <summary>Acquires and forward time only: the reference model decides exactly.</summary>
+    public static Arbitrary<Scenario> Decisions(LimiterKind kind) =>
+        (from spec in Spec(kind, queueing: false)
+         from ops in Gen.ArrayOf(Gen.Frequency(
+             (3, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
+             (2, AdvanceTicks(spec).Select(t => (Op)new Advance(t)))))
+         select new Scenario(spec, ops)).ToArbitrary();
+
+    /// <summary>
+    /// Acquires, time, and acquire-then-refund pairs. The clock also moves backwards, except for the counter: an
+    /// acquire that starts a new segment moves the counter's current segment for good (other threads may already
+    /// decide in it), so after a backwards clock step a refunded acquire still shows as "that segment was reached".
+    /// </summary>
+    public static Arbitrary<Scenario> Refunds(LimiterKind kind) =>
+        (from spec in Spec(kind, queueing: false)
+         from ops in Gen.ArrayOf(Gen.Frequency(
+             (4, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
+             (3, AdvanceTicks(spec).Select(t => (Op)new Advance(t))),
+             (kind == LimiterKind.Counter ? 0 : 1, Gen.Choose(1, (int)spec.WindowTicks).Select(t => (Op)new Rewind(t))),
+             (3, Gen.Choose(1, spec.Limit).Select(n => (Op)new AcquireThenRefund(n)))))
+         select new Scenario(spec, ops)).ToArbitrary();
+
+    private static Gen<long> AdvanceTicks(LimiterSpec spec) => Gen.Frequency(
+        (3, Gen.Choose(0, 3).Select(t => (long)t)),
+        (4, Gen.Choose(1, (int)spec.WindowTicks / 2).Select(t => (long)t)),
+        (2, Gen.Choose((int)spec.WindowTicks / 2, (int)spec.WindowTicks * 2).Select(t => (long)t)),
+        (1, Gen.Choose(1, 20).Select(k => k * spec.FullRefillTicks)));
+}

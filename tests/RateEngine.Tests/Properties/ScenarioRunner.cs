@@ -1,0 +1,175 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Algorithms;
+using RateEngine.Tests.Support;
+using Xunit.Sdk;
+
+namespace RateEngine.Tests.Properties;
+
+/// <summary>Runs generated scenarios against real limiters on a <see cref="FakeTimeProvider"/> and checks them.</summary>
+public static class ScenarioRunner
+{
+    /// <summary>
+    /// The guarantee of DESIGN.md holds for every admission, whatever the mix of acquires, waits, cancellations,
+    /// refunds and clock moves (both ways); statistics agree with the leases handed out; disposal completes every wait.
+    /// </summary>
+    public static void NeverExceedsGuarantee(Scenario scenario)
+    {
+        var time = new FakeTimeProvider();
+        RateEngineLimiter limiter = scenario.Spec.Create(time);
+        var admissions = new List<Admitted>();
+        Admission? lastObserved = null;
+        limiter.AdmissionObserver = a =>
+        {
+            admissions.Add(new Admitted(a.Stamp, a.Permits));
+            lastObserved = a;
+        };
+
+        Admission? refundable = null;
+        long successfulLeases = 0;
+        var waits = new List<(Task<RateLimitLease> Task, CancellationTokenSource Source)>();
+        foreach (Op op in scenario.Ops)
+        {
+            switch (op)
+            {
+                case Acquire(int permits):
+                    lastObserved = null;
+                    using (RateLimitLease lease = limiter.AttemptAcquire(permits))
+                    {
+                        if (lease.IsAcquired)
+                        {
+                            successfulLeases++;
+                            refundable = permits > 0 ? lastObserved : refundable;
+                        }
+                    }
+
+                    break;
+                case Advance(long ticks):
+                    time.Advance(TimeSpan.FromTicks(ticks));
+                    break;
+                case Rewind(long ticks):
+                    time.AdjustTime(time.GetUtcNow() - TimeSpan.FromTicks(ticks));
+                    break;
+                case Wait(int permits):
+                    var source = new CancellationTokenSource();
+                    waits.Add((limiter.AcquireAsync(permits, source.Token).AsTask(), source));
+                    break;
+                case Cancel(int index) when waits.Count > 0:
+                    waits[index % waits.Count].Source.Cancel();
+                    break;
+                case RefundLast when refundable is { } admission:
+                    if (limiter.Refund(admission))
+                    {
+                        admissions.RemoveAt(admissions.LastIndexOf(new Admitted(admission.Stamp, admission.Permits)));
+                    }
+
+                    refundable = null;
+                    break;
+            }
+        }
+
+        successfulLeases += waits.Count(w => w.Task.IsCompletedSuccessfully && w.Task.Result.IsAcquired);
+        Assert.Equal(successfulLeases, limiter.GetStatistics()!.TotalSuccessfulLeases);
+
+        limiter.Dispose();
+        Assert.All(waits, w => Assert.True(w.Task.IsCompleted, "a wait was left pending after Dispose"));
+        foreach (var (_, source) in waits)
+        {
+            source.Dispose();
+        }
+
+        string? violation = Guarantee.FindViolation(scenario.Spec, admissions);
+        if (violation is not null)
+        {
+            throw new XunitException(violation);
+        }
+    }
+
+    /// <summary>
+    /// On a forward-moving clock with nothing queued, every decision, every available-permit count and every
+    /// RETRY_AFTER equals the exact reference model's: the limiter admits exactly when there is room.
+    /// </summary>
+    public static void DecidesLikeReferenceModel(Scenario scenario)
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = scenario.Spec.Create(time);
+        var model = new ReferenceModel(scenario.Spec);
+        long now = 0;
+        foreach (Op op in scenario.Ops)
+        {
+            switch (op)
+            {
+                case Advance(long ticks):
+                    time.Advance(TimeSpan.FromTicks(ticks));
+                    now += ticks;
+                    break;
+                case Acquire(int permits):
+                    Assert.Equal(model.Available(now), limiter.GetStatistics()!.CurrentAvailablePermits);
+                    bool expected = model.Admits(now, permits);
+                    using (RateLimitLease lease = limiter.AttemptAcquire(permits))
+                    {
+                        Assert.True(expected == lease.IsAcquired, $"at {now} AttemptAcquire({permits}): expected {expected}");
+                        if (lease.IsAcquired && permits > 0)
+                        {
+                            model.Record(now, permits);
+                        }
+
+                        if (!lease.IsAcquired)
+                        {
+                            Assert.True(lease.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+                            Assert.Equal(model.TicksUntilAdmitted(now, permits), retryAfter.Ticks);
+                        }
+                    }
+
+                    break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// An acquire followed at once by its refund leaves the limiter indistinguishable from a twin that never saw it:
+    /// same decisions, available permits, idle durations and retry delays, through clock moves both ways.
+    /// </summary>
+    public static void RefundIsIndistinguishable(Scenario scenario)
+    {
+        var timeA = new FakeTimeProvider();
+        var timeB = new FakeTimeProvider();
+        using RateEngineLimiter refunded = scenario.Spec.Create(timeA);
+        using RateEngineLimiter untouched = scenario.Spec.Create(timeB);
+        foreach (Op op in scenario.Ops)
+        {
+            switch (op)
+            {
+                case Advance(long ticks):
+                    timeA.Advance(TimeSpan.FromTicks(ticks));
+                    timeB.Advance(TimeSpan.FromTicks(ticks));
+                    break;
+                case Rewind(long ticks):
+                    timeA.AdjustTime(timeA.GetUtcNow() - TimeSpan.FromTicks(ticks));
+                    timeB.AdjustTime(timeB.GetUtcNow() - TimeSpan.FromTicks(ticks));
+                    break;
+                case AcquireThenRefund(int permits):
+                    if (refunded.TryAdmit(refunded.Clock.Now(), permits, out Admission admission))
+                    {
+                        Assert.True(refunded.Refund(admission), "an immediate refund must succeed");
+                    }
+
+                    break;
+                case Acquire(int permits):
+                    using (RateLimitLease a = refunded.AttemptAcquire(permits))
+                    using (RateLimitLease b = untouched.AttemptAcquire(permits))
+                    {
+                        Assert.Equal(b.IsAcquired, a.IsAcquired);
+                        a.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryA);
+                        b.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryB);
+                        Assert.Equal(retryB, retryA);
+                    }
+
+                    break;
+            }
+
+            Assert.Equal(untouched.GetStatistics()!.CurrentAvailablePermits, refunded.GetStatistics()!.CurrentAvailablePermits);
+            Assert.Equal(untouched.IdleDuration, refunded.IdleDuration);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+using System.Threading.RateLimiting;
+
+namespace RateEngine.Tests.Support;
+
+public enum LimiterKind
+{
+    Log,
+    Counter,
+    Fixed,
+    Bucket,
+}
+
+/// <summary>
+/// One limiter configuration, in the ticks of a <see cref="Microsoft.Extensions.Time.Testing.FakeTimeProvider"/>
+/// (100 ns, the same unit as the limiter's own clock on that provider).
+/// </summary>
+public sealed record LimiterSpec(
+    LimiterKind Kind,
+    int Limit,
+    long WindowTicks,
+    int Segments = 1,
+    int TokensPerPeriod = 1,
+    int QueueLimit = 0,
+    QueueProcessingOrder Order = QueueProcessingOrder.OldestFirst)
+{
+    public RateEngineLimiter Create(TimeProvider time) => Kind switch
+    {
+        LimiterKind.Log => new SlidingWindowLogRateLimiter(new SlidingWindowLogRateLimiterOptions
+        {
+            PermitLimit = Limit,
+            Window = TimeSpan.FromTicks(WindowTicks),
+            QueueLimit = QueueLimit,
+            QueueProcessingOrder = Order,
+            TimeProvider = time,
+        }),
+        LimiterKind.Counter => new SlidingWindowCounterRateLimiter(new SlidingWindowCounterRateLimiterOptions
+        {
+            PermitLimit = Limit,
+            Window = TimeSpan.FromTicks(WindowTicks),
+            SegmentsPerWindow = Segments,
+            QueueLimit = QueueLimit,
+            QueueProcessingOrder = Order,
+            TimeProvider = time,
+        }),
+        LimiterKind.Fixed => new LockFreeFixedWindowRateLimiter(
+            new FixedWindowRateLimiterOptions
+            {
+                PermitLimit = Limit,
+                Window = TimeSpan.FromTicks(WindowTicks),
+                QueueLimit = QueueLimit,
+                QueueProcessingOrder = Order,
+            },
+            time),
+        LimiterKind.Bucket => new LockFreeTokenBucketRateLimiter(
+            new TokenBucketRateLimiterOptions
+            {
+                TokenLimit = Limit,
+                TokensPerPeriod = TokensPerPeriod,
+                ReplenishmentPeriod = TimeSpan.FromTicks(WindowTicks),
+                QueueLimit = QueueLimit,
+                QueueProcessingOrder = Order,
+            },
+            time),
+        _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
+    };
+
+    /// <summary>The counter's segment length as the limiter computes it (rounded up).</summary>
+    public long SegmentTicks => (WindowTicks + Segments - 1) / Segments;
+
+    /// <summary>Ticks after which every permit taken so far is surely back.</summary>
+    public long FullRefillTicks => Kind switch
+    {
+        LimiterKind.Counter => WindowTicks + (2 * SegmentTicks),
+        LimiterKind.Bucket => (((long)Limit + TokensPerPeriod - 1) / TokensPerPeriod) * WindowTicks,
+        _ => WindowTicks,
+    };
+}
