@@ -61,22 +61,30 @@ public static class Guarantee
     }
 
     /// <summary>
-    /// For every interval [s_i, s_j]: permits &lt;= burst + rate * (s_j - s_i), in integers:
-    /// N * period &lt;= burst * period + (s_j - s_i) * tokensPerPeriod, plus less than one tick of rounding.
+    /// For every interval [s_i, s_j]: permits &lt;= burst + rate * (s_j - s_i), i.e. in integers
+    /// N * period &lt;= burst * period + (s_j - s_i) * tokensPerPeriod (+ less than one tick of rounding).
+    /// With prefix sums C: C_j*P - s_j*R - (C_(i-1)*P - s_i*R) &lt;= B*P, so one pass with a running minimum suffices.
     /// </summary>
     private static string? Bucket(Admitted[] sorted, long burst, long tokensPerPeriod, long period)
     {
-        for (int i = 0; i < sorted.Length; i++)
+        Int128 prefix = 0;
+        Int128 lowest = Int128.MaxValue;
+        long lowestStamp = 0;
+        Int128 allowed = ((Int128)burst * period) + (tokensPerPeriod - 1);
+        foreach (Admitted admitted in sorted)
         {
-            long sum = 0;
-            for (int j = i; j < sorted.Length; j++)
+            Int128 before = (prefix * period) - ((Int128)admitted.Stamp * tokensPerPeriod);
+            if (before < lowest)
             {
-                sum += sorted[j].Permits;
-                Int128 allowed = (Int128)burst * period + (Int128)(sorted[j].Stamp - sorted[i].Stamp) * tokensPerPeriod + (tokensPerPeriod - 1);
-                if ((Int128)sum * period > allowed)
-                {
-                    return $"{sum} tokens in [{sorted[i].Stamp}, {sorted[j].Stamp}] exceed burst {burst} + rate {tokensPerPeriod}/{period}";
-                }
+                lowest = before;
+                lowestStamp = admitted.Stamp;
+            }
+
+            prefix += admitted.Permits;
+            Int128 after = (prefix * period) - ((Int128)admitted.Stamp * tokensPerPeriod);
+            if (after - lowest > allowed)
+            {
+                return $"tokens in [{lowestStamp}, {admitted.Stamp}] exceed burst {burst} + rate {tokensPerPeriod}/{period}";
             }
         }
 

@@ -1,0 +1,92 @@
+using System.Diagnostics;
+using System.Threading.RateLimiting;
+using RateEngine.Algorithms;
+using RateEngine.Tests.Support;
+using RateEngine.Timing;
+using Xunit.Abstractions;
+
+namespace RateEngine.Tests.Stress;
+
+/// <summary>
+/// Several threads hammer one limiter on the real clock; every admission's decision stamp is recorded and the window
+/// invariant is checked offline afterwards. A share of the admissions is refunded at once, racing the others, so the
+/// refund paths are hammered too; refunded admissions are dropped from the record only when the refund says it freed.
+/// </summary>
+public class StressTests(ITestOutputHelper output)
+{
+    private const int Threads = 4;
+    private const int AttemptsPerThread = 1_000_000;
+
+    [Fact]
+    public void SlidingWindowLog_FourThreadsFourMillionAttempts_NeverExceedsLimitInAnyWindow() =>
+        Hammer(new LimiterSpec(LimiterKind.Log, Limit: 1_000, WindowTicks: TimeSpan.FromMilliseconds(1).Ticks));
+
+    [Fact]
+    public void SlidingWindowCounter_FourThreadsFourMillionAttempts_NeverExceedsLimitInAnyWindow() =>
+        Hammer(new LimiterSpec(LimiterKind.Counter, Limit: 1_000, WindowTicks: TimeSpan.FromMilliseconds(1).Ticks, Segments: 4));
+
+    [Fact]
+    public void FixedWindow_FourThreadsFourMillionAttempts_NeverExceedsLimitInAnyAlignedWindow() =>
+        Hammer(new LimiterSpec(LimiterKind.Fixed, Limit: 500, WindowTicks: TimeSpan.FromMicroseconds(500).Ticks));
+
+    [Fact]
+    public void TokenBucket_FourThreadsFourMillionAttempts_NeverExceedsBurstPlusRate() =>
+        Hammer(new LimiterSpec(LimiterKind.Bucket, Limit: 200, WindowTicks: TimeSpan.FromMicroseconds(100).Ticks, TokensPerPeriod: 100));
+
+    private void Hammer(LimiterSpec spec)
+    {
+        using RateEngineLimiter limiter = spec.Create(TimeProvider.System);
+        var perThread = new List<Admitted>[Threads];
+        long refunded = 0;
+        using var start = new Barrier(Threads);
+        Thread[] threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            var admitted = perThread[t] = new List<Admitted>(AttemptsPerThread);
+            var random = new Random(t);
+            start.SignalAndWait();
+            for (int i = 0; i < AttemptsPerThread; i++)
+            {
+                int permits = random.Next(10) == 0 ? random.Next(1, 4) : 1;
+                if (!limiter.TryAdmit(limiter.Clock.Now(), permits, out Admission admission))
+                {
+                    continue;
+                }
+
+                admitted.Add(new Admitted(admission.Stamp, admission.Permits));
+                if (random.Next(8) == 0 && limiter.Refund(admission))
+                {
+                    admitted.RemoveAt(admitted.Count - 1);
+                    Interlocked.Increment(ref refunded);
+                }
+            }
+        })).ToArray();
+
+        var stopwatch = Stopwatch.StartNew();
+        foreach (Thread thread in threads)
+        {
+            thread.Start();
+        }
+
+        foreach (Thread thread in threads)
+        {
+            thread.Join();
+        }
+
+        stopwatch.Stop();
+        List<Admitted> all = perThread.SelectMany(list => list).ToList();
+        long successes = all.Count + refunded;
+        output.WriteLine(
+            $"{spec.Kind}: {Threads * AttemptsPerThread:N0} attempts in {stopwatch.ElapsedMilliseconds} ms, " +
+            $"{successes:N0} admitted, {refunded:N0} of them refunded, {all.Sum(a => (long)a.Permits):N0} permits kept");
+
+        RateLimiterStatistics statistics = limiter.GetStatistics()!;
+        Assert.Equal(successes, statistics.TotalSuccessfulLeases);
+        Assert.Equal((long)Threads * AttemptsPerThread, statistics.TotalSuccessfulLeases + statistics.TotalFailedLeases);
+        Assert.True(all.Count > 1_000, "the run admitted too little to say anything");
+        Assert.True(statistics.TotalFailedLeases > 1_000, "the run never hit the limit, so it checked nothing");
+
+        // The stamps are in the limiter's clock ticks (Stopwatch's frequency): convert the spec's windows to them.
+        var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), Stopwatch.Frequency) };
+        Assert.Null(Guarantee.FindViolation(inClockTicks, all));
+    }
+}
