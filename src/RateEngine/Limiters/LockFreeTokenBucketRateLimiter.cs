@@ -14,8 +14,7 @@ namespace RateEngine;
 /// in timer-sized steps. For any interval of length T it admits at most <c>TokenLimit + rate * T</c> tokens.</para>
 /// <para>With <c>AutoReplenishment = false</c>, <c>TryReplenish</c> credits the time elapsed since the last credit, as
 /// the in-box limiter does, including its rule that time spent full is not credited until the bucket has been drawn.</para>
-/// <para>A zero-token probe succeeds when at least one whole token is available (the in-box bucket also succeeds on a
-/// fraction of a token).</para>
+/// <para>A zero-token probe succeeds when at least one whole token is available, as with the in-box bucket.</para>
 /// </remarks>
 public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
 {

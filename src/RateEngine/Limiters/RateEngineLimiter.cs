@@ -279,8 +279,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
 
     private RateLimitLease Probe(long now)
     {
-        long available = _host.GetAvailablePermits(now);
-        if (available > 0)
+        if (_host.GetAvailablePermits(now) > 0)
         {
             _successfulLeases.Increment();
             return RateEngineLease.Acquired;
@@ -334,11 +333,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
             Waiter waiter = node.Value;
             if (waiter.Count == 0)
             {
-                if (_host.GetAvailablePermits(now) <= 0)
-                {
-                    break;
-                }
-
+                // Its turn has come and it needs nothing: served, as in-box (whose check is "available >= 0").
                 _successfulLeases.Increment();
             }
             else if (!TryAcquireCounted(now, waiter.Count, out _))
@@ -389,8 +384,8 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
             RemoveLocked(waiter);
             waiter.TrySetCanceled(token);
 
-            // The cancelled waiter may have been the one blocking the head of the line.
-            ServeQueueLocked();
+            // The cancelled waiter may have been the head of the line: the next one may be due sooner.
+            ScheduleWakeupLocked(_clock.Now());
         }
     }
 

@@ -92,13 +92,14 @@ internal sealed class LimiterClock
             return true;
         }
 
-        if (isFull || elapsed <= 0)
+        if (isFull)
         {
             return false;
         }
 
+        // Even a zero credit counts as a replenishment (the in-box bucket then serves its queue).
         _lastCredit = now;
-        Interlocked.Add(ref _manualTicks, elapsed);
+        Interlocked.Add(ref _manualTicks, Math.Max(0, elapsed));
         return true;
     }
 
