@@ -38,13 +38,15 @@ public sealed class LockFreeFixedWindowRateLimiter : RateEngineLimiter
         LimiterClock clock = options.AutoReplenishment
             ? new LimiterClock(timeProvider)
             : new LimiterClock(timeProvider, ManualReplenishment.Step, options.Window);
-        long windowTicks = options.AutoReplenishment ? Math.Max(1, clock.ToTicks(options.Window)) : 1;
-        var algorithm = new FixedWindow(options.PermitLimit, windowTicks);
         return new LimiterParts(
-            AlgorithmHost.Create<FixedWindow, long>(algorithm), clock, options.QueueLimit, options.QueueProcessingOrder, options.Window);
+            AlgorithmHost.Create<FixedWindow, long>(CreateAlgorithm(options, clock)), clock, options.QueueLimit, options.QueueProcessingOrder, options.Window);
     }
 
-    private static FixedWindowRateLimiterOptions Validate(FixedWindowRateLimiterOptions options)
+    /// <summary>The algorithm for validated options on <paramref name="clock"/> (a manual clock ticks once per window).</summary>
+    internal static FixedWindow CreateAlgorithm(FixedWindowRateLimiterOptions options, LimiterClock clock) =>
+        new(options.PermitLimit, clock.IsManual ? 1 : Math.Max(1, clock.ToTicks(options.Window)));
+
+    internal static FixedWindowRateLimiterOptions Validate(FixedWindowRateLimiterOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.PermitLimit <= 0)

@@ -41,11 +41,8 @@ public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
         LimiterClock clock = options.AutoReplenishment
             ? new LimiterClock(timeProvider)
             : new LimiterClock(timeProvider, ManualReplenishment.Elapsed);
-        long periodTicks = Math.Max(1, clock.ToTicks(options.ReplenishmentPeriod));
-        long horizonTicks = clock.ToTicks(TimeSpan.FromDays(365.25 * HorizonYears));
-        var algorithm = new TokenBucket(options.TokenLimit, options.TokensPerPeriod, periodTicks, horizonTicks);
         return new LimiterParts(
-            AlgorithmHost.Create<TokenBucket, long>(algorithm),
+            AlgorithmHost.Create<TokenBucket, long>(CreateAlgorithm(options, clock)),
             clock,
             options.QueueLimit,
             options.QueueProcessingOrder,
@@ -53,7 +50,14 @@ public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
             PermitCountName: "tokenCount");
     }
 
-    private static TokenBucketRateLimiterOptions Validate(TokenBucketRateLimiterOptions options)
+    /// <summary>The algorithm for validated options on <paramref name="clock"/> (manual clocks tick like the provider's).</summary>
+    internal static TokenBucket CreateAlgorithm(TokenBucketRateLimiterOptions options, LimiterClock clock) =>
+        new(options.TokenLimit,
+            options.TokensPerPeriod,
+            Math.Max(1, clock.ToTicks(options.ReplenishmentPeriod)),
+            clock.ToTicks(TimeSpan.FromDays(365.25 * HorizonYears)));
+
+    internal static TokenBucketRateLimiterOptions Validate(TokenBucketRateLimiterOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.TokenLimit <= 0)

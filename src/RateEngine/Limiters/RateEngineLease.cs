@@ -16,6 +16,11 @@ internal sealed class RateEngineLease : RateLimitLease
 
     public static readonly RateEngineLease Disposed = new(false, null, ReasonPhrases.Disposed);
 
+    /// <summary>Internal signal from a retired partition key's limiter: look the key up again. Never reaches a caller.</summary>
+    public static readonly RateEngineLease Retired = new(false, null, ReasonPhrases.Disposed);
+
+    public static readonly RateEngineLease PartitionsFull = new(false, null, ReasonPhrases.PartitionsFull);
+
     private readonly TimeSpan? _retryAfter;
     private readonly string? _reason;
 
@@ -59,4 +64,6 @@ internal static class ReasonPhrases
     public const string QueueFull = "Rate limit reached and the queue is full (QueueLimit).";
     public const string Evicted = "Evicted from the queue by a newer request (QueueProcessingOrder.NewestFirst).";
     public const string Disposed = "The rate limiter was disposed while the request was queued.";
+    public const string PartitionsFull =
+        "Too many partition keys are active (MaxPartitions); new keys are refused until idle ones are evicted.";
 }

@@ -36,9 +36,10 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     private ITimer? _wakeup;
     private long _manualIdleSince;
     private volatile bool _disposed;
+    private bool _retired;
 
-    private readonly StripedCounter _successfulLeases = new();
-    private readonly StripedCounter _failedLeases = new();
+    private readonly StripedCounter _successfulLeases;
+    private readonly StripedCounter _failedLeases;
 
     private protected RateEngineLimiter(LimiterParts parts)
     {
@@ -50,6 +51,8 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         _replenishmentPeriod = parts.ReplenishmentPeriod;
         _permitCountName = parts.PermitCountName;
         _manualIdleSince = parts.Clock.Timestamp();
+        _successfulLeases = parts.SuccessfulLeases ?? new StripedCounter();
+        _failedLeases = parts.FailedLeases ?? new StripedCounter();
     }
 
     /// <inheritdoc />
@@ -149,6 +152,11 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         lock (_queue)
         {
             ThrowIfDisposed();
+            if (_retired)
+            {
+                return new ValueTask<RateLimitLease>(RateEngineLease.Retired);
+            }
+
             long now = _clock.Now();
             if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && TryAcquireCounted(now, permitCount, out _))
             {
@@ -271,6 +279,34 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
 
         return refunded;
     }
+
+    /// <summary>
+    /// Partition eviction: stops accepting waiters if none are queued (<c>AcquireAsync</c> then answers
+    /// <see cref="RateEngineLease.Retired"/>, telling the caller to look its key up again). Returns false when waiters exist.
+    /// </summary>
+    internal bool TryRetire()
+    {
+        lock (_queue)
+        {
+            _retired = _queue.Count == 0;
+            return _retired;
+        }
+    }
+
+    /// <summary>Undoes <see cref="TryRetire"/> when the eviction it prepared does not happen.</summary>
+    internal void Unretire()
+    {
+        lock (_queue)
+        {
+            _retired = false;
+        }
+    }
+
+    /// <summary>Permits queued right now.</summary>
+    internal long QueuedPermits => Volatile.Read(ref _queuedPermits);
+
+    /// <summary>The algorithm's view, for partition statistics and eviction.</summary>
+    internal AlgorithmHost Host => _host;
 
     /// <summary>The limiter's clock, for callers of <see cref="TryAdmit"/>.</summary>
     internal LimiterClock Clock => _clock;
@@ -425,4 +461,6 @@ internal sealed record LimiterParts(
     int QueueLimit,
     QueueProcessingOrder QueueProcessingOrder,
     TimeSpan ReplenishmentPeriod,
-    string PermitCountName = "permitCount");
+    string PermitCountName = "permitCount",
+    StripedCounter? SuccessfulLeases = null,
+    StripedCounter? FailedLeases = null);

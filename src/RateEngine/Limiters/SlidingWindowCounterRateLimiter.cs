@@ -28,29 +28,33 @@ public sealed class SlidingWindowCounterRateLimiter : RateEngineLimiter
 
     private static LimiterParts Build(SlidingWindowCounterRateLimiterOptions options)
     {
-        TimeSpan segmentSpan = new(options.Window.Ticks / options.SegmentsPerWindow);
-        LimiterClock clock;
-        long segmentTicks;
-        if (options.AutoReplenishment)
-        {
-            clock = new LimiterClock(options.TimeProvider);
-
-            // Round the segment up so that SegmentsPerWindow segments always span at least the window.
-            long windowTicks = clock.ToTicks(options.Window);
-            segmentTicks = Math.Max(1, (windowTicks + options.SegmentsPerWindow - 1) / options.SegmentsPerWindow);
-        }
-        else
-        {
-            clock = new LimiterClock(options.TimeProvider, ManualReplenishment.Step, segmentSpan);
-            segmentTicks = 1;
-        }
-
-        var algorithm = new SlidingWindowCounter(options.PermitLimit, segmentTicks, options.SegmentsPerWindow);
+        TimeSpan segmentSpan = SegmentSpan(options);
+        LimiterClock clock = options.AutoReplenishment
+            ? new LimiterClock(options.TimeProvider)
+            : new LimiterClock(options.TimeProvider, ManualReplenishment.Step, segmentSpan);
         return new LimiterParts(
-            AlgorithmHost.Create<SlidingWindowCounter, CounterState>(algorithm), clock, options.QueueLimit, options.QueueProcessingOrder, segmentSpan);
+            AlgorithmHost.Create<SlidingWindowCounter, CounterState>(CreateAlgorithm(options, clock)),
+            clock,
+            options.QueueLimit,
+            options.QueueProcessingOrder,
+            segmentSpan);
     }
 
-    private static SlidingWindowCounterRateLimiterOptions Validate(SlidingWindowCounterRateLimiterOptions options)
+    /// <summary>The algorithm for validated options on <paramref name="clock"/> (a manual clock ticks once per segment).</summary>
+    internal static SlidingWindowCounter CreateAlgorithm(SlidingWindowCounterRateLimiterOptions options, LimiterClock clock)
+    {
+        // Round the segment up so that SegmentsPerWindow segments always span at least the window.
+        long segmentTicks = clock.IsManual
+            ? 1
+            : Math.Max(1, (clock.ToTicks(options.Window) + options.SegmentsPerWindow - 1) / options.SegmentsPerWindow);
+        return new SlidingWindowCounter(options.PermitLimit, segmentTicks, options.SegmentsPerWindow);
+    }
+
+    /// <summary>The in-box sliding window's <c>ReplenishmentPeriod</c>: the window over the segment count, in whole ticks.</summary>
+    internal static TimeSpan SegmentSpan(SlidingWindowCounterRateLimiterOptions options) =>
+        new(options.Window.Ticks / options.SegmentsPerWindow);
+
+    internal static SlidingWindowCounterRateLimiterOptions Validate(SlidingWindowCounterRateLimiterOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.PermitLimit <= 0)

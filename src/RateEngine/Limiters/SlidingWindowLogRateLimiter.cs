@@ -30,12 +30,19 @@ public sealed class SlidingWindowLogRateLimiter : RateEngineLimiter
     private static LimiterParts Build(SlidingWindowLogRateLimiterOptions options)
     {
         var clock = new LimiterClock(options.TimeProvider);
-        var algorithm = new SlidingWindowLog(options.PermitLimit, Math.Max(1, clock.ToTicks(options.Window)));
         return new LimiterParts(
-            AlgorithmHost.Create<SlidingWindowLog, LogState>(algorithm), clock, options.QueueLimit, options.QueueProcessingOrder, options.Window);
+            AlgorithmHost.Create<SlidingWindowLog, LogState>(CreateAlgorithm(options, clock)),
+            clock,
+            options.QueueLimit,
+            options.QueueProcessingOrder,
+            options.Window);
     }
 
-    private static SlidingWindowLogRateLimiterOptions Validate(SlidingWindowLogRateLimiterOptions options)
+    /// <summary>The algorithm for validated options on <paramref name="clock"/>.</summary>
+    internal static SlidingWindowLog CreateAlgorithm(SlidingWindowLogRateLimiterOptions options, LimiterClock clock) =>
+        new(options.PermitLimit, Math.Max(1, clock.ToTicks(options.Window)));
+
+    internal static SlidingWindowLogRateLimiterOptions Validate(SlidingWindowLogRateLimiterOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.PermitLimit <= 0)

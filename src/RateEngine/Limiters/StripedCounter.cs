@@ -23,6 +23,8 @@ internal sealed class StripedCounter
 
     public void Increment() => Interlocked.Increment(ref _cells[((Thread.GetCurrentProcessorId() & _mask) + 1) * Stride]);
 
+    public void Decrement() => Interlocked.Decrement(ref _cells[((Thread.GetCurrentProcessorId() & _mask) + 1) * Stride]);
+
     public long Sum()
     {
         long sum = 0;

@@ -1,0 +1,327 @@
+using System.Threading.RateLimiting;
+using RateEngine.Algorithms;
+using RateEngine.Timing;
+
+namespace RateEngine.Partitioning;
+
+/// <summary>
+/// A <see cref="PartitionedRateLimiter{TResource}"/> that keeps compact algorithm state per key in a
+/// <see cref="PartitionTable{TKey,TEntry}"/>, not a limiter object per key.
+/// </summary>
+/// <remarks>
+/// <para><b>Hot path</b>: select the key, find its entry without a lock, read the clock, run the algorithm's CAS on the
+/// entry's state, then re-read the entry's link. That last read pairs with eviction (below): an admission that lands
+/// in an entry being evicted is discarded and decided again on the key's live entry.</para>
+/// <para><b>Eviction</b> (one shard per timer tick, under that shard's lock) removes a key only when its state is
+/// indistinguishable from a fresh one: mark the entry evicted (CAS on its link), then re-check the state. Either the
+/// re-check sees a racing admission (the eviction is undone) or the admitting thread sees the mark (its admission is
+/// discarded): both sides use full fences, so at least one sees the other. The clock is read after the entry is
+/// found, so a re-created key never decides at a time before its predecessor was judged idle.</para>
+/// <para><b>Waiting</b>: a key that must queue gets a <see cref="PartitionKeyLimiter"/> on the same state, which
+/// brings the whole queue contract; keys that never wait never pay for it.</para>
+/// </remarks>
+internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState> : PartitionedRateLimiter<TResource>
+    where TKey : notnull
+    where TAlgorithm : struct, IRateAlgorithm<TState>
+{
+    private static readonly PartitionEntry<TState> Tombstone = new();
+
+    private readonly Func<TResource, TKey> _keySelector;
+    private readonly Func<TKey, PartitionTier<TAlgorithm, TState>> _tierOf;
+    private readonly PartitionTable<TKey, PartitionEntry<TState>> _table;
+    private readonly LimiterClock _clock;
+    private readonly StripedCounter _successfulLeases = new();
+    private readonly StripedCounter _failedLeases = new();
+    private readonly ITimer _sweeper;
+    private readonly TimeSpan _sweepPeriod;
+    private readonly Func<TKey, PartitionEntry<TState>> _create;
+    private readonly Action<int> _makeRoom;
+    private readonly Func<TKey, PartitionEntry<TState>, bool> _evictIfIdle;
+    private int _nextShard;
+    private volatile bool _disposed;
+
+    public EnginePartitionedLimiter(
+        Func<TResource, TKey> keySelector,
+        Func<TKey, PartitionTier<TAlgorithm, TState>> tierOf,
+        PartitionedLimiterOptions options,
+        IEqualityComparer<TKey> comparer)
+    {
+        _keySelector = keySelector;
+        _tierOf = tierOf;
+        _clock = new LimiterClock(options.TimeProvider);
+        _table = new PartitionTable<TKey, PartitionEntry<TState>>(comparer, Tombstone, options.MaxPartitions);
+        _create = Create;
+        _evictIfIdle = EvictIfIdle;
+        _makeRoom = shard => _table.SweepHeld(shard, _evictIfIdle);
+        _sweepPeriod = TimeSpan.FromTicks(Math.Max(1, options.IdleEvictionInterval.Ticks / _table.ShardCount));
+        _sweeper = options.TimeProvider.CreateTimer(
+            static state => ((EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>)state!).SweepNextShard(),
+            this,
+            _sweepPeriod,
+            _sweepPeriod);
+    }
+
+    /// <summary>The clock every key's state is measured on.</summary>
+    internal LimiterClock Clock => _clock;
+
+    /// <summary>Keys held right now.</summary>
+    internal long PartitionCount => _table.Count;
+
+    public override RateLimiterStatistics? GetStatistics(TResource resource)
+    {
+        ThrowIfDisposed();
+        TKey key = _keySelector(resource);
+        PartitionEntry<TState>? entry = _table.Find(key);
+        object? link = entry is null ? null : Volatile.Read(ref entry.Link);
+        long available = link switch
+        {
+            PartitionTier<TAlgorithm, TState> tier => tier.Algorithm.GetAvailablePermits(ref entry!.State, _clock.Now()),
+            PartitionKeyLimiter limiter => limiter.Host.GetAvailablePermits(_clock.Now()),
+            _ => _tierOf(key).Algorithm.PermitLimit, // not held (never seen, or evicted as idle): all permits are free
+        };
+        return new RateLimiterStatistics
+        {
+            CurrentAvailablePermits = available,
+            CurrentQueuedCount = (link as PartitionKeyLimiter)?.QueuedPermits ?? 0,
+            TotalSuccessfulLeases = _successfulLeases.Sum(),
+            TotalFailedLeases = _failedLeases.Sum(),
+        };
+    }
+
+    protected override RateLimitLease AttemptAcquireCore(TResource resource, int permitCount)
+    {
+        ThrowIfDisposed();
+        TKey key = _keySelector(resource);
+        SpinWait spin = default;
+        while (true)
+        {
+            PartitionEntry<TState>? entry = _table.GetOrAdd(key, _create, _makeRoom);
+            if (entry is null)
+            {
+                return PartitionsFull();
+            }
+
+            object link = Volatile.Read(ref entry.Link);
+            if (link is PartitionKeyLimiter keyLimiter)
+            {
+                RateLimitLease lease = keyLimiter.AttemptAcquire(permitCount);
+                if (lease.IsAcquired && permitCount > 0 && Evicted(entry))
+                {
+                    _successfulLeases.Decrement(); // counted by the key's limiter, but decided on a dead entry
+                    continue;
+                }
+
+                return lease;
+            }
+
+            if (link is not PartitionTier<TAlgorithm, TState> tier)
+            {
+                spin.SpinOnce(); // evicted: the shard's lock holder is removing it right now
+                continue;
+            }
+
+            CheckPermitCount(tier, permitCount);
+            long now = _clock.Now();
+            if (permitCount == 0)
+            {
+                return Probe(tier, entry, now);
+            }
+
+            if (tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out _, out long retryAfter))
+            {
+                if (Evicted(entry))
+                {
+                    continue;
+                }
+
+                _successfulLeases.Increment();
+                return RateEngineLease.Acquired;
+            }
+
+            _failedLeases.Increment();
+            return RateEngineLease.Rejected(_clock.ToTimeSpan(retryAfter), ReasonPhrases.LimitReached);
+        }
+    }
+
+    protected override ValueTask<RateLimitLease> AcquireAsyncCore(TResource resource, int permitCount, CancellationToken cancellationToken)
+    {
+        ThrowIfDisposed();
+        TKey key = _keySelector(resource);
+        SpinWait spin = default;
+        while (true)
+        {
+            PartitionEntry<TState>? entry = _table.GetOrAdd(key, _create, _makeRoom);
+            if (entry is null)
+            {
+                return new ValueTask<RateLimitLease>(PartitionsFull());
+            }
+
+            object link = Volatile.Read(ref entry.Link);
+            if (link is PartitionTier<TAlgorithm, TState> tier)
+            {
+                CheckPermitCount(tier, permitCount);
+                long now = _clock.Now();
+                if (permitCount == 0 ? tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 : tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out _, out _))
+                {
+                    if (permitCount > 0 && Evicted(entry))
+                    {
+                        continue;
+                    }
+
+                    _successfulLeases.Increment();
+                    return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
+                }
+
+                if (permitCount > tier.QueueLimit)
+                {
+                    // Nothing could ever queue: fail without building a queue for the key.
+                    _failedLeases.Increment();
+                    return new ValueTask<RateLimitLease>(RateEngineLease.Rejected(
+                        _clock.ToTimeSpan(tier.Algorithm.GetRetryAfter(ref entry.State, now, permitCount)), ReasonPhrases.QueueFull));
+                }
+
+                var created = new PartitionKeyLimiter(KeyLimiterParts(tier, entry), tier);
+                link = Interlocked.CompareExchange(ref entry.Link, created, tier) == tier ? created : Volatile.Read(ref entry.Link);
+                if (!ReferenceEquals(link, created))
+                {
+                    created.Dispose();
+                }
+            }
+
+            if (link is not PartitionKeyLimiter keyLimiter)
+            {
+                spin.SpinOnce();
+                continue;
+            }
+
+            ValueTask<RateLimitLease> pending = keyLimiter.AcquireAsync(permitCount, cancellationToken);
+            if (pending.IsCompletedSuccessfully)
+            {
+                RateLimitLease lease = pending.Result;
+                if (ReferenceEquals(lease, RateEngineLease.Retired))
+                {
+                    continue; // the key is being evicted: look it up again
+                }
+
+                if (lease.IsAcquired && permitCount > 0 && Evicted(entry))
+                {
+                    _successfulLeases.Decrement();
+                    continue;
+                }
+            }
+
+            return pending;
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (!disposing || _disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _sweeper.Dispose();
+        foreach (PartitionEntry<TState> entry in _table.Entries())
+        {
+            (Volatile.Read(ref entry.Link) as PartitionKeyLimiter)?.Dispose();
+        }
+    }
+
+    protected override ValueTask DisposeAsyncCore()
+    {
+        Dispose(true);
+        return default;
+    }
+
+    /// <summary>Sweeps one shard; called by the sweep timer (and by tests, through the fake clock).</summary>
+    internal void SweepNextShard()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        int shard = (int)((uint)Interlocked.Increment(ref _nextShard) % (uint)_table.ShardCount);
+        _table.Sweep(shard, _evictIfIdle);
+    }
+
+    private PartitionEntry<TState> Create(TKey key)
+    {
+        PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
+        return new PartitionEntry<TState> { State = tier.Algorithm.CreateState(), Link = tier };
+    }
+
+    /// <summary>Under the shard's lock: evicts the entry if it is indistinguishable from a fresh one.</summary>
+    private bool EvictIfIdle(TKey key, PartitionEntry<TState> entry)
+    {
+        object link = Volatile.Read(ref entry.Link);
+        var keyLimiter = link as PartitionKeyLimiter;
+        var tier = (PartitionTier<TAlgorithm, TState>)(keyLimiter?.Tier ?? link);
+        long now = _clock.Now();
+        if (tier.Algorithm.GetFullSince(ref entry.State, now) is null)
+        {
+            return false;
+        }
+
+        if (keyLimiter is not null && !keyLimiter.TryRetire())
+        {
+            return false; // waiters: not idle
+        }
+
+        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks).
+        if (Interlocked.CompareExchange(ref entry.Link, PartitionEntry<TState>.Evicted, link) != link
+            || tier.Algorithm.GetFullSince(ref entry.State, now) is null)
+        {
+            Interlocked.CompareExchange(ref entry.Link, link, PartitionEntry<TState>.Evicted);
+            keyLimiter?.Unretire();
+            return false;
+        }
+
+        keyLimiter?.Dispose();
+        return true;
+    }
+
+    private static bool Evicted(PartitionEntry<TState> entry) =>
+        ReferenceEquals(Volatile.Read(ref entry.Link), PartitionEntry<TState>.Evicted);
+
+    private LimiterParts KeyLimiterParts(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry) =>
+        new(new EntryHost<TAlgorithm, TState>(tier.Algorithm, entry),
+            _clock,
+            tier.QueueLimit,
+            tier.Order,
+            tier.ReplenishmentPeriod,
+            tier.PermitCountName,
+            _successfulLeases,
+            _failedLeases);
+
+    private RateLimitLease Probe(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry, long now)
+    {
+        if (tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0)
+        {
+            _successfulLeases.Increment();
+            return RateEngineLease.Acquired;
+        }
+
+        _failedLeases.Increment();
+        return RateEngineLease.Rejected(_clock.ToTimeSpan(tier.Algorithm.GetRetryAfter(ref entry.State, now, 1)), ReasonPhrases.LimitReached);
+    }
+
+    private RateEngineLease PartitionsFull()
+    {
+        _failedLeases.Increment();
+        return RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.PartitionsFull);
+    }
+
+    private static void CheckPermitCount(PartitionTier<TAlgorithm, TState> tier, int permitCount)
+    {
+        if (permitCount > tier.Algorithm.PermitLimit)
+        {
+            throw new ArgumentOutOfRangeException(
+                tier.PermitCountName, permitCount, $"{permitCount} permit(s) exceeds the permit limit of {tier.Algorithm.PermitLimit}.");
+        }
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}

@@ -1,0 +1,231 @@
+using System.Diagnostics;
+
+namespace RateEngine.Partitioning;
+
+/// <summary>
+/// A sharded open-addressing hash table from keys to per-key entries, built for millions of keys that an attacker may
+/// choose. Lookups of existing keys take no lock; creating or removing a key locks one shard.
+/// </summary>
+/// <remarks>
+/// <para>Each shard publishes an immutable-size <see cref="Slots"/> pair of arrays. A reader probes it linearly until it
+/// finds the key or an empty slot. A writer fills the key first and publishes the entry last (a release write), so a
+/// reader that sees an entry sees its key. Removal writes a tombstone; tombstones are dropped when the shard rebuilds.
+/// A rebuild copies entries (references) into new arrays and publishes them in one write: entries never move, so a
+/// reader still probing the old arrays finds the same entry objects.</para>
+/// <para>Memory per key is the slot (the key plus an 8-byte reference, at a load factor between 3/8 and 3/4) plus the
+/// entry object; no lock or limiter object per key.</para>
+/// </remarks>
+internal sealed class PartitionTable<TKey, TEntry>
+    where TKey : notnull
+    where TEntry : class
+{
+    private const int ShardBits = 6;
+    private const int MinimumSlots = 16;
+
+    private readonly Shard[] _shards = new Shard[1 << ShardBits];
+    private readonly IEqualityComparer<TKey> _comparer;
+    private readonly TEntry _tombstone;
+    private readonly int _capacityPerShard;
+
+    /// <param name="comparer">Key equality.</param>
+    /// <param name="tombstone">A sentinel entry that marks a removed slot; never handed out.</param>
+    /// <param name="maxEntries">The most live entries the table holds (split evenly over the shards).</param>
+    public PartitionTable(IEqualityComparer<TKey> comparer, TEntry tombstone, int maxEntries)
+    {
+        _comparer = comparer;
+        _tombstone = tombstone;
+        _capacityPerShard = Math.Max(1, (int)(((long)maxEntries + _shards.Length - 1) / _shards.Length));
+        for (int i = 0; i < _shards.Length; i++)
+        {
+            _shards[i] = new Shard(MinimumSlots);
+        }
+    }
+
+    public int ShardCount => _shards.Length;
+
+    /// <summary>Live entries in all shards (a moment's sum; shards change independently).</summary>
+    public long Count => _shards.Sum(shard => (long)Volatile.Read(ref shard.Live));
+
+    /// <summary>Finds the entry of <paramref name="key"/> without locking.</summary>
+    public TEntry? Find(TKey key)
+    {
+        uint hash = Hash(key);
+        Slots slots = Volatile.Read(ref _shards[hash >> (32 - ShardBits)].Current);
+        int mask = slots.Entries.Length - 1;
+        for (int i = (int)hash & mask; ; i = (i + 1) & mask)
+        {
+            TEntry? entry = Volatile.Read(ref slots.Entries[i]);
+            if (entry is null)
+            {
+                return null;
+            }
+
+            if (!ReferenceEquals(entry, _tombstone) && _comparer.Equals(slots.Keys[i], key))
+            {
+                return entry;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Finds or creates the entry of <paramref name="key"/>. Returns null when its shard is full of live entries even
+    /// after <paramref name="makeRoom"/> (called under the shard's lock) had its chance to remove idle ones.
+    /// </summary>
+    public TEntry? GetOrAdd(TKey key, Func<TKey, TEntry> create, Action<int>? makeRoom)
+    {
+        TEntry? existing = Find(key);
+        if (existing is not null)
+        {
+            return existing;
+        }
+
+        uint hash = Hash(key);
+        int shardIndex = (int)(hash >> (32 - ShardBits));
+        Shard shard = _shards[shardIndex];
+        lock (shard)
+        {
+            existing = Find(key);
+            if (existing is not null)
+            {
+                return existing;
+            }
+
+            if (shard.Live >= _capacityPerShard)
+            {
+                makeRoom?.Invoke(shardIndex);
+                if (shard.Live >= _capacityPerShard)
+                {
+                    return null;
+                }
+            }
+
+            Slots slots = shard.Current;
+            if ((shard.Live + shard.Tombstones + 1) * 4 > slots.Entries.Length * 3)
+            {
+                slots = Rebuild(shard);
+            }
+
+            TEntry entry = create(key);
+            int mask = slots.Entries.Length - 1;
+            int i = (int)hash & mask;
+            while (slots.Entries[i] is not null)
+            {
+                i = (i + 1) & mask;
+            }
+
+            slots.Keys[i] = key;
+            Volatile.Write(ref slots.Entries[i], entry);
+            Volatile.Write(ref shard.Live, shard.Live + 1);
+            return entry;
+        }
+    }
+
+    /// <summary>
+    /// Visits the live entries of one shard under its lock; <paramref name="remove"/> decides, per entry, whether it
+    /// goes. Returns how many were removed.
+    /// </summary>
+    public int Sweep(int shardIndex, Func<TKey, TEntry, bool> remove)
+    {
+        Shard shard = _shards[shardIndex];
+        lock (shard)
+        {
+            return SweepLocked(shard, remove);
+        }
+    }
+
+    /// <summary><see cref="Sweep"/> for a caller that already holds the shard's lock (see <see cref="GetOrAdd"/>).</summary>
+    public int SweepHeld(int shardIndex, Func<TKey, TEntry, bool> remove)
+    {
+        Shard shard = _shards[shardIndex];
+        Debug.Assert(Monitor.IsEntered(shard));
+        return SweepLocked(shard, remove);
+    }
+
+    /// <summary>Every live entry, shard by shard (each shard's view is consistent; the whole is not a snapshot).</summary>
+    public IEnumerable<TEntry> Entries()
+    {
+        foreach (Shard shard in _shards)
+        {
+            Slots slots = Volatile.Read(ref shard.Current);
+            foreach (TEntry? entry in slots.Entries)
+            {
+                if (entry is not null && !ReferenceEquals(entry, _tombstone))
+                {
+                    yield return entry;
+                }
+            }
+        }
+    }
+
+    private int SweepLocked(Shard shard, Func<TKey, TEntry, bool> remove)
+    {
+        Slots slots = shard.Current;
+        int removed = 0;
+        for (int i = 0; i < slots.Entries.Length; i++)
+        {
+            TEntry? entry = slots.Entries[i];
+            if (entry is not null && !ReferenceEquals(entry, _tombstone) && remove(slots.Keys[i], entry))
+            {
+                Volatile.Write(ref slots.Entries[i], _tombstone);
+                removed++;
+            }
+        }
+
+        shard.Live -= removed;
+        shard.Tombstones += removed;
+        return removed;
+    }
+
+    /// <summary>Copies the live entries into arrays sized for them and publishes the copy. Under the shard's lock.</summary>
+    private Slots Rebuild(Shard shard)
+    {
+        Slots old = shard.Current;
+
+        // Double when more than 3/8 full of live entries, so that a fresh table sits between 3/8 and 3/4.
+        int size = old.Entries.Length;
+        while ((long)(shard.Live + 1) * 8 > (long)size * 3)
+        {
+            size *= 2;
+        }
+
+        var rebuilt = new Slots(size);
+        int mask = size - 1;
+        for (int i = 0; i < old.Entries.Length; i++)
+        {
+            TEntry? entry = old.Entries[i];
+            if (entry is null || ReferenceEquals(entry, _tombstone))
+            {
+                continue;
+            }
+
+            int j = (int)Hash(old.Keys[i]) & mask;
+            while (rebuilt.Entries[j] is not null)
+            {
+                j = (j + 1) & mask;
+            }
+
+            rebuilt.Keys[j] = old.Keys[i];
+            rebuilt.Entries[j] = entry;
+        }
+
+        shard.Tombstones = 0;
+        Volatile.Write(ref shard.Current, rebuilt);
+        return rebuilt;
+    }
+
+    /// <summary>Fibonacci hashing: spreads sequential integer keys (whose hash code is themselves) over shards and slots.</summary>
+    private uint Hash(TKey key) => (uint)(((ulong)(uint)_comparer.GetHashCode(key) * 0x9E3779B97F4A7C15UL) >> 32);
+
+    private sealed class Slots(int size)
+    {
+        public readonly TKey[] Keys = new TKey[size];
+        public readonly TEntry?[] Entries = new TEntry?[size];
+    }
+
+    private sealed class Shard(int size)
+    {
+        public Slots Current = new(size);
+        public int Live;
+        public int Tombstones;
+    }
+}

@@ -1,0 +1,129 @@
+using System.Runtime.CompilerServices;
+using System.Threading.RateLimiting;
+using RateEngine.Algorithms;
+using RateEngine.Partitioning;
+using RateEngine.Timing;
+
+namespace RateEngine;
+
+/// <summary>
+/// Creates partitioned limiters: one limit per key (per IP, per user, per API key, per tool), for millions of keys,
+/// with compact per-key state, lock-free lookups, exact replenishment, idle eviction and a memory bound.
+/// </summary>
+/// <remarks>
+/// <para>The options resolver gives each key its limit; keys that get the same options instance share one tier (so
+/// return a few shared instances, one per tier, rather than a new object per key). It runs once per key creation.
+/// Options are validated like the single limiters' and copied on first use. Replenishment is always automatic:
+/// each key's state is computed from the clock at acquire time, so <c>AutoReplenishment</c> is ignored.</para>
+/// <para>Per-key <c>GetStatistics</c> reports the key's available and queued permits; the lease totals it reports are
+/// the whole limiter's (per-key totals would double a key's memory).</para>
+/// <para>Memory: about 32 bytes of state per key for the fixed window and the token bucket, plus the table slot
+/// (the key and a reference); the sliding-window counter adds 8 bytes per segment and the log 24 per permit.</para>
+/// </remarks>
+public static class PartitionedLimiter
+{
+    /// <summary>A fixed window per key.</summary>
+    /// <exception cref="ArgumentNullException">A delegate is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="options"/> is out of range.</exception>
+    public static PartitionedRateLimiter<TResource> CreateFixedWindow<TResource, TKey>(
+        Func<TResource, TKey> keySelector,
+        Func<TKey, FixedWindowRateLimiterOptions> optionsResolver,
+        PartitionedLimiterOptions? options = null,
+        IEqualityComparer<TKey>? comparer = null)
+        where TKey : notnull =>
+        Create<TResource, TKey, FixedWindowRateLimiterOptions, FixedWindow, long>(
+            keySelector, optionsResolver, options, comparer, static (o, clock) => new(
+                LockFreeFixedWindowRateLimiter.CreateAlgorithm(LockFreeFixedWindowRateLimiter.Validate(o), clock),
+                o.QueueLimit, o.QueueProcessingOrder, o.Window, "permitCount"));
+
+    /// <summary>A token bucket per key.</summary>
+    /// <exception cref="ArgumentNullException">A delegate is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="options"/> is out of range.</exception>
+    public static PartitionedRateLimiter<TResource> CreateTokenBucket<TResource, TKey>(
+        Func<TResource, TKey> keySelector,
+        Func<TKey, TokenBucketRateLimiterOptions> optionsResolver,
+        PartitionedLimiterOptions? options = null,
+        IEqualityComparer<TKey>? comparer = null)
+        where TKey : notnull =>
+        Create<TResource, TKey, TokenBucketRateLimiterOptions, TokenBucket, long>(
+            keySelector, optionsResolver, options, comparer, static (o, clock) => new(
+                LockFreeTokenBucketRateLimiter.CreateAlgorithm(LockFreeTokenBucketRateLimiter.Validate(o), clock),
+                o.QueueLimit, o.QueueProcessingOrder, o.ReplenishmentPeriod, "tokenCount"));
+
+    /// <summary>A conservative segmented sliding window per key.</summary>
+    /// <exception cref="ArgumentNullException">A delegate is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="options"/> is out of range.</exception>
+    public static PartitionedRateLimiter<TResource> CreateSlidingWindowCounter<TResource, TKey>(
+        Func<TResource, TKey> keySelector,
+        Func<TKey, SlidingWindowCounterRateLimiterOptions> optionsResolver,
+        PartitionedLimiterOptions? options = null,
+        IEqualityComparer<TKey>? comparer = null)
+        where TKey : notnull =>
+        Create<TResource, TKey, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(
+            keySelector, optionsResolver, options, comparer, static (o, clock) => new(
+                SlidingWindowCounterRateLimiter.CreateAlgorithm(SlidingWindowCounterRateLimiter.Validate(o), clock),
+                o.QueueLimit, o.QueueProcessingOrder, SlidingWindowCounterRateLimiter.SegmentSpan(o), "permitCount"));
+
+    /// <summary>An exact sliding-window log per key (memory grows with the permit limit: for modest limits).</summary>
+    /// <exception cref="ArgumentNullException">A delegate is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="options"/> is out of range.</exception>
+    public static PartitionedRateLimiter<TResource> CreateSlidingWindowLog<TResource, TKey>(
+        Func<TResource, TKey> keySelector,
+        Func<TKey, SlidingWindowLogRateLimiterOptions> optionsResolver,
+        PartitionedLimiterOptions? options = null,
+        IEqualityComparer<TKey>? comparer = null)
+        where TKey : notnull =>
+        Create<TResource, TKey, SlidingWindowLogRateLimiterOptions, SlidingWindowLog, LogState>(
+            keySelector, optionsResolver, options, comparer, static (o, clock) => new(
+                SlidingWindowLogRateLimiter.CreateAlgorithm(SlidingWindowLogRateLimiter.Validate(o), clock),
+                o.QueueLimit, o.QueueProcessingOrder, o.Window, "permitCount"));
+
+    private static PartitionedRateLimiter<TResource> Create<TResource, TKey, TOptions, TAlgorithm, TState>(
+        Func<TResource, TKey> keySelector,
+        Func<TKey, TOptions> optionsResolver,
+        PartitionedLimiterOptions? options,
+        IEqualityComparer<TKey>? comparer,
+        Func<TOptions, LimiterClock, PartitionTier<TAlgorithm, TState>> createTier)
+        where TKey : notnull
+        where TOptions : class
+        where TAlgorithm : struct, IRateAlgorithm<TState>
+    {
+        ArgumentNullException.ThrowIfNull(keySelector);
+        ArgumentNullException.ThrowIfNull(optionsResolver);
+        PartitionedLimiterOptions settings = Validate(options ?? new PartitionedLimiterOptions());
+
+        // One tier per options instance, held weakly: a resolver that allocates per key does not leak tiers.
+        var tiers = new ConditionalWeakTable<TOptions, PartitionTier<TAlgorithm, TState>>();
+        EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>? limiter = null;
+        limiter = new EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>(
+            keySelector,
+            key =>
+            {
+                TOptions keyOptions = optionsResolver(key) ?? throw new InvalidOperationException("The options resolver returned null.");
+                return tiers.GetValue(keyOptions, o => createTier(o, limiter!.Clock));
+            },
+            settings,
+            comparer ?? EqualityComparer<TKey>.Default);
+        return limiter;
+    }
+
+    private static PartitionedLimiterOptions Validate(PartitionedLimiterOptions options)
+    {
+        if (options.MaxPartitions <= 0)
+        {
+            throw OptionsValidation.GreaterThanZero(nameof(options.MaxPartitions));
+        }
+
+        if (options.IdleEvictionInterval <= TimeSpan.Zero)
+        {
+            throw OptionsValidation.GreaterThanZeroSpan(nameof(options.IdleEvictionInterval));
+        }
+
+        return new PartitionedLimiterOptions
+        {
+            MaxPartitions = options.MaxPartitions,
+            IdleEvictionInterval = options.IdleEvictionInterval,
+            TimeProvider = OptionsValidation.NotNull(options.TimeProvider, nameof(options.TimeProvider)),
+        };
+    }
+}

@@ -1,0 +1,22 @@
+namespace RateEngine;
+
+/// <summary>Settings of a RateEngine partitioned limiter that are not per key. Copied when the limiter is created.</summary>
+public sealed class PartitionedLimiterOptions
+{
+    /// <summary>
+    /// The most keys held at once. When every slot holds an active key, a new key's request fails with a lease whose
+    /// <c>REASON_PHRASE</c> says so (and whose <c>RETRY_AFTER</c> is the time until an idle sweep); active keys are never
+    /// reset to make room. Must be greater than 0. Default 1,048,576.
+    /// </summary>
+    public int MaxPartitions { get; set; } = 1 << 20;
+
+    /// <summary>
+    /// How long one full idle-eviction pass takes. The table is swept one shard (1/64) at a time on the time provider's
+    /// timer, so eviction never stops the world. Only keys whose state is indistinguishable from a fresh one (every
+    /// permit back, nothing queued) are dropped. Must be greater than <see cref="TimeSpan.Zero"/>. Default 64 seconds.
+    /// </summary>
+    public TimeSpan IdleEvictionInterval { get; set; } = TimeSpan.FromSeconds(64);
+
+    /// <summary>The clock of every key. Must not be null. Default <see cref="TimeProvider.System"/>.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+}
