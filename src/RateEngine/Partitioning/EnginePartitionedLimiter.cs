@@ -20,7 +20,7 @@ namespace RateEngine.Partitioning;
 /// <para><b>Waiting</b>: a key that must queue gets a <see cref="PartitionKeyLimiter"/> on the same state, which
 /// brings the whole queue contract; keys that never wait never pay for it.</para>
 /// </remarks>
-internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState> : PartitionedRateLimiter<TResource>
+internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState> : PartitionedRateLimiter<TResource>, IPartitionDiagnostics
     where TKey : notnull
     where TAlgorithm : struct, IRateAlgorithm<TState>
 {
@@ -37,6 +37,8 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     private readonly Func<TKey, PartitionEntry<TState>> _create;
     private readonly Action<int> _makeRoom;
     private readonly Func<TKey, PartitionEntry<TState>, bool> _evictIfIdle;
+    private readonly long[] _lastRoomSweep;
+    private readonly long _sweepPeriodTicks;
     private int _nextShard;
     private volatile bool _disposed;
 
@@ -52,8 +54,10 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         _table = new PartitionTable<TKey, PartitionEntry<TState>>(comparer, Tombstone, options.MaxPartitions);
         _create = Create;
         _evictIfIdle = EvictIfIdle;
-        _makeRoom = shard => _table.SweepHeld(shard, _evictIfIdle);
+        _makeRoom = MakeRoom;
+        _lastRoomSweep = new long[_table.ShardCount];
         _sweepPeriod = TimeSpan.FromTicks(Math.Max(1, options.IdleEvictionInterval.Ticks / _table.ShardCount));
+        _sweepPeriodTicks = _clock.ToTicks(_sweepPeriod);
         _sweeper = options.TimeProvider.CreateTimer(
             static state => ((EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>)state!).SweepNextShard(),
             this,
@@ -64,8 +68,17 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     /// <summary>The clock every key's state is measured on.</summary>
     internal LimiterClock Clock => _clock;
 
-    /// <summary>Keys held right now.</summary>
-    internal long PartitionCount => _table.Count;
+    public long PartitionCount => _table.Count;
+
+    public Action<object, Admission>? AdmissionObserver { get; set; }
+
+    public void SweepAllShards()
+    {
+        for (int i = 0; i < _table.ShardCount; i++)
+        {
+            SweepNextShard();
+        }
+    }
 
     public override RateLimiterStatistics? GetStatistics(TResource resource)
     {
@@ -127,7 +140,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                 return Probe(tier, entry, now);
             }
 
-            if (tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out _, out long retryAfter))
+            if (tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out Admission admission, out long retryAfter))
             {
                 if (Evicted(entry))
                 {
@@ -135,6 +148,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                 }
 
                 _successfulLeases.Increment();
+                AdmissionObserver?.Invoke(key, admission);
                 return RateEngineLease.Acquired;
             }
 
@@ -161,7 +175,8 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             {
                 CheckPermitCount(tier, permitCount);
                 long now = _clock.Now();
-                if (permitCount == 0 ? tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 : tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out _, out _))
+                Admission admission = default;
+                if (permitCount == 0 ? tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 : tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out admission, out _))
                 {
                     if (permitCount > 0 && Evicted(entry))
                     {
@@ -169,6 +184,11 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                     }
 
                     _successfulLeases.Increment();
+                    if (permitCount > 0)
+                    {
+                        AdmissionObserver?.Invoke(key, admission);
+                    }
+
                     return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
                 }
 
@@ -181,6 +201,11 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                 }
 
                 var created = new PartitionKeyLimiter(KeyLimiterParts(tier, entry), tier);
+                if (AdmissionObserver is { } observer)
+                {
+                    created.AdmissionObserver = admission => observer(key, admission);
+                }
+
                 link = Interlocked.CompareExchange(ref entry.Link, created, tier) == tier ? created : Volatile.Read(ref entry.Link);
                 if (!ReferenceEquals(link, created))
                 {
@@ -245,6 +270,22 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
         int shard = (int)((uint)Interlocked.Increment(ref _nextShard) % (uint)_table.ShardCount);
         _table.Sweep(shard, _evictIfIdle);
+    }
+
+    /// <summary>
+    /// A full shard sweeps itself for idle keys before refusing a new one, at most once per sweep period: under a flood
+    /// of new keys against a table full of active ones, refusing stays cheap. Runs under the shard's lock.
+    /// </summary>
+    private void MakeRoom(int shard)
+    {
+        long now = _clock.Now();
+        if (_lastRoomSweep[shard] != 0 && now - _lastRoomSweep[shard] < _sweepPeriodTicks)
+        {
+            return;
+        }
+
+        _lastRoomSweep[shard] = Math.Max(1, now);
+        _table.SweepHeld(shard, _evictIfIdle);
     }
 
     private PartitionEntry<TState> Create(TKey key)

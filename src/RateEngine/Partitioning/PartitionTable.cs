@@ -12,8 +12,8 @@ namespace RateEngine.Partitioning;
 /// reader that sees an entry sees its key. Removal writes a tombstone; tombstones are dropped when the shard rebuilds.
 /// A rebuild copies entries (references) into new arrays and publishes them in one write: entries never move, so a
 /// reader still probing the old arrays finds the same entry objects.</para>
-/// <para>Memory per key is the slot (the key plus an 8-byte reference, at a load factor between 3/8 and 3/4) plus the
-/// entry object; no lock or limiter object per key.</para>
+/// <para>Memory per key is the slot (the key plus an 8-byte reference, at a load factor between 1/4 and 3/4, and at
+/// least 1/2 once a shard has filled up) plus the entry object; no lock or limiter object per key.</para>
 /// </remarks>
 internal sealed class PartitionTable<TKey, TEntry>
     where TKey : notnull
@@ -181,9 +181,10 @@ internal sealed class PartitionTable<TKey, TEntry>
     {
         Slots old = shard.Current;
 
-        // Double when more than 3/8 full of live entries, so that a fresh table sits between 3/8 and 3/4.
+        // Double only when live entries alone would fill more than half: a rebuild that just clears tombstones keeps
+        // the size, so a full shard sits at a load between 1/2 and 3/4 (about 20 bytes of slots per int key).
         int size = old.Entries.Length;
-        while ((long)(shard.Live + 1) * 8 > (long)size * 3)
+        while ((long)(shard.Live + 1) * 2 > size)
         {
             size *= 2;
         }

@@ -64,6 +64,60 @@ public sealed record LimiterSpec(
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
     };
 
+    /// <summary>A partitioned limiter whose every key (the resource itself) gets this spec's limit.</summary>
+    public PartitionedRateLimiter<int> CreatePartitioned(TimeProvider time, int maxPartitions = 1 << 20)
+    {
+        var settings = new PartitionedLimiterOptions { TimeProvider = time, MaxPartitions = maxPartitions };
+        return Kind switch
+        {
+            LimiterKind.Log => PartitionedLimiter.CreateSlidingWindowLog<int, int>(
+                key => key,
+                Shared(new SlidingWindowLogRateLimiterOptions
+                {
+                    PermitLimit = Limit,
+                    Window = TimeSpan.FromTicks(WindowTicks),
+                    QueueLimit = QueueLimit,
+                    QueueProcessingOrder = Order,
+                }),
+                settings),
+            LimiterKind.Counter => PartitionedLimiter.CreateSlidingWindowCounter<int, int>(
+                key => key,
+                Shared(new SlidingWindowCounterRateLimiterOptions
+                {
+                    PermitLimit = Limit,
+                    Window = TimeSpan.FromTicks(WindowTicks),
+                    SegmentsPerWindow = Segments,
+                    QueueLimit = QueueLimit,
+                    QueueProcessingOrder = Order,
+                }),
+                settings),
+            LimiterKind.Fixed => PartitionedLimiter.CreateFixedWindow<int, int>(
+                key => key,
+                Shared(new FixedWindowRateLimiterOptions
+                {
+                    PermitLimit = Limit,
+                    Window = TimeSpan.FromTicks(WindowTicks),
+                    QueueLimit = QueueLimit,
+                    QueueProcessingOrder = Order,
+                }),
+                settings),
+            LimiterKind.Bucket => PartitionedLimiter.CreateTokenBucket<int, int>(
+                key => key,
+                Shared(new TokenBucketRateLimiterOptions
+                {
+                    TokenLimit = Limit,
+                    TokensPerPeriod = TokensPerPeriod,
+                    ReplenishmentPeriod = TimeSpan.FromTicks(WindowTicks),
+                    QueueLimit = QueueLimit,
+                    QueueProcessingOrder = Order,
+                }),
+                settings),
+            _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
+        };
+
+        static Func<int, T> Shared<T>(T options) => _ => options;
+    }
+
     /// <summary>The counter's segment length as the limiter computes it (rounded up).</summary>
     public long SegmentTicks => (WindowTicks + Segments - 1) / Segments;
 

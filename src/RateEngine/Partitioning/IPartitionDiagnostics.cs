@@ -1,0 +1,16 @@
+using RateEngine.Algorithms;
+
+namespace RateEngine.Partitioning;
+
+/// <summary>What tests and diagnostics can see of a partitioned limiter, whatever its key and algorithm types.</summary>
+internal interface IPartitionDiagnostics
+{
+    /// <summary>Keys held right now.</summary>
+    long PartitionCount { get; }
+
+    /// <summary>Sees every admission with its key (boxed) and decision stamp. Null in production.</summary>
+    Action<object, Admission>? AdmissionObserver { get; set; }
+
+    /// <summary>Runs one idle-eviction sweep over every shard now.</summary>
+    void SweepAllShards();
+}

@@ -1,0 +1,172 @@
+using System.Threading.RateLimiting;
+using FsCheck;
+using FsCheck.Fluent;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Partitioning;
+using RateEngine.Tests.Properties;
+using RateEngine.Tests.Support;
+using Xunit.Sdk;
+
+namespace RateEngine.Tests.Partitioning;
+
+/// <summary>A step against one key of a partitioned limiter, or a whole-limiter step (time, sweeps).</summary>
+public sealed record KeyOp(int Key, Op Op)
+{
+    public override string ToString() => $"{Op}@{Key}";
+}
+
+/// <summary>An idle-eviction sweep over every shard.</summary>
+public sealed record Sweep : Op;
+
+public sealed record PartitionScenario(LimiterSpec Spec, int MaxPartitions, KeyOp[] Ops)
+{
+    public override string ToString() => $"{Spec} max {MaxPartitions} ops: [{string.Join(", ", Ops.Select(o => o.ToString()))}]";
+}
+
+public static class PartitionGenerators
+{
+    /// <summary>Acquires, waits and cancellations on a few keys, interleaved with time and eviction sweeps.</summary>
+    public static Arbitrary<PartitionScenario> Everything(LimiterKind kind) =>
+        (from spec in Generators.Spec(kind, queueing: true)
+         from maxPartitions in Gen.Elements(1, 3, 64, 1 << 20)
+         from ops in Gen.ArrayOf(
+             from key in Gen.Choose(0, 4)
+             from op in Gen.Frequency(
+                 (8, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
+                 (4, Gen.Choose(1, (int)spec.WindowTicks * 2).Select(t => (Op)new Advance(t))),
+                 (1, Gen.Elements(1, 5, 20).Select(k => (Op)new Advance(k * spec.FullRefillTicks))),
+                 (3, Gen.Constant((Op)new Sweep())),
+                 (2, Gen.Choose(0, spec.Limit).Select(n => (Op)new Wait(n))),
+                 (1, Gen.Choose(0, 50).Select(i => (Op)new Cancel(i))))
+             select new KeyOp(key, op))
+         select new PartitionScenario(spec, maxPartitions, ops)).ToArbitrary();
+
+    /// <summary>Acquires on a few keys, forward time and sweeps only: each key must decide like its reference model.</summary>
+    public static Arbitrary<PartitionScenario> Decisions(LimiterKind kind) =>
+        (from spec in Generators.Spec(kind, queueing: false)
+         from ops in Gen.ArrayOf(
+             from key in Gen.Choose(0, 4)
+             from op in Gen.Frequency(
+                 (6, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
+                 (4, Gen.Choose(1, (int)spec.WindowTicks * 2).Select(t => (Op)new Advance(t))),
+                 (1, Gen.Elements(1, 5).Select(k => (Op)new Advance(k * spec.FullRefillTicks))),
+                 (3, Gen.Constant((Op)new Sweep())))
+             select new KeyOp(key, op))
+         select new PartitionScenario(spec, 1 << 20, ops)).ToArbitrary();
+}
+
+public static class PartitionedScenarioRunner
+{
+    /// <summary>
+    /// Every key keeps its own guarantee across evictions and re-creations, waits, cancellations and a full table;
+    /// statistics count every lease; disposal completes every wait.
+    /// </summary>
+    public static void EveryKeyKeepsItsGuarantee(PartitionScenario scenario)
+    {
+        var time = new FakeTimeProvider();
+        PartitionedRateLimiter<int> limiter = scenario.Spec.CreatePartitioned(time, scenario.MaxPartitions);
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        var admissions = new Dictionary<int, List<Admitted>>();
+        diagnostics.AdmissionObserver = (key, a) =>
+        {
+            if (!admissions.TryGetValue((int)key, out List<Admitted>? list))
+            {
+                admissions[(int)key] = list = [];
+            }
+
+            list.Add(new Admitted(a.Stamp, a.Permits));
+        };
+
+        long successfulLeases = 0;
+        var waits = new List<(Task<RateLimitLease> Task, CancellationTokenSource Source)>();
+        foreach (KeyOp step in scenario.Ops)
+        {
+            switch (step.Op)
+            {
+                case Acquire(int permits):
+                    using (RateLimitLease lease = limiter.AttemptAcquire(step.Key, permits))
+                    {
+                        successfulLeases += lease.IsAcquired ? 1 : 0;
+                    }
+
+                    break;
+                case Advance(long ticks):
+                    time.Advance(TimeSpan.FromTicks(ticks));
+                    break;
+                case Sweep:
+                    diagnostics.SweepAllShards();
+                    break;
+                case Wait(int permits):
+                    var source = new CancellationTokenSource();
+                    waits.Add((limiter.AcquireAsync(step.Key, permits, source.Token).AsTask(), source));
+                    break;
+                case Cancel(int index) when waits.Count > 0:
+                    waits[index % waits.Count].Source.Cancel();
+                    break;
+            }
+
+            Assert.InRange(diagnostics.PartitionCount, 0, Math.Max(scenario.MaxPartitions, 64));
+        }
+
+        successfulLeases += waits.Count(w => w.Task.IsCompletedSuccessfully && w.Task.Result.IsAcquired);
+        Assert.Equal(successfulLeases, limiter.GetStatistics(0)!.TotalSuccessfulLeases);
+        limiter.Dispose();
+        Assert.All(waits, w => Assert.True(w.Task.IsCompleted, "a wait was left pending after Dispose"));
+        foreach (var (_, source) in waits)
+        {
+            source.Dispose();
+        }
+
+        foreach (var (key, list) in admissions)
+        {
+            string? violation = Guarantee.FindViolation(scenario.Spec, list);
+            if (violation is not null)
+            {
+                throw new XunitException($"key {key}: {violation}");
+            }
+        }
+    }
+
+    /// <summary>Sweeps never change a decision: each key decides exactly like its own reference model.</summary>
+    public static void EveryKeyDecidesLikeItsModel(PartitionScenario scenario)
+    {
+        var time = new FakeTimeProvider();
+        using PartitionedRateLimiter<int> limiter = scenario.Spec.CreatePartitioned(time, scenario.MaxPartitions);
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        var models = new Dictionary<int, ReferenceModel>();
+        long now = 0;
+        foreach (KeyOp step in scenario.Ops)
+        {
+            switch (step.Op)
+            {
+                case Advance(long ticks):
+                    time.Advance(TimeSpan.FromTicks(ticks));
+                    now += ticks;
+                    break;
+                case Sweep:
+                    diagnostics.SweepAllShards();
+                    break;
+                case Acquire(int permits):
+                    ReferenceModel model = models.TryGetValue(step.Key, out ReferenceModel? m) ? m : models[step.Key] = new ReferenceModel(scenario.Spec);
+                    Assert.Equal(model.Available(now), limiter.GetStatistics(step.Key)!.CurrentAvailablePermits);
+                    bool expected = model.Admits(now, permits);
+                    using (RateLimitLease lease = limiter.AttemptAcquire(step.Key, permits))
+                    {
+                        Assert.True(expected == lease.IsAcquired, $"key {step.Key} at {now}: AttemptAcquire({permits}) expected {expected}");
+                        if (lease.IsAcquired && permits > 0)
+                        {
+                            model.Record(now, permits);
+                        }
+
+                        if (!lease.IsAcquired)
+                        {
+                            Assert.True(lease.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+                            Assert.Equal(model.TicksUntilAdmitted(now, permits), retryAfter.Ticks);
+                        }
+                    }
+
+                    break;
+            }
+        }
+    }
+}
