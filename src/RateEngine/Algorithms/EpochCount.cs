@@ -6,15 +6,20 @@ namespace RateEngine.Algorithms;
 /// </summary>
 /// <remarks>
 /// The count takes 31 bits (it never exceeds a permit limit, itself at most <see cref="int.MaxValue"/>); the epoch
-/// keeps its low 33 bits. Epochs are compared modulo 2^33 with a signed distance, which is exact while two epochs
-/// being compared are less than 2^32 epochs apart; with 1 ms segments that is 49 days. A stale word that far behind
-/// is read as "ahead of now", which keeps its count: stricter, never more permissive.
+/// keeps its low 33 bits, and epochs are compared modulo 2^33. The comparison is lopsided: a word may be read as ahead
+/// of now by at most <see cref="MaxLag"/> epochs (a slow thread, or a clock that stepped back), and anything further is
+/// read as behind. So a key idle for up to 2^33 - 2^20 epochs (99 days of 1 ms windows) is seen as idle, not as
+/// "in the future" with its old count; and a clock must not step back by more than 2^20 windows (17 minutes of 1 ms
+/// windows) for a backwards step to be exact.
 /// </remarks>
 internal static class EpochCount
 {
     private const int CountBits = 31;
     private const long CountMask = (1L << CountBits) - 1;
     private const long EpochMask = (1L << (64 - CountBits)) - 1;
+
+    /// <summary>How far (in epochs) a word may be ahead of now and still be read as ahead.</summary>
+    public const long MaxLag = 1L << 20;
 
     public static long Pack(long epoch, long count) => (epoch << CountBits) | count;
 
@@ -30,5 +35,9 @@ internal static class EpochCount
     /// How many epochs <paramref name="epoch"/> is ahead of the epoch stored in <paramref name="word"/>:
     /// positive when <paramref name="epoch"/> is newer, zero when equal, negative when older.
     /// </summary>
-    public static long Distance(long epoch, long word) => ((epoch - StoredEpoch(word)) << CountBits) >> CountBits;
+    public static long Distance(long epoch, long word)
+    {
+        long distance = ((epoch - StoredEpoch(word)) << CountBits) >> CountBits;
+        return distance < -MaxLag ? distance + (1L << (64 - CountBits)) : distance;
+    }
 }

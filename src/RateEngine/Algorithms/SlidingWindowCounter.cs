@@ -75,9 +75,13 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
                 continue;
             }
 
-            // Rollover: the word's segment is over. Its count must be in history before any decision in a later segment.
-            long finished = nowEpoch - distance;
-            Record(state, finished, EpochCount.Count(word));
+            // Rollover: the word's segment is over. Its count must be in history before any decision in a later segment
+            // (unless it is already out of the new segment's window).
+            if (distance <= _segments)
+            {
+                Record(state, nowEpoch - distance, EpochCount.Count(word));
+            }
+
             long sum = SumHistory(state, nowEpoch, skipEpoch: -1);
             bool admit = sum + permits <= _limit;
             if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(nowEpoch, admit ? permits : 0), word) != word)
@@ -179,7 +183,7 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
         used = 0;
         history = SumHistory(state, nowEpoch, skipEpoch: finished);
         pendingWord = -1;
-        if (finished >= nowEpoch - _segments)
+        if (distance <= _segments)
         {
             history += EpochCount.Count(word);
             pendingWord = EpochCount.Pack(finished, EpochCount.Count(word));

@@ -8,42 +8,61 @@ namespace RateEngine.Algorithms;
 /// </summary>
 /// <remarks>
 /// <para><b>Tickets</b>: every admitted permit takes the next ticket k (the tail moves by n in one CAS); ticket k lives in
-/// slot k mod L, the slot ticket k - L used before it.</para>
+/// slot k mod L, the slot ticket k - L used before it. Tickets count modulo M, the largest multiple of L below 2^44, so
+/// they wrap without breaking the slot mapping; the tail word also carries a refund generation (below).</para>
 /// <para><b>Invariant</b>: stamps are non-decreasing in ticket order, and at the CAS that takes ticket k every ticket
 /// before k is published (its stamp written, then its sequence set to k with a release write). Then tickets k+n-1-L and
 /// older are all at or before the stamp of k+n-1-L, so "that one stamp is outside the window" means "the window holds at
 /// most L - n", which is the whole decision: O(1), exact in both directions.</para>
 /// <para><b>Ring reuse</b> (the trap in DESIGN.md): ticket k + L reads the slot that ticket k writes. A taker therefore
 /// waits until its predecessor (ticket T - 1) is published before deciding; by induction every older ticket is then
-/// published too, so no decision ever reads a stale slot. The wait covers the two stores between a winner's CAS and its
-/// publish, so it is a spin, never a block on another decision.</para>
+/// published too, so no decision ever reads a stale slot. The wait covers the stores between a winner's CAS and its
+/// publish. Strictly, that makes the log obstruction-prone rather than lock-free: a winner preempted in that gap makes
+/// the others spin (SpinWait, which yields) until it runs again; no one ever waits on another's decision.</para>
 /// <para><b>Monotone stamps</b>: a taker decides at max(its clock read, its predecessor's stamp). That keeps stamps ordered
 /// when threads read the clock in one order and win the CAS in another, and it clamps a clock that went backwards.
 /// The stamp lies between the taker's clock read and its CAS.</para>
 /// <para><b>Linearization point</b>: the CAS of the tail.</para>
-/// <para><b>Refund</b> is exact when no ticket was taken since: the tail is locked (stored as ~tail), the overwritten slots
-/// get their previous stamps back, and the tail is put back. Once someone took a later ticket the permits stay counted
-/// until they leave the window: freeing a slot in the middle of the ring would break the ordering the decision relies on.</para>
+/// <para><b>Refund</b> is exact when no ticket was taken since: the tail is locked (its sign bit set), the overwritten
+/// slots get their previous stamps back, and the tail is put back with its generation bumped, so that a taker who read
+/// the tail before the refund cannot win a CAS against the same ticket number after it (ABA). Once someone took a later
+/// ticket, or a slot's previous stamp was already used by an earlier refund, the permits stay counted until they leave
+/// the window: freeing a slot in the middle of the ring would break the ordering the decision relies on. The generation
+/// has 19 bits: a taker would have to stall across 2^19 refunds for it to repeat. Each admission may be refunded once.</para>
 /// </remarks>
 internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
 {
     /// <summary>The stamp of a slot no ticket has used: expired at any time, with room to subtract a window.</summary>
     internal const long NeverStamp = long.MinValue / 4;
 
+    /// <summary>A slot's previous stamp after a refund used it: a second refund cannot restore the slot exactly.</summary>
+    internal const long UnknownStamp = long.MaxValue;
+
+    private const int TicketBits = 44;
+    private const long TicketMask = (1L << TicketBits) - 1;
+    private const long GenerationUnit = 1L << TicketBits;
+    private const long GenerationMask = ~TicketMask & long.MaxValue;
+    private const long Locked = long.MinValue;
+
     private readonly int _limit;
     private readonly long _window;
+    private readonly long _modulus;
 
-    public SlidingWindowLog(int permitLimit, long windowTicks)
+    /// <param name="permitLimit">L.</param>
+    /// <param name="windowTicks">W in clock ticks.</param>
+    /// <param name="ticketBits">Tickets count modulo the largest multiple of L below 2^ticketBits (tests shrink it to wrap often).</param>
+    public SlidingWindowLog(int permitLimit, long windowTicks, int ticketBits = TicketBits)
     {
-        Debug.Assert(permitLimit > 0);
-        Debug.Assert(windowTicks > 0);
+        Debug.Assert(permitLimit > 0 && windowTicks > 0);
+        Debug.Assert(ticketBits <= TicketBits && (1L << ticketBits) >= 2L * permitLimit);
         _limit = permitLimit;
         _window = windowTicks;
+        _modulus = (1L << ticketBits) / permitLimit * permitLimit;
     }
 
     public long PermitLimit => _limit;
 
-    public LogState CreateState() => new(_limit);
+    public LogState CreateState() => new(_limit, _modulus);
 
     public bool TryAcquire(ref LogState state, long now, int permits, out Admission admission, out long retryAfter)
     {
@@ -52,56 +71,48 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
         SpinWait spin = default;
         while (true)
         {
-            long tail = Volatile.Read(ref state.Tail);
-            if (tail < 0)
+            long word = Volatile.Read(ref state.Tail);
+            if (word < 0)
             {
-                // A refund holds the tail while it restores slots.
-                spin.SpinOnce();
+                spin.SpinOnce(); // a refund holds the tail while it restores slots
                 continue;
             }
 
-            long stamp = now;
-            int next = 0;
-            if (tail > 0)
+            long tail = word & TicketMask;
+            int next = (int)(tail % _limit);
+            int last = next == 0 ? _limit - 1 : next - 1;
+            ref LogSlot predecessor = ref slots[last];
+            if (Volatile.Read(ref predecessor.Sequence) != Advance(tail, _modulus - 1))
             {
-                int last = (int)((tail - 1) % _limit);
-                ref LogSlot predecessor = ref slots[last];
-                if (Volatile.Read(ref predecessor.Sequence) != tail - 1)
-                {
-                    // The predecessor won its CAS but has not published its stamp yet.
-                    spin.SpinOnce();
-                    continue;
-                }
-
-                stamp = Math.Max(now, predecessor.Stamp);
-                next = last + 1 == _limit ? 0 : last + 1;
+                spin.SpinOnce(); // the predecessor won its CAS but has not published its stamp yet
+                continue;
             }
 
-            // The newest ticket that must be out of the window: tail + permits - 1 - L, in slot (tail + permits - 1) mod L.
-            if (tail + permits - 1 >= _limit)
+            long stamp = Math.Max(now, predecessor.Stamp);
+
+            // The newest ticket that must be out of the window is tail + permits - 1 - L, in slot (tail + permits - 1) mod L.
+            int oldest = next + permits - 1;
+            if (oldest >= _limit)
             {
-                int oldest = next + permits - 1;
-                if (oldest >= _limit)
-                {
-                    oldest -= _limit;
-                }
-
-                long oldestStamp = Volatile.Read(ref slots[oldest].Stamp);
-                if (stamp - oldestStamp < _window)
-                {
-                    if (Volatile.Read(ref state.Tail) != tail)
-                    {
-                        continue; // the ring moved while we read it: decide again on a consistent view
-                    }
-
-                    admission = default;
-                    retryAfter = oldestStamp + _window - now;
-                    return false;
-                }
+                oldest -= _limit;
             }
 
-            // Linearization point.
-            if (Interlocked.CompareExchange(ref state.Tail, tail + permits, tail) != tail)
+            long oldestStamp = Volatile.Read(ref slots[oldest].Stamp);
+            if (stamp - oldestStamp < _window)
+            {
+                if (Volatile.Read(ref state.Tail) != word)
+                {
+                    continue; // the ring moved while we read it: decide again on a consistent view
+                }
+
+                admission = default;
+                retryAfter = oldestStamp + _window - now;
+                return false;
+            }
+
+            // Linearization point. The generation bits stay as they are; only a refund changes them.
+            long taken = (word & GenerationMask) | Advance(tail, permits);
+            if (Interlocked.CompareExchange(ref state.Tail, taken, word) != word)
             {
                 continue;
             }
@@ -113,11 +124,11 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
                 ref LogSlot slot = ref slots[index];
                 slot.Previous = slot.Stamp;
                 slot.Stamp = stamp;
-                Volatile.Write(ref slot.Sequence, tail + i);
+                Volatile.Write(ref slot.Sequence, Advance(tail, i));
                 index = index + 1 == _limit ? 0 : index + 1;
             }
 
-            admission = new Admission(stamp, permits, tail, 0);
+            admission = new Admission(stamp, permits, taken, word);
             retryAfter = 0;
             return true;
         }
@@ -125,45 +136,50 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
 
     public bool Refund(ref LogState state, in Admission admission)
     {
-        long first = admission.Marker;
-        long end = first + admission.Permits;
+        long taken = admission.Marker;
 
         // Lock the tail only if nobody took a ticket after ours; otherwise keep the permits counted (see remarks).
-        if (Interlocked.CompareExchange(ref state.Tail, ~end, end) != end)
+        if (Interlocked.CompareExchange(ref state.Tail, taken | Locked, taken) != taken)
         {
             return false;
         }
 
-        // Every ticket before `end` is published and no one can take one now, so the slots are ours to restore.
+        // Every ticket before ours is published and no one can take one now, so the slots are ours to restore.
         LogSlot[] slots = state.Slots;
-        int index = (int)(first % _limit);
-        for (long ticket = first; ticket < end; ticket++)
+        long first = admission.Previous & TicketMask;
+        int start = (int)(first % _limit);
+        for (int i = 0, index = start; i < admission.Permits; i++, index = index + 1 == _limit ? 0 : index + 1)
+        {
+            if (slots[index].Previous == UnknownStamp)
+            {
+                Volatile.Write(ref state.Tail, taken);
+                return false;
+            }
+        }
+
+        for (int i = 0, index = start; i < admission.Permits; i++, index = index + 1 == _limit ? 0 : index + 1)
         {
             ref LogSlot slot = ref slots[index];
             slot.Stamp = slot.Previous;
-            slot.Sequence = ticket - _limit;
-            index = index + 1 == _limit ? 0 : index + 1;
+            slot.Previous = UnknownStamp;
+            slot.Sequence = Advance(first, i + _modulus - _limit);
         }
 
-        Volatile.Write(ref state.Tail, first);
+        Volatile.Write(ref state.Tail, ((taken + GenerationUnit) & GenerationMask) | first);
         return true;
     }
 
     public long GetAvailablePermits(ref LogState state, long now)
     {
-        long tail = ReadTail(state, out long stamp, now);
-        if (tail == 0)
-        {
-            return _limit;
-        }
+        int next = ReadTail(state, now, out long stamp);
 
-        // Stamps are ordered by ticket: binary-search the oldest ticket still inside the window.
-        long low = Math.Max(0, tail - _limit);
-        long high = tail;
+        // Stamps rise from the oldest slot (next) to the newest (next - 1): binary-search the first one inside the window.
+        int low = 0;
+        int high = _limit;
         while (low < high)
         {
-            long middle = low + ((high - low) / 2);
-            if (stamp - Volatile.Read(ref state.Slots[middle % _limit].Stamp) < _window)
+            int middle = low + ((high - low) / 2);
+            if (stamp - Volatile.Read(ref state.Slots[(next + middle) % _limit].Stamp) < _window)
             {
                 high = middle;
             }
@@ -173,61 +189,60 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
             }
         }
 
-        return _limit - (tail - low);
+        return low;
     }
 
     public long GetRetryAfter(ref LogState state, long now, long permits)
     {
-        long tail = ReadTail(state, out long stamp, now);
-        if (tail + permits - 1 < _limit)
-        {
-            return 0;
-        }
-
-        long oldestStamp = Volatile.Read(ref state.Slots[(tail + permits - 1) % _limit].Stamp);
+        int next = ReadTail(state, now, out long stamp);
+        long oldestStamp = Volatile.Read(ref state.Slots[(next + permits - 1) % _limit].Stamp);
         return stamp - oldestStamp < _window ? oldestStamp + _window - now : 0;
     }
 
     public long? GetFullSince(ref LogState state, long now)
     {
-        long tail = ReadTail(state, out long stamp, now);
-        if (tail == 0)
+        int next = ReadTail(state, now, out long stamp);
+        long newest = Volatile.Read(ref state.Slots[next == 0 ? _limit - 1 : next - 1].Stamp);
+        if (newest == NeverStamp)
         {
             return 0;
         }
 
-        long newest = Volatile.Read(ref state.Slots[(tail - 1) % _limit].Stamp);
         return stamp - newest >= _window ? newest + _window : null;
     }
 
-    /// <summary>The tail and the time a decision would use, for read-only views.</summary>
-    private long ReadTail(LogState state, out long stamp, long now)
+    /// <summary>(ticket + delta) mod M, for 0 &lt;= delta &lt; M.</summary>
+    private long Advance(long ticket, long delta)
     {
-        long tail = Volatile.Read(ref state.Tail);
-        if (tail < 0)
-        {
-            tail = ~tail; // a refund is in progress: read the ring as it was
-        }
+        long sum = ticket + delta;
+        return sum >= _modulus ? sum - _modulus : sum;
+    }
 
-        stamp = tail == 0 ? now : Math.Max(now, Volatile.Read(ref state.Slots[(tail - 1) % _limit].Stamp));
-        return tail;
+    /// <summary>For read-only views: the slot of the next ticket, and the time a decision would use.</summary>
+    private int ReadTail(LogState state, long now, out long stamp)
+    {
+        // A refund in progress holds the ring as it was before the refund: read that.
+        int next = (int)((Volatile.Read(ref state.Tail) & TicketMask) % _limit);
+        stamp = Math.Max(now, Volatile.Read(ref state.Slots[next == 0 ? _limit - 1 : next - 1].Stamp));
+        return next;
     }
 }
 
 /// <summary>Per-limiter (or per-key) state of <see cref="SlidingWindowLog"/>: the ring and its tail.</summary>
 internal sealed class LogState
 {
-    /// <summary>The next ticket; negative (~tail) while a refund restores the ring.</summary>
+    /// <summary>Sign bit: locked by a refund; then a 19-bit refund generation; then the next ticket (44 bits).</summary>
     public long Tail;
 
     public readonly LogSlot[] Slots;
 
-    public LogState(int limit)
+    public LogState(int limit, long modulus)
     {
+        // Slot i starts as if ticket i - L (modulo M) had been published with a stamp that is always expired.
         Slots = new LogSlot[limit];
         for (int i = 0; i < Slots.Length; i++)
         {
-            Slots[i] = new LogSlot { Sequence = i - limit, Stamp = SlidingWindowLog.NeverStamp, Previous = SlidingWindowLog.NeverStamp };
+            Slots[i] = new LogSlot { Sequence = modulus - limit + i, Stamp = SlidingWindowLog.NeverStamp, Previous = SlidingWindowLog.NeverStamp };
         }
     }
 }
@@ -241,6 +256,6 @@ internal struct LogSlot
     /// <summary>The admission's decision time.</summary>
     public long Stamp;
 
-    /// <summary>The stamp this slot held before, so that an exact refund can put it back.</summary>
+    /// <summary>The stamp this slot held before, so that an exact refund can put it back (or <see cref="SlidingWindowLog.UnknownStamp"/>).</summary>
     public long Previous;
 }

@@ -63,7 +63,8 @@ internal readonly struct TokenBucket : IRateAlgorithm<long>
         _maxPermits = _burst / _cost;
     }
 
-    public long PermitLimit => _limit;
+    /// <summary>The token limit, or fewer when the burst saturated (a bucket that takes decades to fill).</summary>
+    public long PermitLimit => Math.Min(_limit, _maxPermits);
 
     public long CreateState() => 0;
 

@@ -22,6 +22,8 @@ namespace RateEngine;
 /// </remarks>
 public abstract class RateEngineLimiter : ReplenishingRateLimiter
 {
+    private static readonly TimeSpan MaxTimerDue = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
     private readonly AlgorithmHost _host;
     private readonly LimiterClock _clock;
     private readonly long _permitLimit;
@@ -394,7 +396,9 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         }
 
         long ticks = Math.Max(1, _host.GetRetryAfter(now, Math.Max(1, node.Value.Count)));
-        TimeSpan due = _clock.ToTimeSpan(ticks);
+
+        // Timers take at most ~49.7 days; a longer wait wakes up early, finds nothing to serve and re-arms.
+        TimeSpan due = TimeSpan.FromTicks(Math.Min(_clock.ToTimeSpan(ticks).Ticks, MaxTimerDue.Ticks));
         _wakeup ??= _clock.Provider.CreateTimer(
             static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _wakeup.Change(due > TimeSpan.Zero ? due : TimeSpan.FromTicks(1), Timeout.InfiniteTimeSpan);

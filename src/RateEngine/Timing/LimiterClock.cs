@@ -65,7 +65,7 @@ internal sealed class LimiterClock
         }
 
         long elapsed = (_isSystemProvider ? Stopwatch.GetTimestamp() : _provider.GetTimestamp()) - _origin;
-        return elapsed < 0 ? 0 : elapsed;
+        return elapsed < 0 ? 0 : Math.Min(elapsed, TimeMath.MaxTicks);
     }
 
     /// <summary>The provider's timestamp, for measuring real durations such as <c>IdleDuration</c>.</summary>

@@ -9,7 +9,7 @@ namespace RateEngine.Tests.Stress;
 
 /// <summary>
 /// Several threads hammer one limiter on the real clock; every admission's decision stamp is recorded and the window
-/// invariant is checked offline afterwards. A share of the admissions is refunded at once, racing the others, so the
+/// invariant is checked offline afterwards. A third of the admissions is refunded at once, racing the others, so the
 /// refund paths are hammered too; refunded admissions are dropped from the record only when the refund says it freed.
 /// </summary>
 public class StressTests(ITestOutputHelper output)
@@ -20,6 +20,24 @@ public class StressTests(ITestOutputHelper output)
     [Fact]
     public void SlidingWindowLog_FourThreadsFourMillionAttempts_NeverExceedsLimitInAnyWindow() =>
         Hammer(new LimiterSpec(LimiterKind.Log, Limit: 1_000, WindowTicks: TimeSpan.FromMilliseconds(1).Ticks));
+
+    /// <summary>
+    /// A clock that advances with every read and a window of a few dozen reads: nearly every decision sits next to a
+    /// window edge and races a refund of the admission before it. This is where refund/acquire ABA shows.
+    /// </summary>
+    [Theory]
+    [InlineData(LimiterKind.Log)]
+    [InlineData(LimiterKind.Counter)]
+    [InlineData(LimiterKind.Fixed)]
+    [InlineData(LimiterKind.Bucket)]
+    public void AnyLimiter_FourThreadsOnARacingClockHalfRefunded_NeverExceedsGuarantee(LimiterKind kind)
+    {
+        // The races are rare per attempt: several fresh rounds make a regression show up in most CI runs.
+        for (int round = 0; round < 4; round++)
+        {
+            Hammer(new LimiterSpec(kind, Limit: 2, WindowTicks: 40, Segments: 2, TokensPerPeriod: 1), refundOneIn: 2, new CountingTimeProvider());
+        }
+    }
 
     [Fact]
     public void SlidingWindowCounter_FourThreadsFourMillionAttempts_NeverExceedsLimitInAnyWindow() =>
@@ -33,9 +51,10 @@ public class StressTests(ITestOutputHelper output)
     public void TokenBucket_FourThreadsFourMillionAttempts_NeverExceedsBurstPlusRate() =>
         Hammer(new LimiterSpec(LimiterKind.Bucket, Limit: 200, WindowTicks: TimeSpan.FromMicroseconds(100).Ticks, TokensPerPeriod: 100));
 
-    private void Hammer(LimiterSpec spec)
+    private void Hammer(LimiterSpec spec, int refundOneIn = 3, TimeProvider? time = null)
     {
-        using RateEngineLimiter limiter = spec.Create(TimeProvider.System);
+        time ??= TimeProvider.System;
+        using RateEngineLimiter limiter = spec.Create(time);
         var perThread = new List<Admitted>[Threads];
         long refunded = 0;
         using var start = new Barrier(Threads);
@@ -46,14 +65,14 @@ public class StressTests(ITestOutputHelper output)
             start.SignalAndWait();
             for (int i = 0; i < AttemptsPerThread; i++)
             {
-                int permits = random.Next(10) == 0 ? random.Next(1, 4) : 1;
+                int permits = spec.Limit <= 3 ? random.Next(1, spec.Limit + 1) : random.Next(10) == 0 ? random.Next(1, 4) : 1;
                 if (!limiter.TryAdmit(limiter.Clock.Now(), permits, out Admission admission))
                 {
                     continue;
                 }
 
                 admitted.Add(new Admitted(admission.Stamp, admission.Permits));
-                if (random.Next(8) == 0 && limiter.Refund(admission))
+                if (random.Next(refundOneIn) == 0 && limiter.Refund(admission))
                 {
                     admitted.RemoveAt(admitted.Count - 1);
                     Interlocked.Increment(ref refunded);
@@ -82,11 +101,21 @@ public class StressTests(ITestOutputHelper output)
         RateLimiterStatistics statistics = limiter.GetStatistics()!;
         Assert.Equal(successes, statistics.TotalSuccessfulLeases);
         Assert.Equal((long)Threads * AttemptsPerThread, statistics.TotalSuccessfulLeases + statistics.TotalFailedLeases);
-        Assert.True(all.Count > 1_000, "the run admitted too little to say anything");
+        Assert.True(all.Count > 500, "the run admitted too little to say anything");
         Assert.True(statistics.TotalFailedLeases > 1_000, "the run never hit the limit, so it checked nothing");
 
-        // The stamps are in the limiter's clock ticks (Stopwatch's frequency): convert the spec's windows to them.
-        var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), Stopwatch.Frequency) };
+        // The stamps are in the limiter's clock ticks (the provider's frequency): convert the spec's windows to them.
+        var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), time.TimestampFrequency) };
         Assert.Null(Guarantee.FindViolation(inClockTicks, all));
+    }
+
+    /// <summary>A clock that moves one tick every four reads, shared by all threads: time races the decisions.</summary>
+    private sealed class CountingTimeProvider : TimeProvider
+    {
+        private long _reads;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => Interlocked.Increment(ref _reads) / 4;
     }
 }

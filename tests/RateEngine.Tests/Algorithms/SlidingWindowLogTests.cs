@@ -1,0 +1,78 @@
+using RateEngine.Algorithms;
+using RateEngine.Tests.Support;
+
+namespace RateEngine.Tests.Algorithms;
+
+public class SlidingWindowLogTests
+{
+    [Fact]
+    public void Refund_ThenSameTicketTakenAgain_TailWordDiffersSoAStaleTakerCannotWin()
+    {
+        var log = new SlidingWindowLog(permitLimit: 1, windowTicks: 10);
+        LogState state = log.CreateState();
+        Assert.True(log.TryAcquire(ref state, 0, 1, out Admission first, out _));
+        long seenByStalledTaker = Volatile.Read(ref state.Tail);
+
+        Assert.True(log.Refund(ref state, first));
+        Assert.True(log.TryAcquire(ref state, 105, 1, out _, out _));
+
+        // Same ticket number as before the refund, but a stalled taker's CAS on the tail word must fail (ABA).
+        Assert.NotEqual(seenByStalledTaker, Volatile.Read(ref state.Tail));
+    }
+
+    [Fact]
+    public void Refund_TwoInReverseOrderOnOneSlot_SecondKeepsItsPermitsCounted()
+    {
+        var log = new SlidingWindowLog(permitLimit: 1, windowTicks: 14);
+        LogState state = log.CreateState();
+        Assert.True(log.TryAcquire(ref state, 57, 1, out _, out _));
+        Assert.True(log.TryAcquire(ref state, 73, 1, out Admission at73, out _));
+        Assert.True(log.TryAcquire(ref state, 88, 1, out Admission at88, out _));
+
+        Assert.True(log.Refund(ref state, at88));
+
+        // The slot's previous stamp (57) was spent restoring 73: a second exact restore is impossible, so 73 stays.
+        Assert.False(log.Refund(ref state, at73));
+        Assert.False(log.TryAcquire(ref state, 86, 1, out _, out long retryAfter));
+        Assert.Equal(73 + 14 - 86, retryAfter);
+        Assert.True(log.TryAcquire(ref state, 87, 1, out _, out _));
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(5)]
+    public void TryAcquire_TicketsWrapManyTimes_DecidesLikeTheReferenceModel(int limit)
+    {
+        // 4-bit tickets wrap every few admissions: the slot mapping and the publish check must survive it.
+        var log = new SlidingWindowLog(limit, windowTicks: 20, ticketBits: 4);
+        LogState state = log.CreateState();
+        var spec = new LimiterSpec(LimiterKind.Log, limit, WindowTicks: 20);
+        var model = new ReferenceModel(spec);
+        var random = new Random(limit);
+        long now = 0;
+        int admitted = 0;
+        for (int i = 0; i < 5_000; i++)
+        {
+            now += random.Next(0, 6);
+            int permits = random.Next(1, limit + 1);
+            bool expected = model.Admits(now, permits);
+            Assert.Equal(model.Available(now), log.GetAvailablePermits(ref state, now));
+            Assert.Equal(expected, log.TryAcquire(ref state, now, permits, out Admission admission, out _));
+            if (expected)
+            {
+                admitted++;
+                if (random.Next(4) == 0)
+                {
+                    Assert.True(log.Refund(ref state, admission));
+                }
+                else
+                {
+                    model.Record(now, permits);
+                }
+            }
+        }
+
+        Assert.True(admitted > 200);
+    }
+}
