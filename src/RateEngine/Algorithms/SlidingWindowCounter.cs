@@ -75,11 +75,12 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
                 continue;
             }
 
-            // Rollover: the word's segment is over. Its count must be in history before any decision in a later segment
-            // (unless it is already out of the new segment's window).
-            if (distance <= _segments)
+            // Rollover: the word's segment is over. Its count must be in history before any decision in a later segment.
+            // (A finished epoch below zero can only come from a word idle across the epoch wrap: nothing to record.)
+            long finished = nowEpoch - distance;
+            if (finished >= 0)
             {
-                Record(state, nowEpoch - distance, EpochCount.Count(word));
+                Record(state, finished, EpochCount.Count(word));
             }
 
             long sum = SumHistory(state, nowEpoch, skipEpoch: -1);
