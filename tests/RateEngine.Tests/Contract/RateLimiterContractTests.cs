@@ -1151,10 +1151,14 @@ public abstract class RateLimiterContractTests
     {
         ArgumentNullException.ThrowIfNull(limiter);
         ArgumentNullException.ThrowIfNull(time);
+        Assert.True(wait.Ticks % TimeSpan.TicksPerMillisecond == 0, "Timers count milliseconds: the wait must be whole ones.");
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> waiter = Enqueue(limiter, 1);
 
-        time.Advance(wait - TimeSpan.FromTicks(1));
+        // Whole milliseconds first: the fake runs timer callbacks at the time Advance moves to, and a wakeup that has to
+        // re-arm from there can only be exact if that time is a whole millisecond before the permit returns.
+        time.Advance(wait - TimeSpan.FromMilliseconds(1));
+        time.Advance(TimeSpan.FromMilliseconds(1) - TimeSpan.FromTicks(1));
         Assert.False(waiter.IsCompleted);
         time.Advance(TimeSpan.FromTicks(1));
 
