@@ -283,7 +283,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     {
         long queued = _order == QueueProcessingOrder.OldestFirst ? Volatile.Read(ref _queuedPermits) : 0;
         long permits = Math.Clamp(queued + permitCount, 1, _permitLimit);
-        return RateEngineLease.Rejected(_clock.ToTimeSpan(_host.GetRetryAfter(now, permits)), reason);
+        return RateEngineLease.Rejected(_clock.ToRetryAfter(_host.GetRetryAfter(now, permits)), reason);
     }
 
     private void CheckPermitCount(int permitCount)
