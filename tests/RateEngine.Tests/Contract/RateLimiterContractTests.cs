@@ -24,7 +24,7 @@ public abstract class RateLimiterContractTests
     /// <summary>A guard for awaits: a correct test never gets near it.</summary>
     protected static readonly TimeSpan GuardTimeout = TimeSpan.FromSeconds(5);
 
-    /// <summary>Less time than any factory's limiter needs to return a permit (its earliest is 2.5 s).</summary>
+    /// <summary>Less time than any permit needs to return at the limits the tests use (the earliest: a 4-token bucket, 2.5 s).</summary>
     protected static readonly TimeSpan ShortWhile = TimeSpan.FromSeconds(1);
 
     private const QueueProcessingOrder OldestFirst = QueueProcessingOrder.OldestFirst;
@@ -715,6 +715,25 @@ public abstract class RateLimiterContractTests
         Assert.True(blocker.IsCanceled);
         Assert.True((await Completed(behind)).IsAcquired);
         Assert.Equal(0, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_TokenCancelledAfterWaiterWasServed_ChangesNothing()
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = Create(1, 2, OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        using var cts = new CancellationTokenSource();
+        Task<RateLimitLease> served = Enqueue(limiter, 1, cts.Token);
+        Task<RateLimitLease> next = Enqueue(limiter, 1);
+        Replenish(limiter, time);
+        Assert.True((await Completed(served)).IsAcquired);
+
+        await cts.CancelAsync();
+
+        Assert.True(served.IsCompletedSuccessfully);
+        Assert.False(next.IsCompleted);
+        AssertStatistics(limiter, available: 0, queued: 1, successful: 2, failed: 0);
     }
 
     // ---------------------------------------------------------------------------------------------------------------
