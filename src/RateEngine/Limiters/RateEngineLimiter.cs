@@ -22,8 +22,6 @@ namespace RateEngine;
 /// </remarks>
 public abstract class RateEngineLimiter : ReplenishingRateLimiter
 {
-    private static readonly TimeSpan MaxTimerDue = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
-
     private readonly AlgorithmHost _host;
     private readonly LimiterClock _clock;
     private readonly long _permitLimit;
@@ -341,7 +339,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     {
         long queued = _order == QueueProcessingOrder.OldestFirst ? Volatile.Read(ref _queuedPermits) : 0;
         long permits = Math.Clamp(queued + permitCount, 1, _permitLimit);
-        return RateEngineLease.Rejected(_clock.ToTimeSpan(_host.GetRetryAfter(now, permits)), reason);
+        return RateEngineLease.Rejected(_clock.ToRetryAfter(_host.GetRetryAfter(now, permits)), reason);
     }
 
     private void CheckPermitCount(int permitCount)
@@ -396,12 +394,22 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         }
 
         long ticks = Math.Max(1, _host.GetRetryAfter(now, Math.Max(1, node.Value.Count)));
-
-        // Timers take at most ~49.7 days; a longer wait wakes up early, finds nothing to serve and re-arms.
-        TimeSpan due = TimeSpan.FromTicks(Math.Min(_clock.ToTimeSpan(ticks).Ticks, MaxTimerDue.Ticks));
         _wakeup ??= _clock.Provider.CreateTimer(
             static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        _wakeup.Change(due > TimeSpan.Zero ? due : TimeSpan.FromTicks(1), Timeout.InfiniteTimeSpan);
+        _wakeup.Change(WakeupDelay(_clock.ToTimeSpan(ticks)), Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// The timer delay for a wakeup due in <paramref name="due"/>. Timers count whole milliseconds and drop the rest, so
+    /// the delay is rounded up: an early wakeup finds nothing to serve and re-arms for less than a millisecond, which
+    /// fires at once, again and again until the clock catches up (forever under a clock that moves only when told to).
+    /// Timers also refuse delays beyond about 49.7 days; a longer wait is capped there and re-arms for the rest.
+    /// </summary>
+    private static TimeSpan WakeupDelay(TimeSpan due)
+    {
+        const long MaxTimerMilliseconds = 0xFFFFFFFE;
+        long milliseconds = (due.Ticks / TimeSpan.TicksPerMillisecond) + (due.Ticks % TimeSpan.TicksPerMillisecond > 0 ? 1 : 0);
+        return TimeSpan.FromTicks(Math.Clamp(milliseconds, 1, MaxTimerMilliseconds) * TimeSpan.TicksPerMillisecond);
     }
 
     private void OnWakeup()

@@ -98,9 +98,34 @@ internal sealed class LimiterClock
         }
 
         // Even a zero credit counts as a replenishment (the in-box bucket then serves its queue).
-        _lastCredit = now;
+        Volatile.Write(ref _lastCredit, now);
         Interlocked.Add(ref _manualTicks, Math.Max(0, elapsed));
         return true;
+    }
+
+    /// <summary>
+    /// The provider time a caller must wait until <paramref name="ticks"/> of this clock have passed: the
+    /// <c>RETRY_AFTER</c> of a rejection. For a manual clock that counts the time already elapsed since the last move,
+    /// which the next <c>TryReplenish</c> credits (<see cref="ManualReplenishment.Elapsed"/>) or which brings the next
+    /// step closer (<see cref="ManualReplenishment.Step"/>: the first step may come one period after the last one, each
+    /// further step one period later), as the in-box limiters' <c>Window - elapsed</c> does.
+    /// </summary>
+    public TimeSpan ToRetryAfter(long ticks)
+    {
+        if (ticks <= 0 || _mode == ManualReplenishment.None)
+        {
+            return ToTimeSpan(ticks);
+        }
+
+        long waited = Math.Max(0, _provider.GetTimestamp() - Volatile.Read(ref _lastCredit));
+        if (_mode == ManualReplenishment.Elapsed)
+        {
+            return TimeMath.ToTimeSpan(ticks - waited, _provider.TimestampFrequency);
+        }
+
+        TimeSpan first = TimeMath.ToTimeSpan(_stepPeriodTimestampTicks - waited, _provider.TimestampFrequency);
+        TimeSpan later = ToTimeSpan(ticks - 1);
+        return later >= TimeSpan.MaxValue - first ? TimeSpan.MaxValue : later + first;
     }
 
     /// <summary>Converts a span to clock ticks, rounding up so that a window is never shorter than asked for.</summary>
@@ -116,9 +141,7 @@ internal sealed class LimiterClock
 
         if (_mode == ManualReplenishment.Step)
         {
-            // The next step is allowed one period after the last; later steps a period apart each.
-            TimeSpan sinceLastStep = Elapsed(Volatile.Read(ref _lastCredit), _provider.GetTimestamp());
-            Int128 total = (Int128)_stepPeriod.Ticks * ticks - Math.Min(sinceLastStep.Ticks, _stepPeriod.Ticks);
+            Int128 total = (Int128)_stepPeriod.Ticks * ticks;
             return total >= TimeSpan.MaxValue.Ticks ? TimeSpan.MaxValue : new TimeSpan((long)total);
         }
 

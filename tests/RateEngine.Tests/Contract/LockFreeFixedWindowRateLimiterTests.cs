@@ -1,0 +1,138 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+
+namespace RateEngine.Tests.Contract;
+
+/// <summary>
+/// The contract for <see cref="LockFreeFixedWindowRateLimiter"/> with automatic replenishment, plus the in-box options
+/// rules and windows aligned to the limiter's creation.
+/// </summary>
+public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTests
+{
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
+
+    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+        new LockFreeFixedWindowRateLimiter(Options(permitLimit, Window, queueLimit, order, autoReplenishment: true), time);
+
+    // From any time, one window later is in a later window, where every permit is free.
+    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
+
+    // The time left until the next window starts, whatever the request.
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
+
+    [Fact]
+    public void Ctor_NullOptions_ThrowsArgumentNull()
+    {
+        Assert.Equal("options", Assert.Throws<ArgumentNullException>(() => new LockFreeFixedWindowRateLimiter(null!)).ParamName);
+        Assert.Equal(
+            "options",
+            Assert.Throws<ArgumentNullException>(() => new LockFreeFixedWindowRateLimiter(null!, new FakeTimeProvider())).ParamName);
+    }
+
+    [Fact]
+    public void Ctor_NullTimeProvider_ThrowsArgumentNull()
+    {
+        var options = Options(1, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true);
+
+        var ex = Assert.Throws<ArgumentNullException>(() => new LockFreeFixedWindowRateLimiter(options, null!));
+
+        Assert.Equal("timeProvider", ex.ParamName);
+    }
+
+    [Theory]
+    [InlineData(0, 0, 10_000)]
+    [InlineData(-1, 0, 10_000)]
+    [InlineData(1, -1, 10_000)]
+    [InlineData(1, 0, 0)]
+    [InlineData(1, 0, -1)]
+    public void Ctor_OptionOutOfRange_ThrowsArgumentException(int permitLimit, int queueLimit, int windowMilliseconds)
+    {
+        foreach (bool auto in new[] { true, false }) // a zero window is refused even when replenishment is manual
+        {
+            var options = Options(permitLimit, TimeSpan.FromMilliseconds(windowMilliseconds), queueLimit, QueueProcessingOrder.OldestFirst, auto);
+
+            var ex = Assert.Throws<ArgumentException>(() => new LockFreeFixedWindowRateLimiter(options, new FakeTimeProvider()));
+
+            Assert.Equal("options", ex.ParamName);
+        }
+    }
+
+    [Fact]
+    public void Ctor_WithoutTimeProvider_UsesTheSystemClock()
+    {
+        using var limiter = new LockFreeFixedWindowRateLimiter(Options(1, TimeSpan.FromHours(1), 0, QueueProcessingOrder.OldestFirst, true));
+
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.True(limiter.IsAutoReplenishing);
+    }
+
+    [Fact]
+    public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
+    {
+        var time = new FakeTimeProvider();
+        var options = Options(1, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true);
+        using var limiter = new LockFreeFixedWindowRateLimiter(options, time);
+
+        options.PermitLimit = 5;
+        options.Window = TimeSpan.FromSeconds(1);
+        options.QueueLimit = 5;
+        options.AutoReplenishment = false;
+
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False((await limiter.AcquireAsync(1).AsTask().WaitAsync(GuardTimeout)).IsAcquired);
+        Assert.True(limiter.IsAutoReplenishing);
+        Assert.Equal(Window, limiter.ReplenishmentPeriod);
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public void AttemptAcquire_WindowsAreAlignedToCreation()
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = Create(2, 0, QueueProcessingOrder.OldestFirst, time);
+        time.Advance(TimeSpan.FromSeconds(9));
+        Assert.True(limiter.AttemptAcquire(2).IsAcquired); // late in window [0 s, 10 s)
+
+        Assert.Equal(TimeSpan.FromSeconds(1), RetryAfterOf(limiter.AttemptAcquire(1)));
+        time.Advance(TimeSpan.FromSeconds(1) - TimeSpan.FromTicks(1));
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        time.Advance(TimeSpan.FromTicks(1)); // 10 s: a new window, everything is back
+
+        Assert.True(limiter.AttemptAcquire(2).IsAcquired);
+        Assert.Equal(Window, RetryAfterOf(limiter.AttemptAcquire(1)));
+    }
+
+    [Fact]
+    public async Task AcquireAsync_Waiter_IsServedWhenTheNextWindowStarts()
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = Create(1, 1, QueueProcessingOrder.OldestFirst, time);
+
+        await AssertWaiterServedAfter(limiter, time, Window);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_WaitLongerThanATimerCanBeSet_IsServed()
+    {
+        var time = new FakeTimeProvider();
+        TimeSpan window = TimeSpan.FromDays(60);
+        using var limiter = new LockFreeFixedWindowRateLimiter(Options(1, window, 1, QueueProcessingOrder.OldestFirst, true), time);
+
+        await AssertWaiterServedAfter(limiter, time, window);
+    }
+
+    internal static FixedWindowRateLimiterOptions Options(
+        int permitLimit, TimeSpan window, int queueLimit, QueueProcessingOrder order, bool autoReplenishment) => new()
+    {
+        PermitLimit = permitLimit,
+        Window = window,
+        QueueLimit = queueLimit,
+        QueueProcessingOrder = order,
+        AutoReplenishment = autoReplenishment,
+    };
+}

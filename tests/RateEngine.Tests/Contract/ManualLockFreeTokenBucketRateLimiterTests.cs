@@ -1,0 +1,69 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+
+namespace RateEngine.Tests.Contract;
+
+/// <summary>
+/// The contract for <see cref="LockFreeTokenBucketRateLimiter"/> with <c>AutoReplenishment = false</c>: each
+/// <c>TryReplenish</c> credits the provider time elapsed since the last credit, and nothing while the bucket is full.
+/// </summary>
+public sealed class ManualLockFreeTokenBucketRateLimiterTests : RateLimiterContractTests
+{
+    protected override bool ExpectedAutoReplenishing => false;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
+
+    protected override string OverLimitParamName => "tokenCount";
+
+    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+        new LockFreeTokenBucketRateLimiter(
+            LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: false), time);
+
+    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time)
+    {
+        time.Advance(Window * 2);
+        Assert.True(limiter.TryReplenish());
+    }
+
+    // The time elapsed since the last credit is credited by the next TryReplenish, so it counts as waited already.
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
+        LockFreeTokenBucketRateLimiterTests.TimeForTokens(permitLimit, permits, elapsed);
+
+    [Fact]
+    public void TryReplenish_CreditsTheTimeElapsedSinceTheLastCredit()
+    {
+        var time = new FakeTimeProvider();
+        using var limiter = new LockFreeTokenBucketRateLimiter(
+            LockFreeTokenBucketRateLimiterTests.Options(4, 2, TimeSpan.FromSeconds(1), 0, QueueProcessingOrder.OldestFirst, false), time);
+        Assert.True(limiter.AttemptAcquire(4).IsAcquired);
+
+        time.Advance(TimeSpan.FromMilliseconds(250));
+        Assert.True(limiter.TryReplenish()); // half a token: not enough for anything
+        Assert.False(limiter.AttemptAcquire(0).IsAcquired);
+        time.Advance(TimeSpan.FromMilliseconds(250));
+        Assert.Equal(0, limiter.GetStatistics()!.CurrentAvailablePermits); // time alone credits nothing
+        Assert.True(limiter.TryReplenish()); // the other half
+
+        Assert.Equal(1, limiter.GetStatistics()!.CurrentAvailablePermits);
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(limiter.TryReplenish());
+        Assert.Equal(3, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    [Fact]
+    public void TryReplenish_AfterTimeSpentFull_CreditsThatTimeOnceDrawn()
+    {
+        // The in-box bucket's rule, kept for drop-in compatibility: a full bucket takes no credit, and the time is credited
+        // by the first TryReplenish after tokens were taken.
+        var time = new FakeTimeProvider();
+        using var limiter = new LockFreeTokenBucketRateLimiter(
+            LockFreeTokenBucketRateLimiterTests.Options(4, 4, Window, 0, QueueProcessingOrder.OldestFirst, false), time);
+        time.Advance(Window / 2);
+        Assert.True(limiter.TryReplenish());
+
+        Assert.True(limiter.AttemptAcquire(4).IsAcquired);
+        Assert.True(limiter.TryReplenish());
+
+        Assert.Equal(2, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+}

@@ -1,0 +1,225 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+
+namespace RateEngine.Tests.Contract;
+
+/// <summary>
+/// The contract for <see cref="SlidingWindowCounterRateLimiter"/> with automatic replenishment, plus its options and its
+/// conservative segments.
+/// </summary>
+public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTests
+{
+    internal const int Segments = 5;
+
+    internal static readonly TimeSpan Segment = Window / Segments;
+
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
+
+    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+        new SlidingWindowCounterRateLimiter(Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: true, time));
+
+    // A permit taken in segment j is free when segment j + S + 1 begins: at most one window and one segment later.
+    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
+
+    // Everything was taken in segment 0, so it all returns when segment S + 1 begins.
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window + Segment - elapsed;
+
+    [Fact]
+    public void Ctor_NullOptions_ThrowsArgumentNull()
+    {
+        var ex = Assert.Throws<ArgumentNullException>(() => new SlidingWindowCounterRateLimiter(null!));
+        Assert.Equal("options", ex.ParamName);
+    }
+
+    [Fact]
+    public void Ctor_NullTimeProvider_ThrowsArgumentNull()
+    {
+        var options = Options(1, Window, Segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, null!);
+        Assert.Throws<ArgumentNullException>(() => new SlidingWindowCounterRateLimiter(options));
+    }
+
+    [Theory]
+    [InlineData(0, 5, 0, 100_000_000L)]
+    [InlineData(-1, 5, 0, 100_000_000L)]
+    [InlineData(1, 0, 0, 100_000_000L)]
+    [InlineData(1, -1, 0, 100_000_000L)]
+    [InlineData(1, 5, -1, 100_000_000L)]
+    [InlineData(1, 5, 0, 0L)]
+    [InlineData(1, 5, 0, -1L)]
+    [InlineData(1, 6, 0, 5L)] // more segments than the window has ticks
+    public void Ctor_OptionOutOfRange_ThrowsArgumentException(int permitLimit, int segments, int queueLimit, long windowTicks)
+    {
+        foreach (bool auto in new[] { true, false })
+        {
+            var options = Options(
+                permitLimit, TimeSpan.FromTicks(windowTicks), segments, queueLimit, QueueProcessingOrder.OldestFirst, auto, new FakeTimeProvider());
+
+            var ex = Assert.Throws<ArgumentException>(() => new SlidingWindowCounterRateLimiter(options));
+
+            Assert.Equal("options", ex.ParamName);
+        }
+    }
+
+    [Fact]
+    public void Ctor_OneSegmentPerWindowTick_IsAccepted()
+    {
+        using var limiter = new SlidingWindowCounterRateLimiter(
+            Options(1, TimeSpan.FromTicks(5), 5, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, new FakeTimeProvider()));
+
+        Assert.Equal(TimeSpan.FromTicks(1), limiter.ReplenishmentPeriod);
+    }
+
+    [Fact]
+    public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
+    {
+        var time = new FakeTimeProvider();
+        var options = Options(1, Window, Segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, time);
+        using var limiter = new SlidingWindowCounterRateLimiter(options);
+
+        options.PermitLimit = 5;
+        options.Window = TimeSpan.FromSeconds(1);
+        options.SegmentsPerWindow = 1;
+        options.QueueLimit = 5;
+        options.AutoReplenishment = false;
+        options.TimeProvider = new FakeTimeProvider(time.GetUtcNow() + TimeSpan.FromDays(1));
+
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False((await limiter.AcquireAsync(1).AsTask().WaitAsync(GuardTimeout)).IsAcquired); // still no queue
+        Assert.True(limiter.IsAutoReplenishing);
+        Assert.Equal(Segment, limiter.ReplenishmentPeriod);
+        time.Advance(Window + Segment);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public void AttemptAcquire_PermitTakenInASegment_ReturnsWhenTheSegmentAWindowLaterBegins()
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = Create(1, 0, QueueProcessingOrder.OldestFirst, time);
+        time.Advance(TimeSpan.FromSeconds(3));
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired); // at 3 s, in segment 1 = [2 s, 4 s)
+
+        // An exact window would free it at 13 s; the counter holds it until segment 7 begins, at 14 s.
+        time.Advance(Window);
+        Assert.Equal(TimeSpan.FromSeconds(1), RetryAfterOf(limiter.AttemptAcquire(1)));
+        time.Advance(TimeSpan.FromSeconds(1) - TimeSpan.FromTicks(1));
+        Assert.Equal(TimeSpan.FromTicks(1), RetryAfterOf(limiter.AttemptAcquire(1)));
+        time.Advance(TimeSpan.FromTicks(1));
+
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public void AttemptAcquire_PermitsInDifferentSegments_ReturnSegmentBySegment()
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = Create(3, 0, QueueProcessingOrder.OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired); // segment 0
+        time.Advance(Segment);
+        Assert.True(limiter.AttemptAcquire(2).IsAcquired); // segment 1
+
+        time.Advance(Window - Segment); // 10 s, segment 5: nothing back yet
+        Assert.Equal(0, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.Equal(Segment, RetryAfterOf(limiter.AttemptAcquire(1)));
+        Assert.Equal(Segment * 2, RetryAfterOf(limiter.AttemptAcquire(2)));
+
+        time.Advance(Segment); // segment 6: segment 0's permit is back
+        Assert.Equal(1, limiter.GetStatistics()!.CurrentAvailablePermits);
+        time.Advance(Segment); // segment 7: all back
+        Assert.Equal(3, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_Waiter_IsServedTheTickItsPermitsReturn()
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = Create(1, 1, QueueProcessingOrder.OldestFirst, time);
+
+        await AssertWaiterServedAfter(limiter, time, Window + Segment);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_WaitLongerThanATimerCanBeSet_IsServed()
+    {
+        var time = new FakeTimeProvider();
+        TimeSpan window = TimeSpan.FromDays(60);
+        using var limiter = new SlidingWindowCounterRateLimiter(
+            Options(1, window, 1, 1, QueueProcessingOrder.OldestFirst, autoReplenishment: true, time));
+
+        await AssertWaiterServedAfter(limiter, time, window * 2);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_PermitReturnsBetweenMilliseconds_TimerNeverFiresEarly()
+    {
+        // 1 s in 3 segments of 333.3333334 ms: the permit returns at 1333.3336 ms, which no millisecond timer can hit.
+        var time = new MillisecondTimerTimeProvider();
+        DateTimeOffset start = time.GetUtcNow();
+        using var limiter = new SlidingWindowCounterRateLimiter(
+            Options(1, TimeSpan.FromSeconds(1), 3, 1, QueueProcessingOrder.OldestFirst, autoReplenishment: true, time));
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Task<RateLimitLease> waiter = Enqueue(limiter, 1);
+        Assert.Equal(TimeSpan.FromTicks(13_333_336), RetryAfterOf(limiter.AttemptAcquire(1)));
+
+        // Move the clock a millisecond at a time, as a real timer thread would see it.
+        for (int ms = 0; ms < 2_000 && !waiter.IsCompleted; ms++)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(1));
+        }
+
+        Assert.True((await Completed(waiter)).IsAcquired);
+        Assert.Equal(TimeSpan.FromMilliseconds(1334), time.GetUtcNow() - start);
+        Assert.Equal(1, time.Callbacks); // a wakeup before the permit is back would find nothing to serve
+    }
+
+    internal static SlidingWindowCounterRateLimiterOptions Options(
+        int permitLimit, TimeSpan window, int segments, int queueLimit, QueueProcessingOrder order, bool autoReplenishment, TimeProvider time) => new()
+    {
+        PermitLimit = permitLimit,
+        Window = window,
+        SegmentsPerWindow = segments,
+        QueueLimit = queueLimit,
+        QueueProcessingOrder = order,
+        AutoReplenishment = autoReplenishment,
+        TimeProvider = time,
+    };
+
+    /// <summary>
+    /// A fake clock whose timers count whole milliseconds and truncate the rest, as <see cref="System.Threading.Timer"/>
+    /// does. A limiter that re-arms such a timer for less than a millisecond gets a zero due time, which fires at once
+    /// (this fake fires it again and again without moving the clock); the guard turns that loop into a failure.
+    /// </summary>
+    private sealed class MillisecondTimerTimeProvider : FakeTimeProvider
+    {
+        public int Callbacks { get; private set; }
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+            new Timer(base.CreateTimer(Counted, (callback, state), Truncate(dueTime), Truncate(period)));
+
+        private void Counted(object? state)
+        {
+            (TimerCallback callback, object? inner) = ((TimerCallback, object?))state!;
+            if (++Callbacks > 100)
+            {
+                throw new InvalidOperationException("The timer keeps firing before the limiter has anything to do.");
+            }
+
+            callback(inner);
+        }
+
+        private static TimeSpan Truncate(TimeSpan span) =>
+            span == Timeout.InfiniteTimeSpan ? span : TimeSpan.FromMilliseconds(Math.Floor(span.TotalMilliseconds));
+
+        private sealed class Timer(ITimer inner) : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period) => inner.Change(Truncate(dueTime), Truncate(period));
+
+            public void Dispose() => inner.Dispose();
+
+            public ValueTask DisposeAsync() => inner.DisposeAsync();
+        }
+    }
+}

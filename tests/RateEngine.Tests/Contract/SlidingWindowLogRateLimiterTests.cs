@@ -1,0 +1,126 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+
+namespace RateEngine.Tests.Contract;
+
+/// <summary>The contract for <see cref="SlidingWindowLogRateLimiter"/>, plus its options and its exact window.</summary>
+public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
+{
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
+
+    // The log keeps one entry per permit (at most 2^24); 2^16 still fills an int.MaxValue queue with 32,768 waiters.
+    protected override int LargePermitLimit => 1 << 16;
+
+    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+        new SlidingWindowLogRateLimiter(Options(permitLimit, Window, queueLimit, order, time));
+
+    // Every permit comes back exactly one window after it was taken.
+    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
+
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
+
+    [Fact]
+    public void Ctor_NullOptions_ThrowsArgumentNull()
+    {
+        var ex = Assert.Throws<ArgumentNullException>(() => new SlidingWindowLogRateLimiter(null!));
+        Assert.Equal("options", ex.ParamName);
+    }
+
+    [Fact]
+    public void Ctor_NullTimeProvider_ThrowsArgumentNull()
+    {
+        Assert.Throws<ArgumentNullException>(() => new SlidingWindowLogRateLimiter(
+            new SlidingWindowLogRateLimiterOptions { PermitLimit = 1, Window = Window, TimeProvider = null! }));
+    }
+
+    [Theory]
+    [InlineData(0, 0, 10_000)]
+    [InlineData(-1, 0, 10_000)]
+    [InlineData(SlidingWindowLogRateLimiter.MaxPermitLimit + 1, 0, 10_000)]
+    [InlineData(1, -1, 10_000)]
+    [InlineData(1, 0, 0)]
+    [InlineData(1, 0, -1)]
+    public void Ctor_OptionOutOfRange_ThrowsArgumentException(int permitLimit, int queueLimit, int windowMilliseconds)
+    {
+        var options = Options(permitLimit, TimeSpan.FromMilliseconds(windowMilliseconds), queueLimit, QueueProcessingOrder.OldestFirst, new FakeTimeProvider());
+
+        var ex = Assert.Throws<ArgumentException>(() => new SlidingWindowLogRateLimiter(options));
+
+        Assert.Equal("options", ex.ParamName);
+    }
+
+    [Fact]
+    public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
+    {
+        var time = new FakeTimeProvider();
+        var options = Options(1, Window, 0, QueueProcessingOrder.OldestFirst, time);
+        using var limiter = new SlidingWindowLogRateLimiter(options);
+
+        options.PermitLimit = 5;
+        options.Window = TimeSpan.FromSeconds(1);
+        options.QueueLimit = 5;
+        options.TimeProvider = new FakeTimeProvider(time.GetUtcNow() + TimeSpan.FromDays(1));
+
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False((await limiter.AcquireAsync(1).AsTask().WaitAsync(GuardTimeout)).IsAcquired); // still no queue
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.Equal(Window, limiter.ReplenishmentPeriod);
+    }
+
+    [Fact]
+    public void AttemptAcquire_EachPermit_ReturnsExactlyOneWindowAfterItWasTaken()
+    {
+        var time = new FakeTimeProvider();
+        using var limiter = new SlidingWindowLogRateLimiter(Options(2, Window, 0, QueueProcessingOrder.OldestFirst, time));
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired); // at 0 s
+        time.Advance(TimeSpan.FromSeconds(3));
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired); // at 3 s
+
+        time.Advance(TimeSpan.FromSeconds(2)); // 5 s: the first returns in 5 s, both in 8 s
+        Assert.Equal(TimeSpan.FromSeconds(5), RetryAfterOf(limiter.AttemptAcquire(1)));
+        Assert.Equal(TimeSpan.FromSeconds(8), RetryAfterOf(limiter.AttemptAcquire(2)));
+
+        time.Advance(TimeSpan.FromSeconds(5) - TimeSpan.FromTicks(1));
+        Assert.Equal(TimeSpan.FromTicks(1), RetryAfterOf(limiter.AttemptAcquire(1)));
+        time.Advance(TimeSpan.FromTicks(1)); // 10 s
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+
+        time.Advance(TimeSpan.FromSeconds(3)); // 13 s: the permit taken at 3 s is back
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_Waiter_IsServedTheTickItsPermitReturns()
+    {
+        var time = new FakeTimeProvider();
+        using var limiter = new SlidingWindowLogRateLimiter(Options(1, Window, 1, QueueProcessingOrder.OldestFirst, time));
+
+        await AssertWaiterServedAfter(limiter, time, Window);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_WaitLongerThanATimerCanBeSet_IsServed()
+    {
+        var time = new FakeTimeProvider();
+        TimeSpan window = TimeSpan.FromDays(60);
+        using var limiter = new SlidingWindowLogRateLimiter(Options(1, window, 1, QueueProcessingOrder.OldestFirst, time));
+
+        await AssertWaiterServedAfter(limiter, time, window);
+    }
+
+    private static SlidingWindowLogRateLimiterOptions Options(
+        int permitLimit, TimeSpan window, int queueLimit, QueueProcessingOrder order, TimeProvider time) => new()
+    {
+        PermitLimit = permitLimit,
+        Window = window,
+        QueueLimit = queueLimit,
+        QueueProcessingOrder = order,
+        TimeProvider = time,
+    };
+}
