@@ -72,6 +72,23 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
     public Action<object, Admission>? AdmissionObserver { get; set; }
 
+    public TimeSpan? GetIdleDuration(object key)
+    {
+        PartitionEntry<TState>? entry = _table.Find((TKey)key);
+        long now = _clock.Now();
+        long? fullSince = 0;
+        switch (entry is null ? null : Volatile.Read(ref entry.Link))
+        {
+            case PartitionTier<TAlgorithm, TState> tier:
+                fullSince = tier.Algorithm.GetFullSince(ref entry!.State, now);
+                break;
+            case PartitionKeyLimiter limiter:
+                return limiter.IdleDuration;
+        }
+
+        return fullSince is { } since ? _clock.Elapsed(_clock.ToTimestamp(since), _clock.Timestamp()) : null;
+    }
+
     public void SweepAllShards()
     {
         for (int i = 0; i < _table.ShardCount; i++)
@@ -103,8 +120,8 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
     protected override RateLimitLease AttemptAcquireCore(TResource resource, int permitCount)
     {
-        ThrowIfDisposed();
         TKey key = _keySelector(resource);
+        ThrowIfDisposed(key, permitCount);
         SpinWait spin = default;
         while (true)
         {
@@ -159,8 +176,8 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
     protected override ValueTask<RateLimitLease> AcquireAsyncCore(TResource resource, int permitCount, CancellationToken cancellationToken)
     {
-        ThrowIfDisposed();
         TKey key = _keySelector(resource);
+        ThrowIfDisposed(key, permitCount);
         SpinWait spin = default;
         while (true)
         {
@@ -365,4 +382,14 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>As the single limiters: the permit count is checked against the key's limit before disposal.</summary>
+    private void ThrowIfDisposed(TKey key, int permitCount)
+    {
+        if (_disposed)
+        {
+            CheckPermitCount(_tierOf(key), permitCount);
+            ThrowIfDisposed();
+        }
+    }
 }

@@ -13,4 +13,10 @@ internal interface IPartitionDiagnostics
 
     /// <summary>Runs one idle-eviction sweep over every shard now.</summary>
     void SweepAllShards();
+
+    /// <summary>
+    /// A key's <c>IdleDuration</c>: null while it holds permits or has waiters; otherwise how long it has been fully
+    /// replenished (for a key not held, since the limiter was created).
+    /// </summary>
+    TimeSpan? GetIdleDuration(object key);
 }

@@ -13,11 +13,11 @@ public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTes
 
     protected override TimeSpan ExpectedReplenishmentPeriod => Window;
 
-    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new LockFreeFixedWindowRateLimiter(Options(permitLimit, Window, queueLimit, order, autoReplenishment: true), time);
 
     // From any time, one window later is in a later window, where every permit is free.
-    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
 
     // The time left until the next window starts, whatever the request.
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
@@ -94,7 +94,7 @@ public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTes
     public void AttemptAcquire_WindowsAreAlignedToCreation()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, QueueProcessingOrder.OldestFirst, time);
         time.Advance(TimeSpan.FromSeconds(9));
         Assert.True(limiter.AttemptAcquire(2).IsAcquired); // late in window [0 s, 10 s)
 
@@ -111,7 +111,7 @@ public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTes
     public async Task AcquireAsync_Waiter_IsServedWhenTheNextWindowStarts()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, QueueProcessingOrder.OldestFirst, time);
 
         await AssertWaiterServedAfter(limiter, time, Window);
     }

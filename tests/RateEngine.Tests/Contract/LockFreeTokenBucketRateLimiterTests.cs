@@ -15,12 +15,12 @@ public sealed class LockFreeTokenBucketRateLimiterTests : RateLimiterContractTes
 
     protected override string OverLimitParamName => "tokenCount";
 
-    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new LockFreeTokenBucketRateLimiter(Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: true), time);
 
     // One period refills the bucket when the rate is exact; a rate that is not (int.MaxValue tokens per 10 s) is rounded
     // down by less than 1/12 here, so two periods always suffice.
-    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time) => time.Advance(Window * 2);
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window * 2);
 
     // Tokens accrue continuously: permits * (Window / permitLimit) after the bucket was drained.
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
@@ -146,7 +146,7 @@ public sealed class LockFreeTokenBucketRateLimiterTests : RateLimiterContractTes
     public async Task AcquireAsync_Waiter_IsServedTheTickItsTokensAccrue()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, QueueProcessingOrder.OldestFirst, time);
 
         await AssertWaiterServedAfter(limiter, time, Window);
     }

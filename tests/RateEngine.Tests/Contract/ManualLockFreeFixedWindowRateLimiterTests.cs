@@ -13,11 +13,11 @@ public sealed class ManualLockFreeFixedWindowRateLimiterTests : RateLimiterContr
 
     protected override TimeSpan ExpectedReplenishmentPeriod => Window;
 
-    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new LockFreeFixedWindowRateLimiter(
             LockFreeFixedWindowRateLimiterTests.Options(permitLimit, Window, queueLimit, order, autoReplenishment: false), time);
 
-    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time)
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time)
     {
         time.Advance(Window);
         Assert.True(limiter.TryReplenish());
@@ -30,7 +30,7 @@ public sealed class ManualLockFreeFixedWindowRateLimiterTests : RateLimiterContr
     public void TryReplenish_BeforeAFullWindow_DoesNothing()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, QueueProcessingOrder.OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
 
         time.Advance(Window - TimeSpan.FromTicks(1));
@@ -46,7 +46,7 @@ public sealed class ManualLockFreeFixedWindowRateLimiterTests : RateLimiterContr
     public void TryReplenish_WhileFull_StillStartsANewWindow()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 0, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 0, QueueProcessingOrder.OldestFirst, time);
         time.Advance(Window);
         Assert.True(limiter.TryReplenish()); // nothing to give back, but the window restarts now (the in-box rule)
 
@@ -61,7 +61,7 @@ public sealed class ManualLockFreeFixedWindowRateLimiterTests : RateLimiterContr
     public void TryReplenish_LongAfterTheWindow_RefillsAndRestartsTheWindow()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 0, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 0, QueueProcessingOrder.OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(3).IsAcquired);
         time.Advance(Window * 5);
 

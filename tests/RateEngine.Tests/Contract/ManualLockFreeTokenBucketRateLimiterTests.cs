@@ -15,11 +15,11 @@ public sealed class ManualLockFreeTokenBucketRateLimiterTests : RateLimiterContr
 
     protected override string OverLimitParamName => "tokenCount";
 
-    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new LockFreeTokenBucketRateLimiter(
             LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: false), time);
 
-    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time)
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time)
     {
         time.Advance(Window * 2);
         Assert.True(limiter.TryReplenish());

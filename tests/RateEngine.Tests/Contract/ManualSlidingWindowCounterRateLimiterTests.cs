@@ -17,12 +17,12 @@ public sealed class ManualSlidingWindowCounterRateLimiterTests : RateLimiterCont
 
     protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
 
-    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new SlidingWindowCounterRateLimiter(
             SlidingWindowCounterRateLimiterTests.Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: false, time));
 
     // A permit taken in segment j is free once S + 1 moves have started segment j + S + 1.
-    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time)
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time)
     {
         for (int move = 0; move <= Segments; move++)
         {
@@ -39,7 +39,7 @@ public sealed class ManualSlidingWindowCounterRateLimiterTests : RateLimiterCont
     public void TryReplenish_MovesOneSegmentPerCallAndOnlyAfterAFullSegment()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 0, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 0, QueueProcessingOrder.OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
 
         time.Advance(Window * 10); // however much time has passed, one call moves one segment
@@ -64,7 +64,7 @@ public sealed class ManualSlidingWindowCounterRateLimiterTests : RateLimiterCont
     public void AttemptAcquire_AfterSomeMoves_RetryAfterCountsFromTheLastMove()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, QueueProcessingOrder.OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
         time.Advance(Segment);
         Assert.True(limiter.TryReplenish()); // move 1 of 6

@@ -34,14 +34,14 @@ public abstract class RateLimiterContractTests
     /// A limiter on <paramref name="time"/>, created at the clock's current time, whose window (or period) is
     /// <see cref="Window"/>.
     /// </summary>
-    protected abstract RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time);
+    protected abstract ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time);
 
     /// <summary>
     /// Makes every permit taken so far available again and lets the limiter serve its waiters: advances the clock far
     /// enough and, for manual replenishment, calls <c>TryReplenish</c>. Permits taken by waiters served during the call
     /// stay taken.
     /// </summary>
-    protected abstract void Replenish(RateEngineLimiter limiter, FakeTimeProvider time);
+    protected abstract void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time);
 
     /// <summary>
     /// The <c>RETRY_AFTER</c> of a failed request when all <paramref name="permitLimit"/> permits were taken at once when
@@ -70,7 +70,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_UpToPermitLimit_SucceedsThenFails()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 0, OldestFirst, time);
 
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
@@ -84,7 +84,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_AfterReplenish_SucceedsAgain()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 0, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(3).IsAcquired);
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
 
@@ -98,7 +98,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_NotReplenished_KeepsFailing()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
 
         time.Advance(ShortWhile);
@@ -111,7 +111,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_WithAvailability_CompletesImmediately()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 1, OldestFirst, time);
 
         Task<RateLimitLease> acquire = limiter.AcquireAsync(2).AsTask();
 
@@ -124,7 +124,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_WithoutAvailability_WaitsForReplenishment()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
 
         Task<RateLimitLease> wait = Enqueue(limiter, 1);
@@ -144,7 +144,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_OldestFirst_ServesOldestWaiterFirst()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 2, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> oldest = Enqueue(limiter, 1);
         Task<RateLimitLease> newest = Enqueue(limiter, 1);
@@ -163,7 +163,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_NewestFirst_ServesNewestWaiterFirst()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 2, NewestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 2, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> oldest = Enqueue(limiter, 1);
         Task<RateLimitLease> newest = Enqueue(limiter, 1);
@@ -185,7 +185,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_QueueFullOldestFirst_FailsNewRequestAndKeepsWaiters()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 2, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
         Task<RateLimitLease> first = Enqueue(limiter, 1);
         Task<RateLimitLease> second = Enqueue(limiter, 1);
@@ -210,7 +210,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_QueueFullNewestFirst_EvictsOldestWaiterWithFailedLease()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 2, NewestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 2, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> oldest = Enqueue(limiter, 1);
         Task<RateLimitLease> middle = Enqueue(limiter, 1);
@@ -237,7 +237,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_QueueFullNewestFirst_EvictsAsManyOldestWaitersAsNeeded()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 3, NewestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 3, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
         Task<RateLimitLease> first = Enqueue(limiter, 1);
         Task<RateLimitLease> second = Enqueue(limiter, 1);
@@ -266,7 +266,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_NewestFirstRequestLargerThanQueueLimit_FailsWithoutEvicting()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 1, NewestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 1, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(3).IsAcquired);
         Task<RateLimitLease> waiter = Enqueue(limiter, 1);
 
@@ -284,7 +284,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_QueueFullThenReplenished_AcceptsWaitersAgain()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> first = Enqueue(limiter, 1);
         Assert.False((await limiter.AcquireAsync(1).AsTask().WaitAsync(GuardTimeout)).IsAcquired);
@@ -305,7 +305,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_WhileWaitersQueuedOldestFirst_FailsEvenWithAvailablePermits()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(4, 4, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(4, 4, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
         _ = Enqueue(limiter, 3);
 
@@ -321,7 +321,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_WhileWaitersQueuedNewestFirst_TakesAvailablePermits()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(4, 4, NewestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(4, 4, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
         Task<RateLimitLease> waiter = Enqueue(limiter, 3);
 
@@ -335,7 +335,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_WhileWaitersQueuedOldestFirst_QueuesBehindThem()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(4, 4, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(4, 4, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
         Task<RateLimitLease> head = Enqueue(limiter, 3);
 
@@ -352,7 +352,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_WhileWaitersQueuedNewestFirst_SucceedsImmediately()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(4, 4, NewestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(4, 4, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
         Task<RateLimitLease> head = Enqueue(limiter, 3);
 
@@ -371,7 +371,7 @@ public abstract class RateLimiterContractTests
     public async Task Replenish_OldestWaiterDoesNotFit_StopsServingOldestFirst()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 5, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 5, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(3).IsAcquired);
         Task<RateLimitLease> first = Enqueue(limiter, 2);
         Task<RateLimitLease> blocked = Enqueue(limiter, 2);
@@ -391,7 +391,7 @@ public abstract class RateLimiterContractTests
     public async Task Replenish_NewestWaiterDoesNotFit_StopsServingNewestFirst()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 5, NewestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 5, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(3).IsAcquired);
         Task<RateLimitLease> small = Enqueue(limiter, 1);
         Task<RateLimitLease> blocked = Enqueue(limiter, 2);
@@ -411,7 +411,7 @@ public abstract class RateLimiterContractTests
     public async Task Replenish_SeveralWaitersFit_ServesThemAllAtOnce()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 3, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 3, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(3).IsAcquired);
         Task<RateLimitLease> one = Enqueue(limiter, 1);
         Task<RateLimitLease> two = Enqueue(limiter, 2);
@@ -433,7 +433,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_NegativePermitCount_ThrowsArgumentOutOfRange()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
 
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => limiter.AttemptAcquire(-1));
 
@@ -445,7 +445,7 @@ public abstract class RateLimiterContractTests
     public void AcquireAsync_NegativePermitCount_ThrowsSynchronously()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
 
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => StartAcquire(limiter, -1));
 
@@ -457,7 +457,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_MoreThanPermitLimit_ThrowsArgumentOutOfRange()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 3, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 3, OldestFirst, time);
 
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => limiter.AttemptAcquire(4));
 
@@ -472,7 +472,7 @@ public abstract class RateLimiterContractTests
     public void AcquireAsync_MoreThanPermitLimit_ThrowsSynchronously()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 10, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 10, OldestFirst, time);
 
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => StartAcquire(limiter, 4));
 
@@ -488,7 +488,7 @@ public abstract class RateLimiterContractTests
     {
         var time = new FakeTimeProvider();
         int limit = LargePermitLimit;
-        using RateEngineLimiter limiter = Create(limit, int.MaxValue, order, time);
+        using ReplenishingRateLimiter limiter = Create(limit, int.MaxValue, order, time);
         Assert.True(limiter.AttemptAcquire(limit).IsAcquired);
 
         // Fill the queue to exactly int.MaxValue permits with requests of at most the permit limit.
@@ -535,7 +535,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_ZeroPermitsWithAvailability_Succeeds()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
 
         using RateLimitLease lease = limiter.AttemptAcquire(0);
 
@@ -547,7 +547,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_ZeroPermitsWithoutAvailability_Fails()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
 
         using RateLimitLease lease = limiter.AttemptAcquire(0);
@@ -561,7 +561,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_ZeroPermitsWhileWaitersQueuedOldestFirst_IgnoresTheQueue()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 2, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         _ = Enqueue(limiter, 2);
 
@@ -573,7 +573,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_ZeroPermitsWithAvailability_CompletesImmediately()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 2, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         _ = Enqueue(limiter, 2); // a probe does not take permits, so it does not wait behind waiters
 
@@ -588,7 +588,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_ZeroPermitsWithoutAvailability_WaitsForAvailability()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 1, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
 
         Task<RateLimitLease> probe = Enqueue(limiter, 0);
@@ -608,7 +608,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_TokenAlreadyCancelled_CancelsWithoutQueueing()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         using var cts = new CancellationTokenSource();
         await cts.CancelAsync();
@@ -630,7 +630,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_CancelledWhileQueued_ThrowsWithTokenAndReleasesItsPlace()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 2, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
         using var cts = new CancellationTokenSource();
         Task<RateLimitLease> waiter = Enqueue(limiter, 2, cts.Token);
@@ -657,7 +657,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_CancelledWhileQueued_QueueSpaceCanBeRefilled(QueueProcessingOrder order)
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, order, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, order, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         using var cts = new CancellationTokenSource();
         Task<RateLimitLease> cancelled = Enqueue(limiter, 1, cts.Token);
@@ -679,7 +679,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_CancelledWhileQueuedNewestFirst_NewWaiterDoesNotEvictTheOthers()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 2, NewestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 2, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         using var cts = new CancellationTokenSource();
         Task<RateLimitLease> cancelled = Enqueue(limiter, 1, cts.Token);
@@ -704,7 +704,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_CancelledWaiterWasBlockingTheQueue_WaitersBehindAreServedAtTheNextWakeup()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 3, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 3, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         using var cts = new CancellationTokenSource();
         Task<RateLimitLease> blocker = Enqueue(limiter, 2, cts.Token);
@@ -732,7 +732,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_TokenCancelledAfterWaiterWasServed_ChangesNothing()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 2, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         using var cts = new CancellationTokenSource();
         Task<RateLimitLease> served = Enqueue(limiter, 1, cts.Token);
@@ -754,7 +754,7 @@ public abstract class RateLimiterContractTests
     public async Task SuccessfulLeases_HaveNoMetadata()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 1, OldestFirst, time);
         RateLimitLease attempted = limiter.AttemptAcquire(1);
         RateLimitLease acquired = await limiter.AcquireAsync(1).AsTask().WaitAsync(GuardTimeout);
         Task<RateLimitLease> waiter = Enqueue(limiter, 1);
@@ -777,7 +777,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_Exhausted_RetryAfterIsTimeUntilPermitsReturn(int permits)
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(4, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(4, 0, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(4).IsAcquired);
         time.Advance(ShortWhile);
 
@@ -794,7 +794,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_WaitersQueuedAheadOldestFirst_RetryAfterCoversThem()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(4, 4, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(4, 4, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(4).IsAcquired);
         _ = Enqueue(limiter, 2);
         time.Advance(ShortWhile);
@@ -810,7 +810,7 @@ public abstract class RateLimiterContractTests
     public async Task AcquireAsync_QueueFull_RejectionCarriesRetryAfterAndReason()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(4, 2, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(4, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(4).IsAcquired);
         _ = Enqueue(limiter, 2);
         time.Advance(ShortWhile);
@@ -828,7 +828,7 @@ public abstract class RateLimiterContractTests
     public void FailedLease_MetadataNames_ContainRetryAfterAndReasonPhrase()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
 
         using RateLimitLease lease = limiter.AttemptAcquire(1);
@@ -848,7 +848,7 @@ public abstract class RateLimiterContractTests
     public async Task Dispose_WithQueuedWaiters_CompletesThemWithFailedLeases()
     {
         var time = new FakeTimeProvider();
-        RateEngineLimiter limiter = Create(1, 2, OldestFirst, time);
+        ReplenishingRateLimiter limiter = Create(1, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> first = Enqueue(limiter, 1);
         Task<RateLimitLease> second = Enqueue(limiter, 1);
@@ -866,7 +866,7 @@ public abstract class RateLimiterContractTests
     public async Task DisposeAsync_WithQueuedWaiters_CompletesThemWithFailedLeases()
     {
         var time = new FakeTimeProvider();
-        RateEngineLimiter limiter = Create(1, 2, NewestFirst, time);
+        ReplenishingRateLimiter limiter = Create(1, 2, NewestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> first = Enqueue(limiter, 1);
         Task<RateLimitLease> second = Enqueue(limiter, 1);
@@ -882,7 +882,7 @@ public abstract class RateLimiterContractTests
     public void Dispose_Afterwards_AcquiringAndStatisticsThrowObjectDisposed()
     {
         var time = new FakeTimeProvider();
-        RateEngineLimiter limiter = Create(2, 2, OldestFirst, time);
+        ReplenishingRateLimiter limiter = Create(2, 2, OldestFirst, time);
 
         limiter.Dispose();
 
@@ -901,7 +901,7 @@ public abstract class RateLimiterContractTests
     public void Dispose_Afterwards_ReplenishmentAndIdlePropertiesStillAnswer()
     {
         var time = new FakeTimeProvider();
-        RateEngineLimiter limiter = Create(2, 2, OldestFirst, time);
+        ReplenishingRateLimiter limiter = Create(2, 2, OldestFirst, time);
 
         limiter.Dispose();
 
@@ -915,7 +915,7 @@ public abstract class RateLimiterContractTests
     public async Task Dispose_Twice_IsHarmless()
     {
         var time = new FakeTimeProvider();
-        RateEngineLimiter limiter = Create(1, 1, OldestFirst, time);
+        ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> waiter = Enqueue(limiter, 1);
 
@@ -931,7 +931,7 @@ public abstract class RateLimiterContractTests
     public async Task Dispose_AfterCancellingQueuedRequest_Succeeds()
     {
         var time = new FakeTimeProvider();
-        RateEngineLimiter limiter = Create(1, 2, OldestFirst, time);
+        ReplenishingRateLimiter limiter = Create(1, 2, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         using var cts = new CancellationTokenSource();
         Task<RateLimitLease> cancelled = Enqueue(limiter, 1, cts.Token);
@@ -951,7 +951,7 @@ public abstract class RateLimiterContractTests
     public void IdleDuration_NewLimiter_IsIdleSinceCreation()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
         Assert.Equal(TimeSpan.Zero, limiter.IdleDuration);
 
         time.Advance(TimeSpan.FromSeconds(3));
@@ -963,7 +963,7 @@ public abstract class RateLimiterContractTests
     public void IdleDuration_WhilePermitHeld_IsNull()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
 
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
 
@@ -976,7 +976,7 @@ public abstract class RateLimiterContractTests
     public void IdleDuration_ZeroPermitAcquire_KeepsLimiterIdle()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
         time.Advance(ShortWhile);
 
         Assert.True(limiter.AttemptAcquire(0).IsAcquired);
@@ -988,7 +988,7 @@ public abstract class RateLimiterContractTests
     public void IdleDuration_AfterPermitsReturn_GrowsWhileIdle()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
 
         Replenish(limiter, time);
@@ -1003,7 +1003,7 @@ public abstract class RateLimiterContractTests
     public void IdleDuration_WhileRequestsQueued_IsNull()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> waiter = Enqueue(limiter, 0);
 
@@ -1021,7 +1021,7 @@ public abstract class RateLimiterContractTests
     public void GetStatistics_EachCall_ReturnsNewInstance()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
 
         RateLimiterStatistics first = limiter.GetStatistics()!;
         RateLimiterStatistics second = limiter.GetStatistics()!;
@@ -1036,7 +1036,7 @@ public abstract class RateLimiterContractTests
     public async Task GetStatistics_AfterActivity_CountsPermitsWaitersAndLeases()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 2, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 2, OldestFirst, time);
         AssertStatistics(limiter, available: 3, queued: 0, successful: 0, failed: 0);
 
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
@@ -1058,7 +1058,7 @@ public abstract class RateLimiterContractTests
     public async Task GetStatistics_ZeroPermitRequests_AreCounted()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
 
         Assert.True(limiter.AttemptAcquire(0).IsAcquired);
         Assert.True((await limiter.AcquireAsync(0).AsTask().WaitAsync(GuardTimeout)).IsAcquired);
@@ -1079,7 +1079,7 @@ public abstract class RateLimiterContractTests
     public void GetStatistics_AfterDispose_Throws()
     {
         var time = new FakeTimeProvider();
-        RateEngineLimiter limiter = Create(1, 0, OldestFirst, time);
+        ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
         Assert.NotNull(limiter.GetStatistics());
 
         limiter.Dispose();
@@ -1094,7 +1094,7 @@ public abstract class RateLimiterContractTests
     public async Task SuccessfulLeases_AreOneCachedInstance()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(4, 1, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(4, 1, OldestFirst, time);
 
         RateLimitLease first = limiter.AttemptAcquire(1);
         first.Dispose(); // disposing a lease of a rate limiter gives nothing back and must not spoil the cached instance
@@ -1112,7 +1112,7 @@ public abstract class RateLimiterContractTests
     public void AttemptAcquire_Success_AllocatesNothing()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(10_000, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(10_000, 0, OldestFirst, time);
         for (int i = 0; i < 500; i++)
         {
             limiter.AttemptAcquire(1); // warm up every path the measured loop takes
@@ -1138,7 +1138,7 @@ public abstract class RateLimiterContractTests
     public void ReplenishmentProperties_MatchTheOptions()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
 
         Assert.Equal(ExpectedAutoReplenishing, limiter.IsAutoReplenishing);
         Assert.Equal(ExpectedReplenishmentPeriod, limiter.ReplenishmentPeriod);
@@ -1148,7 +1148,7 @@ public abstract class RateLimiterContractTests
     public void TryReplenish_ReturnsTrueOnlyWhenReplenishmentIsManual()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
 
         Assert.Equal(!ExpectedAutoReplenishing, limiter.TryReplenish());
@@ -1161,7 +1161,7 @@ public abstract class RateLimiterContractTests
     public void AdvancingTime_WithoutTryReplenish_ReturnsPermitsOnlyWhenAutomatic()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(2, 0, OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired);
 
         time.Advance(Window * 3);
@@ -1177,7 +1177,7 @@ public abstract class RateLimiterContractTests
     /// Takes the only permit of <paramref name="limiter"/> (limit 1, queue 1 or more), queues a request and checks that it
     /// is served exactly <paramref name="wait"/> later: also when that is longer than a timer can be set for (about 49.7 days).
     /// </summary>
-    protected static async Task AssertWaiterServedAfter(RateEngineLimiter limiter, FakeTimeProvider time, TimeSpan wait)
+    protected static async Task AssertWaiterServedAfter(ReplenishingRateLimiter limiter, FakeTimeProvider time, TimeSpan wait)
     {
         ArgumentNullException.ThrowIfNull(limiter);
         ArgumentNullException.ThrowIfNull(time);

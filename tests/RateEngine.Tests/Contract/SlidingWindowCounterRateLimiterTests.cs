@@ -17,11 +17,11 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
 
     protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
 
-    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new SlidingWindowCounterRateLimiter(Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: true, time));
 
     // A permit taken in segment j is free when segment j + S + 1 begins: at most one window and one segment later.
-    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
 
     // Everything was taken in segment 0, so it all returns when segment S + 1 begins.
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window + Segment - elapsed;
@@ -98,7 +98,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     public void AttemptAcquire_PermitTakenInASegment_ReturnsWhenTheSegmentAWindowLaterBegins()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 0, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 0, QueueProcessingOrder.OldestFirst, time);
         time.Advance(TimeSpan.FromSeconds(3));
         Assert.True(limiter.AttemptAcquire(1).IsAcquired); // at 3 s, in segment 1 = [2 s, 4 s)
 
@@ -116,7 +116,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     public void AttemptAcquire_PermitsInDifferentSegments_ReturnSegmentBySegment()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(3, 0, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(3, 0, QueueProcessingOrder.OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired); // segment 0
         time.Advance(Segment);
         Assert.True(limiter.AttemptAcquire(2).IsAcquired); // segment 1
@@ -136,7 +136,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     public async Task AcquireAsync_Waiter_IsServedTheTickItsPermitsReturn()
     {
         var time = new FakeTimeProvider();
-        using RateEngineLimiter limiter = Create(1, 1, QueueProcessingOrder.OldestFirst, time);
+        using ReplenishingRateLimiter limiter = Create(1, 1, QueueProcessingOrder.OldestFirst, time);
 
         await AssertWaiterServedAfter(limiter, time, Window + Segment);
     }

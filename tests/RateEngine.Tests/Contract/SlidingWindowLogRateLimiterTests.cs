@@ -13,11 +13,11 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     // The log keeps one entry per permit (at most 2^24); 2^16 still fills an int.MaxValue queue with 32,768 waiters.
     protected override int LargePermitLimit => 1 << 16;
 
-    protected override RateEngineLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new SlidingWindowLogRateLimiter(Options(permitLimit, Window, queueLimit, order, time));
 
     // Every permit comes back exactly one window after it was taken.
-    protected override void Replenish(RateEngineLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
 
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
 
@@ -114,7 +114,7 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
         await AssertWaiterServedAfter(limiter, time, window);
     }
 
-    private static SlidingWindowLogRateLimiterOptions Options(
+    internal static SlidingWindowLogRateLimiterOptions Options(
         int permitLimit, TimeSpan window, int queueLimit, QueueProcessingOrder order, TimeProvider time) => new()
     {
         PermitLimit = permitLimit,

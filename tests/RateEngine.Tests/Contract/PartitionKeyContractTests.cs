@@ -1,0 +1,83 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Tests.Support;
+
+namespace RateEngine.Tests.Contract;
+
+// The whole contract, per key of each partitioned limiter: same expectations as the single limiters.
+
+public sealed class PartitionedSlidingWindowLogKeyTests : RateLimiterContractTests
+{
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
+
+    protected override int LargePermitLimit => 1 << 16;
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        var options = SlidingWindowLogRateLimiterTests.Options(permitLimit, Window, queueLimit, order, time);
+        return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowLog<int, int>(k => k, _ => options, new() { TimeProvider = time }), Window);
+    }
+
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
+
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
+}
+
+public sealed class PartitionedSlidingWindowCounterKeyTests : RateLimiterContractTests
+{
+    private static readonly TimeSpan Segment = SlidingWindowCounterRateLimiterTests.Segment;
+
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        var options = SlidingWindowCounterRateLimiterTests.Options(
+            permitLimit, Window, SlidingWindowCounterRateLimiterTests.Segments, queueLimit, order, autoReplenishment: true, time);
+        return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => options, new() { TimeProvider = time }), Segment);
+    }
+
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
+
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window + Segment - elapsed;
+}
+
+public sealed class PartitionedFixedWindowKeyTests : RateLimiterContractTests
+{
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        var options = LockFreeFixedWindowRateLimiterTests.Options(permitLimit, Window, queueLimit, order, autoReplenishment: true);
+        return new PartitionKeyLimiter(PartitionedLimiter.CreateFixedWindow<int, int>(k => k, _ => options, new() { TimeProvider = time }), Window);
+    }
+
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
+
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
+}
+
+public sealed class PartitionedTokenBucketKeyTests : RateLimiterContractTests
+{
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
+
+    protected override string OverLimitParamName => "tokenCount";
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        var options = LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: true);
+        return new PartitionKeyLimiter(PartitionedLimiter.CreateTokenBucket<int, int>(k => k, _ => options, new() { TimeProvider = time }), Window);
+    }
+
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window * 2);
+
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
+        LockFreeTokenBucketRateLimiterTests.TimeForTokens(permitLimit, permits, elapsed);
+}
