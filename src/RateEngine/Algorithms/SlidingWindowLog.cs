@@ -199,15 +199,28 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
         return stamp - oldestStamp < _window ? oldestStamp + _window - now : 0;
     }
 
+    /// <remarks>
+    /// Not full while a refund holds the tail or the newest ticket is not yet published: the slot would still show the
+    /// stamp of an older ticket. (Partition eviction relies on this: its re-check must see an admission in flight.)
+    /// </remarks>
     public long? GetFullSince(ref LogState state, long now)
     {
-        int next = ReadTail(state, now, out long stamp);
-        long newest = Volatile.Read(ref state.Slots[next == 0 ? _limit - 1 : next - 1].Stamp);
+        long word = Volatile.Read(ref state.Tail);
+        long tail = word & TicketMask;
+        int next = (int)(tail % _limit);
+        ref LogSlot newestSlot = ref state.Slots[next == 0 ? _limit - 1 : next - 1];
+        if (word < 0 || Volatile.Read(ref newestSlot.Sequence) != Advance(tail, _modulus - 1))
+        {
+            return null;
+        }
+
+        long newest = Volatile.Read(ref newestSlot.Stamp);
         if (newest == NeverStamp)
         {
             return 0;
         }
 
+        long stamp = Math.Max(now, newest);
         return stamp - newest >= _window ? newest + _window : null;
     }
 

@@ -40,6 +40,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     private readonly long[] _lastRoomSweep;
     private readonly long _sweepPeriodTicks;
     private int _nextShard;
+    private long _lastEviction;
     private volatile bool _disposed;
 
     public EnginePartitionedLimiter(
@@ -125,7 +126,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         SpinWait spin = default;
         while (true)
         {
-            PartitionEntry<TState>? entry = _table.GetOrAdd(key, _create, _makeRoom);
+            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount);
             if (entry is null)
             {
                 return PartitionsFull();
@@ -135,7 +136,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             if (link is PartitionKeyLimiter keyLimiter)
             {
                 RateLimitLease lease = keyLimiter.AttemptAcquire(permitCount);
-                if (lease.IsAcquired && permitCount > 0 && Evicted(entry))
+                if (lease.IsAcquired && permitCount > 0 && AdmissionLost(key, entry))
                 {
                     _successfulLeases.Decrement(); // counted by the key's limiter, but decided on a dead entry
                     continue;
@@ -151,7 +152,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             }
 
             CheckPermitCount(tier, permitCount);
-            long now = _clock.Now();
+            long now = Now();
             if (permitCount == 0)
             {
                 return Probe(tier, entry, now);
@@ -159,7 +160,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
             if (tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out Admission admission, out long retryAfter))
             {
-                if (Evicted(entry))
+                if (AdmissionLost(key, entry))
                 {
                     continue;
                 }
@@ -181,7 +182,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         SpinWait spin = default;
         while (true)
         {
-            PartitionEntry<TState>? entry = _table.GetOrAdd(key, _create, _makeRoom);
+            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount);
             if (entry is null)
             {
                 return new ValueTask<RateLimitLease>(PartitionsFull());
@@ -191,11 +192,11 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             if (link is PartitionTier<TAlgorithm, TState> tier)
             {
                 CheckPermitCount(tier, permitCount);
-                long now = _clock.Now();
+                long now = Now();
                 Admission admission = default;
                 if (permitCount == 0 ? tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 : tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out admission, out _))
                 {
-                    if (permitCount > 0 && Evicted(entry))
+                    if (permitCount > 0 && AdmissionLost(key, entry))
                     {
                         continue;
                     }
@@ -242,14 +243,21 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                 RateLimitLease lease = pending.Result;
                 if (ReferenceEquals(lease, RateEngineLease.Retired))
                 {
-                    continue; // the key is being evicted: look it up again
+                    spin.SpinOnce(); // the key is being evicted: look it up again
+                    continue;
                 }
 
-                if (lease.IsAcquired && permitCount > 0 && Evicted(entry))
+                if (lease.IsAcquired && permitCount > 0 && AdmissionLost(key, entry))
                 {
                     _successfulLeases.Decrement();
                     continue;
                 }
+            }
+
+            // A Dispose that scanned the table before this key limiter existed must still fail its waiters.
+            if (_disposed)
+            {
+                keyLimiter.Dispose();
             }
 
             return pending;
@@ -305,11 +313,30 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         _table.SweepHeld(shard, _evictIfIdle);
     }
 
+    /// <summary>The key's entry; a new key's request is checked against its tier's limit before an entry is made for it.</summary>
+    private PartitionEntry<TState>? FindOrCreate(TKey key, int permitCount)
+    {
+        PartitionEntry<TState>? entry = _table.Find(key);
+        if (entry is not null)
+        {
+            return entry;
+        }
+
+        CheckPermitCount(_tierOf(key), permitCount);
+        return _table.GetOrAdd(key, _create, _makeRoom);
+    }
+
     private PartitionEntry<TState> Create(TKey key)
     {
         PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
         return new PartitionEntry<TState> { State = tier.Algorithm.CreateState(), Link = tier };
     }
+
+    /// <summary>
+    /// The time for a decision: the clock, but never before the latest eviction, so that a key re-created after it was
+    /// judged idle cannot decide inside its predecessor's window even on a clock that steps back.
+    /// </summary>
+    private long Now() => Math.Max(_clock.Now(), Volatile.Read(ref _lastEviction));
 
     /// <summary>Under the shard's lock: evicts the entry if it is indistinguishable from a fresh one.</summary>
     private bool EvictIfIdle(TKey key, PartitionEntry<TState> entry)
@@ -337,12 +364,47 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             return false;
         }
 
-        keyLimiter?.Dispose();
+        // Retired with an empty queue: a racing AcquireAsync gets Retired and looks again, a racing AttemptAcquire is
+        // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter.
+        InterlockedMax(ref _lastEviction, now);
         return true;
     }
 
-    private static bool Evicted(PartitionEntry<TState> entry) =>
-        ReferenceEquals(Volatile.Read(ref entry.Link), PartitionEntry<TState>.Evicted);
+    private static void InterlockedMax(ref long location, long value)
+    {
+        long current = Volatile.Read(ref location);
+        while (value > current)
+        {
+            long seen = Interlocked.CompareExchange(ref location, value, current);
+            if (seen == current)
+            {
+                return;
+            }
+
+            current = seen;
+        }
+    }
+
+    /// <summary>
+    /// After an admission on <paramref name="entry"/>: true when an eviction removed the entry, so the admission counts
+    /// for nothing and must be decided again on the key's live entry. If an eviction is in progress its verdict is awaited
+    /// (the evictor holds the shard lock for a few instructions): an eviction it undoes leaves the admission standing.
+    /// </summary>
+    private bool AdmissionLost(TKey key, PartitionEntry<TState> entry)
+    {
+        SpinWait spin = default;
+        while (ReferenceEquals(Volatile.Read(ref entry.Link), PartitionEntry<TState>.Evicted))
+        {
+            if (!ReferenceEquals(_table.Find(key), entry))
+            {
+                return true;
+            }
+
+            spin.SpinOnce();
+        }
+
+        return false;
+    }
 
     private LimiterParts KeyLimiterParts(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry) =>
         new(new EntryHost<TAlgorithm, TState>(tier.Algorithm, entry),

@@ -12,6 +12,10 @@ namespace RateEngine.Partitioning;
 /// reader that sees an entry sees its key. Removal writes a tombstone; tombstones are dropped when the shard rebuilds.
 /// A rebuild copies entries (references) into new arrays and publishes them in one write: entries never move, so a
 /// reader still probing the old arrays finds the same entry objects.</para>
+/// <para><b>The bound</b>: live entries never exceed the maximum, table-wide. Shards draw capacity from one shared pool in
+/// chunks (about 1/4096 of the maximum) and hand whole chunks back as they empty, so the shared counter is touched once
+/// per chunk, not per key, and no shard is capped on its own: an attacker who aims every key at one shard cannot lock
+/// out the others early. Capacity held by shards but not yet used is at most one or two chunks per shard.</para>
 /// <para>Memory per key is the slot (the key plus an 8-byte reference, at a load factor between 1/4 and 3/4, and at
 /// least 1/2 once a shard has filled up) plus the entry object; no lock or limiter object per key.</para>
 /// </remarks>
@@ -25,16 +29,18 @@ internal sealed class PartitionTable<TKey, TEntry>
     private readonly Shard[] _shards = new Shard[1 << ShardBits];
     private readonly IEqualityComparer<TKey> _comparer;
     private readonly TEntry _tombstone;
-    private readonly int _capacityPerShard;
+    private readonly int _chunk;
+    private long _pool;
 
     /// <param name="comparer">Key equality.</param>
     /// <param name="tombstone">A sentinel entry that marks a removed slot; never handed out.</param>
-    /// <param name="maxEntries">The most live entries the table holds (split evenly over the shards).</param>
+    /// <param name="maxEntries">The most live entries the table holds.</param>
     public PartitionTable(IEqualityComparer<TKey> comparer, TEntry tombstone, int maxEntries)
     {
         _comparer = comparer;
         _tombstone = tombstone;
-        _capacityPerShard = Math.Max(1, (int)(((long)maxEntries + _shards.Length - 1) / _shards.Length));
+        _pool = maxEntries;
+        _chunk = Math.Max(1, maxEntries / 4096);
         for (int i = 0; i < _shards.Length; i++)
         {
             _shards[i] = new Shard(MinimumSlots);
@@ -90,10 +96,10 @@ internal sealed class PartitionTable<TKey, TEntry>
                 return existing;
             }
 
-            if (shard.Live >= _capacityPerShard)
+            if (shard.Budget == 0 && !Borrow(shard))
             {
                 makeRoom?.Invoke(shardIndex);
-                if (shard.Live >= _capacityPerShard)
+                if (shard.Budget == 0 && !Borrow(shard))
                 {
                     return null;
                 }
@@ -116,6 +122,7 @@ internal sealed class PartitionTable<TKey, TEntry>
             slots.Keys[i] = key;
             Volatile.Write(ref slots.Entries[i], entry);
             Volatile.Write(ref shard.Live, shard.Live + 1);
+            shard.Budget--;
             return entry;
         }
     }
@@ -167,13 +174,44 @@ internal sealed class PartitionTable<TKey, TEntry>
             if (entry is not null && !ReferenceEquals(entry, _tombstone) && remove(slots.Keys[i], entry))
             {
                 Volatile.Write(ref slots.Entries[i], _tombstone);
+                slots.Keys[i] = default!; // do not keep a removed key (a string, say) alive until the next rebuild
                 removed++;
             }
         }
 
-        shard.Live -= removed;
+        Volatile.Write(ref shard.Live, shard.Live - removed);
         shard.Tombstones += removed;
+        shard.Budget += removed;
+
+        // Hand whole chunks back beyond two, so that emptied shards do not hoard the table's capacity.
+        if (shard.Budget > 2 * _chunk)
+        {
+            int giveBack = (shard.Budget - _chunk) / _chunk * _chunk;
+            shard.Budget -= giveBack;
+            Interlocked.Add(ref _pool, giveBack);
+        }
+
         return removed;
+    }
+
+    /// <summary>Takes up to one chunk of capacity from the shared pool for <paramref name="shard"/>. Under the shard's lock.</summary>
+    private bool Borrow(Shard shard)
+    {
+        while (true)
+        {
+            long available = Volatile.Read(ref _pool);
+            if (available <= 0)
+            {
+                return false;
+            }
+
+            long take = Math.Min(available, _chunk);
+            if (Interlocked.CompareExchange(ref _pool, available - take, available) == available)
+            {
+                shard.Budget += (int)take;
+                return true;
+            }
+        }
     }
 
     /// <summary>Copies the live entries into arrays sized for them and publishes the copy. Under the shard's lock.</summary>
@@ -228,5 +266,8 @@ internal sealed class PartitionTable<TKey, TEntry>
         public Slots Current = new(size);
         public int Live;
         public int Tombstones;
+
+        /// <summary>Capacity borrowed from the table's pool and not yet used by a live entry.</summary>
+        public int Budget;
     }
 }
