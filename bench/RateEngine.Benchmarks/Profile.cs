@@ -22,11 +22,18 @@ internal static class Profile
         using RateLimiter limiter = admit ? Limiters.CreateAdmitting(kind) : Limiters.CreateExhausted(kind);
         Func<RateLimiter, long, long> loop = Loops.For(kind);
 
-        // Enough calls for tier-1 code (call counting starts 100 ms after start-up JIT activity stops).
-        long warm = Stopwatch.GetTimestamp();
-        while (Stopwatch.GetElapsedTime(warm) < TimeSpan.FromMilliseconds(500))
+        // A fixed amount of warm-up, so that two runs differ only in their measured attempts (callgrind-jit.py subtracts
+        // them). The pauses let tiered compilation (tier 0, instrumented, tier 1) finish in the background; under a slow
+        // profiler more passes may be needed: BENCH_WARMUP_PASSES.
+        int passes = int.TryParse(Environment.GetEnvironmentVariable("BENCH_WARMUP_PASSES"), out int p) ? p : 3;
+        for (int pass = 0; pass < passes; pass++)
         {
-            loop(limiter, 100);
+            for (int call = 0; call < 1_000; call++)
+            {
+                loop(limiter, 100);
+            }
+
+            Thread.Sleep(200);
         }
 
         long start = Stopwatch.GetTimestamp();

@@ -24,8 +24,8 @@ internal static class CompareChart
         multiplot.Layout = new ScottPlot.MultiplotLayouts.Columns();
 
         Plot latency = multiplot.GetPlot(0);
-        AddSeries(latency, positions, limiters.Select(r => r.AdmitNanoseconds.Median), -0.2, AdmitColor, "admit", v => $"{v:F1}");
-        AddSeries(latency, positions, limiters.Select(r => r.RejectNanoseconds!.Median), 0.2, RejectColor, "reject", v => $"{v:F1}");
+        AddSeries(latency, positions, limiters.Select(r => r.AdmitNanoseconds.Median), 0.2, AdmitColor, "admit", v => $"{v:F1}");
+        AddSeries(latency, positions, limiters.Select(r => r.RejectNanoseconds!.Median), -0.2, RejectColor, "reject", v => $"{v:F1}");
         Style(latency, positions, labels, "1 thread: ns per AttemptAcquire + Dispose (lower is better)", "ns/op");
 
         Plot throughput = multiplot.GetPlot(1);

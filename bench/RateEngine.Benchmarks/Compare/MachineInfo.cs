@@ -50,7 +50,9 @@ internal sealed record MachineInfo(
             .Where(l => l.StartsWith("PRETTY_NAME=", StringComparison.Ordinal))
             .Select(l => l["PRETTY_NAME=".Length..].Trim('"'))
             .FirstOrDefault();
-        return pretty is null ? RuntimeInformation.OSDescription : $"{pretty}, {RuntimeInformation.OSDescription}";
+        string? kernel = TryRead("/proc/sys/kernel/osrelease");
+        string name = pretty ?? RuntimeInformation.OSDescription;
+        return kernel is null ? name : $"{name}, Linux kernel {kernel}";
     }
 
     private static string? TryRead(string path)

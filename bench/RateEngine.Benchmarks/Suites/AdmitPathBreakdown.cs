@@ -26,6 +26,7 @@ public class AdmitPathBreakdown
     private AlgorithmHost _bucket = null!;
     private LockFreeFixedWindowRateLimiter _limiter = null!;
     private FixedWindowRateLimiter _inbox = null!;
+    private RateLimiter _exhausted = null!;
     private LimiterClock _clock = null!;
     private long _now;
     private int _locked;
@@ -40,6 +41,7 @@ public class AdmitPathBreakdown
         _bucket = AlgorithmHost.Create<TokenBucket, long>(new TokenBucket(int.MaxValue, int.MaxValue, second, second * 86_400 * 365 * 30));
         _limiter = (LockFreeFixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.LockFreeFixed);
         _inbox = (FixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.InboxFixed);
+        _exhausted = Limiters.CreateExhausted(LimiterKind.LockFreeFixed);
         _clock = _limiter.Clock;
     }
 
@@ -48,6 +50,7 @@ public class AdmitPathBreakdown
     {
         _limiter.Dispose();
         _inbox.Dispose();
+        _exhausted.Dispose();
     }
 
     // The clock.
@@ -60,6 +63,10 @@ public class AdmitPathBreakdown
 
     [Benchmark]
     public long LimiterClock_Now() => _clock.Now();
+
+    /// <summary>What every rejection pays to turn RETRY_AFTER ticks into a TimeSpan (Int128 arithmetic).</summary>
+    [Benchmark]
+    public TimeSpan TimeMath_ToTimeSpan() => TimeMath.ToTimeSpan(_now += Step, Stopwatch.Frequency);
 
     // Synchronization primitives, uncontended.
 
@@ -107,6 +114,15 @@ public class AdmitPathBreakdown
     public bool FixedWindow_AttemptAcquire_Dispose()
     {
         RateLimitLease lease = _limiter.AttemptAcquire(1);
+        bool acquired = lease.IsAcquired;
+        lease.Dispose();
+        return acquired;
+    }
+
+    [Benchmark]
+    public bool FixedWindow_Reject_AttemptAcquire_Dispose()
+    {
+        RateLimitLease lease = _exhausted.AttemptAcquire(1);
         bool acquired = lease.IsAcquired;
         lease.Dispose();
         return acquired;
