@@ -1,0 +1,247 @@
+using System.Diagnostics;
+using System.Threading.RateLimiting;
+
+namespace RateEngine.Benchmarks.Compare;
+
+/// <summary>How long and how often the compare mode measures, and where it writes.</summary>
+internal sealed record CompareSettings
+{
+    /// <summary>Timed rounds per measurement; the report takes the median.</summary>
+    public int Rounds { get; init; } = 11;
+
+    /// <summary>Length of one single-thread timed run (admit or reject path).</summary>
+    public TimeSpan SingleThreadRound { get; init; } = TimeSpan.FromMilliseconds(80);
+
+    /// <summary>Length of one multi-thread timed run.</summary>
+    public TimeSpan ThreadedRound { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Warm-up per limiter and path, done twice over all limiters so that every loop reaches tier-1 code.</summary>
+    public TimeSpan WarmUp { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Attempts between two checks of the stop flag in threaded runs.</summary>
+    public long Batch { get; init; } = 1_000;
+
+    public required string OutputDirectory { get; init; }
+
+    public bool IsSmoke { get; init; }
+
+    public static CompareSettings Smoke(string outputDirectory) => new()
+    {
+        Rounds = 2,
+        SingleThreadRound = TimeSpan.FromMilliseconds(5),
+        ThreadedRound = TimeSpan.FromMilliseconds(20),
+        WarmUp = TimeSpan.FromMilliseconds(5),
+        Batch = 200,
+        OutputDirectory = outputDirectory,
+        IsSmoke = true,
+    };
+}
+
+/// <summary>
+/// The default mode: every limiter and the Interlocked ceiling measured in one process, in interleaved rounds (each round
+/// visits every limiter, in a rotated order, so that a burst of outside load hits all of them alike), medians reported.
+/// </summary>
+internal sealed class CompareHarness(CompareSettings settings)
+{
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+
+    public CompareResult Run()
+    {
+        MachineInfo machine = MachineInfo.Read();
+        Progress($"compare: {machine.Cpu}, {machine.Cores} cores, {machine.Runtime}; load average {machine.LoadAverageAtStart}");
+        Progress($"compare: {settings.Rounds} rounds x (admit {Ms(settings.SingleThreadRound)}, reject {Ms(settings.SingleThreadRound)}, "
+            + $"1 thread {Ms(settings.ThreadedRound)}, 2 threads {Ms(settings.ThreadedRound)}) per limiter");
+
+        List<Subject> subjects = [.. LimiterKinds.All.Select(Subject.ForLimiter), Subject.Ceiling()];
+        try
+        {
+            for (int pass = 1; pass <= 2; pass++)
+            {
+                foreach (Subject subject in subjects)
+                {
+                    Progress($"warm-up {pass}/2: {subject.Name}");
+                    Measure.WarmUp(subject.Loop, subject.Admitting, settings.WarmUp, settings.Batch);
+                    if (subject.Exhausted is { } exhausted)
+                    {
+                        Measure.WarmUp(subject.Loop, exhausted, settings.WarmUp, settings.Batch);
+                    }
+
+                    Measure.OnThreads(1, subject.Loop, subject.Shared, settings.WarmUp / 2, settings.Batch);
+                }
+            }
+
+            foreach (Subject subject in subjects)
+            {
+                subject.AdmitOperations = Measure.Calibrate(subject.Loop, subject.Admitting, settings.SingleThreadRound);
+                if (subject.Exhausted is { } exhausted)
+                {
+                    subject.RejectOperations = Measure.Calibrate(subject.Loop, exhausted, settings.SingleThreadRound);
+                }
+            }
+
+            for (int round = 0; round < settings.Rounds; round++)
+            {
+                for (int i = 0; i < subjects.Count; i++)
+                {
+                    Subject subject = subjects[(i + round) % subjects.Count];
+                    subject.MeasureRound(settings);
+                }
+
+                Progress($"round {round + 1}/{settings.Rounds} done: "
+                    + string.Join(", ", subjects.Select(s => $"{s.Name} {s.Admit[^1].NanosecondsPerOperation:F1} ns")));
+            }
+        }
+        finally
+        {
+            foreach (Subject subject in subjects)
+            {
+                subject.Dispose();
+            }
+        }
+
+        machine = machine with { LoadAverageAtEnd = MachineInfo.LoadAverage() };
+        var rows = subjects.Select(s => s.Summarize()).ToList();
+        return new CompareResult(machine, settings, rows, _clock.Elapsed);
+    }
+
+    private void Progress(string message) => Console.WriteLine($"[{_clock.Elapsed.TotalSeconds,6:F1}s] {message}");
+
+    private static string Ms(TimeSpan span) => $"{span.TotalMilliseconds:F0} ms";
+
+    /// <summary>One row of the table: a limiter (or the ceiling), its limiters and its samples.</summary>
+    private sealed class Subject : IDisposable
+    {
+        private Subject(string name, LimiterKind? kind, Func<RateLimiter, long, long> loop, RateLimiter admitting, RateLimiter? exhausted, RateLimiter shared)
+        {
+            Name = name;
+            Kind = kind;
+            Loop = loop;
+            Admitting = admitting;
+            Exhausted = exhausted;
+            Shared = shared;
+        }
+
+        public string Name { get; }
+
+        public LimiterKind? Kind { get; }
+
+        public Func<RateLimiter, long, long> Loop { get; }
+
+        /// <summary>Single-thread admit path.</summary>
+        public RateLimiter Admitting { get; }
+
+        /// <summary>Single-thread reject path; none for the ceiling.</summary>
+        public RateLimiter? Exhausted { get; }
+
+        /// <summary>The one limiter the threaded runs share (admit path).</summary>
+        public RateLimiter Shared { get; }
+
+        public long AdmitOperations { get; set; }
+
+        public long RejectOperations { get; set; }
+
+        public List<Sample> Admit { get; } = [];
+
+        public List<Sample> Reject { get; } = [];
+
+        public List<Sample> OneThread { get; } = [];
+
+        public List<Sample> TwoThreads { get; } = [];
+
+        public static Subject ForLimiter(LimiterKind kind) => new(
+            kind.ShortName(), kind, Loops.For(kind), Limiters.CreateAdmitting(kind), Limiters.CreateExhausted(kind), Limiters.CreateAdmitting(kind));
+
+        public static Subject Ceiling()
+        {
+            var counter = new SharedCounter();
+            return new Subject("Interlocked ceiling", null, (_, count) => Loops.Increment(counter, count), null!, null, null!);
+        }
+
+        public void MeasureRound(CompareSettings settings)
+        {
+            Sample admit = Measure.OnThisThread(Loop, Admitting, AdmitOperations);
+            Expect(admit, admitting: true, "admit path, 1 thread");
+            Admit.Add(admit);
+
+            if (Exhausted is not null)
+            {
+                Sample reject = Measure.OnThisThread(Loop, Exhausted, RejectOperations);
+                Expect(reject, admitting: false, "reject path, 1 thread");
+                Reject.Add(reject);
+            }
+
+            Sample one = Measure.OnThreads(1, Loop, Shared, settings.ThreadedRound, settings.Batch);
+            Expect(one, admitting: true, "shared limiter, 1 thread");
+            OneThread.Add(one);
+
+            Sample two = Measure.OnThreads(2, Loop, Shared, settings.ThreadedRound, settings.Batch);
+            Expect(two, admitting: true, "shared limiter, 2 threads");
+            TwoThreads.Add(two);
+        }
+
+        public CompareRow Summarize() => new(
+            Name,
+            Kind,
+            Stat.Of(Admit.Select(s => s.NanosecondsPerOperation)),
+            Reject.Count > 0 ? Stat.Of(Reject.Select(s => s.NanosecondsPerOperation)) : null,
+            Stat.Of(OneThread.Select(s => s.OperationsPerSecond)),
+            Stat.Of(TwoThreads.Select(s => s.OperationsPerSecond)),
+            BytesPerOperation(Admit),
+            Reject.Count > 0 ? BytesPerOperation(Reject) : null,
+            BytesPerOperation(TwoThreads),
+            Admit.Sum(s => s.Operations) + Reject.Sum(s => s.Operations) + OneThread.Sum(s => s.Operations) + TwoThreads.Sum(s => s.Operations));
+
+        public void Dispose()
+        {
+            Admitting?.Dispose();
+            Exhausted?.Dispose();
+            Shared?.Dispose();
+        }
+
+        private static double BytesPerOperation(List<Sample> samples) =>
+            (double)samples.Sum(s => s.AllocatedBytes) / samples.Sum(s => s.Operations);
+
+        private void Expect(Sample sample, bool admitting, string what)
+        {
+            long expected = admitting ? sample.Operations : 0;
+            Check.That(
+                sample.Acquired == expected,
+                $"{Name}, {what}: {sample.Acquired} of {sample.Operations} attempts admitted, expected {expected}. "
+                + "The benchmark would measure the wrong path; fix the limiter options in Limiters.cs.");
+        }
+    }
+}
+
+/// <summary>Median, minimum and maximum over the rounds.</summary>
+internal sealed record Stat(double Median, double Min, double Max)
+{
+    public static Stat Of(IEnumerable<double> values)
+    {
+        double[] sorted = [.. values.Order()];
+        Check.That(sorted.Length > 0, "no samples");
+        int middle = sorted.Length / 2;
+        double median = sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+        return new Stat(median, sorted[0], sorted[^1]);
+    }
+}
+
+/// <summary>One row of the compare table.</summary>
+internal sealed record CompareRow(
+    string Name,
+    LimiterKind? Kind,
+    Stat AdmitNanoseconds,
+    Stat? RejectNanoseconds,
+    Stat OneThreadOpsPerSecond,
+    Stat TwoThreadOpsPerSecond,
+    double AdmitBytesPerOperation,
+    double? RejectBytesPerOperation,
+    double TwoThreadBytesPerOperation,
+    long TotalOperations);
+
+/// <summary>Everything the report needs.</summary>
+internal sealed record CompareResult(MachineInfo Machine, CompareSettings Settings, IReadOnlyList<CompareRow> Rows, TimeSpan Duration)
+{
+    public CompareRow Ceiling => Rows.Single(r => r.Kind is null);
+
+    public CompareRow Row(LimiterKind kind) => Rows.Single(r => r.Kind == kind);
+}
