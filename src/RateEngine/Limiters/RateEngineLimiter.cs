@@ -135,7 +135,20 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
             return Probe(now);
         }
 
-        return TryAdmit(now, permitCount, out _) ? RateEngineLease.Acquired : LastRejection(now, permitCount);
+        if (!CanBypassQueue())
+        {
+            _failedLeases.Increment();
+            return Rejection(now, permitCount, ReasonPhrases.QueuedAhead);
+        }
+
+        if (TryAcquireCounted(now, permitCount, out _, out long retryAfter))
+        {
+            return RateEngineLease.Acquired;
+        }
+
+        // The reject path: the algorithm already said how long until these permits are free.
+        _failedLeases.Increment();
+        return RateEngineLease.Rejected(_clock.ToRetryAfter(retryAfter), ReasonPhrases.LimitReached);
     }
 
     /// <inheritdoc />
@@ -158,7 +171,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
             }
 
             long now = _clock.Now();
-            if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && TryAcquireCounted(now, permitCount, out _))
+            if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && TryAcquireCounted(now, permitCount, out _, out _))
             {
                 if (permitCount == 0)
                 {
@@ -237,7 +250,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     internal bool TryAdmit(long now, int permitCount, out Admission admission)
     {
         Debug.Assert(permitCount > 0 && permitCount <= _permitLimit);
-        if (CanBypassQueue() && TryAcquireCounted(now, permitCount, out admission))
+        if (CanBypassQueue() && TryAcquireCounted(now, permitCount, out admission, out _))
         {
             return true;
         }
@@ -253,9 +266,9 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     /// </summary>
     internal Action<Admission>? AdmissionObserver { get; set; }
 
-    private bool TryAcquireCounted(long now, int permitCount, out Admission admission)
+    private bool TryAcquireCounted(long now, int permitCount, out Admission admission, out long retryAfter)
     {
-        if (!_host.TryAcquire(now, permitCount, out admission, out _))
+        if (!_host.TryAcquire(now, permitCount, out admission, out retryAfter))
         {
             return false;
         }
@@ -325,12 +338,6 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         return Rejection(now, 0, ReasonPhrases.LimitReached);
     }
 
-    /// <summary>The failed lease for an attempt that <see cref="TryAdmit"/> just turned down (the reject path).</summary>
-    private RateEngineLease LastRejection(long now, int permitCount) =>
-        CanBypassQueue()
-            ? Rejection(now, permitCount, ReasonPhrases.LimitReached)
-            : Rejection(now, permitCount, ReasonPhrases.QueuedAhead);
-
     /// <summary>
     /// A failed lease whose <c>RETRY_AFTER</c> is the time until <paramref name="permitCount"/> permits would be free
     /// behind the permits already queued (capped at the permit limit: beyond it the queue's future is unknowable).
@@ -346,12 +353,17 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     {
         if (permitCount > _permitLimit)
         {
-            throw new ArgumentOutOfRangeException(
-                _permitCountName, permitCount, $"{permitCount} permit(s) exceeds the permit limit of {_permitLimit}.");
+            ThrowHelper.PermitCountExceedsLimit(_permitCountName, permitCount, _permitLimit);
         }
     }
 
-    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    private void ThrowIfDisposed()
+    {
+        if (_disposed)
+        {
+            ThrowHelper.Disposed(this);
+        }
+    }
 
     private LinkedListNode<Waiter>? ServiceHead() => _order == QueueProcessingOrder.OldestFirst ? _queue.First : _queue.Last;
 
@@ -372,7 +384,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
                 // Its turn has come and it needs nothing: served, as in-box (whose check is "available >= 0").
                 _successfulLeases.Increment();
             }
-            else if (!TryAcquireCounted(now, waiter.Count, out _))
+            else if (!TryAcquireCounted(now, waiter.Count, out _, out _))
             {
                 break;
             }

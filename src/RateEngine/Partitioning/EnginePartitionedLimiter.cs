@@ -438,8 +438,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     {
         if (permitCount > tier.Algorithm.PermitLimit)
         {
-            throw new ArgumentOutOfRangeException(
-                tier.PermitCountName, permitCount, $"{permitCount} permit(s) exceeds the permit limit of {tier.Algorithm.PermitLimit}.");
+            ThrowHelper.PermitCountExceedsLimit(tier.PermitCountName, permitCount, tier.Algorithm.PermitLimit);
         }
     }
 
