@@ -104,21 +104,10 @@ public static class ScenarioRunner
                     now += ticks;
                     break;
                 case Acquire(int permits):
-                    Assert.Equal(model.Available(now), limiter.GetStatistics()!.CurrentAvailablePermits);
-                    bool expected = model.Admits(now, permits);
+                    long available = limiter.GetStatistics()!.CurrentAvailablePermits;
                     using (RateLimitLease lease = limiter.AttemptAcquire(permits))
                     {
-                        Assert.True(expected == lease.IsAcquired, $"at {now} AttemptAcquire({permits}): expected {expected}");
-                        if (lease.IsAcquired && permits > 0)
-                        {
-                            model.Record(now, permits);
-                        }
-
-                        if (!lease.IsAcquired)
-                        {
-                            Assert.True(lease.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
-                            Assert.Equal(model.TicksUntilAdmitted(now, permits), retryAfter.Ticks);
-                        }
+                        model.Check(now, permits, available, lease, "limiter");
                     }
 
                     break;

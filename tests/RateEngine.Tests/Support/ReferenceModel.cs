@@ -1,3 +1,5 @@
+using System.Threading.RateLimiting;
+
 namespace RateEngine.Tests.Support;
 
 /// <summary>
@@ -49,6 +51,27 @@ public sealed class ReferenceModel(LimiterSpec spec)
         }
 
         return low;
+    }
+
+    /// <summary>
+    /// Checks one <c>AttemptAcquire(permits)</c> at <paramref name="now"/> against the model: the available count read
+    /// just before it, the decision, and a refusal's RETRY_AFTER; then records an admission.
+    /// </summary>
+    public void Check(long now, int permits, long availableBefore, RateLimitLease lease, string context)
+    {
+        Assert.Equal(Available(now), availableBefore);
+        bool expected = Admits(now, permits);
+        Assert.True(expected == lease.IsAcquired, $"{context} at {now}: AttemptAcquire({permits}) expected {expected}");
+        if (lease.IsAcquired && permits > 0)
+        {
+            Record(now, permits);
+        }
+
+        if (!lease.IsAcquired)
+        {
+            Assert.True(lease.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+            Assert.Equal(TicksUntilAdmitted(now, permits), retryAfter.Ticks);
+        }
     }
 
     public void Record(long now, int permits)
