@@ -34,7 +34,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     private readonly StripedCounter _failedLeases = new();
     private readonly ITimer _sweeper;
     private readonly TimeSpan _sweepPeriod;
-    private readonly Func<TKey, PartitionEntry<TState>> _create;
+    private readonly Func<TKey, PartitionTier<TAlgorithm, TState>, PartitionEntry<TState>> _create;
     private readonly Action<int> _makeRoom;
     private readonly Func<TKey, PartitionEntry<TState>, bool> _evictIfIdle;
     private readonly long[] _lastRoomSweep;
@@ -322,15 +322,13 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             return entry;
         }
 
-        CheckPermitCount(_tierOf(key), permitCount);
-        return _table.GetOrAdd(key, _create, _makeRoom);
+        PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
+        CheckPermitCount(tier, permitCount);
+        return _table.GetOrAdd(key, _create, tier, _makeRoom);
     }
 
-    private PartitionEntry<TState> Create(TKey key)
-    {
-        PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
-        return new PartitionEntry<TState> { State = tier.Algorithm.CreateState(), Link = tier };
-    }
+    private static PartitionEntry<TState> Create(TKey key, PartitionTier<TAlgorithm, TState> tier) =>
+        new() { State = tier.Algorithm.CreateState(), Link = tier };
 
     /// <summary>
     /// The time for a decision: the clock, but never before the latest eviction, so that a key re-created after it was

@@ -74,17 +74,13 @@ internal sealed class PartitionTable<TKey, TEntry>
     }
 
     /// <summary>
-    /// Finds or creates the entry of <paramref name="key"/>. Returns null when its shard is full of live entries even
-    /// after <paramref name="makeRoom"/> (called under the shard's lock) had its chance to remove idle ones.
+    /// Finds or creates the entry of <paramref name="key"/>, for a caller whose lock-free <see cref="Find"/> just missed.
+    /// Returns null when the table is full of live entries even after <paramref name="makeRoom"/> (called under the
+    /// shard's lock) had its chance to remove idle ones from that shard.
     /// </summary>
-    public TEntry? GetOrAdd(TKey key, Func<TKey, TEntry> create, Action<int>? makeRoom)
+    public TEntry? GetOrAdd<TArgument>(TKey key, Func<TKey, TArgument, TEntry> create, TArgument argument, Action<int>? makeRoom)
     {
-        TEntry? existing = Find(key);
-        if (existing is not null)
-        {
-            return existing;
-        }
-
+        TEntry? existing;
         uint hash = Hash(key);
         int shardIndex = (int)(hash >> (32 - ShardBits));
         Shard shard = _shards[shardIndex];
@@ -111,7 +107,7 @@ internal sealed class PartitionTable<TKey, TEntry>
                 slots = Rebuild(shard);
             }
 
-            TEntry entry = create(key);
+            TEntry entry = create(key, argument);
             int mask = slots.Entries.Length - 1;
             int i = (int)hash & mask;
             while (slots.Entries[i] is not null)
