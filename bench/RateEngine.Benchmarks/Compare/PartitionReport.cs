@@ -80,7 +80,9 @@ internal static class PartitionReport
         text.AppendLine("  objects, the table or dictionary, the in-box limiter's heartbeat list of partitions, and the limiter's fixed cost spread");
         text.AppendLine("  over the keys. It does **not** hold the key strings: they were made before the first reading (the caller holds them");
         text.AppendLine("  too). An int key is stored inline, so for int keys B/key is the whole cost. Lower is better; `× in-box` is RateEngine's");
-        text.AppendLine("  bytes over the in-box limiter's.");
+        text.AppendLine("  bytes over the in-box limiter's. RateEngine's figure depends on where the key count falls in its shards' growth (a shard");
+        text.AppendLine("  doubles its slots when 3/4 full, so its slots are 3/8 to 3/4 used): for int keys it moves between about 49 and 64 B as");
+        text.AppendLine("  the key count changes (ANALYSIS.md).");
         text.AppendLine(Invariant, $"- **B/key with key strings**: B/key plus the measured size of one key string ({Bytes(result.KeyBytes[PartitionKeyKind.IPv4])} B for an IPv4 string, {Bytes(result.KeyBytes[PartitionKeyKind.IPv6])} B for an IPv6");
         text.AppendLine("  one): what a server holds per key when the limiter's reference is the only one left to the key string.");
         text.AppendLine("- **first touch**: new keys per second, one thread, one `AttemptAcquire(key)` + `Dispose` per key on a fresh limiter, so every");
