@@ -11,6 +11,11 @@ internal static class Profile
 {
     public static int Run(string[] args)
     {
+        if (args.Length > 0 && args[0] == "partition")
+        {
+            return RunPartition(args[1..]);
+        }
+
         if (args.Length != 3 || !Enum.TryParse(args[0], ignoreCase: true, out LimiterKind kind) || args[1] is not ("admit" or "reject"))
         {
             Console.Error.WriteLine($"usage: --profile {string.Join('|', LimiterKinds.All)} admit|reject ATTEMPTS");
@@ -42,5 +47,66 @@ internal static class Profile
         Check.That(acquired == (admit ? attempts : 0), $"{kind} {args[1]}: {acquired} of {attempts} admitted");
         Console.WriteLine($"{kind} {args[1]}: {attempts} attempts, {elapsed.TotalNanoseconds / attempts:F1} ns/op");
         return 0;
+    }
+    /// <summary>
+    /// <c>--profile partition FAMILY KEYS inbox|engine N</c>: warm-up, then one first-touch run of N new keys on a fresh
+    /// limiter (FAMILY: FixedWindow, TokenBucket, SlidingWindow; KEYS: Int, IPv4, IPv6), for <c>perf record</c>. Prints the
+    /// rate and the garbage collections the run caused.
+    /// </summary>
+    private static int RunPartition(string[] args)
+    {
+        if (args.Length is not (4 or 5)
+            || !Enum.TryParse(args[0], ignoreCase: true, out PartitionFamily family)
+            || !Enum.TryParse(args[1], ignoreCase: true, out PartitionKeyKind keyKind)
+            || !Enum.TryParse(args[2], ignoreCase: true, out PartitionSide side))
+        {
+            Console.Error.WriteLine($"usage: --profile partition {string.Join('|', Partitions.Families)} {string.Join('|', Partitions.KeyKinds)} inbox|engine KEYS [RUNS]");
+            return 2;
+        }
+
+        int keys = int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture);
+        int runs = args.Length == 5 ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : 1;
+        PartitionSubject subject = keyKind switch
+        {
+            PartitionKeyKind.Int => PartitionSubject.Create(family, side, keyKind, PartitionKeys.Ints(keys, seed: 1)),
+            PartitionKeyKind.IPv4 => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv4(keys, seed: 2)),
+            _ => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv6(keys, seed: 3)),
+        };
+
+        int warmUpKeys = Math.Min(keys, 20_000);
+        for (int pass = 0; pass < 20; pass++)
+        {
+            using FirstTouchRun warmUp = subject.StartFirstTouch();
+            warmUp.Touch(0, warmUpKeys);
+            if (pass % 5 == 4)
+            {
+                Thread.Sleep(200);
+            }
+        }
+
+        for (int i = 0; i < runs; i++)
+        {
+            FirstTouchOnce(subject, keys);
+        }
+
+        return 0;
+    }
+
+    private static void FirstTouchOnce(PartitionSubject subject, int keys)
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        using FirstTouchRun run = subject.StartFirstTouch();
+        TimeSpan pauseBefore = GC.GetTotalPauseDuration();
+        int[] collectionsBefore = [GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2)];
+        long start = Stopwatch.GetTimestamp();
+        long acquired = run.Touch(0, keys);
+        TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
+        TimeSpan pause = GC.GetTotalPauseDuration() - pauseBefore;
+        Check.That(acquired == keys, $"{acquired} of {keys} new keys admitted");
+        Console.WriteLine($"{subject.Family} {subject.KeyKind} {subject.Side}: {keys} new keys, {keys / elapsed.TotalSeconds / 1e6:F2} M keys/s, "
+            + $"{elapsed.TotalNanoseconds / keys:F0} ns/key, GC pauses {pause.TotalMilliseconds:F0} ms ({pause / elapsed * 100:F0} %), "
+            + $"collections gen0/1/2 {GC.CollectionCount(0) - collectionsBefore[0]}/{GC.CollectionCount(1) - collectionsBefore[1]}/{GC.CollectionCount(2) - collectionsBefore[2]}");
     }
 }

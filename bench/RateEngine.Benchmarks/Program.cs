@@ -10,7 +10,7 @@ using RateEngine.Benchmarks.Suites;
 //   --bdn [BDN args]      the full BenchmarkDotNet suites through BenchmarkSwitcher (no args: --filter *)
 //   --smoke               seconds-long run of everything (CI, via tests/run.sh); writes to a temp dir
 //   --profile KIND PATH N N attempts of one limiter (KIND: InboxSliding, Log, ..., PATH: admit|reject), for profilers
-//   compare options: --rounds N, --out DIR
+//   compare options: --rounds N, --out DIR, --partition-rounds N (0: no partition section), --partition-hot-rounds N, --partition-keys N
 try
 {
     if (args.Length > 0 && args[0] == "--bdn")
@@ -33,7 +33,7 @@ try
 
     if (args.Contains("--help") || args.Contains("-h"))
     {
-        Console.WriteLine("usage: dotnet run -c Release --project bench/RateEngine.Benchmarks [-- --bdn [BenchmarkDotNet args] | --smoke | --rounds N | --out DIR]");
+        Console.WriteLine("usage: dotnet run -c Release --project bench/RateEngine.Benchmarks [-- --bdn [BenchmarkDotNet args] | --smoke | --rounds N | --out DIR | --partition-rounds N | --partition-hot-rounds N | --partition-keys N]");
         return 0;
     }
 
@@ -44,6 +44,9 @@ try
         {
             "--rounds" => settings with { Rounds = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture) },
             "--out" => settings with { OutputDirectory = Path.GetFullPath(args[++i]) },
+            "--partition-rounds" => settings with { PartitionRounds = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture) },
+            "--partition-hot-rounds" => settings with { PartitionHotRounds = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture) },
+            "--partition-keys" => settings with { PartitionKeys = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture) },
             _ => throw new ArgumentException($"unknown option '{args[i]}' (try --help)"),
         };
     }
@@ -84,6 +87,15 @@ internal static partial class Program
         Console.WriteLine();
         Console.WriteLine(CompareReport.TargetsTable(result));
         Console.WriteLine();
+        if (result.Partitions is { } partitions)
+        {
+            Console.WriteLine($"Partitioned limiters, {partitions.Keys:N0} keys per first-touch run:");
+            Console.WriteLine(PartitionReport.Table(partitions));
+            Console.WriteLine();
+            Console.WriteLine(PartitionReport.TargetsTable(partitions));
+            Console.WriteLine();
+        }
+
         (string markdown, string chart) = CompareReport.Write(result, commandLine);
         Console.WriteLine($"wrote {markdown}");
         Console.WriteLine($"wrote {chart}");

@@ -7,15 +7,20 @@ namespace RateEngine.Benchmarks;
 /// <summary>
 /// <c>--smoke</c>: runs in seconds and touches everything the real modes run, so that they cannot rot unnoticed. Every
 /// BenchmarkDotNet benchmark is invoked a few times directly (with each of its parameter values, through its own global
-/// setup and cleanup, so the admit/reject checks run), then the compare mode runs with tiny counts into a temp directory.
+/// setup and cleanup, and its iteration setup and cleanup around each invocation, so the admit/reject checks run), then
+/// the compare mode runs with tiny counts (partitions included) into a temp directory.
 /// Any exception makes the exit code non-zero.
 /// </summary>
 internal static class Smoke
 {
     private const int Invocations = 3;
 
+    /// <summary>New keys per first-touch invocation of the <see cref="Suites.Partitioned"/> suite here (a million in BenchmarkDotNet).</summary>
+    private const int PartitionKeys = 2_000;
+
     public static int Run()
     {
+        Suites.Partitioned.FirstTouchKeyCount = PartitionKeys;
         int benchmarks = 0;
         foreach (Type type in typeof(Smoke).Assembly.GetTypes().Where(t => t is { IsClass: true, IsAbstract: false, IsPublic: true }))
         {
@@ -36,7 +41,9 @@ internal static class Smoke
                     {
                         for (int i = 0; i < Invocations; i++)
                         {
+                            InvokeTargeted<IterationSetupAttribute>(suite, method);
                             Invoke(method, suite);
+                            InvokeTargeted<IterationCleanupAttribute>(suite, method);
                         }
 
                         benchmarks++;
@@ -92,6 +99,20 @@ internal static class Smoke
         foreach (MethodInfo method in suite.GetType().GetMethods().Where(m => m.IsDefined(typeof(TAttribute))))
         {
             Invoke(method, suite);
+        }
+    }
+
+    /// <summary>The iteration setup or cleanup methods that apply to <paramref name="benchmark"/> (no targets: all).</summary>
+    private static void InvokeTargeted<TAttribute>(object suite, MethodInfo benchmark)
+        where TAttribute : TargetedAttribute
+    {
+        foreach (MethodInfo method in suite.GetType().GetMethods())
+        {
+            if (method.GetCustomAttribute<TAttribute>() is { } attribute
+                && (attribute.Targets is not { Length: > 0 } targets || targets.Contains(benchmark.Name)))
+            {
+                Invoke(method, suite);
+            }
         }
     }
 

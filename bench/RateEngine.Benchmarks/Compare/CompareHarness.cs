@@ -21,6 +21,21 @@ internal sealed record CompareSettings
     /// <summary>Attempts between two checks of the stop flag in threaded runs.</summary>
     public long Batch { get; init; } = 1_000;
 
+    /// <summary>First-touch (and memory) rounds of the partition section (0 skips the section); the report takes the median.</summary>
+    public int PartitionRounds { get; init; } = 3;
+
+    /// <summary>Hot-key rounds of the partition section: cheaper than first touch and noisier, so more of them.</summary>
+    public int PartitionHotRounds { get; init; } = 5;
+
+    /// <summary>New keys per first-touch run, which is also the memory measurement.</summary>
+    public int PartitionKeys { get; init; } = Partitions.FirstTouchKeys;
+
+    /// <summary>Warm-up per partitioned limiter (half first touch, half hot keys), done twice over all of them.</summary>
+    public TimeSpan PartitionWarmUp { get; init; } = TimeSpan.FromMilliseconds(120);
+
+    /// <summary>Families of the partition section.</summary>
+    public IReadOnlyList<PartitionFamily> PartitionFamilies { get; init; } = Partitions.Families;
+
     public required string OutputDirectory { get; init; }
 
     public bool IsSmoke { get; init; }
@@ -32,6 +47,10 @@ internal sealed record CompareSettings
         ThreadedRound = TimeSpan.FromMilliseconds(20),
         WarmUp = TimeSpan.FromMilliseconds(5),
         Batch = 200,
+        PartitionRounds = 1,
+        PartitionHotRounds = 1,
+        PartitionKeys = 5_000,
+        PartitionWarmUp = TimeSpan.FromMilliseconds(10),
         OutputDirectory = outputDirectory,
         IsSmoke = true,
     };
@@ -99,9 +118,13 @@ internal sealed class CompareHarness(CompareSettings settings)
             }
         }
 
-        machine = machine with { LoadAverageAtEnd = MachineInfo.LoadAverage() };
         var rows = subjects.Select(s => s.Summarize()).ToList();
-        return new CompareResult(machine, settings, rows, _clock.Elapsed);
+        subjects.Clear(); // disposed above: let their limiters go before the partition section reads memory
+        PartitionResult? partitions = settings.PartitionRounds > 0 && settings.PartitionHotRounds > 0
+            ? new PartitionHarness(settings, Progress).Run()
+            : null;
+        machine = machine with { LoadAverageAtEnd = MachineInfo.LoadAverage() };
+        return new CompareResult(machine, settings, rows, partitions, _clock.Elapsed);
     }
 
     private void Progress(string message) => Console.WriteLine($"[{_clock.Elapsed.TotalSeconds,6:F1}s] {message}");
@@ -239,7 +262,8 @@ internal sealed record CompareRow(
     long TotalOperations);
 
 /// <summary>Everything the report needs.</summary>
-internal sealed record CompareResult(MachineInfo Machine, CompareSettings Settings, IReadOnlyList<CompareRow> Rows, TimeSpan Duration)
+internal sealed record CompareResult(
+    MachineInfo Machine, CompareSettings Settings, IReadOnlyList<CompareRow> Rows, PartitionResult? Partitions, TimeSpan Duration)
 {
     public CompareRow Ceiling => Rows.Single(r => r.Kind is null);
 

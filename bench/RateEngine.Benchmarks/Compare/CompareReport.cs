@@ -197,6 +197,11 @@ internal static class CompareReport
                 r.TotalOperations.ToString("N0", Invariant),
             }).ToList()));
         text.AppendLine();
+        if (result.Partitions is not null)
+        {
+            PartitionReport.AppendSection(text, result);
+        }
+
         text.AppendLine("![compare chart](compare.png)");
         return text.ToString();
     }

@@ -69,7 +69,15 @@ internal static class Measure
     /// to its last batch; throughput is the sum of the threads' rates. Allocation is counted over the whole process.
     /// </summary>
     public static Sample OnThreads(
-        int threads, Func<RateLimiter, long, long> loop, RateLimiter limiter, TimeSpan duration, long batch)
+        int threads, Func<RateLimiter, long, long> loop, RateLimiter limiter, TimeSpan duration, long batch) =>
+        OnThreads(threads, loop, _ => limiter, duration, batch);
+
+    /// <summary>
+    /// As above, but each thread calls <paramref name="loop"/> on its own state (<paramref name="stateOf"/> of its index,
+    /// made on that thread before the start signal): per-thread cursors, say, over a shared limiter.
+    /// </summary>
+    public static Sample OnThreads<TState>(
+        int threads, Func<TState, long, long> loop, Func<int, TState> stateOf, TimeSpan duration, long batch)
     {
         int state = Waiting;
         int ready = 0;
@@ -86,6 +94,7 @@ internal static class Measure
             {
                 try
                 {
+                    TState threadState = stateOf(index);
                     Interlocked.Increment(ref ready);
                     SpinWait spin = default;
                     while (Volatile.Read(ref state) == Waiting)
@@ -98,7 +107,7 @@ internal static class Measure
                     long start = Stopwatch.GetTimestamp();
                     while (Volatile.Read(ref state) == Running)
                     {
-                        ok += loop(limiter, batch);
+                        ok += loop(threadState, batch);
                         ops += batch;
                     }
 
@@ -118,7 +127,7 @@ internal static class Measure
             workers[t].Start();
         }
 
-        while (Volatile.Read(ref ready) < threads)
+        while (Volatile.Read(ref ready) < threads && Volatile.Read(ref failure) is null)
         {
             Thread.Yield();
         }
