@@ -316,7 +316,8 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     /// <summary>The key's entry; a new key's request is checked against its tier's limit before an entry is made for it.</summary>
     private PartitionEntry<TState>? FindOrCreate(TKey key, int permitCount)
     {
-        PartitionEntry<TState>? entry = _table.Find(key);
+        uint hash = _table.Hash(key);
+        PartitionEntry<TState>? entry = _table.Find(key, hash);
         if (entry is not null)
         {
             return entry;
@@ -324,7 +325,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
         PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
         CheckPermitCount(tier, permitCount);
-        return _table.GetOrAdd(key, _create, tier, _makeRoom);
+        return _table.GetOrAdd(key, hash, _create, tier, _makeRoom);
     }
 
     private static PartitionEntry<TState> Create(TKey key, PartitionTier<TAlgorithm, TState> tier) =>

@@ -17,7 +17,12 @@ namespace RateEngine.Partitioning;
 /// per chunk, not per key, and no shard is capped on its own: an attacker who aims every key at one shard cannot lock
 /// out the others early. Capacity held by shards but not yet used is at most one or two chunks per shard.</para>
 /// <para>Memory per key is the slot (the key plus an 8-byte reference, at a load factor between 1/4 and 3/4, and at
-/// least 1/2 once a shard has filled up) plus the entry object; no lock or limiter object per key.</para>
+/// least 1/2 once a shard has filled up) plus the entry object; no lock or limiter object per key. Reference-type keys
+/// (strings) also keep their hash code in the slot, 4 bytes: a probe compares it before calling <c>Equals</c>, which
+/// would read a string somewhere else on the heap, and a rebuild reuses it instead of hashing every key again.</para>
+/// <para>The arrays hold structs, not the keys and entries themselves: a store into an array of a reference type that
+/// shared generic code cannot see is sealed pays a covariance check that reads the stored object, one cache miss per
+/// entry in a rebuild.</para>
 /// </remarks>
 internal sealed class PartitionTable<TKey, TEntry>
     where TKey : notnull
@@ -25,6 +30,9 @@ internal sealed class PartitionTable<TKey, TEntry>
 {
     private const int ShardBits = 6;
     private const int MinimumSlots = 16;
+
+    /// <summary>Whether slots keep hash codes: for keys whose <c>Equals</c> costs a trip to the heap.</summary>
+    private static readonly bool StoreHashes = !typeof(TKey).IsValueType;
 
     private readonly Shard[] _shards = new Shard[1 << ShardBits];
     private readonly IEqualityComparer<TKey> _comparer;
@@ -52,21 +60,30 @@ internal sealed class PartitionTable<TKey, TEntry>
     /// <summary>Live entries in all shards (a moment's sum; shards change independently).</summary>
     public long Count => _shards.Sum(shard => (long)Volatile.Read(ref shard.Live));
 
+    /// <summary>The table's hash of <paramref name="key"/>, for callers that look a key up more than once.</summary>
+    /// <remarks>Fibonacci hashing: spreads sequential integer keys (whose hash code is themselves) over shards and slots.</remarks>
+    public uint Hash(TKey key) => (uint)(((ulong)(uint)_comparer.GetHashCode(key) * 0x9E3779B97F4A7C15UL) >> 32);
+
     /// <summary>Finds the entry of <paramref name="key"/> without locking.</summary>
-    public TEntry? Find(TKey key)
+    public TEntry? Find(TKey key) => Find(key, Hash(key));
+
+    /// <summary>Finds the entry of <paramref name="key"/>, whose <see cref="Hash"/> is <paramref name="hash"/>, without locking.</summary>
+    public TEntry? Find(TKey key, uint hash)
     {
-        uint hash = Hash(key);
         Slots slots = Volatile.Read(ref _shards[hash >> (32 - ShardBits)].Current);
         int mask = slots.Entries.Length - 1;
         for (int i = (int)hash & mask; ; i = (i + 1) & mask)
         {
-            TEntry? entry = Volatile.Read(ref slots.Entries[i]);
+            // The entry is published last (see GetOrAdd), so reading it first makes the key and hash below visible.
+            TEntry? entry = Volatile.Read(ref slots.Entries[i].Entry);
             if (entry is null)
             {
                 return null;
             }
 
-            if (!ReferenceEquals(entry, _tombstone) && _comparer.Equals(slots.Keys[i], key))
+            if ((!StoreHashes || slots.Hashes![i] == hash)
+                && !ReferenceEquals(entry, _tombstone)
+                && _comparer.Equals(slots.Keys[i].Key, key))
             {
                 return entry;
             }
@@ -74,19 +91,19 @@ internal sealed class PartitionTable<TKey, TEntry>
     }
 
     /// <summary>
-    /// Finds or creates the entry of <paramref name="key"/>, for a caller whose lock-free <see cref="Find"/> just missed.
+    /// Finds or creates the entry of <paramref name="key"/>, for a caller whose lock-free <see cref="Find(TKey, uint)"/> just missed.
     /// Returns null when the table is full of live entries even after <paramref name="makeRoom"/> (called under the
     /// shard's lock) had its chance to remove idle ones from that shard.
     /// </summary>
-    public TEntry? GetOrAdd<TArgument>(TKey key, Func<TKey, TArgument, TEntry> create, TArgument argument, Action<int>? makeRoom)
+    public TEntry? GetOrAdd<TArgument>(TKey key, uint hash, Func<TKey, TArgument, TEntry> create, TArgument argument, Action<int>? makeRoom)
     {
+        Debug.Assert(hash == Hash(key));
         TEntry? existing;
-        uint hash = Hash(key);
         int shardIndex = (int)(hash >> (32 - ShardBits));
         Shard shard = _shards[shardIndex];
         lock (shard)
         {
-            existing = Find(key);
+            existing = Find(key, hash);
             if (existing is not null)
             {
                 return existing;
@@ -110,13 +127,18 @@ internal sealed class PartitionTable<TKey, TEntry>
             TEntry entry = create(key, argument);
             int mask = slots.Entries.Length - 1;
             int i = (int)hash & mask;
-            while (slots.Entries[i] is not null)
+            while (slots.Entries[i].Entry is not null)
             {
                 i = (i + 1) & mask;
             }
 
-            slots.Keys[i] = key;
-            Volatile.Write(ref slots.Entries[i], entry);
+            slots.Keys[i].Key = key;
+            if (StoreHashes)
+            {
+                slots.Hashes![i] = hash;
+            }
+
+            Volatile.Write(ref slots.Entries[i].Entry, entry);
             Volatile.Write(ref shard.Live, shard.Live + 1);
             shard.Budget--;
             return entry;
@@ -150,8 +172,9 @@ internal sealed class PartitionTable<TKey, TEntry>
         foreach (Shard shard in _shards)
         {
             Slots slots = Volatile.Read(ref shard.Current);
-            foreach (TEntry? entry in slots.Entries)
+            foreach (EntrySlot slot in slots.Entries)
             {
+                TEntry? entry = slot.Entry;
                 if (entry is not null && !ReferenceEquals(entry, _tombstone))
                 {
                     yield return entry;
@@ -166,11 +189,11 @@ internal sealed class PartitionTable<TKey, TEntry>
         int removed = 0;
         for (int i = 0; i < slots.Entries.Length; i++)
         {
-            TEntry? entry = slots.Entries[i];
-            if (entry is not null && !ReferenceEquals(entry, _tombstone) && remove(slots.Keys[i], entry))
+            TEntry? entry = slots.Entries[i].Entry;
+            if (entry is not null && !ReferenceEquals(entry, _tombstone) && remove(slots.Keys[i].Key, entry))
             {
-                Volatile.Write(ref slots.Entries[i], _tombstone);
-                slots.Keys[i] = default!; // do not keep a removed key (a string, say) alive until the next rebuild
+                Volatile.Write(ref slots.Entries[i].Entry, _tombstone);
+                slots.Keys[i].Key = default!; // do not keep a removed key (a string, say) alive until the next rebuild
                 removed++;
             }
         }
@@ -227,20 +250,26 @@ internal sealed class PartitionTable<TKey, TEntry>
         int mask = size - 1;
         for (int i = 0; i < old.Entries.Length; i++)
         {
-            TEntry? entry = old.Entries[i];
+            TEntry? entry = old.Entries[i].Entry;
             if (entry is null || ReferenceEquals(entry, _tombstone))
             {
                 continue;
             }
 
-            int j = (int)Hash(old.Keys[i]) & mask;
-            while (rebuilt.Entries[j] is not null)
+            uint hash = StoreHashes ? old.Hashes![i] : Hash(old.Keys[i].Key);
+            int j = (int)hash & mask;
+            while (rebuilt.Entries[j].Entry is not null)
             {
                 j = (j + 1) & mask;
             }
 
             rebuilt.Keys[j] = old.Keys[i];
-            rebuilt.Entries[j] = entry;
+            if (StoreHashes)
+            {
+                rebuilt.Hashes![j] = hash;
+            }
+
+            rebuilt.Entries[j].Entry = entry;
         }
 
         shard.Tombstones = 0;
@@ -248,13 +277,21 @@ internal sealed class PartitionTable<TKey, TEntry>
         return rebuilt;
     }
 
-    /// <summary>Fibonacci hashing: spreads sequential integer keys (whose hash code is themselves) over shards and slots.</summary>
-    private uint Hash(TKey key) => (uint)(((ulong)(uint)_comparer.GetHashCode(key) * 0x9E3779B97F4A7C15UL) >> 32);
-
     private sealed class Slots(int size)
     {
-        public readonly TKey[] Keys = new TKey[size];
-        public readonly TEntry?[] Entries = new TEntry?[size];
+        public readonly KeySlot[] Keys = new KeySlot[size];
+        public readonly uint[]? Hashes = StoreHashes ? new uint[size] : null;
+        public readonly EntrySlot[] Entries = new EntrySlot[size];
+    }
+
+    private struct KeySlot
+    {
+        public TKey Key;
+    }
+
+    private struct EntrySlot
+    {
+        public TEntry? Entry;
     }
 
     private sealed class Shard(int size)

@@ -1,0 +1,146 @@
+using RateEngine.Partitioning;
+
+namespace RateEngine.Tests.Partitioning;
+
+public class PartitionTableTests
+{
+    private sealed class Entry(string key)
+    {
+        public string Key { get; } = key;
+    }
+
+    /// <summary>Every key hashes alike: lookups must fall back on Equals after the stored hash codes match.</summary>
+    private sealed class OneHash : IEqualityComparer<string>
+    {
+        public bool Equals(string? x, string? y) => string.Equals(x, y, StringComparison.Ordinal);
+
+        public int GetHashCode(string obj) => 42;
+    }
+
+    private static readonly Entry Tombstone = new("tombstone");
+
+    private static PartitionTable<string, Entry> NewTable(int maxEntries = 1_000_000, IEqualityComparer<string>? comparer = null) =>
+        new(comparer ?? StringComparer.Ordinal, Tombstone, maxEntries);
+
+    private static Entry? Add(PartitionTable<string, Entry> table, string key, Action<int>? makeRoom = null) =>
+        table.GetOrAdd(key, table.Hash(key), static (k, _) => new Entry(k), 0, makeRoom);
+
+    [Fact]
+    public void GetOrAdd_ManyKeysThroughRebuilds_FindsEachOwnEntry()
+    {
+        var table = NewTable();
+        for (int i = 0; i < 50_000; i++)
+        {
+            Assert.Equal($"k{i}", Add(table, $"k{i}")!.Key);
+        }
+
+        Assert.Equal(50_000, table.Count);
+        for (int i = 0; i < 50_000; i++)
+        {
+            Assert.Equal($"k{i}", table.Find($"k{i}")!.Key);
+        }
+
+        Assert.Null(table.Find("k50000"));
+    }
+
+    [Fact]
+    public void GetOrAdd_ExistingKey_ReturnsTheSameEntry()
+    {
+        var table = NewTable();
+        Entry first = Add(table, "10.0.0.1")!;
+        Assert.Same(first, Add(table, "10.0.0.1"));
+        Assert.Same(first, table.Find(new string("10.0.0.1".AsSpan()))); // equal, not the same string object
+        Assert.Equal(1, table.Count);
+    }
+
+    [Fact]
+    public void Find_CollidingHashCodes_TellsKeysApartByEquals()
+    {
+        var table = NewTable(comparer: new OneHash());
+        for (int i = 0; i < 500; i++)
+        {
+            Add(table, $"user-{i}");
+        }
+
+        for (int i = 0; i < 500; i++)
+        {
+            Assert.Equal($"user-{i}", table.Find($"user-{i}")!.Key);
+        }
+
+        Assert.Null(table.Find("user-500"));
+    }
+
+    [Fact]
+    public void Sweep_RemovedKeys_AreGoneAndCanComeBackAsNewEntries()
+    {
+        var table = NewTable();
+        var entries = Enumerable.Range(0, 1_000).Select(i => Add(table, $"k{i}")!).ToArray();
+        int removed = Enumerable.Range(0, table.ShardCount).Sum(shard => table.Sweep(shard, (key, _) => key.EndsWith('7')));
+
+        Assert.Equal(100, removed);
+        Assert.Equal(900, table.Count);
+        Assert.Null(table.Find("k17"));
+        Assert.Same(entries[18], table.Find("k18"));
+        Assert.DoesNotContain(Tombstone, table.Entries());
+
+        Entry again = Add(table, "k17")!;
+        Assert.NotSame(entries[17], again);
+        Assert.Same(again, table.Find("k17"));
+    }
+
+    [Fact]
+    public void GetOrAdd_TableFull_ReturnsNullUntilRoomIsMade()
+    {
+        var table = NewTable(maxEntries: 100);
+        for (int i = 0; i < 100; i++)
+        {
+            Assert.NotNull(Add(table, $"k{i}"));
+        }
+
+        int makeRoomCalls = 0;
+        Assert.Null(Add(table, "one too many", _ => makeRoomCalls++));
+        Assert.Equal(1, makeRoomCalls);
+        Assert.Equal(100, table.Count);
+
+        // The shard that refuses sweeps itself through makeRoom (under its lock) and then takes the key.
+        Entry? admitted = Add(table, "one too many", shard => table.SweepHeld(shard, (_, _) => true));
+        Assert.NotNull(admitted);
+        Assert.True(table.Count <= 100);
+    }
+
+    [Fact]
+    public async Task Find_WhileAnotherThreadAddsAndRebuilds_NeverMissesAKeyAlreadyAdded()
+    {
+        var table = NewTable();
+        const int Keys = 200_000;
+        string[] keys = Enumerable.Range(0, Keys).Select(i => $"2001:db8::{i:x}").ToArray();
+        int added = 0;
+        var writer = Task.Run(() =>
+        {
+            foreach (string key in keys)
+            {
+                Add(table, key);
+                Volatile.Write(ref added, Volatile.Read(ref added) + 1);
+            }
+        });
+
+        var random = new Random(7);
+        long misses = 0;
+        while (!writer.IsCompleted)
+        {
+            int known = Volatile.Read(ref added);
+            if (known > 0)
+            {
+                string key = keys[random.Next(known)];
+                if (table.Find(key)?.Key != key)
+                {
+                    misses++;
+                }
+            }
+        }
+
+        await writer;
+        Assert.Equal(0, misses);
+        Assert.Equal(Keys, table.Count);
+    }
+}
