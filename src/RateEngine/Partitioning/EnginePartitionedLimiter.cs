@@ -41,6 +41,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     private readonly long _sweepPeriodTicks;
     private int _nextShard;
     private long _lastEviction;
+    private int _keyLimitersInstalled;
     private volatile bool _disposed;
 
     public EnginePartitionedLimiter(
@@ -224,9 +225,14 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                     created.AdmissionObserver = admission => observer(key, admission);
                 }
 
-                link = Interlocked.CompareExchange(ref entry.Link, created, tier) == tier ? created : Volatile.Read(ref entry.Link);
-                if (!ReferenceEquals(link, created))
+                if (Interlocked.CompareExchange(ref entry.Link, created, tier) == tier)
                 {
+                    Interlocked.Increment(ref _keyLimitersInstalled); // before the _disposed check below (see Dispose)
+                    link = created;
+                }
+                else
+                {
+                    link = Volatile.Read(ref entry.Link);
                     created.Dispose();
                 }
             }
@@ -273,6 +279,16 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
         _disposed = true;
         _sweeper.Dispose();
+
+        // Only keys that had to wait have a key limiter to dispose; a table of a million keys that never queued is not
+        // walked. The fence pairs with the installer's increment-then-check: either this reads its increment and walks
+        // the table, or it sees _disposed and disposes its key limiter itself.
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _keyLimitersInstalled) == 0)
+        {
+            return;
+        }
+
         foreach (PartitionEntry<TState> entry in _table.Entries())
         {
             (Volatile.Read(ref entry.Link) as PartitionKeyLimiter)?.Dispose();
