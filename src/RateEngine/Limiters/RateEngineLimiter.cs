@@ -34,6 +34,8 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     private readonly LinkedList<Waiter> _queue = new();
     private long _queuedPermits;
     private ITimer? _wakeup;
+    private bool _wakeupArmed;
+    private long _wakeupDue;
     private long _manualIdleSince;
     private volatile bool _disposed;
     private bool _retired;
@@ -156,9 +158,18 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     {
         CheckPermitCount(permitCount);
         ThrowIfDisposed();
-        if (permitCount == 0 && _host.GetAvailablePermits(_clock.Now()) > 0)
+
+        // One clock read serves the whole call: a decision taken under the lock with it is taken as of a moment
+        // before the lock, which can only find fewer permits free (and the wakeup timer then comes for the rest).
+        long now = _clock.Now();
+        if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && TryAcquireCounted(now, permitCount, out _, out _))
         {
-            _successfulLeases.Increment();
+            // The lock-free admission AttemptAcquire makes: a request that can pass now never takes the queue's lock.
+            if (permitCount == 0)
+            {
+                _successfulLeases.Increment();
+            }
+
             return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
         }
 
@@ -170,7 +181,6 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
                 return new ValueTask<RateLimitLease>(RateEngineLease.Retired);
             }
 
-            long now = _clock.Now();
             if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && TryAcquireCounted(now, permitCount, out _, out _))
             {
                 if (permitCount == 0)
@@ -406,8 +416,19 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         }
 
         long ticks = Math.Max(1, _host.GetRetryAfter(now, Math.Max(1, node.Value.Count)));
+        long due = ticks > long.MaxValue - now ? long.MaxValue : now + ticks;
+
+        // Re-arming costs a trip through the timer queue's lock. A timer already due no later than this fires, serves
+        // what it can and re-arms for the rest, so a wakeup that comes early is harmless and one that comes late is not.
+        if (_wakeupArmed && _wakeupDue <= due)
+        {
+            return;
+        }
+
         _wakeup ??= _clock.Provider.CreateTimer(
             static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _wakeupArmed = true;
+        _wakeupDue = due;
         _wakeup.Change(WakeupDelay(_clock.ToTimeSpan(ticks)), Timeout.InfiniteTimeSpan);
     }
 
@@ -428,6 +449,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     {
         lock (_queue)
         {
+            _wakeupArmed = false;
             ServeQueueLocked();
         }
     }
