@@ -222,7 +222,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                 var created = new PartitionKeyLimiter(KeyLimiterParts(tier, entry), tier);
                 if (AdmissionObserver is { } observer)
                 {
-                    created.AdmissionObserver = admission => observer(key, admission);
+                    created.AdmissionObserver = ObserveKey(observer, key);
                 }
 
                 if (Interlocked.CompareExchange(ref entry.Link, created, tier) == tier)
@@ -343,6 +343,13 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         CheckPermitCount(tier, permitCount);
         return _table.GetOrAdd(key, hash, _create, tier, _makeRoom);
     }
+
+    /// <summary>
+    /// The observer for one key's limiter. Its own method: a lambda in AcquireAsyncCore that captured the key would make
+    /// the compiler allocate the capture on every call, taken or not.
+    /// </summary>
+    private static Action<Admission> ObserveKey(Action<object, Admission> observer, TKey key) =>
+        admission => observer(key, admission);
 
     private static PartitionEntry<TState> Create(TKey key, PartitionTier<TAlgorithm, TState> tier) =>
         new() { State = tier.Algorithm.CreateState(), Link = tier };

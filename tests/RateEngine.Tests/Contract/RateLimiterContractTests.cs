@@ -1131,6 +1131,33 @@ public abstract class RateLimiterContractTests
         Assert.Equal(0, allocated);
     }
 
+    [Fact]
+    public async Task AcquireAsync_SuccessWithQueueingOn_AllocatesNothing()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(10_000, 10, OldestFirst, time);
+        for (int i = 0; i < 500; i++)
+        {
+            (await limiter.AcquireAsync(1)).Dispose(); // warm up every path the measured loop takes
+        }
+
+        bool allSynchronous = true;
+        bool allAcquired = true;
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 5_000; i++)
+        {
+            ValueTask<RateLimitLease> pending = limiter.AcquireAsync(1);
+            allSynchronous &= pending.IsCompletedSuccessfully; // so the awaits below never leave this thread
+            allAcquired &= (await pending).IsAcquired;
+        }
+
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        Assert.True(allSynchronous);
+        Assert.True(allAcquired);
+        Assert.Equal(0, allocated);
+    }
+
     // ---------------------------------------------------------------------------------------------------------------
     // Replenishment
 
