@@ -102,14 +102,17 @@ internal static class Measure
                         spin.SpinOnce(sleep1Threshold: -1);
                     }
 
+                    // At least one batch, even when the run ended before this thread was scheduled (short smoke runs on a
+                    // busy machine): each thread times itself, so a late batch only lengthens its own measured time.
                     long ops = 0;
                     long ok = 0;
                     long start = Stopwatch.GetTimestamp();
-                    while (Volatile.Read(ref state) == Running)
+                    do
                     {
                         ok += loop(threadState, batch);
                         ops += batch;
                     }
+                    while (Volatile.Read(ref state) == Running);
 
                     elapsed[index] = Stopwatch.GetElapsedTime(start);
                     operations[index] = ops;
