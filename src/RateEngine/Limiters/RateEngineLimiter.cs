@@ -31,7 +31,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     private readonly string _permitCountName;
 
     // The queue and everything below are guarded by the queue's lock; _queuedPermits is also read without it.
-    private readonly LinkedList<Waiter> _queue = new();
+    private readonly WaiterQueue _queue = new();
     private long _queuedPermits;
     private ITimer? _wakeup;
     private bool _wakeupArmed;
@@ -198,7 +198,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
                 {
                     do
                     {
-                        Complete(_queue.First!.Value, RateEngineLease.Evicted);
+                        Complete(_queue.First!, RateEngineLease.Evicted);
                         _failedLeases.Increment();
                     }
                     while (_queueLimit - _queuedPermits < permitCount);
@@ -211,7 +211,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
             }
 
             var waiter = new Waiter(this, permitCount);
-            waiter.Node = _queue.AddLast(waiter);
+            _queue.AddLast(waiter);
             Volatile.Write(ref _queuedPermits, _queuedPermits + permitCount);
 
             // A token cancelled by now runs the callback inline; the lock is re-entrant and the waiter is already queued.
@@ -241,7 +241,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
             _wakeup?.Dispose();
             while (_queue.Count > 0)
             {
-                Complete(ServiceHead()!.Value, RateEngineLease.Disposed);
+                Complete(ServiceHead()!, RateEngineLease.Disposed);
             }
         }
     }
@@ -375,7 +375,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         }
     }
 
-    private LinkedListNode<Waiter>? ServiceHead() => _order == QueueProcessingOrder.OldestFirst ? _queue.First : _queue.Last;
+    private Waiter? ServiceHead() => _order == QueueProcessingOrder.OldestFirst ? _queue.First : _queue.Last;
 
     /// <summary>Serves waiters in processing order until the first one whose permits are not free.</summary>
     private void ServeQueueLocked()
@@ -386,9 +386,8 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         }
 
         long now = _clock.Now();
-        while (ServiceHead() is { } node)
+        while (ServiceHead() is { } waiter)
         {
-            Waiter waiter = node.Value;
             if (waiter.Count == 0)
             {
                 // Its turn has come and it needs nothing: served, as in-box (whose check is "available >= 0").
@@ -410,12 +409,12 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     /// <summary>Arms the timer for when the service head's permits will be free (automatic replenishment only).</summary>
     private void ScheduleWakeupLocked(long now)
     {
-        if (_clock.IsManual || _disposed || ServiceHead() is not { } node)
+        if (_clock.IsManual || _disposed || ServiceHead() is not { } head)
         {
             return;
         }
 
-        long ticks = Math.Max(1, _host.GetRetryAfter(now, Math.Max(1, node.Value.Count)));
+        long ticks = Math.Max(1, _host.GetRetryAfter(now, Math.Max(1, head.Count)));
         long due = ticks > long.MaxValue - now ? long.MaxValue : now + ticks;
 
         // Re-arming costs a trip through the timer queue's lock. A timer already due no later than this fires, serves
@@ -458,7 +457,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     {
         lock (_queue)
         {
-            if (waiter.Node?.List is null)
+            if (!waiter.Queued)
             {
                 return; // already served, evicted or failed by Dispose
             }
@@ -482,7 +481,7 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     private void RemoveLocked(Waiter waiter)
     {
         Debug.Assert(Monitor.IsEntered(_queue));
-        _queue.Remove(waiter.Node!);
+        _queue.Remove(waiter);
         Volatile.Write(ref _queuedPermits, _queuedPermits - waiter.Count);
         Debug.Assert(_queuedPermits >= 0);
     }
@@ -494,9 +493,66 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
 
         public int Count { get; } = count;
 
-        public LinkedListNode<Waiter>? Node { get; set; }
-
         public CancellationTokenRegistration Registration { get; set; }
+
+        // Links of the wait queue, which is threaded through the waiters so that queueing allocates no list node.
+        public Waiter? Previous;
+        public Waiter? Next;
+        public bool Queued;
+    }
+
+    /// <summary>The wait queue in arrival order: a doubly linked list through the waiters. Guarded by its own lock.</summary>
+    private sealed class WaiterQueue
+    {
+        public Waiter? First;
+        public Waiter? Last;
+        public int Count;
+
+        public void AddLast(Waiter waiter)
+        {
+            Debug.Assert(!waiter.Queued);
+            waiter.Previous = Last;
+            waiter.Next = null;
+            if (Last is null)
+            {
+                First = waiter;
+            }
+            else
+            {
+                Last.Next = waiter;
+            }
+
+            Last = waiter;
+            waiter.Queued = true;
+            Count++;
+        }
+
+        public void Remove(Waiter waiter)
+        {
+            Debug.Assert(waiter.Queued);
+            if (waiter.Previous is null)
+            {
+                First = waiter.Next;
+            }
+            else
+            {
+                waiter.Previous.Next = waiter.Next;
+            }
+
+            if (waiter.Next is null)
+            {
+                Last = waiter.Previous;
+            }
+            else
+            {
+                waiter.Next.Previous = waiter.Previous;
+            }
+
+            waiter.Previous = null;
+            waiter.Next = null;
+            waiter.Queued = false;
+            Count--;
+        }
     }
 }
 
