@@ -32,7 +32,11 @@ internal sealed class PartitionTable<TKey, TEntry>
     private const int MinimumSlots = 16;
 
     /// <summary>Whether slots keep hash codes: for keys whose <c>Equals</c> costs a trip to the heap.</summary>
-    private static readonly bool StoreHashes = !typeof(TKey).IsValueType;
+    /// <remarks>
+    /// A property, not a static field: the JIT folds <c>typeof(TKey).IsValueType</c> to a constant even in code shared
+    /// across entry types, where reading a static field costs a lookup of the generic statics on every probe.
+    /// </remarks>
+    private static bool StoreHashes => !typeof(TKey).IsValueType;
 
     private readonly Shard[] _shards = new Shard[1 << ShardBits];
     private readonly IEqualityComparer<TKey> _comparer;
