@@ -162,14 +162,10 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         // One clock read serves the whole call: a decision taken under the lock with it is taken as of a moment
         // before the lock, which can only find fewer permits free (and the wakeup timer then comes for the rest).
         long now = _clock.Now();
-        if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && TryAcquireCounted(now, permitCount, out _, out _))
-        {
-            // The lock-free admission AttemptAcquire makes: a request that can pass now never takes the queue's lock.
-            if (permitCount == 0)
-            {
-                _successfulLeases.Increment();
-            }
 
+        // The lock-free admission AttemptAcquire makes: a request that can pass now never takes the queue's lock.
+        if (TryPassWithoutWaiting(now, permitCount))
+        {
             return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
         }
 
@@ -181,13 +177,8 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
                 return new ValueTask<RateLimitLease>(RateEngineLease.Retired);
             }
 
-            if (permitCount == 0 ? _host.GetAvailablePermits(now) > 0 : CanBypassQueue() && TryAcquireCounted(now, permitCount, out _, out _))
+            if (TryPassWithoutWaiting(now, permitCount))
             {
-                if (permitCount == 0)
-                {
-                    _successfulLeases.Increment();
-                }
-
                 return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
             }
 
@@ -333,6 +324,26 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
 
     /// <summary>The limiter's clock, for callers of <see cref="TryAdmit"/>.</summary>
     internal LimiterClock Clock => _clock;
+
+    /// <summary>
+    /// AcquireAsync's request passes at once: zero permits while any is free, or n permits taken without queueing
+    /// (nobody queued ahead, or NewestFirst). Counts the success.
+    /// </summary>
+    private bool TryPassWithoutWaiting(long now, int permitCount)
+    {
+        if (permitCount > 0)
+        {
+            return CanBypassQueue() && TryAcquireCounted(now, permitCount, out _, out _);
+        }
+
+        if (_host.GetAvailablePermits(now) > 0)
+        {
+            _successfulLeases.Increment();
+            return true;
+        }
+
+        return false;
+    }
 
     private bool CanBypassQueue() => _order == QueueProcessingOrder.NewestFirst || Volatile.Read(ref _queuedPermits) == 0;
 
