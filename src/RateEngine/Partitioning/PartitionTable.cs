@@ -85,9 +85,12 @@ internal sealed class PartitionTable<TKey, TEntry>
                 return null;
             }
 
+            // A sweep running now may have cleared the key of an entry read just before it became a tombstone: never
+            // hand a caller's comparer that default key (it may not expect null), and do not match it.
             if ((!StoreHashes || slots.Hashes![i] == hash)
                 && !ReferenceEquals(entry, _tombstone)
-                && _comparer.Equals(slots.Keys[i].Key, key))
+                && slots.Keys[i].Key is { } candidate
+                && _comparer.Equals(candidate, key))
             {
                 return entry;
             }

@@ -17,6 +17,14 @@ public class PartitionTableTests
         public int GetHashCode(string obj) => 42;
     }
 
+    /// <summary>Ordinal equality that, like many hand-written comparers, assumes it is never given null.</summary>
+    private sealed class NoNulls : IEqualityComparer<string>
+    {
+        public bool Equals(string? x, string? y) => x!.Length == y!.Length && string.Equals(x, y, StringComparison.Ordinal);
+
+        public int GetHashCode(string obj) => StringComparer.Ordinal.GetHashCode(obj);
+    }
+
     private static readonly Entry Tombstone = new("tombstone");
 
     private static PartitionTable<string, Entry> NewTable(int maxEntries = 1_000_000, IEqualityComparer<string>? comparer = null) =>
@@ -111,20 +119,60 @@ public class PartitionTableTests
     }
 
     [Fact]
+    public async Task Find_WhileSweepsRemoveKeys_NeverShowsTheComparerARemovedSlotsKey()
+    {
+        var table = NewTable(comparer: new NoNulls());
+        string[] keys = Enumerable.Range(0, 64).Select(i => $"198.51.100.{i}").ToArray();
+        var sweeper = Task.Factory.StartNew(
+            () =>
+            {
+                for (int round = 0; round < 3_000; round++)
+                {
+                    foreach (string key in keys)
+                    {
+                        Add(table, key);
+                    }
+
+                    for (int shard = 0; shard < table.ShardCount; shard++)
+                    {
+                        table.Sweep(shard, (_, _) => true);
+                    }
+                }
+            },
+            CancellationToken.None,
+            TaskCreationOptions.LongRunning, // its own thread: the lookup loop below must not wait for a pool thread
+            TaskScheduler.Default);
+
+        long lookups = 0;
+        while (!sweeper.IsCompleted)
+        {
+            Entry? found = table.Find(keys[lookups++ & 63]); // throws NullReferenceException if handed a cleared key
+            Assert.True(found is null || found.Key == keys[(lookups - 1) & 63]);
+        }
+
+        await sweeper;
+        Assert.True(lookups > 0);
+    }
+
+    [Fact]
     public async Task Find_WhileAnotherThreadAddsAndRebuilds_NeverMissesAKeyAlreadyAdded()
     {
         var table = NewTable();
         const int Keys = 200_000;
         string[] keys = Enumerable.Range(0, Keys).Select(i => $"2001:db8::{i:x}").ToArray();
         int added = 0;
-        var writer = Task.Run(() =>
-        {
-            foreach (string key in keys)
+        var writer = Task.Factory.StartNew(
+            () =>
             {
-                Add(table, key);
-                Volatile.Write(ref added, Volatile.Read(ref added) + 1);
-            }
-        });
+                foreach (string key in keys)
+                {
+                    Add(table, key);
+                    Volatile.Write(ref added, Volatile.Read(ref added) + 1);
+                }
+            },
+            CancellationToken.None,
+            TaskCreationOptions.LongRunning, // its own thread: the lookup loop below must not wait for a pool thread
+            TaskScheduler.Default);
 
         var random = new Random(7);
         long misses = 0;
