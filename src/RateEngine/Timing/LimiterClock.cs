@@ -22,14 +22,17 @@ internal enum ManualReplenishment
 }
 
 /// <summary>
-/// The time base every algorithm reads: non-negative ticks since the limiter was created.
+/// The time base every algorithm reads: non-negative, never decreasing ticks since the limiter was created.
 /// </summary>
 /// <remarks>
-/// Automatically replenished limiters read the provider's clock; a tick is one <see cref="TimeProvider.TimestampFrequency"/>
+/// <para>Automatically replenished limiters read the provider's clock; a tick is one <see cref="TimeProvider.TimestampFrequency"/>
 /// unit. Manually replenished ones read a counter that only <see cref="TryAdvance"/> moves (see
 /// <see cref="ManualReplenishment"/>). Algorithms cannot tell the two apart: they see a counter and windows in the same
-/// ticks. A clock that goes backwards is clamped at the creation time here; beyond that each algorithm clamps to the
-/// newest time its own state has seen, so a backwards step reads as "no time passed".
+/// ticks.</para>
+/// <para>Time never goes backwards here: <see cref="Now"/> returns the largest time this clock has returned, so a provider
+/// stepped back (by any amount: a wall-clock based provider, <c>FakeTimeProvider.AdjustTime</c>) reads as "no time
+/// passed" until it catches up, for every algorithm and every key alike. <see cref="TimeProvider.System"/> reads
+/// <see cref="Stopwatch"/>, which is monotonic, so it skips the high-water mark and its shared write.</para>
 /// </remarks>
 internal sealed class LimiterClock
 {
@@ -42,8 +45,18 @@ internal sealed class LimiterClock
     private long _manualTicks;
     private long _lastCredit;
 
+    /// <summary>The largest time <see cref="Now"/> has returned (providers other than the system one).</summary>
+    private long _latest;
+
+    /// <exception cref="ArgumentOutOfRangeException">The provider's <see cref="TimeProvider.TimestampFrequency"/> is not positive.</exception>
     public LimiterClock(TimeProvider provider, ManualReplenishment mode = ManualReplenishment.None, TimeSpan stepPeriod = default)
     {
+        if (provider.TimestampFrequency <= 0)
+        {
+            throw new ArgumentOutOfRangeException(
+                "timeProvider", provider.TimestampFrequency, "The time provider's TimestampFrequency must be greater than 0.");
+        }
+
         _provider = provider;
         _isSystemProvider = ReferenceEquals(provider, TimeProvider.System);
         _origin = _lastCredit = provider.GetTimestamp();
@@ -56,7 +69,7 @@ internal sealed class LimiterClock
 
     public TimeProvider Provider => _provider;
 
-    /// <summary>The algorithms' current time: ticks since creation, never negative.</summary>
+    /// <summary>The algorithms' current time: ticks since creation, never negative and never less than before.</summary>
     public long Now()
     {
         if (_mode != ManualReplenishment.None)
@@ -64,8 +77,30 @@ internal sealed class LimiterClock
             return Volatile.Read(ref _manualTicks);
         }
 
-        long elapsed = (_isSystemProvider ? Stopwatch.GetTimestamp() : _provider.GetTimestamp()) - _origin;
-        return elapsed < 0 ? 0 : Math.Min(elapsed, TimeMath.MaxTicks);
+        if (_isSystemProvider)
+        {
+            return Math.Clamp(Stopwatch.GetTimestamp() - _origin, 0, TimeMath.MaxTicks);
+        }
+
+        return Latest(Math.Clamp(_provider.GetTimestamp() - _origin, 0, TimeMath.MaxTicks));
+    }
+
+    /// <summary>Raises the high-water mark to <paramref name="elapsed"/> if it is larger; returns the mark.</summary>
+    private long Latest(long elapsed)
+    {
+        long latest = Volatile.Read(ref _latest);
+        while (elapsed > latest)
+        {
+            long seen = Interlocked.CompareExchange(ref _latest, elapsed, latest);
+            if (seen == latest)
+            {
+                return elapsed;
+            }
+
+            latest = seen;
+        }
+
+        return latest;
     }
 
     /// <summary>The provider's timestamp, for measuring real durations such as <c>IdleDuration</c>.</summary>

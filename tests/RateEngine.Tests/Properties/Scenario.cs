@@ -23,8 +23,14 @@ public sealed record Wait(int Permits) : Op;
 /// <summary>Cancels the pending wait at <c>Index % pending</c>.</summary>
 public sealed record Cancel(int Index) : Op;
 
-/// <summary>Refunds the most recent synchronous admission, once.</summary>
+/// <summary>The lock-free acquire that returns a reservation (what layered policies use).</summary>
+public sealed record Reserve(int Permits) : Op;
+
+/// <summary>Refunds the most recent reservation.</summary>
 public sealed record RefundLast : Op;
+
+/// <summary>Refunds the reservation at <c>Index % reservations</c> again: a reservation ends once, so this frees nothing.</summary>
+public sealed record RefundAgain(int Index) : Op;
 
 /// <summary>An acquire immediately undone by a refund (applied to one of two twin limiters).</summary>
 public sealed record AcquireThenRefund(int Permits) : Op;
@@ -52,10 +58,12 @@ public static class Generators
          from ops in Gen.ArrayOf(Gen.Frequency(
              (8, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
              (5, AdvanceTicks(spec).Select(t => (Op)new Advance(t))),
-             (1, Gen.Choose(1, (int)spec.WindowTicks).Select(t => (Op)new Rewind(t))),
+             (1, RewindTicks(spec).Select(t => (Op)new Rewind(t))),
              (3, Gen.Choose(0, spec.Limit).Select(n => (Op)new Wait(n))),
              (1, Gen.Choose(0, 50).Select(i => (Op)new Cancel(i))),
-             (1, Gen.Constant((Op)new RefundLast()))))
+             (2, Gen.Choose(1, spec.Limit).Select(n => (Op)new Reserve(n))),
+             (1, Gen.Constant((Op)new RefundLast())),
+             (1, Gen.Choose(0, 50).Select(i => (Op)new RefundAgain(i)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
     /// <summary>Acquires and forward time only: the reference model decides exactly.</summary>
@@ -76,13 +84,27 @@ public static class Generators
          from ops in Gen.ArrayOf(Gen.Frequency(
              (4, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
              (3, AdvanceTicks(spec).Select(t => (Op)new Advance(t))),
-             (kind == LimiterKind.Counter ? 0 : 1, Gen.Choose(1, (int)spec.WindowTicks).Select(t => (Op)new Rewind(t))),
+             (kind == LimiterKind.Counter ? 0 : 1, RewindTicks(spec).Select(t => (Op)new Rewind(t))),
              (3, Gen.Choose(1, spec.Limit).Select(n => (Op)new AcquireThenRefund(n)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
     private static Gen<long> AdvanceTicks(LimiterSpec spec) => Gen.Frequency(
-        (3, Gen.Choose(0, 3).Select(t => (long)t)),
-        (4, Gen.Choose(1, (int)spec.WindowTicks / 2).Select(t => (long)t)),
-        (2, Gen.Choose((int)spec.WindowTicks / 2, (int)spec.WindowTicks * 2).Select(t => (long)t)),
-        (1, Gen.Choose(1, 20).Select(k => k * spec.FullRefillTicks)));
+        (30, Gen.Choose(0, 3).Select(t => (long)t)),
+        (40, Gen.Choose(1, (int)spec.WindowTicks / 2).Select(t => (long)t)),
+        (20, Gen.Choose((int)spec.WindowTicks / 2, (int)spec.WindowTicks * 2).Select(t => (long)t)),
+        (10, Gen.Choose(1, 20).Select(k => k * spec.FullRefillTicks)),
+        (1, HugeSteps(spec)));
+
+    /// <summary>Backward clock steps of any size: within a window, and far beyond any epoch or wrap-around range.</summary>
+    private static Gen<long> RewindTicks(LimiterSpec spec) => Gen.Frequency(
+        (4, Gen.Choose(1, (int)spec.WindowTicks).Select(t => (long)t)),
+        (1, HugeSteps(spec)));
+
+    /// <summary>
+    /// Steps far larger than a window: past 2^20 and 2^33 windows (the epochs' lag and wrap ranges), and hours of time.
+    /// </summary>
+    private static Gen<long> HugeSteps(LimiterSpec spec) => Gen.Frequency(
+        (1, Gen.Choose(0, 1 << 20).Select(k => spec.WindowTicks * ((1L << 20) + k))),
+        (1, Gen.Choose(0, 1 << 20).Select(k => spec.WindowTicks * ((1L << 33) + k))),
+        (1, Gen.Choose(1, 72).Select(h => h * TimeSpan.TicksPerHour)));
 }
