@@ -38,7 +38,7 @@ public class AdmitPathBreakdown
         _fixed = AlgorithmHost.Create<FixedWindow, long>(new FixedWindow(int.MaxValue, second));
         _slidingCounter = AlgorithmHost.Create<SlidingWindowCounter, CounterState>(new SlidingWindowCounter(int.MaxValue, second / 10, 10));
         _log = AlgorithmHost.Create<SlidingWindowLog, LogState>(new SlidingWindowLog(Limiters.LogAdmitLimit, Math.Max(1, second / 1_000_000)));
-        _bucket = AlgorithmHost.Create<TokenBucket, long>(new TokenBucket(int.MaxValue, int.MaxValue, second, second * 86_400 * 365 * 30));
+        _bucket = AlgorithmHost.Create<TokenBucket, long>(new TokenBucket(int.MaxValue, int.MaxValue, second));
         _limiter = (LockFreeFixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.LockFreeFixed);
         _inbox = (FixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.InboxFixed);
         _exhausted = Limiters.CreateExhausted(LimiterKind.LockFreeFixed);

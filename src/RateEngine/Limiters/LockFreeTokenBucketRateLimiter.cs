@@ -18,8 +18,6 @@ namespace RateEngine;
 /// </remarks>
 public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
 {
-    private const long HorizonYears = 30;
-
     /// <summary>Creates the limiter on <see cref="TimeProvider.System"/>.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="options"/> is null.</exception>
     /// <exception cref="ArgumentException">An option is out of range (the in-box rules).</exception>
@@ -54,8 +52,7 @@ public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
     internal static TokenBucket CreateAlgorithm(TokenBucketRateLimiterOptions options, LimiterClock clock) =>
         new(options.TokenLimit,
             options.TokensPerPeriod,
-            Math.Max(1, clock.ToTicks(options.ReplenishmentPeriod)),
-            clock.ToTicks(TimeSpan.FromDays(365.25 * HorizonYears)));
+            Math.Max(1, clock.ToTicks(options.ReplenishmentPeriod)));
 
     internal static TokenBucketRateLimiterOptions Validate(TokenBucketRateLimiterOptions options)
     {

@@ -4,34 +4,109 @@ namespace RateEngine.Tests.Algorithms;
 
 public class TokenBucketTests
 {
-    [Fact]
-    public void Constructor_RateNotAWholeNumberOfTicks_RoundsTheRateDownNeverUp()
+    /// <summary>Tokens per second the clock's ticks (1 GHz, as <c>Stopwatch</c> on Linux) make of a bucket's rate.</summary>
+    private const long Second = 1_000_000_000;
+
+    [Theory]
+    [InlineData(3, 10)] // 3.33 ticks per token
+    [InlineData(1L << 30, Second)] // 1 GiB/s
+    [InlineData(100L << 20, Second)] // 100 MiB/s
+    [InlineData(int.MaxValue, Second / 1_000)] // int.MaxValue per millisecond
+    [InlineData(int.MaxValue, 1)] // int.MaxValue per tick, the fastest the options allow
+    [InlineData(1_000_003, 999_999_937)] // coprime, neither exact nor simple
+    [InlineData(7, Second * 86_400 * 30)] // 7 per 30 days
+    [InlineData(1, long.MaxValue / 4)] // one per 73 years
+    public void Rate_AnyOptions_IsExactOrBelowByLessThanOnePartInAMillion(long tokensPerPeriod, long periodTicks)
     {
-        // 3 tokens per 10 ticks with no room to scale exactly: the 3.33-tick interval rounds up to 4, never down.
-        var bucket = new TokenBucket(tokenLimit: 1, tokensPerPeriod: 3, periodTicks: 10, horizonTicks: long.MaxValue / 4);
+        var bucket = new TokenBucket(int.MaxValue, tokensPerPeriod, periodTicks);
+        (long units, long ticks, long cost) = bucket.Rate;
+
+        // Tokens per tick: units / (ticks * cost) against tokensPerPeriod / periodTicks, compared exactly.
+        Int128 configured = (Int128)tokensPerPeriod * ticks * cost;
+        Int128 actual = (Int128)units * periodTicks;
+        Assert.True(actual <= configured, "the bucket refills faster than configured");
+        Assert.True((double)(configured - actual) / (double)configured < 1e-6, $"rate off by {(double)(configured - actual) / (double)configured}");
+    }
+
+    [Theory]
+    [InlineData(1L << 30, Second)]
+    [InlineData(100L << 20, Second)]
+    [InlineData(int.MaxValue, Second / 1_000)]
+    [InlineData(1_000_003, 999_999_937)]
+    public void TryAcquire_DrainedAtEveryStep_RefillsAtTheConfiguredRate(long tokensPerPeriod, long periodTicks)
+    {
+        // Steps shorter than half a full refill, so the bucket never overflows and everything it refills is taken.
+        const int Steps = 1_000;
+        var bucket = new TokenBucket(int.MaxValue, tokensPerPeriod, periodTicks);
+        long step = (long)Math.Min((double)periodTicks * (int.MaxValue / 2) / tokensPerPeriod, periodTicks * 1_000.0);
         long state = bucket.CreateState();
-        int admitted = 0;
-        for (long now = 0; now < 10_000; now++)
+        Int128 taken = 0;
+        for (long i = 0; i <= Steps; i++)
         {
-            admitted += bucket.TryAcquire(ref state, now, 1, out _, out _) ? 1 : 0;
+            long now = i * step;
+            long available = bucket.GetAvailablePermits(ref state, now);
+            if (available > 0)
+            {
+                Assert.True(bucket.TryAcquire(ref state, now, (int)available, out _, out _));
+                taken += available;
+            }
+
+            Assert.False(bucket.TryAcquire(ref state, now, 1, out _, out _));
         }
 
-        Assert.InRange(admitted, 2_500, 3_001);
+        double expected = (double)tokensPerPeriod * Steps * step / periodTicks;
+        Assert.InRange((double)(taken - int.MaxValue) / expected, 1 - 1e-6, 1 + 1e-12);
     }
 
     [Fact]
-    public void PermitLimit_BurstThatTakesDecadesToFill_IsCappedToWhatTheBucketCanHold()
+    public void PermitLimit_ThousandTokensAtOnePerThirtyDays_IsTheWholeLimitAndAFreshBucketGivesIt()
     {
-        var bucket = new TokenBucket(tokenLimit: int.MaxValue, tokensPerPeriod: 1, periodTicks: long.MaxValue / 8, horizonTicks: 1);
-        Assert.True(bucket.PermitLimit < int.MaxValue);
+        // 1,000 tokens at one per 30 days take 82 years to fill: more than a 64-bit count of nanoseconds can hold at 2^61.
+        var bucket = new TokenBucket(tokenLimit: 1_000, tokensPerPeriod: 1, periodTicks: Second * 86_400 * 30);
+        Assert.Equal(1_000, bucket.PermitLimit);
         long state = bucket.CreateState();
-        Assert.True(bucket.TryAcquire(ref state, 0, (int)bucket.PermitLimit, out _, out _));
+        Assert.True(bucket.TryAcquire(ref state, 0, 1_000, out _, out _));
+        Assert.False(bucket.TryAcquire(ref state, Second * 86_400 * 29, 1, out _, out _));
+        Assert.True(bucket.TryAcquire(ref state, (Second * 86_400 * 30) + (Second * 3), 1, out _, out _)); // 30 days, less than 1e-6 slower
+    }
+
+    [Fact]
+    public void GetRetryAfter_IntMaxValuePerMillisecond_WholeLimitIsBackAfterOnePeriod()
+    {
+        var bucket = new TokenBucket(int.MaxValue, int.MaxValue, periodTicks: Second / 1_000);
+        long state = bucket.CreateState();
+        Assert.True(bucket.TryAcquire(ref state, 0, int.MaxValue, out _, out _));
+        Assert.Equal(Second / 1_000, bucket.GetRetryAfter(ref state, 0, int.MaxValue));
+        Assert.True(bucket.TryAcquire(ref state, Second / 1_000, int.MaxValue, out _, out _));
+    }
+
+    [Fact]
+    public void GetAvailablePermits_IdleLongerThanTheUnitsWrap_ReadsAsFull()
+    {
+        // 2^31 units per tick: the 64-bit units wrap every 2^33 ticks. Idle for many wraps, the bucket is full again.
+        var bucket = new TokenBucket(1_000, int.MaxValue, periodTicks: 1);
+        long state = bucket.CreateState();
+        Assert.True(bucket.TryAcquire(ref state, 5, 1_000, out _, out _));
+        Assert.Equal(1_000, bucket.GetAvailablePermits(ref state, 5 + (10L << 33) + 12_345));
+        Assert.NotNull(bucket.GetFullSince(ref state, 5 + (10L << 33) + 12_345));
+    }
+
+    [Fact]
+    public void TryAcquire_StaleClockReadBehindTheBucket_IsRejected()
+    {
+        var bucket = new TokenBucket(tokenLimit: 2, tokensPerPeriod: 1, periodTicks: 100);
+        long state = bucket.CreateState();
+        Assert.True(bucket.TryAcquire(ref state, 1_000, 2, out _, out _));
+
+        // A thread that read the clock long before (as if it had stalled since) must not see a refilled bucket.
+        Assert.False(bucket.TryAcquire(ref state, 0, 1, out _, out long retryAfter));
+        Assert.Equal(1_100, retryAfter);
     }
 
     [Fact]
     public void Refund_SomeoneAdmittedSince_KeepsTheTokensSpent()
     {
-        var bucket = new TokenBucket(tokenLimit: 2, tokensPerPeriod: 1, periodTicks: 100, horizonTicks: 1_000_000);
+        var bucket = new TokenBucket(tokenLimit: 2, tokensPerPeriod: 1, periodTicks: 100);
         long state = bucket.CreateState();
         Assert.True(bucket.TryAcquire(ref state, 0, 1, out Admission first, out _));
         Assert.True(bucket.TryAcquire(ref state, 0, 1, out _, out _));

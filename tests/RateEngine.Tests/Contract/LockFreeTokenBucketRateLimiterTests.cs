@@ -18,8 +18,8 @@ public sealed class LockFreeTokenBucketRateLimiterTests : RateLimiterContractTes
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new LockFreeTokenBucketRateLimiter(Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: true), time);
 
-    // One period refills the bucket when the rate is exact; a rate that is not (int.MaxValue tokens per 10 s) is rounded
-    // down by less than 1/12 here, so two periods always suffice.
+    // One period refills the bucket when the rate is exact; a rate that is not is rounded down by less than one part in a
+    // million, so two periods always suffice.
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window * 2);
 
     // Tokens accrue continuously: permits * (Window / permitLimit) after the bucket was drained.
@@ -30,6 +30,70 @@ public sealed class LockFreeTokenBucketRateLimiterTests : RateLimiterContractTes
     {
         TimeSpan needed = TimeSpan.FromTicks(Window.Ticks * permits / permitLimit) - elapsed;
         return needed > TimeSpan.Zero ? needed : TimeSpan.Zero;
+    }
+
+    [Fact]
+    public async Task AcquireAsync_QueuedPlusRequestedBeyondTheLimit_RetryAfterIsTheInBoxOne()
+    {
+        // Two tokens, one per 20 s: take both, queue one, then ask for two. The queued one is served at 20 s, these two
+        // are there at 60 s. (Clamping queued + requested to the limit said 40 s, which a client would obey in vain.)
+        var options = new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = 2, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromSeconds(20), QueueLimit = 1, AutoReplenishment = false,
+        };
+        var time = new FakeTimeProvider();
+        using var ours = new LockFreeTokenBucketRateLimiter(options, time);
+        using var inBox = new TokenBucketRateLimiter(options);
+        foreach (RateLimiter limiter in new RateLimiter[] { ours, inBox })
+        {
+            Assert.True(limiter.AttemptAcquire(2).IsAcquired);
+            _ = limiter.AcquireAsync(1);
+            using RateLimitLease rejected = await limiter.AcquireAsync(2);
+            Assert.False(rejected.IsAcquired);
+            Assert.True(rejected.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+            Assert.Equal(TimeSpan.FromSeconds(60), retryAfter);
+        }
+    }
+
+    [Fact]
+    public async Task AcquireAsync_IntMaxValueTokensPerMillisecond_QueuedFullBucketIsServedAfterOnePeriod()
+    {
+        var time = new FakeTimeProvider();
+        using var limiter = new LockFreeTokenBucketRateLimiter(
+            Options(int.MaxValue, int.MaxValue, TimeSpan.FromMilliseconds(1), int.MaxValue, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
+            time);
+        Assert.True(limiter.AttemptAcquire(int.MaxValue).IsAcquired);
+        Task<RateLimitLease> waiter = limiter.AcquireAsync(int.MaxValue).AsTask();
+        Assert.False(waiter.IsCompleted);
+
+        time.Advance(TimeSpan.FromMilliseconds(1));
+
+        Assert.True(waiter.IsCompleted);
+        Assert.True((await waiter).IsAcquired);
+    }
+
+    [Fact]
+    public void AttemptAcquire_ThousandTokensAtOnePerThirtyDays_TakesTheWholeBucket()
+    {
+        // The bucket takes 82 years to fill, which no 64-bit count of nanoseconds since creation can hold with room to spare.
+        using var limiter = new LockFreeTokenBucketRateLimiter(
+            Options(1_000, 1, TimeSpan.FromDays(30), 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true));
+        Assert.True(limiter.AttemptAcquire(1_000).IsAcquired);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public void Ctor_TimeProviderWithoutFrequency_ThrowsArgumentOutOfRange()
+    {
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(
+            () => new LockFreeTokenBucketRateLimiter(Options(1, 1, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true), new NoFrequency()));
+        Assert.Equal("timeProvider", ex.ParamName);
+    }
+
+    /// <summary>A provider whose timestamps have no frequency: every duration computed from them would divide by zero.</summary>
+    private sealed class NoFrequency : TimeProvider
+    {
+        public override long TimestampFrequency => 0;
     }
 
     [Fact]
