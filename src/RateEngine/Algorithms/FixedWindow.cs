@@ -32,6 +32,8 @@ internal readonly struct FixedWindow : IRateAlgorithm<long>
 
     public long PermitLimit => _limit;
 
+    public long RefillTicks => _window;
+
     public long CreateState() => EpochCount.Pack(0, 0);
 
     public bool TryAcquire(ref long state, long now, int permits, out Admission admission, out long retryAfter)

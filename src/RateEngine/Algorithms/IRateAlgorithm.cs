@@ -15,6 +15,12 @@ internal interface IRateAlgorithm<TState>
     /// <summary>The most permits that can ever be admitted at once.</summary>
     long PermitLimit { get; }
 
+    /// <summary>
+    /// Ticks after which <see cref="PermitLimit"/> permits taken at once are all back: how much later each further
+    /// limit's worth of a long queue can pass (see <c>AlgorithmHost.GetRetryAfterBehind</c>).
+    /// </summary>
+    long RefillTicks { get; }
+
     /// <summary>Creates the state of a limiter that has admitted nothing yet.</summary>
     TState CreateState();
 
@@ -37,7 +43,7 @@ internal interface IRateAlgorithm<TState>
 
     /// <summary>
     /// Ticks from <paramref name="now"/> until <paramref name="permits"/> (1..<see cref="PermitLimit"/>) would be
-    /// available, assuming no other admissions; 0 when they are available now.
+    /// available, assuming no other admissions; 0 when they are available now. At least 1 when they are not.
     /// </summary>
     long GetRetryAfter(ref TState state, long now, long permits);
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using RateEngine.Timing;
 
 namespace RateEngine.Algorithms;
 
@@ -40,6 +41,9 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
     }
 
     public long PermitLimit => _limit;
+
+    /// <summary>A permit taken in segment j is back when segment j + S + 1 begins.</summary>
+    public long RefillTicks => (long)Int128.Min((Int128)_segment * (_segments + 1), TimeMath.MaxTicks);
 
     public CounterState CreateState() => new(_segments + 1);
 

@@ -62,6 +62,8 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
 
     public long PermitLimit => _limit;
 
+    public long RefillTicks => _window;
+
     public LogState CreateState() => new(_limit, _modulus);
 
     public bool TryAcquire(ref LogState state, long now, int permits, out Admission admission, out long retryAfter)

@@ -1,4 +1,5 @@
 using RateEngine.Algorithms;
+using RateEngine.Timing;
 
 namespace RateEngine;
 
@@ -19,6 +20,25 @@ internal abstract class AlgorithmHost
     public abstract long GetRetryAfter(long now, long permits);
 
     public abstract long? GetFullSince(long now);
+
+    public abstract long RefillTicks { get; }
+
+    /// <summary>
+    /// Ticks until <paramref name="permits"/> could have passed, for any count, even beyond the limit (a request behind
+    /// queued ones): the first <c>permits mod limit</c> when the algorithm says, then one more limit per refill.
+    /// </summary>
+    public long GetRetryAfterBehind(long now, long permits)
+    {
+        long limit = PermitLimit;
+        if (permits <= limit)
+        {
+            return GetRetryAfter(now, permits);
+        }
+
+        long refills = (permits - 1) / limit;
+        Int128 ticks = GetRetryAfter(now, permits - (refills * limit)) + ((Int128)refills * RefillTicks);
+        return ticks > TimeMath.MaxTicks ? TimeMath.MaxTicks : (long)ticks;
+    }
 
     public static AlgorithmHost Create<TAlgorithm, TState>(TAlgorithm algorithm)
         where TAlgorithm : struct, IRateAlgorithm<TState> => new AlgorithmHost<TAlgorithm, TState>(algorithm);
@@ -49,4 +69,6 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
     public override long GetRetryAfter(long now, long permits) => _algorithm.GetRetryAfter(ref _state, now, permits);
 
     public override long? GetFullSince(long now) => _algorithm.GetFullSince(ref _state, now);
+
+    public override long RefillTicks => _algorithm.RefillTicks;
 }

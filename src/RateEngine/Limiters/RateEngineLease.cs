@@ -8,7 +8,8 @@ namespace RateEngine;
 /// </summary>
 internal sealed class RateEngineLease : RateLimitLease
 {
-    private static readonly string[] Names = [MetadataName.RetryAfter.Name, MetadataName.ReasonPhrase.Name];
+    private static readonly string[] RetryAfterAndReason = [MetadataName.RetryAfter.Name, MetadataName.ReasonPhrase.Name];
+    private static readonly string[] ReasonOnly = [MetadataName.ReasonPhrase.Name];
 
     public static readonly RateEngineLease Acquired = new(isAcquired: true, retryAfter: null, reason: null);
 
@@ -18,8 +19,6 @@ internal sealed class RateEngineLease : RateLimitLease
 
     /// <summary>Internal signal from a retired partition key's limiter: look the key up again. Never reaches a caller.</summary>
     public static readonly RateEngineLease Retired = new(false, null, ReasonPhrases.Disposed);
-
-    public static readonly RateEngineLease PartitionsFull = new(false, null, ReasonPhrases.PartitionsFull);
 
     private readonly TimeSpan? _retryAfter;
     private readonly string? _reason;
@@ -33,7 +32,9 @@ internal sealed class RateEngineLease : RateLimitLease
 
     public override bool IsAcquired { get; }
 
-    public override IEnumerable<string> MetadataNames => Names;
+    /// <summary>Only the names this lease has a value for, as the in-box leases list them.</summary>
+    public override IEnumerable<string> MetadataNames =>
+        _reason is null ? [] : _retryAfter is null ? ReasonOnly : RetryAfterAndReason;
 
     public static RateEngineLease Rejected(TimeSpan retryAfter, string reason) => new(false, retryAfter, reason);
 
@@ -66,4 +67,7 @@ internal static class ReasonPhrases
     public const string Disposed = "The rate limiter was disposed while the request was queued.";
     public const string PartitionsFull =
         "Too many partition keys are active (MaxPartitions); new keys are refused until idle ones are evicted.";
+    public const string TooManyCollisions =
+        "Too many active partition keys share this key's hash code; new ones are refused until idle ones are evicted. " +
+        "The key comparer's GetHashCode is degenerate, or the keys were chosen to collide.";
 }

@@ -67,6 +67,15 @@ public sealed class SlidingWindowCounterRateLimiter : RateEngineLimiter
             throw OptionsValidation.GreaterThanZero(nameof(options.SegmentsPerWindow));
         }
 
+        if (options.SegmentsPerWindow > SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow)
+        {
+            throw new ArgumentOutOfRangeException(
+                "options",
+                options.SegmentsPerWindow,
+                $"SegmentsPerWindow must be at most {SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow}: each segment " +
+                "keeps 8 bytes per limiter (per key when partitioned), and finer segments than that buy no accuracy worth it.");
+        }
+
         if (options.QueueLimit < 0)
         {
             throw OptionsValidation.GreaterThanOrEqualZero(nameof(options.QueueLimit));

@@ -5,6 +5,9 @@ namespace RateEngine;
 /// <summary>Options for <see cref="SlidingWindowCounterRateLimiter"/>. They are copied when the limiter is created.</summary>
 public sealed class SlidingWindowCounterRateLimiterOptions
 {
+    /// <summary>The most segments a window may have: 65,536 (512 KiB of state).</summary>
+    public const int MaxSegmentsPerWindow = 1 << 16;
+
     /// <summary>The most permits admitted in any interval of length <see cref="Window"/>. Required: greater than 0. Default 0 (unset).</summary>
     public int PermitLimit { get; set; }
 
@@ -13,7 +16,8 @@ public sealed class SlidingWindowCounterRateLimiterOptions
 
     /// <summary>
     /// How many segments the window is cut into: more segments return permits sooner (a permit is held up to one segment
-    /// longer than the window) at a cost of 8 bytes each. Required: greater than 0 and at most <c>Window.Ticks</c>.
+    /// longer than the window) at a cost of 8 bytes each. Required: greater than 0, at most <c>Window.Ticks</c> and at most
+    /// <see cref="MaxSegmentsPerWindow"/>.
     /// Default 0 (unset).
     /// </summary>
     public int SegmentsPerWindow { get; set; }

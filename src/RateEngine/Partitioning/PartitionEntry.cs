@@ -70,4 +70,6 @@ internal sealed class EntryHost<TAlgorithm, TState>(TAlgorithm algorithm, Partit
     public override long GetRetryAfter(long now, long permits) => _algorithm.GetRetryAfter(ref entry.State, now, permits);
 
     public override long? GetFullSince(long now) => _algorithm.GetFullSince(ref entry.State, now);
+
+    public override long RefillTicks => _algorithm.RefillTicks;
 }

@@ -32,6 +32,8 @@ public sealed class ManualSlidingWindowCounterRateLimiterTests : RateLimiterCont
     }
 
     // S + 1 moves are needed; the first may happen one segment after the last move (here: creation), each other a segment later.
+    protected override TimeSpan FullRefill => Window + Segment;
+
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
         (Segment * Segments) + (elapsed < Segment ? Segment - elapsed : TimeSpan.Zero);
 

@@ -42,6 +42,8 @@ public sealed class PartitionedSlidingWindowCounterKeyTests : RateLimiterContrac
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
 
+    protected override TimeSpan FullRefill => Window + Segment;
+
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window + Segment - elapsed;
 }
 

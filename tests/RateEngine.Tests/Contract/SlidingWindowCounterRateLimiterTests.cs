@@ -1,5 +1,6 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Tests.Support;
 
 namespace RateEngine.Tests.Contract;
 
@@ -24,6 +25,8 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
 
     // Everything was taken in segment 0, so it all returns when segment S + 1 begins.
+    protected override TimeSpan FullRefill => Window + Segment;
+
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window + Segment - elapsed;
 
     [Fact]
@@ -38,6 +41,28 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     {
         var options = Options(1, Window, Segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, null!);
         Assert.Throws<ArgumentNullException>(() => new SlidingWindowCounterRateLimiter(options));
+    }
+
+    [Theory]
+    [InlineData(SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow + 1)]
+    [InlineData(int.MaxValue - 1)]
+    [InlineData(int.MaxValue)]
+    public void Ctor_MoreSegmentsThanTheBound_ThrowsArgumentOutOfRangeNamingTheOptionAndTheBound(int segments)
+    {
+        var options = Options(1, TimeSpan.FromDays(1), segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, new FakeTimeProvider());
+
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => new SlidingWindowCounterRateLimiter(options));
+
+        Assert.Contains("SegmentsPerWindow", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"{SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow}", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Ctor_SegmentsAtTheBound_AreAccepted()
+    {
+        using var limiter = new SlidingWindowCounterRateLimiter(Options(
+            1, TimeSpan.FromDays(1), SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow, 0, QueueProcessingOrder.OldestFirst, true, new FakeTimeProvider()));
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
     }
 
     [Theory]
@@ -162,7 +187,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
             Options(1, TimeSpan.FromSeconds(1), 3, 1, QueueProcessingOrder.OldestFirst, autoReplenishment: true, time));
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> waiter = Enqueue(limiter, 1);
-        Assert.Equal(TimeSpan.FromTicks(13_333_336), RetryAfterOf(limiter.AttemptAcquire(1)));
+        Assert.Equal(TimeSpan.FromTicks(13_333_336), RetryAfterOf(limiter.AttemptAcquire(1)) / 2); // behind the waiter: two refills
 
         // Move the clock a millisecond at a time, as a real timer thread would see it.
         for (int ms = 0; ms < 2_000 && !waiter.IsCompleted; ms++)
@@ -186,40 +211,4 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
         AutoReplenishment = autoReplenishment,
         TimeProvider = time,
     };
-
-    /// <summary>
-    /// A fake clock whose timers count whole milliseconds and truncate the rest, as <see cref="System.Threading.Timer"/>
-    /// does. A limiter that re-arms such a timer for less than a millisecond gets a zero due time, which fires at once
-    /// (this fake fires it again and again without moving the clock); the guard turns that loop into a failure.
-    /// </summary>
-    private sealed class MillisecondTimerTimeProvider : FakeTimeProvider
-    {
-        public int Callbacks { get; private set; }
-
-        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
-            new Timer(base.CreateTimer(Counted, (callback, state), Truncate(dueTime), Truncate(period)));
-
-        private void Counted(object? state)
-        {
-            (TimerCallback callback, object? inner) = ((TimerCallback, object?))state!;
-            if (++Callbacks > 100)
-            {
-                throw new InvalidOperationException("The timer keeps firing before the limiter has anything to do.");
-            }
-
-            callback(inner);
-        }
-
-        private static TimeSpan Truncate(TimeSpan span) =>
-            span == Timeout.InfiniteTimeSpan ? span : TimeSpan.FromMilliseconds(Math.Floor(span.TotalMilliseconds));
-
-        private sealed class Timer(ITimer inner) : ITimer
-        {
-            public bool Change(TimeSpan dueTime, TimeSpan period) => inner.Change(Truncate(dueTime), Truncate(period));
-
-            public void Dispose() => inner.Dispose();
-
-            public ValueTask DisposeAsync() => inner.DisposeAsync();
-        }
-    }
 }
