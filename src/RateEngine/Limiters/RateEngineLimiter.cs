@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Threading.RateLimiting;
 using RateEngine.Algorithms;
 using RateEngine.Timing;
@@ -20,7 +21,7 @@ namespace RateEngine;
 /// Queued waiters are served when the algorithm says their permits are free, by a timer from the limiter's
 /// <see cref="TimeProvider"/> (or by <c>TryReplenish</c> when replenishment is manual).</para>
 /// </remarks>
-public abstract class RateEngineLimiter : ReplenishingRateLimiter
+public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
 {
     private readonly AlgorithmHost _host;
     private readonly LimiterClock _clock;
@@ -245,8 +246,25 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
     }
 
     /// <summary>
-    /// The lock-free acquire with the admission it made, for callers that may undo it (layered policies, budgets,
-    /// tests that check decisions by their stamps). Counts statistics like <c>AttemptAcquire</c>.
+    /// The lock-free acquire with a <see cref="Reservation"/> that can undo it once (layered policies, budgets).
+    /// Counts statistics like <c>AttemptAcquire</c>.
+    /// </summary>
+    internal bool TryReserve(long now, int permitCount, [NotNullWhen(true)] out Reservation? reservation)
+    {
+        if (TryAdmit(now, permitCount, out Admission admission))
+        {
+            reservation = new Reservation(this, admission);
+            return true;
+        }
+
+        reservation = null;
+        return false;
+    }
+
+    /// <summary>
+    /// The lock-free acquire with the admission it made, for callers that check decisions by their stamps (tests,
+    /// benchmarks). An admission alone cannot be refunded: <see cref="TryReserve"/> hands out the one way to.
+    /// Counts statistics like <c>AttemptAcquire</c>.
     /// </summary>
     internal bool TryAdmit(long now, int permitCount, out Admission admission)
     {
@@ -279,8 +297,11 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
         return true;
     }
 
-    /// <summary>Undoes an admission (see <see cref="IRateAlgorithm{TState}.Refund"/>), then serves waiters it unblocks.</summary>
-    internal bool Refund(in Admission admission)
+    /// <summary>
+    /// Undoes an admission (see <see cref="IRateAlgorithm{TState}.Refund"/>), then serves waiters it unblocks. Only
+    /// <see cref="Reservation.Refund"/> calls this, once per reservation: algorithms do not detect a second refund.
+    /// </summary>
+    private bool Refund(in Admission admission)
     {
         bool refunded = _host.Refund(admission);
         if (refunded && Volatile.Read(ref _queuedPermits) > 0)
@@ -361,13 +382,13 @@ public abstract class RateEngineLimiter : ReplenishingRateLimiter
 
     /// <summary>
     /// A failed lease whose <c>RETRY_AFTER</c> is the time until <paramref name="permitCount"/> permits would be free
-    /// behind the permits already queued (capped at the permit limit: beyond it the queue's future is unknowable).
+    /// behind the permits already queued, which may take more than one refill of the limit.
     /// </summary>
     private RateEngineLease Rejection(long now, long permitCount, string reason)
     {
         long queued = _order == QueueProcessingOrder.OldestFirst ? Volatile.Read(ref _queuedPermits) : 0;
-        long permits = Math.Clamp(queued + permitCount, 1, _permitLimit);
-        return RateEngineLease.Rejected(_clock.ToRetryAfter(_host.GetRetryAfter(now, permits)), reason);
+        long permits = Math.Max(1, queued + permitCount);
+        return RateEngineLease.Rejected(_clock.ToRetryAfter(_host.GetRetryAfterBehind(now, permits)), reason);
     }
 
     private void CheckPermitCount(int permitCount)

@@ -25,7 +25,7 @@ public static class ScenarioRunner
             lastObserved = a;
         };
 
-        Admission? refundable = null;
+        var reservations = new List<RateEngineLimiter.Reservation>();
         long successfulLeases = 0;
         var waits = new List<(Task<RateLimitLease> Task, CancellationTokenSource Source)>();
         foreach (Op op in scenario.Ops)
@@ -33,14 +33,19 @@ public static class ScenarioRunner
             switch (op)
             {
                 case Acquire(int permits):
-                    lastObserved = null;
                     using (RateLimitLease lease = limiter.AttemptAcquire(permits))
                     {
-                        if (lease.IsAcquired)
-                        {
-                            successfulLeases++;
-                            refundable = permits > 0 ? lastObserved : refundable;
-                        }
+                        successfulLeases += lease.IsAcquired ? 1 : 0;
+                    }
+
+                    break;
+                case Reserve(int permits):
+                    lastObserved = null;
+                    if (limiter.TryReserve(limiter.Clock.Now(), permits, out RateEngineLimiter.Reservation? reservation))
+                    {
+                        successfulLeases++;
+                        Assert.Equal(lastObserved, reservation.Admission);
+                        reservations.Add(reservation);
                     }
 
                     break;
@@ -57,13 +62,11 @@ public static class ScenarioRunner
                 case Cancel(int index) when waits.Count > 0:
                     waits[index % waits.Count].Source.Cancel();
                     break;
-                case RefundLast when refundable is { } admission:
-                    if (limiter.Refund(admission))
-                    {
-                        admissions.RemoveAt(admissions.LastIndexOf(new Admitted(admission.Stamp, admission.Permits)));
-                    }
-
-                    refundable = null;
+                case RefundLast when reservations.Count > 0:
+                    Refund(reservations[^1], admissions);
+                    break;
+                case RefundAgain(int index) when reservations.Count > 0:
+                    Refund(reservations[index % reservations.Count], admissions);
                     break;
             }
         }
@@ -82,6 +85,20 @@ public static class ScenarioRunner
         if (violation is not null)
         {
             throw new XunitException(violation);
+        }
+    }
+
+    /// <summary>
+    /// Refunds a reservation, which may have ended already: then it must free nothing (a double refund that freed
+    /// permits would also show as a guarantee violation, since its admission is removed from the record only once).
+    /// </summary>
+    private static void Refund(RateEngineLimiter.Reservation reservation, List<Admitted> admissions)
+    {
+        bool wasEnded = reservation.IsEnded;
+        if (reservation.Refund())
+        {
+            Assert.False(wasEnded, "an ended reservation freed permits");
+            admissions.RemoveAt(admissions.LastIndexOf(new Admitted(reservation.Admission.Stamp, reservation.Admission.Permits)));
         }
     }
 
@@ -138,9 +155,10 @@ public static class ScenarioRunner
                     timeB.AdjustTime(timeB.GetUtcNow() - TimeSpan.FromTicks(ticks));
                     break;
                 case AcquireThenRefund(int permits):
-                    if (refunded.TryAdmit(refunded.Clock.Now(), permits, out Admission admission))
+                    if (refunded.TryReserve(refunded.Clock.Now(), permits, out RateEngineLimiter.Reservation? reservation))
                     {
-                        Assert.True(refunded.Refund(admission), "an immediate refund must succeed");
+                        Assert.True(reservation.Refund(), "an immediate refund must succeed");
+                        Assert.False(reservation.Refund(), "a second refund of one reservation must free nothing");
                     }
 
                     break;

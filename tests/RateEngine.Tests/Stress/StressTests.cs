@@ -51,6 +51,49 @@ public class StressTests(ITestOutputHelper output)
     public void TokenBucket_FourThreadsFourMillionAttempts_NeverExceedsBurstPlusRate() =>
         Hammer(new LimiterSpec(LimiterKind.Bucket, Limit: 200, WindowTicks: TimeSpan.FromMicroseconds(100).Ticks, TokensPerPeriod: 100));
 
+    [Fact]
+    public void Reservation_TwoThreadsRefundEveryReservation_EachIsRefundedOnce()
+    {
+        const int Reservations = 200_000;
+        using var limiter = (RateEngineLimiter)new LimiterSpec(LimiterKind.Fixed, Limit: int.MaxValue, WindowTicks: TimeSpan.FromDays(1).Ticks)
+            .Create(TimeProvider.System);
+        var reservations = new RateEngineLimiter.Reservation[Reservations];
+        for (int i = 0; i < Reservations; i++)
+        {
+            Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? reservation));
+            reservations[i] = reservation;
+        }
+
+        var refundedBy = new int[Reservations];
+        using var start = new Barrier(2);
+        Thread[] threads = Enumerable.Range(0, 2).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int i = 0; i < Reservations; i++)
+            {
+                int index = t == 0 ? i : Reservations - 1 - i; // one from each end, so they meet in the middle and race
+                if (reservations[index].Refund())
+                {
+                    Interlocked.Increment(ref refundedBy[index]);
+                }
+            }
+        })).ToArray();
+        foreach (Thread thread in threads)
+        {
+            thread.Start();
+        }
+
+        foreach (Thread thread in threads)
+        {
+            thread.Join();
+        }
+
+        Assert.All(refundedBy, count => Assert.InRange(count, 0, 1));
+        long refunded = refundedBy.Sum();
+        Assert.True(refunded > Reservations / 2, "the fixed window refunds exactly within its window, so most should come back");
+        Assert.Equal(int.MaxValue - (Reservations - refunded), limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
     private void Hammer(LimiterSpec spec, int refundOneIn = 3, TimeProvider? time = null)
     {
         time ??= TimeProvider.System;
@@ -66,16 +109,17 @@ public class StressTests(ITestOutputHelper output)
             for (int i = 0; i < AttemptsPerThread; i++)
             {
                 int permits = spec.Limit <= 3 ? random.Next(1, spec.Limit + 1) : random.Next(10) == 0 ? random.Next(1, 4) : 1;
-                if (!limiter.TryAdmit(limiter.Clock.Now(), permits, out Admission admission))
+                if (!limiter.TryReserve(limiter.Clock.Now(), permits, out RateEngineLimiter.Reservation? reservation))
                 {
                     continue;
                 }
 
-                admitted.Add(new Admitted(admission.Stamp, admission.Permits));
-                if (random.Next(refundOneIn) == 0 && limiter.Refund(admission))
+                admitted.Add(new Admitted(reservation.Admission.Stamp, reservation.Admission.Permits));
+                if (random.Next(refundOneIn) == 0 && reservation.Refund())
                 {
                     admitted.RemoveAt(admitted.Count - 1);
                     Interlocked.Increment(ref refunded);
+                    Assert.False(reservation.Refund(), "a reservation was refunded twice");
                 }
             }
         })).ToArray();

@@ -1,0 +1,52 @@
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Tests.Support;
+
+namespace RateEngine.Tests.Limiters;
+
+/// <summary>
+/// <see cref="RateEngineLimiter.Reservation"/>: the one way to refund, which layered policies and budgets use. Every
+/// algorithm.
+/// </summary>
+public class ReservationTests
+{
+    public static TheoryData<LimiterKind> Kinds => new() { LimiterKind.Log, LimiterKind.Counter, LimiterKind.Fixed, LimiterKind.Bucket };
+
+    private static RateEngineLimiter Create(LimiterKind kind, int limit, FakeTimeProvider time) =>
+        new LimiterSpec(kind, limit, WindowTicks: TimeSpan.FromSeconds(10).Ticks, Segments: 5, TokensPerPeriod: limit).Create(time);
+
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void Refund_Twice_FreesPermitsAtMostOnce(LimiterKind kind)
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = Create(kind, 3, time);
+        Assert.True(limiter.TryReserve(limiter.Clock.Now(), 2, out RateEngineLimiter.Reservation? alone));
+        Assert.True(alone.Refund());
+        Assert.Equal(3, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.False(alone.Refund());
+        Assert.False(alone.Keep());
+        Assert.Equal(3, limiter.GetStatistics()!.CurrentAvailablePermits);
+
+        // With an admission after it, whether the refund can still be exact depends on the algorithm; a second one never frees.
+        Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? first));
+        Assert.True(limiter.AttemptAcquire(2).IsAcquired);
+        first.Refund();
+        long afterFirstRefund = limiter.GetStatistics()!.CurrentAvailablePermits;
+        Assert.False(first.Refund());
+        Assert.Equal(afterFirstRefund, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.Equal(afterFirstRefund, limiter.AttemptAcquire(2).IsAcquired ? 2 : limiter.AttemptAcquire(1).IsAcquired ? 1 : 0);
+    }
+
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void Refund_AfterKeep_FreesNothing(LimiterKind kind)
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = Create(kind, 2, time);
+        Assert.True(limiter.TryReserve(limiter.Clock.Now(), 2, out RateEngineLimiter.Reservation? reservation));
+        Assert.True(reservation.Keep());
+        Assert.True(reservation.IsEnded);
+        Assert.False(reservation.Refund());
+        Assert.Equal(0, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+}
