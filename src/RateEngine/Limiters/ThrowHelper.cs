@@ -13,5 +13,12 @@ internal static class ThrowHelper
         throw new ArgumentOutOfRangeException(paramName, permitCount, $"{permitCount} permit(s) exceeds the permit limit of {permitLimit}.");
 
     [DoesNotReturn]
+    public static void NullPartitionKey(string paramName) =>
+        throw new ArgumentNullException(
+            paramName,
+            "The partition key selector returned null for this resource. Null is not a key: map requests without one " +
+            "(anonymous users, say) to a key of their own, such as the client address.");
+
+    [DoesNotReturn]
     public static void Disposed(object instance) => throw new ObjectDisposedException(instance.GetType().FullName);
 }

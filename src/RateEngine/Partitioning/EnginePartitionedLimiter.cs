@@ -37,10 +37,11 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     private readonly Func<TKey, PartitionTier<TAlgorithm, TState>, PartitionEntry<TState>> _create;
     private readonly Action<int> _makeRoom;
     private readonly Func<TKey, PartitionEntry<TState>, bool> _evictIfIdle;
-    private readonly long[] _lastRoomSweep;
-    private readonly long _sweepPeriodTicks;
+    private readonly int[] _roomSweptAt;
+    private readonly RateEngineLease _partitionsFull;
+    private readonly RateEngineLease _tooManyCollisions;
     private int _nextShard;
-    private long _lastEviction;
+    private int _sweepTicks;
     private int _keyLimitersInstalled;
     private volatile bool _disposed;
 
@@ -57,9 +58,10 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         _create = Create;
         _evictIfIdle = EvictIfIdle;
         _makeRoom = MakeRoom;
-        _lastRoomSweep = new long[_table.ShardCount];
-        _sweepPeriod = TimeSpan.FromTicks(Math.Max(1, options.IdleEvictionInterval.Ticks / _table.ShardCount));
-        _sweepPeriodTicks = _clock.ToTicks(_sweepPeriod);
+        _roomSweptAt = new int[_table.ShardCount];
+        _sweepPeriod = SweepPeriod(options.IdleEvictionInterval, _table.ShardCount);
+        _partitionsFull = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.PartitionsFull);
+        _tooManyCollisions = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.TooManyCollisions);
         _sweeper = options.TimeProvider.CreateTimer(
             static state => ((EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>)state!).SweepNextShard(),
             this,
@@ -102,7 +104,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     public override RateLimiterStatistics? GetStatistics(TResource resource)
     {
         ThrowIfDisposed();
-        TKey key = _keySelector(resource);
+        TKey key = SelectKey(resource);
         PartitionEntry<TState>? entry = _table.Find(key);
         object? link = entry is null ? null : Volatile.Read(ref entry.Link);
         long available = link switch
@@ -122,15 +124,15 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
     protected override RateLimitLease AttemptAcquireCore(TResource resource, int permitCount)
     {
-        TKey key = _keySelector(resource);
+        TKey key = SelectKey(resource);
         ThrowIfDisposed(key, permitCount);
         SpinWait spin = default;
         while (true)
         {
-            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount);
+            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount, out RateEngineLease? refusal);
             if (entry is null)
             {
-                return PartitionsFull();
+                return Refuse(refusal!);
             }
 
             object link = Volatile.Read(ref entry.Link);
@@ -153,7 +155,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             }
 
             CheckPermitCount(tier, permitCount);
-            long now = Now();
+            long now = _clock.Now();
             if (permitCount == 0)
             {
                 return Probe(tier, entry, now);
@@ -178,22 +180,22 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
     protected override ValueTask<RateLimitLease> AcquireAsyncCore(TResource resource, int permitCount, CancellationToken cancellationToken)
     {
-        TKey key = _keySelector(resource);
+        TKey key = SelectKey(resource);
         ThrowIfDisposed(key, permitCount);
         SpinWait spin = default;
         while (true)
         {
-            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount);
+            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount, out RateEngineLease? refusal);
             if (entry is null)
             {
-                return new ValueTask<RateLimitLease>(PartitionsFull());
+                return new ValueTask<RateLimitLease>(Refuse(refusal!));
             }
 
             object link = Volatile.Read(ref entry.Link);
             if (link is PartitionTier<TAlgorithm, TState> tier)
             {
                 CheckPermitCount(tier, permitCount);
-                long now = Now();
+                long now = _clock.Now();
                 Admission admission = default;
                 if (permitCount == 0 ? tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 : tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out admission, out _))
                 {
@@ -301,6 +303,17 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         return default;
     }
 
+    /// <summary>
+    /// One shard's share of <paramref name="interval"/>, in whole milliseconds as timers count them: at least 1 ms (so a
+    /// full pass takes at least 64 ms) and at most the timer's limit of about 49.7 days.
+    /// </summary>
+    private static TimeSpan SweepPeriod(TimeSpan interval, int shards)
+    {
+        const long MaxTimerMilliseconds = 0xFFFFFFFE;
+        long milliseconds = interval.Ticks / shards / TimeSpan.TicksPerMillisecond;
+        return TimeSpan.FromMilliseconds(Math.Clamp(milliseconds, 1, MaxTimerMilliseconds));
+    }
+
     /// <summary>Sweeps one shard; called by the sweep timer (and by tests, through the fake clock).</summary>
     internal void SweepNextShard()
     {
@@ -309,39 +322,64 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             return;
         }
 
+        Interlocked.Increment(ref _sweepTicks);
+
         int shard = (int)((uint)Interlocked.Increment(ref _nextShard) % (uint)_table.ShardCount);
         _table.Sweep(shard, _evictIfIdle);
     }
 
     /// <summary>
-    /// A full shard sweeps itself for idle keys before refusing a new one, at most once per sweep period: under a flood
-    /// of new keys against a table full of active ones, refusing stays cheap. Runs under the shard's lock.
+    /// A full shard sweeps itself for idle keys before refusing a new one, at most once per tick of the sweep timer:
+    /// under a flood of new keys against a table full of active ones, refusing stays cheap. Runs under the shard's lock.
     /// </summary>
     private void MakeRoom(int shard)
     {
-        long now = _clock.Now();
-        if (_lastRoomSweep[shard] != 0 && now - _lastRoomSweep[shard] < _sweepPeriodTicks)
+        if (!RoomSweepDue(shard))
         {
             return;
         }
 
-        _lastRoomSweep[shard] = Math.Max(1, now);
+        // Stored plus one, so that a never-swept shard (0) is always due.
+        Volatile.Write(ref _roomSweptAt[shard], Volatile.Read(ref _sweepTicks) + 1);
         _table.SweepHeld(shard, _evictIfIdle);
     }
 
-    /// <summary>The key's entry; a new key's request is checked against its tier's limit before an entry is made for it.</summary>
-    private PartitionEntry<TState>? FindOrCreate(TKey key, int permitCount)
+    private bool RoomSweepDue(int shard) => Volatile.Read(ref _roomSweptAt[shard]) != Volatile.Read(ref _sweepTicks) + 1;
+
+    /// <summary>
+    /// The key's entry; a new key's request is checked against its tier's limit before an entry is made for it. Null
+    /// when the table refuses the key, with the lease that says why in <paramref name="refusal"/>.
+    /// </summary>
+    /// <remarks>
+    /// The flood of new keys against a full table is an attack's normal state, so it is refused before the options
+    /// resolver runs and without the shard's lock, once the shard has swept itself this sweep tick (a request for more
+    /// permits than the key's limit then also gets this refusal, not the exception, since its limit is never looked up).
+    /// </remarks>
+    private PartitionEntry<TState>? FindOrCreate(TKey key, int permitCount, out RateEngineLease? refusal)
     {
         uint hash = _table.Hash(key);
         PartitionEntry<TState>? entry = _table.Find(key, hash);
+        refusal = null;
         if (entry is not null)
         {
             return entry;
         }
 
+        if (_table.IsFullFor(hash) && !RoomSweepDue(_table.ShardOf(hash)))
+        {
+            refusal = _partitionsFull;
+            return null;
+        }
+
         PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
         CheckPermitCount(tier, permitCount);
-        return _table.GetOrAdd(key, hash, _create, tier, _makeRoom);
+        entry = _table.GetOrAdd(key, hash, _create, tier, _makeRoom, out AddRefusal why);
+        if (entry is null)
+        {
+            refusal = why == AddRefusal.TooManyCollisions ? _tooManyCollisions : _partitionsFull;
+        }
+
+        return entry;
     }
 
     /// <summary>
@@ -353,12 +391,6 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
     private static PartitionEntry<TState> Create(TKey key, PartitionTier<TAlgorithm, TState> tier) =>
         new() { State = tier.Algorithm.CreateState(), Link = tier };
-
-    /// <summary>
-    /// The time for a decision: the clock, but never before the latest eviction, so that a key re-created after it was
-    /// judged idle cannot decide inside its predecessor's window even on a clock that steps back.
-    /// </summary>
-    private long Now() => Math.Max(_clock.Now(), Volatile.Read(ref _lastEviction));
 
     /// <summary>Under the shard's lock: evicts the entry if it is indistinguishable from a fresh one.</summary>
     private bool EvictIfIdle(TKey key, PartitionEntry<TState> entry)
@@ -388,23 +420,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
         // Retired with an empty queue: a racing AcquireAsync gets Retired and looks again, a racing AttemptAcquire is
         // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter.
-        InterlockedMax(ref _lastEviction, now);
         return true;
-    }
-
-    private static void InterlockedMax(ref long location, long value)
-    {
-        long current = Volatile.Read(ref location);
-        while (value > current)
-        {
-            long seen = Interlocked.CompareExchange(ref location, value, current);
-            if (seen == current)
-            {
-                return;
-            }
-
-            current = seen;
-        }
     }
 
     /// <summary>
@@ -450,10 +466,10 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         return RateEngineLease.Rejected(_clock.ToTimeSpan(tier.Algorithm.GetRetryAfter(ref entry.State, now, 1)), ReasonPhrases.LimitReached);
     }
 
-    private RateEngineLease PartitionsFull()
+    private RateEngineLease Refuse(RateEngineLease refusal)
     {
         _failedLeases.Increment();
-        return RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.PartitionsFull);
+        return refusal;
     }
 
     private static void CheckPermitCount(PartitionTier<TAlgorithm, TState> tier, int permitCount)
@@ -465,6 +481,21 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>
+    /// The resource's key. A null key is refused as the in-box partitioned limiter refuses it: counting every null-key
+    /// request under one shared key would silently merge unrelated callers, and a null never matches a stored key.
+    /// </summary>
+    private TKey SelectKey(TResource resource)
+    {
+        TKey key = _keySelector(resource);
+        if (key is null)
+        {
+            ThrowHelper.NullPartitionKey(nameof(resource));
+        }
+
+        return key;
+    }
 
     /// <summary>As the single limiters: the permit count is checked against the key's limit before disposal.</summary>
     private void ThrowIfDisposed(TKey key, int permitCount)

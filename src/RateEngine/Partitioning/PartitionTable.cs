@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 
 namespace RateEngine.Partitioning;
 
@@ -20,6 +22,12 @@ namespace RateEngine.Partitioning;
 /// least 1/2 once a shard has filled up) plus the entry object; no lock or limiter object per key. Reference-type keys
 /// (strings) also keep their hash code in the slot, 4 bytes: a probe compares it before calling <c>Equals</c>, which
 /// would read a string somewhere else on the heap, and a rebuild reuses it instead of hashing every key again.</para>
+/// <para><b>Hostile keys</b>: the index is a multiply-add-shift hash of the key's hash code with a secret, random
+/// multiplier and addend per table, a universal family: keys crafted offline to collide in one table spread out in
+/// another, so probe runs stay as short as for random keys. What no seed can spread is keys whose hash codes are equal (a
+/// degenerate comparer, or hash codes an attacker can choose, such as <c>long</c> keys folded to 32 bits): at most
+/// <see cref="MaxSameHash"/> keys with one hash are held, and a further one is refused, so that no probe run grows
+/// without bound and a flood of such keys costs each lookup at most that many comparisons.</para>
 /// <para>The arrays hold structs, not the keys and entries themselves: a store into an array of a reference type that
 /// shared generic code cannot see is sealed pays a covariance check that reads the stored object, one cache miss per
 /// entry in a rebuild.</para>
@@ -28,6 +36,9 @@ internal sealed class PartitionTable<TKey, TEntry>
     where TKey : notnull
     where TEntry : class
 {
+    /// <summary>The most live keys that may share one hash (see remarks: hostile keys).</summary>
+    public const int MaxSameHash = 16;
+
     private const int ShardBits = 6;
     private const int MinimumSlots = 16;
 
@@ -42,13 +53,20 @@ internal sealed class PartitionTable<TKey, TEntry>
     private readonly IEqualityComparer<TKey> _comparer;
     private readonly TEntry _tombstone;
     private readonly int _chunk;
+    private readonly ulong _multiplier;
+    private readonly ulong _addend;
     private long _pool;
+    private int _longestProbe;
 
     /// <param name="comparer">Key equality.</param>
     /// <param name="tombstone">A sentinel entry that marks a removed slot; never handed out.</param>
     /// <param name="maxEntries">The most live entries the table holds.</param>
-    public PartitionTable(IEqualityComparer<TKey> comparer, TEntry tombstone, int maxEntries)
+    /// <param name="seed">The hash's multiplier and addend; random unless a test needs to know them.</param>
+    public PartitionTable(IEqualityComparer<TKey> comparer, TEntry tombstone, int maxEntries, (ulong Multiplier, ulong Addend)? seed = null)
     {
+        (ulong multiplier, ulong addend) = seed ?? RandomSeed();
+        _multiplier = multiplier | 1;
+        _addend = addend;
         _comparer = comparer;
         _tombstone = tombstone;
         _pool = maxEntries;
@@ -64,9 +82,25 @@ internal sealed class PartitionTable<TKey, TEntry>
     /// <summary>Live entries in all shards (a moment's sum; shards change independently).</summary>
     public long Count => _shards.Sum(shard => (long)Volatile.Read(ref shard.Live));
 
+    /// <summary>The longest probe any insertion has made (from a key's home slot to its own), for tests and diagnostics.</summary>
+    public int LongestProbe => Volatile.Read(ref _longestProbe);
+
     /// <summary>The table's hash of <paramref name="key"/>, for callers that look a key up more than once.</summary>
-    /// <remarks>Fibonacci hashing: spreads sequential integer keys (whose hash code is themselves) over shards and slots.</remarks>
-    public uint Hash(TKey key) => (uint)(((ulong)(uint)_comparer.GetHashCode(key) * 0x9E3779B97F4A7C15UL) >> 32);
+    /// <remarks>
+    /// Multiply-add-shift with the table's secret (see remarks): the top bits pick the shard, the next ones the slot.
+    /// </remarks>
+    public uint Hash(TKey key) => (uint)((((ulong)(uint)_comparer.GetHashCode(key) * _multiplier) + _addend) >> 32);
+
+    /// <summary>The shard a hash belongs to.</summary>
+    public int ShardOf(uint hash) => (int)(hash >> (32 - ShardBits));
+
+    /// <summary>
+    /// A lock-free hint that a new key with this hash would be refused for want of capacity: its shard holds no spare
+    /// capacity and the table's pool is empty. Exact when nothing changes meanwhile; a caller that relies on it may
+    /// refuse a key that an entry freed an instant ago would have let in, as a racing <see cref="GetOrAdd"/> could.
+    /// </summary>
+    public bool IsFullFor(uint hash) =>
+        Volatile.Read(ref _shards[ShardOf(hash)].Budget) == 0 && Volatile.Read(ref _pool) <= 0;
 
     /// <summary>Finds the entry of <paramref name="key"/> without locking.</summary>
     public TEntry? Find(TKey key) => Find(key, Hash(key));
@@ -74,7 +108,7 @@ internal sealed class PartitionTable<TKey, TEntry>
     /// <summary>Finds the entry of <paramref name="key"/>, whose <see cref="Hash"/> is <paramref name="hash"/>, without locking.</summary>
     public TEntry? Find(TKey key, uint hash)
     {
-        Slots slots = Volatile.Read(ref _shards[hash >> (32 - ShardBits)].Current);
+        Slots slots = Volatile.Read(ref _shards[ShardOf(hash)].Current);
         int mask = slots.Entries.Length - 1;
         for (int i = (int)hash & mask; ; i = (i + 1) & mask)
         {
@@ -99,14 +133,18 @@ internal sealed class PartitionTable<TKey, TEntry>
 
     /// <summary>
     /// Finds or creates the entry of <paramref name="key"/>, for a caller whose lock-free <see cref="Find(TKey, uint)"/> just missed.
-    /// Returns null when the table is full of live entries even after <paramref name="makeRoom"/> (called under the
-    /// shard's lock) had its chance to remove idle ones from that shard.
+    /// Returns null, saying why in <paramref name="refusal"/>, when the table is full of live entries even after
+    /// <paramref name="makeRoom"/> (called under the shard's lock) had its chance to remove idle ones from that shard, or
+    /// when <see cref="MaxSameHash"/> live keys already share the key's hash.
     /// </summary>
-    public TEntry? GetOrAdd<TArgument>(TKey key, uint hash, Func<TKey, TArgument, TEntry> create, TArgument argument, Action<int>? makeRoom)
+    public TEntry? GetOrAdd<TArgument>(
+        TKey key, uint hash, Func<TKey, TArgument, TEntry> create, TArgument argument, Action<int>? makeRoom, out AddRefusal refusal)
     {
+        Debug.Assert(key is not null);
         Debug.Assert(hash == Hash(key));
         TEntry? existing;
-        int shardIndex = (int)(hash >> (32 - ShardBits));
+        refusal = AddRefusal.None;
+        int shardIndex = ShardOf(hash);
         Shard shard = _shards[shardIndex];
         lock (shard)
         {
@@ -121,6 +159,7 @@ internal sealed class PartitionTable<TKey, TEntry>
                 makeRoom?.Invoke(shardIndex);
                 if (shard.Budget == 0 && !Borrow(shard))
                 {
+                    refusal = AddRefusal.Full;
                     return null;
                 }
             }
@@ -131,13 +170,26 @@ internal sealed class PartitionTable<TKey, TEntry>
                 slots = Rebuild(shard);
             }
 
-            TEntry entry = create(key, argument);
+            // Walk the probe run to its end, counting the live keys that share this hash.
             int mask = slots.Entries.Length - 1;
             int i = (int)hash & mask;
-            while (slots.Entries[i].Entry is not null)
+            int probes = 0;
+            int sameHash = 0;
+            for (TEntry? occupant; (occupant = slots.Entries[i].Entry) is not null; i = (i + 1) & mask, probes++)
             {
-                i = (i + 1) & mask;
+                if (!ReferenceEquals(occupant, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
+                {
+                    refusal = AddRefusal.TooManyCollisions;
+                    return null;
+                }
             }
+
+            if (probes > _longestProbe)
+            {
+                Volatile.Write(ref _longestProbe, probes);
+            }
+
+            TEntry entry = create(key, argument);
 
             slots.Keys[i].Key = key;
             if (StoreHashes)
@@ -209,15 +261,28 @@ internal sealed class PartitionTable<TKey, TEntry>
         shard.Tombstones += removed;
         shard.Budget += removed;
 
-        // Hand whole chunks back beyond two, so that emptied shards do not hoard the table's capacity.
-        if (shard.Budget > 2 * _chunk)
+        // Hand whole chunks back beyond two, so that emptied shards do not hoard the table's capacity; all of it when the
+        // pool is dry, since a shard that holds no keys may be refusing new ones for want of it (small tables, where a
+        // chunk is one key, can be hoarded whole by the shards' spare chunks).
+        int keep = Volatile.Read(ref _pool) > 0 ? 2 * _chunk : 0;
+        if (shard.Budget > keep)
         {
-            int giveBack = (shard.Budget - _chunk) / _chunk * _chunk;
+            int giveBack = keep == 0 ? shard.Budget : (shard.Budget - _chunk) / _chunk * _chunk;
             shard.Budget -= giveBack;
             Interlocked.Add(ref _pool, giveBack);
         }
 
         return removed;
+    }
+
+    /// <summary>The stored hash of a live slot, or (for value-type keys, whose slots keep none) the key's hash again.</summary>
+    private uint HashAt(Slots slots, int i) => StoreHashes ? slots.Hashes![i] : Hash(slots.Keys[i].Key);
+
+    private static (ulong Multiplier, ulong Addend) RandomSeed()
+    {
+        Span<ulong> seed = stackalloc ulong[2];
+        RandomNumberGenerator.Fill(MemoryMarshal.AsBytes(seed));
+        return (seed[0], seed[1]);
     }
 
     /// <summary>Takes up to one chunk of capacity from the shared pool for <paramref name="shard"/>. Under the shard's lock.</summary>
@@ -310,4 +375,17 @@ internal sealed class PartitionTable<TKey, TEntry>
         /// <summary>Capacity borrowed from the table's pool and not yet used by a live entry.</summary>
         public int Budget;
     }
+}
+
+/// <summary>Why <see cref="PartitionTable{TKey,TEntry}.GetOrAdd"/> refused a new key.</summary>
+internal enum AddRefusal
+{
+    /// <summary>Not refused.</summary>
+    None,
+
+    /// <summary>The table holds as many live keys as it may.</summary>
+    Full,
+
+    /// <summary>As many live keys as may share one hash already do.</summary>
+    TooManyCollisions,
 }

@@ -6,14 +6,17 @@ public sealed class PartitionedLimiterOptions
     /// <summary>
     /// The most keys held at once. When every slot holds an active key, a new key's request fails with a lease whose
     /// <c>REASON_PHRASE</c> says so (and whose <c>RETRY_AFTER</c> is the time until an idle sweep); active keys are never
-    /// reset to make room. Must be greater than 0. Default 1,048,576.
+    /// reset to make room. Such refusals are as cheap as an ordinary rejection: the options resolver is not consulted
+    /// for them. Must be greater than 0. Default 1,048,576.
     /// </summary>
     public int MaxPartitions { get; set; } = 1 << 20;
 
     /// <summary>
     /// How long one full idle-eviction pass takes. The table is swept one shard (1/64) at a time on the time provider's
     /// timer, so eviction never stops the world. Only keys whose state is indistinguishable from a fresh one (every
-    /// permit back, nothing queued) are dropped. Must be greater than <see cref="TimeSpan.Zero"/>. Default 64 seconds.
+    /// permit back, nothing queued) are dropped. Must be greater than <see cref="TimeSpan.Zero"/>; any larger value is
+    /// accepted, and a shard's share is rounded down to whole milliseconds within the timer's range, so values below
+    /// 64 ms act as 64 ms and values above about 8.7 years (64 times the timer's 49.7-day limit) as that. Default 64 seconds.
     /// </summary>
     public TimeSpan IdleEvictionInterval { get; set; } = TimeSpan.FromSeconds(64);
 

@@ -17,6 +17,14 @@ public class PartitionTableTests
         public int GetHashCode(string obj) => 42;
     }
 
+    /// <summary>Distinct small hash codes: with the seed (2^32 + 1, 0), all in shard 0.</summary>
+    private sealed class ShardZero : IEqualityComparer<string>
+    {
+        public bool Equals(string? x, string? y) => string.Equals(x, y, StringComparison.Ordinal);
+
+        public int GetHashCode(string obj) => (int)((uint)StringComparer.Ordinal.GetHashCode(obj) >> 7);
+    }
+
     /// <summary>Ordinal equality that, like many hand-written comparers, assumes it is never given null.</summary>
     private sealed class NoNulls : IEqualityComparer<string>
     {
@@ -31,7 +39,7 @@ public class PartitionTableTests
         new(comparer ?? StringComparer.Ordinal, Tombstone, maxEntries);
 
     private static Entry? Add(PartitionTable<string, Entry> table, string key, Action<int>? makeRoom = null) =>
-        table.GetOrAdd(key, table.Hash(key), static (k, _) => new Entry(k), 0, makeRoom);
+        table.GetOrAdd(key, table.Hash(key), static (k, _) => new Entry(k), 0, makeRoom, out _);
 
     [Fact]
     public void GetOrAdd_ManyKeysThroughRebuilds_FindsEachOwnEntry()
@@ -65,17 +73,65 @@ public class PartitionTableTests
     public void Find_CollidingHashCodes_TellsKeysApartByEquals()
     {
         var table = NewTable(comparer: new OneHash());
-        for (int i = 0; i < 500; i++)
+        const int Keys = PartitionTable<string, Entry>.MaxSameHash;
+        for (int i = 0; i < Keys; i++)
         {
-            Add(table, $"user-{i}");
+            Assert.NotNull(Add(table, $"user-{i}"));
         }
 
-        for (int i = 0; i < 500; i++)
+        for (int i = 0; i < Keys; i++)
         {
             Assert.Equal($"user-{i}", table.Find($"user-{i}")!.Key);
         }
 
-        Assert.Null(table.Find("user-500"));
+        Assert.Null(table.Find($"user-{Keys}"));
+    }
+
+    [Fact]
+    public void GetOrAdd_FloodOfKeysWithOneHashCode_HoldsTheCapRefusesTheRestAndKeepsProbesShort()
+    {
+        // 100,000 distinct keys that one comparer hashes alike: no seed can spread them. Without a bound each insertion
+        // walks every earlier one (quadratic: minutes, with the shard's lock held).
+        var table = NewTable(comparer: new OneHash());
+        int held = 0;
+        for (int i = 0; i < 100_000; i++)
+        {
+            string key = $"crafted-{i}";
+            Entry? entry = table.GetOrAdd(key, table.Hash(key), static (k, _) => new Entry(k), 0, null, out AddRefusal refusal);
+            held += entry is null ? 0 : 1;
+            Assert.Equal(entry is null ? AddRefusal.TooManyCollisions : AddRefusal.None, refusal);
+        }
+
+        Assert.Equal(PartitionTable<string, Entry>.MaxSameHash, held);
+        Assert.InRange(table.LongestProbe, 0, PartitionTable<string, Entry>.MaxSameHash);
+        Assert.Equal("crafted-3", table.Find("crafted-3")!.Key);
+        Assert.Null(table.Find("crafted-99999"));
+
+        // Sweeping colliding keys away makes room for others with that hash.
+        table.Sweep(table.ShardOf(table.Hash("any")), (key, _) => key == "crafted-3");
+        Assert.NotNull(Add(table, "crafted-99999"));
+    }
+
+    [Fact]
+    public void GetOrAdd_IntKeysThatCollideUnderAKnownSeed_SpreadOutUnderTheTablesOwnSecretSeed()
+    {
+        // An attacker who knew a table's seed could pick keys that all hash alike there (with multiplier 1 and addend 0,
+        // every int does). Such a table still holds only the cap; a table with its own random seed spreads the same keys.
+        var known = new PartitionTable<int, Entry>(EqualityComparer<int>.Default, Tombstone, 1_000_000, seed: (1, 0));
+        var secret = new PartitionTable<int, Entry>(EqualityComparer<int>.Default, Tombstone, 1_000_000);
+        int heldByKnown = 0;
+        for (int key = 0; key < 100_000; key++)
+        {
+            heldByKnown += known.GetOrAdd(key, known.Hash(key), static (k, _) => new Entry($"{k}"), 0, null, out _) is null ? 0 : 1;
+            Assert.NotNull(secret.GetOrAdd(key, secret.Hash(key), static (k, _) => new Entry($"{k}"), 0, null, out _));
+        }
+
+        Assert.Equal(PartitionTable<int, Entry>.MaxSameHash, heldByKnown);
+        Assert.Equal(100_000, secret.Count);
+
+        // Linear probing at a load of at most 3/4 over 100,000 random-looking hashes: runs of a few dozen at worst.
+        Assert.InRange(secret.LongestProbe, 0, 128);
+        Assert.InRange(known.LongestProbe, 0, PartitionTable<int, Entry>.MaxSameHash);
     }
 
     [Fact]
@@ -99,8 +155,9 @@ public class PartitionTableTests
     [Fact]
     public void GetOrAdd_TableFull_ReturnsNullUntilRoomIsMade()
     {
-        // One hash for every key puts them all in one shard, so the shard that refuses is the one that holds them.
-        var table = NewTable(maxEntries: 100, comparer: new OneHash());
+        // A known seed and hash codes chosen for it put every key in one shard, so the shard that refuses is the one that
+        // holds them (hash codes below 2^26 with multiplier 2^32 + 1 are their own hash: shard 0).
+        var table = new PartitionTable<string, Entry>(new ShardZero(), Tombstone, 100, seed: ((1UL << 32) + 1, 0));
         for (int i = 0; i < 100; i++)
         {
             Assert.NotNull(Add(table, $"k{i}"));

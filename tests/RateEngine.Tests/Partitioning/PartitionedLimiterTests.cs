@@ -135,6 +135,119 @@ public class PartitionedLimiterTests
         Assert.True(limiter.AttemptAcquire(3, 2).IsAcquired);
     }
 
+    public static TheoryData<LimiterKind> Kinds => new() { LimiterKind.Log, LimiterKind.Counter, LimiterKind.Fixed, LimiterKind.Bucket };
+
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public async Task Acquire_KeySelectorReturnsNull_ThrowsArgumentNullAndCreatesNoKey(LimiterKind kind)
+    {
+        // A selector such as ctx => ctx.User.Identity?.Name gives null for every anonymous request.
+        var spec = new LimiterSpec(kind, Limit: 5, WindowTicks: TimeSpan.FromMinutes(1).Ticks, Segments: 2, QueueLimit: 2);
+        using PartitionedRateLimiter<string?> anonymous = Partitioned(kind, spec);
+        for (int i = 0; i < 100; i++)
+        {
+            Assert.Equal("resource", Assert.Throws<ArgumentNullException>(() => anonymous.AttemptAcquire(null)).ParamName);
+            Assert.Throws<ArgumentNullException>(() => { _ = anonymous.AcquireAsync(null); });
+            Assert.Throws<ArgumentNullException>(() => anonymous.GetStatistics(null));
+        }
+
+        Assert.Equal(0, ((IPartitionDiagnostics)anonymous).PartitionCount);
+        Assert.True((await anonymous.AcquireAsync("ada", 5)).IsAcquired);
+        Assert.False(anonymous.AttemptAcquire("ada").IsAcquired);
+    }
+
+    /// <summary>A partitioned limiter of <paramref name="kind"/> keyed by user name, the name itself being the key (null for anonymous).</summary>
+    private static PartitionedRateLimiter<string?> Partitioned(LimiterKind kind, LimiterSpec spec)
+    {
+        var settings = new PartitionedLimiterOptions { TimeProvider = new FakeTimeProvider(), MaxPartitions = 1_000 };
+        TimeSpan window = TimeSpan.FromTicks(spec.WindowTicks);
+        return kind switch
+        {
+            LimiterKind.Log => PartitionedLimiter.CreateSlidingWindowLog<string?, string>(
+                name => name!, _ => new SlidingWindowLogRateLimiterOptions { PermitLimit = spec.Limit, Window = window, QueueLimit = spec.QueueLimit }, settings),
+            LimiterKind.Counter => PartitionedLimiter.CreateSlidingWindowCounter<string?, string>(
+                name => name!, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = spec.Limit, Window = window, SegmentsPerWindow = 2, QueueLimit = spec.QueueLimit }, settings),
+            LimiterKind.Fixed => PartitionedLimiter.CreateFixedWindow<string?, string>(
+                name => name!, _ => new FixedWindowRateLimiterOptions { PermitLimit = spec.Limit, Window = window, QueueLimit = spec.QueueLimit }, settings),
+            _ => PartitionedLimiter.CreateTokenBucket<string?, string>(
+                name => name!, _ => new TokenBucketRateLimiterOptions { TokenLimit = spec.Limit, TokensPerPeriod = 1, ReplenishmentPeriod = window, QueueLimit = spec.QueueLimit }, settings),
+        };
+    }
+
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void AttemptAcquire_ClockSteppedBackHoursThenSwept_KeyKeepsItsCount(LimiterKind kind)
+    {
+        // A 1 ms window stepped back 3 hours is 10.8 million windows: beyond what an epoch word can read as "ahead".
+        var time = new FakeTimeProvider();
+        var spec = new LimiterSpec(kind, Limit: 5, WindowTicks: TimeSpan.FromMilliseconds(1).Ticks, Segments: 2, TokensPerPeriod: 5);
+        using PartitionedRateLimiter<int> limiter = spec.CreatePartitioned(time);
+        time.Advance(TimeSpan.FromHours(4));
+        Assert.True(limiter.AttemptAcquire(1, 5).IsAcquired);
+
+        time.AdjustTime(time.GetUtcNow() - TimeSpan.FromHours(3));
+        ((IPartitionDiagnostics)limiter).SweepAllShards();
+
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.Equal(1, ((IPartitionDiagnostics)limiter).PartitionCount);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(10)]
+    [InlineData(63)]
+    public void SweepTimer_IntervalBelowSixtyFourMilliseconds_KeepsSweepingEvery64Milliseconds(int intervalMilliseconds)
+    {
+        // Timers as real ones: a period below a millisecond would truncate to zero and stop the sweeps after one.
+        var time = new MillisecondTimerTimeProvider(maxCallbacks: int.MaxValue);
+        var tenMilliseconds = new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromMilliseconds(10) };
+        using var limiter = PartitionedLimiter.CreateFixedWindow<int, int>(
+            key => key, _ => tenMilliseconds, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromMilliseconds(intervalMilliseconds) });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        for (int round = 0; round < 3; round++)
+        {
+            for (int key = 0; key < 1_000; key++)
+            {
+                Assert.True(limiter.AttemptAcquire(key).IsAcquired);
+            }
+
+            // The floor: one shard per millisecond, the whole table in 64 ms, again and again.
+            time.Advance(TimeSpan.FromMilliseconds(10 + 64));
+            Assert.Equal(0, diagnostics.PartitionCount);
+        }
+    }
+
+    [Fact]
+    public void Create_IdleEvictionIntervalMaxValue_IsAcceptedAndCapsAtTheTimersLimit()
+    {
+        using var limiter = PartitionedLimiter.CreateFixedWindow<int, int>(
+            key => key, _ => TwoPerMinute, new() { TimeProvider = new FakeTimeProvider(), IdleEvictionInterval = TimeSpan.MaxValue });
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public void AttemptAcquire_TableFullFloodOfNewKeys_RefusesWithoutConsultingTheResolverOrLocking()
+    {
+        var time = new FakeTimeProvider();
+        int resolved = 0;
+        using var limiter = PartitionedLimiter.CreateFixedWindow<int, int>(
+            key => key, _ => { Interlocked.Increment(ref resolved); return TwoPerMinute; }, new() { TimeProvider = time, MaxPartitions = 64 });
+        for (int key = 0; key < 64; key++)
+        {
+            Assert.True(limiter.AttemptAcquire(key).IsAcquired);
+        }
+
+        int beforeFlood = resolved;
+        for (int key = 1_000; key < 101_000; key++)
+        {
+            Assert.False(limiter.AttemptAcquire(key).IsAcquired);
+        }
+
+        // At most one slow refusal per shard (it sweeps the shard for idle keys first); the rest are refused at once.
+        Assert.InRange(resolved - beforeFlood, 0, 64);
+        Assert.Equal(100_000, limiter.GetStatistics(0)!.TotalFailedLeases);
+    }
+
     [Fact]
     public void Interop_WithTranslatedKeyAndCreateChained_AcceptOurLimiter()
     {
