@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Threading.RateLimiting;
 using BenchmarkDotNet.Attributes;
 using RateEngine.Algorithms;
+using RateEngine.Limiters;
 using RateEngine.Timing;
 
 namespace RateEngine.Benchmarks.Suites;
@@ -35,14 +36,14 @@ public class AdmitPathBreakdown
     public void Setup()
     {
         long second = Stopwatch.Frequency;
-        _fixed = AlgorithmHost.Create<FixedWindow, long>(new FixedWindow(int.MaxValue, second));
-        _slidingCounter = AlgorithmHost.Create<SlidingWindowCounter, CounterState>(new SlidingWindowCounter(int.MaxValue, second / 10, 10));
-        _log = AlgorithmHost.Create<SlidingWindowLog, LogState>(new SlidingWindowLog(Limiters.LogAdmitLimit, Math.Max(1, second / 1_000_000)));
-        _bucket = AlgorithmHost.Create<TokenBucket, long>(new TokenBucket(int.MaxValue, int.MaxValue, second));
         _limiter = (LockFreeFixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.LockFreeFixed);
         _inbox = (FixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.InboxFixed);
         _exhausted = Limiters.CreateExhausted(LimiterKind.LockFreeFixed);
         _clock = _limiter.Clock;
+        _fixed = new AlgorithmHost<FixedWindow, long>(new FixedWindow(int.MaxValue, second));
+        _slidingCounter = new AlgorithmHost<SlidingWindowCounter, CounterState>(new SlidingWindowCounter(int.MaxValue, second / 10, 10));
+        _log = new AlgorithmHost<SlidingWindowLog, LogState>(new SlidingWindowLog(Limiters.LogAdmitLimit, Math.Max(1, second / 1_000_000)));
+        _bucket = new AlgorithmHost<TokenBucket, long>(new TokenBucket(int.MaxValue, int.MaxValue, second, _clock));
     }
 
     [GlobalCleanup]

@@ -1,7 +1,7 @@
 using RateEngine.Algorithms;
 using RateEngine.Timing;
 
-namespace RateEngine;
+namespace RateEngine.Limiters;
 
 /// <summary>
 /// One algorithm bound to one state: what <see cref="RateEngineLimiter"/> drives. The generic subclass lets the JIT
@@ -10,6 +10,8 @@ namespace RateEngine;
 internal abstract class AlgorithmHost
 {
     public abstract long PermitLimit { get; }
+
+    public abstract long RefillTicks { get; }
 
     public abstract bool TryAcquire(long now, int permits, out Admission admission, out long retryAfter);
 
@@ -20,8 +22,6 @@ internal abstract class AlgorithmHost
     public abstract long GetRetryAfter(long now, long permits);
 
     public abstract long? GetFullSince(long now);
-
-    public abstract long RefillTicks { get; }
 
     /// <summary>
     /// Ticks until <paramref name="permits"/> could have passed, for any count, even beyond the limit (a request behind
@@ -39,36 +39,4 @@ internal abstract class AlgorithmHost
         Int128 ticks = GetRetryAfter(now, permits - (refills * limit)) + ((Int128)refills * RefillTicks);
         return ticks > TimeMath.MaxTicks ? TimeMath.MaxTicks : (long)ticks;
     }
-
-    public static AlgorithmHost Create<TAlgorithm, TState>(TAlgorithm algorithm)
-        where TAlgorithm : struct, IRateAlgorithm<TState> => new AlgorithmHost<TAlgorithm, TState>(algorithm);
-}
-
-/// <inheritdoc />
-internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
-    where TAlgorithm : struct, IRateAlgorithm<TState>
-{
-    private readonly TAlgorithm _algorithm;
-    private TState _state;
-
-    public AlgorithmHost(TAlgorithm algorithm)
-    {
-        _algorithm = algorithm;
-        _state = algorithm.CreateState();
-    }
-
-    public override long PermitLimit => _algorithm.PermitLimit;
-
-    public override bool TryAcquire(long now, int permits, out Admission admission, out long retryAfter) =>
-        _algorithm.TryAcquire(ref _state, now, permits, out admission, out retryAfter);
-
-    public override bool Refund(in Admission admission) => _algorithm.Refund(ref _state, admission);
-
-    public override long GetAvailablePermits(long now) => _algorithm.GetAvailablePermits(ref _state, now);
-
-    public override long GetRetryAfter(long now, long permits) => _algorithm.GetRetryAfter(ref _state, now, permits);
-
-    public override long? GetFullSince(long now) => _algorithm.GetFullSince(ref _state, now);
-
-    public override long RefillTicks => _algorithm.RefillTicks;
 }

@@ -1,6 +1,6 @@
 using System.Threading.RateLimiting;
 
-namespace RateEngine;
+namespace RateEngine.Limiters;
 
 /// <summary>
 /// The leases every RateEngine limiter hands out. Successful and most failed leases are cached instances; a failure
@@ -16,9 +16,6 @@ internal sealed class RateEngineLease : RateLimitLease
     public static readonly RateEngineLease Evicted = new(false, null, ReasonPhrases.Evicted);
 
     public static readonly RateEngineLease Disposed = new(false, null, ReasonPhrases.Disposed);
-
-    /// <summary>Internal signal from a retired partition key's limiter: look the key up again. Never reaches a caller.</summary>
-    public static readonly RateEngineLease Retired = new(false, null, ReasonPhrases.Disposed);
 
     private readonly TimeSpan? _retryAfter;
     private readonly string? _reason;
@@ -38,6 +35,9 @@ internal sealed class RateEngineLease : RateLimitLease
 
     public static RateEngineLease Rejected(TimeSpan retryAfter, string reason) => new(false, retryAfter, reason);
 
+    /// <summary>A failed lease with a reason and no retry delay; callers cache what they hand out often.</summary>
+    public static RateEngineLease Refused(string reason) => new(false, null, reason);
+
     public override bool TryGetMetadata(string metadataName, out object? metadata)
     {
         if (_retryAfter is { } retryAfter && metadataName == MetadataName.RetryAfter.Name)
@@ -55,19 +55,4 @@ internal sealed class RateEngineLease : RateLimitLease
         metadata = null;
         return false;
     }
-}
-
-/// <summary>The <c>REASON_PHRASE</c> of each kind of failed lease.</summary>
-internal static class ReasonPhrases
-{
-    public const string LimitReached = "Rate limit reached: not enough permits are free in the current window.";
-    public const string QueuedAhead = "Requests are queued ahead of this one (QueueProcessingOrder.OldestFirst).";
-    public const string QueueFull = "Rate limit reached and the queue is full (QueueLimit).";
-    public const string Evicted = "Evicted from the queue by a newer request (QueueProcessingOrder.NewestFirst).";
-    public const string Disposed = "The rate limiter was disposed while the request was queued.";
-    public const string PartitionsFull =
-        "Too many partition keys are active (MaxPartitions); new keys are refused until idle ones are evicted.";
-    public const string TooManyCollisions =
-        "Too many active partition keys share this key's hash code; new ones are refused until idle ones are evicted. " +
-        "The key comparer's GetHashCode is degenerate, or the keys were chosen to collide.";
 }

@@ -1,10 +1,10 @@
 using System.Numerics;
 
-namespace RateEngine;
+namespace RateEngine.Limiters;
 
 /// <summary>
 /// An exact counter for statistics that does not become a second point of contention: each processor increments its
-/// own cell, and reads add the cells up. Decisions never read it (DESIGN.md: statistics are not decisions).
+/// own cell, and reads add the cells up. Decisions never read it (src/DESIGN.md: statistics are not decisions).
 /// </summary>
 internal sealed class StripedCounter
 {

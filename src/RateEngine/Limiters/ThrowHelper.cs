@@ -1,6 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 
-namespace RateEngine;
+namespace RateEngine.Limiters;
 
 /// <summary>
 /// Throws, out of line: keeping the message formatting out of the acquire methods lets their checks stay a compare and
@@ -8,6 +8,15 @@ namespace RateEngine;
 /// </summary>
 internal static class ThrowHelper
 {
+    /// <summary>Throws when a request asks for more permits than the limit (the in-box exception and parameter name).</summary>
+    public static void CheckPermitCount(int permitCount, long permitLimit, string paramName)
+    {
+        if (permitCount > permitLimit)
+        {
+            PermitCountExceedsLimit(paramName, permitCount, permitLimit);
+        }
+    }
+
     [DoesNotReturn]
     public static void PermitCountExceedsLimit(string paramName, int permitCount, long permitLimit) =>
         throw new ArgumentOutOfRangeException(paramName, permitCount, $"{permitCount} permit(s) exceeds the permit limit of {permitLimit}.");

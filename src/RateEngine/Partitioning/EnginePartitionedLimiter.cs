@@ -1,5 +1,6 @@
 using System.Threading.RateLimiting;
 using RateEngine.Algorithms;
+using RateEngine.Limiters;
 using RateEngine.Timing;
 
 namespace RateEngine.Partitioning;
@@ -20,7 +21,7 @@ namespace RateEngine.Partitioning;
 /// <para><b>Waiting</b>: a key that must queue gets a <see cref="PartitionKeyLimiter"/> on the same state, which
 /// brings the whole queue contract; keys that never wait never pay for it.</para>
 /// </remarks>
-internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState> : PartitionedRateLimiter<TResource>, IPartitionDiagnostics
+internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState> : PartitionedRateLimiter<TResource>, IPartitionDiagnostics
     where TKey : notnull
     where TAlgorithm : struct, IRateAlgorithm<TState>
 {
@@ -30,18 +31,17 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     private readonly Func<TKey, PartitionTier<TAlgorithm, TState>> _tierOf;
     private readonly PartitionTable<TKey, PartitionEntry<TState>> _table;
     private readonly LimiterClock _clock;
-    private readonly StripedCounter _successfulLeases = new();
-    private readonly StripedCounter _failedLeases = new();
+    private readonly LeaseCounters _counters = new();
     private readonly ITimer _sweeper;
     private readonly TimeSpan _sweepPeriod;
     private readonly Func<TKey, PartitionTier<TAlgorithm, TState>, PartitionEntry<TState>> _create;
     private readonly Action<int> _makeRoom;
     private readonly Func<TKey, PartitionEntry<TState>, bool> _evictIfIdle;
-    private readonly int[] _roomSweptAt;
+    private readonly long[] _roomSweptAt;
     private readonly RateEngineLease _partitionsFull;
     private readonly RateEngineLease _tooManyCollisions;
     private int _nextShard;
-    private int _sweepTicks;
+    private long _sweepTicks;
     private int _keyLimitersInstalled;
     private volatile bool _disposed;
 
@@ -58,7 +58,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         _create = Create;
         _evictIfIdle = EvictIfIdle;
         _makeRoom = MakeRoom;
-        _roomSweptAt = new int[_table.ShardCount];
+        _roomSweptAt = new long[_table.ShardCount];
         _sweepPeriod = SweepPeriod(options.IdleEvictionInterval, _table.ShardCount);
         _partitionsFull = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.PartitionsFull);
         _tooManyCollisions = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.TooManyCollisions);
@@ -93,14 +93,6 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         return fullSince is { } since ? _clock.Elapsed(_clock.ToTimestamp(since), _clock.Timestamp()) : null;
     }
 
-    public void SweepAllShards()
-    {
-        for (int i = 0; i < _table.ShardCount; i++)
-        {
-            SweepNextShard();
-        }
-    }
-
     public override RateLimiterStatistics? GetStatistics(TResource resource)
     {
         ThrowIfDisposed();
@@ -113,13 +105,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             PartitionKeyLimiter limiter => limiter.Host.GetAvailablePermits(_clock.Now()),
             _ => _tierOf(key).Algorithm.PermitLimit, // not held (never seen, or evicted as idle): all permits are free
         };
-        return new RateLimiterStatistics
-        {
-            CurrentAvailablePermits = available,
-            CurrentQueuedCount = (link as PartitionKeyLimiter)?.QueuedPermits ?? 0,
-            TotalSuccessfulLeases = _successfulLeases.Sum(),
-            TotalFailedLeases = _failedLeases.Sum(),
-        };
+        return _counters.Statistics(available, (link as PartitionKeyLimiter)?.QueuedPermits ?? 0);
     }
 
     protected override RateLimitLease AttemptAcquireCore(TResource resource, int permitCount)
@@ -141,7 +127,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                 RateLimitLease lease = keyLimiter.AttemptAcquire(permitCount);
                 if (lease.IsAcquired && permitCount > 0 && AdmissionLost(key, entry))
                 {
-                    _successfulLeases.Decrement(); // counted by the key's limiter, but decided on a dead entry
+                    _counters.Withdraw(); // counted by the key's limiter, but decided on a dead entry
                     continue;
                 }
 
@@ -154,27 +140,23 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
                 continue;
             }
 
-            CheckPermitCount(tier, permitCount);
+            tier.CheckPermitCount(permitCount);
             long now = _clock.Now();
             if (permitCount == 0)
             {
                 return Probe(tier, entry, now);
             }
 
-            if (tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out Admission admission, out long retryAfter))
+            switch (AdmitOnTier(key, entry, tier, permitCount, now, out long retryAfter))
             {
-                if (AdmissionLost(key, entry))
-                {
+                case TierOutcome.Admitted:
+                    return RateEngineLease.Acquired;
+                case TierOutcome.Lost:
                     continue;
-                }
-
-                _successfulLeases.Increment();
-                AdmissionObserver?.Invoke(key, admission);
-                return RateEngineLease.Acquired;
+                default:
+                    _counters.Failed();
+                    return RateEngineLease.Rejected(_clock.ToTimeSpan(retryAfter), ReasonPhrases.LimitReached);
             }
-
-            _failedLeases.Increment();
-            return RateEngineLease.Rejected(_clock.ToTimeSpan(retryAfter), ReasonPhrases.LimitReached);
         }
     }
 
@@ -194,29 +176,30 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             object link = Volatile.Read(ref entry.Link);
             if (link is PartitionTier<TAlgorithm, TState> tier)
             {
-                CheckPermitCount(tier, permitCount);
+                tier.CheckPermitCount(permitCount);
                 long now = _clock.Now();
-                Admission admission = default;
-                if (permitCount == 0 ? tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 : tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out admission, out _))
+                TierOutcome outcome = permitCount > 0
+                    ? AdmitOnTier(key, entry, tier, permitCount, now, out _)
+                    : tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 ? TierOutcome.Admitted : TierOutcome.Refused;
+                if (outcome == TierOutcome.Lost)
                 {
-                    if (permitCount > 0 && AdmissionLost(key, entry))
-                    {
-                        continue;
-                    }
+                    continue;
+                }
 
-                    _successfulLeases.Increment();
-                    if (permitCount > 0)
+                if (outcome == TierOutcome.Admitted)
+                {
+                    if (permitCount == 0)
                     {
-                        AdmissionObserver?.Invoke(key, admission);
+                        _counters.Succeeded(); // the probe; AdmitOnTier counts its own admissions
                     }
 
                     return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
                 }
 
-                if (permitCount > tier.QueueLimit)
+                if (permitCount > tier.Queue.QueueLimit)
                 {
                     // Nothing could ever queue: fail without building a queue for the key.
-                    _failedLeases.Increment();
+                    _counters.Failed();
                     return new ValueTask<RateLimitLease>(RateEngineLease.Rejected(
                         _clock.ToTimeSpan(tier.Algorithm.GetRetryAfter(ref entry.State, now, permitCount)), ReasonPhrases.QueueFull));
                 }
@@ -249,7 +232,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
             if (pending.IsCompletedSuccessfully)
             {
                 RateLimitLease lease = pending.Result;
-                if (ReferenceEquals(lease, RateEngineLease.Retired))
+                if (ReferenceEquals(lease, PartitionKeyLimiter.Retired))
                 {
                     spin.SpinOnce(); // the key is being evicted: look it up again
                     continue;
@@ -257,7 +240,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
 
                 if (lease.IsAcquired && permitCount > 0 && AdmissionLost(key, entry))
                 {
-                    _successfulLeases.Decrement();
+                    _counters.Withdraw();
                     continue;
                 }
             }
@@ -304,49 +287,6 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     }
 
     /// <summary>
-    /// One shard's share of <paramref name="interval"/>, in whole milliseconds as timers count them: at least 1 ms (so a
-    /// full pass takes at least 64 ms) and at most the timer's limit of about 49.7 days.
-    /// </summary>
-    private static TimeSpan SweepPeriod(TimeSpan interval, int shards)
-    {
-        const long MaxTimerMilliseconds = 0xFFFFFFFE;
-        long milliseconds = interval.Ticks / shards / TimeSpan.TicksPerMillisecond;
-        return TimeSpan.FromMilliseconds(Math.Clamp(milliseconds, 1, MaxTimerMilliseconds));
-    }
-
-    /// <summary>Sweeps one shard; called by the sweep timer (and by tests, through the fake clock).</summary>
-    internal void SweepNextShard()
-    {
-        if (_disposed)
-        {
-            return;
-        }
-
-        Interlocked.Increment(ref _sweepTicks);
-
-        int shard = (int)((uint)Interlocked.Increment(ref _nextShard) % (uint)_table.ShardCount);
-        _table.Sweep(shard, _evictIfIdle);
-    }
-
-    /// <summary>
-    /// A full shard sweeps itself for idle keys before refusing a new one, at most once per tick of the sweep timer:
-    /// under a flood of new keys against a table full of active ones, refusing stays cheap. Runs under the shard's lock.
-    /// </summary>
-    private void MakeRoom(int shard)
-    {
-        if (!RoomSweepDue(shard))
-        {
-            return;
-        }
-
-        // Stored plus one, so that a never-swept shard (0) is always due.
-        Volatile.Write(ref _roomSweptAt[shard], Volatile.Read(ref _sweepTicks) + 1);
-        _table.SweepHeld(shard, _evictIfIdle);
-    }
-
-    private bool RoomSweepDue(int shard) => Volatile.Read(ref _roomSweptAt[shard]) != Volatile.Read(ref _sweepTicks) + 1;
-
-    /// <summary>
     /// The key's entry; a new key's request is checked against its tier's limit before an entry is made for it. Null
     /// when the table refuses the key, with the lease that says why in <paramref name="refusal"/>.
     /// </summary>
@@ -372,7 +312,7 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
         }
 
         PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
-        CheckPermitCount(tier, permitCount);
+        tier.CheckPermitCount(permitCount);
         entry = _table.GetOrAdd(key, hash, _create, tier, _makeRoom, out AddRefusal why);
         if (entry is null)
         {
@@ -392,92 +332,47 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     private static PartitionEntry<TState> Create(TKey key, PartitionTier<TAlgorithm, TState> tier) =>
         new() { State = tier.Algorithm.CreateState(), Link = tier };
 
-    /// <summary>Under the shard's lock: evicts the entry if it is indistinguishable from a fresh one.</summary>
-    private bool EvictIfIdle(TKey key, PartitionEntry<TState> entry)
-    {
-        object link = Volatile.Read(ref entry.Link);
-        var keyLimiter = link as PartitionKeyLimiter;
-        var tier = (PartitionTier<TAlgorithm, TState>)(keyLimiter?.Tier ?? link);
-        long now = _clock.Now();
-        if (tier.Algorithm.GetFullSince(ref entry.State, now) is null)
-        {
-            return false;
-        }
-
-        if (keyLimiter is not null && !keyLimiter.TryRetire())
-        {
-            return false; // waiters: not idle
-        }
-
-        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks).
-        if (Interlocked.CompareExchange(ref entry.Link, PartitionEntry<TState>.Evicted, link) != link
-            || tier.Algorithm.GetFullSince(ref entry.State, now) is null)
-        {
-            Interlocked.CompareExchange(ref entry.Link, link, PartitionEntry<TState>.Evicted);
-            keyLimiter?.Unretire();
-            return false;
-        }
-
-        // Retired with an empty queue: a racing AcquireAsync gets Retired and looks again, a racing AttemptAcquire is
-        // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter.
-        return true;
-    }
-
     /// <summary>
-    /// After an admission on <paramref name="entry"/>: true when an eviction removed the entry, so the admission counts
-    /// for nothing and must be decided again on the key's live entry. If an eviction is in progress its verdict is awaited
-    /// (the evictor holds the shard lock for a few instructions): an eviction it undoes leaves the admission standing.
+    /// The lock-free admission on a key's own state: counted and observed when it stands; <see cref="TierOutcome.Lost"/>
+    /// when an eviction removed the entry meanwhile (the caller decides again on the key's live entry).
     /// </summary>
-    private bool AdmissionLost(TKey key, PartitionEntry<TState> entry)
+    private TierOutcome AdmitOnTier(
+        TKey key, PartitionEntry<TState> entry, PartitionTier<TAlgorithm, TState> tier, int permitCount, long now, out long retryAfter)
     {
-        SpinWait spin = default;
-        while (ReferenceEquals(Volatile.Read(ref entry.Link), PartitionEntry<TState>.Evicted))
+        if (!tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out Admission admission, out retryAfter))
         {
-            if (!ReferenceEquals(_table.Find(key), entry))
-            {
-                return true;
-            }
-
-            spin.SpinOnce();
+            return TierOutcome.Refused;
         }
 
-        return false;
+        if (AdmissionLost(key, entry))
+        {
+            return TierOutcome.Lost;
+        }
+
+        _counters.Succeeded();
+        AdmissionObserver?.Invoke(key, admission);
+        return TierOutcome.Admitted;
     }
 
     private LimiterParts KeyLimiterParts(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry) =>
-        new(new EntryHost<TAlgorithm, TState>(tier.Algorithm, entry),
-            _clock,
-            tier.QueueLimit,
-            tier.Order,
-            tier.ReplenishmentPeriod,
-            tier.PermitCountName,
-            _successfulLeases,
-            _failedLeases);
+        new(new AlgorithmHost<TAlgorithm, TState>(tier.Algorithm, entry), _clock, tier.Queue, _counters);
 
     private RateLimitLease Probe(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry, long now)
     {
         if (tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0)
         {
-            _successfulLeases.Increment();
+            _counters.Succeeded();
             return RateEngineLease.Acquired;
         }
 
-        _failedLeases.Increment();
+        _counters.Failed();
         return RateEngineLease.Rejected(_clock.ToTimeSpan(tier.Algorithm.GetRetryAfter(ref entry.State, now, 1)), ReasonPhrases.LimitReached);
     }
 
     private RateEngineLease Refuse(RateEngineLease refusal)
     {
-        _failedLeases.Increment();
+        _counters.Failed();
         return refusal;
-    }
-
-    private static void CheckPermitCount(PartitionTier<TAlgorithm, TState> tier, int permitCount)
-    {
-        if (permitCount > tier.Algorithm.PermitLimit)
-        {
-            ThrowHelper.PermitCountExceedsLimit(tier.PermitCountName, permitCount, tier.Algorithm.PermitLimit);
-        }
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
@@ -502,8 +397,15 @@ internal sealed class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TSta
     {
         if (_disposed)
         {
-            CheckPermitCount(_tierOf(key), permitCount);
+            _tierOf(key).CheckPermitCount(permitCount);
             ThrowIfDisposed();
         }
+    }
+
+    private enum TierOutcome
+    {
+        Refused,
+        Admitted,
+        Lost,
     }
 }

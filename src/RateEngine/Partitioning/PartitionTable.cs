@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 
@@ -27,7 +28,9 @@ namespace RateEngine.Partitioning;
 /// another, so probe runs stay as short as for random keys. What no seed can spread is keys whose hash codes are equal (a
 /// degenerate comparer, or hash codes an attacker can choose, such as <c>long</c> keys folded to 32 bits): at most
 /// <see cref="MaxSameHash"/> keys with one hash are held, and a further one is refused, so that no probe run grows
-/// without bound and a flood of such keys costs each lookup at most that many comparisons.</para>
+/// without bound. An attacker who can choose hash codes can still fill the table with such groups, which lengthens probe
+/// runs by about that factor, and can keep one computed hash code's slots taken (refusing that one key): keys whose hash
+/// codes callers cannot choose (strings with the default randomized comparer, or a keyed comparer) rule both out.</para>
 /// <para>The arrays hold structs, not the keys and entries themselves: a store into an array of a reference type that
 /// shared generic code cannot see is sealed pays a covariance check that reads the stored object, one cache miss per
 /// entry in a rebuild.</para>
@@ -36,18 +39,25 @@ internal sealed class PartitionTable<TKey, TEntry>
     where TKey : notnull
     where TEntry : class
 {
-    /// <summary>The most live keys that may share one hash (see remarks: hostile keys).</summary>
-    public const int MaxSameHash = 16;
+    /// <summary>
+    /// The most live keys that may share one hash (see remarks: hostile keys). Four distinct keys of random-looking
+    /// hashes meet in one 32-bit hash about once in 10^5 tables of a million keys; groups of four keep probe runs within
+    /// a small factor of a random table's even when an attacker fills the table with them.
+    /// </summary>
+    public const int MaxSameHash = 4;
 
     private const int ShardBits = 6;
     private const int MinimumSlots = 16;
 
-    /// <summary>Whether slots keep hash codes: for keys whose <c>Equals</c> costs a trip to the heap.</summary>
+    /// <summary>
+    /// Whether slots keep hash codes: for keys whose <c>Equals</c> or <c>GetHashCode</c> costs a trip to the heap
+    /// (strings, and structs that hold references, such as tuples of strings).
+    /// </summary>
     /// <remarks>
-    /// A property, not a static field: the JIT folds <c>typeof(TKey).IsValueType</c> to a constant even in code shared
-    /// across entry types, where reading a static field costs a lookup of the generic statics on every probe.
+    /// A property, not a static field: the JIT folds it to a constant even in code shared across entry types, where
+    /// reading a static field costs a lookup of the generic statics on every probe.
     /// </remarks>
-    private static bool StoreHashes => !typeof(TKey).IsValueType;
+    private static bool StoreHashes => RuntimeHelpers.IsReferenceOrContainsReferences<TKey>();
 
     private readonly Shard[] _shards = new Shard[1 << ShardBits];
     private readonly IEqualityComparer<TKey> _comparer;
@@ -184,10 +194,7 @@ internal sealed class PartitionTable<TKey, TEntry>
                 }
             }
 
-            if (probes > _longestProbe)
-            {
-                Volatile.Write(ref _longestProbe, probes);
-            }
+            RaiseLongestProbe(probes);
 
             TEntry entry = create(key, argument);
 
@@ -261,10 +268,10 @@ internal sealed class PartitionTable<TKey, TEntry>
         shard.Tombstones += removed;
         shard.Budget += removed;
 
-        // Hand whole chunks back beyond two, so that emptied shards do not hoard the table's capacity; all of it when the
-        // pool is dry, since a shard that holds no keys may be refusing new ones for want of it (small tables, where a
-        // chunk is one key, can be hoarded whole by the shards' spare chunks).
-        int keep = Volatile.Read(ref _pool) > 0 ? 2 * _chunk : 0;
+        // Hand whole chunks back beyond two, so that emptied shards do not hoard the table's capacity: at most 128 chunks,
+        // 1/32 of the table, sit spare in shards. A table too small for chunks of more than one key keeps no spare at all,
+        // or its shards' spare could be most of it (a shard that holds no keys would refuse new ones for want of it).
+        int keep = _chunk > 1 ? 2 * _chunk : 0;
         if (shard.Budget > keep)
         {
             int giveBack = keep == 0 ? shard.Budget : (shard.Budget - _chunk) / _chunk * _chunk;
@@ -273,6 +280,21 @@ internal sealed class PartitionTable<TKey, TEntry>
         }
 
         return removed;
+    }
+
+    private void RaiseLongestProbe(int probes)
+    {
+        int longest = Volatile.Read(ref _longestProbe);
+        while (probes > longest)
+        {
+            int seen = Interlocked.CompareExchange(ref _longestProbe, probes, longest);
+            if (seen == longest)
+            {
+                return;
+            }
+
+            longest = seen;
+        }
     }
 
     /// <summary>The stored hash of a live slot, or (for value-type keys, whose slots keep none) the key's hash again.</summary>
@@ -375,17 +397,4 @@ internal sealed class PartitionTable<TKey, TEntry>
         /// <summary>Capacity borrowed from the table's pool and not yet used by a live entry.</summary>
         public int Budget;
     }
-}
-
-/// <summary>Why <see cref="PartitionTable{TKey,TEntry}.GetOrAdd"/> refused a new key.</summary>
-internal enum AddRefusal
-{
-    /// <summary>Not refused.</summary>
-    None,
-
-    /// <summary>The table holds as many live keys as it may.</summary>
-    Full,
-
-    /// <summary>As many live keys as may share one hash already do.</summary>
-    TooManyCollisions,
 }

@@ -32,11 +32,4 @@ internal static class TimeMath
         Int128 spanTicks = ((Int128)ticks * TimeSpan.TicksPerSecond + (frequency - 1)) / frequency;
         return spanTicks >= TimeSpan.MaxValue.Ticks ? TimeSpan.MaxValue : new TimeSpan((long)spanTicks);
     }
-
-    /// <summary><paramref name="a"/> + <paramref name="b"/> for non-negative operands, saturated at <see cref="long.MaxValue"/>.</summary>
-    public static long SaturatingAdd(long a, long b)
-    {
-        long sum = a + b;
-        return sum < a ? long.MaxValue : sum;
-    }
 }

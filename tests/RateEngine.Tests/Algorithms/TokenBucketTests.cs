@@ -1,4 +1,6 @@
+using Microsoft.Extensions.Time.Testing;
 using RateEngine.Algorithms;
+using RateEngine.Timing;
 
 namespace RateEngine.Tests.Algorithms;
 
@@ -6,6 +8,12 @@ public class TokenBucketTests
 {
     /// <summary>Tokens per second the clock's ticks (1 GHz, as <c>Stopwatch</c> on Linux) make of a bucket's rate.</summary>
     private const long Second = 1_000_000_000;
+
+    /// <summary>
+    /// A clock standing at 0 for tests that pass times of their own: the bucket reads its clock only for a state further
+    /// ahead than a burst, and then never decides earlier than the time it was given.
+    /// </summary>
+    private static readonly LimiterClock Stopped = new(new FakeTimeProvider());
 
     [Theory]
     [InlineData(3, 10)] // 3.33 ticks per token
@@ -18,7 +26,7 @@ public class TokenBucketTests
     [InlineData(1, long.MaxValue / 4)] // one per 73 years
     public void Rate_AnyOptions_IsExactOrBelowByLessThanOnePartInAMillion(long tokensPerPeriod, long periodTicks)
     {
-        var bucket = new TokenBucket(int.MaxValue, tokensPerPeriod, periodTicks);
+        var bucket = new TokenBucket(int.MaxValue, tokensPerPeriod, periodTicks, Stopped);
         (long units, long ticks, long cost) = bucket.Rate;
 
         // Tokens per tick: units / (ticks * cost) against tokensPerPeriod / periodTicks, compared exactly.
@@ -37,7 +45,7 @@ public class TokenBucketTests
     {
         // Steps shorter than half a full refill, so the bucket never overflows and everything it refills is taken.
         const int Steps = 1_000;
-        var bucket = new TokenBucket(int.MaxValue, tokensPerPeriod, periodTicks);
+        var bucket = new TokenBucket(int.MaxValue, tokensPerPeriod, periodTicks, Stopped);
         long step = (long)Math.Min((double)periodTicks * (int.MaxValue / 2) / tokensPerPeriod, periodTicks * 1_000.0);
         long state = bucket.CreateState();
         Int128 taken = 0;
@@ -62,7 +70,7 @@ public class TokenBucketTests
     public void PermitLimit_ThousandTokensAtOnePerThirtyDays_IsTheWholeLimitAndAFreshBucketGivesIt()
     {
         // 1,000 tokens at one per 30 days take 82 years to fill: more than a 64-bit count of nanoseconds can hold at 2^61.
-        var bucket = new TokenBucket(tokenLimit: 1_000, tokensPerPeriod: 1, periodTicks: Second * 86_400 * 30);
+        var bucket = new TokenBucket(tokenLimit: 1_000, tokensPerPeriod: 1, periodTicks: Second * 86_400 * 30, Stopped);
         Assert.Equal(1_000, bucket.PermitLimit);
         long state = bucket.CreateState();
         Assert.True(bucket.TryAcquire(ref state, 0, 1_000, out _, out _));
@@ -73,7 +81,7 @@ public class TokenBucketTests
     [Fact]
     public void GetRetryAfter_IntMaxValuePerMillisecond_WholeLimitIsBackAfterOnePeriod()
     {
-        var bucket = new TokenBucket(int.MaxValue, int.MaxValue, periodTicks: Second / 1_000);
+        var bucket = new TokenBucket(int.MaxValue, int.MaxValue, periodTicks: Second / 1_000, Stopped);
         long state = bucket.CreateState();
         Assert.True(bucket.TryAcquire(ref state, 0, int.MaxValue, out _, out _));
         Assert.Equal(Second / 1_000, bucket.GetRetryAfter(ref state, 0, int.MaxValue));
@@ -84,29 +92,39 @@ public class TokenBucketTests
     public void GetAvailablePermits_IdleLongerThanTheUnitsWrap_ReadsAsFull()
     {
         // 2^31 units per tick: the 64-bit units wrap every 2^33 ticks. Idle for many wraps, the bucket is full again.
-        var bucket = new TokenBucket(1_000, int.MaxValue, periodTicks: 1);
+        var bucket = new TokenBucket(1_000, int.MaxValue, periodTicks: 1, Stopped);
         long state = bucket.CreateState();
         Assert.True(bucket.TryAcquire(ref state, 5, 1_000, out _, out _));
         Assert.Equal(1_000, bucket.GetAvailablePermits(ref state, 5 + (10L << 33) + 12_345));
         Assert.NotNull(bucket.GetFullSince(ref state, 5 + (10L << 33) + 12_345));
     }
 
-    [Fact]
-    public void TryAcquire_StaleClockReadBehindTheBucket_IsRejected()
+    [Theory]
+    [InlineData((1L << 33) + (1L << 31))] // the stale read's units wrap to far ahead of the bucket
+    [InlineData((1L << 33) + (1L << 32))] // ... to far behind it
+    [InlineData(10_000_000_000)]
+    public void TryAcquire_StaleClockReadAcrossAWrap_DecidesOnAFreshReadAndIsRejected(long stallTicks)
     {
-        var bucket = new TokenBucket(tokenLimit: 2, tokensPerPeriod: 1, periodTicks: 100);
+        // A thread that read the clock, then stalled while another drained the bucket: at 2^31 units per tick the
+        // 64-bit units wrap every 2^33 ticks, so its old read can look like any time at all. It must not see a refill.
+        var time = new FakeTimeProvider();
+        var clock = new LimiterClock(time);
+        var bucket = new TokenBucket(tokenLimit: 1_000, tokensPerPeriod: int.MaxValue, periodTicks: 1_000_000, clock);
         long state = bucket.CreateState();
-        Assert.True(bucket.TryAcquire(ref state, 1_000, 2, out _, out _));
+        long staleRead = clock.Now();
+        time.Advance(TimeSpan.FromTicks(stallTicks));
+        Assert.True(bucket.TryAcquire(ref state, clock.Now(), 1_000, out _, out _));
 
-        // A thread that read the clock long before (as if it had stalled since) must not see a refilled bucket.
-        Assert.False(bucket.TryAcquire(ref state, 0, 1, out _, out long retryAfter));
-        Assert.Equal(1_100, retryAfter);
+        Assert.False(bucket.TryAcquire(ref state, staleRead, 1, out _, out long retryAfter));
+        Assert.InRange(retryAfter, stallTicks, stallTicks + 1_000);
+        Assert.Equal(0, bucket.GetAvailablePermits(ref state, staleRead));
+        Assert.Null(bucket.GetFullSince(ref state, staleRead));
     }
 
     [Fact]
     public void Refund_SomeoneAdmittedSince_KeepsTheTokensSpent()
     {
-        var bucket = new TokenBucket(tokenLimit: 2, tokensPerPeriod: 1, periodTicks: 100);
+        var bucket = new TokenBucket(tokenLimit: 2, tokensPerPeriod: 1, periodTicks: 100, Stopped);
         long state = bucket.CreateState();
         Assert.True(bucket.TryAcquire(ref state, 0, 1, out Admission first, out _));
         Assert.True(bucket.TryAcquire(ref state, 0, 1, out _, out _));

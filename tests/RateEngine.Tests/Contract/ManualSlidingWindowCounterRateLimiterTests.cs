@@ -19,7 +19,7 @@ public sealed class ManualSlidingWindowCounterRateLimiterTests : RateLimiterCont
 
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
         new SlidingWindowCounterRateLimiter(
-            SlidingWindowCounterRateLimiterTests.Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: false, time));
+            SlidingWindowCounterRateLimiterTests.Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: false), time);
 
     // A permit taken in segment j is free once S + 1 moves have started segment j + S + 1.
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time)

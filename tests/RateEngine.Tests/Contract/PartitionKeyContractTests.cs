@@ -16,7 +16,7 @@ public sealed class PartitionedSlidingWindowLogKeyTests : RateLimiterContractTes
 
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
     {
-        var options = SlidingWindowLogRateLimiterTests.Options(permitLimit, Window, queueLimit, order, time);
+        var options = SlidingWindowLogRateLimiterTests.Options(permitLimit, Window, queueLimit, order);
         return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowLog<int, int>(k => k, _ => options, new() { TimeProvider = time }), Window);
     }
 
@@ -36,7 +36,7 @@ public sealed class PartitionedSlidingWindowCounterKeyTests : RateLimiterContrac
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
     {
         var options = SlidingWindowCounterRateLimiterTests.Options(
-            permitLimit, Window, SlidingWindowCounterRateLimiterTests.Segments, queueLimit, order, autoReplenishment: true, time);
+            permitLimit, Window, SlidingWindowCounterRateLimiterTests.Segments, queueLimit, order, autoReplenishment: true);
         return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => options, new() { TimeProvider = time }), Segment);
     }
 

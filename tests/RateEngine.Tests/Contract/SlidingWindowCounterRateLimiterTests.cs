@@ -19,7 +19,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
 
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
-        new SlidingWindowCounterRateLimiter(Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: true, time));
+        new SlidingWindowCounterRateLimiter(Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: true), time);
 
     // A permit taken in segment j is free when segment j + S + 1 begins: at most one window and one segment later.
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
@@ -39,8 +39,8 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     [Fact]
     public void Ctor_NullTimeProvider_ThrowsArgumentNull()
     {
-        var options = Options(1, Window, Segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, null!);
-        Assert.Throws<ArgumentNullException>(() => new SlidingWindowCounterRateLimiter(options));
+        var options = Options(1, Window, Segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true);
+        Assert.Equal("timeProvider", Assert.Throws<ArgumentNullException>(() => new SlidingWindowCounterRateLimiter(options, null!)).ParamName);
     }
 
     [Theory]
@@ -49,9 +49,9 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     [InlineData(int.MaxValue)]
     public void Ctor_MoreSegmentsThanTheBound_ThrowsArgumentOutOfRangeNamingTheOptionAndTheBound(int segments)
     {
-        var options = Options(1, TimeSpan.FromDays(1), segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, new FakeTimeProvider());
+        var options = Options(1, TimeSpan.FromDays(1), segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true);
 
-        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => new SlidingWindowCounterRateLimiter(options));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => new SlidingWindowCounterRateLimiter(options, new FakeTimeProvider()));
 
         Assert.Contains("SegmentsPerWindow", ex.Message, StringComparison.Ordinal);
         Assert.Contains($"{SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow}", ex.Message, StringComparison.Ordinal);
@@ -61,7 +61,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     public void Ctor_SegmentsAtTheBound_AreAccepted()
     {
         using var limiter = new SlidingWindowCounterRateLimiter(Options(
-            1, TimeSpan.FromDays(1), SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow, 0, QueueProcessingOrder.OldestFirst, true, new FakeTimeProvider()));
+            1, TimeSpan.FromDays(1), SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow, 0, QueueProcessingOrder.OldestFirst, true), new FakeTimeProvider());
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
     }
 
@@ -79,9 +79,9 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
         foreach (bool auto in new[] { true, false })
         {
             var options = Options(
-                permitLimit, TimeSpan.FromTicks(windowTicks), segments, queueLimit, QueueProcessingOrder.OldestFirst, auto, new FakeTimeProvider());
+                permitLimit, TimeSpan.FromTicks(windowTicks), segments, queueLimit, QueueProcessingOrder.OldestFirst, auto);
 
-            var ex = Assert.Throws<ArgumentException>(() => new SlidingWindowCounterRateLimiter(options));
+            var ex = Assert.Throws<ArgumentException>(() => new SlidingWindowCounterRateLimiter(options, new FakeTimeProvider()));
 
             Assert.Equal("options", ex.ParamName);
         }
@@ -91,7 +91,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     public void Ctor_OneSegmentPerWindowTick_IsAccepted()
     {
         using var limiter = new SlidingWindowCounterRateLimiter(
-            Options(1, TimeSpan.FromTicks(5), 5, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, new FakeTimeProvider()));
+            Options(1, TimeSpan.FromTicks(5), 5, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true), new FakeTimeProvider());
 
         Assert.Equal(TimeSpan.FromTicks(1), limiter.ReplenishmentPeriod);
     }
@@ -100,15 +100,14 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
     {
         var time = new FakeTimeProvider();
-        var options = Options(1, Window, Segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true, time);
-        using var limiter = new SlidingWindowCounterRateLimiter(options);
+        var options = Options(1, Window, Segments, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true);
+        using var limiter = new SlidingWindowCounterRateLimiter(options, time);
 
         options.PermitLimit = 5;
         options.Window = TimeSpan.FromSeconds(1);
         options.SegmentsPerWindow = 1;
         options.QueueLimit = 5;
         options.AutoReplenishment = false;
-        options.TimeProvider = new FakeTimeProvider(time.GetUtcNow() + TimeSpan.FromDays(1));
 
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
@@ -172,7 +171,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
         var time = new FakeTimeProvider();
         TimeSpan window = TimeSpan.FromDays(60);
         using var limiter = new SlidingWindowCounterRateLimiter(
-            Options(1, window, 1, 1, QueueProcessingOrder.OldestFirst, autoReplenishment: true, time));
+            Options(1, window, 1, 1, QueueProcessingOrder.OldestFirst, autoReplenishment: true), time);
 
         await AssertWaiterServedAfter(limiter, time, window * 2);
     }
@@ -184,7 +183,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
         var time = new MillisecondTimerTimeProvider();
         DateTimeOffset start = time.GetUtcNow();
         using var limiter = new SlidingWindowCounterRateLimiter(
-            Options(1, TimeSpan.FromSeconds(1), 3, 1, QueueProcessingOrder.OldestFirst, autoReplenishment: true, time));
+            Options(1, TimeSpan.FromSeconds(1), 3, 1, QueueProcessingOrder.OldestFirst, autoReplenishment: true), time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Task<RateLimitLease> waiter = Enqueue(limiter, 1);
         Assert.Equal(TimeSpan.FromTicks(13_333_336), RetryAfterOf(limiter.AttemptAcquire(1)) / 2); // behind the waiter: two refills
@@ -201,7 +200,7 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
     }
 
     internal static SlidingWindowCounterRateLimiterOptions Options(
-        int permitLimit, TimeSpan window, int segments, int queueLimit, QueueProcessingOrder order, bool autoReplenishment, TimeProvider time) => new()
+        int permitLimit, TimeSpan window, int segments, int queueLimit, QueueProcessingOrder order, bool autoReplenishment) => new()
     {
         PermitLimit = permitLimit,
         Window = window,
@@ -209,6 +208,5 @@ public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTe
         QueueLimit = queueLimit,
         QueueProcessingOrder = order,
         AutoReplenishment = autoReplenishment,
-        TimeProvider = time,
     };
 }

@@ -14,7 +14,7 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     protected override int LargePermitLimit => 1 << 16;
 
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
-        new SlidingWindowLogRateLimiter(Options(permitLimit, Window, queueLimit, order, time));
+        new SlidingWindowLogRateLimiter(Options(permitLimit, Window, queueLimit, order), time);
 
     // Every permit comes back exactly one window after it was taken.
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
@@ -31,8 +31,8 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     [Fact]
     public void Ctor_NullTimeProvider_ThrowsArgumentNull()
     {
-        Assert.Throws<ArgumentNullException>(() => new SlidingWindowLogRateLimiter(
-            new SlidingWindowLogRateLimiterOptions { PermitLimit = 1, Window = Window, TimeProvider = null! }));
+        Assert.Equal("timeProvider", Assert.Throws<ArgumentNullException>(() => new SlidingWindowLogRateLimiter(
+            new SlidingWindowLogRateLimiterOptions { PermitLimit = 1, Window = Window }, null!)).ParamName);
     }
 
     [Theory]
@@ -44,9 +44,9 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     [InlineData(1, 0, -1)]
     public void Ctor_OptionOutOfRange_ThrowsArgumentException(int permitLimit, int queueLimit, int windowMilliseconds)
     {
-        var options = Options(permitLimit, TimeSpan.FromMilliseconds(windowMilliseconds), queueLimit, QueueProcessingOrder.OldestFirst, new FakeTimeProvider());
+        var options = Options(permitLimit, TimeSpan.FromMilliseconds(windowMilliseconds), queueLimit, QueueProcessingOrder.OldestFirst);
 
-        var ex = Assert.Throws<ArgumentException>(() => new SlidingWindowLogRateLimiter(options));
+        var ex = Assert.Throws<ArgumentException>(() => new SlidingWindowLogRateLimiter(options, new FakeTimeProvider()));
 
         Assert.Equal("options", ex.ParamName);
     }
@@ -55,13 +55,12 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
     {
         var time = new FakeTimeProvider();
-        var options = Options(1, Window, 0, QueueProcessingOrder.OldestFirst, time);
-        using var limiter = new SlidingWindowLogRateLimiter(options);
+        var options = Options(1, Window, 0, QueueProcessingOrder.OldestFirst);
+        using var limiter = new SlidingWindowLogRateLimiter(options, time);
 
         options.PermitLimit = 5;
         options.Window = TimeSpan.FromSeconds(1);
         options.QueueLimit = 5;
-        options.TimeProvider = new FakeTimeProvider(time.GetUtcNow() + TimeSpan.FromDays(1));
 
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
@@ -75,7 +74,7 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     public void AttemptAcquire_EachPermit_ReturnsExactlyOneWindowAfterItWasTaken()
     {
         var time = new FakeTimeProvider();
-        using var limiter = new SlidingWindowLogRateLimiter(Options(2, Window, 0, QueueProcessingOrder.OldestFirst, time));
+        using var limiter = new SlidingWindowLogRateLimiter(Options(2, Window, 0, QueueProcessingOrder.OldestFirst), time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired); // at 0 s
         time.Advance(TimeSpan.FromSeconds(3));
         Assert.True(limiter.AttemptAcquire(1).IsAcquired); // at 3 s
@@ -99,7 +98,7 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     public async Task AcquireAsync_Waiter_IsServedTheTickItsPermitReturns()
     {
         var time = new FakeTimeProvider();
-        using var limiter = new SlidingWindowLogRateLimiter(Options(1, Window, 1, QueueProcessingOrder.OldestFirst, time));
+        using var limiter = new SlidingWindowLogRateLimiter(Options(1, Window, 1, QueueProcessingOrder.OldestFirst), time);
 
         await AssertWaiterServedAfter(limiter, time, Window);
     }
@@ -109,18 +108,17 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     {
         var time = new FakeTimeProvider();
         TimeSpan window = TimeSpan.FromDays(60);
-        using var limiter = new SlidingWindowLogRateLimiter(Options(1, window, 1, QueueProcessingOrder.OldestFirst, time));
+        using var limiter = new SlidingWindowLogRateLimiter(Options(1, window, 1, QueueProcessingOrder.OldestFirst), time);
 
         await AssertWaiterServedAfter(limiter, time, window);
     }
 
     internal static SlidingWindowLogRateLimiterOptions Options(
-        int permitLimit, TimeSpan window, int queueLimit, QueueProcessingOrder order, TimeProvider time) => new()
+        int permitLimit, TimeSpan window, int queueLimit, QueueProcessingOrder order) => new()
     {
         PermitLimit = permitLimit,
         Window = window,
         QueueLimit = queueLimit,
         QueueProcessingOrder = order,
-        TimeProvider = time,
     };
 }

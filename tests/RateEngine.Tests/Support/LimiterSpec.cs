@@ -31,8 +31,8 @@ public sealed record LimiterSpec(
             Window = TimeSpan.FromTicks(WindowTicks),
             QueueLimit = QueueLimit,
             QueueProcessingOrder = Order,
-            TimeProvider = time,
-        }),
+        },
+            time),
         LimiterKind.Counter => new SlidingWindowCounterRateLimiter(new SlidingWindowCounterRateLimiterOptions
         {
             PermitLimit = Limit,
@@ -40,8 +40,8 @@ public sealed record LimiterSpec(
             SegmentsPerWindow = Segments,
             QueueLimit = QueueLimit,
             QueueProcessingOrder = Order,
-            TimeProvider = time,
-        }),
+        },
+            time),
         LimiterKind.Fixed => new LockFreeFixedWindowRateLimiter(
             new FixedWindowRateLimiterOptions
             {

@@ -20,7 +20,4 @@ public sealed class SlidingWindowLogRateLimiterOptions
 
     /// <summary>Which queued request is served first. Default <see cref="QueueProcessingOrder.OldestFirst"/>.</summary>
     public QueueProcessingOrder QueueProcessingOrder { get; set; } = QueueProcessingOrder.OldestFirst;
-
-    /// <summary>The clock. Must not be null. Default <see cref="TimeProvider.System"/>.</summary>
-    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }

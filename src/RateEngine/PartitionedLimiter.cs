@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
 using RateEngine.Algorithms;
+using RateEngine.Limiters;
 using RateEngine.Partitioning;
-using RateEngine.Timing;
 
 namespace RateEngine;
 
@@ -31,10 +31,7 @@ public static class PartitionedLimiter
         PartitionedLimiterOptions? options = null,
         IEqualityComparer<TKey>? comparer = null)
         where TKey : notnull =>
-        Create<TResource, TKey, FixedWindowRateLimiterOptions, FixedWindow, long>(
-            keySelector, optionsResolver, options, comparer, static (o, clock) => new(
-                LockFreeFixedWindowRateLimiter.CreateAlgorithm(LockFreeFixedWindowRateLimiter.Validate(o), clock),
-                o.QueueLimit, o.QueueProcessingOrder, o.Window, "permitCount"));
+        Create<TResource, TKey, FixedWindowDefinition, FixedWindowRateLimiterOptions, FixedWindow, long>(keySelector, optionsResolver, options, comparer);
 
     /// <summary>A token bucket per key.</summary>
     /// <exception cref="ArgumentNullException">A delegate is null.</exception>
@@ -45,10 +42,7 @@ public static class PartitionedLimiter
         PartitionedLimiterOptions? options = null,
         IEqualityComparer<TKey>? comparer = null)
         where TKey : notnull =>
-        Create<TResource, TKey, TokenBucketRateLimiterOptions, TokenBucket, long>(
-            keySelector, optionsResolver, options, comparer, static (o, clock) => new(
-                LockFreeTokenBucketRateLimiter.CreateAlgorithm(LockFreeTokenBucketRateLimiter.Validate(o), clock),
-                o.QueueLimit, o.QueueProcessingOrder, o.ReplenishmentPeriod, "tokenCount"));
+        Create<TResource, TKey, TokenBucketDefinition, TokenBucketRateLimiterOptions, TokenBucket, long>(keySelector, optionsResolver, options, comparer);
 
     /// <summary>A conservative segmented sliding window per key.</summary>
     /// <exception cref="ArgumentNullException">A delegate is null.</exception>
@@ -59,10 +53,7 @@ public static class PartitionedLimiter
         PartitionedLimiterOptions? options = null,
         IEqualityComparer<TKey>? comparer = null)
         where TKey : notnull =>
-        Create<TResource, TKey, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(
-            keySelector, optionsResolver, options, comparer, static (o, clock) => new(
-                SlidingWindowCounterRateLimiter.CreateAlgorithm(SlidingWindowCounterRateLimiter.Validate(o), clock),
-                o.QueueLimit, o.QueueProcessingOrder, SlidingWindowCounterRateLimiter.SegmentSpan(o), "permitCount"));
+        Create<TResource, TKey, SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(keySelector, optionsResolver, options, comparer);
 
     /// <summary>An exact sliding-window log per key (memory grows with the permit limit: for modest limits).</summary>
     /// <exception cref="ArgumentNullException">A delegate is null.</exception>
@@ -73,18 +64,15 @@ public static class PartitionedLimiter
         PartitionedLimiterOptions? options = null,
         IEqualityComparer<TKey>? comparer = null)
         where TKey : notnull =>
-        Create<TResource, TKey, SlidingWindowLogRateLimiterOptions, SlidingWindowLog, LogState>(
-            keySelector, optionsResolver, options, comparer, static (o, clock) => new(
-                SlidingWindowLogRateLimiter.CreateAlgorithm(SlidingWindowLogRateLimiter.Validate(o), clock),
-                o.QueueLimit, o.QueueProcessingOrder, o.Window, "permitCount"));
+        Create<TResource, TKey, SlidingWindowLogDefinition, SlidingWindowLogRateLimiterOptions, SlidingWindowLog, LogState>(keySelector, optionsResolver, options, comparer);
 
-    private static PartitionedRateLimiter<TResource> Create<TResource, TKey, TOptions, TAlgorithm, TState>(
+    private static PartitionedRateLimiter<TResource> Create<TResource, TKey, TDefinition, TOptions, TAlgorithm, TState>(
         Func<TResource, TKey> keySelector,
         Func<TKey, TOptions> optionsResolver,
         PartitionedLimiterOptions? options,
-        IEqualityComparer<TKey>? comparer,
-        Func<TOptions, LimiterClock, PartitionTier<TAlgorithm, TState>> createTier)
+        IEqualityComparer<TKey>? comparer)
         where TKey : notnull
+        where TDefinition : IAlgorithmDefinition<TOptions, TAlgorithm, TState>
         where TOptions : class
         where TAlgorithm : struct, IRateAlgorithm<TState>
     {
@@ -100,7 +88,7 @@ public static class PartitionedLimiter
             key =>
             {
                 TOptions keyOptions = optionsResolver(key) ?? throw new InvalidOperationException("The options resolver returned null.");
-                return tiers.GetValue(keyOptions, o => createTier(o, limiter!.Clock));
+                return tiers.GetValue(keyOptions, o => PartitionTier<TAlgorithm, TState>.Create<TDefinition, TOptions>(o, limiter!.Clock));
             },
             settings,
             comparer ?? EqualityComparer<TKey>.Default);
@@ -109,21 +97,13 @@ public static class PartitionedLimiter
 
     private static PartitionedLimiterOptions Validate(PartitionedLimiterOptions options)
     {
-        if (options.MaxPartitions <= 0)
-        {
-            throw OptionsValidation.GreaterThanZero(nameof(options.MaxPartitions));
-        }
-
-        if (options.IdleEvictionInterval <= TimeSpan.Zero)
-        {
-            throw OptionsValidation.GreaterThanZeroSpan(nameof(options.IdleEvictionInterval));
-        }
-
+        OptionsValidation.Positive(options.MaxPartitions, nameof(options.MaxPartitions));
+        OptionsValidation.Positive(options.IdleEvictionInterval, nameof(options.IdleEvictionInterval));
         return new PartitionedLimiterOptions
         {
             MaxPartitions = options.MaxPartitions,
             IdleEvictionInterval = options.IdleEvictionInterval,
-            TimeProvider = OptionsValidation.NotNull(options.TimeProvider, nameof(options.TimeProvider)),
+            TimeProvider = options.TimeProvider ?? throw new ArgumentNullException(nameof(options.TimeProvider)),
         };
     }
 }

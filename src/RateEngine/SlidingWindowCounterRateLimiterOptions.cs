@@ -33,7 +33,4 @@ public sealed class SlidingWindowCounterRateLimiterOptions
     /// once a segment's length of time has passed since the last move (the in-box sliding window's manual rule).
     /// </summary>
     public bool AutoReplenishment { get; set; } = true;
-
-    /// <summary>The clock. Must not be null. Default <see cref="TimeProvider.System"/>.</summary>
-    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }

@@ -1,0 +1,13 @@
+namespace RateEngine.Algorithms;
+
+/// <summary>
+/// What an algorithm needs to undo one admission, plus the decision's timestamp.
+/// </summary>
+/// <param name="Stamp">
+/// The decision's time in clock ticks. It lies between the caller's clock read and the linearization point,
+/// and it is the time the guarantee is stated for (the stress tests check admissions by it).
+/// </param>
+/// <param name="Permits">The permits admitted.</param>
+/// <param name="Marker">Where the permits were taken: a log ticket, a window or segment epoch, a bucket position.</param>
+/// <param name="Previous">The state word before the admission, where an exact undo needs it.</param>
+internal readonly record struct Admission(long Stamp, int Permits, long Marker, long Previous);

@@ -1,0 +1,40 @@
+using RateEngine.Algorithms;
+
+namespace RateEngine.Limiters;
+
+/// <inheritdoc />
+/// <remarks>The state lives in a <see cref="StateCell{TState}"/>: the host's own for a single limiter, a partition key's entry otherwise.</remarks>
+internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
+    where TAlgorithm : struct, IRateAlgorithm<TState>
+{
+    private readonly TAlgorithm _algorithm;
+    private readonly StateCell<TState> _cell;
+
+    /// <summary>A host with a fresh state of its own.</summary>
+    public AlgorithmHost(TAlgorithm algorithm)
+        : this(algorithm, new StateCell<TState> { State = algorithm.CreateState() })
+    {
+    }
+
+    /// <summary>A host over a state that lives elsewhere (a partition key's entry).</summary>
+    public AlgorithmHost(TAlgorithm algorithm, StateCell<TState> cell)
+    {
+        _algorithm = algorithm;
+        _cell = cell;
+    }
+
+    public override long PermitLimit => _algorithm.PermitLimit;
+
+    public override long RefillTicks => _algorithm.RefillTicks;
+
+    public override bool TryAcquire(long now, int permits, out Admission admission, out long retryAfter) =>
+        _algorithm.TryAcquire(ref _cell.State, now, permits, out admission, out retryAfter);
+
+    public override bool Refund(in Admission admission) => _algorithm.Refund(ref _cell.State, admission);
+
+    public override long GetAvailablePermits(long now) => _algorithm.GetAvailablePermits(ref _cell.State, now);
+
+    public override long GetRetryAfter(long now, long permits) => _algorithm.GetRetryAfter(ref _cell.State, now, permits);
+
+    public override long? GetFullSince(long now) => _algorithm.GetFullSince(ref _cell.State, now);
+}

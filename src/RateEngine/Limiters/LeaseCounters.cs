@@ -1,0 +1,28 @@
+using System.Threading.RateLimiting;
+
+namespace RateEngine.Limiters;
+
+/// <summary>
+/// The lease totals <c>GetStatistics</c> reports: one pair per limiter, shared by every limiter that reports as one
+/// (the keys of a partitioned limiter). Striped, so counting never becomes a point of contention; decisions never read it.
+/// </summary>
+internal sealed class LeaseCounters
+{
+    private readonly StripedCounter _successful = new();
+    private readonly StripedCounter _failed = new();
+
+    public void Succeeded() => _successful.Increment();
+
+    public void Failed() => _failed.Increment();
+
+    /// <summary>Takes back a success counted for an admission that was then discarded and decided again.</summary>
+    public void Withdraw() => _successful.Decrement();
+
+    public RateLimiterStatistics Statistics(long availablePermits, long queuedPermits) => new()
+    {
+        CurrentAvailablePermits = availablePermits,
+        CurrentQueuedCount = queuedPermits,
+        TotalFailedLeases = _failed.Sum(),
+        TotalSuccessfulLeases = _successful.Sum(),
+    };
+}

@@ -1,0 +1,26 @@
+using RateEngine.Algorithms;
+using RateEngine.Timing;
+
+namespace RateEngine.Limiters;
+
+/// <summary>What a concrete limiter hands to <see cref="RateEngineLimiter"/>: its algorithm, clock, queue settings and lease counters.</summary>
+internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, QueueSettings Queue, LeaseCounters Counters)
+{
+    /// <summary>The parts of a single limiter of one algorithm: validated options, its clock, a fresh state.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public static LimiterParts Create<TDefinition, TOptions, TAlgorithm, TState>(TOptions options, TimeProvider timeProvider)
+        where TDefinition : IAlgorithmDefinition<TOptions, TAlgorithm, TState>
+        where TOptions : class
+        where TAlgorithm : struct, IRateAlgorithm<TState>
+    {
+        TOptions valid = TDefinition.Validate(options);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        LimiterClock clock = TDefinition.CreateClock(valid, timeProvider);
+        return new LimiterParts(
+            new AlgorithmHost<TAlgorithm, TState>(TDefinition.CreateAlgorithm(valid, clock)),
+            clock,
+            TDefinition.QueueSettings(valid),
+            new LeaseCounters());
+    }
+}

@@ -1,0 +1,16 @@
+namespace RateEngine.Limiters;
+
+/// <summary>The <c>REASON_PHRASE</c> of each kind of failed lease.</summary>
+internal static class ReasonPhrases
+{
+    public const string LimitReached = "Rate limit reached: not enough permits are free in the current window.";
+    public const string QueuedAhead = "Requests are queued ahead of this one (QueueProcessingOrder.OldestFirst).";
+    public const string QueueFull = "Rate limit reached and the queue is full (QueueLimit).";
+    public const string Evicted = "Evicted from the queue by a newer request (QueueProcessingOrder.NewestFirst).";
+    public const string Disposed = "The rate limiter was disposed while the request was queued.";
+    public const string PartitionsFull =
+        "Too many partition keys are active (MaxPartitions); new keys are refused until idle ones are evicted.";
+    public const string TooManyCollisions =
+        "Too many active partition keys share this key's hash code; new ones are refused until idle ones are evicted. " +
+        "The key comparer's GetHashCode is degenerate, or the keys were chosen to collide.";
+}

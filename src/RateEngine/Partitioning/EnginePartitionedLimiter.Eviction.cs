@@ -1,0 +1,112 @@
+namespace RateEngine.Partitioning;
+
+/// <content>
+/// Idle eviction: the sweep timer visits one shard per tick and removes keys whose state is indistinguishable from a
+/// fresh one; a full shard sweeps itself before it refuses a new key; an admission that lands on an entry being evicted
+/// is found out and decided again on the key's live entry (see the remarks on the class).
+/// </content>
+internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>
+{
+    public void SweepAllShards()
+    {
+        for (int i = 0; i < _table.ShardCount; i++)
+        {
+            SweepNextShard();
+        }
+    }
+
+    /// <summary>
+    /// One shard's share of <paramref name="interval"/>, in whole milliseconds as timers count them: at least 1 ms (so a
+    /// full pass takes at least 64 ms) and at most the timer's limit of about 49.7 days.
+    /// </summary>
+    private static TimeSpan SweepPeriod(TimeSpan interval, int shards)
+    {
+        const long MaxTimerMilliseconds = 0xFFFFFFFE;
+        long milliseconds = interval.Ticks / shards / TimeSpan.TicksPerMillisecond;
+        return TimeSpan.FromMilliseconds(Math.Clamp(milliseconds, 1, MaxTimerMilliseconds));
+    }
+
+    /// <summary>Sweeps one shard; called by the sweep timer (and by tests, through the fake clock).</summary>
+    internal void SweepNextShard()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        Interlocked.Increment(ref _sweepTicks);
+
+        int shard = (int)((uint)Interlocked.Increment(ref _nextShard) % (uint)_table.ShardCount);
+        _table.Sweep(shard, _evictIfIdle);
+    }
+
+    /// <summary>
+    /// A full shard sweeps itself for idle keys before refusing a new one, at most once per tick of the sweep timer:
+    /// under a flood of new keys against a table full of active ones, refusing stays cheap. Runs under the shard's lock.
+    /// </summary>
+    private void MakeRoom(int shard)
+    {
+        if (!RoomSweepDue(shard))
+        {
+            return;
+        }
+
+        // Stored plus one, so that a never-swept shard (0) is always due.
+        Volatile.Write(ref _roomSweptAt[shard], Volatile.Read(ref _sweepTicks) + 1);
+        _table.SweepHeld(shard, _evictIfIdle);
+    }
+
+    private bool RoomSweepDue(int shard) => Volatile.Read(ref _roomSweptAt[shard]) != Volatile.Read(ref _sweepTicks) + 1;
+
+    /// <summary>Under the shard's lock: evicts the entry if it is indistinguishable from a fresh one.</summary>
+    private bool EvictIfIdle(TKey key, PartitionEntry<TState> entry)
+    {
+        object link = Volatile.Read(ref entry.Link);
+        var keyLimiter = link as PartitionKeyLimiter;
+        var tier = (PartitionTier<TAlgorithm, TState>)(keyLimiter?.Tier ?? link);
+        long now = _clock.Now();
+        if (tier.Algorithm.GetFullSince(ref entry.State, now) is null)
+        {
+            return false;
+        }
+
+        if (keyLimiter is not null && !keyLimiter.TryRetire())
+        {
+            return false; // waiters: not idle
+        }
+
+        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks).
+        if (Interlocked.CompareExchange(ref entry.Link, PartitionEntry<TState>.Evicted, link) != link
+            || tier.Algorithm.GetFullSince(ref entry.State, now) is null)
+        {
+            Interlocked.CompareExchange(ref entry.Link, link, PartitionEntry<TState>.Evicted);
+            keyLimiter?.Unretire();
+            return false;
+        }
+
+        // Retired with an empty queue: a racing AcquireAsync gets Retired and looks again, a racing AttemptAcquire is
+        // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter.
+        return true;
+    }
+
+    /// <summary>
+    /// After an admission on <paramref name="entry"/>: true when an eviction removed the entry, so the admission counts
+    /// for nothing and must be decided again on the key's live entry. If an eviction is in progress its verdict is awaited
+    /// (the evictor holds the shard lock for a few instructions): an eviction it undoes leaves the admission standing.
+    /// </summary>
+    private bool AdmissionLost(TKey key, PartitionEntry<TState> entry)
+    {
+        SpinWait spin = default;
+        while (ReferenceEquals(Volatile.Read(ref entry.Link), PartitionEntry<TState>.Evicted))
+        {
+            if (!ReferenceEquals(_table.Find(key), entry))
+            {
+                return true;
+            }
+
+            spin.SpinOnce();
+        }
+
+        return false;
+    }
+}

@@ -1,0 +1,241 @@
+using System.Diagnostics;
+using System.Threading.RateLimiting;
+using RateEngine.Limiters;
+
+namespace RateEngine;
+
+/// <content>
+/// The wait queue: <c>AcquireAsync</c> for requests that cannot pass at once, serving waiters in processing order when
+/// their permits are free (a wakeup timer, <c>TryReplenish</c>, a refund), cancellation and eviction. Everything here
+/// runs under the queue's lock except the lock-free first attempt of <c>AcquireAsync</c>.
+/// </content>
+public abstract partial class RateEngineLimiter
+{
+    // Guarded by the queue's lock; _queuedPermits is also read without it.
+    private readonly WaiterQueue _queue = new();
+    private long _queuedPermits;
+    private ITimer? _wakeup;
+    private bool _wakeupArmed;
+    private long _wakeupDue;
+
+    /// <summary>The lock that guards the queue, for a subclass that must act atomically with queueing.</summary>
+    private protected object QueueLock => _queue;
+
+    /// <summary>Waiters queued right now. Under <see cref="QueueLock"/>.</summary>
+    private protected int WaiterCount
+    {
+        get
+        {
+            Debug.Assert(Monitor.IsEntered(_queue));
+            return _queue.Count;
+        }
+    }
+
+    /// <inheritdoc />
+    protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
+    {
+        ThrowHelper.CheckPermitCount(permitCount, _permitLimit, _settings.PermitCountName);
+        ThrowIfDisposed();
+
+        // One clock read serves the whole call: a decision taken under the lock with it is taken as of a moment
+        // before the lock, which can only find fewer permits free (and the wakeup timer then comes for the rest).
+        long now = _clock.Now();
+
+        // The lock-free admission AttemptAcquire makes: a request that can pass now never takes the queue's lock.
+        if (TryPassWithoutWaiting(now, permitCount))
+        {
+            return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
+        }
+
+        lock (_queue)
+        {
+            ThrowIfDisposed();
+            if (RefuseToQueueLocked() is { } refusal)
+            {
+                return new ValueTask<RateLimitLease>(refusal);
+            }
+
+            if (TryPassWithoutWaiting(now, permitCount))
+            {
+                return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
+            }
+
+            // Subtraction, not addition: int.MaxValue-sized requests and queues must not wrap.
+            int queueLimit = _settings.QueueLimit;
+            if (queueLimit - _queuedPermits < permitCount)
+            {
+                if (_settings.Order == QueueProcessingOrder.NewestFirst && permitCount <= queueLimit)
+                {
+                    do
+                    {
+                        Complete(_queue.First!, RateEngineLease.Evicted);
+                        _counters.Failed();
+                    }
+                    while (queueLimit - _queuedPermits < permitCount);
+                }
+                else
+                {
+                    _counters.Failed();
+                    return new ValueTask<RateLimitLease>(Rejection(now, permitCount, ReasonPhrases.QueueFull));
+                }
+            }
+
+            var waiter = new Waiter(this, permitCount);
+            _queue.AddLast(waiter);
+            Volatile.Write(ref _queuedPermits, _queuedPermits + permitCount);
+
+            // A token cancelled by now runs the callback inline; the lock is re-entrant and the waiter is already queued.
+            waiter.Registration = cancellationToken.UnsafeRegister(
+                static (state, token) => ((Waiter)state!).Owner.Cancel((Waiter)state!, token), waiter);
+            ScheduleWakeupLocked(now);
+            return new ValueTask<RateLimitLease>(waiter.Task);
+        }
+    }
+
+    /// <summary>
+    /// Under the queue's lock, before a request that cannot pass is queued: a lease to answer instead, or null to queue
+    /// it. A partition key being evicted answers so that the caller looks its key up again.
+    /// </summary>
+    private protected virtual RateLimitLease? RefuseToQueueLocked() => null;
+
+    /// <summary>
+    /// AcquireAsync's request passes at once: zero permits while any is free, or n permits taken without queueing
+    /// (nobody queued ahead, or NewestFirst). Counts the success.
+    /// </summary>
+    private bool TryPassWithoutWaiting(long now, int permitCount)
+    {
+        if (permitCount > 0)
+        {
+            return CanBypassQueue() && TryAcquireCounted(now, permitCount, out _, out _);
+        }
+
+        if (_host.GetAvailablePermits(now) > 0)
+        {
+            _counters.Succeeded();
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>Disposal: the timer stops and every waiter gets a failed lease. Under the queue's lock.</summary>
+    private void DisposeQueueLocked()
+    {
+        _wakeup?.Dispose();
+        while (_queue.Count > 0)
+        {
+            Complete(ServiceHead()!, RateEngineLease.Disposed);
+        }
+    }
+
+    private Waiter? ServiceHead() => _settings.Order == QueueProcessingOrder.OldestFirst ? _queue.First : _queue.Last;
+
+    /// <summary>Serves waiters in processing order until the first one whose permits are not free.</summary>
+    private void ServeQueueLocked()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        long now = _clock.Now();
+        while (ServiceHead() is { } waiter)
+        {
+            if (waiter.Count == 0)
+            {
+                // Its turn has come and it needs nothing: served, as in-box (whose check is "available >= 0").
+                _counters.Succeeded();
+            }
+            else if (!TryAcquireCounted(now, waiter.Count, out _, out _))
+            {
+                break;
+            }
+
+            // Completions happen only under this lock, so a queued waiter cannot have been cancelled meanwhile.
+            bool completed = Complete(waiter, RateEngineLease.Acquired);
+            Debug.Assert(completed);
+        }
+
+        ScheduleWakeupLocked(now);
+    }
+
+    /// <summary>Arms the timer for when the service head's permits will be free (automatic replenishment only).</summary>
+    private void ScheduleWakeupLocked(long now)
+    {
+        if (_clock.IsManual || _disposed || ServiceHead() is not { } head)
+        {
+            return;
+        }
+
+        long ticks = Math.Max(1, _host.GetRetryAfter(now, Math.Max(1, head.Count)));
+        long due = ticks > long.MaxValue - now ? long.MaxValue : now + ticks;
+
+        // Re-arming costs a trip through the timer queue's lock. A timer already due no later than this fires, serves
+        // what it can and re-arms for the rest, so a wakeup that comes early is harmless and one that comes late is not.
+        if (_wakeupArmed && _wakeupDue <= due)
+        {
+            return;
+        }
+
+        _wakeup ??= _clock.Provider.CreateTimer(
+            static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _wakeupArmed = true;
+        _wakeupDue = due;
+        _wakeup.Change(WakeupDelay(_clock.ToTimeSpan(ticks)), Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// The timer delay for a wakeup due in <paramref name="due"/>. Timers count whole milliseconds and drop the rest, so
+    /// the delay is rounded up: an early wakeup finds nothing to serve and re-arms for less than a millisecond, which
+    /// fires at once, again and again until the clock catches up (forever under a clock that moves only when told to).
+    /// Timers also refuse delays beyond about 49.7 days; a longer wait is capped there and re-arms for the rest.
+    /// </summary>
+    private static TimeSpan WakeupDelay(TimeSpan due)
+    {
+        const long MaxTimerMilliseconds = 0xFFFFFFFE;
+        long milliseconds = (due.Ticks / TimeSpan.TicksPerMillisecond) + (due.Ticks % TimeSpan.TicksPerMillisecond > 0 ? 1 : 0);
+        return TimeSpan.FromTicks(Math.Clamp(milliseconds, 1, MaxTimerMilliseconds) * TimeSpan.TicksPerMillisecond);
+    }
+
+    private void OnWakeup()
+    {
+        lock (_queue)
+        {
+            _wakeupArmed = false;
+            ServeQueueLocked();
+        }
+    }
+
+    private void Cancel(Waiter waiter, CancellationToken token)
+    {
+        lock (_queue)
+        {
+            if (!waiter.Queued)
+            {
+                return; // already served, evicted or failed by Dispose
+            }
+
+            RemoveLocked(waiter);
+            waiter.TrySetCanceled(token);
+
+            // The cancelled waiter may have been the head of the line: the next one may be due sooner.
+            ScheduleWakeupLocked(_clock.Now());
+        }
+    }
+
+    /// <summary>Takes a waiter off the queue and completes it. Under the lock, so cancellation cannot interleave.</summary>
+    private bool Complete(Waiter waiter, RateLimitLease lease)
+    {
+        RemoveLocked(waiter);
+        waiter.Registration.Unregister();
+        return waiter.TrySetResult(lease);
+    }
+
+    private void RemoveLocked(Waiter waiter)
+    {
+        Debug.Assert(Monitor.IsEntered(_queue));
+        _queue.Remove(waiter);
+        Volatile.Write(ref _queuedPermits, _queuedPermits - waiter.Count);
+        Debug.Assert(_queuedPermits >= 0);
+    }
+}

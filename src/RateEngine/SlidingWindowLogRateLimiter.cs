@@ -1,0 +1,37 @@
+using System.Threading.RateLimiting;
+using RateEngine.Algorithms;
+using RateEngine.Limiters;
+
+namespace RateEngine;
+
+/// <summary>
+/// The exact sliding window: at most <see cref="SlidingWindowLogRateLimiterOptions.PermitLimit"/> permits in every
+/// interval of length <see cref="SlidingWindowLogRateLimiterOptions.Window"/>, and a request is admitted exactly when
+/// the last window leaves room for it. Lock-free; memory is one 24-byte entry per permit of the limit.
+/// </summary>
+/// <remarks>
+/// Pick it when the cap must hold to the tick and the limit is modest (up to tens of thousands of permits). Each
+/// permit comes back exactly one window after it was taken, so <see cref="ReplenishingRateLimiter.ReplenishmentPeriod"/>
+/// reports the window and replenishment is always automatic.
+/// </remarks>
+public sealed class SlidingWindowLogRateLimiter : RateEngineLimiter
+{
+    /// <summary>The largest supported permit limit (16,777,216): the log allocates one entry per permit.</summary>
+    public const int MaxPermitLimit = 1 << 24;
+
+    /// <summary>Creates the limiter on <see cref="TimeProvider.System"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public SlidingWindowLogRateLimiter(SlidingWindowLogRateLimiterOptions options)
+        : this(options, TimeProvider.System)
+    {
+    }
+
+    /// <summary>Creates the limiter on <paramref name="timeProvider"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public SlidingWindowLogRateLimiter(SlidingWindowLogRateLimiterOptions options, TimeProvider timeProvider)
+        : base(LimiterParts.Create<SlidingWindowLogDefinition, SlidingWindowLogRateLimiterOptions, SlidingWindowLog, LogState>(options, timeProvider))
+    {
+    }
+}
