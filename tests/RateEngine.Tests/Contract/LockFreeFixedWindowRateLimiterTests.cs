@@ -23,53 +23,6 @@ public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTes
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
 
     [Fact]
-    public void Ctor_NullOptions_ThrowsArgumentNull()
-    {
-        Assert.Equal("options", Assert.Throws<ArgumentNullException>(() => new LockFreeFixedWindowRateLimiter(null!)).ParamName);
-        Assert.Equal(
-            "options",
-            Assert.Throws<ArgumentNullException>(() => new LockFreeFixedWindowRateLimiter(null!, new FakeTimeProvider())).ParamName);
-    }
-
-    [Fact]
-    public void Ctor_NullTimeProvider_ThrowsArgumentNull()
-    {
-        var options = Options(1, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true);
-
-        var ex = Assert.Throws<ArgumentNullException>(() => new LockFreeFixedWindowRateLimiter(options, null!));
-
-        Assert.Equal("timeProvider", ex.ParamName);
-    }
-
-    [Theory]
-    [InlineData(0, 0, 10_000)]
-    [InlineData(-1, 0, 10_000)]
-    [InlineData(1, -1, 10_000)]
-    [InlineData(1, 0, 0)]
-    [InlineData(1, 0, -1)]
-    public void Ctor_OptionOutOfRange_ThrowsArgumentException(int permitLimit, int queueLimit, int windowMilliseconds)
-    {
-        foreach (bool auto in new[] { true, false }) // a zero window is refused even when replenishment is manual
-        {
-            var options = Options(permitLimit, TimeSpan.FromMilliseconds(windowMilliseconds), queueLimit, QueueProcessingOrder.OldestFirst, auto);
-
-            var ex = Assert.Throws<ArgumentException>(() => new LockFreeFixedWindowRateLimiter(options, new FakeTimeProvider()));
-
-            Assert.Equal("options", ex.ParamName);
-        }
-    }
-
-    [Fact]
-    public void Ctor_WithoutTimeProvider_UsesTheSystemClock()
-    {
-        using var limiter = new LockFreeFixedWindowRateLimiter(Options(1, TimeSpan.FromHours(1), 0, QueueProcessingOrder.OldestFirst, true));
-
-        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
-        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
-        Assert.True(limiter.IsAutoReplenishing);
-    }
-
-    [Fact]
     public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
     {
         var time = new FakeTimeProvider();

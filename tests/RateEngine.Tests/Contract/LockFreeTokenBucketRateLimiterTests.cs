@@ -83,60 +83,6 @@ public sealed class LockFreeTokenBucketRateLimiterTests : RateLimiterContractTes
     }
 
     [Fact]
-    public void Ctor_TimeProviderWithoutFrequency_ThrowsArgumentOutOfRange()
-    {
-        var ex = Assert.Throws<ArgumentOutOfRangeException>(
-            () => new LockFreeTokenBucketRateLimiter(Options(1, 1, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true), new NoFrequency()));
-        Assert.Equal("timeProvider", ex.ParamName);
-    }
-
-    /// <summary>A provider whose timestamps have no frequency: every duration computed from them would divide by zero.</summary>
-    private sealed class NoFrequency : TimeProvider
-    {
-        public override long TimestampFrequency => 0;
-    }
-
-    [Fact]
-    public void Ctor_NullOptions_ThrowsArgumentNull()
-    {
-        Assert.Equal("options", Assert.Throws<ArgumentNullException>(() => new LockFreeTokenBucketRateLimiter(null!)).ParamName);
-        Assert.Equal(
-            "options",
-            Assert.Throws<ArgumentNullException>(() => new LockFreeTokenBucketRateLimiter(null!, new FakeTimeProvider())).ParamName);
-    }
-
-    [Fact]
-    public void Ctor_NullTimeProvider_ThrowsArgumentNull()
-    {
-        var options = Options(1, 1, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true);
-
-        var ex = Assert.Throws<ArgumentNullException>(() => new LockFreeTokenBucketRateLimiter(options, null!));
-
-        Assert.Equal("timeProvider", ex.ParamName);
-    }
-
-    [Theory]
-    [InlineData(0, 1, 0, 1_000)]
-    [InlineData(-1, 1, 0, 1_000)]
-    [InlineData(1, 0, 0, 1_000)]
-    [InlineData(1, -1, 0, 1_000)]
-    [InlineData(1, 1, -1, 1_000)]
-    [InlineData(1, 1, 0, 0)]
-    [InlineData(1, 1, 0, -1)]
-    public void Ctor_OptionOutOfRange_ThrowsArgumentException(int tokenLimit, int tokensPerPeriod, int queueLimit, int periodMilliseconds)
-    {
-        foreach (bool auto in new[] { true, false })
-        {
-            var options = Options(
-                tokenLimit, tokensPerPeriod, TimeSpan.FromMilliseconds(periodMilliseconds), queueLimit, QueueProcessingOrder.OldestFirst, auto);
-
-            var ex = Assert.Throws<ArgumentException>(() => new LockFreeTokenBucketRateLimiter(options, new FakeTimeProvider()));
-
-            Assert.Equal("options", ex.ParamName);
-        }
-    }
-
-    [Fact]
     public void Ctor_MoreTokensPerPeriodThanTheLimit_IsAcceptedAndCapped()
     {
         var time = new FakeTimeProvider();

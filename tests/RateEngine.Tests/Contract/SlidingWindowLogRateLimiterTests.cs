@@ -22,36 +22,6 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
 
     [Fact]
-    public void Ctor_NullOptions_ThrowsArgumentNull()
-    {
-        var ex = Assert.Throws<ArgumentNullException>(() => new SlidingWindowLogRateLimiter(null!));
-        Assert.Equal("options", ex.ParamName);
-    }
-
-    [Fact]
-    public void Ctor_NullTimeProvider_ThrowsArgumentNull()
-    {
-        Assert.Equal("timeProvider", Assert.Throws<ArgumentNullException>(() => new SlidingWindowLogRateLimiter(
-            new SlidingWindowLogRateLimiterOptions { PermitLimit = 1, Window = Window }, null!)).ParamName);
-    }
-
-    [Theory]
-    [InlineData(0, 0, 10_000)]
-    [InlineData(-1, 0, 10_000)]
-    [InlineData(SlidingWindowLogRateLimiter.MaxPermitLimit + 1, 0, 10_000)]
-    [InlineData(1, -1, 10_000)]
-    [InlineData(1, 0, 0)]
-    [InlineData(1, 0, -1)]
-    public void Ctor_OptionOutOfRange_ThrowsArgumentException(int permitLimit, int queueLimit, int windowMilliseconds)
-    {
-        var options = Options(permitLimit, TimeSpan.FromMilliseconds(windowMilliseconds), queueLimit, QueueProcessingOrder.OldestFirst);
-
-        var ex = Assert.Throws<ArgumentException>(() => new SlidingWindowLogRateLimiter(options, new FakeTimeProvider()));
-
-        Assert.Equal("options", ex.ParamName);
-    }
-
-    [Fact]
     public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
     {
         var time = new FakeTimeProvider();

@@ -1,0 +1,147 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+
+namespace RateEngine.Tests.Contract;
+
+public abstract partial class RateLimiterContractTests
+{
+    // ---------------------------------------------------------------------------------------------------------------
+    // Time
+
+    [Theory]
+    [InlineData(3)] // hours
+    [InlineData(24 * 400)] // more than 2^20 windows of 10 s: beyond the range an epoch can be read as ahead
+    public void AttemptAcquire_ClockSteppedBackAnyAmount_ReadsAsNoTimePassed(int hours)
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(4, 0, OldestFirst, time);
+        time.Advance(TimeSpan.FromHours(hours) + Window); // a limiter that has run for longer than the step
+        Replenish(limiter, time);
+        Assert.True(limiter.AttemptAcquire(3).IsAcquired);
+        time.Advance(ShortWhile);
+        long available = limiter.GetStatistics()!.CurrentAvailablePermits;
+
+        time.AdjustTime(time.GetUtcNow() - TimeSpan.FromHours(hours));
+
+        Assert.Equal(available, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.False(limiter.AttemptAcquire((int)available + 1).IsAcquired);
+        Assert.True(limiter.AttemptAcquire((int)available).IsAcquired);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.Null(limiter.IdleDuration);
+        if (ExpectedAutoReplenishing)
+        {
+            // The clock is still behind the time the limiter has seen: a window of it brings nothing back.
+            time.Advance(Window);
+            Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Idle duration
+
+    [Fact]
+    public void IdleDuration_NewLimiter_IsIdleSinceCreation()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
+        Assert.Equal(TimeSpan.Zero, limiter.IdleDuration);
+
+        time.Advance(TimeSpan.FromSeconds(3));
+
+        Assert.Equal(TimeSpan.FromSeconds(3), limiter.IdleDuration);
+    }
+
+    [Fact]
+    public void IdleDuration_WhilePermitHeld_IsNull()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
+
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+
+        Assert.Null(limiter.IdleDuration);
+        time.Advance(ShortWhile);
+        Assert.Null(limiter.IdleDuration);
+    }
+
+    [Fact]
+    public void IdleDuration_ZeroPermitAcquire_KeepsLimiterIdle()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
+        time.Advance(ShortWhile);
+
+        Assert.True(limiter.AttemptAcquire(0).IsAcquired);
+
+        Assert.Equal(ShortWhile, limiter.IdleDuration);
+    }
+
+    [Fact]
+    public void IdleDuration_AfterPermitsReturn_GrowsWhileIdle()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(2).IsAcquired);
+
+        Replenish(limiter, time);
+        TimeSpan? idle = limiter.IdleDuration;
+        Assert.NotNull(idle);
+        time.Advance(TimeSpan.FromSeconds(2));
+
+        Assert.Equal(idle + TimeSpan.FromSeconds(2), limiter.IdleDuration);
+    }
+
+    [Fact]
+    public void IdleDuration_WhileRequestsQueued_IsNull()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(1, 1, OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Task<RateLimitLease> waiter = Enqueue(limiter, 0);
+
+        Assert.Null(limiter.IdleDuration);
+
+        Replenish(limiter, time);
+        Assert.True(waiter.IsCompletedSuccessfully);
+        Assert.NotNull(limiter.IdleDuration);
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Replenishment
+
+    [Fact]
+    public void ReplenishmentProperties_MatchTheOptions()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
+
+        Assert.Equal(ExpectedAutoReplenishing, limiter.IsAutoReplenishing);
+        Assert.Equal(ExpectedReplenishmentPeriod, limiter.ReplenishmentPeriod);
+    }
+
+    [Fact]
+    public void TryReplenish_ReturnsTrueOnlyWhenReplenishmentIsManual()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+
+        Assert.Equal(!ExpectedAutoReplenishing, limiter.TryReplenish());
+
+        // Too early for any replenishment: whatever it returned, it freed nothing.
+        Assert.Equal(0, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    [Fact]
+    public void AdvancingTime_WithoutTryReplenish_ReturnsPermitsOnlyWhenAutomatic()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(2, 0, OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(2).IsAcquired);
+
+        time.Advance(Window * 3);
+
+        Assert.Equal(ExpectedAutoReplenishing ? 2 : 0, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.Equal(ExpectedAutoReplenishing, limiter.AttemptAcquire(1).IsAcquired);
+    }
+}
