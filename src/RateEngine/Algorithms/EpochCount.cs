@@ -2,7 +2,7 @@ namespace RateEngine.Algorithms;
 
 /// <summary>
 /// Packs a window or segment epoch and a permit count into one 64-bit word, so that one CAS both checks that
-/// the epoch is still current and updates its count (DESIGN.md: "one word decides").
+/// the epoch is still current and updates its count (src/DESIGN.md: "one word decides").
 /// </summary>
 /// <remarks>
 /// The count takes 31 bits (it never exceeds a permit limit, itself at most <see cref="int.MaxValue"/>); the epoch

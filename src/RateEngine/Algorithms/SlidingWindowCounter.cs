@@ -15,7 +15,7 @@ namespace RateEngine.Algorithms;
 /// <para><b>State</b>: <see cref="CounterState.Current"/> packs (current segment e, its count) into one word, so the
 /// decision for a segment is one CAS. Finished segments' counts live in <see cref="CounterState.History"/>, one slot per
 /// segment modulo S+1, each packing (segment, count). <see cref="CounterState.HistorySum"/> caches (e, sum of e-S..e-1).</para>
-/// <para><b>Rollover</b> (the trap in DESIGN.md): a thread that sees time in a later segment first records the word's
+/// <para><b>Rollover</b> (a trap in src/DESIGN.md): a thread that sees time in a later segment first records the word's
 /// count in history with a larger-wins CAS, then CASes the word to the new segment. A slow thread still deciding in
 /// the old segment fails its CAS, because the word moved, and decides again. A slow thread recording an old count can
 /// never shrink history: larger wins, and a newer segment in the slot wins over an older one.</para>

@@ -14,7 +14,7 @@ namespace RateEngine.Algorithms;
 /// before k is published (its stamp written, then its sequence set to k with a release write). Then tickets k+n-1-L and
 /// older are all at or before the stamp of k+n-1-L, so "that one stamp is outside the window" means "the window holds at
 /// most L - n", which is the whole decision: O(1), exact in both directions.</para>
-/// <para><b>Ring reuse</b> (the trap in DESIGN.md): ticket k + L reads the slot that ticket k writes. A taker therefore
+/// <para><b>Ring reuse</b> (a trap in src/DESIGN.md): ticket k + L reads the slot that ticket k writes. A taker therefore
 /// waits until its predecessor (ticket T - 1) is published before deciding; by induction every older ticket is then
 /// published too, so no decision ever reads a stale slot. The wait covers the stores between a winner's CAS and its
 /// publish. Strictly, that makes the log obstruction-prone rather than lock-free: a winner preempted in that gap makes

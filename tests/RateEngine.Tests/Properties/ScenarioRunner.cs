@@ -10,7 +10,7 @@ namespace RateEngine.Tests.Properties;
 public static class ScenarioRunner
 {
     /// <summary>
-    /// The guarantee of DESIGN.md holds for every admission, whatever the mix of acquires, waits, cancellations,
+    /// The guarantee of src/DESIGN.md holds for every admission, whatever the mix of acquires, waits, cancellations,
     /// refunds and clock moves (both ways); statistics agree with the leases handed out; disposal completes every wait.
     /// </summary>
     public static void NeverExceedsGuarantee(Scenario scenario)

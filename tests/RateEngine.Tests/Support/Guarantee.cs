@@ -4,7 +4,7 @@ namespace RateEngine.Tests.Support;
 public readonly record struct Admitted(long Stamp, int Permits);
 
 /// <summary>
-/// Checks recorded admissions against the DESIGN.md guarantee of each limiter, offline. Returns a description of the
+/// Checks recorded admissions against the src/DESIGN.md guarantee of each limiter, offline. Returns a description of the
 /// first violation, or null.
 /// </summary>
 public static class Guarantee
