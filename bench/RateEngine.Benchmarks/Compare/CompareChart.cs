@@ -1,3 +1,5 @@
+using RateEngine.Benchmarks.Subjects;
+using RateEngine.Benchmarks.Subjects.Partitions;
 using ScottPlot;
 
 namespace RateEngine.Benchmarks.Compare;
@@ -67,7 +69,7 @@ internal static class CompareChart
 
         AddSeries(hot, positions, rows.Select(r => r.Inbox.HotOpsPerSecond.Median / 1e6), 0.2, InboxColor, "in-box PartitionedRateLimiter", v => $"{v:F1}");
         AddSeries(hot, positions, rows.Select(r => r.Engine.HotOpsPerSecond.Median / 1e6), -0.2, EngineColor, "RateEngine PartitionedLimiter", v => $"{v:F1}");
-        Style(hot, positions, labels, $"Partitioned limiters, hot keys: million admissions per second\n2 threads, random keys among {Partitions.HotKeys:N0} (higher is better)", "M ops/s");
+        Style(hot, positions, labels, $"Partitioned limiters, hot keys: million admissions per second\n2 threads, random keys among {PartitionSetup.HotKeys:N0} (higher is better)", "M ops/s");
     }
 
     private static string ShortFamily(PartitionFamily family) => family switch

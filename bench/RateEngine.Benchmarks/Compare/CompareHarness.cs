@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Threading.RateLimiting;
+using RateEngine.Benchmarks.Subjects;
+using RateEngine.Benchmarks.Subjects.Partitions;
 
 namespace RateEngine.Benchmarks.Compare;
 
@@ -28,13 +30,13 @@ internal sealed record CompareSettings
     public int PartitionHotRounds { get; init; } = 5;
 
     /// <summary>New keys per first-touch run, which is also the memory measurement.</summary>
-    public int PartitionKeys { get; init; } = Partitions.FirstTouchKeys;
+    public int PartitionKeys { get; init; } = PartitionSetup.FirstTouchKeys;
 
     /// <summary>Warm-up per partitioned limiter (half first touch, half hot keys), done twice over all of them.</summary>
     public TimeSpan PartitionWarmUp { get; init; } = TimeSpan.FromMilliseconds(120);
 
     /// <summary>Families of the partition section.</summary>
-    public IReadOnlyList<PartitionFamily> PartitionFamilies { get; init; } = Partitions.Families;
+    public IReadOnlyList<PartitionFamily> PartitionFamilies { get; init; } = PartitionSetup.Families;
 
     public required string OutputDirectory { get; init; }
 
@@ -172,7 +174,7 @@ internal sealed class CompareHarness(CompareSettings settings)
         public List<Sample> TwoThreads { get; } = [];
 
         public static Subject ForLimiter(LimiterKind kind) => new(
-            kind.ShortName(), kind, Loops.For(kind), Limiters.CreateAdmitting(kind), Limiters.CreateExhausted(kind), Limiters.CreateAdmitting(kind));
+            kind.ShortName(), kind, Loops.For(kind), LimiterSetup.CreateAdmitting(kind), LimiterSetup.CreateExhausted(kind), LimiterSetup.CreateAdmitting(kind));
 
         public static Subject Ceiling()
         {
@@ -230,7 +232,7 @@ internal sealed class CompareHarness(CompareSettings settings)
             Check.That(
                 sample.Acquired == expected,
                 $"{Name}, {what}: {sample.Acquired} of {sample.Operations} attempts admitted, expected {expected}. "
-                + "The benchmark would measure the wrong path; fix the limiter options in Limiters.cs.");
+                + "The benchmark would measure the wrong path; fix the limiter options in Subjects/LimiterSetup.cs.");
         }
     }
 }

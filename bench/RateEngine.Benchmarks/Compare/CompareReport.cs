@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using RateEngine.Benchmarks.Subjects;
 
 namespace RateEngine.Benchmarks.Compare;
 
@@ -178,7 +179,7 @@ internal static class CompareReport
         text.AppendLine(Invariant, $"- {s.Rounds} rounds; each round visits every limiter (in an order rotated by one per round, so a burst of outside load is shared out) and takes one {s.SingleThreadRound.TotalMilliseconds:F0} ms admit run, one {s.SingleThreadRound.TotalMilliseconds:F0} ms reject run, one {s.ThreadedRound.TotalMilliseconds:F0} ms 1-thread and one {s.ThreadedRound.TotalMilliseconds:F0} ms 2-thread run. The table shows the median round, timed with `Stopwatch`.");
         text.AppendLine("- Each limiter is called through its own compiled copy of the loop (a generic loop instantiated over a struct per limiter type), so every limiter has its own call site and PGO profile, as in an application that uses one limiter type.");
         text.AppendLine("- Every run counts admissions and the harness fails if an admit run was refused once or a reject run admitted once.");
-        text.AppendLine(Invariant, $"- Options: admit path `PermitLimit = int.MaxValue` per {Limiters.AdmitWindow.TotalSeconds:F0} s window ({Limiters.Segments} segments for the sliding windows; the bucket refills `int.MaxValue` tokens per {Limiters.AdmitWindow.TotalSeconds:F0} s), in-box limiters with `AutoReplenishment = true`; the log, which keeps one entry per permit, `PermitLimit = {Limiters.LogAdmitLimit}` per {Limiters.LogAdmitWindow.TotalMicroseconds:F0} µs. Reject path: 1 permit per {Limiters.RejectWindow.TotalHours:F0} h, taken up front. No queue.");
+        text.AppendLine(Invariant, $"- Options: admit path `PermitLimit = int.MaxValue` per {LimiterSetup.AdmitWindow.TotalSeconds:F0} s window ({LimiterSetup.Segments} segments for the sliding windows; the bucket refills `int.MaxValue` tokens per {LimiterSetup.AdmitWindow.TotalSeconds:F0} s), in-box limiters with `AutoReplenishment = true`; the log, which keeps one entry per permit, `PermitLimit = {LimiterSetup.LogAdmitLimit}` per {LimiterSetup.LogAdmitWindow.TotalMicroseconds:F0} µs. Reject path: 1 permit per {LimiterSetup.RejectWindow.TotalHours:F0} h, taken up front. No queue.");
         text.AppendLine("- Threaded runs start their threads before the clock, release them together and stop them with a flag; each thread times itself and the throughput is the sum of the threads' rates. The machine has 2 cores, so 2 threads use all of it: any other process (a build, another benchmark) shows up as noise, which the min–max columns below make visible.");
         text.AppendLine();
         text.AppendLine("### Spread over the rounds (min – max)");

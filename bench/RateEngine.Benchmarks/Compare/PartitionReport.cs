@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using RateEngine.Benchmarks.Subjects.Partitions;
 using static RateEngine.Benchmarks.Compare.CompareReport;
 
 namespace RateEngine.Benchmarks.Compare;
@@ -52,7 +53,7 @@ internal static class PartitionReport
 
     /// <summary>Each pair against the three partition targets.</summary>
     public static string TargetsTable(PartitionResult result) => Markdown(
-        ["family", "keys", "≤ 64 B/key (int keys)", $"first touch ≥ {Partitions.RateTarget:0}× in-box", $"hot keys ≥ {Partitions.RateTarget:0}× in-box"],
+        ["family", "keys", "≤ 64 B/key (int keys)", $"first touch ≥ {PartitionSetup.RateTarget:0}× in-box", $"hot keys ≥ {PartitionSetup.RateTarget:0}× in-box"],
         [false, false, false, false, false],
         [.. result.Rows.Select(row => new[]
         {
@@ -69,7 +70,7 @@ internal static class PartitionReport
         CompareSettings s = compare.Settings;
         text.AppendLine("## Partitioned limiters");
         text.AppendLine();
-        text.AppendLine(Invariant, $"RateEngine's `PartitionedLimiter.Create*` against the in-box `PartitionedRateLimiter.Create` with `RateLimitPartition.Get*Limiter`, {result.Keys:N0} distinct keys per first-touch run, {Partitions.HotKeys:N0} hot keys. Sliding window: RateEngine's counter against the in-box `SlidingWindowRateLimiter`.");
+        text.AppendLine(Invariant, $"RateEngine's `PartitionedLimiter.Create*` against the in-box `PartitionedRateLimiter.Create` with `RateLimitPartition.Get*Limiter`, {result.Keys:N0} distinct keys per first-touch run, {PartitionSetup.HotKeys:N0} hot keys. Sliding window: RateEngine's counter against the in-box `SlidingWindowRateLimiter`.");
         text.AppendLine();
         text.AppendLine(Table(result));
         text.AppendLine();
@@ -97,7 +98,7 @@ internal static class PartitionReport
         text.AppendLine("### Method (partitions)");
         text.AppendLine();
         text.AppendLine(Invariant, $"- Keys: {result.Keys:N0} distinct random ints; distinct random dotted-quad IPv4 strings; distinct IPv6 strings in 2001:db8::/32 with 96 random bits as `IPAddress.ToString()` writes them. The same keys on both sides; made once, before anything is measured. Both sides use the default equality comparer (randomized string hashing).");
-        text.AppendLine(Invariant, $"- Options, first touch and memory: every key keeps what it took for the whole run (`int.MaxValue` permits per {Partitions.HeldWindow.TotalHours:F0} h window, 10 segments for the sliding windows; a {Partitions.HeldTokenLimit:N0}-token bucket refilled one token per hour), so no key is idle and none is evicted on either side; RateEngine's `MaxPartitions` is {Partitions.MaxPartitions:N0}, so none is refused. The harness checks that every attempt was admitted and that RateEngine's limiter holds exactly {result.Keys:N0} keys.");
+        text.AppendLine(Invariant, $"- Options, first touch and memory: every key keeps what it took for the whole run (`int.MaxValue` permits per {PartitionSetup.HeldWindow.TotalHours:F0} h window, 10 segments for the sliding windows; a {PartitionSetup.HeldTokenLimit:N0}-token bucket refilled one token per hour), so no key is idle and none is evicted on either side; RateEngine's `MaxPartitions` is {PartitionSetup.MaxPartitions:N0}, so none is refused. The harness checks that every attempt was admitted and that RateEngine's limiter holds exactly {result.Keys:N0} keys.");
         text.AppendLine("- Options, hot keys: the admit-path options of the single limiters above (`int.MaxValue` per 1 s; the bucket refills `int.MaxValue` tokens per second), which no run can exhaust; every attempt is checked to be admitted.");
         text.AppendLine("- One options instance per family on both sides, as an application with one limit for every key writes it (one tier on RateEngine's side; a cached, non-capturing options delegate on the in-box side, though `RateLimitPartition.Get*Limiter` still allocates per call).");
         text.AppendLine(Invariant, $"- Warm-up: twice over every limiter, {s.PartitionWarmUp.TotalMilliseconds / 2:F0} ms of fresh limiters with 20,000 new keys each, and {s.PartitionWarmUp.TotalMilliseconds / 2:F0} ms of hot keys, so that the loops and every path a new key takes run tier-1 code.");
@@ -149,7 +150,7 @@ internal static class PartitionReport
             : $"missed: {Bytes(bytes)} B ({(bytes / target - 1) * 100:F0} % over)";
     }
 
-    private static string RateVerdict(double ratio) => ratio >= Partitions.RateTarget
+    private static string RateVerdict(double ratio) => ratio >= PartitionSetup.RateTarget
         ? $"met: {ratio:0.00}×"
-        : $"missed: {ratio:0.00}× ({ratio / Partitions.RateTarget * 100:F0} % of the goal)";
+        : $"missed: {ratio:0.00}× ({ratio / PartitionSetup.RateTarget * 100:F0} % of the goal)";
 }

@@ -1,5 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
+using RateEngine.Benchmarks.Subjects;
 
 namespace RateEngine.Benchmarks.Suites;
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Threading.RateLimiting;
 using BenchmarkDotNet.Attributes;
 using RateEngine.Algorithms;
+using RateEngine.Benchmarks.Subjects;
 using RateEngine.Timing;
 
 namespace RateEngine.Benchmarks.Suites;
@@ -37,11 +38,11 @@ public class AdmitPathBreakdown
         long second = Stopwatch.Frequency;
         _fixed = AlgorithmHost.Create<FixedWindow, long>(new FixedWindow(int.MaxValue, second));
         _slidingCounter = AlgorithmHost.Create<SlidingWindowCounter, CounterState>(new SlidingWindowCounter(int.MaxValue, second / 10, 10));
-        _log = AlgorithmHost.Create<SlidingWindowLog, LogState>(new SlidingWindowLog(Limiters.LogAdmitLimit, Math.Max(1, second / 1_000_000)));
+        _log = AlgorithmHost.Create<SlidingWindowLog, LogState>(new SlidingWindowLog(LimiterSetup.LogAdmitLimit, Math.Max(1, second / 1_000_000)));
         _bucket = AlgorithmHost.Create<TokenBucket, long>(new TokenBucket(int.MaxValue, int.MaxValue, second));
-        _limiter = (LockFreeFixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.LockFreeFixed);
-        _inbox = (FixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.InboxFixed);
-        _exhausted = Limiters.CreateExhausted(LimiterKind.LockFreeFixed);
+        _limiter = (LockFreeFixedWindowRateLimiter)LimiterSetup.CreateAdmitting(LimiterKind.LockFreeFixed);
+        _inbox = (FixedWindowRateLimiter)LimiterSetup.CreateAdmitting(LimiterKind.InboxFixed);
+        _exhausted = LimiterSetup.CreateExhausted(LimiterKind.LockFreeFixed);
         _clock = _limiter.Clock;
     }
 

@@ -1,10 +1,11 @@
 using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
+using RateEngine.Benchmarks.Subjects;
 
 namespace RateEngine.Benchmarks.Suites;
 
 /// <summary>
-/// What the single-threaded BenchmarkDotNet suites share: limiters per <see cref="LimiterKind"/> from <see cref="Limiters"/>,
+/// What the single-threaded BenchmarkDotNet suites share: limiters per <see cref="LimiterKind"/> from <see cref="LimiterSetup"/>,
 /// the measured calls, and the check that each benchmark took the path it claims (admit or reject). A benchmark that took
 /// the wrong path even once fails in its global cleanup instead of reporting a number.
 /// </summary>
@@ -24,8 +25,8 @@ public abstract class LimiterSuite
     {
         foreach (LimiterKind kind in kinds)
         {
-            _admitting[(int)kind] = Limiters.CreateAdmitting(kind);
-            _exhausted[(int)kind] = Limiters.CreateExhausted(kind);
+            _admitting[(int)kind] = LimiterSetup.CreateAdmitting(kind);
+            _exhausted[(int)kind] = LimiterSetup.CreateExhausted(kind);
         }
     }
 
@@ -38,8 +39,8 @@ public abstract class LimiterSuite
     {
         foreach (LimiterKind kind in kinds)
         {
-            _queueing[(int)kind] = Limiters.CreateAdmitting(kind, QueueLimit);
-            RateLimiter evicting = Limiters.CreateExhausted(kind, queueLimit: 1, QueueProcessingOrder.NewestFirst);
+            _queueing[(int)kind] = LimiterSetup.CreateAdmitting(kind, QueueLimit);
+            RateLimiter evicting = LimiterSetup.CreateExhausted(kind, queueLimit: 1, QueueProcessingOrder.NewestFirst);
             _evicting[(int)kind] = evicting;
             _pending[(int)kind] = evicting.AcquireAsync(1);
             Check.That(!_pending[(int)kind].IsCompleted, $"{kind}: the first waiter was not queued");

@@ -1,0 +1,58 @@
+namespace RateEngine.Benchmarks.Subjects;
+
+/// <summary>Names, families and baselines of <see cref="LimiterKind"/>.</summary>
+internal static class LimiterKinds
+{
+    public static readonly LimiterKind[] All = Enum.GetValues<LimiterKind>();
+
+    public static bool IsInbox(this LimiterKind kind) =>
+        kind is LimiterKind.InboxSliding or LimiterKind.InboxFixed or LimiterKind.InboxBucket;
+
+    /// <summary>The in-box limiter a RateEngine limiter is compared with (itself for an in-box one).</summary>
+    public static LimiterKind Baseline(this LimiterKind kind) => kind switch
+    {
+        LimiterKind.InboxSliding or LimiterKind.Log or LimiterKind.Counter => LimiterKind.InboxSliding,
+        LimiterKind.InboxFixed or LimiterKind.LockFreeFixed => LimiterKind.InboxFixed,
+        _ => LimiterKind.InboxBucket,
+    };
+
+    public static string DisplayName(this LimiterKind kind) => kind switch
+    {
+        LimiterKind.InboxSliding => "in-box SlidingWindowRateLimiter",
+        LimiterKind.Log => "SlidingWindowLogRateLimiter",
+        LimiterKind.Counter => "SlidingWindowCounterRateLimiter",
+        LimiterKind.InboxFixed => "in-box FixedWindowRateLimiter",
+        LimiterKind.LockFreeFixed => "LockFreeFixedWindowRateLimiter",
+        LimiterKind.InboxBucket => "in-box TokenBucketRateLimiter",
+        LimiterKind.LockFreeBucket => "LockFreeTokenBucketRateLimiter",
+        _ => kind.ToString(),
+    };
+
+    public static string ShortName(this LimiterKind kind) => kind switch
+    {
+        LimiterKind.InboxSliding => "in-box sliding",
+        LimiterKind.Log => "log",
+        LimiterKind.Counter => "counter",
+        LimiterKind.InboxFixed => "in-box fixed",
+        LimiterKind.LockFreeFixed => "lock-free fixed",
+        LimiterKind.InboxBucket => "in-box bucket",
+        LimiterKind.LockFreeBucket => "lock-free bucket",
+        _ => kind.ToString(),
+    };
+
+    /// <summary>The single-thread ns/op target of the issue (ratio to in-box, at most), or null for in-box limiters.</summary>
+    public static double? LatencyTarget(this LimiterKind kind) => kind switch
+    {
+        LimiterKind.Log => 1.5,
+        LimiterKind.Counter or LimiterKind.LockFreeFixed or LimiterKind.LockFreeBucket => 0.5,
+        _ => null,
+    };
+
+    /// <summary>The 2-thread throughput target of the issue (ratio to in-box, at least), or null for in-box limiters.</summary>
+    public static double? ThroughputTarget(this LimiterKind kind) => kind switch
+    {
+        LimiterKind.Log => 3.0,
+        LimiterKind.Counter or LimiterKind.LockFreeFixed or LimiterKind.LockFreeBucket => 5.0,
+        _ => null,
+    };
+}
