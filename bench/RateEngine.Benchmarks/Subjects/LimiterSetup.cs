@@ -23,54 +23,13 @@ internal static class LimiterSetup
     public static readonly TimeSpan LogAdmitWindow = TimeSpan.FromMicroseconds(1);
 
     /// <summary>A limiter that admits every attempt of a benchmark.</summary>
-    public static RateLimiter CreateAdmitting(LimiterKind kind, int queueLimit = 0, QueueProcessingOrder order = QueueProcessingOrder.OldestFirst) => kind switch
-    {
-        LimiterKind.InboxSliding => new SlidingWindowRateLimiter(new SlidingWindowRateLimiterOptions
-        {
-            PermitLimit = int.MaxValue, Window = AdmitWindow, SegmentsPerWindow = Segments,
-            QueueLimit = queueLimit, QueueProcessingOrder = order, AutoReplenishment = true,
-        }),
-        LimiterKind.Log => new SlidingWindowLogRateLimiter(new SlidingWindowLogRateLimiterOptions
-        {
-            PermitLimit = LogAdmitLimit, Window = LogAdmitWindow, QueueLimit = queueLimit, QueueProcessingOrder = order,
-        }),
-        LimiterKind.Counter => new SlidingWindowCounterRateLimiter(new SlidingWindowCounterRateLimiterOptions
-        {
-            PermitLimit = int.MaxValue, Window = AdmitWindow, SegmentsPerWindow = Segments,
-            QueueLimit = queueLimit, QueueProcessingOrder = order,
-        }),
-        LimiterKind.InboxFixed => new FixedWindowRateLimiter(FixedOptions(int.MaxValue, AdmitWindow, queueLimit, order)),
-        LimiterKind.LockFreeFixed => new LockFreeFixedWindowRateLimiter(FixedOptions(int.MaxValue, AdmitWindow, queueLimit, order)),
-        LimiterKind.InboxBucket => new TokenBucketRateLimiter(BucketOptions(int.MaxValue, AdmitWindow, queueLimit, order)),
-        LimiterKind.LockFreeBucket => new LockFreeTokenBucketRateLimiter(BucketOptions(int.MaxValue, AdmitWindow, queueLimit, order)),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
-    };
+    public static RateLimiter CreateAdmitting(LimiterKind kind, int queueLimit = 0, QueueProcessingOrder order = QueueProcessingOrder.OldestFirst) =>
+        Create(kind, admitting: true, queueLimit, order);
 
     /// <summary>A limiter whose only permit is already taken for the next hour, so it rejects every attempt.</summary>
     public static RateLimiter CreateExhausted(LimiterKind kind, int queueLimit = 0, QueueProcessingOrder order = QueueProcessingOrder.OldestFirst)
     {
-        RateLimiter limiter = kind switch
-        {
-            LimiterKind.InboxSliding => new SlidingWindowRateLimiter(new SlidingWindowRateLimiterOptions
-            {
-                PermitLimit = 1, Window = RejectWindow, SegmentsPerWindow = Segments,
-                QueueLimit = queueLimit, QueueProcessingOrder = order, AutoReplenishment = true,
-            }),
-            LimiterKind.Log => new SlidingWindowLogRateLimiter(new SlidingWindowLogRateLimiterOptions
-            {
-                PermitLimit = 1, Window = RejectWindow, QueueLimit = queueLimit, QueueProcessingOrder = order,
-            }),
-            LimiterKind.Counter => new SlidingWindowCounterRateLimiter(new SlidingWindowCounterRateLimiterOptions
-            {
-                PermitLimit = 1, Window = RejectWindow, SegmentsPerWindow = Segments, QueueLimit = queueLimit, QueueProcessingOrder = order,
-            }),
-            LimiterKind.InboxFixed => new FixedWindowRateLimiter(FixedOptions(1, RejectWindow, queueLimit, order)),
-            LimiterKind.LockFreeFixed => new LockFreeFixedWindowRateLimiter(FixedOptions(1, RejectWindow, queueLimit, order)),
-            LimiterKind.InboxBucket => new TokenBucketRateLimiter(BucketOptions(1, RejectWindow, queueLimit, order)),
-            LimiterKind.LockFreeBucket => new LockFreeTokenBucketRateLimiter(BucketOptions(1, RejectWindow, queueLimit, order)),
-            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
-        };
-
+        RateLimiter limiter = Create(kind, admitting: false, queueLimit, order);
         using (RateLimitLease first = limiter.AttemptAcquire(1))
         {
             Check.That(first.IsAcquired, $"{kind}: the first permit of a fresh limiter was refused");
@@ -82,6 +41,35 @@ internal static class LimiterSetup
         }
 
         return limiter;
+    }
+
+    /// <summary>The one place that maps a <see cref="LimiterKind"/> to its limiter, on either path.</summary>
+    private static RateLimiter Create(LimiterKind kind, bool admitting, int queueLimit, QueueProcessingOrder order)
+    {
+        int limit = admitting ? int.MaxValue : 1;
+        TimeSpan window = admitting ? AdmitWindow : RejectWindow;
+        return kind switch
+        {
+            LimiterKind.InboxSliding => new SlidingWindowRateLimiter(new SlidingWindowRateLimiterOptions
+            {
+                PermitLimit = limit, Window = window, SegmentsPerWindow = Segments,
+                QueueLimit = queueLimit, QueueProcessingOrder = order, AutoReplenishment = true,
+            }),
+            LimiterKind.Log => new SlidingWindowLogRateLimiter(new SlidingWindowLogRateLimiterOptions
+            {
+                PermitLimit = admitting ? LogAdmitLimit : 1, Window = admitting ? LogAdmitWindow : RejectWindow,
+                QueueLimit = queueLimit, QueueProcessingOrder = order,
+            }),
+            LimiterKind.Counter => new SlidingWindowCounterRateLimiter(new SlidingWindowCounterRateLimiterOptions
+            {
+                PermitLimit = limit, Window = window, SegmentsPerWindow = Segments, QueueLimit = queueLimit, QueueProcessingOrder = order,
+            }),
+            LimiterKind.InboxFixed => new FixedWindowRateLimiter(FixedOptions(limit, window, queueLimit, order)),
+            LimiterKind.LockFreeFixed => new LockFreeFixedWindowRateLimiter(FixedOptions(limit, window, queueLimit, order)),
+            LimiterKind.InboxBucket => new TokenBucketRateLimiter(BucketOptions(limit, window, queueLimit, order)),
+            LimiterKind.LockFreeBucket => new LockFreeTokenBucketRateLimiter(BucketOptions(limit, window, queueLimit, order)),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+        };
     }
 
     private static FixedWindowRateLimiterOptions FixedOptions(int limit, TimeSpan window, int queueLimit, QueueProcessingOrder order) => new()
