@@ -154,7 +154,7 @@ internal sealed class PartitionHarness(CompareSettings settings, Action<string> 
         return new FirstTouchSample(keys, elapsed, (double)(after - before) / keys, (double)allocated / keys);
     }
 
-    private static string Describe(PartitionSubject s) => $"{s.Family.SideName(s.Side)}, {s.KeyKind.Name()} keys";
+    private static string Describe(PartitionSubject s) => $"{s.LimiterName}, {s.KeyKind.Name()} keys";
 
     private sealed record Pair(PartitionFamily Family, PartitionKeyKind KeyKind, Measurement Inbox, Measurement Engine)
     {

@@ -3,11 +3,11 @@ using System.Threading.RateLimiting;
 namespace RateEngine.Benchmarks.Subjects.Partitions;
 
 /// <summary>
-/// The partitioned limiters every partition benchmark uses (compare mode, BenchmarkDotNet and smoke), their options and
-/// their keys, in one place.
+/// The options and counts every partition benchmark uses (compare mode, BenchmarkDotNet and smoke), in one place; each
+/// <see cref="IPartitionTag"/> builds its limiter from them.
 /// </summary>
 /// <remarks>
-/// <para><b>First touch and memory</b> (<see cref="Create{TKey}"/> with <c>held: true</c>): every key gets a limit it
+/// <para><b>First touch and memory</b> (<see cref="IPartitionTag.Create{TKey}"/> with <c>held: true</c>): every key gets a limit it
 /// cannot use up and that does not come back during a run: <c>int.MaxValue</c> permits per 1 h window (10 segments for
 /// the sliding windows), and a token bucket of <see cref="HeldTokenLimit"/> tokens refilled one per hour. So a key that
 /// took one permit stays held (not idle) on both sides: nothing is evicted while it is measured.</para>
@@ -38,74 +38,48 @@ internal static class PartitionSetup
 
     public static readonly PartitionKeyKind[] KeyKinds = Enum.GetValues<PartitionKeyKind>();
 
-    private static readonly FixedWindowRateLimiterOptions HeldFixed = new()
+    public static readonly FixedWindowRateLimiterOptions HeldFixed = new()
     {
         PermitLimit = int.MaxValue, Window = HeldWindow, QueueLimit = 0, AutoReplenishment = true,
     };
 
-    private static readonly TokenBucketRateLimiterOptions HeldBucket = new()
+    public static readonly TokenBucketRateLimiterOptions HeldBucket = new()
     {
         TokenLimit = HeldTokenLimit, TokensPerPeriod = 1, ReplenishmentPeriod = HeldWindow, QueueLimit = 0, AutoReplenishment = true,
     };
 
-    private static readonly SlidingWindowRateLimiterOptions HeldInboxSliding = new()
+    public static readonly SlidingWindowRateLimiterOptions HeldInboxSliding = new()
     {
         PermitLimit = int.MaxValue, Window = HeldWindow, SegmentsPerWindow = LimiterSetup.Segments, QueueLimit = 0, AutoReplenishment = true,
     };
 
-    private static readonly SlidingWindowCounterRateLimiterOptions HeldCounter = new()
+    public static readonly SlidingWindowCounterRateLimiterOptions HeldCounter = new()
     {
         PermitLimit = int.MaxValue, Window = HeldWindow, SegmentsPerWindow = LimiterSetup.Segments, QueueLimit = 0,
     };
 
-    private static readonly FixedWindowRateLimiterOptions HotFixed = new()
+    public static readonly FixedWindowRateLimiterOptions HotFixed = new()
     {
         PermitLimit = int.MaxValue, Window = LimiterSetup.AdmitWindow, QueueLimit = 0, AutoReplenishment = true,
     };
 
-    private static readonly TokenBucketRateLimiterOptions HotBucket = new()
+    public static readonly TokenBucketRateLimiterOptions HotBucket = new()
     {
         TokenLimit = int.MaxValue, TokensPerPeriod = int.MaxValue, ReplenishmentPeriod = LimiterSetup.AdmitWindow, QueueLimit = 0, AutoReplenishment = true,
     };
 
-    private static readonly SlidingWindowRateLimiterOptions HotInboxSliding = new()
+    public static readonly SlidingWindowRateLimiterOptions HotInboxSliding = new()
     {
         PermitLimit = int.MaxValue, Window = LimiterSetup.AdmitWindow, SegmentsPerWindow = LimiterSetup.Segments, QueueLimit = 0, AutoReplenishment = true,
     };
 
-    private static readonly SlidingWindowCounterRateLimiterOptions HotCounter = new()
+    public static readonly SlidingWindowCounterRateLimiterOptions HotCounter = new()
     {
         PermitLimit = int.MaxValue, Window = LimiterSetup.AdmitWindow, SegmentsPerWindow = LimiterSetup.Segments, QueueLimit = 0,
     };
 
-    /// <summary>A new partitioned limiter whose resource is the key itself.</summary>
-    public static PartitionedRateLimiter<TKey> Create<TKey>(PartitionFamily family, PartitionSide side, bool held)
-        where TKey : notnull
-    {
-        var engineOptions = new PartitionedLimiterOptions { MaxPartitions = MaxPartitions };
-        return (family, side) switch
-        {
-            (PartitionFamily.FixedWindow, PartitionSide.Inbox) => held
-                ? PartitionedRateLimiter.Create<TKey, TKey>(static key => RateLimitPartition.GetFixedWindowLimiter(key, static _ => HeldFixed))
-                : PartitionedRateLimiter.Create<TKey, TKey>(static key => RateLimitPartition.GetFixedWindowLimiter(key, static _ => HotFixed)),
-            (PartitionFamily.TokenBucket, PartitionSide.Inbox) => held
-                ? PartitionedRateLimiter.Create<TKey, TKey>(static key => RateLimitPartition.GetTokenBucketLimiter(key, static _ => HeldBucket))
-                : PartitionedRateLimiter.Create<TKey, TKey>(static key => RateLimitPartition.GetTokenBucketLimiter(key, static _ => HotBucket)),
-            (PartitionFamily.SlidingWindow, PartitionSide.Inbox) => held
-                ? PartitionedRateLimiter.Create<TKey, TKey>(static key => RateLimitPartition.GetSlidingWindowLimiter(key, static _ => HeldInboxSliding))
-                : PartitionedRateLimiter.Create<TKey, TKey>(static key => RateLimitPartition.GetSlidingWindowLimiter(key, static _ => HotInboxSliding)),
-            (PartitionFamily.FixedWindow, PartitionSide.Engine) => held
-                ? PartitionedLimiter.CreateFixedWindow<TKey, TKey>(static key => key, static _ => HeldFixed, engineOptions)
-                : PartitionedLimiter.CreateFixedWindow<TKey, TKey>(static key => key, static _ => HotFixed, engineOptions),
-            (PartitionFamily.TokenBucket, PartitionSide.Engine) => held
-                ? PartitionedLimiter.CreateTokenBucket<TKey, TKey>(static key => key, static _ => HeldBucket, engineOptions)
-                : PartitionedLimiter.CreateTokenBucket<TKey, TKey>(static key => key, static _ => HotBucket, engineOptions),
-            (PartitionFamily.SlidingWindow, PartitionSide.Engine) => held
-                ? PartitionedLimiter.CreateSlidingWindowCounter<TKey, TKey>(static key => key, static _ => HeldCounter, engineOptions)
-                : PartitionedLimiter.CreateSlidingWindowCounter<TKey, TKey>(static key => key, static _ => HotCounter, engineOptions),
-            _ => throw new ArgumentOutOfRangeException(nameof(family), family, null),
-        };
-    }
+    /// <summary>RateEngine's table options: a new instance per limiter, as each limiter would be configured on its own.</summary>
+    public static PartitionedLimiterOptions EngineOptions() => new() { MaxPartitions = MaxPartitions };
 
     /// <summary>Keys held by a RateEngine partitioned limiter (null for an in-box one, which does not say).</summary>
     public static long? PartitionCount<TKey>(PartitionedRateLimiter<TKey> limiter) =>
@@ -116,17 +90,6 @@ internal static class PartitionSetup
         PartitionFamily.FixedWindow => "fixed window",
         PartitionFamily.TokenBucket => "token bucket",
         _ => "sliding window",
-    };
-
-    /// <summary>What each side is, for a family.</summary>
-    public static string SideName(this PartitionFamily family, PartitionSide side) => (family, side) switch
-    {
-        (PartitionFamily.FixedWindow, PartitionSide.Inbox) => "in-box PartitionedRateLimiter + FixedWindowRateLimiter",
-        (PartitionFamily.TokenBucket, PartitionSide.Inbox) => "in-box PartitionedRateLimiter + TokenBucketRateLimiter",
-        (PartitionFamily.SlidingWindow, PartitionSide.Inbox) => "in-box PartitionedRateLimiter + SlidingWindowRateLimiter",
-        (PartitionFamily.FixedWindow, _) => "PartitionedLimiter.CreateFixedWindow",
-        (PartitionFamily.TokenBucket, _) => "PartitionedLimiter.CreateTokenBucket",
-        _ => "PartitionedLimiter.CreateSlidingWindowCounter",
     };
 
     public static string Name(this PartitionKeyKind kind) => kind switch

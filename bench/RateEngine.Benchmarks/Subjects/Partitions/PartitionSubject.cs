@@ -8,16 +8,20 @@ namespace RateEngine.Benchmarks.Subjects.Partitions;
 /// </summary>
 internal abstract class PartitionSubject
 {
-    protected PartitionSubject(PartitionFamily family, PartitionSide side, PartitionKeyKind keyKind)
+    protected PartitionSubject(PartitionFamily family, PartitionSide side, string limiterName, PartitionKeyKind keyKind)
     {
         Family = family;
         Side = side;
+        LimiterName = limiterName;
         KeyKind = keyKind;
     }
 
     public PartitionFamily Family { get; }
 
     public PartitionSide Side { get; }
+
+    /// <summary>What the limiter is (<see cref="IPartitionTag.Name"/>).</summary>
+    public string LimiterName { get; }
 
     public PartitionKeyKind KeyKind { get; }
 
@@ -41,21 +45,21 @@ internal abstract class PartitionSubject
 
 /// <summary>The subject for keys of type <typeparamref name="TKey"/> on the limiter <typeparamref name="TTag"/> stands for.</summary>
 internal sealed class PartitionSubject<TKey, TTag>(PartitionKeyKind keyKind, TKey[] keys)
-    : PartitionSubject(TTag.Family, TTag.Side, keyKind)
+    : PartitionSubject(TTag.Family, TTag.Side, TTag.Name, keyKind)
     where TKey : notnull
     where TTag : struct, IPartitionTag
 {
     /// <summary>Length of each hot-key thread's visiting order (a power of two; 256 KB of indices).</summary>
     private const int OrderLength = 1 << 16;
 
-    public override FirstTouchRun StartFirstTouch() => new Run(PartitionSetup.Create<TKey>(Family, Side, held: true), keys);
+    public override FirstTouchRun StartFirstTouch() => new Run(TTag.Create<TKey>(held: true), keys);
 
     public override HotKeyTarget CreateHot(int hotKeys)
     {
-        PartitionedRateLimiter<TKey> limiter = PartitionSetup.Create<TKey>(Family, Side, held: false);
+        PartitionedRateLimiter<TKey> limiter = TTag.Create<TKey>(held: false);
         TKey[] hot = keys[..hotKeys];
         long acquired = PartitionLoops.Touch<TKey, TTag>(limiter, hot, 0, hot.Length);
-        Check.That(acquired == hot.Length, $"{Family.SideName(Side)}, {KeyKind.Name()} keys: {acquired} of {hot.Length} hot keys admitted on creation");
+        Check.That(acquired == hot.Length, $"{LimiterName}, {KeyKind.Name()} keys: {acquired} of {hot.Length} hot keys admitted on creation");
         return new Hot(limiter, hot);
     }
 
