@@ -62,7 +62,7 @@ internal static class Profile
             || !Enum.TryParse(args[1], ignoreCase: true, out PartitionKeyKind keyKind)
             || !Enum.TryParse(args[2], ignoreCase: true, out PartitionSide side))
         {
-            Console.Error.WriteLine($"usage: --profile partition {string.Join('|', PartitionSetup.Families)} {string.Join('|', PartitionSetup.KeyKinds)} inbox|engine KEYS [RUNS]");
+            Console.Error.WriteLine($"usage: --profile partition {string.Join('|', PartitionFamilies.All)} {string.Join('|', PartitionKeyKinds.All)} inbox|engine KEYS [RUNS]");
             return 2;
         }
 

@@ -36,7 +36,7 @@ internal sealed record CompareSettings
     public TimeSpan PartitionWarmUp { get; init; } = TimeSpan.FromMilliseconds(120);
 
     /// <summary>Families of the partition section.</summary>
-    public IReadOnlyList<PartitionFamily> PartitionFamilies { get; init; } = PartitionSetup.Families;
+    public IReadOnlyList<PartitionFamily> PartitionFamilies { get; init; } = Subjects.Partitions.PartitionFamilies.All;
 
     public required string OutputDirectory { get; init; }
 

@@ -38,7 +38,7 @@ internal sealed class PartitionHarness(CompareSettings settings, Action<string> 
         var pairs = new List<Pair>();
         foreach (PartitionFamily family in settings.PartitionFamilies)
         {
-            foreach (PartitionKeyKind kind in PartitionSetup.KeyKinds)
+            foreach (PartitionKeyKind kind in PartitionKeyKinds.All)
             {
                 pairs.Add(new Pair(family, kind, Subject(PartitionSide.Inbox), Subject(PartitionSide.Engine)));
 

@@ -36,7 +36,7 @@ internal static class PartitionReport
             double keyBytes = result.KeyBytes[row.KeyKind];
             return new[]
             {
-                FamilyName(row.Family),
+                row.Family.TableName(),
                 row.KeyKind.Name(),
                 Bytes(row.Inbox.ResidentBytesPerKey.Median),
                 Bytes(row.Engine.ResidentBytesPerKey.Median),
@@ -57,7 +57,7 @@ internal static class PartitionReport
         [false, false, false, false, false],
         [.. result.Rows.Select(row => new[]
         {
-            FamilyName(row.Family),
+            row.Family.TableName(),
             row.KeyKind.Name(),
             MemoryVerdict(row),
             RateVerdict(row.Engine.FirstTouchKeysPerSecond.Median / row.Inbox.FirstTouchKeysPerSecond.Median),
@@ -113,7 +113,7 @@ internal static class PartitionReport
             [.. result.Rows.SelectMany(row => new[] { (row, side: PartitionSide.Inbox, stats: row.Inbox), (row, side: PartitionSide.Engine, stats: row.Engine) })
                 .Select(x => new[]
                 {
-                    FamilyName(x.row.Family),
+                    x.row.Family.TableName(),
                     x.row.KeyKind.Name(),
                     x.side == PartitionSide.Inbox ? "in-box" : "RateEngine",
                     $"{Bytes(x.stats.ResidentBytesPerKey.Min)} – {Bytes(x.stats.ResidentBytesPerKey.Max)}",
@@ -124,13 +124,6 @@ internal static class PartitionReport
                 })]));
         text.AppendLine();
     }
-
-    public static string FamilyName(PartitionFamily family) => family switch
-    {
-        PartitionFamily.FixedWindow => "fixed window",
-        PartitionFamily.TokenBucket => "token bucket",
-        _ => "sliding window (counter)",
-    };
 
     private static string MemoryVerdict(PartitionRow row)
     {

@@ -42,7 +42,7 @@ public class Partitioned
     private ThreadTeam? _team;
     private long _wrongPath;
 
-    private static int Slots => PartitionSetup.Families.Length * 2;
+    private static int Slots => PartitionFamilies.All.Length * 2;
 
     /// <summary>New keys per first-touch invocation; the smoke run lowers it.</summary>
     internal static int FirstTouchKeyCount { get; set; } = PartitionSetup.FirstTouchKeys;
@@ -64,7 +64,7 @@ public class Partitioned
         };
 
         _team = new ThreadTeam(Threads);
-        foreach (PartitionFamily family in PartitionSetup.Families)
+        foreach (PartitionFamily family in PartitionFamilies.All)
         {
             foreach (PartitionSide side in new[] { PartitionSide.Inbox, PartitionSide.Engine })
             {

@@ -34,10 +34,6 @@ internal static class PartitionSetup
 
     public static readonly TimeSpan HeldWindow = TimeSpan.FromHours(1);
 
-    public static readonly PartitionFamily[] Families = Enum.GetValues<PartitionFamily>();
-
-    public static readonly PartitionKeyKind[] KeyKinds = Enum.GetValues<PartitionKeyKind>();
-
     public static readonly FixedWindowRateLimiterOptions HeldFixed = new()
     {
         PermitLimit = int.MaxValue, Window = HeldWindow, QueueLimit = 0, AutoReplenishment = true,
@@ -84,20 +80,6 @@ internal static class PartitionSetup
     /// <summary>Keys held by a RateEngine partitioned limiter (null for an in-box one, which does not say).</summary>
     public static long? PartitionCount<TKey>(PartitionedRateLimiter<TKey> limiter) =>
         (limiter as RateEngine.Partitioning.IPartitionDiagnostics)?.PartitionCount;
-
-    public static string Name(this PartitionFamily family) => family switch
-    {
-        PartitionFamily.FixedWindow => "fixed window",
-        PartitionFamily.TokenBucket => "token bucket",
-        _ => "sliding window",
-    };
-
-    public static string Name(this PartitionKeyKind kind) => kind switch
-    {
-        PartitionKeyKind.Int => "int",
-        PartitionKeyKind.IPv4 => "IPv4 string",
-        _ => "IPv6 string",
-    };
 
     /// <summary>The target for resident bytes per int key (state plus table), or null where it does not apply.</summary>
     /// <remarks>The sliding-window counter keeps one 8-byte slot per segment (11 for 10 segments), so the 64-byte target,
