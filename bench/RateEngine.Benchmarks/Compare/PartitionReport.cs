@@ -51,9 +51,9 @@ internal static class PartitionReport
             };
         })]);
 
-    /// <summary>Each pair against the issue's three partition targets.</summary>
+    /// <summary>Each pair against the three partition <see cref="Compare.Targets"/>.</summary>
     public static string TargetsTable(PartitionResult result) => Markdown(
-        ["family", "keys", "≤ 64 B/key (int keys)", $"first touch ≥ {PartitionSetup.RateTarget:0}× in-box", $"hot keys ≥ {PartitionSetup.RateTarget:0}× in-box"],
+        ["family", "keys", $"≤ {Targets.IntKeyBytes:0} B/key (int keys)", $"first touch ≥ {Targets.PartitionRate:0}× in-box", $"hot keys ≥ {Targets.PartitionRate:0}× in-box"],
         [false, false, false, false, false],
         [.. result.Rows.Select(row => new[]
         {
@@ -91,7 +91,7 @@ internal static class PartitionReport
         text.AppendLine("- **hot keys**: total admissions per second of 2 threads on one limiter that already holds the keys, each thread visiting the");
         text.AppendLine("  keys in its own random order. `× in-box`: higher is better.");
         text.AppendLine();
-        text.AppendLine("### Targets of the issue (partitions)");
+        text.AppendLine("### Targets, partitions (bench/README.md)");
         text.AppendLine();
         text.AppendLine(TargetsTable(result));
         text.AppendLine();
@@ -133,7 +133,7 @@ internal static class PartitionReport
             return $"(reported: {Bytes(bytes)} B)";
         }
 
-        if (row.Family.BytesPerIntKeyTarget() is not { } target)
+        if (Targets.BytesPerIntKey(row.Family) is not { } target)
         {
             return $"not judged (segment slots): {Bytes(bytes)} B";
         }
@@ -143,7 +143,7 @@ internal static class PartitionReport
             : $"missed: {Bytes(bytes)} B ({(bytes / target - 1) * 100:F0} % over)";
     }
 
-    private static string RateVerdict(double ratio) => ratio >= PartitionSetup.RateTarget
+    private static string RateVerdict(double ratio) => ratio >= Targets.PartitionRate
         ? $"met: {ratio:0.00}×"
-        : $"missed: {ratio:0.00}× ({ratio / PartitionSetup.RateTarget * 100:F0} % of the goal)";
+        : $"missed: {ratio:0.00}× ({ratio / Targets.PartitionRate * 100:F0} % of the goal)";
 }

@@ -39,20 +39,4 @@ internal static class LimiterKinds
         LimiterKind.LockFreeBucket => "lock-free bucket",
         _ => kind.ToString(),
     };
-
-    /// <summary>The single-thread ns/op target of the issue (ratio to in-box, at most), or null for in-box limiters.</summary>
-    public static double? LatencyTarget(this LimiterKind kind) => kind switch
-    {
-        LimiterKind.Log => 1.5,
-        LimiterKind.Counter or LimiterKind.LockFreeFixed or LimiterKind.LockFreeBucket => 0.5,
-        _ => null,
-    };
-
-    /// <summary>The 2-thread throughput target of the issue (ratio to in-box, at least), or null for in-box limiters.</summary>
-    public static double? ThroughputTarget(this LimiterKind kind) => kind switch
-    {
-        LimiterKind.Log => 3.0,
-        LimiterKind.Counter or LimiterKind.LockFreeFixed or LimiterKind.LockFreeBucket => 5.0,
-        _ => null,
-    };
 }

@@ -80,12 +80,4 @@ internal static class PartitionSetup
     /// <summary>Keys held by a RateEngine partitioned limiter (null for an in-box one, which does not say).</summary>
     public static long? PartitionCount<TKey>(PartitionedRateLimiter<TKey> limiter) =>
         (limiter as RateEngine.Partitioning.IPartitionDiagnostics)?.PartitionCount;
-
-    /// <summary>The target for resident bytes per int key (state plus table), or null where it does not apply.</summary>
-    /// <remarks>The sliding-window counter keeps one 8-byte slot per segment (11 for 10 segments), so the 64-byte target,
-    /// written for one-word state, is reported for it but not judged.</remarks>
-    public static double? BytesPerIntKeyTarget(this PartitionFamily family) => family == PartitionFamily.SlidingWindow ? null : 64;
-
-    /// <summary>The targets for first touch and hot keys: RateEngine at least this many times the in-box rate.</summary>
-    public const double RateTarget = 5.0;
 }
