@@ -1,14 +1,12 @@
-using System.Globalization;
 using System.Text;
 using RateEngine.Benchmarks.Subjects;
+using static RateEngine.Benchmarks.Compare.Cells;
 
 namespace RateEngine.Benchmarks.Compare;
 
 /// <summary>The compare table (console and markdown), the targets check and the files it writes.</summary>
 internal static class CompareReport
 {
-    private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
-
     private static readonly string[] Header =
     [
         "limiter",
@@ -63,7 +61,7 @@ internal static class CompareReport
             ]);
         }
 
-        return Markdown(Header, RightAligned, rows);
+        return MarkdownTable.Render(Header, RightAligned, rows);
     }
 
     /// <summary>Each of the <see cref="Compare.Targets"/> for single limiters: met or missed, and by how much.</summary>
@@ -114,7 +112,7 @@ internal static class CompareReport
         return checks;
     }
 
-    public static string TargetsTable(CompareResult result) => Markdown(
+    public static string TargetsTable(CompareResult result) => MarkdownTable.Render(
         ["limiter", "target", "measured", "verdict"],
         [false, false, true, false],
         CheckTargets(result).Select(c => new[] { c.Kind.DisplayName(), c.Target, c.Measured, c.Verdict }).ToList());
@@ -145,15 +143,18 @@ internal static class CompareReport
         }
 
         text.AppendLine();
-        text.AppendLine("| machine | |");
-        text.AppendLine("|---|---|");
-        text.AppendLine(Invariant, $"| CPU | {m.Cpu} (from /proc/cpuinfo) |");
-        text.AppendLine(Invariant, $"| cores | {m.Cores} |");
-        text.AppendLine(Invariant, $"| OS | {m.Os} |");
-        text.AppendLine(Invariant, $"| .NET | {m.Runtime} |");
-        text.AppendLine(Invariant, $"| GC, tiered PGO | {m.Gc}; PGO {m.Pgo} |");
-        text.AppendLine(Invariant, $"| Stopwatch frequency | {m.StopwatchFrequency:N0} Hz |");
-        text.AppendLine(Invariant, $"| load average (1/5/15 min) | {m.LoadAverageAtStart} at start, {m.LoadAverageAtEnd} at end |");
+        text.AppendLine(MarkdownTable.Render(
+            ["machine", ""],
+            [false, false],
+            [
+                ["CPU", $"{m.Cpu} (from /proc/cpuinfo)"],
+                ["cores", m.Cores.ToString(Invariant)],
+                ["OS", m.Os],
+                [".NET", m.Runtime],
+                ["GC, tiered PGO", $"{m.Gc}; PGO {m.Pgo}"],
+                ["Stopwatch frequency", string.Create(Invariant, $"{m.StopwatchFrequency:N0} Hz")],
+                ["load average (1/5/15 min)", $"{m.LoadAverageAtStart} at start, {m.LoadAverageAtEnd} at end"],
+            ]));
         text.AppendLine();
         text.AppendLine(Table(result));
         text.AppendLine();
@@ -184,7 +185,7 @@ internal static class CompareReport
         text.AppendLine();
         text.AppendLine("### Spread over the rounds (min – max)");
         text.AppendLine();
-        text.AppendLine(Markdown(
+        text.AppendLine(MarkdownTable.Render(
             ["limiter", "admit ns/op", "reject ns/op", "ops/s 1 thr", "ops/s 2 thr", "B/op 2 thr (whole process)", "attempts measured"],
             [false, true, true, true, true, true, true],
             result.Rows.Select(r => new[]
@@ -206,60 +207,6 @@ internal static class CompareReport
         text.AppendLine("![compare chart](compare.png)");
         return text.ToString();
     }
-
-    public static string Markdown(string[] header, bool[] rightAligned, IReadOnlyList<string[]> rows)
-    {
-        int columns = header.Length;
-        var widths = new int[columns];
-        for (int c = 0; c < columns; c++)
-        {
-            widths[c] = Math.Max(3, rows.Select(r => r[c].Length).Append(header[c].Length).Max());
-        }
-
-        var text = new StringBuilder();
-        AppendRow(header);
-        text.Append('|');
-        for (int c = 0; c < columns; c++)
-        {
-            text.Append(rightAligned[c] ? new string('-', widths[c] + 1) + ":|" : ":" + new string('-', widths[c] + 1) + "|");
-        }
-
-        text.AppendLine();
-        foreach (string[] row in rows)
-        {
-            AppendRow(row);
-        }
-
-        return text.ToString().TrimEnd();
-
-        void AppendRow(string[] cells)
-        {
-            text.Append('|');
-            for (int c = 0; c < columns; c++)
-            {
-                string cell = rightAligned[c] ? cells[c].PadLeft(widths[c]) : cells[c].PadRight(widths[c]);
-                text.Append(' ').Append(cell).Append(" |");
-            }
-
-            text.AppendLine();
-        }
-    }
-
-    public static string Ns(double value) => value.ToString(value < 10 ? "F2" : "F1", Invariant);
-
-    public static string Ratio(double value) => value.ToString("0.00", Invariant) + "×";
-
-    public static string Percent(double value) => (value * 100).ToString("F0", Invariant) + " %";
-
-    public static string Bytes(double value) => value == 0 ? "0" : value.ToString(value < 1 ? "0.###" : "F1", Invariant);
-
-    public static string Rate(double value) => value switch
-    {
-        >= 1e9 => (value / 1e9).ToString("F2", Invariant) + " G",
-        >= 1e6 => (value / 1e6).ToString("F1", Invariant) + " M",
-        >= 1e3 => (value / 1e3).ToString("F1", Invariant) + " k",
-        _ => value.ToString("F0", Invariant),
-    };
 }
 
 /// <summary>One target (bench/README.md, Targets) and how the run did against it.</summary>

@@ -1,15 +1,12 @@
-using System.Globalization;
 using System.Text;
 using RateEngine.Benchmarks.Subjects.Partitions;
-using static RateEngine.Benchmarks.Compare.CompareReport;
+using static RateEngine.Benchmarks.Compare.Cells;
 
 namespace RateEngine.Benchmarks.Compare;
 
 /// <summary>The partition section of the report: its table, its targets and how it measured.</summary>
 internal static class PartitionReport
 {
-    private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
-
     private static readonly string[] Header =
     [
         "family",
@@ -28,7 +25,7 @@ internal static class PartitionReport
 
     private static readonly bool[] RightAligned = [false, false, true, true, true, true, true, true, true, true, true, true];
 
-    public static string Table(PartitionResult result) => Markdown(
+    public static string Table(PartitionResult result) => MarkdownTable.Render(
         Header,
         RightAligned,
         [.. result.Rows.Select(row =>
@@ -52,7 +49,7 @@ internal static class PartitionReport
         })]);
 
     /// <summary>Each pair against the three partition <see cref="Compare.Targets"/>.</summary>
-    public static string TargetsTable(PartitionResult result) => Markdown(
+    public static string TargetsTable(PartitionResult result) => MarkdownTable.Render(
         ["family", "keys", $"≤ {Targets.IntKeyBytes:0} B/key (int keys)", $"first touch ≥ {Targets.PartitionRate:0}× in-box", $"hot keys ≥ {Targets.PartitionRate:0}× in-box"],
         [false, false, false, false, false],
         [.. result.Rows.Select(row => new[]
@@ -107,7 +104,7 @@ internal static class PartitionReport
         text.AppendLine();
         text.AppendLine("### Spread over the rounds (partitions, min – max)");
         text.AppendLine();
-        text.AppendLine(Markdown(
+        text.AppendLine(MarkdownTable.Render(
             ["family", "keys", "side", "B/key", "first touch keys/s", "B allocated per new key", "hot keys ops/s", "B allocated per hot attempt (whole process)"],
             [false, false, false, true, true, true, true, true],
             [.. result.Rows.SelectMany(row => new[] { (row, side: PartitionSide.Inbox, stats: row.Inbox), (row, side: PartitionSide.Engine, stats: row.Engine) })
