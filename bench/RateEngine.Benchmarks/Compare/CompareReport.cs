@@ -208,6 +208,3 @@ internal static class CompareReport
         return text.ToString();
     }
 }
-
-/// <summary>One target (bench/README.md, Targets) and how the run did against it.</summary>
-internal sealed record TargetCheck(LimiterKind Kind, string Target, string Measured, bool Met, string Verdict);

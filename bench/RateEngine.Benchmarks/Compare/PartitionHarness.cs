@@ -182,23 +182,3 @@ internal sealed class PartitionHarness(CompareSettings settings, Action<string> 
             (double)Hot2Threads.Sum(s => s.AllocatedBytes) / Hot2Threads.Sum(s => s.Operations));
     }
 }
-
-/// <summary>One first-touch run: new keys, time, resident bytes per key, bytes allocated per key on the touching thread.</summary>
-internal readonly record struct FirstTouchSample(int Keys, TimeSpan Elapsed, double ResidentBytesPerKey, double AllocatedBytesPerKey)
-{
-    public double KeysPerSecond => Keys / Elapsed.TotalSeconds;
-}
-
-/// <summary>One side's figures over the rounds.</summary>
-internal sealed record PartitionStats(
-    Stat ResidentBytesPerKey,
-    Stat FirstTouchKeysPerSecond,
-    double FirstTouchAllocatedBytesPerKey,
-    Stat HotOpsPerSecond,
-    double HotAllocatedBytesPerOperation);
-
-/// <summary>One row of the partition table: a family and key type, both sides.</summary>
-internal sealed record PartitionRow(PartitionFamily Family, PartitionKeyKind KeyKind, PartitionStats Inbox, PartitionStats Engine);
-
-/// <summary>The partition section's results; <see cref="KeyBytes"/> is each key object's size (0 for int keys).</summary>
-internal sealed record PartitionResult(int Keys, IReadOnlyDictionary<PartitionKeyKind, double> KeyBytes, IReadOnlyList<PartitionRow> Rows);
