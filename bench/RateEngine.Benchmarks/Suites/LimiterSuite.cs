@@ -76,34 +76,14 @@ public abstract class LimiterSuite
     /// <summary>One <c>AttemptAcquire(1)</c> + <c>Dispose</c> that must be admitted.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected bool Admit<TAcquirer>()
-        where TAcquirer : struct, IAcquirer
-    {
-        RateLimitLease lease = TAcquirer.Acquire(_admitting[(int)TAcquirer.Kind]!);
-        bool acquired = lease.IsAcquired;
-        lease.Dispose();
-        if (!acquired)
-        {
-            _wrongPath++;
-        }
-
-        return acquired;
-    }
+        where TAcquirer : struct, IAcquirer =>
+        Settle(TAcquirer.Acquire(_admitting[(int)TAcquirer.Kind]!), expectAcquired: true);
 
     /// <summary>One <c>AttemptAcquire(1)</c> + <c>Dispose</c> that must be rejected.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected bool Reject<TAcquirer>()
-        where TAcquirer : struct, IAcquirer
-    {
-        RateLimitLease lease = TAcquirer.Acquire(_exhausted[(int)TAcquirer.Kind]!);
-        bool acquired = lease.IsAcquired;
-        lease.Dispose();
-        if (acquired)
-        {
-            _wrongPath++;
-        }
-
-        return acquired;
-    }
+        where TAcquirer : struct, IAcquirer =>
+        Settle(TAcquirer.Acquire(_exhausted[(int)TAcquirer.Kind]!), expectAcquired: false);
 
     /// <summary><c>AcquireAsync(1)</c> on a queueing limiter with permits free: must complete at once, admitted.</summary>
     private protected bool AcquireAsyncAdmit(LimiterKind kind)
@@ -115,15 +95,7 @@ public abstract class LimiterSuite
             return false;
         }
 
-        RateLimitLease lease = task.Result;
-        bool acquired = lease.IsAcquired;
-        lease.Dispose();
-        if (!acquired)
-        {
-            _wrongPath++;
-        }
-
-        return acquired;
+        return Settle(task.Result, expectAcquired: true);
     }
 
     /// <summary>
@@ -141,10 +113,16 @@ public abstract class LimiterSuite
             return false;
         }
 
-        RateLimitLease evicted = previous.Result;
-        bool acquired = evicted.IsAcquired;
-        evicted.Dispose();
-        if (acquired)
+        return Settle(previous.Result, expectAcquired: false);
+    }
+
+    /// <summary>Disposes <paramref name="lease"/>, counts it if it took the other path, and returns whether it was acquired.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool Settle(RateLimitLease lease, bool expectAcquired)
+    {
+        bool acquired = lease.IsAcquired;
+        lease.Dispose();
+        if (acquired != expectAcquired)
         {
             _wrongPath++;
         }
