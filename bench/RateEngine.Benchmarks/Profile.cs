@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Threading.RateLimiting;
+using RateEngine.Benchmarks.Subjects;
+using RateEngine.Benchmarks.Subjects.Partitions;
 
 namespace RateEngine.Benchmarks;
 
@@ -24,7 +26,7 @@ internal static class Profile
 
         bool admit = args[1] == "admit";
         long attempts = long.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
-        using RateLimiter limiter = admit ? Limiters.CreateAdmitting(kind) : Limiters.CreateExhausted(kind);
+        using RateLimiter limiter = admit ? LimiterSetup.CreateAdmitting(kind) : LimiterSetup.CreateExhausted(kind);
         Func<RateLimiter, long, long> loop = Loops.For(kind);
 
         // A fixed amount of warm-up, so that two runs differ only in their measured attempts (callgrind-jit.py subtracts
@@ -60,7 +62,7 @@ internal static class Profile
             || !Enum.TryParse(args[1], ignoreCase: true, out PartitionKeyKind keyKind)
             || !Enum.TryParse(args[2], ignoreCase: true, out PartitionSide side))
         {
-            Console.Error.WriteLine($"usage: --profile partition {string.Join('|', Partitions.Families)} {string.Join('|', Partitions.KeyKinds)} inbox|engine KEYS [RUNS]");
+            Console.Error.WriteLine($"usage: --profile partition {string.Join('|', PartitionFamilies.All)} {string.Join('|', PartitionKeyKinds.All)} inbox|engine KEYS [RUNS]");
             return 2;
         }
 

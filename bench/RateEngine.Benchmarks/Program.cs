@@ -3,14 +3,11 @@ using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using RateEngine.Benchmarks;
 using RateEngine.Benchmarks.Compare;
+using RateEngine.Benchmarks.Subjects;
+using RateEngine.Benchmarks.Subjects.Partitions;
 using RateEngine.Benchmarks.Suites;
 
-// dotnet run -c Release --project bench/RateEngine.Benchmarks [-- options]
-//   (no options)          compare mode: one table of RateEngine vs the in-box limiters, written to bench/results/
-//   --bdn [BDN args]      the full BenchmarkDotNet suites through BenchmarkSwitcher (no args: --filter *)
-//   --smoke               seconds-long run of everything (CI, via tests/run.sh); writes to a temp dir
-//   --profile KIND PATH N N attempts of one limiter (KIND: InboxSliding, Log, ..., PATH: admit|reject), for profilers
-//   compare options: --rounds N, --out DIR, --partition-rounds N (0: no partition section), --partition-hot-rounds N, --partition-keys N
+// Modes and options: Program.Usage below, which --help prints, and bench/README.md.
 try
 {
     if (args.Length > 0 && args[0] == "--bdn")
@@ -33,7 +30,7 @@ try
 
     if (args.Contains("--help") || args.Contains("-h"))
     {
-        Console.WriteLine("usage: dotnet run -c Release --project bench/RateEngine.Benchmarks [-- --bdn [BenchmarkDotNet args] | --smoke | --rounds N | --out DIR | --partition-rounds N | --partition-hot-rounds N | --partition-keys N]");
+        Console.WriteLine(Program.Usage());
         return 0;
     }
 
@@ -75,9 +72,44 @@ static string RepositoryRoot()
     throw new InvalidOperationException("RateEngine.sln not found above the working directory; pass --out DIR");
 }
 
-/// <summary>Entry points shared by the default mode and the smoke run.</summary>
+/// <summary>Entry points shared by the default mode and the smoke run, and the usage text.</summary>
 internal static partial class Program
 {
+    /// <summary>Every mode and option the program parses; defaults and value lists come from the code that uses them.</summary>
+    public static string Usage()
+    {
+        var defaults = new CompareSettings { OutputDirectory = Path.Combine("bench", "results") };
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"""
+            usage: dotnet run -c Release --project bench/RateEngine.Benchmarks [-- MODE | COMPARE OPTIONS]
+
+            modes:
+              (none)                    compare mode, the README's main command: every limiter against its in-box one in
+                                        one run, then the partitioned limiters; tables with their targets on the console,
+                                        compare.md and compare.png in the output directory
+              --bdn [ARGS]              the BenchmarkDotNet suites; ARGS go to BenchmarkSwitcher (none: --filter *),
+                                        e.g. --filter '*Uncontended*', --job short, --list flat
+              --smoke                   every benchmark a few times, then the compare mode with tiny counts into a temp
+                                        directory; seconds (CI runs it from tests/run.sh)
+              --profile KIND admit|reject N
+                                        N single-thread attempts on one limiter, for a profiler
+                                        KIND: {string.Join('|', LimiterKinds.All)}
+              --profile partition FAMILY KEYS inbox|engine N [RUNS]
+                                        warm-up, then RUNS (default 1) first-touch runs of N new keys on a fresh limiter
+                                        FAMILY: {string.Join('|', PartitionFamilies.All)}; KEYS: {string.Join('|', PartitionKeyKinds.All)}
+              --help, -h                this text
+
+            compare options:
+              --rounds N                single-limiter rounds (default {defaults.Rounds})
+              --partition-rounds N      partition first-touch and memory rounds (default {defaults.PartitionRounds}; 0 skips the partition section)
+              --partition-hot-rounds N  partition hot-key rounds (default {defaults.PartitionHotRounds}; 0 skips the partition section)
+              --partition-keys N        new keys per first-touch run (default {defaults.PartitionKeys:N0})
+              --out DIR                 where compare.md and compare.png go (default {defaults.OutputDirectory} of the repository)
+
+            environment:
+              BENCH_WARMUP_PASSES       warm-up passes of --profile KIND (default 3)
+            """);
+    }
+
     public static int RunCompare(CompareSettings settings, string commandLine)
     {
         var total = Stopwatch.StartNew();

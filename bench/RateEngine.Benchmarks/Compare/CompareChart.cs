@@ -1,3 +1,5 @@
+using RateEngine.Benchmarks.Subjects;
+using RateEngine.Benchmarks.Subjects.Partitions;
 using ScottPlot;
 
 namespace RateEngine.Benchmarks.Compare;
@@ -58,7 +60,7 @@ internal static class CompareChart
     private static void AddPartitions(Plot firstTouch, Plot hot, PartitionResult partitions)
     {
         PartitionRow[] rows = [.. partitions.Rows];
-        string[] labels = [.. rows.Select(r => $"{ShortFamily(r.Family)}, {r.KeyKind.Name()}")];
+        string[] labels = [.. rows.Select(r => $"{r.Family.ChartName()}, {r.KeyKind.Name()}")];
         double[] positions = [.. Enumerable.Range(0, rows.Length).Select(i => (double)(rows.Length - 1 - i))];
 
         AddSeries(firstTouch, positions, rows.Select(r => r.Inbox.FirstTouchKeysPerSecond.Median / 1e6), 0.2, InboxColor, "in-box PartitionedRateLimiter", v => $"{v:F2}");
@@ -67,15 +69,8 @@ internal static class CompareChart
 
         AddSeries(hot, positions, rows.Select(r => r.Inbox.HotOpsPerSecond.Median / 1e6), 0.2, InboxColor, "in-box PartitionedRateLimiter", v => $"{v:F1}");
         AddSeries(hot, positions, rows.Select(r => r.Engine.HotOpsPerSecond.Median / 1e6), -0.2, EngineColor, "RateEngine PartitionedLimiter", v => $"{v:F1}");
-        Style(hot, positions, labels, $"Partitioned limiters, hot keys: million admissions per second\n2 threads, random keys among {Partitions.HotKeys:N0} (higher is better)", "M ops/s");
+        Style(hot, positions, labels, $"Partitioned limiters, hot keys: million admissions per second\n2 threads, random keys among {PartitionSetup.HotKeys:N0} (higher is better)", "M ops/s");
     }
-
-    private static string ShortFamily(PartitionFamily family) => family switch
-    {
-        PartitionFamily.FixedWindow => "fixed",
-        PartitionFamily.TokenBucket => "bucket",
-        _ => "sliding/counter",
-    };
 
     private static void AddSeries(Plot plot, double[] positions, IEnumerable<double> values, double offset, Color color, string legend, Func<double, string> label)
     {

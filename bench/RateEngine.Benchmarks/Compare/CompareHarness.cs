@@ -1,60 +1,8 @@
 using System.Diagnostics;
 using System.Threading.RateLimiting;
+using RateEngine.Benchmarks.Subjects;
 
 namespace RateEngine.Benchmarks.Compare;
-
-/// <summary>How long and how often the compare mode measures, and where it writes.</summary>
-internal sealed record CompareSettings
-{
-    /// <summary>Timed rounds per measurement; the report takes the median.</summary>
-    public int Rounds { get; init; } = 11;
-
-    /// <summary>Length of one single-thread timed run (admit or reject path).</summary>
-    public TimeSpan SingleThreadRound { get; init; } = TimeSpan.FromMilliseconds(80);
-
-    /// <summary>Length of one multi-thread timed run.</summary>
-    public TimeSpan ThreadedRound { get; init; } = TimeSpan.FromMilliseconds(200);
-
-    /// <summary>Warm-up per limiter and path, done twice over all limiters so that every loop reaches tier-1 code.</summary>
-    public TimeSpan WarmUp { get; init; } = TimeSpan.FromMilliseconds(200);
-
-    /// <summary>Attempts between two checks of the stop flag in threaded runs.</summary>
-    public long Batch { get; init; } = 1_000;
-
-    /// <summary>First-touch (and memory) rounds of the partition section (0 skips the section); the report takes the median.</summary>
-    public int PartitionRounds { get; init; } = 3;
-
-    /// <summary>Hot-key rounds of the partition section: cheaper than first touch and noisier, so more of them.</summary>
-    public int PartitionHotRounds { get; init; } = 5;
-
-    /// <summary>New keys per first-touch run, which is also the memory measurement.</summary>
-    public int PartitionKeys { get; init; } = Partitions.FirstTouchKeys;
-
-    /// <summary>Warm-up per partitioned limiter (half first touch, half hot keys), done twice over all of them.</summary>
-    public TimeSpan PartitionWarmUp { get; init; } = TimeSpan.FromMilliseconds(120);
-
-    /// <summary>Families of the partition section.</summary>
-    public IReadOnlyList<PartitionFamily> PartitionFamilies { get; init; } = Partitions.Families;
-
-    public required string OutputDirectory { get; init; }
-
-    public bool IsSmoke { get; init; }
-
-    public static CompareSettings Smoke(string outputDirectory) => new()
-    {
-        Rounds = 2,
-        SingleThreadRound = TimeSpan.FromMilliseconds(5),
-        ThreadedRound = TimeSpan.FromMilliseconds(20),
-        WarmUp = TimeSpan.FromMilliseconds(5),
-        Batch = 200,
-        PartitionRounds = 1,
-        PartitionHotRounds = 1,
-        PartitionKeys = 5_000,
-        PartitionWarmUp = TimeSpan.FromMilliseconds(10),
-        OutputDirectory = outputDirectory,
-        IsSmoke = true,
-    };
-}
 
 /// <summary>
 /// The default mode: every limiter and the Interlocked ceiling measured in one process, in interleaved rounds (each round
@@ -172,7 +120,7 @@ internal sealed class CompareHarness(CompareSettings settings)
         public List<Sample> TwoThreads { get; } = [];
 
         public static Subject ForLimiter(LimiterKind kind) => new(
-            kind.ShortName(), kind, Loops.For(kind), Limiters.CreateAdmitting(kind), Limiters.CreateExhausted(kind), Limiters.CreateAdmitting(kind));
+            kind.ShortName(), kind, Loops.For(kind), LimiterSetup.CreateAdmitting(kind), LimiterSetup.CreateExhausted(kind), LimiterSetup.CreateAdmitting(kind));
 
         public static Subject Ceiling()
         {
@@ -230,42 +178,7 @@ internal sealed class CompareHarness(CompareSettings settings)
             Check.That(
                 sample.Acquired == expected,
                 $"{Name}, {what}: {sample.Acquired} of {sample.Operations} attempts admitted, expected {expected}. "
-                + "The benchmark would measure the wrong path; fix the limiter options in Limiters.cs.");
+                + "The benchmark would measure the wrong path; fix the limiter options in Subjects/LimiterSetup.cs.");
         }
     }
-}
-
-/// <summary>Median, minimum and maximum over the rounds.</summary>
-internal sealed record Stat(double Median, double Min, double Max)
-{
-    public static Stat Of(IEnumerable<double> values)
-    {
-        double[] sorted = [.. values.Order()];
-        Check.That(sorted.Length > 0, "no samples");
-        int middle = sorted.Length / 2;
-        double median = sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-        return new Stat(median, sorted[0], sorted[^1]);
-    }
-}
-
-/// <summary>One row of the compare table.</summary>
-internal sealed record CompareRow(
-    string Name,
-    LimiterKind? Kind,
-    Stat AdmitNanoseconds,
-    Stat? RejectNanoseconds,
-    Stat OneThreadOpsPerSecond,
-    Stat TwoThreadOpsPerSecond,
-    double AdmitBytesPerOperation,
-    double? RejectBytesPerOperation,
-    double TwoThreadBytesPerOperation,
-    long TotalOperations);
-
-/// <summary>Everything the report needs.</summary>
-internal sealed record CompareResult(
-    MachineInfo Machine, CompareSettings Settings, IReadOnlyList<CompareRow> Rows, PartitionResult? Partitions, TimeSpan Duration)
-{
-    public CompareRow Ceiling => Rows.Single(r => r.Kind is null);
-
-    public CompareRow Row(LimiterKind kind) => Rows.Single(r => r.Kind == kind);
 }

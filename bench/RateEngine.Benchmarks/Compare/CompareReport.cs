@@ -1,13 +1,12 @@
-using System.Globalization;
 using System.Text;
+using RateEngine.Benchmarks.Subjects;
+using static RateEngine.Benchmarks.Compare.Cells;
 
 namespace RateEngine.Benchmarks.Compare;
 
 /// <summary>The compare table (console and markdown), the targets check and the files it writes.</summary>
 internal static class CompareReport
 {
-    private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
-
     private static readonly string[] Header =
     [
         "limiter",
@@ -62,11 +61,11 @@ internal static class CompareReport
             ]);
         }
 
-        return Markdown(Header, RightAligned, rows);
+        return MarkdownTable.Render(Header, RightAligned, rows);
     }
 
-    /// <summary>Each target of the issue: met or missed, and by how much.</summary>
-    public static IReadOnlyList<TargetCheck> Targets(CompareResult result)
+    /// <summary>Each of the <see cref="Compare.Targets"/> for single limiters: met or missed, and by how much.</summary>
+    public static IReadOnlyList<TargetCheck> CheckTargets(CompareResult result)
     {
         var checks = new List<TargetCheck>();
         foreach (CompareRow row in result.Rows)
@@ -78,7 +77,7 @@ internal static class CompareReport
 
             CompareRow baseline = result.Row(kind.Baseline());
             double latency = row.AdmitNanoseconds.Median / baseline.AdmitNanoseconds.Median;
-            double target = kind.LatencyTarget()!.Value;
+            double target = Targets.Latency(kind)!.Value;
             checks.Add(new TargetCheck(
                 kind,
                 $"1 thread admit ≤ {target:0.0#}× in-box ns/op",
@@ -89,7 +88,7 @@ internal static class CompareReport
                     : $"missed: {latency / target:0.00}× the allowed time ({(latency / target - 1) * 100:F0} % over)"));
 
             double throughput = row.TwoThreadOpsPerSecond.Median / baseline.TwoThreadOpsPerSecond.Median;
-            double goal = kind.ThroughputTarget()!.Value;
+            double goal = Targets.Throughput(kind)!.Value;
             checks.Add(new TargetCheck(
                 kind,
                 $"2 threads ≥ {goal:0.#}× in-box ops/s",
@@ -102,10 +101,10 @@ internal static class CompareReport
             double bytes = Math.Max(row.AdmitBytesPerOperation, row.TwoThreadBytesPerOperation);
             checks.Add(new TargetCheck(
                 kind,
-                "0 B allocated per successful acquire",
+                $"{Targets.AdmitBytes:0} B allocated per successful acquire",
                 $"{row.AdmitBytesPerOperation:0.###} B (1 thr), {row.TwoThreadBytesPerOperation:0.###} B (2 thr, whole process)",
-                row.AdmitBytesPerOperation == 0,
-                row.AdmitBytesPerOperation == 0
+                row.AdmitBytesPerOperation <= Targets.AdmitBytes,
+                row.AdmitBytesPerOperation <= Targets.AdmitBytes
                     ? bytes == 0 ? "met" : "met on the acquiring thread (the process-wide figure includes timers and thread start-up)"
                     : $"missed: {row.AdmitBytesPerOperation:0.###} B/op"));
         }
@@ -113,10 +112,10 @@ internal static class CompareReport
         return checks;
     }
 
-    public static string TargetsTable(CompareResult result) => Markdown(
+    public static string TargetsTable(CompareResult result) => MarkdownTable.Render(
         ["limiter", "target", "measured", "verdict"],
         [false, false, true, false],
-        Targets(result).Select(c => new[] { c.Kind.DisplayName(), c.Target, c.Measured, c.Verdict }).ToList());
+        CheckTargets(result).Select(c => new[] { c.Kind.DisplayName(), c.Target, c.Measured, c.Verdict }).ToList());
 
     /// <summary>Writes compare.md and compare.png to the settings' output directory.</summary>
     public static (string Markdown, string Chart) Write(CompareResult result, string commandLine)
@@ -144,15 +143,18 @@ internal static class CompareReport
         }
 
         text.AppendLine();
-        text.AppendLine("| machine | |");
-        text.AppendLine("|---|---|");
-        text.AppendLine(Invariant, $"| CPU | {m.Cpu} (from /proc/cpuinfo) |");
-        text.AppendLine(Invariant, $"| cores | {m.Cores} |");
-        text.AppendLine(Invariant, $"| OS | {m.Os} |");
-        text.AppendLine(Invariant, $"| .NET | {m.Runtime} |");
-        text.AppendLine(Invariant, $"| GC, tiered PGO | {m.Gc}; PGO {m.Pgo} |");
-        text.AppendLine(Invariant, $"| Stopwatch frequency | {m.StopwatchFrequency:N0} Hz |");
-        text.AppendLine(Invariant, $"| load average (1/5/15 min) | {m.LoadAverageAtStart} at start, {m.LoadAverageAtEnd} at end |");
+        text.AppendLine(MarkdownTable.Render(
+            ["machine", ""],
+            [false, false],
+            [
+                ["CPU", $"{m.Cpu} (from /proc/cpuinfo)"],
+                ["cores", m.Cores.ToString(Invariant)],
+                ["OS", m.Os],
+                [".NET", m.Runtime],
+                ["GC, tiered PGO", $"{m.Gc}; PGO {m.Pgo}"],
+                ["Stopwatch frequency", string.Create(Invariant, $"{m.StopwatchFrequency:N0} Hz")],
+                ["load average (1/5/15 min)", $"{m.LoadAverageAtStart} at start, {m.LoadAverageAtEnd} at end"],
+            ]));
         text.AppendLine();
         text.AppendLine(Table(result));
         text.AppendLine();
@@ -168,7 +170,7 @@ internal static class CompareReport
         text.AppendLine("  `Interlocked.Increment` on one shared counter: no limiter that updates one shared word per admission can beat it.");
         text.AppendLine("- **B/op**: bytes allocated per attempt on the measuring thread (`GC.GetAllocatedBytesForCurrentThread`), over all rounds.");
         text.AppendLine();
-        text.AppendLine("## Targets of the issue");
+        text.AppendLine("## Targets (bench/README.md)");
         text.AppendLine();
         text.AppendLine(TargetsTable(result));
         text.AppendLine();
@@ -178,12 +180,12 @@ internal static class CompareReport
         text.AppendLine(Invariant, $"- {s.Rounds} rounds; each round visits every limiter (in an order rotated by one per round, so a burst of outside load is shared out) and takes one {s.SingleThreadRound.TotalMilliseconds:F0} ms admit run, one {s.SingleThreadRound.TotalMilliseconds:F0} ms reject run, one {s.ThreadedRound.TotalMilliseconds:F0} ms 1-thread and one {s.ThreadedRound.TotalMilliseconds:F0} ms 2-thread run. The table shows the median round, timed with `Stopwatch`.");
         text.AppendLine("- Each limiter is called through its own compiled copy of the loop (a generic loop instantiated over a struct per limiter type), so every limiter has its own call site and PGO profile, as in an application that uses one limiter type.");
         text.AppendLine("- Every run counts admissions and the harness fails if an admit run was refused once or a reject run admitted once.");
-        text.AppendLine(Invariant, $"- Options: admit path `PermitLimit = int.MaxValue` per {Limiters.AdmitWindow.TotalSeconds:F0} s window ({Limiters.Segments} segments for the sliding windows; the bucket refills `int.MaxValue` tokens per {Limiters.AdmitWindow.TotalSeconds:F0} s), in-box limiters with `AutoReplenishment = true`; the log, which keeps one entry per permit, `PermitLimit = {Limiters.LogAdmitLimit}` per {Limiters.LogAdmitWindow.TotalMicroseconds:F0} µs. Reject path: 1 permit per {Limiters.RejectWindow.TotalHours:F0} h, taken up front. No queue.");
+        text.AppendLine(Invariant, $"- Options: admit path `PermitLimit = int.MaxValue` per {LimiterSetup.AdmitWindow.TotalSeconds:F0} s window ({LimiterSetup.Segments} segments for the sliding windows; the bucket refills `int.MaxValue` tokens per {LimiterSetup.AdmitWindow.TotalSeconds:F0} s), in-box limiters with `AutoReplenishment = true`; the log, which keeps one entry per permit, `PermitLimit = {LimiterSetup.LogAdmitLimit}` per {LimiterSetup.LogAdmitWindow.TotalMicroseconds:F0} µs. Reject path: 1 permit per {LimiterSetup.RejectWindow.TotalHours:F0} h, taken up front. No queue.");
         text.AppendLine("- Threaded runs start their threads before the clock, release them together and stop them with a flag; each thread times itself and the throughput is the sum of the threads' rates. The machine has 2 cores, so 2 threads use all of it: any other process (a build, another benchmark) shows up as noise, which the min–max columns below make visible.");
         text.AppendLine();
         text.AppendLine("### Spread over the rounds (min – max)");
         text.AppendLine();
-        text.AppendLine(Markdown(
+        text.AppendLine(MarkdownTable.Render(
             ["limiter", "admit ns/op", "reject ns/op", "ops/s 1 thr", "ops/s 2 thr", "B/op 2 thr (whole process)", "attempts measured"],
             [false, true, true, true, true, true, true],
             result.Rows.Select(r => new[]
@@ -205,61 +207,4 @@ internal static class CompareReport
         text.AppendLine("![compare chart](compare.png)");
         return text.ToString();
     }
-
-    public static string Markdown(string[] header, bool[] rightAligned, IReadOnlyList<string[]> rows)
-    {
-        int columns = header.Length;
-        var widths = new int[columns];
-        for (int c = 0; c < columns; c++)
-        {
-            widths[c] = Math.Max(3, rows.Select(r => r[c].Length).Append(header[c].Length).Max());
-        }
-
-        var text = new StringBuilder();
-        AppendRow(header);
-        text.Append('|');
-        for (int c = 0; c < columns; c++)
-        {
-            text.Append(rightAligned[c] ? new string('-', widths[c] + 1) + ":|" : ":" + new string('-', widths[c] + 1) + "|");
-        }
-
-        text.AppendLine();
-        foreach (string[] row in rows)
-        {
-            AppendRow(row);
-        }
-
-        return text.ToString().TrimEnd();
-
-        void AppendRow(string[] cells)
-        {
-            text.Append('|');
-            for (int c = 0; c < columns; c++)
-            {
-                string cell = rightAligned[c] ? cells[c].PadLeft(widths[c]) : cells[c].PadRight(widths[c]);
-                text.Append(' ').Append(cell).Append(" |");
-            }
-
-            text.AppendLine();
-        }
-    }
-
-    public static string Ns(double value) => value.ToString(value < 10 ? "F2" : "F1", Invariant);
-
-    public static string Ratio(double value) => value.ToString("0.00", Invariant) + "×";
-
-    public static string Percent(double value) => (value * 100).ToString("F0", Invariant) + " %";
-
-    public static string Bytes(double value) => value == 0 ? "0" : value.ToString(value < 1 ? "0.###" : "F1", Invariant);
-
-    public static string Rate(double value) => value switch
-    {
-        >= 1e9 => (value / 1e9).ToString("F2", Invariant) + " G",
-        >= 1e6 => (value / 1e6).ToString("F1", Invariant) + " M",
-        >= 1e3 => (value / 1e3).ToString("F1", Invariant) + " k",
-        _ => value.ToString("F0", Invariant),
-    };
 }
-
-/// <summary>One target of the issue and how the run did against it.</summary>
-internal sealed record TargetCheck(LimiterKind Kind, string Target, string Measured, bool Met, string Verdict);

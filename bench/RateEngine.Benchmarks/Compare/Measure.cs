@@ -3,16 +3,6 @@ using System.Threading.RateLimiting;
 
 namespace RateEngine.Benchmarks.Compare;
 
-/// <summary>One timed run: operations, admissions among them, elapsed time and bytes allocated.</summary>
-internal readonly record struct Sample(long Operations, long Acquired, TimeSpan Elapsed, long AllocatedBytes)
-{
-    public double NanosecondsPerOperation => Elapsed.TotalNanoseconds / Operations;
-
-    public double OperationsPerSecond => Operations / Elapsed.TotalSeconds;
-
-    public double BytesPerOperation => (double)AllocatedBytes / Operations;
-}
-
 /// <summary>
 /// The two ways the compare mode measures: a loop on the calling thread (ns/op and bytes/op) and N threads hammering
 /// one shared limiter for a fixed time (total ops/s).

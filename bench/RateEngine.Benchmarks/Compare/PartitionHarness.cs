@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using RateEngine.Benchmarks.Subjects.Partitions;
 
 namespace RateEngine.Benchmarks.Compare;
 
@@ -7,7 +8,7 @@ namespace RateEngine.Benchmarks.Compare;
 /// The partition section of the compare mode: RateEngine's partitioned limiters against <c>PartitionedRateLimiter.Create</c>
 /// over the in-box limiters, for int, IPv4-string and IPv6-string keys. Per pair: resident bytes per key and first-touch
 /// rate (one run: a fresh limiter, <see cref="CompareSettings.PartitionKeys"/> new keys, one attempt each, on this thread),
-/// and hot-key throughput (2 threads, random keys among <see cref="Partitions.HotKeys"/>).
+/// and hot-key throughput (2 threads, random keys among <see cref="PartitionSetup.HotKeys"/>).
 /// </summary>
 /// <remarks>
 /// <para>Resident bytes: <c>GC.GetTotalMemory(true)</c> before the limiter is created and after its keys were touched, with
@@ -37,7 +38,7 @@ internal sealed class PartitionHarness(CompareSettings settings, Action<string> 
         var pairs = new List<Pair>();
         foreach (PartitionFamily family in settings.PartitionFamilies)
         {
-            foreach (PartitionKeyKind kind in Partitions.KeyKinds)
+            foreach (PartitionKeyKind kind in PartitionKeyKinds.All)
             {
                 pairs.Add(new Pair(family, kind, Subject(PartitionSide.Inbox), Subject(PartitionSide.Engine)));
 
@@ -122,7 +123,7 @@ internal sealed class PartitionHarness(CompareSettings settings, Action<string> 
     /// <summary>2 threads on a new limiter that holds the hot keys (made outside the timed run, disposed after it).</summary>
     private static Sample HotSample(Measurement m, TimeSpan duration)
     {
-        using HotKeyTarget hot = m.Subject.CreateHot(Partitions.HotKeys);
+        using HotKeyTarget hot = m.Subject.CreateHot(PartitionSetup.HotKeys);
         Sample sample = Measure.OnThreads(2, static (body, count) => body(count), t => hot.Worker(seed: 1_000 + t), duration, 1_000);
         Check.That(
             sample.Acquired == sample.Operations,
@@ -153,7 +154,7 @@ internal sealed class PartitionHarness(CompareSettings settings, Action<string> 
         return new FirstTouchSample(keys, elapsed, (double)(after - before) / keys, (double)allocated / keys);
     }
 
-    private static string Describe(PartitionSubject s) => $"{s.Family.SideName(s.Side)}, {s.KeyKind.Name()} keys";
+    private static string Describe(PartitionSubject s) => $"{s.LimiterName}, {s.KeyKind.Name()} keys";
 
     private sealed record Pair(PartitionFamily Family, PartitionKeyKind KeyKind, Measurement Inbox, Measurement Engine)
     {
@@ -181,23 +182,3 @@ internal sealed class PartitionHarness(CompareSettings settings, Action<string> 
             (double)Hot2Threads.Sum(s => s.AllocatedBytes) / Hot2Threads.Sum(s => s.Operations));
     }
 }
-
-/// <summary>One first-touch run: new keys, time, resident bytes per key, bytes allocated per key on the touching thread.</summary>
-internal readonly record struct FirstTouchSample(int Keys, TimeSpan Elapsed, double ResidentBytesPerKey, double AllocatedBytesPerKey)
-{
-    public double KeysPerSecond => Keys / Elapsed.TotalSeconds;
-}
-
-/// <summary>One side's figures over the rounds.</summary>
-internal sealed record PartitionStats(
-    Stat ResidentBytesPerKey,
-    Stat FirstTouchKeysPerSecond,
-    double FirstTouchAllocatedBytesPerKey,
-    Stat HotOpsPerSecond,
-    double HotAllocatedBytesPerOperation);
-
-/// <summary>One row of the partition table: a family and key type, both sides.</summary>
-internal sealed record PartitionRow(PartitionFamily Family, PartitionKeyKind KeyKind, PartitionStats Inbox, PartitionStats Engine);
-
-/// <summary>The partition section's results; <see cref="KeyBytes"/> is each key object's size (0 for int keys).</summary>
-internal sealed record PartitionResult(int Keys, IReadOnlyDictionary<PartitionKeyKind, double> KeyBytes, IReadOnlyList<PartitionRow> Rows);

@@ -1,14 +1,12 @@
-using System.Globalization;
 using System.Text;
-using static RateEngine.Benchmarks.Compare.CompareReport;
+using RateEngine.Benchmarks.Subjects.Partitions;
+using static RateEngine.Benchmarks.Compare.Cells;
 
 namespace RateEngine.Benchmarks.Compare;
 
 /// <summary>The partition section of the report: its table, its targets and how it measured.</summary>
 internal static class PartitionReport
 {
-    private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
-
     private static readonly string[] Header =
     [
         "family",
@@ -27,7 +25,7 @@ internal static class PartitionReport
 
     private static readonly bool[] RightAligned = [false, false, true, true, true, true, true, true, true, true, true, true];
 
-    public static string Table(PartitionResult result) => Markdown(
+    public static string Table(PartitionResult result) => MarkdownTable.Render(
         Header,
         RightAligned,
         [.. result.Rows.Select(row =>
@@ -35,7 +33,7 @@ internal static class PartitionReport
             double keyBytes = result.KeyBytes[row.KeyKind];
             return new[]
             {
-                FamilyName(row.Family),
+                row.Family.TableName(),
                 row.KeyKind.Name(),
                 Bytes(row.Inbox.ResidentBytesPerKey.Median),
                 Bytes(row.Engine.ResidentBytesPerKey.Median),
@@ -50,13 +48,13 @@ internal static class PartitionReport
             };
         })]);
 
-    /// <summary>Each pair against the issue's three partition targets.</summary>
-    public static string TargetsTable(PartitionResult result) => Markdown(
-        ["family", "keys", "≤ 64 B/key (int keys)", $"first touch ≥ {Partitions.RateTarget:0}× in-box", $"hot keys ≥ {Partitions.RateTarget:0}× in-box"],
+    /// <summary>Each pair against the three partition <see cref="Compare.Targets"/>.</summary>
+    public static string TargetsTable(PartitionResult result) => MarkdownTable.Render(
+        ["family", "keys", $"≤ {Targets.IntKeyBytes:0} B/key (int keys)", $"first touch ≥ {Targets.PartitionRate:0}× in-box", $"hot keys ≥ {Targets.PartitionRate:0}× in-box"],
         [false, false, false, false, false],
         [.. result.Rows.Select(row => new[]
         {
-            FamilyName(row.Family),
+            row.Family.TableName(),
             row.KeyKind.Name(),
             MemoryVerdict(row),
             RateVerdict(row.Engine.FirstTouchKeysPerSecond.Median / row.Inbox.FirstTouchKeysPerSecond.Median),
@@ -69,7 +67,7 @@ internal static class PartitionReport
         CompareSettings s = compare.Settings;
         text.AppendLine("## Partitioned limiters");
         text.AppendLine();
-        text.AppendLine(Invariant, $"RateEngine's `PartitionedLimiter.Create*` against the in-box `PartitionedRateLimiter.Create` with `RateLimitPartition.Get*Limiter`, {result.Keys:N0} distinct keys per first-touch run, {Partitions.HotKeys:N0} hot keys. Sliding window: RateEngine's counter against the in-box `SlidingWindowRateLimiter`.");
+        text.AppendLine(Invariant, $"RateEngine's `PartitionedLimiter.Create*` against the in-box `PartitionedRateLimiter.Create` with `RateLimitPartition.Get*Limiter`, {result.Keys:N0} distinct keys per first-touch run, {PartitionSetup.HotKeys:N0} hot keys. Sliding window: RateEngine's counter against the in-box `SlidingWindowRateLimiter`.");
         text.AppendLine();
         text.AppendLine(Table(result));
         text.AppendLine();
@@ -90,14 +88,14 @@ internal static class PartitionReport
         text.AppendLine("- **hot keys**: total admissions per second of 2 threads on one limiter that already holds the keys, each thread visiting the");
         text.AppendLine("  keys in its own random order. `× in-box`: higher is better.");
         text.AppendLine();
-        text.AppendLine("### Targets of the issue (partitions)");
+        text.AppendLine("### Targets, partitions (bench/README.md)");
         text.AppendLine();
         text.AppendLine(TargetsTable(result));
         text.AppendLine();
         text.AppendLine("### Method (partitions)");
         text.AppendLine();
         text.AppendLine(Invariant, $"- Keys: {result.Keys:N0} distinct random ints; distinct random dotted-quad IPv4 strings; distinct IPv6 strings in 2001:db8::/32 with 96 random bits as `IPAddress.ToString()` writes them. The same keys on both sides; made once, before anything is measured. Both sides use the default equality comparer (randomized string hashing).");
-        text.AppendLine(Invariant, $"- Options, first touch and memory: every key keeps what it took for the whole run (`int.MaxValue` permits per {Partitions.HeldWindow.TotalHours:F0} h window, 10 segments for the sliding windows; a {Partitions.HeldTokenLimit:N0}-token bucket refilled one token per hour), so no key is idle and none is evicted on either side; RateEngine's `MaxPartitions` is {Partitions.MaxPartitions:N0}, so none is refused. The harness checks that every attempt was admitted and that RateEngine's limiter holds exactly {result.Keys:N0} keys.");
+        text.AppendLine(Invariant, $"- Options, first touch and memory: every key keeps what it took for the whole run (`int.MaxValue` permits per {PartitionSetup.HeldWindow.TotalHours:F0} h window, 10 segments for the sliding windows; a {PartitionSetup.HeldTokenLimit:N0}-token bucket refilled one token per hour), so no key is idle and none is evicted on either side; RateEngine's `MaxPartitions` is {PartitionSetup.MaxPartitions:N0}, so none is refused. The harness checks that every attempt was admitted and that RateEngine's limiter holds exactly {result.Keys:N0} keys.");
         text.AppendLine("- Options, hot keys: the admit-path options of the single limiters above (`int.MaxValue` per 1 s; the bucket refills `int.MaxValue` tokens per second), which no run can exhaust; every attempt is checked to be admitted.");
         text.AppendLine("- One options instance per family on both sides, as an application with one limit for every key writes it (one tier on RateEngine's side; a cached, non-capturing options delegate on the in-box side, though `RateLimitPartition.Get*Limiter` still allocates per call).");
         text.AppendLine(Invariant, $"- Warm-up: twice over every limiter, {s.PartitionWarmUp.TotalMilliseconds / 2:F0} ms of fresh limiters with 20,000 new keys each, and {s.PartitionWarmUp.TotalMilliseconds / 2:F0} ms of hot keys, so that the loops and every path a new key takes run tier-1 code.");
@@ -106,13 +104,13 @@ internal static class PartitionReport
         text.AppendLine();
         text.AppendLine("### Spread over the rounds (partitions, min – max)");
         text.AppendLine();
-        text.AppendLine(Markdown(
+        text.AppendLine(MarkdownTable.Render(
             ["family", "keys", "side", "B/key", "first touch keys/s", "B allocated per new key", "hot keys ops/s", "B allocated per hot attempt (whole process)"],
             [false, false, false, true, true, true, true, true],
             [.. result.Rows.SelectMany(row => new[] { (row, side: PartitionSide.Inbox, stats: row.Inbox), (row, side: PartitionSide.Engine, stats: row.Engine) })
                 .Select(x => new[]
                 {
-                    FamilyName(x.row.Family),
+                    x.row.Family.TableName(),
                     x.row.KeyKind.Name(),
                     x.side == PartitionSide.Inbox ? "in-box" : "RateEngine",
                     $"{Bytes(x.stats.ResidentBytesPerKey.Min)} – {Bytes(x.stats.ResidentBytesPerKey.Max)}",
@@ -124,13 +122,6 @@ internal static class PartitionReport
         text.AppendLine();
     }
 
-    public static string FamilyName(PartitionFamily family) => family switch
-    {
-        PartitionFamily.FixedWindow => "fixed window",
-        PartitionFamily.TokenBucket => "token bucket",
-        _ => "sliding window (counter)",
-    };
-
     private static string MemoryVerdict(PartitionRow row)
     {
         double bytes = row.Engine.ResidentBytesPerKey.Median;
@@ -139,7 +130,7 @@ internal static class PartitionReport
             return $"(reported: {Bytes(bytes)} B)";
         }
 
-        if (row.Family.BytesPerIntKeyTarget() is not { } target)
+        if (Targets.BytesPerIntKey(row.Family) is not { } target)
         {
             return $"not judged (segment slots): {Bytes(bytes)} B";
         }
@@ -149,7 +140,7 @@ internal static class PartitionReport
             : $"missed: {Bytes(bytes)} B ({(bytes / target - 1) * 100:F0} % over)";
     }
 
-    private static string RateVerdict(double ratio) => ratio >= Partitions.RateTarget
+    private static string RateVerdict(double ratio) => ratio >= Targets.PartitionRate
         ? $"met: {ratio:0.00}×"
-        : $"missed: {ratio:0.00}× ({ratio / Partitions.RateTarget * 100:F0} % of the goal)";
+        : $"missed: {ratio:0.00}× ({ratio / Targets.PartitionRate * 100:F0} % of the goal)";
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Threading.RateLimiting;
 using BenchmarkDotNet.Attributes;
 using RateEngine.Algorithms;
+using RateEngine.Benchmarks.Subjects;
 using RateEngine.Limiters;
 using RateEngine.Timing;
 
@@ -36,13 +37,13 @@ public class AdmitPathBreakdown
     public void Setup()
     {
         long second = Stopwatch.Frequency;
-        _limiter = (LockFreeFixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.LockFreeFixed);
-        _inbox = (FixedWindowRateLimiter)Limiters.CreateAdmitting(LimiterKind.InboxFixed);
-        _exhausted = Limiters.CreateExhausted(LimiterKind.LockFreeFixed);
+        _limiter = (LockFreeFixedWindowRateLimiter)LimiterSetup.CreateAdmitting(LimiterKind.LockFreeFixed);
+        _inbox = (FixedWindowRateLimiter)LimiterSetup.CreateAdmitting(LimiterKind.InboxFixed);
+        _exhausted = LimiterSetup.CreateExhausted(LimiterKind.LockFreeFixed);
         _clock = _limiter.Clock;
         _fixed = new AlgorithmHost<FixedWindow, long>(new FixedWindow(int.MaxValue, second));
         _slidingCounter = new AlgorithmHost<SlidingWindowCounter, CounterState>(new SlidingWindowCounter(int.MaxValue, second / 10, 10));
-        _log = new AlgorithmHost<SlidingWindowLog, LogState>(new SlidingWindowLog(Limiters.LogAdmitLimit, Math.Max(1, second / 1_000_000)));
+        _log = new AlgorithmHost<SlidingWindowLog, LogState>(new SlidingWindowLog(LimiterSetup.LogAdmitLimit, Math.Max(1, second / 1_000_000)));
         _bucket = new AlgorithmHost<TokenBucket, long>(new TokenBucket(int.MaxValue, int.MaxValue, second, _clock));
     }
 

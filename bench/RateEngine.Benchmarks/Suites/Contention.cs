@@ -1,6 +1,7 @@
 using System.Threading.RateLimiting;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
+using RateEngine.Benchmarks.Subjects;
 
 namespace RateEngine.Benchmarks.Suites;
 
@@ -35,7 +36,7 @@ public class Contention
         long share = Operations / Threads;
         foreach (LimiterKind kind in LimiterKinds.All)
         {
-            RateLimiter limiter = Limiters.CreateAdmitting(kind);
+            RateLimiter limiter = LimiterSetup.CreateAdmitting(kind);
             Func<RateLimiter, long, long> loop = Loops.For(kind);
             _limiters[(int)kind] = limiter;
             _bodies[(int)kind] = _ =>

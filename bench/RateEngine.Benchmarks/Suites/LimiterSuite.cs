@@ -1,10 +1,11 @@
 using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
+using RateEngine.Benchmarks.Subjects;
 
 namespace RateEngine.Benchmarks.Suites;
 
 /// <summary>
-/// What the single-threaded BenchmarkDotNet suites share: limiters per <see cref="LimiterKind"/> from <see cref="Limiters"/>,
+/// What the single-threaded BenchmarkDotNet suites share: limiters per <see cref="LimiterKind"/> from <see cref="LimiterSetup"/>,
 /// the measured calls, and the check that each benchmark took the path it claims (admit or reject). A benchmark that took
 /// the wrong path even once fails in its global cleanup instead of reporting a number.
 /// </summary>
@@ -24,8 +25,8 @@ public abstract class LimiterSuite
     {
         foreach (LimiterKind kind in kinds)
         {
-            _admitting[(int)kind] = Limiters.CreateAdmitting(kind);
-            _exhausted[(int)kind] = Limiters.CreateExhausted(kind);
+            _admitting[(int)kind] = LimiterSetup.CreateAdmitting(kind);
+            _exhausted[(int)kind] = LimiterSetup.CreateExhausted(kind);
         }
     }
 
@@ -38,8 +39,8 @@ public abstract class LimiterSuite
     {
         foreach (LimiterKind kind in kinds)
         {
-            _queueing[(int)kind] = Limiters.CreateAdmitting(kind, QueueLimit);
-            RateLimiter evicting = Limiters.CreateExhausted(kind, queueLimit: 1, QueueProcessingOrder.NewestFirst);
+            _queueing[(int)kind] = LimiterSetup.CreateAdmitting(kind, QueueLimit);
+            RateLimiter evicting = LimiterSetup.CreateExhausted(kind, queueLimit: 1, QueueProcessingOrder.NewestFirst);
             _evicting[(int)kind] = evicting;
             _pending[(int)kind] = evicting.AcquireAsync(1);
             Check.That(!_pending[(int)kind].IsCompleted, $"{kind}: the first waiter was not queued");
@@ -75,34 +76,14 @@ public abstract class LimiterSuite
     /// <summary>One <c>AttemptAcquire(1)</c> + <c>Dispose</c> that must be admitted.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected bool Admit<TAcquirer>()
-        where TAcquirer : struct, IAcquirer
-    {
-        RateLimitLease lease = TAcquirer.Acquire(_admitting[(int)TAcquirer.Kind]!);
-        bool acquired = lease.IsAcquired;
-        lease.Dispose();
-        if (!acquired)
-        {
-            _wrongPath++;
-        }
-
-        return acquired;
-    }
+        where TAcquirer : struct, IAcquirer =>
+        Settle(TAcquirer.Acquire(_admitting[(int)TAcquirer.Kind]!), expectAcquired: true);
 
     /// <summary>One <c>AttemptAcquire(1)</c> + <c>Dispose</c> that must be rejected.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected bool Reject<TAcquirer>()
-        where TAcquirer : struct, IAcquirer
-    {
-        RateLimitLease lease = TAcquirer.Acquire(_exhausted[(int)TAcquirer.Kind]!);
-        bool acquired = lease.IsAcquired;
-        lease.Dispose();
-        if (acquired)
-        {
-            _wrongPath++;
-        }
-
-        return acquired;
-    }
+        where TAcquirer : struct, IAcquirer =>
+        Settle(TAcquirer.Acquire(_exhausted[(int)TAcquirer.Kind]!), expectAcquired: false);
 
     /// <summary><c>AcquireAsync(1)</c> on a queueing limiter with permits free: must complete at once, admitted.</summary>
     private protected bool AcquireAsyncAdmit(LimiterKind kind)
@@ -114,15 +95,7 @@ public abstract class LimiterSuite
             return false;
         }
 
-        RateLimitLease lease = task.Result;
-        bool acquired = lease.IsAcquired;
-        lease.Dispose();
-        if (!acquired)
-        {
-            _wrongPath++;
-        }
-
-        return acquired;
+        return Settle(task.Result, expectAcquired: true);
     }
 
     /// <summary>
@@ -140,10 +113,16 @@ public abstract class LimiterSuite
             return false;
         }
 
-        RateLimitLease evicted = previous.Result;
-        bool acquired = evicted.IsAcquired;
-        evicted.Dispose();
-        if (acquired)
+        return Settle(previous.Result, expectAcquired: false);
+    }
+
+    /// <summary>Disposes <paramref name="lease"/>, counts it if it took the other path, and returns whether it was acquired.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool Settle(RateLimitLease lease, bool expectAcquired)
+    {
+        bool acquired = lease.IsAcquired;
+        lease.Dispose();
+        if (acquired != expectAcquired)
         {
             _wrongPath++;
         }

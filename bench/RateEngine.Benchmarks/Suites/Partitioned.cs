@@ -1,5 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
+using RateEngine.Benchmarks.Subjects.Partitions;
 
 namespace RateEngine.Benchmarks.Suites;
 
@@ -8,14 +9,14 @@ namespace RateEngine.Benchmarks.Suites;
 /// over the in-box limiter of the same family (the Baseline of each category), for int, IPv4-string and IPv6-string keys.
 /// </summary>
 /// <remarks>
-/// <para><b>FirstTouch*</b>: one invocation touches <see cref="Partitions.FirstTouchKeys"/> new keys (one
+/// <para><b>FirstTouch*</b>: one invocation touches <see cref="PartitionSetup.FirstTouchKeys"/> new keys (one
 /// <c>AttemptAcquire</c> + <c>Dispose</c> each) on a limiter made fresh by the iteration setup, after a full collection;
 /// so Mean is the time per new key and Allocated the bytes allocated per new key. BenchmarkDotNet runs each first-touch
 /// invocation alone in its iteration (it does so whenever an iteration setup applies).</para>
-/// <para><b>Hot*</b>: 2 threads (<see cref="ThreadTeam"/>) on one limiter that already holds <see cref="Partitions.HotKeys"/>
+/// <para><b>Hot*</b>: 2 threads (<see cref="ThreadTeam"/>) on one limiter that already holds <see cref="PartitionSetup.HotKeys"/>
 /// keys, each thread visiting them in its own random order; <see cref="HotOperations"/> attempts per invocation over both
 /// threads, so Op/s is total throughput.</para>
-/// <para>Options and keys are those of the compare mode (<see cref="Partitions"/>). Every attempt must be admitted, and
+/// <para>Options and keys are those of the compare mode (<see cref="PartitionSetup"/>). Every attempt must be admitted, and
 /// RateEngine's limiter must hold every new key; otherwise the global cleanup fails the benchmark. Resident bytes per key
 /// are measured by the compare mode only.</para>
 /// </remarks>
@@ -41,10 +42,10 @@ public class Partitioned
     private ThreadTeam? _team;
     private long _wrongPath;
 
-    private static int Slots => Partitions.Families.Length * 2;
+    private static int Slots => PartitionFamilies.All.Length * 2;
 
     /// <summary>New keys per first-touch invocation; the smoke run lowers it.</summary>
-    internal static int FirstTouchKeyCount { get; set; } = Partitions.FirstTouchKeys;
+    internal static int FirstTouchKeyCount { get; set; } = PartitionSetup.FirstTouchKeys;
 
     [Params("int", "IPv4", "IPv6")]
     public string Keys { get; set; } = "int";
@@ -52,7 +53,7 @@ public class Partitioned
     [GlobalSetup]
     public void Setup()
     {
-        int count = Math.Max(FirstTouchKeyCount, Partitions.HotKeys);
+        int count = Math.Max(FirstTouchKeyCount, PartitionSetup.HotKeys);
         PartitionKeyKind kind = Enum.Parse<PartitionKeyKind>(Keys, ignoreCase: true);
         int[]? ints = kind == PartitionKeyKind.Int ? PartitionKeys.Ints(count, seed: 1) : null;
         string[]? strings = kind switch
@@ -63,7 +64,7 @@ public class Partitioned
         };
 
         _team = new ThreadTeam(Threads);
-        foreach (PartitionFamily family in Partitions.Families)
+        foreach (PartitionFamily family in PartitionFamilies.All)
         {
             foreach (PartitionSide side in new[] { PartitionSide.Inbox, PartitionSide.Engine })
             {
@@ -72,7 +73,7 @@ public class Partitioned
                     ? PartitionSubject.Create(family, side, kind, ints)
                     : PartitionSubject.Create(family, side, kind, strings!);
                 _subjects[slot] = subject;
-                HotKeyTarget hot = subject.CreateHot(Partitions.HotKeys);
+                HotKeyTarget hot = subject.CreateHot(PartitionSetup.HotKeys);
                 _hot[slot] = hot;
                 Func<long, long>[] workers = [.. Enumerable.Range(0, Threads).Select(t => hot.Worker(seed: 1_000 + t))];
                 const long share = HotOperations / Threads;
@@ -129,22 +130,22 @@ public class Partitioned
         nameof(InBoxSliding_FirstTouch), nameof(Counter_FirstTouch)])]
     public void DisposeLimiters() => DisposeRuns();
 
-    [Benchmark(Baseline = true, OperationsPerInvoke = Partitions.FirstTouchKeys), BenchmarkCategory(FirstTouchFixed)]
+    [Benchmark(Baseline = true, OperationsPerInvoke = PartitionSetup.FirstTouchKeys), BenchmarkCategory(FirstTouchFixed)]
     public long InBoxFixed_FirstTouch() => Touch(PartitionFamily.FixedWindow, PartitionSide.Inbox);
 
-    [Benchmark(OperationsPerInvoke = Partitions.FirstTouchKeys), BenchmarkCategory(FirstTouchFixed)]
+    [Benchmark(OperationsPerInvoke = PartitionSetup.FirstTouchKeys), BenchmarkCategory(FirstTouchFixed)]
     public long Fixed_FirstTouch() => Touch(PartitionFamily.FixedWindow, PartitionSide.Engine);
 
-    [Benchmark(Baseline = true, OperationsPerInvoke = Partitions.FirstTouchKeys), BenchmarkCategory(FirstTouchBucket)]
+    [Benchmark(Baseline = true, OperationsPerInvoke = PartitionSetup.FirstTouchKeys), BenchmarkCategory(FirstTouchBucket)]
     public long InBoxBucket_FirstTouch() => Touch(PartitionFamily.TokenBucket, PartitionSide.Inbox);
 
-    [Benchmark(OperationsPerInvoke = Partitions.FirstTouchKeys), BenchmarkCategory(FirstTouchBucket)]
+    [Benchmark(OperationsPerInvoke = PartitionSetup.FirstTouchKeys), BenchmarkCategory(FirstTouchBucket)]
     public long Bucket_FirstTouch() => Touch(PartitionFamily.TokenBucket, PartitionSide.Engine);
 
-    [Benchmark(Baseline = true, OperationsPerInvoke = Partitions.FirstTouchKeys), BenchmarkCategory(FirstTouchSliding)]
+    [Benchmark(Baseline = true, OperationsPerInvoke = PartitionSetup.FirstTouchKeys), BenchmarkCategory(FirstTouchSliding)]
     public long InBoxSliding_FirstTouch() => Touch(PartitionFamily.SlidingWindow, PartitionSide.Inbox);
 
-    [Benchmark(OperationsPerInvoke = Partitions.FirstTouchKeys), BenchmarkCategory(FirstTouchSliding)]
+    [Benchmark(OperationsPerInvoke = PartitionSetup.FirstTouchKeys), BenchmarkCategory(FirstTouchSliding)]
     public long Counter_FirstTouch() => Touch(PartitionFamily.SlidingWindow, PartitionSide.Engine);
 
     [Benchmark(Baseline = true, OperationsPerInvoke = HotOperations), BenchmarkCategory("HotFixed")]

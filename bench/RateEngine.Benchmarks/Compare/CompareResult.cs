@@ -1,0 +1,12 @@
+using RateEngine.Benchmarks.Subjects;
+
+namespace RateEngine.Benchmarks.Compare;
+
+/// <summary>Everything the report needs.</summary>
+internal sealed record CompareResult(
+    MachineInfo Machine, CompareSettings Settings, IReadOnlyList<CompareRow> Rows, PartitionResult? Partitions, TimeSpan Duration)
+{
+    public CompareRow Ceiling => Rows.Single(r => r.Kind is null);
+
+    public CompareRow Row(LimiterKind kind) => Rows.Single(r => r.Kind == kind);
+}

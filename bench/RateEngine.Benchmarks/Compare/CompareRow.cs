@@ -1,0 +1,16 @@
+using RateEngine.Benchmarks.Subjects;
+
+namespace RateEngine.Benchmarks.Compare;
+
+/// <summary>One row of the compare table.</summary>
+internal sealed record CompareRow(
+    string Name,
+    LimiterKind? Kind,
+    Stat AdmitNanoseconds,
+    Stat? RejectNanoseconds,
+    Stat OneThreadOpsPerSecond,
+    Stat TwoThreadOpsPerSecond,
+    double AdmitBytesPerOperation,
+    double? RejectBytesPerOperation,
+    double TwoThreadBytesPerOperation,
+    long TotalOperations);

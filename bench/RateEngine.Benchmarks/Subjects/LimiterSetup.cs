@@ -1,0 +1,85 @@
+using System.Threading.RateLimiting;
+
+namespace RateEngine.Benchmarks.Subjects;
+
+/// <summary>
+/// The limiter configurations every suite uses, in one place so that BenchmarkDotNet, the compare harness and the smoke
+/// run measure the same thing.
+/// </summary>
+/// <remarks>
+/// <para><b>Admit path</b>: a limit the benchmark can never reach. In-box limiters and RateEngine's counter, fixed window
+/// and bucket get <c>int.MaxValue</c> permits per 1 s window (or per 1 s replenishment period, timers on), which even at
+/// 100 M ops/s is never exhausted. The log keeps one 24-byte entry per permit, so it gets 1,024 permits per 1 µs instead:
+/// it would take more than one admission per nanosecond to fill that.</para>
+/// <para><b>Reject path</b>: one permit per hour, taken when the limiter is created, so every later attempt is turned down.</para>
+/// <para>Callers check this: every suite counts admissions and fails if an admit-path run rejected or a reject-path run admitted.</para>
+/// </remarks>
+internal static class LimiterSetup
+{
+    public static readonly TimeSpan AdmitWindow = TimeSpan.FromSeconds(1);
+    public static readonly TimeSpan RejectWindow = TimeSpan.FromHours(1);
+    public const int Segments = 10;
+    public const int LogAdmitLimit = 1024;
+    public static readonly TimeSpan LogAdmitWindow = TimeSpan.FromMicroseconds(1);
+
+    /// <summary>A limiter that admits every attempt of a benchmark.</summary>
+    public static RateLimiter CreateAdmitting(LimiterKind kind, int queueLimit = 0, QueueProcessingOrder order = QueueProcessingOrder.OldestFirst) =>
+        Create(kind, admitting: true, queueLimit, order);
+
+    /// <summary>A limiter whose only permit is already taken for the next hour, so it rejects every attempt.</summary>
+    public static RateLimiter CreateExhausted(LimiterKind kind, int queueLimit = 0, QueueProcessingOrder order = QueueProcessingOrder.OldestFirst)
+    {
+        RateLimiter limiter = Create(kind, admitting: false, queueLimit, order);
+        using (RateLimitLease first = limiter.AttemptAcquire(1))
+        {
+            Check.That(first.IsAcquired, $"{kind}: the first permit of a fresh limiter was refused");
+        }
+
+        using (RateLimitLease second = limiter.AttemptAcquire(1))
+        {
+            Check.That(!second.IsAcquired, $"{kind}: an exhausted limiter admitted");
+        }
+
+        return limiter;
+    }
+
+    /// <summary>The one place that maps a <see cref="LimiterKind"/> to its limiter, on either path.</summary>
+    private static RateLimiter Create(LimiterKind kind, bool admitting, int queueLimit, QueueProcessingOrder order)
+    {
+        int limit = admitting ? int.MaxValue : 1;
+        TimeSpan window = admitting ? AdmitWindow : RejectWindow;
+        return kind switch
+        {
+            LimiterKind.InboxSliding => new SlidingWindowRateLimiter(new SlidingWindowRateLimiterOptions
+            {
+                PermitLimit = limit, Window = window, SegmentsPerWindow = Segments,
+                QueueLimit = queueLimit, QueueProcessingOrder = order, AutoReplenishment = true,
+            }),
+            LimiterKind.Log => new SlidingWindowLogRateLimiter(new SlidingWindowLogRateLimiterOptions
+            {
+                PermitLimit = admitting ? LogAdmitLimit : 1, Window = admitting ? LogAdmitWindow : RejectWindow,
+                QueueLimit = queueLimit, QueueProcessingOrder = order,
+            }),
+            LimiterKind.Counter => new SlidingWindowCounterRateLimiter(new SlidingWindowCounterRateLimiterOptions
+            {
+                PermitLimit = limit, Window = window, SegmentsPerWindow = Segments, QueueLimit = queueLimit, QueueProcessingOrder = order,
+            }),
+            LimiterKind.InboxFixed => new FixedWindowRateLimiter(FixedOptions(limit, window, queueLimit, order)),
+            LimiterKind.LockFreeFixed => new LockFreeFixedWindowRateLimiter(FixedOptions(limit, window, queueLimit, order)),
+            LimiterKind.InboxBucket => new TokenBucketRateLimiter(BucketOptions(limit, window, queueLimit, order)),
+            LimiterKind.LockFreeBucket => new LockFreeTokenBucketRateLimiter(BucketOptions(limit, window, queueLimit, order)),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+        };
+    }
+
+    private static FixedWindowRateLimiterOptions FixedOptions(int limit, TimeSpan window, int queueLimit, QueueProcessingOrder order) => new()
+    {
+        PermitLimit = limit, Window = window, QueueLimit = queueLimit, QueueProcessingOrder = order, AutoReplenishment = true,
+    };
+
+    private static TokenBucketRateLimiterOptions BucketOptions(int limit, TimeSpan period, int queueLimit, QueueProcessingOrder order) => new()
+    {
+        TokenLimit = limit, TokensPerPeriod = limit, ReplenishmentPeriod = period,
+        QueueLimit = queueLimit, QueueProcessingOrder = order, AutoReplenishment = true,
+    };
+}
