@@ -110,8 +110,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
     protected override RateLimitLease AttemptAcquireCore(TResource resource, int permitCount)
     {
-        TKey key = SelectKey(resource);
-        ThrowIfDisposed(key, permitCount);
+        TKey key = ArrivingKey(resource, permitCount);
         SpinWait spin = default;
         while (true)
         {
@@ -162,8 +161,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
     protected override ValueTask<RateLimitLease> AcquireAsyncCore(TResource resource, int permitCount, CancellationToken cancellationToken)
     {
-        TKey key = SelectKey(resource);
-        ThrowIfDisposed(key, permitCount);
+        TKey key = ArrivingKey(resource, permitCount);
         SpinWait spin = default;
         while (true)
         {
@@ -376,6 +374,14 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>The key of a request about to be decided: selected, checked, and refused if the limiter is disposed.</summary>
+    private TKey ArrivingKey(TResource resource, int permitCount)
+    {
+        TKey key = SelectKey(resource);
+        ThrowIfDisposed(key, permitCount);
+        return key;
+    }
 
     /// <summary>
     /// The resource's key. A null key is refused as the in-box partitioned limiter refuses it: counting every null-key
