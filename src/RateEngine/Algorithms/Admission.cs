@@ -10,4 +10,4 @@ namespace RateEngine.Algorithms;
 /// <param name="Permits">The permits admitted.</param>
 /// <param name="Marker">Where the permits were taken: a log ticket, a window or segment epoch, a bucket position.</param>
 /// <param name="Previous">The state word before the admission, where an exact undo needs it.</param>
-internal readonly record struct Admission(long Stamp, int Permits, long Marker, long Previous);
+internal readonly record struct Admission(long Stamp, long Permits, long Marker, long Previous);

@@ -36,7 +36,7 @@ internal readonly struct FixedWindow : IRateAlgorithm<long>
 
     public long CreateState() => EpochCount.Pack(0, 0);
 
-    public bool TryAcquire(ref long state, long now, int permits, out Admission admission, out long retryAfter)
+    public bool TryAcquire(ref long state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);
         while (true)

@@ -29,7 +29,7 @@ internal interface IRateAlgorithm<TState>
     /// On success <paramref name="admission"/> identifies the admission for <see cref="Refund"/>; on failure
     /// <paramref name="retryAfter"/> is the number of ticks until the same request would be admitted.
     /// </summary>
-    bool TryAcquire(ref TState state, long now, int permits, out Admission admission, out long retryAfter);
+    bool TryAcquire(ref TState state, long now, long permits, out Admission admission, out long retryAfter);
 
     /// <summary>
     /// Undoes an admission made by <see cref="TryAcquire"/>. Never frees more than the admission took and never

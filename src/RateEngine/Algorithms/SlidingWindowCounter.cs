@@ -47,7 +47,7 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
 
     public CounterState CreateState() => new(_segments + 1);
 
-    public bool TryAcquire(ref CounterState state, long now, int permits, out Admission admission, out long retryAfter)
+    public bool TryAcquire(ref CounterState state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);
         long nowEpoch = now / _segment;

@@ -66,9 +66,10 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
 
     public LogState CreateState() => new(_limit, _modulus);
 
-    public bool TryAcquire(ref LogState state, long now, int permits, out Admission admission, out long retryAfter)
+    public bool TryAcquire(ref LogState state, long now, long permitCount, out Admission admission, out long retryAfter)
     {
-        Debug.Assert(permits > 0 && permits <= _limit);
+        Debug.Assert(permitCount > 0 && permitCount <= _limit);
+        int permits = (int)permitCount; // at most the limit, itself an int: a slot per permit
         LogSlot[] slots = state.Slots;
         SpinWait spin = default;
         while (true)

@@ -114,7 +114,7 @@ internal readonly struct TokenBucket : IRateAlgorithm<long>
 
     public long CreateState() => Fresh;
 
-    public bool TryAcquire(ref long state, long now, int permits, out Admission admission, out long retryAfter)
+    public bool TryAcquire(ref long state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);
         long asked = now;

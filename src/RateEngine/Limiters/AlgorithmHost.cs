@@ -13,7 +13,7 @@ internal abstract class AlgorithmHost
 
     public abstract long RefillTicks { get; }
 
-    public abstract bool TryAcquire(long now, int permits, out Admission admission, out long retryAfter);
+    public abstract bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter);
 
     public abstract bool Refund(in Admission admission);
 

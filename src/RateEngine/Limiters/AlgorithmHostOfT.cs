@@ -27,7 +27,7 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
 
     public override long RefillTicks => _algorithm.RefillTicks;
 
-    public override bool TryAcquire(long now, int permits, out Admission admission, out long retryAfter) =>
+    public override bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter) =>
         _algorithm.TryAcquire(ref _cell.State, now, permits, out admission, out retryAfter);
 
     public override bool Refund(in Admission admission) => _algorithm.Refund(ref _cell.State, admission);

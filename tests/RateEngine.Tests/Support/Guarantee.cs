@@ -1,7 +1,7 @@
 namespace RateEngine.Tests.Support;
 
 /// <summary>One admission as the limiter decided it: its stamp (limiter ticks) and permit count.</summary>
-public readonly record struct Admitted(long Stamp, int Permits);
+public readonly record struct Admitted(long Stamp, long Permits);
 
 /// <summary>
 /// Checks recorded admissions against the src/DESIGN.md guarantee of each limiter, offline. Returns a description of the
