@@ -5,7 +5,8 @@ namespace RateEngine.Algorithms;
 /// the epoch is still current and updates its count (src/DESIGN.md: "one word decides").
 /// </summary>
 /// <remarks>
-/// The count takes 31 bits (it never exceeds a permit limit, itself at most <see cref="int.MaxValue"/>); the epoch
+/// The count takes 31 bits: an admission never takes it past a permit limit (itself at most <see cref="int.MaxValue"/>),
+/// and an overrun charge saturates at <see cref="MaxCount"/> (<see cref="AddSaturating"/>). The epoch
 /// keeps its low 33 bits, and epochs are compared modulo 2^33. The comparison is lopsided: a word may be read as ahead
 /// of now by at most <see cref="MaxLag"/> epochs (a slow thread, or a clock that stepped back), and anything further is
 /// read as behind. So a key idle for up to 2^33 - 2^20 epochs (99 days of 1 ms windows) is seen as idle, not as
@@ -18,12 +19,18 @@ internal static class EpochCount
     private const long CountMask = (1L << CountBits) - 1;
     private const long EpochMask = (1L << (64 - CountBits)) - 1;
 
+    /// <summary>The largest count a word holds: 2^31 - 1, which is also <see cref="int.MaxValue"/>, the largest permit limit.</summary>
+    public const long MaxCount = CountMask;
+
     /// <summary>How far (in epochs) a word may be ahead of now and still be read as ahead.</summary>
     public const long MaxLag = 1L << 20;
 
     public static long Pack(long epoch, long count) => (epoch << CountBits) | count;
 
     public static long Count(long word) => word & CountMask;
+
+    /// <summary><paramref name="count"/> + <paramref name="amount"/> (both non-negative), saturated at <see cref="MaxCount"/>.</summary>
+    public static long AddSaturating(long count, long amount) => amount >= MaxCount - count ? MaxCount : count + amount;
 
     /// <summary>The low 33 bits of the epoch stored in <paramref name="word"/>.</summary>
     public static long StoredEpoch(long word) => (long)((ulong)word >> CountBits);

@@ -7,15 +7,21 @@ namespace RateEngine.Algorithms;
 /// </summary>
 /// <remarks>
 /// <para><b>State</b>: one word, <c>(epoch k, count c)</c> packed by <see cref="EpochCount"/>.</para>
-/// <para><b>Invariant</b>: the word's count is the sum of permits admitted with a stamp in window k, and it is
-/// at most <c>PermitLimit</c>. A window's count only ever lives in the word while the word holds that window, so no
-/// admission can land in a window after the word has moved on.</para>
+/// <para><b>Invariant</b>: the word's count is the sum of permits admitted and charged with a stamp in window k, less
+/// what was refunded in it. An admission leaves it at most <c>PermitLimit</c>; only an overrun <see cref="Charge"/> takes
+/// it higher, by exactly its amount, up to <see cref="EpochCount.MaxCount"/> (2^31 - 1): a charge beyond that saturates,
+/// and its admission reports the part that was counted. A count above the limit refuses every request until the window
+/// ends. A window's count only ever lives in the word while the word holds that window, so no admission can land in a
+/// window after the word has moved on.</para>
 /// <para><b>Linearization point</b>: the CAS that installs <c>(k, c + n)</c>. It fails if another thread moved the
 /// word (to a later window, or to a higher count), and the decision is taken again.</para>
 /// <para>A caller whose clock read is behind the word's window (a slow thread, or a clock that went backwards)
 /// decides in the word's window: its stamp is the start of that window, which lies between its clock read and its CAS.</para>
+/// <para><b>Refund</b> (whole or partial) subtracts from the count while the word holds the admission's window; once the
+/// word has moved on, the window's permits already came back and nothing is freed. It never takes the count below zero.
+/// A whole refund with nobody admitted since restores the previous word exactly (the previous window's idle time too).</para>
 /// </remarks>
-internal readonly struct FixedWindow : IRateAlgorithm<long>
+internal readonly struct FixedWindow : IWeightedAlgorithm<long>
 {
     private readonly long _limit;
     private readonly long _window;
@@ -89,10 +95,61 @@ internal readonly struct FixedWindow : IRateAlgorithm<long>
         }
     }
 
+    public Admission Charge(ref long state, long now, long amount)
+    {
+        Debug.Assert(amount > 0);
+        while (true)
+        {
+            long word = Volatile.Read(ref state);
+            long epoch = CurrentEpoch(word, now, out long used);
+            long counted = EpochCount.AddSaturating(used, amount);
+            if (Interlocked.CompareExchange(ref state, EpochCount.Pack(epoch, counted), word) == word)
+            {
+                return new Admission(Math.Max(now, epoch * _window), counted - used, epoch, word);
+            }
+        }
+    }
+
+    public bool Refund(ref long state, in Admission admission, long amount)
+    {
+        Debug.Assert(amount > 0 && amount <= admission.Permits);
+        if (amount == admission.Permits)
+        {
+            return Refund(ref state, admission);
+        }
+
+        while (true)
+        {
+            long word = Volatile.Read(ref state);
+            long used = EpochCount.Count(word);
+            if (!EpochCount.Holds(word, admission.Marker) || used < amount)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref state, EpochCount.Pack(admission.Marker, used - amount), word) == word)
+            {
+                return true;
+            }
+        }
+    }
+
+    public long GetUsed(ref long state, long now)
+    {
+        CurrentEpoch(Volatile.Read(ref state), now, out long used);
+        return used;
+    }
+
+    public long GetResetAfter(ref long state, long now)
+    {
+        long epoch = CurrentEpoch(Volatile.Read(ref state), now, out long used);
+        return used == 0 ? 0 : (epoch + 1) * _window - now;
+    }
+
     public long GetAvailablePermits(ref long state, long now)
     {
         CurrentEpoch(Volatile.Read(ref state), now, out long used);
-        return _limit - used;
+        return Math.Max(0, _limit - used);
     }
 
     public long GetRetryAfter(ref long state, long now, long permits)

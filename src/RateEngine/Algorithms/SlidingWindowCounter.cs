@@ -22,10 +22,15 @@ namespace RateEngine.Algorithms;
 /// <para>Once the word holds segment e, every segment before e is finished, so the sum of e-S..e-1 is final and may be
 /// cached; it is published only after the CAS that made e current.</para>
 /// <para><b>Linearization point</b>: the CAS of <see cref="CounterState.Current"/>.</para>
-/// <para><b>Refund</b> is exact while the admission's segment is current; after rollover the permits stay counted until
-/// they expire (stricter, never looser).</para>
+/// <para><b>Refund</b> (whole or partial) is exact while the admission's segment is current: it subtracts from the word's
+/// count, never below zero. After rollover the permits stay counted until they expire (stricter, never looser).</para>
+/// <para><b>Charge</b> counts an overrun in the current segment whatever the limit (a rollover first, as for an
+/// admission). A segment's count saturates at <see cref="EpochCount.MaxCount"/> (2^31 - 1), and the charge's admission
+/// reports the part that was counted. Counts above the limit are summed in <c>long</c>; the cached history sum saturates
+/// at the same bound, which every decision reads as "full" (the limit is at most 2^31 - 1), and a saturated cache is
+/// summed again from the slots, so a refusal's RetryAfter is computed from the true counts.</para>
 /// </remarks>
-internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
+internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
 {
     private readonly long _limit;
     private readonly long _segment;
@@ -109,7 +114,97 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
         }
     }
 
-    public bool Refund(ref CounterState state, in Admission admission)
+    public bool Refund(ref CounterState state, in Admission admission) => Refund(ref state, admission.Marker, admission.Permits);
+
+    public bool Refund(ref CounterState state, in Admission admission, long amount)
+    {
+        Debug.Assert(amount > 0 && amount <= admission.Permits);
+        return Refund(ref state, admission.Marker, amount);
+    }
+
+    public Admission Charge(ref CounterState state, long now, long amount)
+    {
+        Debug.Assert(amount > 0);
+        long nowEpoch = now / _segment;
+        while (true)
+        {
+            long word = Volatile.Read(ref state.Current);
+            long distance = EpochCount.Distance(nowEpoch, word);
+            if (distance <= 0)
+            {
+                long epoch = nowEpoch - distance;
+                long used = EpochCount.Count(word);
+                long counted = EpochCount.AddSaturating(used, amount);
+                if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(epoch, counted), word) == word)
+                {
+                    return new Admission(Math.Max(now, epoch * _segment), counted - used, epoch, word);
+                }
+
+                continue;
+            }
+
+            // Rollover, exactly as for an admission: the finished count goes to history before the word moves on.
+            long finished = nowEpoch - distance;
+            if (finished >= 0)
+            {
+                Record(state, finished, EpochCount.Count(word));
+            }
+
+            long sum = SumHistory(state, nowEpoch, skipEpoch: -1);
+            long charged = EpochCount.AddSaturating(0, amount);
+            if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(nowEpoch, charged), word) == word)
+            {
+                Publish(state, nowEpoch, sum);
+                return new Admission(now, charged, nowEpoch, word);
+            }
+        }
+    }
+
+    /// <summary>What a decision at <paramref name="now"/> counts: the current segment and the S before it.</summary>
+    public long GetUsed(ref CounterState state, long now)
+    {
+        Snapshot(state, now, out long used, out long history, out _);
+        return used + history;
+    }
+
+    /// <summary>Ticks until the newest segment that counts anything at <paramref name="now"/> has expired; 0 when none does.</summary>
+    public long GetResetAfter(ref CounterState state, long now)
+    {
+        long epoch = Snapshot(state, now, out long used, out long history, out long pendingWord);
+        if (used + history == 0)
+        {
+            return 0;
+        }
+
+        long newest = -1;
+        if (used > 0)
+        {
+            newest = epoch;
+        }
+        else if (pendingWord != -1 && EpochCount.Count(pendingWord) > 0)
+        {
+            newest = epoch - EpochCount.Distance(epoch, pendingWord);
+        }
+        else
+        {
+            long[] slots = state.History;
+            for (long j = epoch - 1; j >= Math.Max(0, epoch - _segments); j--)
+            {
+                long slot = Volatile.Read(ref slots[j % slots.Length]);
+                if (EpochCount.Holds(slot, j) && EpochCount.Count(slot) > 0)
+                {
+                    newest = j;
+                    break;
+                }
+            }
+        }
+
+        // A count between the snapshot's reads can move the newest segment; the answer stays within the window.
+        return newest < 0 ? 0 : Math.Max(1, (newest + _segments + 1) * _segment - now);
+    }
+
+    /// <summary>Subtracts <paramref name="amount"/> from segment <paramref name="epoch"/> while it is current.</summary>
+    private static bool Refund(ref CounterState state, long epoch, long amount)
     {
         while (true)
         {
@@ -117,12 +212,12 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
             long used = EpochCount.Count(word);
 
             // After rollover the segment's count is in history, which only grows: the permits stay counted until they expire.
-            if (!EpochCount.Holds(word, admission.Marker) || used < admission.Permits)
+            if (!EpochCount.Holds(word, epoch) || used < amount)
             {
                 return false;
             }
 
-            if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(admission.Marker, used - admission.Permits), word) == word)
+            if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(epoch, used - amount), word) == word)
             {
                 return true;
             }
@@ -197,11 +292,14 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
         return nowEpoch;
     }
 
-    /// <summary>The sum of segments epoch-S..epoch-1, from the cache when it holds that segment.</summary>
+    /// <summary>
+    /// The sum of segments epoch-S..epoch-1, from the cache when it holds that segment, unless the cache saturated
+    /// (overrun charges): then from the slots.
+    /// </summary>
     private long HistorySum(CounterState state, long epoch)
     {
         long cached = Volatile.Read(ref state.HistorySum);
-        if (EpochCount.Holds(cached, epoch))
+        if (EpochCount.Holds(cached, epoch) && EpochCount.Count(cached) != EpochCount.MaxCount)
         {
             return EpochCount.Count(cached);
         }
@@ -257,10 +355,13 @@ internal readonly struct SlidingWindowCounter : IRateAlgorithm<CounterState>
         }
     }
 
-    /// <summary>Caches the history sum of <paramref name="epoch"/> unless the cache already holds a newer segment.</summary>
+    /// <summary>
+    /// Caches the history sum of <paramref name="epoch"/> unless the cache already holds a newer segment. A sum above the
+    /// count field (overrun charges) is cached saturated, which <see cref="HistorySum"/> reads as "sum the slots".
+    /// </summary>
     private static void Publish(CounterState state, long epoch, long sum)
     {
-        long packed = EpochCount.Pack(epoch, sum);
+        long packed = EpochCount.Pack(epoch, Math.Min(sum, EpochCount.MaxCount));
         while (true)
         {
             long existing = Volatile.Read(ref state.HistorySum);

@@ -16,6 +16,15 @@ namespace RateEngine.Algorithms;
 /// moves tat forward by exactly <c>n * cost</c> from <c>max(tat, u)</c>. For any interval [x, y] the admissions
 /// stamped in it therefore satisfy <c>n_total * cost &lt;= (y - x) + burst</c>: at most burst + rate * T. This holds
 /// even when stamps are not monotone in CAS order, so a slow thread deciding with an old clock read is safe.</para>
+/// <para><b>Charge</b> (an overrun already spent) moves tat by <c>amount * cost</c> from <c>max(tat, u)</c> like an
+/// admission, but past the burst: the bucket is in debt, holds no tokens, and refuses until tat - u is back within the
+/// burst less the request. The debt is kept exactly up to <see cref="MaxDebt"/> (2^61 units past the burst, so
+/// <c>tat - u &lt;= burst + 2^61 &lt; 2^62</c> always); a charge that would go further is clamped, in whole tokens, and
+/// its admission reports the tokens that were counted. With charges counted as admissions the interval bound above
+/// holds for every interval that ends at an admission: charges count as usage, and only they exceed it.</para>
+/// <para><b>Refund</b> (whole or partial) is exact only while no one has changed the state since (it still equals the
+/// admission's marker): a whole refund puts tat back where it was, a partial one moves it back by <c>amount * cost</c>,
+/// as if <c>amount</c> fewer tokens had been admitted at the same time. Otherwise the tokens stay spent.</para>
 /// <para><b>Linearization point</b>: the CAS of tat.</para>
 /// <para><b>Exactness</b>: with <c>p / q</c> the token interval in ticks in lowest terms, the units are <c>1/q</c> tick
 /// and a token costs exactly <c>p</c> units whenever <c>p &lt;= 2^21</c> or <c>q = 1</c>, and the burst
@@ -23,20 +32,24 @@ namespace RateEngine.Algorithms;
 /// ticks apart). Otherwise the units are chosen so that a token costs at least 2^20 units and its cost is rounded up:
 /// the rate is lower than asked by less than 2^-20 (under one part in a million), never higher. The burst is always
 /// exactly <c>TokenLimit</c> tokens.</para>
-/// <para><b>Wrap-around</b>: units are 64-bit and wrap; only differences <c>d = tat - u</c> are read. Every admission
-/// leaves <c>d &lt;= burst</c>, and the limiter's clock never goes backwards, so against a clock read taken after tat was
-/// read, tat is never more than the burst ahead. The common readings need no second look: <c>0 &lt;= d &lt;= burst</c> is
-/// tat ahead, <c>-2^62 &lt;= d &lt; 0</c> is a bucket that refilled recently. Anything else comes from a clock read older
-/// than tat (a thread that stalled after reading the clock) or from a bucket idle so long that the units wrapped, so the
-/// bucket reads the clock again, after tat, and decides on that: outside <c>[0, burst]</c> it has refilled. Two bounds
-/// remain, both in units and both far off except at the fastest rates (the wrap period is 2^64 units: 8.6 s on a 1 GHz
-/// clock at 2^31 units per tick, the most any option produces; 2.3 hours at 1 GiB/s; centuries for request rates). A
-/// thread must not stall between its clock read and its CAS for 3/4 of a wrap period (6.4 s, 1.7 hours, centuries), or
-/// its read can pass for a recent refill. And a bucket idle for more than a wrap period whose idle time falls within one
-/// burst of a multiple of it reads as partly drained, by at most the burst: stricter, never looser, as likely as
-/// burst / 2^64.</para>
+/// <para><b>Wrap-around</b>: units are 64-bit and wrap; only differences <c>d = tat - u</c> are read. Every write leaves
+/// <c>d &lt;= A</c> with <c>A = burst + MaxDebt &lt;= 2^60 + 2^61</c> (<c>d &lt;= burst</c> after an admission), and the
+/// limiter's clock never goes backwards, so against a clock read taken after tat was read, tat is never more than A
+/// ahead. The common readings need no second look: <c>0 &lt;= d &lt;= burst</c> is tat ahead, <c>-2^62 &lt;= d &lt; 0</c>
+/// is a bucket that refilled recently. Anything else is a bucket in debt, or comes from a clock read older than tat (a
+/// thread that stalled after reading the clock) or from a bucket idle so long that the units wrapped, so the bucket reads
+/// the clock again, after tat, and decides on that: <c>0 &lt;= d &lt;= A</c> is tat ahead (in debt past the burst),
+/// anything else has refilled. Only a bucket in debt pays the second clock read; a bucket that never took a charge reads
+/// as before. Two bounds remain, both in units and both far off except at the fastest rates (the wrap period is 2^64
+/// units: 8.6 s on a 1 GHz clock at 2^31 units per tick, the most any option produces; 2.3 hours at 1 GiB/s; centuries
+/// for request rates). A thread must not stall between its clock read and its CAS for 9/16 of a wrap period
+/// (<c>2^64 - 2^62 - A</c> units: 4.8 s, 1.3 hours, centuries), or its read can pass for a recent refill; without debt
+/// the bound was 3/4 of a wrap, and the debt range is what it gave up. And a bucket idle for more than a wrap period
+/// whose idle time falls within A of a multiple of it reads as drained, or in debt, by at most A (1 s at the fastest
+/// option; for request rates the wrap takes centuries): stricter, never looser, as likely as A / 2^64 &lt;= 3/16 for a
+/// bucket idle across a wrap.</para>
 /// </remarks>
-internal readonly struct TokenBucket : IRateAlgorithm<long>
+internal readonly struct TokenBucket : IWeightedAlgorithm<long>
 {
     /// <summary>An inexact token costs at least 2^(PrecisionBits - 1) units: a relative rate error below 2^-20.</summary>
     private const int PrecisionBits = 21;
@@ -50,11 +63,15 @@ internal readonly struct TokenBucket : IRateAlgorithm<long>
     /// <summary>How far behind u a state may read as a recent refill without a second look at the clock.</summary>
     private const long RecentlyBehind = 1L << 62;
 
+    /// <summary>The most debt (units past the burst) a charge leaves; a larger charge is clamped to it.</summary>
+    private const long MaxDebt = 1L << 61;
+
     private readonly long _limit;
     private readonly long _unitsPerTick;
     private readonly long _ticksPerUnit;
     private readonly long _cost;
     private readonly long _burst;
+    private readonly long _maxAhead;
     private readonly LimiterClock _clock;
 
     /// <param name="tokenLimit">Bucket size.</param>
@@ -99,6 +116,7 @@ internal readonly struct TokenBucket : IRateAlgorithm<long>
         Debug.Assert(_unitsPerTick == 1 || _ticksPerUnit == 1);
         _burst = tokenLimit * _cost;
         Debug.Assert(_burst <= MaxBurst);
+        _maxAhead = _burst + MaxDebt;
         _clock = clock;
     }
 
@@ -152,10 +170,64 @@ internal readonly struct TokenBucket : IRateAlgorithm<long>
     public bool Refund(ref long state, in Admission admission) =>
         Interlocked.CompareExchange(ref state, admission.Previous, admission.Marker) == admission.Marker;
 
+    /// <summary>
+    /// Exact only while no one has changed the state since: tat moves back by <paramref name="amount"/> tokens, as if that
+    /// many fewer had been admitted at the same time. A whole refund is <see cref="Refund(ref long, in Admission)"/>.
+    /// </summary>
+    public bool Refund(ref long state, in Admission admission, long amount)
+    {
+        Debug.Assert(amount > 0 && amount <= admission.Permits);
+        if (amount == admission.Permits)
+        {
+            return Refund(ref state, admission);
+        }
+
+        long back = unchecked(admission.Marker - (amount * _cost));
+        back = back == Fresh ? back + 1 : back; // one unit later, never the fresh marker
+        return Interlocked.CompareExchange(ref state, back, admission.Marker) == admission.Marker;
+    }
+
+    public Admission Charge(ref long state, long now, long amount)
+    {
+        Debug.Assert(amount > 0);
+        long u = ToUnits(now);
+        while (true)
+        {
+            long tat = Volatile.Read(ref state);
+            long ahead = Ahead(tat, ref now, ref u);
+
+            // Clamped to whole tokens so that the charge's permits are what it counted: tat - u never passes _maxAhead.
+            long counted = Math.Min(amount, (_maxAhead - ahead) / _cost);
+            long next = unchecked(u + ahead + (counted * _cost));
+            next = next == Fresh ? next + 1 : next;
+            if (Interlocked.CompareExchange(ref state, next, tat) == tat)
+            {
+                return new Admission(Stamp(now, u), counted, next, tat);
+            }
+        }
+    }
+
+    /// <summary>Tokens not yet refilled, rounded up, including debt.</summary>
+    public long GetUsed(ref long state, long now)
+    {
+        long u = ToUnits(now);
+        long ahead = Ahead(Volatile.Read(ref state), ref now, ref u);
+        return ahead == 0 ? 0 : ((ahead - 1) / _cost) + 1;
+    }
+
+    /// <summary>Ticks until tat is back at the clock (a full bucket); 0 when it is full.</summary>
+    public long GetResetAfter(ref long state, long now)
+    {
+        long asked = now;
+        long u = ToUnits(now);
+        long ahead = Ahead(Volatile.Read(ref state), ref now, ref u);
+        return ahead == 0 ? 0 : ToTicksCeiling(ahead, now, u) + (now - asked);
+    }
+
     public long GetAvailablePermits(ref long state, long now)
     {
         long u = ToUnits(now);
-        return (_burst - Ahead(Volatile.Read(ref state), ref now, ref u)) / _cost;
+        return Math.Max(0, (_burst - Ahead(Volatile.Read(ref state), ref now, ref u)) / _cost);
     }
 
     public long GetRetryAfter(ref long state, long now, long permits)
@@ -191,9 +263,9 @@ internal readonly struct TokenBucket : IRateAlgorithm<long>
     private long ToUnits(long now) => _ticksPerUnit == 1 ? unchecked(now * _unitsPerTick) : now / _ticksPerUnit;
 
     /// <summary>
-    /// How far tat is ahead of u (0 when the bucket is full). A state further ahead than the burst, or far behind, is
-    /// read against the clock again, after tat was read (see remarks: wrap-around); <paramref name="now"/> and
-    /// <paramref name="u"/> then move to that later time, which the caller decides at.
+    /// How far tat is ahead of u (0 when the bucket is full; above the burst when it is in debt). A state further ahead
+    /// than the burst, or far behind, is read against the clock again, after tat was read (see remarks: wrap-around);
+    /// <paramref name="now"/> and <paramref name="u"/> then move to that later time, which the caller decides at.
     /// </summary>
     private long Ahead(long tat, ref long now, ref long u)
     {
@@ -218,7 +290,7 @@ internal readonly struct TokenBucket : IRateAlgorithm<long>
         now = Math.Max(now, _clock.Now());
         u = ToUnits(now);
         difference = unchecked(tat - u);
-        return (ulong)difference <= (ulong)_burst ? difference : 0;
+        return (ulong)difference <= (ulong)_maxAhead ? difference : 0;
     }
 
     /// <summary>The decision's time in clock ticks: the clock read, rounded down to a unit when units are coarser.</summary>
@@ -233,7 +305,8 @@ internal readonly struct TokenBucket : IRateAlgorithm<long>
     {
         if (_ticksPerUnit == 1)
         {
-            return ((units - 1) / _unitsPerTick) + 1;
+            // Units reach 2^62 only in debt: more than MaxTicks at one unit per tick.
+            return Math.Min(((units - 1) / _unitsPerTick) + 1, TimeMath.MaxTicks);
         }
 
         Int128 ticks = ((Int128)units * _ticksPerUnit) - (now - (u * _ticksPerUnit));
