@@ -131,4 +131,155 @@ public class TokenBucketTests
         Assert.False(bucket.Refund(ref state, first));
         Assert.Equal(0, bucket.GetAvailablePermits(ref state, 0));
     }
+
+    [Fact]
+    public void Charge_PastTheBurst_GoesIntoDebtAndRefusesUntilRepaid()
+    {
+        // 10 tokens of burst, one per 100 ticks: a token costs 100 units of one tick.
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        long state = bucket.CreateState();
+        Admission charge = bucket.Charge(ref state, 0, 25);
+
+        Assert.Equal(new Admission(0, 25, 2_500, long.MinValue), charge);
+        Assert.Equal(25, bucket.GetUsed(ref state, 0));
+        Assert.Equal(0, bucket.GetAvailablePermits(ref state, 0));
+        Assert.Null(bucket.GetFullSince(ref state, 0));
+        Assert.Equal(2_500, bucket.GetResetAfter(ref state, 0));
+        Assert.Equal(1_600, bucket.GetRetryAfter(ref state, 0, 1));
+        Assert.False(bucket.TryAcquire(ref state, 0, 1, out _, out long retryAfter));
+        Assert.Equal(1_600, retryAfter);
+
+        Assert.Equal(10, bucket.GetUsed(ref state, 1_500));
+        Assert.False(bucket.TryAcquire(ref state, 1_599, 1, out _, out _));
+        Assert.True(bucket.TryAcquire(ref state, 1_600, 1, out _, out _));
+        Assert.Equal(10, bucket.GetUsed(ref state, 1_600));
+    }
+
+    [Fact]
+    public void Charge_DebtReadWithAStaleClock_IsKeptAndDecidedOnAFreshRead()
+    {
+        // A debt far past the burst looks like a stale read; the second clock read must keep it, not call it a refill.
+        var time = new FakeTimeProvider();
+        var clock = new LimiterClock(time);
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, clock);
+        long state = bucket.CreateState();
+        long staleRead = clock.Now();
+        Assert.Equal(1_000, bucket.Charge(ref state, staleRead, 1_000).Permits);
+        time.Advance(TimeSpan.FromTicks(50_000));
+        long fresh = clock.Now();
+        long stall = fresh - staleRead;
+        Assert.True(stall > 1_000);
+
+        long owed = 100_000 - stall;
+        Assert.Equal((owed + 99) / 100, bucket.GetUsed(ref state, fresh));
+        Assert.Equal((owed + 99) / 100, bucket.GetUsed(ref state, staleRead));
+        Assert.Equal(0, bucket.GetAvailablePermits(ref state, staleRead));
+        Assert.False(bucket.TryAcquire(ref state, staleRead, 1, out _, out long retryAfter));
+        Assert.Equal(owed + 100 - 1_000 + stall, retryAfter);
+        Assert.Equal(owed + stall, bucket.GetResetAfter(ref state, staleRead));
+    }
+
+    [Fact]
+    public void Charge_BeyondTheDebtBound_IsClampedToWholeTokens()
+    {
+        var unitCost = new TokenBucket(tokenLimit: 3, tokensPerPeriod: 1, periodTicks: 1, Stopped);
+        long state = unitCost.CreateState();
+        Assert.True(unitCost.TryAcquire(ref state, 0, 2, out _, out _));
+        Admission charge = unitCost.Charge(ref state, 0, long.MaxValue);
+
+        Assert.Equal((1L << 61) + 1, charge.Permits); // the debt is 2^61 units past the burst of 3
+        Assert.Equal((1L << 61) + 3, unitCost.GetUsed(ref state, 0));
+        Assert.Equal(0, unitCost.Charge(ref state, 0, 5).Permits);
+        Assert.Equal(TimeMath.MaxTicks, unitCost.GetResetAfter(ref state, 0));
+        Assert.Equal(TimeMath.MaxTicks, unitCost.GetRetryAfter(ref state, 0, 1));
+        Assert.Equal((1L << 60) + 3, unitCost.GetUsed(ref state, 1L << 60));
+
+        var costly = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        state = costly.CreateState();
+        charge = costly.Charge(ref state, 7, long.MaxValue);
+        Assert.Equal((1_000 + (1L << 61)) / 100, charge.Permits);
+        Assert.Equal(charge.Permits, costly.GetUsed(ref state, 7));
+        Assert.True(costly.Refund(ref state, charge, charge.Permits - 4));
+        Assert.Equal(4, costly.GetUsed(ref state, 7));
+    }
+
+    [Fact]
+    public void Refund_PartialNobodyAdmittedSince_IsAsIfFewerWereAdmitted()
+    {
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        long refunded = bucket.CreateState();
+        long twin = bucket.CreateState();
+        Assert.True(bucket.TryAcquire(ref refunded, 0, 3, out _, out _));
+        Assert.True(bucket.TryAcquire(ref twin, 0, 3, out _, out _));
+        Assert.True(bucket.TryAcquire(ref refunded, 250, 6, out Admission admission, out _));
+        Assert.True(bucket.TryAcquire(ref twin, 250, 2, out _, out _));
+
+        Assert.True(bucket.Refund(ref refunded, admission, 4));
+        Assert.Equal(twin, refunded);
+        Assert.Equal(bucket.GetUsed(ref twin, 300), bucket.GetUsed(ref refunded, 300));
+    }
+
+    [Fact]
+    public void Refund_PartialAfterAnotherAdmission_FreesNothing()
+    {
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        long state = bucket.CreateState();
+        Assert.True(bucket.TryAcquire(ref state, 0, 5, out Admission first, out _));
+        Assert.True(bucket.TryAcquire(ref state, 0, 1, out _, out _));
+        Assert.False(bucket.Refund(ref state, first, 2));
+        Assert.Equal(6, bucket.GetUsed(ref state, 0));
+    }
+
+    [Fact]
+    public void Refund_PartialOfACharge_ReducesTheDebtAndOnlyOnce()
+    {
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        long state = bucket.CreateState();
+        Assert.True(bucket.TryAcquire(ref state, 0, 4, out _, out _));
+        Admission charge = bucket.Charge(ref state, 0, 30);
+        Assert.True(bucket.Refund(ref state, charge, 12));
+        Assert.Equal(22, bucket.GetUsed(ref state, 0));
+
+        // The state moved (by the refund itself): the rest can no longer be undone exactly.
+        Assert.False(bucket.Refund(ref state, charge, 18));
+        Assert.Equal(22, bucket.GetUsed(ref state, 0));
+    }
+
+    [Fact]
+    public void GetUsed_PartlyRefilled_RoundsUp()
+    {
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        long state = bucket.CreateState();
+        Assert.Equal(0, bucket.GetUsed(ref state, 0));
+        Assert.True(bucket.TryAcquire(ref state, 0, 10, out _, out _));
+
+        Assert.Equal(9, bucket.GetUsed(ref state, 150)); // 8.5 tokens not yet back
+        Assert.Equal(1, bucket.GetAvailablePermits(ref state, 150));
+        Assert.Equal(1, bucket.GetUsed(ref state, 999));
+        Assert.Equal(0, bucket.GetUsed(ref state, 1_000));
+        Assert.Equal(0, bucket.GetUsed(ref state, 5_000));
+    }
+
+    [Fact]
+    public void GetResetAfter_DrainedOrFull_IsUntilTatOrZero()
+    {
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        long state = bucket.CreateState();
+        Assert.Equal(0, bucket.GetResetAfter(ref state, 0));
+        Assert.True(bucket.TryAcquire(ref state, 0, 10, out _, out _));
+        Assert.Equal(850, bucket.GetResetAfter(ref state, 150));
+        Assert.Equal(0, bucket.GetResetAfter(ref state, 1_000));
+    }
+
+    [Fact]
+    public void TryAcquire_LongPermitsUpToIntMaxValue_AdmitsTheWholeLimit()
+    {
+        var bucket = new TokenBucket(int.MaxValue, tokensPerPeriod: 1, periodTicks: 1_000, Stopped);
+        long state = bucket.CreateState();
+        Assert.True(bucket.TryAcquire(ref state, 0, (long)int.MaxValue, out Admission admission, out _));
+        Assert.Equal(int.MaxValue, admission.Permits);
+        Assert.Equal(int.MaxValue, bucket.GetUsed(ref state, 0));
+        Assert.False(bucket.TryAcquire(ref state, 0, 1L, out _, out long retryAfter));
+        Assert.Equal(1_000, retryAfter);
+    }
 }

@@ -1,0 +1,146 @@
+using RateEngine.Algorithms;
+
+namespace RateEngine.Tests.Algorithms;
+
+public class SlidingWindowCounterTests
+{
+    [Fact]
+    public void Charge_PastTheLimit_RefusesUntilTheChargedSegmentExpires()
+    {
+        // Segments of 10 ticks, 3 per window: a permit taken in segment j is counted until segment j + 4 begins.
+        var counter = new SlidingWindowCounter(permitLimit: 5, segmentTicks: 10, segmentsPerWindow: 3);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 1, 4, out _, out _));
+        Admission charge = counter.Charge(ref state, 12, 9);
+
+        Assert.Equal(new Admission(12, 9, 1, EpochCount.Pack(0, 4)), charge);
+        Assert.Equal(13, counter.GetUsed(ref state, 15));
+        Assert.Equal(0, counter.GetAvailablePermits(ref state, 15));
+        Assert.False(counter.TryAcquire(ref state, 15, 1, out _, out long retryAfter));
+        Assert.Equal(50 - 15, retryAfter); // segment 0's 4 permits leave 9 > 5 counted: the charge's segment must expire
+        Assert.Equal(50 - 15, counter.GetRetryAfter(ref state, 15, 1));
+        Assert.Equal(50 - 15, counter.GetResetAfter(ref state, 15));
+
+        Assert.Equal(9, counter.GetUsed(ref state, 40));
+        Assert.False(counter.TryAcquire(ref state, 49, 1, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, 50, 5, out _, out _));
+    }
+
+    [Fact]
+    public void TryAcquire_HistoryAboveTheCountField_SumsInLongAndWaitsForEveryChargedSegment()
+    {
+        // Three saturated segments sum to 3 * (2^31 - 1), more than the cached sum's field holds.
+        var counter = new SlidingWindowCounter(permitLimit: int.MaxValue, segmentTicks: 10, segmentsPerWindow: 3);
+        CounterState state = counter.CreateState();
+        for (int segment = 0; segment < 3; segment++)
+        {
+            Assert.Equal(EpochCount.MaxCount, counter.Charge(ref state, segment * 10, long.MaxValue).Permits);
+        }
+
+        Assert.Equal(3 * EpochCount.MaxCount, counter.GetUsed(ref state, 35));
+        Assert.False(counter.TryAcquire(ref state, 35, 1, out _, out long retryAfter));
+        Assert.Equal(3 * EpochCount.MaxCount, counter.GetUsed(ref state, 35));
+        Assert.Equal(60 - 35, retryAfter); // segments 1 and 2 must both expire: 2^31 - 1 of them still exceeds the limit
+        Assert.False(counter.TryAcquire(ref state, 45, 1, out _, out retryAfter));
+        Assert.Equal(60 - 45, retryAfter);
+        Assert.Equal(2 * EpochCount.MaxCount, counter.GetUsed(ref state, 45));
+        Assert.Equal(60 - 45, counter.GetResetAfter(ref state, 45));
+        Assert.False(counter.TryAcquire(ref state, 59, 1, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, 60, int.MaxValue, out _, out _));
+    }
+
+    [Fact]
+    public void Charge_BeyondTheCountField_SaturatesAndReportsWhatItCounted()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 100, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 0, 100, out _, out _));
+        Admission charge = counter.Charge(ref state, 1, long.MaxValue - 3);
+
+        Assert.Equal(EpochCount.MaxCount - 100, charge.Permits);
+        Assert.Equal(0, counter.Charge(ref state, 2, 1).Permits);
+        Assert.Equal(EpochCount.MaxCount, counter.GetUsed(ref state, 2));
+        Assert.Equal(0, EpochCount.StoredEpoch(state.Current));
+    }
+
+    [Fact]
+    public void Refund_PartialWhileTheSegmentIsCurrent_SubtractsExactly()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 1, 3, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, 11, 7, out Admission admission, out _));
+
+        Assert.True(counter.Refund(ref state, admission, 4));
+        Assert.Equal(6, counter.GetUsed(ref state, 12));
+        Assert.True(counter.Refund(ref state, admission, 3));
+        Assert.Equal(3, counter.GetUsed(ref state, 12));
+        Assert.False(counter.Refund(ref state, admission, 1)); // all 7 are back: the segment's count is 0
+        Assert.Equal(3, counter.GetUsed(ref state, 12));
+        Assert.True(counter.TryAcquire(ref state, 13, 7, out _, out _));
+    }
+
+    [Fact]
+    public void Refund_PartialOfAChargeAfterRollover_FreesNothing()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 3, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Admission charge = counter.Charge(ref state, 5, 8);
+        Assert.True(counter.Refund(ref state, charge, 2));
+        Assert.False(counter.TryAcquire(ref state, 15, 1, out _, out _)); // rolls over to segment 1
+
+        Assert.False(counter.Refund(ref state, charge, 2));
+        Assert.Equal(6, counter.GetUsed(ref state, 15));
+        Assert.Equal(30 - 15, counter.GetResetAfter(ref state, 15));
+    }
+
+    [Fact]
+    public void GetUsed_HistoryAndCurrentSegment_CountsWhatTheDecisionCounts()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.Equal(0, counter.GetUsed(ref state, 0));
+        Assert.True(counter.TryAcquire(ref state, 1, 2, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, 11, 3, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, 21, 4, out _, out _));
+
+        Assert.Equal(9, counter.GetUsed(ref state, 25));
+        Assert.Equal(10 - 9, counter.GetAvailablePermits(ref state, 25));
+        Assert.Equal(7, counter.GetUsed(ref state, 30)); // segment 0 expired; segment 2 not yet moved to history
+        Assert.Equal(4, counter.GetUsed(ref state, 40));
+        Assert.Equal(0, counter.GetUsed(ref state, 50));
+    }
+
+    [Fact]
+    public void GetResetAfter_NewestCountedSegment_IsItsExpiry()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.Equal(0, counter.GetResetAfter(ref state, 5));
+        Assert.True(counter.TryAcquire(ref state, 1, 2, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, 11, 3, out Admission second, out _));
+
+        Assert.Equal(40 - 12, counter.GetResetAfter(ref state, 12));
+        Assert.True(counter.Refund(ref state, second));
+        Assert.Equal(30 - 12, counter.GetResetAfter(ref state, 12)); // only segment 0 counts now
+
+        Assert.True(counter.TryAcquire(ref state, 25, 1, out _, out _));
+        Assert.Equal(50 - 33, counter.GetResetAfter(ref state, 33)); // segment 2 is the word's, finished, not yet history
+        Assert.True(counter.TryAcquire(ref state, 36, 1, out Admission fourth, out _));
+        Assert.True(counter.Refund(ref state, fourth));
+        Assert.Equal(50 - 37, counter.GetResetAfter(ref state, 37)); // segment 2 from history
+        Assert.Equal(0, counter.GetResetAfter(ref state, 50));
+    }
+
+    [Fact]
+    public void TryAcquire_LongPermitsUpToIntMaxValue_AdmitsTheWholeLimit()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: int.MaxValue, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 0, (long)int.MaxValue, out Admission admission, out _));
+        Assert.Equal(int.MaxValue, admission.Permits);
+        Assert.False(counter.TryAcquire(ref state, 15, 1L, out _, out long retryAfter));
+        Assert.Equal(30 - 15, retryAfter);
+        Assert.True(counter.TryAcquire(ref state, 30, (long)int.MaxValue, out _, out _));
+    }
+}
