@@ -17,6 +17,7 @@ public class ArchitectureTests
     private const string Timing = "RateEngine.Timing";
     private const string Limiters = "RateEngine.Limiters";
     private const string Partitioning = "RateEngine.Partitioning";
+    private const string Budgets = "RateEngine.Budgets";
 
     /// <summary>What each layer may use besides itself. Arrows point down; nothing points up.</summary>
     private static readonly Dictionary<string, string[]> Allowed = new()
@@ -25,7 +26,8 @@ public class ArchitectureTests
         [Algorithms] = [Timing],
         [Limiters] = [Algorithms, Timing, Root],
         [Partitioning] = [Limiters, Algorithms, Timing, Root],
-        [Root] = [Partitioning, Limiters, Algorithms, Timing],
+        [Budgets] = [Limiters, Algorithms, Timing, Root],
+        [Root] = [Budgets, Partitioning, Limiters, Algorithms, Timing],
     };
 
     private static readonly Assembly Core = typeof(RateEngineLimiter).Assembly;
