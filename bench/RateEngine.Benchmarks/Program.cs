@@ -96,12 +96,13 @@ internal static partial class Program
 
             modes:
               (none)                    compare mode, the README's main command: every limiter against its in-box one in
-                                        one run, then the partitioned limiters; tables with their targets on the console,
-                                        compare.md and compare.png in the output directory
+                                        one run, then the partitioned limiters, then the estimator simulation (as
+                                        --estimator); tables with their targets on the console, compare.md and
+                                        compare.png in the output directory
               --bdn [ARGS]              the BenchmarkDotNet suites; ARGS go to BenchmarkSwitcher (none: --filter *),
                                         e.g. --filter '*Uncontended*', --job short, --list flat
-              --smoke                   every benchmark a few times, then the compare mode with tiny counts into a temp
-                                        directory; seconds (CI runs it from tests/run.sh)
+              --smoke                   every benchmark a few times, then the compare mode with tiny counts and the
+                                        estimator simulation into a temp directory; seconds (CI runs it from tests/run.sh)
               --profile KIND admit|reject N
                                         N single-thread attempts on one limiter, for a profiler
                                         KIND: {string.Join('|', LimiterKinds.All)}
