@@ -3,6 +3,7 @@ using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using RateEngine.Benchmarks;
 using RateEngine.Benchmarks.Compare;
+using RateEngine.Benchmarks.Simulations;
 using RateEngine.Benchmarks.Subjects;
 using RateEngine.Benchmarks.Subjects.Partitions;
 using RateEngine.Benchmarks.Suites;
@@ -32,6 +33,17 @@ try
     {
         Console.WriteLine(Program.Usage());
         return 0;
+    }
+
+    if (args.Length > 0 && args[0] == "--estimator")
+    {
+        string output = args switch
+        {
+            [_] => Path.Combine(RepositoryRoot(), "bench", "results"),
+            [_, "--out", string dir] => Path.GetFullPath(dir),
+            _ => throw new ArgumentException("usage: --estimator [--out DIR] (try --help)"),
+        };
+        return Program.RunEstimator(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
     }
 
     var settings = new CompareSettings { OutputDirectory = Path.Combine(RepositoryRoot(), "bench", "results") };
@@ -84,18 +96,24 @@ internal static partial class Program
 
             modes:
               (none)                    compare mode, the README's main command: every limiter against its in-box one in
-                                        one run, then the partitioned limiters; tables with their targets on the console,
-                                        compare.md and compare.png in the output directory
+                                        one run, then the partitioned limiters, then the estimator simulation (as
+                                        --estimator); tables with their targets on the console, compare.md and
+                                        compare.png in the output directory
               --bdn [ARGS]              the BenchmarkDotNet suites; ARGS go to BenchmarkSwitcher (none: --filter *),
                                         e.g. --filter '*Uncontended*', --job short, --list flat
-              --smoke                   every benchmark a few times, then the compare mode with tiny counts into a temp
-                                        directory; seconds (CI runs it from tests/run.sh)
+              --smoke                   every benchmark a few times, then the compare mode with tiny counts and the
+                                        estimator simulation into a temp directory; seconds (CI runs it from tests/run.sh)
               --profile KIND admit|reject N
                                         N single-thread attempts on one limiter, for a profiler
                                         KIND: {string.Join('|', LimiterKinds.All)}
               --profile partition FAMILY KEYS inbox|engine N [RUNS]
                                         warm-up, then RUNS (default 1) first-touch runs of N new keys on a fresh limiter
                                         FAMILY: {string.Join('|', PartitionFamilies.All)}; KEYS: {string.Join('|', PartitionKeyKinds.All)}
+              --estimator [--out DIR]   the estimator simulation alone: requests admitted under a tokens-per-minute budget
+                                        when reserving max_tokens, the learned CostEstimator estimate, or the exact actual;
+                                        seeded, on a virtual clock, about a second; prints the table and writes
+                                        estimator.md to DIR (default bench/results of the repository). The compare mode
+                                        appends the same table to its output and compare.md
               --help, -h                this text
 
             compare options:
@@ -128,10 +146,28 @@ internal static partial class Program
             Console.WriteLine();
         }
 
+        if (result.Estimator is { } estimator)
+        {
+            Console.WriteLine($"Learned reservations (estimator simulation, {estimator.Duration.TotalMilliseconds:F0} ms):");
+            Console.WriteLine(EstimatorReport.Table(estimator));
+            Console.WriteLine();
+        }
+
         (string markdown, string chart) = CompareReport.Write(result, commandLine);
         Console.WriteLine($"wrote {markdown}");
         Console.WriteLine($"wrote {chart}");
         Console.WriteLine($"compare mode took {total.Elapsed.TotalSeconds:F1} s");
+        return 0;
+    }
+
+    /// <summary><c>--estimator</c>: the simulation, its table on the console, and estimator.md.</summary>
+    public static int RunEstimator(string outputDirectory, string commandLine)
+    {
+        EstimatorResult result = EstimatorSimulation.Run(new EstimatorSettings());
+        Console.WriteLine(EstimatorReport.Table(result));
+        Console.WriteLine();
+        Console.WriteLine($"simulated {result.Requests:N0} requests three times in {result.Duration.TotalMilliseconds:F0} ms");
+        Console.WriteLine($"wrote {EstimatorReport.Write(result, outputDirectory, commandLine)}");
         return 0;
     }
 }

@@ -62,11 +62,16 @@ internal static class Smoke
         try
         {
             Program.RunCompare(CompareSettings.Smoke(output), "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke");
-            foreach (string file in new[] { "compare.md", "compare.png" })
+            Program.RunEstimator(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke");
+            foreach (string file in new[] { "compare.md", "compare.png", "estimator.md" })
             {
                 var info = new FileInfo(Path.Combine(output, file));
                 Check.That(info.Exists && info.Length > 0, $"smoke: {file} was not written");
             }
+
+            Check.That(
+                File.ReadAllText(Path.Combine(output, "compare.md")).Contains("estimator simulation", StringComparison.Ordinal),
+                "smoke: compare.md has no estimator section");
         }
         finally
         {
@@ -76,7 +81,7 @@ internal static class Smoke
             }
         }
 
-        Console.WriteLine($"smoke: ok ({benchmarks} benchmark/parameter combinations, compare mode, report and chart)");
+        Console.WriteLine($"smoke: ok ({benchmarks} benchmark/parameter combinations, compare mode, report and chart, estimator simulation)");
         return 0;
     }
 

@@ -46,6 +46,7 @@ public sealed class CostEstimator<TSelector>
     private readonly double _headroom;
     private readonly int _maxSelectors;
     private readonly int _recomputeInterval;
+    private int _selectorCount;
 
     /// <summary>Creates an estimator with the default options.</summary>
     public CostEstimator()
@@ -72,7 +73,7 @@ public sealed class CostEstimator<TSelector>
     }
 
     /// <summary>How many selectors the estimator holds state for (at most <see cref="CostEstimatorOptions.MaxSelectors"/>).</summary>
-    public int SelectorCount => _windows.Count;
+    public int SelectorCount => Volatile.Read(ref _selectorCount);
 
     /// <summary>
     /// The cost to reserve for a request of <paramref name="selector"/> whose cost is at most <paramref name="maximum"/>:
@@ -115,6 +116,13 @@ public sealed class CostEstimator<TSelector>
     /// <summary>The selector's new window, or null when the estimator holds as many selectors as it may.</summary>
     private SampleWindow? Add(TSelector selector)
     {
+        // Full: refuse without the lock (and without ConcurrentDictionary.Count, which takes every lock of the
+        // dictionary), so a caller flooding new selectors costs one read per observation.
+        if (Volatile.Read(ref _selectorCount) >= _maxSelectors)
+        {
+            return null;
+        }
+
         lock (_addLock)
         {
             if (_windows.TryGetValue(selector, out SampleWindow? existing))
@@ -122,13 +130,14 @@ public sealed class CostEstimator<TSelector>
                 return existing;
             }
 
-            if (_windows.Count >= _maxSelectors)
+            if (_selectorCount >= _maxSelectors)
             {
                 return null;
             }
 
             var window = new SampleWindow(_sampleCount);
             _windows[selector] = window;
+            Volatile.Write(ref _selectorCount, _selectorCount + 1);
             return window;
         }
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Threading.RateLimiting;
+using RateEngine.Benchmarks.Simulations;
 using RateEngine.Benchmarks.Subjects;
 
 namespace RateEngine.Benchmarks.Compare;
@@ -71,8 +72,11 @@ internal sealed class CompareHarness(CompareSettings settings)
         PartitionResult? partitions = settings.PartitionRounds > 0 && settings.PartitionHotRounds > 0
             ? new PartitionHarness(settings, Progress).Run()
             : null;
+        Progress("estimator simulation: max_tokens, learned and exact reservations on a virtual clock");
+        EstimatorResult estimator = EstimatorSimulation.Run(new EstimatorSettings());
+        Progress($"estimator simulation done in {estimator.Duration.TotalMilliseconds:F0} ms");
         machine = machine with { LoadAverageAtEnd = MachineInfo.LoadAverage() };
-        return new CompareResult(machine, settings, rows, partitions, _clock.Elapsed);
+        return new CompareResult(machine, settings, rows, partitions, _clock.Elapsed) { Estimator = estimator };
     }
 
     private void Progress(string message) => Console.WriteLine($"[{_clock.Elapsed.TotalSeconds,6:F1}s] {message}");

@@ -1,4 +1,5 @@
 using System.Text;
+using RateEngine.Benchmarks.Simulations;
 using RateEngine.Benchmarks.Subjects;
 using static RateEngine.Benchmarks.Compare.Cells;
 
@@ -202,6 +203,11 @@ internal static class CompareReport
         if (result.Partitions is not null)
         {
             PartitionReport.AppendSection(text, result);
+        }
+
+        if (result.Estimator is { } estimator)
+        {
+            EstimatorReport.AppendSection(text, estimator, "## Learned reservations (estimator simulation)");
         }
 
         text.AppendLine("![compare chart](compare.png)");

@@ -1,3 +1,4 @@
+using RateEngine.Benchmarks.Simulations;
 using RateEngine.Benchmarks.Subjects;
 
 namespace RateEngine.Benchmarks.Compare;
@@ -6,6 +7,9 @@ namespace RateEngine.Benchmarks.Compare;
 internal sealed record CompareResult(
     MachineInfo Machine, CompareSettings Settings, IReadOnlyList<CompareRow> Rows, PartitionResult? Partitions, TimeSpan Duration)
 {
+    /// <summary>The estimator simulation's section (seeded, virtual clock), appended after the partitions.</summary>
+    public EstimatorResult? Estimator { get; init; }
+
     public CompareRow Ceiling => Rows.Single(r => r.Kind is null);
 
     public CompareRow Row(LimiterKind kind) => Rows.Single(r => r.Kind == kind);
