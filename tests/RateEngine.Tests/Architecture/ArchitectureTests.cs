@@ -18,6 +18,7 @@ public class ArchitectureTests
     private const string Limiters = "RateEngine.Limiters";
     private const string Partitioning = "RateEngine.Partitioning";
     private const string Budgets = "RateEngine.Budgets";
+    private const string Policies = "RateEngine.Policies";
 
     /// <summary>What each layer may use besides itself. Arrows point down; nothing points up.</summary>
     private static readonly Dictionary<string, string[]> Allowed = new()
@@ -27,7 +28,8 @@ public class ArchitectureTests
         [Limiters] = [Algorithms, Timing, Root],
         [Partitioning] = [Limiters, Algorithms, Timing, Root],
         [Budgets] = [Limiters, Algorithms, Timing, Root],
-        [Root] = [Budgets, Partitioning, Limiters, Algorithms, Timing],
+        [Policies] = [Budgets, Partitioning, Limiters, Algorithms, Timing, Root],
+        [Root] = [Policies, Budgets, Partitioning, Limiters, Algorithms, Timing],
     };
 
     private static readonly Assembly Core = typeof(RateEngineLimiter).Assembly;

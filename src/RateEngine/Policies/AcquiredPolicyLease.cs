@@ -1,0 +1,192 @@
+namespace RateEngine.Policies;
+
+/// <summary>
+/// An admitted request's holds on every layer, and the settlement of its estimate: step charges, one reconcile, dispose.
+/// </summary>
+/// <remarks>
+/// Every operation takes the lease's lock: a stream's chunks, its reconcile and a disconnect's dispose may come from
+/// different threads, and each layer's hold must end exactly once. The lock is the lease's own, so it is never contended
+/// by other requests.
+/// </remarks>
+internal class AcquiredPolicyLease<TContext> : PolicyLease
+{
+    /// <summary>The lease of a probe (zero permits through <see cref="RatePolicy{TContext}.AsRateLimiter"/>): holds nothing.</summary>
+    public static readonly AcquiredPolicyLease<TContext> Probe = new(null, default!, [], default);
+
+    private const int Open = 0;
+    private const int Reconciled = 1;
+    private const int Ended = 2;
+
+    private readonly RatePolicy<TContext>? _policy;
+    private readonly TContext _context;
+    private readonly LayerHold[] _holds;
+    private readonly RequestCost _estimate;
+    private RequestCost _consumed;
+    private int _state;
+
+    public AcquiredPolicyLease(RatePolicy<TContext>? policy, TContext context, LayerHold[] holds, RequestCost estimate)
+    {
+        _policy = policy;
+        _context = context;
+        _holds = holds;
+        _estimate = estimate;
+    }
+
+    public override bool IsAcquired => true;
+
+    public override string? BlockingLayer => null;
+
+    public override string? Reason => null;
+
+    public override TimeSpan? RetryAfter => null;
+
+    public override bool IsServiceWide => false;
+
+    public override RequestCost Estimate => _estimate;
+
+    public override RequestCost Consumed
+    {
+        get
+        {
+            lock (_holds)
+            {
+                return _consumed;
+            }
+        }
+    }
+
+    public override IEnumerable<string> MetadataNames => [];
+
+    public override bool TryGetMetadata(string metadataName, out object? metadata)
+    {
+        metadata = null;
+        return false;
+    }
+
+    public override void Charge(RequestCost step)
+    {
+        step.ThrowIfNegative(nameof(step));
+        lock (_holds)
+        {
+            RatePolicy<TContext> policy = OpenPolicy();
+            _consumed = new RequestCost(checked(_consumed.Tokens + step.Tokens), checked(_consumed.Money + step.Money));
+            long now = policy.Clock.Now();
+            for (int i = 0; i < _holds.Length; i++)
+            {
+                PolicyLayer<TContext> layer = policy[i];
+                if (layer.Meter != PolicyMeter.Requests)
+                {
+                    // Beyond the estimate and what was charged past it already: an overrun, counted now.
+                    long excess = _consumed.On(layer.Meter) - _estimate.On(layer.Meter) - _holds[i].Overrun;
+                    layer.Charge(_context, ref _holds[i], now, excess);
+                }
+            }
+        }
+    }
+
+    public override RequestCost Reconcile(RequestCost actual)
+    {
+        actual.ThrowIfNegative(nameof(actual));
+        lock (_holds)
+        {
+            RatePolicy<TContext> policy = OpenPolicy();
+            long now = policy.Clock.Now();
+            Action<ReconcileRecord>? listener = policy.OnReconciled;
+            for (int i = 0; i < _holds.Length; i++)
+            {
+                PolicyLayer<TContext> layer = policy[i];
+                if (layer.Meter == PolicyMeter.Requests)
+                {
+                    continue;
+                }
+
+                ref LayerHold hold = ref _holds[i];
+                long estimate = _estimate.On(layer.Meter);
+                long target = actual.On(layer.Meter);
+                long counted = hold.Reserved + hold.Overrun;
+                long refunded = 0;
+                if (target > counted)
+                {
+                    layer.Charge(_context, ref hold, now, target - counted);
+                }
+                else if (target < counted)
+                {
+                    refunded = layer.Refund(ref hold, counted - target);
+                }
+
+                listener?.Invoke(new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunded));
+            }
+
+            _state = Reconciled;
+            return new RequestCost(Math.Max(0, actual.Tokens - _estimate.Tokens), Math.Max(0, actual.Money - _estimate.Money));
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        lock (_holds)
+        {
+            if (_state == Ended || _policy is null)
+            {
+                return;
+            }
+
+            for (int i = 0; i < _holds.Length; i++)
+            {
+                PolicyLayer<TContext> layer = _policy[i];
+                bool release = layer.Rule.Kind == PolicyRuleKind.Concurrency || (_state == Open && layer.Rule.RefundsUnreconciled);
+                if (release)
+                {
+                    layer.Refund(ref _holds[i], _holds[i].Reserved);
+                }
+            }
+
+            _state = Ended;
+        }
+
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>For the finalizer of an abandoned lease: frees its concurrency slots, and names their layers.</summary>
+    protected List<string> ReleaseSlots()
+    {
+        List<string> released = [];
+        if (_state == Ended || _policy is null)
+        {
+            return released;
+        }
+
+        for (int i = 0; i < _holds.Length; i++)
+        {
+            PolicyLayer<TContext> layer = _policy[i];
+            if (layer.Rule.Kind == PolicyRuleKind.Concurrency && _holds[i].Reserved > 0)
+            {
+                layer.Refund(ref _holds[i], _holds[i].Reserved);
+                released.Add(layer.Name);
+            }
+        }
+
+        _state = Ended;
+        return released;
+    }
+
+    protected RatePolicy<TContext>? Policy => _policy;
+
+    private RatePolicy<TContext> OpenPolicy()
+    {
+        if (_policy is null)
+        {
+            throw new InvalidOperationException("A probe (zero permits) holds nothing to charge or reconcile.");
+        }
+
+        _policy.ThrowIfDisposed();
+        if (_state != Open)
+        {
+            throw new InvalidOperationException(_state == Reconciled
+                ? "The lease was already reconciled: a request is settled once."
+                : "The lease was disposed: its estimate was settled then.");
+        }
+
+        return _policy;
+    }
+}

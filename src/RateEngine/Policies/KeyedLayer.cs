@@ -1,0 +1,432 @@
+using System.Collections.Frozen;
+using System.Runtime.CompilerServices;
+using RateEngine.Algorithms;
+using RateEngine.Partitioning;
+using RateEngine.Timing;
+
+namespace RateEngine.Policies;
+
+/// <summary>
+/// A policy layer on one weighted algorithm: per-key state in a <see cref="PartitionTable{TKey,TEntry}"/> (or one state for a
+/// layer without keys), the limit from a fixed value or the request's tier, and the partitioned limiter's eviction protocol.
+/// </summary>
+/// <remarks>
+/// <para><b>Tiers</b> change the limit, never the state's shape: every tier's algorithm has the layer's window, so a key's
+/// state is read by whichever tier is in force at each decision and its usage carries over a tier change.</para>
+/// <para><b>Eviction</b> is the partitioned limiter's: a sweep marks an idle entry evicted (CAS on its link) and re-checks
+/// that it is still idle; an admitting thread re-reads the link after its CAS. At least one sees the other, so an
+/// admission that lands on an evicted entry is discarded (the entry is gone, and what it counted with it) and the request
+/// decides again on the key's live entry with a fresh clock read, never earlier than the eviction's judgement.</para>
+/// </remarks>
+internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLayer<TContext>
+    where TKey : notnull
+    where TAlgorithm : struct, IWeightedAlgorithm<TState>
+{
+    private static readonly LayerEntry<TState> Tombstone = new();
+
+    private readonly Func<TContext, TKey>? _keySelector;
+    private readonly Func<TContext, string?>? _tierSelector;
+    private readonly Func<long, TAlgorithm> _createAlgorithm;
+    private readonly PartitionTable<TKey, LayerEntry<TState>>? _table;
+    private readonly LayerEntry<TState>? _single;
+    private readonly LimiterClock _clock;
+    private readonly Action<ThresholdCrossing>? _onThreshold;
+    private readonly Func<TKey, TAlgorithm, LayerEntry<TState>> _create;
+    private readonly Func<TKey, LayerEntry<TState>, bool> _evictIfIdle;
+    private readonly Action<int> _makeRoom;
+    private readonly long[] _roomSweptAt = new long[64];
+    private long _sweeps;
+    private readonly TAlgorithm _shape;
+    private readonly LayerTier<TAlgorithm>? _fixed;
+    private readonly long[] _thresholdFractions;
+    private FrozenDictionary<string, LayerTier<TAlgorithm>> _tiers = FrozenDictionary<string, LayerTier<TAlgorithm>>.Empty;
+
+    public KeyedLayer(
+        string name,
+        PolicyRule rule,
+        Func<TContext, TKey>? keySelector,
+        Func<TContext, string?>? tierSelector,
+        Func<long, TAlgorithm> createAlgorithm,
+        PolicyTiers? tiers,
+        LimiterClock clock,
+        int maxKeys,
+        IEqualityComparer<TKey>? comparer,
+        Action<ThresholdCrossing>? onThreshold)
+        : base(name, rule)
+    {
+        _keySelector = keySelector;
+        _tierSelector = tierSelector;
+        _createAlgorithm = createAlgorithm;
+        _clock = clock;
+        _onThreshold = onThreshold;
+        _create = (_, algorithm) => new LayerEntry<TState> { State = algorithm.CreateState(), Link = this };
+        _evictIfIdle = EvictIfIdle;
+        _makeRoom = MakeRoom;
+
+        // Any limit gives the state's shape: refunds, charges and idleness do not depend on the limit.
+        _shape = createAlgorithm(rule.Limit ?? 1);
+        if (rule.Limit is { } limit)
+        {
+            _fixed = new LayerTier<TAlgorithm>(null, limit, _shape);
+        }
+        else
+        {
+            UpdateTiers(tiers ?? new PolicyTiers());
+        }
+
+        _thresholdFractions = [.. rule.SoftThresholds.Select(fraction => (long)(fraction * 1_000_000))];
+        if (keySelector is null)
+        {
+            _single = new LayerEntry<TState> { State = _shape.CreateState(), Link = this };
+        }
+        else
+        {
+            _table = new PartitionTable<TKey, LayerEntry<TState>>(comparer ?? EqualityComparer<TKey>.Default, Tombstone, maxKeys);
+        }
+    }
+
+    public override bool RollsBackExactly => Rule.Kind != PolicyRuleKind.SlidingWindowLog;
+
+    public override int ShardCount => _table?.ShardCount ?? 0;
+
+    public override string? Find(TContext context, long amount, ref LayerHold hold)
+    {
+        LayerTier<TAlgorithm>? tier = _fixed ?? TierOf(context);
+        if (tier is null)
+        {
+            return $"No limit is set for this request's tier on layer '{Name}'.";
+        }
+
+        if (amount > tier.Limit && !IsSoft)
+        {
+            return $"The request's cost ({amount}) is above the cap of layer '{Name}' ({tier.Limit}): it could never be admitted.";
+        }
+
+        hold.Tier = tier;
+        if (_single is not null)
+        {
+            hold.Entry = _single;
+            return null;
+        }
+
+        TKey key = SelectKey(context);
+        LayerEntry<TState>? entry = FindOrCreate(key);
+        if (entry is null)
+        {
+            return IsSoft ? null : Limiters.ReasonPhrases.PartitionsFull;
+        }
+
+        hold.Entry = entry;
+        return null;
+    }
+
+    public override bool TryReserve(TContext context, ref LayerHold hold, long now, long amount, out long retryAfter)
+    {
+        var tier = Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!);
+        if (hold.Entry is null)
+        {
+            retryAfter = 0;
+            return true; // a soft layer whose table is full: it never refuses, it just cannot track this key
+        }
+
+        while (true)
+        {
+            var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry);
+            TAlgorithm algorithm = tier.Algorithm;
+            bool admitted;
+            Admission admission;
+            if (IsSoft)
+            {
+                if (amount == 0)
+                {
+                    retryAfter = 0;
+                    return true; // a soft layer never refuses, and a probe charges nothing
+                }
+
+                admission = algorithm.Charge(ref entry.State, now, amount);
+                admitted = true;
+                retryAfter = 0;
+            }
+            else if (amount == 0)
+            {
+                admission = default;
+                admitted = algorithm.GetAvailablePermits(ref entry.State, now) > 0;
+                retryAfter = admitted || Rule.Kind == PolicyRuleKind.Concurrency ? 0 : algorithm.GetRetryAfter(ref entry.State, now, 1);
+                return admitted;
+            }
+            else
+            {
+                admitted = algorithm.TryAcquire(ref entry.State, now, amount, out admission, out retryAfter);
+            }
+
+            if (!admitted)
+            {
+                if (Rule.Kind == PolicyRuleKind.Concurrency)
+                {
+                    retryAfter = 0; // a slot frees when a lease is disposed: no delay to promise
+                }
+
+                return false;
+            }
+
+            if (_single is null && AdmissionLost(context, entry))
+            {
+                // Decide again on the key's live entry, at a fresh clock read: that entry is younger than the first one.
+                hold.Entry = FindOrCreate(SelectKey(context));
+                now = _clock.Now();
+                if (hold.Entry is null)
+                {
+                    retryAfter = 0;
+                    return IsSoft; // the table filled up meanwhile: a soft layer goes on untracked, a hard one refuses
+                }
+
+                continue;
+            }
+
+            hold.Admission = admission;
+            hold.Reserved = amount;
+            if (IsSoft && amount > 0)
+            {
+                ReportThresholds(context, entry, tier, now, admission.Marker);
+            }
+
+            return true;
+        }
+    }
+
+    public override long RetryAfter(ref LayerHold hold, long now, long amount)
+    {
+        if (hold.Entry is null || IsSoft || Rule.Kind == PolicyRuleKind.Concurrency)
+        {
+            return 0;
+        }
+
+        var tier = Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!);
+        var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry);
+        TAlgorithm algorithm = tier.Algorithm;
+        return algorithm.GetRetryAfter(ref entry.State, now, Math.Clamp(amount, 1, tier.Limit));
+    }
+
+    public override long Refund(ref LayerHold hold, long amount)
+    {
+        amount = Math.Min(amount, hold.Reserved);
+        if (amount <= 0 || hold.Entry is null)
+        {
+            return 0;
+        }
+
+        // The hold gives the amount up whatever the algorithm says, so nothing is ever refunded twice.
+        var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry);
+        bool whole = amount == hold.Reserved && hold.Reserved == hold.Admission.Permits;
+        hold.Reserved -= amount;
+        bool freed = whole ? _shape.Refund(ref entry.State, hold.Admission) : _shape.Refund(ref entry.State, hold.Admission, amount);
+        return freed ? amount : 0;
+    }
+
+    public override void Charge(TContext context, ref LayerHold hold, long now, long amount)
+    {
+        if (amount <= 0 || hold.Entry is null)
+        {
+            return;
+        }
+
+        while (true)
+        {
+            // The key may have been evicted since the reservation (its window ended): an overrun still counts, on the
+            // key's live entry, by the same CAS-then-read protocol as an admission.
+            var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry);
+            Admission charge = _shape.Charge(ref entry.State, now, amount);
+            if (_single is null && AdmissionLost(context, entry))
+            {
+                hold.Entry = FindOrCreate(SelectKey(context));
+                now = _clock.Now();
+                if (hold.Entry is null)
+                {
+                    return; // the table is full of live keys: nowhere to count it (see src/DESIGN.md, bounds)
+                }
+
+                continue;
+            }
+
+            hold.Overrun += amount;
+            if (IsSoft)
+            {
+                ReportThresholds(context, entry, Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!), now, charge.Marker);
+            }
+
+            return;
+        }
+    }
+
+    public override LayerUsage GetUsage(TContext context, long now)
+    {
+        LayerTier<TAlgorithm>? tier = _fixed ?? TierOf(context);
+        long limit = tier?.Limit ?? 0;
+        LayerEntry<TState>? entry = _single ?? _table!.Find(SelectKey(context));
+        if (entry is null || !ReferenceEquals(Volatile.Read(ref entry.Link), this))
+        {
+            return new LayerUsage(Name, limit, 0, TimeSpan.Zero); // never seen, or evicted as idle: nothing counted
+        }
+
+        return new LayerUsage(Name, limit, _shape.GetUsed(ref entry.State, now), _clock.ToTimeSpan(_shape.GetResetAfter(ref entry.State, now)));
+    }
+
+    public override object? KeyOf(TContext context) => _keySelector is null ? null : SelectKey(context);
+
+    public override void UpdateTiers(PolicyTiers tiers)
+    {
+        if (_fixed is not null)
+        {
+            return;
+        }
+
+        var byTier = new Dictionary<string, LayerTier<TAlgorithm>>(StringComparer.Ordinal);
+        foreach (string tierName in tiers.Names)
+        {
+            if (tiers.TryGetLimit(tierName, Name, out long limit))
+            {
+                CheckLimit(limit, tierName);
+                byTier[tierName] = new LayerTier<TAlgorithm>(tierName, limit, _createAlgorithm(limit));
+            }
+        }
+
+        Volatile.Write(ref _tiers, byTier.ToFrozenDictionary(StringComparer.Ordinal));
+    }
+
+    public override void Sweep(int shard)
+    {
+        Interlocked.Increment(ref _sweeps);
+        _table?.Sweep(shard, _evictIfIdle);
+    }
+
+    private void CheckLimit(long limit, string tier)
+    {
+        long most = Rule.Kind == PolicyRuleKind.Calendar ? long.MaxValue / 2 : int.MaxValue;
+        if (limit > most)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tier), limit, $"Tier '{tier}' sets layer '{Name}' to {limit}; a {Rule.Kind} layer takes at most {most}.");
+        }
+    }
+
+    private LayerTier<TAlgorithm>? TierOf(TContext context)
+    {
+        string? name = _tierSelector!(context);
+        return name is not null && Volatile.Read(ref _tiers).TryGetValue(name, out LayerTier<TAlgorithm>? tier) ? tier : null;
+    }
+
+    private TKey SelectKey(TContext context)
+    {
+        TKey key = _keySelector!(context);
+        if (key is null)
+        {
+            throw new InvalidOperationException($"The key selector of layer '{Name}' returned null.");
+        }
+
+        return key;
+    }
+
+    private LayerEntry<TState>? FindOrCreate(TKey key)
+    {
+        PartitionTable<TKey, LayerEntry<TState>> table = _table!;
+        uint hash = table.Hash(key);
+        LayerEntry<TState>? entry = table.Find(key, hash);
+        if (entry is not null)
+        {
+            return entry;
+        }
+
+        // A flood of new keys against a full table is refused without the shard's lock once the shard has swept itself
+        // this sweep tick, as the partitioned limiter does.
+        if (table.IsFullFor(hash) && !RoomSweepDue(table.ShardOf(hash)))
+        {
+            return null;
+        }
+
+        return table.GetOrAdd(key, hash, _create, _shape, _makeRoom, out _);
+    }
+
+    /// <summary>Under the shard's lock, at most once per sweep tick: a full shard sweeps itself before refusing a key.</summary>
+    private void MakeRoom(int shard)
+    {
+        if (RoomSweepDue(shard))
+        {
+            Volatile.Write(ref _roomSweptAt[shard], Volatile.Read(ref _sweeps) + 1);
+            _table!.SweepHeld(shard, _evictIfIdle);
+        }
+    }
+
+    private bool RoomSweepDue(int shard) => Volatile.Read(ref _roomSweptAt[shard]) != Volatile.Read(ref _sweeps) + 1;
+
+    /// <summary>Under the shard's lock: evicts the entry if it is indistinguishable from a fresh one.</summary>
+    private bool EvictIfIdle(TKey key, LayerEntry<TState> entry)
+    {
+        long now = _clock.Now();
+        if (_shape.GetFullSince(ref entry.State, now) is null)
+        {
+            return false;
+        }
+
+        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks).
+        if (Interlocked.CompareExchange(ref entry.Link, LayerEntry<TState>.Evicted, this) != this
+            || _shape.GetFullSince(ref entry.State, now) is null)
+        {
+            Interlocked.CompareExchange(ref entry.Link, this, LayerEntry<TState>.Evicted);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// After an admission on <paramref name="entry"/>: true when an eviction removed the entry, so the admission counts for
+    /// nothing. An eviction in progress is awaited (the evictor holds the shard's lock for a few instructions).
+    /// </summary>
+    private bool AdmissionLost(TContext context, LayerEntry<TState> entry)
+    {
+        SpinWait spin = default;
+        while (ReferenceEquals(Volatile.Read(ref entry.Link), LayerEntry<TState>.Evicted))
+        {
+            if (!ReferenceEquals(_table!.Find(SelectKey(context)), entry))
+            {
+                return true;
+            }
+
+            spin.SpinOnce();
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Reports each threshold the key's usage has reached in the admission's period, once: a CAS on the entry's reported
+    /// mask for that period decides which thread reports, so concurrent admissions report each threshold exactly once.
+    /// </summary>
+    private void ReportThresholds(TContext context, LayerEntry<TState> entry, LayerTier<TAlgorithm> tier, long now, long period)
+    {
+        long used = _shape.GetUsed(ref entry.State, now);
+        Int128 reachedMillionths = (Int128)used * 1_000_000;
+        for (int i = 0; i < _thresholdFractions.Length; i++)
+        {
+            if (reachedMillionths < (Int128)_thresholdFractions[i] * tier.Limit)
+            {
+                return;
+            }
+
+            while (true)
+            {
+                long word = Volatile.Read(ref entry.Reported);
+                long mask = EpochCount.Holds(word, period) ? EpochCount.Count(word) : 0;
+                if (EpochCount.Distance(period, word) < 0 || (mask & (1L << i)) != 0)
+                {
+                    break; // reported already (or the word moved to a later period)
+                }
+
+                if (Interlocked.CompareExchange(ref entry.Reported, EpochCount.Pack(period, mask | (1L << i)), word) == word)
+                {
+                    _onThreshold?.Invoke(new ThresholdCrossing(Name, KeyOf(context), Rule.SoftThresholds[i], used, tier.Limit));
+                    break;
+                }
+            }
+        }
+    }
+}

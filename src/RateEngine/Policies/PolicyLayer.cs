@@ -1,0 +1,77 @@
+namespace RateEngine.Policies;
+
+/// <summary>
+/// One layer of a policy, as the policy drives it: look the request's key up (phase 1, where user code runs and nothing
+/// changes), then reserve on the key's state at the policy's one clock read (phase 2), and later refund, charge or release.
+/// </summary>
+internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
+{
+    public string Name { get; } = name;
+
+    public PolicyRule Rule { get; } = rule;
+
+    public PolicyMeter Meter => Rule.Meter;
+
+    public bool IsSoft => Rule.SoftThresholds.Count > 0;
+
+    /// <summary>
+    /// Whether a reservation taken a moment ago can always be undone exactly. Not the log's (it undoes only the newest
+    /// admission), so the policy decides log layers last: a layer decided last never has to be rolled back.
+    /// </summary>
+    public abstract bool RollsBackExactly { get; }
+
+    /// <summary>The human reason of this layer's refusals.</summary>
+    public string Reason { get; } = rule.Reason ?? DefaultReason(name, rule);
+
+    /// <summary>
+    /// Phase 1: the request's key, entry and tier, checked against the tier's limit. Null when the request may go on to
+    /// phase 2; otherwise why it is refused. Changes no usage.
+    /// </summary>
+    public abstract string? Find(TContext context, long amount, ref LayerHold hold);
+
+    /// <summary>Phase 2: reserves <paramref name="amount"/> (0: only checks that the layer is not exhausted). False when refused.</summary>
+    public abstract bool TryReserve(TContext context, ref LayerHold hold, long now, long amount, out long retryAfter);
+
+    /// <summary>Ticks until <paramref name="amount"/> would pass, for a layer found in phase 1 (read-only); 0 when unknown or now.</summary>
+    public abstract long RetryAfter(ref LayerHold hold, long now, long amount);
+
+    /// <summary>
+    /// Gives back <paramref name="amount"/> of the hold's reservation (exactly while its window counts it) and returns how much
+    /// came back: 0 when its window has passed (it came back with the window) or the algorithm cannot undo it exactly.
+    /// </summary>
+    public abstract long Refund(ref LayerHold hold, long amount);
+
+    /// <summary>Counts an overrun of <paramref name="amount"/> past the hold's reservation, whatever the limit.</summary>
+    public abstract void Charge(TContext context, ref LayerHold hold, long now, long amount);
+
+    /// <summary>The key's usage at <paramref name="now"/> without consuming anything.</summary>
+    public abstract LayerUsage GetUsage(TContext context, long now);
+
+    /// <summary>The request's key on this layer, for events (null for a layer without keys).</summary>
+    public abstract object? KeyOf(TContext context);
+
+    /// <summary>Takes the limits of <paramref name="tiers"/> for every tier (usage already counted is kept).</summary>
+    public abstract void UpdateTiers(PolicyTiers tiers);
+
+    /// <summary>Shards of the layer's key table (0 for a layer without keys).</summary>
+    public abstract int ShardCount { get; }
+
+    /// <summary>Evicts idle keys of one shard.</summary>
+    public abstract void Sweep(int shard);
+
+    private static string DefaultReason(string name, PolicyRule rule)
+    {
+        string what = rule.Meter switch
+        {
+            PolicyMeter.Tokens => "token budget",
+            PolicyMeter.Money => "cost cap",
+            _ => rule.Kind == PolicyRuleKind.Concurrency ? "concurrent request limit" : "request rate limit",
+        };
+        string when = rule.Kind switch
+        {
+            PolicyRuleKind.Calendar => rule.Period == CalendarPeriod.Day ? "daily " : "monthly ",
+            _ => string.Empty,
+        };
+        return $"{when}{what} reached ({name})";
+    }
+}

@@ -1,0 +1,27 @@
+namespace RateEngine.Policies;
+
+/// <summary>
+/// The lease of a policy with concurrency layers: one that is never disposed (a bug in the caller) would hold its slots
+/// forever, so when it is collected its finalizer frees them and the policy reports it.
+/// </summary>
+internal sealed class TrackedPolicyLease<TContext>(RatePolicy<TContext> policy, TContext context, LayerHold[] holds, RequestCost estimate)
+    : AcquiredPolicyLease<TContext>(policy, context, holds, estimate)
+{
+    ~TrackedPolicyLease()
+    {
+        // Unreachable, so no other thread holds it: no lock needed.
+        List<string> released = ReleaseSlots();
+        if (released.Count > 0 && Policy?.OnAbandoned is { } listener)
+        {
+            try
+            {
+                listener(new AbandonedLease(Estimate, released));
+            }
+#pragma warning disable CA1031 // a listener's exception on the finalizer thread would end the process: the report is best effort
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+        }
+    }
+}

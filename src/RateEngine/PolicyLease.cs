@@ -1,0 +1,70 @@
+using System.Threading.RateLimiting;
+
+namespace RateEngine;
+
+/// <summary>
+/// The outcome of <see cref="RatePolicy{TContext}.Acquire(TContext, RequestCost)"/>: a lease over every layer, or a refusal
+/// that names the layer that refused.
+/// </summary>
+/// <remarks>
+/// <para>An acquired lease holds the request's estimate on every weighted layer and a slot on every concurrency layer. It ends
+/// in exactly one of: <see cref="Reconcile(RequestCost)"/> (the difference is refunded, or the overrun charged), or
+/// <see cref="RateLimitLease.Dispose()"/> without a reconcile (the estimate is kept, or refunded on layers configured with
+/// <see cref="PolicyRule.RefundingUnreconciled"/>). Dispose always frees the concurrency slots; dispose after a reconcile.
+/// A lease that is never disposed frees its slots when it is collected, and the policy reports it
+/// (<see cref="RatePolicyBuilder{TContext}.OnLeaseAbandoned"/>).</para>
+/// <para>Thread-safe: a stream's chunks may charge steps from one thread while a disconnect disposes from another.</para>
+/// </remarks>
+public abstract class PolicyLease : RateLimitLease
+{
+    /// <summary>The metadata name under which a refusal carries the name of the layer that refused.</summary>
+    public static readonly MetadataName<string> BlockingLayerName = MetadataName.Create<string>("BLOCKING_LAYER");
+
+    private protected PolicyLease()
+    {
+    }
+
+    /// <summary>The first layer that refused (in the policy's decision order), or null for an acquired lease.</summary>
+    public abstract string? BlockingLayer { get; }
+
+    /// <summary>A human reason for the refusal ("daily cost cap reached (user cost/day)"), or null for an acquired lease.</summary>
+    public abstract string? Reason { get; }
+
+    /// <summary>The longest delay after which the refusing layers would admit this request; null when none can say.</summary>
+    public abstract TimeSpan? RetryAfter { get; }
+
+    /// <summary>
+    /// Whether the refusal stops the whole service (a service-wide layer, or the operator's pause), not only this caller:
+    /// HTTP answers 503 for these and 429 for the rest.
+    /// </summary>
+    public abstract bool IsServiceWide { get; }
+
+    /// <summary>The estimate reserved at admission.</summary>
+    public abstract RequestCost Estimate { get; }
+
+    /// <summary>What step charges have consumed so far.</summary>
+    public abstract RequestCost Consumed { get; }
+
+    /// <summary>
+    /// Charges one step of an agent workflow or one chunk of a stream against the reservation. What goes beyond the
+    /// estimate is charged as overrun at once, past the caps if need be (it was spent).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The step is negative.</exception>
+    /// <exception cref="InvalidOperationException">The lease was refused, reconciled or disposed.</exception>
+    /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
+    public abstract void Charge(RequestCost step);
+
+    /// <summary>
+    /// Settles the request at its actual cost: less than the estimate refunds the difference (exactly, while the period it
+    /// was reserved in lasts); more charges the overrun past the caps if need be, and returns it.
+    /// </summary>
+    /// <returns>The overrun: how much the actual exceeded the estimate, per meter (zero when it did not).</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The actual is negative.</exception>
+    /// <exception cref="InvalidOperationException">The lease was refused, already reconciled, or disposed.</exception>
+    /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
+    public abstract RequestCost Reconcile(RequestCost actual);
+
+    /// <summary>Settles the request at what its step charges consumed (for a stream cancelled part-way).</summary>
+    /// <inheritdoc cref="Reconcile(RequestCost)"/>
+    public RequestCost Reconcile() => Reconcile(Consumed);
+}

@@ -1,0 +1,272 @@
+using System.Threading.RateLimiting;
+using RateEngine.Policies;
+using RateEngine.Timing;
+
+namespace RateEngine;
+
+/// <summary>
+/// A layered rate and budget policy: every request is checked against every layer that applies (per IP, per user, per
+/// tool, concurrent streams, token budgets, cost caps by tier and team, a global cap, an operator's pause) in one
+/// all-or-nothing step, and a request's estimate is reserved, then reconciled with its actual cost.
+/// </summary>
+/// <remarks>
+/// <para><b>All-or-nothing</b>: if any layer refuses, the layers that had admitted are refunded at once, so a refused request
+/// consumes nothing anywhere; a reconcile adjusts every weighted layer the request touched. The refusal names the first
+/// refusing layer and carries the longest retry delay among every layer that would refuse.</para>
+/// <para><b>One clock read</b> per request for all layers, after every layer has found the request's key: user code (key
+/// and tier selectors) runs before any state changes, so a selector that throws leaves every layer as it was.</para>
+/// <para>Each layer keeps its state per key in a lock-free table with idle eviction, as <see cref="PartitionedLimiter"/>
+/// does. The policy does not queue: a refused request is refused at once with its retry delay.</para>
+/// <para>Use <see cref="AsRateLimiter"/> where a <see cref="PartitionedRateLimiter{TResource}"/> is expected (ASP.NET Core's
+/// <c>GlobalLimiter</c>, <c>PartitionedRateLimiter.CreateChained</c>).</para>
+/// </remarks>
+/// <typeparam name="TContext">What the application knows about a request.</typeparam>
+public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
+{
+    private readonly PolicyLayer<TContext>[] _layers;
+    private readonly LimiterClock _clock;
+    private readonly ITimer _sweeper;
+    private readonly bool _tracksAbandoned;
+    private int _nextSweep;
+    private volatile RefusedPolicyLease? _pause;
+    private volatile bool _disposed;
+
+    internal RatePolicy(
+        PolicyLayer<TContext>[] declared, LimiterClock clock, TimeSpan idleEvictionInterval, Action<ReconcileRecord>? onReconciled, Action<AbandonedLease>? onAbandoned)
+    {
+        // Logs last: a layer decided last is never rolled back, and the log can only undo its newest admission.
+        _layers = [.. declared.Where(layer => layer.RollsBackExactly), .. declared.Where(layer => !layer.RollsBackExactly)];
+        LayerNames = [.. declared.Select(layer => layer.Name)];
+        _clock = clock;
+        OnReconciled = onReconciled;
+        OnAbandoned = onAbandoned;
+        _tracksAbandoned = declared.Any(layer => layer.Rule.Kind == PolicyRuleKind.Concurrency);
+        int shards = Math.Max(1, _layers.Sum(layer => layer.ShardCount));
+        TimeSpan period = TimeSpan.FromMilliseconds(Math.Clamp(idleEvictionInterval.TotalMilliseconds / shards, 1, 0xFFFFFFFE));
+        _sweeper = clock.Provider.CreateTimer(static state => ((RatePolicy<TContext>)state!).SweepNext(), this, period, period);
+    }
+
+    /// <summary>The layers' names, in the order they were added.</summary>
+    public IReadOnlyList<string> LayerNames { get; }
+
+    /// <summary>Whether the operator's pause is on (<see cref="Pause"/>).</summary>
+    public bool IsPaused => _pause is not null;
+
+    internal Action<ReconcileRecord>? OnReconciled { get; }
+
+    internal Action<AbandonedLease>? OnAbandoned { get; }
+
+    internal LimiterClock Clock => _clock;
+
+    /// <summary>Acquires one request that costs nothing on the weighted meters (request and concurrency layers count it).</summary>
+    /// <inheritdoc cref="Acquire(TContext, RequestCost)"/>
+    public PolicyLease Acquire(TContext context) => Acquire(context, RequestCost.None);
+
+    /// <summary>
+    /// Reserves <paramref name="estimate"/> on every weighted layer and one request on every other layer, all or nothing.
+    /// </summary>
+    /// <returns>An acquired lease to reconcile and dispose, or a refusal naming the layer.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The estimate is negative.</exception>
+    /// <exception cref="InvalidOperationException">A key selector returned null.</exception>
+    /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
+    public PolicyLease Acquire(TContext context, RequestCost estimate)
+    {
+        estimate.ThrowIfNegative(nameof(estimate));
+        return AcquireCore(context, estimate, requests: 1);
+    }
+
+    /// <summary>One layer's usage for the request's key, without consuming anything. Allocation-free.</summary>
+    /// <exception cref="ArgumentException">The policy has no layer of that name.</exception>
+    /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
+    public LayerUsage GetUsage(TContext context, string layer)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        foreach (PolicyLayer<TContext> candidate in _layers)
+        {
+            if (candidate.Name == layer)
+            {
+                return candidate.GetUsage(context, _clock.Now());
+            }
+        }
+
+        throw new ArgumentException($"The policy has no layer named '{layer}'.", nameof(layer));
+    }
+
+    /// <summary>Every layer's usage for the request's keys, in the order the layers were added.</summary>
+    /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
+    public IReadOnlyList<LayerUsage> GetUsage(TContext context)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        long now = _clock.Now();
+        return [.. LayerNames.Select(name => Array.Find(_layers, layer => layer.Name == name)!.GetUsage(context, now))];
+    }
+
+    /// <summary>
+    /// The operator's switch: every request is refused, service-wide (503), with <paramref name="reason"/>, until <see cref="Resume"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The reason is blank.</exception>
+    public void Pause(string reason)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        _pause = new RefusedPolicyLease("pause", reason, retryAfter: null, serviceWide: true);
+    }
+
+    /// <summary>Lifts the pause.</summary>
+    public void Resume() => _pause = null;
+
+    /// <summary>
+    /// Replaces every tier's limits at once. Takes effect for the next decision; usage already counted is kept.
+    /// </summary>
+    /// <exception cref="ArgumentNullException">The tiers are null.</exception>
+    /// <exception cref="InvalidOperationException">A tier names a layer the policy does not have.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A limit is out of its layer's range.</exception>
+    public void UpdateTiers(PolicyTiers tiers)
+    {
+        ArgumentNullException.ThrowIfNull(tiers);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        PolicyTiersCheck.ThrowIfUnknownLayers(tiers, LayerNames);
+        foreach (PolicyLayer<TContext> layer in _layers)
+        {
+            layer.UpdateTiers(tiers);
+        }
+    }
+
+    /// <summary>
+    /// This policy as a <see cref="PartitionedRateLimiter{TResource}"/>: each acquire is one policy decision for
+    /// <c>permitCount</c> requests at <paramref name="estimate"/> (nothing on the weighted meters when null), and its lease
+    /// is the <see cref="PolicyLease"/> (cast it to reconcile). <c>AcquireAsync</c> does not queue.
+    /// </summary>
+    public PartitionedRateLimiter<TContext> AsRateLimiter(Func<TContext, RequestCost>? estimate = null) => new PolicyRateLimiter<TContext>(this, estimate);
+
+    /// <summary>Stops idle eviction; later acquires and reconciles throw <see cref="ObjectDisposedException"/>. Leases still release their slots.</summary>
+    public void Dispose()
+    {
+        _disposed = true;
+        _sweeper.Dispose();
+    }
+
+    /// <inheritdoc cref="Dispose"/>
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return default;
+    }
+
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    internal PolicyLayer<TContext> this[int index] => _layers[index];
+
+    internal int LayerCount => _layers.Length;
+
+    internal PolicyLease AcquireCore(TContext context, RequestCost estimate, long requests)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_pause is { } pause)
+        {
+            return pause;
+        }
+
+        PolicyLayer<TContext>[] layers = _layers;
+        HoldBuffer buffer = default;
+        Span<LayerHold> holds = ((Span<LayerHold>)buffer)[..layers.Length];
+
+        // Phase 1: keys, entries and tiers. User code runs here, before anything changes.
+        for (int i = 0; i < layers.Length; i++)
+        {
+            PolicyLayer<TContext> layer = layers[i];
+            if (layer.Find(context, AmountOn(layer, estimate, requests), ref holds[i]) is { } refusal)
+            {
+                return new RefusedPolicyLease(layer.Name, refusal, retryAfter: null, layer.Rule.IsServiceWide);
+            }
+        }
+
+        // Phase 2: one clock read, then every layer reserves; the first refusal rolls back the layers before it.
+        long now = _clock.Now();
+        for (int i = 0; i < layers.Length; i++)
+        {
+            PolicyLayer<TContext> layer = layers[i];
+            if (!layer.TryReserve(context, ref holds[i], now, AmountOn(layer, estimate, requests), out long retryAfter))
+            {
+                for (int j = i - 1; j >= 0; j--)
+                {
+                    layers[j].Refund(ref holds[j], holds[j].Reserved);
+                }
+
+                return Refusal(holds, i, now, retryAfter, estimate, requests);
+            }
+        }
+
+        if (requests == 0)
+        {
+            return AcquiredPolicyLease<TContext>.Probe;
+        }
+
+        LayerHold[] kept = holds.ToArray();
+        return _tracksAbandoned
+            ? new TrackedPolicyLease<TContext>(this, context, kept, estimate)
+            : new AcquiredPolicyLease<TContext>(this, context, kept, estimate);
+    }
+
+    /// <summary>What a request puts on a layer: its requests, or its estimate on the layer's meter.</summary>
+    internal static long AmountOn(PolicyLayer<TContext> layer, RequestCost cost, long requests) =>
+        layer.Meter == PolicyMeter.Requests ? requests : requests == 0 ? 0 : cost.On(layer.Meter);
+
+    private RefusedPolicyLease Refusal(Span<LayerHold> holds, int refused, long now, long retryAfter, RequestCost estimate, long requests)
+    {
+        // The longest delay among every layer that would refuse: the ones after the first refusal are checked read-only.
+        PolicyLayer<TContext> first = _layers[refused];
+        long longest = first.Rule.Kind == PolicyRuleKind.Concurrency ? 0 : retryAfter;
+        bool serviceWide = first.Rule.IsServiceWide;
+        for (int i = refused + 1; i < _layers.Length; i++)
+        {
+            PolicyLayer<TContext> layer = _layers[i];
+            long after = layer.RetryAfter(ref holds[i], now, AmountOn(layer, estimate, requests));
+            if (after > 0)
+            {
+                longest = Math.Max(longest, after);
+                serviceWide |= layer.Rule.IsServiceWide;
+            }
+        }
+
+        return new RefusedPolicyLease(first.Name, first.Reason, longest > 0 ? _clock.ToTimeSpan(longest) : null, serviceWide);
+    }
+
+    private void SweepNext()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        // Round robin over every layer's shards: one shard per tick, so no sweep ever stops the world.
+        int total = _layers.Sum(layer => layer.ShardCount);
+        if (total == 0)
+        {
+            return;
+        }
+
+        int next = (int)((uint)Interlocked.Increment(ref _nextSweep) % (uint)total);
+        foreach (PolicyLayer<TContext> layer in _layers)
+        {
+            if (next < layer.ShardCount)
+            {
+                layer.Sweep(next);
+                return;
+            }
+
+            next -= layer.ShardCount;
+        }
+    }
+
+    /// <summary>Sweeps every shard of every layer once (tests, through the fake clock).</summary>
+    internal void SweepAll()
+    {
+        foreach (PolicyLayer<TContext> layer in _layers)
+        {
+            for (int shard = 0; shard < layer.ShardCount; shard++)
+            {
+                layer.Sweep(shard);
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+using RateEngine.Policies;
+
+namespace RateEngine;
+
+/// <summary>
+/// Builds a <see cref="RatePolicy{TContext}"/>: an ordered set of named layers, each with a key selector, a
+/// <see cref="PolicyRule"/> and the meter it counts, decided all-or-nothing for every request.
+/// </summary>
+/// <typeparam name="TContext">What the application knows about a request (user, IP, tool, tier, model).</typeparam>
+public sealed class RatePolicyBuilder<TContext>
+{
+    private readonly List<(string Name, PolicyRule Rule, Func<LayerSettings<TContext>, PolicyLayer<TContext>> Create)> _layers = [];
+    private TimeProvider _timeProvider = TimeProvider.System;
+    private Func<TContext, string?>? _tierSelector;
+    private PolicyTiers? _tiers;
+    private int _maxKeysPerLayer = 1 << 20;
+    private TimeSpan _idleEvictionInterval = TimeSpan.FromSeconds(64);
+    private Action<ReconcileRecord>? _onReconciled;
+    private Action<ThresholdCrossing>? _onThreshold;
+    private Action<AbandonedLease>? _onAbandoned;
+
+    /// <summary>The clock of every layer. Default <see cref="TimeProvider.System"/>.</summary>
+    /// <exception cref="ArgumentNullException">The provider is null.</exception>
+    public RatePolicyBuilder<TContext> UseTimeProvider(TimeProvider timeProvider)
+    {
+        _timeProvider = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider));
+        return this;
+    }
+
+    /// <summary>
+    /// The tier of each request and the limits of each tier, for layers whose rule has no fixed limit. Replace the limits at
+    /// run time with <see cref="RatePolicy{TContext}.UpdateTiers"/>.
+    /// </summary>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    public RatePolicyBuilder<TContext> UseTiers(Func<TContext, string?> tierSelector, PolicyTiers tiers)
+    {
+        _tierSelector = tierSelector ?? throw new ArgumentNullException(nameof(tierSelector));
+        _tiers = tiers ?? throw new ArgumentNullException(nameof(tiers));
+        return this;
+    }
+
+    /// <summary>
+    /// Adds a layer keyed by <paramref name="keySelector"/> (per IP, per user, per team, per (user, tool)): every key gets the
+    /// rule's limit, or its tier's. Layers are decided in the order added (sliding-window logs last, since they cannot
+    /// always be rolled back once others admitted after them).
+    /// </summary>
+    /// <param name="name">The layer's name, unique in the policy: refusals, usage, tiers and events name it.</param>
+    /// <param name="keySelector">The request's key on this layer; it must not return null.</param>
+    /// <param name="rule">What the layer enforces.</param>
+    /// <param name="tierSelector">This layer's tier for a request (for example the tool's price class); default the policy's.</param>
+    /// <param name="comparer">Key equality; default <see cref="EqualityComparer{T}.Default"/>.</param>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="ArgumentException">The name is blank or already used, or the policy has 16 layers already.</exception>
+    public RatePolicyBuilder<TContext> AddLayer<TKey>(
+        string name,
+        Func<TContext, TKey> keySelector,
+        PolicyRule rule,
+        Func<TContext, string?>? tierSelector = null,
+        IEqualityComparer<TKey>? comparer = null)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(keySelector);
+        return Add(name, rule, settings => LayerFactory.Create(name, rule, keySelector, Tiered(settings, tierSelector), comparer));
+    }
+
+    /// <summary>
+    /// Adds a layer with one state for the whole service (a global cost cap): usually with <see cref="PolicyRule.AsServiceWide"/>.
+    /// </summary>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="ArgumentException">The name is blank or already used, or the policy has 16 layers already.</exception>
+    public RatePolicyBuilder<TContext> AddGlobalLayer(string name, PolicyRule rule, Func<TContext, string?>? tierSelector = null) =>
+        Add(name, rule, settings => LayerFactory.Create<TContext, string>(name, rule, null, Tiered(settings, tierSelector), null));
+
+    /// <summary>The most keys each layer holds at once (idle keys are evicted). Default 1,048,576.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Not positive.</exception>
+    public RatePolicyBuilder<TContext> WithMaxKeysPerLayer(int maxKeys)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxKeys, 1);
+        _maxKeysPerLayer = maxKeys;
+        return this;
+    }
+
+    /// <summary>How long one full idle-eviction pass over every layer takes. Default 64 seconds.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Not positive.</exception>
+    public RatePolicyBuilder<TContext> WithIdleEvictionInterval(TimeSpan interval)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(interval, TimeSpan.Zero);
+        _idleEvictionInterval = interval;
+        return this;
+    }
+
+    /// <summary>Called for every weighted layer a reconcile settles (layer, key, estimate, actual, overrun), for cost accounting.</summary>
+    public RatePolicyBuilder<TContext> OnReconciled(Action<ReconcileRecord> listener)
+    {
+        _onReconciled += listener ?? throw new ArgumentNullException(nameof(listener));
+        return this;
+    }
+
+    /// <summary>Called once per threshold, period and key when a soft layer's usage reaches a threshold.</summary>
+    public RatePolicyBuilder<TContext> OnThresholdCrossed(Action<ThresholdCrossing> listener)
+    {
+        _onThreshold += listener ?? throw new ArgumentNullException(nameof(listener));
+        return this;
+    }
+
+    /// <summary>Called (on the finalizer thread) when a lease holding concurrency slots is collected without being disposed.</summary>
+    public RatePolicyBuilder<TContext> OnLeaseAbandoned(Action<AbandonedLease> listener)
+    {
+        _onAbandoned += listener ?? throw new ArgumentNullException(nameof(listener));
+        return this;
+    }
+
+    /// <summary>Builds the policy. The builder can go on to build others.</summary>
+    /// <exception cref="InvalidOperationException">No layers; a layer without a fixed limit and no tier selector; or a tier names an unknown layer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A tier's limit is out of its layer's range.</exception>
+    public RatePolicy<TContext> Build()
+    {
+        if (_layers.Count == 0)
+        {
+            throw new InvalidOperationException("A policy needs at least one layer.");
+        }
+
+        if (_tiers is not null)
+        {
+            PolicyTiersCheck.ThrowIfUnknownLayers(_tiers, _layers.Select(layer => layer.Name));
+        }
+
+        var clock = new Timing.LimiterClock(_timeProvider);
+        var settings = new LayerSettings<TContext>(clock, _timeProvider.GetUtcNow(), _tierSelector, _tiers, _maxKeysPerLayer, _onThreshold);
+        PolicyLayer<TContext>[] layers = [.. _layers.Select(layer => layer.Create(settings))];
+        return new RatePolicy<TContext>(layers, clock, _idleEvictionInterval, _onReconciled, _onAbandoned);
+    }
+
+    private RatePolicyBuilder<TContext> Add(string name, PolicyRule rule, Func<LayerSettings<TContext>, PolicyLayer<TContext>> create)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(rule);
+        if (_layers.Exists(layer => layer.Name == name))
+        {
+            throw new ArgumentException($"The policy already has a layer named '{name}'.", nameof(name));
+        }
+
+        if (_layers.Count == HoldBuffer.MaxLayers)
+        {
+            throw new ArgumentException($"A policy has at most {HoldBuffer.MaxLayers} layers.", nameof(name));
+        }
+
+        _layers.Add((name, rule, settings =>
+        {
+            if (rule.Limit is null && settings.TierSelector is null)
+            {
+                throw new InvalidOperationException($"Layer '{name}' has no fixed limit, so it needs tiers: call UseTiers or give it a tier selector.");
+            }
+
+            return create(settings);
+        }));
+        return this;
+    }
+
+    private static LayerSettings<TContext> Tiered(LayerSettings<TContext> settings, Func<TContext, string?>? tierSelector) =>
+        tierSelector is null ? settings : settings with { TierSelector = tierSelector, Tiers = settings.Tiers ?? new PolicyTiers() };
+}

@@ -1,0 +1,195 @@
+using Microsoft.Extensions.Time.Testing;
+
+namespace RateEngine.Tests.Policies;
+
+/// <summary>
+/// Several threads on one policy, one key, at once; the outcome is checked afterwards against what each thread recorded.
+/// The clock stands still within a run (a fake one), so every decision falls in one window and the ledger is exact.
+/// </summary>
+public class RatePolicyStressTests
+{
+    private const int Threads = 4;
+    private const int RequestsPerThread = 20_000;
+
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 2, 12, 0, 0, TimeSpan.Zero));
+
+    [Fact]
+    public void ReserveAndReconcile_FourThreads_UsageIsChargesMinusRefundsAndNeverAboveTheCap()
+    {
+        using RatePolicy<string> policy = new RatePolicyBuilder<string>()
+            .UseTimeProvider(_time)
+            .AddLayer("requests", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), int.MaxValue))
+            .AddLayer("tokens", user => user, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 50_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("cost", user => user, PolicyRule.Calendar(CalendarPeriod.Day, 400_000).Counting(PolicyMeter.Money))
+            .Build();
+        long[] tokens = new long[Threads];
+        long[] money = new long[Threads];
+        long[] admitted = new long[Threads];
+
+        Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
+        {
+            var random = new Random(thread);
+            for (int i = 0; i < RequestsPerThread; i++)
+            {
+                var estimate = new RequestCost(random.Next(1, 400), random.Next(1, 300));
+                PolicyLease lease = policy.Acquire("alice", estimate);
+                if (!lease.IsAcquired)
+                {
+                    continue;
+                }
+
+                admitted[thread]++;
+                switch (random.Next(3))
+                {
+                    case 0: // settled at less than the estimate: the rest comes back
+                        var actual = new RequestCost(random.Next(0, (int)estimate.Tokens + 1), random.Next(0, (int)estimate.Money + 1));
+                        lease.Reconcile(actual);
+                        tokens[thread] += actual.Tokens;
+                        money[thread] += actual.Money;
+                        break;
+                    case 1: // steps, then a settle at what they consumed
+                        lease.Charge(new RequestCost(estimate.Tokens / 2, estimate.Money / 3));
+                        lease.Reconcile();
+                        tokens[thread] += estimate.Tokens / 2;
+                        money[thread] += estimate.Money / 3;
+                        break;
+                    default: // disposed unreconciled: the estimate is kept
+                        tokens[thread] += estimate.Tokens;
+                        money[thread] += estimate.Money;
+                        break;
+                }
+
+                lease.Dispose();
+            }
+        });
+
+        Assert.Equal(admitted.Sum(), policy.GetUsage("alice", "requests").Used);
+        Assert.Equal(tokens.Sum(), policy.GetUsage("alice", "tokens").Used);
+        Assert.Equal(money.Sum(), policy.GetUsage("alice", "cost").Used);
+        Assert.InRange(policy.GetUsage("alice", "tokens").Used, 1, 50_000);
+        Assert.InRange(policy.GetUsage("alice", "cost").Used, 1, 400_000);
+    }
+
+    [Fact]
+    public void Overruns_FourThreads_UsageIsExactlyTheActualsAndOnlyOverrunsPassTheCap()
+    {
+        using RatePolicy<string> policy = new RatePolicyBuilder<string>()
+            .UseTimeProvider(_time)
+            .AddLayer("tokens", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        long[] actuals = new long[Threads];
+        long[] overruns = new long[Threads];
+
+        Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
+        {
+            var random = new Random(thread);
+            for (int i = 0; i < RequestsPerThread; i++)
+            {
+                long estimate = random.Next(1, 50);
+                using PolicyLease lease = policy.Acquire("alice", new RequestCost(estimate, 0));
+                if (lease.IsAcquired)
+                {
+                    long actual = random.Next(0, 100);
+                    overruns[thread] += lease.Reconcile(new RequestCost(actual, 0)).Tokens;
+                    actuals[thread] += actual;
+                }
+            }
+        });
+
+        long used = policy.GetUsage("alice", "tokens").Used;
+        Assert.Equal(actuals.Sum(), used);
+        Assert.True(used <= 100_000 + overruns.Sum(), $"used {used} passes the cap by more than the reported overruns {overruns.Sum()}");
+    }
+
+    [Fact]
+    public void RefusedRequests_FourThreads_ConsumeNothingOnTheLayersBeforeTheRefusal()
+    {
+        using RatePolicy<string> policy = new RatePolicyBuilder<string>()
+            .UseTimeProvider(_time)
+            .AddLayer("ip", user => "10.0.0.1", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), int.MaxValue))
+            .AddLayer("tokens", user => "10.0.0.1", PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, int.MaxValue).Counting(PolicyMeter.Tokens))
+            .AddLayer("cost", user => "10.0.0.1", PolicyRule.Calendar(CalendarPeriod.Day, long.MaxValue / 4).Counting(PolicyMeter.Money))
+            .AddLayer("user", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100))
+            .Build();
+        long[] admitted = new long[Threads];
+
+        Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
+        {
+            for (int i = 0; i < RequestsPerThread; i++)
+            {
+                if (policy.Acquire($"user {i % 50}", new RequestCost(7, 3)).IsAcquired)
+                {
+                    admitted[thread]++;
+                }
+            }
+        });
+
+        Assert.Equal(50 * 100, admitted.Sum());
+        Assert.Equal(admitted.Sum(), policy.GetUsage("any", "ip").Used);
+        Assert.Equal(admitted.Sum() * 7, policy.GetUsage("any", "tokens").Used);
+        Assert.Equal(admitted.Sum() * 3, policy.GetUsage("any", "cost").Used);
+    }
+
+    [Fact]
+    public void SoftThresholds_FourThreadsOnOneKey_EachThresholdReportedExactlyOnce()
+    {
+        var reported = new System.Collections.Concurrent.ConcurrentBag<double>();
+        using RatePolicy<string> policy = new RatePolicyBuilder<string>()
+            .UseTimeProvider(_time)
+            .AddLayer("alerts", user => user, PolicyRule.Calendar(CalendarPeriod.Day, 10_000).Counting(PolicyMeter.Money).AsSoft(0.5, 0.8, 1.0, 1.2))
+            .OnThresholdCrossed(crossing => reported.Add(crossing.Threshold))
+            .Build();
+
+        Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, _ =>
+        {
+            for (int i = 0; i < 4_000; i++)
+            {
+                using PolicyLease lease = policy.Acquire("alice", new RequestCost(0, 1));
+            }
+        });
+
+        Assert.Equal(16_000, policy.GetUsage("alice", "alerts").Used);
+        Assert.Equal([0.5, 0.8, 1.0, 1.2], reported.Order());
+    }
+
+    [Fact]
+    public async Task TierChangesUnderLoad_KeepTheUsageAndNeverPassTheLargerCap()
+    {
+        using RatePolicy<string> policy = new RatePolicyBuilder<string>()
+            .UseTimeProvider(_time)
+            .UseTiers(_ => "t", new PolicyTiers { ["t"] = { ["requests"] = 3_000 } })
+            .AddLayer("requests", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)))
+            .Build();
+        long[] admitted = new long[Threads];
+        using var done = new CancellationTokenSource();
+        Task flipper = Task.Run(() =>
+        {
+            for (int flip = 0; !done.IsCancellationRequested; flip++)
+            {
+                policy.UpdateTiers(new PolicyTiers { ["t"] = { ["requests"] = flip % 2 == 0 ? 1_000 : 3_000 } });
+            }
+        });
+
+        Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
+        {
+            for (int i = 0; i < 5_000; i++)
+            {
+                if (policy.Acquire("alice").IsAcquired)
+                {
+                    admitted[thread]++;
+                }
+            }
+        });
+        done.Cancel();
+        await flipper;
+
+        long used = policy.GetUsage("alice", "requests").Used;
+        Assert.Equal(admitted.Sum(), used);
+        Assert.InRange(used, 1_000, 3_000);
+
+        // Now pinned low: the usage counted stays, and nothing more passes until the window ends.
+        policy.UpdateTiers(new PolicyTiers { ["t"] = { ["requests"] = 1_000 } });
+        Assert.False(policy.Acquire("alice").IsAcquired);
+        Assert.Equal(used, policy.GetUsage("alice", "requests").Used);
+    }
+}

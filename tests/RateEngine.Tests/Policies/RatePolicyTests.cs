@@ -1,0 +1,569 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+
+namespace RateEngine.Tests.Policies;
+
+public sealed record Call(string User, string Team = "team", string Tier = "free", string Ip = "10.0.0.1");
+
+public class RatePolicyTests
+{
+    private static readonly DateTimeOffset Start = new(2026, 12, 2, 10, 0, 0, TimeSpan.Zero);
+
+    private readonly FakeTimeProvider _time = new(Start);
+
+    private RatePolicyBuilder<Call> Builder() => new RatePolicyBuilder<Call>().UseTimeProvider(_time);
+
+    [Fact]
+    public void Acquire_LaterLayerRefuses_EarlierLayersGiveEverythingBack()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("ip", c => c.Ip, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .AddLayer("user tokens", c => c.User, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 100).Counting(PolicyMeter.Tokens))
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .Build();
+        var call = new Call("alice");
+        Assert.True(policy.Acquire(call, new RequestCost(40, 0)).IsAcquired);
+
+        PolicyLease refused = policy.Acquire(call, new RequestCost(40, 0));
+
+        Assert.False(refused.IsAcquired);
+        Assert.Equal("user", refused.BlockingLayer);
+        Assert.Equal(1, policy.GetUsage(call, "ip").Used);
+        Assert.Equal(40, policy.GetUsage(call, "user tokens").Used);
+    }
+
+    [Fact]
+    public void Acquire_SeveralLayersRefuse_NamesTheFirstAndCarriesTheLongestRetryAfter()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("minute", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .AddLayer("hour", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), 1))
+            .Build();
+        var call = new Call("alice");
+        Assert.True(policy.Acquire(call).IsAcquired);
+
+        PolicyLease refused = policy.Acquire(call);
+
+        Assert.Equal("minute", refused.BlockingLayer);
+        Assert.Equal(TimeSpan.FromHours(1), refused.RetryAfter);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromHours(1), retryAfter);
+        Assert.True(refused.TryGetMetadata(PolicyLease.BlockingLayerName, out string? layer));
+        Assert.Equal("minute", layer);
+        Assert.True(refused.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason));
+        Assert.Contains("minute", reason, StringComparison.Ordinal);
+        Assert.False(refused.IsServiceWide);
+    }
+
+    [Fact]
+    public void Acquire_GlobalCapReached_RefusalIsServiceWideWithItsReason()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100))
+            .AddGlobalLayer("global cost/day", PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Money).AsServiceWide().WithReason("daily cost cap reached"))
+            .Build();
+        Assert.True(policy.Acquire(new Call("alice"), new RequestCost(0, 800)).IsAcquired);
+
+        PolicyLease refused = policy.Acquire(new Call("bob"), new RequestCost(0, 300));
+
+        Assert.True(refused.IsServiceWide);
+        Assert.Equal("global cost/day", refused.BlockingLayer);
+        Assert.Equal("daily cost cap reached", refused.Reason);
+        Assert.Equal(TimeSpan.FromHours(14), refused.RetryAfter); // until midnight UTC
+        Assert.Equal(0, policy.GetUsage(new Call("bob"), "user").Used);
+    }
+
+    [Fact]
+    public void Pause_EveryRequestRefusedServiceWide_UntilResume()
+    {
+        using RatePolicy<Call> policy = Builder().AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5)).Build();
+
+        policy.Pause("maintenance");
+        PolicyLease refused = policy.Acquire(new Call("alice"));
+        policy.Resume();
+
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.IsServiceWide);
+        Assert.Equal("maintenance", refused.Reason);
+        Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
+        Assert.True(policy.Acquire(new Call("alice")).IsAcquired);
+        Assert.False(policy.IsPaused);
+    }
+
+    [Fact]
+    public void Acquire_CostAboveALayersCap_RefusedNamingTheLayerAndNothingCounted()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+
+        PolicyLease refused = policy.Acquire(new Call("alice"), new RequestCost(1_001, 0));
+
+        Assert.Equal("tokens", refused.BlockingLayer);
+        Assert.Contains("above the cap", refused.Reason, StringComparison.Ordinal);
+        Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
+    }
+
+    [Fact]
+    public void Acquire_NegativeEstimate_ThrowsArgumentOutOfRange()
+    {
+        using RatePolicy<Call> policy = Builder().AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5)).Build();
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => policy.Acquire(new Call("alice"), new RequestCost(-1, 0)));
+    }
+
+    [Fact]
+    public void Acquire_KeySelectorReturnsNull_ThrowsAndNoLayerChanges()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .AddLayer("team", c => c.Team, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .Build();
+
+        var exception = Assert.Throws<InvalidOperationException>(() => policy.Acquire(new Call("alice", Team: null!)));
+
+        Assert.Contains("'team'", exception.Message, StringComparison.Ordinal);
+        Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
+    }
+
+    [Fact]
+    public void Acquire_KeySelectorThrows_ExceptionPropagatesAndNoLayerChanges()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .AddLayer("broken", c => c.User == "alice" ? throw new FormatException("bad header") : c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .Build();
+
+        Assert.Throws<FormatException>(() => policy.Acquire(new Call("alice")));
+
+        Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
+    }
+
+    [Fact]
+    public void Acquire_TierWithoutALimit_RefusedWithAReasonAndNothingCounted()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .UseTiers(c => c.Tier, new PolicyTiers { ["free"] = { ["cost"] = 100 } })
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .AddLayer("cost", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money))
+            .Build();
+
+        PolicyLease unknown = policy.Acquire(new Call("alice", Tier: "platinum"), new RequestCost(0, 1));
+        PolicyLease none = policy.Acquire(new Call("alice", Tier: null!), new RequestCost(0, 1));
+
+        Assert.Equal("cost", unknown.BlockingLayer);
+        Assert.Contains("tier", unknown.Reason, StringComparison.Ordinal);
+        Assert.False(none.IsAcquired);
+        Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
+    }
+
+    [Fact]
+    public void Reconcile_ActualBelowEstimate_RefundsTheDifferenceOnEveryWeightedLayer()
+    {
+        var records = new List<ReconcileRecord>();
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/min", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("cost/day", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000_000).Counting(PolicyMeter.Money))
+            .OnReconciled(records.Add)
+            .Build();
+        var call = new Call("alice");
+        using PolicyLease lease = policy.Acquire(call, new RequestCost(4_000, 40_000));
+
+        RequestCost overrun = lease.Reconcile(new RequestCost(1_500, 15_000));
+
+        Assert.Equal(RequestCost.None, overrun);
+        Assert.Equal(1_500, policy.GetUsage(call, "tokens/min").Used);
+        Assert.Equal(15_000, policy.GetUsage(call, "cost/day").Used);
+        Assert.Equal(
+            [new ReconcileRecord("tokens/min", "alice", PolicyMeter.Tokens, 4_000, 1_500, 0, 2_500), new ReconcileRecord("cost/day", "alice", PolicyMeter.Money, 40_000, 15_000, 0, 25_000)],
+            records);
+    }
+
+    [Fact]
+    public void Reconcile_AfterThePeriodEnded_RefundsNothing()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/min", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(4_000, 0));
+        _time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True(policy.Acquire(call, new RequestCost(100, 0)).IsAcquired);
+
+        lease.Reconcile(new RequestCost(1_000, 0));
+
+        Assert.Equal(100, policy.GetUsage(call, "tokens/min").Used);
+    }
+
+    [Fact]
+    public void Reconcile_ActualAboveEstimate_ChargesTheOverrunPastTheCapAndReportsIt()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(900, 0));
+
+        RequestCost overrun = lease.Reconcile(new RequestCost(1_300, 0));
+
+        Assert.Equal(new RequestCost(400, 0), overrun);
+        LayerUsage usage = policy.GetUsage(call, "tokens/day");
+        Assert.Equal(1_300, usage.Used);
+        Assert.Equal(0, usage.Remaining);
+        Assert.False(policy.Acquire(call, new RequestCost(1, 0)).IsAcquired);
+        Assert.False(policy.Acquire(call).IsAcquired); // an estimate of 0 is still refused while the budget is spent
+        _time.Advance(TimeSpan.FromHours(14)); // midnight UTC
+        Assert.True(policy.Acquire(call, new RequestCost(1_000, 0)).IsAcquired);
+    }
+
+    [Fact]
+    public void Reconcile_Twice_ThrowsInvalidOperation()
+    {
+        using RatePolicy<Call> policy = TokenPolicy();
+        PolicyLease lease = policy.Acquire(new Call("alice"), new RequestCost(10, 0));
+        lease.Reconcile(new RequestCost(5, 0));
+
+        Assert.Throws<InvalidOperationException>(() => lease.Reconcile(new RequestCost(5, 0)));
+        Assert.Equal(5, policy.GetUsage(new Call("alice"), "tokens").Used);
+    }
+
+    [Fact]
+    public void Reconcile_RefusedLease_ThrowsInvalidOperation()
+    {
+        using RatePolicy<Call> policy = TokenPolicy();
+        PolicyLease refused = policy.Acquire(new Call("alice"), new RequestCost(2_000, 0));
+
+        Assert.Throws<InvalidOperationException>(() => refused.Reconcile(new RequestCost(1, 0)));
+        Assert.Throws<InvalidOperationException>(() => refused.Charge(new RequestCost(1, 0)));
+    }
+
+    [Fact]
+    public void Reconcile_NegativeActual_ThrowsArgumentOutOfRangeAndChangesNothing()
+    {
+        using RatePolicy<Call> policy = TokenPolicy();
+        PolicyLease lease = policy.Acquire(new Call("alice"), new RequestCost(10, 0));
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => lease.Reconcile(new RequestCost(-1, 0)));
+        Assert.Equal(10, policy.GetUsage(new Call("alice"), "tokens").Used);
+        lease.Reconcile(new RequestCost(3, 0));
+        Assert.Equal(3, policy.GetUsage(new Call("alice"), "tokens").Used);
+    }
+
+    [Fact]
+    public void Reconcile_AfterThePolicyIsDisposed_ThrowsObjectDisposed()
+    {
+        RatePolicy<Call> policy = TokenPolicy();
+        PolicyLease lease = policy.Acquire(new Call("alice"), new RequestCost(10, 0));
+        policy.Dispose();
+
+        Assert.Throws<ObjectDisposedException>(() => lease.Reconcile(new RequestCost(1, 0)));
+        Assert.Throws<ObjectDisposedException>(() => policy.Acquire(new Call("alice")));
+    }
+
+    [Fact]
+    public void Dispose_WithoutReconcile_KeepsTheEstimate()
+    {
+        using RatePolicy<Call> policy = TokenPolicy();
+        PolicyLease lease = policy.Acquire(new Call("alice"), new RequestCost(300, 0));
+
+        lease.Dispose();
+        lease.Dispose();
+
+        Assert.Equal(300, policy.GetUsage(new Call("alice"), "tokens").Used);
+        Assert.Throws<InvalidOperationException>(() => lease.Reconcile(new RequestCost(1, 0)));
+    }
+
+    [Fact]
+    public void Dispose_OnALayerThatRefundsUnreconciled_GivesTheEstimateBack()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .AddLayer("kept", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+
+        policy.Acquire(new Call("alice"), new RequestCost(300, 0)).Dispose();
+
+        Assert.Equal(0, policy.GetUsage(new Call("alice"), "tokens").Used);
+        Assert.Equal(300, policy.GetUsage(new Call("alice"), "kept").Used);
+    }
+
+    [Fact]
+    public void Concurrency_SlotFreedWhenTheLeaseIsDisposed_AfterReconcileToo()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("streams", c => c.User, PolicyRule.Concurrency(2))
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease first = policy.Acquire(call, new RequestCost(1, 0));
+        PolicyLease second = policy.Acquire(call, new RequestCost(1, 0));
+        PolicyLease third = policy.Acquire(call, new RequestCost(1, 0));
+        Assert.Equal("streams", third.BlockingLayer);
+        Assert.Null(third.RetryAfter); // a slot frees when a lease is disposed: no delay to promise
+
+        first.Reconcile(new RequestCost(1, 0));
+        Assert.False(policy.Acquire(call, new RequestCost(1, 0)).IsAcquired);
+        first.Dispose();
+
+        Assert.True(policy.Acquire(call, new RequestCost(1, 0)).IsAcquired);
+        Assert.Equal(2, policy.GetUsage(call, "streams").Used);
+        GC.KeepAlive(second);
+    }
+
+    [Fact]
+    public void Concurrency_LeaseNeverDisposed_SlotFreedWhenCollectedAndReported()
+    {
+        var abandoned = new List<AbandonedLease>();
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("streams", c => c.User, PolicyRule.Concurrency(1))
+            .OnLeaseAbandoned(report =>
+            {
+                lock (abandoned)
+                {
+                    abandoned.Add(report);
+                }
+            })
+            .Build();
+        var call = new Call("alice");
+        AcquireAndDrop(policy, call);
+        Assert.False(policy.Acquire(call).IsAcquired);
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+
+        Assert.True(policy.Acquire(call).IsAcquired);
+        lock (abandoned)
+        {
+            Assert.Equal(["streams"], Assert.Single(abandoned).ReleasedLayers);
+        }
+    }
+
+    [Fact]
+    public void Charge_StepsBeyondTheEstimate_ChargedAsOverrunAsTheyHappen()
+    {
+        using RatePolicy<Call> policy = TokenPolicy();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(500, 0));
+
+        lease.Charge(new RequestCost(300, 0));
+        Assert.Equal(500, policy.GetUsage(call, "tokens").Used); // within the reservation
+        lease.Charge(new RequestCost(400, 0));
+        Assert.Equal(700, policy.GetUsage(call, "tokens").Used); // 200 past it, counted at once
+
+        RequestCost overrun = lease.Reconcile();
+
+        Assert.Equal(new RequestCost(200, 0), overrun);
+        Assert.Equal(new RequestCost(700, 0), lease.Consumed);
+        Assert.Equal(700, policy.GetUsage(call, "tokens").Used);
+    }
+
+    [Fact]
+    public void Reconcile_StreamCancelledPartWay_SettlesWhatWasProduced()
+    {
+        using RatePolicy<Call> policy = TokenPolicy();
+        var call = new Call("alice");
+        using (PolicyLease lease = policy.Acquire(call, new RequestCost(900, 0)))
+        {
+            using var disconnect = new CancellationTokenSource();
+            try
+            {
+                for (int chunk = 0; chunk < 9; chunk++)
+                {
+                    if (chunk == 3)
+                    {
+                        disconnect.Cancel();
+                    }
+
+                    disconnect.Token.ThrowIfCancellationRequested();
+                    lease.Charge(new RequestCost(100, 0));
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                lease.Reconcile();
+            }
+        }
+
+        Assert.Equal(300, policy.GetUsage(call, "tokens").Used);
+    }
+
+    [Fact]
+    public void Soft_ThresholdsReportedOncePerPeriodAndNeverRefuses()
+    {
+        var crossings = new List<ThresholdCrossing>();
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 100).Counting(PolicyMeter.Money).AsSoft(0.5, 0.8, 1.0, 1.2))
+            .OnThresholdCrossed(crossings.Add)
+            .Build();
+        var call = new Call("alice");
+
+        for (int i = 0; i < 13; i++)
+        {
+            Assert.True(policy.Acquire(call, new RequestCost(0, 10)).IsAcquired);
+        }
+
+        Assert.Equal([0.5, 0.8, 1.0, 1.2], crossings.Select(c => c.Threshold));
+        Assert.All(crossings, c => Assert.Equal("alice", c.Key));
+        _time.Advance(TimeSpan.FromHours(14));
+        policy.Acquire(call, new RequestCost(0, 60));
+        Assert.Equal([0.5, 0.8, 1.0, 1.2, 0.5], crossings.Select(c => c.Threshold));
+    }
+
+    [Fact]
+    public void GetUsage_ReportsUsedRemainingAndResetWithoutConsuming()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("cost/day", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Money))
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .Build();
+        var call = new Call("alice");
+        policy.Acquire(call, new RequestCost(0, 600));
+
+        LayerUsage cost = policy.GetUsage(call, "cost/day");
+        IReadOnlyList<LayerUsage> all = policy.GetUsage(call);
+
+        Assert.Equal(new LayerUsage("cost/day", 1_000, 600, TimeSpan.FromHours(14)), cost);
+        Assert.Equal(400, cost.Remaining);
+        Assert.Equal(0.6, cost.Fraction);
+        Assert.Equal(["cost/day", "user"], all.Select(u => u.Layer));
+        Assert.Equal(1, all[1].Used);
+        Assert.Equal(new LayerUsage("cost/day", 1_000, 0, TimeSpan.Zero), policy.GetUsage(new Call("bob"), "cost/day"));
+        Assert.Throws<ArgumentException>(() => policy.GetUsage(call, "nope"));
+    }
+
+    [Fact]
+    public void UpdateTiers_TakesEffectAtOnceAndKeepsTheUsageCounted()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .UseTiers(c => c.Tier, new PolicyTiers { ["free"] = { ["cost"] = 100 }, ["pro"] = { ["cost"] = 1_000 } })
+            .AddLayer("cost", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money))
+            .Build();
+        var free = new Call("alice", Tier: "free");
+        Assert.True(policy.Acquire(free, new RequestCost(0, 90)).IsAcquired);
+        Assert.False(policy.Acquire(free, new RequestCost(0, 20)).IsAcquired);
+
+        policy.UpdateTiers(new PolicyTiers { ["free"] = { ["cost"] = 200 }, ["pro"] = { ["cost"] = 1_000 } });
+        Assert.True(policy.Acquire(free, new RequestCost(0, 20)).IsAcquired);
+        Assert.Equal(new LayerUsage("cost", 200, 110, TimeSpan.FromHours(14)), policy.GetUsage(free, "cost"));
+
+        var upgraded = free with { Tier = "pro" };
+        Assert.True(policy.Acquire(upgraded, new RequestCost(0, 800)).IsAcquired);
+        Assert.Equal(910, policy.GetUsage(upgraded, "cost").Used);
+        Assert.Throws<InvalidOperationException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["typo"] = 1 } }));
+    }
+
+    [Fact]
+    public void Acquire_Hierarchy_EveryLevelIsCheckedWhateverMatchedBefore()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .AddLayer("team", c => c.Team, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 3))
+            .AddGlobalLayer("org", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 4))
+            .Build();
+
+        Assert.True(policy.Acquire(new Call("a", "red")).IsAcquired);
+        Assert.True(policy.Acquire(new Call("b", "red")).IsAcquired);
+        Assert.True(policy.Acquire(new Call("c", "red")).IsAcquired);
+        Assert.Equal("team", policy.Acquire(new Call("d", "red")).BlockingLayer);
+        Assert.True(policy.Acquire(new Call("e", "blue")).IsAcquired);
+        Assert.Equal("org", policy.Acquire(new Call("f", "blue")).BlockingLayer);
+        Assert.Equal(0, policy.GetUsage(new Call("d", "red"), "user").Used);
+    }
+
+    [Fact]
+    public void AsRateLimiter_ChainsWithInBoxLimitersAndReturnsPolicyLeases()
+    {
+        using RatePolicy<Call> policy = Builder().AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 2)).Build();
+        using PartitionedRateLimiter<Call> limiter = policy.AsRateLimiter();
+        using PartitionedRateLimiter<Call> chained = PartitionedRateLimiter.CreateChained(
+            limiter,
+            PartitionedRateLimiter.Create<Call, string>(c => RateLimitPartition.GetNoLimiter(c.User)));
+        var call = new Call("alice");
+
+        Assert.True(limiter.AttemptAcquire(call, 0).IsAcquired); // a probe reserves nothing
+        Assert.True(chained.AttemptAcquire(call).IsAcquired);
+        Assert.IsAssignableFrom<PolicyLease>(limiter.AttemptAcquire(call));
+        RateLimitLease refused = chained.AttemptAcquire(call);
+
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.ReasonPhrase, out string? _));
+        Assert.False(limiter.AttemptAcquire(call, 0).IsAcquired);
+        Assert.Equal(0, limiter.GetStatistics(call)!.CurrentAvailablePermits);
+    }
+
+    [Fact]
+    public void Sweep_IdleKeysEvicted_TheyComeBackFresh()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .WithIdleEvictionInterval(TimeSpan.FromSeconds(1))
+            .Build();
+        var call = new Call("alice");
+        Assert.True(policy.Acquire(call).IsAcquired);
+        Assert.False(policy.Acquire(call).IsAcquired);
+
+        _time.Advance(TimeSpan.FromMinutes(2));
+
+        Assert.True(policy.Acquire(call).IsAcquired);
+        Assert.False(policy.Acquire(call).IsAcquired);
+    }
+
+    [Fact]
+    public void Build_InvalidSetup_ThrowsClearly()
+    {
+        PolicyRule rule = PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1);
+        Assert.Throws<ArgumentException>(() => Builder().AddLayer("a", c => c.User, rule).AddLayer("a", c => c.User, rule));
+        Assert.Throws<InvalidOperationException>(() => Builder().Build());
+        Assert.Throws<InvalidOperationException>(() => Builder().AddLayer("a", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1))).Build());
+        Assert.Throws<InvalidOperationException>(() => Builder()
+            .UseTiers(c => c.Tier, new PolicyTiers { ["free"] = { ["b"] = 1 } })
+            .AddLayer("a", c => c.User, rule).Build());
+        RatePolicyBuilder<Call> full = Builder();
+        for (int i = 0; i < 16; i++)
+        {
+            full.AddLayer($"layer {i}", c => c.User, rule);
+        }
+
+        Assert.Throws<ArgumentException>(() => full.AddLayer("one more", c => c.User, rule));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PolicyRule.SlidingWindowCounter(TimeSpan.FromSeconds(10), 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PolicyRule.FixedWindow(TimeSpan.Zero, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 0));
+        Assert.Throws<ArgumentException>(() => PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), 10).Counting(PolicyMeter.Tokens));
+        Assert.Throws<ArgumentException>(() => PolicyRule.TokenBucket(10, 1, TimeSpan.FromSeconds(1)).AsSoft(0.5));
+        Assert.Throws<ArgumentException>(() => PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1).AsSoft(0.8, 0.5));
+        Assert.Throws<TimeZoneNotFoundException>(() => PolicyRule.Calendar(CalendarPeriod.Day, 1, TimeZoneInfo.FindSystemTimeZoneById("Not/A_Zone")));
+    }
+
+    [Fact]
+    public void Acquire_AllFourAlgorithmsAsLayers_EachEnforcesItsLimit()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("log", c => c.User, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), 5))
+            .AddLayer("counter", c => c.User, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 4))
+            .AddLayer("fixed", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 6))
+            .AddLayer("bucket", c => c.User, PolicyRule.TokenBucket(3, 1, TimeSpan.FromSeconds(10)))
+            .Build();
+        var call = new Call("alice");
+
+        Assert.True(policy.Acquire(call).IsAcquired);
+        Assert.True(policy.Acquire(call).IsAcquired);
+        Assert.True(policy.Acquire(call).IsAcquired);
+        PolicyLease refused = policy.Acquire(call);
+
+        Assert.Equal("bucket", refused.BlockingLayer);
+        Assert.Equal(3, policy.GetUsage(call, "log").Used);
+        Assert.Equal(3, policy.GetUsage(call, "counter").Used);
+        Assert.Equal(3, policy.GetUsage(call, "fixed").Used);
+        _time.Advance(TimeSpan.FromSeconds(10));
+        Assert.True(policy.Acquire(call).IsAcquired);
+        Assert.Equal("counter", policy.Acquire(call).BlockingLayer);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void AcquireAndDrop(RatePolicy<Call> policy, Call call) => Assert.True(policy.Acquire(call).IsAcquired);
+
+    private RatePolicy<Call> TokenPolicy() => Builder()
+        .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+        .Build();
+}
