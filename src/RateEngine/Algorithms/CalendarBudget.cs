@@ -28,12 +28,17 @@ internal readonly struct CalendarBudget : IWeightedAlgorithm<BudgetPeriodState>
 
     private readonly long _limit;
     private readonly CalendarSchedule _schedule;
+    private readonly LimiterClock _clock;
 
-    public CalendarBudget(long limit, CalendarSchedule schedule)
+    /// <param name="limit">The most admitted per period.</param>
+    /// <param name="schedule">The periods, on <paramref name="clock"/>'s ticks.</param>
+    /// <param name="clock">Read by a refund, which is given no time: a period that has ended frees nothing.</param>
+    public CalendarBudget(long limit, CalendarSchedule schedule, LimiterClock clock)
     {
         Debug.Assert(limit is > 0 and <= MaxUsed);
         _limit = limit;
         _schedule = schedule;
+        _clock = clock;
     }
 
     public long PermitLimit => _limit;
@@ -86,10 +91,11 @@ internal readonly struct CalendarBudget : IWeightedAlgorithm<BudgetPeriodState>
 
     public bool Refund(ref BudgetPeriodState state, in Admission admission, long amount)
     {
+        // Its period is over (a later one began, or its end has passed with no request since): the amount came back with it.
         BudgetPeriodState period = Volatile.Read(ref state);
-        if (period.Period != admission.Marker)
+        if (period.Period != admission.Marker || _clock.Now() >= period.End)
         {
-            return false; // its period is over: the amount came back with it
+            return false;
         }
 
         long after = Interlocked.Add(ref period.Used, -amount);

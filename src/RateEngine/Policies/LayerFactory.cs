@@ -34,7 +34,7 @@ internal static class LayerFactory
         where TKey : notnull
     {
         var schedule = new CalendarSchedule(settings.OriginUtc, settings.Clock.Provider.TimestampFrequency, monthly: rule.Period == CalendarPeriod.Month, rule.TimeZone);
-        return Layer<TContext, TKey, CalendarBudget, BudgetPeriodState>(name, rule, keySelector, settings, comparer, limit => new CalendarBudget(limit, schedule));
+        return Layer<TContext, TKey, CalendarBudget, BudgetPeriodState>(name, rule, keySelector, settings, comparer, limit => new CalendarBudget(limit, schedule, settings.Clock));
     }
 
     private static KeyedLayer<TContext, TKey, TAlgorithm, TState> Layer<TContext, TKey, TAlgorithm, TState>(
