@@ -34,7 +34,7 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     internal RatePolicy(
         PolicyLayer<TContext>[] declared, LimiterClock clock, TimeSpan idleEvictionInterval, Action<ReconcileRecord>? onReconciled, Action<AbandonedLease>? onAbandoned)
     {
-        // Logs last: a layer decided last is never rolled back, and the log can only undo its newest admission.
+        // Logs and buckets last: they undo only an admission no other has followed, and a layer decided last is never rolled back.
         _layers = [.. declared.Where(layer => layer.RollsBackExactly), .. declared.Where(layer => !layer.RollsBackExactly)];
         LayerNames = [.. declared.Select(layer => layer.Name)];
         _clock = clock;

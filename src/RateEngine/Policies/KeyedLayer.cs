@@ -85,7 +85,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         }
     }
 
-    public override bool RollsBackExactly => Rule.Kind != PolicyRuleKind.SlidingWindowLog;
+    public override bool RollsBackExactly => Rule.Kind is not (PolicyRuleKind.SlidingWindowLog or PolicyRuleKind.TokenBucket);
 
     public override int ShardCount => _table?.ShardCount ?? 0;
 

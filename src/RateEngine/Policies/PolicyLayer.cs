@@ -15,8 +15,10 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     public bool IsSoft => Rule.SoftThresholds.Count > 0;
 
     /// <summary>
-    /// Whether a reservation taken a moment ago can always be undone exactly. Not the log's (it undoes only the newest
-    /// admission), so the policy decides log layers last: a layer decided last never has to be rolled back.
+    /// Whether a reservation taken a moment ago can always be undone exactly, whatever other requests did meanwhile. Not
+    /// the log's or the bucket's: they undo an admission only while no other admission on the key has followed it (the
+    /// bucket may have refilled in between), so the policy decides them last, where a refusal rolls them back least often,
+    /// and a layer decided last is never rolled back.
     /// </summary>
     public abstract bool RollsBackExactly { get; }
 
