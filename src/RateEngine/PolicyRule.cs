@@ -121,6 +121,26 @@ public sealed class PolicyRule
         return new(PolicyRuleKind.Calendar, CheckLongLimit(limit), TimeSpan.Zero) { Period = period, TimeZone = timeZone ?? TimeZoneInfo.Utc };
     }
 
+    /// <summary>A calendar budget whose periods end at midnight in the time zone <paramref name="timeZoneId"/> (an IANA or Windows id).</summary>
+    /// <inheritdoc cref="Calendar(CalendarPeriod, long?, TimeZoneInfo?)"/>
+    /// <exception cref="ArgumentException">The id is null or blank.</exception>
+    /// <exception cref="TimeZoneNotFoundException">This machine does not know the zone (its tz database lacks it, or the id is wrong).</exception>
+    public static PolicyRule CalendarInZone(CalendarPeriod period, string timeZoneId, long? limit = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(timeZoneId);
+        TimeZoneInfo zone;
+        try
+        {
+            zone = TimeZoneInfo.FindSystemTimeZoneById(timeZoneId);
+        }
+        catch (TimeZoneNotFoundException exception)
+        {
+            throw new TimeZoneNotFoundException($"Unknown time zone '{timeZoneId}' for a calendar budget: this machine's time-zone database does not have it.", exception);
+        }
+
+        return Calendar(period, limit, zone);
+    }
+
     /// <summary>At most <paramref name="limit"/> requests in flight (per tier when null); a request's slot is freed when its lease is disposed.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The limit is not in 1..<see cref="int.MaxValue"/>.</exception>
     public static PolicyRule Concurrency(long? limit = null) => new(PolicyRuleKind.Concurrency, CheckIntLimit(limit), TimeSpan.Zero);

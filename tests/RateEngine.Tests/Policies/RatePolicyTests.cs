@@ -159,6 +159,20 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Acquire_TierSelectorThrows_ExceptionPropagatesAndNoLayerChanges()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .UseTiers(c => c.Tier == "bad" ? throw new KeyNotFoundException("no such account") : c.Tier, new PolicyTiers { ["free"] = { ["cost"] = 100 } })
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .AddLayer("cost", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money))
+            .Build();
+
+        Assert.Throws<KeyNotFoundException>(() => policy.Acquire(new Call("alice", Tier: "bad"), new RequestCost(0, 1)));
+
+        Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
+    }
+
+    [Fact]
     public void Reconcile_ActualBelowEstimate_RefundsTheDifferenceOnEveryWeightedLayer()
     {
         var records = new List<ReconcileRecord>();
@@ -532,7 +546,8 @@ public class RatePolicyTests
         Assert.Throws<ArgumentException>(() => PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), 10).Counting(PolicyMeter.Tokens));
         Assert.Throws<ArgumentException>(() => PolicyRule.TokenBucket(10, 1, TimeSpan.FromSeconds(1)).AsSoft(0.5));
         Assert.Throws<ArgumentException>(() => PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1).AsSoft(0.8, 0.5));
-        Assert.Throws<TimeZoneNotFoundException>(() => PolicyRule.Calendar(CalendarPeriod.Day, 1, TimeZoneInfo.FindSystemTimeZoneById("Not/A_Zone")));
+        Assert.Contains("Not/A_Zone", Assert.Throws<TimeZoneNotFoundException>(() => PolicyRule.CalendarInZone(CalendarPeriod.Day, "Not/A_Zone", 1)).Message, StringComparison.Ordinal);
+        Assert.Equal(TimeZoneInfo.Utc, PolicyRule.CalendarInZone(CalendarPeriod.Day, "UTC", 1).TimeZone);
     }
 
     [Fact]
