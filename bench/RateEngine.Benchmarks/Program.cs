@@ -3,6 +3,7 @@ using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using RateEngine.Benchmarks;
 using RateEngine.Benchmarks.Compare;
+using RateEngine.Benchmarks.Policies;
 using RateEngine.Benchmarks.Simulations;
 using RateEngine.Benchmarks.Subjects;
 using RateEngine.Benchmarks.Subjects.Partitions;
@@ -35,6 +36,17 @@ try
         return 0;
     }
 
+    if (args.Length > 0 && args[0] == "--policy")
+    {
+        string output = args switch
+        {
+            [_] => Path.Combine(RepositoryRoot(), "bench", "results"),
+            [_, "--out", string dir] => Path.GetFullPath(dir),
+            _ => throw new ArgumentException("usage: --policy [--out DIR] (try --help)"),
+        };
+        return Program.RunPolicy(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
+    }
+
     if (args.Length > 0 && args[0] == "--estimator")
     {
         string output = args switch
@@ -55,6 +67,7 @@ try
             "--out" => settings with { OutputDirectory = Path.GetFullPath(args[++i]) },
             "--partition-rounds" => settings with { PartitionRounds = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture) },
             "--partition-hot-rounds" => settings with { PartitionHotRounds = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture) },
+            "--policy-rounds" => settings with { PolicyRounds = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture) },
             "--partition-keys" => settings with { PartitionKeys = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture) },
             _ => throw new ArgumentException($"unknown option '{args[i]}' (try --help)"),
         };
@@ -96,8 +109,8 @@ internal static partial class Program
 
             modes:
               (none)                    compare mode, the README's main command: every limiter against its in-box one in
-                                        one run, then the partitioned limiters, then the estimator simulation (as
-                                        --estimator); tables with their targets on the console, compare.md and
+                                        one run, then the partitioned limiters, the layered policy (as --policy), then
+                                        the estimator simulation (as --estimator); tables with their targets on the console, compare.md and
                                         compare.png in the output directory
               --bdn [ARGS]              the BenchmarkDotNet suites; ARGS go to BenchmarkSwitcher (none: --filter *),
                                         e.g. --filter '*Uncontended*', --job short, --list flat
@@ -109,6 +122,9 @@ internal static partial class Program
               --profile partition FAMILY KEYS inbox|engine N [RUNS]
                                         warm-up, then RUNS (default 1) first-touch runs of N new keys on a fresh limiter
                                         FAMILY: {string.Join('|', PartitionFamilies.All)}; KEYS: {string.Join('|', PartitionKeyKinds.All)}
+              --policy [--out DIR]      the layered-policy section alone: a 5-layer RatePolicy against 5 in-box limiters
+                                        chained with CreateChained, 10k users; about 10 s; prints the table and writes
+                                        policy.md to DIR (default bench/results of the repository)
               --estimator [--out DIR]   the estimator simulation alone: requests admitted under a tokens-per-minute budget
                                         when reserving max_tokens, the learned CostEstimator estimate, or the exact actual;
                                         seeded, on a virtual clock, about a second; prints the table and writes
@@ -120,6 +136,7 @@ internal static partial class Program
               --rounds N                single-limiter rounds (default {defaults.Rounds})
               --partition-rounds N      partition first-touch and memory rounds (default {defaults.PartitionRounds}; 0 skips the partition section)
               --partition-hot-rounds N  partition hot-key rounds (default {defaults.PartitionHotRounds}; 0 skips the partition section)
+              --policy-rounds N         layered-policy rounds (default {defaults.PolicyRounds}; 0 skips the section)
               --partition-keys N        new keys per first-touch run (default {defaults.PartitionKeys:N0})
               --out DIR                 where compare.md and compare.png go (default {defaults.OutputDirectory} of the repository)
 
@@ -146,6 +163,14 @@ internal static partial class Program
             Console.WriteLine();
         }
 
+        if (result.Policy is { } policy)
+        {
+            Console.WriteLine("Layered policy, 5 layers, 10k users:");
+            Console.WriteLine(PolicyReport.Table(policy));
+            Console.WriteLine(string.Join(Environment.NewLine, PolicyReport.Verdicts(policy)));
+            Console.WriteLine();
+        }
+
         if (result.Estimator is { } estimator)
         {
             Console.WriteLine($"Learned reservations (estimator simulation, {estimator.Duration.TotalMilliseconds:F0} ms):");
@@ -157,6 +182,30 @@ internal static partial class Program
         Console.WriteLine($"wrote {markdown}");
         Console.WriteLine($"wrote {chart}");
         Console.WriteLine($"compare mode took {total.Elapsed.TotalSeconds:F1} s");
+        return 0;
+    }
+
+    /// <summary><c>--policy</c>: the layered-policy section alone, its table on the console, and policy.md.</summary>
+    public static int RunPolicy(string outputDirectory, string commandLine)
+    {
+        var defaults = new CompareSettings { OutputDirectory = outputDirectory };
+        var clock = Stopwatch.StartNew();
+        PolicyResult result = PolicyHarness.Run(
+            defaults.PolicyRounds, defaults.SingleThreadRound, defaults.ThreadedRound, message => Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] {message}"));
+        Console.WriteLine(PolicyReport.Table(result));
+        Console.WriteLine(string.Join(Environment.NewLine, PolicyReport.Verdicts(result)));
+        var text = new System.Text.StringBuilder();
+        text.AppendLine("# Layered policy benchmark");
+        text.AppendLine();
+        MachineInfo m = MachineInfo.Read();
+        text.AppendLine(System.Globalization.CultureInfo.InvariantCulture,
+            $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {result.Duration.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}, {m.Gc} GC; load average {m.LoadAverageAtStart}.");
+        text.AppendLine();
+        PolicyReport.AppendSection(text, result);
+        Directory.CreateDirectory(outputDirectory);
+        string path = Path.Combine(outputDirectory, "policy.md");
+        File.WriteAllText(path, text.ToString());
+        Console.WriteLine($"wrote {path}");
         return 0;
     }
 

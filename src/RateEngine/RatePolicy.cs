@@ -166,9 +166,9 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
             return pause;
         }
 
+        // The holds are the lease's own array from the start: a stack buffer would cost zeroing and a copy on every success.
         PolicyLayer<TContext>[] layers = _layers;
-        HoldBuffer buffer = default;
-        Span<LayerHold> holds = ((Span<LayerHold>)buffer)[..layers.Length];
+        var holds = new LayerHold[layers.Length];
 
         // Phase 1: keys, entries and tiers. User code runs here, before anything changes.
         for (int i = 0; i < layers.Length; i++)
@@ -201,17 +201,16 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
             return AcquiredPolicyLease<TContext>.Probe;
         }
 
-        LayerHold[] kept = holds.ToArray();
         return _tracksAbandoned
-            ? new TrackedPolicyLease<TContext>(this, context, kept, estimate)
-            : new AcquiredPolicyLease<TContext>(this, context, kept, estimate);
+            ? new TrackedPolicyLease<TContext>(this, context, holds, estimate)
+            : new AcquiredPolicyLease<TContext>(this, context, holds, estimate);
     }
 
     /// <summary>What a request puts on a layer: its requests, or its estimate on the layer's meter.</summary>
     internal static long AmountOn(PolicyLayer<TContext> layer, RequestCost cost, long requests) =>
         layer.Meter == PolicyMeter.Requests ? requests : requests == 0 ? 0 : cost.On(layer.Meter);
 
-    private RefusedPolicyLease Refusal(Span<LayerHold> holds, int refused, long now, long retryAfter, RequestCost estimate, long requests)
+    private RefusedPolicyLease Refusal(LayerHold[] holds, int refused, long now, long retryAfter, RequestCost estimate, long requests)
     {
         // The longest delay among every layer that would refuse: the ones after the first refusal are checked read-only.
         PolicyLayer<TContext> first = _layers[refused];

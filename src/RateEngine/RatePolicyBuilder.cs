@@ -9,6 +9,9 @@ namespace RateEngine;
 /// <typeparam name="TContext">What the application knows about a request (user, IP, tool, tier, model).</typeparam>
 public sealed class RatePolicyBuilder<TContext>
 {
+    /// <summary>The most layers a policy may have: each request holds one slot per layer.</summary>
+    private const int MaxLayers = 16;
+
     private readonly List<(string Name, PolicyRule Rule, Func<LayerSettings<TContext>, PolicyLayer<TContext>> Create)> _layers = [];
     private TimeProvider _timeProvider = TimeProvider.System;
     private Func<TContext, string?>? _tierSelector;
@@ -140,9 +143,9 @@ public sealed class RatePolicyBuilder<TContext>
             throw new ArgumentException($"The policy already has a layer named '{name}'.", nameof(name));
         }
 
-        if (_layers.Count == HoldBuffer.MaxLayers)
+        if (_layers.Count == MaxLayers)
         {
-            throw new ArgumentException($"A policy has at most {HoldBuffer.MaxLayers} layers.", nameof(name));
+            throw new ArgumentException($"A policy has at most {MaxLayers} layers.", nameof(name));
         }
 
         _layers.Add((name, rule, settings =>

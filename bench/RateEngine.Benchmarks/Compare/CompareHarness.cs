@@ -72,11 +72,14 @@ internal sealed class CompareHarness(CompareSettings settings)
         PartitionResult? partitions = settings.PartitionRounds > 0 && settings.PartitionHotRounds > 0
             ? new PartitionHarness(settings, Progress).Run()
             : null;
+        Policies.PolicyResult? policy = settings.PolicyRounds > 0
+            ? Policies.PolicyHarness.Run(settings.PolicyRounds, settings.SingleThreadRound, settings.ThreadedRound, Progress)
+            : null;
         Progress("estimator simulation: max_tokens, learned and exact reservations on a virtual clock");
         EstimatorResult estimator = EstimatorSimulation.Run(new EstimatorSettings());
         Progress($"estimator simulation done in {estimator.Duration.TotalMilliseconds:F0} ms");
         machine = machine with { LoadAverageAtEnd = MachineInfo.LoadAverage() };
-        return new CompareResult(machine, settings, rows, partitions, _clock.Elapsed) { Estimator = estimator };
+        return new CompareResult(machine, settings, rows, partitions, _clock.Elapsed) { Estimator = estimator, Policy = policy };
     }
 
     private void Progress(string message) => Console.WriteLine($"[{_clock.Elapsed.TotalSeconds,6:F1}s] {message}");

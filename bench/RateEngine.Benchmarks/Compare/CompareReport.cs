@@ -205,6 +205,11 @@ internal static class CompareReport
             PartitionReport.AppendSection(text, result);
         }
 
+        if (result.Policy is { } policy)
+        {
+            Policies.PolicyReport.AppendSection(text, policy);
+        }
+
         if (result.Estimator is { } estimator)
         {
             EstimatorReport.AppendSection(text, estimator, "## Learned reservations (estimator simulation)");

@@ -10,6 +10,9 @@ internal sealed record CompareResult(
     /// <summary>The estimator simulation's section (seeded, virtual clock), appended after the partitions.</summary>
     public EstimatorResult? Estimator { get; init; }
 
+    /// <summary>The layered-policy section (a 5-layer policy against the in-box chain), after the partitions.</summary>
+    public Policies.PolicyResult? Policy { get; init; }
+
     public CompareRow Ceiling => Rows.Single(r => r.Kind is null);
 
     public CompareRow Row(LimiterKind kind) => Rows.Single(r => r.Kind == kind);

@@ -35,6 +35,9 @@ internal sealed record CompareSettings
     /// <summary>Families of the partition section.</summary>
     public IReadOnlyList<PartitionFamily> PartitionFamilies { get; init; } = Subjects.Partitions.PartitionFamilies.All;
 
+    /// <summary>Rounds of the layered-policy section (0 skips it); the report takes the median.</summary>
+    public int PolicyRounds { get; init; } = 5;
+
     public required string OutputDirectory { get; init; }
 
     public bool IsSmoke { get; init; }
@@ -50,6 +53,7 @@ internal sealed record CompareSettings
         PartitionHotRounds = 1,
         PartitionKeys = 5_000,
         PartitionWarmUp = TimeSpan.FromMilliseconds(10),
+        PolicyRounds = 1,
         OutputDirectory = outputDirectory,
         IsSmoke = true,
     };

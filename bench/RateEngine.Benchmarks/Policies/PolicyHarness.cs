@@ -1,0 +1,105 @@
+using System.Diagnostics;
+using System.Threading.RateLimiting;
+using RateEngine.Benchmarks.Compare;
+
+namespace RateEngine.Benchmarks.Policies;
+
+/// <summary>One subject's figures over the rounds.</summary>
+internal sealed record PolicyRow(string Name, Stat Nanoseconds, Stat TwoThreadOpsPerSecond, double BytesPerOperation, long Operations);
+
+/// <summary>The layered-policy section: the in-box chain, RateEngine's acquire, and RateEngine's acquire with reconcile.</summary>
+internal sealed record PolicyResult(PolicyRow InBox, PolicyRow Acquire, PolicyRow AcquireReconcile, int Rounds, TimeSpan Duration)
+{
+    public double SingleThreadRatio => InBox.Nanoseconds.Median / Acquire.Nanoseconds.Median;
+
+    public double TwoThreadRatio => Acquire.TwoThreadOpsPerSecond.Median / InBox.TwoThreadOpsPerSecond.Median;
+}
+
+/// <summary>
+/// Measures a five-layer policy against five in-box limiters chained, on 10k users: ns/op on one thread and total ops/s of
+/// two threads on the one shared policy, in interleaved rounds (rotated order), after two warm-up passes.
+/// </summary>
+internal static class PolicyHarness
+{
+    public static PolicyResult Run(int rounds, TimeSpan singleRound, TimeSpan threadedRound, Action<string> progress)
+    {
+        var clock = Stopwatch.StartNew();
+        BenchRequest[] requests = PolicySubjects.Requests();
+        using RatePolicy<BenchRequest> policy = PolicySubjects.RateEngine();
+        using RatePolicy<BenchRequest> reconciling = PolicySubjects.RateEngine();
+        using PartitionedRateLimiter<BenchRequest> chain = PolicySubjects.InBoxChain();
+        Subject[] subjects =
+        [
+            new("in-box CreateChained (5 partitioned limiters)", (cursor, ops) => PolicyLoops.InBox(chain, cursor, ops)),
+            new("RateEngine RatePolicy (5 layers), acquire", (cursor, ops) => PolicyLoops.Acquire(policy, cursor, ops)),
+            new("RateEngine RatePolicy (5 layers), acquire + reconcile", (cursor, ops) => PolicyLoops.AcquireReconcile(reconciling, cursor, ops)),
+        ];
+
+        for (int pass = 1; pass <= 2; pass++)
+        {
+            foreach (Subject subject in subjects)
+            {
+                progress($"layered policy warm-up {pass}/2: {subject.Name}");
+                var cursor = new PolicyCursor(requests, 0);
+                Measure.WarmUp((_, ops) => subject.Loop(cursor, ops), null!, singleRound, 10_000);
+                subject.Threaded(requests, threadedRound / 2);
+            }
+        }
+
+        foreach (Subject subject in subjects)
+        {
+            var cursor = new PolicyCursor(requests, 0);
+            subject.Operations = Measure.Calibrate((_, ops) => subject.Loop(cursor, ops), null!, singleRound);
+        }
+
+        for (int round = 0; round < rounds; round++)
+        {
+            for (int i = 0; i < subjects.Length; i++)
+            {
+                Subject subject = subjects[(i + round) % subjects.Length];
+                subject.MeasureRound(requests, threadedRound, round);
+            }
+
+            progress($"layered policy round {round + 1}/{rounds}: "
+                + string.Join(", ", subjects.Select(s => $"{s.Name} {s.Single[^1].NanosecondsPerOperation:F0} ns")));
+        }
+
+        return new PolicyResult(subjects[0].Summarize(), subjects[1].Summarize(), subjects[2].Summarize(), rounds, clock.Elapsed);
+    }
+
+    private sealed class Subject(string name, Func<PolicyCursor, long, long> loop)
+    {
+        public string Name { get; } = name;
+
+        public Func<PolicyCursor, long, long> Loop { get; } = loop;
+
+        public long Operations { get; set; }
+
+        public List<Sample> Single { get; } = [];
+
+        public List<Sample> Two { get; } = [];
+
+        public Sample Threaded(BenchRequest[] requests, TimeSpan duration)
+        {
+            Sample sample = Measure.OnThreads(2, (cursor, ops) => Loop(cursor, ops), t => new PolicyCursor(requests, t * requests.Length / 2), duration, 1_000);
+            Check.That(sample.Acquired == sample.Operations, $"{Name}: a request was refused in a 2-thread run");
+            return sample;
+        }
+
+        public void MeasureRound(BenchRequest[] requests, TimeSpan threadedRound, int round)
+        {
+            var cursor = new PolicyCursor(requests, round * 7_919 % requests.Length);
+            Sample single = Measure.OnThisThread((_, ops) => Loop(cursor, ops), null!, Operations);
+            Check.That(single.Acquired == single.Operations, $"{Name}: a request was refused");
+            Single.Add(single);
+            Two.Add(Threaded(requests, threadedRound));
+        }
+
+        public PolicyRow Summarize() => new(
+            Name,
+            Stat.Of(Single.Select(s => s.NanosecondsPerOperation)),
+            Stat.Of(Two.Select(s => s.OperationsPerSecond)),
+            Single.Sum(s => (double)s.AllocatedBytes) / Single.Sum(s => s.Operations),
+            Single.Sum(s => s.Operations) + Two.Sum(s => s.Operations));
+    }
+}

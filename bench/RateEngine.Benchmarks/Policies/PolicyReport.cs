@@ -1,0 +1,69 @@
+using System.Globalization;
+using System.Text;
+using RateEngine.Benchmarks.Compare;
+
+namespace RateEngine.Benchmarks.Policies;
+
+/// <summary>The layered-policy table, its target verdicts, and its compare.md section.</summary>
+internal static class PolicyReport
+{
+    private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
+
+    public static string Table(PolicyResult result) => MarkdownTable.Render(
+        ["subject", "ns/op (1 thr)", "× faster than chain", "ops/s, 2 thr, shared", "2 thr × chain", "B/op"],
+        [false, true, true, true, true, true],
+        [.. new[] { result.InBox, result.Acquire, result.AcquireReconcile }.Select(row => new[]
+        {
+            row.Name,
+            row.Nanoseconds.Median.ToString("F0", Invariant),
+            (result.InBox.Nanoseconds.Median / row.Nanoseconds.Median).ToString("F2", Invariant) + "×",
+            Rate(row.TwoThreadOpsPerSecond.Median),
+            (row.TwoThreadOpsPerSecond.Median / result.InBox.TwoThreadOpsPerSecond.Median).ToString("F2", Invariant) + "×",
+            row.BytesPerOperation.ToString("F0", Invariant),
+        })]);
+
+    public static IEnumerable<string> Verdicts(PolicyResult result)
+    {
+        yield return Verdict("1 thread: RateEngine's 5-layer acquire at least 5× faster than the in-box chain", result.SingleThreadRatio);
+        yield return Verdict("2 threads: RateEngine's total ops/s at least 5× the in-box chain's", result.TwoThreadRatio);
+    }
+
+    public static void AppendSection(StringBuilder text, PolicyResult result)
+    {
+        text.AppendLine("## Layered policy: five layers against five chained in-box limiters");
+        text.AppendLine();
+        text.AppendLine("Issue 10's policy (ip, user, tool, tokens per minute, daily cents) for 10,000 users (each with its own IP) and 8");
+        text.AppendLine("tools, requests in a seeded random order, limits no run exhausts: RateEngine's `RatePolicy` (`Acquire` with an");
+        text.AppendLine("estimate of 500 tokens and 2,500 micro-dollars, then `Dispose`; and with a `Reconcile` in between) against");
+        text.AppendLine("`PartitionedRateLimiter.CreateChained` over five `PartitionedRateLimiter.Create` limiters with the same windows");
+        text.AppendLine("(`AttemptAcquire` + `Dispose`). The chain cannot weigh tokens or money per layer, nor undo a layer when a later one");
+        text.AppendLine("refuses; the policy does both. Medians of " + result.Rounds.ToString(Invariant) + " interleaved rounds; B/op on the measuring thread.");
+        text.AppendLine();
+        text.AppendLine(Table(result));
+        text.AppendLine();
+        text.AppendLine(MarkdownTable.Render(
+            ["subject", "ns/op min – max", "2 thr ops/s min – max", "operations"],
+            [false, true, true, true],
+            [.. new[] { result.InBox, result.Acquire, result.AcquireReconcile }.Select(row => new[]
+            {
+                row.Name,
+                $"{row.Nanoseconds.Min.ToString("F0", Invariant)} – {row.Nanoseconds.Max.ToString("F0", Invariant)}",
+                $"{Rate(row.TwoThreadOpsPerSecond.Min)} – {Rate(row.TwoThreadOpsPerSecond.Max)}",
+                row.Operations.ToString("N0", Invariant),
+            })]));
+        text.AppendLine();
+        text.AppendLine("Targets (bench/README.md):");
+        text.AppendLine();
+        foreach (string verdict in Verdicts(result))
+        {
+            text.AppendLine("- " + verdict);
+        }
+
+        text.AppendLine();
+    }
+
+    private static string Verdict(string target, double ratio) =>
+        $"{target}: {ratio.ToString("F2", Invariant)}× — {(ratio >= 5 ? "met" : $"missed by {(5 / ratio).ToString("F2", Invariant)}×")}";
+
+    private static string Rate(double perSecond) => (perSecond / 1e6).ToString("F2", Invariant) + " M";
+}
