@@ -134,7 +134,8 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     /// <summary>
     /// This policy as a <see cref="PartitionedRateLimiter{TResource}"/>: each acquire is one policy decision for
     /// <c>permitCount</c> requests at <paramref name="estimate"/> (nothing on the weighted meters when null), and its lease
-    /// is the <see cref="PolicyLease"/> (cast it to reconcile). <c>AcquireAsync</c> does not queue.
+    /// is the <see cref="PolicyLease"/> (cast it to reconcile). <c>AcquireAsync</c> does not queue. Disposing the limiter
+    /// disposes this policy (as ASP.NET Core disposes its limiters on shutdown).
     /// </summary>
     public PartitionedRateLimiter<TContext> AsRateLimiter(Func<TContext, RequestCost>? estimate = null) => new PolicyRateLimiter<TContext>(this, estimate);
 
