@@ -124,9 +124,14 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
 
     protected override void Dispose(bool disposing)
     {
+        if (_policy is null)
+        {
+            return; // the shared probe lease holds nothing (and its empty array is shared: never lock it)
+        }
+
         lock (_holds)
         {
-            if (_state == Ended || _policy is null)
+            if (_state == Ended)
             {
                 return;
             }

@@ -67,7 +67,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         _shape = createAlgorithm(rule.Limit ?? 1);
         if (rule.Limit is { } limit)
         {
-            _fixed = new LayerTier<TAlgorithm>(null, limit, _shape);
+            _fixed = new LayerTier<TAlgorithm>(limit, _shape);
         }
         else
         {
@@ -286,7 +286,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             if (tiers.TryGetLimit(tierName, Name, out long limit))
             {
                 CheckLimit(limit, tierName);
-                byTier[tierName] = new LayerTier<TAlgorithm>(tierName, limit, _createAlgorithm(limit));
+                byTier[tierName] = new LayerTier<TAlgorithm>(limit, _createAlgorithm(limit));
             }
         }
 

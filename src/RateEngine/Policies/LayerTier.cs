@@ -1,12 +1,9 @@
 namespace RateEngine.Policies;
 
 /// <summary>A layer's algorithm at one limit: the layer's fixed limit, or one tier's.</summary>
-internal sealed class LayerTier<TAlgorithm>(string? name, long limit, TAlgorithm algorithm)
+internal sealed class LayerTier<TAlgorithm>(long limit, TAlgorithm algorithm)
     where TAlgorithm : struct
 {
-    /// <summary>The tier's name, or null for a layer's fixed limit.</summary>
-    public readonly string? Name = name;
-
     public readonly long Limit = limit;
 
     public readonly TAlgorithm Algorithm = algorithm;
