@@ -17,7 +17,7 @@ public sealed class PartitionedSlidingWindowLogKeyTests : RateLimiterContractTes
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
     {
         var options = SlidingWindowLogRateLimiterTests.Options(permitLimit, Window, queueLimit, order);
-        return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowLog<int, int>(k => k, _ => options, new() { TimeProvider = time }), Window);
+        return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowLog<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time)), Window);
     }
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
@@ -37,7 +37,7 @@ public sealed class PartitionedSlidingWindowCounterKeyTests : RateLimiterContrac
     {
         var options = SlidingWindowCounterRateLimiterTests.Options(
             permitLimit, Window, SlidingWindowCounterRateLimiterTests.Segments, queueLimit, order, autoReplenishment: true);
-        return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => options, new() { TimeProvider = time }), Segment);
+        return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time)), Segment);
     }
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
@@ -56,7 +56,7 @@ public sealed class PartitionedFixedWindowKeyTests : RateLimiterContractTests
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
     {
         var options = LockFreeFixedWindowRateLimiterTests.Options(permitLimit, Window, queueLimit, order, autoReplenishment: true);
-        return new PartitionKeyLimiter(PartitionedLimiter.CreateFixedWindow<int, int>(k => k, _ => options, new() { TimeProvider = time }), Window);
+        return new PartitionKeyLimiter(PartitionedLimiter.CreateFixedWindow<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time)), Window);
     }
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
@@ -75,7 +75,7 @@ public sealed class PartitionedTokenBucketKeyTests : RateLimiterContractTests
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
     {
         var options = LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: true);
-        return new PartitionKeyLimiter(PartitionedLimiter.CreateTokenBucket<int, int>(k => k, _ => options, new() { TimeProvider = time }), Window);
+        return new PartitionKeyLimiter(PartitionedLimiter.CreateTokenBucket<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time)), Window);
     }
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window * 2);
