@@ -10,7 +10,7 @@ namespace RateEngine.Partitioning;
 /// choose. Lookups of existing keys take no lock; creating or removing a key locks one shard.
 /// </summary>
 /// <remarks>
-/// <para>Each shard publishes an immutable-size <see cref="Slots"/> pair of arrays. A reader probes it linearly until it
+/// <para>Each shard publishes an immutable-size <see cref="Slots"/>. A reader probes it linearly until it
 /// finds the key or an empty slot. A writer fills the key first and publishes the entry last (a release write), so a
 /// reader that sees an entry sees its key. Removal writes a tombstone; tombstones are dropped when the shard rebuilds.
 /// A rebuild copies entries (references) into new arrays and publishes them in one write: entries never move, so a
@@ -21,8 +21,9 @@ namespace RateEngine.Partitioning;
 /// out the others early. Capacity held by shards but not yet used is at most one or two chunks per shard.</para>
 /// <para>Memory per key is the slot (the key plus an 8-byte reference, at a load factor between 1/4 and 3/4, and at
 /// least 1/2 once a shard has filled up) plus the entry object; no lock or limiter object per key. Reference-type keys
-/// (strings) also keep their hash code in the slot, 4 bytes: a probe compares it before calling <c>Equals</c>, which
-/// would read a string somewhere else on the heap, and a rebuild reuses it instead of hashing every key again.</para>
+/// (strings) also keep their hash code in the slot, 4 bytes (8 with padding): a probe compares it before calling
+/// <c>Equals</c>, which would read a string somewhere else on the heap, and a rebuild reuses it instead of hashing every
+/// key again. Their key, hash and entry reference sit in one struct, so a probe misses the cache once, not three times.</para>
 /// <para><b>Hostile keys</b>: the index is a multiply-add-shift hash of the key's hash code with a secret, random
 /// multiplier and addend per table, a universal family: keys crafted offline to collide in one table spread out in
 /// another, so probe runs stay as short as for random keys. What no seed can spread is keys whose hash codes are equal (a
@@ -119,11 +120,11 @@ internal sealed class PartitionTable<TKey, TEntry>
     public TEntry? Find(TKey key, uint hash)
     {
         Slots slots = Volatile.Read(ref _shards[ShardOf(hash)].Current);
-        int mask = slots.Entries.Length - 1;
+        int mask = slots.Length - 1;
         for (int i = (int)hash & mask; ; i = (i + 1) & mask)
         {
             // The entry is published last (see GetOrAdd), so reading it first makes the key and hash below visible.
-            TEntry? entry = Volatile.Read(ref slots.Entries[i].Entry);
+            TEntry? entry = Volatile.Read(ref slots.Entry(i));
             if (entry is null)
             {
                 return null;
@@ -131,9 +132,9 @@ internal sealed class PartitionTable<TKey, TEntry>
 
             // A sweep running now may have cleared the key of an entry read just before it became a tombstone: never
             // hand a caller's comparer that default key (it may not expect null), and do not match it.
-            if ((!StoreHashes || slots.Hashes![i] == hash)
+            if ((!StoreHashes || slots.Hash(i) == hash)
                 && !ReferenceEquals(entry, _tombstone)
-                && slots.Keys[i].Key is { } candidate
+                && slots.Key(i) is { } candidate
                 && _comparer.Equals(candidate, key))
             {
                 return entry;
@@ -175,17 +176,17 @@ internal sealed class PartitionTable<TKey, TEntry>
             }
 
             Slots slots = shard.Current;
-            if ((shard.Live + shard.Tombstones + 1) * 4 > slots.Entries.Length * 3)
+            if ((shard.Live + shard.Tombstones + 1) * 4 > slots.Length * 3)
             {
                 slots = Rebuild(shard);
             }
 
             // Walk the probe run to its end, counting the live keys that share this hash.
-            int mask = slots.Entries.Length - 1;
+            int mask = slots.Length - 1;
             int i = (int)hash & mask;
             int probes = 0;
             int sameHash = 0;
-            for (TEntry? occupant; (occupant = slots.Entries[i].Entry) is not null; i = (i + 1) & mask, probes++)
+            for (TEntry? occupant; (occupant = slots.Entry(i)) is not null; i = (i + 1) & mask, probes++)
             {
                 if (!ReferenceEquals(occupant, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
                 {
@@ -198,13 +199,13 @@ internal sealed class PartitionTable<TKey, TEntry>
 
             TEntry entry = create(key, argument);
 
-            slots.Keys[i].Key = key;
+            slots.Key(i) = key;
             if (StoreHashes)
             {
-                slots.Hashes![i] = hash;
+                slots.Hash(i) = hash;
             }
 
-            Volatile.Write(ref slots.Entries[i].Entry, entry);
+            Volatile.Write(ref slots.Entry(i), entry);
             Volatile.Write(ref shard.Live, shard.Live + 1);
             shard.Budget--;
             return entry;
@@ -238,9 +239,9 @@ internal sealed class PartitionTable<TKey, TEntry>
         foreach (Shard shard in _shards)
         {
             Slots slots = Volatile.Read(ref shard.Current);
-            foreach (EntrySlot slot in slots.Entries)
+            for (int i = 0; i < slots.Length; i++)
             {
-                TEntry? entry = slot.Entry;
+                TEntry? entry = Volatile.Read(ref slots.Entry(i));
                 if (entry is not null && !ReferenceEquals(entry, _tombstone))
                 {
                     yield return entry;
@@ -253,13 +254,13 @@ internal sealed class PartitionTable<TKey, TEntry>
     {
         Slots slots = shard.Current;
         int removed = 0;
-        for (int i = 0; i < slots.Entries.Length; i++)
+        for (int i = 0; i < slots.Length; i++)
         {
-            TEntry? entry = slots.Entries[i].Entry;
-            if (entry is not null && !ReferenceEquals(entry, _tombstone) && remove(slots.Keys[i].Key, entry))
+            TEntry? entry = slots.Entry(i);
+            if (entry is not null && !ReferenceEquals(entry, _tombstone) && remove(slots.Key(i), entry))
             {
-                Volatile.Write(ref slots.Entries[i].Entry, _tombstone);
-                slots.Keys[i].Key = default!; // do not keep a removed key (a string, say) alive until the next rebuild
+                Volatile.Write(ref slots.Entry(i), _tombstone);
+                slots.Key(i) = default!; // do not keep a removed key (a string, say) alive until the next rebuild
                 removed++;
             }
         }
@@ -298,7 +299,7 @@ internal sealed class PartitionTable<TKey, TEntry>
     }
 
     /// <summary>The stored hash of a live slot, or (for value-type keys, whose slots keep none) the key's hash again.</summary>
-    private uint HashAt(Slots slots, int i) => StoreHashes ? slots.Hashes![i] : Hash(slots.Keys[i].Key);
+    private uint HashAt(Slots slots, int i) => StoreHashes ? slots.Hash(i) : Hash(slots.Key(i));
 
     private static (ulong Multiplier, ulong Addend) RandomSeed()
     {
@@ -334,7 +335,7 @@ internal sealed class PartitionTable<TKey, TEntry>
 
         // Double only when live entries alone would fill more than half: a rebuild that just clears tombstones keeps
         // the size, so a full shard sits at a load between 1/2 and 3/4 (about 20 bytes of slots per int key).
-        int size = old.Entries.Length;
+        int size = old.Length;
         while ((long)(shard.Live + 1) * 2 > size)
         {
             size *= 2;
@@ -342,28 +343,28 @@ internal sealed class PartitionTable<TKey, TEntry>
 
         var rebuilt = new Slots(size);
         int mask = size - 1;
-        for (int i = 0; i < old.Entries.Length; i++)
+        for (int i = 0; i < old.Length; i++)
         {
-            TEntry? entry = old.Entries[i].Entry;
+            TEntry? entry = old.Entry(i);
             if (entry is null || ReferenceEquals(entry, _tombstone))
             {
                 continue;
             }
 
-            uint hash = StoreHashes ? old.Hashes![i] : Hash(old.Keys[i].Key);
+            uint hash = HashAt(old, i);
             int j = (int)hash & mask;
-            while (rebuilt.Entries[j].Entry is not null)
+            while (rebuilt.Entry(j) is not null)
             {
                 j = (j + 1) & mask;
             }
 
-            rebuilt.Keys[j] = old.Keys[i];
+            rebuilt.Key(j) = old.Key(i);
             if (StoreHashes)
             {
-                rebuilt.Hashes![j] = hash;
+                rebuilt.Hash(j) = hash;
             }
 
-            rebuilt.Entries[j].Entry = entry;
+            rebuilt.Entry(j) = entry;
         }
 
         shard.Tombstones = 0;
@@ -371,11 +372,45 @@ internal sealed class PartitionTable<TKey, TEntry>
         return rebuilt;
     }
 
-    private sealed class Slots(int size)
+    /// <summary>
+    /// One shard's slots. Keys that keep hashes (see <see cref="StoreHashes"/>) keep key, hash and entry side by side, so a
+    /// probe reads one cache line, not three; value-type keys (ints) keep keys and entries in two arrays, where an int key's
+    /// slot takes 12 bytes instead of a padded 16.
+    /// </summary>
+    private sealed class Slots
     {
-        public readonly KeySlot[] Keys = new KeySlot[size];
-        public readonly uint[]? Hashes = StoreHashes ? new uint[size] : null;
-        public readonly EntrySlot[] Entries = new EntrySlot[size];
+        private readonly WideSlot[]? _wide;
+        private readonly KeySlot[]? _keys;
+        private readonly EntrySlot[]? _entries;
+
+        public Slots(int size)
+        {
+            Length = size;
+            if (StoreHashes)
+            {
+                _wide = new WideSlot[size];
+            }
+            else
+            {
+                _keys = new KeySlot[size];
+                _entries = new EntrySlot[size];
+            }
+        }
+
+        public int Length { get; }
+
+        public ref TEntry? Entry(int i) => ref StoreHashes ? ref _wide![i].Entry : ref _entries![i].Entry;
+
+        public ref TKey Key(int i) => ref StoreHashes ? ref _wide![i].Key : ref _keys![i].Key;
+
+        public ref uint Hash(int i) => ref _wide![i].Hash;
+    }
+
+    private struct WideSlot
+    {
+        public TEntry? Entry;
+        public TKey Key;
+        public uint Hash;
     }
 
     private struct KeySlot
