@@ -24,6 +24,8 @@ namespace RateEngine;
 public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
 {
     private readonly PolicyLayer<TContext>[] _layers;
+    private readonly int[] _keyLeads;
+    private readonly IKeyTable[] _keyTables;
     private readonly LimiterClock _clock;
     private readonly ITimer _sweeper;
     private readonly bool _tracksAbandoned;
@@ -40,8 +42,13 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
         _clock = clock;
         OnReconciled = onReconciled;
         OnAbandoned = onAbandoned;
-        _tracksAbandoned = declared.Any(layer => layer.Rule.Kind == PolicyRuleKind.Concurrency);
-        int shards = Math.Max(1, _layers.Sum(layer => layer.ShardCount));
+        _tracksAbandoned = declared.Any(layer => layer.IsConcurrency);
+        ReleasesOnDispose = declared.Any(layer => layer.IsConcurrency || layer.Rule.RefundsUnreconciled);
+
+        // Layers of one key selector share a key table: the first of them in decision order looks the key up for all.
+        _keyLeads = [.. _layers.Select((layer, i) => layer.Keys is null ? i : Array.FindIndex(_layers, other => ReferenceEquals(other.Keys, layer.Keys)))];
+        _keyTables = [.. _layers.Select(layer => layer.Keys).OfType<IKeyTable>().Distinct()];
+        int shards = Math.Max(1, _keyTables.Sum(table => table.ShardCount));
         TimeSpan period = TimeSpan.FromMilliseconds(Math.Clamp(idleEvictionInterval.TotalMilliseconds / shards, 1, 0xFFFFFFFE));
         _sweeper = clock.Provider.CreateTimer(static state => ((RatePolicy<TContext>)state!).SweepNext(), this, period, period);
     }
@@ -57,6 +64,9 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     internal Action<AbandonedLease>? OnAbandoned { get; }
 
     internal LimiterClock Clock => _clock;
+
+    /// <summary>Whether disposing a lease may give something back (a concurrency slot, or an estimate a rule refunds).</summary>
+    internal bool ReleasesOnDispose { get; }
 
     /// <summary>Acquires one request that costs nothing on the weighted meters (request and concurrency layers count it).</summary>
     /// <inheritdoc cref="Acquire(TContext, RequestCost)"/>
@@ -159,6 +169,9 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
 
     internal int LayerCount => _layers.Length;
 
+    /// <summary>Key tables: one per distinct key selector and comparer (tests).</summary>
+    internal int KeyTableCount => _keyTables.Length;
+
     internal PolicyLease AcquireCore(TContext context, RequestCost estimate, long requests)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -172,9 +185,15 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
         var holds = new LayerHold[layers.Length];
 
         // Phase 1: keys, entries and tiers. User code runs here, before anything changes.
+        int[] keyLeads = _keyLeads;
         for (int i = 0; i < layers.Length; i++)
         {
             PolicyLayer<TContext> layer = layers[i];
+            if (keyLeads[i] != i)
+            {
+                holds[i].Key = holds[keyLeads[i]].Key;
+            }
+
             if (layer.Find(context, AmountOn(layer, estimate, requests), ref holds[i]) is { } refusal)
             {
                 return new RefusedPolicyLease(layer.Name, refusal, retryAfter: null, layer.Rule.IsServiceWide);
@@ -215,7 +234,7 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     {
         // The longest delay among every layer that would refuse: the ones after the first refusal are checked read-only.
         PolicyLayer<TContext> first = _layers[refused];
-        long longest = first.Rule.Kind == PolicyRuleKind.Concurrency ? 0 : retryAfter;
+        long longest = first.IsConcurrency ? 0 : retryAfter;
         bool serviceWide = first.Rule.IsServiceWide;
         for (int i = refused + 1; i < _layers.Length; i++)
         {
@@ -238,34 +257,35 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
             return;
         }
 
-        // Round robin over every layer's shards: one shard per tick, so no sweep ever stops the world.
-        int total = _layers.Sum(layer => layer.ShardCount);
+        // Round robin over every key table's shards: one shard per tick, so no sweep ever stops the world.
+        IKeyTable[] tables = _keyTables;
+        int total = tables.Sum(table => table.ShardCount);
         if (total == 0)
         {
             return;
         }
 
         int next = (int)((uint)Interlocked.Increment(ref _nextSweep) % (uint)total);
-        foreach (PolicyLayer<TContext> layer in _layers)
+        foreach (IKeyTable table in tables)
         {
-            if (next < layer.ShardCount)
+            if (next < table.ShardCount)
             {
-                layer.Sweep(next);
+                table.Sweep(next);
                 return;
             }
 
-            next -= layer.ShardCount;
+            next -= table.ShardCount;
         }
     }
 
-    /// <summary>Sweeps every shard of every layer once (tests, through the fake clock).</summary>
+    /// <summary>Sweeps every shard of every key table once (tests, through the fake clock).</summary>
     internal void SweepAll()
     {
-        foreach (PolicyLayer<TContext> layer in _layers)
+        foreach (IKeyTable table in _keyTables)
         {
-            for (int shard = 0; shard < layer.ShardCount; shard++)
+            for (int shard = 0; shard < table.ShardCount; shard++)
             {
-                layer.Sweep(shard);
+                table.Sweep(shard);
             }
         }
     }

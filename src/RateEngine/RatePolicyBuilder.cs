@@ -47,6 +47,12 @@ public sealed class RatePolicyBuilder<TContext>
     /// rule's limit, or its tier's. Layers are decided in the order added (sliding-window logs last, since they cannot
     /// always be rolled back once others admitted after them).
     /// </summary>
+    /// <remarks>
+    /// Layers given the same <paramref name="keySelector"/> instance (and comparer) share one key table: a request looks its
+    /// key up once for all of them, and one entry per key holds every such layer's state, evicted when all of them are
+    /// idle. Keep the selector in a field and pass it to each per-user layer; two lambdas written apart are two instances.
+    /// Sharing changes no decision, only the work and memory per request.
+    /// </remarks>
     /// <param name="name">The layer's name, unique in the policy: refusals, usage, tiers and events name it.</param>
     /// <param name="keySelector">The request's key on this layer; it must not return null.</param>
     /// <param name="rule">What the layer enforces.</param>

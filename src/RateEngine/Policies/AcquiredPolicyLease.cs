@@ -136,11 +136,10 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                 return;
             }
 
-            for (int i = 0; i < _holds.Length; i++)
+            for (int i = 0; _policy.ReleasesOnDispose && i < _holds.Length; i++)
             {
                 PolicyLayer<TContext> layer = _policy[i];
-                bool release = layer.Rule.Kind == PolicyRuleKind.Concurrency || (_state == Open && layer.Rule.RefundsUnreconciled);
-                if (release)
+                if (layer.IsConcurrency || (_state == Open && layer.Rule.RefundsUnreconciled))
                 {
                     layer.Refund(ref _holds[i], _holds[i].Reserved);
                 }
@@ -148,8 +147,6 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
 
             _state = Ended;
         }
-
-        GC.SuppressFinalize(this);
     }
 
     /// <summary>For the finalizer of an abandoned lease: frees its concurrency slots, and names their layers.</summary>
@@ -164,7 +161,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
         for (int i = 0; i < _holds.Length; i++)
         {
             PolicyLayer<TContext> layer = _policy[i];
-            if (layer.Rule.Kind == PolicyRuleKind.Concurrency && _holds[i].Reserved > 0)
+            if (layer.IsConcurrency && _holds[i].Reserved > 0)
             {
                 layer.Refund(ref _holds[i], _holds[i].Reserved);
                 released.Add(layer.Name);

@@ -1,41 +1,30 @@
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
 using RateEngine.Algorithms;
-using RateEngine.Partitioning;
 using RateEngine.Timing;
 
 namespace RateEngine.Policies;
 
 /// <summary>
-/// A policy layer on one weighted algorithm: per-key state in a <see cref="PartitionTable{TKey,TEntry}"/> (or one state for a
-/// layer without keys), the limit from a fixed value or the request's tier, and the partitioned limiter's eviction protocol.
+/// A policy layer on one weighted algorithm: per-key state as a cell of a <see cref="KeyTable{TContext,TKey}"/> (shared
+/// with the other layers of the same key selector), or one state for a layer without keys, and the limit from a fixed
+/// value or the request's tier.
 /// </summary>
 /// <remarks>
-/// <para><b>Tiers</b> change the limit, never the state's shape: every tier's algorithm has the layer's window, so a key's
-/// state is read by whichever tier is in force at each decision and its usage carries over a tier change.</para>
-/// <para><b>Eviction</b> is the partitioned limiter's: a sweep marks an idle entry evicted (CAS on its link) and re-checks
-/// that it is still idle; an admitting thread re-reads the link after its CAS. At least one sees the other, so an
-/// admission that lands on an evicted entry is discarded (the entry is gone, and what it counted with it) and the request
-/// decides again on the key's live entry with a fresh clock read, never earlier than the eviction's judgement.</para>
+/// <b>Tiers</b> change the limit, never the state's shape: every tier's algorithm has the layer's window, so a key's
+/// state is read by whichever tier is in force at each decision and its usage carries over a tier change.
 /// </remarks>
-internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLayer<TContext>
+internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLayer<TContext>, IKeyMember
     where TKey : notnull
     where TAlgorithm : struct, IWeightedAlgorithm<TState>
 {
-    private static readonly LayerEntry<TState> Tombstone = new();
-
-    private readonly Func<TContext, TKey>? _keySelector;
+    private readonly KeyTable<TContext, TKey>? _keys;
+    private readonly int _cell;
     private readonly Func<TContext, string?>? _tierSelector;
     private readonly Func<long, TAlgorithm> _createAlgorithm;
-    private readonly PartitionTable<TKey, LayerEntry<TState>>? _table;
     private readonly LayerEntry<TState>? _single;
     private readonly LimiterClock _clock;
     private readonly Action<ThresholdCrossing>? _onThreshold;
-    private readonly Func<TKey, TAlgorithm, LayerEntry<TState>> _create;
-    private readonly Func<TKey, LayerEntry<TState>, bool> _evictIfIdle;
-    private readonly Action<int> _makeRoom;
-    private readonly long[] _roomSweptAt = new long[64];
-    private long _sweeps;
     private readonly TAlgorithm _shape;
     private readonly LayerTier<TAlgorithm>? _fixed;
     private readonly long[] _thresholdFractions;
@@ -44,24 +33,19 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     public KeyedLayer(
         string name,
         PolicyRule rule,
-        Func<TContext, TKey>? keySelector,
+        KeyTable<TContext, TKey>? keys,
         Func<TContext, string?>? tierSelector,
         Func<long, TAlgorithm> createAlgorithm,
         PolicyTiers? tiers,
         LimiterClock clock,
-        int maxKeys,
-        IEqualityComparer<TKey>? comparer,
         Action<ThresholdCrossing>? onThreshold)
         : base(name, rule)
     {
-        _keySelector = keySelector;
+        _keys = keys;
         _tierSelector = tierSelector;
         _createAlgorithm = createAlgorithm;
         _clock = clock;
         _onThreshold = onThreshold;
-        _create = (_, algorithm) => new LayerEntry<TState> { State = algorithm.CreateState(), Link = this };
-        _evictIfIdle = EvictIfIdle;
-        _makeRoom = MakeRoom;
 
         // Any limit gives the state's shape: refunds, charges and idleness do not depend on the limit.
         _shape = createAlgorithm(rule.Limit ?? 1);
@@ -75,19 +59,19 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         }
 
         _thresholdFractions = [.. rule.SoftThresholds.Select(fraction => (long)(fraction * 1_000_000))];
-        if (keySelector is null)
+        if (keys is null)
         {
-            _single = new LayerEntry<TState> { State = _shape.CreateState(), Link = this };
+            _single = new LayerEntry<TState> { State = _shape.CreateState() };
         }
         else
         {
-            _table = new PartitionTable<TKey, LayerEntry<TState>>(comparer ?? EqualityComparer<TKey>.Default, Tombstone, maxKeys);
+            _cell = keys.Join(this);
         }
     }
 
     public override bool RollsBackExactly => Rule.Kind is not (PolicyRuleKind.SlidingWindowLog or PolicyRuleKind.TokenBucket);
 
-    public override int ShardCount => _table?.ShardCount ?? 0;
+    public override IKeyTable? Keys => _keys;
 
     public override string? Find(TContext context, long amount, ref LayerHold hold)
     {
@@ -109,14 +93,14 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             return null;
         }
 
-        TKey key = SelectKey(context);
-        LayerEntry<TState>? entry = FindOrCreate(key);
-        if (entry is null)
+        // A layer that shares its key table with an earlier layer of the request finds the key's entry in its hold already.
+        KeyEntry found = hold.Key ??= _keys!.FindOrCreate(_keys.SelectKey(context, Name)) ?? KeyEntry.Missing;
+        if (ReferenceEquals(found, KeyEntry.Missing))
         {
             return IsSoft ? null : Limiters.ReasonPhrases.PartitionsFull;
         }
 
-        hold.Entry = entry;
+        hold.Entry = found.Cell(_cell);
         return null;
     }
 
@@ -131,7 +115,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
         while (true)
         {
-            var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry);
+            var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry!);
             TAlgorithm algorithm = tier.Algorithm;
             bool admitted;
             Admission admission;
@@ -151,7 +135,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             {
                 admission = default;
                 admitted = algorithm.GetAvailablePermits(ref entry.State, now) > 0;
-                retryAfter = admitted || Rule.Kind == PolicyRuleKind.Concurrency ? 0 : algorithm.GetRetryAfter(ref entry.State, now, 1);
+                retryAfter = admitted || IsConcurrency ? 0 : algorithm.GetRetryAfter(ref entry.State, now, 1);
                 return admitted;
             }
             else
@@ -161,7 +145,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
             if (!admitted)
             {
-                if (Rule.Kind == PolicyRuleKind.Concurrency)
+                if (IsConcurrency)
                 {
                     retryAfter = 0; // a slot frees when a lease is disposed: no delay to promise
                 }
@@ -169,12 +153,11 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                 return false;
             }
 
-            if (_single is null && AdmissionLost(context, entry))
+            if (_single is null && _keys!.IsLost(hold.Key!, context, Name))
             {
                 // Decide again on the key's live entry, at a fresh clock read: that entry is younger than the first one.
-                hold.Entry = FindOrCreate(SelectKey(context));
                 now = _clock.Now();
-                if (hold.Entry is null)
+                if (!FindAgain(context, ref hold))
                 {
                     retryAfter = 0;
                     return IsSoft; // the table filled up meanwhile: a soft layer goes on untracked, a hard one refuses
@@ -196,13 +179,13 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
     public override long RetryAfter(ref LayerHold hold, long now, long amount)
     {
-        if (hold.Entry is null || IsSoft || Rule.Kind == PolicyRuleKind.Concurrency)
+        if (hold.Entry is null || IsSoft || IsConcurrency)
         {
             return 0;
         }
 
         var tier = Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!);
-        var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry);
+        var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry!);
         TAlgorithm algorithm = tier.Algorithm;
         return algorithm.GetRetryAfter(ref entry.State, now, Math.Clamp(amount, 1, tier.Limit));
     }
@@ -216,7 +199,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         }
 
         // The hold gives the amount up whatever the algorithm says, so nothing is ever refunded twice.
-        var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry);
+        var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry!);
         bool whole = amount == hold.Reserved && hold.Reserved == hold.Admission.Permits;
         hold.Reserved -= amount;
         bool freed = whole ? _shape.Refund(ref entry.State, hold.Admission) : _shape.Refund(ref entry.State, hold.Admission, amount);
@@ -234,13 +217,12 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         {
             // The key may have been evicted since the reservation (its window ended): an overrun still counts, on the
             // key's live entry, by the same CAS-then-read protocol as an admission.
-            var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry);
+            var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry!);
             Admission charge = _shape.Charge(ref entry.State, now, amount);
-            if (_single is null && AdmissionLost(context, entry))
+            if (_single is null && _keys!.IsLost(hold.Key!, context, Name))
             {
-                hold.Entry = FindOrCreate(SelectKey(context));
                 now = _clock.Now();
-                if (hold.Entry is null)
+                if (!FindAgain(context, ref hold))
                 {
                     return; // the table is full of live keys: nowhere to count it (see src/DESIGN.md, bounds)
                 }
@@ -262,8 +244,10 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     {
         LayerTier<TAlgorithm>? tier = _fixed ?? TierOf(context);
         long limit = tier?.Limit ?? 0;
-        LayerEntry<TState>? entry = _single ?? _table!.Find(SelectKey(context));
-        if (entry is null || !ReferenceEquals(Volatile.Read(ref entry.Link), this))
+        LayerEntry<TState>? entry = _single ?? (_keys!.FindLive(_keys.SelectKey(context, Name)) is { } found
+            ? Unsafe.As<LayerEntry<TState>>(found.Cell(_cell))
+            : null);
+        if (entry is null)
         {
             return new LayerUsage(Name, limit, 0, TimeSpan.Zero); // never seen, or evicted as idle: nothing counted
         }
@@ -271,7 +255,11 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         return new LayerUsage(Name, limit, _shape.GetUsed(ref entry.State, now), _clock.ToTimeSpan(_shape.GetResetAfter(ref entry.State, now)));
     }
 
-    public override object? KeyOf(TContext context) => _keySelector is null ? null : SelectKey(context);
+    public override object? KeyOf(TContext context) => _keys is null ? null : _keys.SelectKey(context, Name);
+
+    public KeyEntry CreateCell() => new LayerEntry<TState> { State = _shape.CreateState() };
+
+    public bool IsIdle(KeyEntry cell, long now) => _shape.GetFullSince(ref Unsafe.As<LayerEntry<TState>>(cell).State, now) is not null;
 
     public override void UpdateTiers(PolicyTiers tiers)
     {
@@ -293,12 +281,6 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         Volatile.Write(ref _tiers, byTier.ToFrozenDictionary(StringComparer.Ordinal));
     }
 
-    public override void Sweep(int shard)
-    {
-        Interlocked.Increment(ref _sweeps);
-        _table?.Sweep(shard, _evictIfIdle);
-    }
-
     private void CheckLimit(long limit, string tier)
     {
         long most = Rule.Kind == PolicyRuleKind.Calendar ? long.MaxValue / 2 : int.MaxValue;
@@ -314,87 +296,13 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         return name is not null && Volatile.Read(ref _tiers).TryGetValue(name, out LayerTier<TAlgorithm>? tier) ? tier : null;
     }
 
-    private TKey SelectKey(TContext context)
+    /// <summary>After an eviction took the hold's entry: the key's live entry (false when the table has no room for it).</summary>
+    private bool FindAgain(TContext context, ref LayerHold hold)
     {
-        TKey key = _keySelector!(context);
-        if (key is null)
-        {
-            throw new InvalidOperationException($"The key selector of layer '{Name}' returned null.");
-        }
-
-        return key;
-    }
-
-    private LayerEntry<TState>? FindOrCreate(TKey key)
-    {
-        PartitionTable<TKey, LayerEntry<TState>> table = _table!;
-        uint hash = table.Hash(key);
-        LayerEntry<TState>? entry = table.Find(key, hash);
-        if (entry is not null)
-        {
-            return entry;
-        }
-
-        // A flood of new keys against a full table is refused without the shard's lock once the shard has swept itself
-        // this sweep tick, as the partitioned limiter does.
-        if (table.IsFullFor(hash) && !RoomSweepDue(table.ShardOf(hash)))
-        {
-            return null;
-        }
-
-        return table.GetOrAdd(key, hash, _create, _shape, _makeRoom, out _);
-    }
-
-    /// <summary>Under the shard's lock, at most once per sweep tick: a full shard sweeps itself before refusing a key.</summary>
-    private void MakeRoom(int shard)
-    {
-        if (RoomSweepDue(shard))
-        {
-            Volatile.Write(ref _roomSweptAt[shard], Volatile.Read(ref _sweeps) + 1);
-            _table!.SweepHeld(shard, _evictIfIdle);
-        }
-    }
-
-    private bool RoomSweepDue(int shard) => Volatile.Read(ref _roomSweptAt[shard]) != Volatile.Read(ref _sweeps) + 1;
-
-    /// <summary>Under the shard's lock: evicts the entry if it is indistinguishable from a fresh one.</summary>
-    private bool EvictIfIdle(TKey key, LayerEntry<TState> entry)
-    {
-        long now = _clock.Now();
-        if (_shape.GetFullSince(ref entry.State, now) is null)
-        {
-            return false;
-        }
-
-        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks).
-        if (Interlocked.CompareExchange(ref entry.Link, LayerEntry<TState>.Evicted, this) != this
-            || _shape.GetFullSince(ref entry.State, now) is null)
-        {
-            Interlocked.CompareExchange(ref entry.Link, this, LayerEntry<TState>.Evicted);
-            return false;
-        }
-
-        return true;
-    }
-
-    /// <summary>
-    /// After an admission on <paramref name="entry"/>: true when an eviction removed the entry, so the admission counts for
-    /// nothing. An eviction in progress is awaited (the evictor holds the shard's lock for a few instructions).
-    /// </summary>
-    private bool AdmissionLost(TContext context, LayerEntry<TState> entry)
-    {
-        SpinWait spin = default;
-        while (ReferenceEquals(Volatile.Read(ref entry.Link), LayerEntry<TState>.Evicted))
-        {
-            if (!ReferenceEquals(_table!.Find(SelectKey(context)), entry))
-            {
-                return true;
-            }
-
-            spin.SpinOnce();
-        }
-
-        return false;
+        KeyEntry? found = _keys!.FindOrCreate(_keys.SelectKey(context, Name));
+        hold.Key = found;
+        hold.Entry = found is null ? null : found.Cell(_cell);
+        return found is not null;
     }
 
     /// <summary>

@@ -46,5 +46,23 @@ internal static class LayerFactory
         Func<long, TAlgorithm> createAlgorithm)
         where TKey : notnull
         where TAlgorithm : struct, IWeightedAlgorithm<TState> =>
-        new(name, rule, keySelector, settings.TierSelector, createAlgorithm, settings.Tiers, settings.Clock, settings.MaxKeys, comparer, settings.OnThreshold);
+        new(name, rule, KeysOf(keySelector, settings, comparer), settings.TierSelector, createAlgorithm, settings.Tiers, settings.Clock, settings.OnThreshold);
+
+    /// <summary>The key table of <paramref name="keySelector"/>: the one an earlier layer of the same selector and comparer built, or a new one.</summary>
+    private static KeyTable<TContext, TKey>? KeysOf<TContext, TKey>(Func<TContext, TKey>? keySelector, LayerSettings<TContext> settings, IEqualityComparer<TKey>? comparer)
+        where TKey : notnull
+    {
+        if (keySelector is null)
+        {
+            return null;
+        }
+
+        if (!settings.KeyTables.TryGetValue((keySelector, comparer), out object? table))
+        {
+            table = new KeyTable<TContext, TKey>(keySelector, comparer, settings.Clock, settings.MaxKeys);
+            settings.KeyTables[(keySelector, comparer)] = table;
+        }
+
+        return (KeyTable<TContext, TKey>)table;
+    }
 }

@@ -8,7 +8,13 @@ namespace RateEngine.Policies;
 /// </summary>
 internal struct LayerHold
 {
-    /// <summary>The key's entry (a <see cref="LayerEntry{TState}"/>); null until looked up.</summary>
+    /// <summary>
+    /// The key's entry in the layer's key table (<see cref="KeyEntry.Missing"/> when the table had no room), copied from
+    /// the earlier layer that shares the table; null for a layer without keys, or until looked up.
+    /// </summary>
+    public KeyEntry? Key;
+
+    /// <summary>The layer's cell of the key's entry (a <see cref="LayerEntry{TState}"/>); null until looked up.</summary>
     public object? Entry;
 
     /// <summary>The tier the request was decided in (a <see cref="LayerTier{TAlgorithm}"/>).</summary>

@@ -10,9 +10,13 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
 
     public PolicyRule Rule { get; } = rule;
 
-    public PolicyMeter Meter => Rule.Meter;
+    // Fields, not properties over the rule: every request reads them on every layer, and the rule is one more cache line.
+    public readonly PolicyMeter Meter = rule.Meter;
 
-    public bool IsSoft => Rule.SoftThresholds.Count > 0;
+    public readonly bool IsSoft = rule.SoftThresholds.Count > 0;
+
+    /// <summary>A concurrency layer: its slot is held until the lease is disposed.</summary>
+    public readonly bool IsConcurrency = rule.Kind == PolicyRuleKind.Concurrency;
 
     /// <summary>
     /// Whether a reservation taken a moment ago can always be undone exactly, whatever other requests did meanwhile. Not
@@ -55,11 +59,8 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// <summary>Takes the limits of <paramref name="tiers"/> for every tier (usage already counted is kept).</summary>
     public abstract void UpdateTiers(PolicyTiers tiers);
 
-    /// <summary>Shards of the layer's key table (0 for a layer without keys).</summary>
-    public abstract int ShardCount { get; }
-
-    /// <summary>Evicts idle keys of one shard.</summary>
-    public abstract void Sweep(int shard);
+    /// <summary>The layer's key table, shared with every layer of the same key selector; null for a layer without keys.</summary>
+    public abstract IKeyTable? Keys { get; }
 
     private static string DefaultReason(string name, PolicyRule rule)
     {

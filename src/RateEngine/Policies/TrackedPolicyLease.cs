@@ -7,6 +7,12 @@ namespace RateEngine.Policies;
 internal sealed class TrackedPolicyLease<TContext>(RatePolicy<TContext> policy, TContext context, LayerHold[] holds, RequestCost estimate)
     : AcquiredPolicyLease<TContext>(policy, context, holds, estimate)
 {
+    protected override void Dispose(bool disposing)
+    {
+        base.Dispose(disposing);
+        GC.SuppressFinalize(this); // its slots are free now: nothing left for the finalizer
+    }
+
     ~TrackedPolicyLease()
     {
         // Unreachable, so no other thread holds it: no lock needed.

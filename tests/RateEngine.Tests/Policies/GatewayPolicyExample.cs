@@ -11,6 +11,9 @@ public static class GatewayPolicy
 
     private static readonly HashSet<string> ExpensiveTools = ["code_interpreter", "web_browse"];
 
+    // One selector for every per-user layer: layers given the same selector share one key table, one lookup per request.
+    private static readonly Func<ChatRequest, string> ByUser = request => request.UserId;
+
     // Limits by tier: tiers can be replaced at run time (policy.UpdateTiers) and keep the usage already counted.
     public static PolicyTiers Tiers() => new()
     {
@@ -31,17 +34,17 @@ public static class GatewayPolicy
             .UseTimeProvider(time)
             .UseTiers(request => request.Tier, Tiers())
             .AddLayer("ip", request => request.ClientIp, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, limit: 100))
-            .AddLayer("user", request => request.UserId, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), limit: 20))
+            .AddLayer("user", ByUser, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), limit: 20))
             .AddLayer("tool calls/min", request => (request.UserId, request.Tool), PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)),
                 tierSelector: request => ExpensiveTools.Contains(request.Tool) ? "expensive tool" : "standard tool")
-            .AddLayer("user streams", request => request.UserId, PolicyRule.Concurrency())
-            .AddLayer("user tokens/min", request => request.UserId,
+            .AddLayer("user streams", ByUser, PolicyRule.Concurrency())
+            .AddLayer("user tokens/min", ByUser,
                 PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6).Counting(PolicyMeter.Tokens))
-            .AddLayer("user tokens/hour", request => request.UserId, PolicyRule.FixedWindow(TimeSpan.FromHours(1)).Counting(PolicyMeter.Tokens))
-            .AddLayer("user tokens/day", request => request.UserId, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Tokens))
-            .AddLayer("user cost/day", request => request.UserId,
+            .AddLayer("user tokens/hour", ByUser, PolicyRule.FixedWindow(TimeSpan.FromHours(1)).Counting(PolicyMeter.Tokens))
+            .AddLayer("user tokens/day", ByUser, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Tokens))
+            .AddLayer("user cost/day", ByUser,
                 PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money).WithReason("daily cost cap reached"))
-            .AddLayer("user cost alerts", request => request.UserId,
+            .AddLayer("user cost alerts", ByUser,
                 PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money).AsSoft(0.5, 0.8, 1.0))
             .AddLayer("team cost/day", request => request.TeamId,
                 PolicyRule.Calendar(CalendarPeriod.Day, limit: 5_000 * MicroDollarsPerCent).Counting(PolicyMeter.Money)

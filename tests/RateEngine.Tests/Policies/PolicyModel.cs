@@ -24,15 +24,24 @@ public sealed class PolicyModel
 
     public long TierTokenLimit { get; set; } = 2_000;
 
-    public static RatePolicy<string> CreatePolicy(TimeProvider time, long tierTokens) => new RatePolicyBuilder<string>()
-        .UseTimeProvider(time)
-        .UseTiers(_ => "t", new PolicyTiers { ["t"] = { ["tokens/min"] = tierTokens } })
-        .AddLayer("requests/min", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
-        .AddLayer("tokens/min", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)).Counting(PolicyMeter.Tokens))
-        .AddLayer("cost/day", user => user, PolicyRule.Calendar(CalendarPeriod.Day, 1_500).Counting(PolicyMeter.Money))
-        .AddLayer("streams", user => user, PolicyRule.Concurrency(2))
-        .AddGlobalLayer("global cost/day", PolicyRule.Calendar(CalendarPeriod.Day, 4_000).Counting(PolicyMeter.Money))
-        .Build();
+    /// <summary>
+    /// The policy under test. With <paramref name="sharedKeys"/> its keyed layers are given one selector instance, so they
+    /// share one key table (one entry per user, evicted only when every layer's cell is idle); otherwise each has its own
+    /// (each lambda below is its own cached delegate: one per place in the source, not per call).
+    /// </summary>
+    public static RatePolicy<string> CreatePolicy(TimeProvider time, long tierTokens, bool sharedKeys)
+    {
+        Func<string, string> shared = user => user;
+        return new RatePolicyBuilder<string>()
+            .UseTimeProvider(time)
+            .UseTiers(_ => "t", new PolicyTiers { ["t"] = { ["tokens/min"] = tierTokens } })
+            .AddLayer("requests/min", sharedKeys ? shared : user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .AddLayer("tokens/min", sharedKeys ? shared : user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)).Counting(PolicyMeter.Tokens))
+            .AddLayer("cost/day", sharedKeys ? shared : user => user, PolicyRule.Calendar(CalendarPeriod.Day, 1_500).Counting(PolicyMeter.Money))
+            .AddLayer("streams", sharedKeys ? shared : user => user, PolicyRule.Concurrency(2))
+            .AddGlobalLayer("global cost/day", PolicyRule.Calendar(CalendarPeriod.Day, 4_000).Counting(PolicyMeter.Money))
+            .Build();
+    }
 
     public long LimitOf(ModelLayer layer) => layer.Limit > 0 ? layer.Limit : TierTokenLimit;
 

@@ -40,21 +40,33 @@ public class RatePolicyPropertyTests
     [Property(MaxTest = 300)]
     public Property RandomOperations_MatchTheExactModel() => Prop.ForAll(Scenarios(), ops =>
     {
-        if (Run(ops) is { } failure)
+        if (Run(ops, sharedKeys: false) is { } failure)
         {
             throw new InvalidOperationException(failure);
         }
     });
 
-    [Fact]
-    public void Run_Regressions_MatchTheModel()
+    /// <summary>The same, with the keyed layers sharing one key table: a key is evicted only when all four are idle.</summary>
+    [Property(MaxTest = 300)]
+    public Property RandomOperations_SharedKeyTable_MatchTheExactModel() => Prop.ForAll(Scenarios(), ops =>
+    {
+        if (Run(ops, sharedKeys: true) is { } failure)
+        {
+            throw new InvalidOperationException(failure);
+        }
+    });
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Run_Regressions_MatchTheModel(bool sharedKeys)
     {
         // Cross midnight with a reservation open, then reconcile it: the refund must not land in the new day.
         PolicyOp[] ops = [new AcquireOp(0, 100, 900), new AdvanceOp(TimeSpan.FromHours(3).Ticks), new ReconcileOp(0, 10, 10), new AcquireOp(0, 100, 1_500)];
-        Assert.Null(Run(ops));
+        Assert.Null(Run(ops, sharedKeys));
 
         // The window ends and the sweep evicts the idle key while its lease is open: the overrun must still count.
-        Assert.Null(Run([new AcquireOp(0, 535, 302), new AdvanceOp(750_000_000), new ReconcileOp(0, 1_174, 843)]));
+        Assert.Null(Run([new AcquireOp(0, 535, 302), new AdvanceOp(750_000_000), new ReconcileOp(0, 1_174, 843)], sharedKeys));
     }
 
     private static Arbitrary<PolicyOp[]> Scenarios() =>
@@ -81,11 +93,16 @@ public class RatePolicyPropertyTests
         .ToArbitrary();
 
     /// <summary>Runs the operations on a policy and its model; returns the first disagreement, or null.</summary>
-    internal static string? Run(PolicyOp[] ops)
+    internal static string? Run(PolicyOp[] ops, bool sharedKeys)
     {
         var time = new FakeTimeProvider(Start);
         var model = new PolicyModel(time.GetUtcNow());
-        using RatePolicy<string> policy = PolicyModel.CreatePolicy(time, model.TierTokenLimit);
+        using RatePolicy<string> policy = PolicyModel.CreatePolicy(time, model.TierTokenLimit, sharedKeys);
+        if (policy.KeyTableCount != (sharedKeys ? 1 : 4))
+        {
+            return $"{policy.KeyTableCount} key tables";
+        }
+
         var leases = new List<ModelLease>();
         for (int step = 0; step < ops.Length; step++)
         {

@@ -71,6 +71,67 @@ public class RatePolicyStressTests
     }
 
     [Fact]
+    public void SharedKeyTable_FourThreadsWhileSweeping_EvictionNeverDropsCountedUsage()
+    {
+        // Three layers share one key table. Every key was used in an earlier window, so its entry is idle when the run
+        // starts: the sweeper may evict it under the threads' feet, but never once a layer has counted on it, or the
+        // caps below would be passed.
+        const int Keys = 4;
+        const int Cap = 40;
+        Func<string, string> byUser = user => user;
+        using RatePolicy<string> policy = new RatePolicyBuilder<string>()
+            .UseTimeProvider(_time)
+            .AddLayer("requests", byUser, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), Cap))
+            .AddLayer("tokens", byUser, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 100 * Cap).Counting(PolicyMeter.Tokens))
+            .AddLayer("cost", byUser, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10 * Cap).Counting(PolicyMeter.Money))
+            .Build();
+        string[] keys = [.. Enumerable.Range(0, Keys).Select(k => $"user-{k}")];
+        Assert.Equal(1, policy.KeyTableCount);
+        for (int round = 0; round < 1_500; round++)
+        {
+            foreach (string key in keys)
+            {
+                policy.Acquire(key, new RequestCost(1, 1)).Dispose();
+            }
+
+            _time.Advance(TimeSpan.FromMinutes(2)); // every entry idle, and nothing counted in the new window
+            long[,] admitted = new long[Threads, Keys];
+            using var stop = new CancellationTokenSource();
+            var sweeper = new Thread(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    policy.SweepAll();
+                }
+            });
+            sweeper.Start();
+            Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
+            {
+                for (int i = 0; i < 2 * Cap; i++)
+                {
+                    int key = (i + thread) % Keys;
+                    using PolicyLease lease = policy.Acquire(keys[key], new RequestCost(100, 10));
+                    if (lease.IsAcquired)
+                    {
+                        admitted[thread, key]++;
+                    }
+                }
+            });
+            stop.Cancel();
+            sweeper.Join();
+
+            for (int key = 0; key < Keys; key++)
+            {
+                long total = Enumerable.Range(0, Threads).Sum(thread => admitted[thread, key]);
+                Assert.Equal(Cap, total); // 2 * Cap attempts per key: exactly the cap admitted, not one more
+                Assert.Equal(Cap, policy.GetUsage(keys[key], "requests").Used);
+                Assert.Equal(100 * Cap, policy.GetUsage(keys[key], "tokens").Used);
+                Assert.Equal(10 * Cap, policy.GetUsage(keys[key], "cost").Used);
+            }
+        }
+    }
+
+    [Fact]
     public void Overruns_FourThreads_UsageIsExactlyTheActualsAndOnlyOverrunsPassTheCap()
     {
         using RatePolicy<string> policy = new RatePolicyBuilder<string>()

@@ -524,6 +524,46 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Build_LayersGivenOneSelectorInstance_ShareOneKeyTable()
+    {
+        Func<Call, string> byUser = c => c.User;
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", byUser, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .AddLayer("tokens", byUser, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("cost", byUser, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Money))
+            .AddLayer("same selector, own comparer", byUser, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5), comparer: StringComparer.OrdinalIgnoreCase)
+            .AddLayer("team", c => c.Team, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5))
+            .AddGlobalLayer("global", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100))
+            .Build();
+
+        Assert.Equal(3, policy.KeyTableCount);
+        using PolicyLease lease = policy.Acquire(new Call("alice"), new RequestCost(300, 200));
+        Assert.True(lease.IsAcquired);
+        Assert.Equal([1, 300, 200, 1, 1, 1], policy.GetUsage(new Call("alice")).Select(usage => usage.Used));
+        Assert.Equal([0, 0, 0, 0, 1, 1], policy.GetUsage(new Call("bob")).Select(usage => usage.Used));
+    }
+
+    [Fact]
+    public void Sweep_SharedKeyWithOneLayerStillCounting_KeepsTheKey()
+    {
+        // The minute layer is idle after two minutes; the day's cost is not: the user's shared entry must stay.
+        Func<Call, string> byUser = c => c.User;
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", byUser, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .AddLayer("cost", byUser, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Money))
+            .Build();
+        var call = new Call("alice");
+        policy.Acquire(call, new RequestCost(0, 700)).Dispose();
+
+        _time.Advance(TimeSpan.FromMinutes(2));
+        policy.SweepAll();
+
+        Assert.Equal(700, policy.GetUsage(call, "cost").Used);
+        Assert.Equal("cost", policy.Acquire(call, new RequestCost(0, 400)).BlockingLayer);
+        Assert.True(policy.Acquire(call, new RequestCost(0, 300)).IsAcquired);
+    }
+
+    [Fact]
     public void Build_InvalidSetup_ThrowsClearly()
     {
         PolicyRule rule = PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1);
