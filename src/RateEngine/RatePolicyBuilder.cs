@@ -17,6 +17,7 @@ public sealed class RatePolicyBuilder<TContext>
     private Func<TContext, string?>? _tierSelector;
     private PolicyTiers? _tiers;
     private int _maxKeysPerLayer = 1 << 20;
+    private int _maxSubKeysPerKey = 64;
     private TimeSpan _idleEvictionInterval = TimeSpan.FromSeconds(64);
     private Action<ReconcileRecord>? _onReconciled;
     private Action<ThresholdCrossing>? _onThreshold;
@@ -73,6 +74,43 @@ public sealed class RatePolicyBuilder<TContext>
     }
 
     /// <summary>
+    /// Adds a layer keyed by a pair, a key and a sub-key under it (per user per tool, per team per model): every pair gets
+    /// the rule's limit, or its tier's. The pair's state lives in the key's entry of <paramref name="keySelector"/>'s key
+    /// table (shared with the other layers given that selector instance), so the layer needs no table of its own and a
+    /// request looks the pair up on the cache lines its key's other layers have just read.
+    /// </summary>
+    /// <remarks>
+    /// A key holds at most <see cref="WithMaxSubKeysPerKey"/> sub-keys at once (idle ones make room): a further one is
+    /// refused with a reason naming the layer (a soft layer lets it pass untracked). For pairs with many sub-keys per key,
+    /// key the layer by the pair with <see cref="AddLayer{TKey}"/> instead.
+    /// </remarks>
+    /// <param name="name">The layer's name, unique in the policy: refusals, usage, tiers and events name it.</param>
+    /// <param name="keySelector">The request's key; it must not return null.</param>
+    /// <param name="subKeySelector">The request's sub-key under its key; it must not return null.</param>
+    /// <param name="rule">What the layer enforces, per (key, sub-key).</param>
+    /// <param name="tierSelector">This layer's tier for a request (for example the tool's price class); default the policy's.</param>
+    /// <param name="comparer">Key equality; default <see cref="EqualityComparer{T}.Default"/>.</param>
+    /// <param name="subKeyComparer">Sub-key equality; default <see cref="EqualityComparer{T}.Default"/>.</param>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="ArgumentException">The name is blank or already used, or the policy has 16 layers already.</exception>
+    public RatePolicyBuilder<TContext> AddNestedLayer<TKey, TSubKey>(
+        string name,
+        Func<TContext, TKey> keySelector,
+        Func<TContext, TSubKey> subKeySelector,
+        PolicyRule rule,
+        Func<TContext, string?>? tierSelector = null,
+        IEqualityComparer<TKey>? comparer = null,
+        IEqualityComparer<TSubKey>? subKeyComparer = null)
+        where TKey : notnull
+        where TSubKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(keySelector);
+        ArgumentNullException.ThrowIfNull(subKeySelector);
+        var subKeys = new SubKeySpec<TContext, TSubKey>(subKeySelector, subKeyComparer);
+        return Add(name, rule, settings => LayerFactory.Create(name, rule, keySelector, Tiered(settings, tierSelector), comparer, subKeys));
+    }
+
+    /// <summary>
     /// Adds a layer with one state for the whole service (a global cost cap): usually with <see cref="PolicyRule.AsServiceWide"/>.
     /// </summary>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
@@ -86,6 +124,15 @@ public sealed class RatePolicyBuilder<TContext>
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxKeys, 1);
         _maxKeysPerLayer = maxKeys;
+        return this;
+    }
+
+    /// <summary>The most sub-keys one key holds at once on a layer keyed by (key, sub-key). Default 64.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Not positive.</exception>
+    public RatePolicyBuilder<TContext> WithMaxSubKeysPerKey(int maxSubKeys)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxSubKeys, 1);
+        _maxSubKeysPerKey = maxSubKeys;
         return this;
     }
 
@@ -135,7 +182,7 @@ public sealed class RatePolicyBuilder<TContext>
         }
 
         var clock = new Timing.LimiterClock(_timeProvider);
-        var settings = new LayerSettings<TContext>(clock, _timeProvider.GetUtcNow(), _tierSelector, _tiers, _maxKeysPerLayer, _onThreshold);
+        var settings = new LayerSettings<TContext>(clock, _timeProvider.GetUtcNow(), _tierSelector, _tiers, _maxKeysPerLayer, _maxSubKeysPerKey, _onThreshold);
         PolicyLayer<TContext>[] layers = [.. _layers.Select(layer => layer.Create(settings))];
         return new RatePolicy<TContext>(layers, clock, _idleEvictionInterval, _onReconciled, _onAbandoned);
     }

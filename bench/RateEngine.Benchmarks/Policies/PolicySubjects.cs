@@ -33,13 +33,16 @@ internal static class PolicySubjects
         })];
     }
 
-    /// <summary>One selector for the three per-user layers, so they share one key table (one lookup per request).</summary>
+    /// <summary>
+    /// One selector for the per-user layers, so they share one key table (one lookup per request); the (user, tool) layer
+    /// nests its tools under the user's entry.
+    /// </summary>
     private static readonly Func<BenchRequest, string> ByUser = r => r.User;
 
     public static RatePolicy<BenchRequest> RateEngine() => new RatePolicyBuilder<BenchRequest>()
         .AddLayer("ip", r => r.Ip, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), int.MaxValue))
         .AddLayer("user", ByUser, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, int.MaxValue))
-        .AddLayer("tool", r => (r.User, r.Tool), PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), int.MaxValue))
+        .AddNestedLayer("tool", ByUser, r => r.Tool, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), int.MaxValue))
         .AddLayer("tokens/min", ByUser, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, int.MaxValue).Counting(PolicyMeter.Tokens))
         .AddLayer("cents/day", ByUser, PolicyRule.Calendar(CalendarPeriod.Day, long.MaxValue / 4).Counting(PolicyMeter.Money))
         .Build();

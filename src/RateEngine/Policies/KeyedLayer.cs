@@ -19,6 +19,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     where TAlgorithm : struct, IWeightedAlgorithm<TState>
 {
     private readonly KeyTable<TContext, TKey>? _keys;
+    private readonly SubKeys<TContext, TState>? _subKeys;
     private readonly int _cell;
     private readonly Func<TContext, string?>? _tierSelector;
     private readonly Func<long, TAlgorithm> _createAlgorithm;
@@ -34,6 +35,8 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         string name,
         PolicyRule rule,
         KeyTable<TContext, TKey>? keys,
+        SubKeySpec<TContext>? subKeys,
+        int maxSubKeysPerKey,
         Func<TContext, string?>? tierSelector,
         Func<long, TAlgorithm> createAlgorithm,
         PolicyTiers? tiers,
@@ -59,6 +62,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         }
 
         _thresholdFractions = [.. rule.SoftThresholds.Select(fraction => (long)(fraction * 1_000_000))];
+        _subKeys = subKeys?.Create<TState>(maxSubKeysPerKey, clock, () => _shape.CreateState(), (cell, now) => IsIdleState(cell, now));
         if (keys is null)
         {
             _single = new LayerEntry<TState> { State = _shape.CreateState() };
@@ -100,7 +104,12 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             return IsSoft ? null : Limiters.ReasonPhrases.PartitionsFull;
         }
 
-        hold.Entry = found.Cell(_cell);
+        hold.Entry = CellOf(found, context);
+        if (hold.Entry is null)
+        {
+            return IsSoft ? null : _subKeys!.FullReason(Name);
+        }
+
         return null;
     }
 
@@ -153,7 +162,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                 return false;
             }
 
-            if (_single is null && _keys!.IsLost(hold.Key!, context, Name))
+            if (_single is null && IsLost(context, ref hold))
             {
                 // Decide again on the key's live entry, at a fresh clock read: that entry is younger than the first one.
                 now = _clock.Now();
@@ -219,7 +228,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             // key's live entry, by the same CAS-then-read protocol as an admission.
             var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry!);
             Admission charge = _shape.Charge(ref entry.State, now, amount);
-            if (_single is null && _keys!.IsLost(hold.Key!, context, Name))
+            if (_single is null && IsLost(context, ref hold))
             {
                 now = _clock.Now();
                 if (!FindAgain(context, ref hold))
@@ -245,7 +254,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         LayerTier<TAlgorithm>? tier = _fixed ?? TierOf(context);
         long limit = tier?.Limit ?? 0;
         LayerEntry<TState>? entry = _single ?? (_keys!.FindLive(_keys.SelectKey(context, Name)) is { } found
-            ? Unsafe.As<LayerEntry<TState>>(found.Cell(_cell))
+            ? (_subKeys is null ? Unsafe.As<LayerEntry<TState>>(found.Cell(_cell)) : _subKeys.FindLive(found.Cell(_cell), context, Name))
             : null);
         if (entry is null)
         {
@@ -255,11 +264,12 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         return new LayerUsage(Name, limit, _shape.GetUsed(ref entry.State, now), _clock.ToTimeSpan(_shape.GetResetAfter(ref entry.State, now)));
     }
 
-    public override object? KeyOf(TContext context) => _keys is null ? null : _keys.SelectKey(context, Name);
+    public override object? KeyOf(TContext context) =>
+        _keys is null ? null : _subKeys is null ? _keys.SelectKey(context, Name) : _subKeys.KeyOf(_keys.SelectKey(context, Name), context, Name);
 
-    public KeyEntry CreateCell() => new LayerEntry<TState> { State = _shape.CreateState() };
+    public KeyEntry CreateCell() => _subKeys is null ? new LayerEntry<TState> { State = _shape.CreateState() } : _subKeys.CreateMap();
 
-    public bool IsIdle(KeyEntry cell, long now) => _shape.GetFullSince(ref Unsafe.As<LayerEntry<TState>>(cell).State, now) is not null;
+    public bool IsIdle(KeyEntry cell, long now) => _subKeys is null ? IsIdleState(Unsafe.As<LayerEntry<TState>>(cell), now) : _subKeys.AllIdle(cell, now);
 
     public override void UpdateTiers(PolicyTiers tiers)
     {
@@ -296,13 +306,24 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         return name is not null && Volatile.Read(ref _tiers).TryGetValue(name, out LayerTier<TAlgorithm>? tier) ? tier : null;
     }
 
-    /// <summary>After an eviction took the hold's entry: the key's live entry (false when the table has no room for it).</summary>
+    private bool IsIdleState(LayerEntry<TState> cell, long now) => _shape.GetFullSince(ref cell.State, now) is not null;
+
+    /// <summary>This layer's cell of a key's entry: the entry's own, or the request's sub-key's (null when its map is full).</summary>
+    private LayerEntry<TState>? CellOf(KeyEntry found, TContext context) =>
+        _subKeys is null ? Unsafe.As<LayerEntry<TState>>(found.Cell(_cell)) : _subKeys.FindOrCreate(found.Cell(_cell), context, Name);
+
+    /// <summary>After an admission on the hold's cell: whether an eviction took the key's entry, or the sub-key's cell.</summary>
+    private bool IsLost(TContext context, ref LayerHold hold) =>
+        _keys!.IsLost(hold.Key!, context, Name)
+        || (_subKeys is not null && _subKeys.IsLost(hold.Key!.Cell(_cell), Unsafe.As<LayerEntry<TState>>(hold.Entry!), context, Name));
+
+    /// <summary>After an eviction took the hold's entry or cell: the live ones (false when there is no room for them).</summary>
     private bool FindAgain(TContext context, ref LayerHold hold)
     {
         KeyEntry? found = _keys!.FindOrCreate(_keys.SelectKey(context, Name));
         hold.Key = found;
-        hold.Entry = found is null ? null : found.Cell(_cell);
-        return found is not null;
+        hold.Entry = found is null ? null : CellOf(found, context);
+        return hold.Entry is not null;
     }
 
     /// <summary>

@@ -12,6 +12,7 @@ internal sealed record LayerSettings<TContext>(
     Func<TContext, string?>? TierSelector,
     PolicyTiers? Tiers,
     int MaxKeys,
+    int MaxSubKeysPerKey,
     Action<ThresholdCrossing>? OnThreshold)
 {
     public Dictionary<(Delegate Selector, object? Comparer), object> KeyTables { get; } = [];

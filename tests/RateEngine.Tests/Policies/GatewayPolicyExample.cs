@@ -11,7 +11,8 @@ public static class GatewayPolicy
 
     private static readonly HashSet<string> ExpensiveTools = ["code_interpreter", "web_browse"];
 
-    // One selector for every per-user layer: layers given the same selector share one key table, one lookup per request.
+    // One selector for every per-user layer: layers given the same selector share one key table, one lookup per request
+    // (the per-tool layer keeps each user's tools in the user's entry).
     private static readonly Func<ChatRequest, string> ByUser = request => request.UserId;
 
     // Limits by tier: tiers can be replaced at run time (policy.UpdateTiers) and keep the usage already counted.
@@ -35,7 +36,7 @@ public static class GatewayPolicy
             .UseTiers(request => request.Tier, Tiers())
             .AddLayer("ip", request => request.ClientIp, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, limit: 100))
             .AddLayer("user", ByUser, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), limit: 20))
-            .AddLayer("tool calls/min", request => (request.UserId, request.Tool), PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)),
+            .AddNestedLayer("tool calls/min", ByUser, request => request.Tool, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)),
                 tierSelector: request => ExpensiveTools.Contains(request.Tool) ? "expensive tool" : "standard tool")
             .AddLayer("user streams", ByUser, PolicyRule.Concurrency())
             .AddLayer("user tokens/min", ByUser,

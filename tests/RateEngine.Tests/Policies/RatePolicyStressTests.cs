@@ -132,6 +132,68 @@ public class RatePolicyStressTests
     }
 
     [Fact]
+    public void NestedLayer_FourThreadsWhileDroppingIdleSubKeys_NoAdmissionIsLost()
+    {
+        // Three tools per user, room for two: every round starts with both held tools idle, so a call for the third
+        // drops them while other threads admit on them. A drop must never take a cell that has counted, or a pair's
+        // usage would fall below what the threads saw admitted (and the cap could be passed).
+        const int Cap = 30;
+        string[] users = ["ann", "bob"];
+        string[] tools = ["search", "chat", "sql"];
+        Func<(string User, string Tool), string> byUser = call => call.User;
+        using RatePolicy<(string User, string Tool)> policy = new RatePolicyBuilder<(string User, string Tool)>()
+            .UseTimeProvider(_time)
+            .AddLayer("user", byUser, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), int.MaxValue))
+            .AddNestedLayer("tool", byUser, call => call.Tool, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), Cap))
+            .WithMaxSubKeysPerKey(2)
+            .Build();
+        for (int round = 0; round < 1_000; round++)
+        {
+            _time.Advance(TimeSpan.FromMinutes(2)); // every held tool idle
+            long[,,] admitted = new long[Threads, users.Length, tools.Length];
+            using var stop = new CancellationTokenSource();
+            var sweeper = new Thread(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    policy.SweepAll();
+                }
+            });
+            sweeper.Start();
+            Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
+            {
+                var random = new Random(round * Threads + thread);
+                for (int i = 0; i < 3 * Cap; i++)
+                {
+                    int user = random.Next(users.Length);
+                    int tool = random.Next(tools.Length);
+                    using PolicyLease lease = policy.Acquire((users[user], tools[tool]));
+                    if (lease.IsAcquired)
+                    {
+                        admitted[thread, user, tool]++;
+                    }
+                }
+            });
+            stop.Cancel();
+            sweeper.Join();
+
+            for (int user = 0; user < users.Length; user++)
+            {
+                int toolsUsed = 0;
+                for (int tool = 0; tool < tools.Length; tool++)
+                {
+                    long total = Enumerable.Range(0, Threads).Sum(thread => admitted[thread, user, tool]);
+                    Assert.InRange(total, 0, Cap);
+                    Assert.Equal(total, policy.GetUsage((users[user], tools[tool]), "tool").Used);
+                    toolsUsed += total > 0 ? 1 : 0;
+                }
+
+                Assert.InRange(toolsUsed, 1, 2);
+            }
+        }
+    }
+
+    [Fact]
     public void Overruns_FourThreads_UsageIsExactlyTheActualsAndOnlyOverrunsPassTheCap()
     {
         using RatePolicy<string> policy = new RatePolicyBuilder<string>()
