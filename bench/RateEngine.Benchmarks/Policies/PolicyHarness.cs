@@ -8,7 +8,8 @@ namespace RateEngine.Benchmarks.Policies;
 internal sealed record PolicyRow(string Name, Stat Nanoseconds, Stat TwoThreadOpsPerSecond, double BytesPerOperation, long Operations);
 
 /// <summary>The layered-policy section: the in-box chain, RateEngine's acquire, and RateEngine's acquire with reconcile.</summary>
-internal sealed record PolicyResult(PolicyRow InBox, PolicyRow Acquire, PolicyRow AcquireReconcile, int Rounds, TimeSpan Duration)
+/// <summary>The policy's figures, and the single-thread ns/op of both sides on <see cref="PolicySubjects.CachedUsers"/> users (state in cache).</summary>
+internal sealed record PolicyResult(PolicyRow InBox, PolicyRow Acquire, PolicyRow AcquireReconcile, Stat CachedInBox, Stat CachedAcquire, int Rounds, TimeSpan Duration)
 {
     public double SingleThreadRatio => InBox.Nanoseconds.Median / Acquire.Nanoseconds.Median;
 
@@ -17,14 +18,25 @@ internal sealed record PolicyResult(PolicyRow InBox, PolicyRow Acquire, PolicyRo
 
 /// <summary>
 /// Measures a five-layer policy against five in-box limiters chained, on 10k users: ns/op on one thread and total ops/s of
-/// two threads on the one shared policy, in interleaved rounds (rotated order), after two warm-up passes.
+/// two threads on the one shared policy, in interleaved rounds (rotated order), after two warm-up passes. Then the same on
+/// 100 users, one thread: with every key's state in the cache, what each side costs in compute alone, which bounds the
+/// ratio a lighter memory footprint can reach on 10k users.
 /// </summary>
 internal static class PolicyHarness
 {
     public static PolicyResult Run(int rounds, TimeSpan singleRound, TimeSpan threadedRound, Action<string> progress)
     {
         var clock = Stopwatch.StartNew();
-        BenchRequest[] requests = PolicySubjects.Requests();
+        (PolicyRow inBox, PolicyRow acquire, PolicyRow reconcile) = RunOn(PolicySubjects.Users, rounds, singleRound, threadedRound, progress);
+        (PolicyRow cachedInBox, PolicyRow cachedAcquire, _) = RunOn(PolicySubjects.CachedUsers, rounds, singleRound, threadedRound: TimeSpan.Zero, progress);
+        return new PolicyResult(inBox, acquire, reconcile, cachedInBox.Nanoseconds, cachedAcquire.Nanoseconds, rounds, clock.Elapsed);
+    }
+
+    /// <summary>The three subjects on <paramref name="users"/> users; no 2-thread runs when <paramref name="threadedRound"/> is zero.</summary>
+    private static (PolicyRow InBox, PolicyRow Acquire, PolicyRow AcquireReconcile) RunOn(
+        int users, int rounds, TimeSpan singleRound, TimeSpan threadedRound, Action<string> progress)
+    {
+        BenchRequest[] requests = PolicySubjects.Requests(userCount: users);
         using RatePolicy<BenchRequest> policy = PolicySubjects.RateEngine();
         using RatePolicy<BenchRequest> reconciling = PolicySubjects.RateEngine();
         using PartitionedRateLimiter<BenchRequest> chain = PolicySubjects.InBoxChain();
@@ -39,10 +51,13 @@ internal static class PolicyHarness
         {
             foreach (Subject subject in subjects)
             {
-                progress($"layered policy warm-up {pass}/2: {subject.Name}");
+                progress($"layered policy, {users:N0} users, warm-up {pass}/2: {subject.Name}");
                 var cursor = new PolicyCursor(requests, 0);
                 Measure.WarmUp((_, ops) => subject.Loop(cursor, ops), null!, singleRound, 10_000);
-                subject.Threaded(requests, threadedRound / 2);
+                if (threadedRound > TimeSpan.Zero)
+                {
+                    subject.Threaded(requests, threadedRound / 2);
+                }
             }
         }
 
@@ -60,11 +75,11 @@ internal static class PolicyHarness
                 subject.MeasureRound(requests, threadedRound, round);
             }
 
-            progress($"layered policy round {round + 1}/{rounds}: "
+            progress($"layered policy, {users:N0} users, round {round + 1}/{rounds}: "
                 + string.Join(", ", subjects.Select(s => $"{s.Name} {s.Single[^1].NanosecondsPerOperation:F0} ns")));
         }
 
-        return new PolicyResult(subjects[0].Summarize(), subjects[1].Summarize(), subjects[2].Summarize(), rounds, clock.Elapsed);
+        return (subjects[0].Summarize(), subjects[1].Summarize(), subjects[2].Summarize());
     }
 
     private sealed class Subject(string name, Func<PolicyCursor, long, long> loop)
@@ -92,13 +107,16 @@ internal static class PolicyHarness
             Sample single = Measure.OnThisThread((_, ops) => Loop(cursor, ops), null!, Operations);
             Check.That(single.Acquired == single.Operations, $"{Name}: a request was refused");
             Single.Add(single);
-            Two.Add(Threaded(requests, threadedRound));
+            if (threadedRound > TimeSpan.Zero)
+            {
+                Two.Add(Threaded(requests, threadedRound));
+            }
         }
 
         public PolicyRow Summarize() => new(
             Name,
             Stat.Of(Single.Select(s => s.NanosecondsPerOperation)),
-            Stat.Of(Two.Select(s => s.OperationsPerSecond)),
+            Two.Count > 0 ? Stat.Of(Two.Select(s => s.OperationsPerSecond)) : new Stat(0, 0, 0), // no 2-thread runs
             Single.Sum(s => (double)s.AllocatedBytes) / Single.Sum(s => s.Operations),
             Single.Sum(s => s.Operations) + Two.Sum(s => s.Operations));
     }

@@ -52,6 +52,19 @@ internal static class PolicyReport
                 row.Operations.ToString("N0", Invariant),
             })]));
         text.AppendLine();
+        double cachedRatio = result.CachedInBox.Median / result.CachedAcquire.Median;
+        text.AppendLine("**What bounds the ratio.** The same subjects on " + PolicySubjects.CachedUsers.ToString(Invariant)
+            + " users, one thread, where every key's state of both sides stays in the cache: in-box "
+            + result.CachedInBox.Median.ToString("F0", Invariant) + " ns, RateEngine " + result.CachedAcquire.Median.ToString("F0", Invariant)
+            + " ns (" + cachedRatio.ToString("F2", Invariant) + "×). On 10k users the chain slows by "
+            + (result.InBox.Nanoseconds.Median - result.CachedInBox.Median).ToString("F0", Invariant) + " ns a request and the policy by "
+            + (result.Acquire.Nanoseconds.Median - result.CachedAcquire.Median).ToString("F0", Invariant)
+            + " ns: cache misses on state that no longer fits. A 5× ratio on 10k users needs the policy at "
+            + (result.InBox.Nanoseconds.Median / 5).ToString("F0", Invariant) + " ns, "
+            + (result.InBox.Nanoseconds.Median / 5 <= result.CachedAcquire.Median ? "no more than" : "only "
+                + (result.InBox.Nanoseconds.Median / 5 - result.CachedAcquire.Median).ToString("F0", Invariant) + " ns above")
+            + " what it costs with every key in the cache.");
+        text.AppendLine();
         text.AppendLine("Targets (bench/README.md):");
         text.AppendLine();
         foreach (string verdict in Verdicts(result))

@@ -14,16 +14,19 @@ internal static class PolicySubjects
 {
     public const int Users = 10_000;
 
+    /// <summary>Few enough users that every layer's state of both sides stays in the cache: what each costs in compute alone.</summary>
+    public const int CachedUsers = 100;
+
     /// <summary>The estimate each request reserves on the RateEngine side: tokens and micro-dollars.</summary>
     public static readonly RequestCost Estimate = new(500, 2_500);
 
     private static readonly string[] Tools = ["search", "chat", "code_interpreter", "web_browse", "image", "files", "sql", "email"];
 
-    /// <summary>Requests of <see cref="Users"/> users (each with its own IP) and 8 tools, in a seeded random order.</summary>
-    public static BenchRequest[] Requests(int count = 1 << 16)
+    /// <summary>Requests of <paramref name="userCount"/> users (each with its own IP) and 8 tools, in a seeded random order.</summary>
+    public static BenchRequest[] Requests(int count = 1 << 16, int userCount = Users)
     {
         var random = new Random(20261202);
-        var users = Enumerable.Range(0, Users)
+        var users = Enumerable.Range(0, userCount)
             .Select(u => (Ip: $"10.{u >> 16 & 255}.{u >> 8 & 255}.{u & 255}", User: $"user-{u:D5}"))
             .ToArray();
         return [.. Enumerable.Range(0, count).Select(_ =>
