@@ -1,0 +1,35 @@
+namespace RateEngine.Redis;
+
+/// <summary>
+/// After a failed call, answers "open" for the cool-down, so the limiter stops calling a dead Redis; the first call after
+/// it goes through, and a success closes it.
+/// </summary>
+internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown)
+{
+    private long _openUntil = long.MinValue;
+    private long _failures;
+
+    /// <summary>Failed calls so far (errors and timeouts).</summary>
+    public long Failures => Volatile.Read(ref _failures);
+
+    /// <summary>Why the last call failed, for the refusals the open breaker answers.</summary>
+    public string LastFailure { get; private set; } = string.Empty;
+
+    public bool IsOpen => time.GetTimestamp() < Volatile.Read(ref _openUntil);
+
+    public void Trip(string why)
+    {
+        LastFailure = why;
+        Interlocked.Increment(ref _failures);
+        long until = time.GetTimestamp() + (long)(cooldown.TotalSeconds * time.TimestampFrequency);
+        Volatile.Write(ref _openUntil, until);
+    }
+
+    public void Close()
+    {
+        if (Volatile.Read(ref _openUntil) != long.MinValue)
+        {
+            Volatile.Write(ref _openUntil, long.MinValue);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+using System.Threading.RateLimiting;
+using RateEngine.Redis.Scripts;
+
+namespace RateEngine.Redis;
+
+/// <summary>
+/// Partitioned limiters whose state lives on Redis, exact across every node (exact mode): each acquire is one Lua script
+/// that reads the server's clock, decides and writes in one atomic step. The result is the BCL's
+/// <see cref="PartitionedRateLimiter{TResource}"/>, so ASP.NET Core and <c>CreateChained</c> accept it.
+/// </summary>
+/// <remarks>
+/// <para>The guarantees are those of the in-process algorithms (src/DESIGN.md), on the Redis server's clock in
+/// microseconds: the fixed window's windows are aligned to the Unix epoch; the bucket refills continuously (in any
+/// interval of length T at most <c>TokenLimit + rate × T</c>); the counter and the log never pass the limit in any
+/// interval of length W. None of them queues (the options' <c>QueueLimit</c> must be 0), and disposing a lease gives
+/// nothing back. Each key written has a TTL of its window (or of the bucket's time to refill).</para>
+/// <para>Options are resolved per partition key on every call (return a shared instance: each is validated once).</para>
+/// </remarks>
+public static class RedisLimiter
+{
+    /// <summary>A fixed window per key, aligned to the Unix epoch.</summary>
+    /// <exception cref="ArgumentNullException">A delegate or the options are null.</exception>
+    /// <exception cref="ArgumentException">The options are invalid (no connection, blank prefix, ...).</exception>
+    public static PartitionedRateLimiter<TResource> CreateFixedWindow<TResource>(
+        Func<TResource, string> keySelector, Func<string, FixedWindowRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
+        new RedisPartitionedLimiter<TResource, FixedWindowRateLimiterOptions>(keySelector, optionsResolver, rule => new FixedWindowRule(rule), options);
+
+    /// <summary>A token bucket per key, refilled continuously at <c>TokensPerPeriod</c> per <c>ReplenishmentPeriod</c>.</summary>
+    /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
+    public static PartitionedRateLimiter<TResource> CreateTokenBucket<TResource>(
+        Func<TResource, string> keySelector, Func<string, TokenBucketRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
+        new RedisPartitionedLimiter<TResource, TokenBucketRateLimiterOptions>(keySelector, optionsResolver, rule => new TokenBucketRule(rule), options);
+
+    /// <summary>A conservative segmented sliding window per key (a permit counts up to one segment longer than the window).</summary>
+    /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
+    public static PartitionedRateLimiter<TResource> CreateSlidingWindowCounter<TResource>(
+        Func<TResource, string> keySelector, Func<string, SlidingWindowCounterRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
+        new RedisPartitionedLimiter<TResource, SlidingWindowCounterRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowCounterRule(rule), options);
+
+    /// <summary>An exact sliding-window log per key: one sorted-set member per permit of the limit.</summary>
+    /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
+    public static PartitionedRateLimiter<TResource> CreateSlidingWindowLog<TResource>(
+        Func<TResource, string> keySelector, Func<string, SlidingWindowLogRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
+        new RedisPartitionedLimiter<TResource, SlidingWindowLogRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowLogRule(rule), options);
+}

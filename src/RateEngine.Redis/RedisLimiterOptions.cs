@@ -1,0 +1,60 @@
+using StackExchange.Redis;
+
+namespace RateEngine.Redis;
+
+/// <summary>Where and how a Redis limiter keeps its state. Validated when the limiter is created.</summary>
+public sealed class RedisLimiterOptions
+{
+    /// <summary>The application's one shared connection. Required.</summary>
+    public IConnectionMultiplexer? Connection { get; set; }
+
+    /// <summary>The database number; default -1 (the connection's default).</summary>
+    public int Database { get; set; } = -1;
+
+    /// <summary>
+    /// The prefix of every key this limiter writes: <c>{prefix}:{{partition key}}:{algorithm}</c>, where the braces make the
+    /// partition key a hash tag, so all of a partition's keys land in one cluster slot. Give each limiter its own prefix.
+    /// Default <c>"rateengine"</c>.
+    /// </summary>
+    public string KeyPrefix { get; set; } = "rateengine";
+
+    /// <summary>
+    /// Null (the default): every decision uses the Redis server's clock (<c>TIME</c>), one clock for every node. Set it for
+    /// hosts that forbid <c>TIME</c> in scripts: decisions then use this provider's UTC time in microseconds, and the
+    /// guarantees hold across nodes only as far as their clocks agree.
+    /// </summary>
+    public TimeProvider? ClientClock { get; set; }
+
+    /// <summary>
+    /// The longest a synchronous <c>AttemptAcquire</c> blocks its thread on the network; past it the attempt fails (or, with
+    /// <see cref="RedisFailureMode.FailOpen"/>, succeeds) with a reason. <c>AcquireAsync</c> is the native path and waits
+    /// for Redis as long as the connection's own timeouts allow. Default 100 ms.
+    /// </summary>
+    public TimeSpan SyncTimeout { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>What a limiter answers while Redis does not. Default <see cref="RedisFailureMode.FailClosed"/>.</summary>
+    public RedisFailureMode FailureMode { get; set; } = RedisFailureMode.FailClosed;
+
+    /// <summary>
+    /// After a failed call, how long the limiter answers by <see cref="FailureMode"/> without calling Redis, so a dead
+    /// server is not hammered; the first call after it tries Redis again. Default 1 second.
+    /// </summary>
+    public TimeSpan FailureCooldown { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The clock of the cool-down (not of decisions); default <see cref="TimeProvider.System"/>.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    internal void Validate()
+    {
+        if (Connection is null)
+        {
+            throw new ArgumentException("RedisLimiterOptions.Connection is required: pass the application's shared IConnectionMultiplexer.", nameof(Connection));
+        }
+
+        ArgumentException.ThrowIfNullOrWhiteSpace(KeyPrefix, nameof(KeyPrefix));
+        ArgumentOutOfRangeException.ThrowIfLessThan(Database, -1, nameof(Database));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(SyncTimeout, TimeSpan.Zero, nameof(SyncTimeout));
+        ArgumentOutOfRangeException.ThrowIfLessThan(FailureCooldown, TimeSpan.Zero, nameof(FailureCooldown));
+        ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
+    }
+}

@@ -1,0 +1,29 @@
+using System.Threading.RateLimiting;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Scripts;
+
+internal sealed class FixedWindowRule : RedisRule
+{
+    private readonly long _window;
+
+    public FixedWindowRule(FixedWindowRateLimiterOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.PermitLimit, 1, nameof(options.PermitLimit));
+        ThrowIfQueued(options.QueueLimit, nameof(FixedWindowRateLimiterOptions));
+        PermitLimit = options.PermitLimit;
+        _window = Microseconds(options.Window, nameof(options.Window));
+    }
+
+    public override long PermitLimit { get; }
+
+    public override string Suffix => "fw";
+
+    public override LuaScript Script => LuaScripts.FixedWindow;
+
+    public override object Parameters(RedisKey key, long now, long permits, string? nonce) =>
+        new Arguments(key, now, PermitLimit, permits, _window);
+
+    private sealed record Arguments(RedisKey Key, long Now, long Limit, long Permits, long Window);
+}

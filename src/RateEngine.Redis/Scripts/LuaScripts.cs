@@ -1,0 +1,147 @@
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Scripts;
+
+/// <summary>
+/// The Lua scripts, one per algorithm. Each runs as one atomic step on the server: it reads the clock (the server's
+/// <c>TIME</c>, or the client's microseconds when <c>@Now</c> is not negative), decides, writes, sets a TTL on every key it
+/// wrote, and returns <c>{admitted, retry after µs, remaining, decision µs}</c>. Amounts are integers below 2^53, where Lua's
+/// numbers are exact; the rules check that at construction.
+/// </summary>
+/// <remarks>
+/// A permit count of 0 asks whether at least one permit is free, and writes nothing (as the in-box limiters answer it).
+/// <see cref="LuaScript"/> sends each script by its SHA (EVALSHA) and sends the text again when the server has lost it
+/// (a <c>SCRIPT FLUSH</c>, a restart or a failover).
+/// </remarks>
+internal static class LuaScripts
+{
+    private const string Clock = """
+        local now = tonumber(@Now)
+        if now < 0 then
+          local t = redis.call('TIME')
+          now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        end
+        local limit = tonumber(@Limit)
+        local permits = tonumber(@Permits)
+        """;
+
+    /// <summary>
+    /// Fixed window, aligned to the Unix epoch: a hash (w = window index, c = permits counted in it). Invariant: the
+    /// permits admitted in window k are at most the limit.
+    /// </summary>
+    public static readonly LuaScript FixedWindow = LuaScript.Prepare(Clock + """
+
+        local window = tonumber(@Window)
+        local current = math.floor(now / window)
+        local state = redis.call('HMGET', @Key, 'w', 'c')
+        local count = 0
+        if tonumber(state[1]) == current then count = tonumber(state[2]) end
+        local ends = (current + 1) * window
+        if count + permits <= limit and (permits > 0 or count < limit) then
+          if permits > 0 then
+            redis.call('HSET', @Key, 'w', current, 'c', count + permits)
+            redis.call('PEXPIRE', @Key, math.ceil((ends - now) / 1000) + 1)
+          end
+          return {1, 0, limit - count - permits, now}
+        end
+        return {0, ends - now, limit - count, now}
+        """);
+
+    /// <summary>
+    /// Token bucket with continuous refill: a hash (t = tokens in units of 1/period µs, s = last refill µs). Invariant:
+    /// in any interval of length T, admissions are at most limit + rate × T. A server clock that steps back refills
+    /// nothing until it passes the last refill again.
+    /// </summary>
+    public static readonly LuaScript TokenBucket = LuaScript.Prepare(Clock + """
+
+        local period = tonumber(@Period)
+        local rate = tonumber(@Rate)
+        local full = limit * period
+        local state = redis.call('HMGET', @Key, 't', 's')
+        local tokens = full
+        local last = now
+        if state[1] then
+          tokens = tonumber(state[1])
+          last = tonumber(state[2])
+          if now > last then
+            tokens = math.min(full, tokens + (now - last) * rate)
+            last = now
+          end
+        end
+        local need = math.max(permits, 1) * period
+        if tokens >= need then
+          if permits > 0 then
+            tokens = tokens - permits * period
+            redis.call('HSET', @Key, 't', tokens, 's', last)
+            redis.call('PEXPIRE', @Key, math.ceil((full - tokens) / rate / 1000) + 1)
+          end
+          return {1, 0, math.floor(tokens / period), now}
+        end
+        return {0, math.ceil((need - tokens) / rate) + math.max(last - now, 0), math.floor(tokens / period), now}
+        """);
+
+    /// <summary>
+    /// Segmented sliding window: a hash (segment index → permits). An admission in segment e counts segments e-S..e,
+    /// which cover the last W whole. Invariant: at most the limit in any interval of length W; a permit is counted up to
+    /// one segment longer than W (conservative).
+    /// </summary>
+    public static readonly LuaScript SlidingWindowCounter = LuaScript.Prepare(Clock + """
+
+        local segment = tonumber(@Segment)
+        local segments = tonumber(@Segments)
+        local current = math.floor(now / segment)
+        local oldest = current - segments
+        local fields = redis.call('HGETALL', @Key)
+        local used = 0
+        local counted = {}
+        for i = 1, #fields, 2 do
+          local index = tonumber(fields[i])
+          if index < oldest then
+            redis.call('HDEL', @Key, fields[i])
+          else
+            local count = tonumber(fields[i + 1])
+            used = used + count
+            counted[#counted + 1] = {index, count}
+          end
+        end
+        if used + permits <= limit and (permits > 0 or used < limit) then
+          if permits > 0 then
+            redis.call('HINCRBY', @Key, current, permits)
+            redis.call('PEXPIRE', @Key, math.ceil((segments + 1) * segment / 1000) + 1)
+          end
+          return {1, 0, limit - used - permits, now}
+        end
+        table.sort(counted, function(a, b) return a[1] < b[1] end)
+        local excess = used + math.max(permits, 1) - limit
+        local freed = 0
+        for _, entry in ipairs(counted) do
+          freed = freed + entry[2]
+          if freed >= excess then
+            return {0, (entry[1] + segments + 1) * segment - now, math.max(limit - used, 0), now}
+          end
+        end
+        return {0, (segments + 1) * segment, math.max(limit - used, 0), now}
+        """);
+
+    /// <summary>
+    /// Exact sliding-window log: a sorted set of one member per permit, scored by its decision µs. Invariant: for every
+    /// x, the permits stamped in [x, x + W) are at most the limit. Memory: one member per permit of the limit.
+    /// </summary>
+    public static readonly LuaScript SlidingWindowLog = LuaScript.Prepare(Clock + """
+
+        local window = tonumber(@Window)
+        redis.call('ZREMRANGEBYSCORE', @Key, '-inf', now - window)
+        local used = redis.call('ZCARD', @Key)
+        if used + permits <= limit and (permits > 0 or used < limit) then
+          if permits > 0 then
+            for i = 1, permits do
+              redis.call('ZADD', @Key, now, @Nonce .. ':' .. i)
+            end
+            redis.call('PEXPIRE', @Key, math.ceil(window / 1000) + 1)
+          end
+          return {1, 0, limit - used - permits, now}
+        end
+        local oldest = redis.call('ZRANGE', @Key, used + math.max(permits, 1) - limit - 1, used + math.max(permits, 1) - limit - 1, 'WITHSCORES')
+        return {0, tonumber(oldest[2]) + window - now, math.max(limit - used, 0), now}
+        """);
+}

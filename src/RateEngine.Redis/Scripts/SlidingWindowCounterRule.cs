@@ -1,0 +1,34 @@
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Scripts;
+
+internal sealed class SlidingWindowCounterRule : RedisRule
+{
+    private readonly long _segment;
+    private readonly long _segments;
+
+    public SlidingWindowCounterRule(SlidingWindowCounterRateLimiterOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.PermitLimit, 1, nameof(options.PermitLimit));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.SegmentsPerWindow, 1, nameof(options.SegmentsPerWindow));
+        ThrowIfQueued(options.QueueLimit, nameof(SlidingWindowCounterRateLimiterOptions));
+        PermitLimit = options.PermitLimit;
+        _segments = options.SegmentsPerWindow;
+        long window = Microseconds(options.Window, nameof(options.Window));
+
+        // Rounded up, as in-process: a longer segment only makes the window more conservative.
+        _segment = (window + _segments - 1) / _segments;
+    }
+
+    public override long PermitLimit { get; }
+
+    public override string Suffix => "swc";
+
+    public override LuaScript Script => LuaScripts.SlidingWindowCounter;
+
+    public override object Parameters(RedisKey key, long now, long permits, string? nonce) =>
+        new Arguments(key, now, PermitLimit, permits, _segment, _segments);
+
+    private sealed record Arguments(RedisKey Key, long Now, long Limit, long Permits, long Segment, long Segments);
+}

@@ -1,0 +1,31 @@
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Scripts;
+
+internal sealed class SlidingWindowLogRule : RedisRule
+{
+    private readonly long _window;
+
+    public SlidingWindowLogRule(SlidingWindowLogRateLimiterOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.PermitLimit, 1, nameof(options.PermitLimit));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(options.PermitLimit, SlidingWindowLogRateLimiter.MaxPermitLimit, nameof(options.PermitLimit));
+        ThrowIfQueued(options.QueueLimit, nameof(SlidingWindowLogRateLimiterOptions));
+        PermitLimit = options.PermitLimit;
+        _window = Microseconds(options.Window, nameof(options.Window));
+    }
+
+    public override long PermitLimit { get; }
+
+    public override string Suffix => "swl";
+
+    public override LuaScript Script => LuaScripts.SlidingWindowLog;
+
+    public override bool NeedsNonce => true;
+
+    public override object Parameters(RedisKey key, long now, long permits, string? nonce) =>
+        new Arguments(key, now, PermitLimit, permits, _window, nonce!);
+
+    private sealed record Arguments(RedisKey Key, long Now, long Limit, long Permits, long Window, string Nonce);
+}

@@ -1,0 +1,209 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Tests.Support;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Tests;
+
+/// <summary>
+/// Each algorithm's decisions on a real Redis, on a fake client clock (<see cref="RedisLimiterOptions.ClientClock"/>) so
+/// that every boundary is exact; one test checks the server's own clock.
+/// </summary>
+[Collection(RedisCollection.Name)]
+public sealed class RedisLimiterTests : IDisposable
+{
+    private static readonly DateTimeOffset Start = new(2026, 12, 2, 12, 0, 0, TimeSpan.Zero);
+
+    private readonly RedisServer _server;
+    private readonly ConnectionMultiplexer _connection;
+    private readonly FakeTimeProvider _time = new(Start);
+    private readonly string _prefix = "test-" + Guid.NewGuid().ToString("N");
+
+    public RedisLimiterTests(RedisServer server)
+    {
+        _server = server;
+        _connection = server.Connect();
+    }
+
+    public void Dispose() => _connection.Dispose();
+
+    [Fact]
+    public async Task FixedWindow_LimitReached_RefusesUntilTheNextAlignedWindow()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(
+            user => user, _ => new FixedWindowRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromMinutes(1) }, Options());
+        _time.Advance(TimeSpan.FromSeconds(20));
+
+        Assert.True((await limiter.AcquireAsync("ann", 2)).IsAcquired);
+        Assert.True(limiter.AttemptAcquire("ann").IsAcquired);
+        using RateLimitLease refused = await limiter.AcquireAsync("ann");
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromSeconds(40), retryAfter);
+        Assert.True((await limiter.AcquireAsync("bob", 3)).IsAcquired); // another key, its own window
+        Assert.False((await limiter.AcquireAsync("ann", 0)).IsAcquired); // zero permits: is one free? no
+
+        _time.Advance(TimeSpan.FromSeconds(40) - TimeSpan.FromTicks(10));
+        Assert.False((await limiter.AcquireAsync("ann")).IsAcquired);
+        _time.Advance(TimeSpan.FromTicks(10));
+        Assert.True((await limiter.AcquireAsync("ann", 3)).IsAcquired);
+    }
+
+    [Fact]
+    public async Task TokenBucket_Drained_RefillsContinuouslyAtTheRate()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateTokenBucket<string>(
+            user => user,
+            _ => new TokenBucketRateLimiterOptions { TokenLimit = 10, TokensPerPeriod = 2, ReplenishmentPeriod = TimeSpan.FromSeconds(1) },
+            Options());
+
+        Assert.True((await limiter.AcquireAsync("ann", 10)).IsAcquired);
+        using RateLimitLease refused = await limiter.AcquireAsync("ann", 3);
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromSeconds(1.5), retryAfter); // 3 tokens at 2 per second
+
+        _time.Advance(TimeSpan.FromSeconds(1.5) - TimeSpan.FromTicks(10));
+        Assert.False((await limiter.AcquireAsync("ann", 3)).IsAcquired);
+        _time.Advance(TimeSpan.FromTicks(10));
+        Assert.True((await limiter.AcquireAsync("ann", 3)).IsAcquired);
+
+        _time.Advance(TimeSpan.FromMinutes(1)); // full again, never beyond the limit
+        Assert.True((await limiter.AcquireAsync("ann", 10)).IsAcquired);
+        Assert.False((await limiter.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
+    public async Task SlidingWindowCounter_PermitsExpireOneSegmentAfterTheirWindow()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateSlidingWindowCounter<string>(
+            user => user,
+            _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = 4, Window = TimeSpan.FromSeconds(4), SegmentsPerWindow = 4 },
+            Options());
+
+        Assert.True((await limiter.AcquireAsync("ann", 3)).IsAcquired); // segment 0
+        _time.Advance(TimeSpan.FromSeconds(2));
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired); // segment 2
+        using RateLimitLease refused = await limiter.AcquireAsync("ann");
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromSeconds(3), retryAfter); // segment 0 is counted until segment 5 begins
+
+        _time.Advance(TimeSpan.FromSeconds(3) - TimeSpan.FromTicks(10));
+        Assert.False((await limiter.AcquireAsync("ann")).IsAcquired);
+        _time.Advance(TimeSpan.FromTicks(10));
+        Assert.True((await limiter.AcquireAsync("ann", 3)).IsAcquired);
+        Assert.False((await limiter.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
+    public async Task SlidingWindowLog_EachPermitExpiresExactlyOneWindowAfterItsAdmission()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateSlidingWindowLog<string>(
+            user => user, _ => new SlidingWindowLogRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromSeconds(10) }, Options());
+
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired); // t = 0
+        _time.Advance(TimeSpan.FromSeconds(4));
+        Assert.True((await limiter.AcquireAsync("ann", 2)).IsAcquired); // t = 4
+        using RateLimitLease refused = await limiter.AcquireAsync("ann", 2);
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromSeconds(10), retryAfter); // two must go: the second one leaves at t = 14
+
+        _time.Advance(TimeSpan.FromSeconds(6));
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired); // t = 10: the first left
+        Assert.False((await limiter.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_ServerClock_DecidesOnRedisTime()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(
+            user => user, _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromHours(1) }, Options(serverClock: true));
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+
+        RedisDecision decision = RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>.Decision(await engine.Evaluate("ann", 1));
+        long serverNow = (await _connection.GetServer(_server.Endpoint).TimeAsync()).Ticks;
+        long stamp = DateTimeOffset.UnixEpoch.UtcTicks + (decision.StampMicroseconds * 10);
+        Assert.True(decision.Admitted);
+        Assert.InRange(serverNow - stamp, 0, TimeSpan.TicksPerSecond * 5);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_EveryKeyWritten_HasAHashTagAndATimeToLive()
+    {
+        using PartitionedRateLimiter<string> fixedWindow = RedisLimiter.CreateFixedWindow<string>(
+            user => user, _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromMinutes(1) }, Options(serverClock: true));
+        using PartitionedRateLimiter<string> log = RedisLimiter.CreateSlidingWindowLog<string>(
+            user => user, _ => new SlidingWindowLogRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromMinutes(1) }, Options(serverClock: true));
+        using PartitionedRateLimiter<string> bucket = RedisLimiter.CreateTokenBucket<string>(
+            user => user, _ => new TokenBucketRateLimiterOptions { TokenLimit = 2, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromMinutes(1) }, Options(serverClock: true));
+        using PartitionedRateLimiter<string> counter = RedisLimiter.CreateSlidingWindowCounter<string>(
+            user => user, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromMinutes(1), SegmentsPerWindow = 6 }, Options(serverClock: true));
+        foreach (PartitionedRateLimiter<string> limiter in new[] { fixedWindow, log, bucket, counter })
+        {
+            Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        }
+
+        IServer server = _connection.GetServer(_server.Endpoint);
+        RedisKey[] keys = [.. server.Keys(pattern: _prefix + ":*")];
+        Assert.Equal(4, keys.Length);
+        foreach (RedisKey key in keys)
+        {
+            Assert.StartsWith(_prefix + ":{ann}:", key.ToString(), StringComparison.Ordinal);
+            TimeSpan? ttl = await _connection.GetDatabase().KeyTimeToLiveAsync(key);
+            Assert.NotNull(ttl);
+            Assert.InRange(ttl.Value, TimeSpan.FromMilliseconds(1), TimeSpan.FromMinutes(1.2));
+        }
+    }
+
+    [Fact]
+    public async Task AcquireAsync_BadInput_ThrowsClearlyAndWritesNothing()
+    {
+        using PartitionedRateLimiter<string?> limiter = RedisLimiter.CreateFixedWindow<string?>(
+            user => user!, _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromMinutes(1) }, Options());
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await limiter.AcquireAsync("ann", 3));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await limiter.AcquireAsync("ann", -1));
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await limiter.AcquireAsync(null));
+        Assert.Throws<ArgumentOutOfRangeException>(() => limiter.AttemptAcquire("ann", 3));
+        Assert.Empty(_connection.GetServer(_server.Endpoint).Keys(pattern: _prefix + ":*"));
+
+        using PartitionedRateLimiter<string> queued = RedisLimiter.CreateFixedWindow<string>(
+            user => user, _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromMinutes(1), QueueLimit = 1 }, Options());
+        var error = await Assert.ThrowsAsync<ArgumentException>(async () => await queued.AcquireAsync("ann"));
+        Assert.Contains("does not queue", error.Message, StringComparison.Ordinal);
+
+        limiter.Dispose();
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await limiter.AcquireAsync("ann"));
+    }
+
+    [Fact]
+    public void Create_InvalidOptions_ThrowsAtConstruction()
+    {
+        var window = new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1) };
+        Assert.Throws<ArgumentException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, new RedisLimiterOptions()));
+        Assert.Throws<ArgumentException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options() .With(o => o.KeyPrefix = " ")));
+        Assert.Throws<ArgumentOutOfRangeException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options().With(o => o.SyncTimeout = TimeSpan.Zero)));
+        Assert.Throws<ArgumentNullException>(() => RedisLimiter.CreateFixedWindow<string>(null!, _ => window, Options()));
+        using PartitionedRateLimiter<string> huge = RedisLimiter.CreateTokenBucket<string>(
+            u => u, _ => new TokenBucketRateLimiterOptions { TokenLimit = 1_000_000_000, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromDays(1) }, Options());
+        Assert.Throws<ArgumentOutOfRangeException>(() => huge.AttemptAcquire("ann"));
+    }
+
+    private RedisLimiterOptions Options(bool serverClock = false) => new()
+    {
+        Connection = _connection,
+        KeyPrefix = _prefix,
+        ClientClock = serverClock ? null : _time,
+        SyncTimeout = TimeSpan.FromSeconds(2),
+    };
+}
+
+internal static class OptionsExtensions
+{
+    public static RedisLimiterOptions With(this RedisLimiterOptions options, Action<RedisLimiterOptions> change)
+    {
+        change(options);
+        return options;
+    }
+}

@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Tests.Support;
+
+/// <summary>
+/// A real <c>redis-server</c> on 127.0.0.1 and a free port, with no persistence, for one test class or collection. A missing
+/// binary fails the test loudly (tests/run.sh installs it).
+/// </summary>
+public sealed class RedisServer : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("rateengine-redis-").FullName;
+    private Process? _process;
+
+    public RedisServer()
+    {
+        Port = FreePort();
+        Start();
+    }
+
+    public int Port { get; }
+
+    public string Endpoint => $"127.0.0.1:{Port}";
+
+    /// <summary>A new connection (a "node"): each test node has its own multiplexer, as separate servers would.</summary>
+    public ConnectionMultiplexer Connect() =>
+        ConnectionMultiplexer.Connect($"{Endpoint},abortConnect=false,connectTimeout=2000,syncTimeout=2000,asyncTimeout=2000,connectRetry=1");
+
+    public void Start()
+    {
+        string binary = FindBinary()
+            ?? throw new InvalidOperationException("redis-server is not on PATH: these tests need a real Redis (tests/run.sh installs Debian's redis-server).");
+        var start = new ProcessStartInfo(binary)
+        {
+            ArgumentList = { "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", _directory },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        _process = Process.Start(start) ?? throw new InvalidOperationException("redis-server did not start.");
+        _process.OutputDataReceived += (_, _) => { };
+        _process.ErrorDataReceived += (_, _) => { };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        WaitUntilServing();
+    }
+
+    /// <summary>Kills the server (a crash, not a shutdown).</summary>
+    public void Kill()
+    {
+        if (_process is { HasExited: false })
+        {
+            _process.Kill(entireProcessTree: true);
+            _process.WaitForExit();
+        }
+    }
+
+    public void Dispose()
+    {
+        Kill();
+        _process?.Dispose();
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+            // a temporary directory left behind is harmless
+        }
+    }
+
+    private static string? FindBinary() =>
+        (Environment.GetEnvironmentVariable("PATH") ?? string.Empty)
+            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+            .Select(directory => Path.Combine(directory, "redis-server"))
+            .FirstOrDefault(File.Exists);
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    private void WaitUntilServing()
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                using var client = new TcpClient();
+                client.Connect(IPAddress.Loopback, Port);
+                using NetworkStream stream = client.GetStream();
+                stream.Write("PING\r\n"u8);
+                var reply = new byte[7];
+                if (stream.Read(reply) > 0 && reply[0] == (byte)'+')
+                {
+                    return;
+                }
+            }
+            catch (SocketException) when (clock.Elapsed < TimeSpan.FromSeconds(10))
+            {
+            }
+
+            if (_process!.HasExited || clock.Elapsed > TimeSpan.FromSeconds(10))
+            {
+                throw new InvalidOperationException($"redis-server on port {Port} did not answer PING within 10 s.");
+            }
+
+            Thread.Sleep(20);
+        }
+    }
+}
