@@ -130,6 +130,22 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_ScriptCacheFlushed_SendsTheScriptAgain()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateSlidingWindowLog<string>(
+            user => user, _ => new SlidingWindowLogRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromMinutes(1) }, Options());
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+
+        using (ConnectionMultiplexer admin = _server.Connect(admin: true))
+        {
+            await admin.GetServer(_server.Endpoint).ScriptFlushAsync();
+        }
+
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        Assert.False(limiter.AttemptAcquire("ann").IsAcquired); // the state survived: it lives in the keys
+    }
+
+    [Fact]
     public async Task AcquireAsync_EveryKeyWritten_HasAHashTagAndATimeToLive()
     {
         using PartitionedRateLimiter<string> fixedWindow = RedisLimiter.CreateFixedWindow<string>(

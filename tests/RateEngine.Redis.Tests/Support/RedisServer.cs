@@ -25,8 +25,8 @@ public sealed class RedisServer : IDisposable
     public string Endpoint => $"127.0.0.1:{Port}";
 
     /// <summary>A new connection (a "node"): each test node has its own multiplexer, as separate servers would.</summary>
-    public ConnectionMultiplexer Connect() =>
-        ConnectionMultiplexer.Connect($"{Endpoint},abortConnect=false,connectTimeout=2000,syncTimeout=2000,asyncTimeout=2000,connectRetry=1");
+    public ConnectionMultiplexer Connect(bool admin = false) =>
+        ConnectionMultiplexer.Connect($"{Endpoint},abortConnect=false,connectTimeout=2000,syncTimeout=2000,asyncTimeout=2000,connectRetry=1,allowAdmin={admin}");
 
     public void Start()
     {

@@ -1,0 +1,125 @@
+using System.Diagnostics;
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Tests.Support;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Tests;
+
+/// <summary>A Redis that dies and comes back: each test has a server of its own to kill.</summary>
+public sealed class RedisFailureTests : IDisposable
+{
+    private readonly RedisServer _server = new();
+    private readonly ConnectionMultiplexer _connection;
+    private readonly FakeTimeProvider _cooldownClock = new();
+
+    public RedisFailureTests() => _connection = _server.Connect();
+
+    public void Dispose()
+    {
+        _connection.Dispose();
+        _server.Dispose();
+    }
+
+    [Fact]
+    public async Task AttemptAcquire_ServerDown_FailClosedRefusesWithinTheBoundThenStopsCallingUntilTheCooldownEnds()
+    {
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed);
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+        Assert.True(limiter.AttemptAcquire("ann").IsAcquired);
+
+        _server.Kill();
+        var clock = Stopwatch.StartNew();
+        using RateLimitLease refused = limiter.AttemptAcquire("ann");
+        TimeSpan waited = clock.Elapsed;
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason));
+        Assert.Contains("Redis is unavailable", reason, StringComparison.Ordinal);
+        Assert.True(waited < TimeSpan.FromSeconds(1.5), $"the sync path blocked {waited.TotalMilliseconds:F0} ms (bound 200 ms)");
+        Assert.Equal(1, engine.Failures);
+
+        // The breaker is open: refusals come at once, without another call to the dead server.
+        Assert.False(limiter.AttemptAcquire("ann").IsAcquired);
+        Assert.False((await limiter.AcquireAsync("bob")).IsAcquired);
+        Assert.Equal(1, engine.Failures);
+
+        // Redis comes back; after the cool-down the next call reaches it again and succeeds.
+        _server.Start();
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        Assert.True(await EventuallyAcquired(limiter, "carl"), "the limiter did not recover when Redis came back");
+    }
+
+    [Fact]
+    public async Task AcquireAsync_ServerDown_FailOpenAdmitsWithAReason()
+    {
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailOpen);
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+
+        _server.Kill();
+        using RateLimitLease admitted = await limiter.AcquireAsync("ann");
+        Assert.True(admitted.IsAcquired);
+        Assert.True(admitted.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason));
+        Assert.Contains("FailOpen", reason, StringComparison.Ordinal);
+        Assert.True(limiter.AttemptAcquire("ann").IsAcquired); // breaker open: admitted at once
+    }
+
+    [Fact]
+    public async Task AttemptAcquire_ServerDown_LeavesNoUnobservedTaskException()
+    {
+        int unobserved = 0;
+        void Count(object? sender, UnobservedTaskExceptionEventArgs e) => Interlocked.Increment(ref unobserved);
+        TaskScheduler.UnobservedTaskException += Count;
+        try
+        {
+            using (PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed))
+            {
+                Assert.True(limiter.AttemptAcquire("ann").IsAcquired);
+                _server.Kill();
+                for (int i = 0; i < 5; i++)
+                {
+                    _cooldownClock.Advance(TimeSpan.FromSeconds(2)); // every attempt reaches the dead server
+                    Assert.False(limiter.AttemptAcquire("ann").IsAcquired);
+                }
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(2.5)); // the given-up calls time out on the connection
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+            Assert.Equal(0, unobserved);
+        }
+        finally
+        {
+            TaskScheduler.UnobservedTaskException -= Count;
+        }
+    }
+
+    private static async Task<bool> EventuallyAcquired(PartitionedRateLimiter<string> limiter, string key)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(15))
+        {
+            if ((await limiter.AcquireAsync(key)).IsAcquired)
+            {
+                return true;
+            }
+
+            await Task.Delay(100);
+        }
+
+        return false;
+    }
+
+    private PartitionedRateLimiter<string> Create(RedisFailureMode mode) => RedisLimiter.CreateFixedWindow<string>(
+        user => user,
+        _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMinutes(1) },
+        new RedisLimiterOptions
+        {
+            Connection = _connection,
+            KeyPrefix = "failure-" + Guid.NewGuid().ToString("N"),
+            SyncTimeout = TimeSpan.FromMilliseconds(200),
+            FailureMode = mode,
+            FailureCooldown = TimeSpan.FromSeconds(1),
+            TimeProvider = _cooldownClock,
+        });
+}
