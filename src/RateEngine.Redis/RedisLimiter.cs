@@ -23,23 +23,23 @@ public static class RedisLimiter
     /// <exception cref="ArgumentException">The options are invalid (no connection, blank prefix, ...).</exception>
     public static PartitionedRateLimiter<TResource> CreateFixedWindow<TResource>(
         Func<TResource, string> keySelector, Func<string, FixedWindowRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
-        new RedisPartitionedLimiter<TResource, FixedWindowRateLimiterOptions>(keySelector, optionsResolver, rule => new FixedWindowRule(rule), options);
+        new RedisPartitionedLimiter<TResource, FixedWindowRateLimiterOptions>(keySelector, optionsResolver, rule => new FixedWindowRule(rule), options, servesHybrid: true);
 
     /// <summary>A token bucket per key, refilled continuously at <c>TokensPerPeriod</c> per <c>ReplenishmentPeriod</c>.</summary>
     /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
     public static PartitionedRateLimiter<TResource> CreateTokenBucket<TResource>(
         Func<TResource, string> keySelector, Func<string, TokenBucketRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
-        new RedisPartitionedLimiter<TResource, TokenBucketRateLimiterOptions>(keySelector, optionsResolver, rule => new TokenBucketRule(rule), options);
+        new RedisPartitionedLimiter<TResource, TokenBucketRateLimiterOptions>(keySelector, optionsResolver, rule => new TokenBucketRule(rule), options, servesHybrid: false);
 
     /// <summary>A conservative segmented sliding window per key (a permit counts up to one segment longer than the window).</summary>
     /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
     public static PartitionedRateLimiter<TResource> CreateSlidingWindowCounter<TResource>(
         Func<TResource, string> keySelector, Func<string, SlidingWindowCounterRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
-        new RedisPartitionedLimiter<TResource, SlidingWindowCounterRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowCounterRule(rule), options);
+        new RedisPartitionedLimiter<TResource, SlidingWindowCounterRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowCounterRule(rule), options, servesHybrid: true);
 
     /// <summary>An exact sliding-window log per key: one sorted-set member per permit of the limit.</summary>
     /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
     public static PartitionedRateLimiter<TResource> CreateSlidingWindowLog<TResource>(
         Func<TResource, string> keySelector, Func<string, SlidingWindowLogRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
-        new RedisPartitionedLimiter<TResource, SlidingWindowLogRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowLogRule(rule), options);
+        new RedisPartitionedLimiter<TResource, SlidingWindowLogRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowLogRule(rule), options, servesHybrid: false);
 }

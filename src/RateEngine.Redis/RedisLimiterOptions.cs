@@ -41,7 +41,16 @@ public sealed class RedisLimiterOptions
     /// </summary>
     public TimeSpan FailureCooldown { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>The clock of the cool-down (not of decisions); default <see cref="TimeProvider.System"/>.</summary>
+    /// <summary>
+    /// Null (the default): exact mode, one script call per acquire. Set it for the hybrid mode (fixed window and counter):
+    /// acquires served from local blocks reserved from Redis.
+    /// </summary>
+    public RedisHybridOptions? Hybrid { get; set; }
+
+    /// <summary>
+    /// The node's own clock: the cool-down, and in the hybrid mode how long a local block may be used (not decisions,
+    /// which use the server's clock or <see cref="ClientClock"/>); default <see cref="TimeProvider.System"/>.
+    /// </summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
     internal void Validate()
@@ -56,5 +65,6 @@ public sealed class RedisLimiterOptions
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(SyncTimeout, TimeSpan.Zero, nameof(SyncTimeout));
         ArgumentOutOfRangeException.ThrowIfLessThan(FailureCooldown, TimeSpan.Zero, nameof(FailureCooldown));
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
+        Hybrid?.Validate();
     }
 }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
+using RateEngine.Redis.Hybrid;
 using RateEngine.Redis.Scripts;
 using StackExchange.Redis;
 
@@ -35,16 +36,29 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private readonly RedisFailureMode _failureMode;
     private readonly RedisBreaker _breaker;
     private readonly string _nonce = Guid.NewGuid().ToString("N");
+    private readonly LocalReservations? _local;
     private long _calls;
+    private long _roundTrips;
     private volatile bool _disposed;
 
     public RedisPartitionedLimiter(
-        Func<TResource, string> keySelector, Func<string, TOptions> optionsResolver, Func<TOptions, RedisRule> createRule, RedisLimiterOptions options)
+        Func<TResource, string> keySelector,
+        Func<string, TOptions> optionsResolver,
+        Func<TOptions, RedisRule> createRule,
+        RedisLimiterOptions options,
+        bool servesHybrid)
     {
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentNullException.ThrowIfNull(optionsResolver);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        if (options.Hybrid is not null && !servesHybrid)
+        {
+            throw new ArgumentException(
+                "The hybrid mode serves the fixed window and the sliding-window counter; this algorithm runs in exact mode only (leave RedisLimiterOptions.Hybrid null).",
+                nameof(options));
+        }
+
         _keySelector = keySelector;
         _optionsResolver = optionsResolver;
         _createRule = createRule;
@@ -54,7 +68,17 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         _syncTimeout = options.SyncTimeout;
         _failureMode = options.FailureMode;
         _breaker = new RedisBreaker(options.TimeProvider, options.FailureCooldown);
+        if (options.Hybrid is { } hybrid)
+        {
+            _local = new LocalReservations(hybrid, options.TimeProvider, Reserve, GiveBack, () => !_breaker.IsOpen);
+        }
     }
+
+    /// <summary>Script calls so far: acquires in exact mode; reservations and returns in the hybrid mode (tests, bench).</summary>
+    internal long RoundTrips => Volatile.Read(ref _roundTrips);
+
+    /// <summary>The hybrid mode's local side (tests); null in exact mode.</summary>
+    internal LocalReservations? Local => _local;
 
     /// <summary>Failed calls so far (tests and diagnostics).</summary>
     internal long Failures => _breaker.Failures;
@@ -71,9 +95,16 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     /// <summary>Runs the script for one call: the native path under both acquires (and the tests' view of the decision).</summary>
     internal Task<RedisResult> Evaluate(TResource resource, int permitCount)
     {
+        RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
+        return Evaluate(partitionKey, rule, permitCount);
+    }
+
+    /// <summary>The request's partition and rule, checked: user code runs here, before anything is sent.</summary>
+    private RedisRule Resolve(TResource resource, int permitCount, out string partitionKey)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegative(permitCount);
-        string partitionKey = _keySelector(resource) ?? throw new InvalidOperationException("The key selector returned null.");
+        partitionKey = _keySelector(resource) ?? throw new InvalidOperationException("The key selector returned null.");
         TOptions options = _optionsResolver(partitionKey) ?? throw new InvalidOperationException($"No options were resolved for key '{partitionKey}'.");
         RedisRule rule = _rules.GetValue(options, created => _createRule(created));
         if (permitCount > rule.PermitLimit)
@@ -81,11 +112,30 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             throw new ArgumentOutOfRangeException(nameof(permitCount), permitCount, $"{permitCount} permits exceed the limit of {rule.PermitLimit}.");
         }
 
-        long now = _clientClock is null ? -1 : (_clientClock.GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
+        return rule;
+    }
+
+    private Task<RedisResult> Evaluate(string partitionKey, RedisRule rule, int permitCount)
+    {
         string? nonce = rule.NeedsNonce
             ? _nonce + Interlocked.Increment(ref _calls).ToString(CultureInfo.InvariantCulture)
             : null;
-        return _database.ScriptEvaluateAsync(rule.Script, rule.Parameters(KeyOf(partitionKey, rule), now, permitCount, nonce));
+        Interlocked.Increment(ref _roundTrips);
+        return _database.ScriptEvaluateAsync(rule.Script, rule.Parameters(KeyOf(partitionKey, rule), Now(), permitCount, nonce));
+    }
+
+    private long Now() => _clientClock is null ? -1 : (_clientClock.GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
+
+    private Task<RedisResult> Reserve(LocalKey key, RedisRule rule, long need, long want)
+    {
+        Interlocked.Increment(ref _roundTrips);
+        return _database.ScriptEvaluateAsync(rule.ReserveScript!, rule.ReserveParameters(KeyOf(key.PartitionKey, rule), Now(), need, want));
+    }
+
+    private Task GiveBack(LocalKey key, RedisRule rule, long period, long returned)
+    {
+        Interlocked.Increment(ref _roundTrips);
+        return _database.ScriptEvaluateAsync(rule.ReturnScript!, rule.ReturnParameters(KeyOf(key.PartitionKey, rule), period, returned));
     }
 
     internal static RedisDecision Decision(RedisResult result)
@@ -96,6 +146,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
     protected override RateLimitLease AttemptAcquireCore(TResource resource, int permitCount)
     {
+        if (_local is not null && permitCount > 0)
+        {
+            return AttemptLocal(resource, permitCount);
+        }
+
         Task<RedisResult>? task = _breaker.IsOpen ? null : Evaluate(resource, permitCount);
         if (task is null)
         {
@@ -122,6 +177,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     protected override async ValueTask<RateLimitLease> AcquireAsyncCore(TResource resource, int permitCount, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        if (_local is not null && permitCount > 0)
+        {
+            return await AcquireLocalAsync(resource, permitCount, cancellationToken).ConfigureAwait(false);
+        }
+
         if (_breaker.IsOpen)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -148,17 +208,122 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return Lease(Decision(result));
     }
 
-    protected override void Dispose(bool disposing) => _disposed = true;
-
-    protected override ValueTask DisposeAsyncCore()
+    protected override void Dispose(bool disposing)
     {
         _disposed = true;
-        return default;
+        if (_local is not null)
+        {
+            Observe(_local.DisposeAsync().AsTask()); // unused permits go back, best effort
+        }
     }
+
+    protected override async ValueTask DisposeAsyncCore()
+    {
+        _disposed = true;
+        if (_local is not null)
+        {
+            await _local.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// The hybrid mode, asynchronously: from the key's local block, else from the reservation in flight (one per key),
+    /// else a new one for at least this request's permits; a cached refusal answers locally until its retry time.
+    /// </summary>
+    private async ValueTask<RateLimitLease> AcquireLocalAsync(TResource resource, int permitCount, CancellationToken cancellationToken)
+    {
+        RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
+        LocalKey key = _local!.KeyOf(partitionKey);
+        for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
+        {
+            if (_local.TryTake(key, rule, permitCount, out TimeSpan? refusedFor))
+            {
+                return RedisLease.Acquired;
+            }
+
+            if (refusedFor is { } retryAfter)
+            {
+                return Refused(retryAfter);
+            }
+
+            if (_breaker.IsOpen)
+            {
+                return Unavailable(_breaker.LastFailure);
+            }
+
+            Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
+            try
+            {
+                await refill.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                Observe(refill);
+                throw;
+            }
+            catch (Exception error) when (error is RedisException or TimeoutException)
+            {
+                return Failed(error.Message);
+            }
+
+            _breaker.Close();
+        }
+
+        return Contended();
+    }
+
+    /// <summary>The hybrid mode, synchronously: as <see cref="AcquireLocalAsync"/>, waiting for a reservation at most the sync bound.</summary>
+    private RateLimitLease AttemptLocal(TResource resource, int permitCount)
+    {
+        RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
+        LocalKey key = _local!.KeyOf(partitionKey);
+        for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
+        {
+            if (_local.TryTake(key, rule, permitCount, out TimeSpan? refusedFor))
+            {
+                return RedisLease.Acquired;
+            }
+
+            if (refusedFor is { } retryAfter)
+            {
+                return Refused(retryAfter);
+            }
+
+            if (_breaker.IsOpen)
+            {
+                return Unavailable(_breaker.LastFailure);
+            }
+
+            Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
+            try
+            {
+                if (!refill.Wait(_syncTimeout))
+                {
+                    Observe(refill);
+                    return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.");
+                }
+            }
+            catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
+            {
+                return Failed(error.InnerException.Message);
+            }
+
+            _breaker.Close();
+        }
+
+        return Contended();
+    }
+
+    private const int MaxLocalAttempts = 32;
+
+    private static RedisLease Refused(TimeSpan retryAfter) => new(false, retryAfter, "The limit is reached.");
+
+    private static RedisLease Contended() =>
+        new(false, null, $"Concurrent callers on this node took every reserved permit {MaxLocalAttempts} times over; try again.");
 
     private static RateLimitLease Lease(RedisDecision decision) => decision.Admitted
         ? RedisLease.Acquired
-        : new RedisLease(false, TimeSpan.FromTicks(decision.RetryAfterMicroseconds * 10), "The limit is reached.");
+        : Refused(TimeSpan.FromTicks(decision.RetryAfterMicroseconds * 10));
 
     private static void Observe(Task task) =>
         task.ContinueWith(static done => _ = done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);

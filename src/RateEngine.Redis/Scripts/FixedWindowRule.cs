@@ -25,5 +25,14 @@ internal sealed class FixedWindowRule : RedisRule
     public override object Parameters(RedisKey key, long now, long permits, string? nonce) =>
         new Arguments(key, now, PermitLimit, permits, _window);
 
+    public override LuaScript ReserveScript => HybridScripts.FixedWindowReserve;
+
+    public override LuaScript ReturnScript => HybridScripts.FixedWindowReturn;
+
+    public override object ReserveParameters(RedisKey key, long now, long need, long want) =>
+        new ReserveArguments(key, now, PermitLimit, need, want, _window);
+
     private sealed record Arguments(RedisKey Key, long Now, long Limit, long Permits, long Window);
+
+    private sealed record ReserveArguments(RedisKey Key, long Now, long Limit, long Need, long Want, long Window);
 }

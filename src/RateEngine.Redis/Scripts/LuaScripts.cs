@@ -9,6 +9,11 @@ namespace RateEngine.Redis.Scripts;
 /// numbers are exact; the rules check that at construction.
 /// </summary>
 /// <remarks>
+/// A TTL runs on the server's own clock, not on the decisions' clock: it is the time the state can still matter plus a
+/// second, so that a client clock (<see cref="RedisLimiterOptions.ClientClock"/>) running a little slower than the server's
+/// never sees its state expire before its window ends (which would forget admissions and let a window's permits in twice).
+/// </remarks>
+/// <remarks>
 /// A permit count of 0 asks whether at least one permit is free, and writes nothing (as the in-box limiters answer it).
 /// <see cref="LuaScript"/> sends each script by its SHA (EVALSHA) and sends the text again when the server has lost it
 /// (a <c>SCRIPT FLUSH</c>, a restart or a failover).
@@ -40,7 +45,7 @@ internal static class LuaScripts
         if count + permits <= limit and (permits > 0 or count < limit) then
           if permits > 0 then
             redis.call('HSET', @Key, 'w', current, 'c', count + permits)
-            redis.call('PEXPIRE', @Key, math.ceil((ends - now) / 1000) + 1)
+            redis.call('PEXPIRE', @Key, math.ceil((ends - now) / 1000) + 1000)
           end
           return {1, 0, limit - count - permits, now}
         end
@@ -73,7 +78,7 @@ internal static class LuaScripts
           if permits > 0 then
             tokens = tokens - permits * period
             redis.call('HSET', @Key, 't', tokens, 's', last)
-            redis.call('PEXPIRE', @Key, math.ceil((full - tokens) / rate / 1000) + 1)
+            redis.call('PEXPIRE', @Key, math.ceil((full - tokens) / rate / 1000) + 1000)
           end
           return {1, 0, math.floor(tokens / period), now}
         end
@@ -107,7 +112,7 @@ internal static class LuaScripts
         if used + permits <= limit and (permits > 0 or used < limit) then
           if permits > 0 then
             redis.call('HINCRBY', @Key, current, permits)
-            redis.call('PEXPIRE', @Key, math.ceil((segments + 1) * segment / 1000) + 1)
+            redis.call('PEXPIRE', @Key, math.ceil((segments + 1) * segment / 1000) + 1000)
           end
           return {1, 0, limit - used - permits, now}
         end
@@ -137,7 +142,7 @@ internal static class LuaScripts
             for i = 1, permits do
               redis.call('ZADD', @Key, now, @Nonce .. ':' .. i)
             end
-            redis.call('PEXPIRE', @Key, math.ceil(window / 1000) + 1)
+            redis.call('PEXPIRE', @Key, math.ceil(window / 1000) + 1000)
           end
           return {1, 0, limit - used - permits, now}
         end

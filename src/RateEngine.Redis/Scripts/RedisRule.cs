@@ -26,6 +26,20 @@ internal abstract class RedisRule
     /// <summary>Whether the script's members need a unique nonce per call (the log's members).</summary>
     public virtual bool NeedsNonce => false;
 
+    /// <summary>The hybrid mode's reservation script; null for an algorithm the hybrid mode does not serve.</summary>
+    public virtual LuaScript? ReserveScript => null;
+
+    /// <summary>The hybrid mode's script that gives back a block's unused permits.</summary>
+    public virtual LuaScript? ReturnScript => null;
+
+    /// <summary>The reservation's parameters: at least <paramref name="need"/> permits or none, at most <paramref name="want"/>.</summary>
+    public virtual object ReserveParameters(RedisKey key, long now, long need, long want) => throw new NotSupportedException();
+
+    /// <summary>Parameters to give back <paramref name="returned"/> permits counted in <paramref name="period"/>.</summary>
+    public virtual object ReturnParameters(RedisKey key, long period, long returned) => new ReturnArguments(key, period, returned);
+
+    private sealed record ReturnArguments(RedisKey Key, long Period, long Returned);
+
     protected static long Microseconds(TimeSpan span, string name)
     {
         long micros = span.Ticks / TicksPerMicrosecond;

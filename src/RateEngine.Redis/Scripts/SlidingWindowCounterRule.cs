@@ -30,5 +30,14 @@ internal sealed class SlidingWindowCounterRule : RedisRule
     public override object Parameters(RedisKey key, long now, long permits, string? nonce) =>
         new Arguments(key, now, PermitLimit, permits, _segment, _segments);
 
+    public override LuaScript ReserveScript => HybridScripts.SlidingWindowCounterReserve;
+
+    public override LuaScript ReturnScript => HybridScripts.SlidingWindowCounterReturn;
+
+    public override object ReserveParameters(RedisKey key, long now, long need, long want) =>
+        new ReserveArguments(key, now, PermitLimit, need, want, _segment, _segments);
+
     private sealed record Arguments(RedisKey Key, long Now, long Limit, long Permits, long Segment, long Segments);
+
+    private sealed record ReserveArguments(RedisKey Key, long Now, long Limit, long Need, long Want, long Segment, long Segments);
 }

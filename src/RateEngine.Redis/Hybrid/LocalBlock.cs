@@ -1,0 +1,44 @@
+namespace RateEngine.Redis.Hybrid;
+
+/// <summary>
+/// Permits one node reserved for one key: usable until <see cref="ExpiresAt"/> on the node's clock (the end of the period
+/// Redis counted them in), or a cached refusal that answers locally until then.
+/// </summary>
+internal sealed class LocalBlock(long granted, long remaining, long expiresAt, long period, bool refused)
+{
+    public static readonly LocalBlock Empty = new(0, 0, long.MinValue, long.MinValue, refused: false);
+
+    /// <summary>Permits left; taken by CAS, so two callers never take the same permit.</summary>
+    public long Remaining = remaining;
+
+    public long Granted { get; } = granted;
+
+    public long ExpiresAt { get; } = expiresAt;
+
+    /// <summary>The window or segment the permits were counted in (what a return names).</summary>
+    public long Period { get; } = period;
+
+    /// <summary>Redis refused the reservation: the key is at its cap until <see cref="ExpiresAt"/>.</summary>
+    public bool Refused { get; } = refused;
+
+    /// <summary>Takes <paramref name="permits"/> if this block has them.</summary>
+    public bool TryTake(long permits)
+    {
+        long left = Volatile.Read(ref Remaining);
+        while (left >= permits)
+        {
+            long seen = Interlocked.CompareExchange(ref Remaining, left - permits, left);
+            if (seen == left)
+            {
+                return true;
+            }
+
+            left = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>Takes every permit left (for a return, or a merge into the next block).</summary>
+    public long TakeAll() => Interlocked.Exchange(ref Remaining, 0);
+}

@@ -1,0 +1,34 @@
+namespace RateEngine.Redis;
+
+/// <summary>
+/// The hybrid mode: each node serves acquires from a local block of permits reserved from Redis in one script call, so
+/// a busy key costs one round trip per block instead of one per request. Served for the fixed window and the
+/// sliding-window counter.
+/// </summary>
+/// <remarks>
+/// <para><b>The guarantee</b> holds across all nodes for the times permits are used: a block's permits are counted in
+/// Redis in the period (window, or counter segment) they were reserved in, and a node uses them only while that period
+/// lasts on its clock (the period's remaining time, measured from before the call was sent, so never later than the
+/// server's end). Unused permits go back when the block is replaced, when its key is idle and when the limiter is
+/// disposed; what cannot go back in time (a block that ends with its period) expires with it.</para>
+/// <para><b>Under-admission</b> per key and period is at most the permits held in nodes' blocks when the period ends:
+/// at most N × <see cref="MaxBlock"/> for N nodes, and less near the cap, where a reservation takes at most half of what
+/// is left (beyond what its waiting request needs), so blocks shrink toward one permit.</para>
+/// </remarks>
+public sealed class RedisHybridOptions
+{
+    /// <summary>The most permits one reservation takes. Default 64.</summary>
+    public int MaxBlock { get; set; } = 64;
+
+    /// <summary>
+    /// A key's unused permits go back to Redis after it has been idle this long, and the key is forgotten locally.
+    /// Default 1 second.
+    /// </summary>
+    public TimeSpan IdleReturn { get; set; } = TimeSpan.FromSeconds(1);
+
+    internal void Validate()
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxBlock, 1, nameof(MaxBlock));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(IdleReturn, TimeSpan.Zero, nameof(IdleReturn));
+    }
+}

@@ -1,0 +1,107 @@
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Scripts;
+
+/// <summary>
+/// The hybrid mode's scripts: reserve a block of permits for one node's local use, and give back what a block did not use.
+/// A reservation returns <c>{granted, retry after µs, valid for µs, decision µs, period}</c>: the node may use the granted
+/// permits only while the period they were counted in lasts (the window, or the counter's segment), so every permit used
+/// counts in Redis for every window in which it was used.
+/// </summary>
+/// <remarks>
+/// A reservation grants at least <c>@Need</c> (the permits of the request waiting for it) or nothing, and at most
+/// <c>@Want</c>; beyond <c>@Need</c> it takes at most half of what is left, so blocks shrink toward one permit near the cap
+/// and several nodes share the last permits instead of one node holding them all.
+/// </remarks>
+internal static class HybridScripts
+{
+    private const string Clock = """
+        local now = tonumber(@Now)
+        if now < 0 then
+          local t = redis.call('TIME')
+          now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        end
+        local limit = tonumber(@Limit)
+        local need = tonumber(@Need)
+        local want = tonumber(@Want)
+        local function grant(available)
+          if available < need then return 0 end
+          return math.min(want, math.max(need, math.ceil(available / 2)))
+        end
+        """;
+
+    public static readonly LuaScript FixedWindowReserve = LuaScript.Prepare(Clock + """
+
+        local window = tonumber(@Window)
+        local current = math.floor(now / window)
+        local state = redis.call('HMGET', @Key, 'w', 'c')
+        local count = 0
+        if tonumber(state[1]) == current then count = tonumber(state[2]) end
+        local ends = (current + 1) * window
+        local granted = grant(limit - count)
+        if granted == 0 then
+          return {0, ends - now, 0, now, current}
+        end
+        redis.call('HSET', @Key, 'w', current, 'c', count + granted)
+        redis.call('PEXPIRE', @Key, math.ceil((ends - now) / 1000) + 1000)
+        return {granted, 0, ends - now, now, current}
+        """);
+
+    /// <summary>Gives back <c>@Returned</c> permits of a block counted in window <c>@Period</c>, if that window is still current.</summary>
+    public static readonly LuaScript FixedWindowReturn = LuaScript.Prepare("""
+        local state = redis.call('HMGET', @Key, 'w', 'c')
+        if tonumber(state[1]) == tonumber(@Period) then
+          redis.call('HSET', @Key, 'c', math.max(0, tonumber(state[2]) - tonumber(@Returned)))
+          return 1
+        end
+        return 0
+        """);
+
+    public static readonly LuaScript SlidingWindowCounterReserve = LuaScript.Prepare(Clock + """
+
+        local segment = tonumber(@Segment)
+        local segments = tonumber(@Segments)
+        local current = math.floor(now / segment)
+        local oldest = current - segments
+        local fields = redis.call('HGETALL', @Key)
+        local used = 0
+        local counted = {}
+        for i = 1, #fields, 2 do
+          local index = tonumber(fields[i])
+          if index < oldest then
+            redis.call('HDEL', @Key, fields[i])
+          else
+            local count = tonumber(fields[i + 1])
+            used = used + count
+            counted[#counted + 1] = {index, count}
+          end
+        end
+        local ends = (current + 1) * segment
+        local granted = grant(limit - used)
+        if granted == 0 then
+          table.sort(counted, function(a, b) return a[1] < b[1] end)
+          local excess = used + need - limit
+          local freed = 0
+          for _, entry in ipairs(counted) do
+            freed = freed + entry[2]
+            if freed >= excess then
+              return {0, (entry[1] + segments + 1) * segment - now, 0, now, current}
+            end
+          end
+          return {0, (segments + 1) * segment, 0, now, current}
+        end
+        redis.call('HINCRBY', @Key, current, granted)
+        redis.call('PEXPIRE', @Key, math.ceil((segments + 1) * segment / 1000) + 1000)
+        return {granted, 0, ends - now, now, current}
+        """);
+
+    /// <summary>Gives back <c>@Returned</c> permits of a block counted in segment <c>@Period</c>, while that segment is counted.</summary>
+    public static readonly LuaScript SlidingWindowCounterReturn = LuaScript.Prepare("""
+        local count = tonumber(redis.call('HGET', @Key, @Period))
+        if count then
+          redis.call('HSET', @Key, @Period, math.max(0, count - tonumber(@Returned)))
+          return 1
+        end
+        return 0
+        """);
+}

@@ -1,0 +1,235 @@
+using System.Collections.Concurrent;
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Tests.Support;
+using RateEngine.Tests.Support;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Tests;
+
+/// <summary>The hybrid mode: local blocks reserved from Redis, on one fake clock shared by the nodes and the decisions.</summary>
+[Collection(RedisCollection.Name)]
+public sealed class RedisHybridTests : IDisposable
+{
+    private readonly Xunit.Abstractions.ITestOutputHelper _output;
+
+    private static readonly DateTimeOffset Start = new(2026, 12, 2, 12, 0, 0, TimeSpan.Zero);
+
+    private readonly RedisServer _server;
+    private readonly ConnectionMultiplexer _connection;
+    private readonly FakeTimeProvider _time = new(Start);
+    private readonly string _prefix = "hybrid-" + Guid.NewGuid().ToString("N");
+
+    public RedisHybridTests(RedisServer server, Xunit.Abstractions.ITestOutputHelper output)
+    {
+        _output = output;
+        _server = server;
+        _connection = server.Connect();
+    }
+
+    public void Dispose() => _connection.Dispose();
+
+    [Fact]
+    public async Task AcquireAsync_OneBusyKey_TakesFarFewerRoundTripsThanAcquires()
+    {
+        await using PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 10_000);
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+        for (int i = 0; i < 1_000; i++)
+        {
+            Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        }
+
+        Assert.InRange(engine.RoundTrips, 1, 40); // blocks double to 64: about 1,000 / 64 + 7 reservations
+        Assert.InRange(await Counted("ann"), 1_000, 1_000 + 64);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_NearTheCap_AdmitsExactlyTheLimitAndRefusesLocallyAfterIt()
+    {
+        await using PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 100);
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+        int admitted = 0;
+        for (int i = 0; i < 150; i++)
+        {
+            admitted += (await limiter.AcquireAsync("ann")).IsAcquired ? 1 : 0;
+        }
+
+        Assert.Equal(100, admitted);
+        long trips = engine.RoundTrips;
+        using RateLimitLease refused = limiter.AttemptAcquire("ann");
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromMinutes(1), retryAfter); // the window started with the fake clock
+        Assert.Equal(trips, engine.RoundTrips); // refused from the cached refusal, no round trip
+
+        _time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
+    public async Task DisposeAsync_UnusedPermits_GoBackToRedis()
+    {
+        PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 10_000);
+        for (int i = 0; i < 100; i++)
+        {
+            Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        }
+
+        Assert.True(await Counted("ann") > 100);
+        await limiter.DisposeAsync();
+        Assert.Equal(100, await Counted("ann"));
+    }
+
+    [Fact]
+    public async Task IdleKey_UnusedPermitsGoBackAndTheKeyIsForgotten()
+    {
+        await using PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 10_000);
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+        for (int i = 0; i < 100; i++)
+        {
+            Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        }
+
+        _time.Advance(TimeSpan.FromSeconds(1)); // IdleReturn: the sweep returns the block
+        await Eventually(async () => await Counted("ann") == 100);
+        Assert.Equal(0, engine.Local!.KeyCount);
+    }
+
+    [Fact]
+    public void Create_HybridForAnAlgorithmItDoesNotServe_ThrowsAtConstruction()
+    {
+        var options = Options(_connection);
+        Assert.Throws<ArgumentException>(() => RedisLimiter.CreateTokenBucket<string>(
+            u => u, _ => new TokenBucketRateLimiterOptions { TokenLimit = 1, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromSeconds(1) }, options));
+        Assert.Throws<ArgumentException>(() => RedisLimiter.CreateSlidingWindowLog<string>(
+            u => u, _ => new SlidingWindowLogRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1) }, options));
+        Assert.Throws<ArgumentOutOfRangeException>(() => FixedWindow(_connection, limit: 5, maxBlock: 0));
+    }
+
+    /// <summary>
+    /// Three nodes, three callers each, one key, while a driver moves the shared fake clock 1 ms at a time. A caller takes
+    /// the clock's read lock around its acquire, so the time it records is the time its permit was used; the uses are
+    /// checked offline against the fixed window's guarantee, across all nodes.
+    /// </summary>
+    [Theory]
+    [InlineData("fixed")]
+    [InlineData("counter")]
+    public void AttemptAcquire_ThreeNodes_UsesNeverPassTheCapTogether(string algorithm)
+    {
+        const int Limit = 60;
+        const long WindowMicroseconds = 50_000;
+        var gate = new ReaderWriterLockSlim();
+        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
+        PartitionedRateLimiter<string>[] nodes = [.. connections.Select(connection => algorithm == "fixed"
+            ? FixedWindow(connection, Limit, window: TimeSpan.FromTicks(WindowMicroseconds * 10), maxBlock: 16)
+            : RedisLimiter.CreateSlidingWindowCounter<string>(
+                key => key,
+                _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = Limit, Window = TimeSpan.FromTicks(WindowMicroseconds * 10), SegmentsPerWindow = 5 },
+                Options(connection, maxBlock: 16)))];
+        try
+        {
+            var uses = new ConcurrentBag<Admitted>();
+            long refused = 0;
+            using var stop = new CancellationTokenSource();
+            var driver = new Thread(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    gate.EnterWriteLock();
+                    _time.Advance(TimeSpan.FromMilliseconds(1));
+                    gate.ExitWriteLock();
+                    Thread.Sleep(1);
+                }
+            });
+            driver.Start();
+            DateTimeOffset end = _time.GetUtcNow() + TimeSpan.FromTicks(WindowMicroseconds * 10 * 12); // 12 windows of fake time
+            var callers = nodes.SelectMany(node => Enumerable.Range(0, 3).Select(caller => new Thread(() =>
+            {
+                var random = new Random(caller);
+                while (_time.GetUtcNow() < end)
+                {
+                    int permits = random.Next(1, 3);
+                    gate.EnterReadLock();
+                    try
+                    {
+                        using RateLimitLease lease = node.AttemptAcquire("shared", permits);
+                        if (lease.IsAcquired)
+                        {
+                            uses.Add(new Admitted((_time.GetUtcNow().UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) / 10, permits));
+                        }
+                        else
+                        {
+                            Interlocked.Increment(ref refused);
+                        }
+                    }
+                    finally
+                    {
+                        gate.ExitReadLock();
+                    }
+                }
+            }))).ToArray();
+            foreach (Thread caller in callers)
+            {
+                caller.Start();
+            }
+
+            foreach (Thread caller in callers)
+            {
+                caller.Join();
+            }
+
+            stop.Cancel();
+            driver.Join();
+
+            LimiterSpec spec = algorithm == "fixed"
+                ? new LimiterSpec(LimiterKind.Fixed, Limit, WindowMicroseconds)
+                : new LimiterSpec(LimiterKind.Counter, Limit, WindowMicroseconds, Segments: 5);
+            Assert.Null(Guarantee.FindViolation(spec, uses));
+            long[] perWindow = [.. uses.GroupBy(use => use.Stamp / WindowMicroseconds).OrderBy(g => g.Key).Skip(1).SkipLast(1).Select(g => g.Sum(use => use.Permits))];
+            _output.WriteLine($"{algorithm}: {uses.Count} uses, {refused} refusals; permits used per window (limit {Limit}): {string.Join(' ', perWindow)}");
+            Assert.True(perWindow.Length >= 10 && perWindow.Average() > Limit / 2.0, $"{uses.Count} uses: the run never filled its windows");
+            Assert.True(refused > 0, "nothing was refused: the run never reached the cap");
+        }
+        finally
+        {
+            foreach (PartitionedRateLimiter<string> node in nodes)
+            {
+                node.Dispose();
+            }
+
+            foreach (ConnectionMultiplexer connection in connections)
+            {
+                connection.Dispose();
+            }
+        }
+    }
+
+    private static async Task Eventually(Func<Task<bool>> condition)
+    {
+        for (int i = 0; i < 100 && !await condition(); i++)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.True(await condition());
+    }
+
+    private async Task<long> Counted(string key) =>
+        (long)await _connection.GetDatabase().HashGetAsync($"{_prefix}:{{{key}}}:fw", "c");
+
+    private PartitionedRateLimiter<string> FixedWindow(ConnectionMultiplexer connection, int limit, TimeSpan? window = null, int maxBlock = 64) =>
+        RedisLimiter.CreateFixedWindow<string>(
+            key => key,
+            _ => new FixedWindowRateLimiterOptions { PermitLimit = limit, Window = window ?? TimeSpan.FromMinutes(1) },
+            Options(connection, maxBlock));
+
+    private RedisLimiterOptions Options(ConnectionMultiplexer connection, int maxBlock = 64) => new()
+    {
+        Connection = connection,
+        KeyPrefix = _prefix,
+        ClientClock = _time,
+        TimeProvider = _time,
+        SyncTimeout = TimeSpan.FromSeconds(2),
+        Hybrid = new RedisHybridOptions { MaxBlock = maxBlock, IdleReturn = TimeSpan.FromSeconds(1) },
+    };
+}
