@@ -187,7 +187,7 @@ public sealed class RedisHybridTests : IDisposable
             Assert.Null(Guarantee.FindViolation(spec, uses));
             long[] perWindow = [.. uses.GroupBy(use => use.Stamp / WindowMicroseconds).OrderBy(g => g.Key).Skip(1).SkipLast(1).Select(g => g.Sum(use => use.Permits))];
             _output.WriteLine($"{algorithm}: {uses.Count} uses, {refused} refusals; permits used per window (limit {Limit}): {string.Join(' ', perWindow)}");
-            Assert.True(perWindow.Length >= 10 && perWindow.Average() > Limit / 2.0, $"{uses.Count} uses: the run never filled its windows");
+            Assert.True(perWindow.Length >= 8 && perWindow.Average() > Limit / 2.0, $"{uses.Count} uses: the run never filled its windows");
             Assert.True(refused > 0, "nothing was refused: the run never reached the cap");
         }
         finally
