@@ -47,6 +47,19 @@ try
         return Program.RunPolicy(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
     }
 
+    if (args.Length > 0 && args[0] == "--redis")
+    {
+        (string? endpoint, string output) = args switch
+        {
+            [_] => ((string?)null, Path.Combine(RepositoryRoot(), "bench", "results")),
+            [_, "--out", string dir] => (null, Path.GetFullPath(dir)),
+            [_, string address] => (address, Path.Combine(RepositoryRoot(), "bench", "results")),
+            [_, string address, "--out", string dir] => (address, Path.GetFullPath(dir)),
+            _ => throw new ArgumentException("usage: --redis [host:port] [--out DIR] (try --help)"),
+        };
+        return Program.RunRedis(endpoint, output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
+    }
+
     if (args.Length > 0 && args[0] == "--estimator")
     {
         string output = args switch
@@ -125,6 +138,11 @@ internal static partial class Program
               --policy [--out DIR]      the layered-policy section alone: a 5-layer RatePolicy against 5 in-box limiters
                                         chained with CreateChained, 10k users; about 10 s; prints the table and writes
                                         policy.md to DIR (default bench/results of the repository)
+              --redis [HOST:PORT] [--out DIR]
+                                        the Redis mode: 4 nodes x 16 callers on one key, exact against hybrid
+                                        (admissions/s, script calls per admission, latency; permits used per window at
+                                        100/s); starts its own redis-server when no address is given; about 20 s;
+                                        writes redis.md to DIR (default bench/results of the repository)
               --estimator [--out DIR]   the estimator simulation alone: requests admitted under a tokens-per-minute budget
                                         when reserving max_tokens, the learned CostEstimator estimate, or the exact actual;
                                         seeded, on a virtual clock, about a second; prints the table and writes
@@ -204,6 +222,29 @@ internal static partial class Program
         PolicyReport.AppendSection(text, result);
         Directory.CreateDirectory(outputDirectory);
         string path = Path.Combine(outputDirectory, "policy.md");
+        File.WriteAllText(path, text.ToString());
+        Console.WriteLine($"wrote {path}");
+        return 0;
+    }
+
+    /// <summary><c>--redis</c>: the Redis mode against a server (started here when no address is given), and redis.md.</summary>
+    public static int RunRedis(string? endpoint, string outputDirectory, string commandLine)
+    {
+        var clock = Stopwatch.StartNew();
+        using RateEngine.Redis.Tests.Support.RedisServer? server = endpoint is null ? new RateEngine.Redis.Tests.Support.RedisServer() : null;
+        var (throughput, fill) = RateEngine.Benchmarks.Redis.RedisHarness.Run(
+            endpoint ?? server!.Endpoint, TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(5.5), message => Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] {message}"));
+        var text = new System.Text.StringBuilder();
+        text.AppendLine("# Redis mode benchmark");
+        text.AppendLine();
+        MachineInfo m = MachineInfo.Read();
+        text.AppendLine(System.Globalization.CultureInfo.InvariantCulture,
+            $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {clock.Elapsed.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}; the redis-server runs on the same 2 cores.");
+        text.AppendLine();
+        RateEngine.Benchmarks.Redis.RedisHarness.AppendSection(text, throughput, fill);
+        Console.Write(text);
+        Directory.CreateDirectory(outputDirectory);
+        string path = Path.Combine(outputDirectory, "redis.md");
         File.WriteAllText(path, text.ToString());
         Console.WriteLine($"wrote {path}");
         return 0;
