@@ -12,11 +12,19 @@ namespace RateEngine.Redis.Tests.Support;
 public sealed class RedisServer : IDisposable
 {
     private readonly string _directory = Directory.CreateTempSubdirectory("rateengine-redis-").FullName;
+    private readonly bool _clusterNode;
     private Process? _process;
 
     public RedisServer()
+        : this(clusterNode: false)
     {
-        Port = FreePort();
+    }
+
+    /// <param name="clusterNode">Start it as a node of a Redis Cluster (see <see cref="RedisCluster"/>); its bus port is the port + 10000.</param>
+    public RedisServer(bool clusterNode)
+    {
+        _clusterNode = clusterNode;
+        Port = clusterNode ? FreeClusterPort() : FreePort();
         Start();
     }
 
@@ -39,6 +47,14 @@ public sealed class RedisServer : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (_clusterNode)
+        {
+            foreach (string argument in new[] { "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000" })
+            {
+                start.ArgumentList.Add(argument);
+            }
+        }
+
         _process = Process.Start(start) ?? throw new InvalidOperationException("redis-server did not start.");
         _process.OutputDataReceived += (_, _) => { };
         _process.ErrorDataReceived += (_, _) => { };
@@ -76,6 +92,38 @@ public sealed class RedisServer : IDisposable
             .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
             .Select(directory => Path.Combine(directory, "redis-server"))
             .FirstOrDefault(File.Exists);
+
+    /// <summary>A free port whose cluster bus port (+ 10000) is free as well.</summary>
+    private static int FreeClusterPort()
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            int port = FreePort();
+            if (port < 55_000 && IsFree(port + 10_000))
+            {
+                return port;
+            }
+
+            if (attempt > 200)
+            {
+                throw new InvalidOperationException("No free pair of ports (port, port + 10000) for a cluster node.");
+            }
+        }
+    }
+
+    private static bool IsFree(int port)
+    {
+        try
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, port);
+            listener.Start();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
 
     private static int FreePort()
     {
