@@ -8,4 +8,11 @@ public enum RedisFailureMode
 
     /// <summary>Admit, unlimited, until Redis answers again.</summary>
     FailOpen,
+
+    /// <summary>
+    /// Enforce <see cref="RedisLimiterOptions.LocalFallbackShare"/> of each key's limit in process (the same algorithm,
+    /// on this node alone) until Redis answers again: with N nodes and a share of 1/N, the fleet stays within the cap
+    /// during an outage, counted from its start.
+    /// </summary>
+    LocalFallback,
 }

@@ -23,23 +23,55 @@ public static class RedisLimiter
     /// <exception cref="ArgumentException">The options are invalid (no connection, blank prefix, ...).</exception>
     public static PartitionedRateLimiter<TResource> CreateFixedWindow<TResource>(
         Func<TResource, string> keySelector, Func<string, FixedWindowRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
-        new RedisPartitionedLimiter<TResource, FixedWindowRateLimiterOptions>(keySelector, optionsResolver, rule => new FixedWindowRule(rule), options, servesHybrid: true);
+        new RedisPartitionedLimiter<TResource, FixedWindowRateLimiterOptions>(keySelector, optionsResolver, rule => new FixedWindowRule(rule), options, servesHybrid: true,
+            (resolver, share, time) => PartitionedLimiter.CreateFixedWindow<string, string>(
+                key => key,
+                key => resolver(key) switch { var full => new FixedWindowRateLimiterOptions { PermitLimit = Share(full.PermitLimit, share), Window = full.Window } },
+                Local(time)));
 
     /// <summary>A token bucket per key, refilled continuously at <c>TokensPerPeriod</c> per <c>ReplenishmentPeriod</c>.</summary>
     /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
     public static PartitionedRateLimiter<TResource> CreateTokenBucket<TResource>(
         Func<TResource, string> keySelector, Func<string, TokenBucketRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
-        new RedisPartitionedLimiter<TResource, TokenBucketRateLimiterOptions>(keySelector, optionsResolver, rule => new TokenBucketRule(rule), options, servesHybrid: false);
+        new RedisPartitionedLimiter<TResource, TokenBucketRateLimiterOptions>(keySelector, optionsResolver, rule => new TokenBucketRule(rule), options, servesHybrid: false,
+            (resolver, share, time) => PartitionedLimiter.CreateTokenBucket<string, string>(
+                key => key,
+                key => resolver(key) switch
+                {
+                    var full => new TokenBucketRateLimiterOptions
+                    {
+                        TokenLimit = Share(full.TokenLimit, share),
+                        TokensPerPeriod = Share(full.TokensPerPeriod, share),
+                        ReplenishmentPeriod = full.ReplenishmentPeriod,
+                    },
+                },
+                Local(time)));
 
     /// <summary>A conservative segmented sliding window per key (a permit counts up to one segment longer than the window).</summary>
     /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
     public static PartitionedRateLimiter<TResource> CreateSlidingWindowCounter<TResource>(
         Func<TResource, string> keySelector, Func<string, SlidingWindowCounterRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
-        new RedisPartitionedLimiter<TResource, SlidingWindowCounterRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowCounterRule(rule), options, servesHybrid: true);
+        new RedisPartitionedLimiter<TResource, SlidingWindowCounterRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowCounterRule(rule), options, servesHybrid: true,
+            (resolver, share, time) => PartitionedLimiter.CreateSlidingWindowCounter<string, string>(
+                key => key,
+                key => resolver(key) switch
+                {
+                    var full => new SlidingWindowCounterRateLimiterOptions { PermitLimit = Share(full.PermitLimit, share), Window = full.Window, SegmentsPerWindow = full.SegmentsPerWindow },
+                },
+                Local(time)));
 
     /// <summary>An exact sliding-window log per key: one sorted-set member per permit of the limit.</summary>
     /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
     public static PartitionedRateLimiter<TResource> CreateSlidingWindowLog<TResource>(
         Func<TResource, string> keySelector, Func<string, SlidingWindowLogRateLimiterOptions> optionsResolver, RedisLimiterOptions options) =>
-        new RedisPartitionedLimiter<TResource, SlidingWindowLogRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowLogRule(rule), options, servesHybrid: false);
+        new RedisPartitionedLimiter<TResource, SlidingWindowLogRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowLogRule(rule), options, servesHybrid: false,
+            (resolver, share, time) => PartitionedLimiter.CreateSlidingWindowLog<string, string>(
+                key => key,
+                key => resolver(key) switch { var full => new SlidingWindowLogRateLimiterOptions { PermitLimit = Share(full.PermitLimit, share), Window = full.Window } },
+                Local(time)));
+
+    /// <summary>A node's share of a limit while Redis is down: rounded down, at least 1.</summary>
+    private static int Share(int limit, double share) => Math.Max(1, (int)Math.Floor(limit * share));
+
+    private static PartitionedLimiterOptions Local(TimeProvider time) => new() { TimeProvider = time };
 }

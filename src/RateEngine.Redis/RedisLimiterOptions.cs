@@ -36,6 +36,12 @@ public sealed class RedisLimiterOptions
     public RedisFailureMode FailureMode { get; set; } = RedisFailureMode.FailClosed;
 
     /// <summary>
+    /// With <see cref="RedisFailureMode.LocalFallback"/>: the share of each key's limit this node enforces alone while Redis
+    /// does not answer (1/N for N nodes; every limit rounds down, to at least 1). Required for that mode, in (0, 1].
+    /// </summary>
+    public double LocalFallbackShare { get; set; }
+
+    /// <summary>
     /// After a failed call, how long the limiter answers by <see cref="FailureMode"/> without calling Redis, so a dead
     /// server is not hammered; the first call after it tries Redis again. Default 1 second.
     /// </summary>
@@ -66,5 +72,9 @@ public sealed class RedisLimiterOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(FailureCooldown, TimeSpan.Zero, nameof(FailureCooldown));
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
         Hybrid?.Validate();
+        if (FailureMode == RedisFailureMode.LocalFallback && !(LocalFallbackShare > 0 && LocalFallbackShare <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(LocalFallbackShare), LocalFallbackShare, "LocalFallback needs LocalFallbackShare in (0, 1]: the share of each limit one node enforces alone (1/N for N nodes).");
+        }
     }
 }

@@ -37,6 +37,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private readonly RedisBreaker _breaker;
     private readonly string _nonce = Guid.NewGuid().ToString("N");
     private readonly LocalReservations? _local;
+    private readonly PartitionedRateLimiter<string>? _fallback;
     private long _calls;
     private long _roundTrips;
     private volatile bool _disposed;
@@ -46,7 +47,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         Func<string, TOptions> optionsResolver,
         Func<TOptions, RedisRule> createRule,
         RedisLimiterOptions options,
-        bool servesHybrid)
+        bool servesHybrid,
+        Func<Func<string, TOptions>, double, TimeProvider, PartitionedRateLimiter<string>>? createFallback = null)
     {
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentNullException.ThrowIfNull(optionsResolver);
@@ -68,6 +70,13 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         _syncTimeout = options.SyncTimeout;
         _failureMode = options.FailureMode;
         _breaker = new RedisBreaker(options.TimeProvider, options.FailureCooldown);
+        if (options.FailureMode == RedisFailureMode.LocalFallback)
+        {
+            // Each node its share of every key's limit, in process, while Redis does not answer.
+            ArgumentNullException.ThrowIfNull(createFallback);
+            _fallback = createFallback(optionsResolver, options.LocalFallbackShare, options.TimeProvider);
+        }
+
         if (options.Hybrid is { } hybrid)
         {
             _local = new LocalReservations(hybrid, options.TimeProvider, Reserve, GiveBack, () => !_breaker.IsOpen);
@@ -151,23 +160,24 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return AttemptLocal(resource, permitCount);
         }
 
-        Task<RedisResult>? task = _breaker.IsOpen ? null : Evaluate(resource, permitCount);
-        if (task is null)
+        RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
+        if (_breaker.IsOpen)
         {
-            return Unavailable(_breaker.LastFailure);
+            return Unavailable(_breaker.LastFailure, partitionKey, permitCount);
         }
 
+        Task<RedisResult> task = Evaluate(partitionKey, rule, permitCount);
         try
         {
             if (!task.Wait(_syncTimeout))
             {
                 Observe(task);
-                return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.");
+                return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);
             }
         }
         catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
         {
-            return Failed(error.InnerException.Message);
+            return Failed(error.InnerException.Message, partitionKey, permitCount);
         }
 
         _breaker.Close();
@@ -182,13 +192,13 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return await AcquireLocalAsync(resource, permitCount, cancellationToken).ConfigureAwait(false);
         }
 
+        RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
         if (_breaker.IsOpen)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            return Unavailable(_breaker.LastFailure);
+            return Unavailable(_breaker.LastFailure, partitionKey, permitCount);
         }
 
-        Task<RedisResult> task = Evaluate(resource, permitCount);
+        Task<RedisResult> task = Evaluate(partitionKey, rule, permitCount);
         RedisResult result;
         try
         {
@@ -201,7 +211,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
-            return Failed(error.Message);
+            return Failed(error.Message, partitionKey, permitCount);
         }
 
         _breaker.Close();
@@ -211,6 +221,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     protected override void Dispose(bool disposing)
     {
         _disposed = true;
+        _fallback?.Dispose();
         if (_local is not null)
         {
             Observe(_local.DisposeAsync().AsTask()); // unused permits go back, best effort
@@ -220,6 +231,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     protected override async ValueTask DisposeAsyncCore()
     {
         _disposed = true;
+        _fallback?.Dispose();
         if (_local is not null)
         {
             await _local.DisposeAsync().ConfigureAwait(false);
@@ -248,7 +260,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
             if (_breaker.IsOpen)
             {
-                return Unavailable(_breaker.LastFailure);
+                return Unavailable(_breaker.LastFailure, partitionKey, permitCount);
             }
 
             Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
@@ -263,7 +275,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (Exception error) when (error is RedisException or TimeoutException)
             {
-                return Failed(error.Message);
+                return Failed(error.Message, partitionKey, permitCount);
             }
 
             _breaker.Close();
@@ -291,7 +303,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
             if (_breaker.IsOpen)
             {
-                return Unavailable(_breaker.LastFailure);
+                return Unavailable(_breaker.LastFailure, partitionKey, permitCount);
             }
 
             Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
@@ -300,12 +312,12 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 if (!refill.Wait(_syncTimeout))
                 {
                     Observe(refill);
-                    return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.");
+                    return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);
                 }
             }
             catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
             {
-                return Failed(error.InnerException.Message);
+                return Failed(error.InnerException.Message, partitionKey, permitCount);
             }
 
             _breaker.Close();
@@ -328,13 +340,16 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private static void Observe(Task task) =>
         task.ContinueWith(static done => _ = done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
-    private RateLimitLease Failed(string why)
+    private RateLimitLease Failed(string why, string partitionKey, int permitCount)
     {
         _breaker.Trip(why);
-        return Unavailable(why);
+        return Unavailable(why, partitionKey, permitCount);
     }
 
-    private RateLimitLease Unavailable(string why) => _failureMode == RedisFailureMode.FailOpen
-        ? new RedisLease(true, null, $"Redis is unavailable ({why}); admitted without a limit (FailOpen).")
-        : new RedisLease(false, null, $"Redis is unavailable ({why}); refused (FailClosed).");
+    private RateLimitLease Unavailable(string why, string partitionKey, int permitCount) => _failureMode switch
+    {
+        RedisFailureMode.FailOpen => new RedisLease(true, null, $"Redis is unavailable ({why}); admitted without a limit (FailOpen)."),
+        RedisFailureMode.LocalFallback => _fallback!.AttemptAcquire(partitionKey, permitCount),
+        _ => new RedisLease(false, null, $"Redis is unavailable ({why}); refused (FailClosed)."),
+    };
 }

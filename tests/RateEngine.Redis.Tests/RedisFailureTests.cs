@@ -64,6 +64,28 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_ServerDown_LocalFallbackEnforcesThisNodesShare()
+    {
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.LocalFallback, share: 0.25); // 100 → 25 here
+        for (int i = 0; i < 30; i++)
+        {
+            Assert.True((await limiter.AcquireAsync("ann")).IsAcquired); // on Redis: 30 of 100
+        }
+
+        _server.Kill();
+        int admitted = 0;
+        for (int i = 0; i < 40; i++)
+        {
+            admitted += (await limiter.AcquireAsync("ann")).IsAcquired ? 1 : 0;
+        }
+
+        Assert.Equal(25, admitted); // the node's share, counted from the outage's start
+        Assert.Equal(10, Enumerable.Range(0, 10).Count(_ => limiter.AttemptAcquire("bob").IsAcquired)); // every key its own share
+        Assert.Throws<ArgumentOutOfRangeException>(() => Create(RedisFailureMode.LocalFallback, share: 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Create(RedisFailureMode.LocalFallback, share: 1.5));
+    }
+
+    [Fact]
     public async Task AttemptAcquire_ServerDown_LeavesNoUnobservedTaskException()
     {
         int unobserved = 0;
@@ -110,7 +132,7 @@ public sealed class RedisFailureTests : IDisposable
         return false;
     }
 
-    private PartitionedRateLimiter<string> Create(RedisFailureMode mode) => RedisLimiter.CreateFixedWindow<string>(
+    private PartitionedRateLimiter<string> Create(RedisFailureMode mode, double share = 0) => RedisLimiter.CreateFixedWindow<string>(
         user => user,
         _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMinutes(1) },
         new RedisLimiterOptions
@@ -119,6 +141,7 @@ public sealed class RedisFailureTests : IDisposable
             KeyPrefix = "failure-" + Guid.NewGuid().ToString("N"),
             SyncTimeout = TimeSpan.FromMilliseconds(200),
             FailureMode = mode,
+            LocalFallbackShare = share,
             FailureCooldown = TimeSpan.FromSeconds(1),
             TimeProvider = _cooldownClock,
         });
