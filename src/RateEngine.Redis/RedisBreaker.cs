@@ -2,12 +2,13 @@ namespace RateEngine.Redis;
 
 /// <summary>
 /// After a failed call, answers "open" for the cool-down, so the limiter stops calling a dead Redis; the first call after
-/// it goes through, and a success closes it.
+/// it goes through, and a success closes it. Reports each change of state once (degraded, recovered).
 /// </summary>
-internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown)
+internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<string> onDegraded, Action<long> onRecovered)
 {
     private long _openUntil = long.MinValue;
     private long _failures;
+    private int _degraded;
 
     /// <summary>Failed calls so far (errors and timeouts).</summary>
     public long Failures => Volatile.Read(ref _failures);
@@ -23,6 +24,10 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown)
         Interlocked.Increment(ref _failures);
         long until = time.GetTimestamp() + (long)(cooldown.TotalSeconds * time.TimestampFrequency);
         Volatile.Write(ref _openUntil, until);
+        if (Interlocked.Exchange(ref _degraded, 1) == 0)
+        {
+            onDegraded(why);
+        }
     }
 
     public void Close()
@@ -30,6 +35,11 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown)
         if (Volatile.Read(ref _openUntil) != long.MinValue)
         {
             Volatile.Write(ref _openUntil, long.MinValue);
+        }
+
+        if (Volatile.Read(ref _degraded) == 1 && Interlocked.Exchange(ref _degraded, 0) == 1)
+        {
+            onRecovered(Failures);
         }
     }
 }

@@ -1,3 +1,5 @@
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Logging;
 using StackExchange.Redis;
 
 namespace RateEngine.Redis;
@@ -58,6 +60,15 @@ public sealed class RedisLimiterOptions
     /// which use the server's clock or <see cref="ClientClock"/>); default <see cref="TimeProvider.System"/>.
     /// </summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>Where the degraded state is logged (once when Redis stops answering, once when it answers again); default none.</summary>
+    public ILoggerFactory? LoggerFactory { get; set; }
+
+    /// <summary>
+    /// Creates the <c>RateEngine</c> meter (round trips, failures, degraded limiters, tagged by key prefix and mode);
+    /// default a shared meter of that name.
+    /// </summary>
+    public IMeterFactory? MeterFactory { get; set; }
 
     internal void Validate()
     {

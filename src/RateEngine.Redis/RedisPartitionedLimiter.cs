@@ -2,7 +2,10 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
 using RateEngine.Redis.Hybrid;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using RateEngine.Redis.Scripts;
+using RateEngine.Redis.Telemetry;
 using StackExchange.Redis;
 
 namespace RateEngine.Redis;
@@ -38,6 +41,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private readonly string _nonce = Guid.NewGuid().ToString("N");
     private readonly LocalReservations? _local;
     private readonly PartitionedRateLimiter<string>? _fallback;
+    private readonly RedisMetrics _metrics;
     private long _calls;
     private long _roundTrips;
     private volatile bool _disposed;
@@ -69,7 +73,23 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         _clientClock = options.ClientClock;
         _syncTimeout = options.SyncTimeout;
         _failureMode = options.FailureMode;
-        _breaker = new RedisBreaker(options.TimeProvider, options.FailureCooldown);
+        ILogger logger = options.LoggerFactory?.CreateLogger("RateEngine.Redis") ?? NullLogger.Instance;
+        _metrics = new RedisMetrics(options.MeterFactory, options.KeyPrefix, options.Hybrid is not null);
+        RedisFailureMode failureMode = options.FailureMode;
+        TimeSpan cooldown = options.FailureCooldown;
+        _breaker = new RedisBreaker(
+            options.TimeProvider,
+            cooldown,
+            why =>
+            {
+                _metrics.Degraded(true);
+                Log.RedisUnavailable(logger, _keyPrefix, why, failureMode, cooldown);
+            },
+            failures =>
+            {
+                _metrics.Degraded(false);
+                Log.RedisRecovered(logger, _keyPrefix, failures);
+            });
         if (options.FailureMode == RedisFailureMode.LocalFallback)
         {
             // Each node its share of every key's limit, in process, while Redis does not answer.
@@ -130,6 +150,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             ? _nonce + Interlocked.Increment(ref _calls).ToString(CultureInfo.InvariantCulture)
             : null;
         Interlocked.Increment(ref _roundTrips);
+        _metrics.RoundTrip();
         return _database.ScriptEvaluateAsync(rule.Script, rule.Parameters(KeyOf(partitionKey, rule), Now(), permitCount, nonce));
     }
 
@@ -138,12 +159,14 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private Task<RedisResult> Reserve(LocalKey key, RedisRule rule, long need, long want)
     {
         Interlocked.Increment(ref _roundTrips);
+        _metrics.RoundTrip();
         return _database.ScriptEvaluateAsync(rule.ReserveScript!, rule.ReserveParameters(KeyOf(key.PartitionKey, rule), Now(), need, want));
     }
 
     private Task GiveBack(LocalKey key, RedisRule rule, long period, long returned)
     {
         Interlocked.Increment(ref _roundTrips);
+        _metrics.RoundTrip();
         return _database.ScriptEvaluateAsync(rule.ReturnScript!, rule.ReturnParameters(KeyOf(key.PartitionKey, rule), period, returned));
     }
 
@@ -342,6 +365,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
     private RateLimitLease Failed(string why, string partitionKey, int permitCount)
     {
+        _metrics.Failure();
         _breaker.Trip(why);
         return Unavailable(why, partitionKey, permitCount);
     }

@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Threading.RateLimiting;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.Redis.Tests.Support;
 using StackExchange.Redis;
@@ -61,6 +64,35 @@ public sealed class RedisFailureTests : IDisposable
         Assert.True(admitted.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason));
         Assert.Contains("FailOpen", reason, StringComparison.Ordinal);
         Assert.True(limiter.AttemptAcquire("ann").IsAcquired); // breaker open: admitted at once
+    }
+
+    [Fact]
+    public async Task AcquireAsync_OutageAndRecovery_LoggedAndMeteredOncePerTransition()
+    {
+        var logger = new FakeLogger();
+        string prefix = "telemetry-" + Guid.NewGuid().ToString("N");
+        using var failures = new MetricCollector<long>(null, "RateEngine", "rateengine.redis.failures");
+        using var degraded = new MetricCollector<long>(null, "RateEngine", "rateengine.redis.degraded");
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, prefix: prefix, logs: new SingleLoggerFactory(logger));
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+
+        _server.Kill();
+        for (int i = 0; i < 3; i++)
+        {
+            _cooldownClock.Advance(TimeSpan.FromSeconds(2)); // each call reaches the dead server and fails
+            Assert.False(limiter.AttemptAcquire("ann").IsAcquired);
+        }
+
+        _server.Start();
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        Assert.True(await EventuallyAcquired(limiter, "ann"));
+
+        IReadOnlyList<FakeLogRecord> records = logger.Collector.GetSnapshot();
+        Assert.Equal([LogLevel.Warning, LogLevel.Information], records.Select(record => record.Level));
+        Assert.Contains(prefix, records[0].Message, StringComparison.Ordinal);
+        Assert.Contains("FailClosed", records[0].Message, StringComparison.Ordinal);
+        Assert.Equal(3, Mine(failures.GetMeasurementSnapshot(), prefix).Sum(m => m.Value));
+        Assert.Equal([1L, -1L], Mine(degraded.GetMeasurementSnapshot(), prefix).Select(m => m.Value));
     }
 
     [Fact]
@@ -132,17 +164,35 @@ public sealed class RedisFailureTests : IDisposable
         return false;
     }
 
-    private PartitionedRateLimiter<string> Create(RedisFailureMode mode, double share = 0) => RedisLimiter.CreateFixedWindow<string>(
+    private static IEnumerable<CollectedMeasurement<long>> Mine(IEnumerable<CollectedMeasurement<long>> measurements, string prefix) =>
+        measurements.Where(m => m.Tags.TryGetValue("rateengine.limiter", out object? limiter) && (string?)limiter == prefix);
+
+    private PartitionedRateLimiter<string> Create(RedisFailureMode mode, double share = 0, string? prefix = null, ILoggerFactory? logs = null) => RedisLimiter.CreateFixedWindow<string>(
         user => user,
         _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMinutes(1) },
         new RedisLimiterOptions
         {
             Connection = _connection,
-            KeyPrefix = "failure-" + Guid.NewGuid().ToString("N"),
+            KeyPrefix = prefix ?? "failure-" + Guid.NewGuid().ToString("N"),
+            LoggerFactory = logs,
             SyncTimeout = TimeSpan.FromMilliseconds(200),
             FailureMode = mode,
             LocalFallbackShare = share,
             FailureCooldown = TimeSpan.FromSeconds(1),
             TimeProvider = _cooldownClock,
         });
+}
+
+/// <summary>An <see cref="ILoggerFactory"/> that hands out one logger (the test's <see cref="FakeLogger"/>).</summary>
+internal sealed class SingleLoggerFactory(ILogger logger) : ILoggerFactory
+{
+    public ILogger CreateLogger(string categoryName) => logger;
+
+    public void AddProvider(ILoggerProvider provider)
+    {
+    }
+
+    public void Dispose()
+    {
+    }
 }
