@@ -136,10 +136,19 @@ public static class ScenarioRunner
     /// An acquire followed at once by its refund leaves the limiter indistinguishable from a twin that never saw it:
     /// same decisions, available permits, idle durations and retry delays, through clock moves both ways.
     /// </summary>
+    /// <remarks>
+    /// Idle durations are compared exactly while the clock has moved (either way) less than the epochs' wrap range (2^33 windows or
+    /// segments, src/DESIGN.md); beyond it a stale epoch reads as one of its aliases, so "idle since" is only known to be
+    /// long ago, and the twins must then agree on whether they are idle, not on since when. (A refund whose acquire rolled
+    /// the segment over leaves the old count recorded in history, where the twin keeps it in its current word; past the
+    /// wrap range the two read different aliases.)
+    /// </remarks>
     public static void RefundIsIndistinguishable(Scenario scenario)
     {
         var timeA = new FakeTimeProvider();
         var timeB = new FakeTimeProvider();
+        long moved = 0; // clock movement either way: a rewind does not make stale epochs fresh again
+        long wrapRange = (1L << 33) * (scenario.Spec.Kind == LimiterKind.Counter ? scenario.Spec.SegmentTicks : scenario.Spec.WindowTicks);
         using RateEngineLimiter refunded = scenario.Spec.Create(timeA);
         using RateEngineLimiter untouched = scenario.Spec.Create(timeB);
         foreach (Op op in scenario.Ops)
@@ -149,10 +158,12 @@ public static class ScenarioRunner
                 case Advance(long ticks):
                     timeA.Advance(TimeSpan.FromTicks(ticks));
                     timeB.Advance(TimeSpan.FromTicks(ticks));
+                    moved += ticks;
                     break;
                 case Rewind(long ticks):
                     timeA.AdjustTime(timeA.GetUtcNow() - TimeSpan.FromTicks(ticks));
                     timeB.AdjustTime(timeB.GetUtcNow() - TimeSpan.FromTicks(ticks));
+                    moved += ticks;
                     break;
                 case AcquireThenRefund(int permits):
                     if (refunded.TryReserve(refunded.Clock.Now(), permits, out RateEngineLimiter.Reservation? reservation))
@@ -176,7 +187,14 @@ public static class ScenarioRunner
             }
 
             Assert.Equal(untouched.GetStatistics()!.CurrentAvailablePermits, refunded.GetStatistics()!.CurrentAvailablePermits);
-            Assert.Equal(untouched.IdleDuration, refunded.IdleDuration);
+            if (moved < wrapRange)
+            {
+                Assert.Equal(untouched.IdleDuration, refunded.IdleDuration);
+            }
+            else
+            {
+                Assert.Equal(untouched.IdleDuration.HasValue, refunded.IdleDuration.HasValue);
+            }
         }
     }
 }
