@@ -271,19 +271,9 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         LocalKey key = _local!.KeyOf(partitionKey);
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
-            if (_local.TryTake(key, rule, permitCount, out TimeSpan? refusedFor))
+            if (LocalAnswer(key, rule, partitionKey, permitCount) is { } answer)
             {
-                return RedisLease.Acquired;
-            }
-
-            if (refusedFor is { } retryAfter)
-            {
-                return Refused(retryAfter);
-            }
-
-            if (_breaker.IsOpen)
-            {
-                return Unavailable(_breaker.LastFailure, partitionKey, permitCount);
+                return answer;
             }
 
             Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
@@ -314,19 +304,9 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         LocalKey key = _local!.KeyOf(partitionKey);
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
-            if (_local.TryTake(key, rule, permitCount, out TimeSpan? refusedFor))
+            if (LocalAnswer(key, rule, partitionKey, permitCount) is { } answer)
             {
-                return RedisLease.Acquired;
-            }
-
-            if (refusedFor is { } retryAfter)
-            {
-                return Refused(retryAfter);
-            }
-
-            if (_breaker.IsOpen)
-            {
-                return Unavailable(_breaker.LastFailure, partitionKey, permitCount);
+                return answer;
             }
 
             Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
@@ -347,6 +327,25 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
 
         return Contended();
+    }
+
+    /// <summary>
+    /// The hybrid mode's answer without waiting: a permit from the key's block, a cached refusal, or the failure mode's
+    /// answer while the breaker is open; null when the caller needs a reservation.
+    /// </summary>
+    private RateLimitLease? LocalAnswer(LocalKey key, RedisRule rule, string partitionKey, int permitCount)
+    {
+        if (_local!.TryTake(key, rule, permitCount, out TimeSpan? refusedFor))
+        {
+            return RedisLease.Acquired;
+        }
+
+        if (refusedFor is { } retryAfter)
+        {
+            return Refused(retryAfter);
+        }
+
+        return _breaker.IsOpen ? Unavailable(_breaker.LastFailure, partitionKey, permitCount) : null;
     }
 
     private const int MaxLocalAttempts = 32;

@@ -15,13 +15,8 @@ namespace RateEngine.Redis.Scripts;
 /// </remarks>
 internal static class HybridScripts
 {
-    private const string Clock = """
-        local now = tonumber(@Now)
-        if now < 0 then
-          local t = redis.call('TIME')
-          now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-        end
-        local limit = tonumber(@Limit)
+    private const string Clock = LuaScripts.ReadClock + """
+
         local need = tonumber(@Need)
         local want = tonumber(@Want)
         local function grant(available)
@@ -57,38 +52,12 @@ internal static class HybridScripts
         return 0
         """);
 
-    public static readonly LuaScript SlidingWindowCounterReserve = LuaScript.Prepare(Clock + """
+    public static readonly LuaScript SlidingWindowCounterReserve = LuaScript.Prepare(Clock + LuaScripts.CounterCount + """
 
-        local segment = tonumber(@Segment)
-        local segments = tonumber(@Segments)
-        local current = math.floor(now / segment)
-        local oldest = current - segments
-        local fields = redis.call('HGETALL', @Key)
-        local used = 0
-        local counted = {}
-        for i = 1, #fields, 2 do
-          local index = tonumber(fields[i])
-          if index < oldest then
-            redis.call('HDEL', @Key, fields[i])
-          else
-            local count = tonumber(fields[i + 1])
-            used = used + count
-            counted[#counted + 1] = {index, count}
-          end
-        end
         local ends = (current + 1) * segment
         local granted = grant(limit - used)
         if granted == 0 then
-          table.sort(counted, function(a, b) return a[1] < b[1] end)
-          local excess = used + need - limit
-          local freed = 0
-          for _, entry in ipairs(counted) do
-            freed = freed + entry[2]
-            if freed >= excess then
-              return {0, (entry[1] + segments + 1) * segment - now, 0, now, current}
-            end
-          end
-          return {0, (segments + 1) * segment, 0, now, current}
+          return {0, retry_after(used + need - limit), 0, now, current}
         end
         redis.call('HINCRBY', @Key, current, granted)
         redis.call('PEXPIRE', @Key, math.ceil((segments + 1) * segment / 1000) + 1000)

@@ -20,13 +20,52 @@ namespace RateEngine.Redis.Scripts;
 /// </remarks>
 internal static class LuaScripts
 {
-    private const string Clock = """
+    /// <summary>The decision's time in µs: the client's when <c>@Now</c> is not negative, else the server's <c>TIME</c>.</summary>
+    internal const string ReadClock = """
         local now = tonumber(@Now)
         if now < 0 then
           local t = redis.call('TIME')
           now = tonumber(t[1]) * 1000000 + tonumber(t[2])
         end
         local limit = tonumber(@Limit)
+        """;
+
+    /// <summary>
+    /// The counter's count: drops segments older than e-S and sums e-S..e into <c>used</c>; <c>retry_after(excess)</c> is the
+    /// time until the oldest counted segments free <c>excess</c> permits (a segment j is counted until segment j+S+1).
+    /// </summary>
+    internal const string CounterCount = """
+
+        local segment = tonumber(@Segment)
+        local segments = tonumber(@Segments)
+        local current = math.floor(now / segment)
+        local oldest = current - segments
+        local fields = redis.call('HGETALL', @Key)
+        local used = 0
+        local counted = {}
+        for i = 1, #fields, 2 do
+          local index = tonumber(fields[i])
+          if index < oldest then
+            redis.call('HDEL', @Key, fields[i])
+          else
+            local count = tonumber(fields[i + 1])
+            used = used + count
+            counted[#counted + 1] = {index, count}
+          end
+        end
+        local function retry_after(excess)
+          table.sort(counted, function(a, b) return a[1] < b[1] end)
+          local freed = 0
+          for _, entry in ipairs(counted) do
+            freed = freed + entry[2]
+            if freed >= excess then return (entry[1] + segments + 1) * segment - now end
+          end
+          return (segments + 1) * segment
+        end
+        """;
+
+    private const string Clock = ReadClock + """
+
         local permits = tonumber(@Permits)
         """;
 
@@ -90,25 +129,8 @@ internal static class LuaScripts
     /// which cover the last W whole. Invariant: at most the limit in any interval of length W; a permit is counted up to
     /// one segment longer than W (conservative).
     /// </summary>
-    public static readonly LuaScript SlidingWindowCounter = LuaScript.Prepare(Clock + """
+    public static readonly LuaScript SlidingWindowCounter = LuaScript.Prepare(Clock + CounterCount + """
 
-        local segment = tonumber(@Segment)
-        local segments = tonumber(@Segments)
-        local current = math.floor(now / segment)
-        local oldest = current - segments
-        local fields = redis.call('HGETALL', @Key)
-        local used = 0
-        local counted = {}
-        for i = 1, #fields, 2 do
-          local index = tonumber(fields[i])
-          if index < oldest then
-            redis.call('HDEL', @Key, fields[i])
-          else
-            local count = tonumber(fields[i + 1])
-            used = used + count
-            counted[#counted + 1] = {index, count}
-          end
-        end
         if used + permits <= limit and (permits > 0 or used < limit) then
           if permits > 0 then
             redis.call('HINCRBY', @Key, current, permits)
@@ -116,16 +138,7 @@ internal static class LuaScripts
           end
           return {1, 0, limit - used - permits, now}
         end
-        table.sort(counted, function(a, b) return a[1] < b[1] end)
-        local excess = used + math.max(permits, 1) - limit
-        local freed = 0
-        for _, entry in ipairs(counted) do
-          freed = freed + entry[2]
-          if freed >= excess then
-            return {0, (entry[1] + segments + 1) * segment - now, math.max(limit - used, 0), now}
-          end
-        end
-        return {0, (segments + 1) * segment, math.max(limit - used, 0), now}
+        return {0, retry_after(used + math.max(permits, 1) - limit), math.max(limit - used, 0), now}
         """);
 
     /// <summary>

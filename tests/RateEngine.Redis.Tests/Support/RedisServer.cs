@@ -21,7 +21,7 @@ public sealed class RedisServer : IDisposable
     }
 
     /// <param name="clusterNode">Start it as a node of a Redis Cluster (see <see cref="RedisCluster"/>); its bus port is the port + 10000.</param>
-    public RedisServer(bool clusterNode)
+    internal RedisServer(bool clusterNode)
     {
         _clusterNode = clusterNode;
         Port = clusterNode ? FreeClusterPort() : FreePort();

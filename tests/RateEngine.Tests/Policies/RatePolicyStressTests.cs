@@ -96,16 +96,7 @@ public class RatePolicyStressTests
 
             _time.Advance(TimeSpan.FromMinutes(2)); // every entry idle, and nothing counted in the new window
             long[,] admitted = new long[Threads, Keys];
-            using var stop = new CancellationTokenSource();
-            var sweeper = new Thread(() =>
-            {
-                while (!stop.IsCancellationRequested)
-                {
-                    policy.SweepAll();
-                }
-            });
-            sweeper.Start();
-            Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
+            WhileSweeping(policy, () => Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
             {
                 for (int i = 0; i < 2 * Cap; i++)
                 {
@@ -116,9 +107,7 @@ public class RatePolicyStressTests
                         admitted[thread, key]++;
                     }
                 }
-            });
-            stop.Cancel();
-            sweeper.Join();
+            }));
 
             for (int key = 0; key < Keys; key++)
             {
@@ -151,16 +140,7 @@ public class RatePolicyStressTests
         {
             _time.Advance(TimeSpan.FromMinutes(2)); // every held tool idle
             long[,,] admitted = new long[Threads, users.Length, tools.Length];
-            using var stop = new CancellationTokenSource();
-            var sweeper = new Thread(() =>
-            {
-                while (!stop.IsCancellationRequested)
-                {
-                    policy.SweepAll();
-                }
-            });
-            sweeper.Start();
-            Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
+            WhileSweeping(policy, () => Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
             {
                 var random = new Random(round * Threads + thread);
                 for (int i = 0; i < 3 * Cap; i++)
@@ -173,9 +153,7 @@ public class RatePolicyStressTests
                         admitted[thread, user, tool]++;
                     }
                 }
-            });
-            stop.Cancel();
-            sweeper.Join();
+            }));
 
             for (int user = 0; user < users.Length; user++)
             {
@@ -314,5 +292,28 @@ public class RatePolicyStressTests
         policy.UpdateTiers(new PolicyTiers { ["t"] = { ["requests"] = 1_000 } });
         Assert.False(policy.Acquire("alice").IsAcquired);
         Assert.Equal(used, policy.GetUsage("alice", "requests").Used);
+    }
+
+    /// <summary>Runs <paramref name="work"/> while another thread sweeps every key table of the policy, over and over.</summary>
+    private static void WhileSweeping<TContext>(RatePolicy<TContext> policy, Action work)
+    {
+        using var stop = new CancellationTokenSource();
+        var sweeper = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                policy.SweepAll();
+            }
+        });
+        sweeper.Start();
+        try
+        {
+            work();
+        }
+        finally
+        {
+            stop.Cancel();
+            sweeper.Join();
+        }
     }
 }
