@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
@@ -302,6 +303,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
         LocalKey key = _local!.KeyOf(partitionKey);
+        long started = Stopwatch.GetTimestamp(); // real time, as the waits are: one bound for the whole call
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
             if (LocalAnswer(key, rule, partitionKey, permitCount) is { } answer)
@@ -312,7 +314,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
             try
             {
-                if (!refill.Wait(_syncTimeout))
+                TimeSpan left = _syncTimeout - Stopwatch.GetElapsedTime(started);
+                if (left <= TimeSpan.Zero || !refill.Wait(left))
                 {
                     Observe(refill);
                     return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);

@@ -67,6 +67,36 @@ public sealed class RedisHybridTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_RequestsLargerThanABlock_AreAdmittedAndARefusalOnlyAnswersAsLargeOnes()
+    {
+        await using PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 100, maxBlock: 8);
+        Assert.True((await limiter.AcquireAsync("ann", 90)).IsAcquired); // more than MaxBlock: reserved whole
+        Assert.False((await limiter.AcquireAsync("ann", 20)).IsAcquired); // 10 left
+        int small = 0;
+        for (int i = 0; i < 15; i++)
+        {
+            small += (await limiter.AcquireAsync("ann", 1)).IsAcquired ? 1 : 0;
+        }
+
+        Assert.Equal(10, small); // the refusal of 20 did not shut out the 10 single permits left
+    }
+
+    [Fact]
+    public async Task AcquireAsync_ANodeWhoseClockIsBehind_NeverResetsTheLaterWindowsCount()
+    {
+        var behind = new FakeTimeProvider(Start - TimeSpan.FromSeconds(1));
+        await using PartitionedRateLimiter<string> ahead = FixedWindow(_connection, limit: 10);
+        await using PartitionedRateLimiter<string> late = RedisLimiter.CreateFixedWindow<string>(
+            key => key,
+            _ => new FixedWindowRateLimiterOptions { PermitLimit = 10, Window = TimeSpan.FromMinutes(1) },
+            Options(_connection).With(o => { o.ClientClock = behind; o.TimeProvider = behind; }));
+        Assert.True((await ahead.AcquireAsync("ann", 10)).IsAcquired);
+        Assert.False((await late.AcquireAsync("ann")).IsAcquired);
+        Assert.Equal(10, await Counted("ann"));
+        Assert.False((await ahead.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
     public async Task DisposeAsync_UnusedPermits_GoBackToRedis()
     {
         PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 10_000);

@@ -50,6 +50,28 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task FixedWindow_ANodeWhoseClockIsBehind_NeverResetsTheLaterWindowsCount()
+    {
+        // Node A's clock is already in the next window, node B's a second behind: B must not decide in the earlier window
+        // (writing it would wipe the later window's count, and the two would reset each other's counts for ever).
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromMinutes(1));
+        var behind = new FakeTimeProvider(Start + TimeSpan.FromMinutes(1) - TimeSpan.FromSeconds(1));
+        var options = new FixedWindowRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromMinutes(1) };
+        using PartitionedRateLimiter<string> a = RedisLimiter.CreateFixedWindow<string>(user => user, _ => options, Options().With(o => o.ClientClock = ahead));
+        using PartitionedRateLimiter<string> b = RedisLimiter.CreateFixedWindow<string>(user => user, _ => options, Options().With(o => o.ClientClock = behind));
+
+        Assert.True((await a.AcquireAsync("ann", 3)).IsAcquired);
+        using RateLimitLease refused = await b.AcquireAsync("ann");
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromSeconds(1), retryAfter);
+        Assert.False((await a.AcquireAsync("ann")).IsAcquired); // the later window's count survived
+
+        behind.Advance(TimeSpan.FromSeconds(1)); // B reaches the window: it shares A's count
+        Assert.False((await b.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
     public async Task TokenBucket_Drained_RefillsContinuouslyAtTheRate()
     {
         using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateTokenBucket<string>(

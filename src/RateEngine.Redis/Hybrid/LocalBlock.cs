@@ -4,9 +4,9 @@ namespace RateEngine.Redis.Hybrid;
 /// Permits one node reserved for one key: usable until <see cref="ExpiresAt"/> on the node's clock (the end of the period
 /// Redis counted them in), or a cached refusal that answers locally until then.
 /// </summary>
-internal sealed class LocalBlock(long granted, long remaining, long expiresAt, long period, bool refused)
+internal sealed class LocalBlock(long granted, long remaining, long expiresAt, long period, long refusedNeed)
 {
-    public static readonly LocalBlock Empty = new(0, 0, long.MinValue, long.MinValue, refused: false);
+    public static readonly LocalBlock Empty = new(0, 0, long.MinValue, long.MinValue, refusedNeed: 0);
 
     /// <summary>Permits left; taken by CAS, so two callers never take the same permit.</summary>
     public long Remaining = remaining;
@@ -18,8 +18,11 @@ internal sealed class LocalBlock(long granted, long remaining, long expiresAt, l
     /// <summary>The window or segment the permits were counted in (what a return names).</summary>
     public long Period { get; } = period;
 
-    /// <summary>Redis refused the reservation: the key is at its cap until <see cref="ExpiresAt"/>.</summary>
-    public bool Refused { get; } = refused;
+    /// <summary>Redis refused a reservation of <see cref="RefusedNeed"/> permits: answered locally, until <see cref="ExpiresAt"/>, for requests at least that large.</summary>
+    public bool Refused => RefusedNeed > 0;
+
+    /// <summary>The permits a refused reservation needed (0 for a block of permits).</summary>
+    public long RefusedNeed { get; } = refusedNeed;
 
     /// <summary>Takes <paramref name="permits"/> if this block has them.</summary>
     public bool TryTake(long permits)

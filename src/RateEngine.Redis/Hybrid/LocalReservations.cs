@@ -59,13 +59,22 @@ internal sealed class LocalReservations : IAsyncDisposable
 
         if (block.Refused)
         {
-            refusedFor = _time.GetElapsedTime(now, block.ExpiresAt);
-            return false;
+            if (permits >= block.RefusedNeed)
+            {
+                refusedFor = _time.GetElapsedTime(now, block.ExpiresAt);
+            }
+
+            return false; // a smaller request asks Redis itself
         }
 
         if (!block.TryTake(permits))
         {
             return false;
+        }
+
+        if (_time.GetTimestamp() >= block.ExpiresAt)
+        {
+            return false; // descheduled across the period's end: the permit stays unused (counted in a period that is over)
         }
 
         // Low water: a quarter of the block left, so the next one is on its way before this one runs out.
@@ -106,9 +115,10 @@ internal sealed class LocalReservations : IAsyncDisposable
 
     private async Task<LocalBlock> Refill(LocalKey key, RedisRule rule, long need)
     {
-        await Task.Yield(); // never run a reservation under the key's lock
+        // Never run a reservation under the key's lock, nor on the caller's context (a sync caller may be blocking it).
+        await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
         long sent = _time.GetTimestamp();
-        long want = Math.Clamp(Math.Max(need, Volatile.Read(ref key.NextSize)), 1, _maxBlock);
+        long want = Math.Max(need, Math.Clamp(Volatile.Read(ref key.NextSize), 1, _maxBlock));
         var reply = (long[])(await _reserve(key, rule, Math.Max(need, 0), want).ConfigureAwait(false))!;
         long granted = reply[0];
         long retryAfter = reply[1];
@@ -122,13 +132,13 @@ internal sealed class LocalReservations : IAsyncDisposable
                 return old; // a background refill near the cap: keep serving what is left
             }
 
-            var refused = new LocalBlock(0, 0, sent + Ticks(retryAfter), period, refused: true);
+            var refused = new LocalBlock(0, 0, sent + Ticks(retryAfter), period, refusedNeed: need);
             Install(key, rule, refused, old);
             return refused;
         }
 
         // Valid from before the call was sent: never past the period's end on the server.
-        var block = new LocalBlock(granted, granted, sent + Ticks(validFor), period, refused: false);
+        var block = new LocalBlock(granted, granted, sent + Ticks(validFor), period, refusedNeed: 0);
         Install(key, rule, block, old);
         return block;
     }

@@ -78,9 +78,14 @@ internal static class LuaScripts
         local window = tonumber(@Window)
         local current = math.floor(now / window)
         local state = redis.call('HMGET', @Key, 'w', 'c')
+        local ends = (current + 1) * window
+        if state[1] and tonumber(state[1]) > current then
+          -- A later window is counting already (a client clock behind, a call delayed past the boundary): deciding in an
+          -- earlier one would reset that window's count, so refuse until this caller's clock reaches it.
+          return {0, ends - now, 0, now}
+        end
         local count = 0
         if tonumber(state[1]) == current then count = tonumber(state[2]) end
-        local ends = (current + 1) * window
         if count + permits <= limit and (permits > 0 or count < limit) then
           if permits > 0 then
             redis.call('HSET', @Key, 'w', current, 'c', count + permits)
@@ -117,7 +122,7 @@ internal static class LuaScripts
           if permits > 0 then
             tokens = tokens - permits * period
             redis.call('HSET', @Key, 't', tokens, 's', last)
-            redis.call('PEXPIRE', @Key, math.ceil((full - tokens) / rate / 1000) + 1000)
+            redis.call('PEXPIRE', @Key, math.ceil(((full - tokens) / rate + math.max(last - now, 0)) / 1000) + 1000)
           end
           return {1, 0, math.floor(tokens / period), now}
         end
