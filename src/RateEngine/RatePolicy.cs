@@ -200,20 +200,27 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
             }
         }
 
-        // Phase 2: one clock read, then every layer reserves; the first refusal rolls back the layers before it.
+        // Phase 2: one clock read, then every layer reserves; the first refusal rolls back the layers before it. User code
+        // runs here only after an eviction race (the key selector, to find the key's live entry) or for a soft layer's
+        // threshold listener: if it throws, every reservation this request made is rolled back before the exception goes on.
         long now = _clock.Now();
-        for (int i = 0; i < layers.Length; i++)
+        int reserving = 0;
+        try
         {
-            PolicyLayer<TContext> layer = layers[i];
-            if (!layer.TryReserve(context, ref holds[i], now, AmountOn(layer, estimate, requests), out long retryAfter))
+            for (; reserving < layers.Length; reserving++)
             {
-                for (int j = i - 1; j >= 0; j--)
+                PolicyLayer<TContext> layer = layers[reserving];
+                if (!layer.TryReserve(context, ref holds[reserving], now, AmountOn(layer, estimate, requests), out long retryAfter))
                 {
-                    layers[j].Refund(ref holds[j], holds[j].Reserved);
+                    RollBack(holds, reserving - 1);
+                    return Refusal(holds, reserving, now, retryAfter, estimate, requests);
                 }
-
-                return Refusal(holds, i, now, retryAfter, estimate, requests);
             }
+        }
+        catch
+        {
+            RollBack(holds, Math.Min(reserving, layers.Length - 1));
+            throw;
         }
 
         if (requests == 0)
@@ -224,6 +231,15 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
         return _tracksAbandoned
             ? new TrackedPolicyLease<TContext>(this, context, holds, estimate)
             : new AcquiredPolicyLease<TContext>(this, context, holds, estimate);
+    }
+
+    /// <summary>Refunds the reservations of layers 0..<paramref name="last"/>, in reverse.</summary>
+    private void RollBack(LayerHold[] holds, int last)
+    {
+        for (int j = last; j >= 0; j--)
+        {
+            _layers[j].Refund(ref holds[j], holds[j].Reserved);
+        }
     }
 
     /// <summary>What a request puts on a layer: its requests, or its estimate on the layer's meter.</summary>

@@ -16,6 +16,7 @@ public sealed class RedisLimiterStressTests(RedisServer server)
 {
     private const int Nodes = 3;
     private const int CallersPerNode = 4;
+    /// <summary>Runs at least this long, and on until a few windows' worth is admitted (a loaded machine is slower), at most 20 s.</summary>
     private static readonly TimeSpan Duration = TimeSpan.FromSeconds(1);
 
     public static TheoryData<string> Algorithms => ["fixed", "bucket", "counter", "log"];
@@ -34,16 +35,19 @@ public sealed class RedisLimiterStressTests(RedisServer server)
             var admitted = new ConcurrentBag<Admitted>();
             long refused = 0;
             long until = Environment.TickCount64 + (long)Duration.TotalMilliseconds;
+            long giveUp = Environment.TickCount64 + 20_000;
+            long admittedPermits = 0;
             await Task.WhenAll(nodes.SelectMany(node => Enumerable.Range(0, CallersPerNode).Select(caller => Task.Run(async () =>
             {
                 var random = new Random(caller);
-                while (Environment.TickCount64 < until)
+                while ((Environment.TickCount64 < until || Interlocked.Read(ref admittedPermits) < 4 * Limit) && Environment.TickCount64 < giveUp)
                 {
                     int permits = random.Next(1, 4);
                     RedisDecision decision = node.Decide(await node.Evaluate("shared", permits));
                     if (decision.Admitted)
                     {
                         admitted.Add(new Admitted(decision.StampMicroseconds, permits));
+                        Interlocked.Add(ref admittedPermits, permits);
                     }
                     else
                     {

@@ -260,7 +260,12 @@ internal sealed class PartitionTable<TKey, TEntry>
             if (entry is not null && !ReferenceEquals(entry, _tombstone) && remove(slots.Key(i), entry))
             {
                 Volatile.Write(ref slots.Entry(i), _tombstone);
-                slots.Key(i) = default!; // do not keep a removed key (a string, say) alive until the next rebuild
+                // Do not keep a removed string key alive until the next rebuild. A struct key stays: a reader racing this
+                // write could read it torn (half cleared) and hand a caller's comparer a key that was never passed in.
+                if (!typeof(TKey).IsValueType)
+                {
+                    slots.Key(i) = default!;
+                }
                 removed++;
             }
         }

@@ -68,6 +68,14 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
     {
         uint hash = _table.Hash(key);
         KeyEntry? entry = _table.Find(key, hash);
+        SpinWait spin = default;
+        while (entry is not null && ReferenceEquals(Volatile.Read(ref entry.Link), KeyEntry.Gone))
+        {
+            // Removed, and its slot about to be tombstoned under the shard's lock: wait for that, then look again.
+            spin.SpinOnce();
+            entry = _table.Find(key, hash);
+        }
+
         if (entry is not null)
         {
             return entry;
@@ -87,25 +95,7 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
     public KeyEntry? FindLive(TKey key) =>
         _table.Find(key) is { } entry && ReferenceEquals(Volatile.Read(ref entry.Link), this) ? entry : null;
 
-    /// <summary>
-    /// After an admission on a cell of <paramref name="entry"/>: true when an eviction removed the entry, so the admission
-    /// counts for nothing. An eviction in progress is awaited (the evictor holds the shard's lock for a few instructions).
-    /// </summary>
-    public bool IsLost(KeyEntry entry, TContext context, string layer)
-    {
-        SpinWait spin = default;
-        while (ReferenceEquals(Volatile.Read(ref entry.Link), KeyEntry.Evicted))
-        {
-            if (!ReferenceEquals(_table.Find(SelectKey(context, layer)), entry))
-            {
-                return true;
-            }
 
-            spin.SpinOnce();
-        }
-
-        return false;
-    }
 
     public void Sweep(int shard)
     {
@@ -155,12 +145,18 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
         }
 
         // Mark, then re-check: pairs with the admitting layer's CAS-then-read (see remarks).
-        if (Interlocked.CompareExchange(ref entry.Link, KeyEntry.Evicted, this) != this || !AllIdle(entry, now))
+        if (Interlocked.CompareExchange(ref entry.Link, KeyEntry.Evicting, this) != this)
         {
-            Interlocked.CompareExchange(ref entry.Link, this, KeyEntry.Evicted);
             return false;
         }
 
+        if (!AllIdle(entry, now))
+        {
+            Volatile.Write(ref entry.Link, this);
+            return false;
+        }
+
+        Volatile.Write(ref entry.Link, KeyEntry.Gone);
         return true;
     }
 

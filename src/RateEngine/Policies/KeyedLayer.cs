@@ -154,6 +154,19 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
             if (!admitted)
             {
+                if (_single is null && IsLost(ref hold))
+                {
+                    // Refused by what a dead entry still counts: decide again on the key's live entry.
+                    now = _clock.Now();
+                    if (!FindAgain(context, ref hold))
+                    {
+                        retryAfter = 0;
+                        return IsSoft;
+                    }
+
+                    continue;
+                }
+
                 if (IsConcurrency)
                 {
                     retryAfter = 0; // a slot frees when a lease is disposed: no delay to promise
@@ -162,7 +175,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                 return false;
             }
 
-            if (_single is null && IsLost(context, ref hold))
+            if (_single is null && IsLost(ref hold))
             {
                 // Decide again on the key's live entry, at a fresh clock read: that entry is younger than the first one.
                 now = _clock.Now();
@@ -228,7 +241,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             // key's live entry, by the same CAS-then-read protocol as an admission.
             var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry!);
             Admission charge = _shape.Charge(ref entry.State, now, amount);
-            if (_single is null && IsLost(context, ref hold))
+            if (_single is null && IsLost(ref hold))
             {
                 now = _clock.Now();
                 if (!FindAgain(context, ref hold))
@@ -313,9 +326,8 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         _subKeys is null ? Unsafe.As<LayerEntry<TState>>(found.Cell(_cell)) : _subKeys.FindOrCreate(found.Cell(_cell), context, Name);
 
     /// <summary>After an admission on the hold's cell: whether an eviction took the key's entry, or the sub-key's cell.</summary>
-    private bool IsLost(TContext context, ref LayerHold hold) =>
-        _keys!.IsLost(hold.Key!, context, Name)
-        || (_subKeys is not null && _subKeys.IsLost(hold.Key!.Cell(_cell), Unsafe.As<LayerEntry<TState>>(hold.Entry!), context, Name));
+    private bool IsLost(ref LayerHold hold) =>
+        KeyEntry.IsGone(ref hold.Key!.Link) || (_subKeys is not null && KeyEntry.IsGone(ref Unsafe.As<LayerEntry<TState>>(hold.Entry!).Link));
 
     /// <summary>After an eviction took the hold's entry or cell: the live ones (false when there is no room for them).</summary>
     private bool FindAgain(TContext context, ref LayerHold hold)

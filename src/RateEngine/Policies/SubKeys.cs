@@ -7,8 +7,10 @@ namespace RateEngine.Policies;
 /// </summary>
 /// <remarks>
 /// <para>A map holds at most a fixed number of sub-keys. When it is full, its idle sub-keys are dropped with the key
-/// table's protocol (mark the cell's link, re-check that it is idle; a layer that admitted on a cell re-reads its link
-/// after its CAS), and a sub-key that still finds no room is refused by a hard layer and goes untracked on a soft one.</para>
+/// table's protocol (mark the cell's link <see cref="KeyEntry.Evicting"/>, re-check that it is idle, then mark it
+/// <see cref="KeyEntry.Gone"/>; a layer that admitted on a cell re-reads its link after its CAS,
+/// <see cref="KeyEntry.IsGone"/>), and a sub-key that still finds no room is refused by a hard layer and goes untracked
+/// on a soft one.</para>
 /// <para>The key's entry is idle only when every sub-key's cell is, so evicting the key drops its sub-keys with it.</para>
 /// </remarks>
 internal abstract class SubKeys<TContext, TState>
@@ -24,9 +26,6 @@ internal abstract class SubKeys<TContext, TState>
 
     /// <summary>The request's sub-key's live cell in <paramref name="map"/>, if any; never creates one.</summary>
     public abstract LayerEntry<TState>? FindLive(KeyEntry map, TContext context, string layer);
-
-    /// <summary>After an admission on <paramref name="cell"/>: true when the map dropped it, so the admission counts for nothing.</summary>
-    public abstract bool IsLost(KeyEntry map, LayerEntry<TState> cell, TContext context, string layer);
 
     /// <summary>Whether every sub-key's cell is idle at <paramref name="now"/>.</summary>
     public abstract bool AllIdle(KeyEntry map, long now);

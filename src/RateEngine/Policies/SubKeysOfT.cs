@@ -24,7 +24,9 @@ internal sealed class SubKeys<TContext, TSubKey, TState>(
     {
         var subKeys = Unsafe.As<SubKeyMap<TSubKey, TState>>(map);
         TSubKey subKey = Select(context, layer);
-        return Find(subKeys, subKey) ?? Add(subKeys, subKey);
+        return Find(subKeys, subKey) is { } found && !ReferenceEquals(Volatile.Read(ref found.Link), KeyEntry.Gone)
+            ? found
+            : Add(subKeys, subKey);
     }
 
     public override LayerEntry<TState>? FindLive(KeyEntry map, TContext context, string layer) =>
@@ -32,26 +34,9 @@ internal sealed class SubKeys<TContext, TSubKey, TState>(
             ? cell
             : null;
 
-    public override bool IsLost(KeyEntry map, LayerEntry<TState> cell, TContext context, string layer)
-    {
-        // The dropping thread holds the map's lock between its mark and its publish: wait for one or the other.
-        SpinWait spin = default;
-        while (ReferenceEquals(Volatile.Read(ref cell.Link), KeyEntry.Evicted))
-        {
-            if (!ReferenceEquals(Find(Unsafe.As<SubKeyMap<TSubKey, TState>>(map), Select(context, layer)), cell))
-            {
-                return true;
-            }
-
-            spin.SpinOnce();
-        }
-
-        return false;
-    }
-
     public override bool AllIdle(KeyEntry map, long now)
     {
-        foreach (SubKeyMap<TSubKey, TState>.Slot slot in InUse(Unsafe.As<SubKeyMap<TSubKey, TState>>(map)))
+        foreach (SubKeyMap<TSubKey, TState>.Slot slot in Volatile.Read(ref Unsafe.As<SubKeyMap<TSubKey, TState>>(map).Slots))
         {
             if (!isIdle(slot.Cell, now))
             {
@@ -75,20 +60,9 @@ internal sealed class SubKeys<TContext, TSubKey, TState>(
         return subKey;
     }
 
-    /// <summary>
-    /// The slots in use: the array first, then the count, clamped to the array. A count read after the array never counts
-    /// a slot the array lacks: an added slot is filled before it is counted, a grown array is published before the slot
-    /// it makes room for, and a shrunk one after the count was cleared (see <see cref="DropIdle"/>).
-    /// </summary>
-    private static ReadOnlySpan<SubKeyMap<TSubKey, TState>.Slot> InUse(SubKeyMap<TSubKey, TState> map)
-    {
-        SubKeyMap<TSubKey, TState>.Slot[] slots = Volatile.Read(ref map.Slots);
-        return slots.AsSpan(0, Math.Min(Volatile.Read(ref map.Count), slots.Length));
-    }
-
     private LayerEntry<TState>? Find(SubKeyMap<TSubKey, TState> map, TSubKey subKey)
     {
-        foreach (SubKeyMap<TSubKey, TState>.Slot slot in InUse(map))
+        foreach (SubKeyMap<TSubKey, TState>.Slot slot in Volatile.Read(ref map.Slots))
         {
             if (_comparer.Equals(slot.Key, subKey))
             {
@@ -105,60 +79,52 @@ internal sealed class SubKeys<TContext, TSubKey, TState>(
         {
             if (Find(map, subKey) is { } raced)
             {
-                return raced;
+                return raced; // under the lock, every cell in the array is live
             }
 
-            if (map.Count >= maxPerKey)
+            if (map.Slots.Length >= maxPerKey && !DropIdle(map))
             {
-                DropIdle(map);
-                if (map.Count >= maxPerKey)
-                {
-                    return null;
-                }
-            }
-
-            if (map.Count == map.Slots.Length)
-            {
-                var larger = new SubKeyMap<TSubKey, TState>.Slot[Math.Min(2 * map.Slots.Length, maxPerKey)];
-                map.Slots.CopyTo(larger, 0);
-                Volatile.Write(ref map.Slots, larger);
+                return null;
             }
 
             var cell = new LayerEntry<TState> { State = createState(), Link = map };
-            map.Slots[map.Count] = new(subKey, cell);
-            Volatile.Write(ref map.Count, map.Count + 1);
+            Volatile.Write(ref map.Slots, [.. map.Slots, new(subKey, cell)]);
             return cell;
         }
     }
 
     /// <summary>
-    /// Under the map's lock: drops the sub-keys whose cells are idle, by the mark-then-re-check protocol, into a new array
-    /// (readers may still be scanning the old one, whose slots must not change under them).
+    /// Under the map's lock: drops the sub-keys whose cells are idle, by the mark, re-check, commit protocol, and
+    /// publishes what is left as a new array (readers may still be scanning the old one). False when none was idle.
     /// </summary>
-    private void DropIdle(SubKeyMap<TSubKey, TState> map)
+    private bool DropIdle(SubKeyMap<TSubKey, TState> map)
     {
         long now = clock.Now();
-        var kept = new List<SubKeyMap<TSubKey, TState>.Slot>(map.Count);
-        foreach (SubKeyMap<TSubKey, TState>.Slot slot in map.Slots.AsSpan(0, map.Count))
+        SubKeyMap<TSubKey, TState>.Slot[] slots = map.Slots;
+        var kept = new List<SubKeyMap<TSubKey, TState>.Slot>(slots.Length);
+        foreach (SubKeyMap<TSubKey, TState>.Slot slot in slots)
         {
-            bool drop = isIdle(slot.Cell, now)
-                && Interlocked.CompareExchange(ref slot.Cell.Link, KeyEntry.Evicted, map) == map;
-            if (drop && !isIdle(slot.Cell, now))
+            LayerEntry<TState> cell = slot.Cell;
+            if (isIdle(cell, now) && Interlocked.CompareExchange(ref cell.Link, KeyEntry.Evicting, map) == map)
             {
-                Interlocked.CompareExchange(ref slot.Cell.Link, map, KeyEntry.Evicted);
-                drop = false;
+                if (isIdle(cell, now))
+                {
+                    Volatile.Write(ref cell.Link, KeyEntry.Gone);
+                    continue;
+                }
+
+                Volatile.Write(ref cell.Link, map);
             }
 
-            if (!drop)
-            {
-                kept.Add(slot);
-            }
+            kept.Add(slot);
         }
 
-        var remaining = new SubKeyMap<TSubKey, TState>.Slot[map.Slots.Length];
-        kept.CopyTo(remaining);
-        Volatile.Write(ref map.Count, 0); // before the new array: a reader of it then counts 0 or the kept slots, never the old count
-        Volatile.Write(ref map.Slots, remaining);
-        Volatile.Write(ref map.Count, kept.Count);
+        if (kept.Count == slots.Length)
+        {
+            return false;
+        }
+
+        Volatile.Write(ref map.Slots, [.. kept]);
+        return true;
     }
 }

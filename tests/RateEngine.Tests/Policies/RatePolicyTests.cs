@@ -564,6 +564,23 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Acquire_ThresholdListenerThrows_EveryReservationIsRolledBack()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("streams", c => c.User, PolicyRule.Concurrency(1))
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .AddLayer("cost alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 100).Counting(PolicyMeter.Money).AsSoft(0.5))
+            .OnThresholdCrossed(_ => throw new FormatException("listener bug"))
+            .Build();
+        var call = new Call("alice");
+
+        Assert.Throws<FormatException>(() => policy.Acquire(call, new RequestCost(0, 60)));
+
+        Assert.All(policy.GetUsage(call), usage => Assert.Equal(0, usage.Used));
+        Assert.True(policy.Acquire(call, new RequestCost(0, 10)).IsAcquired); // the stream slot was given back too
+    }
+
+    [Fact]
     public void Build_InvalidSetup_ThrowsClearly()
     {
         PolicyRule rule = PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1);
