@@ -152,6 +152,35 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_Cancelled_ThrowsAndNeverAdmitsMoreThanTheCap()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(
+            user => user, _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromMinutes(1) }, Options());
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await limiter.AcquireAsync("ann", 1, cancelled.Token));
+        Assert.Empty(_connection.GetServer(_server.Endpoint).Keys(pattern: _prefix + ":*")); // nothing was sent
+
+        // Cancelled while the server is paused: the call is given up on, and its script may still run later. It counts
+        // then (stricter), so the cap still holds.
+        using (ConnectionMultiplexer admin = _server.Connect(admin: true))
+        {
+            await admin.GetServer(_server.Endpoint).ExecuteAsync("CLIENT", "PAUSE", "400", "WRITE");
+            using var soon = new CancellationTokenSource(TimeSpan.FromMilliseconds(50));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await limiter.AcquireAsync("ann", 1, soon.Token));
+        }
+
+        await Task.Delay(TimeSpan.FromMilliseconds(600));
+        int admitted = 0;
+        for (int i = 0; i < 3; i++)
+        {
+            admitted += (await limiter.AcquireAsync("ann")).IsAcquired ? 1 : 0;
+        }
+
+        Assert.InRange(admitted, 1, 2); // the given-up call took one of the two, or none if it never ran
+    }
+
+    [Fact]
     public async Task AcquireAsync_ScriptCacheFlushed_SendsTheScriptAgain()
     {
         using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateSlidingWindowLog<string>(
