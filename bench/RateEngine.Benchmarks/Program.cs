@@ -220,8 +220,14 @@ internal static partial class Program
             $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {result.Duration.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}, {m.Gc} GC; load average {m.LoadAverageAtStart}.");
         text.AppendLine();
         PolicyReport.AppendSection(text, result);
+        return WriteReport(outputDirectory, "policy.md", text);
+    }
+
+    /// <summary>Writes a mode's report to <paramref name="outputDirectory"/> and says where.</summary>
+    private static int WriteReport(string outputDirectory, string fileName, System.Text.StringBuilder text)
+    {
         Directory.CreateDirectory(outputDirectory);
-        string path = Path.Combine(outputDirectory, "policy.md");
+        string path = Path.Combine(outputDirectory, fileName);
         File.WriteAllText(path, text.ToString());
         Console.WriteLine($"wrote {path}");
         return 0;
@@ -243,11 +249,7 @@ internal static partial class Program
         text.AppendLine();
         RateEngine.Benchmarks.Redis.RedisHarness.AppendSection(text, throughput, fill);
         Console.Write(text);
-        Directory.CreateDirectory(outputDirectory);
-        string path = Path.Combine(outputDirectory, "redis.md");
-        File.WriteAllText(path, text.ToString());
-        Console.WriteLine($"wrote {path}");
-        return 0;
+        return WriteReport(outputDirectory, "redis.md", text);
     }
 
     /// <summary><c>--estimator</c>: the simulation, its table on the console, and estimator.md.</summary>

@@ -25,17 +25,9 @@ internal static class HybridScripts
         end
         """;
 
-    public static readonly LuaScript FixedWindowReserve = LuaScript.Prepare(Clock + """
+    public static readonly LuaScript FixedWindowReserve = LuaScript.Prepare(Clock + LuaScripts.FixedWindowCount + """
 
-        local window = tonumber(@Window)
-        local current = math.floor(now / window)
-        local state = redis.call('HMGET', @Key, 'w', 'c')
-        local ends = (current + 1) * window
-        if state[1] and tonumber(state[1]) > current then
-          return {0, ends - now, 0, now, current} -- a later window is counting already (see the exact script)
-        end
-        local count = 0
-        if tonumber(state[1]) == current then count = tonumber(state[2]) end
+        if later then return {0, ends - now, 0, now, current} end
         local granted = grant(limit - count)
         if granted == 0 then
           return {0, ends - now, 0, now, current}

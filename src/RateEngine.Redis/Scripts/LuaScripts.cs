@@ -64,6 +64,22 @@ internal static class LuaScripts
         end
         """;
 
+    /// <summary>
+    /// The fixed window's count: the current window's index and end, its count, and <c>later</c> when the key already
+    /// counts a later window (a client clock behind, or a call delayed past the boundary). Deciding in the earlier window
+    /// would reset the later window's count, so a script refuses then, until the caller's clock reaches it.
+    /// </summary>
+    internal const string FixedWindowCount = """
+
+        local window = tonumber(@Window)
+        local current = math.floor(now / window)
+        local ends = (current + 1) * window
+        local state = redis.call('HMGET', @Key, 'w', 'c')
+        local later = state[1] and tonumber(state[1]) > current
+        local count = 0
+        if tonumber(state[1]) == current then count = tonumber(state[2]) end
+        """;
+
     private const string Clock = ReadClock + """
 
         local permits = tonumber(@Permits)
@@ -73,19 +89,9 @@ internal static class LuaScripts
     /// Fixed window, aligned to the Unix epoch: a hash (w = window index, c = permits counted in it). Invariant: the
     /// permits admitted in window k are at most the limit.
     /// </summary>
-    public static readonly LuaScript FixedWindow = LuaScript.Prepare(Clock + """
+    public static readonly LuaScript FixedWindow = LuaScript.Prepare(Clock + FixedWindowCount + """
 
-        local window = tonumber(@Window)
-        local current = math.floor(now / window)
-        local state = redis.call('HMGET', @Key, 'w', 'c')
-        local ends = (current + 1) * window
-        if state[1] and tonumber(state[1]) > current then
-          -- A later window is counting already (a client clock behind, a call delayed past the boundary): deciding in an
-          -- earlier one would reset that window's count, so refuse until this caller's clock reaches it.
-          return {0, ends - now, 0, now}
-        end
-        local count = 0
-        if tonumber(state[1]) == current then count = tonumber(state[2]) end
+        if later then return {0, ends - now, 0, now} end
         if count + permits <= limit and (permits > 0 or count < limit) then
           if permits > 0 then
             redis.call('HSET', @Key, 'w', current, 'c', count + permits)
