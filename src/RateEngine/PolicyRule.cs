@@ -69,6 +69,12 @@ public sealed class PolicyRule
 
     internal PolicyRuleKind Kind { get; }
 
+    /// <summary>Whether the rule caps requests in flight (<see cref="Concurrency"/>) rather than counting over time.</summary>
+    public bool IsConcurrency => Kind == PolicyRuleKind.Concurrency;
+
+    /// <summary>Whether the rule is a calendar budget (<see cref="Calendar"/>): its period ends at a local midnight, not after <see cref="Window"/>.</summary>
+    public bool IsCalendar => Kind == PolicyRuleKind.Calendar;
+
     /// <summary>At most <paramref name="limit"/> per aligned window (per tier when null).</summary>
     /// <exception cref="ArgumentOutOfRangeException">The window is not positive, or the limit is not in 1..<see cref="int.MaxValue"/>.</exception>
     public static PolicyRule FixedWindow(TimeSpan window, long? limit = null) =>

@@ -24,10 +24,15 @@ namespace RateEngine;
 public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
 {
     private readonly PolicyLayer<TContext>[] _layers;
+    private readonly PolicyLayer<TContext>[] _declared;
+    private readonly Action<ReconcileRecord>?[] _reconcileListeners;
     private readonly int[] _keyLeads;
     private readonly IKeyTable[] _keyTables;
     private readonly LimiterClock _clock;
-    private readonly ITimer _sweeper;
+    private readonly ITimer? _sweeper;
+
+    /// <summary>The policies a combined policy decides together (<see cref="Combine"/>); null for a built one.</summary>
+    private readonly RatePolicy<TContext>[]? _sources;
     private readonly bool _tracksAbandoned;
     private int _nextSweep;
     private volatile RefusedPolicyLease? _pause;
@@ -35,12 +40,24 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
 
     internal RatePolicy(
         PolicyLayer<TContext>[] declared, LimiterClock clock, TimeSpan idleEvictionInterval, Action<ReconcileRecord>? onReconciled, Action<AbandonedLease>? onAbandoned)
+        : this(declared, [.. declared.Select(_ => onReconciled)], clock, onAbandoned, sources: null)
+    {
+        int shards = Math.Max(1, _keyTables.Sum(table => table.ShardCount));
+        TimeSpan period = TimeSpan.FromMilliseconds(Math.Clamp(idleEvictionInterval.TotalMilliseconds / shards, 1, 0xFFFFFFFE));
+        _sweeper = clock.Provider.CreateTimer(static state => ((RatePolicy<TContext>)state!).SweepNext(), this, period, period);
+    }
+
+    private RatePolicy(
+        PolicyLayer<TContext>[] declared, Action<ReconcileRecord>?[] reconcileListeners, LimiterClock clock, Action<AbandonedLease>? onAbandoned, RatePolicy<TContext>[]? sources)
     {
         // Logs and buckets last: they undo only an admission no other has followed, and a layer decided last is never rolled back.
-        _layers = [.. declared.Where(layer => layer.RollsBackExactly), .. declared.Where(layer => !layer.RollsBackExactly)];
+        int[] order = [.. Enumerable.Range(0, declared.Length).Where(i => declared[i].RollsBackExactly), .. Enumerable.Range(0, declared.Length).Where(i => !declared[i].RollsBackExactly)];
+        _layers = [.. order.Select(i => declared[i])];
+        _reconcileListeners = [.. order.Select(i => reconcileListeners[i])];
+        _declared = declared;
+        _sources = sources;
         LayerNames = [.. declared.Select(layer => layer.Name)];
         _clock = clock;
-        OnReconciled = onReconciled;
         OnAbandoned = onAbandoned;
         _tracksAbandoned = declared.Any(layer => layer.IsConcurrency);
         ReleasesOnDispose = declared.Any(layer => layer.IsConcurrency || layer.Rule.RefundsUnreconciled);
@@ -48,9 +65,6 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
         // Layers of one key selector share a key table: the first of them in decision order looks the key up for all.
         _keyLeads = [.. _layers.Select((layer, i) => layer.Keys is null ? i : Array.FindIndex(_layers, other => ReferenceEquals(other.Keys, layer.Keys)))];
         _keyTables = [.. _layers.Select(layer => layer.Keys).OfType<IKeyTable>().Distinct()];
-        int shards = Math.Max(1, _keyTables.Sum(table => table.ShardCount));
-        TimeSpan period = TimeSpan.FromMilliseconds(Math.Clamp(idleEvictionInterval.TotalMilliseconds / shards, 1, 0xFFFFFFFE));
-        _sweeper = clock.Provider.CreateTimer(static state => ((RatePolicy<TContext>)state!).SweepNext(), this, period, period);
     }
 
     /// <summary>The layers' names, in the order they were added.</summary>
@@ -59,7 +73,8 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     /// <summary>Whether the operator's pause is on (<see cref="Pause"/>).</summary>
     public bool IsPaused => _pause is not null;
 
-    internal Action<ReconcileRecord>? OnReconciled { get; }
+    /// <summary>The reconcile listener of layer <paramref name="index"/> (in decision order): its own policy's.</summary>
+    internal Action<ReconcileRecord>? ReconcileListener(int index) => _reconcileListeners[index];
 
     internal Action<AbandonedLease>? OnAbandoned { get; }
 
@@ -111,6 +126,12 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
         return [.. LayerNames.Select(name => Array.Find(_layers, layer => layer.Name == name)!.GetUsage(context, now))];
     }
 
+    /// <summary>The rule of the layer named <paramref name="layer"/> (for example to describe it in response headers).</summary>
+    /// <exception cref="ArgumentException">The policy has no layer of that name.</exception>
+    public PolicyRule GetRule(string layer) =>
+        Array.Find(_declared, candidate => candidate.Name == layer)?.Rule
+        ?? throw new ArgumentException($"The policy has no layer named '{layer}'.", nameof(layer));
+
     /// <summary>
     /// The operator's switch: every request is refused, service-wide (503), with <paramref name="reason"/>, until <see cref="Resume"/>.
     /// </summary>
@@ -134,11 +155,93 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(tiers);
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_sources is not null)
+        {
+            throw new InvalidOperationException("A combined policy's tiers are those of the policies it combines: update those.");
+        }
+
         PolicyTiersCheck.ThrowIfUnknownLayers(tiers, LayerNames);
         foreach (PolicyLayer<TContext> layer in _layers)
         {
             layer.UpdateTiers(tiers);
         }
+    }
+
+    /// <summary>A copy of every tier's limits as they are now (what <see cref="UpdateTiers"/> last set, or the builder's).</summary>
+    public PolicyTiers GetTiers()
+    {
+        var tiers = new PolicyTiers();
+        foreach (PolicyLayer<TContext> layer in _declared)
+        {
+            layer.CopyTiersTo(tiers);
+        }
+
+        return tiers;
+    }
+
+    /// <summary>
+    /// One policy that decides every layer of <paramref name="policies"/> together: all or nothing across all of them, at one
+    /// clock read, with the refusal naming the first refusing layer of any. It shares their state (what one admits counts
+    /// for the other), their pauses and their listeners; it owns nothing, so disposing it leaves them running, and
+    /// disposing any of them ends it. For example a service-wide policy plus an endpoint's own.
+    /// </summary>
+    /// <remarks>A combined policy's tiers are its policies' (<see cref="UpdateTiers"/> on it throws); its own
+    /// <see cref="Pause"/> stops only the decisions made through it.</remarks>
+    /// <exception cref="ArgumentNullException">The array or one of its policies is null.</exception>
+    /// <exception cref="ArgumentException">No policies; policies built on different <see cref="TimeProvider"/>s; or two layers of the same name.</exception>
+    /// <exception cref="ObjectDisposedException">One of the policies was disposed.</exception>
+    public static RatePolicy<TContext> Combine(params RatePolicy<TContext>[] policies)
+    {
+        ArgumentNullException.ThrowIfNull(policies);
+        if (policies.Length == 0)
+        {
+            throw new ArgumentException("Combine needs at least one policy.", nameof(policies));
+        }
+
+        // A combined policy's sources are built policies: combining a combination flattens it.
+        List<RatePolicy<TContext>> sources = [];
+        foreach (RatePolicy<TContext> policy in policies)
+        {
+            ArgumentNullException.ThrowIfNull(policy, nameof(policies));
+            policy.ThrowIfDisposed();
+            foreach (RatePolicy<TContext> source in policy._sources ?? [policy])
+            {
+                if (!sources.Contains(source))
+                {
+                    sources.Add(source);
+                }
+            }
+        }
+
+        LimiterClock clock = sources[0]._clock;
+        if (sources.Exists(source => !ReferenceEquals(source._clock, clock)))
+        {
+            throw new ArgumentException("The policies were built on different TimeProviders: a combined decision reads one clock.", nameof(policies));
+        }
+
+        List<PolicyLayer<TContext>> declared = [];
+        List<Action<ReconcileRecord>?> listeners = [];
+        foreach (RatePolicy<TContext> source in sources)
+        {
+            foreach (PolicyLayer<TContext> layer in source._declared)
+            {
+                if (declared.Exists(other => other.Name == layer.Name))
+                {
+                    throw new ArgumentException($"Two of the policies have a layer named '{layer.Name}': a refusal must name one layer.", nameof(policies));
+                }
+
+                declared.Add(layer);
+                listeners.Add(source._reconcileListeners[Array.IndexOf(source._layers, layer)]);
+            }
+        }
+
+        Action<AbandonedLease>? onAbandoned = null;
+        foreach (RatePolicy<TContext> source in sources)
+        {
+            onAbandoned += source.OnAbandoned;
+        }
+
+        return new RatePolicy<TContext>([.. declared], [.. listeners], clock, onAbandoned, [.. sources]);
     }
 
     /// <summary>
@@ -153,7 +256,7 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     public void Dispose()
     {
         _disposed = true;
-        _sweeper.Dispose();
+        _sweeper?.Dispose();
     }
 
     /// <inheritdoc cref="Dispose"/>
@@ -163,7 +266,36 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
         return default;
     }
 
-    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    internal void ThrowIfDisposed()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_sources is not null)
+        {
+            foreach (RatePolicy<TContext> source in _sources)
+            {
+                ObjectDisposedException.ThrowIf(source._disposed, source);
+            }
+        }
+    }
+
+    /// <summary>A combined policy's pause: the first of its policies that is paused.</summary>
+    private RefusedPolicyLease? SourcePause()
+    {
+        if (_sources is null)
+        {
+            return null;
+        }
+
+        foreach (RatePolicy<TContext> source in _sources)
+        {
+            if (source._pause is { } pause)
+            {
+                return pause;
+            }
+        }
+
+        return null;
+    }
 
     internal PolicyLayer<TContext> this[int index] => _layers[index];
 
@@ -174,8 +306,8 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
 
     internal PolicyLease AcquireCore(TContext context, RequestCost estimate, long requests)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_pause is { } pause)
+        ThrowIfDisposed();
+        if ((_pause ?? SourcePause()) is { } pause)
         {
             return pause;
         }

@@ -181,8 +181,9 @@ public sealed class RatePolicyBuilder<TContext>
             PolicyTiersCheck.ThrowIfUnknownLayers(_tiers, _layers.Select(layer => layer.Name));
         }
 
-        var clock = new Timing.LimiterClock(_timeProvider);
-        var settings = new LayerSettings<TContext>(clock, _timeProvider.GetUtcNow(), _tierSelector, _tiers, _maxKeysPerLayer, _maxSubKeysPerKey, _onThreshold);
+        var shared = Timing.PolicyClock.Of(_timeProvider);
+        var clock = shared.Clock;
+        var settings = new LayerSettings<TContext>(clock, shared.OriginUtc, _tierSelector, _tiers, _maxKeysPerLayer, _maxSubKeysPerKey, _onThreshold);
         PolicyLayer<TContext>[] layers = [.. _layers.Select(layer => layer.Create(settings))];
         return new RatePolicy<TContext>(layers, clock, _idleEvictionInterval, _onReconciled, _onAbandoned);
     }

@@ -91,7 +91,6 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
         {
             RatePolicy<TContext> policy = OpenPolicy();
             long now = policy.Clock.Now();
-            Action<ReconcileRecord>? listener = policy.OnReconciled;
             for (int i = 0; i < _holds.Length; i++)
             {
                 PolicyLayer<TContext> layer = policy[i];
@@ -114,7 +113,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                     refunded = layer.Refund(ref hold, counted - target);
                 }
 
-                listener?.Invoke(new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunded));
+                policy.ReconcileListener(i)?.Invoke(new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunded));
             }
 
             _state = Reconciled;

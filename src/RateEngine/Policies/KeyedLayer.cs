@@ -304,6 +304,14 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         Volatile.Write(ref _tiers, byTier.ToFrozenDictionary(StringComparer.Ordinal));
     }
 
+    public override void CopyTiersTo(PolicyTiers tiers)
+    {
+        foreach ((string tierName, LayerTier<TAlgorithm> tier) in Volatile.Read(ref _tiers))
+        {
+            tiers[tierName][Name] = tier.Limit;
+        }
+    }
+
     private void CheckLimit(long limit, string tier)
     {
         long most = Rule.Kind == PolicyRuleKind.Calendar ? long.MaxValue / 2 : int.MaxValue;

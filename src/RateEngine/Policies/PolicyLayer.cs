@@ -59,6 +59,9 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// <summary>Takes the limits of <paramref name="tiers"/> for every tier (usage already counted is kept).</summary>
     public abstract void UpdateTiers(PolicyTiers tiers);
 
+    /// <summary>Writes this layer's limit of every tier into <paramref name="tiers"/> (nothing for a layer with a fixed limit).</summary>
+    public abstract void CopyTiersTo(PolicyTiers tiers);
+
     /// <summary>The layer's key table, shared with every layer of the same key selector; null for a layer without keys.</summary>
     public abstract IKeyTable? Keys { get; }
 

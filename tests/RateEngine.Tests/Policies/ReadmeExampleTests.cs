@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Samples.AiGateway;
 
 namespace RateEngine.Tests.Policies;
 
@@ -14,7 +15,7 @@ public class ReadmeExampleTests
     [Fact]
     public void Readme_ShowsTheExampleVerbatim()
     {
-        string example = Between(File.ReadAllText(SourceFile("GatewayPolicyExample.cs")), "// README:begin\n", "// README:end");
+        string example = Between(File.ReadAllText(Path.Combine(RepositoryRoot(), "src", "RateEngine.Samples.AiGateway", "GatewayPolicy.cs")), "// README:begin\n", "// README:end");
         string readme = File.ReadAllText(Path.Combine(RepositoryRoot(), "README.md")).ReplaceLineEndings("\n");
 
         Assert.Contains(example, readme, StringComparison.Ordinal);
@@ -85,7 +86,6 @@ public class ReadmeExampleTests
         return text[start..text.IndexOf(end, start, StringComparison.Ordinal)];
     }
 
-    private static string SourceFile(string name, [CallerFilePath] string here = "") => Path.Combine(Path.GetDirectoryName(here)!, name);
 
     private static string RepositoryRoot([CallerFilePath] string here = "")
     {

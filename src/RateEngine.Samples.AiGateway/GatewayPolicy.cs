@@ -1,4 +1,4 @@
-namespace RateEngine.Tests.Policies;
+namespace RateEngine.Samples.AiGateway;
 
 // The README's policy, verbatim between the markers: ReadmeExampleTests checks that the README shows exactly this code,
 // and runs it.

@@ -1,0 +1,59 @@
+namespace RateEngine.AspNetCore;
+
+/// <summary>How <see cref="HttpPartitionKeys.ClientIp(Microsoft.AspNetCore.Http.HttpContext, ClientIpOptions?)"/> finds and groups a client's address.</summary>
+public sealed class ClientIpOptions
+{
+    private int _forwardedHops = 1;
+    private int _ipv6PrefixLength = 64;
+    private int _ipv4PrefixLength = 32;
+
+    /// <summary>
+    /// The header a trusted reverse proxy appends the client's address to (<c>X-Forwarded-For</c>), or null to use the
+    /// connection's remote address. Set it only behind such a proxy: anyone can send the header. Default null.
+    /// </summary>
+    public string? ForwardedHeader { get; set; }
+
+    /// <summary>
+    /// How many trusted proxies append to <see cref="ForwardedHeader"/>: the client is the address that many entries from
+    /// the right (entries further left were written by the client and are not trusted). Default 1.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Less than 1.</exception>
+    public int ForwardedHops
+    {
+        get => _forwardedHops;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            _forwardedHops = value;
+        }
+    }
+
+    /// <summary>
+    /// IPv6 addresses are grouped by this prefix: one customer usually holds a whole /64, so a per-address key would let
+    /// them rotate addresses past the limit. Default 64.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Outside 1..128.</exception>
+    public int IPv6PrefixLength
+    {
+        get => _ipv6PrefixLength;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 128);
+            _ipv6PrefixLength = value;
+        }
+    }
+
+    /// <summary>IPv4 addresses (and IPv4-mapped IPv6 ones) are grouped by this prefix. Default 32 (one key per address).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Outside 1..32.</exception>
+    public int IPv4PrefixLength
+    {
+        get => _ipv4PrefixLength;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 32);
+            _ipv4PrefixLength = value;
+        }
+    }
+}

@@ -1,0 +1,72 @@
+using Microsoft.Extensions.Options;
+
+namespace RateEngine.AspNetCore.Http;
+
+/// <summary>
+/// Checks <see cref="RateEngineOptions"/> against the registered policies at start and on every reload; each failure names
+/// its configuration key.
+/// </summary>
+internal sealed class RateEngineOptionsValidator<TContext>(RateEnginePolicies<TContext> policies) : IValidateOptions<RateEngineOptions>
+{
+    private const string Section = RateEngineOptions.SectionName;
+
+    public ValidateOptionsResult Validate(string? name, RateEngineOptions options)
+    {
+        List<string> failures = [];
+        CheckStatus(failures, nameof(RateEngineOptions.RejectedStatusCode), options.RejectedStatusCode);
+        CheckStatus(failures, nameof(RateEngineOptions.ServiceWideStatusCode), options.ServiceWideStatusCode);
+        if (options.UnknownRetryAfterSeconds < 0)
+        {
+            failures.Add($"{Section}:{nameof(RateEngineOptions.UnknownRetryAfterSeconds)} must not be negative (it is {options.UnknownRetryAfterSeconds}).");
+        }
+
+        foreach ((string policyName, RateEnginePolicyOptions policyOptions) in options.Policies)
+        {
+            string policyKey = $"{Section}:Policies:{policyName}";
+            if (!policies.Contains(policyName))
+            {
+                failures.Add($"{policyKey}: no RateEngine policy named '{policyName}' is registered (registered: {string.Join(", ", policies.Names)}).");
+                continue;
+            }
+
+            RatePolicy<TContext> policy = policies[policyName];
+            foreach ((string tier, Dictionary<string, long> limits) in policyOptions.Tiers)
+            {
+                foreach ((string layer, long limit) in limits)
+                {
+                    CheckLimit(failures, policy, $"{policyKey}:Tiers:{tier}:{layer}", layer, limit);
+                }
+            }
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+
+    private static void CheckStatus(List<string> failures, string key, int status)
+    {
+        if (status is < 400 or > 599)
+        {
+            failures.Add($"{Section}:{key} must be an HTTP error status, 400 to 599 (it is {status}).");
+        }
+    }
+
+    private static void CheckLimit(List<string> failures, RatePolicy<TContext> policy, string key, string layer, long limit)
+    {
+        if (!policy.LayerNames.Contains(layer))
+        {
+            failures.Add($"{key}: the policy has no layer named '{layer}' (layers: {string.Join(", ", policy.LayerNames)}).");
+            return;
+        }
+
+        PolicyRule rule = policy.GetRule(layer);
+        long most = rule.IsCalendar ? long.MaxValue / 2 : int.MaxValue;
+        if (rule.Limit is not null)
+        {
+            failures.Add($"{key}: layer '{layer}' has a fixed limit ({rule.Limit}), so tiers do not apply to it.");
+        }
+        else if (limit < 0 || limit > most)
+        {
+            failures.Add($"{key} must be between 0 and {most} (it is {limit}).");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+using System.Collections.Concurrent;
+using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.RateLimiting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using RateEngine.AspNetCore.Telemetry;
+
+namespace RateEngine.AspNetCore.Http;
+
+/// <summary>
+/// Decides requests: finds which registered policies apply (the global ones and the endpoint's), decides them as one
+/// combined policy, and keeps the decision on the request so every later acquire of the same request sees it.
+/// </summary>
+internal sealed class RateEngineRuntime<TContext> : IDisposable
+{
+    private readonly RateEngineBuilder<TContext> _registration;
+    private readonly Func<HttpContext, ValueTask<TContext>> _context;
+    private readonly RateEnginePolicies<TContext> _policies;
+    private readonly IOptionsMonitor<RateEngineOptions> _options;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly IDisposable? _reloads;
+
+    // One combination per distinct endpoint policy ("" for none): a handful, built once each.
+    private readonly ConcurrentDictionary<string, Combination<TContext>?> _combinations = new(StringComparer.Ordinal);
+
+    public RateEngineRuntime(
+        Func<HttpContext, ValueTask<TContext>> context,
+        RateEngineBuilder<TContext> registration,
+        RateEnginePolicies<TContext> policies,
+        IOptionsMonitor<RateEngineOptions> options,
+        RateEngineMetrics metrics,
+        ILoggerFactory loggers,
+        TimeProvider time)
+    {
+        _context = context;
+        _registration = registration;
+        _policies = policies;
+        _options = options;
+        Metrics = metrics;
+        _logger = loggers.CreateLogger("RateEngine.AspNetCore");
+        _time = time;
+        ApplyTiers(options.CurrentValue, initial: true);
+        _reloads = options.OnChange(changed => ApplyTiers(changed, initial: false));
+    }
+
+    public RateEngineMetrics Metrics { get; }
+
+    public RateEngineOptions Options => _options.CurrentValue;
+
+    public ILogger Logger => _logger;
+
+    public RateEnginePolicies<TContext> Policies => _policies;
+
+    /// <summary>The in-box acquire, synchronous: decides now unless the request's context needs to wait (the body).</summary>
+    public RateLimitLease AttemptAcquire(HttpContext http)
+    {
+        if (http.Features.Get<IRateEngineFeature>() is RequestDecision<TContext> decided)
+        {
+            return decided.InBoxLease();
+        }
+
+        if (CombinationFor(http) is not { } combination)
+        {
+            return NoPolicyLease.Instance;
+        }
+
+        ValueTask<TContext> context = _context(http);
+        if (!context.IsCompleted)
+        {
+            // The middleware goes on to AcquireAsync after a failed attempt: the request is decided there, once.
+            http.Features.Set(new PendingContext(context.AsTask()));
+            return PendingLease.Instance;
+        }
+
+        return Decide(http, combination, context.GetAwaiter().GetResult());
+    }
+
+    /// <summary>The in-box acquire, asynchronous: awaits the request's context when it was not ready.</summary>
+    public async ValueTask<RateLimitLease> AcquireAsync(HttpContext http, CancellationToken cancellationToken)
+    {
+        if (http.Features.Get<IRateEngineFeature>() is RequestDecision<TContext> decided)
+        {
+            return decided.InBoxLease();
+        }
+
+        if (CombinationFor(http) is not { } combination)
+        {
+            return NoPolicyLease.Instance;
+        }
+
+        Task<TContext> pending = http.Features.Get<PendingContext>()?.Context ?? _context(http).AsTask();
+        http.Features.Set<PendingContext?>(null);
+        TContext context = await pending.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return Decide(http, combination, context);
+    }
+
+    private RateLimitLease Decide(HttpContext http, Combination<TContext> combination, TContext context)
+    {
+        long started = _time.GetTimestamp();
+        RequestCost estimate = _registration.Estimate?.Invoke(http, context) ?? RequestCost.None;
+        PolicyLease lease = combination.Policy.Acquire(context, estimate);
+        string? model = _registration.Model?.Invoke(context);
+        var decision = new RequestDecision<TContext>(this, http, combination, context, lease, model);
+        http.Features.Set<IRateEngineFeature>(decision);
+        Metrics.Decided(combination.Name, lease, _time.GetElapsedTime(started));
+        if (!lease.IsAcquired)
+        {
+            Log.RequestRejected(_logger, combination.Name, lease.BlockingLayer ?? string.Empty, lease.Reason ?? string.Empty, lease.IsServiceWide);
+        }
+        else if (Options.RateLimitFieldsOnSuccess || Options.OpenAiHeaders)
+        {
+            http.Response.OnStarting(static state => ((RequestDecision<TContext>)state).WriteSuccessHeaders(), decision);
+        }
+
+        return decision.InBoxLease();
+    }
+
+    /// <summary>The combined policy of the request's global policies and its endpoint's RateEngine policy; null when none applies.</summary>
+    private Combination<TContext>? CombinationFor(HttpContext http)
+    {
+        Endpoint? endpoint = http.GetEndpoint();
+        if (endpoint?.Metadata.GetMetadata<DisableRateLimitingAttribute>() is not null)
+        {
+            return null;
+        }
+
+        string? named = endpoint?.Metadata.GetMetadata<EnableRateLimitingAttribute>()?.PolicyName;
+        string own = named is not null && _policies.Contains(named) && !_policies.GlobalNames.Contains(named) ? named : string.Empty;
+        return _combinations.GetOrAdd(own, static (own, runtime) => runtime.Combine(own), this);
+    }
+
+    private Combination<TContext>? Combine(string own)
+    {
+        string[] names = [.. _policies.GlobalNames, .. own.Length > 0 ? [own] : Array.Empty<string>()];
+        if (names.Length == 0)
+        {
+            return null;
+        }
+
+        RatePolicy<TContext> policy = names.Length == 1 ? _policies[names[0]] : RatePolicy<TContext>.Combine([.. names.Select(name => _policies[name])]);
+        return new Combination<TContext>(string.Join('+', names), policy);
+    }
+
+    private void ApplyTiers(RateEngineOptions options, bool initial)
+    {
+        try
+        {
+            foreach (string name in _policies.Names)
+            {
+                PolicyTiers tiers = TierOverrides.Apply(_policies.BaseTiers[name], options.Policies.GetValueOrDefault(name));
+                _policies[name].UpdateTiers(tiers);
+            }
+
+            if (!initial)
+            {
+                Log.TiersReloaded(_logger, _policies.Names.Count);
+            }
+        }
+#pragma warning disable CA1031 // a bad reload must not take the app down: the tiers in force stay, and the error is logged
+        catch (Exception exception) when (!initial)
+#pragma warning restore CA1031
+        {
+            Log.TiersReloadFailed(_logger, exception);
+        }
+    }
+
+    public void Dispose() => _reloads?.Dispose();
+
+    /// <summary>A context factory still reading the request (the body), started by the synchronous acquire.</summary>
+    private sealed record PendingContext(Task<TContext> Context);
+}

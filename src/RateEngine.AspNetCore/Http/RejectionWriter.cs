@@ -1,0 +1,53 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+
+namespace RateEngine.AspNetCore.Http;
+
+/// <summary>
+/// A refusal's response: 429 (503 when service-wide) with <c>Retry-After</c>, the RateLimit fields, and an
+/// <c>application/problem+json</c> body (RFC 9457) that names the policy and the layer.
+/// </summary>
+internal static class RejectionWriter
+{
+    public static async ValueTask WriteAsync<TContext>(HttpContext http, RequestDecision<TContext> decision, RateEngineOptions options, CancellationToken cancellationToken)
+    {
+        PolicyLease lease = decision.Lease;
+        HttpResponse response = http.Response;
+        int status = lease.IsServiceWide ? options.ServiceWideStatusCode : options.RejectedStatusCode;
+        long retryAfter = lease.RetryAfter is { } after ? RateLimitHeaders.Seconds(after) : options.UnknownRetryAfterSeconds;
+        response.StatusCode = status;
+        response.Headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
+
+        IReadOnlyList<LayerUsage> usage = decision.GetUsage();
+        RateLimitHeaders.WriteIetf(response.Headers, decision.Policy, usage, lease.BlockingLayer);
+        if (options.OpenAiHeaders)
+        {
+            RateLimitHeaders.WriteOpenAi(response.Headers, decision.Policy, usage);
+        }
+
+        response.ContentType = "application/problem+json";
+        LayerUsage? blocking = usage.FirstOrDefault(layer => layer.Layer == lease.BlockingLayer) is { Layer: not null } found ? found : null;
+        await using (var json = new Utf8JsonWriter(response.Body))
+        {
+            json.WriteStartObject();
+            json.WriteString("type", status == StatusCodes.Status503ServiceUnavailable
+                ? "https://www.rfc-editor.org/rfc/rfc9110#section-15.6.4"
+                : "https://www.rfc-editor.org/rfc/rfc6585#section-4");
+            json.WriteString("title", status == StatusCodes.Status503ServiceUnavailable ? "Service Unavailable" : "Too Many Requests");
+            json.WriteNumber("status", status);
+            json.WriteString("detail", lease.Reason);
+            json.WriteString("policy", decision.PolicyName);
+            json.WriteString("layer", lease.BlockingLayer);
+            if (blocking is { } layer)
+            {
+                json.WriteNumber("limit", layer.Limit);
+                json.WriteNumber("remaining", layer.Remaining);
+            }
+
+            json.WriteNumber("retryAfter", retryAfter);
+            json.WriteEndObject();
+            await json.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+}

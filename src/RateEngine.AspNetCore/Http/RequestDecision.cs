@@ -1,0 +1,126 @@
+using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.Http;
+using RateEngine.AspNetCore.Telemetry;
+
+namespace RateEngine.AspNetCore.Http;
+
+/// <summary>
+/// One request's decision: the feature the endpoint settles through, and the lease the in-box middleware holds for the
+/// request's lifetime. When the middleware disposes that lease, an unsettled request whose client went away is settled
+/// at what it charged; any other keeps its estimate.
+/// </summary>
+internal sealed class RequestDecision<TContext> : IRateEngineFeature
+{
+    private readonly RateEngineRuntime<TContext> _runtime;
+    private readonly HttpContext _http;
+    private readonly Combination<TContext> _combination;
+    private readonly TContext _context;
+    private readonly string? _model;
+    private readonly HeldLease? _held;
+    private int _settled;
+
+    public RequestDecision(RateEngineRuntime<TContext> runtime, HttpContext http, Combination<TContext> combination, TContext context, PolicyLease lease, string? model)
+    {
+        _runtime = runtime;
+        _http = http;
+        _combination = combination;
+        _context = context;
+        _model = model;
+        Lease = lease;
+        _held = lease.IsAcquired ? new HeldLease(this) : null;
+    }
+
+    public string PolicyName => _combination.Name;
+
+    public PolicyLease Lease { get; }
+
+    public RatePolicy<TContext> Policy => _combination.Policy;
+
+    /// <summary>What the in-box middleware holds: the refusal itself, or a lease whose dispose ends the request's hold.</summary>
+    public RateLimitLease InBoxLease() => _held ?? (RateLimitLease)Lease;
+
+    public void Charge(RequestCost step) => Lease.Charge(step);
+
+    public RequestCost Reconcile(RequestCost actual)
+    {
+        RequestCost overrun = Lease.Reconcile(actual);
+        Settled(actual, RateEngineMetrics.Reconciled);
+        return overrun;
+    }
+
+    public RequestCost Reconcile() => Reconcile(Lease.Consumed);
+
+    public IReadOnlyList<LayerUsage> GetUsage() => _combination.Policy.GetUsage(_context);
+
+    public Task WriteSuccessHeaders()
+    {
+        RateEngineOptions options = _runtime.Options;
+        IReadOnlyList<LayerUsage> usage = GetUsage();
+        if (options.RateLimitFieldsOnSuccess)
+        {
+            RateLimitHeaders.WriteIetf(_http.Response.Headers, Policy, usage, blockingLayer: null);
+        }
+
+        if (options.OpenAiHeaders)
+        {
+            RateLimitHeaders.WriteOpenAi(_http.Response.Headers, Policy, usage);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The request is over (the middleware disposed its lease).</summary>
+    private void End()
+    {
+        if (Volatile.Read(ref _settled) == 0 && _http.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away mid-work (an abandoned stream): it pays for what was produced, not for its estimate.
+            try
+            {
+                RequestCost consumed = Lease.Consumed;
+                Lease.Reconcile(consumed);
+                Settled(consumed, RateEngineMetrics.SettledOnAbort);
+                Log.SettledOnAbort(_runtime.Logger, PolicyName, consumed.Tokens, consumed.Money);
+            }
+            catch (InvalidOperationException)
+            {
+                // Settled meanwhile by the endpoint's own reconcile.
+            }
+        }
+
+        if (Interlocked.Exchange(ref _settled, 1) == 0)
+        {
+            Settled(Lease.Estimate, RateEngineMetrics.EstimateKept);
+        }
+
+        Lease.Dispose();
+    }
+
+    private void Settled(RequestCost counted, string how)
+    {
+        if (Interlocked.Exchange(ref _settled, 1) == 0)
+        {
+            _runtime.Metrics.Settled(PolicyName, _model, counted, how);
+        }
+    }
+
+    /// <summary>The acquired lease as the in-box middleware sees it: disposing it ends the request.</summary>
+    private sealed class HeldLease(RequestDecision<TContext> decision) : RateLimitLease
+    {
+        private int _disposed;
+
+        public override bool IsAcquired => true;
+
+        public override IEnumerable<string> MetadataNames => decision.Lease.MetadataNames;
+
+        public override bool TryGetMetadata(string metadataName, out object? metadata) => decision.Lease.TryGetMetadata(metadataName, out metadata);
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing && Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                decision.End();
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+namespace RateEngine.AspNetCore;
+
+/// <summary>
+/// The request's RateEngine decision, on <see cref="Microsoft.AspNetCore.Http.HttpContext.Features"/> once the rate
+/// limiting middleware has run: the endpoint settles the actual cost through it after the work.
+/// </summary>
+/// <remarks>
+/// <para>When the request ends without a reconcile, a request whose client went away (an abandoned stream) is settled at
+/// what <see cref="Charge"/> counted; any other keeps its estimate, as <see cref="PolicyLease"/> does.</para>
+/// <para>Settle through this feature rather than on <see cref="Lease"/> directly, so that the token and cost metrics
+/// see the actual amounts.</para>
+/// </remarks>
+public interface IRateEngineFeature
+{
+    /// <summary>The policies decided together for this request, joined with '+' (the global ones first).</summary>
+    string PolicyName { get; }
+
+    /// <summary>The lease: acquired, or the refusal naming its layer.</summary>
+    PolicyLease Lease { get; }
+
+    /// <summary>Charges one step or streamed chunk (<see cref="PolicyLease.Charge"/>).</summary>
+    void Charge(RequestCost step);
+
+    /// <summary>Settles at the actual cost (<see cref="PolicyLease.Reconcile(RequestCost)"/>); returns the overrun.</summary>
+    RequestCost Reconcile(RequestCost actual);
+
+    /// <summary>Settles at what the step charges counted (<see cref="PolicyLease.Reconcile()"/>).</summary>
+    RequestCost Reconcile();
+
+    /// <summary>Every layer's usage for this request's keys, without consuming anything.</summary>
+    IReadOnlyList<LayerUsage> GetUsage();
+}

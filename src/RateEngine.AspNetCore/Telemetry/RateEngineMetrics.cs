@@ -1,0 +1,73 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace RateEngine.AspNetCore.Telemetry;
+
+/// <summary>
+/// The <c>RateEngine</c> meter's HTTP instruments. Tags stay low-cardinality: policy, layer, result, and the model for
+/// tokens and cost (as the OpenTelemetry GenAI conventions tag usage); never a user, key or address.
+/// </summary>
+internal sealed class RateEngineMetrics
+{
+    public const string MeterName = "RateEngine";
+
+    public const string Reconciled = "reconciled";
+    public const string SettledOnAbort = "settled_on_abort";
+    public const string EstimateKept = "estimate_kept";
+
+    private readonly Counter<long> _requests;
+    private readonly Histogram<double> _acquireDuration;
+    private readonly Counter<long> _tokens;
+    private readonly Counter<long> _cost;
+    private readonly Counter<long> _settlements;
+
+    public RateEngineMetrics(IMeterFactory meters)
+    {
+        Meter meter = meters.Create(MeterName);
+        _requests = meter.CreateCounter<long>("rateengine.requests", "{request}", "Requests decided by RateEngine policies, by policy, result and refusing layer.");
+        _acquireDuration = meter.CreateHistogram<double>(
+            "rateengine.acquire.duration", "s", "Time to decide a request (policies never queue: this is all the time a request waits for RateEngine).",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01] });
+        _tokens = meter.CreateCounter<long>("rateengine.tokens", "{token}", "Tokens counted on the policies' budgets when requests settle (the actual, or the estimate kept).");
+        _cost = meter.CreateCounter<long>("rateengine.cost", "{unit}", "Cost counted on the policies' budgets when requests settle, in the policies' money unit.");
+        _settlements = meter.CreateCounter<long>("rateengine.settlements", "{request}", "Admitted requests by how they settled: reconciled, settled_on_abort (the client went away), estimate_kept.");
+    }
+
+    public void Decided(string policy, PolicyLease lease, TimeSpan duration)
+    {
+        var tags = new TagList
+        {
+            { "rateengine.policy", policy },
+            { "rateengine.result", lease.IsAcquired ? "admitted" : "rejected" },
+        };
+        _acquireDuration.Record(duration.TotalSeconds, tags);
+        if (lease.BlockingLayer is { } layer)
+        {
+            tags.Add("rateengine.layer", layer);
+        }
+
+        _requests.Add(1, tags);
+    }
+
+    public void Settled(string policy, string? model, RequestCost counted, string how)
+    {
+        var tags = new TagList { { "rateengine.policy", policy } };
+        if (model is not null)
+        {
+            tags.Add("gen_ai.request.model", model);
+        }
+
+        if (counted.Tokens > 0)
+        {
+            _tokens.Add(counted.Tokens, tags);
+        }
+
+        if (counted.Money > 0)
+        {
+            _cost.Add(counted.Money, tags);
+        }
+
+        tags.Add("rateengine.settlement", how);
+        _settlements.Add(1, tags);
+    }
+}

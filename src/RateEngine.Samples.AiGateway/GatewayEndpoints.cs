@@ -1,0 +1,118 @@
+using System.Text.Json;
+using Microsoft.Extensions.Options;
+using RateEngine.AspNetCore;
+
+namespace RateEngine.Samples.AiGateway;
+
+/// <summary>The gateway's endpoints: completions (plain or streamed), tool calls, usage, and the operator's pause.</summary>
+public static class GatewayEndpoints
+{
+    public const string PolicyName = "gateway";
+
+    public static void Map(WebApplication app, bool rateEngine)
+    {
+        RouteHandlerBuilder chat = app.MapPost("/v1/chat/completions", Complete);
+        RouteHandlerBuilder tools = app.MapPost("/v1/tools/{tool}", Complete);
+        if (rateEngine)
+        {
+            chat.RequireRateLimiting(PolicyName);
+            tools.RequireRateLimiting(PolicyName);
+            app.MapGet("/usage", Usage);
+            app.MapPost("/admin/pause", Pause);
+            app.MapPost("/admin/resume", Resume);
+        }
+    }
+
+    /// <summary>
+    /// Answers from the simulated model. It charges the prompt, then each streamed chunk, and reconciles the actual: a
+    /// client that goes away mid-stream pays for the chunks it was sent (RateEngine settles at what was charged).
+    /// </summary>
+    private static async Task Complete(HttpContext http, CostEstimator<string> estimator, IOptions<GatewayOptions> options, TimeProvider time)
+    {
+        _ = GatewayRequests.Caller(http);
+        ChatBody body = await GatewayRequests.BodyAsync(http);
+        IRateEngineFeature? rate = http.GetRateEngine();
+        int prompt = FakeModel.PromptTokens(body);
+        int output = FakeModel.OutputTokens(body);
+        var actual = new RequestCost(prompt + output, FakeModel.Prices.MicroDollars(body.Model, prompt, output));
+        rate?.Charge(new RequestCost(prompt, FakeModel.Prices.MicroDollars(body.Model, prompt, 0)));
+
+        if (!body.Stream)
+        {
+            rate?.Reconcile(actual);
+            estimator.Observe(body.Model, output);
+            await http.Response.WriteAsJsonAsync(new
+            {
+                model = body.Model,
+                tool = GatewayRequests.Tool(http),
+                choices = new[] { new { index = 0, message = new { role = "assistant", content = FakeModel.Text(output) } } },
+                usage = new { prompt_tokens = prompt, completion_tokens = output, total_tokens = prompt + output },
+            });
+            return;
+        }
+
+        http.Response.ContentType = "text/event-stream";
+        const int ChunkTokens = 20;
+        var delay = TimeSpan.FromMilliseconds(options.Value.ChunkDelayMilliseconds);
+        for (int sent = 0; sent < output; sent += ChunkTokens)
+        {
+            int chunk = Math.Min(ChunkTokens, output - sent);
+            await Task.Delay(delay, time, http.RequestAborted);
+            string text = string.Join(' ', Enumerable.Range(sent, chunk).Select(FakeModel.Word));
+            await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { delta = text })}\n\n", http.RequestAborted);
+            await http.Response.Body.FlushAsync(http.RequestAborted);
+            rate?.Charge(new RequestCost(chunk, FakeModel.Prices.MicroDollars(body.Model, 0, chunk)));
+        }
+
+        rate?.Reconcile(actual);
+        estimator.Observe(body.Model, output);
+        await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { usage = new { prompt_tokens = prompt, completion_tokens = output } })}\n\ndata: [DONE]\n\n");
+    }
+
+    /// <summary>The caller's usage and what is left, per layer (<c>?tool=</c> picks the tool layer's key; default chat).</summary>
+    private static IResult Usage(HttpContext http, RateEnginePolicies<ChatRequest> policies, string? tool, string? model)
+    {
+        GatewayUser caller = GatewayRequests.Caller(http);
+        var request = new ChatRequest(GatewayRequests.ClientIp(http), caller.User, caller.Team, caller.Tier, tool ?? "chat", model ?? "small", 0);
+        return Results.Ok(new
+        {
+            user = caller.User,
+            team = caller.Team,
+            tier = caller.Tier,
+            paused = policies[PolicyName].IsPaused,
+            layers = policies[PolicyName].GetUsage(request).Select(usage => new
+            {
+                layer = usage.Layer,
+                limit = usage.Limit,
+                used = usage.Used,
+                remaining = usage.Remaining,
+                resetSeconds = (long)Math.Ceiling(usage.ResetAfter.TotalSeconds),
+            }),
+        });
+    }
+
+    private static IResult Pause(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options, string? reason)
+    {
+        if (!IsAdmin(http, options.Value))
+        {
+            return Results.Unauthorized();
+        }
+
+        policies[PolicyName].Pause(string.IsNullOrWhiteSpace(reason) ? "the service is paused by its operator" : reason);
+        return Results.Ok(new { paused = true });
+    }
+
+    private static IResult Resume(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options)
+    {
+        if (!IsAdmin(http, options.Value))
+        {
+            return Results.Unauthorized();
+        }
+
+        policies[PolicyName].Resume();
+        return Results.Ok(new { paused = false });
+    }
+
+    private static bool IsAdmin(HttpContext http, GatewayOptions options) =>
+        options.AdminKey.Length > 0 && string.Equals(http.Request.Headers["X-Admin-Key"], options.AdminKey, StringComparison.Ordinal);
+}

@@ -1,0 +1,75 @@
+using System.Text.Json;
+using Microsoft.Extensions.Options;
+using RateEngine.AspNetCore;
+
+namespace RateEngine.Samples.AiGateway;
+
+/// <summary>From an HTTP request to the policy's <see cref="ChatRequest"/> and its estimate.</summary>
+public static class GatewayRequests
+{
+    private static readonly ClientIpOptions Direct = new();
+    private static readonly ClientIpOptions BehindLoadBalancer = new() { ForwardedHeader = "X-Forwarded-For" };
+
+    /// <summary>The caller's identity from its API key (<c>Authorization: Bearer ...</c>); 401 when unknown.</summary>
+    public static GatewayUser Caller(HttpContext http)
+    {
+        GatewayOptions options = http.RequestServices.GetRequiredService<IOptions<GatewayOptions>>().Value;
+        return options.Find(HttpPartitionKeys.ApiKey(http, "Authorization"))
+            ?? throw new BadHttpRequestException("Unknown or missing API key: send Authorization: Bearer <key>.", StatusCodes.Status401Unauthorized);
+    }
+
+    /// <summary>The client's address: from the load balancer's header in load tests, else the connection's.</summary>
+    public static string ClientIp(HttpContext http) =>
+        HttpPartitionKeys.ClientIp(http, http.RequestServices.GetRequiredService<IOptions<GatewayOptions>>().Value.LoadUsers > 0 ? BehindLoadBalancer : Direct);
+
+    /// <summary>The tool a request calls: the route's <c>{tool}</c>, or "chat" for plain completions.</summary>
+    public static string Tool(HttpContext http) => HttpPartitionKeys.RouteValue(http, "tool") ?? "chat";
+
+    /// <summary>The request as the policy sees it. Reads the body once and keeps it for the endpoint.</summary>
+    public static async ValueTask<ChatRequest> ReadAsync(HttpContext http)
+    {
+        GatewayUser caller = Caller(http);
+        ChatBody body = await BodyAsync(http);
+        return new ChatRequest(ClientIp(http), caller.User, caller.Team, caller.Tier, Tool(http), body.Model, body.MaxTokens);
+    }
+
+    /// <summary>The request's body, read once (400 when it is not a chat request).</summary>
+    public static async ValueTask<ChatBody> BodyAsync(HttpContext http)
+    {
+        if (http.Items.TryGetValue(typeof(ChatBody), out object? read))
+        {
+            return (ChatBody)read!;
+        }
+
+        ChatBody? body;
+        try
+        {
+            body = await http.Request.ReadFromJsonAsync<ChatBody>(http.RequestAborted);
+        }
+        catch (JsonException exception)
+        {
+            throw new BadHttpRequestException($"The body is not a chat request: {exception.Message}", exception);
+        }
+
+        if (body is null || body.MaxTokens <= 0 || !FakeModel.Prices.TryGetPrice(body.Model, out _))
+        {
+            throw new BadHttpRequestException($"A chat request needs a known model ({string.Join(", ", FakeModel.Prices.Models)}) and a positive max_tokens.");
+        }
+
+        http.Items[typeof(ChatBody)] = body;
+        return body;
+    }
+
+    /// <summary>
+    /// What a request reserves: its prompt plus the output the estimator expects for the model (at most max_tokens), in
+    /// tokens and in micro-dollars.
+    /// </summary>
+    public static RequestCost Estimate(HttpContext http, ChatRequest request)
+    {
+        var body = (ChatBody)http.Items[typeof(ChatBody)]!;
+        var estimator = http.RequestServices.GetRequiredService<CostEstimator<string>>();
+        int prompt = FakeModel.PromptTokens(body);
+        long output = estimator.Estimate(request.Model, request.MaxTokens);
+        return new RequestCost(prompt + output, FakeModel.Prices.MicroDollars(request.Model, prompt, output));
+    }
+}

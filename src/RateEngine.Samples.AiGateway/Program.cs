@@ -1,0 +1,61 @@
+// An AI gateway in front of a simulated LLM, protected by the README's RateEngine policy.
+//   dotnet run --project src/RateEngine.Samples.AiGateway                    (http://127.0.0.1:5080)
+//   dotnet run --project src/RateEngine.Samples.AiGateway -- --limiter inbox (the in-box chained limiters, for the bench)
+//   dotnet run --project src/RateEngine.Samples.AiGateway -- --limiter none  (no limiter, for the bench)
+using RateEngine.AspNetCore;
+using RateEngine.Samples.AiGateway;
+
+WebApplication app = GatewayApp.Build(args);
+await app.RunAsync();
+
+namespace RateEngine.Samples.AiGateway
+{
+    /// <summary>Builds the gateway (the tests start it on a free port).</summary>
+    public static class GatewayApp
+    {
+        public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+        {
+            WebApplicationBuilder builder = WebApplication.CreateBuilder(args);
+            builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:5080");
+            builder.Services.Configure<GatewayOptions>(builder.Configuration.GetSection("Gateway"));
+            builder.Services.AddSingleton(TimeProvider.System);
+            builder.Services.AddSingleton(_ => new CostEstimator<string>());
+            string limiter = builder.Configuration["limiter"] ?? "rateengine";
+            switch (limiter)
+            {
+                case "rateengine":
+                    builder.Services.AddRateEngine<ChatRequest>(GatewayRequests.ReadAsync, engine => engine
+                        .AddPolicy(GatewayEndpoints.PolicyName, services =>
+                        {
+                            ILogger logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Gateway");
+                            return GatewayPolicy.Create(services.GetRequiredService<TimeProvider>(), crossing =>
+                                logger.LogInformation("{Layer}: {Key} reached {Threshold:P0} of its budget", crossing.Layer, crossing.Key, crossing.Threshold));
+                        })
+                        .UseEstimate(GatewayRequests.Estimate)
+                        .UseModel(request => request.Model));
+                    break;
+                case "inbox":
+                    builder.Services.AddRateLimiter(options =>
+                    {
+                        options.GlobalLimiter = InBoxLimiters.Create();
+                        options.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+                    });
+                    break;
+                case "none":
+                    break;
+                default:
+                    throw new ArgumentException($"--limiter must be rateengine, inbox or none (it is '{limiter}').", nameof(args));
+            }
+
+            configure?.Invoke(builder);
+            WebApplication app = builder.Build();
+            if (limiter != "none")
+            {
+                app.UseRateLimiter();
+            }
+
+            GatewayEndpoints.Map(app, rateEngine: limiter == "rateengine");
+            return app;
+        }
+    }
+}
