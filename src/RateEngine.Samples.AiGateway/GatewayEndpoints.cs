@@ -52,6 +52,7 @@ public static class GatewayEndpoints
         }
 
         http.Response.ContentType = "text/event-stream";
+        await http.Response.Body.FlushAsync(http.RequestAborted); // the client sees the stream open before the first chunk
         const int ChunkTokens = 20;
         var delay = TimeSpan.FromMilliseconds(options.Value.ChunkDelayMilliseconds);
         for (int sent = 0; sent < output; sent += ChunkTokens)

@@ -28,6 +28,7 @@ public static class GatewayPolicy
                            ["user streams"] = 32, ["user cost/day"] = 20_000 * MicroDollarsPerCent, ["user cost alerts"] = 20_000 * MicroDollarsPerCent },
         ["standard tool"] = { ["tool calls/min"] = 60 },
         ["expensive tool"] = { ["tool calls/min"] = 5 },
+        ["service"] = { ["global cost/day"] = 50_000 * 100 * MicroDollarsPerCent }, // $50,000 a day for the whole service
     };
 
     public static RatePolicy<ChatRequest> Create(TimeProvider time, Action<ThresholdCrossing> onThreshold) =>
@@ -51,8 +52,8 @@ public static class GatewayPolicy
                 PolicyRule.Calendar(CalendarPeriod.Day, limit: 5_000 * MicroDollarsPerCent).Counting(PolicyMeter.Money)
                     .WithReason("the team's daily budget is spent"))
             .AddGlobalLayer("global cost/day",
-                PolicyRule.Calendar(CalendarPeriod.Day, limit: 50_000 * 100 * MicroDollarsPerCent).Counting(PolicyMeter.Money)
-                    .AsServiceWide().WithReason("the service's daily cost cap is reached"))
+                PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money)
+                    .AsServiceWide().WithReason("the service's daily cost cap is reached"), tierSelector: _ => "service")
             .OnThresholdCrossed(onThreshold)
             .Build();
 

@@ -88,11 +88,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
             }
         }
 
-        if (Interlocked.Exchange(ref _settled, 1) == 0)
-        {
-            Settled(Lease.Estimate, RateEngineMetrics.EstimateKept);
-        }
-
+        Settled(Lease.Estimate, RateEngineMetrics.EstimateKept); // unless settled above or by the endpoint
         Lease.Dispose();
     }
 

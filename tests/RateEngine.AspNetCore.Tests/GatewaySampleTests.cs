@@ -1,0 +1,219 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.AspNetCore.Tests.Support;
+using RateEngine.Samples.AiGateway;
+
+namespace RateEngine.AspNetCore.Tests;
+
+/// <summary>The sample gateway end to end, on Kestrel, with the README's policy and a fake clock.</summary>
+public sealed class GatewaySampleTests
+{
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 2, 9, 0, 0, TimeSpan.Zero));
+
+    [Fact]
+    public async Task Chat_FreeUser_TwentyAMinuteThen429FromTheUserLayer()
+    {
+        await using RunningApp gateway = await StartAsync();
+
+        for (int i = 0; i < 20; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-alice")).StatusCode);
+        }
+
+        using HttpResponseMessage refused = await Chat(gateway, "sk-alice");
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("user", (await Problem(refused)).GetProperty("layer").GetString());
+        Assert.NotNull(refused.Headers.RetryAfter?.Delta);
+
+        _time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-alice")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Tools_ExpensiveToolIsTighter_AndCountedPerTool()
+    {
+        await using RunningApp gateway = await StartAsync();
+
+        for (int i = 0; i < 5; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-bob", "/v1/tools/web_browse")).StatusCode);
+        }
+
+        using HttpResponseMessage refused = await Chat(gateway, "sk-bob", "/v1/tools/web_browse");
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("tool calls/min", (await Problem(refused)).GetProperty("layer").GetString());
+        Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-bob", "/v1/tools/search")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Streams_FreeUserHasOne_AnAbandonedStreamFreesItAndPaysForWhatItGot()
+    {
+        await using RunningApp gateway = await StartAsync(chunkDelayMilliseconds: 1_000);
+        using var first = new CancellationTokenSource();
+        using HttpResponseMessage streaming = await gateway.Client.SendAsync(
+            ChatRequest("sk-alice", "/v1/chat/completions", stream: true, maxTokens: 400), HttpCompletionOption.ResponseHeadersRead, first.Token);
+        Stream body = await streaming.Content.ReadAsStreamAsync(first.Token);
+
+        // The stream waits for the fake clock: the first is in flight, so a second stream is refused.
+        using HttpResponseMessage second = await Chat(gateway, "sk-alice", stream: true);
+        Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+        Assert.Equal("user streams", (await Problem(second)).GetProperty("layer").GetString());
+
+        _time.Advance(TimeSpan.FromSeconds(1)); // one chunk of 20 tokens
+        var line = new byte[256];
+        Assert.True(await body.ReadAsync(line, first.Token) > 0);
+        await first.CancelAsync(); // the client goes away
+        streaming.Dispose();
+
+        JsonElement tokens = default;
+        for (int attempt = 0; attempt < 200; attempt++)
+        {
+            _time.Advance(TimeSpan.FromMilliseconds(1)); // wakes the server's next chunk, which notices the abort
+            tokens = await Layer(gateway, "sk-alice", "user tokens/day");
+            if ((await Layer(gateway, "sk-alice", "user streams")).GetProperty("used").GetInt64() == 0)
+            {
+                break;
+            }
+
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(0, (await Layer(gateway, "sk-alice", "user streams")).GetProperty("used").GetInt64());
+        long used = tokens.GetProperty("used").GetInt64();
+        Assert.InRange(used, 1, 200); // the prompt and the chunks sent, not the ~400 reserved
+    }
+
+    [Fact]
+    public async Task Cost_DailyCapOfTheTier_RefusesWithItsReason_UntilMidnight()
+    {
+        await using RunningApp gateway = await StartAsync(configuration: new() { ["RateEngine:Policies:gateway:Tiers:team:user cost/day"] = "5000" });
+
+        var statuses = new List<HttpStatusCode>();
+        for (int i = 0; i < 10; i++)
+        {
+            statuses.Add((await Chat(gateway, "sk-carol", model: "large")).StatusCode);
+        }
+
+        Assert.Contains(HttpStatusCode.OK, statuses);
+        Assert.Equal(HttpStatusCode.TooManyRequests, statuses[^1]);
+        using HttpResponseMessage refused = await Chat(gateway, "sk-carol", model: "large");
+        JsonElement problem = await Problem(refused);
+        Assert.Equal("user cost/day", problem.GetProperty("layer").GetString());
+        Assert.Equal("daily cost cap reached", problem.GetProperty("detail").GetString());
+        Assert.Equal(TimeSpan.FromHours(15), refused.Headers.RetryAfter?.Delta);
+        Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-dave", model: "large")).StatusCode); // another user
+    }
+
+    [Fact]
+    public async Task Cost_GlobalDailyCap_Answers503ForEveryone()
+    {
+        await using RunningApp gateway = await StartAsync(configuration: new() { ["RateEngine:Policies:gateway:Tiers:service:global cost/day"] = "10000" });
+
+        HttpStatusCode last = HttpStatusCode.OK;
+        for (int i = 0; i < 20 && last == HttpStatusCode.OK; i++)
+        {
+            last = (await Chat(gateway, "sk-dave", model: "large")).StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, last);
+        using HttpResponseMessage other = await Chat(gateway, "sk-bob", model: "large"); // its reservation no longer fits either
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, other.StatusCode);
+        Assert.Equal("global cost/day", (await Problem(other)).GetProperty("layer").GetString());
+        Assert.Equal(TimeSpan.FromHours(15), other.Headers.RetryAfter?.Delta);
+    }
+
+    [Fact]
+    public async Task Admin_PauseAnswers503UntilResumed_AndNeedsTheAdminKey()
+    {
+        await using RunningApp gateway = await StartAsync();
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await gateway.Client.PostAsync("/admin/pause", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Admin(gateway, "/admin/pause?reason=incident")).StatusCode);
+        using HttpResponseMessage paused = await Chat(gateway, "sk-dave");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, paused.StatusCode);
+        Assert.Equal("incident", (await Problem(paused)).GetProperty("detail").GetString());
+        Assert.Equal(TimeSpan.FromSeconds(60), paused.Headers.RetryAfter?.Delta);
+
+        Assert.Equal(HttpStatusCode.OK, (await Admin(gateway, "/admin/resume")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-dave")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Usage_ShowsEveryLayerAndWhatIsLeft_AfterTheReconcile()
+    {
+        await using RunningApp gateway = await StartAsync();
+        using HttpResponseMessage answer = await Chat(gateway, "sk-bob");
+        JsonElement usage = (await answer.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("usage");
+
+        JsonElement tokens = await Layer(gateway, "sk-bob", "user tokens/day");
+
+        Assert.Equal(usage.GetProperty("total_tokens").GetInt64(), tokens.GetProperty("used").GetInt64()); // the actual, not the estimate
+        Assert.Equal(10_000_000 - tokens.GetProperty("used").GetInt64(), tokens.GetProperty("remaining").GetInt64());
+        Assert.Equal(1, (await Layer(gateway, "sk-bob", "user")).GetProperty("used").GetInt64());
+    }
+
+    [Fact]
+    public async Task Chat_UnknownKeyOrBadBody_Answers401Or400()
+    {
+        await using RunningApp gateway = await StartAsync();
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Chat(gateway, "sk-nobody")).StatusCode);
+        using var bad = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{not json", Encoding.UTF8, "application/json") };
+        bad.Headers.Add("Authorization", "Bearer sk-bob");
+        Assert.Equal(HttpStatusCode.BadRequest, (await gateway.Client.SendAsync(bad)).StatusCode);
+    }
+
+    private Task<RunningApp> StartAsync(int chunkDelayMilliseconds = 0, Dictionary<string, string?>? configuration = null)
+    {
+        WebApplication app = GatewayApp.Build(["--urls=http://127.0.0.1:0", $"--Gateway:ChunkDelayMilliseconds={chunkDelayMilliseconds}"], builder =>
+        {
+            builder.Services.AddSingleton<TimeProvider>(_time);
+            if (configuration is not null)
+            {
+                builder.Configuration.AddInMemoryCollection(configuration);
+            }
+        });
+        return RunningApp.StartAsync(app);
+    }
+
+    private static Task<HttpResponseMessage> Chat(RunningApp gateway, string key, string path = "/v1/chat/completions", string model = "small", bool stream = false) =>
+        gateway.Client.SendAsync(ChatRequest(key, path, stream, model: model));
+
+    private static HttpRequestMessage ChatRequest(string key, string path, bool stream, int maxTokens = 300, string model = "small")
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, path)
+        {
+            Content = JsonContent.Create(new { model, max_tokens = maxTokens, stream, messages = new[] { new { role = "user", content = "How do layered rate limits work?" } } }),
+        };
+        request.Headers.Add("Authorization", $"Bearer {key}");
+        return request;
+    }
+
+    private static Task<HttpResponseMessage> Admin(RunningApp gateway, string path)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, path);
+        request.Headers.Add("X-Admin-Key", "admin-secret");
+        return gateway.Client.SendAsync(request);
+    }
+
+    private static async Task<JsonElement> Problem(HttpResponseMessage response)
+    {
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        return await response.Content.ReadFromJsonAsync<JsonElement>();
+    }
+
+    private static async Task<JsonElement> Layer(RunningApp gateway, string key, string layer)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/usage");
+        request.Headers.Add("Authorization", $"Bearer {key}");
+        using HttpResponseMessage response = await gateway.Client.SendAsync(request);
+        JsonElement usage = await response.Content.ReadFromJsonAsync<JsonElement>();
+        return usage.GetProperty("layers").EnumerateArray().Single(item => item.GetProperty("layer").GetString() == layer);
+    }
+}

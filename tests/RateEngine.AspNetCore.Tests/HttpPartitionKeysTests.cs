@@ -1,0 +1,92 @@
+using System.Net;
+using System.Security.Claims;
+using Microsoft.AspNetCore.Http;
+
+namespace RateEngine.AspNetCore.Tests;
+
+public sealed class HttpPartitionKeysTests
+{
+    [Theory]
+    [InlineData("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64")]
+    [InlineData("2001:db8:1:2::1", "2001:db8:1:2::/64")]
+    [InlineData("::ffff:10.1.2.3", "10.1.2.3")]
+    [InlineData("10.1.2.3", "10.1.2.3")]
+    public void ClientIp_ByDefault_GroupsIPv6ByItsSlash64AndKeepsIPv4(string remote, string expected)
+    {
+        Assert.Equal(expected, HttpPartitionKeys.ClientIp(Context(remote)));
+    }
+
+    [Fact]
+    public void ClientIp_Prefixes_AreConfigurable()
+    {
+        var options = new ClientIpOptions { IPv6PrefixLength = 48, IPv4PrefixLength = 24 };
+
+        Assert.Equal("2001:db8:1::/48", HttpPartitionKeys.ClientIp(Context("2001:db8:1:2::1"), options));
+        Assert.Equal("10.1.2.0/24", HttpPartitionKeys.ClientIp(Context("10.1.2.3"), options));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ClientIpOptions { IPv6PrefixLength = 129 });
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ClientIpOptions { ForwardedHops = 0 });
+    }
+
+    [Fact]
+    public void ClientIp_ForwardedHeaderNotConfigured_IgnoresIt()
+    {
+        HttpContext http = Context("10.0.0.1");
+        http.Request.Headers["X-Forwarded-For"] = "203.0.113.9";
+
+        Assert.Equal("10.0.0.1", HttpPartitionKeys.ClientIp(http));
+    }
+
+    [Fact]
+    public void ClientIp_BehindTrustedProxies_TakesTheEntryTheyAppendedNotTheClientsOwn()
+    {
+        HttpContext http = Context("10.0.0.1");
+        http.Request.Headers.Append("X-Forwarded-For", "1.2.3.4, 203.0.113.9"); // the client wrote 1.2.3.4 itself
+        http.Request.Headers.Append("X-Forwarded-For", "198.51.100.7");
+
+        Assert.Equal("198.51.100.7", HttpPartitionKeys.ClientIp(http, new ClientIpOptions { ForwardedHeader = "X-Forwarded-For" }));
+        Assert.Equal("203.0.113.9", HttpPartitionKeys.ClientIp(http, new ClientIpOptions { ForwardedHeader = "X-Forwarded-For", ForwardedHops = 2 }));
+        Assert.Equal("10.0.0.1", HttpPartitionKeys.ClientIp(http, new ClientIpOptions { ForwardedHeader = "X-Forwarded-For", ForwardedHops = 4 }));
+    }
+
+    [Fact]
+    public void ClientIp_NoAddress_IsUnknown() => Assert.Equal("unknown", HttpPartitionKeys.ClientIp(new DefaultHttpContext()));
+
+    [Theory]
+    [InlineData("Authorization", "Bearer sk-123", "sk-123")]
+    [InlineData("Authorization", "bearer  sk-123 ", "sk-123")]
+    [InlineData("Authorization", "Basic dXNlcjpwYXNz", null)]
+    [InlineData("X-Api-Key", "key-1", "key-1")]
+    [InlineData("X-Api-Key", "  ", null)]
+    public void ApiKey_FromItsHeader(string header, string value, string? expected)
+    {
+        var http = new DefaultHttpContext();
+        http.Request.Headers[header] = value;
+
+        Assert.Equal(expected, HttpPartitionKeys.ApiKey(http, header));
+    }
+
+    [Fact]
+    public void User_AnonymousOrAuthenticated()
+    {
+        var http = new DefaultHttpContext();
+        Assert.Null(HttpPartitionKeys.User(http));
+
+        http.User = new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.NameIdentifier, "user-7"), new Claim(ClaimTypes.Name, "Ann")], "test"));
+        Assert.Equal("user-7", HttpPartitionKeys.User(http));
+    }
+
+    [Fact]
+    public void Selectors_NullContext_Throw()
+    {
+        Assert.Throws<ArgumentNullException>(() => HttpPartitionKeys.ClientIp(null!));
+        Assert.Throws<ArgumentNullException>(() => HttpPartitionKeys.ApiKey(null!));
+        Assert.Throws<ArgumentNullException>(() => HttpPartitionKeys.Route(null!));
+    }
+
+    private static DefaultHttpContext Context(string remote)
+    {
+        var http = new DefaultHttpContext();
+        http.Connection.RemoteIpAddress = IPAddress.Parse(remote);
+        return http;
+    }
+}

@@ -1,0 +1,371 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.RateLimiting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.AspNetCore.Tests.Support;
+using static RateEngine.AspNetCore.Tests.Support.Policies;
+
+namespace RateEngine.AspNetCore.Tests;
+
+/// <summary>RateEngine behind the in-box middleware, on a real Kestrel server, driven over HTTP.</summary>
+public sealed class RateEngineMiddlewareTests
+{
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 2, 9, 0, 0, TimeSpan.Zero));
+
+    [Fact]
+    public async Task Refusal_PerCallerLayer_Answers429WithRetryAfterRateLimitFieldsAndProblem()
+    {
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 2)));
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+        using HttpResponseMessage refused = await app.Client.SendAsync(Request("/chat", "alice"));
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal(TimeSpan.FromMinutes(1), refused.Headers.RetryAfter?.Delta);
+        var policies = StructuredFieldList.Parse(Header(refused, "RateLimit-Policy"));
+        var current = StructuredFieldList.Parse(Header(refused, "RateLimit"));
+        Assert.Equal("user", policies[0].Value); // the refusing layer first
+        Assert.Equal(2, policies[0].Integer("q"));
+        Assert.Equal(60, policies[0].Integer("w"));
+        Assert.Equal("user", current[0].Value);
+        Assert.Equal(0, current[0].Integer("r"));
+        Assert.Equal(60, current[0].Integer("t"));
+        Assert.Single(policies); // the token budget has no registered quota unit: it is not in the IETF fields
+
+        Assert.Equal("application/problem+json", refused.Content.Headers.ContentType?.MediaType);
+        using JsonDocument problem = JsonDocument.Parse(await refused.Content.ReadAsStringAsync());
+        Assert.Equal(429, problem.RootElement.GetProperty("status").GetInt32());
+        Assert.Equal("Too Many Requests", problem.RootElement.GetProperty("title").GetString());
+        Assert.Equal("request rate limit reached (user)", problem.RootElement.GetProperty("detail").GetString());
+        Assert.Equal("chat", problem.RootElement.GetProperty("policy").GetString());
+        Assert.Equal("user", problem.RootElement.GetProperty("layer").GetString());
+        Assert.Equal(2, problem.RootElement.GetProperty("limit").GetInt64());
+        Assert.Equal(0, problem.RootElement.GetProperty("remaining").GetInt64());
+        Assert.Equal(60, problem.RootElement.GetProperty("retryAfter").GetInt64());
+
+        // Another caller is not affected.
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "bob"))).StatusCode);
+    }
+
+    [Fact]
+    public async Task Refusal_ServiceWideLayer_Answers503WithRetryAfterUntilMidnight()
+    {
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => ServiceWide(_time, tokensPerDay: 100)).UseEstimate(EstimateHeader));
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice", estimate: 100))).StatusCode);
+        using HttpResponseMessage refused = await app.Client.SendAsync(Request("/chat", "bob", estimate: 1));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.Equal(TimeSpan.FromHours(15), refused.Headers.RetryAfter?.Delta); // 09:00 to midnight UTC
+        using JsonDocument problem = JsonDocument.Parse(await refused.Content.ReadAsStringAsync());
+        Assert.Equal(503, problem.RootElement.GetProperty("status").GetInt32());
+        Assert.Equal("the service's daily token cap is reached", problem.RootElement.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task Pause_Answers503WithTheConfiguredRetryAfter_AndResumeAdmits()
+    {
+        await using RunningApp app = await StartAsync(
+            engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 100)),
+            new Dictionary<string, string?> { ["RateEngine:UnknownRetryAfterSeconds"] = "30" });
+        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+
+        policy.Pause("maintenance until 10:00");
+        using HttpResponseMessage paused = await app.Client.SendAsync(Request("/chat", "alice"));
+        policy.Resume();
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, paused.StatusCode);
+        Assert.Equal(TimeSpan.FromSeconds(30), paused.Headers.RetryAfter?.Delta);
+        using JsonDocument problem = JsonDocument.Parse(await paused.Content.ReadAsStringAsync());
+        Assert.Equal("maintenance until 10:00", problem.RootElement.GetProperty("detail").GetString());
+        Assert.Equal("pause", problem.RootElement.GetProperty("layer").GetString());
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+    }
+
+    [Fact]
+    public async Task GlobalAndEndpointPolicies_EndpointRefuses_ReservesNothingOnTheGlobalPolicy()
+    {
+        await using RunningApp app = await StartAsync(engine => engine
+            .AddPolicy("service", _ => ServiceWide(_time, tokensPerDay: 1_000))
+            .AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 1))
+            .UseGlobalPolicy("service")
+            .UseEstimate(EstimateHeader));
+        RateEnginePolicies<HttpContext> policies = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>();
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice", estimate: 100))).StatusCode);
+        using HttpResponseMessage refused = await app.Client.SendAsync(Request("/chat", "alice", estimate: 100));
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        using JsonDocument problem = JsonDocument.Parse(await refused.Content.ReadAsStringAsync());
+        Assert.Equal("service+chat", problem.RootElement.GetProperty("policy").GetString());
+        Assert.Equal("user", problem.RootElement.GetProperty("layer").GetString());
+        Assert.Equal(100, policies["service"].GetUsage(Context("alice"), "service tokens/day").Used);
+
+        // An endpoint without a RateEngine policy of its own is still under the global one.
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "alice", estimate: 50))).StatusCode);
+        Assert.Equal(150, policies["service"].GetUsage(Context("alice"), "service tokens/day").Used);
+    }
+
+    [Fact]
+    public async Task GlobalAndEndpointPolicies_GlobalRefuses_ReservesNothingOnTheEndpointPolicy()
+    {
+        await using RunningApp app = await StartAsync(engine => engine
+            .AddPolicy("service", _ => ServiceWide(_time, tokensPerDay: 100))
+            .AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 5))
+            .UseGlobalPolicy("service")
+            .UseEstimate(EstimateHeader));
+        RateEnginePolicies<HttpContext> policies = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>();
+
+        using HttpResponseMessage refused = await app.Client.SendAsync(Request("/chat", "alice", estimate: 101));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.Equal(0, policies["chat"].GetUsage(Context("alice"), "user").Used);
+        Assert.Equal(0, policies["chat"].GetUsage(Context("alice"), "user tokens/day").Used);
+    }
+
+    [Fact]
+    public async Task Reconcile_FromTheEndpoint_ChangesTheRemainingBudget()
+    {
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100, tokensPerDay: 1_000)).UseEstimate(EstimateHeader));
+        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+
+        using HttpResponseMessage response = await app.Client.SendAsync(Request("/reconcile?actual=120", "alice", estimate: 500));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("overrun 0", await response.Content.ReadAsStringAsync());
+        LayerUsage tokens = policy.GetUsage(Context("alice"), "user tokens/day");
+        Assert.Equal(120, tokens.Used);
+        Assert.Equal(880, tokens.Remaining);
+    }
+
+    [Fact]
+    public async Task Request_EndsWithoutReconcile_KeepsItsEstimate()
+    {
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100, tokensPerDay: 1_000)).UseEstimate(EstimateHeader));
+        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice", estimate: 300))).StatusCode);
+
+        Assert.Equal(300, policy.GetUsage(Context("alice"), "user tokens/day").Used);
+    }
+
+    [Fact]
+    public async Task AbandonedStream_SettlesAtWhatWasCharged()
+    {
+        var settled = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100, tokensPerDay: 10_000)).UseEstimate(EstimateHeader));
+        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+
+        using (HttpResponseMessage response = await app.Client.SendAsync(Request("/stream", "alice", estimate: 5_000), HttpCompletionOption.ResponseHeadersRead))
+        {
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            for (int chunk = 0; chunk < 3; chunk++)
+            {
+                Assert.StartsWith("chunk", await reader.ReadLineAsync());
+            }
+        } // the client goes away mid-stream
+
+        // The server notices at its next write; then the request ends and settles.
+        long used = 5_000;
+        for (int attempt = 0; attempt < 200 && used == 5_000; attempt++)
+        {
+            await Task.Delay(25);
+            used = policy.GetUsage(Context("alice"), "user tokens/day").Used;
+        }
+
+        Assert.InRange(used, 30, 4_990); // 10 tokens per chunk sent, not the 5,000 reserved
+        Assert.Equal(0, used % 10);
+    }
+
+    [Fact]
+    public async Task RefusedRequest_IsDecidedOnce_ThoughTheMiddlewareAcquiresTwice()
+    {
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 1)));
+        using var decisions = new MetricCollector<long>(app.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), "RateEngine", "rateengine.requests");
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+
+        IReadOnlyList<CollectedMeasurement<long>> measured = decisions.GetMeasurementSnapshot();
+        Assert.Equal(3, measured.Sum(m => m.Value));
+        Assert.Equal(1, measured.Where(m => m.Tags["rateengine.result"] as string == "admitted").Sum(m => m.Value));
+        Assert.All(measured.Where(m => m.Tags["rateengine.result"] as string == "rejected"), m => Assert.Equal("user", m.Tags["rateengine.layer"]));
+        Assert.All(measured, m => Assert.Equal("chat", m.Tags["rateengine.policy"]));
+        Assert.Equal(1, app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"].GetUsage(Context("alice"), "user").Used);
+    }
+
+    [Fact]
+    public async Task Metrics_TokensAndSettlements_AreTaggedByModelNeverByUser()
+    {
+        await using RunningApp app = await StartAsync(
+            engine => engine.AddPolicy("chat", _ => PerUser(_time, 100)).UseEstimate(EstimateHeader).UseModel(_ => "small"));
+        var meters = app.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var tokens = new MetricCollector<long>(meters, "RateEngine", "rateengine.tokens");
+        using var settlements = new MetricCollector<long>(meters, "RateEngine", "rateengine.settlements");
+        using var durations = new MetricCollector<double>(meters, "RateEngine", "rateengine.acquire.duration");
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/reconcile?actual=42", "alice", estimate: 500))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "bob", estimate: 7))).StatusCode);
+
+        await WaitFor(() => settlements.GetMeasurementSnapshot().Count == 2);
+        Assert.Equal([42, 7], tokens.GetMeasurementSnapshot().Select(m => m.Value).Order().Reverse());
+        Assert.All(tokens.GetMeasurementSnapshot(), m => Assert.Equal("small", m.Tags["gen_ai.request.model"]));
+        Assert.Equal(["estimate_kept", "reconciled"], settlements.GetMeasurementSnapshot().Select(m => (string)m.Tags["rateengine.settlement"]!).Order());
+        Assert.Equal(2, durations.GetMeasurementSnapshot().Count);
+        Assert.All(tokens.GetMeasurementSnapshot().Concat(settlements.GetMeasurementSnapshot()), m =>
+            Assert.DoesNotContain(m.Tags.Values, value => value as string is "alice" or "bob"));
+    }
+
+    [Fact]
+    public async Task SuccessHeaders_WhenEnabled_CarryTheRateLimitFieldsAndTheOpenAiSet()
+    {
+        await using RunningApp app = await StartAsync(
+            engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 10, tokensPerDay: 1_000)).UseEstimate(EstimateHeader),
+            new Dictionary<string, string?> { ["RateEngine:RateLimitFieldsOnSuccess"] = "true", ["RateEngine:OpenAiHeaders"] = "true" });
+
+        using HttpResponseMessage response = await app.Client.SendAsync(Request("/chat", "alice", estimate: 100));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var current = StructuredFieldList.Parse(Header(response, "RateLimit"));
+        Assert.Equal(9, current.Single(item => (string)item.Value == "user").Integer("r"));
+        Assert.Equal("10", Header(response, "x-ratelimit-limit-requests"));
+        Assert.Equal("9", Header(response, "x-ratelimit-remaining-requests"));
+        Assert.Equal("1m0s", Header(response, "x-ratelimit-reset-requests"));
+        Assert.Equal("1000", Header(response, "x-ratelimit-limit-tokens"));
+        Assert.Equal("900", Header(response, "x-ratelimit-remaining-tokens"));
+        Assert.Equal("15h0m0s", Header(response, "x-ratelimit-reset-tokens"));
+    }
+
+    [Fact]
+    public async Task SuccessHeaders_ByDefault_AreNotSent()
+    {
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 10)));
+
+        using HttpResponseMessage response = await app.Client.SendAsync(Request("/chat", "alice"));
+
+        Assert.False(response.Headers.Contains("RateLimit"));
+        Assert.False(response.Headers.Contains("x-ratelimit-limit-requests"));
+    }
+
+    [Fact]
+    public async Task ContextFactory_ReadsTheBody_DecidesOnceFromIt()
+    {
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder => builder.Services.AddRateEngine<BodyContext>(
+                async http => new BodyContext((await http.Request.ReadFromJsonAsync<Dictionary<string, string>>())!["user"]),
+                engine => engine.AddPolicy("chat", _ => new RatePolicyBuilder<BodyContext>().UseTimeProvider(_time)
+                    .AddLayer("user", context => context.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), limit: 1)).Build())),
+            map => map.MapPost("/chat", () => "ok").RequireRateLimiting("chat"));
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.PostAsJsonAsync("/chat", new { user = "alice" })).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.PostAsJsonAsync("/chat", new { user = "alice" })).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.PostAsJsonAsync("/chat", new { user = "bob" })).StatusCode);
+    }
+
+    [Fact]
+    public async Task ContextFactory_ThrowsBadRequest_Answers400AndCountsNothing()
+    {
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder => builder.Services.AddRateEngine<string>(
+                http => ValueTask.FromResult(HttpPartitionKeys.ApiKey(http) ?? throw new BadHttpRequestException("An API key is required.")),
+                engine => engine.AddPolicy("chat", _ => new RatePolicyBuilder<string>().UseTimeProvider(_time)
+                    .AddLayer("user", key => key, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), limit: 1)).Build())),
+            map => map.MapPost("/chat", () => "ok").RequireRateLimiting("chat"));
+
+        Assert.Equal(HttpStatusCode.BadRequest, (await app.Client.PostAsync("/chat", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+    }
+
+    [Fact]
+    public async Task Endpoint_WithoutAPolicyOrWithRateLimitingDisabled_IsNotLimited()
+    {
+        await using RunningApp app = await StartAsync(engine => engine
+            .AddPolicy("service", _ => PerUser(_time, requestsPerMinute: 1))
+            .UseGlobalPolicy("service"));
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/open", "alice"))).StatusCode);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/health", "alice", method: HttpMethod.Get))).StatusCode);
+        }
+    }
+
+    [Fact]
+    public async Task InBoxPolicies_AndAnAppsOwnRejectionHandler_KeepWorkingBesideRateEngine()
+    {
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder =>
+            {
+                builder.Services.AddRateLimiter(options =>
+                {
+                    options.AddFixedWindowLimiter("in-box", window => { window.PermitLimit = 1; window.Window = TimeSpan.FromHours(1); });
+                    options.OnRejected = (rejected, _) =>
+                    {
+                        rejected.HttpContext.Response.StatusCode = 418;
+                        return default;
+                    };
+                });
+                builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 1)));
+            },
+            map =>
+            {
+                map.MapPost("/in-box", () => "ok").RequireRateLimiting("in-box");
+                map.MapPost("/chat", () => "ok").RequireRateLimiting("chat");
+            });
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.PostAsync("/in-box", null)).StatusCode);
+        Assert.Equal((HttpStatusCode)418, (await app.Client.PostAsync("/in-box", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+    }
+
+    internal static Task<RunningApp> StartAsync(Action<RateEngineBuilder<HttpContext>> engine, IDictionary<string, string?>? configuration = null) =>
+        RunningApp.StartAsync(builder => builder.Services.AddRateEngine(engine), Map, configuration);
+
+    /// <summary>The endpoints every test app has.</summary>
+    internal static void Map(WebApplication app)
+    {
+        app.MapPost("/chat", () => "ok").RequireRateLimiting("chat");
+        app.MapPost("/open", () => "open");
+        app.MapGet("/health", () => "healthy").DisableRateLimiting();
+        app.MapPost("/reconcile", (HttpContext http, long actual) =>
+        {
+            RequestCost overrun = http.GetRateEngine()!.Reconcile(new RequestCost(actual, 0));
+            return $"overrun {overrun.Tokens}";
+        }).RequireRateLimiting("chat");
+        app.MapPost("/stream", async (HttpContext http) =>
+        {
+            IRateEngineFeature rate = http.GetRateEngine()!;
+            for (int chunk = 0; chunk < 500; chunk++)
+            {
+                await http.Response.WriteAsync($"chunk {chunk}\n", http.RequestAborted);
+                await http.Response.Body.FlushAsync(http.RequestAborted);
+                rate.Charge(new RequestCost(10, 0));
+                await Task.Delay(10, http.RequestAborted);
+            }
+
+            rate.Reconcile();
+        }).RequireRateLimiting("chat");
+    }
+
+    internal static string Header(HttpResponseMessage response, string name) =>
+        response.Headers.TryGetValues(name, out IEnumerable<string>? values) ? string.Join(", ", values) : throw new Xunit.Sdk.XunitException($"No {name} header.");
+
+    private static async Task WaitFor(Func<bool> condition)
+    {
+        for (int attempt = 0; attempt < 200 && !condition(); attempt++)
+        {
+            await Task.Delay(10);
+        }
+    }
+
+    public sealed record BodyContext(string User);
+}
