@@ -27,6 +27,22 @@ sum() {
 passed=$(sum Passed)
 failed=$(sum Failed)
 
+# The packages: RateEngine, RateEngine.Redis and RateEngine.AspNetCore, each with the README and its XML docs.
+if [ "$status" -eq 0 ]; then
+  packages=$(mktemp -d)
+  for package in RateEngine RateEngine.Redis RateEngine.AspNetCore; do
+    dotnet pack "src/$package" -c Release --no-build -o "$packages" -p:CI=true >/dev/null || status=$?
+    nupkg=$(ls "$packages"/$package.[0-9]*.nupkg 2>/dev/null | grep -v snupkg | head -1)
+    # A zip's directory holds its entry names uncompressed: grep finds them without unzip on a bare machine.
+    if [ -z "$nupkg" ] || ! grep -aq "README.md" "$nupkg" || ! grep -aq "lib/net10.0/$package.xml" "$nupkg" \
+       || [ ! -f "${nupkg%.nupkg}.snupkg" ]; then
+      echo "package $package: missing, or without its README, XML docs or symbols" >&2
+      status=1
+    fi
+  done
+  rm -rf "$packages"
+fi
+
 if [ -d bench/RateEngine.Benchmarks ] && [ "$status" -eq 0 ]; then
   dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke || status=$?
 fi

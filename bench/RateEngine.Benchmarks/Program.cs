@@ -60,6 +60,17 @@ try
         return Program.RunRedis(endpoint, output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
     }
 
+    if (args.Length > 0 && args[0] == "--http")
+    {
+        string output = args switch
+        {
+            [_] => Path.Combine(RepositoryRoot(), "bench", "results"),
+            [_, "--out", string dir] => Path.GetFullPath(dir),
+            _ => throw new ArgumentException("usage: --http [--out DIR] (try --help)"),
+        };
+        return Program.RunHttp(RepositoryRoot(), output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
+    }
+
     if (args.Length > 0 && args[0] == "--estimator")
     {
         string output = args switch
@@ -143,6 +154,9 @@ internal static partial class Program
                                         (admissions/s, script calls per admission, latency; permits used per window at
                                         100/s); starts its own redis-server when no address is given; about 20 s;
                                         writes redis.md to DIR (default bench/results of the repository)
+              --http [--out DIR]        requests per second on the sample gateway (a separate process on loopback, 32
+                                        connections): no limiter, the in-box chained limiters, RateEngine's policy;
+                                        3 rounds of 8 s each; about 90 s; writes http.md to DIR
               --estimator [--out DIR]   the estimator simulation alone: requests admitted under a tokens-per-minute budget
                                         when reserving max_tokens, the learned CostEstimator estimate, or the exact actual;
                                         seeded, on a virtual clock, about a second; prints the table and writes
@@ -250,6 +264,27 @@ internal static partial class Program
         RateEngine.Benchmarks.Redis.RedisHarness.AppendSection(text, throughput, fill);
         Console.Write(text);
         return WriteReport(outputDirectory, "redis.md", text);
+    }
+
+    /// <summary><c>--http</c>: the sample gateway's requests per second without a limiter, with the in-box chain, with RateEngine.</summary>
+    public static int RunHttp(string repositoryRoot, string outputDirectory, string commandLine)
+    {
+        const int Connections = 32;
+        const int Rounds = 3;
+        var measure = TimeSpan.FromSeconds(8);
+        var clock = Stopwatch.StartNew();
+        IReadOnlyList<RateEngine.Benchmarks.Http.HttpRow> rows = RateEngine.Benchmarks.Http.HttpHarness.Run(
+            repositoryRoot, Connections, TimeSpan.FromSeconds(4), measure, Rounds, message => Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] {message}"));
+        var text = new System.Text.StringBuilder();
+        text.AppendLine("# HTTP benchmark: the sample gateway");
+        text.AppendLine();
+        MachineInfo m = MachineInfo.Read();
+        text.AppendLine(System.Globalization.CultureInfo.InvariantCulture,
+            $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {clock.Elapsed.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}; Kestrel and the load client share the cores.");
+        text.AppendLine();
+        RateEngine.Benchmarks.Http.HttpHarness.AppendSection(text, rows, Connections, measure, Rounds);
+        Console.Write(text);
+        return WriteReport(outputDirectory, "http.md", text);
     }
 
     /// <summary><c>--estimator</c>: the simulation, its table on the console, and estimator.md.</summary>
