@@ -24,6 +24,7 @@ namespace RateEngine.Samples.AiGateway
             switch (limiter)
             {
                 case "rateengine":
+                    // README:aspnet:begin
                     builder.Services.AddRateEngine<ChatRequest>(GatewayRequests.ReadAsync, engine => engine
                         .AddPolicy(GatewayEndpoints.PolicyName, services =>
                         {
@@ -33,6 +34,7 @@ namespace RateEngine.Samples.AiGateway
                         })
                         .UseEstimate(GatewayRequests.Estimate)
                         .UseModel(request => request.Model));
+                    // README:aspnet:end
                     break;
                 case "inbox":
                     builder.Services.AddRateLimiter(options =>
