@@ -18,6 +18,9 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
 
     public bool IsOpen => time.GetTimestamp() < Volatile.Read(ref _openUntil);
 
+    /// <summary>A call has failed and none has succeeded since (the breaker may already let calls through again).</summary>
+    public bool IsDegraded => Volatile.Read(ref _degraded) == 1;
+
     public void Trip(string why)
     {
         LastFailure = why;

@@ -1,4 +1,5 @@
 using System.Threading.RateLimiting;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using RateEngine.Redis.Scripts;
 
 namespace RateEngine.Redis;
@@ -69,6 +70,22 @@ public static class RedisLimiter
                 key => key,
                 key => resolver(key) switch { var full => new SlidingWindowLogRateLimiterOptions { PermitLimit = Share(full.PermitLimit, share), Window = full.Window } },
                 Local(time)));
+
+    /// <summary>
+    /// A health check for a limiter made here (register it with <c>AddHealthChecks().AddCheck(name, check)</c>): Healthy while
+    /// Redis answers a <c>PING</c> within the limiter's <see cref="RedisLimiterOptions.SyncTimeout"/> and no call has failed
+    /// since the last success; otherwise Unhealthy in <see cref="RedisFailureMode.FailClosed"/> (requests are refused) and
+    /// Degraded in the other modes (requests are still served). Its data never carry a partition key.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="limiter"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="limiter"/> was not made by <see cref="RedisLimiter"/>.</exception>
+    public static IHealthCheck HealthCheck<TResource>(PartitionedRateLimiter<TResource> limiter)
+    {
+        ArgumentNullException.ThrowIfNull(limiter);
+        return limiter is IRedisLimiterHealth redis
+            ? new RedisLimiterHealthCheck(redis)
+            : throw new ArgumentException("The limiter was not made by RedisLimiter: its health is not Redis's.", nameof(limiter));
+    }
 
     /// <summary>A node's share of a limit while Redis is down: rounded down, at least 1.</summary>
     private static int Share(int limit, double share) => Math.Max(1, (int)Math.Floor(limit * share));

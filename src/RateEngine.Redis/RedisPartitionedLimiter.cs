@@ -24,7 +24,7 @@ namespace RateEngine.Redis;
 /// which calls answer by the failure mode without touching Redis; the task of a call given up on is observed, so its
 /// exception is never left unobserved.</para>
 /// </remarks>
-internal sealed class RedisPartitionedLimiter<TResource, TOptions> : PartitionedRateLimiter<TResource>
+internal sealed class RedisPartitionedLimiter<TResource, TOptions> : PartitionedRateLimiter<TResource>, IRedisLimiterHealth
     where TOptions : class
 {
     private static readonly long UnixEpochTicks = DateTimeOffset.UnixEpoch.UtcTicks;
@@ -111,7 +111,31 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     internal LocalReservations? Local => _local;
 
     /// <summary>Failed calls so far (tests and diagnostics).</summary>
-    internal long Failures => _breaker.Failures;
+    public long Failures => _breaker.Failures;
+
+    string IRedisLimiterHealth.KeyPrefix => _keyPrefix;
+
+    RedisFailureMode IRedisLimiterHealth.FailureMode => _failureMode;
+
+    bool IRedisLimiterHealth.IsDegraded => _breaker.IsDegraded;
+
+    string IRedisLimiterHealth.LastFailure => _breaker.LastFailure;
+
+    /// <summary>One PING on the limiter's connection, given up after the sync bound (a stopped server never answers).</summary>
+    async Task<TimeSpan> IRedisLimiterHealth.PingAsync(CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Task<TimeSpan> ping = _database.PingAsync();
+        try
+        {
+            return await ping.WaitAsync(_syncTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            _ = ping.ContinueWith(static task => _ = task.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            throw;
+        }
+    }
 
     /// <summary>
     /// Not tracked: a partition's count lives on the server, and reading it would cost a round trip on a path that must not

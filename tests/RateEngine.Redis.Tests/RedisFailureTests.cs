@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Threading.RateLimiting;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
@@ -146,6 +147,49 @@ public sealed class RedisFailureTests : IDisposable
         {
             TaskScheduler.UnobservedTaskException -= Count;
         }
+    }
+
+    [Theory]
+    [InlineData(RedisFailureMode.FailClosed, HealthStatus.Unhealthy)]
+    [InlineData(RedisFailureMode.FailOpen, HealthStatus.Degraded)]
+    [InlineData(RedisFailureMode.LocalFallback, HealthStatus.Degraded)]
+    public async Task HealthCheck_ServerDownThenBack_ReportsByFailureModeThenHealthy(RedisFailureMode mode, HealthStatus whenDown)
+    {
+        string prefix = "health-" + Guid.NewGuid().ToString("N");
+        using PartitionedRateLimiter<string> limiter = Create(mode, share: 0.5, prefix: prefix);
+        IHealthCheck check = RedisLimiter.HealthCheck(limiter);
+        var context = new HealthCheckContext { Registration = new HealthCheckRegistration("redis", check, HealthStatus.Unhealthy, tags: null) };
+        Assert.Equal(HealthStatus.Healthy, (await check.CheckHealthAsync(context)).Status);
+
+        _server.Kill();
+        HealthCheckResult down = await check.CheckHealthAsync(context);
+        Assert.Equal(whenDown, down.Status);
+        Assert.Equal(prefix, down.Data["keyPrefix"]);
+        Assert.Equal(mode.ToString(), down.Data["failureMode"]);
+        Assert.DoesNotContain(down.Data.Values, value => value is string text && text.Contains("ann", StringComparison.Ordinal));
+
+        _server.Start();
+        HealthCheckResult back = default;
+        for (int attempt = 0; attempt < 100; attempt++)
+        {
+            back = await check.CheckHealthAsync(context);
+            if (back.Status == HealthStatus.Healthy)
+            {
+                break;
+            }
+
+            await Task.Delay(50);
+        }
+
+        Assert.Equal(HealthStatus.Healthy, back.Status);
+    }
+
+    [Fact]
+    public void HealthCheck_LimiterNotMadeByRedisLimiter_Throws()
+    {
+        using PartitionedRateLimiter<string> local = PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetNoLimiter(key));
+        Assert.Throws<ArgumentException>(() => RedisLimiter.HealthCheck(local));
+        Assert.Throws<ArgumentNullException>(() => RedisLimiter.HealthCheck<string>(null!));
     }
 
     private static async Task<bool> EventuallyAcquired(PartitionedRateLimiter<string> limiter, string key)
