@@ -132,7 +132,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
         catch
         {
-            _ = ping.ContinueWith(static task => _ = task.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            TaskObserver.Observe(ping);
             throw;
         }
     }
@@ -219,7 +219,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         {
             if (!task.Wait(_syncTimeout))
             {
-                Observe(task);
+                TaskObserver.Observe(task);
                 return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);
             }
         }
@@ -254,7 +254,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            Observe(task);
+            TaskObserver.Observe(task);
             throw;
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
@@ -272,7 +272,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         _fallback?.Dispose();
         if (_local is not null)
         {
-            Observe(_local.DisposeAsync().AsTask()); // unused permits go back, best effort
+            TaskObserver.Observe(_local.DisposeAsync().AsTask()); // unused permits go back, best effort
         }
     }
 
@@ -308,7 +308,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
-                Observe(refill);
+                TaskObserver.Observe(refill);
                 throw;
             }
             catch (Exception error) when (error is RedisException or TimeoutException)
@@ -341,7 +341,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 TimeSpan left = _syncTimeout - Stopwatch.GetElapsedTime(started);
                 if (left <= TimeSpan.Zero || !refill.Wait(left))
                 {
-                    Observe(refill);
+                    TaskObserver.Observe(refill);
                     return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);
                 }
             }
@@ -386,8 +386,6 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         ? RedisLease.Acquired
         : Refused(TimeSpan.FromTicks(decision.RetryAfterMicroseconds * 10));
 
-    private static void Observe(Task task) =>
-        task.ContinueWith(static done => _ = done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
     private RateLimitLease Failed(string why, string partitionKey, int permitCount)
     {

@@ -67,4 +67,26 @@ public abstract class PolicyLease : RateLimitLease
     /// <summary>Settles the request at what its step charges consumed (for a stream cancelled part-way).</summary>
     /// <inheritdoc cref="Reconcile(RequestCost)"/>
     public RequestCost Reconcile() => Reconcile(Consumed);
+
+    /// <summary>
+    /// <see cref="Charge"/> without blocking a thread: a lease whose layers live on a server (the Redis policy) settles with
+    /// one awaited call; an in-process lease completes at once.
+    /// </summary>
+    /// <inheritdoc cref="Charge" path="/exception"/>
+    /// <exception cref="OperationCanceledException">The token was cancelled before the charge was sent.</exception>
+    public virtual ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Charge(step);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary><see cref="Reconcile(RequestCost)"/> without blocking a thread (see <see cref="ChargeAsync"/>).</summary>
+    /// <inheritdoc cref="Reconcile(RequestCost)" path="/returns|/exception"/>
+    /// <exception cref="OperationCanceledException">The token was cancelled before the reconcile was sent.</exception>
+    public virtual ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(Reconcile(actual));
+    }
 }

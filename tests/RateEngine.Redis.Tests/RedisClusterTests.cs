@@ -63,6 +63,42 @@ public sealed class RedisClusterTests : IClassFixture<RedisClusterTests.Cluster>
         Assert.NotEqual(_connection.HashSlot("rateengine:{user-42}:fw"), _connection.HashSlot("rateengine:{user-43}:fw"));
     }
 
+    [Fact]
+    public async Task RedisRatePolicy_OnACluster_DecidesEveryLayerInOneSlot_PoliciesOfTwoPrefixesOnTwoSlots()
+    {
+        // Two tenants' policies: each keeps all of its keys under its own hash tag, so one script reaches every layer.
+        RedisRatePolicy<(string User, string Team)> Tenant(string prefix) =>
+            new RedisRatePolicyBuilder<(string User, string Team)>(new RedisLimiterOptions { Connection = _connection, KeyPrefix = prefix, SyncTimeout = TimeSpan.FromSeconds(2) })
+                .AddLayer("user", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(10), 3))
+                .AddLayer("team tokens/day", call => call.Team, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+                .AddGlobalLayer("global", PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(10), 5, 100))
+                .Build();
+        const string TenantA = "tenant-a"; // fixed: a fresh cluster per run, and two prefixes known to hash apart
+        const string TenantB = "tenant-b";
+        using RedisRatePolicy<(string User, string Team)> a = Tenant(TenantA);
+        using RedisRatePolicy<(string User, string Team)> b = Tenant(TenantB);
+
+        foreach (RedisRatePolicy<(string User, string Team)> policy in new[] { a, b })
+        {
+            int admitted = 0;
+            for (int i = 0; i < 5; i++)
+            {
+                using PolicyLease lease = await policy.AcquireAsync(("ann", "red"), new RequestCost(100, 0));
+                if (lease.IsAcquired)
+                {
+                    admitted++;
+                    await lease.ReconcileAsync(new RequestCost(40, 0));
+                }
+            }
+
+            Assert.Equal(3, admitted);
+            Assert.Equal([3, 120, 3], (await policy.GetUsageAsync(("ann", "red"))).Select(usage => usage.Used));
+        }
+
+        Assert.NotEqual(_connection.HashSlot($"{{{TenantA}}}:user:ann"), _connection.HashSlot($"{{{TenantB}}}:user:ann"));
+        Assert.Equal(_connection.HashSlot($"{{{TenantA}}}:user:ann"), _connection.HashSlot($"{{{TenantA}}}:global:"));
+    }
+
     public sealed class Cluster : IDisposable
     {
         private readonly RedisCluster _cluster = new();

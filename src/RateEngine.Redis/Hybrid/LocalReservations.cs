@@ -80,7 +80,7 @@ internal sealed class LocalReservations : IAsyncDisposable
         // Low water: a quarter of the block left, so the next one is on its way before this one runs out.
         if (Volatile.Read(ref block.Remaining) * 4 < block.Granted && _mayCall())
         {
-            Observe(StartRefill(key, rule, need: 0));
+            TaskObserver.Observe(StartRefill(key, rule, need: 0));
         }
 
         return true;
@@ -157,7 +157,7 @@ internal sealed class LocalReservations : IAsyncDisposable
             }
             else if (_time.GetTimestamp() < old.ExpiresAt)
             {
-                Observe(_return(key, rule, old.Period, leftover));
+                TaskObserver.Observe(_return(key, rule, old.Period, leftover));
             }
         }
     }
@@ -172,7 +172,7 @@ internal sealed class LocalReservations : IAsyncDisposable
             LocalKey key = entry.Value;
             if (now - Volatile.Read(ref key.LastUsed) >= _idleTicks && key.Refill is not { IsCompleted: false })
             {
-                Observe(ReturnLeftover(key));
+                TaskObserver.Observe(ReturnLeftover(key));
                 _keys.TryRemove(entry);
                 _rules.TryRemove(entry.Key, out _);
             }
@@ -188,6 +188,4 @@ internal sealed class LocalReservations : IAsyncDisposable
             : Task.CompletedTask;
     }
 
-    private static void Observe(Task task) =>
-        task.ContinueWith(static done => _ = done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 }

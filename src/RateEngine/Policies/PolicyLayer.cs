@@ -65,7 +65,8 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// <summary>The layer's key table, shared with every layer of the same key selector; null for a layer without keys.</summary>
     public abstract IKeyTable? Keys { get; }
 
-    private static string DefaultReason(string name, PolicyRule rule)
+    /// <summary>The reason a layer without its own gives ("daily cost cap reached (user cost/day)"); the Redis policy's layers too.</summary>
+    internal static string DefaultReason(string name, PolicyRule rule)
     {
         string what = rule.Meter switch
         {

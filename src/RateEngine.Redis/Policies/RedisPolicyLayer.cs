@@ -1,0 +1,150 @@
+using RateEngine.Policies;
+using RateEngine.Timing;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Policies;
+
+/// <summary>
+/// One layer of a <see cref="RedisRatePolicy{TContext}"/>: how to find a request's key and limit (on the client, before
+/// anything is sent) and the values the policy scripts read for it (<see cref="Scripts.PolicyScripts"/>).
+/// </summary>
+internal sealed class RedisPolicyLayer<TContext>
+{
+    /// <summary>Lua's numbers are doubles: amounts and limits stay below 2^53 so that every sum is exact.</summary>
+    internal const long MaxExact = 1L << 53;
+
+    private readonly Func<TContext, string>? _keySelector;
+    private readonly Func<TContext, string?>? _tierSelector;
+    private readonly PolicyTiers? _tiers;
+    private readonly CalendarSchedule? _calendar;
+    private readonly long _p1;
+    private readonly long _p2;
+
+    public RedisPolicyLayer(
+        string name, PolicyRule rule, Func<TContext, string>? keySelector, Func<TContext, string?>? tierSelector, PolicyTiers? tiers, string hashTag, TimeSpan leaseTimeout)
+    {
+        Name = name;
+        Rule = rule;
+        _keySelector = keySelector;
+        _tierSelector = tierSelector;
+        _tiers = tiers;
+        KeyPrefix = $"{{{hashTag}}}:{name}:";
+        Reason = rule.Reason ?? PolicyLayer<TContext>.DefaultReason(name, rule);
+        if (rule.SoftThresholds.Count > 0)
+        {
+            throw new ArgumentException($"Layer '{name}': soft layers are not served by the Redis policy (their threshold events are per node).", nameof(rule));
+        }
+
+        if (rule.Kind == PolicyRuleKind.SlidingWindowLog && rule.Meter != PolicyMeter.Requests)
+        {
+            throw new ArgumentException($"Layer '{name}': the sliding-window log counts requests (one member per permit), not tokens or money.", nameof(rule));
+        }
+
+        if (rule.Limit is > MaxExact)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rule), rule.Limit, $"Layer '{name}': a Redis policy's limits stay below 2^53, where Lua's numbers are exact.");
+        }
+
+        (Kind, _p1, _p2) = rule.Kind switch
+        {
+            PolicyRuleKind.FixedWindow => (1, Microseconds(rule.Window), 0L),
+            PolicyRuleKind.SlidingWindowCounter => (2, CeilingDivide(Microseconds(rule.Window), rule.SegmentsPerWindow), rule.SegmentsPerWindow),
+            PolicyRuleKind.SlidingWindowLog => (3, Microseconds(rule.Window), 0L),
+            PolicyRuleKind.TokenBucket => (4, Microseconds(rule.Window), rule.TokensPerPeriod),
+            PolicyRuleKind.Calendar => (5, 0L, 0L),
+            PolicyRuleKind.Concurrency => (6, Microseconds(leaseTimeout), 0L),
+            _ => throw new ArgumentOutOfRangeException(nameof(rule), rule.Kind, "Unknown rule."),
+        };
+        if (rule.Kind == PolicyRuleKind.Calendar)
+        {
+            // Ticks of 1 µs from the Unix epoch: a period's Start and End are what the scripts compare with the server's TIME.
+            _calendar = new CalendarSchedule(DateTimeOffset.UnixEpoch, 1_000_000, monthly: rule.Period == CalendarPeriod.Month, rule.TimeZone);
+        }
+    }
+
+    public string Name { get; }
+
+    public PolicyRule Rule { get; }
+
+    public string Reason { get; }
+
+    /// <summary>The script's kind: 1 fixed window, 2 counter, 3 log, 4 bucket, 5 calendar, 6 concurrency.</summary>
+    public int Kind { get; }
+
+    public bool IsConcurrency => Kind == 6;
+
+    /// <summary>Whether a reconcile moves this layer (tokens and money; requests and slots are settled by admission and dispose).</summary>
+    public bool IsWeighted => Rule.Meter != PolicyMeter.Requests && !IsConcurrency;
+
+    /// <summary>Every key of a policy shares one hash tag, so a request's layers are one cluster slot and one script.</summary>
+    public string KeyPrefix { get; }
+
+    public long AmountOf(RequestCost cost) => IsConcurrency ? 1 : cost.On(Rule.Meter);
+
+    /// <summary>The request's Redis key on this layer (user code runs here, before anything is sent).</summary>
+    public RedisKey KeyOf(TContext context)
+    {
+        if (_keySelector is null)
+        {
+            return KeyPrefix;
+        }
+
+        string key = _keySelector(context) ?? throw new InvalidOperationException($"The key selector of layer '{Name}' returned null.");
+        return KeyPrefix + key;
+    }
+
+    /// <summary>The limit in force for the request (its tier's), or why there is none.</summary>
+    public long? LimitOf(TContext context, out string? refusal)
+    {
+        refusal = null;
+        if (Rule.Limit is { } fixedLimit)
+        {
+            return fixedLimit;
+        }
+
+        string? tier = _tierSelector?.Invoke(context);
+        if (tier is not null && _tiers is not null && _tiers.TryGetLimit(tier, Name, out long limit))
+        {
+            if (limit <= MaxExact)
+            {
+                return limit;
+            }
+
+            refusal = $"The limit of tier '{tier}' on layer '{Name}' ({limit}) is above 2^53, where the Redis scripts are exact.";
+            return null;
+        }
+
+        refusal = $"No limit is set for this request's tier on layer '{Name}'.";
+        return null;
+    }
+
+    /// <summary>Writes this layer's group of values (<see cref="Scripts.PolicyScripts.Stride"/>) at <paramref name="at"/>.</summary>
+    public void WriteArguments(RedisValue[] values, int at, long limit, long amount, long tag, long clientNow)
+    {
+        values[at] = Kind;
+        values[at + 1] = limit;
+        values[at + 2] = amount;
+        if (_calendar is not null)
+        {
+            // Three periods around the client's clock: the script keeps the one holding the server's TIME.
+            CalendarSchedule.Span current = _calendar.Find(clientNow);
+            values[at + 3] = _calendar.Find(current.Start - 1).Start;
+            values[at + 4] = current.Start;
+            values[at + 5] = current.End;
+            values[at + 6] = _calendar.Find(current.End).End;
+        }
+        else
+        {
+            values[at + 3] = _p1;
+            values[at + 4] = _p2;
+            values[at + 5] = 0;
+            values[at + 6] = 0;
+        }
+
+        values[at + 7] = tag;
+    }
+
+    private static long Microseconds(TimeSpan span) => Math.Max(1, span.Ticks / 10);
+
+    private static long CeilingDivide(long value, long divisor) => (value + divisor - 1) / divisor;
+}

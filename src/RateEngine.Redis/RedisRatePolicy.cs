@@ -1,0 +1,296 @@
+using System.Globalization;
+using RateEngine.Policies;
+using RateEngine.Redis.Policies;
+using RateEngine.Redis.Scripts;
+using RateEngine.Redis.Telemetry;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis;
+
+/// <summary>
+/// A layered policy whose state lives on Redis: each request is decided on every layer (IP, user, tool, tokens, daily cents,
+/// a global cap) by one script call, which takes from every layer or from none, so the all-or-nothing rule holds across
+/// every node. A reconcile (refunds and overruns on every layer) is one call too.
+/// </summary>
+/// <remarks>
+/// <para>The layers are those of <see cref="RatePolicy{TContext}"/> (any of the four algorithms, calendar budgets, concurrency
+/// limits, tiers), with the same lease: reserve an estimate, charge steps, reconcile the actual, dispose. Decisions use the
+/// server's <c>TIME</c> (or <see cref="RedisLimiterOptions.ClientClock"/>), one clock for every node; calendar periods are
+/// computed by the client in the rule's time zone and placed on the server's clock by the script.</para>
+/// <para>Every key of a policy carries the hash tag <c>{KeyPrefix}</c>, so on a Redis Cluster a policy lives in one slot (one
+/// master): one script can then touch every layer a request needs. Give policies of separate tenants separate prefixes to
+/// spread them over the masters.</para>
+/// <para>A concurrency slot is a lease id with an expiry (<see cref="RedisRatePolicyBuilder{TContext}.WithLeaseTimeout"/>): a
+/// lease disposed frees it at once, one never disposed (its node died) frees it at the expiry.</para>
+/// <para>While Redis does not answer, a request is refused with a service-wide reason (<see cref="RedisFailureMode.FailClosed"/>)
+/// or admitted holding nothing (<see cref="RedisFailureMode.FailOpen"/>); the breaker stops calls for the cool-down.</para>
+/// </remarks>
+/// <typeparam name="TContext">What the application knows about a request.</typeparam>
+public sealed class RedisRatePolicy<TContext> : IDisposable
+{
+    private static readonly long UnixEpochTicks = DateTimeOffset.UnixEpoch.UtcTicks;
+
+    private readonly RedisPolicyLayer<TContext>[] _layers;
+    private readonly IDatabase _database;
+    private readonly TimeProvider? _clientClock;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _syncTimeout;
+    private readonly RedisFailureMode _failureMode;
+    private readonly TimeSpan _cooldown;
+    private readonly RedisBreaker _breaker;
+    private readonly RedisMetrics _metrics;
+    private readonly string _nonce = Guid.NewGuid().ToString("N");
+    private long _leases;
+    private long _roundTrips;
+    private volatile bool _disposed;
+
+    internal RedisRatePolicy(RedisLimiterOptions options, RedisPolicyLayer<TContext>[] layers)
+    {
+        options.Validate();
+        if (options.Hybrid is not null || options.FailureMode == RedisFailureMode.LocalFallback)
+        {
+            throw new ArgumentException(
+                "A layered policy is decided exactly on Redis (leave RedisLimiterOptions.Hybrid null) and fails closed or open, not to a local share.",
+                nameof(options));
+        }
+
+        _layers = layers;
+        LayerNames = [.. layers.Select(layer => layer.Name)];
+        _database = options.Connection!.GetDatabase(options.Database);
+        _clientClock = options.ClientClock;
+        _time = options.ClientClock ?? options.TimeProvider;
+        _syncTimeout = options.SyncTimeout;
+        _failureMode = options.FailureMode;
+        _cooldown = options.FailureCooldown;
+        ILogger logger = options.LoggerFactory?.CreateLogger("RateEngine.Redis") ?? NullLogger.Instance;
+        _metrics = new RedisMetrics(options.MeterFactory, options.KeyPrefix, hybrid: false);
+        string prefix = options.KeyPrefix;
+        RedisFailureMode failureMode = options.FailureMode;
+        _breaker = new RedisBreaker(
+            options.TimeProvider,
+            options.FailureCooldown,
+            why =>
+            {
+                _metrics.Degraded(true);
+                Log.RedisUnavailable(logger, prefix, why, failureMode, options.FailureCooldown);
+            },
+            failures =>
+            {
+                _metrics.Degraded(false);
+                Log.RedisRecovered(logger, prefix, failures);
+            });
+    }
+
+    /// <summary>The layers' names, in the order they were added (the scripts decide them in this order).</summary>
+    public IReadOnlyList<string> LayerNames { get; }
+
+    /// <summary>Script calls so far (tests, bench).</summary>
+    internal long RoundTrips => Volatile.Read(ref _roundTrips);
+
+    internal RedisPolicyLayer<TContext> this[int index] => _layers[index];
+
+    internal int LayerCount => _layers.Length;
+
+    internal TimeSpan SyncTimeout => _syncTimeout;
+
+    /// <summary>Reserves <paramref name="estimate"/> on every weighted layer and one request on every other, all or nothing, in one script call.</summary>
+    /// <returns>An acquired lease to reconcile and dispose, or a refusal naming the first refusing layer.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The estimate is negative.</exception>
+    /// <exception cref="InvalidOperationException">A key selector returned null.</exception>
+    /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled (the script may still have counted the request: stricter, never looser).</exception>
+    public async ValueTask<PolicyLease> AcquireAsync(TContext context, RequestCost estimate, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        (Call? prepared, PolicyLease? refusal) = Prepare(context, estimate);
+        if (prepared is not { } call)
+        {
+            return refusal!;
+        }
+
+        if (_breaker.IsOpen)
+        {
+            return Unavailable(_breaker.LastFailure, estimate);
+        }
+
+        Task<RedisResult> task = Send(PolicyScripts.Acquire, call);
+        try
+        {
+            return Decide(call, estimate, await task.WaitAsync(cancellationToken).ConfigureAwait(false));
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            TaskObserver.Observe(task);
+            throw;
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            return Failed(error.Message, estimate);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="AcquireAsync"/> for a caller that cannot await: blocks its thread at most
+    /// <see cref="RedisLimiterOptions.SyncTimeout"/>, then answers by the failure mode.
+    /// </summary>
+    /// <inheritdoc cref="AcquireAsync" path="/returns|/exception"/>
+    public PolicyLease Acquire(TContext context, RequestCost estimate)
+    {
+        (Call? prepared, PolicyLease? refusal) = Prepare(context, estimate);
+        if (prepared is not { } call)
+        {
+            return refusal!;
+        }
+
+        if (_breaker.IsOpen)
+        {
+            return Unavailable(_breaker.LastFailure, estimate);
+        }
+
+        Task<RedisResult> task = Send(PolicyScripts.Acquire, call);
+        try
+        {
+            if (!task.Wait(_syncTimeout))
+            {
+                TaskObserver.Observe(task);
+                return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", estimate);
+            }
+        }
+        catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
+        {
+            return Failed(error.InnerException.Message, estimate);
+        }
+
+        return Decide(call, estimate, task.Result);
+    }
+
+    /// <summary>Every layer's usage for the request's keys (one script call that writes nothing), in the order the layers were added.</summary>
+    /// <exception cref="InvalidOperationException">A key selector returned null, or a layer has no limit for the request's tier.</exception>
+    /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
+    /// <exception cref="RedisException">Redis did not answer.</exception>
+    public async Task<IReadOnlyList<LayerUsage>> GetUsageAsync(TContext context, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var keys = new RedisKey[_layers.Length];
+        var limits = new long[_layers.Length];
+        var values = new RedisValue[2 + (_layers.Length * PolicyScripts.Stride)];
+        long clientNow = ClientMicroseconds();
+        values[0] = _clientClock is null ? -1 : clientNow;
+        values[1] = string.Empty;
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            keys[i] = _layers[i].KeyOf(context);
+            limits[i] = _layers[i].LimitOf(context, out string? refusal) ?? throw new InvalidOperationException(refusal);
+            _layers[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), limits[i], amount: 0, tag: 0, clientNow);
+        }
+
+        var result = (long[])(await Eval(PolicyScripts.Usage, keys, values).WaitAsync(cancellationToken).ConfigureAwait(false))!;
+        return [.. _layers.Select((layer, i) => new LayerUsage(layer.Name, limits[i], result[1 + (2 * i)], TimeSpan.FromTicks(result[2 + (2 * i)] * 10)))];
+    }
+
+    /// <summary>Stops new acquires; leases already given out can still be reconciled and disposed.</summary>
+    public void Dispose() => _disposed = true;
+
+    /// <summary>Runs the settle script for a lease (its refunds, overruns and released slots), on the client's clock if set.</summary>
+    internal Task<RedisResult> Settle(RedisKey[] keys, RedisValue[] values)
+    {
+        values[0] = _clientClock is null ? -1 : ClientMicroseconds();
+        return Eval(PolicyScripts.Settle, keys, values);
+    }
+
+    internal long ClientMicroseconds() => (_time.GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
+
+    internal void Succeeded() => _breaker.Close();
+
+    internal void Trip(string why)
+    {
+        _metrics.Failure();
+        _breaker.Trip(why);
+    }
+
+    /// <summary>
+    /// Phase 1, on the client: every layer's key and limit (user code runs here, before anything is sent), or the refusal of
+    /// a layer that refuses the request outright (no limit for its tier, a cost above a cap).
+    /// </summary>
+    private (Call? Call, PolicyLease? Refusal) Prepare(TContext context, RequestCost estimate)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        estimate.ThrowIfNegative(nameof(estimate));
+        var keys = new RedisKey[_layers.Length];
+        var limits = new long[_layers.Length];
+        var amounts = new long[_layers.Length];
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            RedisPolicyLayer<TContext> layer = _layers[i];
+            keys[i] = layer.KeyOf(context);
+            long? limit = layer.LimitOf(context, out string? refusal);
+            amounts[i] = layer.AmountOf(estimate);
+            if (limit is null || amounts[i] > limit)
+            {
+                return (null, new RefusedPolicyLease(layer.Name, refusal
+                    ?? $"The request's cost ({amounts[i]}) is above the cap of layer '{layer.Name}' ({limit}): it could never be admitted.", null, layer.Rule.IsServiceWide));
+            }
+
+            limits[i] = limit.Value;
+        }
+
+        string lease = _nonce + Interlocked.Increment(ref _leases).ToString(CultureInfo.InvariantCulture);
+        var values = new RedisValue[2 + (_layers.Length * PolicyScripts.Stride)];
+        long clientNow = ClientMicroseconds();
+        values[0] = _clientClock is null ? -1 : clientNow;
+        values[1] = lease;
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            _layers[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), limits[i], amounts[i], tag: 0, clientNow);
+        }
+
+        return (new Call(keys, values, limits, amounts, lease), null);
+    }
+
+    private Task<RedisResult> Send(string script, Call call) => Eval(script, call.Keys, call.Values);
+
+    private Task<RedisResult> Eval(string script, RedisKey[] keys, RedisValue[] values)
+    {
+        Interlocked.Increment(ref _roundTrips);
+        _metrics.RoundTrip();
+        return _database.ScriptEvaluateAsync(script, keys, values);
+    }
+
+    private PolicyLease Decide(Call call, RequestCost estimate, RedisResult result)
+    {
+        _breaker.Close();
+        var values = (long[])result!;
+        if (values[0] == 1)
+        {
+            return new RedisPolicyLease<TContext>(this, call.Keys, call.Limits, call.Amounts, values[4..], call.Lease, estimate);
+        }
+
+        long first = values[1];
+        if (first < 0)
+        {
+            RedisPolicyLayer<TContext> skewed = _layers[(int)-first - 1];
+            return new RefusedPolicyLease(
+                skewed.Name, $"The calendar period of layer '{skewed.Name}' could not be placed on Redis's clock: this node's clock is a period away from the server's.", null, skewed.Rule.IsServiceWide);
+        }
+
+        RedisPolicyLayer<TContext> blocking = _layers[(int)first - 1];
+        bool serviceWide = values.Skip(4).Any(index => _layers[(int)index - 1].Rule.IsServiceWide);
+        TimeSpan? retryAfter = values[2] > 0 ? TimeSpan.FromTicks(values[2] * 10) : null;
+        return new RefusedPolicyLease(blocking.Name, blocking.Reason, retryAfter, serviceWide);
+    }
+
+    private PolicyLease Failed(string why, RequestCost estimate)
+    {
+        Trip(why);
+        return Unavailable(why, estimate);
+    }
+
+    private PolicyLease Unavailable(string why, RequestCost estimate) => _failureMode == RedisFailureMode.FailOpen
+        ? new RedisPolicyLease<TContext>(this, estimate, $"Redis is unavailable ({why}); admitted by FailOpen.")
+        : new RefusedPolicyLease("redis", $"Redis is unavailable ({why}); refused by FailClosed.", _cooldown, serviceWide: true);
+
+    /// <summary>One request's script call: its keys and values, and what the lease keeps of them.</summary>
+    private sealed record Call(RedisKey[] Keys, RedisValue[] Values, long[] Limits, long[] Amounts, string Lease);
+}

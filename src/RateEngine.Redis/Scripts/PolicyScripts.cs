@@ -1,0 +1,298 @@
+namespace RateEngine.Redis.Scripts;
+
+/// <summary>
+/// The layered policy's scripts: one decides a request on every layer at once, one settles it (refunds, overruns and
+/// released slots on every layer at once), one reads usage. Each is one atomic step on the server, so a policy's
+/// all-or-nothing rule holds across every node: a script checks every layer before it writes any.
+/// </summary>
+/// <remarks>
+/// <para>Arguments: <c>ARGV[1]</c> is the clock (-1: the server's <c>TIME</c>; otherwise the client's µs since the Unix epoch),
+/// <c>ARGV[2]</c> the lease id (acquire and settle), then one group of <see cref="Stride"/> values per layer, whose key is <c>KEYS[i]</c>: kind, limit, amount, and the rule's
+/// parameters (see <see cref="Policies.RedisPolicyLayer{TContext}.Kind"/>). Amounts are integers below 2^53, where Lua's numbers are exact.</para>
+/// <para>Every key a script writes gets a TTL of the time its state can still matter plus a second, so a node that dies
+/// leaves nothing behind for long: a concurrency slot of a lease never disposed expires after the lease timeout.</para>
+/// </remarks>
+internal static class PolicyScripts
+{
+    /// <summary>Values per layer after <c>ARGV[2]</c>: kind, limit, amount, p1..p5.</summary>
+    public const int Stride = 8;
+
+    /// <summary>
+    /// Shared by all three scripts: reads the clock and, per layer, the state its key holds at <c>now</c>
+    /// (<c>inspect(i)</c> returns a table with <c>used</c> and what the writes need) without writing anything that counts.
+    /// </summary>
+    private const string Preamble = """
+        local now = tonumber(ARGV[1])
+        if now < 0 then
+          local t = redis.call('TIME')
+          now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        end
+        local n = #KEYS
+        local function arg(i, k) return tonumber(ARGV[2 + (i - 1) * 8 + k]) end
+
+        -- The calendar period containing now among the three the client computed (its clock may differ from the server's).
+        local function period(i)
+          for k = 4, 6 do
+            local from, to = arg(i, k), arg(i, k + 1)
+            if now >= from and now < to then return from, to end
+          end
+          return nil, nil
+        end
+
+        local function inspect(i)
+          local key, kind, limit = KEYS[i], arg(i, 1), arg(i, 2)
+          local s = {kind = kind, limit = limit, used = 0, reset = 0}
+          if kind == 1 then -- fixed window: hash w (window index), c (count)
+            local window = arg(i, 4)
+            s.current = math.floor(now / window)
+            s.ends = (s.current + 1) * window
+            local st = redis.call('HMGET', key, 'w', 'c')
+            s.stored = tonumber(st[1])
+            if s.stored == s.current then s.used = tonumber(st[2]) end
+            if s.stored and s.stored > s.current then s.used = tonumber(st[2]); s.later = true end
+            s.reset = s.ends - now
+            s.ttl = s.ends - now
+          elseif kind == 2 then -- sliding-window counter: hash segment index -> count
+            local segment, segments = arg(i, 4), arg(i, 5)
+            s.current = math.floor(now / segment)
+            local oldest = s.current - segments
+            local fields = redis.call('HGETALL', key)
+            s.counted = {}
+            s.stale = {}
+            for j = 1, #fields, 2 do
+              local index = tonumber(fields[j])
+              if index < oldest then
+                s.stale[#s.stale + 1] = fields[j]
+              else
+                local count = tonumber(fields[j + 1])
+                s.used = s.used + count
+                s.counted[#s.counted + 1] = {index, count}
+              end
+            end
+            table.sort(s.counted, function(a, b) return a[1] < b[1] end)
+            s.retry = function(excess)
+              local freed = 0
+              for _, entry in ipairs(s.counted) do
+                freed = freed + entry[2]
+                if freed >= excess then return (entry[1] + segments + 1) * segment - now end
+              end
+              return (segments + 1) * segment
+            end
+            s.oldest = oldest
+            s.ttl = (segments + 1) * segment
+            if #s.counted > 0 then s.reset = (s.counted[#s.counted][1] + segments + 1) * segment - now end
+          elseif kind == 3 then -- sliding-window log: sorted set of permits scored by their time
+            local window = arg(i, 4)
+            s.window = window
+            s.used = redis.call('ZCOUNT', key, '(' .. (now - window), '+inf')
+            s.ttl = window
+            if s.used > 0 then
+              local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+              s.reset = tonumber(newest[2]) + window - now
+            end
+          elseif kind == 4 then -- token bucket: hash t (tokens x period), s (last refill); continuous refill
+            local per, rate = arg(i, 4), arg(i, 5)
+            local full = limit * per
+            local st = redis.call('HMGET', key, 't', 's')
+            local tokens, last = full, now
+            if st[1] then
+              tokens, last = tonumber(st[1]), tonumber(st[2])
+              if now > last then tokens = math.min(full, tokens + (now - last) * rate); last = now end
+            end
+            s.per, s.rate, s.full, s.tokens, s.last = per, rate, full, tokens, last
+            s.used = math.ceil((full - tokens) / per)
+            s.ttl = math.ceil((full - tokens) / rate) + (last - now)
+            if s.ttl < per then s.ttl = per end
+            if tokens < full then s.reset = math.ceil((full - tokens) / rate) end
+          elseif kind == 5 then -- calendar budget: hash p (period start), u (used in it)
+            local from, to = period(i)
+            local st = redis.call('HMGET', key, 'p', 'u')
+            s.stored = tonumber(st[1])
+            s.from, s.to = from, to
+            if not from then s.skewed = true
+            else
+              if s.stored == from then s.used = tonumber(st[2]) end
+              if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true end
+              s.reset = to - now
+              s.ttl = to - now
+            end
+          elseif kind == 6 then -- concurrency: sorted set of lease ids scored by when they expire
+            s.used = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+            s.ttl = arg(i, 4)
+          end
+          return s
+        end
+
+        local function expire(i, s)
+          redis.call('PEXPIRE', KEYS[i], math.ceil(s.ttl / 1000) + 1000)
+        end
+        """;
+
+    /// <summary>
+    /// Acquire: checks every layer, then writes every layer or none. Returns
+    /// <c>{1, 0, 0, now, tag1..tagN}</c> (a tag says where a layer counted the request: its window, segment or period) or
+    /// <c>{0, first refusing layer, longest retry µs among the refusing layers, now, every refusing layer}</c>; a first layer
+    /// of -i means layer i's calendar period could not be placed on the server's clock (client and server clocks a period apart).
+    /// </summary>
+    public const string Acquire = Preamble + """
+
+        local lease = ARGV[2]
+        local states = {}
+        local refusing = {}
+        local first, longest = 0, 0
+        for i = 1, n do
+          local s = inspect(i)
+          local amount = arg(i, 3)
+          local ok, retry = false, 0
+          local kind, limit = s.kind, s.limit
+          if s.skewed then
+            if first == 0 then first = -i end
+          elseif s.later then
+            retry = (kind == 1) and (s.ends - now) or (s.to - now)
+          elseif kind == 1 or kind == 5 then
+            ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
+            if not ok then retry = s.reset end
+          elseif kind == 2 then
+            ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
+            if not ok then retry = s.retry(math.max(1, s.used + amount - limit)) end
+          elseif kind == 3 then
+            ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
+            if not ok then
+              local excess = math.max(1, s.used + amount - limit)
+              local oldest = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. (now - s.window), '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
+              retry = oldest[2] and (tonumber(oldest[2]) + s.window - now) or s.window
+            end
+          elseif kind == 4 then
+            local need = math.max(amount, 1) * s.per
+            ok = s.tokens >= need
+            if not ok then retry = math.ceil((need - s.tokens) / s.rate) end
+          elseif kind == 6 then
+            ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
+            if not ok then
+              local soonest = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+              retry = soonest[2] and (tonumber(soonest[2]) - now) or 0
+            end
+          end
+          if not ok then
+            if first == 0 then first = i end
+            if retry > longest then longest = retry end
+            refusing[#refusing + 1] = i
+          end
+          s.amount = amount
+          states[i] = s
+        end
+        if first ~= 0 then
+          local refused = {0, first, longest, now}
+          for _, i in ipairs(refusing) do refused[#refused + 1] = i end
+          return refused
+        end
+
+        local result = {1, 0, 0, now}
+        for i = 1, n do
+          local s, key, amount = states[i], KEYS[i], states[i].amount
+          local tag = 0
+          if amount > 0 then
+            if s.kind == 1 then
+              redis.call('HSET', key, 'w', s.current, 'c', s.used + amount)
+              tag = s.current
+            elseif s.kind == 2 then
+              redis.call('HINCRBY', key, s.current, amount)
+              for _, stale in ipairs(s.stale) do redis.call('HDEL', key, stale) end
+              tag = s.current
+            elseif s.kind == 3 then
+              redis.call('ZREMRANGEBYSCORE', key, '-inf', now - s.window)
+              for j = 1, amount do redis.call('ZADD', key, now, lease .. ':' .. i .. ':' .. j) end
+              tag = now
+            elseif s.kind == 4 then
+              redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last)
+              s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
+            elseif s.kind == 5 then
+              redis.call('HSET', key, 'p', s.from, 'u', s.used + amount)
+              tag = s.from
+            elseif s.kind == 6 then
+              redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+              redis.call('ZADD', key, now + arg(i, 4), lease .. ':' .. i)
+            end
+            expire(i, s)
+          end
+          result[#result + 1] = tag
+        end
+        return result
+        """;
+
+    /// <summary>
+    /// Settle: per layer <c>p5</c> is the tag its acquire returned and the amount is signed:
+    /// negative refunds that much (only where the request was counted, while that window, segment or period still counts
+    /// it; a bucket gets its tokens back up to full), positive charges an overrun now (past the limit if need be), and on a
+    /// concurrency layer any amount releases the lease's slot. Returns what came back per layer.
+    /// </summary>
+    public const string Settle = Preamble + """
+
+        local lease = ARGV[2]
+        local result = {now}
+        for i = 1, n do
+          local amount = arg(i, 3)
+          local tag = arg(i, 8)
+          local key = KEYS[i]
+          local back = 0
+          if amount ~= 0 then
+            local s = inspect(i)
+            local kind = s.kind
+            if kind == 6 then
+              back = redis.call('ZREM', key, lease .. ':' .. i)
+            elseif amount < 0 then
+              local want = -amount
+              if kind == 1 and s.stored == tag then
+                local count = tonumber(redis.call('HGET', key, 'c'))
+                back = math.min(want, count)
+                redis.call('HSET', key, 'c', count - back)
+              elseif kind == 2 and tag >= s.oldest then
+                local count = tonumber(redis.call('HGET', key, tag) or '0')
+                back = math.min(want, count)
+                if back > 0 then redis.call('HINCRBY', key, tag, -back) end
+              elseif kind == 4 then
+                local room = math.floor((s.full - s.tokens) / s.per)
+                back = math.min(want, room)
+                redis.call('HSET', key, 't', s.tokens + back * s.per, 's', s.last)
+                expire(i, s)
+              elseif kind == 5 and s.stored == tag then
+                local used = tonumber(redis.call('HGET', key, 'u'))
+                back = math.min(want, used)
+                redis.call('HSET', key, 'u', used - back)
+              end
+            else
+              if kind == 1 then
+                if s.later then redis.call('HINCRBY', key, 'c', amount)
+                else redis.call('HSET', key, 'w', s.current, 'c', s.used + amount) end
+                expire(i, s)
+              elseif kind == 2 then
+                redis.call('HINCRBY', key, s.current, amount)
+                expire(i, s)
+              elseif kind == 4 then
+                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last)
+                s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
+                expire(i, s)
+              elseif kind == 5 then
+                if s.later or s.skewed then redis.call('HINCRBY', key, 'u', amount)
+                else redis.call('HSET', key, 'p', s.from, 'u', s.used + amount) end
+                if s.skewed then redis.call('PEXPIRE', KEYS[i], 90000000) else expire(i, s) end
+              end
+            end
+          end
+          result[#result + 1] = back
+        end
+        return result
+        """;
+
+    /// <summary>Usage: per layer <c>{used, reset µs}</c> at the server's now, writing nothing.</summary>
+    public const string Usage = Preamble + """
+
+        local result = {now}
+        for i = 1, n do
+          local s = inspect(i)
+          result[#result + 1] = s.used
+          result[#result + 1] = math.max(0, s.reset)
+        end
+        return result
+        """;
+}

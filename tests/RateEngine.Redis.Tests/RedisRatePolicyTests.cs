@@ -1,0 +1,267 @@
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Tests.Support;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Tests;
+
+/// <summary>
+/// The layered policy on a real Redis: every layer decided in one script, all or nothing; reconcile, step charges and
+/// dispose settle every layer in one call; calendar periods and concurrency slots; several nodes on one policy.
+/// </summary>
+[Collection(RedisCollection.Name)]
+public sealed class RedisRatePolicyTests : IDisposable
+{
+    private static readonly DateTimeOffset Start = new(2026, 12, 2, 9, 0, 0, TimeSpan.Zero);
+
+    private readonly RedisServer _server;
+    private readonly ConnectionMultiplexer _connection;
+    private readonly FakeTimeProvider _time = new(Start);
+    private readonly string _prefix = "policy-" + Guid.NewGuid().ToString("N");
+
+    public RedisRatePolicyTests(RedisServer server)
+    {
+        _server = server;
+        _connection = server.Connect();
+    }
+
+    public void Dispose() => _connection.Dispose();
+
+    [Fact]
+    public async Task AcquireAsync_OneLayerRefuses_NoLayerCountsTheRequest()
+    {
+        using RedisRatePolicy<Call> policy = Gateway();
+        for (int i = 0; i < 2; i++)
+        {
+            (await policy.AcquireAsync(new Call("ann", "browse"), new RequestCost(100, 10))).Dispose();
+        }
+
+        IReadOnlyList<LayerUsage> before = await policy.GetUsageAsync(new Call("ann", "browse"));
+        using PolicyLease refused = await policy.AcquireAsync(new Call("ann", "browse"), new RequestCost(100, 10));
+
+        Assert.False(refused.IsAcquired);
+        Assert.Equal("tool/min", refused.BlockingLayer);
+        Assert.Equal(before, await policy.GetUsageAsync(new Call("ann", "browse")));
+        Assert.Equal([2, 2, 0, 200, 20], before.Select(usage => usage.Used)); // the leases were disposed: their slots are free
+    }
+
+    [Fact]
+    public async Task AcquireAsync_Refusal_NamesTheFirstLayer_LongestRetryAfter_ServiceWideWhenAGlobalCapRefuses()
+    {
+        using RedisRatePolicy<Call> policy = Gateway(globalCents: 25);
+        (await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(10, 20))).Dispose();
+
+        using PolicyLease refused = await policy.AcquireAsync(new Call("bob", "search"), new RequestCost(10, 20));
+        Assert.False(refused.IsAcquired);
+        Assert.Equal("global cents/day", refused.BlockingLayer);
+        Assert.True(refused.IsServiceWide);
+        Assert.Equal(TimeSpan.FromHours(15), refused.RetryAfter); // 09:00 to midnight UTC
+        Assert.True(refused.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason));
+        Assert.Equal("daily cost cap reached (global cents/day)", reason);
+    }
+
+    [Fact]
+    public async Task Reconcile_BelowTheEstimate_RefundsEveryWeightedLayer_AboveChargesTheOverrunPastTheCap()
+    {
+        using RedisRatePolicy<Call> policy = Gateway();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(400, 30));
+        Assert.Equal(RequestCost.None, lease.Reconcile(new RequestCost(120, 12)));
+        lease.Dispose();
+        IReadOnlyList<LayerUsage> usage = await policy.GetUsageAsync(new Call("ann", "search"));
+        Assert.Equal(120, usage.Single(layer => layer.Layer == "tokens/day").Used);
+        Assert.Equal(12, usage.Single(layer => layer.Layer == "global cents/day").Used);
+        Assert.Equal(1, usage.Single(layer => layer.Layer == "user/min").Used); // requests stay counted
+
+        PolicyLease big = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(500, 10));
+        Assert.Equal(new RequestCost(1_500, 0), big.Reconcile(new RequestCost(2_000, 10))); // 120 + 2,000 > the 1,000 cap
+        Assert.Throws<InvalidOperationException>(() => big.Reconcile(new RequestCost(1, 1)));
+        big.Dispose();
+        Assert.Equal(2_120, (await policy.GetUsageAsync(new Call("ann", "search"))).Single(layer => layer.Layer == "tokens/day").Used);
+
+        using PolicyLease refused = await policy.AcquireAsync(new Call("ann", "translate"), new RequestCost(1, 1));
+        Assert.Equal("tokens/day", refused.BlockingLayer); // the overrun was spent: it counts
+    }
+
+    [Fact]
+    public async Task Charge_StepsPastTheEstimate_AreOverrunAtOnce_ThenReconcileSettlesAtTheActual()
+    {
+        using RedisRatePolicy<Call> policy = Gateway();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(100, 0));
+        lease.Charge(new RequestCost(60, 0));
+        lease.Charge(new RequestCost(60, 0)); // 20 past the estimate
+        Assert.Equal(120, (await policy.GetUsageAsync(new Call("ann", "search"))).Single(layer => layer.Layer == "tokens/day").Used);
+        Assert.Equal(new RequestCost(20, 0), lease.Reconcile());
+        lease.Dispose();
+        Assert.Equal(120, (await policy.GetUsageAsync(new Call("ann", "search"))).Single(layer => layer.Layer == "tokens/day").Used);
+    }
+
+    [Fact]
+    public async Task Dispose_FreesTheConcurrencySlot_AndASlotNeverReleasedExpiresAtTheLeaseTimeout()
+    {
+        using RedisRatePolicy<Call> policy = Gateway();
+        PolicyLease first = await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
+        using PolicyLease second = await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
+        Assert.Equal("streams", second.BlockingLayer);
+        Assert.Equal(TimeSpan.FromMinutes(5), second.RetryAfter);
+
+        first.Dispose();
+        PolicyLease third = await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
+        Assert.True(third.IsAcquired);
+
+        // The node holding `third` dies: its slot comes back when the lease timeout passes, not before.
+        _time.Advance(TimeSpan.FromMinutes(5) - TimeSpan.FromSeconds(1));
+        Assert.False((await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None)).IsAcquired);
+        _time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True((await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None)).IsAcquired);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_DailyBudgetInATimeZone_ResetsAtLocalMidnight()
+    {
+        TimeZoneInfo plusTwo = TimeZoneInfo.CreateCustomTimeZone("Test+2", TimeSpan.FromHours(2), "Test+2", "Test+2");
+        using RedisRatePolicy<Call> policy = Builder().AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100, plusTwo).Counting(PolicyMeter.Tokens)).Build();
+        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0))).Dispose();
+        using PolicyLease refused = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
+        Assert.Equal(TimeSpan.FromHours(13), refused.RetryAfter); // 11:00 local to midnight local
+
+        _time.Advance(TimeSpan.FromHours(13) - TimeSpan.FromTicks(10));
+        Assert.False((await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0))).IsAcquired);
+        _time.Advance(TimeSpan.FromTicks(10));
+        Assert.True((await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0))).IsAcquired);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_Tiers_EachRequestGetsItsTiersLimit()
+    {
+        var tiers = new PolicyTiers { ["free"] = { ["requests/min"] = 2 }, ["pro"] = { ["requests/min"] = 4 } };
+        using RedisRatePolicy<Call> policy = Builder()
+            .UseTiers(call => call.Tool, tiers)
+            .AddLayer("requests/min", call => call.User, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6))
+            .Build();
+        int free = 0;
+        int pro = 0;
+        for (int i = 0; i < 6; i++)
+        {
+            free += (await policy.AcquireAsync(new Call("ann", "free"), RequestCost.None)).IsAcquired ? 1 : 0;
+            pro += (await policy.AcquireAsync(new Call("bob", "pro"), RequestCost.None)).IsAcquired ? 1 : 0;
+        }
+
+        Assert.Equal((2, 4), (free, pro));
+        using PolicyLease unknown = await policy.AcquireAsync(new Call("carl", "gold"), RequestCost.None);
+        Assert.Equal("No limit is set for this request's tier on layer 'requests/min'.", unknown.Reason);
+    }
+
+    [Fact]
+    public async Task BadInput_FailsClearly_AndCountsNothing()
+    {
+        using RedisRatePolicy<Call> policy = Gateway();
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(-1, 0)));
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await policy.AcquireAsync(new Call(null!, "x"), RequestCost.None));
+        using PolicyLease tooBig = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1_001, 0));
+        Assert.Equal("tokens/day", tooBig.BlockingLayer);
+        Assert.Contains("above the cap", tooBig.Reason, StringComparison.Ordinal);
+        Assert.Throws<InvalidOperationException>(() => tooBig.Reconcile(RequestCost.None));
+        Assert.All(await policy.GetUsageAsync(new Call("ann", "x")), usage => Assert.Equal(0, usage.Used));
+
+        Assert.Throws<ArgumentException>(() => new RedisRatePolicyBuilder<Call>(Options(hybrid: true)).AddGlobalLayer("g", PolicyRule.FixedWindow(TimeSpan.FromSeconds(1), 1)).Build());
+        Assert.Throws<ArgumentException>(() => Builder().AddGlobalLayer("g", PolicyRule.FixedWindow(TimeSpan.FromSeconds(1), 1)).AddGlobalLayer("g", PolicyRule.Concurrency(1)));
+        Assert.Throws<ArgumentException>(() => Builder().AddGlobalLayer("soft", PolicyRule.Calendar(CalendarPeriod.Day, 10).AsSoft(0.5)).Build());
+        policy.Dispose();
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None));
+    }
+
+    [Fact]
+    public async Task AcquireAsync_FourNodesHammerOnePolicy_EveryCapHolds_AndEveryLayerCountsExactlyTheAdmitted()
+    {
+        // Four nodes (each its own connection and policy object) and 8 callers each, on the server's clock; windows long
+        // enough that nothing resets during the run, so each cap is a hard total.
+        const int Users = 5;
+        const int UserCap = 30;
+        const int GlobalCap = 100;
+        var nodes = Enumerable.Range(0, 4).Select(_ => _server.Connect()).ToArray();
+        var policies = nodes.Select(node => new RedisRatePolicyBuilder<Call>(new RedisLimiterOptions { Connection = node, KeyPrefix = _prefix, SyncTimeout = TimeSpan.FromSeconds(5) })
+            .AddLayer("user/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), UserCap))
+            .AddLayer("user tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 400).Counting(PolicyMeter.Tokens))
+            .AddGlobalLayer("global/hour", PolicyRule.SlidingWindowCounter(TimeSpan.FromHours(1), 4, GlobalCap))
+            .Build()).ToArray();
+        var admitted = new int[Users];
+        var tokens = new long[Users];
+        await Task.WhenAll(Enumerable.Range(0, 32).Select(caller => Task.Run(async () =>
+        {
+            var random = new Random(caller);
+            for (int i = 0; i < 40; i++)
+            {
+                int user = random.Next(Users);
+                int cost = random.Next(1, 20);
+                PolicyLease lease = await policies[caller % 4].AcquireAsync(new Call($"u{user}", "x"), new RequestCost(cost, 0));
+                if (lease.IsAcquired)
+                {
+                    Interlocked.Increment(ref admitted[user]);
+                    int actual = random.Next(0, 2 * cost);
+                    await lease.ReconcileAsync(new RequestCost(actual, 0));
+                    Interlocked.Add(ref tokens[user], actual);
+                }
+
+                lease.Dispose();
+            }
+        })));
+
+        Assert.True(admitted.Sum() <= GlobalCap, $"{admitted.Sum()} admitted past the global cap of {GlobalCap}");
+        Assert.Equal(GlobalCap, admitted.Sum()); // 1,280 attempts on 5 users of 30: the global cap is reached
+        for (int user = 0; user < Users; user++)
+        {
+            Assert.True(admitted[user] <= UserCap, $"u{user}: {admitted[user]} admitted past {UserCap}");
+            IReadOnlyList<LayerUsage> usage = await policies[0].GetUsageAsync(new Call($"u{user}", "x"));
+            Assert.Equal(admitted[user], usage[0].Used); // no refused request left a count on the user layer
+            Assert.Equal(tokens[user], usage[1].Used); // every reconcile landed exactly
+            Assert.Equal(admitted.Sum(), usage[2].Used);
+        }
+
+        foreach (ConnectionMultiplexer node in nodes)
+        {
+            node.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task AcquireAsync_ScriptFlushed_LoadsItAgain()
+    {
+        using RedisRatePolicy<Call> policy = Gateway();
+        using (PolicyLease first = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None))
+        {
+            Assert.True(first.IsAcquired);
+        }
+
+        using (ConnectionMultiplexer admin = _server.Connect(admin: true))
+        {
+            await admin.GetServer(admin.GetEndPoints()[0]).ScriptFlushAsync();
+        }
+
+        using PolicyLease second = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(second.IsAcquired);
+    }
+
+    /// <summary>A gateway's policy: IP-less for brevity; per user, per (user, tool), streams, tokens per day, a global daily cost cap.</summary>
+    private RedisRatePolicy<Call> Gateway(long globalCents = 10_000) => Builder()
+        .AddLayer("user/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 20))
+        .AddLayer("tool/min", call => $"{call.User}:{call.Tool}", PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), 2))
+        .AddLayer("streams", call => call.User, PolicyRule.Concurrency(1))
+        .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+        .AddGlobalLayer("global cents/day", PolicyRule.Calendar(CalendarPeriod.Day, globalCents).Counting(PolicyMeter.Money).AsServiceWide())
+        .WithLeaseTimeout(TimeSpan.FromMinutes(5))
+        .Build();
+
+    private RedisRatePolicyBuilder<Call> Builder() => new(Options());
+
+    private RedisLimiterOptions Options(bool hybrid = false) => new()
+    {
+        Connection = _connection,
+        KeyPrefix = _prefix,
+        ClientClock = _time,
+        SyncTimeout = TimeSpan.FromSeconds(2),
+        Hybrid = hybrid ? new RedisHybridOptions() : null,
+    };
+
+    /// <summary>A request: who calls and which tool.</summary>
+    public sealed record Call(string User, string Tool);
+}
