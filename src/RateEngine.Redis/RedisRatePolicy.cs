@@ -28,11 +28,14 @@ namespace RateEngine.Redis;
 /// or admitted holding nothing (<see cref="RedisFailureMode.FailOpen"/>); the breaker stops calls for the cool-down.</para>
 /// </remarks>
 /// <typeparam name="TContext">What the application knows about a request.</typeparam>
-public sealed class RedisRatePolicy<TContext> : IDisposable
+public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
 {
     private static readonly long UnixEpochTicks = DateTimeOffset.UnixEpoch.UtcTicks;
 
     private readonly RedisPolicyLayer<TContext>[] _layers;
+    private readonly RedisLimiterOptions _options;
+    private readonly RedisKey _pauseKey;
+    private readonly bool _combined;
     private readonly IDatabase _database;
     private readonly TimeProvider? _clientClock;
     private readonly TimeProvider _time;
@@ -42,13 +45,19 @@ public sealed class RedisRatePolicy<TContext> : IDisposable
     private readonly RedisBreaker _breaker;
     private readonly RedisMetrics _metrics;
     private readonly string _nonce = Guid.NewGuid().ToString("N");
+    private volatile string? _pausedReason;
     private long _leases;
     private long _roundTrips;
     private volatile bool _disposed;
 
-    internal RedisRatePolicy(RedisLimiterOptions options, RedisPolicyLayer<TContext>[] layers)
+    internal RedisRatePolicy(RedisLimiterOptions options, RedisPolicyLayer<TContext>[] layers, bool combined = false)
     {
         options.Validate();
+        if (layers.Select(layer => layer.Name).Distinct(StringComparer.Ordinal).Count() != layers.Length)
+        {
+            throw new ArgumentException("Two layers of the policy share a name.", nameof(layers));
+        }
+
         if (options.Hybrid is not null || options.FailureMode == RedisFailureMode.LocalFallback)
         {
             throw new ArgumentException(
@@ -57,6 +66,9 @@ public sealed class RedisRatePolicy<TContext> : IDisposable
         }
 
         _layers = layers;
+        _options = options;
+        _combined = combined;
+        _pauseKey = $"{{{options.KeyPrefix}}}:paused";
         LayerNames = [.. layers.Select(layer => layer.Name)];
         _database = options.Connection!.GetDatabase(options.Database);
         _clientClock = options.ClientClock;
@@ -170,7 +182,7 @@ public sealed class RedisRatePolicy<TContext> : IDisposable
     /// <exception cref="InvalidOperationException">A key selector returned null, or a layer has no limit for the request's tier.</exception>
     /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
     /// <exception cref="RedisException">Redis did not answer.</exception>
-    public async Task<IReadOnlyList<LayerUsage>> GetUsageAsync(TContext context, CancellationToken cancellationToken = default)
+    public async ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(TContext context, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var keys = new RedisKey[_layers.Length];
@@ -190,8 +202,134 @@ public sealed class RedisRatePolicy<TContext> : IDisposable
         return [.. _layers.Select((layer, i) => new LayerUsage(layer.Name, limits[i], result[1 + (2 * i)], TimeSpan.FromTicks(result[2 + (2 * i)] * 10)))];
     }
 
+    /// <summary>Always false: every decision is a script call on Redis (use <see cref="AcquireAsync"/>, or the bounded <see cref="Acquire"/>).</summary>
+    public bool TryAcquire(TContext context, RequestCost estimate, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out PolicyLease? lease)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        lease = null;
+        return false;
+    }
+
+    /// <summary>Whether the pause was on at this node's last decision, pause or resume (the switch itself lives on Redis).</summary>
+    public bool IsPaused => _pausedReason is not null;
+
+    /// <summary>
+    /// Pauses every node that shares this policy's <see cref="RedisLimiterOptions.KeyPrefix"/>: the switch is a Redis key
+    /// that every acquire script reads, so the whole fleet refuses (service-wide) from its next decision on.
+    /// </summary>
+    /// <exception cref="ArgumentException">The reason is blank.</exception>
+    /// <exception cref="RedisException">Redis did not take the switch.</exception>
+    /// <exception cref="TimeoutException">Redis did not answer within the sync timeout.</exception>
+    public void Pause(string reason)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        WaitBounded(_database.StringSetAsync(_pauseKey, reason));
+        _pausedReason = reason;
+    }
+
+    /// <summary>Ends the pause for every node of the prefix.</summary>
+    /// <exception cref="RedisException">Redis did not take the switch.</exception>
+    /// <exception cref="TimeoutException">Redis did not answer within the sync timeout.</exception>
+    public void Resume()
+    {
+        WaitBounded(_database.KeyDeleteAsync(_pauseKey));
+        _pausedReason = null;
+    }
+
+    /// <inheritdoc/>
+    public PolicyRule GetRule(string layer) =>
+        Array.Find(_layers, candidate => candidate.Name == layer)?.Rule ?? throw new ArgumentException($"The policy has no layer named '{layer}'.", nameof(layer));
+
+    /// <summary>Every tier's limit of the layers that take theirs from tiers (a copy).</summary>
+    public PolicyTiers GetTiers()
+    {
+        var copy = new PolicyTiers();
+        foreach (RedisPolicyLayer<TContext> layer in _layers)
+        {
+            if (layer.Rule.Limit is null && layer.Tiers is { } tiers)
+            {
+                foreach (KeyValuePair<string, IReadOnlyDictionary<string, long>> tier in tiers)
+                {
+                    if (tier.Value.TryGetValue(layer.Name, out long limit))
+                    {
+                        copy[tier.Key][layer.Name] = limit;
+                    }
+                }
+            }
+        }
+
+        return copy;
+    }
+
+    /// <summary>Replaces the tiers from the next decision on; usage already counted on Redis stays.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="tiers"/> is null.</exception>
+    /// <exception cref="ArgumentException">A tier names a layer the policy lacks.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A limit is below 1 or above 2^53.</exception>
+    /// <exception cref="InvalidOperationException">The policy is a combination (update the policies it combines).</exception>
+    public void UpdateTiers(PolicyTiers tiers)
+    {
+        ArgumentNullException.ThrowIfNull(tiers);
+        if (_combined)
+        {
+            throw new InvalidOperationException("A combined policy's tiers are its policies': update those.");
+        }
+
+        foreach (KeyValuePair<string, IReadOnlyDictionary<string, long>> tier in tiers)
+        {
+            foreach (KeyValuePair<string, long> limit in tier.Value)
+            {
+                if (!LayerNames.Contains(limit.Key))
+                {
+                    throw new ArgumentException($"Tier '{tier.Key}' names layer '{limit.Key}', which the policy lacks.", nameof(tiers));
+                }
+
+                if (limit.Value is < 1 or > RedisPolicyLayer<TContext>.MaxExact)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(tiers), limit.Value, $"Tier '{tier.Key}', layer '{limit.Key}': a limit is between 1 and 2^53.");
+                }
+            }
+        }
+
+        foreach (RedisPolicyLayer<TContext> layer in _layers)
+        {
+            layer.Tiers = tiers;
+        }
+    }
+
+    /// <summary>
+    /// One policy that decides this policy's layers and the others' in one script, all or nothing. The others must be Redis
+    /// policies on the same connection and <see cref="RedisLimiterOptions.KeyPrefix"/> (one hash tag: one cluster slot).
+    /// </summary>
+    /// <exception cref="ArgumentException">A policy is not a Redis policy of the same connection and prefix, or two layers share a name.</exception>
+    public IRatePolicy<TContext> Combine(IReadOnlyList<IRatePolicy<TContext>> others)
+    {
+        ArgumentNullException.ThrowIfNull(others);
+        var policies = others.Select(other => other is RedisRatePolicy<TContext> redis
+                && ReferenceEquals(redis._options.Connection, _options.Connection) && redis._options.KeyPrefix == _options.KeyPrefix
+            ? redis
+            : throw new ArgumentException("A Redis policy combines only with Redis policies of the same connection and key prefix (one script reaches one slot).", nameof(others)));
+        return new RedisRatePolicy<TContext>(_options, [.. _layers, .. policies.SelectMany(policy => policy._layers)], combined: true);
+    }
+
     /// <summary>Stops new acquires; leases already given out can still be reconciled and disposed.</summary>
     public void Dispose() => _disposed = true;
+
+    private void WaitBounded(Task task)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        try
+        {
+            if (!task.Wait(_syncTimeout))
+            {
+                TaskObserver.Observe(task);
+                throw new TimeoutException($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.");
+            }
+        }
+        catch (AggregateException error) when (error.InnerExceptions.Count == 1)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error.InnerException!);
+        }
+    }
 
     /// <summary>Runs the settle script for a lease (its refunds, overruns and released slots), on the client's clock if set.</summary>
     internal Task<RedisResult> Settle(RedisKey[] keys, RedisValue[] values)
@@ -218,7 +356,8 @@ public sealed class RedisRatePolicy<TContext> : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         estimate.ThrowIfNegative(nameof(estimate));
-        var keys = new RedisKey[_layers.Length];
+        var keys = new RedisKey[_layers.Length + 1];
+        keys[_layers.Length] = _pauseKey;
         var limits = new long[_layers.Length];
         var amounts = new long[_layers.Length];
         for (int i = 0; i < _layers.Length; i++)
@@ -261,13 +400,22 @@ public sealed class RedisRatePolicy<TContext> : IDisposable
     private PolicyLease Decide(Call call, RequestCost estimate, RedisResult result)
     {
         _breaker.Close();
-        var values = (long[])result!;
-        if (values[0] == 1)
+        var answer = (RedisResult[])result!;
+        if ((long)answer[0] == 1)
         {
-            return new RedisPolicyLease<TContext>(this, call.Keys, call.Limits, call.Amounts, values[4..], call.Lease, estimate);
+            _pausedReason = null;
+            return new RedisPolicyLease<TContext>(this, call.Keys[..^1], call.Limits, call.Amounts, [.. answer.Skip(4).Select(tag => (long)tag)], call.Lease, estimate);
         }
 
-        long first = values[1];
+        long first = (long)answer[1];
+        if (first == 0)
+        {
+            string reason = (string?)answer[4] ?? "paused";
+            _pausedReason = reason;
+            return new RefusedPolicyLease("pause", reason, null, serviceWide: true);
+        }
+
+        long[] values = [.. answer.Select(value => (long)value)];
         if (first < 0)
         {
             RedisPolicyLayer<TContext> skewed = _layers[(int)-first - 1];

@@ -21,7 +21,7 @@ namespace RateEngine;
 /// <c>GlobalLimiter</c>, <c>PartitionedRateLimiter.CreateChained</c>).</para>
 /// </remarks>
 /// <typeparam name="TContext">What the application knows about a request.</typeparam>
-public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
+public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposable
 {
     private readonly PolicyLayer<TContext>[] _layers;
     private readonly PolicyLayer<TContext>[] _declared;
@@ -31,7 +31,7 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     private readonly LimiterClock _clock;
     private readonly ITimer? _sweeper;
 
-    /// <summary>The policies a combined policy decides together (<see cref="Combine"/>); null for a built one.</summary>
+    /// <summary>The policies a combined policy decides together (<see cref="Combine(RatePolicy{TContext}[])"/>); null for a built one.</summary>
     private readonly RatePolicy<TContext>[]? _sources;
     private readonly bool _tracksAbandoned;
     private int _nextSweep;
@@ -98,6 +98,40 @@ public sealed class RatePolicy<TContext> : IDisposable, IAsyncDisposable
     {
         estimate.ThrowIfNegative(nameof(estimate));
         return AcquireCore(context, estimate, requests: 1);
+    }
+
+    /// <summary>Always decides at once: an in-process policy needs no I/O.</summary>
+    /// <inheritdoc cref="Acquire(TContext, RequestCost)" path="/exception"/>
+    public bool TryAcquire(TContext context, RequestCost estimate, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out PolicyLease? lease)
+    {
+        lease = Acquire(context, estimate);
+        return true;
+    }
+
+    /// <summary><see cref="Acquire(TContext, RequestCost)"/>, completed at once (the policy does not queue).</summary>
+    /// <inheritdoc cref="Acquire(TContext, RequestCost)" path="/returns|/exception"/>
+    /// <exception cref="OperationCanceledException">The token was cancelled before the decision.</exception>
+    public ValueTask<PolicyLease> AcquireAsync(TContext context, RequestCost estimate, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(Acquire(context, estimate));
+    }
+
+    /// <summary><see cref="GetUsage(TContext)"/>, completed at once.</summary>
+    /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
+    public ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(TContext context, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(GetUsage(context));
+    }
+
+    /// <summary><see cref="Combine(RatePolicy{TContext}[])"/> of this policy and <paramref name="others"/>.</summary>
+    /// <exception cref="ArgumentException">One of the others is not an in-process <see cref="RatePolicy{TContext}"/>, or as <see cref="Combine(RatePolicy{TContext}[])"/>.</exception>
+    public IRatePolicy<TContext> Combine(IReadOnlyList<IRatePolicy<TContext>> others)
+    {
+        ArgumentNullException.ThrowIfNull(others);
+        return Combine([this, .. others.Select(other => other as RatePolicy<TContext>
+            ?? throw new ArgumentException("An in-process policy combines only with in-process policies.", nameof(others)))]);
     }
 
     /// <summary>One layer's usage for the request's key, without consuming anything. Allocation-free.</summary>

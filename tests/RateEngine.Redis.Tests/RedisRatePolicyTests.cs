@@ -224,6 +224,73 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Pause_OnOneNode_RefusesServiceWideOnEveryNodeUntilResumed()
+    {
+        using RedisRatePolicy<Call> node1 = Gateway();
+        using ConnectionMultiplexer otherConnection = _server.Connect();
+        using RedisRatePolicy<Call> node2 = new RedisRatePolicyBuilder<Call>(new RedisLimiterOptions { Connection = otherConnection, KeyPrefix = _prefix, ClientClock = _time, SyncTimeout = TimeSpan.FromSeconds(2) })
+            .AddLayer("user/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 20))
+            .Build();
+
+        node1.Pause("incident 42");
+        Assert.True(node1.IsPaused);
+        using PolicyLease refused = await node2.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.IsServiceWide);
+        Assert.Equal("pause", refused.BlockingLayer);
+        Assert.Equal("incident 42", refused.Reason);
+        Assert.True(node2.IsPaused);
+        Assert.Equal(0, (await node2.GetUsageAsync(new Call("ann", "x")))[0].Used); // a paused request counts nowhere
+
+        node2.Resume();
+        using PolicyLease admitted = await node1.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(admitted.IsAcquired);
+        Assert.False(node1.IsPaused);
+        Assert.Throws<ArgumentException>(() => node1.Pause(" "));
+    }
+
+    [Fact]
+    public async Task UpdateTiers_UnderWay_TakesEffectAtTheNextDecision_KeepingUsage()
+    {
+        var tiers = new PolicyTiers { ["free"] = { ["requests/min"] = 2 } };
+        using RedisRatePolicy<Call> policy = Builder()
+            .UseTiers(_ => "free", tiers)
+            .AddLayer("requests/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)))
+            .Build();
+        (await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).Dispose();
+        (await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).Dispose();
+        Assert.False((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+
+        policy.UpdateTiers(new PolicyTiers { ["free"] = { ["requests/min"] = 3 } });
+        Assert.Equal(3, policy.GetTiers()["free"]["requests/min"]);
+        Assert.True((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired); // the 2 already counted stay
+        Assert.False((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        Assert.Throws<ArgumentException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["nope"] = 3 } }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["requests/min"] = 1L << 54 } }));
+    }
+
+    [Fact]
+    public async Task Combine_GlobalAndEndpointPolicies_DecidedTogether_AllOrNothing()
+    {
+        using RedisRatePolicy<Call> global = Builder().AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 3)).Build();
+        using RedisRatePolicy<Call> endpoint = Builder().AddLayer("user/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1)).Build();
+        IRatePolicy<Call> both = global.Combine([endpoint]);
+        Assert.Equal(["global/min", "user/min"], both.LayerNames);
+
+        Assert.True((await both.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        using PolicyLease refused = await both.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.Equal("user/min", refused.BlockingLayer);
+        Assert.Equal(1, (await global.GetUsageAsync(new Call("ann", "x")))[0].Used); // the refusal took nothing from the global layer
+        Assert.Throws<InvalidOperationException>(() => both.UpdateTiers(new PolicyTiers()));
+
+        using ConnectionMultiplexer other = _server.Connect();
+        using RedisRatePolicy<Call> elsewhere = new RedisRatePolicyBuilder<Call>(new RedisLimiterOptions { Connection = other, KeyPrefix = _prefix })
+            .AddGlobalLayer("other", PolicyRule.Concurrency(1)).Build();
+        Assert.Throws<ArgumentException>(() => global.Combine([elsewhere]));
+        Assert.Throws<ArgumentException>(() => global.Combine([global]));
+    }
+
+    [Fact]
     public async Task AcquireAsync_ScriptFlushed_LoadsItAgain()
     {
         using RedisRatePolicy<Call> policy = Gateway();

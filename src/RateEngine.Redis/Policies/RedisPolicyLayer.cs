@@ -15,7 +15,7 @@ internal sealed class RedisPolicyLayer<TContext>
 
     private readonly Func<TContext, string>? _keySelector;
     private readonly Func<TContext, string?>? _tierSelector;
-    private readonly PolicyTiers? _tiers;
+    private volatile PolicyTiers? _tiers;
     private readonly CalendarSchedule? _calendar;
     private readonly long _p1;
     private readonly long _p2;
@@ -79,6 +79,13 @@ internal sealed class RedisPolicyLayer<TContext>
     /// <summary>Every key of a policy shares one hash tag, so a request's layers are one cluster slot and one script.</summary>
     public string KeyPrefix { get; }
 
+    /// <summary>The tiers this layer reads its limit from (replaced whole by <see cref="RedisRatePolicy{TContext}.UpdateTiers"/>).</summary>
+    public PolicyTiers? Tiers
+    {
+        get => _tiers;
+        set => _tiers = value;
+    }
+
     public long AmountOf(RequestCost cost) => IsConcurrency ? 1 : cost.On(Rule.Meter);
 
     /// <summary>The request's Redis key on this layer (user code runs here, before anything is sent).</summary>
@@ -103,7 +110,7 @@ internal sealed class RedisPolicyLayer<TContext>
         }
 
         string? tier = _tierSelector?.Invoke(context);
-        if (tier is not null && _tiers is not null && _tiers.TryGetLimit(tier, Name, out long limit))
+        if (tier is not null && _tiers is { } tiers && tiers.TryGetLimit(tier, Name, out long limit))
         {
             if (limit <= MaxExact)
             {

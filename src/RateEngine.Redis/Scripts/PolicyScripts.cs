@@ -27,7 +27,7 @@ internal static class PolicyScripts
           local t = redis.call('TIME')
           now = tonumber(t[1]) * 1000000 + tonumber(t[2])
         end
-        local n = #KEYS
+        local n = (#ARGV - 2) / 8
         local function arg(i, k) return tonumber(ARGV[2 + (i - 1) * 8 + k]) end
 
         -- The calendar period containing now among the three the client computed (its clock may differ from the server's).
@@ -129,12 +129,16 @@ internal static class PolicyScripts
         """;
 
     /// <summary>
-    /// Acquire: checks every layer, then writes every layer or none. Returns
+    /// Acquire: <c>KEYS[n + 1]</c> is the policy's pause switch (its value is the operator's reason). Checks every layer,
+    /// then writes every layer or none. Returns <c>{0, 0, 0, now, reason}</c> while paused, otherwise
     /// <c>{1, 0, 0, now, tag1..tagN}</c> (a tag says where a layer counted the request: its window, segment or period) or
     /// <c>{0, first refusing layer, longest retry µs among the refusing layers, now, every refusing layer}</c>; a first layer
     /// of -i means layer i's calendar period could not be placed on the server's clock (client and server clocks a period apart).
     /// </summary>
     public const string Acquire = Preamble + """
+
+        local paused = redis.call('GET', KEYS[n + 1])
+        if paused then return {0, 0, 0, now, paused} end
 
         local lease = ARGV[2]
         local states = {}

@@ -4,7 +4,7 @@ namespace RateEngine.Timing;
 
 /// <summary>
 /// The one clock of every policy built on a given <see cref="TimeProvider"/>, with the UTC time of its origin: policies
-/// that share it read the same time, so <see cref="RatePolicy{TContext}.Combine"/> can decide all their layers at one
+/// that share it read the same time, so <see cref="RatePolicy{TContext}.Combine(RatePolicy{TContext}[])"/> can decide all their layers at one
 /// clock read.
 /// </summary>
 /// <remarks>
