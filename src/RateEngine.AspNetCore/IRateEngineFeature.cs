@@ -27,6 +27,12 @@ public interface IRateEngineFeature
     /// <summary>Settles at what the step charges counted (<see cref="PolicyLease.Reconcile()"/>).</summary>
     RequestCost Reconcile();
 
-    /// <summary>Every layer's usage for this request's keys, without consuming anything.</summary>
-    IReadOnlyList<LayerUsage> GetUsage();
+    /// <summary>Charges one step or streamed chunk without blocking a thread (<see cref="PolicyLease.ChargeAsync"/>).</summary>
+    ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default);
+
+    /// <summary>Settles at the actual cost without blocking a thread (<see cref="PolicyLease.ReconcileAsync"/>); returns the overrun.</summary>
+    ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default);
+
+    /// <summary>Every layer's usage for this request's keys, without consuming anything (a round trip for a policy on Redis).</summary>
+    ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(CancellationToken cancellationToken = default);
 }

@@ -16,7 +16,7 @@ public sealed class RateEngineBuilder<TContext>
     /// <summary>The app's services.</summary>
     public IServiceCollection Services { get; }
 
-    internal List<(string Name, Func<IServiceProvider, RatePolicy<TContext>> Create)> Policies { get; } = [];
+    internal List<(string Name, Func<IServiceProvider, IRatePolicy<TContext>> Create)> Policies { get; } = [];
 
     internal List<string> GlobalPolicies { get; } = [];
 
@@ -30,7 +30,7 @@ public sealed class RateEngineBuilder<TContext>
     /// </summary>
     /// <exception cref="ArgumentException">The name is blank, contains '+', or is registered already.</exception>
     /// <exception cref="ArgumentNullException">The factory is null.</exception>
-    public RateEngineBuilder<TContext> AddPolicy(string name, Func<IServiceProvider, RatePolicy<TContext>> create)
+    public RateEngineBuilder<TContext> AddPolicy(string name, Func<IServiceProvider, IRatePolicy<TContext>> create)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         ArgumentNullException.ThrowIfNull(create);

@@ -7,12 +7,12 @@ namespace RateEngine.AspNetCore;
 /// <typeparam name="TContext">The registration's context type.</typeparam>
 public sealed class RateEnginePolicies<TContext> : IDisposable
 {
-    private readonly Dictionary<string, RatePolicy<TContext>> _policies;
+    private readonly Dictionary<string, IRatePolicy<TContext>> _policies;
 
     internal RateEnginePolicies(IServiceProvider services, RateEngineBuilder<TContext> registration)
     {
-        _policies = new Dictionary<string, RatePolicy<TContext>>(StringComparer.Ordinal);
-        foreach ((string name, Func<IServiceProvider, RatePolicy<TContext>> create) in registration.Policies)
+        _policies = new Dictionary<string, IRatePolicy<TContext>>(StringComparer.Ordinal);
+        foreach ((string name, Func<IServiceProvider, IRatePolicy<TContext>> create) in registration.Policies)
         {
             _policies[name] = create(services) ?? throw new InvalidOperationException($"The factory of RateEngine policy '{name}' returned null.");
         }
@@ -41,8 +41,8 @@ public sealed class RateEnginePolicies<TContext> : IDisposable
 
     /// <summary>The policy registered as <paramref name="name"/>.</summary>
     /// <exception cref="KeyNotFoundException">No policy of that name is registered.</exception>
-    public RatePolicy<TContext> this[string name] =>
-        _policies.TryGetValue(name, out RatePolicy<TContext>? policy) ? policy : throw new KeyNotFoundException($"No RateEngine policy named '{name}' is registered.");
+    public IRatePolicy<TContext> this[string name] =>
+        _policies.TryGetValue(name, out IRatePolicy<TContext>? policy) ? policy : throw new KeyNotFoundException($"No RateEngine policy named '{name}' is registered.");
 
     /// <summary>Whether a policy of that name is registered.</summary>
     public bool Contains(string name) => _policies.ContainsKey(name);
@@ -50,7 +50,7 @@ public sealed class RateEnginePolicies<TContext> : IDisposable
     /// <summary>Disposes every policy (the app's services do, on shutdown).</summary>
     public void Dispose()
     {
-        foreach (RatePolicy<TContext> policy in _policies.Values)
+        foreach (IRatePolicy<TContext> policy in _policies.Values)
         {
             policy.Dispose();
         }

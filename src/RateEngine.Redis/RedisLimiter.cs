@@ -87,6 +87,14 @@ public static class RedisLimiter
             : throw new ArgumentException("The limiter was not made by RedisLimiter: its health is not Redis's.", nameof(limiter));
     }
 
+    /// <summary>The health of a <see cref="RedisRatePolicy{TContext}"/>, as <see cref="HealthCheck{TResource}(PartitionedRateLimiter{TResource})"/> tells a limiter's.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="policy"/> is null.</exception>
+    public static IHealthCheck HealthCheck<TContext>(RedisRatePolicy<TContext> policy)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        return new RedisLimiterHealthCheck(policy);
+    }
+
     /// <summary>A node's share of a limit while Redis is down: rounded down, at least 1.</summary>
     private static int Share(int limit, double share) => Math.Max(1, (int)Math.Floor(limit * share));
 

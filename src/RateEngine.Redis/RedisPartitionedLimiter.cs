@@ -122,19 +122,10 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     string IRedisLimiterHealth.LastFailure => _breaker.LastFailure;
 
     /// <summary>One PING on the limiter's connection, given up after the sync bound (a stopped server never answers).</summary>
-    async Task<TimeSpan> IRedisLimiterHealth.PingAsync(CancellationToken cancellationToken)
+    Task<TimeSpan> IRedisLimiterHealth.PingAsync(CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        Task<TimeSpan> ping = _database.PingAsync();
-        try
-        {
-            return await ping.WaitAsync(_syncTimeout, cancellationToken).ConfigureAwait(false);
-        }
-        catch
-        {
-            TaskObserver.Observe(ping);
-            throw;
-        }
+        return RedisTasks.PingWithin(_database, _syncTimeout, cancellationToken);
     }
 
     /// <summary>
@@ -219,7 +210,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         {
             if (!task.Wait(_syncTimeout))
             {
-                TaskObserver.Observe(task);
+                RedisTasks.Observe(task);
                 return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);
             }
         }
@@ -254,7 +245,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            TaskObserver.Observe(task);
+            RedisTasks.Observe(task);
             throw;
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
@@ -272,7 +263,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         _fallback?.Dispose();
         if (_local is not null)
         {
-            TaskObserver.Observe(_local.DisposeAsync().AsTask()); // unused permits go back, best effort
+            RedisTasks.Observe(_local.DisposeAsync().AsTask()); // unused permits go back, best effort
         }
     }
 
@@ -308,7 +299,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
-                TaskObserver.Observe(refill);
+                RedisTasks.Observe(refill);
                 throw;
             }
             catch (Exception error) when (error is RedisException or TimeoutException)
@@ -341,7 +332,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 TimeSpan left = _syncTimeout - Stopwatch.GetElapsedTime(started);
                 if (left <= TimeSpan.Zero || !refill.Wait(left))
                 {
-                    TaskObserver.Observe(refill);
+                    RedisTasks.Observe(refill);
                     return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);
                 }
             }

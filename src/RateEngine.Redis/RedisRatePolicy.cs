@@ -28,7 +28,7 @@ namespace RateEngine.Redis;
 /// or admitted holding nothing (<see cref="RedisFailureMode.FailOpen"/>); the breaker stops calls for the cool-down.</para>
 /// </remarks>
 /// <typeparam name="TContext">What the application knows about a request.</typeparam>
-public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
+public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLimiterHealth
 {
     private static readonly long UnixEpochTicks = DateTimeOffset.UnixEpoch.UtcTicks;
 
@@ -134,7 +134,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            TaskObserver.Observe(task);
+            RedisTasks.Observe(task);
             throw;
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
@@ -166,7 +166,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
         {
             if (!task.Wait(_syncTimeout))
             {
-                TaskObserver.Observe(task);
+                RedisTasks.Observe(task);
                 return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", estimate);
             }
         }
@@ -179,7 +179,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
     }
 
     /// <summary>Every layer's usage for the request's keys (one script call that writes nothing), in the order the layers were added.</summary>
-    /// <exception cref="InvalidOperationException">A key selector returned null, or a layer has no limit for the request's tier.</exception>
+    /// <exception cref="InvalidOperationException">A key selector returned null, a layer has no limit for the request's tier, or the breaker is open (Redis failed within the cool-down).</exception>
     /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
     /// <exception cref="RedisException">Redis did not answer.</exception>
     public async ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(TContext context, CancellationToken cancellationToken = default)
@@ -198,7 +198,23 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
             _layers[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), limits[i], amount: 0, tag: 0, clientNow);
         }
 
-        var result = (long[])(await Eval(PolicyScripts.Usage, keys, values).WaitAsync(cancellationToken).ConfigureAwait(false))!;
+        if (_breaker.IsOpen)
+        {
+            throw new InvalidOperationException($"Redis is unavailable ({_breaker.LastFailure}): usage cannot be read until it answers again.");
+        }
+
+        long[] result;
+        try
+        {
+            result = (long[])(await Eval(PolicyScripts.Usage, keys, values).WaitAsync(cancellationToken).ConfigureAwait(false))!;
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            Trip(error.Message);
+            throw;
+        }
+
+        _breaker.Close();
         return [.. _layers.Select((layer, i) => new LayerUsage(layer.Name, limits[i], result[1 + (2 * i)], TimeSpan.FromTicks(result[2 + (2 * i)] * 10)))];
     }
 
@@ -223,7 +239,8 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
     public void Pause(string reason)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
-        WaitBounded(_database.StringSetAsync(_pauseKey, reason));
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        RedisTasks.WaitWithin(_database.StringSetAsync(_pauseKey, reason), _syncTimeout);
         _pausedReason = reason;
     }
 
@@ -232,7 +249,8 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
     /// <exception cref="TimeoutException">Redis did not answer within the sync timeout.</exception>
     public void Resume()
     {
-        WaitBounded(_database.KeyDeleteAsync(_pauseKey));
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        RedisTasks.WaitWithin(_database.KeyDeleteAsync(_pauseKey), _syncTimeout);
         _pausedReason = null;
     }
 
@@ -314,22 +332,21 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>
     /// <summary>Stops new acquires; leases already given out can still be reconciled and disposed.</summary>
     public void Dispose() => _disposed = true;
 
-    private void WaitBounded(Task task)
+    string IRedisLimiterHealth.KeyPrefix => _options.KeyPrefix;
+
+    RedisFailureMode IRedisLimiterHealth.FailureMode => _failureMode;
+
+    bool IRedisLimiterHealth.IsDegraded => _breaker.IsDegraded;
+
+    string IRedisLimiterHealth.LastFailure => _breaker.LastFailure;
+
+    long IRedisLimiterHealth.Failures => _breaker.Failures;
+
+    Task<TimeSpan> IRedisLimiterHealth.PingAsync(CancellationToken cancellationToken)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        try
-        {
-            if (!task.Wait(_syncTimeout))
-            {
-                TaskObserver.Observe(task);
-                throw new TimeoutException($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.");
-            }
-        }
-        catch (AggregateException error) when (error.InnerExceptions.Count == 1)
-        {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error.InnerException!);
-        }
+        return RedisTasks.PingWithin(_database, _syncTimeout, cancellationToken);
     }
+
 
     /// <summary>Runs the settle script for a lease (its refunds, overruns and released slots), on the client's clock if set.</summary>
     internal Task<RedisResult> Settle(RedisKey[] keys, RedisValue[] values)

@@ -35,11 +35,18 @@ public static class GatewayEndpoints
         int prompt = FakeModel.PromptTokens(body);
         int output = FakeModel.OutputTokens(body);
         var actual = new RequestCost(prompt + output, FakeModel.Prices.MicroDollars(body.Model, prompt, output));
-        rate?.Charge(new RequestCost(prompt, FakeModel.Prices.MicroDollars(body.Model, prompt, 0)));
+        if (rate is not null)
+        {
+            await rate.ChargeAsync(new RequestCost(prompt, FakeModel.Prices.MicroDollars(body.Model, prompt, 0)), CancellationToken.None);
+        }
 
         if (!body.Stream)
         {
-            rate?.Reconcile(actual);
+            if (rate is not null)
+            {
+                await rate.ReconcileAsync(actual, CancellationToken.None);
+            }
+
             estimator.Observe(body.Model, output);
             await http.Response.WriteAsJsonAsync(new
             {
@@ -62,16 +69,23 @@ public static class GatewayEndpoints
             string text = string.Join(' ', Enumerable.Range(sent, chunk).Select(FakeModel.Word));
             await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { delta = text })}\n\n", http.RequestAborted);
             await http.Response.Body.FlushAsync(http.RequestAborted);
-            rate?.Charge(new RequestCost(chunk, FakeModel.Prices.MicroDollars(body.Model, 0, chunk)));
+            if (rate is not null)
+            {
+                await rate.ChargeAsync(new RequestCost(chunk, FakeModel.Prices.MicroDollars(body.Model, 0, chunk)), CancellationToken.None); // it was sent: it counts
+            }
         }
 
-        rate?.Reconcile(actual);
+        if (rate is not null)
+        {
+            await rate.ReconcileAsync(actual, CancellationToken.None);
+        }
+
         estimator.Observe(body.Model, output);
         await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { usage = new { prompt_tokens = prompt, completion_tokens = output } })}\n\ndata: [DONE]\n\n");
     }
 
     /// <summary>The caller's usage and what is left, per layer (<c>?tool=</c> picks the tool layer's key; default chat).</summary>
-    private static IResult Usage(HttpContext http, RateEnginePolicies<ChatRequest> policies, string? tool, string? model)
+    private static async Task<IResult> Usage(HttpContext http, RateEnginePolicies<ChatRequest> policies, string? tool, string? model)
     {
         GatewayUser caller = GatewayRequests.Caller(http);
         var request = new ChatRequest(GatewayRequests.ClientIp(http), caller.User, caller.Team, caller.Tier, tool ?? "chat", model ?? "small", 0);
@@ -81,7 +95,7 @@ public static class GatewayEndpoints
             team = caller.Team,
             tier = caller.Tier,
             paused = policies[PolicyName].IsPaused,
-            layers = policies[PolicyName].GetUsage(request).Select(usage => new
+            layers = (await policies[PolicyName].GetUsageAsync(request, http.RequestAborted)).Select(usage => new
             {
                 layer = usage.Layer,
                 limit = usage.Limit,

@@ -31,14 +31,15 @@ public static class GatewayPolicy
         ["service"] = { ["global cost/day"] = 50_000 * 100 * MicroDollarsPerCent }, // $50,000 a day for the whole service
     };
 
+    public static string ToolTier(ChatRequest request) => ExpensiveTools.Contains(request.Tool) ? "expensive tool" : "standard tool";
+
     public static RatePolicy<ChatRequest> Create(TimeProvider time, Action<ThresholdCrossing> onThreshold) =>
         new RatePolicyBuilder<ChatRequest>()
             .UseTimeProvider(time)
             .UseTiers(request => request.Tier, Tiers())
             .AddLayer("ip", request => request.ClientIp, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, limit: 100))
             .AddLayer("user", ByUser, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), limit: 20))
-            .AddNestedLayer("tool calls/min", ByUser, request => request.Tool, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)),
-                tierSelector: request => ExpensiveTools.Contains(request.Tool) ? "expensive tool" : "standard tool")
+            .AddNestedLayer("tool calls/min", ByUser, request => request.Tool, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)), tierSelector: ToolTier)
             .AddLayer("user streams", ByUser, PolicyRule.Concurrency())
             .AddLayer("user tokens/min", ByUser,
                 PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6).Counting(PolicyMeter.Tokens))

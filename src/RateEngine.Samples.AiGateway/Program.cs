@@ -1,9 +1,13 @@
 // An AI gateway in front of a simulated LLM, protected by the README's RateEngine policy.
 //   dotnet run --project src/RateEngine.Samples.AiGateway                    (http://127.0.0.1:5080)
+//   dotnet run --project src/RateEngine.Samples.AiGateway -- --redis 127.0.0.1:6379 (the policy on Redis, shared by every instance)
 //   dotnet run --project src/RateEngine.Samples.AiGateway -- --limiter inbox (the in-box chained limiters, for the bench)
 //   dotnet run --project src/RateEngine.Samples.AiGateway -- --limiter none  (no limiter, for the bench)
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using RateEngine.AspNetCore;
+using RateEngine.Redis;
 using RateEngine.Samples.AiGateway;
+using StackExchange.Redis;
 
 WebApplication app = GatewayApp.Build(args);
 await app.RunAsync();
@@ -23,7 +27,7 @@ namespace RateEngine.Samples.AiGateway
             string limiter = builder.Configuration["limiter"] ?? "rateengine";
             switch (limiter)
             {
-                case "rateengine":
+                case "rateengine" when builder.Configuration["redis"] is not { Length: > 0 }:
                     // README:aspnet:begin
                     builder.Services.AddRateEngine<ChatRequest>(GatewayRequests.ReadAsync, engine => engine
                         .AddPolicy(GatewayEndpoints.PolicyName, services =>
@@ -35,6 +39,18 @@ namespace RateEngine.Samples.AiGateway
                         .UseEstimate(GatewayRequests.Estimate)
                         .UseModel(request => request.Model));
                     // README:aspnet:end
+                    break;
+                case "rateengine" when builder.Configuration["redis"] is { Length: > 0 } redis:
+                    // Every instance shares the policy's state on Redis: one multiplexer for the app, one script per decision.
+                    builder.Services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect($"{redis},abortConnect=false"));
+                    builder.Services.AddRateEngine<ChatRequest>(GatewayRequests.ReadAsync, engine => engine
+                        .AddPolicy(GatewayEndpoints.PolicyName, services => GatewayPolicyOnRedis.Create(
+                            services.GetRequiredService<IConnectionMultiplexer>(), services.GetRequiredService<ILoggerFactory>()))
+                        .UseEstimate(GatewayRequests.Estimate)
+                        .UseModel(request => request.Model));
+                    builder.Services.AddHealthChecks().Add(new HealthCheckRegistration(
+                        "redis", services => RedisLimiter.HealthCheck((RedisRatePolicy<ChatRequest>)services.GetRequiredService<RateEnginePolicies<ChatRequest>>()[GatewayEndpoints.PolicyName]),
+                        failureStatus: null, tags: null));
                     break;
                 case "inbox":
                     builder.Services.AddRateLimiter(options =>
@@ -57,6 +73,10 @@ namespace RateEngine.Samples.AiGateway
             }
 
             GatewayEndpoints.Map(app, rateEngine: limiter == "rateengine");
+            if (builder.Configuration["redis"] is { Length: > 0 })
+            {
+                app.MapHealthChecks("/health");
+            }
             return app;
         }
     }

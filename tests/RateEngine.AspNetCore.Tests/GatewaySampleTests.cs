@@ -7,6 +7,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.AspNetCore.Tests.Support;
+using static RateEngine.AspNetCore.Tests.Support.GatewayCalls;
 using RateEngine.Samples.AiGateway;
 
 namespace RateEngine.AspNetCore.Tests;
@@ -180,40 +181,5 @@ public sealed class GatewaySampleTests
             }
         });
         return RunningApp.StartAsync(app);
-    }
-
-    private static Task<HttpResponseMessage> Chat(RunningApp gateway, string key, string path = "/v1/chat/completions", string model = "small", bool stream = false) =>
-        gateway.Client.SendAsync(ChatRequest(key, path, stream, model: model));
-
-    private static HttpRequestMessage ChatRequest(string key, string path, bool stream, int maxTokens = 300, string model = "small")
-    {
-        var request = new HttpRequestMessage(HttpMethod.Post, path)
-        {
-            Content = JsonContent.Create(new { model, max_tokens = maxTokens, stream, messages = new[] { new { role = "user", content = "How do layered rate limits work?" } } }),
-        };
-        request.Headers.Add("Authorization", $"Bearer {key}");
-        return request;
-    }
-
-    private static Task<HttpResponseMessage> Admin(RunningApp gateway, string path)
-    {
-        var request = new HttpRequestMessage(HttpMethod.Post, path);
-        request.Headers.Add("X-Admin-Key", "admin-secret");
-        return gateway.Client.SendAsync(request);
-    }
-
-    private static async Task<JsonElement> Problem(HttpResponseMessage response)
-    {
-        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
-        return await response.Content.ReadFromJsonAsync<JsonElement>();
-    }
-
-    private static async Task<JsonElement> Layer(RunningApp gateway, string key, string layer)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Get, "/usage");
-        request.Headers.Add("Authorization", $"Bearer {key}");
-        using HttpResponseMessage response = await gateway.Client.SendAsync(request);
-        JsonElement usage = await response.Content.ReadFromJsonAsync<JsonElement>();
-        return usage.GetProperty("layers").EnumerateArray().Single(item => item.GetProperty("layer").GetString() == layer);
     }
 }

@@ -74,7 +74,7 @@ public sealed class RateEngineMiddlewareTests
         await using RunningApp app = await StartAsync(
             engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 100)),
             new Dictionary<string, string?> { ["RateEngine:UnknownRetryAfterSeconds"] = "30" });
-        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
 
         policy.Pause("maintenance until 10:00");
         using HttpResponseMessage paused = await app.Client.SendAsync(Request("/chat", "alice"));
@@ -105,11 +105,11 @@ public sealed class RateEngineMiddlewareTests
         using JsonDocument problem = JsonDocument.Parse(await refused.Content.ReadAsStringAsync());
         Assert.Equal("service+chat", problem.RootElement.GetProperty("policy").GetString());
         Assert.Equal("user", problem.RootElement.GetProperty("layer").GetString());
-        Assert.Equal(100, policies["service"].GetUsage(Context("alice"), "service tokens/day").Used);
+        Assert.Equal(100, ((RatePolicy<HttpContext>)policies["service"]).GetUsage(Context("alice"), "service tokens/day").Used);
 
         // An endpoint without a RateEngine policy of its own is still under the global one.
         Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "alice", estimate: 50))).StatusCode);
-        Assert.Equal(150, policies["service"].GetUsage(Context("alice"), "service tokens/day").Used);
+        Assert.Equal(150, ((RatePolicy<HttpContext>)policies["service"]).GetUsage(Context("alice"), "service tokens/day").Used);
     }
 
     [Fact]
@@ -125,15 +125,15 @@ public sealed class RateEngineMiddlewareTests
         using HttpResponseMessage refused = await app.Client.SendAsync(Request("/chat", "alice", estimate: 101));
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
-        Assert.Equal(0, policies["chat"].GetUsage(Context("alice"), "user").Used);
-        Assert.Equal(0, policies["chat"].GetUsage(Context("alice"), "user tokens/day").Used);
+        Assert.Equal(0, ((RatePolicy<HttpContext>)policies["chat"]).GetUsage(Context("alice"), "user").Used);
+        Assert.Equal(0, ((RatePolicy<HttpContext>)policies["chat"]).GetUsage(Context("alice"), "user tokens/day").Used);
     }
 
     [Fact]
     public async Task Reconcile_FromTheEndpoint_ChangesTheRemainingBudget()
     {
         await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100, tokensPerDay: 1_000)).UseEstimate(EstimateHeader));
-        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
 
         using HttpResponseMessage response = await app.Client.SendAsync(Request("/reconcile?actual=120", "alice", estimate: 500));
 
@@ -148,7 +148,7 @@ public sealed class RateEngineMiddlewareTests
     public async Task Request_EndsWithoutReconcile_KeepsItsEstimate()
     {
         await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100, tokensPerDay: 1_000)).UseEstimate(EstimateHeader));
-        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
 
         Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice", estimate: 300))).StatusCode);
 
@@ -160,7 +160,7 @@ public sealed class RateEngineMiddlewareTests
     {
         var settled = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
         await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100, tokensPerDay: 10_000)).UseEstimate(EstimateHeader));
-        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
 
         using (HttpResponseMessage response = await app.Client.SendAsync(Request("/stream", "alice", estimate: 5_000), HttpCompletionOption.ResponseHeadersRead))
         {
@@ -198,7 +198,7 @@ public sealed class RateEngineMiddlewareTests
         Assert.Equal(1, measured.Where(m => m.Tags["rateengine.result"] as string == "admitted").Sum(m => m.Value));
         Assert.All(measured.Where(m => m.Tags["rateengine.result"] as string == "rejected"), m => Assert.Equal("user", m.Tags["rateengine.layer"]));
         Assert.All(measured, m => Assert.Equal("chat", m.Tags["rateengine.policy"]));
-        Assert.Equal(1, app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"].GetUsage(Context("alice"), "user").Used);
+        Assert.Equal(1, ((RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"]).GetUsage(Context("alice"), "user").Used);
     }
 
     [Fact]

@@ -33,7 +33,7 @@ public sealed class RateEngineOptionsTests
     public async Task Start_ConfiguredTier_OverridesOnlyThePairsItNames()
     {
         await using RunningApp app = await StartTieredAsync(new() { ["RateEngine:Policies:chat:Tiers:free:user"] = "1" });
-        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
 
         PolicyTiers tiers = policy.GetTiers();
 
@@ -49,7 +49,7 @@ public sealed class RateEngineOptionsTests
     {
         await using RunningApp app = await StartTieredAsync(new() { ["RateEngine:Policies:chat:Tiers:free:user"] = "2" });
         var configuration = (IConfigurationRoot)app.Services.GetRequiredService<IConfiguration>();
-        RatePolicy<HttpContext> policy = app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
         Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
         Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);

@@ -29,7 +29,7 @@ internal sealed class RateEngineOptionsValidator<TContext>(RateEnginePolicies<TC
                 continue;
             }
 
-            RatePolicy<TContext> policy = policies[policyName];
+            IRatePolicy<TContext> policy = policies[policyName];
             foreach ((string tier, Dictionary<string, long> limits) in policyOptions.Tiers)
             {
                 foreach ((string layer, long limit) in limits)
@@ -50,7 +50,7 @@ internal sealed class RateEngineOptionsValidator<TContext>(RateEnginePolicies<TC
         }
     }
 
-    private static void CheckLimit(List<string> failures, RatePolicy<TContext> policy, string key, string layer, long limit)
+    private static void CheckLimit(List<string> failures, IRatePolicy<TContext> policy, string key, string layer, long limit)
     {
         if (!policy.LayerNames.Contains(layer))
         {

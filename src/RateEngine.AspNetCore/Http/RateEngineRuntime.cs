@@ -74,7 +74,17 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
             return PendingLease.Instance;
         }
 
-        return Decide(http, combination, context.GetAwaiter().GetResult());
+        TContext ready = context.GetAwaiter().GetResult();
+        long started = _time.GetTimestamp();
+        RequestCost estimate = _registration.Estimate?.Invoke(http, ready) ?? RequestCost.None;
+        if (!combination.Policy.TryAcquire(ready, estimate, out PolicyLease? lease))
+        {
+            // A policy on a shared store decides with a round trip: AcquireAsync does, with the context already read.
+            http.Features.Set(new PendingContext(Task.FromResult(ready)));
+            return PendingLease.Instance;
+        }
+
+        return Record(http, combination, ready, lease, started);
     }
 
     /// <summary>The in-box acquire, asynchronous: awaits the request's context when it was not ready.</summary>
@@ -93,14 +103,15 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         Task<TContext> pending = http.Features.Get<PendingContext>()?.Context ?? _context(http).AsTask();
         http.Features.Set<PendingContext?>(null);
         TContext context = await pending.WaitAsync(cancellationToken).ConfigureAwait(false);
-        return Decide(http, combination, context);
-    }
-
-    private RateLimitLease Decide(HttpContext http, Combination<TContext> combination, TContext context)
-    {
         long started = _time.GetTimestamp();
         RequestCost estimate = _registration.Estimate?.Invoke(http, context) ?? RequestCost.None;
-        PolicyLease lease = combination.Policy.Acquire(context, estimate);
+        PolicyLease lease = await combination.Policy.AcquireAsync(context, estimate, cancellationToken).ConfigureAwait(false);
+        return Record(http, combination, context, lease, started);
+    }
+
+    /// <summary>Keeps the decision on the request (every later acquire of it sees it), meters and logs it.</summary>
+    private RateLimitLease Record(HttpContext http, Combination<TContext> combination, TContext context, PolicyLease lease, long started)
+    {
         string? model = _registration.Model?.Invoke(context);
         var decision = new RequestDecision<TContext>(this, http, combination, context, lease, model);
         http.Features.Set<IRateEngineFeature>(decision);
@@ -139,7 +150,7 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
             return null;
         }
 
-        RatePolicy<TContext> policy = names.Length == 1 ? _policies[names[0]] : RatePolicy<TContext>.Combine([.. names.Select(name => _policies[name])]);
+        IRatePolicy<TContext> policy = names.Length == 1 ? _policies[names[0]] : _policies[names[0]].Combine([.. names.Skip(1).Select(name => _policies[name])]);
         return new Combination<TContext>(string.Join('+', names), policy);
     }
 

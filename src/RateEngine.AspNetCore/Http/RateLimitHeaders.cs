@@ -19,7 +19,7 @@ internal static class RateLimitHeaders
     /// <summary>The largest integer a Structured Field may carry (15 digits).</summary>
     private const long MaxSfInteger = 999_999_999_999_999;
 
-    public static void WriteIetf<TContext>(IHeaderDictionary headers, RatePolicy<TContext> policy, IReadOnlyList<LayerUsage> usage, string? blockingLayer)
+    public static void WriteIetf<TContext>(IHeaderDictionary headers, IRatePolicy<TContext> policy, IReadOnlyList<LayerUsage> usage, string? blockingLayer)
     {
         var policies = new StringBuilder();
         var current = new StringBuilder();
@@ -54,7 +54,7 @@ internal static class RateLimitHeaders
         }
     }
 
-    public static void WriteOpenAi<TContext>(IHeaderDictionary headers, RatePolicy<TContext> policy, IReadOnlyList<LayerUsage> usage)
+    public static void WriteOpenAi<TContext>(IHeaderDictionary headers, IRatePolicy<TContext> policy, IReadOnlyList<LayerUsage> usage)
     {
         WriteTightest(headers, policy, usage, PolicyMeter.Requests, "requests");
         WriteTightest(headers, policy, usage, PolicyMeter.Tokens, "tokens");
@@ -64,7 +64,7 @@ internal static class RateLimitHeaders
     public static long Seconds(TimeSpan span) => span <= TimeSpan.Zero ? 0 : (long)Math.Ceiling(span.TotalSeconds);
 
     // The layer with the least left decides what a client can send next.
-    private static void WriteTightest<TContext>(IHeaderDictionary headers, RatePolicy<TContext> policy, IReadOnlyList<LayerUsage> usage, PolicyMeter meter, string unit)
+    private static void WriteTightest<TContext>(IHeaderDictionary headers, IRatePolicy<TContext> policy, IReadOnlyList<LayerUsage> usage, PolicyMeter meter, string unit)
     {
         LayerUsage? tightest = null;
         foreach (LayerUsage layer in usage)

@@ -19,7 +19,7 @@ internal static class RejectionWriter
         response.StatusCode = status;
         response.Headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
 
-        IReadOnlyList<LayerUsage> usage = decision.GetUsage();
+        IReadOnlyList<LayerUsage> usage = await decision.UsageForHeadersAsync(cancellationToken).ConfigureAwait(false);
         RateLimitHeaders.WriteIetf(response.Headers, decision.Policy, usage, lease.BlockingLayer);
         if (options.OpenAiHeaders)
         {

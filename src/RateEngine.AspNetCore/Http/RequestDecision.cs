@@ -34,7 +34,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
     public PolicyLease Lease { get; }
 
-    public RatePolicy<TContext> Policy => _combination.Policy;
+    public IRatePolicy<TContext> Policy => _combination.Policy;
 
     /// <summary>What the in-box middleware holds: the refusal itself, or a lease whose dispose ends the request's hold.</summary>
     public RateLimitLease InBoxLease() => _held ?? (RateLimitLease)Lease;
@@ -50,12 +50,40 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
     public RequestCost Reconcile() => Reconcile(Lease.Consumed);
 
-    public IReadOnlyList<LayerUsage> GetUsage() => _combination.Policy.GetUsage(_context);
+    public ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(CancellationToken cancellationToken = default) =>
+        _combination.Policy.GetUsageAsync(_context, cancellationToken);
 
-    public Task WriteSuccessHeaders()
+    public async ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default) =>
+        await Lease.ChargeAsync(step, cancellationToken).ConfigureAwait(false);
+
+    public async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
+    {
+        RequestCost overrun = await Lease.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
+        Settled(actual, RateEngineMetrics.Reconciled);
+        return overrun;
+    }
+
+    /// <summary>
+    /// The usage the response headers show: best effort, since a policy on a store that stopped answering (the reason a
+    /// request may be refused) cannot say; the response then goes out without the usage fields.
+    /// </summary>
+    public async ValueTask<IReadOnlyList<LayerUsage>> UsageForHeadersAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await GetUsageAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException and not ObjectDisposedException)
+        {
+            Log.UsageUnavailable(_runtime.Logger, PolicyName, exception);
+            return [];
+        }
+    }
+
+    public async Task WriteSuccessHeaders()
     {
         RateEngineOptions options = _runtime.Options;
-        IReadOnlyList<LayerUsage> usage = GetUsage();
+        IReadOnlyList<LayerUsage> usage = await UsageForHeadersAsync(_http.RequestAborted).ConfigureAwait(false);
         if (options.RateLimitFieldsOnSuccess)
         {
             RateLimitHeaders.WriteIetf(_http.Response.Headers, Policy, usage, blockingLayer: null);
@@ -65,8 +93,6 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
         {
             RateLimitHeaders.WriteOpenAi(_http.Response.Headers, Policy, usage);
         }
-
-        return Task.CompletedTask;
     }
 
     /// <summary>The request is over (the middleware disposed its lease).</summary>
@@ -85,6 +111,13 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
             catch (InvalidOperationException)
             {
                 // Settled meanwhile by the endpoint's own reconcile.
+            }
+#pragma warning disable CA1031 // the request is over: a store that did not answer must not fail its response
+            catch (Exception exception)
+#pragma warning restore CA1031
+            {
+                // The Redis policy's store did not answer: the lease keeps its estimate (stricter), and the log says so.
+                Log.SettleFailed(_runtime.Logger, PolicyName, exception);
             }
         }
 

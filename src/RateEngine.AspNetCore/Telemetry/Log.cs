@@ -15,4 +15,10 @@ internal static partial class Log
 
     [LoggerMessage(4, LogLevel.Error, "RateEngine ignored a configuration reload: the tiers in force stay", EventName = "TiersReloadFailed")]
     public static partial void TiersReloadFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(5, LogLevel.Warning, "Policy {Policy} could not settle an abandoned request at what it charged: it keeps its estimate", EventName = "SettleFailed")]
+    public static partial void SettleFailed(ILogger logger, string policy, Exception exception);
+
+    [LoggerMessage(6, LogLevel.Warning, "Policy {Policy}'s usage could not be read for the response headers: they go out without it", EventName = "UsageUnavailable")]
+    public static partial void UsageUnavailable(ILogger logger, string policy, Exception exception);
 }

@@ -80,7 +80,7 @@ internal sealed class LocalReservations : IAsyncDisposable
         // Low water: a quarter of the block left, so the next one is on its way before this one runs out.
         if (Volatile.Read(ref block.Remaining) * 4 < block.Granted && _mayCall())
         {
-            TaskObserver.Observe(StartRefill(key, rule, need: 0));
+            RedisTasks.Observe(StartRefill(key, rule, need: 0));
         }
 
         return true;
@@ -157,7 +157,7 @@ internal sealed class LocalReservations : IAsyncDisposable
             }
             else if (_time.GetTimestamp() < old.ExpiresAt)
             {
-                TaskObserver.Observe(_return(key, rule, old.Period, leftover));
+                RedisTasks.Observe(_return(key, rule, old.Period, leftover));
             }
         }
     }
@@ -172,7 +172,7 @@ internal sealed class LocalReservations : IAsyncDisposable
             LocalKey key = entry.Value;
             if (now - Volatile.Read(ref key.LastUsed) >= _idleTicks && key.Refill is not { IsCompleted: false })
             {
-                TaskObserver.Observe(ReturnLeftover(key));
+                RedisTasks.Observe(ReturnLeftover(key));
                 _keys.TryRemove(entry);
                 _rules.TryRemove(entry.Key, out _);
             }

@@ -178,7 +178,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             {
                 // Not awaited: a dispose never blocks on the network. Given up on, a slot frees itself at the lease timeout
                 // and an unreconciled estimate stays counted (stricter).
-                TaskObserver.Observe(RunAsync(amounts));
+                RedisTasks.Observe(RunAsync(amounts));
             }
         }
         finally
@@ -223,21 +223,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         return task.Result;
     }
 
-    private void Wait(Task task)
-    {
-        try
-        {
-            if (!task.Wait(_policy.SyncTimeout))
-            {
-                TaskObserver.Observe(task);
-                throw new TimeoutException($"Redis did not settle the lease within {_policy.SyncTimeout.TotalMilliseconds:F0} ms.");
-            }
-        }
-        catch (AggregateException error) when (error.InnerExceptions.Count == 1)
-        {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error.InnerException!);
-        }
-    }
+    private void Wait(Task task) => RedisTasks.WaitWithin(task, _policy.SyncTimeout);
 
     private void ThrowIfNotOpen()
     {

@@ -1,0 +1,44 @@
+using System.Runtime.ExceptionServices;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis;
+
+/// <summary>How the Redis mode waits: the sync paths block at most a bound, and no call given up on goes unobserved.</summary>
+internal static class RedisTasks
+{
+    /// <summary>Observes the exception of a call given up on (timed out, cancelled, fire-and-forget).</summary>
+    public static void Observe(Task task) =>
+        task.ContinueWith(static done => _ = done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    /// <summary>Blocks at most <paramref name="bound"/> for <paramref name="task"/>; throws its own exception, or a <see cref="TimeoutException"/>.</summary>
+    public static void WaitWithin(Task task, TimeSpan bound)
+    {
+        try
+        {
+            if (!task.Wait(bound))
+            {
+                Observe(task);
+                throw new TimeoutException($"Redis did not answer within {bound.TotalMilliseconds:F0} ms.");
+            }
+        }
+        catch (AggregateException error) when (error.InnerExceptions.Count == 1)
+        {
+            ExceptionDispatchInfo.Throw(error.InnerException!);
+        }
+    }
+
+    /// <summary>One PING, given up after <paramref name="bound"/> (a stopped server never answers).</summary>
+    public static async Task<TimeSpan> PingWithin(IDatabase database, TimeSpan bound, CancellationToken cancellationToken)
+    {
+        Task<TimeSpan> ping = database.PingAsync();
+        try
+        {
+            return await ping.WaitAsync(bound, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            Observe(ping);
+            throw;
+        }
+    }
+}

@@ -1,0 +1,133 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.AspNetCore.Tests.Support;
+using static RateEngine.AspNetCore.Tests.Support.GatewayCalls;
+using RateEngine.Redis.Tests.Support;
+using RateEngine.Samples.AiGateway;
+
+namespace RateEngine.AspNetCore.Tests;
+
+/// <summary>
+/// The sample gateway with <c>--redis</c>: two instances on real Kestrel share one real redis-server, so every cap, the
+/// pause and the usage are the fleet's, not an instance's.
+/// </summary>
+public sealed class GatewayOnRedisTests : IDisposable
+{
+    private readonly RedisServer _redis = new();
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 2, 9, 0, 0, TimeSpan.Zero));
+
+    public void Dispose() => _redis.Dispose();
+
+    [Fact]
+    public async Task Chat_TwoInstances_ShareTheUsersTwentyAMinute()
+    {
+        await using RunningApp a = await StartAsync();
+        await using RunningApp b = await StartAsync();
+
+        for (int i = 0; i < 20; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await Chat(i % 2 == 0 ? a : b, "sk-alice")).StatusCode);
+        }
+
+        foreach (RunningApp instance in new[] { a, b })
+        {
+            using HttpResponseMessage refused = await Chat(instance, "sk-alice");
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            Assert.Equal("user", (await Problem(refused)).GetProperty("layer").GetString());
+            Assert.NotNull(refused.Headers.RetryAfter?.Delta);
+        }
+
+        Assert.Equal(HttpStatusCode.OK, (await Chat(b, "sk-bob")).StatusCode); // another user
+    }
+
+    [Fact]
+    public async Task Usage_OnTheOtherInstance_ShowsTheActualTokensReconciledOnThisOne()
+    {
+        await using RunningApp a = await StartAsync();
+        await using RunningApp b = await StartAsync();
+        using HttpResponseMessage answer = await Chat(a, "sk-bob");
+        long total = (await answer.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("usage").GetProperty("total_tokens").GetInt64();
+
+        JsonElement tokens = await Layer(b, "sk-bob", "user tokens/day");
+        Assert.Equal(total, tokens.GetProperty("used").GetInt64()); // the actual, not the estimate
+        Assert.Equal(10_000_000 - total, tokens.GetProperty("remaining").GetInt64());
+        Assert.Equal(1, (await Layer(b, "sk-bob", "user")).GetProperty("used").GetInt64());
+    }
+
+    [Fact]
+    public async Task Pause_OnOneInstance_Answers503OnBoth_UntilResumedOnTheOther()
+    {
+        await using RunningApp a = await StartAsync();
+        await using RunningApp b = await StartAsync();
+
+        Assert.Equal(HttpStatusCode.OK, (await Admin(a, "/admin/pause?reason=incident")).StatusCode);
+        using HttpResponseMessage paused = await Chat(b, "sk-dave");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, paused.StatusCode);
+        Assert.Equal("incident", (await Problem(paused)).GetProperty("detail").GetString());
+
+        Assert.Equal(HttpStatusCode.OK, (await Admin(b, "/admin/resume")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Chat(a, "sk-dave")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Streams_OneSlotAcrossInstances_AnAbandonedStreamFreesItAndPaysForWhatItGot()
+    {
+        await using RunningApp a = await StartAsync(chunkDelayMilliseconds: 1_000);
+        await using RunningApp b = await StartAsync(chunkDelayMilliseconds: 1_000);
+        using var first = new CancellationTokenSource();
+        using HttpResponseMessage streaming = await a.Client.SendAsync(
+            ChatRequest("sk-alice", "/v1/chat/completions", stream: true, maxTokens: 400), HttpCompletionOption.ResponseHeadersRead, first.Token);
+        Stream body = await streaming.Content.ReadAsStreamAsync(first.Token);
+
+        using HttpResponseMessage second = await b.Client.SendAsync(ChatRequest("sk-alice", "/v1/chat/completions", stream: true));
+        Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+        Assert.Equal("user streams", (await Problem(second)).GetProperty("layer").GetString());
+
+        _time.Advance(TimeSpan.FromSeconds(1)); // one chunk of 20 tokens
+        Assert.True(await body.ReadAsync(new byte[256], first.Token) > 0);
+        await first.CancelAsync(); // the client goes away
+        streaming.Dispose();
+
+        for (int attempt = 0; attempt < 200; attempt++)
+        {
+            _time.Advance(TimeSpan.FromMilliseconds(1)); // wakes the server's next chunk, which notices the abort
+            if ((await Layer(b, "sk-alice", "user streams")).GetProperty("used").GetInt64() == 0)
+            {
+                break;
+            }
+
+            await Task.Delay(10);
+        }
+
+        // Settled (the tokens) before the slot is released (one settle call, then the release): read the tokens after.
+        Assert.Equal(0, (await Layer(b, "sk-alice", "user streams")).GetProperty("used").GetInt64());
+        Assert.InRange((await Layer(b, "sk-alice", "user tokens/day")).GetProperty("used").GetInt64(), 1, 200);
+    }
+
+    [Fact]
+    public async Task RedisDown_RequestsAnswer503FailClosed_AndHealthSaysUnhealthy()
+    {
+        await using RunningApp a = await StartAsync();
+        Assert.Equal(HttpStatusCode.OK, (await a.Client.GetAsync("/health")).StatusCode);
+
+        _redis.Kill();
+        using HttpResponseMessage refused = await Chat(a, "sk-bob");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.Equal("redis", (await Problem(refused)).GetProperty("layer").GetString());
+        using HttpResponseMessage health = await a.Client.GetAsync("/health");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+        Assert.Equal("Unhealthy", await health.Content.ReadAsStringAsync());
+    }
+
+    private Task<RunningApp> StartAsync(int chunkDelayMilliseconds = 0)
+    {
+        WebApplication app = GatewayApp.Build(
+            ["--urls=http://127.0.0.1:0", "--redis", _redis.Endpoint, $"--Gateway:ChunkDelayMilliseconds={chunkDelayMilliseconds}"],
+            builder => builder.Services.AddSingleton<TimeProvider>(_time));
+        return RunningApp.StartAsync(app);
+    }
+}
