@@ -418,10 +418,12 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     {
         _breaker.Close();
         var answer = (RedisResult[])result!;
+        int n = _layers.Length;
         if ((long)answer[0] == 1)
         {
             _pausedReason = null;
-            return new RedisPolicyLease<TContext>(this, call.Keys[..^1], call.Limits, call.Amounts, [.. answer.Skip(4).Select(tag => (long)tag)], call.Lease, estimate);
+            return new RedisPolicyLease<TContext>(
+                this, call.Keys[..^1], call.Limits, call.Amounts, [.. answer.Skip(4 + (2 * n)).Select(tag => (long)tag)], call.Lease, estimate, Usage(answer, call.Limits));
         }
 
         long first = (long)answer[1];
@@ -441,10 +443,14 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         }
 
         RedisPolicyLayer<TContext> blocking = _layers[(int)first - 1];
-        bool serviceWide = values.Skip(4).Any(index => _layers[(int)index - 1].Rule.IsServiceWide);
+        bool serviceWide = values.Skip(4 + (2 * n)).Any(index => _layers[(int)index - 1].Rule.IsServiceWide);
         TimeSpan? retryAfter = values[2] > 0 ? TimeSpan.FromTicks(values[2] * 10) : null;
-        return new RefusedPolicyLease(blocking.Name, blocking.Reason, retryAfter, serviceWide);
+        return new RefusedPolicyLease(blocking.Name, blocking.Reason, retryAfter, serviceWide) { UsageAtDecision = Usage(answer, call.Limits) };
     }
+
+    /// <summary>Each layer's usage as the acquire script left it: what the response headers show, without another call.</summary>
+    private LayerUsage[] Usage(RedisResult[] answer, long[] limits) =>
+        [.. _layers.Select((layer, i) => new LayerUsage(layer.Name, limits[i], (long)answer[4 + (2 * i)], TimeSpan.FromTicks((long)answer[5 + (2 * i)] * 10)))];
 
     private PolicyLease Failed(string why, RequestCost estimate)
     {

@@ -39,6 +39,12 @@ public abstract class PolicyLease : RateLimitLease
     /// </summary>
     public abstract bool IsServiceWide { get; }
 
+    /// <summary>
+    /// Every layer's usage as the decision left it, in the order the layers were added, when the policy reported it with
+    /// the decision (a policy on a shared store does, saving a round trip); null otherwise (read the policy's usage).
+    /// </summary>
+    public IReadOnlyList<LayerUsage>? UsageAtDecision { get; init; }
+
     /// <summary>The estimate reserved at admission.</summary>
     public abstract RequestCost Estimate { get; }
 

@@ -50,6 +50,7 @@ public sealed class GatewayOnRedisTests : IDisposable
         await using RunningApp a = await StartAsync();
         await using RunningApp b = await StartAsync();
         using HttpResponseMessage answer = await Chat(a, "sk-bob");
+        Assert.Contains("\"user\";r=19", string.Join(',', answer.Headers.GetValues("RateLimit")), StringComparison.Ordinal); // reported by the decision's script
         long total = (await answer.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("usage").GetProperty("total_tokens").GetInt64();
 
         JsonElement tokens = await Layer(b, "sk-bob", "user tokens/day");

@@ -189,7 +189,8 @@ public sealed class RedisFailureTests : IDisposable
     {
         using PartitionedRateLimiter<string> local = PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetNoLimiter(key));
         Assert.Throws<ArgumentException>(() => RedisLimiter.HealthCheck(local));
-        Assert.Throws<ArgumentNullException>(() => RedisLimiter.HealthCheck<string>(null!));
+        Assert.Throws<ArgumentNullException>(() => RedisLimiter.HealthCheck((PartitionedRateLimiter<string>)null!));
+        Assert.Throws<ArgumentNullException>(() => RedisLimiter.HealthCheck((RedisRatePolicy<string>)null!));
     }
 
     private static async Task<bool> EventuallyAcquired(PartitionedRateLimiter<string> limiter, string key)

@@ -43,6 +43,10 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.Equal("tool/min", refused.BlockingLayer);
         Assert.Equal(before, await policy.GetUsageAsync(new Call("ann", "browse")));
         Assert.Equal([2, 2, 0, 200, 20], before.Select(usage => usage.Used)); // the leases were disposed: their slots are free
+        Assert.Equal(before, refused.UsageAtDecision); // the refusal reports the usage it saw, without another call
+
+        using PolicyLease admitted = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(50, 5));
+        Assert.Equal(await policy.GetUsageAsync(new Call("ann", "search")), admitted.UsageAtDecision); // as the admission left it
     }
 
     [Fact]

@@ -69,6 +69,11 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
     /// </summary>
     public async ValueTask<IReadOnlyList<LayerUsage>> UsageForHeadersAsync(CancellationToken cancellationToken)
     {
+        if (Lease.UsageAtDecision is { } reported)
+        {
+            return reported; // the store said it with the decision: no second call
+        }
+
         try
         {
             return await GetUsageAsync(cancellationToken).ConfigureAwait(false);

@@ -35,8 +35,10 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
     private readonly SemaphoreSlim _gate = new(1, 1);
     private int _state;
 
-    public RedisPolicyLease(RedisRatePolicy<TContext> policy, RedisKey[] keys, long[] limits, long[] reserved, long[] tags, string id, RequestCost estimate)
+    public RedisPolicyLease(
+        RedisRatePolicy<TContext> policy, RedisKey[] keys, long[] limits, long[] reserved, long[] tags, string id, RequestCost estimate, IReadOnlyList<LayerUsage>? usage = null)
     {
+        UsageAtDecision = usage;
         _policy = policy;
         _keys = keys;
         _limits = limits;

@@ -131,9 +131,10 @@ internal static class PolicyScripts
     /// <summary>
     /// Acquire: <c>KEYS[n + 1]</c> is the policy's pause switch (its value is the operator's reason). Checks every layer,
     /// then writes every layer or none. Returns <c>{0, 0, 0, now, reason}</c> while paused, otherwise
-    /// <c>{1, 0, 0, now, tag1..tagN}</c> (a tag says where a layer counted the request: its window, segment or period) or
-    /// <c>{0, first refusing layer, longest retry µs among the refusing layers, now, every refusing layer}</c>; a first layer
-    /// of -i means layer i's calendar period could not be placed on the server's clock (client and server clocks a period apart).
+    /// <c>{1, 0, 0, now, used1, reset1 .. usedN, resetN, tag1..tagN}</c> (the usage after the admission; a tag says where a
+    /// layer counted the request: its window, segment or period) or <c>{0, first refusing layer, longest retry µs among the
+    /// refusing layers, now, used1, reset1 .. usedN, resetN, every refusing layer}</c>; a first layer of -i means layer i's
+    /// calendar period could not be placed on the server's clock (client and server clocks a period apart).
     /// </summary>
     public const string Acquire = Preamble + """
 
@@ -187,6 +188,10 @@ internal static class PolicyScripts
         end
         if first ~= 0 then
           local refused = {0, first, longest, now}
+          for i = 1, n do
+            refused[#refused + 1] = states[i].used
+            refused[#refused + 1] = math.max(0, states[i].reset)
+          end
           for _, i in ipairs(refusing) do refused[#refused + 1] = i end
           return refused
         end
@@ -219,8 +224,15 @@ internal static class PolicyScripts
             end
             expire(i, s)
           end
-          result[#result + 1] = tag
+          states[i].tag = tag
         end
+        -- The usage each layer shows after the admission (for the response's headers), then the tags.
+        for i = 1, n do
+          local after = inspect(i)
+          result[#result + 1] = after.used
+          result[#result + 1] = math.max(0, after.reset)
+        end
+        for i = 1, n do result[#result + 1] = states[i].tag end
         return result
         """;
 
