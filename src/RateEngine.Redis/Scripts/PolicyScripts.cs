@@ -50,7 +50,7 @@ internal static class PolicyScripts
             s.stored = tonumber(st[1])
             if s.stored == s.current then s.used = tonumber(st[2]) end
             if s.stored and s.stored > s.current then s.used = tonumber(st[2]); s.later = true end
-            s.reset = s.ends - now
+            if s.used > 0 then s.reset = s.ends - now end
             s.ttl = s.ends - now
           elseif kind == 2 then -- sliding-window counter: hash segment index -> count
             local segment, segments = arg(i, 4), arg(i, 5)
@@ -113,7 +113,7 @@ internal static class PolicyScripts
             else
               if s.stored == from then s.used = tonumber(st[2]) end
               if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true end
-              s.reset = to - now
+              if s.used > 0 then s.reset = to - now end
               s.ttl = to - now
             end
           elseif kind == 6 then -- concurrency: sorted set of lease ids scored by when they expire
@@ -156,7 +156,7 @@ internal static class PolicyScripts
             retry = (kind == 1) and (s.ends - now) or (s.to - now)
           elseif kind == 1 or kind == 5 then
             ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
-            if not ok then retry = s.reset end
+            if not ok then retry = (kind == 1) and (s.ends - now) or (s.to - now) end
           elseif kind == 2 then
             ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
             if not ok then retry = s.retry(math.max(1, s.used + amount - limit)) end
