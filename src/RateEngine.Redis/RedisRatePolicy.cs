@@ -116,25 +116,19 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     public async ValueTask<PolicyLease> AcquireAsync(TContext context, RequestCost estimate, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        (Call? prepared, PolicyLease? refusal) = Prepare(context, estimate);
-        if (prepared is not { } call)
+        (Call? call, Task<RedisResult>? task, PolicyLease? answered) = Start(context, estimate);
+        if (answered is not null)
         {
-            return refusal!;
+            return answered;
         }
 
-        if (_breaker.IsOpen)
-        {
-            return Unavailable(_breaker.LastFailure, estimate);
-        }
-
-        Task<RedisResult> task = Send(PolicyScripts.Acquire, call);
         try
         {
-            return Decide(call, estimate, await task.WaitAsync(cancellationToken).ConfigureAwait(false));
+            return Decide(call!, estimate, await task!.WaitAsync(cancellationToken).ConfigureAwait(false));
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            RedisTasks.Observe(task);
+            RedisTasks.Observe(task!);
             throw;
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
@@ -150,21 +144,15 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     /// <inheritdoc cref="AcquireAsync" path="/returns|/exception"/>
     public PolicyLease Acquire(TContext context, RequestCost estimate)
     {
-        (Call? prepared, PolicyLease? refusal) = Prepare(context, estimate);
-        if (prepared is not { } call)
+        (Call? call, Task<RedisResult>? task, PolicyLease? answered) = Start(context, estimate);
+        if (answered is not null)
         {
-            return refusal!;
+            return answered;
         }
 
-        if (_breaker.IsOpen)
-        {
-            return Unavailable(_breaker.LastFailure, estimate);
-        }
-
-        Task<RedisResult> task = Send(PolicyScripts.Acquire, call);
         try
         {
-            if (!task.Wait(_syncTimeout))
+            if (!task!.Wait(_syncTimeout))
             {
                 RedisTasks.Observe(task);
                 return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", estimate);
@@ -175,7 +163,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
             return Failed(error.InnerException.Message, estimate);
         }
 
-        return Decide(call, estimate, task.Result);
+        return Decide(call!, estimate, task.Result);
     }
 
     /// <summary>Every layer's usage for the request's keys (one script call that writes nothing), in the order the layers were added.</summary>
@@ -405,7 +393,19 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         return (new Call(keys, values, limits, amounts, lease), null);
     }
 
-    private Task<RedisResult> Send(string script, Call call) => Eval(script, call.Keys, call.Values);
+    /// <summary>Both acquires' start: phase 1, then the breaker, then the script; an answer when no call is sent.</summary>
+    private (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) Start(TContext context, RequestCost estimate)
+    {
+        (Call? call, PolicyLease? refusal) = Prepare(context, estimate);
+        if (call is null)
+        {
+            return (null, null, refusal);
+        }
+
+        return _breaker.IsOpen
+            ? (null, null, Unavailable(_breaker.LastFailure, estimate))
+            : (call, Eval(PolicyScripts.Acquire, call.Keys, call.Values), null);
+    }
 
     private Task<RedisResult> Eval(string script, RedisKey[] keys, RedisValue[] values)
     {

@@ -1,5 +1,7 @@
+using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Microsoft.Extensions.Time.Testing;
 
 namespace RateEngine.AspNetCore.Tests.Support;
 
@@ -40,5 +42,44 @@ public static class GatewayCalls
         using HttpResponseMessage response = await gateway.Client.SendAsync(request);
         JsonElement usage = await response.Content.ReadFromJsonAsync<JsonElement>();
         return usage.GetProperty("layers").EnumerateArray().Single(item => item.GetProperty("layer").GetString() == layer);
+    }
+
+    /// <summary>
+    /// A free user (one stream) opens a stream on <paramref name="opener"/>; a second stream on <paramref name="other"/> is
+    /// refused by the slot; the first reads one chunk and goes away. The slot comes back, and the user paid for what was
+    /// sent (the prompt and a chunk), not for the ~400 tokens reserved. The servers' chunks wait on <paramref name="time"/>.
+    /// </summary>
+    public static async Task AbandonedStreamFreesItsSlotAndPaysForWhatItGot(RunningApp opener, RunningApp other, FakeTimeProvider time)
+    {
+        using var first = new CancellationTokenSource();
+        using HttpResponseMessage streaming = await opener.Client.SendAsync(
+            ChatRequest("sk-alice", "/v1/chat/completions", stream: true, maxTokens: 400), HttpCompletionOption.ResponseHeadersRead, first.Token);
+        Stream body = await streaming.Content.ReadAsStreamAsync(first.Token);
+
+        // The stream waits for the fake clock: the first is in flight, so a second stream is refused.
+        using HttpResponseMessage second = await Chat(other, "sk-alice", stream: true);
+        Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+        Assert.Equal("user streams", (await Problem(second)).GetProperty("layer").GetString());
+
+        time.Advance(TimeSpan.FromSeconds(1)); // one chunk of 20 tokens
+        Assert.True(await body.ReadAsync(new byte[256], first.Token) > 0);
+        await first.CancelAsync(); // the client goes away
+        streaming.Dispose();
+
+        for (int attempt = 0; attempt < 200; attempt++)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(1)); // wakes the server's next chunk, which notices the abort
+            if ((await Layer(other, "sk-alice", "user streams")).GetProperty("used").GetInt64() == 0)
+            {
+                break;
+            }
+
+            await Task.Delay(10);
+        }
+
+        // The lease settles its tokens before it frees the slot, so read the tokens only once the slot is free: read
+        // before, they could still show the ~400 reserved.
+        Assert.Equal(0, (await Layer(other, "sk-alice", "user streams")).GetProperty("used").GetInt64());
+        Assert.InRange((await Layer(other, "sk-alice", "user tokens/day")).GetProperty("used").GetInt64(), 1, 200);
     }
 }
