@@ -1,3 +1,7 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using RateEngine.Redis.Telemetry;
+
 namespace RateEngine.Redis;
 
 /// <summary>
@@ -9,6 +13,28 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     private long _openUntil = long.MinValue;
     private long _failures;
     private int _degraded;
+
+    /// <summary>The breaker of a limiter or policy made with <paramref name="options"/>: logs and meters each change of state once.</summary>
+    public static RedisBreaker Create(RedisLimiterOptions options, RedisMetrics metrics)
+    {
+        ILogger logger = options.LoggerFactory?.CreateLogger("RateEngine.Redis") ?? NullLogger.Instance;
+        string prefix = options.KeyPrefix;
+        RedisFailureMode failureMode = options.FailureMode;
+        TimeSpan cooldown = options.FailureCooldown;
+        return new RedisBreaker(
+            options.TimeProvider,
+            cooldown,
+            why =>
+            {
+                metrics.Degraded(true);
+                Log.RedisUnavailable(logger, prefix, why, failureMode, cooldown);
+            },
+            failures =>
+            {
+                metrics.Degraded(false);
+                Log.RedisRecovered(logger, prefix, failures);
+            });
+    }
 
     /// <summary>Failed calls so far (errors and timeouts).</summary>
     public long Failures => Volatile.Read(ref _failures);

@@ -3,8 +3,6 @@ using RateEngine.Policies;
 using RateEngine.Redis.Policies;
 using RateEngine.Redis.Scripts;
 using RateEngine.Redis.Telemetry;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using StackExchange.Redis;
 
 namespace RateEngine.Redis;
@@ -50,8 +48,9 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     private long _roundTrips;
     private volatile bool _disposed;
 
-    internal RedisRatePolicy(RedisLimiterOptions options, RedisPolicyLayer<TContext>[] layers, bool combined = false)
+    internal RedisRatePolicy(RedisLimiterOptions options, RedisPolicyLayer<TContext>[] layers, RedisRatePolicy<TContext>? combining = null)
     {
+        bool combined = combining is not null;
         options.Validate();
         if (layers.Select(layer => layer.Name).Distinct(StringComparer.Ordinal).Count() != layers.Length)
         {
@@ -76,23 +75,10 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         _syncTimeout = options.SyncTimeout;
         _failureMode = options.FailureMode;
         _cooldown = options.FailureCooldown;
-        ILogger logger = options.LoggerFactory?.CreateLogger("RateEngine.Redis") ?? NullLogger.Instance;
-        _metrics = new RedisMetrics(options.MeterFactory, options.KeyPrefix, hybrid: false);
-        string prefix = options.KeyPrefix;
-        RedisFailureMode failureMode = options.FailureMode;
-        _breaker = new RedisBreaker(
-            options.TimeProvider,
-            options.FailureCooldown,
-            why =>
-            {
-                _metrics.Degraded(true);
-                Log.RedisUnavailable(logger, prefix, why, failureMode, options.FailureCooldown);
-            },
-            failures =>
-            {
-                _metrics.Degraded(false);
-                Log.RedisRecovered(logger, prefix, failures);
-            });
+        // A combination shares its policies' breaker and metrics: the health check of a registered policy sees the
+        // failures of the combinations that serve its traffic.
+        _metrics = combining?._metrics ?? new RedisMetrics(options.MeterFactory, options.KeyPrefix, hybrid: false);
+        _breaker = combining?._breaker ?? RedisBreaker.Create(options, _metrics);
     }
 
     /// <summary>The layers' names, in the order they were added (the scripts decide them in this order).</summary>
@@ -128,8 +114,12 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            RedisTasks.Observe(task!);
+            RollBackIfAdmitted(call!, task!);
             throw;
+        }
+        catch (RedisServerException error) when (IsScriptError(error))
+        {
+            throw ScriptFailed(error);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
@@ -154,9 +144,13 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         {
             if (!task!.Wait(_syncTimeout))
             {
-                RedisTasks.Observe(task);
+                RollBackIfAdmitted(call!, task);
                 return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", estimate);
             }
+        }
+        catch (AggregateException error) when (error.InnerException is RedisServerException script && IsScriptError(script))
+        {
+            throw ScriptFailed(script);
         }
         catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
         {
@@ -194,7 +188,16 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         long[] result;
         try
         {
-            result = (long[])(await Eval(PolicyScripts.Usage, keys, values).WaitAsync(cancellationToken).ConfigureAwait(false))!;
+            Task<RedisResult> usage = Eval(PolicyScripts.Usage, keys, values);
+            try
+            {
+                result = (long[])(await usage.WaitAsync(cancellationToken).ConfigureAwait(false))!;
+            }
+            catch (OperationCanceledException)
+            {
+                RedisTasks.Observe(usage);
+                throw;
+            }
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
@@ -314,7 +317,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
                 && ReferenceEquals(redis._options.Connection, _options.Connection) && redis._options.KeyPrefix == _options.KeyPrefix
             ? redis
             : throw new ArgumentException("A Redis policy combines only with Redis policies of the same connection and key prefix (one script reaches one slot).", nameof(others)));
-        return new RedisRatePolicy<TContext>(_options, [.. _layers, .. policies.SelectMany(policy => policy._layers)], combined: true);
+        return new RedisRatePolicy<TContext>(_options, [.. _layers, .. policies.SelectMany(policy => policy._layers)], combining: this);
     }
 
     /// <summary>Stops new acquires; leases already given out can still be reconciled and disposed.</summary>
@@ -336,11 +339,14 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     }
 
 
-    /// <summary>Runs the settle script for a lease (its refunds, overruns and released slots), on the client's clock if set.</summary>
-    internal Task<RedisResult> Settle(RedisKey[] keys, RedisValue[] values)
+    /// <summary>
+    /// Runs the settle script for a lease (its refunds, overruns and released slots) with the lease's settle marker, which
+    /// makes a settle sent twice count once; on the client's clock if set.
+    /// </summary>
+    internal Task<RedisResult> Settle(RedisKey[] keys, string leaseId, RedisValue[] values)
     {
         values[0] = _clientClock is null ? -1 : ClientMicroseconds();
-        return Eval(PolicyScripts.Settle, keys, values);
+        return Eval(PolicyScripts.Settle, [.. keys, $"{{{_options.KeyPrefix}}}:settle:{leaseId}"], values);
     }
 
     internal long ClientMicroseconds() => (_time.GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
@@ -392,6 +398,30 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
 
         return (new Call(keys, values, limits, amounts, lease), null);
     }
+
+    /// <summary>
+    /// An acquire given up on (cancelled, or past the sync bound) may still be admitted by the script: if it was, nobody
+    /// holds its lease, so undo it (its estimate refunded, its slots released) rather than let it count until it expires.
+    /// </summary>
+    private void RollBackIfAdmitted(Call call, Task<RedisResult> task) =>
+        RedisTasks.Observe(task.ContinueWith(
+            async done =>
+            {
+                if (done.IsCompletedSuccessfully && Decide(call, RequestCost.None, done.Result) is RedisPolicyLease<TContext> orphan)
+                {
+                    await orphan.RollBackAsync().ConfigureAwait(false);
+                }
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.None,
+            TaskScheduler.Default).Unwrap());
+
+    /// <summary>A script error (a bug, a key of another type): Redis answered, so it says nothing about Redis being down.</summary>
+    private static bool IsScriptError(RedisServerException error) =>
+        error.Message.StartsWith("ERR", StringComparison.Ordinal) || error.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal);
+
+    private static InvalidOperationException ScriptFailed(RedisServerException error) =>
+        new($"The policy's script failed on Redis: {error.Message}", error);
 
     /// <summary>Both acquires' start: phase 1, then the breaker, then the script; an answer when no call is sent.</summary>
     private (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) Start(TContext context, RequestCost estimate)

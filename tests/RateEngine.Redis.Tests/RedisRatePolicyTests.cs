@@ -1,5 +1,6 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Scripts;
 using RateEngine.Redis.Tests.Support;
 using StackExchange.Redis;
 
@@ -106,7 +107,7 @@ public sealed class RedisRatePolicyTests : IDisposable
         PolicyLease first = await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
         using PolicyLease second = await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
         Assert.Equal("streams", second.BlockingLayer);
-        Assert.Equal(TimeSpan.FromMinutes(5), second.RetryAfter);
+        Assert.Null(second.RetryAfter); // a slot comes back when a stream ends, which nobody knows: no Retry-After of the timeout
 
         first.Dispose();
         PolicyLease third = await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
@@ -292,6 +293,103 @@ public sealed class RedisRatePolicyTests : IDisposable
             .AddGlobalLayer("other", PolicyRule.Concurrency(1)).Build();
         Assert.Throws<ArgumentException>(() => global.Combine([elsewhere]));
         Assert.Throws<ArgumentException>(() => global.Combine([global]));
+    }
+
+    [Fact]
+    public async Task AcquireAsync_CancelledWhileTheScriptWaits_AnAdmissionNobodyHoldsIsRolledBack()
+    {
+        using RedisRatePolicy<Call> policy = Gateway();
+        using (ConnectionMultiplexer admin = _server.Connect(admin: true))
+        {
+            // The server holds scripts for a second (long enough on a loaded machine): the caller gives up at 50 ms, the
+            // script still runs (and admits) later.
+            await admin.GetServer(_server.Endpoint).ExecuteAsync("CLIENT", "PAUSE", "1000", "WRITE");
+            using var soon = new CancellationTokenSource(TimeSpan.FromMilliseconds(50));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await policy.AcquireAsync(new Call("ann", "stream"), new RequestCost(300, 30), soon.Token));
+        }
+
+        IReadOnlyList<LayerUsage> usage = [];
+        for (int attempt = 0; attempt < 200; attempt++)
+        {
+            await Task.Delay(20);
+            usage = await policy.GetUsageAsync(new Call("ann", "stream"));
+            if (usage.Single(layer => layer.Layer == "streams").Used == 0 && usage.Single(layer => layer.Layer == "user/min").Used == 0)
+            {
+                break;
+            }
+        }
+
+        Assert.All(usage, layer => Assert.Equal(0, layer.Used)); // the slot, the request and the estimate all came back
+        using PolicyLease next = await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
+        Assert.True(next.IsAcquired); // the one slot is free: an abandoned acquire did not hold it until the lease timeout
+    }
+
+    [Fact]
+    public async Task SettleScript_SentTwiceWithOneSequenceNumber_AppliesOnce()
+    {
+        // What a lease does after a lost reply (the server ran the settle, the client never heard): it sends the same
+        // settle again. Driven here at the script, since a reply cannot be lost on demand.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0))).Dispose();
+        RedisKey key = policy[0].KeyOf(new Call("ann", "x"));
+        long periodStart = new DateTimeOffset(_time.GetUtcNow().UtcDateTime.Date, TimeSpan.Zero).ToUnixTimeMilliseconds() * 1_000;
+
+        RedisValue[] Refund(string leaseAndSequence)
+        {
+            var values = new RedisValue[2 + PolicyScripts.Stride];
+            values[0] = (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks / 10;
+            values[1] = leaseAndSequence;
+            policy[0].WriteArguments(values, 2, limit: 1_000, amount: -300, tag: periodStart, (long)values[0]);
+            return values;
+        }
+
+        RedisKey[] keys = [key, $"{{{_prefix}}}:settle:lease-1"];
+        IDatabase database = _connection.GetDatabase();
+        await database.ScriptEvaluateAsync(PolicyScripts.Settle, keys, Refund("lease-1#1"));
+        await database.ScriptEvaluateAsync(PolicyScripts.Settle, keys, Refund("lease-1#1")); // the same settle again
+        Assert.Equal(100, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+
+        await database.ScriptEvaluateAsync(PolicyScripts.Settle, keys, Refund("lease-1#2")); // the lease's next settle counts
+        Assert.Equal(0, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+    }
+
+    [Fact]
+    public async Task Dispose_RefundingLayerAfterStepOverruns_RefundsTheEstimateOnly()
+    {
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .AddLayer("requests/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10).RefundingUnreconciled())
+            .Build();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0));
+        await lease.ChargeAsync(new RequestCost(900, 0)); // 800 past the estimate: spent
+        lease.Dispose();
+
+        IReadOnlyList<LayerUsage> usage = await policy.GetUsageAsync(new Call("ann", "x"));
+        Assert.Equal(800, usage[0].Used); // the estimate came back, the overrun that was spent did not
+        Assert.Equal(0, usage[1].Used); // a refunding request layer gives its request back too
+    }
+
+    [Fact]
+    public async Task TokenBucketAndCounterLayers_RefundWhereTaken_AndNothingOnceTheirWindowHasPassed()
+    {
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens bucket", call => call.User, PolicyRule.TokenBucket(1_000, 100, TimeSpan.FromSeconds(1)).Counting(PolicyMeter.Tokens))
+            .AddLayer("tokens/min", call => call.User, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 2_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        PolicyLease first = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(900, 0));
+        using PolicyLease refused = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(200, 0));
+        Assert.Equal("tokens bucket", refused.BlockingLayer);
+        Assert.Equal(TimeSpan.FromSeconds(1), refused.RetryAfter); // 100 short at 100 a second
+        await first.ReconcileAsync(new RequestCost(300, 0));
+        Assert.Equal([300, 300], (await policy.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used));
+
+        PolicyLease late = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(500, 0));
+        _time.Advance(TimeSpan.FromMinutes(2)); // its counter segment has left the window; the bucket refilled
+        await late.ReconcileAsync(new RequestCost(0, 0));
+        Assert.Equal([0, 0], (await policy.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used));
+        Assert.True((await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1_000, 0))).IsAcquired); // no refund took more than was counted
     }
 
     [Fact]

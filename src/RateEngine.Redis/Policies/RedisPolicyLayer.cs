@@ -28,7 +28,7 @@ internal sealed class RedisPolicyLayer<TContext>
         _keySelector = keySelector;
         _tierSelector = tierSelector;
         _tiers = tiers;
-        KeyPrefix = $"{{{hashTag}}}:{name}:";
+
         Reason = rule.Reason ?? PolicyLayer<TContext>.DefaultReason(name, rule);
         if (rule.SoftThresholds.Count > 0)
         {
@@ -55,6 +55,15 @@ internal sealed class RedisPolicyLayer<TContext>
             PolicyRuleKind.Concurrency => (6, Microseconds(leaseTimeout), 0L),
             _ => throw new ArgumentOutOfRangeException(nameof(rule), rule.Kind, "Unknown rule."),
         };
+        // The rule's shape is part of the key: two policies of one prefix with a layer of the same name but another
+        // algorithm or window keep separate state (one would otherwise read the other's as its own, or as the wrong type).
+        string shape = rule.Kind == PolicyRuleKind.Calendar ? $"cal-{rule.Period}-{rule.TimeZone.Id}" : $"k{Kind}-{(Kind == 6 ? 0 : _p1)}-{_p2}"; // a slot's timeout is no shape
+        KeyPrefix = $"{{{hashTag}}}:{name}:{shape}:";
+        if (rule.Limit is { } fixedLimit && Kind == 4 && fixedLimit > MaxExact / _p1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rule), rule.Limit, $"Layer '{name}': a bucket's limit × period in µs stays below 2^53, where Lua's numbers are exact.");
+        }
+
         if (rule.Kind == PolicyRuleKind.Calendar)
         {
             // Ticks of 1 µs from the Unix epoch: a period's Start and End are what the scripts compare with the server's TIME.
@@ -112,12 +121,12 @@ internal sealed class RedisPolicyLayer<TContext>
         string? tier = _tierSelector?.Invoke(context);
         if (tier is not null && _tiers is { } tiers && tiers.TryGetLimit(tier, Name, out long limit))
         {
-            if (limit <= MaxExact)
+            if (limit <= (Kind == 4 ? MaxExact / _p1 : MaxExact))
             {
                 return limit;
             }
 
-            refusal = $"The limit of tier '{tier}' on layer '{Name}' ({limit}) is above 2^53, where the Redis scripts are exact.";
+            refusal = $"The limit of tier '{tier}' on layer '{Name}' ({limit}) is past 2^53 (a bucket's limit × period in µs), where the Redis scripts are exact.";
             return null;
         }
 

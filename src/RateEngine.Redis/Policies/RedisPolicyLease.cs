@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Threading.RateLimiting;
 using RateEngine.Redis.Scripts;
 using StackExchange.Redis;
@@ -9,9 +10,12 @@ namespace RateEngine.Redis.Policies;
 /// period), so that a step charge, a reconcile or a dispose settles every layer in one script call.
 /// </summary>
 /// <remarks>
-/// The async settles await one script call; the sync ones block at most the policy's sync timeout. A charge or reconcile
-/// that Redis does not answer throws and leaves the lease open (retry it, or dispose: the estimate is kept, stricter). A
-/// dispose sends its release without waiting: if Redis does not take it, a concurrency slot frees itself at the lease timeout.
+/// <para>The async settles await one script call; the sync ones block at most the policy's sync timeout. Each settle carries
+/// a sequence number that the script applies once, so a settle whose outcome is unknown (Redis did not answer in time, the
+/// connection dropped) is sent again, unchanged, before anything else the lease does: a charge or reconcile that threw can
+/// be retried, and a dispose after it, without a refund or a charge counting twice.</para>
+/// <para>A dispose never blocks: it sends its release (and its refund, on layers that refund unreconciled estimates) in the
+/// background; if Redis never takes it, a concurrency slot frees itself at the lease timeout.</para>
 /// </remarks>
 internal sealed class RedisPolicyLease<TContext> : PolicyLease
 {
@@ -34,6 +38,10 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
     private RequestCost _consumed;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private int _state;
+    private long _sequence;
+
+    /// <summary>A settle sent whose outcome is unknown: sent again, unchanged, before the lease's next settle.</summary>
+    private (RedisValue[] Values, Action Applied)? _unknown;
 
     public RedisPolicyLease(
         RedisRatePolicy<TContext> policy, RedisKey[] keys, long[] limits, long[] reserved, long[] tags, string id, RequestCost estimate, IReadOnlyList<LayerUsage>? usage = null)
@@ -90,10 +98,11 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
 
     public override async ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default)
     {
-        step.ThrowIfNegative(nameof(step));
+        ThrowIfNotExact(step, nameof(step));
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            await SettleUnknownAsync().ConfigureAwait(false);
             ThrowIfNotOpen();
             RequestCost consumed = new(_consumed.Tokens + step.Tokens, _consumed.Money + step.Money);
             var amounts = new long[_keys.Length];
@@ -104,19 +113,20 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                 amounts[i] = layer.IsWeighted ? Math.Max(0, consumed.On(layer.Rule.Meter) - _reserved[i] - _overrun[i]) : 0;
             }
 
-            if (amounts.Any(amount => amount > 0))
+            void Applied()
             {
-                await RunAsync(amounts).ConfigureAwait(false);
                 for (int i = 0; i < amounts.Length; i++)
                 {
                     _overrun[i] += amounts[i];
                 }
+
+                lock (_overrun)
+                {
+                    _consumed = consumed;
+                }
             }
 
-            lock (_overrun)
-            {
-                _consumed = consumed;
-            }
+            await SettleAsync(amounts, Applied).ConfigureAwait(false);
         }
         finally
         {
@@ -126,10 +136,11 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
 
     public override async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
     {
-        actual.ThrowIfNegative(nameof(actual));
+        ThrowIfNotExact(actual, nameof(actual));
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            await SettleUnknownAsync().ConfigureAwait(false);
             ThrowIfNotOpen();
             var amounts = new long[_keys.Length];
             for (int i = 0; i < _keys.Length; i++)
@@ -138,13 +149,27 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                 amounts[i] = layer.IsWeighted ? actual.On(layer.Rule.Meter) - (_reserved[i] + _overrun[i]) : 0; // > 0 charges, < 0 refunds
             }
 
-            if (amounts.Any(amount => amount != 0))
-            {
-                await RunAsync(amounts).ConfigureAwait(false);
-            }
-
-            _state = Reconciled;
+            await SettleAsync(amounts, () => _state = Reconciled).ConfigureAwait(false);
             return new RequestCost(Math.Max(0, actual.Tokens - _estimate.Tokens), Math.Max(0, actual.Money - _estimate.Money));
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// Undoes an admission nobody will use (its acquire was cancelled or timed out while the script ran): every layer gives
+    /// back what it took, where it took it, and every slot is released.
+    /// </summary>
+    public async Task RollBackAsync()
+    {
+        await _gate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            long[] amounts = [.. _reserved.Select((reserved, i) => _policy[i].IsConcurrency ? 1 : -reserved)];
+            _state = Ended;
+            await SettleAsync(amounts, static () => { }).ConfigureAwait(false);
         }
         finally
         {
@@ -154,9 +179,23 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
 
     protected override void Dispose(bool disposing)
     {
-        if (!_gate.Wait(_policy.SyncTimeout))
+        if (_gate.Wait(0))
         {
-            return; // a settle is stuck on a dead Redis: the slot frees itself at the lease timeout
+            // The usual case: nothing is settling; decide the release now, send it in the background.
+            RedisTasks.Observe(EndAsync(gateHeld: true));
+        }
+        else
+        {
+            RedisTasks.Observe(EndAsync(gateHeld: false)); // a settle is under way: release once it is done
+        }
+    }
+
+    /// <summary>Ends the lease: slots released, and the estimate refunded on layers that refund unreconciled estimates.</summary>
+    private async Task EndAsync(bool gateHeld)
+    {
+        if (!gateHeld)
+        {
+            await _gate.WaitAsync().ConfigureAwait(false);
         }
 
         try
@@ -166,22 +205,17 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                 return;
             }
 
+            await SettleUnknownAsync().ConfigureAwait(false);
             var amounts = new long[_keys.Length];
             for (int i = 0; i < _keys.Length; i++)
             {
+                // The estimate only: an overrun was spent, so it stays counted (as in process).
                 RedisPolicyLayer<TContext> layer = _policy[i];
-                amounts[i] = layer.IsConcurrency ? 1 // releases the slot
-                    : _state == Open && layer.Rule.RefundsUnreconciled && layer.IsWeighted ? -(_reserved[i] + _overrun[i])
-                    : 0;
+                amounts[i] = layer.IsConcurrency ? 1 : _state == Open && layer.Rule.RefundsUnreconciled ? -_reserved[i] : 0;
             }
 
             _state = Ended;
-            if (amounts.Any(amount => amount != 0))
-            {
-                // Not awaited: a dispose never blocks on the network. Given up on, a slot frees itself at the lease timeout
-                // and an unreconciled estimate stays counted (stricter).
-                RedisTasks.Observe(RunAsync(amounts));
-            }
+            await SettleAsync(amounts, static () => { }).ConfigureAwait(false);
         }
         finally
         {
@@ -189,25 +223,38 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         }
     }
 
-    /// <summary>One settle call for every layer at once.</summary>
-    private async Task RunAsync(long[] amounts)
+    /// <summary>One settle call for every layer at once, applied once by the script whatever happens to its reply.</summary>
+    private async Task SettleAsync(long[] amounts, Action applied)
     {
-        if (_unbacked is not null)
+        if (_unbacked is not null || amounts.All(amount => amount == 0))
         {
+            applied();
             return;
         }
 
         var values = new RedisValue[2 + (_keys.Length * PolicyScripts.Stride)];
-        values[1] = _id;
+        values[1] = string.Create(CultureInfo.InvariantCulture, $"{_id}#{++_sequence}");
         long clientNow = _policy.ClientMicroseconds();
         for (int i = 0; i < _keys.Length; i++)
         {
             _policy[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), _limits[i], amounts[i], _tags[i], clientNow);
         }
 
+        _unknown = (values, applied);
+        await SettleUnknownAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Sends the settle whose outcome is unknown (again, unchanged: the script applies it once), then applies it here.</summary>
+    private async Task SettleUnknownAsync()
+    {
+        if (_unknown is not { } unknown)
+        {
+            return;
+        }
+
         try
         {
-            await _policy.Settle(_keys, values).ConfigureAwait(false);
+            await _policy.Settle(_keys, _id, unknown.Values).ConfigureAwait(false);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
@@ -215,10 +262,12 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             throw;
         }
 
+        _unknown = null;
         _policy.Succeeded();
+        unknown.Applied();
     }
 
-    /// <summary>The sync methods: block at most the policy's sync timeout (the settle may still land later).</summary>
+    /// <summary>The sync methods: block at most the policy's sync timeout (the settle may still land: it is sent again next time).</summary>
     private T Wait<T>(Task<T> task)
     {
         Wait((Task)task);
@@ -226,6 +275,15 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
     }
 
     private void Wait(Task task) => RedisTasks.WaitWithin(task, _policy.SyncTimeout);
+
+    private static void ThrowIfNotExact(RequestCost cost, string parameterName)
+    {
+        cost.ThrowIfNegative(parameterName);
+        if (cost.Tokens > RedisPolicyLayer<TContext>.MaxExact || cost.Money > RedisPolicyLayer<TContext>.MaxExact)
+        {
+            throw new ArgumentOutOfRangeException(parameterName, cost, "A cost on a Redis policy stays below 2^53, where Lua's numbers are exact.");
+        }
+    }
 
     private void ThrowIfNotOpen()
     {

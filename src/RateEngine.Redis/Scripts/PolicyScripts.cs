@@ -84,7 +84,7 @@ internal static class PolicyScripts
           elseif kind == 3 then -- sliding-window log: sorted set of permits scored by their time
             local window = arg(i, 4)
             s.window = window
-            s.used = redis.call('ZCOUNT', key, '(' .. (now - window), '+inf')
+            s.used = redis.call('ZCOUNT', key, now - window + 1, '+inf')
             s.ttl = window
             if s.used > 0 then
               local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
@@ -117,14 +117,16 @@ internal static class PolicyScripts
               s.ttl = to - now
             end
           elseif kind == 6 then -- concurrency: sorted set of lease ids scored by when they expire
-            s.used = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+            s.used = redis.call('ZCOUNT', key, now + 1, '+inf')
             s.ttl = arg(i, 4)
           end
           return s
         end
 
+        -- Never shortens a TTL: a key that already counts a later window or period (a clock behind) must outlive it.
         local function expire(i, s)
-          redis.call('PEXPIRE', KEYS[i], math.ceil(s.ttl / 1000) + 1000)
+          local ms = math.ceil(s.ttl / 1000) + 1000
+          if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
         end
         """;
 
@@ -164,19 +166,16 @@ internal static class PolicyScripts
             ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
             if not ok then
               local excess = math.max(1, s.used + amount - limit)
-              local oldest = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. (now - s.window), '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
+              local oldest = redis.call('ZRANGEBYSCORE', KEYS[i], now - s.window + 1, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
               retry = oldest[2] and (tonumber(oldest[2]) + s.window - now) or s.window
             end
           elseif kind == 4 then
             local need = math.max(amount, 1) * s.per
             ok = s.tokens >= need
-            if not ok then retry = math.ceil((need - s.tokens) / s.rate) end
+            if not ok then retry = math.ceil((need - s.tokens) / s.rate) + math.max(0, s.last - now) end
           elseif kind == 6 then
+            -- No retry time: a slot comes back when a request ends, which nobody knows (as in process).
             ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
-            if not ok then
-              local soonest = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-              retry = soonest[2] and (tonumber(soonest[2]) - now) or 0
-            end
           end
           if not ok then
             if first == 0 then first = i end
@@ -237,14 +236,21 @@ internal static class PolicyScripts
         """;
 
     /// <summary>
-    /// Settle: per layer <c>p5</c> is the tag its acquire returned and the amount is signed:
+    /// Settle: <c>ARGV[2]</c> is <c>leaseId#sequence</c> and <c>KEYS[n + 1]</c> the lease's settle marker, so a settle sent
+    /// again after a lost reply is applied once (<c>{now, -1}</c> answers a replay; the marker lives a minute). Per layer
+    /// <c>p5</c> is the tag its acquire returned and the amount is signed:
     /// negative refunds that much (only where the request was counted, while that window, segment or period still counts
     /// it; a bucket gets its tokens back up to full), positive charges an overrun now (past the limit if need be), and on a
     /// concurrency layer any amount releases the lease's slot. Returns what came back per layer.
     /// </summary>
     public const string Settle = Preamble + """
 
-        local lease = ARGV[2]
+        -- Applied once: a settle whose reply was lost may be sent again with the same sequence number.
+        local lease, seq = string.match(ARGV[2], '^(.*)#(%d+)$')
+        seq = tonumber(seq)
+        if seq <= tonumber(redis.call('GET', KEYS[n + 1]) or '0') then return {now, -1} end
+        redis.call('SET', KEYS[n + 1], seq, 'PX', 60000)
+
         local result = {now}
         for i = 1, n do
           local amount = arg(i, 3)
@@ -262,6 +268,13 @@ internal static class PolicyScripts
                 local count = tonumber(redis.call('HGET', key, 'c'))
                 back = math.min(want, count)
                 redis.call('HSET', key, 'c', count - back)
+              elseif kind == 3 then
+                -- The lease's own permits, while they still count: removing one frees exactly what it took.
+                for j = 1, want do
+                  local member = lease .. ':' .. i .. ':' .. j
+                  local score = redis.call('ZSCORE', key, member)
+                  if score and tonumber(score) > now - s.window then back = back + redis.call('ZREM', key, member) end
+                end
               elseif kind == 2 and tag >= s.oldest then
                 local count = tonumber(redis.call('HGET', key, tag) or '0')
                 back = math.min(want, count)
@@ -291,7 +304,8 @@ internal static class PolicyScripts
               elseif kind == 5 then
                 if s.later or s.skewed then redis.call('HINCRBY', key, 'u', amount)
                 else redis.call('HSET', key, 'p', s.from, 'u', s.used + amount) end
-                if s.skewed then redis.call('PEXPIRE', KEYS[i], 90000000) else expire(i, s) end
+                if s.skewed then s.ttl = 90000000000 end
+                expire(i, s)
               end
             end
           end
