@@ -393,6 +393,33 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task SlidingLogLayer_MicrosecondsBeforeTheWindowEnds_StillCountsEveryPermit()
+    {
+        // Stamps are 16-digit µs: a script that printed one into a string (Lua keeps 14 digits) let these two out 29 µs early.
+        using RedisRatePolicy<Call> policy = Builder().AddLayer("log", call => call.User, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), 2)).Build();
+        (await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).Dispose();
+        (await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).Dispose();
+
+        _time.Advance(TimeSpan.FromMinutes(1) - TimeSpan.FromTicks(290));
+        Assert.False((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        _time.Advance(TimeSpan.FromTicks(290));
+        Assert.True((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+    }
+
+    [Fact]
+    public async Task TwoPolicies_OnePrefix_SameLayerNameOtherRule_KeepSeparateState()
+    {
+        using RedisRatePolicy<Call> perMinute = Builder().AddLayer("user", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1)).Build();
+        using RedisRatePolicy<Call> perHour = Builder().AddLayer("user", call => call.User, PolicyRule.SlidingWindowLog(TimeSpan.FromHours(1), 2)).Build();
+
+        Assert.True((await perMinute.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        Assert.True((await perHour.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired); // its own state, not a WRONGTYPE
+        Assert.True((await perHour.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        Assert.False((await perMinute.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        Assert.False((await perHour.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+    }
+
+    [Fact]
     public async Task AcquireAsync_ScriptFlushed_LoadsItAgain()
     {
         using RedisRatePolicy<Call> policy = Gateway();
