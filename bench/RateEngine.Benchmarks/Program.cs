@@ -254,7 +254,7 @@ internal static partial class Program
 
     /// <summary>Writes a mode's report to <paramref name="outputDirectory"/> and says where.</summary>
     /// <summary><c>--clock</c>: clock reads, admits on each clock and the coarse clock's lag; clock.md.</summary>
-    public static int RunClock(string outputDirectory, string commandLine, int rounds = 9, double runMilliseconds = 60, double lagSeconds = 3)
+    public static int RunClock(string outputDirectory, string commandLine, int rounds = 21, double runMilliseconds = 40, double lagSeconds = 3)
     {
         var clock = Stopwatch.StartNew();
         RateEngine.Benchmarks.Clock.ClockResult result = RateEngine.Benchmarks.Clock.ClockHarness.Run(

@@ -50,17 +50,18 @@ internal static class ClockHarness
         try
         {
             progress("warm-up");
+            TimeSpan warmUp = run * 2.5; // 100 ms per subject and pass at the default run length
             for (int pass = 0; pass < 2; pass++)
             {
                 foreach ((_, Func<long, long> loop) in reads)
                 {
-                    WarmUp(loop, TimeSpan.FromMilliseconds(100));
+                    WarmUp(loop, warmUp);
                 }
 
                 foreach (AdmitSubject subject in subjects)
                 {
                     Func<RateLimiter, long, long> loop = Loops.For(subject.Kind);
-                    WarmUp(n => Admitted(subject, loop(subject.Limiter, n), n), TimeSpan.FromMilliseconds(100));
+                    WarmUp(n => Admitted(subject, loop(subject.Limiter, n), n), warmUp);
                 }
             }
 
@@ -176,18 +177,18 @@ internal static class ClockHarness
             busyThreads,
             duration,
             samples,
-            Percentiles(lag, samples),
+            Percentiles(lag, samples, ToMicroseconds(maxLag)),
             ToMicroseconds(maxLag),
             stepCount,
-            Percentiles(steps, stepCount),
+            Percentiles(steps, stepCount, ToMicroseconds(maxStep)),
             ToMicroseconds(maxStep));
     }
 
     private static int Bucket(long ticks, long frequency) =>
         ticks <= 0 ? 0 : (int)Math.Min(LagBuckets, ticks * 1_000_000 / frequency);
 
-    /// <summary>p50, p90, p99, p99.9 of a 1 µs histogram, in µs (upper edge of the bucket).</summary>
-    private static double[] Percentiles(long[] histogram, long count)
+    /// <summary>p50, p90, p99, p99.9 of a 1 µs histogram, in µs (upper edge of the bucket, at most the exact maximum).</summary>
+    private static double[] Percentiles(long[] histogram, long count, double max)
     {
         double[] quantiles = [0.5, 0.9, 0.99, 0.999];
         var result = new double[quantiles.Length];
@@ -200,7 +201,7 @@ internal static class ClockHarness
                 seen += histogram[b];
                 if (seen >= rank)
                 {
-                    result[q] = b + 1;
+                    result[q] = Math.Min(b + 1, max);
                     break;
                 }
             }
