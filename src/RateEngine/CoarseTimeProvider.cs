@@ -7,7 +7,8 @@ namespace RateEngine;
 /// A cheap clock, by choice: a <see cref="TimeProvider"/> whose <see cref="GetTimestamp"/> returns a timestamp cached in
 /// one shared field, which a dedicated background thread advances from <see cref="Stopwatch"/> every
 /// <see cref="Resolution"/> (1 ms by default). A read costs about a nanosecond instead of a clock call (25-35 ns for
-/// <see cref="Stopwatch.GetTimestamp"/> on a typical cloud VM), in exchange for a stamp that lags real time.
+/// <see cref="Stopwatch.GetTimestamp"/> on the 2-core VM RateEngine is benchmarked on), in exchange for a stamp that lags
+/// real time.
 /// </summary>
 /// <remarks>
 /// <para>Pass it to any RateEngine limiter, partitioned limiter or policy in place of <see cref="TimeProvider.System"/>

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Threading.RateLimiting;
+using RateEngine.Tests.Policies;
 using RateEngine.Tests.Support;
 using RateEngine.Timing;
 
@@ -176,6 +178,28 @@ public class CoarseTimeProviderTests
 
         await fired.Task.WaitAsync(Generous);
         Assert.Same(TimeProvider.System.LocalTimeZone, coarse.LocalTimeZone);
+    }
+
+    /// <summary>The README's "Choosing a clock" lines, as written there: a limiter, a partitioned limiter and a policy.</summary>
+    [Fact]
+    public void Readme_ChoosingAClock_EveryKindOfLimiterTakesIt()
+    {
+        var options = new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromMinutes(1) };
+        var builder = new RatePolicyBuilder<Call>().AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 2));
+
+        var limiter = new LockFreeFixedWindowRateLimiter(options, CoarseTimeProvider.Shared);
+        var perKey = PartitionedLimiter.CreateFixedWindow<string, string>(key => key, _ => options,
+            new PartitionedLimiterOptions { TimeProvider = CoarseTimeProvider.Shared });
+        builder.UseTimeProvider(CoarseTimeProvider.Shared);
+
+        using (limiter)
+        using (perKey)
+        using (RatePolicy<Call> policy = builder.Build())
+        {
+            Assert.Equal([true, true, false], Enumerable.Range(0, 3).Select(_ => limiter.AttemptAcquire(1).IsAcquired));
+            Assert.Equal([true, true, false], Enumerable.Range(0, 3).Select(_ => perKey.AttemptAcquire("alice", 1).IsAcquired));
+            Assert.Equal([true, true, false], Enumerable.Range(0, 3).Select(_ => policy.Acquire(new Call("alice")).IsAcquired));
+        }
     }
 
     // ---------------------------------------------------------------------------------------------------------------
