@@ -71,6 +71,17 @@ try
         return Program.RunHttp(RepositoryRoot(), output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
     }
 
+    if (args.Length > 0 && args[0] == "--clock")
+    {
+        string output = args switch
+        {
+            [_] => Path.Combine(RepositoryRoot(), "bench", "results"),
+            [_, "--out", string dir] => Path.GetFullPath(dir),
+            _ => throw new ArgumentException("usage: --clock [--out DIR] (try --help)"),
+        };
+        return Program.RunClock(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
+    }
+
     if (args.Length > 0 && args[0] == "--estimator")
     {
         string output = args switch
@@ -157,6 +168,10 @@ internal static partial class Program
               --http [--out DIR]        requests per second on the sample gateway (a separate process on loopback, 32
                                         connections): no limiter, the in-box chained limiters, RateEngine's policy;
                                         3 rounds of 8 s each; about 90 s; writes http.md to DIR
+              --clock [--out DIR]       issue 13's clock choice: what a clock read costs, one admit of the fixed window, the
+                                        counter and the bucket on the precise clock and on CoarseTimeProvider against the
+                                        in-box limiters, and the coarse clock's lag behind Stopwatch (idle, and with every
+                                        core busy); clock.md to DIR (default bench/results); about 20 s
               --estimator [--out DIR]   the estimator simulation alone: requests admitted under a tokens-per-minute budget
                                         when reserving max_tokens, the learned CostEstimator estimate, or the exact actual;
                                         seeded, on a virtual clock, about a second; prints the table and writes
@@ -238,6 +253,23 @@ internal static partial class Program
     }
 
     /// <summary>Writes a mode's report to <paramref name="outputDirectory"/> and says where.</summary>
+    /// <summary><c>--clock</c>: clock reads, admits on each clock and the coarse clock's lag; clock.md.</summary>
+    public static int RunClock(string outputDirectory, string commandLine, int rounds = 21, double runMilliseconds = 40, double lagSeconds = 3)
+    {
+        var clock = Stopwatch.StartNew();
+        RateEngine.Benchmarks.Clock.ClockResult result = RateEngine.Benchmarks.Clock.ClockHarness.Run(
+            rounds, TimeSpan.FromMilliseconds(runMilliseconds), TimeSpan.FromSeconds(lagSeconds),
+            message => Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] {message}"));
+        Console.WriteLine(RateEngine.Benchmarks.Clock.ClockReport.ReadsTable(result));
+        Console.WriteLine();
+        Console.WriteLine(RateEngine.Benchmarks.Clock.ClockReport.AdmitsTable(result));
+        Console.WriteLine();
+        Console.WriteLine(string.Join(Environment.NewLine, RateEngine.Benchmarks.Clock.ClockReport.Verdicts(result)));
+        Console.WriteLine();
+        Console.WriteLine(RateEngine.Benchmarks.Clock.ClockReport.LagTable(result));
+        return WriteReport(outputDirectory, "clock.md", new System.Text.StringBuilder(RateEngine.Benchmarks.Clock.ClockReport.Document(result, commandLine)));
+    }
+
     private static int WriteReport(string outputDirectory, string fileName, System.Text.StringBuilder text)
     {
         Directory.CreateDirectory(outputDirectory);

@@ -63,7 +63,8 @@ internal static class Smoke
         {
             Program.RunCompare(CompareSettings.Smoke(output), "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke");
             Program.RunEstimator(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke");
-            foreach (string file in new[] { "compare.md", "compare.png", "estimator.md" })
+            Program.RunClock(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke", rounds: 1, runMilliseconds: 1, lagSeconds: 0.05);
+            foreach (string file in new[] { "compare.md", "compare.png", "estimator.md", "clock.md" })
             {
                 var info = new FileInfo(Path.Combine(output, file));
                 Check.That(info.Exists && info.Length > 0, $"smoke: {file} was not written");
@@ -81,7 +82,7 @@ internal static class Smoke
             }
         }
 
-        Console.WriteLine($"smoke: ok ({benchmarks} benchmark/parameter combinations, compare mode, report and chart, estimator simulation)");
+        Console.WriteLine($"smoke: ok ({benchmarks} benchmark/parameter combinations, compare mode, report and chart, estimator simulation, clock mode)");
         return 0;
     }
 

@@ -34,6 +34,18 @@ internal static class Targets
         _ => null,
     };
 
+    /// <summary>
+    /// Single thread, admit, on <see cref="CoarseTimeProvider"/>: RateEngine's fixed window, counter and bucket at most
+    /// this many times the in-box limiter's ns/op (issue 13, judged by <c>--clock</c>).
+    /// </summary>
+    public const double CoarseClockLatency = 0.8;
+
+    /// <summary>
+    /// Single thread, admit, on the precise clock: at most the in-box ns/op plus one <c>Stopwatch.GetTimestamp</c> (measured
+    /// in the same run) plus this many ns (issue 13, judged by <c>--clock</c>).
+    /// </summary>
+    public const double PreciseClockAllowanceNanoseconds = 10;
+
     /// <summary>The <see cref="IntKeyBytes"/> target for <paramref name="family"/>, or null where it is reported but not judged.</summary>
     /// <remarks>The sliding-window counter keeps one 8-byte slot per segment (11 for 10 segments), so the 64-byte target,
     /// written for one-word state, is reported for it but not judged.</remarks>

@@ -24,12 +24,22 @@ internal static class LimiterSetup
 
     /// <summary>A limiter that admits every attempt of a benchmark.</summary>
     public static RateLimiter CreateAdmitting(LimiterKind kind, int queueLimit = 0, QueueProcessingOrder order = QueueProcessingOrder.OldestFirst) =>
-        Create(kind, admitting: true, queueLimit, order);
+        Create(kind, admitting: true, queueLimit, order, TimeProvider.System);
+
+    /// <summary>
+    /// A RateEngine limiter that admits every attempt of a benchmark, on <paramref name="time"/> (the clock-choice
+    /// measurements: the same limiter on <see cref="CoarseTimeProvider"/>). In-box limiters read no clock per attempt.
+    /// </summary>
+    public static RateLimiter CreateAdmitting(LimiterKind kind, TimeProvider time)
+    {
+        Check.That(!kind.IsInbox(), $"{kind}: in-box limiters are timer-driven; a TimeProvider would change nothing per attempt");
+        return Create(kind, admitting: true, queueLimit: 0, QueueProcessingOrder.OldestFirst, time);
+    }
 
     /// <summary>A limiter whose only permit is already taken for the next hour, so it rejects every attempt.</summary>
     public static RateLimiter CreateExhausted(LimiterKind kind, int queueLimit = 0, QueueProcessingOrder order = QueueProcessingOrder.OldestFirst)
     {
-        RateLimiter limiter = Create(kind, admitting: false, queueLimit, order);
+        RateLimiter limiter = Create(kind, admitting: false, queueLimit, order, TimeProvider.System);
         using (RateLimitLease first = limiter.AttemptAcquire(1))
         {
             Check.That(first.IsAcquired, $"{kind}: the first permit of a fresh limiter was refused");
@@ -44,7 +54,7 @@ internal static class LimiterSetup
     }
 
     /// <summary>The one place that maps a <see cref="LimiterKind"/> to its limiter, on either path.</summary>
-    private static RateLimiter Create(LimiterKind kind, bool admitting, int queueLimit, QueueProcessingOrder order)
+    private static RateLimiter Create(LimiterKind kind, bool admitting, int queueLimit, QueueProcessingOrder order, TimeProvider time)
     {
         int limit = admitting ? int.MaxValue : 1;
         TimeSpan window = admitting ? AdmitWindow : RejectWindow;
@@ -59,15 +69,15 @@ internal static class LimiterSetup
             {
                 PermitLimit = admitting ? LogAdmitLimit : 1, Window = admitting ? LogAdmitWindow : RejectWindow,
                 QueueLimit = queueLimit, QueueProcessingOrder = order,
-            }),
+            }, time),
             LimiterKind.Counter => new SlidingWindowCounterRateLimiter(new SlidingWindowCounterRateLimiterOptions
             {
                 PermitLimit = limit, Window = window, SegmentsPerWindow = Segments, QueueLimit = queueLimit, QueueProcessingOrder = order,
-            }),
+            }, time),
             LimiterKind.InboxFixed => new FixedWindowRateLimiter(FixedOptions(limit, window, queueLimit, order)),
-            LimiterKind.LockFreeFixed => new LockFreeFixedWindowRateLimiter(FixedOptions(limit, window, queueLimit, order)),
+            LimiterKind.LockFreeFixed => new LockFreeFixedWindowRateLimiter(FixedOptions(limit, window, queueLimit, order), time),
             LimiterKind.InboxBucket => new TokenBucketRateLimiter(BucketOptions(limit, window, queueLimit, order)),
-            LimiterKind.LockFreeBucket => new LockFreeTokenBucketRateLimiter(BucketOptions(limit, window, queueLimit, order)),
+            LimiterKind.LockFreeBucket => new LockFreeTokenBucketRateLimiter(BucketOptions(limit, window, queueLimit, order), time),
             _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
         };
     }

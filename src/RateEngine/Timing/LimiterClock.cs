@@ -13,12 +13,17 @@ namespace RateEngine.Timing;
 /// <para>Time never goes backwards here: <see cref="Now"/> returns the largest time this clock has returned, so a provider
 /// stepped back (by any amount: a wall-clock based provider, <c>FakeTimeProvider.AdjustTime</c>) reads as "no time
 /// passed" until it catches up, for every algorithm and every key alike. <see cref="TimeProvider.System"/> reads
-/// <see cref="Stopwatch"/>, which is monotonic, so it skips the high-water mark and its shared write.</para>
+/// <see cref="Stopwatch"/>, which is monotonic, so it skips the high-water mark and its shared write. So does a coarse
+/// provider (<see cref="ICoarseClock"/>, <c>CoarseTimeProvider</c>), whose cached field is read directly, without a
+/// virtual call: it never decreases by construction.</para>
 /// </remarks>
 internal sealed class LimiterClock
 {
     private readonly TimeProvider _provider;
     private readonly bool _isSystemProvider;
+
+    /// <summary>A coarse provider's cached timestamp, read directly; null for any other provider.</summary>
+    private readonly CoarseTicker? _ticker;
     private readonly long _origin;
     private readonly ManualReplenishment _mode;
     private readonly TimeSpan _stepPeriod;
@@ -40,6 +45,9 @@ internal sealed class LimiterClock
 
         _provider = provider;
         _isSystemProvider = ReferenceEquals(provider, TimeProvider.System);
+        _ticker = (provider as ICoarseClock)?.Ticker;
+
+        // Through the provider: a coarse provider's first read starts its ticker, so Now may read the field directly.
         _origin = _lastCredit = provider.GetTimestamp();
         _mode = mode;
         _stepPeriod = stepPeriod;
@@ -56,6 +64,11 @@ internal sealed class LimiterClock
         if (_mode != ManualReplenishment.None)
         {
             return Volatile.Read(ref _manualTicks);
+        }
+
+        if (_ticker is { } ticker)
+        {
+            return Math.Clamp(ticker.Timestamp - _origin, 0, TimeMath.MaxTicks);
         }
 
         if (_isSystemProvider)
@@ -85,7 +98,8 @@ internal sealed class LimiterClock
     }
 
     /// <summary>The provider's timestamp, for measuring real durations such as <c>IdleDuration</c>.</summary>
-    public long Timestamp() => _isSystemProvider ? Stopwatch.GetTimestamp() : _provider.GetTimestamp();
+    public long Timestamp() =>
+        _ticker is { } ticker ? ticker.Timestamp : _isSystemProvider ? Stopwatch.GetTimestamp() : _provider.GetTimestamp();
 
     /// <summary>
     /// Manual modes: moves time as <c>TryReplenish</c> would. <paramref name="isFull"/> is whether the limiter holds all

@@ -39,6 +39,68 @@ public class StressTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// The coarse clock (<see cref="CoarseTimeProvider"/>, its real 1 ms ticker): stamps are its cached timestamp, many
+    /// decisions share one, and every window roll-over happens at a tick racing the deciding threads.
+    /// </summary>
+    [Theory]
+    [InlineData(LimiterKind.Log)]
+    [InlineData(LimiterKind.Counter)]
+    [InlineData(LimiterKind.Fixed)]
+    [InlineData(LimiterKind.Bucket)]
+    public void AnyLimiter_FourThreadsOnTheCoarseClock_NeverExceedsGuarantee(LimiterKind kind)
+    {
+        using var coarse = new CoarseTimeProvider();
+        Hammer(CoarseSpec(kind), refundOneIn: 3, coarse);
+    }
+
+    /// <summary>
+    /// A coarse clock whose ticker stalls now and then for up to 20 ms and then jumps to the real time in one tick,
+    /// racing the deciding threads: the stall only freezes time, the jump must not let a window admit past its limit.
+    /// </summary>
+    [Theory]
+    [InlineData(LimiterKind.Log)]
+    [InlineData(LimiterKind.Counter)]
+    [InlineData(LimiterKind.Fixed)]
+    [InlineData(LimiterKind.Bucket)]
+    public void AnyLimiter_FourThreadsOnACoarseClockThatStallsAndJumps_NeverExceedsGuarantee(LimiterKind kind)
+    {
+        using var coarse = new CoarseTimeProvider(TimeSpan.FromMilliseconds(1), source: null, manual: true);
+        using var stop = new CancellationTokenSource();
+        var ticker = new Thread(() =>
+        {
+            var random = new Random(13);
+            while (!stop.IsCancellationRequested)
+            {
+                Thread.Sleep(random.Next(8) == 0 ? random.Next(5, 21) : 1);
+                coarse.Tick();
+            }
+        }) { IsBackground = true };
+        ticker.Start();
+        try
+        {
+            // A run lasts a few hundred ticks and sees only a few stalls: several fresh rounds see more jumps.
+            for (int round = 0; round < 3; round++)
+            {
+                Hammer(CoarseSpec(kind), refundOneIn: 3, coarse);
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            ticker.Join();
+        }
+    }
+
+    /// <summary>Windows of a few ticks of the coarse clock, so that a run crosses hundreds of them.</summary>
+    private static LimiterSpec CoarseSpec(LimiterKind kind) => kind switch
+    {
+        LimiterKind.Log => new LimiterSpec(kind, Limit: 1_000, WindowTicks: TimeSpan.FromMilliseconds(5).Ticks),
+        LimiterKind.Counter => new LimiterSpec(kind, Limit: 1_000, WindowTicks: TimeSpan.FromMilliseconds(5).Ticks, Segments: 5),
+        LimiterKind.Fixed => new LimiterSpec(kind, Limit: 500, WindowTicks: TimeSpan.FromMilliseconds(3).Ticks),
+        _ => new LimiterSpec(kind, Limit: 200, WindowTicks: TimeSpan.FromMilliseconds(1).Ticks, TokensPerPeriod: 100),
+    };
+
     [Fact]
     public void SlidingWindowCounter_FourThreadsFourMillionAttempts_NeverExceedsLimitInAnyWindow() =>
         Hammer(new LimiterSpec(LimiterKind.Counter, Limit: 1_000, WindowTicks: TimeSpan.FromMilliseconds(1).Ticks, Segments: 4));

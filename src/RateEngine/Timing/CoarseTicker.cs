@@ -1,0 +1,139 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace RateEngine.Timing;
+
+/// <summary>
+/// The cached timestamp behind <c>CoarseTimeProvider</c>: one shared field that a dedicated background thread advances
+/// every period from <see cref="Stopwatch"/>, so that a read costs a load instead of a clock call.
+/// </summary>
+/// <remarks>
+/// <para><b>Monotonic.</b> The field only ever grows: every tick publishes with a larger-wins CAS, so two publishers (the
+/// thread and a first reader starting it) cannot move it back, and readers (<c>LimiterClock</c>) need no high-water mark.</para>
+/// <para><b>A stall only stops time.</b> A ticker that is late (descheduled, the machine paused) or stopped leaves the
+/// field where it was: decisions in the meantime carry an earlier stamp than the real time, so they count in an earlier
+/// window (stricter). The next tick jumps to the real time at once.</para>
+/// <para><b>Lazy.</b> The thread starts on the first read (<see cref="Read"/>), never before; it is a background thread, so
+/// it never keeps a process alive, and it stops for good on <see cref="Stop"/>. It holds no reference to the provider,
+/// so an undisposed provider can still be collected (its finalizer stops the thread).</para>
+/// </remarks>
+internal sealed class CoarseTicker
+{
+    private const int Idle = 0;
+    private const int Running = 1;
+    private const int Stopped = 2;
+
+    private readonly Func<long> _source;
+    private readonly int _periodMilliseconds;
+    private readonly object _gate = new();
+    private bool _stopping;
+    private int _state;
+
+    /// <summary>Written by ticks, read by every limiter on the provider: alone on its cache lines.</summary>
+    private Stamps _stamps;
+
+    /// <param name="periodMilliseconds">The ticker thread's wait between ticks.</param>
+    /// <param name="source">The timestamp a tick publishes; null for <see cref="Stopwatch.GetTimestamp"/>.</param>
+    /// <param name="manual">No thread ever: only <see cref="Tick"/> (and the first read) publishes. For tests.</param>
+    public CoarseTicker(int periodMilliseconds, Func<long>? source = null, bool manual = false)
+    {
+        _periodMilliseconds = periodMilliseconds;
+        _source = source ?? Stopwatch.GetTimestamp;
+        _state = manual ? Stopped : Idle;
+    }
+
+    /// <summary>The cached timestamp, for a reader that has already read once through <see cref="Read"/> (a plain load).</summary>
+    public long Timestamp => Volatile.Read(ref _stamps.Timestamp);
+
+    /// <summary>The system's UTC time (100 ns ticks) read by the tick that last published, for <c>GetUtcNow</c>.</summary>
+    public long UtcTicks => Volatile.Read(ref _stamps.UtcTicks);
+
+    /// <summary>Whether the ticker thread was started (and not told to stop).</summary>
+    public bool IsRunning => Volatile.Read(ref _state) == Running;
+
+    /// <summary>The cached timestamp; the first read publishes one and starts the thread.</summary>
+    public long Read()
+    {
+        long timestamp = Volatile.Read(ref _stamps.Timestamp);
+        return timestamp != 0 ? timestamp : Start();
+    }
+
+    /// <summary>Publishes a fresh reading (larger wins).</summary>
+    public void Tick()
+    {
+        long utcTicks = TimeProvider.System.GetUtcNow().UtcTicks;
+        long now = _source();
+
+        // The UTC time goes first, so a reader that sees this tick's timestamp sees a UTC time at least as recent.
+        Volatile.Write(ref _stamps.UtcTicks, utcTicks);
+        long seen = Volatile.Read(ref _stamps.Timestamp);
+        while (now > seen)
+        {
+            long previous = Interlocked.CompareExchange(ref _stamps.Timestamp, now, seen);
+            if (previous == seen)
+            {
+                return;
+            }
+
+            seen = previous;
+        }
+    }
+
+    /// <summary>Stops the thread for good (or keeps it from ever starting). Time then stands still.</summary>
+    public void Stop()
+    {
+        if (Interlocked.Exchange(ref _state, Stopped) != Running)
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            _stopping = true;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    private long Start()
+    {
+        // Every reader that still sees no time publishes one itself, so none returns zero, even while another starts the thread.
+        Tick();
+        if (Interlocked.CompareExchange(ref _state, Running, Idle) == Idle)
+        {
+            // UnsafeStart: the ticker must not capture the first reader's execution context (its AsyncLocals) for ever.
+            new Thread(Run) { IsBackground = true, Name = "RateEngine coarse clock" }.UnsafeStart();
+        }
+
+        return Volatile.Read(ref _stamps.Timestamp);
+    }
+
+    private void Run()
+    {
+        lock (_gate)
+        {
+            while (!_stopping)
+            {
+                // A wait on a monitor, not a sleep: Stop wakes it at once. It may return late (scheduling), never much early.
+                Monitor.Wait(_gate, _periodMilliseconds);
+                if (!_stopping)
+                {
+                    Tick();
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The two published words with a cache line of padding on each side, so that no other object's writes share their
+    /// line: a reader's copy is invalidated only by a tick.
+    /// </summary>
+    [StructLayout(LayoutKind.Explicit, Size = 192)]
+    private struct Stamps
+    {
+        [FieldOffset(64)]
+        public long Timestamp;
+
+        [FieldOffset(72)]
+        public long UtcTicks;
+    }
+}
