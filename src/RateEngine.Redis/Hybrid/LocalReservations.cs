@@ -85,9 +85,10 @@ internal sealed class LocalReservations : IAsyncDisposable
                     return false;
                 }
 
-                // Low water: a quarter of the block left, so the next one is on its way before this one runs out. Every
-                // acquire below the mark sees a refill in flight without taking the key's lock or observing its task again.
-                if (left * 4 < block.Granted && block.Granted >= PrefetchFrom && Volatile.Read(ref key.Refill) is not { IsCompleted: false } && _mayCall())
+                // Low water: half the block left, so the next one is on its way before this one runs out (at a quarter, a
+                // busy key's 64 callers ran dry within a round trip and all waited). Every acquire below the mark sees a
+                // refill in flight without taking the key's lock or observing its task again.
+                if (left * 2 < block.Granted && block.Granted >= PrefetchFrom && Volatile.Read(ref key.Refill) is not { IsCompleted: false } && _mayCall())
                 {
                     TaskObserver.Observe(StartRefill(key, need: 0));
                 }
