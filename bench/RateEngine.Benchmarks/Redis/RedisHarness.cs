@@ -32,8 +32,9 @@ internal static class RedisHarness
             {
                 foreach (RedisDesign design in (RedisDesign[])[RedisDesign.InProcess, .. RedisDesign.Compared])
                 {
-                    progress($"redis: {design.Name}, {keys.Length:N0} key(s), throughput ({warmUp.TotalSeconds:F1} s warm-up, {measure.TotalSeconds:F1} s measured)");
-                    RedisThroughput row = Throughput(design, nodes, server, keys, warmUp, measure);
+                    TimeSpan warm = keys.Length > 1 && design == RedisDesign.Hybrid ? settings.ManyKeysHybridWarmUp : warmUp;
+                    progress($"redis: {design.Name}, {keys.Length:N0} key(s), throughput ({warm.TotalSeconds:F1} s warm-up, {measure.TotalSeconds:F1} s measured)");
+                    RedisThroughput row = Throughput(design, nodes, server, keys, warm, measure) with { WarmUp = warm };
                     progress($"redis:   {row.AdmissionsPerSecond / 1e3:F1} k/s, {row.RoundTripsPerThousand:F1} round trips per 1,000, p50 {row.P50Microseconds:F2} µs, p99 {row.P99Microseconds:F1} µs");
                     throughput.Add(row);
                 }

@@ -16,10 +16,12 @@ internal static class RedisReport
         text.AppendLine();
         foreach (IGrouping<int, RedisThroughput> scenario in result.Throughput.GroupBy(row => row.Keys))
         {
-            TimeSpan warmUp = scenario.Key == 1 ? settings.WarmUp : settings.ManyKeysWarmUp;
             TimeSpan measure = scenario.Key == 1 ? settings.Measure : settings.ManyKeysMeasure;
+            string warmUps = string.Join(", ", scenario.GroupBy(row => row.WarmUp).Select(group => group.Count() == scenario.Count()
+                ? string.Create(CultureInfo.InvariantCulture, $"{group.Key.TotalSeconds:F1} s")
+                : string.Create(CultureInfo.InvariantCulture, $"{group.Key.TotalSeconds:F1} s for {string.Join(" and ", group.Select(row => row.Design.Split(' ')[0]))}")));
             text.AppendLine(CultureInfo.InvariantCulture,
-                $"**{Keys(scenario.Key)}, throughput** (a limit never reached; {measure.TotalSeconds:F1} s measured after {warmUp.TotalSeconds:F1} s of warm-up):");
+                $"**{Keys(scenario.Key)}, throughput** (a limit never reached; {measure.TotalSeconds:F1} s measured after a warm-up of {warmUps}):");
             text.AppendLine();
             text.AppendLine("| design | admissions/s, all nodes | × exact | commands per 1,000 admissions | round trips per 1,000 | latency p50 | p99 | answered without waiting | their p50 | their p99 |");
             text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -17,7 +17,11 @@ internal sealed record RedisThroughput(
     double P99Microseconds,
     double LocalShare,
     double LocalP50Microseconds,
-    double LocalP99Microseconds);
+    double LocalP99Microseconds)
+{
+    /// <summary>How long the callers ran before the measured part.</summary>
+    public TimeSpan WarmUp { get; init; }
+}
 
 /// <summary>
 /// One design's saturation run: the most admissions any window held past the cap (over), and the mean shortfall below the
