@@ -180,13 +180,17 @@ internal sealed class LocalReservations : IAsyncDisposable
     {
         long sent = _time.GetTimestamp();
 
-        // Doubling with demand: twice what the current block has served (it ran low or out, or its period ended), so a busy
-        // key's blocks grow to MaxBlock and a quiet or refused one's shrink toward one permit.
-        // What is left in the current block joins the new one (same period), so ask for at most MaxBlock minus that: a node
-        // never holds more than MaxBlock unused permits of a key, the bound the under-admission is documented by.
+        // Doubling with demand: a block that ran low or out within its period asks for twice its size, so a busy key's
+        // blocks grow to MaxBlock; one whose period ended asks for twice what it served, and after a refusal one permit, so
+        // a quiet or capped key's blocks shrink toward one permit. What is left in the current block joins the new one
+        // (same period), so ask for at most MaxBlock minus that: a node never holds more than MaxBlock unused permits of a
+        // key, the bound the under-admission is documented by.
         LocalBlock current = Volatile.Read(ref key.Block);
         long left = current.Refused ? 0 : Volatile.Read(ref current.Remaining);
-        long size = ReferenceEquals(current, LocalBlock.Empty) ? FirstBlock : 2 * (current.Granted - left);
+        long size = ReferenceEquals(current, LocalBlock.Empty) ? FirstBlock
+            : current.Refused ? 1
+            : sent < current.ExpiresAt ? 2 * current.Granted
+            : 2 * (current.Granted - left);
         long want = Math.Max(need, Math.Min(Math.Clamp(size, 1, _maxBlock), _maxBlock - left));
         var reply = (long[])(await _reserve(key, Math.Max(need, 0), want).ConfigureAwait(false))!;
         long granted = reply[0];
