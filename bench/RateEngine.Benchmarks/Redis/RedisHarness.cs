@@ -99,9 +99,9 @@ internal static class RedisHarness
             // Its own thread, so that a reading is taken on time however busy the pool is.
             snapshots = new Thread(() =>
             {
-                Thread.Sleep(Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), measureFrom));
+                SleepUntil(measureFrom);
                 before = CommandStats.ReadAsync(server).GetAwaiter().GetResult();
-                Thread.Sleep(Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), until));
+                SleepUntil(until);
                 after = CommandStats.ReadAsync(server).GetAwaiter().GetResult();
             }) { IsBackground = true, Priority = ThreadPriority.AboveNormal };
             snapshots.Start();
@@ -139,6 +139,16 @@ internal static class RedisHarness
             (double)local.Count / Math.Max(1, all.Count),
             local.QuantileMicroseconds(0.5),
             local.QuantileMicroseconds(0.99));
+    }
+
+    /// <summary>Sleeps until a timestamp; at once if it has passed (a thread started late on a loaded machine).</summary>
+    private static void SleepUntil(long timestamp)
+    {
+        TimeSpan left = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), timestamp);
+        if (left > TimeSpan.Zero)
+        {
+            Thread.Sleep(left);
+        }
     }
 
     private sealed record CallerResult(LatencyHistogram All, LatencyHistogram Local, long Admitted, long Refused);
