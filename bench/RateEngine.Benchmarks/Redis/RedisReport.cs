@@ -17,9 +17,11 @@ internal static class RedisReport
         foreach (IGrouping<int, RedisThroughput> scenario in result.Throughput.GroupBy(row => row.Keys))
         {
             TimeSpan measure = scenario.Key == 1 ? settings.Measure : settings.ManyKeysMeasure;
-            string warmUps = string.Join(", ", scenario.GroupBy(row => row.WarmUp).Select(group => group.Count() == scenario.Count()
+            string warmUps = string.Join(", ", scenario.GroupBy(row => row.WarmUp).OrderBy(group => group.Count()).Select(group => group.Count() == scenario.Count()
                 ? string.Create(CultureInfo.InvariantCulture, $"{group.Key.TotalSeconds:F1} s")
-                : string.Create(CultureInfo.InvariantCulture, $"{group.Key.TotalSeconds:F1} s for {string.Join(" and ", group.Select(row => row.Design.Split(' ')[0]))}")));
+                : group.Count() == 1
+                    ? string.Create(CultureInfo.InvariantCulture, $"{group.Key.TotalSeconds:F1} s for {group.Single().Design.Split(" (")[0]}")
+                    : string.Create(CultureInfo.InvariantCulture, $"{group.Key.TotalSeconds:F1} s for the others")));
             text.AppendLine(CultureInfo.InvariantCulture,
                 $"**{Keys(scenario.Key)}, throughput** (a limit never reached; {measure.TotalSeconds:F1} s measured after a warm-up of {warmUps}):");
             text.AppendLine();
