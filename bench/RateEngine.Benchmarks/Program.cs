@@ -145,7 +145,8 @@ internal static partial class Program
             modes:
               (none)                    compare mode, the README's main command: every limiter against its in-box one in
                                         one run, then the partitioned limiters, the layered policy (as --policy), then
-                                        the estimator simulation (as --estimator); tables with their targets on the console, compare.md and
+                                        the estimator simulation (as --estimator), and a short Redis section (as --redis) when
+                                        redis-server is on PATH; tables with their targets on the console, compare.md and
                                         compare.png in the output directory
               --bdn [ARGS]              the BenchmarkDotNet suites; ARGS go to BenchmarkSwitcher (none: --filter *),
                                         e.g. --filter '*Uncontended*', --job short, --list flat
@@ -161,10 +162,12 @@ internal static partial class Program
                                         chained with CreateChained, 10k users; about 10 s; prints the table and writes
                                         policy.md to DIR (default bench/results of the repository)
               --redis [HOST:PORT] [--out DIR]
-                                        the Redis mode: 4 nodes x 16 callers on one key, exact against hybrid
-                                        (admissions/s, script calls per admission, latency; permits used per window at
-                                        100/s); starts its own redis-server when no address is given; about 20 s;
-                                        writes redis.md to DIR (default bench/results of the repository)
+                                        the Redis mode: 4 nodes x 16 callers on one key and on 10k keys; exact,
+                                        hybrid and the two seed designs (check-then-add, MULTI per call), with the
+                                        in-process limiter as yardstick: admissions/s, commands and round trips per
+                                        1,000 admissions (INFO commandstats), latency p50/p99, over- and
+                                        under-admission at saturation; starts its own redis-server when no address is
+                                        given; about a minute; writes redis.md to DIR (default bench/results)
               --http [--out DIR]        requests per second on the sample gateway (a separate process on loopback, 32
                                         connections): no limiter, the in-box chained limiters, RateEngine's policy;
                                         3 rounds of 8 s each; about 90 s; writes http.md to DIR
@@ -223,6 +226,13 @@ internal static partial class Program
             Console.WriteLine($"Learned reservations (estimator simulation, {estimator.Duration.TotalMilliseconds:F0} ms):");
             Console.WriteLine(EstimatorReport.Table(estimator));
             Console.WriteLine();
+        }
+
+        if (result.Redis is { } redis)
+        {
+            var section = new System.Text.StringBuilder();
+            RateEngine.Benchmarks.Redis.RedisReport.AppendSection(section, redis, RateEngine.Benchmarks.Redis.RedisBenchSettings.ForCompare(settings.IsSmoke), $"Redis mode ({redis.Duration.TotalSeconds:F0} s):");
+            Console.Write(section);
         }
 
         (string markdown, string chart) = CompareReport.Write(result, commandLine);
@@ -284,16 +294,18 @@ internal static partial class Program
     {
         var clock = Stopwatch.StartNew();
         using RateEngine.Redis.Tests.Support.RedisServer? server = endpoint is null ? new RateEngine.Redis.Tests.Support.RedisServer() : null;
-        var (throughput, fill) = RateEngine.Benchmarks.Redis.RedisHarness.Run(
-            endpoint ?? server!.Endpoint, TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(5.5), message => Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] {message}"));
+        var settings = new RateEngine.Benchmarks.Redis.RedisBenchSettings();
+        MachineInfo m = MachineInfo.Read();
+        RateEngine.Benchmarks.Redis.RedisResult result = RateEngine.Benchmarks.Redis.RedisHarness.Run(
+            endpoint ?? server!.Endpoint, settings, message => Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] {message}"));
         var text = new System.Text.StringBuilder();
         text.AppendLine("# Redis mode benchmark");
         text.AppendLine();
-        MachineInfo m = MachineInfo.Read();
         text.AppendLine(System.Globalization.CultureInfo.InvariantCulture,
-            $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {clock.Elapsed.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}; the redis-server runs on the same 2 cores.");
+            $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {clock.Elapsed.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores (a VM), {m.Os}, {m.Runtime}; "
+            + $"the redis-server runs on the same {m.Cores} cores as the nodes and their callers; load average {m.LoadAverageAtStart} at the start, {MachineInfo.LoadAverage()} at the end.");
         text.AppendLine();
-        RateEngine.Benchmarks.Redis.RedisHarness.AppendSection(text, throughput, fill);
+        RateEngine.Benchmarks.Redis.RedisReport.AppendSection(text, result, settings, "## Exact, hybrid and the two seed designs (issue 11)");
         Console.Write(text);
         return WriteReport(outputDirectory, "redis.md", text);
     }

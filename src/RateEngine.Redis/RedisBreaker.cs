@@ -42,7 +42,8 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     /// <summary>Why the last call failed, for the refusals the open breaker answers.</summary>
     public string LastFailure { get; private set; } = string.Empty;
 
-    public bool IsOpen => time.GetTimestamp() < Volatile.Read(ref _openUntil);
+    /// <summary>Open until the cool-down ends; a closed breaker answers without reading the clock (the hybrid hot path asks).</summary>
+    public bool IsOpen => Volatile.Read(ref _openUntil) is var until && until != long.MinValue && time.GetTimestamp() < until;
 
     /// <summary>A call has failed and none has succeeded since (the breaker may already let calls through again).</summary>
     public bool IsDegraded => Volatile.Read(ref _degraded) == 1;

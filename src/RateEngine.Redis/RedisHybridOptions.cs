@@ -17,8 +17,12 @@ namespace RateEngine.Redis;
 /// </remarks>
 public sealed class RedisHybridOptions
 {
-    /// <summary>The most permits one reservation takes. Default 64.</summary>
-    public int MaxBlock { get; set; } = 64;
+    /// <summary>
+    /// The most permits one reservation takes. Default 1,024. A key's blocks start at one permit and double with the demand
+    /// the last block served, up to this; near the cap a reservation takes at most half of what is left, so blocks shrink
+    /// toward one permit there whatever this is.
+    /// </summary>
+    public int MaxBlock { get; set; } = 1024;
 
     /// <summary>
     /// A key's unused permits go back to Redis after it has been idle this long, and the key is forgotten locally.

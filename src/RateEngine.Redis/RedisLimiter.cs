@@ -15,7 +15,9 @@ namespace RateEngine.Redis;
 /// interval of length T at most <c>TokenLimit + rate × T</c>); the counter and the log never pass the limit in any
 /// interval of length W. None of them queues (the options' <c>QueueLimit</c> must be 0), and disposing a lease gives
 /// nothing back. Each key written has a TTL of its window (or of the bucket's time to refill).</para>
-/// <para>Options are resolved per partition key on every call (return a shared instance: each is validated once).</para>
+/// <para>Options are resolved per partition key: in exact mode on every call; in the hybrid mode when a key's local state
+/// is made on a node (its first use there, or its first after it was idle), as the in-process partitioned limiters resolve
+/// a key's options when its state is created. Return a shared instance: each is validated once.</para>
 /// </remarks>
 public static class RedisLimiter
 {

@@ -43,6 +43,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private readonly LocalReservations? _local;
     private readonly PartitionedRateLimiter<string>? _fallback;
     private readonly RedisMetrics _metrics;
+    private readonly Func<string, RedisPartitionedLimiter<TResource, TOptions>, LocalKey>? _createLocalKey;
     private long _calls;
     private long _roundTrips;
     private volatile bool _disposed;
@@ -101,6 +102,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         if (options.Hybrid is { } hybrid)
         {
             _local = new LocalReservations(hybrid, options.TimeProvider, Reserve, GiveBack, () => !_breaker.IsOpen);
+            _createLocalKey = CreateLocalKey;
         }
     }
 
@@ -172,18 +174,45 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
     private long Now() => _clientClock is null ? -1 : (_clientClock.GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
 
-    private Task<RedisResult> Reserve(LocalKey key, RedisRule rule, long need, long want)
+    private Task<RedisResult> Reserve(LocalKey key, long need, long want)
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
-        return _database.ScriptEvaluateAsync(rule.ReserveScript!, rule.ReserveParameters(KeyOf(key.PartitionKey, rule), Now(), need, want));
+        return _database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want));
     }
 
-    private Task GiveBack(LocalKey key, RedisRule rule, long period, long returned)
+    private Task GiveBack(LocalKey key, long period, long returned)
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
-        return _database.ScriptEvaluateAsync(rule.ReturnScript!, rule.ReturnParameters(KeyOf(key.PartitionKey, rule), period, returned));
+        return _database.ScriptEvaluateAsync(key.Rule.ReturnScript!, key.Rule.ReturnParameters(key.RedisKey, period, returned));
+    }
+
+    /// <summary>
+    /// A key's local state on first touch here (or after it was idle): its options are resolved now and kept with it, as
+    /// the in-process partitioned limiters resolve a key's options when its state is created, so the hot path calls no
+    /// user code but the key selector (a resolver that makes new options per call would otherwise cost a rule per acquire).
+    /// </summary>
+    private static LocalKey CreateLocalKey(string partitionKey, RedisPartitionedLimiter<TResource, TOptions> self)
+    {
+        TOptions options = self._optionsResolver(partitionKey) ?? throw new InvalidOperationException($"No options were resolved for key '{partitionKey}'.");
+        RedisRule rule = self._rules.GetValue(options, created => self._createRule(created));
+        return new LocalKey(partitionKey, rule, self.KeyOf(partitionKey, rule));
+    }
+
+    /// <summary>The hybrid mode's key and rule for a request, checked as <see cref="Resolve"/> checks it.</summary>
+    private LocalKey ResolveLocal(TResource resource, int permitCount)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegative(permitCount);
+        string partitionKey = _keySelector(resource) ?? throw new InvalidOperationException("The key selector returned null.");
+        LocalKey key = _local!.KeyOf(partitionKey, _createLocalKey!, this);
+        if (permitCount > key.Rule.PermitLimit)
+        {
+            throw new ArgumentOutOfRangeException(nameof(permitCount), permitCount, $"{permitCount} permits exceed the limit of {key.Rule.PermitLimit}.");
+        }
+
+        return key;
     }
 
     internal static RedisDecision Decision(RedisResult result)
@@ -223,14 +252,38 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return Lease(Decision(task.Result));
     }
 
-    protected override async ValueTask<RateLimitLease> AcquireAsyncCore(TResource resource, int permitCount, CancellationToken cancellationToken)
+    protected override ValueTask<RateLimitLease> AcquireAsyncCore(TResource resource, int permitCount, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        if (_local is not null && permitCount > 0)
+        if (_local is null || permitCount == 0)
         {
-            return await AcquireLocalAsync(resource, permitCount, cancellationToken).ConfigureAwait(false);
+            return AcquireExactAsync(resource, permitCount, cancellationToken);
         }
 
+        // The hybrid mode's hot path, without an async state machine: a permit from the local block (or a cached refusal)
+        // answers synchronously; only a caller that needs a reservation goes async. Errors surface in the task, as async.
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<RateLimitLease>(cancellationToken);
+        }
+
+        LocalKey key;
+        try
+        {
+            key = ResolveLocal(resource, permitCount);
+        }
+        catch (Exception error)
+        {
+            return ValueTask.FromException<RateLimitLease>(error);
+        }
+
+        return LocalAnswer(key, permitCount) is { } answer
+            ? new ValueTask<RateLimitLease>(answer)
+            : AcquireLocalAsync(key, permitCount, cancellationToken);
+    }
+
+    private async ValueTask<RateLimitLease> AcquireExactAsync(TResource resource, int permitCount, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
         RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
         if (_breaker.IsOpen)
         {
@@ -277,22 +330,16 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
     }
 
-    /// <summary>
-    /// The hybrid mode, asynchronously: from the key's local block, else from the reservation in flight (one per key),
-    /// else a new one for at least this request's permits; a cached refusal answers locally until its retry time.
-    /// </summary>
-    private async ValueTask<RateLimitLease> AcquireLocalAsync(TResource resource, int permitCount, CancellationToken cancellationToken)
+    private async ValueTask<RateLimitLease> AcquireLocalAsync(LocalKey key, int permitCount, CancellationToken cancellationToken)
     {
-        RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
-        LocalKey key = _local!.KeyOf(partitionKey);
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
-            if (LocalAnswer(key, rule, partitionKey, permitCount) is { } answer)
+            if (attempt > 0 && LocalAnswer(key, permitCount) is { } answer)
             {
                 return answer;
             }
 
-            Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
+            Task<LocalBlock> refill = _local!.StartRefill(key, permitCount);
             try
             {
                 await refill.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -304,7 +351,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (Exception error) when (error is RedisException or TimeoutException)
             {
-                return Failed(error.Message, partitionKey, permitCount);
+                return Failed(error.Message, key.PartitionKey, permitCount);
             }
 
             _breaker.Close();
@@ -316,29 +363,28 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     /// <summary>The hybrid mode, synchronously: as <see cref="AcquireLocalAsync"/>, waiting for a reservation at most the sync bound.</summary>
     private RateLimitLease AttemptLocal(TResource resource, int permitCount)
     {
-        RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
-        LocalKey key = _local!.KeyOf(partitionKey);
+        LocalKey key = ResolveLocal(resource, permitCount);
         long started = Stopwatch.GetTimestamp(); // real time, as the waits are: one bound for the whole call
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
-            if (LocalAnswer(key, rule, partitionKey, permitCount) is { } answer)
+            if (LocalAnswer(key, permitCount) is { } answer)
             {
                 return answer;
             }
 
-            Task<LocalBlock> refill = _local.StartRefill(key, rule, permitCount);
+            Task<LocalBlock> refill = _local!.StartRefill(key, permitCount);
             try
             {
                 TimeSpan left = _syncTimeout - Stopwatch.GetElapsedTime(started);
                 if (left <= TimeSpan.Zero || !refill.Wait(left))
                 {
                     RedisTasks.Observe(refill);
-                    return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);
+                    return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", key.PartitionKey, permitCount);
                 }
             }
             catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
             {
-                return Failed(error.InnerException.Message, partitionKey, permitCount);
+                return Failed(error.InnerException.Message, key.PartitionKey, permitCount);
             }
 
             _breaker.Close();
@@ -351,9 +397,9 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     /// The hybrid mode's answer without waiting: a permit from the key's block, a cached refusal, or the failure mode's
     /// answer while the breaker is open; null when the caller needs a reservation.
     /// </summary>
-    private RateLimitLease? LocalAnswer(LocalKey key, RedisRule rule, string partitionKey, int permitCount)
+    private RateLimitLease? LocalAnswer(LocalKey key, int permitCount)
     {
-        if (_local!.TryTake(key, rule, permitCount, out TimeSpan? refusedFor))
+        if (_local!.TryTake(key, permitCount, out TimeSpan? refusedFor))
         {
             return RedisLease.Acquired;
         }
@@ -363,7 +409,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return Refused(retryAfter);
         }
 
-        return _breaker.IsOpen ? Unavailable(_breaker.LastFailure, partitionKey, permitCount) : null;
+        return _breaker.IsOpen ? Unavailable(_breaker.LastFailure, key.PartitionKey, permitCount) : null;
     }
 
     private const int MaxLocalAttempts = 32;

@@ -78,8 +78,25 @@ internal sealed class CompareHarness(CompareSettings settings)
         Progress("estimator simulation: max_tokens, learned and exact reservations on a virtual clock");
         EstimatorResult estimator = EstimatorSimulation.Run(new EstimatorSettings());
         Progress($"estimator simulation done in {estimator.Duration.TotalMilliseconds:F0} ms");
+        Redis.RedisResult? redis = RunRedis();
         machine = machine with { LoadAverageAtEnd = MachineInfo.LoadAverage() };
-        return new CompareResult(machine, settings, rows, partitions, _clock.Elapsed) { Estimator = estimator, Policy = policy };
+        return new CompareResult(machine, settings, rows, partitions, _clock.Elapsed) { Estimator = estimator, Policy = policy, Redis = redis };
+    }
+
+    /// <summary>The short Redis section on a redis-server of its own, when one is on PATH (else skipped, and said so).</summary>
+    private Redis.RedisResult? RunRedis()
+    {
+        bool installed = (Environment.GetEnvironmentVariable("PATH") ?? string.Empty)
+            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+            .Any(directory => File.Exists(Path.Combine(directory, "redis-server")));
+        if (!installed)
+        {
+            Progress("redis: no redis-server on PATH, section skipped");
+            return null;
+        }
+
+        using var server = new RateEngine.Redis.Tests.Support.RedisServer();
+        return Redis.RedisHarness.Run(server.Endpoint, Redis.RedisBenchSettings.ForCompare(settings.IsSmoke), Progress);
     }
 
     private void Progress(string message) => Console.WriteLine($"[{_clock.Elapsed.TotalSeconds,6:F1}s] {message}");

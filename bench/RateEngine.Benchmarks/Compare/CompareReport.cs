@@ -215,6 +215,12 @@ internal static class CompareReport
             EstimatorReport.AppendSection(text, estimator, "## Learned reservations (estimator simulation)");
         }
 
+        if (result.Redis is { } redis)
+        {
+            Redis.RedisReport.AppendSection(
+                text, redis, Redis.RedisBenchSettings.ForCompare(result.Settings.IsSmoke), $"## Redis mode (short runs, {redis.Duration.TotalSeconds:F0} s; `--redis` for the full ones)");
+        }
+
         text.AppendLine("![compare chart](compare.png)");
         return text.ToString();
     }

@@ -13,6 +13,9 @@ internal sealed record CompareResult(
     /// <summary>The layered-policy section (a 5-layer policy against the in-box chain), after the partitions.</summary>
     public Policies.PolicyResult? Policy { get; init; }
 
+    /// <summary>The short Redis section (as <c>--redis</c>, shorter), when redis-server is on PATH.</summary>
+    public Redis.RedisResult? Redis { get; init; }
+
     public CompareRow Ceiling => Rows.Single(r => r.Kind is null);
 
     public CompareRow Row(LimiterKind kind) => Rows.Single(r => r.Kind == kind);

@@ -1,154 +1,253 @@
 using System.Diagnostics;
-using System.Globalization;
-using System.Text;
+using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
-using RateEngine.Redis;
 using StackExchange.Redis;
 
 namespace RateEngine.Benchmarks.Redis;
 
-/// <summary>One mode's figures: admissions per second of all nodes, script calls per admission, and per-call latency.</summary>
-internal sealed record RedisThroughput(string Mode, double AdmissionsPerSecond, double RoundTripsPerAdmission, double P50Microseconds, double P99Microseconds);
-
-/// <summary>Permits used per full window near the cap, for one mode.</summary>
-internal sealed record RedisFill(string Mode, long Limit, long[] PerWindow);
-
 /// <summary>
-/// The Redis mode on a loopback redis-server: 4 nodes (each its own connection and limiter) × 16 async callers on one
-/// key. Throughput with a limit never reached (exact against hybrid), then 100 permits per 1-second window, where the
-/// permits used per full window show the hybrid mode's under-admission next to the exact mode's.
+/// Issue 11's comparison on a loopback redis-server: 4 nodes (each its own connection and limiter) × 16 async callers, on
+/// one key and on 10,000 keys (each attempt a random one), for exact mode, hybrid mode and the two seed designs, with
+/// RateEngine's in-process limiter as the latency yardstick. A throughput run (a limit never reached) gives admissions per
+/// second, the commands Redis counted per 1,000 admissions and the latency per acquire; a saturation run (callers hammering
+/// a small cap, 1 ms back-off after a refusal) gives over- and under-admission from every decision's time.
 /// </summary>
 internal static class RedisHarness
 {
-    private const int Nodes = 4;
-    private const int CallersPerNode = 16;
+    private const int Callers = RedisBenchSettings.Nodes * RedisBenchSettings.CallersPerNode;
 
-    public static (RedisThroughput[] Throughput, RedisFill[] Fill) Run(string endpoint, TimeSpan throughputRun, TimeSpan fillRun, Action<string> progress)
+    public static RedisResult Run(string endpoint, RedisBenchSettings settings, Action<string> progress)
     {
+        var clock = Stopwatch.StartNew();
+        string[] oneKey = ["shared"];
+        string[] manyKeys = [.. Enumerable.Range(0, RedisBenchSettings.ManyKeys).Select(i => "user-" + i.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+        using ConnectionMultiplexer admin = ConnectionMultiplexer.Connect($"{endpoint},abortConnect=false,allowAdmin=true");
+        IServer server = admin.GetServer(admin.GetEndPoints()[0]);
+        ConnectionMultiplexer[] nodes = [.. Enumerable.Range(0, RedisBenchSettings.Nodes).Select(_ => ConnectionMultiplexer.Connect($"{endpoint},abortConnect=false,syncTimeout=5000,asyncTimeout=5000"))];
         var throughput = new List<RedisThroughput>();
-        var fill = new List<RedisFill>();
-        foreach (bool hybrid in new[] { false, true })
-        {
-            string mode = hybrid ? "hybrid (MaxBlock 64)" : "exact (one script per acquire)";
-            progress($"redis: {mode}, throughput for {throughputRun.TotalSeconds:F0} s");
-            throughput.Add(Throughput(endpoint, mode, hybrid, throughputRun));
-            progress($"redis: {mode}, 100 per second for {fillRun.TotalSeconds:F0} s");
-            fill.Add(Fill(endpoint, mode, hybrid, fillRun));
-        }
-
-        return ([.. throughput], [.. fill]);
-    }
-
-    public static void AppendSection(StringBuilder text, RedisThroughput[] throughput, RedisFill[] fill)
-    {
-        text.AppendLine(CultureInfo.InvariantCulture, $"{Nodes} nodes (a connection and a limiter each) × {CallersPerNode} async callers, one key, one loopback redis-server, `AcquireAsync` in a loop.");
-        text.AppendLine();
-        text.AppendLine("| mode | admissions/s, all nodes | script calls per admission | latency p50 | latency p99 |");
-        text.AppendLine("|---|---:|---:|---:|---:|");
-        foreach (RedisThroughput row in throughput)
-        {
-            text.AppendLine(CultureInfo.InvariantCulture,
-                $"| {row.Mode} | {row.AdmissionsPerSecond / 1e3:F1} k | {row.RoundTripsPerAdmission:F3} | {row.P50Microseconds:F1} µs | {row.P99Microseconds:F0} µs |");
-        }
-
-        text.AppendLine();
-        text.AppendLine("Near the cap: a fixed window of 100 permits per second on the server's clock, the same callers hammering it;");
-        text.AppendLine("permits used in each full window (the cap is never passed: the tests check it offline).");
-        text.AppendLine();
-        text.AppendLine("| mode | permits used per full window | mean | under-admission |");
-        text.AppendLine("|---|---|---:|---:|");
-        foreach (RedisFill row in fill)
-        {
-            double mean = row.PerWindow.Length == 0 ? 0 : row.PerWindow.Average();
-            text.AppendLine(CultureInfo.InvariantCulture,
-                $"| {row.Mode} | {string.Join(' ', row.PerWindow)} | {mean:F1} | {(1 - (mean / row.Limit)) * 100:F1} % |");
-        }
-
-        text.AppendLine();
-    }
-
-    private static RedisThroughput Throughput(string endpoint, string mode, bool hybrid, TimeSpan duration)
-    {
-        string prefix = "bench-" + Guid.NewGuid().ToString("N");
-        var latencies = new List<long>[Nodes * CallersPerNode];
-        long admitted = 0;
-        long trips = 0;
-        RunNodes(endpoint, prefix, hybrid, limit: int.MaxValue, window: TimeSpan.FromMinutes(1), duration, (limiter, caller) => async until =>
-        {
-            var mine = latencies[caller] = [];
-            while (Environment.TickCount64 < until)
-            {
-                long started = Stopwatch.GetTimestamp();
-                using RateLimitLease lease = await limiter.AcquireAsync("shared").ConfigureAwait(false);
-                mine.Add(Stopwatch.GetTimestamp() - started);
-                if (lease.IsAcquired)
-                {
-                    Interlocked.Increment(ref admitted);
-                }
-            }
-        }, roundTrips => trips = roundTrips);
-        long[] all = [.. latencies.SelectMany(list => list).Order()];
-        double Micros(double quantile) => all[(int)Math.Min(all.Length - 1, quantile * all.Length)] * 1e6 / Stopwatch.Frequency;
-        return new RedisThroughput(mode, admitted / duration.TotalSeconds, (double)trips / admitted, Micros(0.5), Micros(0.99));
-    }
-
-    private static RedisFill Fill(string endpoint, string mode, bool hybrid, TimeSpan duration)
-    {
-        string prefix = "bench-" + Guid.NewGuid().ToString("N");
-        var used = new System.Collections.Concurrent.ConcurrentDictionary<long, long>();
-        RunNodes(endpoint, prefix, hybrid, limit: 100, window: TimeSpan.FromSeconds(1), duration, (limiter, _) => async until =>
-        {
-            while (Environment.TickCount64 < until)
-            {
-                using RateLimitLease lease = await limiter.AcquireAsync("shared").ConfigureAwait(false);
-                if (lease.IsAcquired)
-                {
-                    // The window of the use, on this machine's clock (the server's, on loopback, is the same one).
-                    used.AddOrUpdate(TimeProvider.System.GetUtcNow().ToUnixTimeMilliseconds() / 1_000, 1, (_, n) => n + 1);
-                }
-                else if (lease.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter))
-                {
-                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(retryAfter.TotalMilliseconds, 5))).ConfigureAwait(false);
-                }
-            }
-        }, _ => { });
-        long[] perWindow = [.. used.OrderBy(entry => entry.Key).Skip(1).SkipLast(1).Select(entry => entry.Value)];
-        return new RedisFill(mode, 100, perWindow);
-    }
-
-    private static void RunNodes(
-        string endpoint,
-        string prefix,
-        bool hybrid,
-        int limit,
-        TimeSpan window,
-        TimeSpan duration,
-        Func<PartitionedRateLimiter<string>, int, Func<long, Task>> caller,
-        Action<long> roundTrips)
-    {
-        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, Nodes).Select(_ => ConnectionMultiplexer.Connect($"{endpoint},abortConnect=false"))];
-        PartitionedRateLimiter<string>[] limiters = [.. connections.Select(connection => RedisLimiter.CreateFixedWindow<string>(
-            key => key,
-            _ => new FixedWindowRateLimiterOptions { PermitLimit = limit, Window = window },
-            new RedisLimiterOptions { Connection = connection, KeyPrefix = prefix, Hybrid = hybrid ? new RedisHybridOptions() : null }))];
+        var saturation = new List<RedisSaturation>();
         try
         {
-            long until = Environment.TickCount64 + (long)duration.TotalMilliseconds;
-            Task.WhenAll(Enumerable.Range(0, Nodes * CallersPerNode)
-                .Select(i => Task.Run(() => caller(limiters[i / CallersPerNode], i)(until)))).GetAwaiter().GetResult();
-            roundTrips(limiters.Sum(RedisCalls.Of));
+            foreach ((string[] keys, TimeSpan warmUp, TimeSpan measure) in new[] { (oneKey, settings.WarmUp, settings.Measure), (manyKeys, settings.ManyKeysWarmUp, settings.ManyKeysMeasure) })
+            {
+                foreach (RedisDesign design in (RedisDesign[])[RedisDesign.InProcess, .. RedisDesign.Compared])
+                {
+                    TimeSpan warm = keys.Length > 1 && design == RedisDesign.Hybrid ? settings.ManyKeysHybridWarmUp : warmUp;
+                    progress($"redis: {design.Name}, {keys.Length:N0} key(s), throughput ({warm.TotalSeconds:F1} s warm-up, {measure.TotalSeconds:F1} s measured)");
+                    RedisThroughput row = Throughput(design, nodes, server, keys, warm, measure) with { WarmUp = warm };
+                    progress($"redis:   {row.AdmissionsPerSecond / 1e3:F1} k/s, {row.RoundTripsPerThousand:F1} round trips per 1,000, p50 {row.P50Microseconds:F2} µs, p99 {row.P99Microseconds:F1} µs");
+                    throughput.Add(row);
+                }
+            }
+
+            foreach ((string[] keys, int cap, TimeSpan window, TimeSpan duration) in new[]
+            {
+                (oneKey, settings.OneKeyCap, settings.OneKeyWindow, settings.OneKeySaturation),
+                (manyKeys, settings.ManyKeysCap, settings.ManyKeysWindow, settings.ManyKeysSaturation),
+            })
+            {
+                if (duration <= TimeSpan.Zero)
+                {
+                    continue;
+                }
+
+                foreach (RedisDesign design in RedisDesign.Compared)
+                {
+                    progress($"redis: {design.Name}, {keys.Length:N0} key(s), {cap} per {window.TotalMilliseconds:F0} ms for {duration.TotalSeconds:F1} s");
+                    RedisSaturation row = Saturate(design, nodes, keys, cap, window, duration);
+                    progress($"redis:   over {row.OverMax}, under {row.UnderShare:P1} over {row.SaturatedWindows} saturated windows");
+                    saturation.Add(row);
+                }
+            }
         }
         finally
         {
-            foreach (PartitionedRateLimiter<string> limiter in limiters)
+            foreach (ConnectionMultiplexer node in nodes)
             {
-                limiter.Dispose();
-            }
-
-            foreach (ConnectionMultiplexer connection in connections)
-            {
-                connection.Dispose();
+                node.Dispose();
             }
         }
+
+        return new RedisResult(throughput, saturation, clock.Elapsed);
+    }
+
+    private static PartitionedRateLimiter<string>[] Limiters(RedisDesign design, ConnectionMultiplexer[] nodes, int limit, TimeSpan window, StampClock? clock)
+    {
+        string prefix = "bench-" + Guid.NewGuid().ToString("N")[..12];
+        return [.. nodes.Select((connection, node) => design.Create(new RedisDesign.NodeSetup(design.UsesRedis ? connection : null, prefix, node, limit, window, clock)))];
+    }
+
+    private static async Task DisposeAll(PartitionedRateLimiter<string>[] limiters)
+    {
+        foreach (PartitionedRateLimiter<string> limiter in limiters)
+        {
+            await limiter.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private static RedisThroughput Throughput(RedisDesign design, ConnectionMultiplexer[] nodes, IServer server, string[] keys, TimeSpan warmUp, TimeSpan measure)
+    {
+        PartitionedRateLimiter<string>[] limiters = Limiters(design, nodes, int.MaxValue, TimeSpan.FromMinutes(1), clock: null);
+        long start = Stopwatch.GetTimestamp();
+        long measureFrom = start + (long)(warmUp.TotalSeconds * Stopwatch.Frequency);
+        long until = measureFrom + (long)(measure.TotalSeconds * Stopwatch.Frequency);
+        CommandStats? before = null;
+        CommandStats? after = null;
+        Thread? snapshots = null;
+        if (design.UsesRedis)
+        {
+            // Its own thread, so that a reading is taken on time however busy the pool is.
+            snapshots = new Thread(() =>
+            {
+                SleepUntil(measureFrom);
+                before = CommandStats.ReadAsync(server).GetAwaiter().GetResult();
+                SleepUntil(until);
+                after = CommandStats.ReadAsync(server).GetAwaiter().GetResult();
+            }) { IsBackground = true, Priority = ThreadPriority.AboveNormal };
+            snapshots.Start();
+        }
+
+        CallerResult[] results = Task.WhenAll(Enumerable.Range(0, Callers).Select(i =>
+            Task.Run(() => Caller(limiters[i / RedisBenchSettings.CallersPerNode], keys, i, measureFrom, until)))).GetAwaiter().GetResult();
+        snapshots?.Join();
+        DisposeAll(limiters).GetAwaiter().GetResult();
+
+        var all = new LatencyHistogram();
+        var local = new LatencyHistogram();
+        long admitted = 0;
+        long refused = 0;
+        foreach (CallerResult result in results)
+        {
+            all.Add(result.All);
+            local.Add(result.Local);
+            admitted += result.Admitted;
+            refused += result.Refused;
+        }
+
+        IReadOnlyDictionary<string, long>? commands = after?.Since(before!);
+        double perThousand = 1_000.0 / Math.Max(1, admitted);
+        return new RedisThroughput(
+            design.Name,
+            keys.Length,
+            admitted / measure.TotalSeconds,
+            refused,
+            commands,
+            commands is null ? double.NaN : commands.Values.Sum() * perThousand,
+            commands is null ? double.NaN : CommandStats.RoundTrips(commands, design.Scripted, design.QueuedPerTransaction) * perThousand,
+            all.QuantileMicroseconds(0.5),
+            all.QuantileMicroseconds(0.99),
+            (double)local.Count / Math.Max(1, all.Count),
+            local.QuantileMicroseconds(0.5),
+            local.QuantileMicroseconds(0.99));
+    }
+
+    /// <summary>Sleeps until a timestamp; at once if it has passed (a thread started late on a loaded machine).</summary>
+    private static void SleepUntil(long timestamp)
+    {
+        TimeSpan left = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), timestamp);
+        if (left > TimeSpan.Zero)
+        {
+            Thread.Sleep(left);
+        }
+    }
+
+    private sealed record CallerResult(LatencyHistogram All, LatencyHistogram Local, long Admitted, long Refused);
+
+    private static async Task<CallerResult> Caller(PartitionedRateLimiter<string> limiter, string[] keys, int seed, long measureFrom, long until)
+    {
+        var all = new LatencyHistogram();
+        var local = new LatencyHistogram();
+        long admitted = 0;
+        long refused = 0;
+        uint random = (uint)(seed + 1) * 2_654_435_761u;
+        int completedInARow = 0;
+        while (true)
+        {
+            string key = keys.Length == 1 ? keys[0] : keys[Next(ref random) % (uint)keys.Length];
+            long started = Stopwatch.GetTimestamp();
+            ValueTask<RateLimitLease> pending = limiter.AcquireAsync(key);
+            bool completed = pending.IsCompleted; // answered without waiting: from a local block (or in process)
+            RateLimitLease lease = completed ? pending.Result : await pending.ConfigureAwait(false);
+            long ended = Stopwatch.GetTimestamp();
+            bool acquired = lease.IsAcquired;
+            lease.Dispose();
+            if (ended >= until)
+            {
+                break;
+            }
+
+            if (ended >= measureFrom)
+            {
+                all.RecordTicks(ended - started);
+                if (completed)
+                {
+                    local.RecordTicks(ended - started);
+                }
+
+                if (acquired)
+                {
+                    admitted++;
+                }
+                else
+                {
+                    refused++;
+                }
+            }
+
+            // A caller answered synchronously never gives up its thread: yield now and then, so all 64 callers take turns
+            // on the pool's threads (as a server's requests do) instead of the pool adding threads for starved ones.
+            if (completed && ++completedInARow == 64)
+            {
+                completedInARow = 0;
+                await Task.Yield();
+            }
+        }
+
+        return new CallerResult(all, local, admitted, refused);
+    }
+
+    private static RedisSaturation Saturate(RedisDesign design, ConnectionMultiplexer[] nodes, string[] keys, int cap, TimeSpan window, TimeSpan duration)
+    {
+        var clock = new StampClock();
+        PartitionedRateLimiter<string>[] limiters = Limiters(design, nodes, cap, window, clock);
+        long start = Stopwatch.GetTimestamp();
+        long until = start + (long)(duration.TotalSeconds * Stopwatch.Frequency);
+        List<Attempt>[] attempts = Task.WhenAll(Enumerable.Range(0, Callers).Select(i =>
+            Task.Run(() => Hammer(limiters[i / RedisBenchSettings.CallersPerNode], keys, i, until, clock)))).GetAwaiter().GetResult();
+        DisposeAll(limiters).GetAwaiter().GetResult();
+        long windowMicros = window.Ticks / 10;
+        (long over, double under, int saturated, double mean) = WindowCounts.Analyze(
+            [.. attempts.SelectMany(list => list)], cap, windowMicros, design.SlidingLog, clock.UnixMicroseconds(start), clock.UnixMicroseconds(until));
+        return new RedisSaturation(design.Name, keys.Length, cap, window, over, under, saturated, mean);
+    }
+
+    private static async Task<List<Attempt>> Hammer(PartitionedRateLimiter<string> limiter, string[] keys, int seed, long until, StampClock clock)
+    {
+        StrongBox<long> stamp = StampClock.Attach(); // this caller's flow: the limiter's clock readings for its acquires land here
+        var attempts = new List<Attempt>();
+        uint random = (uint)(seed + 1) * 2_654_435_761u;
+        while (Stopwatch.GetTimestamp() < until)
+        {
+            int key = keys.Length == 1 ? 0 : (int)(Next(ref random) % (uint)keys.Length);
+            stamp.Value = 0;
+            using RateLimitLease lease = await limiter.AcquireAsync(keys[key]).ConfigureAwait(false);
+            long decided = stamp.Value != 0 ? stamp.Value : Stopwatch.GetTimestamp(); // the last clock reading of the decision
+            attempts.Add(new Attempt(key, clock.UnixMicroseconds(decided), lease.IsAcquired));
+            if (!lease.IsAcquired)
+            {
+                await Task.Delay(1).ConfigureAwait(false);
+            }
+        }
+
+        return attempts;
+    }
+
+    private static uint Next(ref uint state)
+    {
+        // xorshift32: a caller's own cheap sequence of keys, no shared Random.
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        return state;
     }
 }

@@ -24,8 +24,8 @@ internal sealed class LocalBlock(long granted, long remaining, long expiresAt, l
     /// <summary>The permits a refused reservation needed (0 for a block of permits).</summary>
     public long RefusedNeed { get; } = refusedNeed;
 
-    /// <summary>Takes <paramref name="permits"/> if this block has them.</summary>
-    public bool TryTake(long permits)
+    /// <summary>Takes <paramref name="permits"/> if this block has them: the permits left after the take, or -1 when it had too few.</summary>
+    public long TryTake(long permits)
     {
         long left = Volatile.Read(ref Remaining);
         while (left >= permits)
@@ -33,13 +33,13 @@ internal sealed class LocalBlock(long granted, long remaining, long expiresAt, l
             long seen = Interlocked.CompareExchange(ref Remaining, left - permits, left);
             if (seen == left)
             {
-                return true;
+                return left - permits;
             }
 
             left = seen;
         }
 
-        return false;
+        return -1;
     }
 
     /// <summary>Takes every permit left (for a return, or a merge into the next block).</summary>

@@ -1,37 +1,51 @@
 using System.Collections.Concurrent;
-using RateEngine.Redis.Scripts;
 using StackExchange.Redis;
 
 namespace RateEngine.Redis.Hybrid;
 
 /// <summary>
 /// The hybrid mode's local side: per key, a block of permits reserved from Redis, taken by CAS; a reservation in flight is
-/// shared by every caller that needs one, and one is started in the background when a block runs low, so callers rarely
-/// wait. Unused permits go back when a block is replaced by one of a later period, when the key is idle and on dispose.
+/// shared by every caller that needs one, and one is started in the background when a busy key's block runs low, so
+/// callers rarely wait. Unused permits go back when a block is replaced by one of a later period, when the key is idle and
+/// on dispose.
 /// </summary>
 internal sealed class LocalReservations : IAsyncDisposable
 {
+    /// <summary>
+    /// A block smaller than this is not refilled in the background: its key has not shown the demand that would use a
+    /// speculative block before its period ends (with many quiet keys, such blocks would hold permits nobody uses).
+    /// </summary>
+    private const long PrefetchFrom = 4;
+
+    /// <summary>
+    /// A key's first reservation on a node asks for this many (at most MaxBlock): with many keys, growing every key from one
+    /// permit would cost each a waited round trip per doubling. Near the cap the script grants at most half of what is left
+    /// beyond the request's own permits, so a first block never takes a busy key's last permits.
+    /// </summary>
+    private const long FirstBlock = 16;
+
     private readonly ConcurrentDictionary<string, LocalKey> _keys = new(StringComparer.Ordinal);
-    private readonly Func<LocalKey, RedisRule, long, long, Task<RedisResult>> _reserve;
-    private readonly Func<LocalKey, RedisRule, long, long, Task> _return;
+    private readonly Func<LocalKey, long, long, Task<RedisResult>> _reserve;
+    private readonly Func<LocalKey, long, long, Task> _return;
     private readonly TimeProvider _time;
     private readonly long _maxBlock;
     private readonly long _idleTicks;
+    private readonly long _touchTicks;
     private readonly ITimer _sweeper;
-    private readonly ConcurrentDictionary<string, RedisRule> _rules = new(StringComparer.Ordinal);
     private readonly Func<bool> _mayCall;
 
     public LocalReservations(
         RedisHybridOptions options,
         TimeProvider time,
-        Func<LocalKey, RedisRule, long, long, Task<RedisResult>> reserve,
-        Func<LocalKey, RedisRule, long, long, Task> giveBack,
+        Func<LocalKey, long, long, Task<RedisResult>> reserve,
+        Func<LocalKey, long, long, Task> giveBack,
         Func<bool> mayCall)
     {
         _mayCall = mayCall;
         _time = time;
         _maxBlock = options.MaxBlock;
         _idleTicks = (long)(options.IdleReturn.TotalSeconds * time.TimestampFrequency);
+        _touchTicks = Math.Max(1, _idleTicks / 64);
         _reserve = reserve;
         _return = giveBack;
         _sweeper = time.CreateTimer(static state => ((LocalReservations)state!).ReturnIdle(), this, options.IdleReturn, options.IdleReturn);
@@ -40,59 +54,66 @@ internal sealed class LocalReservations : IAsyncDisposable
     /// <summary>Keys held locally (tests).</summary>
     internal int KeyCount => _keys.Count;
 
-    public LocalKey KeyOf(string partitionKey) => _keys.GetOrAdd(partitionKey, static key => new LocalKey(key));
+    /// <summary>Whether a reservation for the key is in flight (tests: a fake clock must not jump past one still on the wire).</summary>
+    internal bool RefillInFlight(string partitionKey) =>
+        _keys.TryGetValue(partitionKey, out LocalKey? key) && Volatile.Read(ref key.Refill) is { IsCompleted: false };
+
+    /// <summary>The key's local state, made with <paramref name="create"/> (which resolves its rule) on first touch.</summary>
+    public LocalKey KeyOf<TState>(string partitionKey, Func<string, TState, LocalKey> create, TState state) =>
+        _keys.TryGetValue(partitionKey, out LocalKey? key) ? key : _keys.GetOrAdd(partitionKey, create, state);
 
     /// <summary>
     /// Serves from the key's live block: true when taken; false with <paramref name="refusedFor"/> set while a cached refusal
     /// lasts, or null when a reservation is needed.
     /// </summary>
-    public bool TryTake(LocalKey key, RedisRule rule, long permits, out TimeSpan? refusedFor)
+    public bool TryTake(LocalKey key, long permits, out TimeSpan? refusedFor)
     {
         refusedFor = null;
-        long now = _time.GetTimestamp();
-        Volatile.Write(ref key.LastUsed, now);
         LocalBlock block = Volatile.Read(ref key.Block);
-        if (now >= block.ExpiresAt)
+        long now;
+        if (!block.Refused)
         {
-            return false;
-        }
-
-        if (block.Refused)
-        {
-            if (permits >= block.RefusedNeed)
+            long left = block.TryTake(permits);
+            if (left >= 0)
             {
-                refusedFor = _time.GetElapsedTime(now, block.ExpiresAt);
+                // One clock reading, after the take: the permit is used now, so it must be before the block's end (a
+                // thread descheduled across the period's end drops the permit: it was counted in a period that is over).
+                now = _time.GetTimestamp();
+                Touch(key, now);
+                if (now >= block.ExpiresAt)
+                {
+                    return false;
+                }
+
+                // Low water: half the block left, so the next one is on its way before this one runs out (at a quarter, a
+                // busy key's 64 callers ran dry within a round trip and all waited). Every acquire below the mark sees a
+                // refill in flight without taking the key's lock or observing its task again.
+                if (left * 2 < block.Granted && block.Granted >= PrefetchFrom && Volatile.Read(ref key.Refill) is not { IsCompleted: false } && _mayCall())
+                {
+                    RedisTasks.Observe(StartRefill(key, need: 0));
+                }
+
+                return true;
             }
-
-            return false; // a smaller request asks Redis itself
         }
 
-        if (!block.TryTake(permits))
+        now = _time.GetTimestamp();
+        Touch(key, now);
+        if (now < block.ExpiresAt && block.Refused && permits >= block.RefusedNeed)
         {
-            return false;
+            refusedFor = _time.GetElapsedTime(now, block.ExpiresAt);
         }
 
-        if (_time.GetTimestamp() >= block.ExpiresAt)
-        {
-            return false; // descheduled across the period's end: the permit stays unused (counted in a period that is over)
-        }
-
-        // Low water: a quarter of the block left, so the next one is on its way before this one runs out.
-        if (Volatile.Read(ref block.Remaining) * 4 < block.Granted && _mayCall())
-        {
-            RedisTasks.Observe(StartRefill(key, rule, need: 0));
-        }
-
-        return true;
+        return false; // a smaller request than the one refused asks Redis itself
     }
 
     /// <summary>
     /// The reservation in flight for the key, or a new one for at least <paramref name="need"/> permits (0 for a background
     /// refill, which installs nothing when Redis grants nothing). The caller takes from the installed block afterwards.
     /// </summary>
-    public Task<LocalBlock> StartRefill(LocalKey key, RedisRule rule, long need)
+    public Task<LocalBlock> StartRefill(LocalKey key, long need)
     {
-        _rules[key.PartitionKey] = rule;
+        TaskCompletionSource<LocalBlock> refill;
         lock (key)
         {
             if (key.Refill is { IsCompleted: false } inFlight)
@@ -100,10 +121,31 @@ internal sealed class LocalReservations : IAsyncDisposable
                 return inFlight;
             }
 
-            Task<LocalBlock> refill = Refill(key, rule, need);
-            key.Refill = refill;
-            return refill;
+            refill = new TaskCompletionSource<LocalBlock>();
+            key.Refill = refill.Task;
         }
+
+        if (need == 0)
+        {
+            // A background refill: the caller that crossed the low-water mark returns at once, and the pool sends it (without
+            // the caller's execution context: the reservation serves every caller of the key).
+            ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Self.Complete(state.Refill, state.Key, 0), (Self: this, Refill: refill, Key: key), preferLocal: false);
+        }
+        else if (ExecutionContext.IsFlowSuppressed())
+        {
+            _ = Complete(refill, key, need);
+        }
+        else
+        {
+            // A caller waits for this one: sent from here, outside the lock, without a hop through a busy pool, and without the
+            // caller's execution context (the reservation serves every caller of the key).
+            using (ExecutionContext.SuppressFlow())
+            {
+                _ = Complete(refill, key, need);
+            }
+        }
+
+        return refill.Task;
     }
 
     public async ValueTask DisposeAsync()
@@ -113,13 +155,44 @@ internal sealed class LocalReservations : IAsyncDisposable
         _keys.Clear();
     }
 
-    private async Task<LocalBlock> Refill(LocalKey key, RedisRule rule, long need)
+    /// <summary>Notes a use at most once per touch interval: a write per acquire would bounce the key's cache line between cores.</summary>
+    private void Touch(LocalKey key, long now)
     {
-        // Never run a reservation under the key's lock, nor on the caller's context (a sync caller may be blocking it).
-        await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
+        if (now - Volatile.Read(ref key.LastUsed) >= _touchTicks)
+        {
+            Volatile.Write(ref key.LastUsed, now);
+        }
+    }
+
+    private async Task Complete(TaskCompletionSource<LocalBlock> refill, LocalKey key, long need)
+    {
+        try
+        {
+            refill.SetResult(await Refill(key, need).ConfigureAwait(false));
+        }
+        catch (Exception error)
+        {
+            refill.SetException(error);
+        }
+    }
+
+    private async Task<LocalBlock> Refill(LocalKey key, long need)
+    {
         long sent = _time.GetTimestamp();
-        long want = Math.Max(need, Math.Clamp(Volatile.Read(ref key.NextSize), 1, _maxBlock));
-        var reply = (long[])(await _reserve(key, rule, Math.Max(need, 0), want).ConfigureAwait(false))!;
+
+        // Doubling with demand: a block that ran low or out within its period asks for twice its size, so a busy key's
+        // blocks grow to MaxBlock; one whose period ended asks for twice what it served, and after a refusal one permit, so
+        // a quiet or capped key's blocks shrink toward one permit. What is left in the current block joins the new one
+        // (same period), so ask for at most MaxBlock minus that: a node never holds more than MaxBlock unused permits of a
+        // key, the bound the under-admission is documented by.
+        LocalBlock current = Volatile.Read(ref key.Block);
+        long left = current.Refused ? 0 : Volatile.Read(ref current.Remaining);
+        long size = ReferenceEquals(current, LocalBlock.Empty) ? FirstBlock
+            : current.Refused ? 1
+            : sent < current.ExpiresAt ? 2 * current.Granted
+            : 2 * (current.Granted - left);
+        long want = Math.Max(need, Math.Min(Math.Clamp(size, 1, _maxBlock), _maxBlock - left));
+        var reply = (long[])(await _reserve(key, Math.Max(need, 0), want).ConfigureAwait(false))!;
         long granted = reply[0];
         long retryAfter = reply[1];
         long validFor = reply[2];
@@ -133,22 +206,20 @@ internal sealed class LocalReservations : IAsyncDisposable
             }
 
             var refused = new LocalBlock(0, 0, sent + Ticks(retryAfter), period, refusedNeed: need);
-            Install(key, rule, refused, old);
+            Install(key, refused, old);
             return refused;
         }
 
         // Valid from before the call was sent: never past the period's end on the server.
         var block = new LocalBlock(granted, granted, sent + Ticks(validFor), period, refusedNeed: 0);
-        Install(key, rule, block, old);
+        Install(key, block, old);
         return block;
     }
 
-    private void Install(LocalKey key, RedisRule rule, LocalBlock block, LocalBlock old)
+    private void Install(LocalKey key, LocalBlock block, LocalBlock old)
     {
         Volatile.Write(ref key.Block, block);
         long leftover = old.TakeAll();
-        long served = old.Granted - leftover;
-        Volatile.Write(ref key.NextSize, Math.Clamp(2 * served, 1, _maxBlock));
         if (leftover > 0)
         {
             if (!block.Refused && old.Period == block.Period)
@@ -157,7 +228,7 @@ internal sealed class LocalReservations : IAsyncDisposable
             }
             else if (_time.GetTimestamp() < old.ExpiresAt)
             {
-                RedisTasks.Observe(_return(key, rule, old.Period, leftover));
+                RedisTasks.Observe(_return(key, old.Period, leftover));
             }
         }
     }
@@ -170,11 +241,13 @@ internal sealed class LocalReservations : IAsyncDisposable
         foreach (KeyValuePair<string, LocalKey> entry in _keys)
         {
             LocalKey key = entry.Value;
+
+            // LastUsed lags by up to one touch interval (1/64 of IdleReturn): a key may go that much early, which only costs
+            // it a reservation when it comes back.
             if (now - Volatile.Read(ref key.LastUsed) >= _idleTicks && key.Refill is not { IsCompleted: false })
             {
                 RedisTasks.Observe(ReturnLeftover(key));
                 _keys.TryRemove(entry);
-                _rules.TryRemove(entry.Key, out _);
             }
         }
     }
@@ -183,9 +256,8 @@ internal sealed class LocalReservations : IAsyncDisposable
     {
         LocalBlock block = Volatile.Read(ref key.Block);
         long leftover = block.TakeAll();
-        return leftover > 0 && _time.GetTimestamp() < block.ExpiresAt && _rules.TryGetValue(key.PartitionKey, out RedisRule? rule)
-            ? _return(key, rule, block.Period, leftover)
+        return leftover > 0 && _time.GetTimestamp() < block.ExpiresAt
+            ? _return(key, block.Period, leftover)
             : Task.CompletedTask;
     }
-
 }
