@@ -29,7 +29,7 @@ public static class RedisLimiter
         new RedisPartitionedLimiter<TResource, FixedWindowRateLimiterOptions>(keySelector, optionsResolver, rule => new FixedWindowRule(rule), options, servesHybrid: true,
             (resolver, share, time) => PartitionedLimiter.CreateFixedWindow<string, string>(
                 key => key,
-                key => resolver(key) switch { var full => new FixedWindowRateLimiterOptions { PermitLimit = Share(full.PermitLimit, share), Window = full.Window } },
+                key => resolver(key) switch { var full => new FixedWindowRateLimiterOptions { PermitLimit = share(full.PermitLimit), Window = full.Window } },
                 Local(time)));
 
     /// <summary>A token bucket per key, refilled continuously at <c>TokensPerPeriod</c> per <c>ReplenishmentPeriod</c>.</summary>
@@ -43,8 +43,8 @@ public static class RedisLimiter
                 {
                     var full => new TokenBucketRateLimiterOptions
                     {
-                        TokenLimit = Share(full.TokenLimit, share),
-                        TokensPerPeriod = Share(full.TokensPerPeriod, share),
+                        TokenLimit = share(full.TokenLimit),
+                        TokensPerPeriod = share(full.TokensPerPeriod),
                         ReplenishmentPeriod = full.ReplenishmentPeriod,
                     },
                 },
@@ -59,7 +59,7 @@ public static class RedisLimiter
                 key => key,
                 key => resolver(key) switch
                 {
-                    var full => new SlidingWindowCounterRateLimiterOptions { PermitLimit = Share(full.PermitLimit, share), Window = full.Window, SegmentsPerWindow = full.SegmentsPerWindow },
+                    var full => new SlidingWindowCounterRateLimiterOptions { PermitLimit = share(full.PermitLimit), Window = full.Window, SegmentsPerWindow = full.SegmentsPerWindow },
                 },
                 Local(time)));
 
@@ -70,7 +70,7 @@ public static class RedisLimiter
         new RedisPartitionedLimiter<TResource, SlidingWindowLogRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowLogRule(rule), options, servesHybrid: false,
             (resolver, share, time) => PartitionedLimiter.CreateSlidingWindowLog<string, string>(
                 key => key,
-                key => resolver(key) switch { var full => new SlidingWindowLogRateLimiterOptions { PermitLimit = Share(full.PermitLimit, share), Window = full.Window } },
+                key => resolver(key) switch { var full => new SlidingWindowLogRateLimiterOptions { PermitLimit = share(full.PermitLimit), Window = full.Window } },
                 Local(time)));
 
     /// <summary>
@@ -96,9 +96,6 @@ public static class RedisLimiter
         ArgumentNullException.ThrowIfNull(policy);
         return new RedisLimiterHealthCheck(policy);
     }
-
-    /// <summary>A node's share of a limit while Redis is down: rounded down, at least 1.</summary>
-    private static int Share(int limit, double share) => Math.Max(1, (int)Math.Floor(limit * share));
 
     private static PartitionedLimiterOptions Local(TimeProvider time) => new() { TimeProvider = time };
 }

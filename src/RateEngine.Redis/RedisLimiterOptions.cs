@@ -39,9 +39,17 @@ public sealed class RedisLimiterOptions
 
     /// <summary>
     /// With <see cref="RedisFailureMode.LocalFallback"/>: the share of each key's limit this node enforces alone while Redis
-    /// does not answer (1/N for N nodes; every limit rounds down, to at least 1). Required for that mode, in (0, 1].
+    /// does not answer (1/N for N nodes; every limit rounds down, to at least 1). In (0, 1]; default 0, unset. That mode
+    /// needs either this or <see cref="LocalFallbackLiveNodes"/>, not both.
     /// </summary>
     public double LocalFallbackShare { get; set; }
+
+    /// <summary>
+    /// With <see cref="RedisFailureMode.LocalFallback"/>: derive the share from the live node count (1/N) instead of
+    /// <see cref="LocalFallbackShare"/>; each limiter registers itself in Redis with a heartbeat. Default null (the share is
+    /// configured). Only for that mode, and not together with <see cref="LocalFallbackShare"/>.
+    /// </summary>
+    public RedisLiveNodeOptions? LocalFallbackLiveNodes { get; set; }
 
     /// <summary>
     /// After a failed call, how long the limiter answers by <see cref="FailureMode"/> without calling Redis, so a dead
@@ -83,9 +91,23 @@ public sealed class RedisLimiterOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(FailureCooldown, TimeSpan.Zero, nameof(FailureCooldown));
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
         Hybrid?.Validate();
-        if (FailureMode == RedisFailureMode.LocalFallback && !(LocalFallbackShare > 0 && LocalFallbackShare <= 1))
+        if (LocalFallbackLiveNodes is { } live)
         {
-            throw new ArgumentOutOfRangeException(nameof(LocalFallbackShare), LocalFallbackShare, "LocalFallback needs LocalFallbackShare in (0, 1]: the share of each limit one node enforces alone (1/N for N nodes).");
+            if (FailureMode != RedisFailureMode.LocalFallback)
+            {
+                throw new ArgumentException("LocalFallbackLiveNodes derives the LocalFallback share: set FailureMode = LocalFallback, or leave it null.", nameof(LocalFallbackLiveNodes));
+            }
+
+            if (LocalFallbackShare != 0)
+            {
+                throw new ArgumentException("Set LocalFallbackShare or LocalFallbackLiveNodes, not both: the share is either configured or derived from the live node count.", nameof(LocalFallbackShare));
+            }
+
+            live.Validate();
+        }
+        else if (FailureMode == RedisFailureMode.LocalFallback && !(LocalFallbackShare > 0 && LocalFallbackShare <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(LocalFallbackShare), LocalFallbackShare, "LocalFallback needs LocalFallbackShare in (0, 1] (the share of each limit one node enforces alone, 1/N for N nodes) or LocalFallbackLiveNodes to derive it.");
         }
     }
 }

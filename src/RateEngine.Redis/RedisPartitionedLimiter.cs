@@ -41,7 +41,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private readonly RedisBreaker _breaker;
     private readonly string _nonce = Guid.NewGuid().ToString("N");
     private readonly LocalReservations? _local;
-    private readonly PartitionedRateLimiter<string>? _fallback;
+    private readonly Func<int, PartitionedRateLimiter<string>>? _createFallback;
+    private readonly RedisNodeRegistry? _registry;
+    private readonly Lock _fallbackLock = new();
+    private PartitionedRateLimiter<string>? _fallback;
+    private int _fallbackNodes;
     private readonly RedisMetrics _metrics;
     private readonly Func<string, RedisPartitionedLimiter<TResource, TOptions>, LocalKey>? _createLocalKey;
     private long _calls;
@@ -54,7 +58,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         Func<TOptions, RedisRule> createRule,
         RedisLimiterOptions options,
         bool servesHybrid,
-        Func<Func<string, TOptions>, double, TimeProvider, PartitionedRateLimiter<string>>? createFallback = null)
+        Func<Func<string, TOptions>, Func<int, int>, TimeProvider, PartitionedRateLimiter<string>>? createFallback = null)
     {
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentNullException.ThrowIfNull(optionsResolver);
@@ -94,9 +98,22 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             });
         if (options.FailureMode == RedisFailureMode.LocalFallback)
         {
-            // Each node its share of every key's limit, in process, while Redis does not answer.
+            // Each node its share of every key's limit, in process, while Redis does not answer: configured, or 1/N of the
+            // live nodes the heartbeats counted (integer division: a floating 1/N times the limit can round a share down).
             ArgumentNullException.ThrowIfNull(createFallback);
-            _fallback = createFallback(optionsResolver, options.LocalFallbackShare, options.TimeProvider);
+            TimeProvider time = options.TimeProvider;
+            if (options.LocalFallbackLiveNodes is { } live)
+            {
+                _createFallback = nodes => createFallback(optionsResolver, limit => Math.Max(1, limit / nodes), time);
+                _fallbackNodes = live.MinimumNodeCount;
+                _fallback = _createFallback(_fallbackNodes);
+                _registry = new RedisNodeRegistry(_database, _keyPrefix, live, time, Now, Counted);
+            }
+            else
+            {
+                double share = options.LocalFallbackShare;
+                _fallback = createFallback(optionsResolver, limit => Math.Max(1, (int)Math.Floor(limit * share)), time);
+            }
         }
 
         if (options.Hybrid is { } hybrid)
@@ -111,6 +128,9 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
     /// <summary>The hybrid mode's local side (tests); null in exact mode.</summary>
     internal LocalReservations? Local => _local;
+
+    /// <summary>The live node count the local fallback's share is made from; null when the share is configured (tests).</summary>
+    internal int? FallbackNodes => _registry is null ? null : Volatile.Read(ref _fallbackNodes);
 
     /// <summary>Failed calls so far (tests and diagnostics).</summary>
     public long Failures => _breaker.Failures;
@@ -313,6 +333,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     protected override void Dispose(bool disposing)
     {
         _disposed = true;
+        if (_registry is not null)
+        {
+            RedisTasks.Observe(_registry.DisposeAsync().AsTask()); // leaves the live nodes, best effort
+        }
+
         _fallback?.Dispose();
         if (_local is not null)
         {
@@ -323,6 +348,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     protected override async ValueTask DisposeAsyncCore()
     {
         _disposed = true;
+        if (_registry is not null)
+        {
+            await _registry.DisposeAsync().ConfigureAwait(false);
+        }
+
         _fallback?.Dispose();
         if (_local is not null)
         {
@@ -431,10 +461,49 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return Unavailable(why, partitionKey, permitCount);
     }
 
+    private RateLimitLease Fallback(string partitionKey, int permitCount)
+    {
+        try
+        {
+            return Volatile.Read(ref _fallback)!.AttemptAcquire(partitionKey, permitCount);
+        }
+        catch (ObjectDisposedException) when (!_disposed)
+        {
+            return Volatile.Read(ref _fallback)!.AttemptAcquire(partitionKey, permitCount); // replaced under us by a new share
+        }
+    }
+
+    /// <summary>
+    /// A heartbeat's live count: a new share gets a fresh local limiter, but only while Redis answers, so an outage runs on
+    /// one share (and its counts) from its start to its end.
+    /// </summary>
+    private void Counted(int nodes)
+    {
+        if (_breaker.IsDegraded || _disposed || nodes == Volatile.Read(ref _fallbackNodes))
+        {
+            return;
+        }
+
+        PartitionedRateLimiter<string> replaced;
+        lock (_fallbackLock)
+        {
+            if (_disposed || nodes == _fallbackNodes)
+            {
+                return;
+            }
+
+            replaced = _fallback!;
+            Volatile.Write(ref _fallback, _createFallback!(nodes));
+            Volatile.Write(ref _fallbackNodes, nodes);
+        }
+
+        replaced.Dispose();
+    }
+
     private RateLimitLease Unavailable(string why, string partitionKey, int permitCount) => _failureMode switch
     {
         RedisFailureMode.FailOpen => new RedisLease(true, null, $"Redis is unavailable ({why}); admitted without a limit (FailOpen)."),
-        RedisFailureMode.LocalFallback => _fallback!.AttemptAcquire(partitionKey, permitCount),
+        RedisFailureMode.LocalFallback => Fallback(partitionKey, permitCount),
         _ => new RedisLease(false, null, $"Redis is unavailable ({why}); refused (FailClosed)."),
     };
 }

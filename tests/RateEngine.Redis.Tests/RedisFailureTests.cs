@@ -119,6 +119,124 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task AttemptAcquire_ServerDown_LocalFallbackFromLiveNodesEnforcesOneNthOnEachNode()
+    {
+        string prefix = "live-" + Guid.NewGuid().ToString("N");
+        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
+        PartitionedRateLimiter<string>[] nodes = [.. connections.Select(connection => LiveNodes(connection, prefix, _cooldownClock))];
+        try
+        {
+            // Each node registered at its creation; after further heartbeats every node has counted all three.
+            await Eventually(() => nodes.All(node => Engine(node).FallbackNodes == 3), "every node counts three live nodes", _cooldownClock);
+            Assert.True((await nodes[0].AcquireAsync("ann", 10)).IsAcquired); // on Redis: 10 of 100
+
+            _server.Kill();
+            _cooldownClock.Advance(TimeSpan.FromSeconds(5)); // heartbeats fail meanwhile: the count read last stays
+            foreach (PartitionedRateLimiter<string> node in nodes)
+            {
+                int admitted = 0;
+                for (int i = 0; i < 40; i++)
+                {
+                    admitted += node.AttemptAcquire("ann").IsAcquired ? 1 : 0; // the first fails within the sync bound
+                }
+
+                Assert.Equal(33, admitted); // 100 / 3 on each node: 99 across the fleet
+                Assert.Equal(3, Engine(node).FallbackNodes);
+            }
+        }
+        finally
+        {
+            Dispose(nodes, connections);
+        }
+    }
+
+    [Fact]
+    public async Task AttemptAcquire_ANodeLeavesAnotherFallsSilent_TheSurvivorsShareGrows()
+    {
+        string prefix = "live-" + Guid.NewGuid().ToString("N");
+        var silent = new FakeTimeProvider(); // a node whose heartbeats stop: its clock never moves again
+        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
+        List<PartitionedRateLimiter<string>> nodes =
+        [
+            LiveNodes(connections[0], prefix, _cooldownClock, expiry: TimeSpan.FromSeconds(1)),
+            LiveNodes(connections[1], prefix, _cooldownClock, expiry: TimeSpan.FromSeconds(1)),
+        ];
+        try
+        {
+            // The silent node beats once, at its creation: it joins when the other two are registered, so it counts three.
+            await Eventually(() => Engine(nodes[0]).FallbackNodes == 2 && Engine(nodes[1]).FallbackNodes == 2, "two nodes count two", _cooldownClock);
+            nodes.Add(LiveNodes(connections[2], prefix, silent, expiry: TimeSpan.FromSeconds(1)));
+            await Eventually(() => Engine(nodes[2]).FallbackNodes == 3, "the third node counts three");
+            await Eventually(() => Engine(nodes[0]).FallbackNodes == 3, "the first node counts three", _cooldownClock);
+
+            // The silent node's registration expires on the server's clock; the first node's next heartbeat drops it.
+            await Task.Delay(TimeSpan.FromSeconds(1.2));
+            await Eventually(() => Engine(nodes[0]).FallbackNodes == 2, "the silent node is dropped", _cooldownClock);
+
+            // The second node is disposed: it leaves at once, long before its registration would expire.
+            await nodes[1].DisposeAsync();
+            Assert.Equal(1, await connections[0].GetDatabase().SortedSetLengthAsync(prefix + ":nodes"));
+            await Eventually(() => Engine(nodes[0]).FallbackNodes == 1, "the disposed node is dropped", _cooldownClock);
+
+            _server.Kill();
+            int admitted = 0;
+            for (int i = 0; i < 120; i++)
+            {
+                admitted += nodes[0].AttemptAcquire("ann").IsAcquired ? 1 : 0;
+            }
+
+            Assert.Equal(100, admitted); // the only live node enforces the whole limit
+        }
+        finally
+        {
+            Dispose(nodes, connections);
+        }
+    }
+
+    [Fact]
+    public void AttemptAcquire_ServerDownFromTheStart_LocalFallbackFromLiveNodesAssumesTheMinimumNodeCount()
+    {
+        _server.Kill();
+        using PartitionedRateLimiter<string> node = LiveNodes(_connection, "live-" + Guid.NewGuid().ToString("N"), _cooldownClock, minimum: 4);
+        int admitted = 0;
+        for (int i = 0; i < 40; i++)
+        {
+            admitted += node.AttemptAcquire("ann").IsAcquired ? 1 : 0;
+        }
+
+        Assert.Equal(25, admitted);
+        Assert.Equal(4, Engine(node).FallbackNodes);
+    }
+
+    [Fact]
+    public void Create_LocalFallbackLiveNodesMisconfigured_ThrowsAtConstruction()
+    {
+        RedisLimiterOptions Options(Action<RedisLimiterOptions> change)
+        {
+            var options = new RedisLimiterOptions
+            {
+                Connection = _connection,
+                FailureMode = RedisFailureMode.LocalFallback,
+                LocalFallbackLiveNodes = new RedisLiveNodeOptions(),
+            };
+            change(options);
+            return options;
+        }
+
+        PartitionedRateLimiter<string> Create(RedisLimiterOptions options) => RedisLimiter.CreateFixedWindow<string>(
+            user => user, _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMinutes(1) }, options);
+
+        Assert.Throws<ArgumentException>(() => Create(Options(o => o.LocalFallbackShare = 0.5))); // configured and derived
+        Assert.Throws<ArgumentException>(() => Create(Options(o => o.FailureMode = RedisFailureMode.FailClosed)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Create(Options(o => o.LocalFallbackLiveNodes!.HeartbeatInterval = TimeSpan.Zero)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Create(Options(o => o.LocalFallbackLiveNodes!.Expiry = o.LocalFallbackLiveNodes.HeartbeatInterval)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Create(Options(o => o.LocalFallbackLiveNodes!.MinimumNodeCount = 0)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Create(Options(o => o.LocalFallbackLiveNodes = null))); // neither
+        Assert.Throws<ArgumentException>(() => new RedisRatePolicyBuilder<string>(Options(_ => { })).AddGlobalLayer("g", PolicyRule.Concurrency(1)).Build());
+        using PartitionedRateLimiter<string> valid = Create(Options(_ => { }));
+    }
+
+    [Fact]
     public async Task AttemptAcquire_ServerDown_LeavesNoUnobservedTaskException()
     {
         int unobserved = 0;
@@ -207,6 +325,55 @@ public sealed class RedisFailureTests : IDisposable
         }
 
         return false;
+    }
+
+    private static RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions> Engine(PartitionedRateLimiter<string> limiter) =>
+        (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+
+    /// <summary>A node whose LocalFallback share is derived from the live node count (heartbeats every 200 ms of <paramref name="clock"/>).</summary>
+    private static PartitionedRateLimiter<string> LiveNodes(ConnectionMultiplexer connection, string prefix, TimeProvider clock, TimeSpan? expiry = null, int minimum = 1) =>
+        RedisLimiter.CreateFixedWindow<string>(
+            user => user,
+            _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMinutes(1) },
+            new RedisLimiterOptions
+            {
+                Connection = connection,
+                KeyPrefix = prefix,
+                SyncTimeout = TimeSpan.FromMilliseconds(200),
+                FailureMode = RedisFailureMode.LocalFallback,
+                LocalFallbackLiveNodes = new RedisLiveNodeOptions
+                {
+                    HeartbeatInterval = TimeSpan.FromMilliseconds(200),
+                    Expiry = expiry ?? TimeSpan.FromSeconds(30),
+                    MinimumNodeCount = minimum,
+                },
+                TimeProvider = clock,
+            });
+
+    /// <summary>Waits for <paramref name="condition"/>, moving <paramref name="heartbeats"/> a heartbeat at a time if given.</summary>
+    private static async Task Eventually(Func<bool> condition, string what, FakeTimeProvider? heartbeats = null)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition() && clock.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            heartbeats?.Advance(TimeSpan.FromMilliseconds(200));
+            await Task.Delay(20);
+        }
+
+        Assert.True(condition(), $"not within 10 s: {what}");
+    }
+
+    private static void Dispose(IEnumerable<PartitionedRateLimiter<string>> nodes, ConnectionMultiplexer[] connections)
+    {
+        foreach (PartitionedRateLimiter<string> node in nodes)
+        {
+            node.Dispose();
+        }
+
+        foreach (ConnectionMultiplexer connection in connections)
+        {
+            connection.Dispose();
+        }
     }
 
     private static IEnumerable<CollectedMeasurement<long>> Mine(IEnumerable<CollectedMeasurement<long>> measurements, string prefix) =>

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Threading.RateLimiting;
 using RateEngine.Redis.Tests.Support;
 using RateEngine.Tests.Support;
@@ -74,6 +75,118 @@ public sealed class RedisLimiterStressTests(RedisServer server)
                 connection.Dispose();
             }
         }
+    }
+
+    /// <summary>
+    /// Three nodes as separate OS processes (the test assembly re-launched, see <see cref="NodeProcess"/>), each with its own
+    /// multiplexer and four callers on one key for 1.5 s, started together; each writes its admissions to a file, and all of
+    /// them together are checked offline against the window's guarantee: exact mode on the decision stamps the script
+    /// returns, hybrid mode on the real-time µs each permit was used.
+    /// </summary>
+    [Theory]
+    [InlineData("exact", "fixed")]
+    [InlineData("exact", "counter")]
+    [InlineData("hybrid", "fixed")]
+    [InlineData("hybrid", "counter")]
+    public async Task AttemptAcquire_NodesAsSeparateProcesses_NeverPassTheCapTogether(string mode, string algorithm)
+    {
+        const int Limit = 50;
+        const long WindowMicroseconds = 100_000;
+        string prefix = "processes-" + Guid.NewGuid().ToString("N");
+        string directory = Directory.CreateTempSubdirectory("rateengine-nodes-").FullName;
+        var processes = new List<Process>();
+        try
+        {
+            for (int node = 0; node < Nodes; node++)
+            {
+                processes.Add(StartNode(mode, algorithm, prefix, Limit, WindowMicroseconds, Path.Combine(directory, $"node-{node}.txt")));
+            }
+
+            foreach (Process process in processes)
+            {
+                Assert.Equal("ready", await ReadLine(process));
+            }
+
+            foreach (Process process in processes)
+            {
+                await process.StandardInput.WriteLineAsync("go");
+                await process.StandardInput.FlushAsync();
+            }
+
+            long refused = 0;
+            foreach (Process process in processes)
+            {
+                string done = await ReadLine(process);
+                Assert.StartsWith("done ", done, StringComparison.Ordinal);
+                refused += long.Parse(done.Split(' ')[2], System.Globalization.CultureInfo.InvariantCulture);
+                using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+                await process.WaitForExitAsync(exit.Token);
+                Assert.True(process.ExitCode == 0, $"a node exited with {process.ExitCode}: {await process.StandardError.ReadToEndAsync()}");
+            }
+
+            Admitted[] admitted = [.. Enumerable.Range(0, Nodes).SelectMany(node => File.ReadAllLines(Path.Combine(directory, $"node-{node}.txt")))
+                .Select(line => line.Split(' '))
+                .Select(parts => new Admitted(long.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture), long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture)))];
+            LimiterSpec spec = algorithm == "fixed"
+                ? new LimiterSpec(LimiterKind.Fixed, Limit, WindowMicroseconds)
+                : new LimiterSpec(LimiterKind.Counter, Limit, WindowMicroseconds, Segments: 4);
+            Assert.Null(Guarantee.FindViolation(spec, admitted));
+            Assert.True(admitted.Sum(a => a.Permits) > 5 * Limit, $"{admitted.Length} admissions: the run never filled its windows");
+            Assert.True(refused > 0, "nothing was refused: the run never reached the cap");
+            Assert.True(admitted.Select(a => a.Stamp).Distinct().Count() > 1, "every admission has one time: the times were not recorded");
+        }
+        finally
+        {
+            foreach (Process process in processes)
+            {
+                if (!process.HasExited)
+                {
+                    process.Kill(entireProcessTree: true);
+                }
+
+                process.Dispose();
+            }
+
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    private Process StartNode(string mode, string algorithm, string prefix, int limit, long windowMicroseconds, string output)
+    {
+        // The host that runs the tests (dotnet test sets DOTNET_HOST_PATH), else dotnet on PATH.
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        string[] arguments =
+        [
+            typeof(NodeProcess).Assembly.Location, "node", mode, algorithm, server.Endpoint, prefix,
+            limit.ToString(System.Globalization.CultureInfo.InvariantCulture), windowMicroseconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            CallersPerNode.ToString(System.Globalization.CultureInfo.InvariantCulture), "1500", output,
+        ];
+        foreach (string argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        return Process.Start(start) ?? throw new InvalidOperationException("The node process did not start.");
+    }
+
+    /// <summary>A node's next line, or a failure naming what it wrote to stderr (at most 60 s: startup on a loaded machine).</summary>
+    private static async Task<string> ReadLine(Process process)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        string? line = await process.StandardOutput.ReadLineAsync(timeout.Token);
+        if (line is null)
+        {
+            await process.WaitForExitAsync(timeout.Token);
+            Assert.Fail($"a node ended early ({process.ExitCode}): {await process.StandardError.ReadToEndAsync(timeout.Token)}");
+        }
+
+        return line;
     }
 
     private static Node Create(string algorithm, ConnectionMultiplexer connection, string prefix, int limit, TimeSpan window)

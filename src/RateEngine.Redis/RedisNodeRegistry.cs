@@ -1,0 +1,89 @@
+using RateEngine.Redis.Scripts;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis;
+
+/// <summary>
+/// One limiter's registration as a live node (<see cref="RedisLiveNodeOptions"/>): a heartbeat script every interval on the
+/// node's clock, and the last live count it read, which stays as it was while Redis does not answer.
+/// </summary>
+internal sealed class RedisNodeRegistry : IAsyncDisposable
+{
+    private readonly IDatabase _database;
+    private readonly RedisKey _key;
+    private readonly string _node = Guid.NewGuid().ToString("N");
+    private readonly long _expiry;
+    private readonly int _minimum;
+    private readonly Func<long> _now;
+    private readonly Action<int> _counted;
+    private readonly ITimer _timer;
+    private int _count;
+    private int _beating;
+    private volatile bool _disposed;
+
+    /// <summary>Registers at once, then every interval; <paramref name="counted"/> hears each count Redis answered (at least the minimum).</summary>
+    public RedisNodeRegistry(IDatabase database, string keyPrefix, RedisLiveNodeOptions options, TimeProvider time, Func<long> now, Action<int> counted)
+    {
+        _database = database;
+        _key = keyPrefix + ":nodes";
+        _expiry = options.Expiry.Ticks / 10;
+        _minimum = options.MinimumNodeCount;
+        _count = _minimum;
+        _now = now;
+        _counted = counted;
+        _timer = time.CreateTimer(static state => ((RedisNodeRegistry)state!).Beat(), this, options.HeartbeatInterval, options.HeartbeatInterval);
+        Beat(); // registered from the start, not one interval later
+    }
+
+    /// <summary>The live node count read last (the minimum until a heartbeat is answered).</summary>
+    public int NodeCount => Volatile.Read(ref _count);
+
+    public async ValueTask DisposeAsync()
+    {
+        _disposed = true;
+        await _timer.DisposeAsync().ConfigureAwait(false);
+        try
+        {
+            await _database.ScriptEvaluateAsync(NodeScripts.Leave, new { Key = _key, Node = _node }).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            // Redis is down: the registration expires on its own.
+        }
+    }
+
+    private void Beat()
+    {
+        // One heartbeat in flight at a time: a slow Redis must not pile them up.
+        if (_disposed || Interlocked.Exchange(ref _beating, 1) == 1)
+        {
+            return;
+        }
+
+        RedisTasks.Observe(BeatAsync());
+    }
+
+    private async Task BeatAsync()
+    {
+        try
+        {
+            var live = (long)(await _database.ScriptEvaluateAsync(NodeScripts.Heartbeat, new { Key = _key, Node = _node, Now = _now(), Expiry = _expiry }).ConfigureAwait(false));
+            if (_disposed)
+            {
+                return;
+            }
+
+            int count = (int)Math.Clamp(live, _minimum, int.MaxValue);
+            Volatile.Write(ref _count, count);
+            _counted(count);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            // Redis does not answer: keep the count read last, which the fallback's share is made from.
+        }
+        finally
+        {
+            Volatile.Write(ref _beating, 0);
+        }
+    }
+}

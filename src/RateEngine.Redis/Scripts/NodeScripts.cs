@@ -1,0 +1,30 @@
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Scripts;
+
+/// <summary>
+/// The live-node registry behind <see cref="RedisLiveNodeOptions"/>: a sorted set of node ids scored by when each stops
+/// counting (µs on the decisions' clock). One script renews a node and counts the live ones atomically, so a count never
+/// includes a node past its expiry; the set itself carries a TTL, so nodes that all die leave nothing behind.
+/// </summary>
+internal static class NodeScripts
+{
+    /// <summary>Renews <c>@Node</c> until now + <c>@Expiry</c>, drops expired nodes, returns how many are live (itself included).</summary>
+    public static readonly LuaScript Heartbeat = LuaScript.Prepare("""
+        local now = tonumber(@Now)
+        if now < 0 then
+          local t = redis.call('TIME')
+          now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        end
+        local expiry = tonumber(@Expiry)
+        redis.call('ZREMRANGEBYSCORE', @Key, '-inf', now)
+        redis.call('ZADD', @Key, now + expiry, @Node)
+        redis.call('PEXPIRE', @Key, math.ceil(expiry / 1000) + 1000)
+        return redis.call('ZCARD', @Key)
+        """);
+
+    /// <summary>A limiter disposed leaves at once, so the others' next heartbeat no longer counts it.</summary>
+    public static readonly LuaScript Leave = LuaScript.Prepare("""
+        return redis.call('ZREM', @Key, @Node)
+        """);
+}

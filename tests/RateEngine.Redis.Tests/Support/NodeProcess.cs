@@ -1,0 +1,124 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Threading.RateLimiting;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Tests.Support;
+
+/// <summary>
+/// A limiter node as an OS process of its own: the test assembly re-launched with <c>dotnet RateEngine.Redis.Tests.dll node
+/// ...</c> (its entry point is <see cref="Main"/>; the test host never calls it). The node opens its own multiplexer, says
+/// <c>ready</c>, waits for <c>go</c> on stdin, hammers one key for the given time, writes each admission as
+/// "<c>µs permits</c>" to its output file, and says <c>done admitted refused</c>.
+/// </summary>
+/// <remarks>
+/// Exact mode records the decision stamp each script returns (the server's <c>TIME</c>). The hybrid mode decides locally,
+/// so it records when each permit was used: the node's clock is <see cref="UseClock"/>, the real-time clock that Redis's
+/// <c>TIME</c> reads too (one host), in whole µs, and a caller records the last time its own thread read that clock inside
+/// its synchronous acquire, which is the read the block's expiry was checked against.
+/// </remarks>
+public static class NodeProcess
+{
+    /// <summary>Arguments: node mode algorithm endpoint prefix limit windowµs callers durationMs output.</summary>
+    public static int Main(string[] args)
+    {
+        if (args.Length != 10 || args[0] != "node")
+        {
+            Console.Error.WriteLine("usage: node <exact|hybrid> <fixed|counter> <endpoint> <prefix> <limit> <window µs> <callers> <duration ms> <output>");
+            return 2;
+        }
+
+        string mode = args[1];
+        string algorithm = args[2];
+        int limit = int.Parse(args[5], CultureInfo.InvariantCulture);
+        TimeSpan window = TimeSpan.FromTicks(long.Parse(args[6], CultureInfo.InvariantCulture) * 10);
+        int callers = int.Parse(args[7], CultureInfo.InvariantCulture);
+        TimeSpan duration = TimeSpan.FromMilliseconds(int.Parse(args[8], CultureInfo.InvariantCulture));
+        using ConnectionMultiplexer connection = ConnectionMultiplexer.Connect($"{args[3]},abortConnect=false,connectTimeout=5000,syncTimeout=5000,asyncTimeout=5000");
+        var options = new RedisLimiterOptions
+        {
+            Connection = connection,
+            KeyPrefix = args[4],
+            SyncTimeout = TimeSpan.FromSeconds(5),
+            TimeProvider = mode == "hybrid" ? UseClock.Instance : TimeProvider.System,
+            Hybrid = mode == "hybrid" ? new RedisHybridOptions { MaxBlock = 16 } : null,
+        };
+        using PartitionedRateLimiter<string> limiter = algorithm == "fixed"
+            ? RedisLimiter.CreateFixedWindow<string>(key => key, _ => new FixedWindowRateLimiterOptions { PermitLimit = limit, Window = window }, options)
+            : RedisLimiter.CreateSlidingWindowCounter<string>(
+                key => key, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = limit, Window = window, SegmentsPerWindow = 4 }, options);
+        Func<int, (bool Admitted, long Micros)> acquire = mode == "hybrid" ? Hybrid(limiter) : Exact(limiter);
+        acquire(0); // loads the script and warms the path before the start line
+        Console.Out.WriteLine("ready");
+        Console.Out.Flush();
+        if (Console.In.ReadLine() != "go")
+        {
+            return 3;
+        }
+
+        var admitted = new ConcurrentQueue<(long Micros, int Permits)>();
+        long refused = 0;
+        var clock = Stopwatch.StartNew();
+        Thread[] threads = [.. Enumerable.Range(0, callers).Select(caller => new Thread(() =>
+        {
+            var random = new Random(caller * 7919 + Environment.ProcessId);
+            while (clock.Elapsed < duration)
+            {
+                int permits = random.Next(1, 4);
+                (bool ok, long micros) = acquire(permits);
+                if (ok)
+                {
+                    admitted.Enqueue((micros, permits));
+                }
+                else
+                {
+                    Interlocked.Increment(ref refused);
+                }
+            }
+        }))];
+        foreach (Thread thread in threads)
+        {
+            thread.Start();
+        }
+
+        foreach (Thread thread in threads)
+        {
+            thread.Join();
+        }
+
+        var lines = new StringBuilder();
+        foreach ((long micros, int permits) in admitted)
+        {
+            lines.Append(CultureInfo.InvariantCulture, $"{micros} {permits}\n");
+        }
+
+        File.WriteAllText(args[9], lines.ToString());
+        Console.Out.WriteLine($"done {admitted.Count} {refused}");
+        return 0;
+    }
+
+    /// <summary>One script call per acquire: the decision and its stamp on the server's clock.</summary>
+    private static Func<int, (bool, long)> Exact(PartitionedRateLimiter<string> limiter)
+    {
+        Func<int, Task<RedisResult>> evaluate = limiter switch
+        {
+            RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions> fixedWindow => permits => fixedWindow.Evaluate("hot", permits),
+            RedisPartitionedLimiter<string, SlidingWindowCounterRateLimiterOptions> counter => permits => counter.Evaluate("hot", permits),
+            _ => throw new InvalidOperationException("Not a Redis limiter."),
+        };
+        return permits =>
+        {
+            RedisDecision decision = RedisPartitionedLimiter<string, object>.Decision(evaluate(permits).GetAwaiter().GetResult());
+            return (decision.Admitted, decision.StampMicroseconds);
+        };
+    }
+
+    /// <summary>A synchronous acquire from the local blocks: admitted, and the µs its thread last read the clock.</summary>
+    private static Func<int, (bool, long)> Hybrid(PartitionedRateLimiter<string> limiter) => permits =>
+    {
+        using RateLimitLease lease = limiter.AttemptAcquire(permits == 0 ? "warm-up" : "hot", Math.Max(permits, 1));
+        return (lease.IsAcquired, UseClock.LastRead);
+    };
+}
