@@ -3,8 +3,6 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
 using RateEngine.Redis.Hybrid;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using RateEngine.Redis.Scripts;
 using RateEngine.Redis.Telemetry;
 using StackExchange.Redis;
@@ -79,23 +77,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         _clientClock = options.ClientClock;
         _syncTimeout = options.SyncTimeout;
         _failureMode = options.FailureMode;
-        ILogger logger = options.LoggerFactory?.CreateLogger("RateEngine.Redis") ?? NullLogger.Instance;
         _metrics = new RedisMetrics(options.MeterFactory, options.KeyPrefix, options.Hybrid is not null);
-        RedisFailureMode failureMode = options.FailureMode;
-        TimeSpan cooldown = options.FailureCooldown;
-        _breaker = new RedisBreaker(
-            options.TimeProvider,
-            cooldown,
-            why =>
-            {
-                _metrics.Degraded(true);
-                Log.RedisUnavailable(logger, _keyPrefix, why, failureMode, cooldown);
-            },
-            failures =>
-            {
-                _metrics.Degraded(false);
-                Log.RedisRecovered(logger, _keyPrefix, failures);
-            });
+        _breaker = RedisBreaker.Create(options, _metrics);
         if (options.FailureMode == RedisFailureMode.LocalFallback)
         {
             // Each node its share of every key's limit, in process, while Redis does not answer: configured, or 1/N of the
