@@ -270,18 +270,18 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
 
         LocalKey key;
+        RateLimitLease? answer;
         try
         {
             key = ResolveLocal(resource, permitCount);
+            answer = LocalAnswer(key, permitCount); // may run the fallback limiter, which may throw too
         }
         catch (Exception error)
         {
             return ValueTask.FromException<RateLimitLease>(error);
         }
 
-        return LocalAnswer(key, permitCount) is { } answer
-            ? new ValueTask<RateLimitLease>(answer)
-            : AcquireLocalAsync(key, permitCount, cancellationToken);
+        return answer is not null ? new ValueTask<RateLimitLease>(answer) : AcquireLocalAsync(key, permitCount, cancellationToken);
     }
 
     private async ValueTask<RateLimitLease> AcquireExactAsync(TResource resource, int permitCount, CancellationToken cancellationToken)

@@ -97,6 +97,30 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_HybridOnTheFallback_ARequestAboveTheNodesShareFaultsItsTaskInsteadOfThrowing()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(
+            user => user,
+            _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMinutes(1) },
+            new RedisLimiterOptions
+            {
+                Connection = _connection, KeyPrefix = "fallback-" + Guid.NewGuid().ToString("N"), SyncTimeout = TimeSpan.FromMilliseconds(200),
+                FailureMode = RedisFailureMode.LocalFallback, LocalFallbackShare = 0.25, FailureCooldown = TimeSpan.FromSeconds(1),
+                TimeProvider = _cooldownClock, Hybrid = new RedisHybridOptions(),
+            });
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        _server.Kill();
+        for (int i = 0; i < 200 && (await limiter.AcquireAsync("ann")).IsAcquired; i++)
+        {
+            // until the block is spent and the refill fails: the breaker opens
+        }
+
+        // 50 permits fit the limit of 100 but not this node's fallback share of 25: an error, as an async method gives it.
+        ValueTask<RateLimitLease> pending = limiter.AcquireAsync("bob", 50);
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await pending);
+    }
+
+    [Fact]
     public async Task AcquireAsync_ServerDown_LocalFallbackEnforcesThisNodesShare()
     {
         using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.LocalFallback, share: 0.25); // 100 → 25 here

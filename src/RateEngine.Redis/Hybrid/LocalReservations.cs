@@ -121,7 +121,8 @@ internal sealed class LocalReservations : IAsyncDisposable
                 return inFlight;
             }
 
-            refill = new TaskCompletionSource<LocalBlock>();
+            // Waiters resume on the pool, not one after another on the thread that completes the refill.
+            refill = new TaskCompletionSource<LocalBlock>(TaskCreationOptions.RunContinuationsAsynchronously);
             key.Refill = refill.Task;
         }
 
