@@ -89,8 +89,6 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
 
     internal RedisPolicyLayer<TContext> this[int index] => _layers[index];
 
-    internal int LayerCount => _layers.Length;
-
     internal TimeSpan SyncTimeout => _syncTimeout;
 
     /// <summary>Reserves <paramref name="estimate"/> on every weighted layer and one request on every other, all or nothing, in one script call.</summary>
