@@ -30,9 +30,16 @@ public sealed class RedisHybridOptions
     /// </summary>
     public TimeSpan IdleReturn { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// How often a layered policy in hybrid mode reads its pause switch, so that a pause or a resume set on another node
+    /// reaches this one within this interval (it also learns at its next reservation). Default 500 milliseconds.
+    /// </summary>
+    public TimeSpan PauseCheckInterval { get; set; } = TimeSpan.FromMilliseconds(500);
+
     internal void Validate()
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxBlock, 1, nameof(MaxBlock));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(IdleReturn, TimeSpan.Zero, nameof(IdleReturn));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(PauseCheckInterval, TimeSpan.Zero, nameof(PauseCheckInterval));
     }
 }

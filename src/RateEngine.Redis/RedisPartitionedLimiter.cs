@@ -38,14 +38,14 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private readonly RedisFailureMode _failureMode;
     private readonly RedisBreaker _breaker;
     private readonly string _nonce = Guid.NewGuid().ToString("N");
-    private readonly LocalReservations? _local;
+    private readonly LocalReservations<LimiterKey>? _local;
     private readonly Func<int, PartitionedRateLimiter<string>>? _createFallback;
     private readonly RedisNodeRegistry? _registry;
     private readonly Lock _fallbackLock = new();
     private PartitionedRateLimiter<string>? _fallback;
     private int _fallbackNodes;
     private readonly RedisMetrics _metrics;
-    private readonly Func<string, RedisPartitionedLimiter<TResource, TOptions>, LocalKey>? _createLocalKey;
+    private readonly Func<string, RedisPartitionedLimiter<TResource, TOptions>, LimiterKey>? _createLocalKey;
     private long _calls;
     private long _roundTrips;
     private volatile bool _disposed;
@@ -101,7 +101,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
         if (options.Hybrid is { } hybrid)
         {
-            _local = new LocalReservations(hybrid, options.TimeProvider, Reserve, GiveBack, () => !_breaker.IsOpen);
+            _local = new LocalReservations<LimiterKey>(hybrid, options.TimeProvider, Reserve, GiveBack, () => !_breaker.IsOpen);
             _createLocalKey = CreateLocalKey;
         }
     }
@@ -110,7 +110,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     internal long RoundTrips => Volatile.Read(ref _roundTrips);
 
     /// <summary>The hybrid mode's local side (tests); null in exact mode.</summary>
-    internal LocalReservations? Local => _local;
+    internal LocalReservations<LimiterKey>? Local => _local;
 
     /// <summary>The live node count the local fallback's share is made from; null when the share is configured (tests).</summary>
     internal int? FallbackNodes => _registry is null ? null : Volatile.Read(ref _fallbackNodes);
@@ -177,14 +177,15 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
     private long Now() => _clientClock is null ? -1 : (_clientClock.GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
 
-    private Task<RedisResult> Reserve(LocalKey key, long need, long want)
+    private async Task<Reservation> Reserve(LimiterKey key, long need, long want)
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
-        return _database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want));
+        var reply = (long[])(await _database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want)).ConfigureAwait(false))!;
+        return new Reservation(Granted: reply[0], RetryAfter: reply[1], ValidFor: reply[2], Period: reply[4]);
     }
 
-    private Task GiveBack(LocalKey key, long period, long returned)
+    private Task GiveBack(LimiterKey key, long period, long returned)
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
@@ -196,20 +197,20 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     /// the in-process partitioned limiters resolve a key's options when its state is created, so the hot path calls no
     /// user code but the key selector (a resolver that makes new options per call would otherwise cost a rule per acquire).
     /// </summary>
-    private static LocalKey CreateLocalKey(string partitionKey, RedisPartitionedLimiter<TResource, TOptions> self)
+    private static LimiterKey CreateLocalKey(string partitionKey, RedisPartitionedLimiter<TResource, TOptions> self)
     {
         TOptions options = self._optionsResolver(partitionKey) ?? throw new InvalidOperationException($"No options were resolved for key '{partitionKey}'.");
         RedisRule rule = self._rules.GetValue(options, created => self._createRule(created));
-        return new LocalKey(partitionKey, rule, self.KeyOf(partitionKey, rule));
+        return new LimiterKey(partitionKey, rule, self.KeyOf(partitionKey, rule));
     }
 
     /// <summary>The hybrid mode's key and rule for a request, checked as <see cref="Resolve"/> checks it.</summary>
-    private LocalKey ResolveLocal(TResource resource, int permitCount)
+    private LimiterKey ResolveLocal(TResource resource, int permitCount)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegative(permitCount);
         string partitionKey = _keySelector(resource) ?? throw new InvalidOperationException("The key selector returned null.");
-        LocalKey key = _local!.KeyOf(partitionKey, _createLocalKey!, this);
+        LimiterKey key = _local!.KeyOf(partitionKey, _createLocalKey!, this);
         if (permitCount > key.Rule.PermitLimit)
         {
             throw new ArgumentOutOfRangeException(nameof(permitCount), permitCount, $"{permitCount} permits exceed the limit of {key.Rule.PermitLimit}.");
@@ -269,7 +270,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return ValueTask.FromCanceled<RateLimitLease>(cancellationToken);
         }
 
-        LocalKey key;
+        LimiterKey key;
         RateLimitLease? answer;
         try
         {
@@ -343,7 +344,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
     }
 
-    private async ValueTask<RateLimitLease> AcquireLocalAsync(LocalKey key, int permitCount, CancellationToken cancellationToken)
+    private async ValueTask<RateLimitLease> AcquireLocalAsync(LimiterKey key, int permitCount, CancellationToken cancellationToken)
     {
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
@@ -376,7 +377,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     /// <summary>The hybrid mode, synchronously: as <see cref="AcquireLocalAsync"/>, waiting for a reservation at most the sync bound.</summary>
     private RateLimitLease AttemptLocal(TResource resource, int permitCount)
     {
-        LocalKey key = ResolveLocal(resource, permitCount);
+        LimiterKey key = ResolveLocal(resource, permitCount);
         long started = Stopwatch.GetTimestamp(); // real time, as the waits are: one bound for the whole call
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
@@ -410,9 +411,9 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     /// The hybrid mode's answer without waiting: a permit from the key's block, a cached refusal, or the failure mode's
     /// answer while the breaker is open; null when the caller needs a reservation.
     /// </summary>
-    private RateLimitLease? LocalAnswer(LocalKey key, int permitCount)
+    private RateLimitLease? LocalAnswer(LimiterKey key, int permitCount)
     {
-        if (_local!.TryTake(key, permitCount, out TimeSpan? refusedFor))
+        if (_local!.TryTake(key, permitCount, out TimeSpan? refusedFor) is not null)
         {
             return RedisLease.Acquired;
         }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using RateEngine.Policies;
+using RateEngine.Redis.Hybrid;
 using RateEngine.Redis.Policies;
 using RateEngine.Redis.Scripts;
 using RateEngine.Redis.Telemetry;
@@ -24,9 +25,18 @@ namespace RateEngine.Redis;
 /// lease disposed frees it at once, one never disposed (its node died) frees it at the expiry.</para>
 /// <para>While Redis does not answer, a request is refused with a service-wide reason (<see cref="RedisFailureMode.FailClosed"/>)
 /// or admitted holding nothing (<see cref="RedisFailureMode.FailOpen"/>); the breaker stops calls for the cool-down.</para>
+/// <para><b>Hybrid mode</b> (<see cref="RedisLimiterOptions.Hybrid"/> set): the fixed-window, counter and calendar layers are
+/// served from blocks that each node reserves per layer and key, as the hybrid limiters do, so a request that every such
+/// layer can serve locally costs no call; the log, bucket and concurrency layers are still decided by one script call per
+/// request (a concurrency cap is a handful of slots held for a whole stream: a node holding spare slots would keep them
+/// from the others). A refund goes back into the key's block, an overrun is taken from it, and what no block covers is
+/// counted on Redis by the key's next reservation, started at once. A pause reaches the other nodes at their next
+/// reservation or within <see cref="RedisHybridOptions.PauseCheckInterval"/>. Every guarantee holds across the nodes for
+/// the times permits are used; the under-admission bound is the limiters' (N × MaxBlock requests per key and period, less
+/// near the cap).</para>
 /// </remarks>
 /// <typeparam name="TContext">What the application knows about a request.</typeparam>
-public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLimiterHealth
+public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLimiterHealth
 {
     private static readonly long UnixEpochTicks = DateTimeOffset.UnixEpoch.UtcTicks;
 
@@ -37,18 +47,29 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     private readonly IDatabase _database;
     private readonly TimeProvider? _clientClock;
     private readonly TimeProvider _time;
+
+    /// <summary>The clock blocks are timed on (this node's monotonic one, whatever the decisions' clock is).</summary>
+    private readonly TimeProvider _blockClock;
     private readonly TimeSpan _syncTimeout;
     private readonly RedisFailureMode _failureMode;
     private readonly TimeSpan _cooldown;
     private readonly RedisBreaker _breaker;
     private readonly RedisMetrics _metrics;
     private readonly string _nonce = Guid.NewGuid().ToString("N");
-    private volatile string? _pausedReason;
+    private readonly PauseState _pause;
+    private readonly bool _hybrid;
+    private readonly RedisPolicyLayer<TContext>[] _blockLayers;
+    private readonly RedisRatePolicy<TContext>? _remote;
+    private readonly ITimer? _pauseCheck;
     private long _leases;
     private long _roundTrips;
     private volatile bool _disposed;
 
-    internal RedisRatePolicy(RedisLimiterOptions options, RedisPolicyLayer<TContext>[] layers, RedisRatePolicy<TContext>? combining = null)
+    /// <param name="options">Where the state lives.</param>
+    /// <param name="layers">The layers, in decision order.</param>
+    /// <param name="combining">The policy whose breaker, metrics and pause switch this one shares (a combination, or a hybrid policy's exact part).</param>
+    /// <param name="exactPart">This is the part of a hybrid policy that decides its log, bucket and concurrency layers per request.</param>
+    internal RedisRatePolicy(RedisLimiterOptions options, RedisPolicyLayer<TContext>[] layers, RedisRatePolicy<TContext>? combining = null, bool exactPart = false)
     {
         bool combined = combining is not null;
         options.Validate();
@@ -57,11 +78,9 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
             throw new ArgumentException("Two layers of the policy share a name.", nameof(layers));
         }
 
-        if (options.Hybrid is not null || options.FailureMode == RedisFailureMode.LocalFallback)
+        if (options.FailureMode == RedisFailureMode.LocalFallback)
         {
-            throw new ArgumentException(
-                "A layered policy is decided exactly on Redis (leave RedisLimiterOptions.Hybrid null) and fails closed or open, not to a local share.",
-                nameof(options));
+            throw new ArgumentException("A layered policy fails closed or open, not to a local share (its layers are decided together on Redis).", nameof(options));
         }
 
         _layers = layers;
@@ -72,20 +91,50 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         _database = options.Connection!.GetDatabase(options.Database);
         _clientClock = options.ClientClock;
         _time = options.ClientClock ?? options.TimeProvider;
+        _blockClock = options.TimeProvider;
         _syncTimeout = options.SyncTimeout;
         _failureMode = options.FailureMode;
         _cooldown = options.FailureCooldown;
         // A combination shares its policies' breaker and metrics: the health check of a registered policy sees the
         // failures of the combinations that serve its traffic.
-        _metrics = combining?._metrics ?? new RedisMetrics(options.MeterFactory, options.KeyPrefix, hybrid: false);
+        _metrics = combining?._metrics ?? new RedisMetrics(options.MeterFactory, options.KeyPrefix, hybrid: options.Hybrid is not null);
         _breaker = combining?._breaker ?? RedisBreaker.Create(options, _metrics);
+        _pause = combining?._pause ?? new PauseState();
+        _hybrid = options.Hybrid is not null && !exactPart;
+        _blockLayers = _hybrid ? [.. layers.Where(layer => layer.IsBlockServed)] : [];
+        if (!_hybrid)
+        {
+            return;
+        }
+
+        if (!combined)
+        {
+            foreach (RedisPolicyLayer<TContext> layer in _blockLayers)
+            {
+                layer.Blocks = new LocalReservations<LayerKey>(
+                    options.Hybrid!,
+                    options.TimeProvider,
+                    (key, need, want) => Reserve(layer, key, need, want),
+                    (key, period, returned) => GiveBackToRedis(layer, key, period, returned),
+                    () => !_breaker.IsOpen);
+            }
+
+            _pauseCheck = options.TimeProvider.CreateTimer(
+                static state => RedisTasks.Observe(((RedisRatePolicy<TContext>)state!).CheckPauseAsync()),
+                this,
+                options.Hybrid!.PauseCheckInterval,
+                options.Hybrid.PauseCheckInterval);
+        }
+
+        RedisPolicyLayer<TContext>[] perRequest = [.. layers.Where(layer => !layer.IsBlockServed)];
+        _remote = perRequest.Length == 0 ? null : new RedisRatePolicy<TContext>(options, perRequest, combining: this, exactPart: true);
     }
 
     /// <summary>The layers' names, in the order they were added (the scripts decide them in this order).</summary>
     public IReadOnlyList<string> LayerNames { get; }
 
     /// <summary>Script calls so far (tests, bench).</summary>
-    internal long RoundTrips => Volatile.Read(ref _roundTrips);
+    internal long RoundTrips => Volatile.Read(ref _roundTrips) + (_remote?.RoundTrips ?? 0);
 
     internal RedisPolicyLayer<TContext> this[int index] => _layers[index];
 
@@ -97,7 +146,10 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     /// <exception cref="InvalidOperationException">A key selector returned null.</exception>
     /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled (the script may still have counted the request: stricter, never looser).</exception>
-    public async ValueTask<PolicyLease> AcquireAsync(TContext context, RequestCost estimate, CancellationToken cancellationToken = default)
+    public ValueTask<PolicyLease> AcquireAsync(TContext context, RequestCost estimate, CancellationToken cancellationToken = default) =>
+        _hybrid ? AcquireHybridAsync(context, estimate, cancellationToken) : AcquireExactAsync(context, estimate, cancellationToken);
+
+    private async ValueTask<PolicyLease> AcquireExactAsync(TContext context, RequestCost estimate, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         (Call? call, Task<RedisResult>? task, PolicyLease? answered) = Start(context, estimate);
@@ -132,6 +184,11 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     /// <inheritdoc cref="AcquireAsync" path="/returns|/exception"/>
     public PolicyLease Acquire(TContext context, RequestCost estimate)
     {
+        if (_hybrid)
+        {
+            return AcquireHybrid(context, estimate);
+        }
+
         (Call? call, Task<RedisResult>? task, PolicyLease? answered) = Start(context, estimate);
         if (answered is not null)
         {
@@ -204,19 +261,29 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         }
 
         _breaker.Close();
-        return [.. _layers.Select((layer, i) => new LayerUsage(layer.Name, limits[i], result[1 + (2 * i)], TimeSpan.FromTicks(result[2 + (2 * i)] * 10)))];
+        return [.. _layers.Select((layer, i) => new LayerUsage(
+            layer.Name, limits[i], Math.Max(0, result[1 + (2 * i)] - UnusedHere(layer, context)), TimeSpan.FromTicks(result[2 + (2 * i)] * 10)))];
     }
 
-    /// <summary>Always false: every decision is a script call on Redis (use <see cref="AcquireAsync"/>, or the bounded <see cref="Acquire"/>).</summary>
+    /// <summary>
+    /// Decides without waiting where it can: in exact mode never (every decision is a script call: false, use
+    /// <see cref="AcquireAsync"/> or the bounded <see cref="Acquire"/>); in hybrid mode when every layer is served from
+    /// blocks and they can answer (true, with an acquired lease or a refusal), otherwise false.
+    /// </summary>
     public bool TryAcquire(TContext context, RequestCost estimate, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out PolicyLease? lease)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_hybrid)
+        {
+            return TryAcquireHybrid(context, estimate, out lease);
+        }
+
         lease = null;
         return false;
     }
 
-    /// <summary>Whether the pause was on at this node's last decision, pause or resume (the switch itself lives on Redis).</summary>
-    public bool IsPaused => _pausedReason is not null;
+    /// <summary>Whether the pause was on as this node last heard (the switch itself lives on Redis).</summary>
+    public bool IsPaused => _pause.Reason is not null;
 
     /// <summary>
     /// Pauses every node that shares this policy's <see cref="RedisLimiterOptions.KeyPrefix"/>: the switch is a Redis key
@@ -230,7 +297,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
         ObjectDisposedException.ThrowIf(_disposed, this);
         RedisTasks.WaitWithin(_database.StringSetAsync(_pauseKey, reason), _syncTimeout);
-        _pausedReason = reason;
+        _pause.Reason = reason;
     }
 
     /// <summary>Ends the pause for every node of the prefix.</summary>
@@ -240,7 +307,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         RedisTasks.WaitWithin(_database.KeyDeleteAsync(_pauseKey), _syncTimeout);
-        _pausedReason = null;
+        _pause.Reason = null;
     }
 
     /// <inheritdoc/>
@@ -312,14 +379,35 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
     {
         ArgumentNullException.ThrowIfNull(others);
         var policies = others.Select(other => other is RedisRatePolicy<TContext> redis
-                && ReferenceEquals(redis._options.Connection, _options.Connection) && redis._options.KeyPrefix == _options.KeyPrefix
+                && ReferenceEquals(redis._options.Connection, _options.Connection) && redis._options.KeyPrefix == _options.KeyPrefix && redis._hybrid == _hybrid
             ? redis
-            : throw new ArgumentException("A Redis policy combines only with Redis policies of the same connection and key prefix (one script reaches one slot).", nameof(others)));
+            : throw new ArgumentException(
+                "A Redis policy combines only with Redis policies of the same connection, key prefix (one script reaches one slot) and mode.", nameof(others)));
         return new RedisRatePolicy<TContext>(_options, [.. _layers, .. policies.SelectMany(policy => policy._layers)], combining: this);
     }
 
-    /// <summary>Stops new acquires; leases already given out can still be reconciled and disposed.</summary>
-    public void Dispose() => _disposed = true;
+    /// <summary>
+    /// Stops new acquires; leases already given out can still be reconciled and disposed. In hybrid mode the unused permits
+    /// of this node's blocks go back to Redis, in the background.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _remote?.Dispose();
+        if (_pauseCheck is not null)
+        {
+            _pauseCheck.Dispose();
+            foreach (RedisPolicyLayer<TContext> layer in _blockLayers)
+            {
+                RedisTasks.Observe(layer.Blocks!.DisposeAsync().AsTask());
+            }
+        }
+    }
 
     string IRedisLimiterHealth.KeyPrefix => _options.KeyPrefix;
 
@@ -449,7 +537,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         int n = _layers.Length;
         if ((long)answer[0] == 1)
         {
-            _pausedReason = null;
+            _pause.Reason = null;
             return new RedisPolicyLease<TContext>(
                 this, call.Keys[..^1], call.Limits, call.Amounts, [.. answer.Skip(4 + (2 * n)).Select(tag => (long)tag)], call.Lease, estimate, Usage(answer, call.Limits));
         }
@@ -458,7 +546,7 @@ public sealed class RedisRatePolicy<TContext> : IRatePolicy<TContext>, IRedisLim
         if (first == 0)
         {
             string reason = (string?)answer[4] ?? "paused";
-            _pausedReason = reason;
+            _pause.Reason = reason;
             return new RefusedPolicyLease("pause", reason, null, serviceWide: true);
         }
 

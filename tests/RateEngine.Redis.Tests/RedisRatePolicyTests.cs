@@ -168,7 +168,10 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.Throws<InvalidOperationException>(() => tooBig.Reconcile(RequestCost.None));
         Assert.All(await policy.GetUsageAsync(new Call("ann", "x")), usage => Assert.Equal(0, usage.Used));
 
-        Assert.Throws<ArgumentException>(() => new RedisRatePolicyBuilder<Call>(Options(hybrid: true)).AddGlobalLayer("g", PolicyRule.FixedWindow(TimeSpan.FromSeconds(1), 1)).Build());
+        RedisLimiterOptions localFallback = Options();
+        localFallback.FailureMode = RedisFailureMode.LocalFallback;
+        localFallback.LocalFallbackShare = 0.5;
+        Assert.Throws<ArgumentException>(() => new RedisRatePolicyBuilder<Call>(localFallback).AddGlobalLayer("g", PolicyRule.FixedWindow(TimeSpan.FromSeconds(1), 1)).Build());
         Assert.Throws<ArgumentException>(() => Builder().AddGlobalLayer("g", PolicyRule.FixedWindow(TimeSpan.FromSeconds(1), 1)).AddGlobalLayer("g", PolicyRule.Concurrency(1)));
         Assert.Throws<ArgumentException>(() => Builder().AddGlobalLayer("soft", PolicyRule.Calendar(CalendarPeriod.Day, 10).AsSoft(0.5)).Build());
         policy.Dispose();
@@ -449,13 +452,12 @@ public sealed class RedisRatePolicyTests : IDisposable
 
     private RedisRatePolicyBuilder<Call> Builder() => new(Options());
 
-    private RedisLimiterOptions Options(bool hybrid = false) => new()
+    private RedisLimiterOptions Options() => new()
     {
         Connection = _connection,
         KeyPrefix = _prefix,
         ClientClock = _time,
         SyncTimeout = TimeSpan.FromSeconds(2),
-        Hybrid = hybrid ? new RedisHybridOptions() : null,
     };
 
     /// <summary>A request: who calls and which tool.</summary>

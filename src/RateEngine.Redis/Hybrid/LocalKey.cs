@@ -1,16 +1,12 @@
-using RateEngine.Redis.Scripts;
-
 namespace RateEngine.Redis.Hybrid;
 
 /// <summary>
-/// One key's local state on one node: its rule (resolved when the state is created, as the in-process partitioned limiters
-/// resolve a key's options on first touch), its current block and the reservation in flight.
+/// One key's local state on one node: its current block and the reservation in flight. The limiter's keys carry their
+/// rule (<see cref="LimiterKey"/>), a layered policy's keys their layer's limit (<see cref="Policies.LayerKey"/>).
 /// </summary>
-internal sealed class LocalKey(string partitionKey, RedisRule rule, string redisKey)
+internal abstract class LocalKey(string partitionKey, string redisKey)
 {
     public string PartitionKey { get; } = partitionKey;
-
-    public RedisRule Rule { get; } = rule;
 
     /// <summary>The key on Redis, made once rather than per reservation.</summary>
     public string RedisKey { get; } = redisKey;
@@ -20,6 +16,15 @@ internal sealed class LocalKey(string partitionKey, RedisRule rule, string redis
     /// <summary>The reservation in flight, at most one per key (guarded by the key's lock when started or cleared).</summary>
     public Task<LocalBlock>? Refill;
 
-    /// <summary>When the key was last used, to a resolution of <see cref="LocalReservations"/>' touch interval.</summary>
+    /// <summary>When the key was last used, to a resolution of the reservations' touch interval.</summary>
     public long LastUsed;
+
+    /// <summary>
+    /// What one request takes here, at most (1 for a limiter's permits; a request's tokens or money on a weighted layer):
+    /// blocks are sized in requests, so a block of MaxBlock requests is MaxBlock × this.
+    /// </summary>
+    public long Unit = 1;
+
+    /// <summary>Whether the idle sweep may forget the key (not while it owes Redis something).</summary>
+    public virtual bool MayForget => true;
 }

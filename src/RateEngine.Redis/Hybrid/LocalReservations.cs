@@ -1,6 +1,4 @@
 using System.Collections.Concurrent;
-using StackExchange.Redis;
-
 namespace RateEngine.Redis.Hybrid;
 
 /// <summary>
@@ -9,7 +7,9 @@ namespace RateEngine.Redis.Hybrid;
 /// callers rarely wait. Unused permits go back when a block is replaced by one of a later period, when the key is idle and
 /// on dispose.
 /// </summary>
-internal sealed class LocalReservations : IAsyncDisposable
+/// <typeparam name="TKey">The keys' state: a limiter's (with its rule) or a policy layer's (with its limit).</typeparam>
+internal sealed class LocalReservations<TKey> : IAsyncDisposable
+    where TKey : LocalKey
 {
     /// <summary>
     /// A block smaller than this is not refilled in the background: its key has not shown the demand that would use a
@@ -24,9 +24,9 @@ internal sealed class LocalReservations : IAsyncDisposable
     /// </summary>
     private const long FirstBlock = 16;
 
-    private readonly ConcurrentDictionary<string, LocalKey> _keys = new(StringComparer.Ordinal);
-    private readonly Func<LocalKey, long, long, Task<RedisResult>> _reserve;
-    private readonly Func<LocalKey, long, long, Task> _return;
+    private readonly ConcurrentDictionary<string, TKey> _keys = new(StringComparer.Ordinal);
+    private readonly Func<TKey, long, long, Task<Reservation>> _reserve;
+    private readonly Func<TKey, long, long, Task> _return;
     private readonly TimeProvider _time;
     private readonly long _maxBlock;
     private readonly long _idleTicks;
@@ -37,8 +37,8 @@ internal sealed class LocalReservations : IAsyncDisposable
     public LocalReservations(
         RedisHybridOptions options,
         TimeProvider time,
-        Func<LocalKey, long, long, Task<RedisResult>> reserve,
-        Func<LocalKey, long, long, Task> giveBack,
+        Func<TKey, long, long, Task<Reservation>> reserve,
+        Func<TKey, long, long, Task> giveBack,
         Func<bool> mayCall)
     {
         _mayCall = mayCall;
@@ -48,7 +48,7 @@ internal sealed class LocalReservations : IAsyncDisposable
         _touchTicks = Math.Max(1, _idleTicks / 64);
         _reserve = reserve;
         _return = giveBack;
-        _sweeper = time.CreateTimer(static state => ((LocalReservations)state!).ReturnIdle(), this, options.IdleReturn, options.IdleReturn);
+        _sweeper = time.CreateTimer(static state => ((LocalReservations<TKey>)state!).ReturnIdle(), this, options.IdleReturn, options.IdleReturn);
     }
 
     /// <summary>Keys held locally (tests).</summary>
@@ -56,17 +56,20 @@ internal sealed class LocalReservations : IAsyncDisposable
 
     /// <summary>Whether a reservation for the key is in flight (tests: a fake clock must not jump past one still on the wire).</summary>
     internal bool RefillInFlight(string partitionKey) =>
-        _keys.TryGetValue(partitionKey, out LocalKey? key) && Volatile.Read(ref key.Refill) is { IsCompleted: false };
+        _keys.TryGetValue(partitionKey, out TKey? key) && Volatile.Read(ref key.Refill) is { IsCompleted: false };
 
     /// <summary>The key's local state, made with <paramref name="create"/> (which resolves its rule) on first touch.</summary>
-    public LocalKey KeyOf<TState>(string partitionKey, Func<string, TState, LocalKey> create, TState state) =>
-        _keys.TryGetValue(partitionKey, out LocalKey? key) ? key : _keys.GetOrAdd(partitionKey, create, state);
+    public TKey KeyOf<TState>(string partitionKey, Func<string, TState, TKey> create, TState state) =>
+        _keys.TryGetValue(partitionKey, out TKey? key) ? key : _keys.GetOrAdd(partitionKey, create, state);
+
+    /// <summary>The key's local state if this node holds it.</summary>
+    public TKey? Find(string partitionKey) => _keys.TryGetValue(partitionKey, out TKey? key) ? key : null;
 
     /// <summary>
-    /// Serves from the key's live block: true when taken; false with <paramref name="refusedFor"/> set while a cached refusal
-    /// lasts, or null when a reservation is needed.
+    /// Serves from the key's live block: the block taken from; null with <paramref name="refusedFor"/> set while a cached
+    /// refusal lasts, or null alone when a reservation is needed.
     /// </summary>
-    public bool TryTake(LocalKey key, long permits, out TimeSpan? refusedFor)
+    public LocalBlock? TryTake(TKey key, long permits, out TimeSpan? refusedFor)
     {
         refusedFor = null;
         LocalBlock block = Volatile.Read(ref key.Block);
@@ -82,7 +85,7 @@ internal sealed class LocalReservations : IAsyncDisposable
                 Touch(key, now);
                 if (now >= block.ExpiresAt)
                 {
-                    return false;
+                    return null;
                 }
 
                 // Low water: half the block left, so the next one is on its way before this one runs out (at a quarter, a
@@ -93,25 +96,57 @@ internal sealed class LocalReservations : IAsyncDisposable
                     RedisTasks.Observe(StartRefill(key, need: 0));
                 }
 
-                return true;
+                return block;
             }
         }
 
         now = _time.GetTimestamp();
         Touch(key, now);
-        if (now < block.ExpiresAt && block.Refused && permits >= block.RefusedNeed)
+        if (now < block.ExpiresAt && block.Refused && Math.Max(permits, 1) >= block.RefusedNeed)
         {
             refusedFor = _time.GetElapsedTime(now, block.ExpiresAt);
         }
 
-        return false; // a smaller request than the one refused asks Redis itself
+        return null; // a smaller request than the one refused asks Redis itself
+    }
+
+    /// <summary>
+    /// Gives back <paramref name="permits"/> taken from <paramref name="from"/> (a refund): into the key's live block when it
+    /// is of the same period, otherwise to Redis while that period counts them (after it, nothing comes back: as in process).
+    /// </summary>
+    public void GiveBack(TKey key, LocalBlock from, long permits)
+    {
+        while (permits > 0)
+        {
+            LocalBlock current = Volatile.Read(ref key.Block);
+            long now = _time.GetTimestamp();
+            if (current.Refused || current.Period != from.Period || now >= current.ExpiresAt)
+            {
+                if (now < from.ExpiresAt && _mayCall())
+                {
+                    RedisTasks.Observe(_return(key, from.Period, permits));
+                }
+
+                return;
+            }
+
+            Interlocked.Add(ref current.Remaining, permits);
+            if (ReferenceEquals(Volatile.Read(ref key.Block), current))
+            {
+                return;
+            }
+
+            // Replaced meanwhile: what its replacement did not move (merge or return) is still in it; take that back and
+            // go again (what another caller took from it meanwhile was used, as a permit of a live block may be).
+            permits = current.TakeUpTo(permits);
+        }
     }
 
     /// <summary>
     /// The reservation in flight for the key, or a new one for at least <paramref name="need"/> permits (0 for a background
     /// refill, which installs nothing when Redis grants nothing). The caller takes from the installed block afterwards.
     /// </summary>
-    public Task<LocalBlock> StartRefill(LocalKey key, long need)
+    public Task<LocalBlock> StartRefill(TKey key, long need)
     {
         TaskCompletionSource<LocalBlock> refill;
         lock (key)
@@ -157,7 +192,7 @@ internal sealed class LocalReservations : IAsyncDisposable
     }
 
     /// <summary>Notes a use at most once per touch interval: a write per acquire would bounce the key's cache line between cores.</summary>
-    private void Touch(LocalKey key, long now)
+    private void Touch(TKey key, long now)
     {
         if (now - Volatile.Read(ref key.LastUsed) >= _touchTicks)
         {
@@ -165,7 +200,7 @@ internal sealed class LocalReservations : IAsyncDisposable
         }
     }
 
-    private async Task Complete(TaskCompletionSource<LocalBlock> refill, LocalKey key, long need)
+    private async Task Complete(TaskCompletionSource<LocalBlock> refill, TKey key, long need)
     {
         try
         {
@@ -177,7 +212,7 @@ internal sealed class LocalReservations : IAsyncDisposable
         }
     }
 
-    private async Task<LocalBlock> Refill(LocalKey key, long need)
+    private async Task<LocalBlock> Refill(TKey key, long need)
     {
         long sent = _time.GetTimestamp();
 
@@ -185,19 +220,22 @@ internal sealed class LocalReservations : IAsyncDisposable
         // blocks grow to MaxBlock; one whose period ended asks for twice what it served, and after a refusal one permit, so
         // a quiet or capped key's blocks shrink toward one permit. What is left in the current block joins the new one
         // (same period), so ask for at most MaxBlock minus that: a node never holds more than MaxBlock unused permits of a
-        // key, the bound the under-admission is documented by.
+        // key, the bound the under-admission is documented by. Sizes count requests: a weighted layer's blocks are that
+        // many of its largest requests (Unit).
         LocalBlock current = Volatile.Read(ref key.Block);
+        long unit = Math.Max(1, Volatile.Read(ref key.Unit));
+        long maxBlock = unit > long.MaxValue / 4 / _maxBlock ? long.MaxValue / 4 : _maxBlock * unit;
         long left = current.Refused ? 0 : Volatile.Read(ref current.Remaining);
-        long size = ReferenceEquals(current, LocalBlock.Empty) ? FirstBlock
+        long size = ReferenceEquals(current, LocalBlock.Empty) ? FirstBlock * unit
             : current.Refused ? 1
             : sent < current.ExpiresAt ? 2 * current.Granted
             : 2 * (current.Granted - left);
-        long want = Math.Max(need, Math.Min(Math.Clamp(size, 1, _maxBlock), _maxBlock - left));
-        var reply = (long[])(await _reserve(key, Math.Max(need, 0), want).ConfigureAwait(false))!;
-        long granted = reply[0];
-        long retryAfter = reply[1];
-        long validFor = reply[2];
-        long period = reply[4];
+        long want = Math.Max(need, Math.Min(Math.Clamp(size, 1, maxBlock), maxBlock - left));
+        Reservation reply = await _reserve(key, Math.Max(need, 0), want).ConfigureAwait(false);
+        long granted = reply.Granted;
+        long retryAfter = reply.RetryAfter;
+        long validFor = reply.ValidFor;
+        long period = reply.Period;
         LocalBlock old = Volatile.Read(ref key.Block);
         if (granted == 0)
         {
@@ -206,18 +244,18 @@ internal sealed class LocalReservations : IAsyncDisposable
                 return old; // a background refill near the cap: keep serving what is left
             }
 
-            var refused = new LocalBlock(0, 0, sent + Ticks(retryAfter), period, refusedNeed: need);
+            var refused = new LocalBlock(0, 0, sent + Ticks(retryAfter), period, refusedNeed: Math.Max(need, 1), reply.Limit, reply.Used);
             Install(key, refused, old);
             return refused;
         }
 
         // Valid from before the call was sent: never past the period's end on the server.
-        var block = new LocalBlock(granted, granted, sent + Ticks(validFor), period, refusedNeed: 0);
+        var block = new LocalBlock(granted, granted, sent + Ticks(validFor), period, refusedNeed: 0, reply.Limit, reply.Used);
         Install(key, block, old);
         return block;
     }
 
-    private void Install(LocalKey key, LocalBlock block, LocalBlock old)
+    private void Install(TKey key, LocalBlock block, LocalBlock old)
     {
         Volatile.Write(ref key.Block, block);
         long leftover = old.TakeAll();
@@ -239,21 +277,32 @@ internal sealed class LocalReservations : IAsyncDisposable
     private void ReturnIdle()
     {
         long now = _time.GetTimestamp();
-        foreach (KeyValuePair<string, LocalKey> entry in _keys)
+        foreach (KeyValuePair<string, TKey> entry in _keys)
         {
-            LocalKey key = entry.Value;
+            TKey key = entry.Value;
 
             // LastUsed lags by up to one touch interval (1/64 of IdleReturn): a key may go that much early, which only costs
             // it a reservation when it comes back.
             if (now - Volatile.Read(ref key.LastUsed) >= _idleTicks && key.Refill is not { IsCompleted: false })
             {
+                if (!key.MayForget)
+                {
+                    // It owes Redis a charge its next reservation carries: send one now, forget it once paid.
+                    if (_mayCall())
+                    {
+                        RedisTasks.Observe(StartRefill(key, need: 0));
+                    }
+
+                    continue;
+                }
+
                 RedisTasks.Observe(ReturnLeftover(key));
                 _keys.TryRemove(entry);
             }
         }
     }
 
-    private Task ReturnLeftover(LocalKey key)
+    private Task ReturnLeftover(TKey key)
     {
         LocalBlock block = Volatile.Read(ref key.Block);
         long leftover = block.TakeAll();

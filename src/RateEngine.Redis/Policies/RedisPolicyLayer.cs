@@ -1,4 +1,5 @@
 using RateEngine.Policies;
+using RateEngine.Redis.Hybrid;
 using RateEngine.Timing;
 using StackExchange.Redis;
 
@@ -82,6 +83,16 @@ internal sealed class RedisPolicyLayer<TContext>
 
     public bool IsConcurrency => Kind == 6;
 
+    /// <summary>
+    /// Whether the hybrid mode serves this layer from local blocks: a fixed window, a counter or a calendar budget, whose
+    /// permits count in one window, segment or period that a block can be bounded by. A log, a bucket and a concurrency
+    /// limit are decided on Redis per request.
+    /// </summary>
+    public bool IsBlockServed => Kind is 1 or 2 or 5;
+
+    /// <summary>This node's blocks of the layer's keys (hybrid mode; made by the policy that owns the layer).</summary>
+    public LocalReservations<LayerKey>? Blocks { get; set; }
+
     /// <summary>Whether a reconcile moves this layer (tokens and money; requests and slots are settled by admission and dispose).</summary>
     public bool IsWeighted => Rule.Meter != PolicyMeter.Requests && !IsConcurrency;
 
@@ -98,16 +109,15 @@ internal sealed class RedisPolicyLayer<TContext>
     public long AmountOf(RequestCost cost) => IsConcurrency ? 1 : cost.On(Rule.Meter);
 
     /// <summary>The request's Redis key on this layer (user code runs here, before anything is sent).</summary>
-    public RedisKey KeyOf(TContext context)
-    {
-        if (_keySelector is null)
-        {
-            return KeyPrefix;
-        }
+    public RedisKey KeyOf(TContext context) => KeyPrefix + PartitionKeyOf(context);
 
-        string key = _keySelector(context) ?? throw new InvalidOperationException($"The key selector of layer '{Name}' returned null.");
-        return KeyPrefix + key;
-    }
+    /// <summary>The request's key on this layer as its selector names it (empty for a global layer).</summary>
+    public string PartitionKeyOf(TContext context) => _keySelector is null
+        ? string.Empty
+        : _keySelector(context) ?? throw new InvalidOperationException($"The key selector of layer '{Name}' returned null.");
+
+    /// <summary>The hybrid mode's state of the request's key on this layer, made on first touch.</summary>
+    public LayerKey BlockKeyOf(TContext context) => Blocks!.KeyOf(PartitionKeyOf(context), static (key, layer) => new LayerKey(key, layer.KeyPrefix + key), this);
 
     /// <summary>The limit in force for the request (its tier's), or why there is none.</summary>
     public long? LimitOf(TContext context, out string? refusal)

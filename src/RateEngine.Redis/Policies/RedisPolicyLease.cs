@@ -146,7 +146,9 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             for (int i = 0; i < _keys.Length; i++)
             {
                 RedisPolicyLayer<TContext> layer = _policy[i];
-                amounts[i] = layer.IsWeighted ? actual.On(layer.Rule.Meter) - (_reserved[i] + _overrun[i]) : 0; // > 0 charges, < 0 refunds
+                // > 0 charges, < 0 refunds: at most the reservation, which is what the acquire counted where the refund goes
+                // (an overrun was spent, maybe in a later window, so it stays counted).
+                amounts[i] = layer.IsWeighted ? Math.Max(actual.On(layer.Rule.Meter) - (_reserved[i] + _overrun[i]), -_reserved[i]) : 0;
             }
 
             await SettleAsync(amounts, () => _state = Reconciled).ConfigureAwait(false);
@@ -276,7 +278,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
 
     private void Wait(Task task) => RedisTasks.WaitWithin(task, _policy.SyncTimeout);
 
-    private static void ThrowIfNotExact(RequestCost cost, string parameterName)
+    internal static void ThrowIfNotExact(RequestCost cost, string parameterName)
     {
         cost.ThrowIfNegative(parameterName);
         if (cost.Tokens > RedisPolicyLayer<TContext>.MaxExact || cost.Money > RedisPolicyLayer<TContext>.MaxExact)

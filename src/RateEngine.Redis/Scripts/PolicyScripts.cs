@@ -128,6 +128,44 @@ internal static class PolicyScripts
           local ms = math.ceil(s.ttl / 1000) + 1000
           if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
         end
+
+        -- Counts amount now on a fixed window, counter or calendar layer (past the limit if need be: an admission checked it
+        -- first, an overrun was spent), in the state that already counts a later window or period if the key holds one.
+        -- Returns the tag a refund names: the window, segment or period it was counted in.
+        local function count(i, s, amount)
+          local key = KEYS[i]
+          if s.kind == 1 then
+            if s.later then redis.call('HINCRBY', key, 'c', amount)
+            else redis.call('HSET', key, 'w', s.current, 'c', s.used + amount) end
+            return s.current
+          elseif s.kind == 2 then
+            redis.call('HINCRBY', key, s.current, amount)
+            for _, stale in ipairs(s.stale) do redis.call('HDEL', key, stale) end
+            return s.current
+          end
+          if s.later or s.skewed then redis.call('HINCRBY', key, 'u', amount)
+          else redis.call('HSET', key, 'p', s.from, 'u', s.used + amount) end
+          if s.skewed then s.ttl = 90000000000 end
+          return s.from
+        end
+
+        -- Gives back up to want counted on a fixed window, counter or calendar layer in the window, segment or period tag,
+        -- while the layer still counts it (after that, nothing: as in process). Returns how much came back.
+        local function uncount(i, s, want, tag)
+          local key = KEYS[i]
+          if s.kind == 2 then
+            if tag < s.oldest then return 0 end
+            local back = math.min(want, tonumber(redis.call('HGET', key, tag) or '0'))
+            if back > 0 then redis.call('HINCRBY', key, tag, -back) end
+            return back
+          end
+          if s.stored ~= tag then return 0 end
+          local field = (s.kind == 1) and 'c' or 'u'
+          local counted = tonumber(redis.call('HGET', key, field))
+          local back = math.min(want, counted)
+          redis.call('HSET', key, field, counted - back)
+          return back
+        end
         """;
 
     /// <summary>
@@ -200,13 +238,8 @@ internal static class PolicyScripts
           local s, key, amount = states[i], KEYS[i], states[i].amount
           local tag = 0
           if amount > 0 then
-            if s.kind == 1 then
-              redis.call('HSET', key, 'w', s.current, 'c', s.used + amount)
-              tag = s.current
-            elseif s.kind == 2 then
-              redis.call('HINCRBY', key, s.current, amount)
-              for _, stale in ipairs(s.stale) do redis.call('HDEL', key, stale) end
-              tag = s.current
+            if s.kind == 1 or s.kind == 2 or s.kind == 5 then
+              tag = count(i, s, amount)
             elseif s.kind == 3 then
               redis.call('ZREMRANGEBYSCORE', key, '-inf', now - s.window)
               for j = 1, amount do redis.call('ZADD', key, now, lease .. ':' .. i .. ':' .. j) end
@@ -214,9 +247,6 @@ internal static class PolicyScripts
             elseif s.kind == 4 then
               redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last)
               s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
-            elseif s.kind == 5 then
-              redis.call('HSET', key, 'p', s.from, 'u', s.used + amount)
-              tag = s.from
             elseif s.kind == 6 then
               redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
               redis.call('ZADD', key, now + arg(i, 4), lease .. ':' .. i)
@@ -264,10 +294,8 @@ internal static class PolicyScripts
               back = redis.call('ZREM', key, lease .. ':' .. i)
             elseif amount < 0 then
               local want = -amount
-              if kind == 1 and s.stored == tag then
-                local count = tonumber(redis.call('HGET', key, 'c'))
-                back = math.min(want, count)
-                redis.call('HSET', key, 'c', count - back)
+              if kind == 1 or kind == 2 or kind == 5 then
+                back = uncount(i, s, want, tag)
               elseif kind == 3 then
                 -- The lease's own permits, while they still count: removing one frees exactly what it took.
                 for j = 1, want do
@@ -275,36 +303,19 @@ internal static class PolicyScripts
                   local score = redis.call('ZSCORE', key, member)
                   if score and tonumber(score) > now - s.window then back = back + redis.call('ZREM', key, member) end
                 end
-              elseif kind == 2 and tag >= s.oldest then
-                local count = tonumber(redis.call('HGET', key, tag) or '0')
-                back = math.min(want, count)
-                if back > 0 then redis.call('HINCRBY', key, tag, -back) end
               elseif kind == 4 then
                 local room = math.floor((s.full - s.tokens) / s.per)
                 back = math.min(want, room)
                 redis.call('HSET', key, 't', s.tokens + back * s.per, 's', s.last)
                 expire(i, s)
-              elseif kind == 5 and s.stored == tag then
-                local used = tonumber(redis.call('HGET', key, 'u'))
-                back = math.min(want, used)
-                redis.call('HSET', key, 'u', used - back)
               end
             else
-              if kind == 1 then
-                if s.later then redis.call('HINCRBY', key, 'c', amount)
-                else redis.call('HSET', key, 'w', s.current, 'c', s.used + amount) end
-                expire(i, s)
-              elseif kind == 2 then
-                redis.call('HINCRBY', key, s.current, amount)
+              if kind == 1 or kind == 2 or kind == 5 then
+                count(i, s, amount)
                 expire(i, s)
               elseif kind == 4 then
                 redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last)
                 s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
-                expire(i, s)
-              elseif kind == 5 then
-                if s.later or s.skewed then redis.call('HINCRBY', key, 'u', amount)
-                else redis.call('HSET', key, 'p', s.from, 'u', s.used + amount) end
-                if s.skewed then s.ttl = 90000000000 end
                 expire(i, s)
               end
             end
@@ -312,6 +323,56 @@ internal static class PolicyScripts
           result[#result + 1] = back
         end
         return result
+        """;
+
+    /// <summary>
+    /// Reserve (the hybrid mode): a block of one fixed-window, counter or calendar layer's key for one node's local use.
+    /// <c>KEYS[2]</c> is the pause switch; <c>ARGV[2]</c> is <c>need:want:debt</c>: first the node's overruns that its blocks
+    /// could not cover are counted (past the limit if need be: they were spent), then at least <c>need</c> and at most
+    /// <c>want</c> are granted, or nothing; beyond <c>need</c> at most half of what is left, so blocks shrink toward one
+    /// near the cap and several nodes share the last of it. Returns <c>{granted, retry µs, valid for µs, now, tag, used
+    /// after, pause reason or ''}</c>: the node may use the grant only while the window, segment or period it was
+    /// counted in (the tag) lasts. Paused, it grants nothing.
+    /// </summary>
+    public const string Reserve = Preamble + """
+
+        local need, want, debt = string.match(ARGV[2], '^(%d+):(%d+):(%d+)$')
+        need, want, debt = tonumber(need), tonumber(want), tonumber(debt)
+        local s = inspect(1)
+        if debt > 0 then
+          count(1, s, debt)
+          expire(1, s)
+          s = inspect(1)
+        end
+        local paused = redis.call('GET', KEYS[2]) or ''
+        -- A calendar period the node's clock could not place on the server's: refused for a second, until the clocks agree.
+        if s.skewed then return {0, 1000000, 0, now, 0, 0, paused} end
+        local ends
+        if s.kind == 1 then ends = s.ends elseif s.kind == 2 then ends = (s.current + 1) * arg(1, 4) else ends = s.to end
+        if paused ~= '' then return {0, 0, 0, now, 0, s.used, paused} end
+        if s.later then return {0, (s.kind == 1 and s.ends or s.to) - now, 0, now, 0, s.used, paused} end
+
+        local available = s.limit - s.used
+        local granted = 0
+        if available >= need and available > 0 then granted = math.min(want, math.max(need, math.ceil(available / 2))) end
+        if granted == 0 then
+          local retry
+          if s.kind == 2 then retry = s.retry(math.max(1, s.used + math.max(need, 1) - s.limit)) else retry = ends - now end
+          return {0, retry, 0, now, 0, s.used, paused}
+        end
+        local tag = count(1, s, granted)
+        expire(1, s)
+        return {granted, 0, ends - now, now, tag, s.used + granted, paused}
+        """;
+
+    /// <summary>
+    /// Return (the hybrid mode): gives back <c>ARGV[2]</c> counted by a block in the window, segment or period that is the
+    /// layer's tag, while the layer still counts it. Returns how much came back.
+    /// </summary>
+    public const string Return = Preamble + """
+
+        local s = inspect(1)
+        return uncount(1, s, tonumber(ARGV[2]), arg(1, 8))
         """;
 
     /// <summary>Usage: per layer <c>{used, reset µs}</c> at the server's now, writing nothing.</summary>

@@ -1,0 +1,12 @@
+using RateEngine.Redis.Scripts;
+
+namespace RateEngine.Redis.Hybrid;
+
+/// <summary>
+/// A hybrid limiter's key: its rule is resolved when the state is created, as the in-process partitioned limiters resolve
+/// a key's options on first touch.
+/// </summary>
+internal sealed class LimiterKey(string partitionKey, RedisRule rule, string redisKey) : LocalKey(partitionKey, redisKey)
+{
+    public RedisRule Rule { get; } = rule;
+}

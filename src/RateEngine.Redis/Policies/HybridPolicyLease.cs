@@ -1,0 +1,223 @@
+namespace RateEngine.Redis.Policies;
+
+/// <summary>
+/// An acquired lease of a <see cref="RedisRatePolicy{TContext}"/> in the hybrid mode: what each block-served layer took
+/// and from which block (its window, segment or period), and the lease of the layers decided on Redis, if any.
+/// </summary>
+/// <remarks>
+/// A refund goes back into the key's live block of the same period, or to Redis while that period counts it; an overrun
+/// is taken from the key's live block, and what no block covers is counted on Redis by the key's next reservation, which
+/// is started at once (<see cref="ReconcileAsync"/> and <see cref="ChargeAsync"/> wait for it). A refund gives back at
+/// most what the lease took: an overrun was spent, so it stays counted.
+/// </remarks>
+internal sealed class HybridPolicyLease<TContext> : PolicyLease
+{
+    private const int Open = 0;
+    private const int Reconciled = 1;
+    private const int Ended = 2;
+
+    private static readonly string[] NoMetadata = [];
+
+    private readonly RedisRatePolicy<TContext> _policy;
+    private readonly LocalTakes _takes;
+    private readonly long[] _overrun;
+    private readonly PolicyLease? _remote;
+    private readonly RequestCost _estimate;
+    private RequestCost _consumed;
+    private int _state;
+
+    public HybridPolicyLease(RedisRatePolicy<TContext> policy, LocalTakes takes, PolicyLease? remote, RequestCost estimate, IReadOnlyList<LayerUsage>? usage)
+    {
+        UsageAtDecision = usage;
+        _policy = policy;
+        _takes = takes;
+        _overrun = new long[takes.Keys.Length];
+        _remote = remote;
+        _estimate = estimate;
+    }
+
+    public override bool IsAcquired => true;
+
+    public override string? BlockingLayer => null;
+
+    public override string? Reason => _remote?.Reason;
+
+    public override TimeSpan? RetryAfter => null;
+
+    public override bool IsServiceWide => false;
+
+    public override RequestCost Estimate => _estimate;
+
+    public override RequestCost Consumed
+    {
+        get
+        {
+            lock (_overrun)
+            {
+                return _consumed;
+            }
+        }
+    }
+
+    public override IEnumerable<string> MetadataNames => _remote?.MetadataNames ?? NoMetadata;
+
+    public override bool TryGetMetadata(string metadataName, out object? metadata)
+    {
+        metadata = null;
+        return _remote is not null && _remote.TryGetMetadata(metadataName, out metadata);
+    }
+
+    public override void Charge(RequestCost step)
+    {
+        ChargeLocal(step);
+        _remote?.Charge(step);
+    }
+
+    public override async ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default)
+    {
+        if (ChargeLocal(step))
+        {
+            await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
+        }
+
+        if (_remote is not null)
+        {
+            await _remote.ChargeAsync(step, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public override RequestCost Reconcile(RequestCost actual)
+    {
+        ReconcileLocal(actual);
+        _remote?.Reconcile(actual);
+        return Overrun(actual);
+    }
+
+    public override async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
+    {
+        if (ReconcileLocal(actual))
+        {
+            await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
+        }
+
+        if (_remote is not null)
+        {
+            await _remote.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
+        }
+
+        return Overrun(actual);
+    }
+
+    /// <summary>Undoes an admission nobody will use (its acquire was given up): every take goes back, the remote part rolls back.</summary>
+    public Task RollBackAsync()
+    {
+        lock (_overrun)
+        {
+            if (_state != Ended)
+            {
+                _state = Ended;
+                _policy.GiveBack(_takes, _takes.Amounts);
+            }
+        }
+
+        return _remote is RedisPolicyLease<TContext> remote ? remote.RollBackAsync() : Task.CompletedTask;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        lock (_overrun)
+        {
+            if (_state != Ended)
+            {
+                if (_state == Open)
+                {
+                    // The estimate only, on layers that refund unreconciled estimates: an overrun was spent.
+                    long[] refunds = new long[_takes.Keys.Length];
+                    for (int i = 0; i < refunds.Length; i++)
+                    {
+                        refunds[i] = _policy.BlockLayer(i).Rule.RefundsUnreconciled ? _takes.Amounts[i] : 0;
+                    }
+
+                    _policy.GiveBack(_takes, refunds);
+                }
+
+                _state = Ended;
+            }
+        }
+
+        _remote?.Dispose();
+    }
+
+    private RequestCost Overrun(RequestCost actual) =>
+        new(Math.Max(0, actual.Tokens - _estimate.Tokens), Math.Max(0, actual.Money - _estimate.Money));
+
+    /// <summary>The step's part past the estimate on each weighted block-served layer, taken now; whether Redis is owed some.</summary>
+    private bool ChargeLocal(RequestCost step)
+    {
+        RedisPolicyLease<TContext>.ThrowIfNotExact(step, nameof(step));
+        lock (_overrun)
+        {
+            ThrowIfNotOpen();
+            RequestCost consumed = new(_consumed.Tokens + step.Tokens, _consumed.Money + step.Money);
+            bool owed = false;
+            for (int i = 0; i < _overrun.Length; i++)
+            {
+                RedisPolicyLayer<TContext> layer = _policy.BlockLayer(i);
+                long over = layer.IsWeighted ? Math.Max(0, consumed.On(layer.Rule.Meter) - _takes.Amounts[i] - _overrun[i]) : 0;
+                if (over > 0)
+                {
+                    owed |= _policy.ChargeOverrun(i, _takes.Keys[i], over);
+                    _overrun[i] += over;
+                }
+            }
+
+            _consumed = consumed;
+            return owed;
+        }
+    }
+
+    /// <summary>Refunds what the actual leaves of each weighted layer's take, or charges what it goes past; whether Redis is owed some.</summary>
+    private bool ReconcileLocal(RequestCost actual)
+    {
+        RedisPolicyLease<TContext>.ThrowIfNotExact(actual, nameof(actual));
+        lock (_overrun)
+        {
+            ThrowIfNotOpen();
+            bool owed = false;
+            long[] refunds = new long[_overrun.Length];
+            for (int i = 0; i < _overrun.Length; i++)
+            {
+                RedisPolicyLayer<TContext> layer = _policy.BlockLayer(i);
+                if (!layer.IsWeighted)
+                {
+                    continue;
+                }
+
+                long difference = actual.On(layer.Rule.Meter) - (_takes.Amounts[i] + _overrun[i]);
+                if (difference > 0)
+                {
+                    owed |= _policy.ChargeOverrun(i, _takes.Keys[i], difference);
+                    _overrun[i] += difference;
+                }
+                else
+                {
+                    refunds[i] = Math.Min(-difference, _takes.Amounts[i]);
+                }
+            }
+
+            _policy.GiveBack(_takes, refunds);
+            _state = Reconciled;
+            return owed;
+        }
+    }
+
+    private void ThrowIfNotOpen()
+    {
+        if (_state != Open)
+        {
+            throw new InvalidOperationException(_state == Reconciled
+                ? "The lease was already reconciled: a request is settled once."
+                : "The lease was disposed: its estimate was settled then.");
+        }
+    }
+}

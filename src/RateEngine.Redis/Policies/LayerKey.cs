@@ -1,0 +1,18 @@
+using RateEngine.Redis.Hybrid;
+
+namespace RateEngine.Redis.Policies;
+
+/// <summary>
+/// One key of a layer served from local blocks (the hybrid mode): the cap its requests last saw (a tier's, so it can
+/// change at run time) and the overruns its blocks could not cover, which its next reservation counts on Redis.
+/// </summary>
+internal sealed class LayerKey(string partitionKey, string redisKey) : LocalKey(partitionKey, redisKey)
+{
+    /// <summary>The cap in force at the latest request: reservations ask under it, and a block granted under a higher one is given back.</summary>
+    public long Limit;
+
+    /// <summary>Overruns spent here that no block covered: counted on Redis, past the cap if need be, by the next reservation.</summary>
+    public long Debt;
+
+    public override bool MayForget => Volatile.Read(ref Debt) == 0;
+}

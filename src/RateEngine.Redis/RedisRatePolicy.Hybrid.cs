@@ -1,0 +1,458 @@
+using System.Globalization;
+using RateEngine.Policies;
+using RateEngine.Redis.Hybrid;
+using RateEngine.Redis.Policies;
+using RateEngine.Redis.Scripts;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis;
+
+// The hybrid mode: the fixed-window, counter and calendar layers are served from local blocks, reserved per layer and key
+// by the hybrid machinery of the limiters (LocalReservations); the other layers (log, bucket, concurrency) are decided by
+// one exact script call per request, after the local layers have taken their share. All or nothing still holds: a layer
+// that refuses gives back what the others took, into their blocks.
+public sealed partial class RedisRatePolicy<TContext>
+{
+    private const int MaxLocalAttempts = 32;
+
+    /// <summary>The block-served layer at <paramref name="index"/> among the block-served layers.</summary>
+    internal RedisPolicyLayer<TContext> BlockLayer(int index) => _blockLayers[index];
+
+    /// <summary>
+    /// Gives back <paramref name="amounts"/> of a request's takes: into each key's live block of the period it was taken
+    /// in, or to Redis while that period counts it.
+    /// </summary>
+    internal void GiveBack(LocalTakes takes, long[] amounts)
+    {
+        for (int i = 0; i < amounts.Length; i++)
+        {
+            if (amounts[i] > 0 && takes.From[i] is { } from)
+            {
+                _blockLayers[i].Blocks!.GiveBack(takes.Keys[i], from, amounts[i]);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Charges an overrun now: from the key's live block as far as it goes (those permits are counted on Redis already),
+    /// the rest as the key's debt, which a reservation started now counts on Redis. Returns whether a debt is owed.
+    /// </summary>
+    internal bool ChargeOverrun(int index, LayerKey key, long amount)
+    {
+        LocalBlock block = Volatile.Read(ref key.Block);
+        if (!block.Refused && _blockClock.GetTimestamp() < block.ExpiresAt)
+        {
+            amount -= block.TakeUpTo(amount);
+        }
+
+        if (amount == 0)
+        {
+            return false;
+        }
+
+        Interlocked.Add(ref key.Debt, amount);
+        if (!_breaker.IsOpen)
+        {
+            RedisTasks.Observe(_blockLayers[index].Blocks!.StartRefill(key, need: 0));
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Waits until the request's keys have paid their debts to Redis (a reservation in flight when the debt was made carries
+    /// it only if it was sent after: at most one more). A debt that Redis does not take now stays owed, for the next one.
+    /// </summary>
+    internal async Task CountDebtsAsync(LocalTakes takes)
+    {
+        for (int i = 0; i < takes.Keys.Length; i++)
+        {
+            LayerKey key = takes.Keys[i];
+            for (int attempt = 0; attempt < 2 && Volatile.Read(ref key.Debt) > 0 && !_breaker.IsOpen; attempt++)
+            {
+                try
+                {
+                    await _blockLayers[i].Blocks!.StartRefill(key, need: 0).ConfigureAwait(false);
+                }
+                catch (Exception error) when (error is RedisException or TimeoutException)
+                {
+                    Trip(error.Message);
+                    return;
+                }
+            }
+        }
+    }
+
+    private async ValueTask<PolicyLease> AcquireHybridAsync(TContext context, RequestCost estimate, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        LocalTakes? takes = PrepareLocal(context, estimate, out PolicyLease? answer);
+        if (takes is null)
+        {
+            return answer!;
+        }
+
+        for (int attempt = 0; ; attempt++)
+        {
+            int needs = TakeLocal(takes, out answer);
+            if (answer is not null)
+            {
+                return answer;
+            }
+
+            if (needs < 0)
+            {
+                break;
+            }
+
+            if (attempt == MaxLocalAttempts)
+            {
+                return new RefusedPolicyLease(_blockLayers[needs].Name, $"Concurrent requests on this node took every reserved permit of layer '{_blockLayers[needs].Name}' {MaxLocalAttempts} times over; try again.", null, serviceWide: false);
+            }
+
+            if (_breaker.IsOpen)
+            {
+                return Unavailable(_breaker.LastFailure, estimate);
+            }
+
+            Task<LocalBlock> refill = _blockLayers[needs].Blocks!.StartRefill(takes.Keys[needs], Math.Max(takes.Amounts[needs], 1));
+            try
+            {
+                await refill.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                RedisTasks.Observe(refill);
+                throw;
+            }
+            catch (RedisServerException error) when (IsScriptError(error))
+            {
+                throw ScriptFailed(error);
+            }
+            catch (Exception error) when (error is RedisException or TimeoutException)
+            {
+                return Failed(error.Message, estimate);
+            }
+
+            _breaker.Close();
+        }
+
+        if (_remote is null)
+        {
+            return new HybridPolicyLease<TContext>(this, takes, remote: null, estimate, UsageOf(takes, remote: null));
+        }
+
+        // Every block-served layer holds its share: the others are one script call, and a refusal there gives the shares back.
+        PolicyLease remote;
+        try
+        {
+            remote = await _remote.AcquireAsync(context, estimate, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            GiveBack(takes, takes.Amounts);
+            throw;
+        }
+
+        if (!remote.IsAcquired)
+        {
+            GiveBack(takes, takes.Amounts);
+            return remote;
+        }
+
+        return new HybridPolicyLease<TContext>(this, takes, remote, estimate, UsageOf(takes, remote.UsageAtDecision));
+    }
+
+    /// <summary>The hybrid mode's bounded synchronous acquire: the async one, waited for at most the sync timeout.</summary>
+    private PolicyLease AcquireHybrid(TContext context, RequestCost estimate)
+    {
+        using var giveUp = new CancellationTokenSource();
+        Task<PolicyLease> task = AcquireHybridAsync(context, estimate, giveUp.Token).AsTask();
+        if (task.IsCompleted || ((IAsyncResult)task).AsyncWaitHandle.WaitOne(_syncTimeout))
+        {
+            return task.GetAwaiter().GetResult();
+        }
+
+        giveUp.Cancel();
+        RedisTasks.Observe(task.ContinueWith(
+            static done => done.IsCompletedSuccessfully && done.Result is HybridPolicyLease<TContext> orphan ? orphan.RollBackAsync() : Task.CompletedTask,
+            CancellationToken.None,
+            TaskContinuationOptions.None,
+            TaskScheduler.Default).Unwrap());
+        return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", estimate);
+    }
+
+    /// <summary>The hybrid mode without waiting: decided here when every layer is block-served and its blocks can answer.</summary>
+    private bool TryAcquireHybrid(TContext context, RequestCost estimate, out PolicyLease? lease)
+    {
+        LocalTakes? takes = PrepareLocal(context, estimate, out lease);
+        if (takes is null)
+        {
+            return true;
+        }
+
+        if (_remote is not null)
+        {
+            return false; // a script call decides the other layers: AcquireAsync
+        }
+
+        int needs = TakeLocal(takes, out lease);
+        if (lease is not null)
+        {
+            return true;
+        }
+
+        if (needs >= 0)
+        {
+            return false; // a reservation is needed: AcquireAsync waits for it
+        }
+
+        lease = new HybridPolicyLease<TContext>(this, takes, remote: null, estimate, UsageOf(takes, remote: null));
+        return true;
+    }
+
+    /// <summary>
+    /// The block-served layers' keys, limits and amounts for a request (user code runs here), or a refusal: paused, no limit
+    /// for the request's tier, a cost above a cap.
+    /// </summary>
+    private LocalTakes? PrepareLocal(TContext context, RequestCost estimate, out PolicyLease? refusal)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        RedisPolicyLease<TContext>.ThrowIfNotExact(estimate, nameof(estimate));
+        refusal = null;
+        var keys = new LayerKey[_blockLayers.Length];
+        var amounts = new long[_blockLayers.Length];
+        for (int i = 0; i < _blockLayers.Length; i++)
+        {
+            RedisPolicyLayer<TContext> layer = _blockLayers[i];
+            long? limit = layer.LimitOf(context, out string? why);
+            long amount = layer.AmountOf(estimate);
+            if (limit is null || amount > limit)
+            {
+                refusal = new RefusedPolicyLease(layer.Name, why
+                    ?? $"The request's cost ({amount}) is above the cap of layer '{layer.Name}' ({limit}): it could never be admitted.", null, layer.Rule.IsServiceWide);
+                return null;
+            }
+
+            LayerKey key = layer.BlockKeyOf(context);
+            if (Volatile.Read(ref key.Limit) != limit.Value)
+            {
+                Volatile.Write(ref key.Limit, limit.Value);
+            }
+
+            if (amount > Volatile.Read(ref key.Unit))
+            {
+                Volatile.Write(ref key.Unit, amount); // blocks are sized in requests of the largest size seen
+            }
+
+            keys[i] = key;
+            amounts[i] = amount;
+        }
+
+        if (_pause.Reason is { } reason)
+        {
+            refusal = new RefusedPolicyLease("pause", reason, null, serviceWide: true);
+            return null;
+        }
+
+        return new LocalTakes(keys, amounts);
+    }
+
+    /// <summary>
+    /// Takes every block-served layer's amount from its key's block, all or nothing: -1 when all are taken; otherwise what
+    /// was taken is given back, and either <paramref name="refusal"/> is a cached refusal (the longest retry among the
+    /// layers that hold one) or the index of the first layer that needs a reservation is returned.
+    /// </summary>
+    private int TakeLocal(LocalTakes takes, out PolicyLease? refusal)
+    {
+        refusal = null;
+        for (int i = 0; i < takes.Keys.Length; i++)
+        {
+            LayerKey key = takes.Keys[i];
+            LocalReservations<LayerKey> blocks = _blockLayers[i].Blocks!;
+            RetireIfTierChanged(i, key);
+            LocalBlock? taken = blocks.TryTake(key, takes.Amounts[i], out TimeSpan? refusedFor);
+            if (taken is not null && taken.Limit > Volatile.Read(ref key.Limit))
+            {
+                // Granted under a higher cap than the one in force (the tier was lowered meanwhile): not this request's.
+                blocks.GiveBack(key, taken, takes.Amounts[i]);
+                RetireIfTierChanged(i, key);
+                taken = null;
+            }
+
+            if (taken is null)
+            {
+                GiveBack(takes, takes.Amounts);
+                Array.Clear(takes.From);
+                if (refusedFor is { } retryAfter)
+                {
+                    refusal = CachedRefusal(takes, i, retryAfter);
+                }
+
+                return i;
+            }
+
+            takes.From[i] = taken;
+        }
+
+        return -1;
+    }
+
+    /// <summary>
+    /// A block granted under another cap than the one now in force: one granted under a higher cap is given back (its
+    /// permits may exceed the lower one), and a refusal cached under a lower one is forgotten (the higher may admit).
+    /// </summary>
+    private void RetireIfTierChanged(int index, LayerKey key)
+    {
+        LocalBlock block = Volatile.Read(ref key.Block);
+        long limit = Volatile.Read(ref key.Limit);
+        if (block.Limit == limit || ReferenceEquals(block, LocalBlock.Empty) || (block.Refused ? block.Limit > limit : block.Limit < limit))
+        {
+            return;
+        }
+
+        if (Interlocked.CompareExchange(ref key.Block, LocalBlock.Empty, block) == block)
+        {
+            long leftover = block.TakeAll();
+            if (leftover > 0 && _blockClock.GetTimestamp() < block.ExpiresAt && !_breaker.IsOpen)
+            {
+                RedisTasks.Observe(GiveBackToRedis(_blockLayers[index], key, block.Period, leftover));
+            }
+        }
+    }
+
+    /// <summary>The refusal of layer <paramref name="first"/>'s cached refusal, with the longest retry of the later layers that hold one.</summary>
+    private RefusedPolicyLease CachedRefusal(LocalTakes takes, int first, TimeSpan retryAfter)
+    {
+        bool serviceWide = _blockLayers[first].Rule.IsServiceWide;
+        long now = _blockClock.GetTimestamp();
+        for (int j = first + 1; j < takes.Keys.Length; j++)
+        {
+            LocalBlock block = Volatile.Read(ref takes.Keys[j].Block);
+            if (block.Refused && now < block.ExpiresAt && Math.Max(takes.Amounts[j], 1) >= block.RefusedNeed)
+            {
+                TimeSpan later = _blockClock.GetElapsedTime(now, block.ExpiresAt);
+                retryAfter = later > retryAfter ? later : retryAfter;
+                serviceWide |= _blockLayers[j].Rule.IsServiceWide;
+            }
+        }
+
+        return new RefusedPolicyLease(_blockLayers[first].Name, _blockLayers[first].Reason, retryAfter, serviceWide);
+    }
+
+    /// <summary>
+    /// Every layer's usage as this node sees it at the decision, for response headers without a call: a block-served layer
+    /// shows Redis's count at its block's grant less what this node has not used of it; the others what their script said.
+    /// Null when a layer's is unknown.
+    /// </summary>
+    private LayerUsage[]? UsageOf(LocalTakes takes, IReadOnlyList<LayerUsage>? remote)
+    {
+        if (_remote is not null && remote is null)
+        {
+            return null;
+        }
+
+        var usage = new LayerUsage[_layers.Length];
+        long now = _blockClock.GetTimestamp();
+        int local = 0;
+        int other = 0;
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            if (_layers[i].IsBlockServed)
+            {
+                LocalBlock block = takes.From[local]!;
+                long used = Math.Max(0, block.UsedAtGrant - Volatile.Read(ref block.Remaining));
+                TimeSpan reset = now < block.ExpiresAt ? _blockClock.GetElapsedTime(now, block.ExpiresAt) : TimeSpan.Zero;
+                usage[i] = new LayerUsage(_layers[i].Name, Volatile.Read(ref takes.Keys[local].Limit), used, reset);
+                local++;
+            }
+            else
+            {
+                usage[i] = remote![other++];
+            }
+        }
+
+        return usage;
+    }
+
+    /// <summary>Less what this node holds unused in live blocks: reserved on Redis, not used.</summary>
+    private long UnusedHere(RedisPolicyLayer<TContext> layer, TContext context)
+    {
+        if (!_hybrid || !layer.IsBlockServed || layer.Blocks!.Find(layer.PartitionKeyOf(context)) is not { } key)
+        {
+            return 0;
+        }
+
+        LocalBlock block = Volatile.Read(ref key.Block);
+        return !block.Refused && _blockClock.GetTimestamp() < block.ExpiresAt ? Volatile.Read(ref block.Remaining) : 0;
+    }
+
+    /// <summary>One reservation for a key of a block-served layer, with the key's debt counted first.</summary>
+    private async Task<Reservation> Reserve(RedisPolicyLayer<TContext> layer, LayerKey key, long need, long want)
+    {
+        long limit = Volatile.Read(ref key.Limit);
+        long debt = Interlocked.Exchange(ref key.Debt, 0);
+        var values = new RedisValue[2 + PolicyScripts.Stride];
+        long clientNow = ClientMicroseconds();
+        values[0] = _clientClock is null ? -1 : clientNow;
+        values[1] = string.Create(CultureInfo.InvariantCulture, $"{need}:{Math.Min(want, RedisPolicyLayer<TContext>.MaxExact)}:{debt}");
+        layer.WriteArguments(values, 2, limit, amount: 0, tag: 0, clientNow);
+        RedisResult[] reply;
+        try
+        {
+            reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, [key.RedisKey, _pauseKey], values).ConfigureAwait(false))!;
+        }
+        catch
+        {
+            // Owed still (if the script ran and only its reply was lost, it is counted twice: stricter, never looser).
+            Interlocked.Add(ref key.Debt, debt);
+            throw;
+        }
+
+        string paused = (string?)reply[6] ?? string.Empty;
+        _pause.Reason = paused.Length > 0 ? paused : null;
+        return new Reservation((long)reply[0], (long)reply[1], (long)reply[2], (long)reply[4], Used: (long)reply[5], Limit: limit);
+    }
+
+    /// <summary>Gives back a block's unused permits, counted in <paramref name="period"/>, while that period counts them.</summary>
+    private Task GiveBackToRedis(RedisPolicyLayer<TContext> layer, LayerKey key, long period, long returned)
+    {
+        var values = new RedisValue[2 + PolicyScripts.Stride];
+        long clientNow = ClientMicroseconds();
+        values[0] = _clientClock is null ? -1 : clientNow;
+        values[1] = returned;
+        layer.WriteArguments(values, 2, Volatile.Read(ref key.Limit), amount: 0, tag: period, clientNow);
+        return Eval(PolicyScripts.Return, [key.RedisKey], values);
+    }
+
+    /// <summary>Reads the pause switch, so that every node learns of a pause or a resume within the check interval.</summary>
+    private async Task CheckPauseAsync()
+    {
+        if (_breaker.IsOpen || _disposed)
+        {
+            return;
+        }
+
+        try
+        {
+            RedisValue reason = await _database.StringGetAsync(_pauseKey).ConfigureAwait(false);
+            _pause.Reason = reason.HasValue ? (string?)reason : null;
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            Trip(error.Message);
+        }
+    }
+
+    /// <summary>The pause switch as this node knows it, shared by a policy and its combinations.</summary>
+    private sealed class PauseState
+    {
+        private volatile string? _reason;
+
+        public string? Reason
+        {
+            get => _reason;
+            set => _reason = value;
+        }
+    }
+}

@@ -1,0 +1,299 @@
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Tests.Support;
+using StackExchange.Redis;
+
+namespace RateEngine.Redis.Tests;
+
+/// <summary>
+/// The layered policy in hybrid mode on a real Redis: fixed-window, counter and calendar layers served from local blocks
+/// (all or nothing among them and with the layers decided per request), refunds into blocks, overruns charged past the
+/// cap, tier changes, the pause across nodes, and several nodes whose caps hold together.
+/// </summary>
+[Collection(RedisCollection.Name)]
+public sealed class RedisHybridPolicyTests : IDisposable
+{
+    private static readonly DateTimeOffset Start = new(2026, 12, 2, 9, 0, 0, TimeSpan.Zero);
+
+    private readonly RedisServer _server;
+    private readonly ConnectionMultiplexer _connection;
+    private readonly FakeTimeProvider _time = new(Start);
+    private readonly string _prefix = "hybrid-policy-" + Guid.NewGuid().ToString("N");
+
+    public RedisHybridPolicyTests(RedisServer server)
+    {
+        _server = server;
+        _connection = server.Connect();
+    }
+
+    public void Dispose() => _connection.Dispose();
+
+    [Fact]
+    public async Task AcquireAsync_BlockServedLayers_TakeFarFewerRoundTripsThanRequests_AndCountExactly()
+    {
+        using RedisRatePolicy<Call> policy = Budgets();
+        for (int i = 0; i < 400; i++)
+        {
+            using PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(10, 1));
+            Assert.True(lease.IsAcquired);
+        }
+
+        Assert.True(policy.RoundTrips < 40, $"{policy.RoundTrips} round trips for 400 requests");
+        IReadOnlyList<LayerUsage> usage = await policy.GetUsageAsync(new Call("ann", "x"));
+        Assert.Equal([400, 4_000, 400], usage.Select(layer => layer.Used)); // Redis's count less this node's unused permits
+    }
+
+    [Fact]
+    public async Task TryAcquire_EveryLayerServedFromBlocks_DecidesWithoutACall_OnceABlockIsHere()
+    {
+        using RedisRatePolicy<Call> policy = Budgets();
+        Assert.False(policy.TryAcquire(new Call("ann", "x"), new RequestCost(10, 1), out _)); // no block yet: AcquireAsync reserves one
+        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(10, 1))).Dispose();
+        long calls = policy.RoundTrips;
+
+        Assert.True(policy.TryAcquire(new Call("ann", "x"), new RequestCost(10, 1), out PolicyLease? lease));
+        Assert.True(lease.IsAcquired);
+        Assert.Equal(["user/hour", "tokens/day", "global cents/day"], lease.UsageAtDecision!.Select(layer => layer.Layer));
+        Assert.Equal(2, lease.UsageAtDecision![0].Used);
+        lease.Dispose();
+        Assert.Equal(calls, policy.RoundTrips);
+
+        using RedisRatePolicy<Call> mixed = Builder().AddLayer("streams", call => call.User, PolicyRule.Concurrency(2)).Build();
+        Assert.False(mixed.TryAcquire(new Call("ann", "x"), RequestCost.None, out _)); // a per-request layer: a script call decides
+    }
+
+    [Fact]
+    public async Task AcquireAsync_OneLayerRefuses_TheOthersGetTheirSharesBack()
+    {
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("user/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), 20))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("streams", call => call.User, PolicyRule.Concurrency(1))
+            .Build();
+        PolicyLease first = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(600, 0));
+        Assert.True(first.IsAcquired);
+
+        using PolicyLease tokens = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(600, 0)); // a block layer refuses
+        Assert.Equal("tokens/day", tokens.BlockingLayer);
+        using PolicyLease slot = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0)); // the per-request layer refuses
+        Assert.Equal("streams", slot.BlockingLayer);
+        Assert.Equal([1, 600, 1], (await policy.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used));
+
+        first.Dispose();
+        using PolicyLease next = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0));
+        Assert.True(next.IsAcquired);
+        Assert.Equal([2, 700, 1], (await policy.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used));
+    }
+
+    [Fact]
+    public async Task Reconcile_RefundGoesBackToTheBlock_AnOverrunPastTheBlockIsCountedOnRedisPastTheCap()
+    {
+        using RedisRatePolicy<Call> policy = Budgets();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 10));
+        long calls = policy.RoundTrips;
+        Assert.Equal(RequestCost.None, await lease.ReconcileAsync(new RequestCost(100, 4)));
+        lease.Dispose();
+        Assert.Equal(calls, policy.RoundTrips); // the refund went into this node's blocks
+        Assert.Equal([1, 100, 4], (await policy.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used));
+
+        PolicyLease big = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 1));
+        Assert.Equal(new RequestCost(9_900, 0), await big.ReconcileAsync(new RequestCost(10_000, 1))); // past the 5,000 cap
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await big.ReconcileAsync(new RequestCost(1, 1)));
+        big.Dispose();
+        Assert.Equal(10_100, (await policy.GetUsageAsync(new Call("ann", "x")))[1].Used); // spent, so counted
+
+        using PolicyLease refused = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
+        Assert.Equal("tokens/day", refused.BlockingLayer);
+    }
+
+    [Fact]
+    public async Task Charge_StepsPastTheEstimate_AreCountedAtOnce_DisposeOfARefundingLayerGivesTheEstimateBack()
+    {
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .Build();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0));
+        await lease.ChargeAsync(new RequestCost(80, 0));
+        await lease.ChargeAsync(new RequestCost(80, 0)); // 60 past the estimate
+        Assert.Equal(new RequestCost(160, 0), lease.Consumed);
+        Assert.Equal(160, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+        lease.Dispose(); // not reconciled: the estimate comes back, the overrun was spent
+        Assert.Equal(60, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+        Assert.Throws<InvalidOperationException>(() => lease.Charge(new RequestCost(1, 0)));
+    }
+
+    [Fact]
+    public async Task UpdateTiers_Lowered_ABlockGrantedUnderTheOldCapIsGivenBack_KeepingUsage()
+    {
+        var tiers = new PolicyTiers { ["free"] = { ["requests/hour"] = 100 } };
+        using RedisRatePolicy<Call> policy = Builder()
+            .UseTiers(_ => "free", tiers)
+            .AddLayer("requests/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1)))
+            .Build();
+        (await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).Dispose(); // this node now holds a block of dozens
+
+        policy.UpdateTiers(new PolicyTiers { ["free"] = { ["requests/hour"] = 3 } });
+        Assert.True((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        Assert.True((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        Assert.False((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired); // 3 in the hour, the first included
+        Assert.Equal(3, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+
+        policy.UpdateTiers(new PolicyTiers { ["free"] = { ["requests/hour"] = 4 } });
+        Assert.True((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired); // a refusal cached under 3 is forgotten
+        Assert.False((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+    }
+
+    [Fact]
+    public async Task Pause_OnOneNode_ReachesAnotherWithinTheCheckInterval_UntilResumed()
+    {
+        using ConnectionMultiplexer otherConnection = _server.Connect();
+        using RedisRatePolicy<Call> node1 = Budgets();
+        using RedisRatePolicy<Call> node2 = Budgets(otherConnection);
+        Assert.True((await node2.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 1))).IsAcquired); // node2 holds blocks
+
+        node1.Pause("incident 42");
+        await Eventually(() => node2.IsPaused);
+        using PolicyLease refused = await node2.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 1));
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.IsServiceWide);
+        Assert.Equal("incident 42", refused.Reason);
+
+        node1.Resume();
+        await Eventually(() => !node2.IsPaused);
+        Assert.True((await node2.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 1))).IsAcquired);
+    }
+
+    [Fact]
+    public async Task Dispose_UnusedPermitsGoBackToRedis()
+    {
+        RedisRatePolicy<Call> policy = Budgets();
+        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(10, 1))).Dispose();
+        using RedisRatePolicy<Call> reader = Budgets(_server.Connect());
+        Assert.True((await reader.GetUsageAsync(new Call("ann", "x")))[0].Used > 1); // another node sees the block as used
+
+        policy.Dispose();
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used).SequenceEqual([1, 10, 1]));
+    }
+
+    [Fact]
+    public async Task Combine_WithAnExactPolicy_Throws_WithAHybridOne_DecidesTogether()
+    {
+        using RedisRatePolicy<Call> global = Builder().AddGlobalLayer("global/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 3)).Build();
+        using RedisRatePolicy<Call> user = Builder().AddLayer("user/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), 1)).Build();
+        IRatePolicy<Call> both = global.Combine([user]);
+        Assert.True((await both.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        using PolicyLease refused = await both.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.Equal("user/hour", refused.BlockingLayer);
+        Assert.Equal(1, (await global.GetUsageAsync(new Call("ann", "x")))[0].Used); // the refusal gave the global share back
+
+        using RedisRatePolicy<Call> exact = new RedisRatePolicyBuilder<Call>(new RedisLimiterOptions { Connection = _connection, KeyPrefix = _prefix })
+            .AddGlobalLayer("other", PolicyRule.Concurrency(1)).Build();
+        Assert.Throws<ArgumentException>(() => global.Combine([exact]));
+    }
+
+    [Fact]
+    public async Task AcquireAsync_FourNodesHammerOnePolicy_EveryCapHolds_AndRedisCountsExactlyWhatWasUsed()
+    {
+        // Four nodes (each its own connection and policy) with 8 callers each; windows long enough that nothing resets
+        // during the run, so each cap is a hard total of the admissions.
+        const int Users = 5;
+        const int UserCap = 30;
+        const int GlobalCap = 100;
+        var nodes = Enumerable.Range(0, 4).Select(_ => _server.Connect()).ToArray();
+        var policies = nodes.Select(node => new RedisRatePolicyBuilder<Call>(Options(node))
+            .AddLayer("user/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), UserCap))
+            .AddLayer("user tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 400).Counting(PolicyMeter.Tokens))
+            .AddGlobalLayer("global/hour", PolicyRule.SlidingWindowCounter(TimeSpan.FromHours(1), 4, GlobalCap))
+            .Build()).ToArray();
+        var admitted = new int[Users];
+        var tokens = new long[Users];
+        await Task.WhenAll(Enumerable.Range(0, 32).Select(caller => Task.Run(async () =>
+        {
+            var random = new Random(caller);
+            for (int i = 0; i < 60; i++)
+            {
+                int user = random.Next(Users);
+                int cost = random.Next(1, 20);
+                PolicyLease lease = await policies[caller % 4].AcquireAsync(new Call($"u{user}", "x"), new RequestCost(cost, 0));
+                if (lease.IsAcquired)
+                {
+                    Interlocked.Increment(ref admitted[user]);
+                    int actual = random.Next(0, 2 * cost);
+                    await lease.ReconcileAsync(new RequestCost(actual, 0));
+                    Interlocked.Add(ref tokens[user], actual);
+                }
+
+                lease.Dispose();
+            }
+        })));
+
+        Assert.True(admitted.Sum() <= GlobalCap, $"{admitted.Sum()} admitted past the global cap of {GlobalCap}");
+        for (int user = 0; user < Users; user++)
+        {
+            Assert.True(admitted[user] <= UserCap, $"u{user}: {admitted[user]} admitted past {UserCap}");
+        }
+
+        // Once every node has given its unused permits back, Redis counts exactly what was used and reconciled.
+        foreach (RedisRatePolicy<Call> policy in policies)
+        {
+            policy.Dispose();
+        }
+
+        using RedisRatePolicy<Call> reader = new RedisRatePolicyBuilder<Call>(Options(_connection))
+            .AddLayer("user/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), UserCap))
+            .AddLayer("user tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 400).Counting(PolicyMeter.Tokens))
+            .AddGlobalLayer("global/hour", PolicyRule.SlidingWindowCounter(TimeSpan.FromHours(1), 4, GlobalCap))
+            .Build();
+        for (int user = 0; user < Users; user++)
+        {
+            int index = user;
+            await Eventually(async () =>
+            {
+                IReadOnlyList<LayerUsage> usage = await reader.GetUsageAsync(new Call($"u{index}", "x"));
+                return usage[0].Used == admitted[index] && usage[1].Used == tokens[index] && usage[2].Used == admitted.Sum();
+            });
+        }
+
+        foreach (ConnectionMultiplexer node in nodes)
+        {
+            node.Dispose();
+        }
+    }
+
+    private static async Task Eventually(Func<bool> condition) => await Eventually(() => Task.FromResult(condition()));
+
+    private static async Task Eventually(Func<Task<bool>> condition)
+    {
+        for (int attempt = 0; attempt < 250; attempt++)
+        {
+            if (await condition())
+            {
+                return;
+            }
+
+            await Task.Delay(20);
+        }
+
+        Assert.True(await condition(), "the condition did not hold within 5 seconds");
+    }
+
+    /// <summary>Requests per user and hour, tokens per user and day, a global daily cost cap: every layer served from blocks.</summary>
+    private RedisRatePolicy<Call> Budgets(ConnectionMultiplexer? connection = null) => new RedisRatePolicyBuilder<Call>(Options(connection ?? _connection))
+        .AddLayer("user/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), 1_000))
+        .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 5_000).Counting(PolicyMeter.Tokens))
+        .AddGlobalLayer("global cents/day", PolicyRule.Calendar(CalendarPeriod.Day, 10_000).Counting(PolicyMeter.Money).AsServiceWide())
+        .Build();
+
+    private RedisRatePolicyBuilder<Call> Builder() => new(Options(_connection));
+
+    private RedisLimiterOptions Options(ConnectionMultiplexer connection) => new()
+    {
+        Connection = connection,
+        KeyPrefix = _prefix,
+        ClientClock = _time,
+        SyncTimeout = TimeSpan.FromSeconds(2),
+        Hybrid = new RedisHybridOptions { PauseCheckInterval = TimeSpan.FromMilliseconds(50) },
+    };
+
+    /// <summary>A request: who calls and which tool.</summary>
+    public sealed record Call(string User, string Tool);
+}
