@@ -375,6 +375,29 @@ public sealed partial class RedisRatePolicy<TContext>
         return usage;
     }
 
+    /// <summary>
+    /// Waits for the reservations in flight for the request's keys (hybrid mode), so that the usage read next and the
+    /// unused permits subtracted from it see the same block. Concurrent acquires may still start one: usage is a snapshot.
+    /// </summary>
+    private Task ReservationsSettled(TContext context)
+    {
+        if (!_hybrid)
+        {
+            return Task.CompletedTask;
+        }
+
+        List<Task>? waits = null;
+        foreach (RedisPolicyLayer<TContext> layer in _blockLayers)
+        {
+            if (layer.Blocks!.Find(layer.PartitionKeyOf(context)) is { Refill: { IsCompleted: false } } key)
+            {
+                (waits ??= []).Add(LocalReservations<LayerKey>.WhenSettled(key));
+            }
+        }
+
+        return waits is null ? Task.CompletedTask : Task.WhenAll(waits);
+    }
+
     /// <summary>Less what this node holds unused in live blocks: reserved on Redis, not used.</summary>
     private long UnusedHere(RedisPolicyLayer<TContext> layer, TContext context)
     {

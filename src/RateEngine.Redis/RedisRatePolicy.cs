@@ -222,6 +222,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     public async ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(TContext context, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        await ReservationsSettled(context).ConfigureAwait(false);
         var keys = new RedisKey[_layers.Length];
         var limits = new long[_layers.Length];
         var values = new RedisValue[2 + (_layers.Length * PolicyScripts.Stride)];

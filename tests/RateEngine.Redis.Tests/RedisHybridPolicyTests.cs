@@ -1,5 +1,7 @@
+using System.Collections.Concurrent;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.Redis.Tests.Support;
+using RateEngine.Tests.Support;
 using StackExchange.Redis;
 
 namespace RateEngine.Redis.Tests;
@@ -256,6 +258,127 @@ public sealed class RedisHybridPolicyTests : IDisposable
         foreach (ConnectionMultiplexer node in nodes)
         {
             node.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Three nodes, three callers each, on one fake clock that a driver moves 1 ms per 1 to 4 attempts (varied by window). A caller holds the
+    /// clock's read lock around its acquire, so the time it records is when its permits were used; each layer's uses
+    /// (requests on a fixed window, tokens on a counter) are checked offline against that layer's guarantee, across nodes.
+    /// </summary>
+    [Fact]
+    public void Acquire_ThreeNodes_EveryLayersUsesHoldItsGuaranteeTogether()
+    {
+        const int Requests = 60;
+        const int Tokens = 240;
+        const long WindowMicroseconds = 50_000;
+        var gate = new ReaderWriterLockSlim();
+        var time = new FakeTimeProvider(Start);
+        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
+        RedisRatePolicy<Call>[] nodes = [.. connections.Select(connection => new RedisRatePolicyBuilder<Call>(new RedisLimiterOptions
+        {
+            Connection = connection,
+            KeyPrefix = _prefix,
+            ClientClock = time,
+            TimeProvider = time,
+            SyncTimeout = TimeSpan.FromSeconds(2),
+            Hybrid = new RedisHybridOptions { MaxBlock = 16 },
+        })
+            .AddLayer("requests", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromTicks(WindowMicroseconds * 10), Requests))
+            .AddGlobalLayer("tokens", PolicyRule.SlidingWindowCounter(TimeSpan.FromTicks(WindowMicroseconds * 10), 5, Tokens).Counting(PolicyMeter.Tokens))
+            .Build())];
+        try
+        {
+            var requests = new ConcurrentBag<Admitted>();
+            var tokens = new ConcurrentBag<Admitted>();
+            long refused = 0;
+            long attempts = 0;
+            using var stop = new CancellationTokenSource();
+            var driver = new Thread(() =>
+            {
+                // Demand that varies by window: some fill up, some end with permits left in the nodes' blocks, which must
+                // not be used once their window is over.
+                var pace = new Random(7);
+                long seen = 0;
+                int per = 4;
+                while (!stop.IsCancellationRequested)
+                {
+                    if (Volatile.Read(ref attempts) - seen < per)
+                    {
+                        Thread.Sleep(1);
+                        continue;
+                    }
+
+                    seen = Volatile.Read(ref attempts);
+                    gate.EnterWriteLock();
+                    time.Advance(TimeSpan.FromMilliseconds(1));
+                    if (time.GetUtcNow().Ticks / 10 % WindowMicroseconds == 0)
+                    {
+                        per = pace.Next(1, 5);
+                    }
+
+                    gate.ExitWriteLock();
+                }
+            });
+            driver.Start();
+            DateTimeOffset end = time.GetUtcNow() + TimeSpan.FromTicks(WindowMicroseconds * 10 * 16);
+            Thread[] callers = [.. nodes.SelectMany(node => Enumerable.Range(0, 3).Select(caller => new Thread(() =>
+            {
+                var random = new Random(caller);
+                while (time.GetUtcNow() < end)
+                {
+                    int cost = random.Next(1, 6);
+                    Interlocked.Increment(ref attempts);
+                    gate.EnterReadLock();
+                    try
+                    {
+                        using PolicyLease lease = node.Acquire(new Call("shared", "x"), new RequestCost(cost, 0));
+                        if (lease.IsAcquired)
+                        {
+                            long stamp = (time.GetUtcNow().UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) / 10;
+                            requests.Add(new Admitted(stamp, 1));
+                            tokens.Add(new Admitted(stamp, cost));
+                        }
+                        else
+                        {
+                            Interlocked.Increment(ref refused);
+                        }
+                    }
+                    finally
+                    {
+                        gate.ExitReadLock();
+                    }
+                }
+            }))).ToArray()];
+            foreach (Thread caller in callers)
+            {
+                caller.Start();
+            }
+
+            foreach (Thread caller in callers)
+            {
+                caller.Join();
+            }
+
+            stop.Cancel();
+            driver.Join();
+
+            Assert.Null(Guarantee.FindViolation(new LimiterSpec(LimiterKind.Fixed, Requests, WindowMicroseconds), requests));
+            Assert.Null(Guarantee.FindViolation(new LimiterSpec(LimiterKind.Counter, Tokens, WindowMicroseconds, Segments: 5), tokens));
+            Assert.True(requests.Count > 8 * Requests / 2, $"{requests.Count} admissions in 16 windows: the run never filled them");
+            Assert.True(refused > 0, "nothing was refused: the run never reached a cap");
+        }
+        finally
+        {
+            foreach (RedisRatePolicy<Call> node in nodes)
+            {
+                node.Dispose();
+            }
+
+            foreach (ConnectionMultiplexer connection in connections)
+            {
+                connection.Dispose();
+            }
         }
     }
 

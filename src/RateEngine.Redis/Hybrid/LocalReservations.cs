@@ -33,6 +33,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     private readonly long _touchTicks;
     private readonly ITimer _sweeper;
     private readonly Func<bool> _mayCall;
+    private volatile bool _disposed;
 
     public LocalReservations(
         RedisHybridOptions options,
@@ -91,7 +92,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 // Low water: half the block left, so the next one is on its way before this one runs out (at a quarter, a
                 // busy key's 64 callers ran dry within a round trip and all waited). Every acquire below the mark sees a
                 // refill in flight without taking the key's lock or observing its task again.
-                if (left * 2 < block.Granted && block.Granted >= PrefetchFrom && Volatile.Read(ref key.Refill) is not { IsCompleted: false } && _mayCall())
+                if (left * 2 < block.Granted && block.Granted >= PrefetchFrom && Volatile.Read(ref key.Refill) is not { IsCompleted: false } && !_disposed && _mayCall())
                 {
                     RedisTasks.Observe(StartRefill(key, need: 0));
                 }
@@ -112,7 +113,8 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     /// <summary>
     /// Gives back <paramref name="permits"/> taken from <paramref name="from"/> (a refund): into the key's live block when it
-    /// is of the same period, otherwise to Redis while that period counts them (after it, nothing comes back: as in process).
+    /// is of the same period; as a block of their own when the key has no live block (none yet, a cached refusal, one
+    /// retired), valid as long as theirs was; otherwise to Redis, whose script takes them back while their period counts.
     /// </summary>
     public void GiveBack(TKey key, LocalBlock from, long permits)
     {
@@ -120,25 +122,38 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         {
             LocalBlock current = Volatile.Read(ref key.Block);
             long now = _time.GetTimestamp();
-            if (current.Refused || current.Period != from.Period || now >= current.ExpiresAt)
+            bool live = !current.Refused && now < current.ExpiresAt;
+            if (live && current.Period == from.Period)
             {
-                if (now < from.ExpiresAt && _mayCall())
+                Interlocked.Add(ref current.Remaining, permits);
+                if (ReferenceEquals(Volatile.Read(ref key.Block), current))
                 {
-                    RedisTasks.Observe(_return(key, from.Period, permits));
+                    return;
                 }
 
-                return;
+                // Replaced meanwhile: what its replacement did not move (merge or return) is still in it; take that back and
+                // go again (what another caller took from it meanwhile was used, as a permit of a live block may be).
+                permits = current.TakeUpTo(permits);
+                continue;
             }
 
-            Interlocked.Add(ref current.Remaining, permits);
-            if (ReferenceEquals(Volatile.Read(ref key.Block), current))
+            if (!live && now < from.ExpiresAt)
             {
-                return;
+                var revived = new LocalBlock(permits, permits, from.ExpiresAt, from.Period, refusedNeed: 0, from.Limit, from.UsedAtGrant);
+                if (Interlocked.CompareExchange(ref key.Block, revived, current) == current)
+                {
+                    return;
+                }
+
+                continue;
             }
 
-            // Replaced meanwhile: what its replacement did not move (merge or return) is still in it; take that back and
-            // go again (what another caller took from it meanwhile was used, as a permit of a live block may be).
-            permits = current.TakeUpTo(permits);
+            if (_mayCall())
+            {
+                RedisTasks.Observe(_return(key, from.Period, permits));
+            }
+
+            return;
         }
     }
 
@@ -186,10 +201,24 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _disposed = true;
         await _sweeper.DisposeAsync().ConfigureAwait(false);
+
+        // A reservation still in flight installs its block when it lands: wait for it, so its permits go back too.
+        foreach (TKey key in _keys.Values)
+        {
+            await WhenSettled(key).ConfigureAwait(false);
+        }
+
         await Task.WhenAll(_keys.Values.Select(ReturnLeftover)).ConfigureAwait(false);
         _keys.Clear();
     }
+
+    /// <summary>Completes when the key's reservation in flight, if any, has landed or failed.</summary>
+    public static Task WhenSettled(TKey key) =>
+        Volatile.Read(ref key.Refill) is { IsCompleted: false } refill
+            ? refill.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default)
+            : Task.CompletedTask;
 
     /// <summary>Notes a use at most once per touch interval: a write per acquire would bounce the key's cache line between cores.</summary>
     private void Touch(TKey key, long now)
@@ -231,7 +260,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             : sent < current.ExpiresAt ? 2 * current.Granted
             : 2 * (current.Granted - left);
         long want = Math.Max(need, Math.Min(Math.Clamp(size, 1, maxBlock), maxBlock - left));
-        Reservation reply = await _reserve(key, Math.Max(need, 0), want).ConfigureAwait(false);
+
+        // What the live block still has joins the new one if Redis grants it in the same period: the request then needs only
+        // the rest (a request larger than what is left would otherwise need its whole size free on Redis, besides the
+        // leftover this node already holds). Granted in a later period, it falls short and the caller asks again.
+        long usable = !current.Refused && sent < current.ExpiresAt ? left : 0;
+        long ask = need > 0 ? Math.Max(1, need - usable) : 0;
+        Reservation reply = await _reserve(key, ask, Math.Max(ask, want - usable)).ConfigureAwait(false);
         long granted = reply.Granted;
         long retryAfter = reply.RetryAfter;
         long validFor = reply.ValidFor;
@@ -265,8 +300,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             {
                 Interlocked.Add(ref block.Remaining, leftover); // same period: just as valid in the new block
             }
-            else if (_time.GetTimestamp() < old.ExpiresAt)
+            else if (_mayCall())
             {
+                // Its period may be over yet still counted (a counter's segment, for the rest of the window): the script
+                // takes the permits back while it counts them, and ignores them after.
                 RedisTasks.Observe(_return(key, old.Period, leftover));
             }
         }
@@ -306,7 +343,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     {
         LocalBlock block = Volatile.Read(ref key.Block);
         long leftover = block.TakeAll();
-        return leftover > 0 && _time.GetTimestamp() < block.ExpiresAt
+        return leftover > 0 && !block.Refused
             ? _return(key, block.Period, leftover)
             : Task.CompletedTask;
     }
