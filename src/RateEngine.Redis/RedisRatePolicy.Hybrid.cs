@@ -86,6 +86,17 @@ public sealed partial class RedisRatePolicy<TContext>
     private async ValueTask<PolicyLease> AcquireHybridAsync(TContext context, RequestCost estimate, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        if (_pause.Reason is not null)
+        {
+            // Paused as this node last heard: ask the switch itself, so a resume on any node takes effect here at once.
+            await CheckPauseAsync().ConfigureAwait(false);
+            if (_pause.Reason is { } paused)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                return PausedBy(paused);
+            }
+        }
+
         LocalTakes? takes = PrepareLocal(context, estimate, out PolicyLease? answer);
         if (takes is null)
         {
@@ -94,6 +105,26 @@ public sealed partial class RedisRatePolicy<TContext>
 
         for (int attempt = 0; ; attempt++)
         {
+            if (attempt > 0 && _pause.Reason is { } reason)
+            {
+                return PausedBy(reason); // a reservation just learned of it
+            }
+
+            if (attempt > 0)
+            {
+                // A key the idle sweep forgot meanwhile takes no new block: find the live one.
+                for (int i = 0; i < takes.Keys.Length; i++)
+                {
+                    if (takes.Keys[i] is { Forgotten: true } forgotten)
+                    {
+                        LayerKey live = _blockLayers[i].BlockKeyOf(context);
+                        Volatile.Write(ref live.Limit, Volatile.Read(ref forgotten.Limit));
+                        Volatile.Write(ref live.Unit, Math.Max(Volatile.Read(ref live.Unit), Volatile.Read(ref forgotten.Unit)));
+                        takes.Keys[i] = live;
+                    }
+                }
+            }
+
             int needs = TakeLocal(takes, out answer);
             if (answer is not null)
             {
@@ -185,6 +216,12 @@ public sealed partial class RedisRatePolicy<TContext>
     /// <summary>The hybrid mode without waiting: decided here when every layer is block-served and its blocks can answer.</summary>
     private bool TryAcquireHybrid(TContext context, RequestCost estimate, out PolicyLease? lease)
     {
+        lease = null;
+        if (_pause.Reason is not null)
+        {
+            return false; // paused as this node last heard: AcquireAsync asks the switch itself
+        }
+
         LocalTakes? takes = PrepareLocal(context, estimate, out lease);
         if (takes is null)
         {
@@ -212,8 +249,8 @@ public sealed partial class RedisRatePolicy<TContext>
     }
 
     /// <summary>
-    /// The block-served layers' keys, limits and amounts for a request (user code runs here), or a refusal: paused, no limit
-    /// for the request's tier, a cost above a cap.
+    /// The block-served layers' keys, limits and amounts for a request (user code runs here), or a refusal: no limit for the
+    /// request's tier, a cost above a cap.
     /// </summary>
     private LocalTakes? PrepareLocal(TContext context, RequestCost estimate, out PolicyLease? refusal)
     {
@@ -247,12 +284,6 @@ public sealed partial class RedisRatePolicy<TContext>
 
             keys[i] = key;
             amounts[i] = amount;
-        }
-
-        if (_pause.Reason is { } reason)
-        {
-            refusal = new RefusedPolicyLease("pause", reason, null, serviceWide: true);
-            return null;
         }
 
         return new LocalTakes(keys, amounts);

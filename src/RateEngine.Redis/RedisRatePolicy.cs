@@ -31,7 +31,8 @@ namespace RateEngine.Redis;
 /// request (a concurrency cap is a handful of slots held for a whole stream: a node holding spare slots would keep them
 /// from the others). A refund goes back into the key's block, an overrun is taken from it, and what no block covers is
 /// counted on Redis by the key's next reservation, started at once. A pause reaches the other nodes at their next
-/// reservation or within <see cref="RedisHybridOptions.PauseCheckInterval"/>. Every guarantee holds across the nodes for
+/// reservation or within <see cref="RedisHybridOptions.PauseCheckInterval"/>; a paused node reads the switch on every
+/// request, so a resume takes effect at once. Every guarantee holds across the nodes for
 /// the times permits are used; the under-admission bound is the limiters' (N × MaxBlock requests per key and period, less
 /// near the cap).</para>
 /// </remarks>
@@ -548,7 +549,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         {
             string reason = (string?)answer[4] ?? "paused";
             _pause.Reason = reason;
-            return new RefusedPolicyLease("pause", reason, null, serviceWide: true);
+            return PausedBy(reason);
         }
 
         long[] values = [.. answer.Select(value => (long)value)];
@@ -578,6 +579,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     private PolicyLease Unavailable(string why, RequestCost estimate) => _failureMode == RedisFailureMode.FailOpen
         ? new RedisPolicyLease<TContext>(this, estimate, $"Redis is unavailable ({why}); admitted by FailOpen.")
         : new RefusedPolicyLease("redis", $"Redis is unavailable ({why}); refused by FailClosed.", _cooldown, serviceWide: true);
+
+    /// <summary>The operator's pause: a service-wide refusal with their reason.</summary>
+    private static RefusedPolicyLease PausedBy(string reason) => new("pause", reason, null, serviceWide: true);
 
     /// <summary>One request's script call: its keys and values, and what the lease keeps of them.</summary>
     private sealed record Call(RedisKey[] Keys, RedisValue[] Values, long[] Limits, long[] Amounts, string Lease);

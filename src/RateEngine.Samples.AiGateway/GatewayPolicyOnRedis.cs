@@ -4,8 +4,10 @@ using StackExchange.Redis;
 namespace RateEngine.Samples.AiGateway;
 
 /// <summary>
-/// The README's policy kept on Redis (<c>--redis host:port</c>): the same layers, limits and tiers, decided for every
-/// gateway instance at once by one script per request.
+/// The README's policy kept on Redis (<c>--redis host:port</c>) in hybrid mode: the same layers, limits and tiers, held for
+/// every gateway instance at once. The window, counter and calendar layers (IP, tool calls, tokens per minute, hour and
+/// day, the user's, team's and service's daily cost) are served from blocks each instance reserves on Redis; the user's
+/// sliding log and the stream slots are decided by one script call per request, which also reads the pause switch.
 /// </summary>
 /// <remarks>
 /// Two differences from the in-process policy: the per-tool layer is keyed by (user, tool) directly, and the soft
@@ -22,6 +24,7 @@ public static class GatewayPolicyOnRedis
                 SyncTimeout = TimeSpan.FromSeconds(1),
                 FailureMode = RedisFailureMode.FailClosed,
                 LoggerFactory = logs,
+                Hybrid = new RedisHybridOptions(),
             })
             .UseTiers(request => request.Tier, GatewayPolicy.Tiers())
             .AddLayer("ip", request => request.ClientIp, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, limit: 100))

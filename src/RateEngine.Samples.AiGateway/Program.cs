@@ -1,6 +1,6 @@
 // An AI gateway in front of a simulated LLM, protected by the README's RateEngine policy.
 //   dotnet run --project src/RateEngine.Samples.AiGateway                    (http://127.0.0.1:5080)
-//   dotnet run --project src/RateEngine.Samples.AiGateway -- --redis 127.0.0.1:6379 (the policy on Redis, shared by every instance)
+//   dotnet run --project src/RateEngine.Samples.AiGateway -- --redis 127.0.0.1:6379 (the policy on Redis in hybrid mode, shared by every instance)
 //   dotnet run --project src/RateEngine.Samples.AiGateway -- --limiter inbox (the in-box chained limiters, for the bench)
 //   dotnet run --project src/RateEngine.Samples.AiGateway -- --limiter none  (no limiter, for the bench)
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -41,7 +41,7 @@ namespace RateEngine.Samples.AiGateway
                     // README:aspnet:end
                     break;
                 case "rateengine" when builder.Configuration["redis"] is { Length: > 0 } redis:
-                    // Every instance shares the policy's state on Redis: one multiplexer for the app, one script per decision.
+                    // Every instance shares the policy's state on Redis (hybrid mode): one multiplexer for the app, blocks reserved per key.
                     builder.Services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect($"{redis},abortConnect=false"));
                     builder.Services.AddRateEngine<ChatRequest>(GatewayRequests.ReadAsync, engine => engine
                         .AddPolicy(GatewayEndpoints.PolicyName, services => GatewayPolicyOnRedis.Create(

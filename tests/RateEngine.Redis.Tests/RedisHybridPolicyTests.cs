@@ -159,9 +159,9 @@ public sealed class RedisHybridPolicyTests : IDisposable
         Assert.True(refused.IsServiceWide);
         Assert.Equal("incident 42", refused.Reason);
 
-        node1.Resume();
-        await Eventually(() => !node2.IsPaused);
-        Assert.True((await node2.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 1))).IsAcquired);
+        node2.Resume(); // a paused node reads the switch on every request: the resume counts on the other at once
+        Assert.True((await node1.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 1))).IsAcquired);
+        Assert.False(node1.IsPaused);
     }
 
     [Fact]
@@ -174,6 +174,30 @@ public sealed class RedisHybridPolicyTests : IDisposable
 
         policy.Dispose();
         await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used).SequenceEqual([1, 10, 1]));
+    }
+
+    [Fact]
+    public async Task Reconcile_AfterTheIdleSweepForgotTheKey_TheRefundStillReachesRedis()
+    {
+        // A long stream holds its lease while its key sits idle on this node: the sweep gives the block back and forgets the
+        // key; the stream's refund must then go to Redis, not into the forgotten block.
+        var time = new FakeTimeProvider(Start);
+        RedisLimiterOptions options = Options(_connection);
+        options.ClientClock = time;
+        options.TimeProvider = time;
+        options.Hybrid!.IdleReturn = TimeSpan.FromSeconds(1);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(options)
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        using RedisRatePolicy<Call> reader = Budgets(_server.Connect());
+        PolicyLease stream = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0));
+
+        time.Advance(TimeSpan.FromSeconds(1)); // the sweep: the key was idle for IdleReturn
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 400); // the block went back
+        await stream.ReconcileAsync(new RequestCost(100, 0));
+        stream.Dispose();
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 100);
+        Assert.Equal(100, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
     }
 
     [Fact]

@@ -25,6 +25,12 @@ internal abstract class LocalKey(string partitionKey, string redisKey)
     /// </summary>
     public long Unit = 1;
 
+    /// <summary>
+    /// Set when the idle sweep forgot the key: a lease that still holds it (a long stream) gives its refunds to Redis, and a
+    /// block that lands in it goes back, since no request finds the key any more.
+    /// </summary>
+    public volatile bool Forgotten;
+
     /// <summary>Whether the idle sweep may forget the key (not while it owes Redis something).</summary>
     public virtual bool MayForget => true;
 }

@@ -122,11 +122,11 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         {
             LocalBlock current = Volatile.Read(ref key.Block);
             long now = _time.GetTimestamp();
-            bool live = !current.Refused && now < current.ExpiresAt;
+            bool live = !current.Refused && now < current.ExpiresAt && !key.Forgotten;
             if (live && current.Period == from.Period)
             {
                 Interlocked.Add(ref current.Remaining, permits);
-                if (ReferenceEquals(Volatile.Read(ref key.Block), current))
+                if (ReferenceEquals(Volatile.Read(ref key.Block), current) && !key.Forgotten)
                 {
                     return;
                 }
@@ -137,7 +137,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 continue;
             }
 
-            if (!live && now < from.ExpiresAt)
+            if (!live && now < from.ExpiresAt && !key.Forgotten)
             {
                 var revived = new LocalBlock(permits, permits, from.ExpiresAt, from.Period, refusedNeed: 0, from.Limit, from.UsedAtGrant);
                 if (Interlocked.CompareExchange(ref key.Block, revived, current) == current)
@@ -293,6 +293,11 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     private void Install(TKey key, LocalBlock block, LocalBlock old)
     {
         Volatile.Write(ref key.Block, block);
+        if (key.Forgotten)
+        {
+            RedisTasks.Observe(ReturnLeftover(key)); // nobody finds this key any more: its permits go back
+        }
+
         long leftover = old.TakeAll();
         if (leftover > 0)
         {
@@ -333,8 +338,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                     continue;
                 }
 
-                RedisTasks.Observe(ReturnLeftover(key));
+                // Forgotten first: a refund from a lease that still holds the key then goes to Redis, not into its block.
+                key.Forgotten = true;
                 _keys.TryRemove(entry);
+                RedisTasks.Observe(ReturnLeftover(key));
             }
         }
     }

@@ -49,7 +49,12 @@ public static class GatewayCalls
     /// refused by the slot; the first reads one chunk and goes away. The slot comes back, and the user paid for what was
     /// sent (the prompt and a chunk), not for the ~400 tokens reserved. The servers' chunks wait on <paramref name="time"/>.
     /// </summary>
-    public static async Task AbandonedStreamFreesItsSlotAndPaysForWhatItGot(RunningApp opener, RunningApp other, FakeTimeProvider time)
+    /// <param name="opener">Where the stream runs.</param>
+    /// <param name="other">Where the second stream is refused and the slot is watched.</param>
+    /// <param name="time">The servers' clock.</param>
+    /// <param name="settleOthers">Run before the tokens are read on <paramref name="opener"/>: on Redis in hybrid mode, an
+    /// instance's view of a layer also counts what the other instances hold reserved in their blocks, so stop them first.</param>
+    public static async Task AbandonedStreamFreesItsSlotAndPaysForWhatItGot(RunningApp opener, RunningApp other, FakeTimeProvider time, Func<Task>? settleOthers = null)
     {
         using var first = new CancellationTokenSource();
         using HttpResponseMessage streaming = await opener.Client.SendAsync(
@@ -80,6 +85,23 @@ public static class GatewayCalls
         // The lease settles its tokens before it frees the slot, so read the tokens only once the slot is free: read
         // before, they could still show the ~400 reserved.
         Assert.Equal(0, (await Layer(other, "sk-alice", "user streams")).GetProperty("used").GetInt64());
-        Assert.InRange((await Layer(other, "sk-alice", "user tokens/day")).GetProperty("used").GetInt64(), 1, 200);
+        if (settleOthers is not null)
+        {
+            await settleOthers();
+        }
+
+        long tokens = 0;
+        for (int attempt = 0; attempt < 100; attempt++)
+        {
+            tokens = (await Layer(opener, "sk-alice", "user tokens/day")).GetProperty("used").GetInt64();
+            if (tokens <= 200)
+            {
+                break;
+            }
+
+            await Task.Delay(20); // blocks given back by a stopped instance are on their way
+        }
+
+        Assert.True(tokens is >= 1 and <= 200, $"{tokens} tokens counted for a stream that got one chunk");
     }
 }
