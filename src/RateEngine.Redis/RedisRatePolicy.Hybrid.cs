@@ -60,16 +60,30 @@ public sealed partial class RedisRatePolicy<TContext>
     }
 
     /// <summary>
-    /// Waits until the request's keys have paid their debts to Redis (a reservation in flight when the debt was made carries
-    /// it only if it was sent after: at most one more). A debt that Redis does not take now stays owed, for the next one.
+    /// Waits until the request's keys have paid their debts to Redis: first the reservation in flight (the one the charge
+    /// started, which may already have taken the debt off the key, or one sent before it, whose grant pays what it can),
+    /// then at most one more for what is still owed. A debt that Redis does not take now stays owed, for the next one.
     /// </summary>
     internal async Task CountDebtsAsync(LocalTakes takes)
     {
         for (int i = 0; i < takes.Keys.Length; i++)
         {
             LayerKey key = takes.Keys[i];
-            for (int attempt = 0; attempt < 2 && Volatile.Read(ref key.Debt) > 0 && !_breaker.IsOpen; attempt++)
+
+            // Bounded: other requests on the key may keep starting reservations; a debt left over rides on the next one.
+            for (int round = 0; round < 3 && !_breaker.IsOpen; round++)
             {
+                await LocalReservations<LayerKey>.WhenSettled(key).ConfigureAwait(false);
+                if (Volatile.Read(ref key.Debt) == 0)
+                {
+                    if (Volatile.Read(ref key.Refill) is { IsCompleted: false })
+                    {
+                        continue; // started meanwhile, maybe with the debt on it
+                    }
+
+                    break;
+                }
+
                 try
                 {
                     await _blockLayers[i].Blocks!.StartRefill(key, need: 0).ConfigureAwait(false);
@@ -362,7 +376,7 @@ public sealed partial class RedisRatePolicy<TContext>
             LocalBlock block = Volatile.Read(ref takes.Keys[j].Block);
             if (block.Refused && now < block.ExpiresAt && Math.Max(takes.Amounts[j], 1) >= block.RefusedNeed)
             {
-                TimeSpan later = _blockClock.GetElapsedTime(now, block.ExpiresAt);
+                TimeSpan later = _blockClock.GetElapsedTime(now, block.RetryAt);
                 retryAfter = later > retryAfter ? later : retryAfter;
                 serviceWide |= _blockLayers[j].Rule.IsServiceWide;
             }
@@ -465,7 +479,19 @@ public sealed partial class RedisRatePolicy<TContext>
 
         string paused = (string?)reply[6] ?? string.Empty;
         _pause.Reason = paused.Length > 0 ? paused : null;
-        return new Reservation((long)reply[0], (long)reply[1], (long)reply[2], (long)reply[4], Used: (long)reply[5], Limit: limit);
+
+        // An overrun made while this call was on the wire is not in it: the grant pays it first (those permits are counted
+        // on Redis, so using them for the overrun charges it), or a request could use permits past an overrun's cap.
+        long granted = (long)reply[0];
+        long owed = Volatile.Read(ref key.Debt);
+        if (owed > 0 && granted > 0)
+        {
+            long paid = Math.Min(owed, granted);
+            Interlocked.Add(ref key.Debt, -paid);
+            granted -= paid;
+        }
+
+        return new Reservation(granted, (long)reply[1], (long)reply[2], (long)reply[4], Used: (long)reply[5], Limit: limit);
     }
 
     /// <summary>Gives back a block's unused permits, counted in <paramref name="period"/>, while that period counts them.</summary>

@@ -4,7 +4,7 @@ namespace RateEngine.Redis.Hybrid;
 /// Permits one node reserved for one key: usable until <see cref="ExpiresAt"/> on the node's clock (the end of the period
 /// Redis counted them in), or a cached refusal that answers locally until then.
 /// </summary>
-internal sealed class LocalBlock(long granted, long remaining, long expiresAt, long period, long refusedNeed, long limit = 0, long usedAtGrant = 0)
+internal sealed class LocalBlock(long granted, long remaining, long expiresAt, long period, long refusedNeed, long limit = 0, long usedAtGrant = 0, long retryAt = 0)
 {
     public static readonly LocalBlock Empty = new(0, 0, long.MinValue, long.MinValue, refusedNeed: 0);
 
@@ -26,6 +26,12 @@ internal sealed class LocalBlock(long granted, long remaining, long expiresAt, l
 
     /// <summary>Redis refused a reservation of <see cref="RefusedNeed"/> permits: answered locally, until <see cref="ExpiresAt"/>, for requests at least that large.</summary>
     public bool Refused => RefusedNeed > 0;
+
+    /// <summary>
+    /// A refusal's retry time on the node's clock (what the response says); the refusal is cached only until
+    /// <see cref="ExpiresAt"/>, which may be sooner, so that permits other nodes give back meanwhile are seen.
+    /// </summary>
+    public long RetryAt { get; } = retryAt == 0 ? expiresAt : retryAt;
 
     /// <summary>The permits a refused reservation needed (0 for a block of permits).</summary>
     public long RefusedNeed { get; } = refusedNeed;

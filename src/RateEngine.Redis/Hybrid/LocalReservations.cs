@@ -105,7 +105,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         Touch(key, now);
         if (now < block.ExpiresAt && block.Refused && Math.Max(permits, 1) >= block.RefusedNeed)
         {
-            refusedFor = _time.GetElapsedTime(now, block.ExpiresAt);
+            refusedFor = _time.GetElapsedTime(now, block.RetryAt);
         }
 
         return null; // a smaller request than the one refused asks Redis itself
@@ -279,7 +279,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 return old; // a background refill near the cap: keep serving what is left
             }
 
-            var refused = new LocalBlock(0, 0, sent + Ticks(retryAfter), period, refusedNeed: Math.Max(need, 1), reply.Limit, reply.Used);
+            // Cached for at most IdleReturn: other nodes give unused permits back within that, and a day's budget refused
+            // here must not stay refused until midnight while another node's leftover sits on Redis again.
+            long retryAt = sent + Ticks(retryAfter);
+            var refused = new LocalBlock(0, 0, Math.Min(retryAt, sent + _idleTicks), period, refusedNeed: Math.Max(need, 1), reply.Limit, reply.Used, retryAt);
             Install(key, refused, old);
             return refused;
         }
