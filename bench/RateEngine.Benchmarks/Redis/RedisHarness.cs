@@ -26,6 +26,7 @@ internal static class RedisHarness
         ConnectionMultiplexer[] nodes = [.. Enumerable.Range(0, RedisBenchSettings.Nodes).Select(_ => ConnectionMultiplexer.Connect($"{endpoint},abortConnect=false,syncTimeout=5000,asyncTimeout=5000"))];
         var throughput = new List<RedisThroughput>();
         var saturation = new List<RedisSaturation>();
+        var policy = new List<RedisThroughput>();
         try
         {
             foreach ((string[] keys, TimeSpan warmUp, TimeSpan measure) in new[] { (oneKey, settings.WarmUp, settings.Measure), (manyKeys, settings.ManyKeysWarmUp, settings.ManyKeysMeasure) })
@@ -38,6 +39,15 @@ internal static class RedisHarness
                     progress($"redis:   {row.AdmissionsPerSecond / 1e3:F1} k/s, {row.RoundTripsPerThousand:F1} round trips per 1,000, p50 {row.P50Microseconds:F2} µs, p99 {row.P99Microseconds:F1} µs");
                     throughput.Add(row);
                 }
+            }
+
+            foreach (RedisDesign design in PolicyDesigns.All)
+            {
+                TimeSpan warm = design == PolicyDesigns.Hybrid ? settings.ManyKeysHybridWarmUp : settings.ManyKeysWarmUp;
+                progress($"redis: {design.Name}, {manyKeys.Length:N0} users, throughput ({warm.TotalSeconds:F1} s warm-up, {settings.ManyKeysMeasure.TotalSeconds:F1} s measured)");
+                RedisThroughput row = Throughput(design, nodes, server, manyKeys, warm, settings.ManyKeysMeasure) with { WarmUp = warm };
+                progress($"redis:   {row.AdmissionsPerSecond / 1e3:F1} k/s, {row.RoundTripsPerThousand:F1} round trips per 1,000, p50 {row.P50Microseconds:F2} µs, p99 {row.P99Microseconds:F1} µs");
+                policy.Add(row);
             }
 
             foreach ((string[] keys, int cap, TimeSpan window, TimeSpan duration) in new[]
@@ -68,7 +78,7 @@ internal static class RedisHarness
             }
         }
 
-        return new RedisResult(throughput, saturation, clock.Elapsed);
+        return new RedisResult(throughput, saturation, policy, clock.Elapsed);
     }
 
     private static PartitionedRateLimiter<string>[] Limiters(RedisDesign design, ConnectionMultiplexer[] nodes, int limit, TimeSpan window, StampClock? clock)

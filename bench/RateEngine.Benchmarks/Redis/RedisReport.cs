@@ -30,8 +30,7 @@ internal static class RedisReport
             RedisThroughput exact = scenario.Single(row => row.Design == RedisDesign.Exact.Name);
             foreach (RedisThroughput row in scenario)
             {
-                text.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {row.Design} | {Rate(row.AdmissionsPerSecond)} | {row.AdmissionsPerSecond / exact.AdmissionsPerSecond:F1}× | {Number(row.CommandsPerThousand)} | {Number(row.RoundTripsPerThousand)} | {Micros(row.P50Microseconds)} | {Micros(row.P99Microseconds)} | {row.LocalShare:P1} | {Micros(row.LocalP50Microseconds)} | {Micros(row.LocalP99Microseconds)} |");
+                text.AppendLine(Row(row, exact));
             }
 
             text.AppendLine();
@@ -45,6 +44,7 @@ internal static class RedisReport
             text.AppendLine();
         }
 
+        AppendPolicy(text, result.Policy, settings);
         if (result.Saturation.Count > 0)
         {
             text.AppendLine("**Saturation** (every caller hammering a small cap, 1 ms back-off after a refusal; each decision's time as the design read it):");
@@ -75,6 +75,32 @@ internal static class RedisReport
         text.AppendLine("  full windows after the first one, where a key's attempts exceeded the cap: mean of (cap − admitted, at least 0) over the cap.");
         text.AppendLine();
         AppendTargets(text, result, settings);
+    }
+
+    /// <summary>The layered policy's table: a request's acquire and reconcile, in process, exact on Redis, and hybrid.</summary>
+    private static void AppendPolicy(StringBuilder text, IReadOnlyList<RedisThroughput> rows, RedisBenchSettings settings)
+    {
+        if (rows.Count == 0)
+        {
+            return;
+        }
+
+        text.AppendLine(CultureInfo.InvariantCulture,
+            $"**Layered policy, {RedisBenchSettings.ManyKeys:N0} users** (per user: requests/min in a fixed window, tokens/min in a counter, tokens/day in a "
+            + $"calendar budget; a global daily cost cap that every node reconciles into; each request reserves {PolicyLimiter.Estimate.Tokens} tokens and "
+            + $"{PolicyLimiter.Estimate.Money} µ$, then reconciles {PolicyLimiter.Actual.Tokens} and {PolicyLimiter.Actual.Money}; latency is both; "
+            + $"{settings.ManyKeysMeasure.TotalSeconds:F1} s measured after a warm-up of {settings.ManyKeysWarmUp.TotalSeconds:F1} s, "
+            + $"{settings.ManyKeysHybridWarmUp.TotalSeconds:F1} s for hybrid):");
+        text.AppendLine();
+        text.AppendLine("| design | requests/s, all nodes | × exact | commands per 1,000 requests | round trips per 1,000 | latency p50 | p99 | answered without waiting | their p50 | their p99 |");
+        text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        RedisThroughput exact = rows.Single(row => row.Design == PolicyDesigns.Exact.Name);
+        foreach (RedisThroughput row in rows)
+        {
+            text.AppendLine(Row(row, exact));
+        }
+
+        text.AppendLine();
     }
 
     private static void AppendTargets(StringBuilder text, RedisResult result, RedisBenchSettings settings)
@@ -112,6 +138,9 @@ internal static class RedisReport
 
         text.AppendLine();
     }
+
+    private static string Row(RedisThroughput row, RedisThroughput exact) => string.Create(CultureInfo.InvariantCulture,
+        $"| {row.Design} | {Rate(row.AdmissionsPerSecond)} | {row.AdmissionsPerSecond / exact.AdmissionsPerSecond:F1}× | {Number(row.CommandsPerThousand)} | {Number(row.RoundTripsPerThousand)} | {Micros(row.P50Microseconds)} | {Micros(row.P99Microseconds)} | {row.LocalShare:P1} | {Micros(row.LocalP50Microseconds)} | {Micros(row.LocalP99Microseconds)} |");
 
     private static string Verdict(bool met) => met ? "met" : "missed";
 

@@ -30,4 +30,5 @@ internal sealed record RedisThroughput(
 internal sealed record RedisSaturation(
     string Design, int Keys, int Cap, TimeSpan Window, long OverMax, double UnderShare, int SaturatedWindows, double AdmittedPerWindow);
 
-internal sealed record RedisResult(IReadOnlyList<RedisThroughput> Throughput, IReadOnlyList<RedisSaturation> Saturation, TimeSpan Duration);
+/// <summary>The section's runs: the limiters' throughput and saturation, and the layered policy's throughput on 10k users.</summary>
+internal sealed record RedisResult(IReadOnlyList<RedisThroughput> Throughput, IReadOnlyList<RedisSaturation> Saturation, IReadOnlyList<RedisThroughput> Policy, TimeSpan Duration);
