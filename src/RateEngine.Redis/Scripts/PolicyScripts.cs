@@ -326,53 +326,74 @@ internal static class PolicyScripts
         """;
 
     /// <summary>
-    /// Reserve (the hybrid mode): a block of one fixed-window, counter or calendar layer's key for one node's local use.
-    /// <c>KEYS[2]</c> is the pause switch; <c>ARGV[2]</c> is <c>need:want:debt</c>: first the node's overruns that its blocks
-    /// could not cover are counted (past the limit if need be: they were spent), then at least <c>need</c> and at most
-    /// <c>want</c> are granted, or nothing; beyond <c>need</c> at most half of what is left, so blocks shrink toward one
-    /// near the cap and several nodes share the last of it. Returns <c>{granted, retry µs, valid for µs, now, tag, used
-    /// after, pause reason or ''}</c>: the node may use the grant only while the window, segment or period it was
-    /// counted in (the tag) lasts. Paused, it grants nothing.
+    /// Reserve (the hybrid mode): blocks of fixed-window, counter or calendar layers' keys for one node's local use, one per
+    /// key, in one call. <c>KEYS[n + 1]</c> is the pause switch; <c>ARGV[2]</c> holds <c>need:want:debt</c> per key,
+    /// separated by <c>;</c>. Per key, first the node's overruns that its blocks could not cover are counted (past the limit
+    /// if need be: they were spent), then at least <c>need</c> and at most <c>want</c> are granted, or nothing; beyond
+    /// <c>need</c> at most half of what is left, so blocks shrink toward one near the cap and several nodes share the last
+    /// of it. Returns per key <c>{granted, retry µs, valid for µs, tag, used after}</c>, then <c>now</c> and the pause
+    /// reason (or ''): the node may use a grant only while the window, segment or period it was counted in (the tag) lasts.
+    /// Paused, it grants nothing (debts are still counted).
     /// </summary>
     public const string Reserve = Preamble + """
 
-        local need, want, debt = string.match(ARGV[2], '^(%d+):(%d+):(%d+)$')
-        need, want, debt = tonumber(need), tonumber(want), tonumber(debt)
-        local s = inspect(1)
-        if debt > 0 then
-          count(1, s, debt)
-          expire(1, s)
-          s = inspect(1)
+        local asks = {}
+        for need, want, debt in string.gmatch(ARGV[2], '(%d+):(%d+):(%d+)') do
+          asks[#asks + 1] = {tonumber(need), tonumber(want), tonumber(debt)}
         end
-        local paused = redis.call('GET', KEYS[2]) or ''
-        -- A calendar period the node's clock could not place on the server's: refused for a second, until the clocks agree.
-        if s.skewed then return {0, 1000000, 0, now, 0, 0, paused} end
-        local ends
-        if s.kind == 1 then ends = s.ends elseif s.kind == 2 then ends = (s.current + 1) * arg(1, 4) else ends = s.to end
-        if paused ~= '' then return {0, 0, 0, now, 0, s.used, paused} end
-        if s.later then return {0, (s.kind == 1 and s.ends or s.to) - now, 0, now, 0, s.used, paused} end
-
-        local available = s.limit - s.used
-        local granted = 0
-        if available >= need and available > 0 then granted = math.min(want, math.max(need, math.ceil(available / 2))) end
-        if granted == 0 then
-          local retry
-          if s.kind == 2 then retry = s.retry(math.max(1, s.used + math.max(need, 1) - s.limit)) else retry = ends - now end
-          return {0, retry, 0, now, 0, s.used, paused}
+        local paused = redis.call('GET', KEYS[n + 1]) or ''
+        local result = {}
+        for i = 1, n do
+          local need, want, debt = asks[i][1], asks[i][2], asks[i][3]
+          local s = inspect(i)
+          if debt > 0 then
+            count(i, s, debt)
+            expire(i, s)
+            s = inspect(i)
+          end
+          local granted, retry, valid, tag = 0, 0, 0, 0
+          if s.skewed then
+            -- A calendar period the node's clock could not place on the server's: refused for a second, until the clocks agree.
+            retry = 1000000
+          elseif paused == '' then
+            local ends
+            if s.kind == 1 then ends = s.ends elseif s.kind == 2 then ends = (s.current + 1) * arg(i, 4) else ends = s.to end
+            if s.later then
+              retry = (s.kind == 1 and s.ends or s.to) - now
+            else
+              local available = s.limit - s.used
+              if available >= need and available > 0 then granted = math.min(want, math.max(need, math.ceil(available / 2))) end
+              if granted == 0 then
+                if s.kind == 2 then retry = s.retry(math.max(1, s.used + math.max(need, 1) - s.limit)) else retry = ends - now end
+              else
+                tag = count(i, s, granted)
+                expire(i, s)
+                valid = ends - now
+                s.used = s.used + granted
+              end
+            end
+          end
+          result[#result + 1] = granted
+          result[#result + 1] = retry
+          result[#result + 1] = valid
+          result[#result + 1] = tag
+          result[#result + 1] = s.used
         end
-        local tag = count(1, s, granted)
-        expire(1, s)
-        return {granted, 0, ends - now, now, tag, s.used + granted, paused}
+        result[#result + 1] = now
+        result[#result + 1] = paused
+        return result
         """;
 
     /// <summary>
-    /// Return (the hybrid mode): gives back <c>ARGV[2]</c> counted by a block in the window, segment or period that is the
-    /// layer's tag, while the layer still counts it. Returns how much came back.
+    /// Return (the hybrid mode): gives back, per key, the amount of its values (unused permits of a block) into the window,
+    /// segment or period of its tag, while the layer still counts it.
     /// </summary>
     public const string Return = Preamble + """
 
-        local s = inspect(1)
-        return uncount(1, s, tonumber(ARGV[2]), arg(1, 8))
+        for i = 1, n do
+          uncount(i, inspect(i), arg(i, 3), arg(i, 8))
+        end
+        return n
         """;
 
     /// <summary>Usage: per layer <c>{used, reset µs}</c> at the server's now, writing nothing.</summary>
