@@ -202,8 +202,10 @@ public sealed partial class RedisRatePolicy<TContext>
 
         if (!remote.IsAcquired)
         {
+            // The refusal reports every layer's usage, the block layers' as their blocks show it once their shares are back.
             GiveBack(takes, takes.Amounts);
-            return remote;
+            LayerUsage[]? usage = UsageOf(takes, remote.UsageAtDecision);
+            return usage is null ? remote : new RefusedPolicyLease(remote.BlockingLayer!, remote.Reason!, remote.RetryAfter, remote.IsServiceWide) { UsageAtDecision = usage };
         }
 
         return new HybridPolicyLease<TContext>(this, takes, remote, estimate, UsageOf(takes, remote.UsageAtDecision));
@@ -407,7 +409,13 @@ public sealed partial class RedisRatePolicy<TContext>
         {
             if (_layers[i].IsBlockServed)
             {
-                LocalBlock block = takes.From[local]!;
+                // The key's block now, if live (a refill may have replaced the one taken from, merging its leftover).
+                LocalBlock block = Volatile.Read(ref takes.Keys[local].Block);
+                if (block.Refused || now >= block.ExpiresAt)
+                {
+                    block = takes.From[local]!;
+                }
+
                 long used = Math.Max(0, block.UsedAtGrant - Volatile.Read(ref block.Remaining));
                 TimeSpan reset = now < block.ExpiresAt ? _blockClock.GetElapsedTime(now, block.ExpiresAt) : TimeSpan.Zero;
                 usage[i] = new LayerUsage(_layers[i].Name, Volatile.Read(ref takes.Keys[local].Limit), used, reset);

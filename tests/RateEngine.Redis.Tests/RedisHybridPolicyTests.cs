@@ -78,6 +78,7 @@ public sealed class RedisHybridPolicyTests : IDisposable
         Assert.Equal("tokens/day", tokens.BlockingLayer);
         using PolicyLease slot = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0)); // the per-request layer refuses
         Assert.Equal("streams", slot.BlockingLayer);
+        Assert.Equal([1, 600, 1], slot.UsageAtDecision!.Select(layer => layer.Used)); // every layer, the refused request in none
         Assert.Equal([1, 600, 1], (await policy.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used));
 
         first.Dispose();
