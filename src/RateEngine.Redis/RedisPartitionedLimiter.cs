@@ -353,6 +353,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 return answer;
             }
 
+            if (key.Forgotten)
+            {
+                key = _local!.KeyOf(key.PartitionKey, _createLocalKey!, this); // swept as idle meanwhile: its blocks go straight back
+            }
+
             Task<LocalBlock> refill = _local!.StartRefill(key, permitCount);
             try
             {
@@ -384,6 +389,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             if (LocalAnswer(key, permitCount) is { } answer)
             {
                 return answer;
+            }
+
+            if (key.Forgotten)
+            {
+                key = _local!.KeyOf(key.PartitionKey, _createLocalKey!, this); // swept as idle meanwhile: its blocks go straight back
             }
 
             Task<LocalBlock> refill = _local!.StartRefill(key, permitCount);

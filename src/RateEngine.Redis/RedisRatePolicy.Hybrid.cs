@@ -40,9 +40,15 @@ public sealed partial class RedisRatePolicy<TContext>
     internal bool ChargeOverrun(int index, LayerKey key, long amount)
     {
         LocalBlock block = Volatile.Read(ref key.Block);
-        if (!block.Refused && _blockClock.GetTimestamp() < block.ExpiresAt)
+        if (!block.Refused && !key.Forgotten)
         {
-            amount -= block.TakeUpTo(amount);
+            // The clock after the take, as a take from a block does: permits taken from a block whose period ended
+            // meanwhile (a thread descheduled across it) do not count now, so the whole overrun is owed.
+            long taken = block.TakeUpTo(amount);
+            if (_blockClock.GetTimestamp() < block.ExpiresAt)
+            {
+                amount -= taken;
+            }
         }
 
         if (amount == 0)
@@ -50,13 +56,28 @@ public sealed partial class RedisRatePolicy<TContext>
             return false;
         }
 
+        Owe(index, key, amount);
+        return true;
+    }
+
+    /// <summary>
+    /// Adds to a key's debt and starts the reservation that counts it; a key the idle sweep forgot passes its debt to the
+    /// key's live state (no sweep or dispose would ever send a forgotten key's).
+    /// </summary>
+    private void Owe(int index, LayerKey key, long amount)
+    {
+        if (key.Forgotten)
+        {
+            LayerKey live = _blockLayers[index].BlockKeyFor(key.PartitionKey);
+            Interlocked.CompareExchange(ref live.Limit, Volatile.Read(ref key.Limit), 0); // a new one: the cap last seen
+            key = live;
+        }
+
         Interlocked.Add(ref key.Debt, amount);
         if (!_breaker.IsOpen)
         {
             RedisTasks.Observe(_blockLayers[index].Blocks!.StartRefill(key, need: 0));
         }
-
-        return true;
     }
 
     /// <summary>
@@ -504,7 +525,17 @@ public sealed partial class RedisRatePolicy<TContext>
             // Owed still (if the script ran and only its reply was lost, it is counted twice: stricter, never looser).
             for (int i = 0; i < asks.Count; i++)
             {
-                Interlocked.Add(ref asks[i].Key.Debt, debts[i]);
+                if (debts[i] > 0)
+                {
+                    LayerKey key = asks[i].Key;
+                    if (key.Forgotten)
+                    {
+                        key = asks[i].Layer.BlockKeyFor(key.PartitionKey); // a forgotten key's debt would never be sent
+                        Interlocked.CompareExchange(ref key.Limit, Volatile.Read(ref asks[i].Key.Limit), 0);
+                    }
+
+                    Interlocked.Add(ref key.Debt, debts[i]);
+                }
             }
 
             throw;
@@ -515,20 +546,9 @@ public sealed partial class RedisRatePolicy<TContext>
         var answers = new Reservation[asks.Count];
         for (int i = 0; i < asks.Count; i++)
         {
-            // An overrun made while this call was on the wire is not in it: the grant pays it first (those permits are
-            // counted on Redis, so using them for the overrun charges it), or a request could use permits past an overrun's
-            // cap.
-            LayerKey key = asks[i].Key;
-            long granted = (long)reply[5 * i];
-            long owed = Volatile.Read(ref key.Debt);
-            if (owed > 0 && granted > 0)
-            {
-                long paid = Math.Min(owed, granted);
-                Interlocked.Add(ref key.Debt, -paid);
-                granted -= paid;
-            }
-
-            answers[i] = new Reservation(granted, (long)reply[(5 * i) + 1], (long)reply[(5 * i) + 2], (long)reply[(5 * i) + 3], Used: (long)reply[(5 * i) + 4], Limit: limits[i]);
+            // An overrun made while this call was on the wire is paid from the grant when it is installed, if its period
+            // still lasts (LayerKey.PayFromGrant).
+            answers[i] = new Reservation((long)reply[5 * i], (long)reply[(5 * i) + 1], (long)reply[(5 * i) + 2], (long)reply[(5 * i) + 3], Used: (long)reply[(5 * i) + 4], Limit: limits[i]);
         }
 
         return answers;

@@ -31,6 +31,12 @@ internal abstract class LocalKey(string partitionKey, string redisKey)
     /// </summary>
     public volatile bool Forgotten;
 
+    /// <summary>
+    /// Pays what the key owes Redis out of a grant that lands while its period lasts (those permits are counted there, so
+    /// using them for a debt counts it): the amount paid, at most <paramref name="granted"/>. Nothing for a limiter's key.
+    /// </summary>
+    public virtual long PayFromGrant(long granted) => 0;
+
     /// <summary>Whether the idle sweep may forget the key (not while it owes Redis something).</summary>
     public virtual bool MayForget => true;
 }

@@ -150,7 +150,12 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 var revived = new LocalBlock(permits, permits, from.ExpiresAt, from.Period, refusedNeed: 0, from.Limit, from.UsedAtGrant);
                 if (Interlocked.CompareExchange(ref key.Block, revived, current) == current)
                 {
-                    return;
+                    if (!key.Forgotten)
+                    {
+                        return;
+                    }
+
+                    permits = revived.TakeAll(); // the sweep forgot the key meanwhile: to Redis, next round
                 }
 
                 continue;
@@ -364,33 +369,49 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             return refused;
         }
 
-        // Valid from before the call was sent: never past the period's end on the server.
-        var block = new LocalBlock(granted, granted, sent + Ticks(validFor), period, refusedNeed: 0, reply.Limit, reply.Used);
+        // Valid from before the call was sent: never past the period's end on the server. A debt made meanwhile is paid
+        // from it, but only while its period lasts: a debt paid from an ended period's permits would not count now.
+        long expiresAt = sent + Ticks(validFor);
+        long paid = _time.GetTimestamp() < expiresAt ? key.PayFromGrant(granted) : 0;
+        var block = new LocalBlock(granted, granted - paid, expiresAt, period, refusedNeed: 0, reply.Limit, reply.Used);
         Install(key, block, old);
         return block;
     }
 
     private void Install(TKey key, LocalBlock block, LocalBlock old)
     {
-        Volatile.Write(ref key.Block, block);
-        if (key.Forgotten)
+        // Exchanged, not written: a block a refund revived since `old` was read is the one replaced, and its permits move too.
+        LocalBlock replaced = Interlocked.Exchange(ref key.Block, block);
+        MoveLeftover(key, block, old);
+        if (!ReferenceEquals(replaced, old))
         {
-            RedisTasks.Observe(ReturnLeftover(key)); // nobody finds this key any more: its permits go back
+            MoveLeftover(key, block, replaced);
         }
 
-        long leftover = old.TakeAll();
-        if (leftover > 0)
+        if (key.Forgotten)
         {
-            if (!block.Refused && old.Period == block.Period)
-            {
-                Interlocked.Add(ref block.Remaining, leftover); // same period: just as valid in the new block
-            }
-            else if (_mayCall())
-            {
-                // Its period may be over yet still counted (a counter's segment, for the rest of the window): the script
-                // takes the permits back while it counts them, and ignores them after.
-                RedisTasks.Observe(_return(key, old.Period, leftover));
-            }
+            RedisTasks.Observe(ReturnLeftover(key)); // nobody finds this key any more: its permits go back, merged ones too
+        }
+    }
+
+    /// <summary>A replaced block's unused permits: into the new block if of the same period, otherwise back to Redis.</summary>
+    private void MoveLeftover(TKey key, LocalBlock block, LocalBlock from)
+    {
+        long leftover = from.TakeAll();
+        if (leftover <= 0)
+        {
+            return;
+        }
+
+        if (!block.Refused && from.Period == block.Period)
+        {
+            Interlocked.Add(ref block.Remaining, leftover); // same period: just as valid in the new block
+        }
+        else if (_mayCall())
+        {
+            // Its period may be over yet still counted (a counter's segment, for the rest of the window): the script takes
+            // the permits back while it counts them, and ignores them after.
+            RedisTasks.Observe(_return(key, from.Period, leftover));
         }
     }
 

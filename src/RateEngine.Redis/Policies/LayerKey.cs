@@ -15,4 +15,18 @@ internal sealed class LayerKey(string partitionKey, string redisKey) : LocalKey(
     public long Debt;
 
     public override bool MayForget => Volatile.Read(ref Debt) == 0;
+
+    public override long PayFromGrant(long granted)
+    {
+        // An overrun made while the reservation was on the wire is not in it: one reservation is in flight per key, so
+        // nothing else takes from Debt meanwhile but charges adding to it.
+        long owed = Volatile.Read(ref Debt);
+        long paid = Math.Min(owed, granted);
+        if (paid > 0)
+        {
+            Interlocked.Add(ref Debt, -paid);
+        }
+
+        return paid;
+    }
 }

@@ -117,7 +117,10 @@ internal sealed class RedisPolicyLayer<TContext>
         : _keySelector(context) ?? throw new InvalidOperationException($"The key selector of layer '{Name}' returned null.");
 
     /// <summary>The hybrid mode's state of the request's key on this layer, made on first touch.</summary>
-    public LayerKey BlockKeyOf(TContext context) => Blocks!.KeyOf(PartitionKeyOf(context), static (key, layer) => new LayerKey(key, layer.KeyPrefix + key), this);
+    public LayerKey BlockKeyOf(TContext context) => BlockKeyFor(PartitionKeyOf(context));
+
+    /// <summary>The hybrid mode's state of a key on this layer, made on first touch (or after the idle sweep forgot it).</summary>
+    public LayerKey BlockKeyFor(string partitionKey) => Blocks!.KeyOf(partitionKey, static (key, layer) => new LayerKey(key, layer.KeyPrefix + key), this);
 
     /// <summary>The limit in force for the request (its tier's), or why there is none.</summary>
     public long? LimitOf(TContext context, out string? refusal)
