@@ -20,6 +20,9 @@ public readonly record struct RequestCost(long Tokens, long Money)
         _ => 1,
     };
 
+    /// <summary>How far this actual cost went past <paramref name="estimate"/>, per meter (zero where it did not): a reconcile's overrun.</summary>
+    internal RequestCost PastEstimate(RequestCost estimate) => new(Math.Max(0, Tokens - estimate.Tokens), Math.Max(0, Money - estimate.Money));
+
     internal void ThrowIfNegative(string parameterName)
     {
         if (Tokens < 0 || Money < 0)

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Time.Testing;
 using RateEngine.Redis.Tests.Support;
 using RateEngine.Tests.Support;
 using StackExchange.Redis;
+using Call = RateEngine.Redis.Tests.RedisRatePolicyTests.Call;
 
 namespace RateEngine.Redis.Tests;
 
@@ -262,27 +263,7 @@ public sealed class RedisHybridPolicyTests : IDisposable
             .AddLayer("user tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 400).Counting(PolicyMeter.Tokens))
             .AddGlobalLayer("global/hour", PolicyRule.SlidingWindowCounter(TimeSpan.FromHours(1), 4, GlobalCap))
             .Build()).ToArray();
-        var admitted = new int[Users];
-        var tokens = new long[Users];
-        await Task.WhenAll(Enumerable.Range(0, 32).Select(caller => Task.Run(async () =>
-        {
-            var random = new Random(caller);
-            for (int i = 0; i < 60; i++)
-            {
-                int user = random.Next(Users);
-                int cost = random.Next(1, 20);
-                PolicyLease lease = await policies[caller % 4].AcquireAsync(new Call($"u{user}", "x"), new RequestCost(cost, 0));
-                if (lease.IsAcquired)
-                {
-                    Interlocked.Increment(ref admitted[user]);
-                    int actual = random.Next(0, 2 * cost);
-                    await lease.ReconcileAsync(new RequestCost(actual, 0));
-                    Interlocked.Add(ref tokens[user], actual);
-                }
-
-                lease.Dispose();
-            }
-        })));
+        (int[] admitted, long[] tokens) = await PolicyLoad.HammerAsync<Call>(policies, user => new Call(user, "x"), Users, attemptsPerCaller: 60);
 
         Assert.True(admitted.Sum() <= GlobalCap, $"{admitted.Sum()} admitted past the global cap of {GlobalCap}");
         for (int user = 0; user < Users; user++)
@@ -477,6 +458,4 @@ public sealed class RedisHybridPolicyTests : IDisposable
         Hybrid = new RedisHybridOptions { PauseCheckInterval = TimeSpan.FromMilliseconds(50) },
     };
 
-    /// <summary>A request: who calls and which tool.</summary>
-    public sealed record Call(string User, string Tool);
 }

@@ -12,9 +12,9 @@ namespace RateEngine.Redis.Policies;
 /// </remarks>
 internal sealed class HybridPolicyLease<TContext> : PolicyLease
 {
-    private const int Open = 0;
-    private const int Reconciled = 1;
-    private const int Ended = 2;
+    private const int Open = RedisPolicyLease<TContext>.Open;
+    private const int Reconciled = RedisPolicyLease<TContext>.Reconciled;
+    private const int Ended = RedisPolicyLease<TContext>.Ended;
 
     private static readonly string[] NoMetadata = [];
 
@@ -148,8 +148,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         _remote?.Dispose();
     }
 
-    private RequestCost Overrun(RequestCost actual) =>
-        new(Math.Max(0, actual.Tokens - _estimate.Tokens), Math.Max(0, actual.Money - _estimate.Money));
+    private RequestCost Overrun(RequestCost actual) => actual.PastEstimate(_estimate);
 
     /// <summary>The step's part past the estimate on each weighted block-served layer, taken now; whether Redis is owed some.</summary>
     private bool ChargeLocal(RequestCost step)
@@ -211,13 +210,5 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         }
     }
 
-    private void ThrowIfNotOpen()
-    {
-        if (_state != Open)
-        {
-            throw new InvalidOperationException(_state == Reconciled
-                ? "The lease was already reconciled: a request is settled once."
-                : "The lease was disposed: its estimate was settled then.");
-        }
-    }
+    private void ThrowIfNotOpen() => RedisPolicyLease<TContext>.ThrowIfNotOpen(_state);
 }

@@ -19,9 +19,9 @@ namespace RateEngine.Redis.Policies;
 /// </remarks>
 internal sealed class RedisPolicyLease<TContext> : PolicyLease
 {
-    private const int Open = 0;
-    private const int Reconciled = 1;
-    private const int Ended = 2;
+    internal const int Open = 0;
+    internal const int Reconciled = 1;
+    internal const int Ended = 2;
 
     private static readonly string[] NoMetadata = [];
     private static readonly string[] ReasonOnly = [MetadataName.ReasonPhrase.Name];
@@ -152,7 +152,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             }
 
             await SettleAsync(amounts, () => _state = Reconciled).ConfigureAwait(false);
-            return new RequestCost(Math.Max(0, actual.Tokens - _estimate.Tokens), Math.Max(0, actual.Money - _estimate.Money));
+            return actual.PastEstimate(_estimate);
         }
         finally
         {
@@ -287,11 +287,14 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         }
     }
 
-    private void ThrowIfNotOpen()
+    private void ThrowIfNotOpen() => ThrowIfNotOpen(_state);
+
+    /// <summary>A Redis lease (exact or hybrid) is charged or reconciled only while open.</summary>
+    internal static void ThrowIfNotOpen(int state)
     {
-        if (_state != Open)
+        if (state != Open)
         {
-            throw new InvalidOperationException(_state == Reconciled
+            throw new InvalidOperationException(state == Reconciled
                 ? "The lease was already reconciled: a request is settled once."
                 : "The lease was disposed: its estimate was settled then.");
         }

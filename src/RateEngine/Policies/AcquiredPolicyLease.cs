@@ -117,7 +117,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
             }
 
             _state = Reconciled;
-            return new RequestCost(Math.Max(0, actual.Tokens - _estimate.Tokens), Math.Max(0, actual.Money - _estimate.Money));
+            return actual.PastEstimate(_estimate);
         }
     }
 
