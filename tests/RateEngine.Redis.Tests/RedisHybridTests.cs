@@ -138,7 +138,7 @@ public sealed class RedisHybridTests : IDisposable
     }
 
     /// <summary>
-    /// Three nodes, three callers each, one key, while a driver moves the shared fake clock 1 ms at a time. A caller takes
+    /// Three nodes, three callers each, one key, while a driver moves the shared fake clock 100 ms at a time. A caller takes
     /// the clock's read lock around its acquire, so the time it records is the time its permit was used; the uses are
     /// checked offline against the fixed window's guarantee, across all nodes.
     /// </summary>
@@ -148,7 +148,10 @@ public sealed class RedisHybridTests : IDisposable
     public void AttemptAcquire_ThreeNodes_UsesNeverPassTheCapTogether(string algorithm)
     {
         const int Limit = 60;
-        const long WindowMicroseconds = 50_000;
+        // Fake windows of 5 s, 100 ms a tick: the fake clock runs faster than real time, since Redis expires keys on its
+        // real clock (a key lives the fake time its state matters plus a second); with 50 ms windows, a window that took
+        // a loaded second of real time would see its count expire mid-window.
+        const long WindowMicroseconds = 5_000_000;
         var gate = new ReaderWriterLockSlim();
         ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
         PartitionedRateLimiter<string>[] nodes = [.. connections.Select(connection => algorithm == "fixed"
@@ -165,7 +168,7 @@ public sealed class RedisHybridTests : IDisposable
             long attempts = 0;
             var driver = new Thread(() =>
             {
-                // Fake time moves with the callers' progress (a millisecond per 16 attempts), not with real time: on a
+                // Fake time moves with the callers' progress (100 ms per 16 attempts), not with real time: on a
                 // machine busy with other tests, real-time ticks let windows pass before the callers could reach the cap.
                 long seen = 0;
                 while (!stop.IsCancellationRequested)
@@ -178,7 +181,7 @@ public sealed class RedisHybridTests : IDisposable
 
                     seen = Volatile.Read(ref attempts);
                     gate.EnterWriteLock();
-                    _time.Advance(TimeSpan.FromMilliseconds(1));
+                    _time.Advance(TimeSpan.FromMilliseconds(100));
                     gate.ExitWriteLock();
                 }
             });
