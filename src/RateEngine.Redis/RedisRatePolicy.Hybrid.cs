@@ -66,13 +66,7 @@ public sealed partial class RedisRatePolicy<TContext>
     /// </summary>
     private void Owe(int index, LayerKey key, long amount)
     {
-        if (key.Forgotten)
-        {
-            LayerKey live = _blockLayers[index].BlockKeyFor(key.PartitionKey);
-            Interlocked.CompareExchange(ref live.Limit, Volatile.Read(ref key.Limit), 0); // a new one: the cap last seen
-            key = live;
-        }
-
+        key = _blockLayers[index].Live(key);
         Interlocked.Add(ref key.Debt, amount);
         if (!_breaker.IsOpen)
         {
@@ -150,13 +144,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 // A key the idle sweep forgot meanwhile takes no new block: find the live one.
                 for (int i = 0; i < takes.Keys.Length; i++)
                 {
-                    if (takes.Keys[i] is { Forgotten: true } forgotten)
-                    {
-                        LayerKey live = _blockLayers[i].BlockKeyOf(context);
-                        Volatile.Write(ref live.Limit, Volatile.Read(ref forgotten.Limit));
-                        Volatile.Write(ref live.Unit, Math.Max(Volatile.Read(ref live.Unit), Volatile.Read(ref forgotten.Unit)));
-                        takes.Keys[i] = live;
-                    }
+                    takes.Keys[i] = _blockLayers[i].Live(takes.Keys[i]);
                 }
             }
 
@@ -527,14 +515,8 @@ public sealed partial class RedisRatePolicy<TContext>
             {
                 if (debts[i] > 0)
                 {
-                    LayerKey key = asks[i].Key;
-                    if (key.Forgotten)
-                    {
-                        key = asks[i].Layer.BlockKeyFor(key.PartitionKey); // a forgotten key's debt would never be sent
-                        Interlocked.CompareExchange(ref key.Limit, Volatile.Read(ref asks[i].Key.Limit), 0);
-                    }
-
-                    Interlocked.Add(ref key.Debt, debts[i]);
+                    // A forgotten key's debt would never be sent: it goes to the key's live state.
+                    Interlocked.Add(ref asks[i].Layer.Live(asks[i].Key).Debt, debts[i]);
                 }
             }
 

@@ -122,6 +122,23 @@ internal sealed class RedisPolicyLayer<TContext>
     /// <summary>The hybrid mode's state of a key on this layer, made on first touch (or after the idle sweep forgot it).</summary>
     public LayerKey BlockKeyFor(string partitionKey) => Blocks!.KeyOf(partitionKey, static (key, layer) => new LayerKey(key, layer.KeyPrefix + key), this);
 
+    /// <summary>
+    /// The key's live state: the key itself, or, once the idle sweep forgot it (a lease held it meanwhile), the state
+    /// now in the table, which nothing else would find, seeded with the forgotten one's cap and request size if new.
+    /// </summary>
+    public LayerKey Live(LayerKey key)
+    {
+        if (!key.Forgotten)
+        {
+            return key;
+        }
+
+        LayerKey live = BlockKeyFor(key.PartitionKey);
+        Interlocked.CompareExchange(ref live.Limit, Volatile.Read(ref key.Limit), 0);
+        Volatile.Write(ref live.Unit, Math.Max(Volatile.Read(ref live.Unit), Volatile.Read(ref key.Unit)));
+        return live;
+    }
+
     /// <summary>The limit in force for the request (its tier's), or why there is none.</summary>
     public long? LimitOf(TContext context, out string? refusal)
     {
