@@ -47,5 +47,11 @@ if [ -d bench/RateEngine.Benchmarks ] && [ "$status" -eq 0 ]; then
   dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke || status=$?
 fi
 
+# A CI log is often kept only by its tail: repeat each failed test with its message just above the closing line.
+if [ "${failed:-0}" -ne 0 ]; then
+  echo "failed tests:"
+  awk '/^ +Failed [A-Za-z_]/ { show = 1; n = 0 } show && n < 25 { print; n++ } /^ +(Passed|Skipped) / { show = 0 }' "$log"
+fi
+
 echo "tests: ${passed:-0} passed, ${failed:-0} failed"
 exit "$status"

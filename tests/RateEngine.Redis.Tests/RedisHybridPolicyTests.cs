@@ -449,13 +449,18 @@ public sealed class RedisHybridPolicyTests : IDisposable
 
     private RedisRatePolicyBuilder<Call> Builder() => new(Options(_connection));
 
+    /// <summary>
+    /// Blocks on the real clock with an IdleReturn of an hour: a stall of the machine between two steps must not let the idle
+    /// sweep give a block back (or a cached refusal lapse) under exact round-trip and usage checks. The tests of the sweep
+    /// set their own fake clock and IdleReturn.
+    /// </summary>
     private RedisLimiterOptions Options(ConnectionMultiplexer connection) => new()
     {
         Connection = connection,
         KeyPrefix = _prefix,
         ClientClock = _time,
         SyncTimeout = TimeSpan.FromSeconds(2),
-        Hybrid = new RedisHybridOptions { PauseCheckInterval = TimeSpan.FromMilliseconds(50) },
+        Hybrid = new RedisHybridOptions { PauseCheckInterval = TimeSpan.FromMilliseconds(50), IdleReturn = TimeSpan.FromHours(1) },
     };
 
 }

@@ -10,8 +10,9 @@ namespace RateEngine.Redis.Tests.Support;
 /// <summary>
 /// A limiter node as an OS process of its own: the test assembly re-launched with <c>dotnet RateEngine.Redis.Tests.dll node
 /// ...</c> (its entry point is <see cref="Main"/>; the test host never calls it). The node opens its own multiplexer, says
-/// <c>ready</c>, waits for <c>go</c> on stdin, hammers one key for the given time, writes each admission as
-/// "<c>µs permits</c>" to its output file, and says <c>done admitted refused</c>.
+/// <c>ready</c>, waits for <c>go</c> on stdin, hammers one key for the given time and on until it has admitted the given
+/// permits (a CPU-starved machine takes longer), at most the give-up time, writes each admission as "<c>µs permits</c>"
+/// to its output file, and says <c>done admitted refused</c>.
 /// </summary>
 /// <remarks>
 /// Exact mode records the decision stamp each script returns (the server's <c>TIME</c>). The hybrid mode decides locally,
@@ -21,12 +22,12 @@ namespace RateEngine.Redis.Tests.Support;
 /// </remarks>
 public static class NodeProcess
 {
-    /// <summary>Arguments: node mode algorithm endpoint prefix limit windowµs callers durationMs output.</summary>
+    /// <summary>Arguments: node mode algorithm endpoint prefix limit windowµs callers durationMs minPermits giveUpMs output.</summary>
     public static int Main(string[] args)
     {
-        if (args.Length != 10 || args[0] != "node")
+        if (args.Length != 12 || args[0] != "node")
         {
-            Console.Error.WriteLine("usage: node <exact|hybrid> <fixed|counter> <endpoint> <prefix> <limit> <window µs> <callers> <duration ms> <output>");
+            Console.Error.WriteLine("usage: node <exact|hybrid> <fixed|counter> <endpoint> <prefix> <limit> <window µs> <callers> <duration ms> <min permits> <give up ms> <output>");
             return 2;
         }
 
@@ -36,6 +37,8 @@ public static class NodeProcess
         TimeSpan window = TimeSpan.FromTicks(long.Parse(args[6], CultureInfo.InvariantCulture) * 10);
         int callers = int.Parse(args[7], CultureInfo.InvariantCulture);
         TimeSpan duration = TimeSpan.FromMilliseconds(int.Parse(args[8], CultureInfo.InvariantCulture));
+        long minPermits = long.Parse(args[9], CultureInfo.InvariantCulture);
+        TimeSpan giveUp = TimeSpan.FromMilliseconds(int.Parse(args[10], CultureInfo.InvariantCulture));
         using ConnectionMultiplexer connection = ConnectionMultiplexer.Connect($"{args[3]},abortConnect=false,connectTimeout=5000,syncTimeout=5000,asyncTimeout=5000");
         var options = new RedisLimiterOptions
         {
@@ -60,17 +63,19 @@ public static class NodeProcess
 
         var admitted = new ConcurrentQueue<(long Micros, int Permits)>();
         long refused = 0;
+        long admittedPermits = 0;
         var clock = Stopwatch.StartNew();
         Thread[] threads = [.. Enumerable.Range(0, callers).Select(caller => new Thread(() =>
         {
             var random = new Random(caller * 7919 + Environment.ProcessId);
-            while (clock.Elapsed < duration)
+            while ((clock.Elapsed < duration || Interlocked.Read(ref admittedPermits) < minPermits) && clock.Elapsed < giveUp)
             {
                 int permits = random.Next(1, 4);
                 (bool ok, long micros) = acquire(permits);
                 if (ok)
                 {
                     admitted.Enqueue((micros, permits));
+                    Interlocked.Add(ref admittedPermits, permits);
                 }
                 else
                 {
@@ -94,7 +99,7 @@ public static class NodeProcess
             lines.Append(CultureInfo.InvariantCulture, $"{micros} {permits}\n");
         }
 
-        File.WriteAllText(args[9], lines.ToString());
+        File.WriteAllText(args[11], lines.ToString());
         Console.Out.WriteLine($"done {admitted.Count} {refused}");
         return 0;
     }
