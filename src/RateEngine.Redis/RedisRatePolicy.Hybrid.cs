@@ -504,6 +504,7 @@ public sealed partial class RedisRatePolicy<TContext>
 
         values[1] = wants.ToString();
         RedisResult[] reply;
+        long pauseTicket = _pause.Ticket();
         try
         {
             reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, keys, values).ConfigureAwait(false))!;
@@ -524,7 +525,7 @@ public sealed partial class RedisRatePolicy<TContext>
         }
 
         string paused = (string?)reply[^1] ?? string.Empty;
-        _pause.Reason = paused.Length > 0 ? paused : null;
+        _pause.Observe(pauseTicket, paused.Length > 0 ? paused : null);
         var answers = new Reservation[asks.Count];
         for (int i = 0; i < asks.Count; i++)
         {
@@ -692,8 +693,9 @@ public sealed partial class RedisRatePolicy<TContext>
 
         try
         {
+            long ticket = _pause.Ticket();
             RedisValue reason = await _database.StringGetAsync(_pauseKey).ConfigureAwait(false);
-            _pause.Reason = reason.HasValue ? (string?)reason : null;
+            _pause.Observe(ticket, reason.HasValue ? (string?)reason : null);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
@@ -701,15 +703,35 @@ public sealed partial class RedisRatePolicy<TContext>
         }
     }
 
-    /// <summary>The pause switch as this node knows it, shared by a policy and its combinations.</summary>
+    /// <summary>
+    /// The pause switch as this node knows it, shared by a policy and its combinations. Every read of the switch takes a
+    /// ticket before it is sent, and its answer is kept only if no later-sent read (or local Pause/Resume) has been kept
+    /// already: answers complete on the thread pool in any order, and a timer's read sent before another node's Resume
+    /// must not pause this node again after a fresher read saw the resume.
+    /// </summary>
     private sealed class PauseState
     {
+        private readonly Lock _gate = new();
         private volatile string? _reason;
+        private long _issued;
+        private long _kept;
 
-        public string? Reason
+        public string? Reason => _reason;
+
+        /// <summary>A ticket for a read about to be sent (or a switch just set here): later than every ticket before it.</summary>
+        public long Ticket() => Interlocked.Increment(ref _issued);
+
+        /// <summary>Keeps what the read with <paramref name="ticket"/> saw, unless a later-sent read was kept already.</summary>
+        public void Observe(long ticket, string? reason)
         {
-            get => _reason;
-            set => _reason = value;
+            lock (_gate)
+            {
+                if (ticket > _kept)
+                {
+                    _kept = ticket;
+                    _reason = reason;
+                }
+            }
         }
     }
 }

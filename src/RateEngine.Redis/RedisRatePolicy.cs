@@ -301,7 +301,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
         ObjectDisposedException.ThrowIf(_disposed, this);
         RedisTasks.WaitWithin(_database.StringSetAsync(_pauseKey, reason), _syncTimeout);
-        _pause.Reason = reason;
+        _pause.Observe(_pause.Ticket(), reason);
     }
 
     /// <summary>Ends the pause for every node of the prefix.</summary>
@@ -311,7 +311,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         RedisTasks.WaitWithin(_database.KeyDeleteAsync(_pauseKey), _syncTimeout);
-        _pause.Reason = null;
+        _pause.Observe(_pause.Ticket(), null);
     }
 
     /// <inheritdoc/>
@@ -524,7 +524,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
 
         return _breaker.IsOpen
             ? (null, null, Unavailable(_breaker.LastFailure, estimate))
-            : (call, Eval(PolicyScripts.Acquire, call.Keys, call.Values), null);
+            : StartCall(call with { PauseTicket = _pause.Ticket() });
+
+        (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) StartCall(Call sent) => (sent, Eval(PolicyScripts.Acquire, sent.Keys, sent.Values), null);
     }
 
     private Task<RedisResult> Eval(string script, RedisKey[] keys, RedisValue[] values)
@@ -541,7 +543,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         int n = _layers.Length;
         if ((long)answer[0] == 1)
         {
-            _pause.Reason = null;
+            _pause.Observe(call.PauseTicket, null);
             return new RedisPolicyLease<TContext>(
                 this, call.Keys[..^1], call.Limits, call.Amounts, [.. answer.Skip(4 + (2 * n)).Select(tag => (long)tag)], call.Lease, estimate, Usage(answer, call.Limits));
         }
@@ -550,7 +552,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         if (first == 0)
         {
             string reason = (string?)answer[4] ?? "paused";
-            _pause.Reason = reason;
+            _pause.Observe(call.PauseTicket, reason);
             return PausedBy(reason);
         }
 
@@ -586,5 +588,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     private static RefusedPolicyLease PausedBy(string reason) => new("pause", reason, null, serviceWide: true);
 
     /// <summary>One request's script call: its keys and values, and what the lease keeps of them.</summary>
-    private sealed record Call(RedisKey[] Keys, RedisValue[] Values, long[] Limits, long[] Amounts, string Lease);
+    /// <summary>One script call of the exact mode; <see cref="PauseTicket"/> orders its view of the pause switch among other reads.</summary>
+    private sealed record Call(RedisKey[] Keys, RedisValue[] Values, long[] Limits, long[] Amounts, string Lease)
+    {
+        public long PauseTicket { get; init; }
+    }
 }
