@@ -32,4 +32,15 @@ public sealed class LockFreeFixedWindowRateLimiter : RateEngineLimiter
         : base(LimiterParts.Create<FixedWindowDefinition, FixedWindowRateLimiterOptions, FixedWindow, long>(options, timeProvider))
     {
     }
+
+    /// <summary>
+    /// Creates the limiter on <paramref name="timeProvider"/>, handing its permits out from per-core blocks: for one
+    /// limiter that many threads hit at once (see <see cref="PerCoreReservationOptions"/> for what it keeps and costs).
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public LockFreeFixedWindowRateLimiter(FixedWindowRateLimiterOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider)
+        : base(LimiterParts.CreateStriped<FixedWindowDefinition, FixedWindowRateLimiterOptions, FixedWindow, long>(options, perCore, timeProvider))
+    {
+    }
 }

@@ -33,4 +33,15 @@ public sealed class SlidingWindowCounterRateLimiter : RateEngineLimiter
         : base(LimiterParts.Create<SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(options, timeProvider))
     {
     }
+
+    /// <summary>
+    /// Creates the limiter on <paramref name="timeProvider"/>, handing its permits out from per-core blocks: for one
+    /// limiter that many threads hit at once (see <see cref="PerCoreReservationOptions"/> for what it keeps and costs).
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public SlidingWindowCounterRateLimiter(SlidingWindowCounterRateLimiterOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider)
+        : base(LimiterParts.CreateStriped<SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(options, perCore, timeProvider))
+    {
+    }
 }

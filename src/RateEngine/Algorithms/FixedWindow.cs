@@ -21,7 +21,7 @@ namespace RateEngine.Algorithms;
 /// word has moved on, the window's permits already came back and nothing is freed. It never takes the count below zero.
 /// A whole refund with nobody admitted since restores the previous word exactly (the previous window's idle time too).</para>
 /// </remarks>
-internal readonly struct FixedWindow : IWeightedAlgorithm<long>
+internal readonly struct FixedWindow : IPeriodBlockAlgorithm<long>
 {
     private readonly long _limit;
     private readonly long _window;
@@ -39,6 +39,10 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>
     public long PermitLimit => _limit;
 
     public long RefillTicks => _window;
+
+    public long PeriodTicks => _window;
+
+    public bool CountsPeriod(ref long state, long epoch) => EpochCount.Holds(Volatile.Read(ref state), epoch);
 
     public long CreateState() => EpochCount.Pack(0, 0);
 

@@ -30,7 +30,7 @@ namespace RateEngine.Algorithms;
 /// at the same bound, which every decision reads as "full" (the limit is at most 2^31 - 1), and a saturated cache is
 /// summed again from the slots, so a refusal's RetryAfter is computed from the true counts.</para>
 /// </remarks>
-internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
+internal readonly struct SlidingWindowCounter : IPeriodBlockAlgorithm<CounterState>
 {
     private readonly long _limit;
     private readonly long _segment;
@@ -49,6 +49,11 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
 
     /// <summary>A permit taken in segment j is back when segment j + S + 1 begins.</summary>
     public long RefillTicks => (long)Int128.Min((Int128)_segment * (_segments + 1), TimeMath.MaxTicks);
+
+    /// <summary>A permit is counted in its segment: a block's permits may be used while that segment lasts.</summary>
+    public long PeriodTicks => _segment;
+
+    public bool CountsPeriod(ref CounterState state, long epoch) => EpochCount.Holds(Volatile.Read(ref state.Current), epoch);
 
     public CounterState CreateState() => new(_segments + 1);
 

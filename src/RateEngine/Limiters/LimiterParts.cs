@@ -23,4 +23,30 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
             TDefinition.QueueSettings(valid),
             new LeaseCounters());
     }
+
+    /// <summary>The parts of a single limiter whose permits are handed out from per-core blocks.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public static LimiterParts CreateStriped<TDefinition, TOptions, TAlgorithm, TState>(
+        TOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider)
+        where TDefinition : IAlgorithmDefinition<TOptions, TAlgorithm, TState>
+        where TOptions : class
+        where TAlgorithm : struct, IPeriodBlockAlgorithm<TState>
+    {
+        TOptions valid = TDefinition.Validate(options);
+        ArgumentNullException.ThrowIfNull(perCore);
+        if (perCore.MaxBlockSize is < 1 or > PerCoreReservationOptions.MaxBlockSizeLimit)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(perCore), perCore.MaxBlockSize, $"MaxBlockSize must be between 1 and {PerCoreReservationOptions.MaxBlockSizeLimit}.");
+        }
+
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        LimiterClock clock = TDefinition.CreateClock(valid, timeProvider);
+        return new LimiterParts(
+            new StripedHost<TAlgorithm, TState>(TDefinition.CreateAlgorithm(valid, clock), perCore),
+            clock,
+            TDefinition.QueueSettings(valid),
+            new LeaseCounters());
+    }
 }

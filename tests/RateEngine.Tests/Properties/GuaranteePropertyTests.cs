@@ -28,6 +28,32 @@ public class GuaranteePropertyTests
     [Property(MaxTest = Cases)]
     public Property TokenBucket_RandomOperations_NeverExceedsBurstPlusRate() =>
         Prop.ForAll(Generators.Everything(LimiterKind.Bucket), ScenarioRunner.NeverExceedsGuarantee);
+
+    [Property(MaxTest = Cases)]
+    public Property PerCoreFixedWindow_RandomOperations_NeverExceedsLimitInAnyAlignedWindow() =>
+        Prop.ForAll(Generators.Everything(LimiterKind.Fixed, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
+
+    [Property(MaxTest = Cases)]
+    public Property PerCoreSlidingWindowCounter_RandomOperations_NeverExceedsLimitInAnyWindow() =>
+        Prop.ForAll(Generators.Everything(LimiterKind.Counter, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
+}
+
+/// <summary>
+/// Per-core blocks against the reference model: a limiter with blocks never admits where the model refuses, and refuses
+/// only within the documented slack (a request no single block could serve; a counter's leftovers held to the window's
+/// end). With blocks of one permit (none) it decides exactly like the model.
+/// </summary>
+public class PerCoreReferenceModelPropertyTests
+{
+    private const int Cases = 1000;
+
+    [Property(MaxTest = Cases)]
+    public Property PerCoreFixedWindow_RandomOperations_DecidesWithinTheBlocksSlack() =>
+        Prop.ForAll(Generators.Decisions(LimiterKind.Fixed, perCore: true), ScenarioRunner.DecidesWithinPerCoreSlack);
+
+    [Property(MaxTest = Cases)]
+    public Property PerCoreSlidingWindowCounter_RandomOperations_DecidesWithinTheBlocksSlack() =>
+        Prop.ForAll(Generators.Decisions(LimiterKind.Counter, perCore: true), ScenarioRunner.DecidesWithinPerCoreSlack);
 }
 
 /// <summary>

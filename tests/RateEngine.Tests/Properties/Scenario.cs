@@ -43,34 +43,44 @@ public sealed record Scenario(LimiterSpec Spec, Op[] Ops)
 /// <summary>FsCheck generators for limiter configurations and operation sequences.</summary>
 public static class Generators
 {
-    public static Gen<LimiterSpec> Spec(LimiterKind kind, bool queueing) =>
-        from limit in Gen.Choose(1, 12)
+    public static Gen<LimiterSpec> Spec(LimiterKind kind, bool queueing) => Spec(kind, queueing, Gen.Choose(1, 12), Gen.Constant(0));
+
+    /// <summary>
+    /// A spec whose limiter hands permits out from per-core blocks of at most 1 (none), 2, 4 or 64 permits; limits reach
+    /// 200 so that blocks form (near the cap a block takes at most 1 / (2 * cores) of what is left).
+    /// </summary>
+    public static Gen<LimiterSpec> PerCoreSpec(LimiterKind kind, bool queueing) =>
+        Spec(kind, queueing, Gen.Frequency((1, Gen.Choose(1, 12)), (2, Gen.Choose(13, 200))), Gen.Elements(1, 2, 4, 64));
+
+    private static Gen<LimiterSpec> Spec(LimiterKind kind, bool queueing, Gen<int> limits, Gen<int> perCoreBlock) =>
+        from limit in limits
         from window in Gen.Elements(10L, 60L, 97L, 1000L)
         from segments in Gen.Choose(1, 6)
         from tokensPerPeriod in Gen.Choose(1, 5)
         from queueLimit in queueing ? Gen.Choose(0, 12) : Gen.Constant(0)
         from order in Gen.Elements(QueueProcessingOrder.OldestFirst, QueueProcessingOrder.NewestFirst)
-        select new LimiterSpec(kind, limit, window, segments, tokensPerPeriod, queueLimit, order);
+        from block in perCoreBlock
+        select new LimiterSpec(kind, limit, window, segments, tokensPerPeriod, queueLimit, order, block);
 
     /// <summary>Everything: acquires, time both ways, waits, cancellations and refunds.</summary>
-    public static Arbitrary<Scenario> Everything(LimiterKind kind) =>
-        (from spec in Spec(kind, queueing: true)
+    public static Arbitrary<Scenario> Everything(LimiterKind kind, bool perCore = false) =>
+        (from spec in perCore ? PerCoreSpec(kind, queueing: true) : Spec(kind, queueing: true)
          from ops in Gen.ArrayOf(Gen.Frequency(
-             (8, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
+             (8, Permits(spec, 0).Select(n => (Op)new Acquire(n))),
              (5, AdvanceTicks(spec).Select(t => (Op)new Advance(t))),
              (1, RewindTicks(spec).Select(t => (Op)new Rewind(t))),
-             (3, Gen.Choose(0, spec.Limit).Select(n => (Op)new Wait(n))),
+             (3, Permits(spec, 0).Select(n => (Op)new Wait(n))),
              (1, Gen.Choose(0, 50).Select(i => (Op)new Cancel(i))),
-             (2, Gen.Choose(1, spec.Limit).Select(n => (Op)new Reserve(n))),
+             (2, Permits(spec, 1).Select(n => (Op)new Reserve(n))),
              (1, Gen.Constant((Op)new RefundLast())),
              (1, Gen.Choose(0, 50).Select(i => (Op)new RefundAgain(i)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
     /// <summary>Acquires and forward time only: the reference model decides exactly.</summary>
-    public static Arbitrary<Scenario> Decisions(LimiterKind kind) =>
-        (from spec in Spec(kind, queueing: false)
+    public static Arbitrary<Scenario> Decisions(LimiterKind kind, bool perCore = false) =>
+        (from spec in perCore ? PerCoreSpec(kind, queueing: false) : Spec(kind, queueing: false)
          from ops in Gen.ArrayOf(Gen.Frequency(
-             (3, Gen.Choose(0, spec.Limit).Select(n => (Op)new Acquire(n))),
+             (3, Permits(spec, 0).Select(n => (Op)new Acquire(n))),
              (2, AdvanceTicks(spec).Select(t => (Op)new Advance(t)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
@@ -87,6 +97,14 @@ public static class Generators
              (kind == LimiterKind.Counter ? 0 : 1, RewindTicks(spec).Select(t => (Op)new Rewind(t))),
              (3, Gen.Choose(1, spec.Limit).Select(n => (Op)new AcquireThenRefund(n)))))
          select new Scenario(spec, ops)).ToArbitrary();
+
+    /// <summary>
+    /// Request sizes from <paramref name="least"/> to the limit; with per-core blocks mostly small ones, as a limiter
+    /// shared by many threads sees, so that blocks form and are shared out.
+    /// </summary>
+    private static Gen<int> Permits(LimiterSpec spec, int least) => spec.PerCoreBlock > 0
+        ? Gen.Frequency((4, Gen.Choose(least, Math.Min(3, spec.Limit))), (1, Gen.Choose(least, spec.Limit)))
+        : Gen.Choose(least, spec.Limit);
 
     private static Gen<long> AdvanceTicks(LimiterSpec spec) => Gen.Frequency(
         (30, Gen.Choose(0, 3).Select(t => (long)t)),

@@ -133,6 +133,68 @@ public static class ScenarioRunner
     }
 
     /// <summary>
+    /// A limiter with per-core blocks on a forward-moving clock with nothing queued: it admits only where the exact model
+    /// has room, and refuses only where the model's room is within the slack <see cref="PerCoreReservationOptions"/>
+    /// documents: each of the shared state and the blocks holds less than the request, plus (for the counter) the
+    /// leftovers of blocks whose segment ended, at most one block per core per segment of the window (a block keeps at most
+    /// MaxBlockSize - 1 beyond its request, plus what the block before held when a request did not fit it). With blocks of one
+    /// permit (none at all) every decision, available count and RETRY_AFTER is the model's.
+    /// </summary>
+    public static void DecidesWithinPerCoreSlack(Scenario scenario)
+    {
+        LimiterSpec spec = scenario.Spec;
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = spec.Create(time);
+        var model = new ReferenceModel(spec);
+        long stripes = (long)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+        long now = 0;
+        foreach (Op op in scenario.Ops)
+        {
+            switch (op)
+            {
+                case Advance(long ticks):
+                    time.Advance(TimeSpan.FromTicks(ticks));
+                    now += ticks;
+                    break;
+                case Acquire(int permits) when spec.PerCoreBlock == 1:
+                    long available = limiter.GetStatistics()!.CurrentAvailablePermits;
+                    using (RateLimitLease lease = limiter.AttemptAcquire(permits))
+                    {
+                        model.Check(now, permits, available, lease, "limiter without blocks");
+                    }
+
+                    break;
+                case Acquire(int permits):
+                    using (RateLimitLease lease = limiter.AttemptAcquire(permits))
+                    {
+                        long room = model.Available(now);
+                        if (lease.IsAcquired)
+                        {
+                            Assert.True(model.Admits(now, permits), $"at {now}: AttemptAcquire({permits}) admitted with {room} permits of room");
+                            if (permits > 0)
+                            {
+                                model.Record(now, permits);
+                            }
+                        }
+                        else
+                        {
+                            long scattered = (stripes + 1) * (Math.Max(1, permits) - 1);
+                            // A block's leftover: what it kept beyond its request, plus what was left of the block before when
+                            // a request did not fit it (merged into the new block of the same segment).
+                            long leftover = (spec.PerCoreBlock - 1) + (spec.Limit - 1);
+                            long heldBack = spec.Kind == LimiterKind.Counter ? stripes * leftover * (spec.Segments + 1) : 0;
+                            Assert.True(
+                                room <= scattered + heldBack,
+                                $"at {now}: AttemptAcquire({permits}) refused with {room} permits of room (slack {scattered} + {heldBack})");
+                        }
+                    }
+
+                    break;
+            }
+        }
+    }
+
+    /// <summary>
     /// An acquire followed at once by its refund leaves the limiter indistinguishable from a twin that never saw it:
     /// same decisions, available permits, idle durations and retry delays, through clock moves both ways.
     /// </summary>

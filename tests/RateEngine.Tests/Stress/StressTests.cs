@@ -113,6 +113,41 @@ public class StressTests(ITestOutputHelper output)
     public void TokenBucket_FourThreadsFourMillionAttempts_NeverExceedsBurstPlusRate() =>
         Hammer(new LimiterSpec(LimiterKind.Bucket, Limit: 200, WindowTicks: TimeSpan.FromMicroseconds(100).Ticks, TokensPerPeriod: 100));
 
+    /// <summary>
+    /// Per-core blocks (<see cref="PerCoreReservationOptions"/>): four threads on two cores take permits from their cores'
+    /// blocks, refill them from the shared state and take from each other's when it is out, on the real clock with
+    /// windows of half a millisecond, so blocks end with their window all the time; a third is refunded into the blocks.
+    /// </summary>
+    [Theory]
+    [InlineData(LimiterKind.Fixed, 64)]
+    [InlineData(LimiterKind.Fixed, 4)]
+    [InlineData(LimiterKind.Counter, 64)]
+    [InlineData(LimiterKind.Counter, 4)]
+    public void PerCore_FourThreadsFourMillionAttempts_NeverExceedsGuarantee(LimiterKind kind, int block) =>
+        Hammer(new LimiterSpec(kind, Limit: 500, WindowTicks: TimeSpan.FromMicroseconds(500).Ticks, Segments: 4, PerCoreBlock: block));
+
+    /// <summary>Per-core blocks on a clock that moves with every few reads: every block races its window's end.</summary>
+    [Theory]
+    [InlineData(LimiterKind.Fixed)]
+    [InlineData(LimiterKind.Counter)]
+    public void PerCore_FourThreadsOnARacingClockHalfRefunded_NeverExceedsGuarantee(LimiterKind kind)
+    {
+        for (int round = 0; round < 4; round++)
+        {
+            Hammer(new LimiterSpec(kind, Limit: 40, WindowTicks: 40, Segments: 2, PerCoreBlock: 8), refundOneIn: 2, new CountingTimeProvider());
+        }
+    }
+
+    /// <summary>Per-core blocks on the coarse clock (its real 1 ms ticker).</summary>
+    [Theory]
+    [InlineData(LimiterKind.Fixed)]
+    [InlineData(LimiterKind.Counter)]
+    public void PerCore_FourThreadsOnTheCoarseClock_NeverExceedsGuarantee(LimiterKind kind)
+    {
+        using var coarse = new CoarseTimeProvider();
+        Hammer(CoarseSpec(kind) with { PerCoreBlock = 64 }, refundOneIn: 3, coarse);
+    }
+
     [Fact]
     public void Reservation_TwoThreadsRefundEveryReservation_EachIsRefundedOnce()
     {

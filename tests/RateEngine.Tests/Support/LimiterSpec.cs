@@ -21,9 +21,11 @@ public sealed record LimiterSpec(
     int Segments = 1,
     int TokensPerPeriod = 1,
     int QueueLimit = 0,
-    QueueProcessingOrder Order = QueueProcessingOrder.OldestFirst)
+    QueueProcessingOrder Order = QueueProcessingOrder.OldestFirst,
+    int PerCoreBlock = 0)
 {
-    public RateEngineLimiter Create(TimeProvider time) => Kind switch
+    /// <summary>The limiter; with <see cref="PerCoreBlock"/> set (fixed window and counter), one that hands permits out from per-core blocks of at most that size.</summary>
+    public RateEngineLimiter Create(TimeProvider time) => PerCoreBlock > 0 ? CreatePerCore(time) : Kind switch
     {
         LimiterKind.Log => new SlidingWindowLogRateLimiter(new SlidingWindowLogRateLimiterOptions
         {
@@ -63,6 +65,36 @@ public sealed record LimiterSpec(
             time),
         _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
     };
+
+    private RateEngineLimiter CreatePerCore(TimeProvider time)
+    {
+        var perCore = new PerCoreReservationOptions { MaxBlockSize = PerCoreBlock };
+        return Kind switch
+        {
+            LimiterKind.Counter => new SlidingWindowCounterRateLimiter(
+                new SlidingWindowCounterRateLimiterOptions
+                {
+                    PermitLimit = Limit,
+                    Window = TimeSpan.FromTicks(WindowTicks),
+                    SegmentsPerWindow = Segments,
+                    QueueLimit = QueueLimit,
+                    QueueProcessingOrder = Order,
+                },
+                perCore,
+                time),
+            LimiterKind.Fixed => new LockFreeFixedWindowRateLimiter(
+                new FixedWindowRateLimiterOptions
+                {
+                    PermitLimit = Limit,
+                    Window = TimeSpan.FromTicks(WindowTicks),
+                    QueueLimit = QueueLimit,
+                    QueueProcessingOrder = Order,
+                },
+                perCore,
+                time),
+            _ => throw new ArgumentOutOfRangeException(nameof(Kind), Kind, "per-core blocks serve the fixed window and the counter"),
+        };
+    }
 
     /// <summary>A partitioned limiter whose every key (the resource itself) gets this spec's limit.</summary>
     public PartitionedRateLimiter<int> CreatePartitioned(TimeProvider time, int maxPartitions = 1 << 20)

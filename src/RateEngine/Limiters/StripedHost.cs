@@ -1,0 +1,260 @@
+using System.Diagnostics;
+using System.Numerics;
+using RateEngine.Algorithms;
+
+namespace RateEngine.Limiters;
+
+/// <summary>
+/// One shared limiter whose permits are handed out from per-core blocks (<see cref="PerCoreReservationOptions"/>): a
+/// thread takes from its core's block with one CAS on a cache line no other core writes, and only a block that is empty
+/// or over goes to the shared state, for the request plus a block of further permits.
+/// </summary>
+/// <remarks>
+/// <para><b>Block</b>: one word per stripe, <c>(epoch e, remaining r)</c> packed by <see cref="EpochCount"/>: r permits
+/// that the shared state counted in period e (a fixed window, or a counter's segment) and that no request has used yet.
+/// A permit from the block is used at a time stamped in e: max(now, start of e), which lies between the caller's clock
+/// read and its CAS, as for the algorithm's own admissions. Once now is past e, the block is over and its permits are
+/// never used.</para>
+/// <para><b>Invariant</b>: for every period e, the permits used in e plus the blocks' remaining permits of e are at most
+/// what the shared state counted in e, which its own invariant keeps within the limit. A block only grows by permits
+/// the shared state has just counted in its period (or by a refund of permits taken from it), and a stripe never goes
+/// back to an older period, so the guarantee of the algorithm holds for the permits' use times.</para>
+/// <para><b>Linearization point</b>: the stripe's CAS for a permit from a block; the shared state's CAS for a refill.</para>
+/// <para><b>What it costs</b>: a refused request that found its own block short looks at every other block before
+/// refusing, so a cap is refused only when no block holds the request's permits (a weighted request whose permits are
+/// scattered over blocks is refused). A counter's block left unused when its segment ends stays counted for the window,
+/// like any permit of that segment: about <c>stripes * MaxBlockSize</c> permits a segment, and near the cap a block
+/// takes at most <c>1 / (2 * stripes)</c> of what is left, so the permits held back shrink to the request itself.</para>
+/// </remarks>
+internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost
+    where TAlgorithm : struct, IPeriodBlockAlgorithm<TState>
+{
+    private readonly TAlgorithm _algorithm;
+    private readonly StateCell<TState> _cell;
+    private readonly BlockStripe[] _stripes;
+    private readonly int _mask;
+    private readonly long _maxExtra;
+    private readonly long _period;
+    private readonly long _maxFastEpoch;
+
+    public StripedHost(TAlgorithm algorithm, PerCoreReservationOptions options)
+    {
+        _algorithm = algorithm;
+        _cell = new StateCell<TState> { State = algorithm.CreateState() };
+        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+        _stripes = new BlockStripe[stripes];
+        _mask = stripes - 1;
+        _maxExtra = options.MaxBlockSize - 1;
+        _period = algorithm.PeriodTicks;
+        _maxFastEpoch = long.MaxValue / _period - 1;
+    }
+
+    /// <summary>The stripes: one per core, rounded up to a power of two.</summary>
+    internal int StripeCount => _stripes.Length;
+
+    public override long PermitLimit => _algorithm.PermitLimit;
+
+    public override long RefillTicks => _algorithm.RefillTicks;
+
+    public override bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter)
+    {
+        int home = Thread.GetCurrentProcessorId() & _mask;
+        if (TryTake(home, now, permits, out admission))
+        {
+            retryAfter = 0;
+            return true;
+        }
+
+        return Refill(home, now, permits, out admission, out retryAfter);
+    }
+
+    /// <summary>Gives the permits back to the block they came from, while the shared state still counts their period.</summary>
+    public override bool Refund(in Admission admission) =>
+        _algorithm.CountsPeriod(ref _cell.State, admission.Marker)
+        && Install(ref _stripes[(int)admission.Previous].Word, admission.Marker, admission.Permits);
+
+    public override long GetAvailablePermits(long now) =>
+        Math.Min(_algorithm.PermitLimit, _algorithm.GetAvailablePermits(ref _cell.State, now) + HeldInBlocks(now, out _));
+
+    public override long GetRetryAfter(long now, long permits)
+    {
+        long shared = _algorithm.GetRetryAfter(ref _cell.State, now, permits);
+        if (shared == 0)
+        {
+            return 0;
+        }
+
+        HeldInBlocks(now, out long largest);
+        return largest >= permits ? 0 : shared;
+    }
+
+    /// <summary>The shared state's: a block's permits were counted there, so it is not fresh while a block could hold any.</summary>
+    public override long? GetFullSince(long now) => _algorithm.GetFullSince(ref _cell.State, now);
+
+    /// <summary>Takes <paramref name="permits"/> from stripe <paramref name="index"/>'s block if it holds them for now's period.</summary>
+    private bool TryTake(int index, long now, long permits, out Admission admission)
+    {
+        ref long word = ref _stripes[index].Word;
+        while (true)
+        {
+            long current = Volatile.Read(ref word);
+            long remaining = EpochCount.Count(current);
+            if (remaining < permits || !BlockPeriod(current, now, out long epoch))
+            {
+                admission = default;
+                return false;
+            }
+
+            // Linearization point: the block still holds this period and these permits.
+            if (Interlocked.CompareExchange(ref word, EpochCount.Pack(epoch, remaining - permits), current) == current)
+            {
+                admission = new Admission(Math.Max(now, epoch * _period), permits, epoch, index);
+                return true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The home block could not serve: take the request plus a block from the shared state, sized by what the stripe used
+    /// of its last block and by what is left of the cap; failing that, take the request from any other core's block.
+    /// </summary>
+    private bool Refill(int home, long now, long permits, out Admission admission, out long retryAfter)
+    {
+        ref BlockStripe stripe = ref _stripes[home];
+        long block = Volatile.Read(ref stripe.Word);
+        bool over = !BlockPeriod(block, now, out _);
+        long next = NextExtra(ref stripe, usedUp: EpochCount.Count(block) == 0 || !over);
+        if (over)
+        {
+            ResetBlocksOver(now);
+        }
+
+        long available = _algorithm.GetAvailablePermits(ref _cell.State, now);
+        long extra = available > permits ? Math.Min(next, (available - permits) / (2L * _stripes.Length)) : 0;
+        extra = Math.Min(extra, _algorithm.PermitLimit - permits);
+
+        if (_algorithm.TryAcquire(ref _cell.State, now, permits + extra, out Admission taken, out retryAfter)
+            || (extra > 0 && _algorithm.TryAcquire(ref _cell.State, now, permits + (extra = 0), out taken, out retryAfter)))
+        {
+            if (extra > 0)
+            {
+                Install(ref stripe.Word, taken.Marker, extra);
+            }
+
+            admission = taken with { Permits = permits, Previous = home };
+            return true;
+        }
+
+        // The shared state is out: permits may still sit in other cores' blocks.
+        for (int i = 1; i < _stripes.Length; i++)
+        {
+            if (TryTake((home + i) & _mask, now, permits, out admission))
+            {
+                retryAfter = 0;
+                return true;
+            }
+        }
+
+        admission = default;
+        return false;
+    }
+
+    /// <summary>
+    /// Empties every block whose period is over into an empty block of now's period. Epochs are compared modulo 2^33
+    /// (<see cref="EpochCount"/>), so a block left alone while the shared state moved on for 2^33 periods would read as
+    /// current again, with permits of a period long gone. Every core's first refill in a period sweeps, so a busy limiter
+    /// never lets a block fall that far behind; a limiter idle that long has its shared word alias the same way, which
+    /// keeps them consistent (an aliased block's permits are counted in the aliased shared word).
+    /// </summary>
+    private void ResetBlocksOver(long now)
+    {
+        long fresh = EpochCount.Pack(now / _period, 0);
+        foreach (ref BlockStripe stripe in _stripes.AsSpan())
+        {
+            long word = Volatile.Read(ref stripe.Word);
+            if (!BlockPeriod(word, now, out _))
+            {
+                // A failed CAS means another thread moved the block on: it is no longer over.
+                Interlocked.CompareExchange(ref stripe.Word, fresh, word);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Adds <paramref name="permits"/> counted in period <paramref name="epoch"/> to a block: merged with what the block
+    /// holds of the same period, or replacing a block of an older period. Returns false, adding nothing, when the block
+    /// holds a newer period: then <paramref name="epoch"/> is over and its permits are worth nothing.
+    /// </summary>
+    private static bool Install(ref long word, long epoch, long permits)
+    {
+        while (true)
+        {
+            long current = Volatile.Read(ref word);
+            long distance = EpochCount.Distance(epoch, current);
+            if (distance < 0)
+            {
+                return false;
+            }
+
+            long held = distance == 0 ? EpochCount.Count(current) : 0;
+            if (Interlocked.CompareExchange(ref word, EpochCount.Pack(epoch, EpochCount.AddSaturating(held, permits)), current) == current)
+            {
+                return true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// How many further permits the home stripe's next block takes: twice the last one when the stripe used all of it
+    /// within its period, half (at least one) when its period ended with permits left over, one to start; never more
+    /// than <see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1.
+    /// </summary>
+    private long NextExtra(ref BlockStripe stripe, bool usedUp)
+    {
+        long last = stripe.LastExtra;
+        long next = Math.Min(Math.Max(usedUp ? last * 2 : last / 2, 1), _maxExtra);
+        stripe.LastExtra = next;
+        return next;
+    }
+
+    /// <summary>Permits in blocks usable at <paramref name="now"/>, and the most in any one block.</summary>
+    private long HeldInBlocks(long now, out long largest)
+    {
+        long sum = 0;
+        largest = 0;
+        foreach (ref BlockStripe stripe in _stripes.AsSpan())
+        {
+            long word = Volatile.Read(ref stripe.Word);
+            if (BlockPeriod(word, now, out _))
+            {
+                long remaining = EpochCount.Count(word);
+                sum += remaining;
+                largest = Math.Max(largest, remaining);
+            }
+        }
+
+        return sum;
+    }
+
+    /// <summary>
+    /// The period a permit of the block in <paramref name="word"/> would be used in at <paramref name="now"/>: the block's,
+    /// unless now is past it (false). A caller whose clock read is behind the block's period (a slow thread, or a clock
+    /// that went back) uses it in the block's period, as the algorithm itself decides in its word's.
+    /// </summary>
+    private bool BlockPeriod(long word, long now, out long epoch)
+    {
+        // Fast path without a division: the block's period still contains now.
+        long stored = EpochCount.StoredEpoch(word);
+        if (stored <= _maxFastEpoch && (ulong)(now - (stored * _period)) < (ulong)_period)
+        {
+            epoch = stored;
+            return true;
+        }
+
+        long nowEpoch = now / _period;
+        long distance = EpochCount.Distance(nowEpoch, word);
+        epoch = nowEpoch - distance;
+        Debug.Assert(distance > 0 || EpochCount.Holds(word, epoch));
+        return distance <= 0;
+    }
+}
