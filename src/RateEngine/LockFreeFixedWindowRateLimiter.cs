@@ -40,7 +40,7 @@ public sealed class LockFreeFixedWindowRateLimiter : RateEngineLimiter
     /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
     /// <exception cref="ArgumentException">An option is out of range.</exception>
     public LockFreeFixedWindowRateLimiter(FixedWindowRateLimiterOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider)
-        : base(LimiterParts.CreateStriped<FixedWindowDefinition, FixedWindowRateLimiterOptions, FixedWindow, long>(options, perCore, timeProvider))
+        : base(LimiterParts.CreatePerCore<FixedWindowDefinition, FixedWindowRateLimiterOptions, FixedWindow, long>(options, perCore, timeProvider))
     {
     }
 }

@@ -33,4 +33,16 @@ public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
         : base(LimiterParts.Create<TokenBucketDefinition, TokenBucketRateLimiterOptions, TokenBucket, long>(options, timeProvider))
     {
     }
+
+    /// <summary>
+    /// Creates the limiter on <paramref name="timeProvider"/>, handing its tokens out from per-core blocks: for one bucket
+    /// that many threads hit at once (see <see cref="PerCoreReservationOptions"/> for what it keeps and costs). Its leases'
+    /// tokens cannot be given back early: a token bucket undoes an admission only while nobody has taken since.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public LockFreeTokenBucketRateLimiter(TokenBucketRateLimiterOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider)
+        : base(LimiterParts.CreatePerCoreBucket(options, perCore, timeProvider))
+    {
+    }
 }

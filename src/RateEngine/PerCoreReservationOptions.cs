@@ -3,20 +3,27 @@ namespace RateEngine;
 /// <summary>
 /// Opt-in per-core reservations for one limiter that many threads share (a global cap, a per-tool limit): each core
 /// takes permits from its own block of reserved permits, so admissions stop fighting over one cache line. Pass it to
-/// the constructor of <see cref="LockFreeFixedWindowRateLimiter"/> or <see cref="SlidingWindowCounterRateLimiter"/>.
+/// the constructor of <see cref="LockFreeFixedWindowRateLimiter"/>, <see cref="SlidingWindowCounterRateLimiter"/> or
+/// <see cref="LockFreeTokenBucketRateLimiter"/>.
 /// </summary>
 /// <remarks>
-/// <para><b>The guarantee is unchanged</b>: a block's permits were counted in the shared state in one period (a fixed
-/// window, or a counter's segment), and they are only ever used in that period; a block left over when its period ends is
-/// dropped. So the limit holds for the times permits are actually used, across all cores together.</para>
+/// <para><b>The guarantee is unchanged</b>, for the times permits are actually used, across all cores together. A
+/// window's block holds permits the shared state counted in one period (a fixed window, or a counter's segment), used only
+/// in that period and dropped when it ends. A bucket's block holds tokens the shared bucket admitted in one step, each
+/// used only by the time the bucket would still have admitted it then (its slot in the bucket's schedule): a token used
+/// later than that is never used.</para>
 /// <para><b>What it costs</b>: a request refused by the shared state takes its permits from any other core's block that
-/// holds them, so a cap is refused only when no single block can serve the request. What can be lost is bounded: with a
-/// fixed window, permits left in blocks when the window ends (it is over, so they were never going to be used); with the
-/// counter, permits left in blocks when a segment ends stay counted for the rest of that window, about
-/// <c>cores * MaxBlockSize</c> a segment (a block can hold more for a moment when a refund or two refills on one core land
-/// together). Near the cap a block takes at most <c>1 / (2 * cores)</c> of what is left, so
-/// what blocks hold back shrinks toward the requests themselves. A weighted request larger than any block's leftover is
-/// refused while the shared state is out, even if several blocks together hold enough.</para>
+/// holds them, so a single permit is refused only when every block and the shared state are empty; a weighted request
+/// larger than any one block is refused while the shared state is out. Permits that can be lost: with a fixed window,
+/// those left in blocks when the window ends (it is over, so they were never going to be used); with the counter, those
+/// left in blocks when a segment ends stay counted for the rest of that window, about <c>cores * MaxBlockSize</c> a
+/// segment (a block can hold more for a moment when a refund or two refills on one core land together); with the bucket,
+/// tokens a core does not use by their slot, which happens when a core takes tokens from a nearly full bucket slower than
+/// the bucket refills (its blocks then halve, down to none: the core then takes from the shared bucket alone, as
+/// without blocks, and tries a block every 64th time). So a bucket gains from blocks on <see cref="CoarseTimeProvider"/>
+/// (a tick's tokens share one instant) or when it is drawn down, and not on a full bucket with the precise clock. Near the cap a block takes at most <c>1 / (2 * cores)</c> of what is left,
+/// so what blocks hold back shrinks toward the requests themselves. A per-core bucket's leases cannot give tokens back
+/// (<c>Refund</c> frees nothing).</para>
 /// <para>Pick it for a limiter hit by several threads at once at a high rate, with a limit of thousands or more per
 /// window; a limiter with a small limit, or one thread, gains nothing from it.</para>
 /// </remarks>
@@ -28,9 +35,10 @@ public sealed class PerCoreReservationOptions
     /// <summary>
     /// The size of the largest block a core takes from the shared state: the request that takes it, plus at most
     /// <c>MaxBlockSize - 1</c> permits kept for the core's next requests. A core's first block keeps one permit, and each
-    /// next block twice what the last one kept while the core used every block within its period (half as many, at least
-    /// one, when a period ended with permits left). Must be between 1 (no blocks: every request goes to the shared state,
-    /// and the limiter decides exactly as without this option) and <see cref="MaxBlockSizeLimit"/>. Default 64.
+    /// next block twice what the last one kept while the core used every block within its period (half as many when a
+    /// period ended with permits left). Must be between 1 and <see cref="MaxBlockSizeLimit"/>: with 1 there are no blocks,
+    /// every request goes to the shared state, and a window decides exactly as without this option (a bucket's leases
+    /// still cannot give tokens back). Default 64.
     /// </summary>
     public int MaxBlockSize { get; set; } = 64;
 }

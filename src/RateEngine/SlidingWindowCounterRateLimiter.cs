@@ -41,7 +41,7 @@ public sealed class SlidingWindowCounterRateLimiter : RateEngineLimiter
     /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
     /// <exception cref="ArgumentException">An option is out of range.</exception>
     public SlidingWindowCounterRateLimiter(SlidingWindowCounterRateLimiterOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider)
-        : base(LimiterParts.CreateStriped<SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(options, perCore, timeProvider))
+        : base(LimiterParts.CreatePerCore<SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(options, perCore, timeProvider))
     {
     }
 }

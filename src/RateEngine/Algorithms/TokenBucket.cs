@@ -260,6 +260,42 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
         return unitTicks - behindTicks;
     }
 
+    /// <summary>The units one token costs: a token's slot in the theoretical arrival time.</summary>
+    public long TokenCost => _cost;
+
+    /// <summary>The stamp a decision at <paramref name="now"/> gets (the clock read, rounded down to a unit when units are coarser).</summary>
+    public long StampAt(long now) => Stamp(now, ToUnits(now));
+
+    /// <summary>
+    /// Units from the decision stamp <paramref name="stamp"/> to <paramref name="now"/>: 0 when now is not later, saturated at
+    /// <see cref="long.MaxValue"/>. Read as a difference of ticks, so it never wraps as units do.
+    /// </summary>
+    public long UnitsSince(long stamp, long now)
+    {
+        if (now <= stamp)
+        {
+            return 0;
+        }
+
+        if (_ticksPerUnit == 1)
+        {
+            Int128 units = (Int128)(now - stamp) * _unitsPerTick;
+            return units > long.MaxValue ? long.MaxValue : (long)units;
+        }
+
+        return (now / _ticksPerUnit) - (stamp / _ticksPerUnit);
+    }
+
+    /// <summary>
+    /// For an admission of n tokens at u: its tokens' slots in tat are [s, s + n * cost) with s = max(tat before, u), and
+    /// token j may be used at any time up to s + j * cost and still be an admission the invariant allows (tat moves from
+    /// max(tat, u) by the same amount when u is not later than tat). This returns s - u - 1 (a unit early, in case tat was
+    /// moved off the fresh marker), so token j may be used while <see cref="UnitsSince"/>(stamp, now) is at most this plus
+    /// j * cost.
+    /// </summary>
+    public long FirstSlotAfterStamp(in Admission admission) =>
+        unchecked(admission.Marker - (admission.Permits * _cost) - ToUnits(admission.Stamp)) - 1;
+
     private long ToUnits(long now) => _ticksPerUnit == 1 ? unchecked(now * _unitsPerTick) : now / _ticksPerUnit;
 
     /// <summary>

@@ -4,7 +4,8 @@ namespace RateEngine.Limiters;
 
 /// <summary>
 /// One core's block, alone on its cache lines: the word sits 64 bytes into a 128-byte slot, so no two stripes' words
-/// share a line, even with adjacent-line prefetching.
+/// share a line, even with adjacent-line prefetching. A window's block is the word alone (<see cref="StripedHost{TAlgorithm, TState}"/>);
+/// a bucket's also has the fields after it (<see cref="PerCoreBucketHost"/>).
 /// </summary>
 [StructLayout(LayoutKind.Explicit, Size = 128)]
 internal struct BlockStripe
@@ -15,4 +16,20 @@ internal struct BlockStripe
     /// <summary>The extra permits the stripe's last block took (only a sizing hint: races on it are harmless).</summary>
     [FieldOffset(72)]
     public long LastExtra;
+
+    /// <summary>A token bucket's block: the decision stamp of the admission that took it (ticks).</summary>
+    [FieldOffset(80)]
+    public long Stamp;
+
+    /// <summary>A token bucket's block: <c>TokenBucket.FirstSlotAfterStamp</c> of the admission that took it (units).</summary>
+    [FieldOffset(88)]
+    public long FirstSlot;
+
+    /// <summary>A token bucket's block: the tokens the admission that took it took, its request's included.</summary>
+    [FieldOffset(96)]
+    public long Size;
+
+    /// <summary>A token bucket's stripe: refills without a block since the last try (only a pacing hint: races are harmless).</summary>
+    [FieldOffset(104)]
+    public long Skips;
 }

@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using RateEngine.Algorithms;
 using RateEngine.Timing;
 
@@ -24,14 +25,29 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
             new LeaseCounters());
     }
 
-    /// <summary>The parts of a single limiter whose permits are handed out from per-core blocks.</summary>
+    /// <summary>The parts of a single window limiter whose permits are handed out from per-core blocks.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
     /// <exception cref="ArgumentException">An option is out of range.</exception>
-    public static LimiterParts CreateStriped<TDefinition, TOptions, TAlgorithm, TState>(
+    public static LimiterParts CreatePerCore<TDefinition, TOptions, TAlgorithm, TState>(
         TOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider)
         where TDefinition : IAlgorithmDefinition<TOptions, TAlgorithm, TState>
         where TOptions : class
-        where TAlgorithm : struct, IPeriodBlockAlgorithm<TState>
+        where TAlgorithm : struct, IPeriodBlockAlgorithm<TState> =>
+        CreatePerCore<TDefinition, TOptions, TAlgorithm, TState>(
+            options, perCore, timeProvider, static (algorithm, valid) => new StripedHost<TAlgorithm, TState>(algorithm, valid));
+
+    /// <summary>The parts of a single token bucket whose tokens are handed out from per-core blocks.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public static LimiterParts CreatePerCoreBucket(TokenBucketRateLimiterOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider) =>
+        CreatePerCore<TokenBucketDefinition, TokenBucketRateLimiterOptions, TokenBucket, long>(
+            options, perCore, timeProvider, static (bucket, valid) => new PerCoreBucketHost(bucket, valid));
+
+    private static LimiterParts CreatePerCore<TDefinition, TOptions, TAlgorithm, TState>(
+        TOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider, Func<TAlgorithm, PerCoreReservationOptions, AlgorithmHost> host)
+        where TDefinition : IAlgorithmDefinition<TOptions, TAlgorithm, TState>
+        where TOptions : class
+        where TAlgorithm : struct, IRateAlgorithm<TState>
     {
         TOptions valid = TDefinition.Validate(options);
         ArgumentNullException.ThrowIfNull(perCore);
@@ -44,7 +60,7 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
         ArgumentNullException.ThrowIfNull(timeProvider);
         LimiterClock clock = TDefinition.CreateClock(valid, timeProvider);
         return new LimiterParts(
-            new StripedHost<TAlgorithm, TState>(TDefinition.CreateAlgorithm(valid, clock), perCore),
+            host(TDefinition.CreateAlgorithm(valid, clock), perCore),
             clock,
             TDefinition.QueueSettings(valid),
             new LeaseCounters());

@@ -36,6 +36,10 @@ public class GuaranteePropertyTests
     [Property(MaxTest = Cases)]
     public Property PerCoreSlidingWindowCounter_RandomOperations_NeverExceedsLimitInAnyWindow() =>
         Prop.ForAll(Generators.Everything(LimiterKind.Counter, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
+
+    [Property(MaxTest = Cases)]
+    public Property PerCoreTokenBucket_RandomOperations_NeverExceedsBurstPlusRate() =>
+        Prop.ForAll(Generators.Everything(LimiterKind.Bucket, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
 }
 
 /// <summary>
@@ -50,6 +54,10 @@ public class PerCoreReferenceModelPropertyTests
     [Property(MaxTest = Cases)]
     public Property PerCoreFixedWindow_RandomOperations_DecidesWithinTheBlocksSlack() =>
         Prop.ForAll(Generators.Decisions(LimiterKind.Fixed, perCore: true), ScenarioRunner.DecidesWithinPerCoreSlack);
+
+    [Property(MaxTest = Cases)]
+    public Property PerCoreTokenBucket_RandomOperations_NeverAdmitsWhereTheModelRefuses() =>
+        Prop.ForAll(Generators.Decisions(LimiterKind.Bucket, perCore: true), ScenarioRunner.DecidesWithinPerCoreSlack);
 
     [Property(MaxTest = Cases)]
     public Property PerCoreSlidingWindowCounter_RandomOperations_DecidesWithinTheBlocksSlack() =>

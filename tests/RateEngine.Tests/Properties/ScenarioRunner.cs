@@ -138,7 +138,9 @@ public static class ScenarioRunner
     /// documents: each of the shared state and the blocks holds less than the request, plus (for the counter) the
     /// leftovers of blocks whose segment ended, at most one block per core per segment of the window (a block keeps at most
     /// MaxBlockSize - 1 beyond its request, plus what the block before held when a request did not fit it). With blocks of one
-    /// permit (none at all) every decision, available count and RETRY_AFTER is the model's.
+    /// permit (none at all) every decision, available count and RETRY_AFTER is the model's. For the bucket, whose blocks
+    /// lose the tokens a core did not use by their slot, only the first half is checked: it never admits where the model
+    /// refuses (a token used by its slot is an admission the bucket allows at that time).
     /// </summary>
     public static void DecidesWithinPerCoreSlack(Scenario scenario)
     {
@@ -176,8 +178,10 @@ public static class ScenarioRunner
                                 model.Record(now, permits);
                             }
                         }
-                        else
+                        else if (spec.Kind != LimiterKind.Bucket)
                         {
+                            // (A bucket's block tokens that passed their slot unused are lost until the bucket refills
+                            // them: its refusals have no slack to check beyond the exact case of blocks of one.)
                             long scattered = (stripes + 1) * (Math.Max(1, permits) - 1);
                             // A block's leftover: what it kept beyond its request, plus what was left of the block before when
                             // a request did not fit it (merged into the new block of the same segment).

@@ -123,13 +123,18 @@ public class StressTests(ITestOutputHelper output)
     [InlineData(LimiterKind.Fixed, 4)]
     [InlineData(LimiterKind.Counter, 64)]
     [InlineData(LimiterKind.Counter, 4)]
+    [InlineData(LimiterKind.Bucket, 64)]
+    [InlineData(LimiterKind.Bucket, 4)]
     public void PerCore_FourThreadsFourMillionAttempts_NeverExceedsGuarantee(LimiterKind kind, int block) =>
-        Hammer(new LimiterSpec(kind, Limit: 500, WindowTicks: TimeSpan.FromMicroseconds(500).Ticks, Segments: 4, PerCoreBlock: block));
+        Hammer(kind == LimiterKind.Bucket
+            ? new LimiterSpec(kind, Limit: 200, WindowTicks: TimeSpan.FromMicroseconds(100).Ticks, TokensPerPeriod: 100, PerCoreBlock: block)
+            : new LimiterSpec(kind, Limit: 500, WindowTicks: TimeSpan.FromMicroseconds(500).Ticks, Segments: 4, PerCoreBlock: block));
 
-    /// <summary>Per-core blocks on a clock that moves with every few reads: every block races its window's end.</summary>
+    /// <summary>Per-core blocks on a clock that moves with every few reads: every block races its window's end (a bucket's, its tokens' slots).</summary>
     [Theory]
     [InlineData(LimiterKind.Fixed)]
     [InlineData(LimiterKind.Counter)]
+    [InlineData(LimiterKind.Bucket)]
     public void PerCore_FourThreadsOnARacingClockHalfRefunded_NeverExceedsGuarantee(LimiterKind kind)
     {
         for (int round = 0; round < 4; round++)
@@ -142,6 +147,7 @@ public class StressTests(ITestOutputHelper output)
     [Theory]
     [InlineData(LimiterKind.Fixed)]
     [InlineData(LimiterKind.Counter)]
+    [InlineData(LimiterKind.Bucket)]
     public void PerCore_FourThreadsOnTheCoarseClock_NeverExceedsGuarantee(LimiterKind kind)
     {
         using var coarse = new CoarseTimeProvider();

@@ -24,7 +24,7 @@ public sealed record LimiterSpec(
     QueueProcessingOrder Order = QueueProcessingOrder.OldestFirst,
     int PerCoreBlock = 0)
 {
-    /// <summary>The limiter; with <see cref="PerCoreBlock"/> set (fixed window and counter), one that hands permits out from per-core blocks of at most that size.</summary>
+    /// <summary>The limiter; with <see cref="PerCoreBlock"/> set (fixed window, counter, bucket), one that hands permits out from per-core blocks of at most that size.</summary>
     public RateEngineLimiter Create(TimeProvider time) => PerCoreBlock > 0 ? CreatePerCore(time) : Kind switch
     {
         LimiterKind.Log => new SlidingWindowLogRateLimiter(new SlidingWindowLogRateLimiterOptions
@@ -92,7 +92,18 @@ public sealed record LimiterSpec(
                 },
                 perCore,
                 time),
-            _ => throw new ArgumentOutOfRangeException(nameof(Kind), Kind, "per-core blocks serve the fixed window and the counter"),
+            LimiterKind.Bucket => new LockFreeTokenBucketRateLimiter(
+                new TokenBucketRateLimiterOptions
+                {
+                    TokenLimit = Limit,
+                    TokensPerPeriod = TokensPerPeriod,
+                    ReplenishmentPeriod = TimeSpan.FromTicks(WindowTicks),
+                    QueueLimit = QueueLimit,
+                    QueueProcessingOrder = Order,
+                },
+                perCore,
+                time),
+            _ => throw new ArgumentOutOfRangeException(nameof(Kind), Kind, "per-core blocks serve the fixed window, the counter and the bucket"),
         };
     }
 

@@ -1,0 +1,255 @@
+using System.Numerics;
+using RateEngine.Algorithms;
+
+namespace RateEngine.Limiters;
+
+/// <summary>
+/// One shared token bucket whose tokens are handed out from per-core blocks (<see cref="PerCoreReservationOptions"/>):
+/// a thread takes from its core's block with one CAS on a cache line no other core writes, and only an empty block goes
+/// to the shared bucket, for the request plus a block of further tokens.
+/// </summary>
+/// <remarks>
+/// <para><b>Why a token may be used late</b>: the bucket (GCRA) gives every admitted token a slot of <c>cost</c> units in
+/// tat, and tat only moves forward (this host never refunds), so slots never overlap. A token stamped t with slot
+/// [a, a + cost) satisfies <c>t &lt;= a</c> and <c>a + cost &lt;= t + burst</c>; tokens stamped in [x, y] then have their slots
+/// inside [x, y + burst), so there are at most <c>(y - x) / cost + burst / cost</c> of them: the bucket's invariant. The
+/// bucket's own admissions meet both conditions at their stamp. A block of n tokens taken at u has the slots
+/// [s + j * cost, s + (j + 1) * cost) with s = max(tat, u) and s + n * cost &lt;= u + burst; token j used at t with
+/// <c>u &lt;= t &lt;= s + j * cost</c> meets both (the second because s + (j + 1) * cost &lt;= u + burst &lt;= t + burst), whatever
+/// was admitted in between. So a token is used only by its slot's start (its deadline); one whose deadline passed is
+/// skipped and lost (the bucket counted it).</para>
+/// <para><b>Block</b>: the stripe's word packs a generation (high 32 bits), a closed bit and the tokens remaining; its
+/// fields (the taking admission's stamp, first slot and size) are written only while the word is closed, and a taker's
+/// CAS on the open word fails if the block was replaced since it read them, so the fields it used were the block's.
+/// Tokens are used in order: the next is <c>Size - remaining</c>, or the first after it whose deadline has not passed.</para>
+/// <para><b>Lock-free</b>: a thread that finds its core's block closed (another thread refilling it) takes its tokens
+/// from the shared bucket directly. A refused request takes from any other core's block before refusing.</para>
+/// <para><b>Refunds</b> free nothing: the bucket itself undoes an admission only while nobody has moved tat since, which a
+/// block's tokens, taken earlier, never meet.</para>
+/// <para><b>What it costs</b>: tokens whose deadline passes unused are lost. A deadline is generous when the bucket has
+/// little left (s is tat, up to a burst ahead) and tight when it is full (s is u: token j lasts j token intervals), so a
+/// core that uses its block slower than the refill rate loses its leftovers; the block then halves, down to none (the
+/// core then takes from the shared bucket alone and tries a block every 64th refill). Near the cap a block takes at most
+/// <c>1 / (2 * cores)</c> of what is left. So blocks pay off for a bucket when its clock is coarse (a tick's tokens all
+/// share one instant) or when it is drawn down; on a full bucket and the precise clock they cannot.</para>
+/// </remarks>
+internal sealed class PerCoreBucketHost : AlgorithmHost
+{
+    // A block holds at most MaxBlockSizeLimit (2^20) tokens: 21 bits of remaining, a closed bit, and 42 bits of
+    // generation, so a taker stalled across a wrap of the generation (2^42 refills of one core) is out of reach.
+    private const long RemainingMask = (1L << 21) - 1;
+    private const long ClosedBit = 1L << 21;
+    private const int GenerationShift = 22;
+
+    /// <summary>How often a core whose blocks shrank to nothing tries a block again (a power of two).</summary>
+    private const long ProbeEvery = 64;
+
+    private readonly TokenBucket _bucket;
+    private readonly StateCell<long> _cell;
+    private readonly BlockStripe[] _stripes;
+    private readonly int _mask;
+    private readonly long _maxExtra;
+
+    public PerCoreBucketHost(TokenBucket bucket, PerCoreReservationOptions options)
+    {
+        _bucket = bucket;
+        _cell = new StateCell<long> { State = bucket.CreateState() };
+        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+        _stripes = new BlockStripe[stripes];
+        _mask = stripes - 1;
+        _maxExtra = options.MaxBlockSize - 1;
+    }
+
+    public override long PermitLimit => _bucket.PermitLimit;
+
+    public override long RefillTicks => _bucket.RefillTicks;
+
+    public override bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter)
+    {
+        int home = Thread.GetCurrentProcessorId() & _mask;
+        if (TryTake(home, now, permits, out admission, out long seen))
+        {
+            retryAfter = 0;
+            return true;
+        }
+
+        return Refill(home, seen, now, permits, out admission, out retryAfter);
+    }
+
+    /// <summary>Frees nothing (see remarks): the tokens stay spent.</summary>
+    public override bool Refund(in Admission admission) => false;
+
+    public override long GetAvailablePermits(long now)
+    {
+        long held = 0;
+        foreach (ref BlockStripe stripe in _stripes.AsSpan())
+        {
+            held += Usable(ref stripe, now);
+        }
+
+        return Math.Min(_bucket.PermitLimit, _bucket.GetAvailablePermits(ref _cell.State, now) + held);
+    }
+
+    public override long GetRetryAfter(long now, long permits)
+    {
+        long shared = _bucket.GetRetryAfter(ref _cell.State, now, permits);
+        if (shared == 0)
+        {
+            return 0;
+        }
+
+        foreach (ref BlockStripe stripe in _stripes.AsSpan())
+        {
+            if (Usable(ref stripe, now) >= permits)
+            {
+                return 0;
+            }
+        }
+
+        return shared;
+    }
+
+    /// <summary>The shared bucket's: once it is full, every block's deadlines have passed (they lie before tat).</summary>
+    public override long? GetFullSince(long now) => _bucket.GetFullSince(ref _cell.State, now);
+
+    /// <summary>
+    /// Takes <paramref name="permits"/> tokens from stripe <paramref name="index"/>'s block: the first ones not past their
+    /// slot (tokens whose slot passed are skipped, and lost). <paramref name="seen"/> is the word it last read.
+    /// </summary>
+    private bool TryTake(int index, long now, long permits, out Admission admission, out long seen)
+    {
+        ref BlockStripe stripe = ref _stripes[index];
+        while (true)
+        {
+            long word = seen = Volatile.Read(ref stripe.Word);
+            long remaining = word & RemainingMask;
+            if ((word & ClosedBit) != 0 || remaining < permits)
+            {
+                admission = default;
+                return false;
+            }
+
+            long stamp = stripe.Stamp;
+            long size = stripe.Size;
+            long first = Math.Max(size - remaining, FirstUsable(stripe.FirstSlot, _bucket.UnitsSince(stamp, now)));
+            if (size - first < permits)
+            {
+                admission = default;
+                return false;
+            }
+
+            // Linearization point: the block is the one whose fields were read, with these tokens left; a later token's
+            // slot is later, so the first one taken has the earliest.
+            if (Interlocked.CompareExchange(ref stripe.Word, word - remaining + (size - first - permits), word) == word)
+            {
+                admission = new Admission(Math.Max(_bucket.StampAt(now), stamp), permits, Marker: 0, Previous: index);
+                return true;
+            }
+        }
+    }
+
+    /// <summary>The first token j whose slot has not passed <paramref name="elapsed"/> units after the block's stamp: elapsed &lt;= firstSlot + j * cost.</summary>
+    private long FirstUsable(long firstSlot, long elapsed) =>
+        elapsed <= firstSlot ? 0 : ((elapsed - firstSlot - 1) / _bucket.TokenCost) + 1;
+
+    /// <summary>
+    /// The home block could not serve: close it, take the request plus a block from the shared bucket and open the new
+    /// block; if another thread is refilling it, take the request alone; if the bucket is out, take from another core.
+    /// </summary>
+    private bool Refill(int home, long seen, long now, long permits, out Admission admission, out long retryAfter)
+    {
+        ref BlockStripe stripe = ref _stripes[home];
+        long last = stripe.LastExtra;
+
+        // Blocks that keep expiring unused (a bucket refilling faster than this core takes, on a precise clock) shrank to
+        // nothing: take from the shared bucket alone, as without blocks, and try a block again only now and then.
+        bool probe = last > 0 || (++stripe.Skips & (ProbeEvery - 1)) == 0;
+        long generation = (seen >> GenerationShift) + 1;
+
+        // Closes only the block the take refused: one another thread has just published is used, not replaced.
+        bool owner = probe && (seen & ClosedBit) == 0
+            && Interlocked.CompareExchange(ref stripe.Word, (generation << GenerationShift) | ClosedBit, seen) == seen;
+        if (!owner && probe && Volatile.Read(ref stripe.Word) != seen && TryTake(home, now, permits, out admission, out _))
+        {
+            retryAfter = 0;
+            return true;
+        }
+
+        long extra = 0;
+        bool taken = false;
+        Admission block = default;
+        retryAfter = 0;
+        try
+        {
+            if (owner)
+            {
+                long next = Math.Min((seen & RemainingMask) < permits ? Math.Max(last * 2, 1) : last / 2, _maxExtra);
+                stripe.LastExtra = next;
+                long available = _bucket.GetAvailablePermits(ref _cell.State, now);
+                extra = available > permits ? Math.Min(Math.Min(next, (available - permits) / (2L * _stripes.Length)), _bucket.PermitLimit - permits) : 0;
+            }
+
+            taken = _bucket.TryAcquire(ref _cell.State, now, permits + extra, out block, out retryAfter)
+                || (extra > 0 && _bucket.TryAcquire(ref _cell.State, now, permits + (extra = 0), out block, out retryAfter));
+            if (owner && taken && extra > 0)
+            {
+                stripe.Stamp = block.Stamp;
+                stripe.FirstSlot = _bucket.FirstSlotAfterStamp(block);
+                stripe.Size = block.Permits;
+            }
+        }
+        finally
+        {
+            if (owner)
+            {
+                // Publishes the fields with the open word (a release): a taker that reads this word sees them. In a
+                // finally, so that a clock that throws cannot leave the core's block closed for good.
+                Volatile.Write(ref stripe.Word, (generation << GenerationShift) | (taken ? extra : 0));
+            }
+        }
+
+        if (taken)
+        {
+            admission = new Admission(block.Stamp, permits, Marker: 0, Previous: home);
+            return true;
+        }
+
+        // The shared bucket is out: tokens may still sit in a block, this core's too if another thread just refilled it.
+        for (int i = 0; i < _stripes.Length; i++)
+        {
+            if (TryTake((home + i) & _mask, now, permits, out admission, out _))
+            {
+                retryAfter = 0;
+                return true;
+            }
+        }
+
+        admission = default;
+        return false;
+    }
+
+    /// <summary>Tokens of the block that are not past their deadline at <paramref name="now"/> (for statistics).</summary>
+    private long Usable(ref BlockStripe stripe, long now)
+    {
+        long word = Volatile.Read(ref stripe.Word);
+        long remaining = word & RemainingMask;
+        if ((word & ClosedBit) != 0 || remaining == 0)
+        {
+            return 0;
+        }
+
+        long size = stripe.Size;
+        long elapsed = _bucket.UnitsSince(stripe.Stamp, now);
+        long firstSlot = stripe.FirstSlot;
+
+        // The fields' reads must be done before the word is read again (plain reads may move past a volatile one).
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref stripe.Word) != word)
+        {
+            return 0;
+        }
+
+        // What a take would find: the tokens from the first whose slot has not passed.
+        return Math.Max(0, size - Math.Max(size - remaining, FirstUsable(firstSlot, elapsed)));
+    }
+}
