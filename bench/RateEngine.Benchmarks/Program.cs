@@ -82,6 +82,17 @@ try
         return Program.RunClock(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
     }
 
+    if (args.Length > 0 && args[0] == "--percore")
+    {
+        string output = args switch
+        {
+            [_] => Path.Combine(RepositoryRoot(), "bench", "results"),
+            [_, "--out", string dir] => Path.GetFullPath(dir),
+            _ => throw new ArgumentException("usage: --percore [--out DIR] (try --help)"),
+        };
+        return RateEngine.Benchmarks.PerCore.PerCoreHarness.Run(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- " + string.Join(' ', args));
+    }
+
     if (args.Length > 0 && args[0] == "--estimator")
     {
         string output = args switch
@@ -171,6 +182,9 @@ internal static partial class Program
               --http [--out DIR]        requests per second on the sample gateway (a separate process on loopback, 32
                                         connections): no limiter, the in-box chained limiters, RateEngine's policy;
                                         3 rounds of 8 s each; about 90 s; writes http.md to DIR
+              --percore [--out DIR]     issue 13's per-core blocks: two threads on one shared fixed window and counter, with and
+                                        without blocks, on the precise and the coarse clock, against the in-box limiters and the
+                                        Interlocked ceiling, and what blocks hold back at saturation; percore.md (about 20 s)
               --clock [--out DIR]       issue 13's clock choice: what a clock read costs, one admit of the fixed window, the
                                         counter and the bucket on the precise clock and on CoarseTimeProvider against the
                                         in-box limiters, and the coarse clock's lag behind Stopwatch (idle, and with every

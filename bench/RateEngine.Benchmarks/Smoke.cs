@@ -64,7 +64,8 @@ internal static class Smoke
             Program.RunCompare(CompareSettings.Smoke(output), "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke");
             Program.RunEstimator(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke");
             Program.RunClock(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke", rounds: 1, runMilliseconds: 1, lagSeconds: 0.05);
-            foreach (string file in new[] { "compare.md", "compare.png", "estimator.md", "clock.md" })
+            RateEngine.Benchmarks.PerCore.PerCoreHarness.Run(output, "dotnet run -c Release --project bench/RateEngine.Benchmarks -- --smoke", rounds: 1, runMilliseconds: 2);
+            foreach (string file in new[] { "compare.md", "compare.png", "estimator.md", "clock.md", "percore.md" })
             {
                 var info = new FileInfo(Path.Combine(output, file));
                 Check.That(info.Exists && info.Length > 0, $"smoke: {file} was not written");

@@ -36,6 +36,23 @@ internal static class LimiterSetup
         return Create(kind, admitting: true, queueLimit: 0, QueueProcessingOrder.OldestFirst, time);
     }
 
+    /// <summary>
+    /// A RateEngine fixed window, counter or bucket with per-core blocks (default <see cref="PerCoreReservationOptions"/>)
+    /// that admits every attempt of a benchmark, on <paramref name="time"/>: issue 13's shared limiters that scale.
+    /// </summary>
+    public static RateLimiter CreatePerCoreAdmitting(LimiterKind kind, TimeProvider time)
+    {
+        var perCore = new PerCoreReservationOptions();
+        return kind switch
+        {
+            LimiterKind.LockFreeFixed => new LockFreeFixedWindowRateLimiter(FixedOptions(int.MaxValue, AdmitWindow, 0, QueueProcessingOrder.OldestFirst), perCore, time),
+            LimiterKind.Counter => new SlidingWindowCounterRateLimiter(
+                new SlidingWindowCounterRateLimiterOptions { PermitLimit = int.MaxValue, Window = AdmitWindow, SegmentsPerWindow = Segments }, perCore, time),
+            LimiterKind.LockFreeBucket => new LockFreeTokenBucketRateLimiter(BucketOptions(int.MaxValue, AdmitWindow, 0, QueueProcessingOrder.OldestFirst), perCore, time),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "per-core blocks serve RateEngine's fixed window, counter and bucket"),
+        };
+    }
+
     /// <summary>A limiter whose only permit is already taken for the next hour, so it rejects every attempt.</summary>
     public static RateLimiter CreateExhausted(LimiterKind kind, int queueLimit = 0, QueueProcessingOrder order = QueueProcessingOrder.OldestFirst)
     {

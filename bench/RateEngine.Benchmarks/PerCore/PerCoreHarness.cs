@@ -1,0 +1,187 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Threading.RateLimiting;
+using RateEngine.Benchmarks.Compare;
+using RateEngine.Benchmarks.Subjects;
+
+namespace RateEngine.Benchmarks.PerCore;
+
+/// <summary>
+/// <c>--percore</c>: issue 13's shared limiters that scale with cores. Two threads on one limiter: the in-box limiter,
+/// RateEngine's limiter as it is, and the same limiter with per-core blocks (<see cref="PerCoreReservationOptions"/>) on
+/// the precise and on the coarse clock, with the bare-Interlocked ceiling, in interleaved rounds; then each limiter at
+/// saturation, to measure what the blocks hold back.
+/// </summary>
+internal static class PerCoreHarness
+{
+    private const int Threads = 2;
+    private const long Batch = 2_000;
+
+    /// <summary>One measured subject: a name, its limiter and the loop compiled for its type.</summary>
+    private sealed record Subject(string Family, string Name, RateLimiter? Limiter, Func<RateLimiter, long, long> Loop, SharedCounter? Counter = null);
+
+    private sealed record Row(Subject Subject, List<double> OpsPerSecond);
+
+    private sealed record Saturation(string Family, string Name, long Admitted, long Attempts, double Seconds, double OfShared);
+
+    public static int Run(string outputDirectory, string commandLine, int rounds = 9, double runMilliseconds = 150)
+    {
+        var clock = Stopwatch.StartNew();
+        MachineInfo machine = MachineInfo.Read();
+        var perCore = new PerCoreReservationOptions();
+        var counter = new SharedCounter();
+        Subject[] subjects =
+        [
+            new("fixed window", "in-box FixedWindowRateLimiter", LimiterSetup.CreateAdmitting(LimiterKind.InboxFixed), Loops.For(LimiterKind.InboxFixed)),
+            new("fixed window", "LockFreeFixedWindowRateLimiter", LimiterSetup.CreateAdmitting(LimiterKind.LockFreeFixed), Loops.For(LimiterKind.LockFreeFixed)),
+            new("fixed window", "per-core, precise clock", LimiterSetup.CreatePerCoreAdmitting(LimiterKind.LockFreeFixed, TimeProvider.System), Loops.For(LimiterKind.LockFreeFixed)),
+            new("fixed window", "per-core, coarse clock", LimiterSetup.CreatePerCoreAdmitting(LimiterKind.LockFreeFixed, CoarseTimeProvider.Shared), Loops.For(LimiterKind.LockFreeFixed)),
+            new("sliding window", "in-box SlidingWindowRateLimiter", LimiterSetup.CreateAdmitting(LimiterKind.InboxSliding), Loops.For(LimiterKind.InboxSliding)),
+            new("sliding window", "SlidingWindowCounterRateLimiter", LimiterSetup.CreateAdmitting(LimiterKind.Counter), Loops.For(LimiterKind.Counter)),
+            new("sliding window", "per-core, precise clock", LimiterSetup.CreatePerCoreAdmitting(LimiterKind.Counter, TimeProvider.System), Loops.For(LimiterKind.Counter)),
+            new("sliding window", "per-core, coarse clock", LimiterSetup.CreatePerCoreAdmitting(LimiterKind.Counter, CoarseTimeProvider.Shared), Loops.For(LimiterKind.Counter)),
+            new("token bucket", "in-box TokenBucketRateLimiter", LimiterSetup.CreateAdmitting(LimiterKind.InboxBucket), Loops.For(LimiterKind.InboxBucket)),
+            new("token bucket", "LockFreeTokenBucketRateLimiter", LimiterSetup.CreateAdmitting(LimiterKind.LockFreeBucket), Loops.For(LimiterKind.LockFreeBucket)),
+            new("token bucket", "per-core, precise clock", LimiterSetup.CreatePerCoreAdmitting(LimiterKind.LockFreeBucket, TimeProvider.System), Loops.For(LimiterKind.LockFreeBucket)),
+            new("token bucket", "per-core, coarse clock", LimiterSetup.CreatePerCoreAdmitting(LimiterKind.LockFreeBucket, CoarseTimeProvider.Shared), Loops.For(LimiterKind.LockFreeBucket)),
+            new("ceiling", "bare Interlocked.Increment", null, (_, n) => Loops.Increment(counter, n), counter),
+        ];
+
+        var rows = subjects.Select(s => new Row(s, [])).ToArray();
+        TimeSpan run = TimeSpan.FromMilliseconds(runMilliseconds);
+        foreach (Row row in rows)
+        {
+            Measure.OnThreads(Threads, row.Subject.Loop, row.Subject.Limiter!, TimeSpan.FromMilliseconds(runMilliseconds * 2), Batch);
+        }
+
+        for (int round = 0; round < rounds; round++)
+        {
+            for (int i = 0; i < rows.Length; i++)
+            {
+                Row row = rows[(i + round) % rows.Length];
+                Sample sample = Measure.OnThreads(Threads, row.Subject.Loop, row.Subject.Limiter!, run, Batch);
+                Check.That(row.Subject.Counter is not null || sample.Acquired == sample.Operations, $"{row.Subject.Name}: an admit run refused");
+                row.OpsPerSecond.Add(sample.OperationsPerSecond);
+            }
+
+            Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] round {round + 1} of {rounds}");
+        }
+
+        Saturation[] saturation = MeasureSaturation(perCore, TimeSpan.FromMilliseconds(runMilliseconds * 4));
+        foreach (Subject subject in subjects)
+        {
+            (subject.Limiter as IDisposable)?.Dispose();
+        }
+
+        string document = Document(rows, saturation, machine, commandLine, rounds, runMilliseconds, clock.Elapsed);
+        Console.WriteLine(document);
+        Directory.CreateDirectory(outputDirectory);
+        string path = Path.Combine(outputDirectory, "percore.md");
+        File.WriteAllText(path, document);
+        Console.WriteLine($"wrote {path}");
+        return 0;
+    }
+
+    /// <summary>
+    /// Two threads far above the cap (20,000 per 50 ms window; 10 segments for the counter) for <paramref name="duration"/>:
+    /// what each limiter admits, and the per-core limiter's admissions over the shared one's in the same conditions.
+    /// </summary>
+    private static Saturation[] MeasureSaturation(PerCoreReservationOptions perCore, TimeSpan duration)
+    {
+        const int Limit = 20_000;
+        TimeSpan window = TimeSpan.FromMilliseconds(50);
+        var fixedOptions = new FixedWindowRateLimiterOptions { PermitLimit = Limit, Window = window, AutoReplenishment = true };
+        var counterOptions = new SlidingWindowCounterRateLimiterOptions { PermitLimit = Limit, Window = window, SegmentsPerWindow = 10 };
+        var bucketOptions = new TokenBucketRateLimiterOptions { TokenLimit = Limit, TokensPerPeriod = Limit, ReplenishmentPeriod = window, AutoReplenishment = true };
+        (string Family, string Name, Func<RateLimiter> Create, Func<RateLimiter, long, long> Loop)[] cases =
+        [
+            ("fixed window", "LockFreeFixedWindowRateLimiter", () => new LockFreeFixedWindowRateLimiter(fixedOptions), Loops.For(LimiterKind.LockFreeFixed)),
+            ("fixed window", "per-core, precise clock", () => new LockFreeFixedWindowRateLimiter(fixedOptions, perCore, TimeProvider.System), Loops.For(LimiterKind.LockFreeFixed)),
+            ("sliding window", "SlidingWindowCounterRateLimiter", () => new SlidingWindowCounterRateLimiter(counterOptions), Loops.For(LimiterKind.Counter)),
+            ("sliding window", "per-core, precise clock", () => new SlidingWindowCounterRateLimiter(counterOptions, perCore, TimeProvider.System), Loops.For(LimiterKind.Counter)),
+            ("token bucket", "LockFreeTokenBucketRateLimiter", () => new LockFreeTokenBucketRateLimiter(bucketOptions), Loops.For(LimiterKind.LockFreeBucket)),
+            ("token bucket", "per-core, precise clock", () => new LockFreeTokenBucketRateLimiter(bucketOptions, perCore, TimeProvider.System), Loops.For(LimiterKind.LockFreeBucket)),
+        ];
+
+        var results = new List<Saturation>();
+        foreach (var c in cases)
+        {
+            using RateLimiter limiter = c.Create();
+            Sample sample = Measure.OnThreads(Threads, c.Loop, limiter, duration, Batch);
+            double seconds = sample.Elapsed.TotalSeconds;
+            Saturation? shared = results.LastOrDefault(r => r.Family == c.Family);
+            double rate = sample.Acquired / seconds;
+            results.Add(new Saturation(c.Family, c.Name, sample.Acquired, sample.Operations, seconds, shared is null ? 1 : rate / (shared.Admitted / shared.Seconds)));
+        }
+
+        return [.. results];
+    }
+
+    private static string Document(
+        Row[] rows, Saturation[] saturation, MachineInfo m, string commandLine, int rounds, double runMilliseconds, TimeSpan took)
+    {
+        var text = new StringBuilder();
+        CultureInfo inv = CultureInfo.InvariantCulture;
+        text.AppendLine("# Per-core blocks: one limiter shared by two threads (issue 13, part 3)");
+        text.AppendLine();
+        text.AppendLine(inv, $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {took.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}, {m.Gc} GC; load average {m.LoadAverageAtStart} at start, {MachineInfo.LoadAverage()} at end.");
+        text.AppendLine();
+        text.AppendLine(inv, $"Two threads call `AttemptAcquire(1)` + `Dispose` on one shared limiter for {runMilliseconds:F0} ms a run, {rounds} rounds, every subject once a round in an order rotated by one each round; medians and min–max over the rounds. Admit path: `int.MaxValue` permits per 1 s window (10 segments for the sliding windows), which no run exhausts; every attempt is checked to be admitted. Per-core blocks use the default options (`MaxBlockSize` 64); the coarse clock is `CoarseTimeProvider.Shared` (1 ms ticks).");
+        text.AppendLine();
+        double ceiling = Median(rows.Single(r => r.Subject.Counter is not null).OpsPerSecond);
+        text.AppendLine("| family | limiter | ops/s, 2 thr (median) | min – max | × in-box (median) | × in-box min – max | of the Interlocked ceiling |");
+        text.AppendLine("|:--|:--|--:|--:|--:|--:|--:|");
+        foreach (IGrouping<string, Row> family in rows.Where(r => r.Subject.Counter is null).GroupBy(r => r.Subject.Family))
+        {
+            Row inbox = family.First();
+            foreach (Row row in family)
+            {
+                // Ratios per round: both sides were measured in the same round, so a burst of outside load hits both.
+                double[] ratios = row.OpsPerSecond.Zip(inbox.OpsPerSecond, (a, b) => a / b).ToArray();
+                text.AppendLine(inv,
+                    $"| {family.Key} | {row.Subject.Name} | {Millions(Median(row.OpsPerSecond))} | {Millions(row.OpsPerSecond.Min())} – {Millions(row.OpsPerSecond.Max())} | {(row == inbox ? "baseline" : $"{Median(ratios):F2}×")} | {(row == inbox ? "" : $"{ratios.Min():F2}× – {ratios.Max():F2}×")} | {Median(row.OpsPerSecond) / ceiling:P0} |");
+            }
+        }
+
+        Row ceilingRow = rows.Single(r => r.Subject.Counter is not null);
+        text.AppendLine(inv, $"| ceiling | bare `Interlocked.Increment` on one counter | {Millions(ceiling)} | {Millions(ceilingRow.OpsPerSecond.Min())} – {Millions(ceilingRow.OpsPerSecond.Max())} | | | 100 % |");
+        text.AppendLine();
+        text.AppendLine("Issue 13's targets, 2 threads on one limiter (median ratio of the rounds; min – max):");
+        text.AppendLine();
+        foreach (IGrouping<string, Row> family in rows.Where(r => r.Subject.Counter is null).GroupBy(r => r.Subject.Family))
+        {
+            Row inbox = family.First();
+            foreach ((string name, double goal) in new[] { ("per-core, precise clock", 2.0), ("per-core, coarse clock", 4.0) })
+            {
+                Row row = family.Single(r => r.Subject.Name == name);
+                double[] ratios = row.OpsPerSecond.Zip(inbox.OpsPerSecond, (a, b) => a / b).ToArray();
+                double median = Median(ratios);
+                text.AppendLine(inv,
+                    $"- {family.Key}, {name}: at least {goal:F0}× the in-box: {median:F2}× ({ratios.Min():F2}× – {ratios.Max():F2}×): {(median >= goal ? "met" : $"missed ({median / goal:P0} of the goal)")}{(median >= goal && ratios.Min() < goal ? $", but not in every round ({ratios.Count(r => r >= goal)} of {ratios.Length})" : "")}");
+            }
+        }
+
+        text.AppendLine();
+        text.AppendLine("## At saturation: what the blocks hold back");
+        text.AppendLine();
+        text.AppendLine(inv, $"Two threads far above a cap of 20,000 per 50 ms window (the counter: 10 segments; the bucket: 20,000 tokens refilled at 20,000 per 50 ms) for {saturation[0].Seconds:F1} s each, the shared limiter first, then the same limiter with per-core blocks on the precise clock. A fixed window's blocks end with their window, so they should admit the same; the counter's leftovers at a segment's end stay counted for the window (about cores × MaxBlockSize a segment, shrinking near the cap); a bucket's tokens not used by their slot are lost.");
+        text.AppendLine();
+        text.AppendLine("| family | limiter | admitted | attempts | admitted per second | × the shared limiter's |");
+        text.AppendLine("|:--|:--|--:|--:|--:|--:|");
+        foreach (Saturation s in saturation)
+        {
+            text.AppendLine(inv, $"| {s.Family} | {s.Name} | {s.Admitted:N0} | {s.Attempts:N0} | {s.Admitted / s.Seconds:N0} | {s.OfShared:F4} |");
+        }
+
+        return text.ToString();
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        double[] sorted = values.OrderBy(v => v).ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    private static string Millions(double perSecond) => string.Create(CultureInfo.InvariantCulture, $"{perSecond / 1e6:F1} M");
+}
