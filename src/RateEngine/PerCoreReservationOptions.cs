@@ -41,4 +41,7 @@ public sealed class PerCoreReservationOptions
     /// still cannot give tokens back). Default 64.
     /// </summary>
     public int MaxBlockSize { get; set; } = 64;
+
+    /// <summary>For tests: the number of blocks, instead of one per processor (rounded up to a power of two, at most 64).</summary>
+    internal int? Stripes { get; set; }
 }

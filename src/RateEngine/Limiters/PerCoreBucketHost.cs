@@ -33,7 +33,7 @@ namespace RateEngine.Limiters;
 /// <c>1 / (2 * cores)</c> of what is left. So blocks pay off for a bucket when its clock is coarse (a tick's tokens all
 /// share one instant) or when it is drawn down; on a full bucket and the precise clock they cannot.</para>
 /// </remarks>
-internal sealed class PerCoreBucketHost : AlgorithmHost
+internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
 {
     // A block holds at most MaxBlockSizeLimit (2^20) tokens: 21 bits of remaining, a closed bit, and 42 bits of
     // generation, so a taker stalled across a wrap of the generation (2^42 refills of one core) is out of reach.
@@ -54,11 +54,15 @@ internal sealed class PerCoreBucketHost : AlgorithmHost
     {
         _bucket = bucket;
         _cell = new StateCell<long> { State = bucket.CreateState() };
-        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(options.Stripes ?? Environment.ProcessorCount, 1, 64));
         _stripes = new BlockStripe[stripes];
         _mask = stripes - 1;
         _maxExtra = options.MaxBlockSize - 1;
     }
+
+    public int StripeCount => _stripes.Length;
+
+    public Func<int>? ChooseStripe { get; set; }
 
     public override long PermitLimit => _bucket.PermitLimit;
 
@@ -66,7 +70,7 @@ internal sealed class PerCoreBucketHost : AlgorithmHost
 
     public override bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter)
     {
-        int home = Thread.GetCurrentProcessorId() & _mask;
+        int home = (ChooseStripe is null ? Thread.GetCurrentProcessorId() : ChooseStripe()) & _mask;
         if (TryTake(home, now, permits, out admission, out long seen))
         {
             retryAfter = 0;

@@ -26,7 +26,7 @@ namespace RateEngine.Limiters;
 /// like any permit of that segment: about <c>stripes * MaxBlockSize</c> permits a segment, and near the cap a block
 /// takes at most <c>1 / (2 * stripes)</c> of what is left, so the permits held back shrink to the request itself.</para>
 /// </remarks>
-internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost
+internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreHost
     where TAlgorithm : struct, IPeriodBlockAlgorithm<TState>
 {
     private readonly TAlgorithm _algorithm;
@@ -41,7 +41,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost
     {
         _algorithm = algorithm;
         _cell = new StateCell<TState> { State = algorithm.CreateState() };
-        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(options.Stripes ?? Environment.ProcessorCount, 1, 64));
         _stripes = new BlockStripe[stripes];
         _mask = stripes - 1;
         _maxExtra = options.MaxBlockSize - 1;
@@ -49,8 +49,9 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost
         _maxFastEpoch = long.MaxValue / _period - 1;
     }
 
-    /// <summary>The stripes: one per core, rounded up to a power of two.</summary>
-    internal int StripeCount => _stripes.Length;
+    public int StripeCount => _stripes.Length;
+
+    public Func<int>? ChooseStripe { get; set; }
 
     public override long PermitLimit => _algorithm.PermitLimit;
 
@@ -58,7 +59,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost
 
     public override bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter)
     {
-        int home = Thread.GetCurrentProcessorId() & _mask;
+        int home = (ChooseStripe is null ? Thread.GetCurrentProcessorId() : ChooseStripe()) & _mask;
         if (TryTake(home, now, permits, out admission))
         {
             retryAfter = 0;

@@ -61,6 +61,39 @@ public sealed class PerCoreLockFreeFixedWindowRateLimiterTests : RateLimiterCont
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
     }
 
+    /// <summary>The README's "per-core blocks" lines, as written there: a fixed window and a counter on either clock.</summary>
+    [Fact]
+    public void Readme_PerCoreBlocks_TheLinesAsWrittenKeepTheirLimits()
+    {
+        var options = new FixedWindowRateLimiterOptions { PermitLimit = 1_000, Window = TimeSpan.FromHours(1) };
+        var counterOptions = new SlidingWindowCounterRateLimiterOptions { PermitLimit = 1_000, Window = TimeSpan.FromHours(1), SegmentsPerWindow = 4 };
+
+        var global = new LockFreeFixedWindowRateLimiter(options, new PerCoreReservationOptions(), TimeProvider.System);
+        var perTool = new SlidingWindowCounterRateLimiter(counterOptions, new PerCoreReservationOptions { MaxBlockSize = 32 }, CoarseTimeProvider.Shared);
+
+        using (global)
+        using (perTool)
+        {
+            foreach (RateLimiter limiter in new RateLimiter[] { global, perTool })
+            {
+                int admitted = 0;
+                Parallel.For(0, 4, _ =>
+                {
+                    for (int i = 0; i < 600; i++)
+                    {
+                        if (limiter.AttemptAcquire(1).IsAcquired)
+                        {
+                            Interlocked.Increment(ref admitted);
+                        }
+                    }
+                });
+
+                // 2,400 attempts from four threads within the hour's first window: exactly the limit passes.
+                Assert.Equal(1_000, admitted);
+            }
+        }
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(-1)]

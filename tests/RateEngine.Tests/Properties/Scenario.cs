@@ -32,6 +32,9 @@ public sealed record RefundLast : Op;
 /// <summary>Refunds the reservation at <c>Index % reservations</c> again: a reservation ends once, so this frees nothing.</summary>
 public sealed record RefundAgain(int Index) : Op;
 
+/// <summary>Per-core blocks: the next requests start from block <c>Core</c> (modulo the blocks), as if the thread moved to that core.</summary>
+public sealed record MoveToCore(int Core) : Op;
+
 /// <summary>An acquire immediately undone by a refund (applied to one of two twin limiters).</summary>
 public sealed record AcquireThenRefund(int Permits) : Op;
 
@@ -46,11 +49,13 @@ public static class Generators
     public static Gen<LimiterSpec> Spec(LimiterKind kind, bool queueing) => Spec(kind, queueing, Gen.Choose(1, 12), Gen.Constant(0));
 
     /// <summary>
-    /// A spec whose limiter hands permits out from per-core blocks of at most 1 (none), 2, 4 or 64 permits; limits reach
-    /// 200 so that blocks form (near the cap a block takes at most 1 / (2 * cores) of what is left).
+    /// A spec whose limiter hands permits out from 1, 2 or 4 per-core blocks of at most 1 (none), 2, 4 or 64 permits; limits
+    /// reach 200 so that blocks form (near the cap a block takes at most 1 / (2 * cores) of what is left).
     /// </summary>
     public static Gen<LimiterSpec> PerCoreSpec(LimiterKind kind, bool queueing) =>
-        Spec(kind, queueing, Gen.Frequency((1, Gen.Choose(1, 12)), (2, Gen.Choose(13, 200))), Gen.Elements(1, 2, 4, 64));
+        from spec in Spec(kind, queueing, Gen.Frequency((1, Gen.Choose(1, 12)), (2, Gen.Choose(13, 200))), Gen.Elements(1, 2, 4, 64))
+        from stripes in Gen.Elements(1, 2, 4)
+        select spec with { PerCoreStripes = stripes };
 
     private static Gen<LimiterSpec> Spec(LimiterKind kind, bool queueing, Gen<int> limits, Gen<int> perCoreBlock) =>
         from limit in limits
@@ -73,7 +78,8 @@ public static class Generators
              (1, Gen.Choose(0, 50).Select(i => (Op)new Cancel(i))),
              (2, Permits(spec, 1).Select(n => (Op)new Reserve(n))),
              (1, Gen.Constant((Op)new RefundLast())),
-             (1, Gen.Choose(0, 50).Select(i => (Op)new RefundAgain(i)))))
+             (1, Gen.Choose(0, 50).Select(i => (Op)new RefundAgain(i))),
+             (spec.PerCoreBlock > 0 ? 3 : 0, Gen.Choose(0, 3).Select(c => (Op)new MoveToCore(c)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
     /// <summary>Acquires and forward time only: the reference model decides exactly.</summary>
@@ -81,7 +87,8 @@ public static class Generators
         (from spec in perCore ? PerCoreSpec(kind, queueing: false) : Spec(kind, queueing: false)
          from ops in Gen.ArrayOf(Gen.Frequency(
              (3, Permits(spec, 0).Select(n => (Op)new Acquire(n))),
-             (2, AdvanceTicks(spec).Select(t => (Op)new Advance(t)))))
+             (2, AdvanceTicks(spec).Select(t => (Op)new Advance(t))),
+             (spec.PerCoreBlock > 0 ? 1 : 0, Gen.Choose(0, 3).Select(c => (Op)new MoveToCore(c)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
     /// <summary>

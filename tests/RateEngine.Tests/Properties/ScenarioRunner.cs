@@ -1,6 +1,7 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.Algorithms;
+using RateEngine.Limiters;
 using RateEngine.Tests.Support;
 using Xunit.Sdk;
 
@@ -17,6 +18,7 @@ public static class ScenarioRunner
     {
         var time = new FakeTimeProvider();
         RateEngineLimiter limiter = scenario.Spec.Create(time);
+        int[] core = Steer(limiter);
         var admissions = new List<Admitted>();
         Admission? lastObserved = null;
         limiter.AdmissionObserver = a =>
@@ -59,6 +61,9 @@ public static class ScenarioRunner
                     var source = new CancellationTokenSource();
                     waits.Add((limiter.AcquireAsync(permits, source.Token).AsTask(), source));
                     break;
+                case MoveToCore(int to):
+                    core[0] = to;
+                    break;
                 case Cancel(int index) when waits.Count > 0:
                     waits[index % waits.Count].Source.Cancel();
                     break;
@@ -86,6 +91,21 @@ public static class ScenarioRunner
         {
             throw new XunitException(violation);
         }
+    }
+
+    /// <summary>
+    /// For a limiter with per-core blocks: its requests start from the block the returned cell names (0 until a
+    /// <see cref="MoveToCore"/> changes it), not from the processor's, so that one thread visits every block.
+    /// </summary>
+    private static int[] Steer(RateEngineLimiter limiter)
+    {
+        int[] core = [0];
+        if (limiter.Host is IPerCoreHost host)
+        {
+            host.ChooseStripe = () => core[0];
+        }
+
+        return core;
     }
 
     /// <summary>
@@ -147,8 +167,9 @@ public static class ScenarioRunner
         LimiterSpec spec = scenario.Spec;
         var time = new FakeTimeProvider();
         using RateEngineLimiter limiter = spec.Create(time);
+        int[] core = Steer(limiter);
         var model = new ReferenceModel(spec);
-        long stripes = (long)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+        long stripes = ((IPerCoreHost)limiter.Host).StripeCount;
         long now = 0;
         foreach (Op op in scenario.Ops)
         {
@@ -157,6 +178,9 @@ public static class ScenarioRunner
                 case Advance(long ticks):
                     time.Advance(TimeSpan.FromTicks(ticks));
                     now += ticks;
+                    break;
+                case MoveToCore(int to):
+                    core[0] = to;
                     break;
                 case Acquire(int permits) when spec.PerCoreBlock == 1:
                     long available = limiter.GetStatistics()!.CurrentAvailablePermits;
