@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.InteropServices;
 
 namespace RateEngine.Limiters;
@@ -10,6 +11,10 @@ namespace RateEngine.Limiters;
 [StructLayout(LayoutKind.Explicit, Size = 128)]
 internal struct BlockStripe
 {
+    /// <summary>One block per processor (or the count a test set), rounded up to a power of two and at most 64.</summary>
+    public static BlockStripe[] Allocate(PerCoreReservationOptions options) =>
+        new BlockStripe[(int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(options.Stripes ?? Environment.ProcessorCount, 1, 64))];
+
     [FieldOffset(64)]
     public long Word;
 

@@ -1,4 +1,3 @@
-using System.Numerics;
 using RateEngine.Algorithms;
 
 namespace RateEngine.Limiters;
@@ -33,7 +32,7 @@ namespace RateEngine.Limiters;
 /// <c>1 / (2 * cores)</c> of what is left. So blocks pay off for a bucket when its clock is coarse (a tick's tokens all
 /// share one instant) or when it is drawn down; on a full bucket and the precise clock they cannot.</para>
 /// </remarks>
-internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
+internal sealed class PerCoreBucketHost : PerCoreHost
 {
     // A block holds at most MaxBlockSizeLimit (2^20) tokens: 21 bits of remaining, a closed bit, and 42 bits of
     // generation, so a taker stalled across a wrap of the generation (2^42 refills of one core) is out of reach.
@@ -46,23 +45,13 @@ internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
 
     private readonly TokenBucket _bucket;
     private readonly StateCell<long> _cell;
-    private readonly BlockStripe[] _stripes;
-    private readonly int _mask;
-    private readonly long _maxExtra;
 
     public PerCoreBucketHost(TokenBucket bucket, PerCoreReservationOptions options)
+        : base(options)
     {
         _bucket = bucket;
         _cell = new StateCell<long> { State = bucket.CreateState() };
-        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(options.Stripes ?? Environment.ProcessorCount, 1, 64));
-        _stripes = new BlockStripe[stripes];
-        _mask = stripes - 1;
-        _maxExtra = options.MaxBlockSize - 1;
     }
-
-    public int StripeCount => _stripes.Length;
-
-    public Func<int>? ChooseStripe { get; set; }
 
     public override long PermitLimit => _bucket.PermitLimit;
 
@@ -70,7 +59,7 @@ internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
 
     public override bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter)
     {
-        int home = (ChooseStripe is null ? Thread.GetCurrentProcessorId() : ChooseStripe()) & _mask;
+        int home = Home();
         if (TryTake(home, now, permits, out admission, out long seen))
         {
             retryAfter = 0;
@@ -86,7 +75,7 @@ internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
     public override long GetAvailablePermits(long now)
     {
         long held = 0;
-        foreach (ref BlockStripe stripe in _stripes.AsSpan())
+        foreach (ref BlockStripe stripe in Stripes.AsSpan())
         {
             held += Usable(ref stripe, now);
         }
@@ -102,7 +91,7 @@ internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
             return 0;
         }
 
-        foreach (ref BlockStripe stripe in _stripes.AsSpan())
+        foreach (ref BlockStripe stripe in Stripes.AsSpan())
         {
             if (Usable(ref stripe, now) >= permits)
             {
@@ -122,7 +111,7 @@ internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
     /// </summary>
     private bool TryTake(int index, long now, long permits, out Admission admission, out long seen)
     {
-        ref BlockStripe stripe = ref _stripes[index];
+        ref BlockStripe stripe = ref Stripes[index];
         while (true)
         {
             long word = seen = Volatile.Read(ref stripe.Word);
@@ -162,7 +151,7 @@ internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
     /// </summary>
     private bool Refill(int home, long seen, long now, long permits, out Admission admission, out long retryAfter)
     {
-        ref BlockStripe stripe = ref _stripes[home];
+        ref BlockStripe stripe = ref Stripes[home];
         long last = stripe.LastExtra;
 
         // Blocks that keep expiring unused (a bucket refilling faster than this core takes, on a precise clock) shrank to
@@ -187,10 +176,10 @@ internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
         {
             if (owner)
             {
-                long next = Math.Min((seen & RemainingMask) < permits ? Math.Max(last * 2, 1) : last / 2, _maxExtra);
+                long next = Math.Min((seen & RemainingMask) < permits ? Math.Max(last * 2, 1) : last / 2, MaxExtra);
                 stripe.LastExtra = next;
                 long available = _bucket.GetAvailablePermits(ref _cell.State, now);
-                extra = available > permits ? Math.Min(Math.Min(next, (available - permits) / (2L * _stripes.Length)), _bucket.PermitLimit - permits) : 0;
+                extra = available > permits ? Math.Min(Math.Min(next, (available - permits) / (2L * Stripes.Length)), _bucket.PermitLimit - permits) : 0;
             }
 
             taken = _bucket.TryAcquire(ref _cell.State, now, permits + extra, out block, out retryAfter)
@@ -219,9 +208,9 @@ internal sealed class PerCoreBucketHost : AlgorithmHost, IPerCoreHost
         }
 
         // The shared bucket is out: tokens may still sit in a block, this core's too if another thread just refilled it.
-        for (int i = 0; i < _stripes.Length; i++)
+        for (int i = 0; i < Stripes.Length; i++)
         {
-            if (TryTake((home + i) & _mask, now, permits, out admission, out _))
+            if (TryTake(After(home, i), now, permits, out admission, out _))
             {
                 retryAfter = 0;
                 return true;

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Numerics;
 using RateEngine.Algorithms;
 
 namespace RateEngine.Limiters;
@@ -26,32 +25,22 @@ namespace RateEngine.Limiters;
 /// like any permit of that segment: about <c>stripes * MaxBlockSize</c> permits a segment, and near the cap a block
 /// takes at most <c>1 / (2 * stripes)</c> of what is left, so the permits held back shrink to the request itself.</para>
 /// </remarks>
-internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreHost
+internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     where TAlgorithm : struct, IPeriodBlockAlgorithm<TState>
 {
     private readonly TAlgorithm _algorithm;
     private readonly StateCell<TState> _cell;
-    private readonly BlockStripe[] _stripes;
-    private readonly int _mask;
-    private readonly long _maxExtra;
     private readonly long _period;
     private readonly long _maxFastEpoch;
 
     public StripedHost(TAlgorithm algorithm, PerCoreReservationOptions options)
+        : base(options)
     {
         _algorithm = algorithm;
         _cell = new StateCell<TState> { State = algorithm.CreateState() };
-        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(options.Stripes ?? Environment.ProcessorCount, 1, 64));
-        _stripes = new BlockStripe[stripes];
-        _mask = stripes - 1;
-        _maxExtra = options.MaxBlockSize - 1;
         _period = algorithm.PeriodTicks;
         _maxFastEpoch = long.MaxValue / _period - 1;
     }
-
-    public int StripeCount => _stripes.Length;
-
-    public Func<int>? ChooseStripe { get; set; }
 
     public override long PermitLimit => _algorithm.PermitLimit;
 
@@ -59,7 +48,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
 
     public override bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter)
     {
-        int home = (ChooseStripe is null ? Thread.GetCurrentProcessorId() : ChooseStripe()) & _mask;
+        int home = Home();
         if (TryTake(home, now, permits, out admission))
         {
             retryAfter = 0;
@@ -72,7 +61,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
     /// <summary>Gives the permits back to the block they came from, while the shared state still counts their period.</summary>
     public override bool Refund(in Admission admission) =>
         _algorithm.CountsPeriod(ref _cell.State, admission.Marker)
-        && Install(ref _stripes[(int)admission.Previous].Word, admission.Marker, admission.Permits);
+        && Install(ref Stripes[(int)admission.Previous].Word, admission.Marker, admission.Permits);
 
     public override long GetAvailablePermits(long now) =>
         Math.Min(_algorithm.PermitLimit, _algorithm.GetAvailablePermits(ref _cell.State, now) + HeldInBlocks(now, out _));
@@ -95,7 +84,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
     /// <summary>Takes <paramref name="permits"/> from stripe <paramref name="index"/>'s block if it holds them for now's period.</summary>
     private bool TryTake(int index, long now, long permits, out Admission admission)
     {
-        ref long word = ref _stripes[index].Word;
+        ref long word = ref Stripes[index].Word;
         while (true)
         {
             long current = Volatile.Read(ref word);
@@ -121,7 +110,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
     /// </summary>
     private bool Refill(int home, long now, long permits, out Admission admission, out long retryAfter)
     {
-        ref BlockStripe stripe = ref _stripes[home];
+        ref BlockStripe stripe = ref Stripes[home];
         long block = Volatile.Read(ref stripe.Word);
         bool over = !BlockPeriod(block, now, out _);
         long next = NextExtra(ref stripe, usedUp: EpochCount.Count(block) == 0 || !over);
@@ -131,7 +120,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
         }
 
         long available = _algorithm.GetAvailablePermits(ref _cell.State, now);
-        long extra = available > permits ? Math.Min(next, (available - permits) / (2L * _stripes.Length)) : 0;
+        long extra = available > permits ? Math.Min(next, (available - permits) / (2L * Stripes.Length)) : 0;
         extra = Math.Min(extra, _algorithm.PermitLimit - permits);
 
         if (_algorithm.TryAcquire(ref _cell.State, now, permits + extra, out Admission taken, out retryAfter)
@@ -147,9 +136,9 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
         }
 
         // The shared state is out: permits may still sit in other cores' blocks.
-        for (int i = 1; i < _stripes.Length; i++)
+        for (int i = 1; i < Stripes.Length; i++)
         {
-            if (TryTake((home + i) & _mask, now, permits, out admission))
+            if (TryTake(After(home, i), now, permits, out admission))
             {
                 retryAfter = 0;
                 return true;
@@ -170,7 +159,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
     private void ResetBlocksOver(long now)
     {
         long fresh = EpochCount.Pack(now / _period, 0);
-        foreach (ref BlockStripe stripe in _stripes.AsSpan())
+        foreach (ref BlockStripe stripe in Stripes.AsSpan())
         {
             long word = Volatile.Read(ref stripe.Word);
             if (!BlockPeriod(word, now, out _))
@@ -213,7 +202,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
     private long NextExtra(ref BlockStripe stripe, bool usedUp)
     {
         long last = stripe.LastExtra;
-        long next = Math.Min(Math.Max(usedUp ? last * 2 : last / 2, 1), _maxExtra);
+        long next = Math.Min(Math.Max(usedUp ? last * 2 : last / 2, 1), MaxExtra);
         stripe.LastExtra = next;
         return next;
     }
@@ -223,7 +212,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : AlgorithmHost, IPerCoreH
     {
         long sum = 0;
         largest = 0;
-        foreach (ref BlockStripe stripe in _stripes.AsSpan())
+        foreach (ref BlockStripe stripe in Stripes.AsSpan())
         {
             long word = Volatile.Read(ref stripe.Word);
             if (BlockPeriod(word, now, out _))

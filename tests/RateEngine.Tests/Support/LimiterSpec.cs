@@ -26,94 +26,27 @@ public sealed partial record LimiterSpec(
     int PerCoreStripes = 0)
 {
     /// <summary>The limiter; with <see cref="PerCoreBlock"/> set (fixed window, counter, bucket), one that hands permits out from per-core blocks of at most that size.</summary>
-    public RateEngineLimiter Create(TimeProvider time) => PerCoreBlock > 0 ? CreatePerCore(time) : Kind switch
+    public RateEngineLimiter Create(TimeProvider time)
     {
-        LimiterKind.Log => new SlidingWindowLogRateLimiter(new SlidingWindowLogRateLimiterOptions
+        PerCoreReservationOptions? perCore = null;
+        if (PerCoreBlock > 0)
         {
-            PermitLimit = Limit,
-            Window = TimeSpan.FromTicks(WindowTicks),
-            QueueLimit = QueueLimit,
-            QueueProcessingOrder = Order,
-        },
-            time),
-        LimiterKind.Counter => new SlidingWindowCounterRateLimiter(new SlidingWindowCounterRateLimiterOptions
-        {
-            PermitLimit = Limit,
-            Window = TimeSpan.FromTicks(WindowTicks),
-            SegmentsPerWindow = Segments,
-            QueueLimit = QueueLimit,
-            QueueProcessingOrder = Order,
-        },
-            time),
-        LimiterKind.Fixed => new LockFreeFixedWindowRateLimiter(
-            new FixedWindowRateLimiterOptions
-            {
-                PermitLimit = Limit,
-                Window = TimeSpan.FromTicks(WindowTicks),
-                QueueLimit = QueueLimit,
-                QueueProcessingOrder = Order,
-            },
-            time),
-        LimiterKind.Bucket => new LockFreeTokenBucketRateLimiter(
-            new TokenBucketRateLimiterOptions
-            {
-                TokenLimit = Limit,
-                TokensPerPeriod = TokensPerPeriod,
-                ReplenishmentPeriod = TimeSpan.FromTicks(WindowTicks),
-                QueueLimit = QueueLimit,
-                QueueProcessingOrder = Order,
-            },
-            time),
-        _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
-    };
+            perCore = new PerCoreReservationOptions { MaxBlockSize = PerCoreBlock };
+            SetStripes(perCore, PerCoreStripes);
+        }
 
-    private RateEngineLimiter CreatePerCore(TimeProvider time)
-    {
-        var perCore = new PerCoreReservationOptions { MaxBlockSize = PerCoreBlock };
-        SetStripes(perCore, PerCoreStripes);
-        return Kind switch
+        return (Kind, perCore) switch
         {
-            LimiterKind.Counter => new SlidingWindowCounterRateLimiter(
-                new SlidingWindowCounterRateLimiterOptions
-                {
-                    PermitLimit = Limit,
-                    Window = TimeSpan.FromTicks(WindowTicks),
-                    SegmentsPerWindow = Segments,
-                    QueueLimit = QueueLimit,
-                    QueueProcessingOrder = Order,
-                },
-                perCore,
-                time),
-            LimiterKind.Fixed => new LockFreeFixedWindowRateLimiter(
-                new FixedWindowRateLimiterOptions
-                {
-                    PermitLimit = Limit,
-                    Window = TimeSpan.FromTicks(WindowTicks),
-                    QueueLimit = QueueLimit,
-                    QueueProcessingOrder = Order,
-                },
-                perCore,
-                time),
-            LimiterKind.Bucket => new LockFreeTokenBucketRateLimiter(
-                new TokenBucketRateLimiterOptions
-                {
-                    TokenLimit = Limit,
-                    TokensPerPeriod = TokensPerPeriod,
-                    ReplenishmentPeriod = TimeSpan.FromTicks(WindowTicks),
-                    QueueLimit = QueueLimit,
-                    QueueProcessingOrder = Order,
-                },
-                perCore,
-                time),
+            (LimiterKind.Log, null) => new SlidingWindowLogRateLimiter(LogOptions(), time),
+            (LimiterKind.Counter, null) => new SlidingWindowCounterRateLimiter(CounterOptions(), time),
+            (LimiterKind.Counter, _) => new SlidingWindowCounterRateLimiter(CounterOptions(), perCore, time),
+            (LimiterKind.Fixed, null) => new LockFreeFixedWindowRateLimiter(FixedOptions(), time),
+            (LimiterKind.Fixed, _) => new LockFreeFixedWindowRateLimiter(FixedOptions(), perCore, time),
+            (LimiterKind.Bucket, null) => new LockFreeTokenBucketRateLimiter(BucketOptions(), time),
+            (LimiterKind.Bucket, _) => new LockFreeTokenBucketRateLimiter(BucketOptions(), perCore, time),
             _ => throw new ArgumentOutOfRangeException(nameof(Kind), Kind, "per-core blocks serve the fixed window, the counter and the bucket"),
         };
     }
-
-    /// <summary>
-    /// Sets the number of per-core blocks (an internal option: implemented where the tests see RateEngine's internals, and
-    /// left out, with the default of one block per processor, where this file is linked into other test projects).
-    /// </summary>
-    static partial void SetStripes(PerCoreReservationOptions options, int stripes);
 
     /// <summary>A partitioned limiter whose every key (the resource itself) gets this spec's limit.</summary>
     public PartitionedRateLimiter<int> CreatePartitioned(TimeProvider time, int maxPartitions = 1 << 20)
@@ -121,53 +54,55 @@ public sealed partial record LimiterSpec(
         var settings = new PartitionedLimiterOptions { TimeProvider = time, MaxPartitions = maxPartitions };
         return Kind switch
         {
-            LimiterKind.Log => PartitionedLimiter.CreateSlidingWindowLog<int, int>(
-                key => key,
-                Shared(new SlidingWindowLogRateLimiterOptions
-                {
-                    PermitLimit = Limit,
-                    Window = TimeSpan.FromTicks(WindowTicks),
-                    QueueLimit = QueueLimit,
-                    QueueProcessingOrder = Order,
-                }),
-                settings),
-            LimiterKind.Counter => PartitionedLimiter.CreateSlidingWindowCounter<int, int>(
-                key => key,
-                Shared(new SlidingWindowCounterRateLimiterOptions
-                {
-                    PermitLimit = Limit,
-                    Window = TimeSpan.FromTicks(WindowTicks),
-                    SegmentsPerWindow = Segments,
-                    QueueLimit = QueueLimit,
-                    QueueProcessingOrder = Order,
-                }),
-                settings),
-            LimiterKind.Fixed => PartitionedLimiter.CreateFixedWindow<int, int>(
-                key => key,
-                Shared(new FixedWindowRateLimiterOptions
-                {
-                    PermitLimit = Limit,
-                    Window = TimeSpan.FromTicks(WindowTicks),
-                    QueueLimit = QueueLimit,
-                    QueueProcessingOrder = Order,
-                }),
-                settings),
-            LimiterKind.Bucket => PartitionedLimiter.CreateTokenBucket<int, int>(
-                key => key,
-                Shared(new TokenBucketRateLimiterOptions
-                {
-                    TokenLimit = Limit,
-                    TokensPerPeriod = TokensPerPeriod,
-                    ReplenishmentPeriod = TimeSpan.FromTicks(WindowTicks),
-                    QueueLimit = QueueLimit,
-                    QueueProcessingOrder = Order,
-                }),
-                settings),
+            LimiterKind.Log => PartitionedLimiter.CreateSlidingWindowLog<int, int>(key => key, Shared(LogOptions()), settings),
+            LimiterKind.Counter => PartitionedLimiter.CreateSlidingWindowCounter<int, int>(key => key, Shared(CounterOptions()), settings),
+            LimiterKind.Fixed => PartitionedLimiter.CreateFixedWindow<int, int>(key => key, Shared(FixedOptions()), settings),
+            LimiterKind.Bucket => PartitionedLimiter.CreateTokenBucket<int, int>(key => key, Shared(BucketOptions()), settings),
             _ => throw new ArgumentOutOfRangeException(nameof(Kind)),
         };
 
         static Func<int, T> Shared<T>(T options) => _ => options;
     }
+
+    private SlidingWindowLogRateLimiterOptions LogOptions() => new()
+    {
+        PermitLimit = Limit,
+        Window = TimeSpan.FromTicks(WindowTicks),
+        QueueLimit = QueueLimit,
+        QueueProcessingOrder = Order,
+    };
+
+    private SlidingWindowCounterRateLimiterOptions CounterOptions() => new()
+    {
+        PermitLimit = Limit,
+        Window = TimeSpan.FromTicks(WindowTicks),
+        SegmentsPerWindow = Segments,
+        QueueLimit = QueueLimit,
+        QueueProcessingOrder = Order,
+    };
+
+    private FixedWindowRateLimiterOptions FixedOptions() => new()
+    {
+        PermitLimit = Limit,
+        Window = TimeSpan.FromTicks(WindowTicks),
+        QueueLimit = QueueLimit,
+        QueueProcessingOrder = Order,
+    };
+
+    private TokenBucketRateLimiterOptions BucketOptions() => new()
+    {
+        TokenLimit = Limit,
+        TokensPerPeriod = TokensPerPeriod,
+        ReplenishmentPeriod = TimeSpan.FromTicks(WindowTicks),
+        QueueLimit = QueueLimit,
+        QueueProcessingOrder = Order,
+    };
+
+    /// <summary>
+    /// Sets the number of per-core blocks (an internal option: implemented where the tests see RateEngine's internals, and
+    /// left out, with the default of one block per processor, where this file is linked into other test projects).
+    /// </summary>
+    static partial void SetStripes(PerCoreReservationOptions options, int stripes);
 
     /// <summary>The counter's segment length as the limiter computes it (rounded up).</summary>
     public long SegmentTicks => (WindowTicks + Segments - 1) / Segments;
