@@ -1,5 +1,6 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Tests.Support;
 
 namespace RateEngine.Tests.Contract;
 
@@ -110,7 +111,7 @@ public abstract partial class RateLimiterContractTests
         }
 
         bool allAcquired = true;
-        long allocated = AllocatedOnThisThread(() =>
+        long allocated = Allocation.LeastOnThisThread(() =>
         {
             for (int i = 0; i < 5_000; i++)
             {
@@ -120,26 +121,6 @@ public abstract partial class RateLimiterContractTests
 
         Assert.True(allAcquired);
         Assert.Equal(0, allocated);
-    }
-
-    /// <summary>
-    /// What <paramref name="round"/> allocates on this thread: the least of up to five runs. Anything that stops the
-    /// runtime while the round runs (a garbage collection started by a test running in parallel, or the suspension with
-    /// which tiered compilation retires its call-counting stubs) retires this thread's allocation buffer, which the
-    /// counter then shows as a few kilobytes allocated (CI saw 7,120 bytes for a loop that allocates nothing). An
-    /// allocation per call shows in every run, so the least run still catches it.
-    /// </summary>
-    private static long AllocatedOnThisThread(Action round)
-    {
-        long least = long.MaxValue;
-        for (int run = 0; run < 5 && least > 0; run++)
-        {
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            round();
-            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
-        }
-
-        return least;
     }
 
     [Fact]
@@ -154,7 +135,7 @@ public abstract partial class RateLimiterContractTests
 
         bool allSynchronous = true;
         bool allAcquired = true;
-        long allocated = AllocatedOnThisThread(() =>
+        long allocated = Allocation.LeastOnThisThread(() =>
         {
             for (int i = 0; i < 5_000; i++)
             {
