@@ -162,7 +162,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             for (int i = 0; i < _overrun.Length; i++)
             {
                 RedisPolicyLayer<TContext> layer = _policy.BlockLayer(i);
-                long over = layer.IsWeighted ? Math.Max(0, consumed.On(layer.Rule.Meter) - _takes.Amounts[i] - _overrun[i]) : 0;
+                long over = Math.Max(0, layer.PastReservation(consumed, _takes.Amounts[i], _overrun[i]));
                 if (over > 0)
                 {
                     owed |= _policy.ChargeOverrun(i, _takes.Keys[i], over);
@@ -192,7 +192,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
                     continue;
                 }
 
-                long difference = actual.On(layer.Rule.Meter) - (_takes.Amounts[i] + _overrun[i]);
+                long difference = layer.PastReservation(actual, _takes.Amounts[i], _overrun[i]);
                 if (difference > 0)
                 {
                     owed |= _policy.ChargeOverrun(i, _takes.Keys[i], difference);

@@ -96,6 +96,13 @@ internal sealed class RedisPolicyLayer<TContext>
     /// <summary>Whether a reconcile moves this layer (tokens and money; requests and slots are settled by admission and dispose).</summary>
     public bool IsWeighted => Rule.Meter != PolicyMeter.Requests && !IsConcurrency;
 
+    /// <summary>
+    /// How far <paramref name="used"/> (a lease's consumption so far, or its actual) goes past what the lease holds on this
+    /// layer: what it reserved here plus the overrun already charged. Positive is an overrun to charge, negative what is
+    /// left unused; 0 on a layer that counts requests or slots, which a cost never moves.
+    /// </summary>
+    public long PastReservation(RequestCost used, long reserved, long overrun) => IsWeighted ? used.On(Rule.Meter) - (reserved + overrun) : 0;
+
     /// <summary>Every key of a policy shares one hash tag, so a request's layers are one cluster slot and one script.</summary>
     public string KeyPrefix { get; }
 

@@ -110,7 +110,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             {
                 // What goes past the estimate is an overrun, charged at once; within it, the reservation already counts it.
                 RedisPolicyLayer<TContext> layer = _policy[i];
-                amounts[i] = layer.IsWeighted ? Math.Max(0, consumed.On(layer.Rule.Meter) - _reserved[i] - _overrun[i]) : 0;
+                amounts[i] = Math.Max(0, layer.PastReservation(consumed, _reserved[i], _overrun[i]));
             }
 
             void Applied()
@@ -148,7 +148,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                 RedisPolicyLayer<TContext> layer = _policy[i];
                 // > 0 charges, < 0 refunds: at most the reservation, which is what the acquire counted where the refund goes
                 // (an overrun was spent, maybe in a later window, so it stays counted).
-                amounts[i] = layer.IsWeighted ? Math.Max(actual.On(layer.Rule.Meter) - (_reserved[i] + _overrun[i]), -_reserved[i]) : 0;
+                amounts[i] = Math.Max(layer.PastReservation(actual, _reserved[i], _overrun[i]), -_reserved[i]);
             }
 
             await SettleAsync(amounts, () => _state = Reconciled).ConfigureAwait(false);
