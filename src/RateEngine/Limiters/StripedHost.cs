@@ -135,8 +135,8 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
             return true;
         }
 
-        // The shared state is out: permits may still sit in other cores' blocks.
-        for (int i = 1; i < Stripes.Length; i++)
+        // The shared state is out: permits may still sit in a block, this core's too if another thread just refilled it.
+        for (int i = 0; i < Stripes.Length; i++)
         {
             if (TryTake(After(home, i), now, permits, out admission))
             {
