@@ -116,7 +116,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         long next = NextExtra(ref stripe, usedUp: EpochCount.Count(block) == 0 || !over);
         if (over)
         {
-            ResetBlocksOver(now);
+            ResetBlocksOver(home, now);
         }
 
         long available = _algorithm.GetAvailablePermits(ref _cell.State, now);
@@ -156,16 +156,22 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     /// never lets a block fall that far behind; a limiter idle that long has its shared word alias the same way, which
     /// keeps them consistent (an aliased block's permits are counted in the aliased shared word).
     /// </summary>
-    private void ResetBlocksOver(long now)
+    private void ResetBlocksOver(int home, long now)
     {
         long fresh = EpochCount.Pack(now / _period, 0);
-        foreach (ref BlockStripe stripe in Stripes.AsSpan())
+        for (int i = 0; i < Stripes.Length; i++)
         {
+            ref BlockStripe stripe = ref Stripes[i];
             long word = Volatile.Read(ref stripe.Word);
-            if (!BlockPeriod(word, now, out _))
+
+            // A failed CAS leaves the block to its own next refill or a later sweep: someone moved it meanwhile (a refill, or
+            // a caller whose clock is still in that period taking or refunding).
+            if (!BlockPeriod(word, now, out _) && Interlocked.CompareExchange(ref stripe.Word, fresh, word) == word
+                && i != home && EpochCount.Count(word) > 0)
             {
-                // A failed CAS means another thread moved the block on: it is no longer over.
-                Interlocked.CompareExchange(ref stripe.Word, fresh, word);
+                // That core left permits over: its next block is halved as its own refill would have (the reset block reads
+                // as used up). The home block's size was decided before the sweep.
+                stripe.LastExtra = Math.Max(stripe.LastExtra / 2, 1);
             }
         }
     }
