@@ -25,13 +25,7 @@ internal static class RedisReport
             text.AppendLine(CultureInfo.InvariantCulture,
                 $"**{Keys(scenario.Key)}, throughput** (a limit never reached; {measure.TotalSeconds:F1} s measured after a warm-up of {warmUps}):");
             text.AppendLine();
-            text.AppendLine("| design | admissions/s, all nodes | × exact | commands per 1,000 admissions | round trips per 1,000 | latency p50 | p99 | answered without waiting | their p50 | their p99 |");
-            text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-            RedisThroughput exact = scenario.Single(row => row.Design == RedisDesign.Exact.Name);
-            foreach (RedisThroughput row in scenario)
-            {
-                text.AppendLine(Row(row, exact));
-            }
+            AppendThroughputTable(text, "admissions", scenario, RedisDesign.Exact.Name);
 
             text.AppendLine();
             foreach (RedisThroughput row in scenario.Where(row => row.Commands is not null))
@@ -92,15 +86,21 @@ internal static class RedisReport
             + $"{settings.ManyKeysMeasure.TotalSeconds:F1} s measured after a warm-up of {settings.ManyKeysWarmUp.TotalSeconds:F1} s, "
             + $"{settings.ManyKeysHybridWarmUp.TotalSeconds:F1} s for hybrid, whose blocks go back after 10 s idle rather than the default 1 s):");
         text.AppendLine();
-        text.AppendLine("| design | requests/s, all nodes | × exact | commands per 1,000 requests | round trips per 1,000 | latency p50 | p99 | answered without waiting | their p50 | their p99 |");
+        AppendThroughputTable(text, "requests", rows, PolicyDesigns.Exact.Name);
+        text.AppendLine();
+    }
+
+    /// <summary>One throughput table: a row per design, each against the exact mode's row (named <paramref name="exactName"/>).</summary>
+    private static void AppendThroughputTable(StringBuilder text, string unit, IEnumerable<RedisThroughput> rows, string exactName)
+    {
+        text.AppendLine(CultureInfo.InvariantCulture,
+            $"| design | {unit}/s, all nodes | × exact | commands per 1,000 {unit} | round trips per 1,000 | latency p50 | p99 | answered without waiting | their p50 | their p99 |");
         text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        RedisThroughput exact = rows.Single(row => row.Design == PolicyDesigns.Exact.Name);
+        RedisThroughput exact = rows.Single(row => row.Design == exactName);
         foreach (RedisThroughput row in rows)
         {
             text.AppendLine(Row(row, exact));
         }
-
-        text.AppendLine();
     }
 
     private static void AppendTargets(StringBuilder text, RedisResult result, RedisBenchSettings settings)
