@@ -3,13 +3,15 @@ namespace RateEngine;
 /// <summary>
 /// Opt-in per-core reservations for one limiter that many threads share (a global cap, a per-tool limit): each core
 /// takes permits from its own block of reserved permits, so admissions stop fighting over one cache line. Pass it to
-/// the constructor of <see cref="LockFreeFixedWindowRateLimiter"/>, <see cref="SlidingWindowCounterRateLimiter"/> or
-/// <see cref="LockFreeTokenBucketRateLimiter"/>.
+/// the constructor of <see cref="LockFreeFixedWindowRateLimiter"/>, <see cref="SlidingWindowCounterRateLimiter"/>,
+/// <see cref="SlidingWindowLogRateLimiter"/> or <see cref="LockFreeTokenBucketRateLimiter"/>.
 /// </summary>
 /// <remarks>
 /// <para><b>The guarantee is unchanged</b>, for the times permits are actually used, across all cores together. A
 /// window's block holds permits the shared state counted in one period (a fixed window, or a counter's segment), used only
-/// in that period and dropped when it ends. A bucket's block holds tokens the shared bucket admitted in one step, each
+/// in that period and dropped when it ends. The log's block holds permits the log admitted in one block period of 1/256
+/// of its window, used only in that period; the log counts every permit for <c>W + W/128</c> instead of W, which keeps
+/// the uses of any two permits that share a slot of its ring at least W apart. A bucket's block holds tokens the shared bucket admitted in one step, each
 /// used only by the time the bucket would still have admitted it then (its slot in the bucket's schedule): a token used
 /// later than that is never used.</para>
 /// <para><b>What it costs</b>: a request refused by the shared state takes its permits from any other core's block that
@@ -17,7 +19,9 @@ namespace RateEngine;
 /// larger than any one block is refused while the shared state is out. Permits that can be lost: with a fixed window,
 /// those left in blocks when the window ends (it is over, so they were never going to be used); with the counter, those
 /// left in blocks when a segment ends stay counted for the rest of that window, about <c>cores * MaxBlockSize</c> a
-/// segment (a block can hold more for a moment when a refund or two refills on one core land together); with the bucket,
+/// segment (a block can hold more for a moment when a refund or two refills on one core land together); with the log,
+/// those left in blocks when a block period ends stay counted for the window, and every permit counts W/128 longer, so
+/// its steady rate is about 0.8 % below the limit; with the bucket,
 /// tokens a core does not use by their slot, which happens when a core takes tokens from a nearly full bucket slower than
 /// the bucket refills (its blocks then halve, down to none: the core then takes from the shared bucket alone, as
 /// without blocks, and tries a block every 64th time). So a bucket gains from blocks on <see cref="CoarseTimeProvider"/>
@@ -34,11 +38,12 @@ public sealed class PerCoreReservationOptions
 
     /// <summary>
     /// The size of the largest block a core takes from the shared state: the request that takes it, plus at most
-    /// <c>MaxBlockSize - 1</c> permits kept for the core's next requests. A core's first block keeps one permit, and each
-    /// next block twice what the last one kept while the core used every block within its period (half as many when a
-    /// period ended with permits left). Must be between 1 and <see cref="MaxBlockSizeLimit"/>: with 1 there are no blocks,
-    /// every request goes to the shared state, and a window decides exactly as without this option (a bucket's leases
-    /// still cannot give tokens back). Default 64.
+    /// <c>MaxBlockSize - 1</c> permits kept for the core's next requests. A window's (or the log's) core keeps none at
+    /// first; once it runs out within a period, each next block keeps twice what the last one kept (at least one), and half
+    /// as many after a period that ended with permits left, so a core that sends one request a period never holds permits
+    /// back. Must be between 1 and <see cref="MaxBlockSizeLimit"/>: with 1 there are no blocks, every request goes to the
+    /// shared state, and a window or the log decides exactly as without this option (a bucket's leases still cannot give
+    /// tokens back). Default 64.
     /// </summary>
     public int MaxBlockSize { get; set; } = 64;
 

@@ -34,4 +34,17 @@ public sealed class SlidingWindowLogRateLimiter : RateEngineLimiter
         : base(LimiterParts.Create<SlidingWindowLogDefinition, SlidingWindowLogRateLimiterOptions, SlidingWindowLog, LogState>(options, timeProvider))
     {
     }
+
+    /// <summary>
+    /// Creates the limiter on <paramref name="timeProvider"/>, handing its permits out from per-core blocks: for one log
+    /// that many threads hit at once. The cap holds as without blocks, for the times permits are used; the log then counts
+    /// each permit for 1/128 of a window longer, so its steady rate is about 0.8 % lower (see
+    /// <see cref="PerCoreReservationOptions"/> for what else it keeps and costs).
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public SlidingWindowLogRateLimiter(SlidingWindowLogRateLimiterOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider)
+        : base(LimiterParts.CreatePerCoreLog(options, perCore, timeProvider))
+    {
+    }
 }

@@ -21,7 +21,7 @@ namespace RateEngine.Algorithms;
 /// word has moved on, the window's permits already came back and nothing is freed. It never takes the count below zero.
 /// A whole refund with nobody admitted since restores the previous word exactly (the previous window's idle time too).</para>
 /// </remarks>
-internal readonly struct FixedWindow : IPeriodBlockAlgorithm<long>
+internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlgorithm<long>
 {
     private readonly long _limit;
     private readonly long _window;

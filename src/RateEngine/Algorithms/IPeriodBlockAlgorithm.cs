@@ -2,7 +2,7 @@ namespace RateEngine.Algorithms;
 
 /// <summary>
 /// An algorithm whose permits are counted in aligned periods of <see cref="PeriodTicks"/> (a fixed window's window, a
-/// counter's segment), so that permits taken in one weighted admission may be handed out later by a per-core block
+/// counter's segment, a per-core log's block period), so that permits taken in one weighted admission may be handed out later by a per-core block
 /// (<c>Limiters/StripedHost</c>) for as long as that period lasts.
 /// </summary>
 /// <remarks>
@@ -12,7 +12,7 @@ namespace RateEngine.Algorithms;
 /// early and used late would stretch its burst.
 /// </remarks>
 /// <typeparam name="TState">The mutable per-limiter state.</typeparam>
-internal interface IPeriodBlockAlgorithm<TState> : IWeightedAlgorithm<TState>
+internal interface IPeriodBlockAlgorithm<TState> : IRateAlgorithm<TState>
 {
     /// <summary>The length of the period an admission's permits are counted in, in clock ticks.</summary>
     long PeriodTicks { get; }

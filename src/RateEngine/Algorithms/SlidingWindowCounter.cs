@@ -30,7 +30,7 @@ namespace RateEngine.Algorithms;
 /// at the same bound, which every decision reads as "full" (the limit is at most 2^31 - 1), and a saturated cache is
 /// summed again from the slots, so a refusal's RetryAfter is computed from the true counts.</para>
 /// </remarks>
-internal readonly struct SlidingWindowCounter : IPeriodBlockAlgorithm<CounterState>
+internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>, IPeriodBlockAlgorithm<CounterState>
 {
     private readonly long _limit;
     private readonly long _segment;

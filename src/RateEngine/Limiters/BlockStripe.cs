@@ -37,4 +37,8 @@ internal struct BlockStripe
     /// <summary>A token bucket's stripe: refills without a block since the last try (only a pacing hint: races are harmless).</summary>
     [FieldOffset(104)]
     public long Skips;
+
+    /// <summary>A window's stripe: one more than the period of its last refill, 0 before the first (only a sizing hint).</summary>
+    [FieldOffset(112)]
+    public long RefilledIn;
 }

@@ -43,6 +43,17 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
         CreatePerCore<TokenBucketDefinition, TokenBucketRateLimiterOptions, TokenBucket, long>(
             options, perCore, timeProvider, static (bucket, valid) => new PerCoreBucketHost(bucket, valid));
 
+    /// <summary>The parts of a single sliding-window log whose permits are handed out from per-core blocks.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public static LimiterParts CreatePerCoreLog(SlidingWindowLogRateLimiterOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider) =>
+        CreatePerCore<SlidingWindowLogDefinition, SlidingWindowLogRateLimiterOptions, SlidingWindowLog, LogState>(
+            options,
+            perCore,
+            timeProvider,
+            static (log, valid) => new StripedHost<BlockPeriodLog, LogState>(
+                new BlockPeriodLog((int)log.PermitLimit, log.RefillTicks, blocks: valid.MaxBlockSize > 1), valid));
+
     private static LimiterParts CreatePerCore<TDefinition, TOptions, TAlgorithm, TState>(
         TOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider, Func<TAlgorithm, PerCoreReservationOptions, AlgorithmHost> host)
         where TDefinition : IAlgorithmDefinition<TOptions, TAlgorithm, TState>

@@ -33,6 +33,15 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     private readonly long _period;
     private readonly long _maxFastEpoch;
 
+    /// <summary>2^31 periods (saturated): blocks are trusted only while the last sweep is less than this long ago.</summary>
+    private readonly long _sweepGuard;
+
+    /// <summary>
+    /// When every block was last known to hold a period less than 2^31 periods old (see <see cref="ResetBlocksOver"/>).
+    /// Written about once per 2^30 periods, so the line stays shared.
+    /// </summary>
+    private long _sweptAt;
+
     public StripedHost(TAlgorithm algorithm, PerCoreReservationOptions options)
         : base(options)
     {
@@ -40,6 +49,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         _cell = new StateCell<TState> { State = algorithm.CreateState() };
         _period = algorithm.PeriodTicks;
         _maxFastEpoch = long.MaxValue / _period - 1;
+        _sweepGuard = _period > (long.MaxValue >> 31) ? long.MaxValue : _period << 31;
     }
 
     public override long PermitLimit => _algorithm.PermitLimit;
@@ -58,9 +68,13 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         return Refill(home, now, permits, out admission, out retryAfter);
     }
 
-    /// <summary>Gives the permits back to the block they came from, while the shared state still counts their period.</summary>
+    /// <summary>
+    /// Gives the permits back to the block they came from, while the shared state still counts their period and that
+    /// period is recent enough to be told apart from its aliases (a lease held for 2^30 periods frees nothing).
+    /// </summary>
     public override bool Refund(in Admission admission) =>
-        _algorithm.CountsPeriod(ref _cell.State, admission.Marker)
+        Volatile.Read(ref _sweptAt) - admission.Stamp < _sweepGuard / 2
+        && _algorithm.CountsPeriod(ref _cell.State, admission.Marker)
         && Install(ref Stripes[(int)admission.Previous].Word, admission.Marker, admission.Permits);
 
     public override long GetAvailablePermits(long now) =>
@@ -89,7 +103,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         {
             long current = Volatile.Read(ref word);
             long remaining = EpochCount.Count(current);
-            if (remaining < permits || !BlockPeriod(current, now, out long epoch))
+            if (remaining < permits || !BlockPeriod(current, now, out long epoch) || SweepDue(now))
             {
                 admission = default;
                 return false;
@@ -111,9 +125,14 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     private bool Refill(int home, long now, long permits, out Admission admission, out long retryAfter)
     {
         ref BlockStripe stripe = ref Stripes[home];
+        if (SweepDue(now))
+        {
+            EmptyAllBlocks(now);
+        }
+
         long block = Volatile.Read(ref stripe.Word);
         bool over = !BlockPeriod(block, now, out _);
-        long next = NextExtra(ref stripe, usedUp: EpochCount.Count(block) == 0 || !over);
+        long next = NextExtra(ref stripe, now / _period, over, left: EpochCount.Count(block));
         if (over)
         {
             ResetBlocksOver(home, now);
@@ -151,14 +170,22 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
 
     /// <summary>
     /// Empties every block whose period is over into an empty block of now's period. Epochs are compared modulo 2^33
-    /// (<see cref="EpochCount"/>), so a block left alone while the shared state moved on for 2^33 periods would read as
-    /// current again, with permits of a period long gone. Every core's first refill in a period sweeps, so a busy limiter
-    /// never lets a block fall that far behind; a limiter idle that long has its shared word alias the same way, which
-    /// keeps them consistent (an aliased block's permits are counted in the aliased shared word).
+    /// (<see cref="EpochCount"/>), so a block left alone for 2^33 periods would read as current again, with permits of a
+    /// period long gone: for the log, whose state has no epoch to alias with it, that would be permits no window counts.
+    /// So a sweep notes when it ran (<see cref="_sweptAt"/>), and once 2^31 periods passed without one, no block is
+    /// trusted: the next refill empties them all (<see cref="EmptyAllBlocks"/>). Every core's first refill in a period
+    /// sweeps, so a busy limiter never gets there.
     /// </summary>
     private void ResetBlocksOver(int home, long now)
     {
         long fresh = EpochCount.Pack(now / _period, 0);
+        if (now - Volatile.Read(ref _sweptAt) >= _sweepGuard / 2)
+        {
+            // Every block this sweep leaves holds now's period or a newer one (a block being refilled holds a period at
+            // most a slow thread's lag old): so it is, from here, until the next sweep.
+            Volatile.Write(ref _sweptAt, now);
+        }
+
         for (int i = 0; i < Stripes.Length; i++)
         {
             ref BlockStripe stripe = ref Stripes[i];
@@ -171,7 +198,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
             {
                 // That core left permits over: its next block is halved as its own refill would have (the reset block reads
                 // as used up). The home block's size was decided before the sweep.
-                stripe.LastExtra = Math.Max(stripe.LastExtra / 2, 1);
+                stripe.LastExtra /= 2;
             }
         }
     }
@@ -201,16 +228,44 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     }
 
     /// <summary>
-    /// How many further permits the home stripe's next block takes: twice the last one when the stripe used all of it
-    /// within its period, half (at least one) when its period ended with permits left over, one to start; never more
-    /// than <see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1.
+    /// How many further permits the home stripe's next block takes, by what the core showed it needs: twice the last
+    /// block (at least one) when the core ran out within a period (it refills again in the period of its last refill, or
+    /// its last block, of a past period, was used up); half (down to none) when a period ended with permits left; none to
+    /// start, so a core that sends one request a period never holds a permit back. Never more than
+    /// <see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1.
     /// </summary>
-    private long NextExtra(ref BlockStripe stripe, bool usedUp)
+    private long NextExtra(ref BlockStripe stripe, long nowEpoch, bool over, long left)
     {
         long last = stripe.LastExtra;
-        long next = Math.Min(Math.Max(usedUp ? last * 2 : last / 2, 1), MaxExtra);
+        bool again = stripe.RefilledIn == nowEpoch + 1;
+        stripe.RefilledIn = nowEpoch + 1;
+        long next = (over, again) switch
+        {
+            (false, true) => Math.Max(last * 2, 1), // ran out within the period
+            (false, false) => last, // a sweep emptied the block into now's period and already halved what it left over
+            _ when left > 0 => last / 2, // the period ended with permits left
+            _ => last * 2, // the last block was used up in its period (none: stays none)
+        };
+
+        next = Math.Min(next, MaxExtra);
         stripe.LastExtra = next;
         return next;
+    }
+
+    /// <summary>True when no sweep ran for 2^31 periods: a block's period might then read as one of its aliases.</summary>
+    private bool SweepDue(long now) => now - Volatile.Read(ref _sweptAt) >= _sweepGuard;
+
+    /// <summary>Empties every block into now's period, whatever period it reads as (<see cref="ResetBlocksOver"/>).</summary>
+    private void EmptyAllBlocks(long now)
+    {
+        long fresh = EpochCount.Pack(now / _period, 0);
+        foreach (ref BlockStripe stripe in Stripes.AsSpan())
+        {
+            Interlocked.Exchange(ref stripe.Word, fresh);
+            stripe.LastExtra = 0;
+        }
+
+        Volatile.Write(ref _sweptAt, now);
     }
 
     /// <summary>Permits in blocks usable at <paramref name="now"/>, and the most in any one block.</summary>
@@ -218,6 +273,11 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     {
         long sum = 0;
         largest = 0;
+        if (SweepDue(now))
+        {
+            return 0;
+        }
+
         foreach (ref BlockStripe stripe in Stripes.AsSpan())
         {
             long word = Volatile.Read(ref stripe.Word);

@@ -30,6 +30,10 @@ public class GuaranteePropertyTests
         Prop.ForAll(Generators.Everything(LimiterKind.Bucket), ScenarioRunner.NeverExceedsGuarantee);
 
     [Property(MaxTest = Cases)]
+    public Property PerCoreSlidingWindowLog_RandomOperations_NeverExceedsLimitInAnyWindow() =>
+        Prop.ForAll(Generators.Everything(LimiterKind.Log, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
+
+    [Property(MaxTest = Cases)]
     public Property PerCoreFixedWindow_RandomOperations_NeverExceedsLimitInAnyAlignedWindow() =>
         Prop.ForAll(Generators.Everything(LimiterKind.Fixed, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
 
@@ -50,6 +54,10 @@ public class GuaranteePropertyTests
 public class PerCoreReferenceModelPropertyTests
 {
     private const int Cases = 1000;
+
+    [Property(MaxTest = Cases)]
+    public Property PerCoreSlidingWindowLog_RandomOperations_NeverAdmitsWhereTheModelRefuses() =>
+        Prop.ForAll(Generators.Decisions(LimiterKind.Log, perCore: true), ScenarioRunner.DecidesWithinPerCoreSlack);
 
     [Property(MaxTest = Cases)]
     public Property PerCoreFixedWindow_RandomOperations_DecidesWithinTheBlocksSlack() =>

@@ -159,8 +159,9 @@ public static class ScenarioRunner
     /// leftovers of blocks whose segment ended, at most one block per core per segment of the window (a block keeps at most
     /// MaxBlockSize - 1 beyond its request, plus what the block before held when a request did not fit it). With blocks of one
     /// permit (none at all) every decision, available count and RETRY_AFTER is the model's. For the bucket, whose blocks
-    /// lose the tokens a core did not use by their slot, only the first half is checked: it never admits where the model
-    /// refuses (a token used by its slot is an admission the bucket allows at that time).
+    /// lose the tokens a core did not use by their slot, and the log, whose blocks' leftovers stay in the log for its
+    /// counted span (two block periods longer than the window), only the first half is checked: it never admits where the
+    /// model refuses (their refusals are checked in their contract tests).
     /// </summary>
     public static void DecidesWithinPerCoreSlack(Scenario scenario)
     {
@@ -202,10 +203,8 @@ public static class ScenarioRunner
                                 model.Record(now, permits);
                             }
                         }
-                        else if (spec.Kind != LimiterKind.Bucket)
+                        else if (spec.Kind is LimiterKind.Fixed or LimiterKind.Counter)
                         {
-                            // (A bucket's block tokens that passed their slot unused are lost until the bucket refills
-                            // them: its refusals have no slack to check beyond the exact case of blocks of one.)
                             long scattered = (stripes + 1) * (Math.Max(1, permits) - 1);
                             // A block's leftover: what it kept beyond its request, plus what was left of the block before when
                             // a request did not fit it (merged into the new block of the same segment).

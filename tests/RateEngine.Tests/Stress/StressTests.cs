@@ -119,6 +119,8 @@ public class StressTests(ITestOutputHelper output)
     /// windows of half a millisecond, so blocks end with their window all the time; a third is refunded into the blocks.
     /// </summary>
     [Theory]
+    [InlineData(LimiterKind.Log, 64)]
+    [InlineData(LimiterKind.Log, 4)]
     [InlineData(LimiterKind.Fixed, 64)]
     [InlineData(LimiterKind.Fixed, 4)]
     [InlineData(LimiterKind.Counter, 64)]
@@ -132,6 +134,7 @@ public class StressTests(ITestOutputHelper output)
 
     /// <summary>Per-core blocks on a clock that moves with every few reads: every block races its window's end (a bucket's, its tokens' slots).</summary>
     [Theory]
+    [InlineData(LimiterKind.Log)]
     [InlineData(LimiterKind.Fixed)]
     [InlineData(LimiterKind.Counter)]
     [InlineData(LimiterKind.Bucket)]
@@ -145,6 +148,7 @@ public class StressTests(ITestOutputHelper output)
 
     /// <summary>Per-core blocks on the coarse clock (its real 1 ms ticker).</summary>
     [Theory]
+    [InlineData(LimiterKind.Log)]
     [InlineData(LimiterKind.Fixed)]
     [InlineData(LimiterKind.Counter)]
     [InlineData(LimiterKind.Bucket)]

@@ -25,7 +25,7 @@ public sealed partial record LimiterSpec(
     int PerCoreBlock = 0,
     int PerCoreStripes = 0)
 {
-    /// <summary>The limiter; with <see cref="PerCoreBlock"/> set (fixed window, counter, bucket), one that hands permits out from per-core blocks of at most that size.</summary>
+    /// <summary>The limiter; with <see cref="PerCoreBlock"/> set, one that hands permits out from per-core blocks of at most that size.</summary>
     public RateEngineLimiter Create(TimeProvider time)
     {
         PerCoreReservationOptions? perCore = null;
@@ -38,13 +38,14 @@ public sealed partial record LimiterSpec(
         return (Kind, perCore) switch
         {
             (LimiterKind.Log, null) => new SlidingWindowLogRateLimiter(LogOptions(), time),
+            (LimiterKind.Log, _) => new SlidingWindowLogRateLimiter(LogOptions(), perCore, time),
             (LimiterKind.Counter, null) => new SlidingWindowCounterRateLimiter(CounterOptions(), time),
             (LimiterKind.Counter, _) => new SlidingWindowCounterRateLimiter(CounterOptions(), perCore, time),
             (LimiterKind.Fixed, null) => new LockFreeFixedWindowRateLimiter(FixedOptions(), time),
             (LimiterKind.Fixed, _) => new LockFreeFixedWindowRateLimiter(FixedOptions(), perCore, time),
             (LimiterKind.Bucket, null) => new LockFreeTokenBucketRateLimiter(BucketOptions(), time),
             (LimiterKind.Bucket, _) => new LockFreeTokenBucketRateLimiter(BucketOptions(), perCore, time),
-            _ => throw new ArgumentOutOfRangeException(nameof(Kind), Kind, "per-core blocks serve the fixed window, the counter and the bucket"),
+            _ => throw new ArgumentOutOfRangeException(nameof(Kind), Kind, null),
         };
     }
 
