@@ -184,7 +184,10 @@ internal sealed class CompareHarness(CompareSettings settings)
             BytesPerOperation(Admit),
             Reject.Count > 0 ? BytesPerOperation(Reject) : null,
             BytesPerOperation(TwoThreads),
-            Admit.Sum(s => s.Operations) + Reject.Sum(s => s.Operations) + OneThread.Sum(s => s.Operations) + TwoThreads.Sum(s => s.Operations));
+            Admit.Sum(s => s.Operations) + Reject.Sum(s => s.Operations) + OneThread.Sum(s => s.Operations) + TwoThreads.Sum(s => s.Operations))
+        {
+            TwoThreadRounds = [.. TwoThreads.Select(s => s.OperationsPerSecond)],
+        };
 
         public void Dispose()
         {

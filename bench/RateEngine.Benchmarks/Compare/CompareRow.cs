@@ -13,4 +13,8 @@ internal sealed record CompareRow(
     double AdmitBytesPerOperation,
     double? RejectBytesPerOperation,
     double TwoThreadBytesPerOperation,
-    long TotalOperations);
+    long TotalOperations)
+{
+    /// <summary>The 2-thread ops/s of each round, in round order: a ratio per round compares runs made minutes apart at most.</summary>
+    public IReadOnlyList<double> TwoThreadRounds { get; init; } = [];
+}

@@ -11,7 +11,7 @@ internal static class LimiterKinds
     /// <summary>The in-box limiter a RateEngine limiter is compared with (itself for an in-box one).</summary>
     public static LimiterKind Baseline(this LimiterKind kind) => kind switch
     {
-        LimiterKind.InboxSliding or LimiterKind.Log or LimiterKind.Counter => LimiterKind.InboxSliding,
+        LimiterKind.InboxSliding or LimiterKind.Log or LimiterKind.PerCoreLog or LimiterKind.Counter => LimiterKind.InboxSliding,
         LimiterKind.InboxFixed or LimiterKind.LockFreeFixed => LimiterKind.InboxFixed,
         _ => LimiterKind.InboxBucket,
     };
@@ -20,6 +20,7 @@ internal static class LimiterKinds
     {
         LimiterKind.InboxSliding => "in-box SlidingWindowRateLimiter",
         LimiterKind.Log => "SlidingWindowLogRateLimiter",
+        LimiterKind.PerCoreLog => "SlidingWindowLogRateLimiter, per-core blocks",
         LimiterKind.Counter => "SlidingWindowCounterRateLimiter",
         LimiterKind.InboxFixed => "in-box FixedWindowRateLimiter",
         LimiterKind.LockFreeFixed => "LockFreeFixedWindowRateLimiter",
@@ -32,6 +33,7 @@ internal static class LimiterKinds
     {
         LimiterKind.InboxSliding => "in-box sliding",
         LimiterKind.Log => "log",
+        LimiterKind.PerCoreLog => "per-core log",
         LimiterKind.Counter => "counter",
         LimiterKind.InboxFixed => "in-box fixed",
         LimiterKind.LockFreeFixed => "lock-free fixed",

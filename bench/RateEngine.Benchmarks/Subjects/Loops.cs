@@ -43,6 +43,7 @@ internal static class Loops
     {
         LimiterKind.InboxSliding => Attempt<InboxSlidingAcquirer>,
         LimiterKind.Log => Attempt<LogAcquirer>,
+        LimiterKind.PerCoreLog => Attempt<PerCoreLogAcquirer>,
         LimiterKind.Counter => Attempt<CounterAcquirer>,
         LimiterKind.InboxFixed => Attempt<InboxFixedAcquirer>,
         LimiterKind.LockFreeFixed => Attempt<LockFreeFixedAcquirer>,

@@ -65,6 +65,12 @@ internal readonly struct BlockPeriodLog : IPeriodBlockAlgorithm<LogState>
 
     public long GetAvailablePermits(ref LogState state, long now) => _log.GetAvailablePermits(ref state, now);
 
+    /// <summary>One slot read when the ring has room for <paramref name="enough"/>; the binary search only near the cap.</summary>
+    public long GetAvailableUpTo(ref LogState state, long now, long enough) =>
+        enough <= _log.PermitLimit && _log.GetRetryAfter(ref state, now, enough) == 0
+            ? enough
+            : Math.Min(_log.GetAvailablePermits(ref state, now), enough);
+
     public long GetRetryAfter(ref LogState state, long now, long permits) => _log.GetRetryAfter(ref state, now, permits);
 
     public long? GetFullSince(ref LogState state, long now) => _log.GetFullSince(ref state, now);

@@ -44,6 +44,8 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
 
     public bool CountsPeriod(ref long state, long epoch) => EpochCount.Holds(Volatile.Read(ref state), epoch);
 
+    public long GetAvailableUpTo(ref long state, long now, long enough) => Math.Min(GetAvailablePermits(ref state, now), enough);
+
     public long CreateState() => EpochCount.Pack(0, 0);
 
     public bool TryAcquire(ref long state, long now, long permits, out Admission admission, out long retryAfter)

@@ -22,4 +22,11 @@ internal interface IPeriodBlockAlgorithm<TState> : IRateAlgorithm<TState>
     /// of that period given back to a block frees a permit that still counts.
     /// </summary>
     bool CountsPeriod(ref TState state, long epoch);
+
+    /// <summary>
+    /// <see cref="IRateAlgorithm{TState}.GetAvailablePermits"/>, or <paramref name="enough"/> when at least that many are
+    /// available: a refill sizing its block needs no more, and the log counts its available permits by a binary search
+    /// over its ring, where one slot tells whether <paramref name="enough"/> are free.
+    /// </summary>
+    long GetAvailableUpTo(ref TState state, long now, long enough);
 }

@@ -55,6 +55,8 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
 
     public bool CountsPeriod(ref CounterState state, long epoch) => EpochCount.Holds(Volatile.Read(ref state.Current), epoch);
 
+    public long GetAvailableUpTo(ref CounterState state, long now, long enough) => Math.Min(GetAvailablePermits(ref state, now), enough);
+
     public CounterState CreateState() => new(_segments + 1);
 
     public bool TryAcquire(ref CounterState state, long now, long permits, out Admission admission, out long retryAfter)

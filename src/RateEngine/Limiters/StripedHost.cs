@@ -138,7 +138,8 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
             ResetBlocksOver(home, now);
         }
 
-        long available = _algorithm.GetAvailablePermits(ref _cell.State, now);
+        // Enough to size the block: up to the point where the cap's share (1 / (2 * stripes) of what is left) stops binding.
+        long available = _algorithm.GetAvailableUpTo(ref _cell.State, now, permits + (next * 2L * Stripes.Length));
         long extra = available > permits ? Math.Min(next, (available - permits) / (2L * Stripes.Length)) : 0;
         extra = Math.Min(extra, _algorithm.PermitLimit - permits);
 
