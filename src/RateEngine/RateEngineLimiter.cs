@@ -226,7 +226,7 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
     /// </summary>
     private bool Refund(in Admission admission)
     {
-        bool refunded = _host.Refund(admission);
+        bool refunded = _host.Refund(admission, _clock.Now());
         if (refunded && Volatile.Read(ref _queuedPermits) > 0)
         {
             lock (_queue)

@@ -15,8 +15,8 @@ namespace RateEngine.Algorithms;
 /// any interval of length W holds at most one use per chain, at most L in all. The guarantee holds for use times.</para>
 /// <para><b>What it costs</b>: the log counts each permit 2(D - 1) ticks longer than W, so its steady rate is
 /// <c>L / (W + 2(D - 1))</c>: with D = W / 256 about 0.8 % below <c>L / W</c>. Permits a block still holds when its period
-/// ends stay in the log, counted until they leave the longer window, as any other admission. With blocks of one permit
-/// (none) the period is one tick and the window is W: it decides exactly as the log.</para>
+/// ends stay in the log, counted until they leave the longer window, as any other admission. (With blocks of one permit
+/// the limiter uses the plain log, not this.)</para>
 /// <para><b>Linearization point</b>: the log's.</para>
 /// </remarks>
 internal readonly struct BlockPeriodLog : IPeriodBlockAlgorithm<LogState>
@@ -29,11 +29,10 @@ internal readonly struct BlockPeriodLog : IPeriodBlockAlgorithm<LogState>
 
     /// <param name="permitLimit">L.</param>
     /// <param name="windowTicks">W, the window of the guarantee.</param>
-    /// <param name="blocks">False when blocks never hold a permit beyond a request: then D is one tick, and the log is W's.</param>
-    public BlockPeriodLog(int permitLimit, long windowTicks, bool blocks)
+    public BlockPeriodLog(int permitLimit, long windowTicks)
     {
         Debug.Assert(permitLimit > 0 && windowTicks > 0);
-        _period = blocks ? Math.Max(1, windowTicks / PeriodsPerWindow) : 1;
+        _period = Math.Max(1, windowTicks / PeriodsPerWindow);
         _log = new SlidingWindowLog(permitLimit, windowTicks + (2 * (_period - 1)));
     }
 
@@ -43,7 +42,7 @@ internal readonly struct BlockPeriodLog : IPeriodBlockAlgorithm<LogState>
 
     public long PeriodTicks => _period;
 
-    /// <summary>Always: a permit of any period stays in the log for the whole window, so handing it out again in its period is safe.</summary>
+    /// <summary>Always: a permit of any period stays in the log for the whole counted span, so handing it out again in its period is safe.</summary>
     public bool CountsPeriod(ref LogState state, long epoch) => true;
 
     public LogState CreateState() => _log.CreateState();

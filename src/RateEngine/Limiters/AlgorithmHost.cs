@@ -15,7 +15,8 @@ internal abstract class AlgorithmHost
 
     public abstract bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter);
 
-    public abstract bool Refund(in Admission admission);
+    /// <summary>Undoes an admission (see <see cref="IRateAlgorithm{TState}.Refund"/>); <paramref name="now"/> is a fresh clock read.</summary>
+    public abstract bool Refund(in Admission admission, long now);
 
     public abstract long GetAvailablePermits(long now);
 

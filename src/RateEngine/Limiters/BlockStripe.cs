@@ -41,4 +41,8 @@ internal struct BlockStripe
     /// <summary>A window's stripe: one more than the period of its last refill, 0 before the first (only a sizing hint).</summary>
     [FieldOffset(112)]
     public long RefilledIn;
+
+    /// <summary>A window's stripe: set when another core's sweep emptied this block with permits left (only a sizing hint).</summary>
+    [FieldOffset(120)]
+    public long SweptLeftover;
 }

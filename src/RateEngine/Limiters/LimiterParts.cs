@@ -51,8 +51,9 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
             options,
             perCore,
             timeProvider,
-            static (log, valid) => new StripedHost<BlockPeriodLog, LogState>(
-                new BlockPeriodLog((int)log.PermitLimit, log.RefillTicks, blocks: valid.MaxBlockSize > 1), valid));
+            static (log, valid) => valid.MaxBlockSize == 1
+                ? new AlgorithmHost<SlidingWindowLog, LogState>(log) // no blocks: the log itself, refunds exact
+                : new StripedHost<BlockPeriodLog, LogState>(new BlockPeriodLog((int)log.PermitLimit, log.RefillTicks), valid));
 
     private static LimiterParts CreatePerCore<TDefinition, TOptions, TAlgorithm, TState>(
         TOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider, Func<TAlgorithm, PerCoreReservationOptions, AlgorithmHost> host)

@@ -70,7 +70,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     }
 
     /// <summary>Frees nothing (see remarks): the tokens stay spent.</summary>
-    public override bool Refund(in Admission admission) => false;
+    public override bool Refund(in Admission admission, long now) => false;
 
     public override long GetAvailablePermits(long now)
     {

@@ -17,7 +17,8 @@ namespace RateEngine.Limiters;
 /// <para><b>Invariant</b>: for every period e, the permits used in e plus the blocks' remaining permits of e are at most
 /// what the shared state counted in e, which its own invariant keeps within the limit. A block only grows by permits
 /// the shared state has just counted in its period (or by a refund of permits taken from it), and a stripe never goes
-/// back to an older period, so the guarantee of the algorithm holds for the permits' use times.</para>
+/// back to an older period, so the guarantee of the algorithm holds for the permits' use times (for the log, the guarantee
+/// of window W, which its counted span of W plus two periods buys: see <see cref="BlockPeriodLog"/>).</para>
 /// <para><b>Linearization point</b>: the stripe's CAS for a permit from a block; the shared state's CAS for a refill.</para>
 /// <para><b>What it costs</b>: a refused request that found its own block short looks at every other block before
 /// refusing, so a cap is refused only when no block holds the request's permits (a weighted request whose permits are
@@ -69,11 +70,12 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     }
 
     /// <summary>
-    /// Gives the permits back to the block they came from, while the shared state still counts their period and that
-    /// period is recent enough to be told apart from its aliases (a lease held for 2^30 periods frees nothing).
+    /// Gives the permits back to the block they came from while their period lasts (now, a fresh read, is not past it) and
+    /// the shared state still counts it. A permit of a period that is over is worth nothing, and installing one could make
+    /// a block of a period long gone read as current through its alias (epochs compare modulo 2^33).
     /// </summary>
-    public override bool Refund(in Admission admission) =>
-        Volatile.Read(ref _sweptAt) - admission.Stamp < _sweepGuard / 2
+    public override bool Refund(in Admission admission, long now) =>
+        now / _period <= admission.Marker
         && _algorithm.CountsPeriod(ref _cell.State, admission.Marker)
         && Install(ref Stripes[(int)admission.Previous].Word, admission.Marker, admission.Permits);
 
@@ -132,7 +134,8 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
 
         long block = Volatile.Read(ref stripe.Word);
         bool over = !BlockPeriod(block, now, out _);
-        long next = NextExtra(ref stripe, now / _period, over, left: EpochCount.Count(block));
+        long nowEpoch = now / _period;
+        long next = NextExtra(ref stripe, nowEpoch, over, left: EpochCount.Count(block));
         if (over)
         {
             ResetBlocksOver(home, now);
@@ -141,16 +144,14 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         // Enough to size the block: up to the point where the cap's share (1 / (2 * stripes) of what is left) stops binding.
         long available = _algorithm.GetAvailableUpTo(ref _cell.State, now, permits + (next * 2L * Stripes.Length));
         long extra = available > permits ? Math.Min(next, (available - permits) / (2L * Stripes.Length)) : 0;
-        extra = Math.Min(extra, _algorithm.PermitLimit - permits);
+        extra = Math.Max(0, Math.Min(extra, _algorithm.PermitLimit - permits));
 
         if (_algorithm.TryAcquire(ref _cell.State, now, permits + extra, out Admission taken, out retryAfter)
             || (extra > 0 && _algorithm.TryAcquire(ref _cell.State, now, permits + (extra = 0), out taken, out retryAfter)))
         {
-            if (extra > 0)
-            {
-                Install(ref stripe.Word, taken.Marker, extra);
-            }
-
+            // The next block is sized from what this one really holds, not from what the core wished for.
+            stripe.LastExtra = extra > 0 && Install(ref stripe.Word, taken.Marker, extra) ? extra : 0;
+            stripe.RefilledIn = nowEpoch + 1;
             admission = taken with { Permits = permits, Previous = home };
             return true;
         }
@@ -170,20 +171,22 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     }
 
     /// <summary>
-    /// Empties every block whose period is over into an empty block of now's period. Epochs are compared modulo 2^33
+    /// Empties every block whose period is over and that still holds permits into an empty block of now's period (an empty
+    /// block is harmless in any period, and left alone it costs no cache line). Epochs are compared modulo 2^33
     /// (<see cref="EpochCount"/>), so a block left alone for 2^33 periods would read as current again, with permits of a
     /// period long gone: for the log, whose state has no epoch to alias with it, that would be permits no window counts.
     /// So a sweep notes when it ran (<see cref="_sweptAt"/>), and once 2^31 periods passed without one, no block is
     /// trusted: the next refill empties them all (<see cref="EmptyAllBlocks"/>). Every core's first refill in a period
-    /// sweeps, so a busy limiter never gets there.
+    /// sweeps, so a busy limiter never gets there. (What stays open: a thread stopped for 2^33 periods between a refill's
+    /// or refund's decision and its install; with the log's periods of W/256, that is 2^25 windows, 9 hours of 1 ms windows.)
     /// </summary>
     private void ResetBlocksOver(int home, long now)
     {
         long fresh = EpochCount.Pack(now / _period, 0);
         if (now - Volatile.Read(ref _sweptAt) >= _sweepGuard / 2)
         {
-            // Every block this sweep leaves holds now's period or a newer one (a block being refilled holds a period at
-            // most a slow thread's lag old): so it is, from here, until the next sweep.
+            // Every block holding permits that this sweep leaves holds now's period or a newer one (a block being refilled
+            // holds a period at most a slow thread's lag old): so it is, from here, until the next sweep.
             Volatile.Write(ref _sweptAt, now);
         }
 
@@ -194,12 +197,11 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
 
             // A failed CAS leaves the block to its own next refill or a later sweep: someone moved it meanwhile (a refill, or
             // a caller whose clock is still in that period taking or refunding).
-            if (!BlockPeriod(word, now, out _) && Interlocked.CompareExchange(ref stripe.Word, fresh, word) == word
-                && i != home && EpochCount.Count(word) > 0)
+            if (EpochCount.Count(word) > 0 && !BlockPeriod(word, now, out _)
+                && Interlocked.CompareExchange(ref stripe.Word, fresh, word) == word && i != home)
             {
-                // That core left permits over: its next block is halved as its own refill would have (the reset block reads
-                // as used up). The home block's size was decided before the sweep.
-                stripe.LastExtra /= 2;
+                // That core left permits over: its next refill halves its block, as it would have had it found them itself.
+                stripe.SweptLeftover = 1;
             }
         }
     }
@@ -229,28 +231,28 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     }
 
     /// <summary>
-    /// How many further permits the home stripe's next block takes, by what the core showed it needs: twice the last
-    /// block (at least one) when the core ran out within a period (it refills again in the period of its last refill, or
-    /// its last block, of a past period, was used up); half (down to none) when a period ended with permits left; none to
-    /// start, so a core that sends one request a period never holds a permit back. Never more than
-    /// <see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1.
+    /// How many further permits the home stripe's next block takes, by what the core showed it needs: twice its last block
+    /// (at least one) when it runs out again in the period of its last refill; twice its last block when that block, of a
+    /// past period, was used up; half (down to none) when a period ended with permits left in it, whoever emptied it; none
+    /// to start, so a core that sends one request a period never holds a permit back. Never more than
+    /// <see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1. (The stripe's fields are hints: a race on them only sizes
+    /// a block differently.)
     /// </summary>
     private long NextExtra(ref BlockStripe stripe, long nowEpoch, bool over, long left)
     {
         long last = stripe.LastExtra;
         bool again = stripe.RefilledIn == nowEpoch + 1;
-        stripe.RefilledIn = nowEpoch + 1;
+        bool leftOver = (over && left > 0) || stripe.SweptLeftover != 0;
+        stripe.SweptLeftover = 0;
         long next = (over, again) switch
         {
             (false, true) => Math.Max(last * 2, 1), // ran out within the period
-            (false, false) => last, // a sweep emptied the block into now's period and already halved what it left over
-            _ when left > 0 => last / 2, // the period ended with permits left
+            _ when leftOver => last / 2,
+            (false, false) => last, // the block reads as now's period without a refill of this core (the first period, a refund): nothing to learn
             _ => last * 2, // the last block was used up in its period (none: stays none)
         };
 
-        next = Math.Min(next, MaxExtra);
-        stripe.LastExtra = next;
-        return next;
+        return Math.Min(next, MaxExtra);
     }
 
     /// <summary>True when no sweep ran for 2^31 periods: a block's period might then read as one of its aliases.</summary>
@@ -264,6 +266,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         {
             Interlocked.Exchange(ref stripe.Word, fresh);
             stripe.LastExtra = 0;
+            stripe.SweptLeftover = 0;
         }
 
         Volatile.Write(ref _sweptAt, now);

@@ -1,6 +1,7 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.Algorithms;
+using RateEngine.Limiters;
 
 namespace RateEngine.Tests.Contract;
 
@@ -56,23 +57,25 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
     public void AttemptAcquire_BlockLeftFromAnEndedPeriod_IsNeverUsedAndStaysCounted()
     {
         var time = new FakeTimeProvider();
-        using ReplenishingRateLimiter limiter = Create(1_000, 0, QueueProcessingOrder.OldestFirst, time);
+        using RateEngineLimiter limiter = OnOneBlock(1_000, Window, time);
         for (int i = 0; i < 100; i++)
         {
             Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         }
 
-        // In its period a block's permits count as available; in the next one they are over, and the log still counts them.
+        // One core's blocks kept 0, 1, 2, 4, ..., 32, then 63 permits beyond their request: the 8th refill, at the 71st
+        // request, covers up to the 134th, so 34 are left. In its period a block's permits count as available.
         Assert.Equal(900, limiter.GetStatistics()!.CurrentAvailablePermits);
+
+        // In the next period they are over, and the log still counts them.
         time.Advance(Period);
-        long available = limiter.GetStatistics()!.CurrentAvailablePermits;
-        Assert.InRange(available, 900 - (PerCoreStripes() * 63L), 899);
-        Assert.True(limiter.AttemptAcquire((int)available).IsAcquired);
+        Assert.Equal(900 - 34, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.True(limiter.AttemptAcquire(866).IsAcquired);
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
 
         // Everything the first period took, blocks included, comes back together, one counted span after it.
         time.Advance(Counted - Period);
-        Assert.Equal(1_000 - available, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.Equal(1_000 - 866, limiter.GetStatistics()!.CurrentAvailablePermits);
     }
 
     [Fact]
@@ -92,13 +95,53 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
     }
 
     [Fact]
-    public void AttemptAcquire_BlocksOfOne_DecideExactlyAsTheLog()
+    public void AttemptAcquire_BurstThenOneRequestAPeriodBesideABusierCore_BlockShrinksToNone()
+    {
+        var time = new FakeTimeProvider();
+        var perCore = new PerCoreReservationOptions { Stripes = 2 };
+        using var limiter = new SlidingWindowLogRateLimiter(
+            SlidingWindowLogRateLimiterTests.Options(10_000, Window, 0, QueueProcessingOrder.OldestFirst), perCore, time);
+        int core = 1;
+        ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
+
+        // Core 1 bursts: its blocks grow to the largest.
+        for (int i = 0; i < 200; i++)
+        {
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        }
+
+        // Then each period core 0 refills first (its sweep empties core 1's leftover block), and core 1 sends one request.
+        long availableBefore = 0;
+        for (int period = 1; period <= 30; period++)
+        {
+            time.Advance(Period);
+            if (period == 21)
+            {
+                availableBefore = limiter.GetStatistics()!.CurrentAvailablePermits;
+            }
+
+            foreach (int next in new[] { 0, 1 })
+            {
+                core = next;
+                Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+            }
+        }
+
+        // By period 21 core 1's block had halved to none: the last ten periods cost their 20 requests and nothing more.
+        time.Advance(Period);
+        Assert.Equal(availableBefore - 20, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    [Fact]
+    public void AttemptAcquire_BlocksOfOne_DecideAndRefundExactlyAsTheLog()
     {
         var time = new FakeTimeProvider();
         using var limiter = new SlidingWindowLogRateLimiter(
             SlidingWindowLogRateLimiterTests.Options(2, Window, 0, QueueProcessingOrder.OldestFirst), new PerCoreReservationOptions { MaxBlockSize = 1 }, time);
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         time.Advance(TimeSpan.FromSeconds(3));
+        Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? reservation));
+        Assert.True(reservation!.Refund());
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
         time.Advance(TimeSpan.FromSeconds(2));
         Assert.Equal(TimeSpan.FromSeconds(5), RetryAfterOf(limiter.AttemptAcquire(1)));
@@ -109,24 +152,25 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
     }
 
     [Fact]
-    public void AttemptAcquire_RefundedPermitInABlockIdleForItsPeriodToWrap_IsNotUsed()
+    public void AttemptAcquire_BlockIdleForItsPeriodToWrap_IsNotUsed()
     {
-        // Blocks of one permit: a block period is one tick, and block periods are compared modulo 2^33.
+        // A window of 256 ticks: a block period is one tick, and block periods are compared modulo 2^33.
         var time = new FakeTimeProvider();
-        using var limiter = new SlidingWindowLogRateLimiter(
-            SlidingWindowLogRateLimiterTests.Options(1, TimeSpan.FromTicks(10), 0, QueueProcessingOrder.OldestFirst),
-            new PerCoreReservationOptions { MaxBlockSize = 1 },
-            time);
+        using RateEngineLimiter limiter = OnOneBlock(100, TimeSpan.FromTicks(BlockPeriodLog.PeriodsPerWindow), time);
 
-        // A refunded permit goes back to its core's block, usable in its own tick only; the log keeps its slot.
-        Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? reservation));
-        Assert.True(reservation!.Refund());
-
-        // 2^33 ticks later the block's tick reads as now again, and the log's slot is long free: only the log may admit.
-        time.Advance(TimeSpan.FromTicks(1L << 33));
+        // The second request's refill keeps one permit in the block, usable in its own tick only: the log counts 3, 1 is held.
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.Equal(97 + 1, limiter.GetStatistics()!.CurrentAvailablePermits);
+
+        // 2^33 ticks later the block's tick reads as now again, and the log is long empty: only its 100 may pass.
+        time.Advance(TimeSpan.FromTicks(1L << 33));
+        Assert.True(limiter.AttemptAcquire(100).IsAcquired);
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
     }
 
-    private static int PerCoreStripes() => (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+    /// <summary>A log with blocks on one stripe, so that a test can count what the blocks hold wherever its thread runs.</summary>
+    private static RateEngineLimiter OnOneBlock(int limit, TimeSpan window, FakeTimeProvider time) =>
+        new SlidingWindowLogRateLimiter(
+            SlidingWindowLogRateLimiterTests.Options(limit, window, 0, QueueProcessingOrder.OldestFirst), new PerCoreReservationOptions { Stripes = 1 }, time);
 }

@@ -170,7 +170,7 @@ public static class ScenarioRunner
         using RateEngineLimiter limiter = spec.Create(time);
         int[] core = Steer(limiter);
         var model = new ReferenceModel(spec);
-        long stripes = ((IPerCoreHost)limiter.Host).StripeCount;
+        long stripes = (limiter.Host as IPerCoreHost)?.StripeCount ?? 1; // a log without blocks is the plain log
         long now = 0;
         foreach (Op op in scenario.Ops)
         {
