@@ -7,7 +7,8 @@ namespace RateEngine.Benchmarks.Suites;
 
 /// <summary>
 /// Issue 13's shared limiters that scale with cores: one limiter shared by two threads on the admit path, the in-box
-/// limiter (baseline of each category) against RateEngine's with per-core blocks on the precise and on the coarse clock.
+/// limiter (baseline of each category) against RateEngine's with per-core blocks on the precise and on the coarse clock
+/// (the log, part 1's next best, against the in-box sliding window, as the log is judged).
 /// Each invocation runs <see cref="Operations"/> attempts split over the threads, so Op/s is total throughput; the
 /// <c>Contention</c> suite has the same limiters without blocks and the Interlocked ceiling.
 /// </summary>
@@ -24,6 +25,7 @@ public class PerCoreContention
     private readonly List<RateLimiter> _limiters = [];
     private ThreadTeam _team = null!;
     private long _wrongPath;
+    private Action<int> _inBoxForLog = null!, _logPrecise = null!, _logCoarse = null!;
     private Action<int> _inBoxFixed = null!, _fixedPrecise = null!, _fixedCoarse = null!;
     private Action<int> _inBoxSliding = null!, _counterPrecise = null!, _counterCoarse = null!;
     private Action<int> _inBoxBucket = null!, _bucketPrecise = null!, _bucketCoarse = null!;
@@ -32,6 +34,9 @@ public class PerCoreContention
     public void Setup()
     {
         _team = new ThreadTeam(Threads);
+        _inBoxForLog = Body(LimiterKind.InboxSliding, LimiterSetup.CreateAdmitting(LimiterKind.InboxSliding));
+        _logPrecise = Body(LimiterKind.PerCoreLog, LimiterSetup.CreatePerCoreAdmitting(LimiterKind.Log, TimeProvider.System));
+        _logCoarse = Body(LimiterKind.PerCoreLog, LimiterSetup.CreatePerCoreAdmitting(LimiterKind.Log, CoarseTimeProvider.Shared));
         _inBoxFixed = Body(LimiterKind.InboxFixed, LimiterSetup.CreateAdmitting(LimiterKind.InboxFixed));
         _fixedPrecise = Body(LimiterKind.LockFreeFixed, LimiterSetup.CreatePerCoreAdmitting(LimiterKind.LockFreeFixed, TimeProvider.System));
         _fixedCoarse = Body(LimiterKind.LockFreeFixed, LimiterSetup.CreatePerCoreAdmitting(LimiterKind.LockFreeFixed, CoarseTimeProvider.Shared));
@@ -52,6 +57,15 @@ public class PerCoreContention
         long wrong = Interlocked.Exchange(ref _wrongPath, 0);
         Check.That(wrong == 0, $"PerCoreContention: {wrong} admit-path attempt(s) were rejected");
     }
+
+    [Benchmark(Baseline = true, OperationsPerInvoke = Operations), BenchmarkCategory("SlidingLog")]
+    public void InBoxSlidingForLog() => _team.Run(_inBoxForLog);
+
+    [Benchmark(OperationsPerInvoke = Operations), BenchmarkCategory("SlidingLog")]
+    public void PerCoreLogPrecise() => _team.Run(_logPrecise);
+
+    [Benchmark(OperationsPerInvoke = Operations), BenchmarkCategory("SlidingLog")]
+    public void PerCoreLogCoarse() => _team.Run(_logCoarse);
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Operations), BenchmarkCategory("FixedWindow")]
     public void InBoxFixed() => _team.Run(_inBoxFixed);

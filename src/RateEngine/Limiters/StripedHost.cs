@@ -244,13 +244,10 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         bool again = stripe.RefilledIn == nowEpoch + 1;
         bool leftOver = (over && left > 0) || stripe.SweptLeftover != 0;
         stripe.SweptLeftover = 0;
-        long next = (over, again) switch
-        {
-            (false, true) => Math.Max(last * 2, 1), // ran out within the period
-            _ when leftOver => last / 2,
-            (false, false) => last, // the block reads as now's period without a refill of this core (the first period, a refund): nothing to learn
-            _ => last * 2, // the last block was used up in its period (none: stays none)
-        };
+        long next = again ? Math.Max(last * 2, 1) // ran out within the period (its block is empty, or none was kept)
+            : leftOver ? last / 2
+            : over ? last * 2 // the last block was used up in its period (none: stays none)
+            : last; // the block reads as now's period without a refill of this core (a refund): nothing to learn
 
         return Math.Min(next, MaxExtra);
     }
