@@ -41,9 +41,8 @@ public sealed class PerCoreReservationOptions
     /// <c>MaxBlockSize - 1</c> permits kept for the core's next requests. A window's (or the log's) core keeps none at
     /// first; once it runs out within a period, each next block keeps twice what the last one kept (at least one), and half
     /// as many after a period that ended with permits left, so a core that sends one request a period never holds permits
-    /// back. Must be between 1 and <see cref="MaxBlockSizeLimit"/>: with 1 there are no blocks, every request goes to the
-    /// shared state, and a window or the log decides exactly as without this option (a bucket's leases still cannot give
-    /// tokens back). Default 64.
+    /// back. Must be between 1 and <see cref="MaxBlockSizeLimit"/>: with 1 there are no blocks, and the limiter is the one
+    /// without this option, refunds included. Default 64.
     /// </summary>
     public int MaxBlockSize { get; set; } = 64;
 

@@ -45,4 +45,11 @@ internal struct BlockStripe
     /// <summary>A window's stripe: set when another core's sweep emptied this block with permits left (only a sizing hint).</summary>
     [FieldOffset(120)]
     public long SweptLeftover;
+
+    /// <summary>
+    /// A window's stripe: one more than the last period in which the core ran out and refilled again (only a sizing hint).
+    /// It sits in the slot's first line, which no word shares: the second line is full, and this is written only by refills.
+    /// </summary>
+    [FieldOffset(56)]
+    public long RanOutIn;
 }

@@ -51,9 +51,7 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
             options,
             perCore,
             timeProvider,
-            static (log, valid) => valid.MaxBlockSize == 1
-                ? new AlgorithmHost<SlidingWindowLog, LogState>(log) // no blocks: the log itself, refunds exact
-                : new StripedHost<BlockPeriodLog, LogState>(new BlockPeriodLog((int)log.PermitLimit, log.RefillTicks), valid));
+            static (log, valid) => new StripedHost<BlockPeriodLog, LogState>(new BlockPeriodLog((int)log.PermitLimit, log.RefillTicks), valid));
 
     private static LimiterParts CreatePerCore<TDefinition, TOptions, TAlgorithm, TState>(
         TOptions options, PerCoreReservationOptions perCore, TimeProvider timeProvider, Func<TAlgorithm, PerCoreReservationOptions, AlgorithmHost> host)
@@ -71,8 +69,9 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
 
         ArgumentNullException.ThrowIfNull(timeProvider);
         LimiterClock clock = TDefinition.CreateClock(valid, timeProvider);
+        TAlgorithm algorithm = TDefinition.CreateAlgorithm(valid, clock);
         return new LimiterParts(
-            host(TDefinition.CreateAlgorithm(valid, clock), perCore),
+            perCore.MaxBlockSize == 1 ? new AlgorithmHost<TAlgorithm, TState>(algorithm) : host(algorithm, perCore), // no blocks: the limiter itself
             clock,
             TDefinition.QueueSettings(valid),
             new LeaseCounters());

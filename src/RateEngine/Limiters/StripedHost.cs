@@ -134,11 +134,12 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
 
         long block = Volatile.Read(ref stripe.Word);
         bool over = !BlockPeriod(block, now, out _);
-        long nowEpoch = now / _period;
-        long next = NextExtra(ref stripe, nowEpoch, over, left: EpochCount.Count(block));
-        if (over)
+        long period = (now / _period) + 1; // as the stripe notes periods: 0 is none
+        bool again = stripe.RefilledIn == period;
+        long next = NextExtra(ref stripe, again, over, left: EpochCount.Count(block));
+        if (over && !again)
         {
-            ResetBlocksOver(home, now);
+            ResetBlocksOver(home, now); // the core's first refill in this period sweeps; a block of none stays over
         }
 
         // Enough to size the block: up to the point where the cap's share (1 / (2 * stripes) of what is left) stops binding.
@@ -151,7 +152,8 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         {
             // The next block is sized from what this one really holds, not from what the core wished for.
             stripe.LastExtra = extra > 0 && Install(ref stripe.Word, taken.Marker, extra) ? extra : 0;
-            stripe.RefilledIn = nowEpoch + 1;
+            stripe.RanOutIn = again ? period : stripe.RanOutIn;
+            stripe.RefilledIn = period;
             admission = taken with { Permits = permits, Previous = home };
             return true;
         }
@@ -183,10 +185,14 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     private void ResetBlocksOver(int home, long now)
     {
         long fresh = EpochCount.Pack(now / _period, 0);
-        if (now - Volatile.Read(ref _sweptAt) >= _sweepGuard / 2)
+
+        // Once in 2^30 periods the sweep resets empty blocks too, so no word ages past its alias range: an empty block left
+        // alone that long would read as a period ahead, and its core could not install a block until now caught up.
+        bool refreshing = now - Volatile.Read(ref _sweptAt) >= _sweepGuard / 2;
+        if (refreshing)
         {
-            // Every block holding permits that this sweep leaves holds now's period or a newer one (a block being refilled
-            // holds a period at most a slow thread's lag old): so it is, from here, until the next sweep.
+            // Every block this sweep leaves holds now's period or a newer one (a block being refilled holds a period at
+            // most a slow thread's lag old): so it is, from here, until the next sweep.
             Volatile.Write(ref _sweptAt, now);
         }
 
@@ -197,7 +203,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
 
             // A failed CAS leaves the block to its own next refill or a later sweep: someone moved it meanwhile (a refill, or
             // a caller whose clock is still in that period taking or refunding).
-            if (EpochCount.Count(word) > 0 && !BlockPeriod(word, now, out _)
+            if ((refreshing || EpochCount.Count(word) > 0) && !BlockPeriod(word, now, out _)
                 && Interlocked.CompareExchange(ref stripe.Word, fresh, word) == word && i != home)
             {
                 // That core left permits over: its next refill halves its block, as it would have had it found them itself.
@@ -233,19 +239,19 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     /// <summary>
     /// How many further permits the home stripe's next block takes, by what the core showed it needs: twice its last block
     /// (at least one) when it runs out again in the period of its last refill; twice its last block when that block, of a
-    /// past period, was used up; half (down to none) when a period ended with permits left in it, whoever emptied it; none
-    /// to start, so a core that sends one request a period never holds a permit back. Never more than
+    /// past period, was used up; half (down to none) when a period ended with permits left in it, whoever emptied it,
+    /// unless the core had run out in that period too (a busy core's last block of a period is rarely used up: it keeps
+    /// its size); none to start, so a core that sends one request a period never holds a permit back. Never more than
     /// <see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1. (The stripe's fields are hints: a race on them only sizes
     /// a block differently.)
     /// </summary>
-    private long NextExtra(ref BlockStripe stripe, long nowEpoch, bool over, long left)
+    private long NextExtra(ref BlockStripe stripe, bool again, bool over, long left)
     {
         long last = stripe.LastExtra;
-        bool again = stripe.RefilledIn == nowEpoch + 1;
         bool leftOver = (over && left > 0) || stripe.SweptLeftover != 0;
         stripe.SweptLeftover = 0;
         long next = again ? Math.Max(last * 2, 1) // ran out within the period (its block is empty, or none was kept)
-            : leftOver ? last / 2
+            : leftOver ? (stripe.RanOutIn == stripe.RefilledIn ? last : last / 2) // a busy period's last block: keep its size
             : over ? last * 2 // the last block was used up in its period (none: stays none)
             : last; // the block reads as now's period without a refill of this core (a refund): nothing to learn
 

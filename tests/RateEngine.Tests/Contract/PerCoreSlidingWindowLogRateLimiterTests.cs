@@ -130,7 +130,7 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
             }
         }
 
-        // By period 21 core 1's block had halved to none: the last ten periods cost their 20 requests and nothing more.
+        // Core 1's block halved to none within a few periods: the last ten cost their 20 requests and nothing more.
         time.Advance(Period);
         Assert.Equal(availableBefore - 20, limiter.GetStatistics()!.CurrentAvailablePermits);
     }
@@ -170,6 +170,37 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
         time.Advance(TimeSpan.FromTicks(1L << 33));
         Assert.True(limiter.AttemptAcquire(100).IsAcquired);
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public void AttemptAcquire_EmptyBlockIdleWhileAnotherCoreRefills_StillFormsABlockWhenItsAgeNearsTheWrap()
+    {
+        // Block periods of one tick, compared modulo 2^33. Core 1 takes one request at tick 0 and then idles while core 0
+        // refills every 2^29 ticks; core 1's empty block must not age into "a period ahead" (2^33 - 5 ticks old reads as 5
+        // ahead), where no block could be installed for it.
+        var time = new FakeTimeProvider();
+        using var limiter = new SlidingWindowLogRateLimiter(
+            SlidingWindowLogRateLimiterTests.Options(100, TimeSpan.FromTicks(BlockPeriodLog.PeriodsPerWindow), 0, QueueProcessingOrder.OldestFirst),
+            new PerCoreReservationOptions { Stripes = 2 },
+            time);
+        int core = 1;
+        ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+
+        core = 0;
+        for (int i = 1; i < 16; i++)
+        {
+            time.Advance(TimeSpan.FromTicks(1L << 29));
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        }
+
+        time.Advance(TimeSpan.FromTicks((1L << 33) - 5 - (15L << 29)));
+        core = 1;
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+
+        // The second refill in this tick kept one permit in core 1's block: the log counts 3 now, and the block holds 1.
+        Assert.Equal(97 + 1, limiter.GetStatistics()!.CurrentAvailablePermits);
     }
 
     /// <summary>A log with blocks on one stripe, so that a test can count what the blocks hold wherever its thread runs.</summary>
