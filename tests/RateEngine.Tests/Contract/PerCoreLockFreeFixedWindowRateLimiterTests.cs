@@ -31,11 +31,7 @@ public sealed class PerCoreLockFreeFixedWindowRateLimiterTests : RateLimiterCont
 
         for (int window = 0; window < 3; window++)
         {
-            int admitted = 0;
-            while (limiter.AttemptAcquire(1) is { IsAcquired: true })
-            {
-                admitted++;
-            }
+            int admitted = AdmitOneAtATime(limiter);
 
             // Blocks never hold back a permit of the current window: a refusal comes only once all of them are used.
             Assert.Equal(1_000, admitted);

@@ -31,11 +31,7 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         var time = new FakeTimeProvider();
         using ReplenishingRateLimiter limiter = Create(1_000, 0, QueueProcessingOrder.OldestFirst, time);
 
-        int admitted = 0;
-        while (limiter.AttemptAcquire(1) is { IsAcquired: true })
-        {
-            admitted++;
-        }
+        int admitted = AdmitOneAtATime(limiter);
 
         // At one instant every block's tokens are within their slots: the whole burst is admitted, not one more.
         Assert.Equal(1_000, admitted);
@@ -55,11 +51,7 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         }
 
         time.Advance(TimeSpan.FromMinutes(1));
-        int admitted = 0;
-        while (limiter.AttemptAcquire(1) is { IsAcquired: true })
-        {
-            admitted++;
-        }
+        int admitted = AdmitOneAtATime(limiter);
 
         Assert.Equal(1_000, admitted);
     }

@@ -40,11 +40,7 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
     {
         var time = new FakeTimeProvider();
         using ReplenishingRateLimiter limiter = Create(1_000, 0, QueueProcessingOrder.OldestFirst, time);
-        int admitted = 0;
-        while (limiter.AttemptAcquire(1) is { IsAcquired: true })
-        {
-            admitted++;
-        }
+        int admitted = AdmitOneAtATime(limiter);
 
         // Within one block period, blocks never hold back a permit: a refusal comes only once all of them are used.
         Assert.Equal(1_000, admitted);

@@ -189,6 +189,19 @@ public abstract partial class RateLimiterContractTests
         return retryAfter;
     }
 
+    /// <summary>Takes one permit at a time until the limiter refuses one; returns how many it admitted.</summary>
+    protected static int AdmitOneAtATime(RateLimiter limiter)
+    {
+        ArgumentNullException.ThrowIfNull(limiter);
+        int admitted = 0;
+        while (limiter.AttemptAcquire(1) is { IsAcquired: true })
+        {
+            admitted++;
+        }
+
+        return admitted;
+    }
+
     /// <summary>Calls AcquireAsync for its synchronous exceptions.</summary>
     protected static void StartAcquire(RateLimiter limiter, int permits) => _ = limiter.AcquireAsync(permits).AsTask();
 
