@@ -132,6 +132,32 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
     }
 
     [Fact]
+    public void AttemptAcquire_BusyCoreAcrossPeriods_KeepsItsBlockSize()
+    {
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = OnOneBlock(10_000, Window, time);
+
+        // Period 0: blocks of 0, 1, 2, 4, ..., 32, then 63 beyond their request; the refill at the 263rd request covers up
+        // to the 326th, so 26 are left when the period ends.
+        for (int i = 0; i < 300; i++)
+        {
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        }
+
+        // Period 1: the core ran out in period 0 too, so its first block keeps 63 (halving it to 31 would leave 51 over at
+        // the end, not 20): refills at requests 1, 65, 129, 193 and 257, the last covering up to the 320th.
+        time.Advance(Period);
+        for (int i = 0; i < 300; i++)
+        {
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        }
+
+        // Both periods' leftovers stay counted in the log: 300 + 26 and 300 + 20.
+        time.Advance(Period);
+        Assert.Equal(10_000 - 326 - 320, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    [Fact]
     public void AttemptAcquire_BlocksOfOne_DecideAndRefundExactlyAsTheLog()
     {
         var time = new FakeTimeProvider();
