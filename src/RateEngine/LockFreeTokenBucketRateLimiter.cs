@@ -36,8 +36,9 @@ public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
 
     /// <summary>
     /// Creates the limiter on <paramref name="timeProvider"/>, handing its tokens out from per-core blocks: for one bucket
-    /// that many threads hit at once (see <see cref="PerCoreReservationOptions"/> for what it keeps and costs). Its leases'
-    /// tokens cannot be given back early: a token bucket undoes an admission only while nobody has taken since.
+    /// that many threads hit at once (see <see cref="PerCoreReservationOptions"/> for what it keeps and costs). With blocks,
+    /// its leases' tokens cannot be given back early: a token bucket undoes an admission only while nobody has taken since
+    /// (with <see cref="PerCoreReservationOptions.MaxBlockSize"/> 1 it is the bucket without blocks, refunds included).
     /// </summary>
     /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
     /// <exception cref="ArgumentException">An option is out of range.</exception>

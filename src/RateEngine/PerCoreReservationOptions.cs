@@ -26,7 +26,7 @@ namespace RateEngine;
 /// the bucket refills (its blocks then halve, down to none: the core then takes from the shared bucket alone, as
 /// without blocks, and tries a block every 64th time). So a bucket gains from blocks on <see cref="CoarseTimeProvider"/>
 /// (a tick's tokens share one instant) or when it is drawn down, and not on a full bucket with the precise clock. Near the cap a block takes at most <c>1 / (2 * cores)</c> of what is left,
-/// so what blocks hold back shrinks toward the requests themselves. A per-core bucket's leases cannot give tokens back
+/// so what blocks hold back shrinks toward the requests themselves. With blocks (<see cref="MaxBlockSize"/> above 1), a per-core bucket's leases cannot give tokens back
 /// (<c>Refund</c> frees nothing).</para>
 /// <para>Pick it for a limiter hit by several threads at once at a high rate, with a limit of thousands or more per
 /// window; a limiter with a small limit, or one thread, gains nothing from it.</para>
@@ -40,8 +40,8 @@ public sealed class PerCoreReservationOptions
     /// The size of the largest block a core takes from the shared state: the request that takes it, plus at most
     /// <c>MaxBlockSize - 1</c> permits kept for the core's next requests. A window's (or the log's) core keeps none at
     /// first; once it runs out within a period, each next block keeps twice what the last one kept (at least one), and half
-    /// as many after a period that ended with permits left, so a core that sends one request a period never holds permits
-    /// back. Must be between 1 and <see cref="MaxBlockSizeLimit"/>: with 1 there are no blocks, and the limiter is the one
+    /// as many after a period that ended with permits left (unless the core ran out in that period too: a busy core's last
+    /// block of a period is rarely used up), so a core that sends one request a period never holds permits back. Must be between 1 and <see cref="MaxBlockSizeLimit"/>: with 1 there are no blocks, and the limiter is the one
     /// without this option, refunds included. Default 64.
     /// </summary>
     public int MaxBlockSize { get; set; } = 64;

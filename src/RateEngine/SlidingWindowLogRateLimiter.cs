@@ -39,7 +39,8 @@ public sealed class SlidingWindowLogRateLimiter : RateEngineLimiter
     /// Creates the limiter on <paramref name="timeProvider"/>, handing its permits out from per-core blocks: for one log
     /// that many threads hit at once. The cap holds as without blocks, for the times permits are used; the log then counts
     /// each permit for 1/128 of a window longer, so its steady rate is about 0.8 % lower (see
-    /// <see cref="PerCoreReservationOptions"/> for what else it keeps and costs).
+    /// <see cref="PerCoreReservationOptions"/> for what else it keeps and costs). With
+    /// <see cref="PerCoreReservationOptions.MaxBlockSize"/> 1 it is the log without blocks.
     /// </summary>
     /// <exception cref="ArgumentNullException"><paramref name="options"/>, <paramref name="perCore"/> or <paramref name="timeProvider"/> is null.</exception>
     /// <exception cref="ArgumentException">An option is out of range.</exception>

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using RateEngine.Timing;
 
 namespace RateEngine.Algorithms;
 
@@ -33,7 +34,8 @@ internal readonly struct BlockPeriodLog : IPeriodBlockAlgorithm<LogState>
     {
         Debug.Assert(permitLimit > 0 && windowTicks > 0);
         _period = Math.Max(1, windowTicks / PeriodsPerWindow);
-        _log = new SlidingWindowLog(permitLimit, windowTicks + (2 * (_period - 1)));
+        // Capped as every window is: a never-used slot's stamp is expired only for windows up to TimeMath.MaxTicks.
+        _log = new SlidingWindowLog(permitLimit, Math.Min(TimeMath.MaxTicks, windowTicks + (2 * (_period - 1))));
     }
 
     public long PermitLimit => _log.PermitLimit;

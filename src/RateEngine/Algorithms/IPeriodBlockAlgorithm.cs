@@ -8,7 +8,8 @@ namespace RateEngine.Algorithms;
 /// <remarks>
 /// An admission's <see cref="Admission.Marker"/> is its period's epoch: every permit it took is counted in
 /// [epoch * PeriodTicks, (epoch + 1) * PeriodTicks), and a permit used at any time inside it is counted exactly where a
-/// permit admitted then would be. The token bucket is not one: its tokens are not tied to a period, and a token taken
+/// permit admitted then would be (for a window and a counter; the log counts it at its decision's stamp and covers the
+/// difference with a longer span: <see cref="BlockPeriodLog"/>). The token bucket is not one: its tokens are not tied to a period, and a token taken
 /// early and used late would stretch its burst.
 /// </remarks>
 /// <typeparam name="TState">The mutable per-limiter state.</typeparam>

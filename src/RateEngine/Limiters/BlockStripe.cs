@@ -48,7 +48,8 @@ internal struct BlockStripe
 
     /// <summary>
     /// A window's stripe: one more than the last period in which the core ran out and refilled again (only a sizing hint).
-    /// It sits in the slot's first line, which no word shares: the second line is full, and this is written only by refills.
+    /// It sits before the word, the only room left in the slot; arrays are not line-aligned, so it may share the word's line,
+    /// which is harmless: only the word's own core's refills write it.
     /// </summary>
     [FieldOffset(56)]
     public long RanOutIn;

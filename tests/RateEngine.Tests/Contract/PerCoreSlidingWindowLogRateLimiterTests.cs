@@ -158,6 +158,17 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
     }
 
     [Fact]
+    public void AttemptAcquire_LongestWindow_AdmitsExactlyTheLimit()
+    {
+        // The counted span W + 2(D - 1) is capped like every window: a never-used slot must still read as expired.
+        var time = new FakeTimeProvider();
+        using var limiter = new SlidingWindowLogRateLimiter(
+            SlidingWindowLogRateLimiterTests.Options(3, TimeSpan.MaxValue, 0, QueueProcessingOrder.OldestFirst), new PerCoreReservationOptions(), time);
+
+        Assert.Equal(3, AdmitOneAtATime(limiter));
+    }
+
+    [Fact]
     public void AttemptAcquire_BlocksOfOne_DecideAndRefundExactlyAsTheLog()
     {
         var time = new FakeTimeProvider();

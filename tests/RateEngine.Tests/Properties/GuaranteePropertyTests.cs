@@ -34,6 +34,10 @@ public class GuaranteePropertyTests
         Prop.ForAll(Generators.Everything(LimiterKind.Log, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
 
     [Property(MaxTest = Cases)]
+    public Property PerCoreSlidingWindowLog_BlocksUsedAtTheirPeriodsEdges_NeverExceedsLimitInAnyWindow() =>
+        Prop.ForAll(Generators.LogPeriodEdges(), ScenarioRunner.NeverExceedsGuarantee);
+
+    [Property(MaxTest = Cases)]
     public Property PerCoreFixedWindow_RandomOperations_NeverExceedsLimitInAnyAlignedWindow() =>
         Prop.ForAll(Generators.Everything(LimiterKind.Fixed, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
 

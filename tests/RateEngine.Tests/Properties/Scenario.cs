@@ -59,7 +59,7 @@ public static class Generators
 
     private static Gen<LimiterSpec> Spec(LimiterKind kind, bool queueing, Gen<int> limits, Gen<int> perCoreBlock) =>
         from limit in limits
-        from window in Gen.Elements(10L, 60L, 97L, 1000L)
+        from window in kind == LimiterKind.Log ? Gen.Elements(10L, 60L, 97L, 1000L, 2048L) : Gen.Elements(10L, 60L, 97L, 1000L)
         from segments in Gen.Choose(1, 6)
         from tokensPerPeriod in Gen.Choose(1, 5)
         from queueLimit in queueing ? Gen.Choose(0, 12) : Gen.Constant(0)
@@ -80,6 +80,25 @@ public static class Generators
              (1, Gen.Constant((Op)new RefundLast())),
              (1, Gen.Choose(0, 50).Select(i => (Op)new RefundAgain(i))),
              (spec.PerCoreBlock > 0 ? 3 : 0, Gen.Choose(0, 3).Select(c => (Op)new MoveToCore(c)))))
+         select new Scenario(spec, ops)).ToArbitrary();
+
+    /// <summary>
+    /// The per-core log at the edges of its block periods: a small limit, periods of 4 or 8 ticks (windows of 1,024 and
+    /// 2,048), one-permit requests on 2 blocks, and time stepping a tick or so either way, or about a window ahead. Blocks
+    /// then are used late in their period after an early decision, and (after a step back) early after a late one: the
+    /// two ends the log's longer span must cover.
+    /// </summary>
+    public static Arbitrary<Scenario> LogPeriodEdges() =>
+        (from limit in Gen.Choose(4, 24)
+         from window in Gen.Elements(1024L, 2048L)
+         from block in Gen.Elements(4, 64)
+         let spec = new LimiterSpec(LimiterKind.Log, limit, window, PerCoreBlock: block, PerCoreStripes: 2)
+         from ops in Gen.ArrayOf(Gen.Frequency(
+             (10, Gen.Constant((Op)new Acquire(1))),
+             (4, Gen.Choose(1, 3).Select(t => (Op)new Advance(t))),
+             (2, Gen.Choose(1, 3).Select(t => (Op)new Rewind(t))),
+             (1, Gen.Choose(-8, 8).Select(t => (Op)new Advance(window + t - 8))),
+             (3, Gen.Choose(0, 1).Select(c => (Op)new MoveToCore(c)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
     /// <summary>Acquires and forward time only: the reference model decides exactly.</summary>
