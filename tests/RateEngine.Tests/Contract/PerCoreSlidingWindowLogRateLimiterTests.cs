@@ -2,6 +2,7 @@ using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.Algorithms;
 using RateEngine.Limiters;
+using RateEngine.Tests.Support;
 
 namespace RateEngine.Tests.Contract;
 
@@ -155,6 +156,43 @@ public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContrac
         // Both periods' leftovers stay counted in the log: 300 + 26 and 300 + 20.
         time.Advance(Period);
         Assert.Equal(10_000 - 326 - 320, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    [Fact]
+    public void TryReserve_UsesAtBothEndsOfTheirPeriods_StayWithinTheLimitInAnyWindow()
+    {
+        // Periods of 4 ticks (W = 1,024): a block's permit is used up to 3 ticks after its decision, or up to 3 before it
+        // when the taking thread read the clock before another thread's refill decided. Both ends at once need the span's
+        // full widening, W + 2(D - 1): with only W + (D - 1), four of these uses would fall in one window of a limit of 3.
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = OnOneBlock(3, TimeSpan.FromTicks(1_024), time);
+        var used = new List<Admitted>();
+        void Take(long now, int permits, bool keep)
+        {
+            if (limiter.TryReserve(now, permits, out RateEngineLimiter.Reservation? reservation))
+            {
+                if (keep)
+                {
+                    used.Add(new Admitted(reservation.Admission.Stamp, permits));
+                }
+                else
+                {
+                    Assert.True(reservation.Refund()); // into its block, for the period it was decided in
+                }
+            }
+        }
+
+        Take(0, 1, keep: true);
+        Take(0, 2, keep: false); // two permits decided at 0, back in period 0's block
+        time.Advance(TimeSpan.FromTicks(3));
+        Take(3, 1, keep: true); // used at period 0's end
+        Take(3, 1, keep: true);
+        time.Advance(TimeSpan.FromTicks(1_024));
+        Take(1_027, 2, keep: false); // decided at period 256's end, if the log lets them in: back in its block
+        Take(1_024, 1, keep: true); // a thread whose clock read 1,024: period 256's start
+        Take(1_024, 1, keep: true);
+
+        Assert.Null(Guarantee.FindViolation(new LimiterSpec(LimiterKind.Log, 3, 1_024), used));
     }
 
     [Fact]
