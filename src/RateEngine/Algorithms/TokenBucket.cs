@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using RateEngine.Timing;
 
 namespace RateEngine.Algorithms;
@@ -132,7 +133,25 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
 
     public long CreateState() => Fresh;
 
-    public bool TryAcquire(ref long state, long now, long permits, out Admission admission, out long retryAfter)
+    public bool TryAcquire(ref long state, long now, long permits, out Admission admission, out long retryAfter) =>
+        Take(ref state, now, permits, lead: 0, out admission, out retryAfter);
+
+    /// <summary>
+    /// <see cref="TryAcquire"/> for a block of tokens that a core will use over time: their slots start no earlier than
+    /// <paramref name="lead"/> units after now, so token j may be used until <c>lead + j * cost</c> after now even when
+    /// the bucket is full. The slots between tat and the first one are left unused (tat only moves forward); they are what
+    /// a full bucket would have dropped anyway unless it is drawn down meanwhile, so the bucket reads up to
+    /// <paramref name="lead"/> units emptier than it is.
+    /// </summary>
+    public bool TryAcquireAhead(ref long state, long now, long permits, long lead, out Admission admission, out long retryAfter)
+    {
+        Debug.Assert(lead >= 0 && lead <= _burst);
+        return Take(ref state, now, permits, lead, out admission, out retryAfter);
+    }
+
+    /// <summary>Takes <paramref name="permits"/> tokens whose slots start at max(tat, u + lead).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool Take(ref long state, long now, long permits, long lead, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);
         long asked = now;
@@ -142,7 +161,7 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
         {
             long tat = Volatile.Read(ref state);
             long ahead = Ahead(tat, ref now, ref u);
-            long needed = ahead + cost;
+            long needed = (lead == 0 ? ahead : Math.Max(ahead, lead)) + cost;
             if (needed > _burst)
             {
                 admission = default;
@@ -150,7 +169,7 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
                 return false;
             }
 
-            // Linearization point: tat moves by exactly this admission's cost from max(tat, u).
+            // Linearization point: tat moves by exactly this admission's cost from max(tat, u) (from u + lead if later).
             long next = unchecked(u + needed);
             next = next == Fresh ? next + 1 : next; // one unit later, never the fresh marker
             if (Interlocked.CompareExchange(ref state, next, tat) == tat)

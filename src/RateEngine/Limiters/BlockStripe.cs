@@ -38,6 +38,13 @@ internal struct BlockStripe
     [FieldOffset(104)]
     public long Skips;
 
+    /// <summary>
+    /// A token bucket's stripe: <see cref="Skips"/> when its last block was taken, so the core's pace since then counts the
+    /// requests it took without a block (only a pacing hint). Before the word, like <see cref="RanOutIn"/>.
+    /// </summary>
+    [FieldOffset(48)]
+    public long SkipsAtBlock;
+
     /// <summary>A window's stripe: one more than the period of its last refill, 0 before the first (only a sizing hint).</summary>
     [FieldOffset(112)]
     public long RefilledIn;
@@ -48,7 +55,7 @@ internal struct BlockStripe
 
     /// <summary>
     /// A window's stripe: one more than the last period in which the core ran out and refilled again (only a sizing hint).
-    /// It sits before the word, the only room left in the slot; arrays are not line-aligned, so it may share the word's line,
+    /// It sits before the word, where the slot has room; arrays are not line-aligned, so it may share the word's line,
     /// which is harmless: only the word's own core's refills write it.
     /// </summary>
     [FieldOffset(56)]

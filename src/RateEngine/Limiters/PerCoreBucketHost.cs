@@ -13,7 +13,7 @@ namespace RateEngine.Limiters;
 /// [a, a + cost) satisfies <c>t &lt;= a</c> and <c>a + cost &lt;= t + burst</c>; tokens stamped in [x, y] then have their slots
 /// inside [x, y + burst), so there are at most <c>(y - x) / cost + burst / cost</c> of them: the bucket's invariant. The
 /// bucket's own admissions meet both conditions at their stamp. A block of n tokens taken at u has the slots
-/// [s + j * cost, s + (j + 1) * cost) with s = max(tat, u) and s + n * cost &lt;= u + burst; token j used at t with
+/// [s + j * cost, s + (j + 1) * cost) with s = max(tat, u + lead) for some lead &gt;= 0 and s + n * cost &lt;= u + burst; token j used at t with
 /// <c>u &lt;= t &lt;= s + j * cost</c> meets both (the second because s + (j + 1) * cost &lt;= u + burst &lt;= t + burst), whatever
 /// was admitted in between. So a token is used only by its slot's start (its deadline); one whose deadline passed is
 /// skipped and lost (the bucket counted it).</para>
@@ -25,12 +25,20 @@ namespace RateEngine.Limiters;
 /// from the shared bucket directly. A refused request takes from any other core's block before refusing.</para>
 /// <para><b>Refunds</b> free nothing: the bucket itself undoes an admission only while nobody has moved tat since, which a
 /// block's tokens, taken earlier, never meet.</para>
-/// <para><b>What it costs</b>: tokens whose deadline passes unused are lost. A deadline is generous when the bucket has
-/// little left (s is tat, up to a burst ahead) and tight when it is full (s is u: token j lasts j token intervals), so a
-/// core that uses its block slower than the refill rate loses its leftovers; the block then halves, down to none (the
-/// core then takes from the shared bucket alone and tries a block every 64th refill). Near the cap a block takes at most
-/// <c>1 / (2 * cores)</c> of what is left. So blocks pay off for a bucket when its clock is coarse (a tick's tokens all
-/// share one instant) or when it is drawn down; on a full bucket and the precise clock they cannot.</para>
+/// <para><b>Lead</b>: from a full bucket s would be u, and token j would last only j token intervals, so a core that
+/// uses its block slower than the bucket refills (two cores sharing a fast bucket, each at half the pace) would lose
+/// most of every block. A block's slots therefore start <c>lead</c> after u, twice what the core's last block took per
+/// token times the block's size, so the core can use every token by its slot; the slots between tat and u + lead are
+/// left unused. They are tokens a full bucket would have dropped anyway, unless it is drawn down meanwhile: so a lead
+/// costs nothing while the bucket stays near full. A lead is at most 1/64 of the burst: a core too slow for that gets a
+/// smaller block, and one too slow for even one token more than its request (a core back from idle, whose pace is
+/// unknown) takes its block from now. A drawn-down bucket (tat at least lead ahead) gives its slots from tat and wastes
+/// nothing.</para>
+/// <para><b>What it costs</b>: while blocks are taken from a near-full bucket, the bucket and the blocks together read up
+/// to <c>TokenLimit / 64</c> tokens below what the bucket alone would (the lead); plus tokens a core does not use by their slot (a core
+/// much slower than its last block's pace: its blocks then halve, down to none, and the core takes from the shared
+/// bucket alone and tries a block every 64th refill). Near the cap a block takes at most <c>1 / (2 * cores)</c> of what
+/// is left.</para>
 /// </remarks>
 internal sealed class PerCoreBucketHost : PerCoreHost
 {
@@ -43,14 +51,19 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     /// <summary>How often a core whose blocks shrank to nothing tries a block again (a power of two).</summary>
     private const long ProbeEvery = 64;
 
+    /// <summary>The most of the burst a block's slots may start ahead of now (see remarks: lead): 1/64.</summary>
+    private const long LeadShare = 64;
+
     private readonly TokenBucket _bucket;
     private readonly StateCell<long> _cell;
+    private readonly long _maxLead;
 
     public PerCoreBucketHost(TokenBucket bucket, PerCoreReservationOptions options)
         : base(options)
     {
         _bucket = bucket;
         _cell = new StateCell<long> { State = bucket.CreateState() };
+        _maxLead = bucket.PermitLimit * bucket.TokenCost / LeadShare;
     }
 
     public override long PermitLimit => _bucket.PermitLimit;
@@ -72,7 +85,11 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     /// <summary>Frees nothing (see remarks): the tokens stay spent.</summary>
     public override bool Refund(in Admission admission, long now) => false;
 
-    public override long GetAvailablePermits(long now)
+    public override long GetAvailablePermits(long now) =>
+        Math.Min(_bucket.PermitLimit, _bucket.GetAvailablePermits(ref _cell.State, now) + HeldInBlocks(now));
+
+    /// <summary>The tokens every block still holds that are not past their slots at <paramref name="now"/>.</summary>
+    internal long HeldInBlocks(long now)
     {
         long held = 0;
         foreach (ref BlockStripe stripe in Stripes.AsSpan())
@@ -80,7 +97,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
             held += Usable(ref stripe, now);
         }
 
-        return Math.Min(_bucket.PermitLimit, _bucket.GetAvailablePermits(ref _cell.State, now) + held);
+        return held;
     }
 
     public override long GetRetryAfter(long now, long permits)
@@ -154,9 +171,9 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         ref BlockStripe stripe = ref Stripes[home];
         long last = stripe.LastExtra;
 
-        // Blocks that keep expiring unused (a bucket refilling faster than this core takes, on a precise clock) shrank to
-        // nothing: take from the shared bucket alone, as without blocks, and try a block again only now and then.
-        bool probe = last > 0 || (++stripe.Skips & (ProbeEvery - 1)) == 0;
+        // A core without a block (its first refill, or blocks that kept expiring unused shrank to nothing) takes from the
+        // shared bucket alone, as without blocks, and tries a block at its first refill and then every 64th.
+        bool probe = last > 0 || (++stripe.Skips & (ProbeEvery - 1)) == 1;
         long generation = (seen >> GenerationShift) + 1;
 
         // Closes only the block the take refused: one another thread has just published is used, not replaced.
@@ -182,13 +199,16 @@ internal sealed class PerCoreBucketHost : PerCoreHost
                 extra = available > permits ? Math.Min(Math.Min(next, (available - permits) / (2L * Stripes.Length)), _bucket.PermitLimit - permits) : 0;
             }
 
-            taken = _bucket.TryAcquire(ref _cell.State, now, permits + extra, out block, out retryAfter)
+            long lead = extra > 0 ? Lead(ref stripe, now, permits, ref extra) : 0;
+            taken = (lead > 0 && _bucket.TryAcquireAhead(ref _cell.State, now, permits + extra, lead, out block, out retryAfter))
+                || _bucket.TryAcquire(ref _cell.State, now, permits + extra, out block, out retryAfter)
                 || (extra > 0 && _bucket.TryAcquire(ref _cell.State, now, permits + (extra = 0), out block, out retryAfter));
             if (owner && taken && extra > 0)
             {
                 stripe.Stamp = block.Stamp;
                 stripe.FirstSlot = _bucket.FirstSlotAfterStamp(block);
                 stripe.Size = block.Permits;
+                stripe.SkipsAtBlock = stripe.Skips;
             }
         }
         finally
@@ -219,6 +239,36 @@ internal sealed class PerCoreBucketHost : PerCoreHost
 
         admission = default;
         return false;
+    }
+
+    /// <summary>
+    /// How far after now (in units) the slots of a block of <paramref name="permits"/> + <paramref name="extra"/> tokens
+    /// should start so that the core can use them all by their slots: twice the core's pace since its last block (units
+    /// per token it took since) times the block's size. A lead is at most <see cref="LeadShare"/> of the burst, so a core
+    /// too slow for that gets a smaller block (<paramref name="extra"/> lowered to fit); 0, and the block taken from now as
+    /// without a lead, before the core's first block and when not even one token beyond the request fits (a core back
+    /// from idle: its pace is unknown, and a block taken from now does not cut into the burst it came back to).
+    /// </summary>
+    private long Lead(ref BlockStripe stripe, long now, long permits, ref long extra)
+    {
+        // Since its last block the core used that block and, if its blocks had shrunk to none, one request or more per
+        // refill without a block (each counted in Skips).
+        long lastSize = stripe.Size;
+        if (lastSize == 0)
+        {
+            return 0;
+        }
+
+        Int128 used = (Int128)lastSize + Math.Max(0, stripe.Skips - stripe.SkipsAtBlock);
+        Int128 twicePace = (Int128)_bucket.UnitsSince(stripe.Stamp, now) * 2;
+        Int128 fits = twicePace == 0 ? permits + extra : _maxLead * used / twicePace;
+        if (fits <= permits)
+        {
+            return 0;
+        }
+
+        extra = (long)Int128.Min(extra, fits - permits);
+        return (long)(twicePace * (permits + extra) / used);
     }
 
     /// <summary>Tokens of the block that are not past their deadline at <paramref name="now"/> (for statistics).</summary>

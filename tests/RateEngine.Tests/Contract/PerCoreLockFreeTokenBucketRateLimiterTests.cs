@@ -1,5 +1,6 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Limiters;
 
 namespace RateEngine.Tests.Contract;
 
@@ -54,6 +55,109 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         int admitted = AdmitOneAtATime(limiter);
 
         Assert.Equal(1_000, admitted);
+    }
+
+    [Fact]
+    public void AttemptAcquire_CoresSlowerThanTheRefill_KeepTheirBlocksAndSetAtMostA64thOfTheBurstAside()
+    {
+        // 64,000 tokens per 10 s: one every 156.25 µs. Two cores take turns, one request every 200 µs between them, so each
+        // uses a token every 400 µs, 2.56 times slower than the refill. A block taken from the full bucket at its own time
+        // would let token j live only j * 156.25 µs: the cores would lose most of every block, and the blocks would halve
+        // to none. With its slots a lead ahead a block lasts; the lead is tokens the full bucket would have dropped anyway,
+        // at most 1/64 of the burst (1,000 tokens).
+        const int Burst = 64_000;
+        var time = new FakeTimeProvider();
+        using var limiter = new LockFreeTokenBucketRateLimiter(
+            LockFreeTokenBucketRateLimiterTests.Options(Burst, Burst, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
+            new PerCoreReservationOptions { Stripes = 2 },
+            time);
+        int core = 0;
+        ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
+        var host = (PerCoreBucketHost)limiter.Host;
+        int heldAfterWarmUp = 0;
+        for (int i = 0; i < 2_000; i++)
+        {
+            core = i & 1;
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+
+            // Without blocks the bucket would read one short just after a take.
+            Assert.InRange(limiter.GetStatistics()!.CurrentAvailablePermits, Burst - 1 - (Burst / 64) - 1, Burst);
+            if (i >= 400 && host.HeldInBlocks(limiter.Clock.Now()) > 0)
+            {
+                heldAfterWarmUp++;
+            }
+
+            time.Advance(TimeSpan.FromMicroseconds(200));
+        }
+
+        // Blocks start once a core's pace is known (its first blocks, taken without one, expire), by the 300th request;
+        // after that the blocks run dry together only at the step, once per 64 requests of a core, when both refill.
+        Assert.InRange(heldAfterWarmUp, 1_550, 1_600);
+    }
+
+    [Fact]
+    public void AttemptAcquire_LeadBlockTokenPastItsSlot_IsNeverUsed()
+    {
+        // Blocks taken a lead ahead (as above), then a pause until the bucket is full again: every block token's slot has
+        // passed, so after another core takes the whole burst, the first core's leftovers must not add to it.
+        const int Burst = 64_000;
+        var time = new FakeTimeProvider();
+        using var limiter = new LockFreeTokenBucketRateLimiter(
+            LockFreeTokenBucketRateLimiterTests.Options(Burst, Burst, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
+            new PerCoreReservationOptions { Stripes = 2 },
+            time);
+        int core = 0;
+        ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
+        var host = (PerCoreBucketHost)limiter.Host;
+        for (int i = 0; i < 1_001; i++)
+        {
+            core = i & 1;
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+            time.Advance(TimeSpan.FromMicroseconds(200));
+        }
+
+        Assert.True(host.HeldInBlocks(limiter.Clock.Now()) > 0);
+
+        // A lead (at most 1,000 tokens) and a block (64 tokens) from the last refill: 166.25 ms at most.
+        time.Advance(TimeSpan.FromMilliseconds(170));
+        core = 1;
+        Assert.True(limiter.AttemptAcquire(Burst).IsAcquired);
+        core = 0;
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public void AttemptAcquire_CoresMuchSlowerThanTheRefill_SetAtMostA64thOfTheBurstAside()
+    {
+        // 6,400 tokens per 10 s: one every 1.5625 ms; a lead is at most 100 tokens (156.25 ms). Two cores take turns every
+        // 5 ms, each 6.4 times slower than the refill: a block of 64 would need a lead of about 820 tokens, so the cores
+        // get blocks of the size whose lead fits the cap, and the bucket never reads more than the cap below full.
+        const int Burst = 6_400;
+        var time = new FakeTimeProvider();
+        using var limiter = new LockFreeTokenBucketRateLimiter(
+            LockFreeTokenBucketRateLimiterTests.Options(Burst, Burst, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
+            new PerCoreReservationOptions { Stripes = 2 },
+            time);
+        int core = 0;
+        ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
+        var host = (PerCoreBucketHost)limiter.Host;
+        long lowest = Burst;
+        int heldAfterWarmUp = 0;
+        for (int i = 0; i < 2_000; i++)
+        {
+            core = i & 1;
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+            lowest = Math.Min(lowest, limiter.GetStatistics()!.CurrentAvailablePermits);
+            if (i >= 400 && host.HeldInBlocks(limiter.Clock.Now()) > 0)
+            {
+                heldAfterWarmUp++;
+            }
+
+            time.Advance(TimeSpan.FromMilliseconds(5));
+        }
+
+        Assert.InRange(lowest, Burst - 1 - (Burst / 64) - 1, Burst);
+        Assert.True(heldAfterWarmUp > 800, $"blocks held tokens at {heldAfterWarmUp} of 1,600 steps");
     }
 
     [Fact]

@@ -48,6 +48,10 @@ public class GuaranteePropertyTests
     [Property(MaxTest = Cases)]
     public Property PerCoreTokenBucket_RandomOperations_NeverExceedsBurstPlusRate() =>
         Prop.ForAll(Generators.Everything(LimiterKind.Bucket, perCore: true), ScenarioRunner.NeverExceedsGuarantee);
+
+    [Property(MaxTest = Cases)]
+    public Property PerCoreTokenBucket_BlocksTakenALeadAhead_NeverExceedsBurstPlusRate() =>
+        Prop.ForAll(Generators.BucketLeads(), ScenarioRunner.NeverExceedsGuarantee);
 }
 
 /// <summary>

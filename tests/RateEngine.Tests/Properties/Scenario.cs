@@ -101,6 +101,32 @@ public static class Generators
              (3, Gen.Choose(0, 1).Select(c => (Op)new MoveToCore(c)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
+    /// <summary>
+    /// The per-core bucket where blocks take their slots a lead ahead: a burst of hundreds to thousands of tokens (so the
+    /// lead, at most 1/64 of it, spans several tokens), two cores taking one token at a time a little slower than the
+    /// refill (a block from a full bucket then needs its lead), now and then a request for the whole burst (admitted by a
+    /// full shared bucket: a block's token then used past its slot would exceed burst + rate * T), a pause of up to a
+    /// lead and a block's tokens (past the blocks' slots), a step back, or a long pause (the bucket full again).
+    /// </summary>
+    public static Arbitrary<Scenario> BucketLeads() =>
+        (from limit in Gen.Choose(640, 6_400)
+         from window in Gen.Elements(64L, 100L, 1000L)
+         from tokensPerPeriod in Gen.Choose(1, 5)
+         from block in Gen.Elements(4, 64)
+         let spec = new LimiterSpec(LimiterKind.Bucket, limit, window, TokensPerPeriod: tokensPerPeriod, PerCoreBlock: block, PerCoreStripes: 2)
+         let interval = (int)Math.Max(1, window / tokensPerPeriod)
+         from ops in Gen.ArrayOf(Gen.Frequency(
+             (12, Gen.Constant((Op)new Acquire(1))),
+             (1, Gen.Choose(2, 50).Select(n => (Op)new Acquire(n))),
+             (3, Gen.Constant((Op)new Acquire(limit))),
+             (8, Gen.Choose(interval, 3 * interval).Select(t => (Op)new Advance(t))),
+             (2, Gen.Choose(0, interval).Select(t => (Op)new Advance(t))),
+             (2, Gen.Choose(1, (limit / 64) + 64).Select(k => (Op)new Advance(k * interval))),
+             (1, Gen.Choose(1, interval).Select(t => (Op)new Rewind(t))),
+             (1, Gen.Choose(1, 4).Select(k => (Op)new Advance(k * spec.FullRefillTicks))),
+             (6, Gen.Choose(0, 1).Select(c => (Op)new MoveToCore(c)))))
+         select new Scenario(spec, ops)).ToArbitrary();
+
     /// <summary>Acquires and forward time only: the reference model decides exactly.</summary>
     public static Arbitrary<Scenario> Decisions(LimiterKind kind, bool perCore = false) =>
         (from spec in perCore ? PerCoreSpec(kind, queueing: false) : Spec(kind, queueing: false)
