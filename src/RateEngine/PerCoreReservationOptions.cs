@@ -22,11 +22,11 @@ namespace RateEngine;
 /// segment (a block can hold more for a moment when a refund or two refills on one core land together); with the log,
 /// those left in blocks when a block period ends stay counted for the window, and every permit counts W/128 longer, so
 /// its steady rate is about 0.8 % below the limit; with the bucket, a block taken from a nearly full bucket has its slots
-/// start a little ahead (twice the core's recent pace over the block, at most 1/64 of the burst) so that a core slower
-/// than the refill can still use every token by its slot, and the bucket then reads up to <c>TokenLimit / 64</c> tokens
-/// emptier than without blocks; tokens a core does not use by their slot are lost (a core much slower than its own recent
-/// pace: its blocks then halve, down to none, and it takes from the shared bucket alone and tries a block every 64th
-/// time). Near the cap a block takes at most <c>1 / (2 * cores)</c> of what is left,
+/// start a little ahead (twice the core's recent pace over the block's extra tokens, at most 1/64 of the burst) so that a
+/// core slower than the refill can still use every token by its slot, and the bucket then reads up to about
+/// <c>TokenLimit / 64</c> tokens emptier than without blocks until it is next full; tokens a core does not use by their
+/// slot are lost (a core much slower than its own recent pace: its blocks then halve, down to none, and it takes from the
+/// shared bucket alone and tries a block every 64th time). Near the cap a block takes at most <c>1 / (2 * cores)</c> of what is left,
 /// so what blocks hold back shrinks toward the requests themselves. With blocks (<see cref="MaxBlockSize"/> above 1), a per-core bucket's leases cannot give tokens back
 /// (<c>Refund</c> frees nothing).</para>
 /// <para>Pick it for a limiter hit by several threads at once at a high rate, with a limit of thousands or more per

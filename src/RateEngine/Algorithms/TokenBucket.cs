@@ -14,9 +14,10 @@ namespace RateEngine.Algorithms;
 /// <c>(burst - max(tat - u, 0)) / cost</c> tokens, where <c>burst = TokenLimit * cost</c>. A fresh bucket holds
 /// <see cref="Fresh"/>, which reads as full at any time.</para>
 /// <para><b>Invariant</b>: after every admission at time u, <c>tat - u &lt;= burst</c>, and each admission of n tokens
-/// moves tat forward by exactly <c>n * cost</c> from <c>max(tat, u)</c>. For any interval [x, y] the admissions
-/// stamped in it therefore satisfy <c>n_total * cost &lt;= (y - x) + burst</c>: at most burst + rate * T. This holds
-/// even when stamps are not monotone in CAS order, so a slow thread deciding with an old clock read is safe.</para>
+/// moves tat forward by exactly <c>n * cost</c> from <c>max(tat, u)</c> (from <c>u + lead</c>, if later, for
+/// <see cref="TryAcquireAhead"/>: the slots in between stay unused). For any interval [x, y] the admissions stamped in
+/// it therefore satisfy <c>n_total * cost &lt;= (y - x) + burst</c>: at most burst + rate * T. This holds even when
+/// stamps are not monotone in CAS order, so a slow thread deciding with an old clock read is safe.</para>
 /// <para><b>Charge</b> (an overrun already spent) moves tat by <c>amount * cost</c> from <c>max(tat, u)</c> like an
 /// admission, but past the burst: the bucket is in debt, holds no tokens, and refuses until tat - u is back within the
 /// burst less the request. The debt is kept exactly up to <see cref="MaxDebt"/> (2^61 units past the burst, so
@@ -306,7 +307,8 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
     }
 
     /// <summary>
-    /// For an admission of n tokens at u: its tokens' slots in tat are [s, s + n * cost) with s = max(tat before, u), and
+    /// For an admission of n tokens at u: its tokens' slots in tat are [s, s + n * cost) with s = max(tat before, u) (or
+    /// u + lead, if later, for <see cref="TryAcquireAhead"/>), and
     /// token j may be used at any time up to s + j * cost and still be an admission the invariant allows (tat moves from
     /// max(tat, u) by the same amount when u is not later than tat). This returns s - u - 1 (a unit early, in case tat was
     /// moved off the fresh marker), so token j may be used while <see cref="UnitsSince"/>(stamp, now) is at most this plus

@@ -27,15 +27,16 @@ namespace RateEngine.Limiters;
 /// block's tokens, taken earlier, never meet.</para>
 /// <para><b>Lead</b>: from a full bucket s would be u, and token j would last only j token intervals, so a core that
 /// uses its block slower than the bucket refills (two cores sharing a fast bucket, each at half the pace) would lose
-/// most of every block. A block's slots therefore start <c>lead</c> after u, twice what the core's last block took per
-/// token times the block's size, so the core can use every token by its slot; the slots between tat and u + lead are
+/// most of every block. A block's slots therefore start <c>lead</c> after u: twice the core's pace since its last block
+/// times the block's extra tokens, so the core can use each of them by its slot; the slots between tat and u + lead are
 /// left unused. They are tokens a full bucket would have dropped anyway, unless it is drawn down meanwhile: so a lead
-/// costs nothing while the bucket stays near full. A lead is at most 1/64 of the burst: a core too slow for that gets a
-/// smaller block, and one too slow for even one token more than its request (a core back from idle, whose pace is
-/// unknown) takes its block from now. A drawn-down bucket (tat at least lead ahead) gives its slots from tat and wastes
-/// nothing.</para>
-/// <para><b>What it costs</b>: while blocks are taken from a near-full bucket, the bucket and the blocks together read up
-/// to <c>TokenLimit / 64</c> tokens below what the bucket alone would (the lead); plus tokens a core does not use by their slot (a core
+/// costs nothing while the bucket stays near full. A lead is at most 1/64 of the burst: a core too slow for that gets
+/// fewer extra tokens, and one too slow for even one (a core back from idle, whose pace is unknown) takes a block of one
+/// from now, which measures its pace for the next. A drawn-down bucket (tat at least lead ahead) gives its slots from
+/// tat and wastes nothing.</para>
+/// <para><b>What it costs</b>: the bucket and the blocks together read at most about <c>TokenLimit / 64</c> tokens below
+/// what the bucket alone would (the leads' unused slots: a new gap forms only while tat is less than a lead ahead, so
+/// gaps never add up beyond the largest lead), until the bucket is next full; plus tokens a core does not use by their slot (a core
 /// much slower than its last block's pace: its blocks then halve, down to none, and the core takes from the shared
 /// bucket alone and tries a block every 64th refill). Near the cap a block takes at most <c>1 / (2 * cores)</c> of what
 /// is left.</para>
@@ -199,7 +200,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
                 extra = available > permits ? Math.Min(Math.Min(next, (available - permits) / (2L * Stripes.Length)), _bucket.PermitLimit - permits) : 0;
             }
 
-            long lead = extra > 0 ? Lead(ref stripe, now, permits, ref extra) : 0;
+            long lead = extra > 0 ? Lead(ref stripe, now, ref extra) : 0;
             taken = (lead > 0 && _bucket.TryAcquireAhead(ref _cell.State, now, permits + extra, lead, out block, out retryAfter))
                 || _bucket.TryAcquire(ref _cell.State, now, permits + extra, out block, out retryAfter)
                 || (extra > 0 && _bucket.TryAcquire(ref _cell.State, now, permits + (extra = 0), out block, out retryAfter));
@@ -242,14 +243,14 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     }
 
     /// <summary>
-    /// How far after now (in units) the slots of a block of <paramref name="permits"/> + <paramref name="extra"/> tokens
-    /// should start so that the core can use them all by their slots: twice the core's pace since its last block (units
-    /// per token it took since) times the block's size. A lead is at most <see cref="LeadShare"/> of the burst, so a core
-    /// too slow for that gets a smaller block (<paramref name="extra"/> lowered to fit); 0, and the block taken from now as
-    /// without a lead, before the core's first block and when not even one token beyond the request fits (a core back
-    /// from idle: its pace is unknown, and a block taken from now does not cut into the burst it came back to).
+    /// How far after now (in units) the slots of a block should start so that the core can use its
+    /// <paramref name="extra"/> tokens by their slots (the request's own are used now): twice the core's pace since its
+    /// last block (units per token or request it took since) times the extra tokens. A lead is at most
+    /// <see cref="LeadShare"/> of the burst, so a core too slow for that gets fewer extra tokens; one too slow for even one
+    /// (a core back from idle, whose pace is unknown) gets a block of one extra token taken from now, which measures its
+    /// pace afresh for the next. 0 before the core's first block.
     /// </summary>
-    private long Lead(ref BlockStripe stripe, long now, long permits, ref long extra)
+    private long Lead(ref BlockStripe stripe, long now, ref long extra)
     {
         // Since its last block the core used that block and, if its blocks had shrunk to none, one request or more per
         // refill without a block (each counted in Skips).
@@ -261,14 +262,20 @@ internal sealed class PerCoreBucketHost : PerCoreHost
 
         Int128 used = (Int128)lastSize + Math.Max(0, stripe.Skips - stripe.SkipsAtBlock);
         Int128 twicePace = (Int128)_bucket.UnitsSince(stripe.Stamp, now) * 2;
-        Int128 fits = twicePace == 0 ? permits + extra : _maxLead * used / twicePace;
-        if (fits <= permits)
+        if (twicePace == 0)
         {
             return 0;
         }
 
-        extra = (long)Int128.Min(extra, fits - permits);
-        return (long)(twicePace * (permits + extra) / used);
+        Int128 fits = _maxLead * used / twicePace;
+        if (fits == 0)
+        {
+            extra = 1;
+            return 0;
+        }
+
+        extra = (long)Int128.Min(extra, fits);
+        return (long)(twicePace * extra / used);
     }
 
     /// <summary>Tokens of the block that are not past their deadline at <paramref name="now"/> (for statistics).</summary>

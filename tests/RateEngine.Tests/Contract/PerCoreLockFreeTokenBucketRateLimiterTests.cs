@@ -98,13 +98,14 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
     [Fact]
     public void AttemptAcquire_LeadBlockTokenPastItsSlot_IsNeverUsed()
     {
-        // Blocks taken a lead ahead (as above), then a pause until the bucket is full again: every block token's slot has
-        // passed, so after another core takes the whole burst, the first core's leftovers must not add to it.
+        // Blocks taken a lead ahead (as above), then time in steps shorter than a token until the bucket is full again:
+        // then every block token's slot has just passed, so once a third core takes the whole burst, no block may add a
+        // token to it (a refused request looks at every block).
         const int Burst = 64_000;
         var time = new FakeTimeProvider();
         using var limiter = new LockFreeTokenBucketRateLimiter(
             LockFreeTokenBucketRateLimiterTests.Options(Burst, Burst, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
-            new PerCoreReservationOptions { Stripes = 2 },
+            new PerCoreReservationOptions { Stripes = 4 },
             time);
         int core = 0;
         ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
@@ -117,12 +118,14 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         }
 
         Assert.True(host.HeldInBlocks(limiter.Clock.Now()) > 0);
+        for (int step = 0; limiter.IdleDuration is null; step++)
+        {
+            Assert.True(step < 10_000, "the bucket never filled up again");
+            time.Advance(TimeSpan.FromMicroseconds(100));
+        }
 
-        // A lead (at most 1,000 tokens) and a block (64 tokens) from the last refill: 166.25 ms at most.
-        time.Advance(TimeSpan.FromMilliseconds(170));
-        core = 1;
+        core = 2;
         Assert.True(limiter.AttemptAcquire(Burst).IsAcquired);
-        core = 0;
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
     }
 
