@@ -103,17 +103,19 @@ public static class Generators
 
     /// <summary>
     /// The per-core bucket where blocks take their slots a lead ahead: a burst of hundreds to thousands of tokens (so the
-    /// lead, at most 1/64 of it, spans several tokens), two cores taking one token at a time a little slower than the
-    /// refill (a block from a full bucket then needs its lead), now and then a request for the whole burst (admitted by a
+    /// lead, at most 1/64 of it, spans several tokens), two or four cores taking one token at a time a little slower than the
+    /// refill (a block from a full bucket then needs its lead), on a fast bucket or on one slow enough (3 tokens per 10 s)
+    /// that its units are several ticks long, now and then a request for the whole burst (admitted by a
     /// full shared bucket: a block's token then used past its slot would exceed burst + rate * T), a pause of up to a
     /// lead and a block's tokens (past the blocks' slots), a step back, or a long pause (the bucket full again).
     /// </summary>
     public static Arbitrary<Scenario> BucketLeads() =>
         (from limit in Gen.Choose(640, 6_400)
-         from window in Gen.Elements(64L, 100L, 1000L)
+         from window in Gen.Elements(64L, 100L, 1000L, 100_000_000L)
          from tokensPerPeriod in Gen.Choose(1, 5)
          from block in Gen.Elements(4, 64)
-         let spec = new LimiterSpec(LimiterKind.Bucket, limit, window, TokensPerPeriod: tokensPerPeriod, PerCoreBlock: block, PerCoreStripes: 2)
+         from stripes in Gen.Elements(2, 4)
+         let spec = new LimiterSpec(LimiterKind.Bucket, limit, window, TokensPerPeriod: tokensPerPeriod, PerCoreBlock: block, PerCoreStripes: stripes)
          let interval = (int)Math.Max(1, window / tokensPerPeriod)
          from ops in Gen.ArrayOf(Gen.Frequency(
              (12, Gen.Constant((Op)new Acquire(1))),
@@ -121,10 +123,10 @@ public static class Generators
              (3, Gen.Constant((Op)new Acquire(limit))),
              (8, Gen.Choose(interval, 3 * interval).Select(t => (Op)new Advance(t))),
              (2, Gen.Choose(0, interval).Select(t => (Op)new Advance(t))),
-             (2, Gen.Choose(1, (limit / 64) + 64).Select(k => (Op)new Advance(k * interval))),
+             (2, Gen.Choose(1, (limit / 64) + 64).Select(k => (Op)new Advance((long)k * interval))),
              (1, Gen.Choose(1, interval).Select(t => (Op)new Rewind(t))),
              (1, Gen.Choose(1, 4).Select(k => (Op)new Advance(k * spec.FullRefillTicks))),
-             (6, Gen.Choose(0, 1).Select(c => (Op)new MoveToCore(c)))))
+             (6, Gen.Choose(0, stripes - 1).Select(c => (Op)new MoveToCore(c)))))
          select new Scenario(spec, ops)).ToArbitrary();
 
     /// <summary>Acquires and forward time only: the reference model decides exactly.</summary>
