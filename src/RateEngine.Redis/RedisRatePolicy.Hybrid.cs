@@ -15,6 +15,9 @@ public sealed partial class RedisRatePolicy<TContext>
 {
     private const int MaxLocalAttempts = 32;
 
+    /// <summary>How many times a request whose blocks' periods ended before its admission is decided again before it is refused.</summary>
+    private const int MaxExpiredDecisions = 4;
+
     /// <summary>The block-served layer at <paramref name="index"/> among the block-served layers.</summary>
     internal RedisPolicyLayer<TContext> BlockLayer(int index) => _blockLayers[index];
 
@@ -132,92 +135,165 @@ public sealed partial class RedisRatePolicy<TContext>
             return answer!;
         }
 
-        for (int attempt = 0; ; attempt++)
+        for (int decided = 0; ; decided++)
         {
-            if (attempt > 0 && _pause.Reason is { } reason)
+            if (decided > 0)
             {
-                return PausedBy(reason); // a reservation just learned of it
-            }
+                // A block's period ended before the request was admitted: its shares went back, decide again on live blocks.
+                if (decided > MaxExpiredDecisions)
+                {
+                    return new RefusedPolicyLease(_blockLayers[0].Name, $"The blocks' periods ended while the request waited on Redis {MaxExpiredDecisions} times over; try again.", null, serviceWide: false);
+                }
 
-            if (attempt > 0)
-            {
-                // A key the idle sweep forgot meanwhile takes no new block: find the live one.
                 for (int i = 0; i < takes.Keys.Length; i++)
                 {
                     takes.Keys[i] = _blockLayers[i].Live(takes.Keys[i]);
                 }
             }
 
-            int needs = TakeLocal(takes, out answer);
-            if (answer is not null)
+            for (int attempt = 0; ; attempt++)
             {
-                return answer;
+                if (attempt > 0 && _pause.Reason is { } reason)
+                {
+                    return PausedBy(reason); // a reservation just learned of it
+                }
+
+                if (attempt > 0)
+                {
+                    // A key the idle sweep forgot meanwhile takes no new block: find the live one.
+                    for (int i = 0; i < takes.Keys.Length; i++)
+                    {
+                        takes.Keys[i] = _blockLayers[i].Live(takes.Keys[i]);
+                    }
+                }
+
+                int needs = TakeLocal(takes, out answer);
+                if (answer is not null)
+                {
+                    return answer;
+                }
+
+                if (needs < 0)
+                {
+                    break;
+                }
+
+                if (attempt == MaxLocalAttempts)
+                {
+                    return new RefusedPolicyLease(_blockLayers[needs].Name, $"Concurrent requests on this node took every reserved permit of layer '{_blockLayers[needs].Name}' {MaxLocalAttempts} times over; try again.", null, serviceWide: false);
+                }
+
+                if (_breaker.IsOpen)
+                {
+                    return Unavailable(_breaker.LastFailure, estimate);
+                }
+
+                Task refill = RefillFrom(takes, needs);
+                try
+                {
+                    await refill.WaitAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    RedisTasks.Observe(refill);
+                    throw;
+                }
+                catch (RedisServerException error) when (IsScriptError(error))
+                {
+                    throw ScriptFailed(error);
+                }
+                catch (Exception error) when (error is RedisException or TimeoutException)
+                {
+                    return Failed(error.Message, estimate);
+                }
+
+                _breaker.Close();
             }
 
-            if (needs < 0)
+            if (TakenFromEndedBlock(takes))
             {
-                break;
+                continue;
             }
 
-            if (attempt == MaxLocalAttempts)
+            PrefetchLow(takes);
+            if (_remote is null)
             {
-                return new RefusedPolicyLease(_blockLayers[needs].Name, $"Concurrent requests on this node took every reserved permit of layer '{_blockLayers[needs].Name}' {MaxLocalAttempts} times over; try again.", null, serviceWide: false);
+                return new HybridPolicyLease<TContext>(this, takes, remote: null, estimate, UsageOf(takes, remote: null));
             }
 
-            if (_breaker.IsOpen)
-            {
-                return Unavailable(_breaker.LastFailure, estimate);
-            }
-
-            Task refill = RefillFrom(takes, needs);
+            // Every block-served layer holds its share: the others are one script call, and a refusal there gives the shares back.
+            PolicyLease remote;
             try
             {
-                await refill.WaitAsync(cancellationToken).ConfigureAwait(false);
+                remote = await _remote.AcquireAsync(context, estimate, cancellationToken).ConfigureAwait(false);
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch
             {
-                RedisTasks.Observe(refill);
+                GiveBack(takes, takes.Amounts);
                 throw;
             }
-            catch (RedisServerException error) when (IsScriptError(error))
+
+            if (!remote.IsAcquired)
             {
-                throw ScriptFailed(error);
-            }
-            catch (Exception error) when (error is RedisException or TimeoutException)
-            {
-                return Failed(error.Message, estimate);
+                // The refusal reports every layer's usage, the block layers' as their blocks show it once their shares are back.
+                GiveBack(takes, takes.Amounts);
+                LayerUsage[]? usage = UsageOf(takes, remote.UsageAtDecision);
+                return usage is null ? remote : new RefusedPolicyLease(remote.BlockingLayer!, remote.Reason!, remote.RetryAfter, remote.IsServiceWide) { UsageAtDecision = usage };
             }
 
-            _breaker.Close();
+            // The wait on Redis may have outlasted a block's period (the permits are used from now on, when it has ended).
+            if (TakenFromEndedBlock(takes))
+            {
+                await RollBackQuietly(remote).ConfigureAwait(false);
+                continue;
+            }
+
+            return new HybridPolicyLease<TContext>(this, takes, remote, estimate, UsageOf(takes, remote.UsageAtDecision));
         }
+    }
 
-        PrefetchLow(takes);
-        if (_remote is null)
+    /// <summary>
+    /// Whether a block a share was taken from has ended by now: the request's permits are used once it is admitted, and a
+    /// block's permits count on Redis only until its period ends, so every share must still be live at the admission, not
+    /// only at its own take (the other layers' takes, and the per-request layers' script, come in between). If one has
+    /// ended, every share goes back (into live blocks, or to Redis while their periods count) and the caller decides again.
+    /// </summary>
+    private bool TakenFromEndedBlock(LocalTakes takes)
+    {
+        long now = _blockClock.GetTimestamp();
+        foreach (LocalBlock? from in takes.From)
         {
-            return new HybridPolicyLease<TContext>(this, takes, remote: null, estimate, UsageOf(takes, remote: null));
+            if (from is not null && now >= from.ExpiresAt)
+            {
+                GiveBack(takes, takes.Amounts);
+                Array.Clear(takes.From);
+                return true;
+            }
         }
 
-        // Every block-served layer holds its share: the others are one script call, and a refusal there gives the shares back.
-        PolicyLease remote;
+        return false;
+    }
+
+    /// <summary>
+    /// Undoes the per-request layers' admission of a request decided again: what they took is given back, their slots
+    /// released. If Redis fails meanwhile, what they took stays counted (stricter, never looser).
+    /// </summary>
+    private static async Task RollBackQuietly(PolicyLease remote)
+    {
+        if (remote is not RedisPolicyLease<TContext> exact)
+        {
+            remote.Dispose(); // a failure mode's lease (FailOpen) holds nothing on Redis
+            return;
+        }
+
         try
         {
-            remote = await _remote.AcquireAsync(context, estimate, cancellationToken).ConfigureAwait(false);
+            await exact.RollBackAsync().ConfigureAwait(false);
         }
-        catch
+        catch (Exception error) when (error is RedisException or TimeoutException)
         {
-            GiveBack(takes, takes.Amounts);
-            throw;
+            // Left counted: the request is decided again either way.
         }
-
-        if (!remote.IsAcquired)
-        {
-            // The refusal reports every layer's usage, the block layers' as their blocks show it once their shares are back.
-            GiveBack(takes, takes.Amounts);
-            LayerUsage[]? usage = UsageOf(takes, remote.UsageAtDecision);
-            return usage is null ? remote : new RefusedPolicyLease(remote.BlockingLayer!, remote.Reason!, remote.RetryAfter, remote.IsServiceWide) { UsageAtDecision = usage };
-        }
-
-        return new HybridPolicyLease<TContext>(this, takes, remote, estimate, UsageOf(takes, remote.UsageAtDecision));
     }
 
     /// <summary>The hybrid mode's bounded synchronous acquire: the async one, waited for at most the sync timeout.</summary>
@@ -265,9 +341,9 @@ public sealed partial class RedisRatePolicy<TContext>
             return true;
         }
 
-        if (needs >= 0)
+        if (needs >= 0 || TakenFromEndedBlock(takes))
         {
-            return false; // a reservation is needed: AcquireAsync waits for it
+            return false; // a reservation is needed (or a block ended between the takes): AcquireAsync decides
         }
 
         PrefetchLow(takes);

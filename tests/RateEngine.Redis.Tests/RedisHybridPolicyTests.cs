@@ -234,6 +234,59 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_ABlockPeriodEndsWhileTheRequestWaitsOnRedis_TheRequestIsDecidedAgainInTheNewPeriod()
+    {
+        // 10 per minute per user, served from blocks, and a concurrency layer decided per request on Redis. Node A takes a
+        // permit from its block of the first minute, then waits on the per-request script while the server is frozen, and
+        // the minute ends meanwhile. Its permit would be used in the second minute but counted in the first: A must give it
+        // back and take one the second minute counts, so that A and B together use no more than 10 in the second minute.
+        var time = new FakeTimeProvider(Start);
+        RedisRatePolicy<Call> Node(ConnectionMultiplexer connection)
+        {
+            RedisLimiterOptions options = Options(connection);
+            options.ClientClock = time;
+            options.TimeProvider = time;
+            return new RedisRatePolicyBuilder<Call>(options)
+                .AddLayer("user/minute", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+                .AddLayer("streams", call => call.User, PolicyRule.Concurrency(100))
+                .Build();
+        }
+
+        using RedisRatePolicy<Call> a = Node(_connection);
+        using RedisRatePolicy<Call> b = Node(_server.Connect());
+        var call = new Call("ann", "x");
+        (await a.AcquireAsync(call, RequestCost.None)).Dispose(); // A's block of the first minute
+
+        _server.Freeze();
+        Task<PolicyLease> waiting;
+        try
+        {
+            waiting = a.AcquireAsync(call, RequestCost.None).AsTask();
+            await Task.Delay(200); // A's share is taken from its block; the streams script waits on the frozen server
+            Assert.False(waiting.IsCompleted);
+            time.Advance(TimeSpan.FromMinutes(1));
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        using PolicyLease late = await waiting;
+        Assert.True(late.IsAcquired);
+        int usedInSecondMinute = 1;
+        for (int i = 0; i < 20; i++)
+        {
+            foreach (RedisRatePolicy<Call> node in new[] { a, b })
+            {
+                using PolicyLease lease = await node.AcquireAsync(call, RequestCost.None);
+                usedInSecondMinute += lease.IsAcquired ? 1 : 0;
+            }
+        }
+
+        Assert.InRange(usedInSecondMinute, 8, 10);
+    }
+
+    [Fact]
     public async Task Combine_WithAnExactPolicy_Throws_WithAHybridOne_DecidesTogether()
     {
         using RedisRatePolicy<Call> global = Builder().AddGlobalLayer("global/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 3)).Build();

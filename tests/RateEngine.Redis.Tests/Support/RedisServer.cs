@@ -64,6 +64,12 @@ public sealed class RedisServer : IDisposable
     }
 
     /// <summary>Kills the server (a crash, not a shutdown).</summary>
+    /// <summary>Stops the server's process (SIGSTOP): it keeps its connections and answers nothing until <see cref="Thaw"/>.</summary>
+    public void Freeze() => Signal("STOP");
+
+    /// <summary>Lets a frozen server go on (SIGCONT): it then answers what it was sent meanwhile.</summary>
+    public void Thaw() => Signal("CONT");
+
     public void Kill()
     {
         if (_process is { HasExited: false })
@@ -84,6 +90,16 @@ public sealed class RedisServer : IDisposable
         catch (IOException)
         {
             // a temporary directory left behind is harmless
+        }
+    }
+
+    private void Signal(string signal)
+    {
+        using Process kill = Process.Start("kill", $"-{signal} {_process!.Id}") ?? throw new InvalidOperationException("kill did not start.");
+        kill.WaitForExit();
+        if (kill.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"kill -{signal} failed with exit code {kill.ExitCode}.");
         }
     }
 
