@@ -72,7 +72,7 @@ public abstract class PolicyLease : RateLimitLease
 
     /// <summary>Settles the request at what its step charges consumed (for a stream cancelled part-way).</summary>
     /// <inheritdoc cref="Reconcile(RequestCost)"/>
-    public RequestCost Reconcile() => Reconcile(Consumed);
+    public virtual RequestCost Reconcile() => Reconcile(Consumed);
 
     /// <summary>
     /// <see cref="Charge"/> without blocking a thread: a lease whose layers live on a server (the Redis policy) settles with

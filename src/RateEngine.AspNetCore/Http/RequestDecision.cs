@@ -48,7 +48,13 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
         return overrun;
     }
 
-    public RequestCost Reconcile() => Reconcile(Lease.Consumed);
+    public RequestCost Reconcile()
+    {
+        // The lease reads what was consumed and settles it in one step: a chunk charged meanwhile is not lost between them.
+        RequestCost overrun = Lease.Reconcile();
+        Settled(Lease.Consumed, RateEngineMetrics.Reconciled);
+        return overrun;
+    }
 
     public ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(CancellationToken cancellationToken = default) =>
         _combination.Policy.GetUsageAsync(_context, cancellationToken);
@@ -108,8 +114,8 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
             // The client went away mid-work (an abandoned stream): it pays for what was produced, not for its estimate.
             try
             {
+                Lease.Reconcile();
                 RequestCost consumed = Lease.Consumed;
-                Lease.Reconcile(consumed);
                 Settled(consumed, RateEngineMetrics.SettledOnAbort);
                 Log.SettledOnAbort(_runtime.Logger, PolicyName, consumed.Tokens, consumed.Money);
             }

@@ -93,6 +93,20 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         return Overrun(actual);
     }
 
+    /// <summary>Settles at what was consumed, read under the lock that step charges take: one charged meanwhile is in it.</summary>
+    public override RequestCost Reconcile()
+    {
+        RequestCost actual;
+        lock (_overrun)
+        {
+            actual = _consumed;
+            ReconcileLocal(actual);
+        }
+
+        _remote?.Reconcile(actual);
+        return Overrun(actual);
+    }
+
     public override async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
     {
         if (ReconcileLocal(actual))

@@ -134,14 +134,24 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         }
     }
 
-    public override async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
+    public override ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
     {
         ThrowIfNotExact(actual, nameof(actual));
+        return SettleAtAsync(actual, cancellationToken);
+    }
+
+    /// <summary>Settles at what was consumed, read under the gate that step charges take: one charged meanwhile is in it.</summary>
+    public override RequestCost Reconcile() => Wait(SettleAtAsync(given: null, CancellationToken.None).AsTask());
+
+    /// <summary>Settles the request at <paramref name="given"/>, or (null) at what the step charges consumed.</summary>
+    private async ValueTask<RequestCost> SettleAtAsync(RequestCost? given, CancellationToken cancellationToken)
+    {
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             await SettleUnknownAsync().ConfigureAwait(false);
             ThrowIfNotOpen();
+            RequestCost actual = given ?? Consumed;
             var amounts = new long[_keys.Length];
             for (int i = 0; i < _keys.Length; i++)
             {

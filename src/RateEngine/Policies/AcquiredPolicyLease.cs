@@ -1,3 +1,5 @@
+using System.Runtime.ExceptionServices;
+
 namespace RateEngine.Policies;
 
 /// <summary>
@@ -71,16 +73,20 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
             RatePolicy<TContext> policy = OpenPolicy();
             _consumed = new RequestCost(checked(_consumed.Tokens + step.Tokens), checked(_consumed.Money + step.Money));
             long now = policy.Clock.Now();
+            ExceptionDispatchInfo? failure = null;
             for (int i = 0; i < _holds.Length; i++)
             {
                 PolicyLayer<TContext> layer = policy[i];
                 if (layer.Meter != PolicyMeter.Requests)
                 {
-                    // Beyond the estimate and what was charged past it already: an overrun, counted now.
+                    // Beyond the estimate and what was charged past it already: an overrun, counted now. Every layer is
+                    // charged even if user code on one (a threshold listener) throws: the step was spent on all of them.
                     long excess = _consumed.On(layer.Meter) - _estimate.On(layer.Meter) - _holds[i].Overrun;
-                    layer.Charge(_context, ref _holds[i], now, excess);
+                    ChargeLayer(policy, i, now, excess, ref failure);
                 }
             }
+
+            failure?.Throw();
         }
     }
 
@@ -90,7 +96,13 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
         lock (_holds)
         {
             RatePolicy<TContext> policy = OpenPolicy();
+
+            // Settled from here on, whatever user code below throws (a selector looking a key up again, a threshold or a
+            // reconcile listener): a dispose after a reconcile that failed part-way must not refund what it settled.
+            _state = Reconciled;
             long now = policy.Clock.Now();
+            ExceptionDispatchInfo? failure = null;
+            long[]? refunds = null;
             for (int i = 0; i < _holds.Length; i++)
             {
                 PolicyLayer<TContext> layer = policy[i];
@@ -99,25 +111,54 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                     continue;
                 }
 
-                ref LayerHold hold = ref _holds[i];
-                long estimate = _estimate.On(layer.Meter);
                 long target = actual.On(layer.Meter);
-                long counted = hold.Reserved + hold.Overrun;
+                long counted = _holds[i].Reserved + _holds[i].Overrun;
                 long refunded = 0;
                 if (target > counted)
                 {
-                    layer.Charge(_context, ref hold, now, target - counted);
+                    ChargeLayer(policy, i, now, target - counted, ref failure);
                 }
                 else if (target < counted)
                 {
-                    refunded = layer.Refund(ref hold, counted - target);
+                    refunded = layer.Refund(ref _holds[i], counted - target);
                 }
 
-                policy.ReconcileListener(i)?.Invoke(new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunded));
+                if (policy.ReconcileListener(i) is not null)
+                {
+                    (refunds ??= new long[_holds.Length])[i] = refunded;
+                }
             }
 
-            _state = Reconciled;
+            // The listeners last: every layer is settled before any user code there can throw.
+            for (int i = 0; refunds is not null && i < _holds.Length; i++)
+            {
+                PolicyLayer<TContext> layer = policy[i];
+                if (layer.Meter != PolicyMeter.Requests && policy.ReconcileListener(i) is { } listener)
+                {
+                    long estimate = _estimate.On(layer.Meter);
+                    long target = actual.On(layer.Meter);
+                    try
+                    {
+                        listener(new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunds[i]));
+                    }
+                    catch (Exception error)
+                    {
+                        failure ??= ExceptionDispatchInfo.Capture(error);
+                    }
+                }
+            }
+
+            failure?.Throw();
             return actual.PastEstimate(_estimate);
+        }
+    }
+
+    /// <summary>Settles at what the step charges consumed, read under the same lock: a step charged meanwhile is in it.</summary>
+    public override RequestCost Reconcile()
+    {
+        lock (_holds)
+        {
+            return Reconcile(_consumed);
         }
     }
 
@@ -172,6 +213,23 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     }
 
     protected RatePolicy<TContext>? Policy => _policy;
+
+    /// <summary>
+    /// Charges <paramref name="amount"/> on layer <paramref name="index"/>. An exception from user code there (a threshold
+    /// listener, a key selector looking the key up again) is kept in <paramref name="failure"/>, so that the other layers are
+    /// settled too; the caller throws it once they are.
+    /// </summary>
+    private void ChargeLayer(RatePolicy<TContext> policy, int index, long now, long amount, ref ExceptionDispatchInfo? failure)
+    {
+        try
+        {
+            policy[index].Charge(_context, ref _holds[index], now, amount);
+        }
+        catch (Exception error)
+        {
+            failure ??= ExceptionDispatchInfo.Capture(error);
+        }
+    }
 
     private RatePolicy<TContext> OpenPolicy()
     {

@@ -189,7 +189,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             }
 
             hold.Admission = admission;
-            hold.Reserved = amount;
+            hold.Reserved = admission.Permits; // a soft layer's charge may count less (saturated): refunds never exceed it
             if (IsSoft && amount > 0)
             {
                 ReportThresholds(context, entry, tier, now, admission.Marker);
@@ -252,7 +252,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                 continue;
             }
 
-            hold.Overrun += amount;
+            hold.Overrun += charge.Permits; // what was counted (a charge saturates), so a reconcile settles from the truth
             if (IsSoft)
             {
                 ReportThresholds(context, entry, Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!), now, charge.Marker);

@@ -302,6 +302,100 @@ public class RatePolicyTests
         Assert.Equal(300, policy.GetUsage(new Call("alice"), "kept").Used);
     }
 
+    [Theory]
+    [InlineData(500)]
+    [InlineData(60)]
+    public void Reconcile_ListenerThrowsPartWay_EveryLayerIsSettledAndDisposeRefundsNothingMore(long actual)
+    {
+        // The reconcile listener throws on the first layer's record. Both layers must still end at the actual cost: a
+        // dispose after the failed reconcile must not refund the estimate of a layer that refunds unreconciled ones.
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .AddLayer("tokens/min", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000_000).Counting(PolicyMeter.Tokens))
+            .OnReconciled(_ => throw new FormatException("listener bug"))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(100, 0));
+
+        Assert.Throws<FormatException>(() => lease.Reconcile(new RequestCost(actual, 0)));
+        lease.Dispose();
+
+        Assert.Equal(actual, policy.GetUsage(call, "tokens/day").Used);
+        Assert.Equal(actual, policy.GetUsage(call, "tokens/min").Used);
+        Assert.Throws<InvalidOperationException>(() => lease.Reconcile(new RequestCost(actual, 0)));
+    }
+
+    [Fact]
+    public void Charge_ThresholdListenerThrows_EveryLayerIsStillCharged()
+    {
+        // A soft layer's threshold listener throws while a step past the estimate is charged: the hard layer after it must
+        // count the step too (it was spent), and the exception still reaches the caller.
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("token alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens).AsSoft(0.5))
+            .AddLayer("tokens/min", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10_000).Counting(PolicyMeter.Tokens))
+            .OnThresholdCrossed(_ => throw new FormatException("listener bug"))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(100, 0));
+
+        Assert.Throws<FormatException>(() => lease.Charge(new RequestCost(700, 0)));
+
+        Assert.Equal(700, policy.GetUsage(call, "token alerts").Used);
+        Assert.Equal(700, policy.GetUsage(call, "tokens/min").Used);
+    }
+
+    [Fact]
+    public void Reconcile_SoftLayerChargedPastWhatItCanCount_RefundsNoMoreThanItCounted()
+    {
+        // A soft layer never refuses, so a request may reserve more than the layer can count (its count saturates). A
+        // reconcile to zero must give back what was counted, not the whole estimate: the usage must not go below zero.
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("cost alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Money).AsSoft(1.0))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(0, long.MaxValue));
+        Assert.True(lease.IsAcquired);
+
+        lease.Reconcile(RequestCost.None);
+
+        Assert.Equal(0, policy.GetUsage(call, "cost alerts").Used);
+        Assert.Equal(0, policy.GetUsage(new Call("bob"), "cost alerts").Used);
+    }
+
+    [Fact]
+    public void Reconcile_WhatWasConsumed_RacingAStepCharge_SettlesExactlyWhatTheLeaseConsumed()
+    {
+        // One thread charges a step past the estimate while another settles at what was consumed: whichever comes first,
+        // the layer must end at the lease's final Consumed (a step charged after the reconcile is refused, not lost).
+        using RatePolicy<Call> policy = TokenPolicy();
+        for (int round = 0; round < 2_000; round++)
+        {
+            var call = new Call("user" + round);
+            PolicyLease lease = policy.Acquire(call, new RequestCost(100, 0));
+            lease.Charge(new RequestCost(400, 0));
+            using var start = new Barrier(2);
+            var charger = new Thread(() =>
+            {
+                start.SignalAndWait();
+                try
+                {
+                    lease.Charge(new RequestCost(300, 0));
+                }
+                catch (InvalidOperationException)
+                {
+                    // reconciled first: the step is refused
+                }
+            });
+            charger.Start();
+            start.SignalAndWait();
+            lease.Reconcile();
+            charger.Join();
+
+            Assert.Equal(lease.Consumed.Tokens, policy.GetUsage(call, "tokens").Used);
+            lease.Dispose();
+        }
+    }
+
     [Fact]
     public void Concurrency_SlotFreedWhenTheLeaseIsDisposed_AfterReconcileToo()
     {
