@@ -71,6 +71,15 @@ public sealed partial class RedisRatePolicy<TContext>
     {
         key = _blockLayers[index].Live(key);
         Interlocked.Add(ref key.Debt, amount);
+
+        // The idle sweep may have forgotten the key between the lookup and the add (it forgets only keys that owe nothing,
+        // and it saw none): nobody would pay that debt, so it moves to the key's live state, until it lands on one kept.
+        while (key.Forgotten && Interlocked.Exchange(ref key.Debt, 0) is var stranded and > 0)
+        {
+            key = _blockLayers[index].Live(key);
+            Interlocked.Add(ref key.Debt, stranded);
+        }
+
         if (!_breaker.IsOpen)
         {
             RedisTasks.Observe(_blockLayers[index].Blocks!.StartRefill(key, need: 0));

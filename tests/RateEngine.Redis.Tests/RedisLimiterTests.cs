@@ -96,6 +96,24 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task SlidingWindowCounter_TwoShapesOfOneKey_EachKeepsItsOwnCount()
+    {
+        // Two nodes disagree on a key's window (a rolling deploy changed it). The one with 1 s segments must not wipe the
+        // history of the one with 10 s segments (it would delete every segment older than its own window), or the latter
+        // admits its limit again within its window.
+        using PartitionedRateLimiter<string> longer = RedisLimiter.CreateSlidingWindowCounter<string>(
+            user => user, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = 5, Window = TimeSpan.FromSeconds(100), SegmentsPerWindow = 10 }, Options());
+        using PartitionedRateLimiter<string> shorter = RedisLimiter.CreateSlidingWindowCounter<string>(
+            user => user, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = 5, Window = TimeSpan.FromSeconds(10), SegmentsPerWindow = 10 }, Options());
+
+        Assert.True((await longer.AcquireAsync("ann", 5)).IsAcquired);
+        _time.Advance(TimeSpan.FromSeconds(30));
+        Assert.True((await shorter.AcquireAsync("ann")).IsAcquired);
+
+        Assert.False((await longer.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
     public async Task SlidingWindowCounter_PermitsExpireOneSegmentAfterTheirWindow()
     {
         using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateSlidingWindowCounter<string>(

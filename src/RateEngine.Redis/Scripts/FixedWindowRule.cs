@@ -14,11 +14,12 @@ internal sealed class FixedWindowRule : RedisRule
         ThrowIfQueued(options.QueueLimit, nameof(FixedWindowRateLimiterOptions));
         PermitLimit = options.PermitLimit;
         _window = Microseconds(options.Window, nameof(options.Window));
+        Suffix = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"fw-{_window}");
     }
 
     public override long PermitLimit { get; }
 
-    public override string Suffix => "fw";
+    public override string Suffix { get; }
 
     public override LuaScript Script => LuaScripts.FixedWindow;
 

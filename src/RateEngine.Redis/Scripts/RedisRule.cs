@@ -15,7 +15,12 @@ internal abstract class RedisRule
     /// <summary>The most permits one call may ask for (more is an <see cref="ArgumentOutOfRangeException"/>, as in-box).</summary>
     public abstract long PermitLimit { get; }
 
-    /// <summary>The key's suffix, naming the algorithm (a key written by one algorithm is never read by another).</summary>
+    /// <summary>
+    /// The key's suffix: the algorithm and its shape (window, segments, refill rate), not its limit. A key written by one
+    /// algorithm or shape is never read by another: nodes that disagree on a key's window (a rolling deploy that changed
+    /// it) each keep their own count, where one writing segments of another scale into the other's key would wipe its
+    /// history. A changed limit keeps the count, as in process.
+    /// </summary>
     public abstract string Suffix { get; }
 
     public abstract LuaScript Script { get; }

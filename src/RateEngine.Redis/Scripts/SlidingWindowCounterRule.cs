@@ -19,11 +19,12 @@ internal sealed class SlidingWindowCounterRule : RedisRule
 
         // Rounded up, as in-process: a longer segment only makes the window more conservative.
         _segment = (window + _segments - 1) / _segments;
+        Suffix = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"swc-{_segment}-{_segments}");
     }
 
     public override long PermitLimit { get; }
 
-    public override string Suffix => "swc";
+    public override string Suffix { get; }
 
     public override LuaScript Script => LuaScripts.SlidingWindowCounter;
 

@@ -14,11 +14,12 @@ internal sealed class SlidingWindowLogRule : RedisRule
         ThrowIfQueued(options.QueueLimit, nameof(SlidingWindowLogRateLimiterOptions));
         PermitLimit = options.PermitLimit;
         _window = Microseconds(options.Window, nameof(options.Window));
+        Suffix = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"swl-{_window}");
     }
 
     public override long PermitLimit { get; }
 
-    public override string Suffix => "swl";
+    public override string Suffix { get; }
 
     public override LuaScript Script => LuaScripts.SlidingWindowLog;
 

@@ -17,6 +17,7 @@ internal sealed class TokenBucketRule : RedisRule
         PermitLimit = options.TokenLimit;
         _period = Microseconds(options.ReplenishmentPeriod, nameof(options.ReplenishmentPeriod));
         _rate = options.TokensPerPeriod;
+        Suffix = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"tb-{_rate}-{_period}");
 
         // Tokens are kept in units of 1/period, so a full bucket is limit × period of them: exact below 2^53.
         if ((Int128)PermitLimit * _period >= MaxExact)
@@ -27,7 +28,7 @@ internal sealed class TokenBucketRule : RedisRule
 
     public override long PermitLimit { get; }
 
-    public override string Suffix => "tb";
+    public override string Suffix { get; }
 
     public override LuaScript Script => LuaScripts.TokenBucket;
 
