@@ -195,9 +195,13 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         }
 
         PolicyTiersCheck.ThrowIfUnknownLayers(tiers, LayerNames);
-        foreach (PolicyLayer<TContext> layer in _layers)
+
+        // Every layer's tiers are built and checked before any is published: a limit out of one layer's range leaves the
+        // whole policy on its old tiers, as the exception says, not some layers on the new ones.
+        Action[] publish = [.. _layers.Select(layer => layer.PrepareTiers(tiers))];
+        foreach (Action publishLayer in publish)
         {
-            layer.UpdateTiers(tiers);
+            publishLayer();
         }
     }
 

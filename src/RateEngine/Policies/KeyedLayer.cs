@@ -284,11 +284,11 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
     public bool IsIdle(KeyEntry cell, long now) => _subKeys is null ? IsIdleState(Unsafe.As<LayerEntry<TState>>(cell), now) : _subKeys.AllIdle(cell, now);
 
-    public override void UpdateTiers(PolicyTiers tiers)
+    public override Action PrepareTiers(PolicyTiers tiers)
     {
         if (_fixed is not null)
         {
-            return;
+            return static () => { };
         }
 
         var byTier = new Dictionary<string, LayerTier<TAlgorithm>>(StringComparer.Ordinal);
@@ -301,7 +301,8 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             }
         }
 
-        Volatile.Write(ref _tiers, byTier.ToFrozenDictionary(StringComparer.Ordinal));
+        FrozenDictionary<string, LayerTier<TAlgorithm>> prepared = byTier.ToFrozenDictionary(StringComparer.Ordinal);
+        return () => Volatile.Write(ref _tiers, prepared);
     }
 
     public override void CopyTiersTo(PolicyTiers tiers)

@@ -56,8 +56,15 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// <summary>The request's key on this layer, for events (null for a layer without keys).</summary>
     public abstract object? KeyOf(TContext context);
 
-    /// <summary>Takes the limits of <paramref name="tiers"/> for every tier (usage already counted is kept).</summary>
-    public abstract void UpdateTiers(PolicyTiers tiers);
+    /// <summary>
+    /// Builds this layer's tiers from <paramref name="tiers"/> (usage already counted is kept) and returns what publishes them: a policy validates every
+    /// layer's tiers before it publishes any, so a bad limit on one layer leaves every layer on its old tiers.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A limit is out of the layer's range.</exception>
+    public abstract Action PrepareTiers(PolicyTiers tiers);
+
+    /// <summary>Validates and publishes this layer's tiers at once (a layer on its own, as the builder makes it).</summary>
+    public void UpdateTiers(PolicyTiers tiers) => PrepareTiers(tiers)();
 
     /// <summary>Writes this layer's limit of every tier into <paramref name="tiers"/> (nothing for a layer with a fixed limit).</summary>
     public abstract void CopyTiersTo(PolicyTiers tiers);

@@ -562,6 +562,26 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void UpdateTiers_OneLimitOutOfItsLayersRange_ThrowsAndEveryLayerKeepsItsOldTiers()
+    {
+        // The calendar layer takes a limit of 10^9, the fixed window after it cannot take 3 * 10^9 (its counts are ints):
+        // the update throws, and the calendar layer must not be left on its new limit while the exception says otherwise.
+        using RatePolicy<Call> policy = Builder()
+            .UseTiers(c => c.Tier, new PolicyTiers { ["free"] = { ["tokens/day"] = 100, ["req/min"] = 10 } })
+            .AddLayer("tokens/day", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Tokens))
+            .AddLayer("req/min", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)))
+            .Build();
+        var call = new Call("alice");
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => policy.UpdateTiers(
+            new PolicyTiers { ["free"] = { ["tokens/day"] = 1_000_000_000, ["req/min"] = 3_000_000_000 } }));
+
+        Assert.Equal(100, policy.GetTiers()["free"]["tokens/day"]);
+        Assert.Equal(100, policy.GetUsage(call, "tokens/day").Limit);
+        Assert.False(policy.Acquire(call, new RequestCost(101, 0)).IsAcquired);
+    }
+
+    [Fact]
     public void Acquire_Hierarchy_EveryLevelIsCheckedWhateverMatchedBefore()
     {
         using RatePolicy<Call> policy = Builder()
