@@ -27,6 +27,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     private readonly PolicyLayer<TContext>[] _declared;
     private readonly Action<ReconcileRecord>?[] _reconcileListeners;
     private readonly int[] _keyLeads;
+
+    /// <summary>Whether a layer reports thresholds once a request is admitted (most policies have none: no pass over the layers).</summary>
+    private readonly bool _hasSoftLayers;
     private readonly IKeyTable[] _keyTables;
     private readonly LimiterClock _clock;
     private readonly ITimer? _sweeper;
@@ -64,6 +67,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
 
         // Layers of one key selector share a key table: the first of them in decision order looks the key up for all.
         _keyLeads = [.. _layers.Select((layer, i) => layer.Keys is null ? i : Array.FindIndex(_layers, other => ReferenceEquals(other.Keys, layer.Keys)))];
+        _hasSoftLayers = _layers.Any(layer => layer.IsSoft);
         _keyTables = [.. _layers.Select(layer => layer.Keys).OfType<IKeyTable>().Distinct()];
     }
 
@@ -371,8 +375,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         }
 
         // Phase 2: one clock read, then every layer reserves; the first refusal rolls back the layers before it. User code
-        // runs here only after an eviction race (the key selector, to find the key's live entry) or for a soft layer's
-        // threshold listener: if it throws, every reservation this request made is rolled back before the exception goes on.
+        // runs here only after an eviction race (the key selector, to find the key's live entry) or, once every layer has
+        // reserved, for a soft layer's threshold listener: if it throws, every reservation this request made is rolled back
+        // before the exception goes on.
         long now = _clock.Now();
         int reserving = 0;
         try
@@ -385,6 +390,11 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
                     RollBack(holds, reserving - 1);
                     return Refusal(holds, reserving, now, retryAfter, estimate, requests);
                 }
+            }
+
+            for (int i = 0; _hasSoftLayers && i < layers.Length; i++)
+            {
+                layers[i].Admitted(context, ref holds[i], now);
             }
         }
         catch

@@ -190,11 +190,6 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
             hold.Admission = admission;
             hold.Reserved = admission.Permits; // a soft layer's charge may count less (saturated): refunds never exceed it
-            if (IsSoft && amount > 0)
-            {
-                ReportThresholds(context, entry, tier, now, admission.Marker);
-            }
-
             return true;
         }
     }
@@ -226,6 +221,18 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         hold.Reserved -= amount;
         bool freed = whole ? _shape.Refund(ref entry.State, hold.Admission) : _shape.Refund(ref entry.State, hold.Admission, amount);
         return freed ? amount : 0;
+    }
+
+    /// <summary>
+    /// A soft layer reports the thresholds its reservation reached once the whole request is admitted: a request that a
+    /// later layer refuses is rolled back, and its crossing must not use up the period's one report of that threshold.
+    /// </summary>
+    public override void Admitted(TContext context, ref LayerHold hold, long now)
+    {
+        if (IsSoft && hold.Reserved > 0 && hold.Entry is not null)
+        {
+            ReportThresholds(context, Unsafe.As<LayerEntry<TState>>(hold.Entry), Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!), now, hold.Admission.Marker);
+        }
     }
 
     public override void Charge(TContext context, ref LayerHold hold, long now, long amount)

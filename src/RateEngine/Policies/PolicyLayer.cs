@@ -56,6 +56,11 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// <summary>The request's key on this layer, for events (null for a layer without keys).</summary>
     public abstract object? KeyOf(TContext context);
 
+    /// <summary>After every layer reserved: what the layer reports of this request's admission (a soft layer's thresholds).</summary>
+    public virtual void Admitted(TContext context, ref LayerHold hold, long now)
+    {
+    }
+
     /// <summary>
     /// Builds this layer's tiers from <paramref name="tiers"/> (usage already counted is kept) and returns what publishes them: a policy validates every
     /// layer's tiers before it publishes any, so a bad limit on one layer leaves every layer on its old tiers.

@@ -519,6 +519,29 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Soft_CrossingByARequestALaterLayerRefuses_IsNotReportedAndTheRealCrossingIs()
+    {
+        // A request that would take the cost alerts past 80 % is refused by the per-user request cap after them and rolled
+        // back: that is no crossing, and it must not use up the day's one report of 80 %, which the next real one makes.
+        var crossings = new List<ThresholdCrossing>();
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("cost alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 100).Counting(PolicyMeter.Money).AsSoft(0.8))
+            .AddLayer("req/min", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .OnThresholdCrossed(crossings.Add)
+            .Build();
+        var call = new Call("alice");
+        Assert.True(policy.Acquire(call, new RequestCost(0, 70)).IsAcquired);
+
+        Assert.False(policy.Acquire(call, new RequestCost(0, 20)).IsAcquired);
+        Assert.Empty(crossings);
+        Assert.Equal(70, policy.GetUsage(call, "cost alerts").Used);
+
+        _time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True(policy.Acquire(call, new RequestCost(0, 20)).IsAcquired);
+        Assert.Equal([new ThresholdCrossing("cost alerts", "alice", 0.8, 90, 100)], crossings);
+    }
+
+    [Fact]
     public void GetUsage_ReportsUsedRemainingAndResetWithoutConsuming()
     {
         using RatePolicy<Call> policy = Builder()
