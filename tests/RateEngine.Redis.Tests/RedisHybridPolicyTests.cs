@@ -203,6 +203,30 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Dispose_ALeaseThatOutlivesItsPolicy_GivesItsRefundToRedis()
+    {
+        // A stream's lease outlives its node's policy (the host shuts down while the stream ends). Disposing the lease gives
+        // its estimate back (the layer refunds unreconciled ones): that refund must reach Redis, not a block of the disposed
+        // node that nobody will use or return before the day ends.
+        var time = new FakeTimeProvider(Start);
+        RedisLimiterOptions options = Options(_connection);
+        options.ClientClock = time;
+        options.TimeProvider = time;
+        RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(options)
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .Build();
+        using RedisRatePolicy<Call> reader = Budgets(_server.Connect());
+        PolicyLease stream = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0));
+        Assert.True(stream.IsAcquired);
+
+        policy.Dispose(); // the block's leftover goes back, in the background; the stream's 400 stay counted
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 400);
+        stream.Dispose();
+
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 0);
+    }
+
+    [Fact]
     public async Task AcquireAsync_ARefusalWhileAnotherNodeHoldsTheBudget_IsRetriedOnceThatNodeGivesItBack()
     {
         // A daily budget of 100: node A's block takes half of it; node B's request of 60 is refused (only 50 are on

@@ -286,6 +286,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _disposed = true;
+
+        // From now on no request finds these keys: as for keys the idle sweep forgot, a block that lands in one goes back,
+        // and so does a refund from a lease that outlives the limiter (kept in a block here, nobody would use or return it).
+        foreach (TKey key in _keys.Values)
+        {
+            key.Forgotten = true;
+        }
         await _sweeper.DisposeAsync().ConfigureAwait(false);
 
         // A reservation still in flight installs its block when it lands: wait for it, so its permits go back too.
