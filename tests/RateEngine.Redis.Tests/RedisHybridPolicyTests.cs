@@ -184,9 +184,7 @@ public sealed class RedisHybridPolicyTests : IDisposable
         // A long stream holds its lease while its key sits idle on this node: the sweep gives the block back and forgets the
         // key; the stream's refund must then go to Redis, not into the forgotten block.
         var time = new FakeTimeProvider(Start);
-        RedisLimiterOptions options = Options(_connection);
-        options.ClientClock = time;
-        options.TimeProvider = time;
+        RedisLimiterOptions options = Options(_connection, time);
         options.Hybrid!.IdleReturn = TimeSpan.FromSeconds(1);
         using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(options)
             .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
@@ -209,10 +207,7 @@ public sealed class RedisHybridPolicyTests : IDisposable
         // its estimate back (the layer refunds unreconciled ones): that refund must reach Redis, not a block of the disposed
         // node that nobody will use or return before the day ends.
         var time = new FakeTimeProvider(Start);
-        RedisLimiterOptions options = Options(_connection);
-        options.ClientClock = time;
-        options.TimeProvider = time;
-        RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(options)
+        RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
             .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
             .Build();
         using RedisRatePolicy<Call> reader = Budgets(_server.Connect());
@@ -235,9 +230,7 @@ public sealed class RedisHybridPolicyTests : IDisposable
         var time = new FakeTimeProvider(Start);
         RedisRatePolicy<Call> Node(ConnectionMultiplexer connection)
         {
-            RedisLimiterOptions options = Options(connection);
-            options.ClientClock = time;
-            options.TimeProvider = time;
+            RedisLimiterOptions options = Options(connection, time);
             options.Hybrid!.IdleReturn = TimeSpan.FromSeconds(1);
             return new RedisRatePolicyBuilder<Call>(options)
                 .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100).Counting(PolicyMeter.Tokens))
@@ -267,10 +260,7 @@ public sealed class RedisHybridPolicyTests : IDisposable
         var time = new FakeTimeProvider(Start);
         RedisRatePolicy<Call> Node(ConnectionMultiplexer connection)
         {
-            RedisLimiterOptions options = Options(connection);
-            options.ClientClock = time;
-            options.TimeProvider = time;
-            return new RedisRatePolicyBuilder<Call>(options)
+            return new RedisRatePolicyBuilder<Call>(Options(connection, time))
                 .AddLayer("user/minute", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
                 .AddLayer("streams", call => call.User, PolicyRule.Concurrency(100))
                 .Build();
@@ -525,6 +515,15 @@ public sealed class RedisHybridPolicyTests : IDisposable
         .Build();
 
     private RedisRatePolicyBuilder<Call> Builder() => new(Options(_connection));
+
+    /// <summary>As <see cref="Options(ConnectionMultiplexer)"/>, with Redis's clock and the blocks' both on <paramref name="time"/>.</summary>
+    private RedisLimiterOptions Options(ConnectionMultiplexer connection, FakeTimeProvider time)
+    {
+        RedisLimiterOptions options = Options(connection);
+        options.ClientClock = time;
+        options.TimeProvider = time;
+        return options;
+    }
 
     /// <summary>
     /// Blocks on the real clock with an IdleReturn of an hour: a stall of the machine between two steps must not let the idle

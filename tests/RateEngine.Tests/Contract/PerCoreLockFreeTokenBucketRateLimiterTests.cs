@@ -66,18 +66,12 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         // to none. With its slots a lead ahead a block lasts; the lead is tokens the full bucket would have dropped anyway,
         // at most 1/64 of the burst (1,000 tokens).
         const int Burst = 64_000;
-        var time = new FakeTimeProvider();
-        using var limiter = new LockFreeTokenBucketRateLimiter(
-            LockFreeTokenBucketRateLimiterTests.Options(Burst, Burst, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
-            new PerCoreReservationOptions { Stripes = 2 },
-            time);
-        int core = 0;
-        ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
-        var host = (PerCoreBucketHost)limiter.Host;
+        using var bucket = new SteeredBucket(Burst, stripes: 2);
+        (FakeTimeProvider time, LockFreeTokenBucketRateLimiter limiter, PerCoreBucketHost host) = (bucket.Time, bucket.Limiter, bucket.Host);
         int heldAfterWarmUp = 0;
         for (int i = 0; i < 2_000; i++)
         {
-            core = i & 1;
+            bucket.Core = i & 1;
             Assert.True(limiter.AttemptAcquire(1).IsAcquired);
 
             // Without blocks the bucket would read one short just after a take.
@@ -102,17 +96,11 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         // then every block token's slot has just passed, so once a third core takes the whole burst, no block may add a
         // token to it (a refused request looks at every block).
         const int Burst = 64_000;
-        var time = new FakeTimeProvider();
-        using var limiter = new LockFreeTokenBucketRateLimiter(
-            LockFreeTokenBucketRateLimiterTests.Options(Burst, Burst, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
-            new PerCoreReservationOptions { Stripes = 4 },
-            time);
-        int core = 0;
-        ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
-        var host = (PerCoreBucketHost)limiter.Host;
+        using var bucket = new SteeredBucket(Burst, stripes: 4);
+        (FakeTimeProvider time, LockFreeTokenBucketRateLimiter limiter, PerCoreBucketHost host) = (bucket.Time, bucket.Limiter, bucket.Host);
         for (int i = 0; i < 1_001; i++)
         {
-            core = i & 1;
+            bucket.Core = i & 1;
             Assert.True(limiter.AttemptAcquire(1).IsAcquired);
             time.Advance(TimeSpan.FromMicroseconds(200));
         }
@@ -124,7 +112,7 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
             time.Advance(TimeSpan.FromMicroseconds(100));
         }
 
-        core = 2;
+        bucket.Core = 2;
         Assert.True(limiter.AttemptAcquire(Burst).IsAcquired);
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
     }
@@ -136,19 +124,13 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         // 5 ms, each 6.4 times slower than the refill: a block of 64 would need a lead of about 820 tokens, so the cores
         // get blocks of the size whose lead fits the cap, and the bucket never reads more than the cap below full.
         const int Burst = 6_400;
-        var time = new FakeTimeProvider();
-        using var limiter = new LockFreeTokenBucketRateLimiter(
-            LockFreeTokenBucketRateLimiterTests.Options(Burst, Burst, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
-            new PerCoreReservationOptions { Stripes = 2 },
-            time);
-        int core = 0;
-        ((IPerCoreHost)limiter.Host).ChooseStripe = () => core;
-        var host = (PerCoreBucketHost)limiter.Host;
+        using var bucket = new SteeredBucket(Burst, stripes: 2);
+        (FakeTimeProvider time, LockFreeTokenBucketRateLimiter limiter, PerCoreBucketHost host) = (bucket.Time, bucket.Limiter, bucket.Host);
         long lowest = Burst;
         int heldAfterWarmUp = 0;
         for (int i = 0; i < 2_000; i++)
         {
-            core = i & 1;
+            bucket.Core = i & 1;
             Assert.True(limiter.AttemptAcquire(1).IsAcquired);
             lowest = Math.Min(lowest, limiter.GetStatistics()!.CurrentAvailablePermits);
             if (i >= 400 && host.HeldInBlocks(limiter.Clock.Now()) > 0)
@@ -172,5 +154,29 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? reservation));
         Assert.False(reservation.Refund());
         Assert.Equal(9, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    /// <summary>A per-core bucket of <c>burst</c> tokens per <see cref="RateLimiterContractTests.Window"/> on a fake clock, whose requests start from block <see cref="Core"/>.</summary>
+    private sealed class SteeredBucket : IDisposable
+    {
+        public SteeredBucket(int burst, int stripes)
+        {
+            Limiter = new LockFreeTokenBucketRateLimiter(
+                LockFreeTokenBucketRateLimiterTests.Options(burst, burst, Window, 0, QueueProcessingOrder.OldestFirst, autoReplenishment: true),
+                new PerCoreReservationOptions { Stripes = stripes },
+                Time);
+            ((IPerCoreHost)Limiter.Host).ChooseStripe = () => Core;
+            Host = (PerCoreBucketHost)Limiter.Host;
+        }
+
+        public FakeTimeProvider Time { get; } = new();
+
+        public LockFreeTokenBucketRateLimiter Limiter { get; }
+
+        public PerCoreBucketHost Host { get; }
+
+        public int Core { get; set; }
+
+        public void Dispose() => Limiter.Dispose();
     }
 }
