@@ -73,11 +73,16 @@ public sealed partial class RedisRatePolicy<TContext>
         Interlocked.Add(ref key.Debt, amount);
 
         // The idle sweep may have forgotten the key between the lookup and the add (it forgets only keys that owe nothing,
-        // and it saw none): nobody would pay that debt, so it moves to the key's live state, until it lands on one kept.
-        while (key.Forgotten && Interlocked.Exchange(ref key.Debt, 0) is var stranded and > 0)
+        // and it saw none): no request finds it now, so the debt moves to the key's live state. Once the policy is disposed
+        // there is none to move to (every key is forgotten): the debt stays, and the refill below still carries it.
+        if (key.Forgotten)
         {
-            key = _blockLayers[index].Live(key);
-            Interlocked.Add(ref key.Debt, stranded);
+            LayerKey live = _blockLayers[index].Live(key);
+            if (!live.Forgotten && Interlocked.Exchange(ref key.Debt, 0) is var stranded and > 0)
+            {
+                Interlocked.Add(ref live.Debt, stranded);
+                key = live;
+            }
         }
 
         if (!_breaker.IsOpen)
@@ -167,6 +172,9 @@ public sealed partial class RedisRatePolicy<TContext>
                     return PausedBy(reason); // a reservation just learned of it
                 }
 
+                // Disposed meanwhile: its keys are forgotten, and a block reserved now would be one nobody returns.
+                ObjectDisposedException.ThrowIf(_disposed, this);
+
                 if (attempt > 0)
                 {
                     // A key the idle sweep forgot meanwhile takes no new block: find the live one.
@@ -224,9 +232,9 @@ public sealed partial class RedisRatePolicy<TContext>
                 continue;
             }
 
-            PrefetchLow(takes);
             if (_remote is null)
             {
+                PrefetchLow(takes);
                 return new HybridPolicyLease<TContext>(this, takes, remote: null, estimate, UsageOf(takes, remote: null));
             }
 
@@ -257,6 +265,8 @@ public sealed partial class RedisRatePolicy<TContext>
                 continue;
             }
 
+            // Only now, when the keys are final: a retry above may replace a key the background refill would be sized for.
+            PrefetchLow(takes);
             return new HybridPolicyLease<TContext>(this, takes, remote, estimate, UsageOf(takes, remote.UsageAtDecision));
         }
     }

@@ -222,6 +222,25 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ChargeAsync_ALeaseThatOutlivesItsPolicy_StillCountsItsOverrunOnRedis()
+    {
+        // A stream keeps charging after its node's policy was disposed (its keys forgotten): the overrun past its estimate
+        // must still reach Redis, and the charge must return (the debt has no live key to move to any more).
+        var time = new FakeTimeProvider(Start);
+        RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        using RedisRatePolicy<Call> reader = Budgets(_server.Connect());
+        using PolicyLease stream = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0));
+        policy.Dispose();
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 400);
+
+        await stream.ChargeAsync(new RequestCost(1_000, 0)).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 1_000);
+    }
+
+    [Fact]
     public async Task AcquireAsync_ARefusalWhileAnotherNodeHoldsTheBudget_IsRetriedOnceThatNodeGivesItBack()
     {
         // A daily budget of 100: node A's block takes half of it; node B's request of 60 is refused (only 50 are on

@@ -68,8 +68,26 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         _keys.TryGetValue(partitionKey, out TKey? key) && Volatile.Read(ref key.Refill) is { IsCompleted: false };
 
     /// <summary>The key's local state, made with <paramref name="create"/> (which resolves its rule) on first touch.</summary>
-    public TKey KeyOf<TState>(string partitionKey, Func<string, TState, TKey> create, TState state) =>
-        _keys.TryGetValue(partitionKey, out TKey? key) ? key : _keys.GetOrAdd(partitionKey, create, state);
+    /// <remarks>
+    /// Once disposed, a key that is not held (a lease that outlives the limiter, charging a key that was then forgotten) is
+    /// made forgotten and not kept: a block that lands in it goes back, and nothing is left for a sweep that no longer runs.
+    /// </remarks>
+    public TKey KeyOf<TState>(string partitionKey, Func<string, TState, TKey> create, TState state)
+    {
+        if (_keys.TryGetValue(partitionKey, out TKey? key))
+        {
+            return key;
+        }
+
+        if (_disposed)
+        {
+            TKey unkept = create(partitionKey, state);
+            unkept.Forgotten = true;
+            return unkept;
+        }
+
+        return _keys.GetOrAdd(partitionKey, create, state);
+    }
 
     /// <summary>The key's local state if this node holds it.</summary>
     public TKey? Find(string partitionKey) => _keys.TryGetValue(partitionKey, out TKey? key) ? key : null;
@@ -301,20 +319,25 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             await WhenSettled(key).ConfigureAwait(false);
         }
 
-        if (_returnMany is null)
+        try
         {
-            await Task.WhenAll(_keys.Values.Select(ReturnLeftover)).ConfigureAwait(false);
-        }
-        else
-        {
-            List<(TKey Key, long Period, long Returned)> returns = [.. _keys.Values.Select(TakeLeftover).OfType<(TKey Key, long Period, long Returned)>()];
-            if (returns.Count > 0)
+            if (_returnMany is null)
             {
-                await _returnMany(returns).ConfigureAwait(false);
+                await Task.WhenAll(_keys.Values.Select(ReturnLeftover)).ConfigureAwait(false);
+            }
+            else
+            {
+                List<(TKey Key, long Period, long Returned)> returns = [.. _keys.Values.Select(TakeLeftover).OfType<(TKey Key, long Period, long Returned)>()];
+                if (returns.Count > 0)
+                {
+                    await _returnMany(returns).ConfigureAwait(false);
+                }
             }
         }
-
-        _keys.Clear();
+        finally
+        {
+            _keys.Clear();
+        }
     }
 
     /// <summary>

@@ -152,6 +152,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             await SettleUnknownAsync().ConfigureAwait(false);
             ThrowIfNotOpen();
             RequestCost actual = given ?? Consumed;
+            ThrowIfNotExact(actual, "actual");
             var amounts = new long[_keys.Length];
             for (int i = 0; i < _keys.Length; i++)
             {
