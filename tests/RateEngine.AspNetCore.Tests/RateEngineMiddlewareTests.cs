@@ -327,6 +327,55 @@ public sealed class RateEngineMiddlewareTests
         Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
     }
 
+    [Fact]
+    public async Task GlobalPolicyBesideAnInBoxEndpointLimiter_QueuedRequest_RunsHoldingItsSlot()
+    {
+        // The global RateEngine policy allows one request at a time per user; the endpoint's in-box limiter one at a time
+        // in all, with a queue. Bob's request is admitted by RateEngine, refused by the busy in-box limiter's attempt (the
+        // middleware disposes RateEngine's lease, freeing the slot) and then queued by its wait: it must run holding a
+        // slot again, so bob's second request, elsewhere, is refused while the first waits or runs.
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder =>
+            {
+                builder.Services.AddRateLimiter(options => options.AddConcurrencyLimiter("one at a time", limit =>
+                {
+                    limit.PermitLimit = 1;
+                    limit.QueueLimit = 1;
+                }));
+                builder.Services.AddRateEngine(engine => engine
+                    .AddPolicy("streams", _ => new RatePolicyBuilder<HttpContext>()
+                        .UseTimeProvider(_time)
+                        .AddLayer("streams", ByApiKey, PolicyRule.Concurrency(1))
+                        .Build())
+                    .UseGlobalPolicy("streams"));
+            },
+            map =>
+            {
+                map.MapPost("/slow", async () =>
+                {
+                    await gate.Task;
+                    return "done";
+                }).RequireRateLimiting("one at a time");
+                map.MapPost("/open", () => "open");
+            });
+
+        Task<HttpResponseMessage> alice = app.Client.SendAsync(Request("/slow", "alice"));
+        await Task.Delay(200); // alice holds the in-box permit
+        Task<HttpResponseMessage> bob = app.Client.SendAsync(Request("/slow", "bob"));
+        await Task.Delay(200); // bob waits in the in-box queue
+
+        using HttpResponseMessage bobAgain = await app.Client.SendAsync(Request("/open", "bob"));
+        Assert.Equal(HttpStatusCode.TooManyRequests, bobAgain.StatusCode);
+
+        gate.SetResult();
+        using HttpResponseMessage aliceDone = await alice;
+        using HttpResponseMessage bobDone = await bob;
+        Assert.Equal(HttpStatusCode.OK, aliceDone.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, bobDone.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "bob"))).StatusCode); // bob's slot is free again
+    }
+
     internal static Task<RunningApp> StartAsync(Action<RateEngineBuilder<HttpContext>> engine, IDictionary<string, string?>? configuration = null) =>
         RunningApp.StartAsync(builder => builder.Services.AddRateEngine(engine), Map, configuration);
 

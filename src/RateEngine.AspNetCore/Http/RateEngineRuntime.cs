@@ -56,7 +56,7 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
     /// <summary>The in-box acquire, synchronous: decides now unless the request's context needs to wait (the body).</summary>
     public RateLimitLease AttemptAcquire(HttpContext http)
     {
-        if (http.Features.Get<IRateEngineFeature>() is RequestDecision<TContext> decided)
+        if (http.Features.Get<IRateEngineFeature>() is RequestDecision<TContext> { HasEnded: false } decided)
         {
             return decided.InBoxLease();
         }
@@ -90,7 +90,7 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
     /// <summary>The in-box acquire, asynchronous: awaits the request's context when it was not ready.</summary>
     public async ValueTask<RateLimitLease> AcquireAsync(HttpContext http, CancellationToken cancellationToken)
     {
-        if (http.Features.Get<IRateEngineFeature>() is RequestDecision<TContext> decided)
+        if (http.Features.Get<IRateEngineFeature>() is RequestDecision<TContext> { HasEnded: false } decided)
         {
             return decided.InBoxLease();
         }

@@ -18,6 +18,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
     private readonly string? _model;
     private readonly HeldLease? _held;
     private int _settled;
+    private int _ended;
 
     public RequestDecision(RateEngineRuntime<TContext> runtime, HttpContext http, Combination<TContext> combination, TContext context, PolicyLease lease, string? model)
     {
@@ -38,6 +39,14 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
     /// <summary>What the in-box middleware holds: the refusal itself, or a lease whose dispose ends the request's hold.</summary>
     public RateLimitLease InBoxLease() => _held ?? (RateLimitLease)Lease;
+
+    /// <summary>
+    /// Whether the middleware has disposed the request's hold. It does so mid-decision too: when a limiter after ours (an
+    /// in-box endpoint limiter, or one chained after ours) refuses its synchronous attempt, it disposes our lease and then
+    /// waits on every limiter again. That second acquire must decide anew: handing back this lease, acquired but ended,
+    /// would let the request run holding nothing.
+    /// </summary>
+    public bool HasEnded => Volatile.Read(ref _ended) != 0;
 
     public void Charge(RequestCost step) => Lease.Charge(step);
 
@@ -109,6 +118,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
     /// <summary>The request is over (the middleware disposed its lease).</summary>
     private void End()
     {
+        Volatile.Write(ref _ended, 1);
         if (Volatile.Read(ref _settled) == 0 && _http.RequestAborted.IsCancellationRequested)
         {
             // The client went away mid-work (an abandoned stream): it pays for what was produced, not for its estimate.
