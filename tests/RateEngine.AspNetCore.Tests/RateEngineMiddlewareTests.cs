@@ -376,6 +376,26 @@ public sealed class RateEngineMiddlewareTests
         Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "bob"))).StatusCode); // bob's slot is free again
     }
 
+    [Fact]
+    public async Task ModelSelectorThrows_TheRequestFails_AndHoldsNoSlot()
+    {
+        // The model selector (user code) throws: the request fails, and no concurrency slot may stay taken by it (it was
+        // run after the lease was acquired, and the middleware never got a lease to dispose).
+        await using RunningApp app = await StartAsync(engine => engine
+            .AddPolicy("chat", _ => new RatePolicyBuilder<HttpContext>()
+                .UseTimeProvider(_time)
+                .AddLayer("streams", ByApiKey, PolicyRule.Concurrency(1))
+                .Build())
+            .UseModel(http => http.Request.Headers["X-Model"] == "bad" ? throw new FormatException("no such model") : "gpt"));
+
+        using HttpRequestMessage bad = Request("/chat", "alice");
+        bad.Headers.Add("X-Model", "bad");
+        Assert.Equal(HttpStatusCode.InternalServerError, (await app.Client.SendAsync(bad)).StatusCode);
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+    }
+
     internal static Task<RunningApp> StartAsync(Action<RateEngineBuilder<HttpContext>> engine, IDictionary<string, string?>? configuration = null) =>
         RunningApp.StartAsync(builder => builder.Services.AddRateEngine(engine), Map, configuration);
 

@@ -63,6 +63,29 @@ public sealed class RateEngineOptionsTests
         Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
     }
 
+    [Fact]
+    public async Task Reload_InvalidOptions_RequestsGoOnUnderTheOptionsInForce()
+    {
+        // A reload that fails validation (a rejection status that is not an error) must not turn every request into a
+        // 500: the options in force stay, as the tiers do.
+        await using RunningApp app = await StartTieredAsync(new() { ["RateEngine:Policies:chat:Tiers:free:user"] = "1" });
+        var configuration = (IConfigurationRoot)app.Services.GetRequiredService<IConfiguration>();
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
+
+        configuration["RateEngine:RejectedStatusCode"] = "200";
+        try
+        {
+            configuration.Reload();
+        }
+        catch (AggregateException error) when (error.Flatten().InnerExceptions.All(inner => inner is OptionsValidationException))
+        {
+            // how the options monitor reports it, on the thread that reloads
+        }
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "free-bob"))).StatusCode);
+    }
+
     private Task<RunningApp> StartTieredAsync(Dictionary<string, string?> configuration) =>
         RunningApp.StartAsync(builder => builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => Tiered())), RateEngineMiddlewareTests.Map, configuration);
 

@@ -22,6 +22,12 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
     private readonly TimeProvider _time;
     private readonly IDisposable? _reloads;
 
+    /// <summary>
+    /// The options last seen valid. A reload that fails validation makes the monitor's <c>CurrentValue</c> throw on every
+    /// read (it is not cached); requests keep the options in force instead, as the tiers do, and the failure is logged.
+    /// </summary>
+    private RateEngineOptions _current;
+
     // One combination per distinct endpoint policy ("" for none): a handful, built once each.
     private readonly ConcurrentDictionary<string, Combination<TContext>?> _combinations = new(StringComparer.Ordinal);
 
@@ -41,13 +47,14 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         Metrics = metrics;
         _logger = loggers.CreateLogger("RateEngine.AspNetCore");
         _time = time;
-        ApplyTiers(options.CurrentValue, initial: true);
+        _current = options.CurrentValue;
+        ApplyTiers(_current, initial: true);
         _reloads = options.OnChange(changed => ApplyTiers(changed, initial: false));
     }
 
     public RateEngineMetrics Metrics { get; }
 
-    public RateEngineOptions Options => _options.CurrentValue;
+    public RateEngineOptions Options => Volatile.Read(ref _current);
 
     public ILogger Logger => _logger;
 
@@ -77,6 +84,7 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         TContext ready = context.GetAwaiter().GetResult();
         long started = _time.GetTimestamp();
         RequestCost estimate = _registration.Estimate?.Invoke(http, ready) ?? RequestCost.None;
+        string? model = _registration.Model?.Invoke(ready); // user code, before anything is acquired
         if (!combination.Policy.TryAcquire(ready, estimate, out PolicyLease? lease))
         {
             // A policy on a shared store decides with a round trip: AcquireAsync does, with the context already read.
@@ -84,7 +92,7 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
             return PendingLease.Instance;
         }
 
-        return Record(http, combination, ready, lease, started);
+        return Record(http, combination, ready, model, lease, started);
     }
 
     /// <summary>The in-box acquire, asynchronous: awaits the request's context when it was not ready.</summary>
@@ -105,14 +113,14 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         TContext context = await pending.WaitAsync(cancellationToken).ConfigureAwait(false);
         long started = _time.GetTimestamp();
         RequestCost estimate = _registration.Estimate?.Invoke(http, context) ?? RequestCost.None;
+        string? model = _registration.Model?.Invoke(context); // user code, before anything is acquired
         PolicyLease lease = await combination.Policy.AcquireAsync(context, estimate, cancellationToken).ConfigureAwait(false);
-        return Record(http, combination, context, lease, started);
+        return Record(http, combination, context, model, lease, started);
     }
 
     /// <summary>Keeps the decision on the request (every later acquire of it sees it), meters and logs it.</summary>
-    private RateLimitLease Record(HttpContext http, Combination<TContext> combination, TContext context, PolicyLease lease, long started)
+    private RateLimitLease Record(HttpContext http, Combination<TContext> combination, TContext context, string? model, PolicyLease lease, long started)
     {
-        string? model = _registration.Model?.Invoke(context);
         var decision = new RequestDecision<TContext>(this, http, combination, context, lease, model);
         http.Features.Set<IRateEngineFeature>(decision);
         Metrics.Decided(combination.Name, lease, _time.GetElapsedTime(started));
@@ -166,6 +174,7 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
 
             if (!initial)
             {
+                Volatile.Write(ref _current, options);
                 Log.TiersReloaded(_logger, _policies.Names.Count);
             }
         }
