@@ -25,6 +25,9 @@ namespace RateEngine.Redis;
 internal sealed class RedisPartitionedLimiter<TResource, TOptions> : PartitionedRateLimiter<TResource>, IRedisLimiterHealth
     where TOptions : class
 {
+    private static readonly RedisLease FailOpenLease = new(true, null, "Redis is unavailable; admitted without a limit (FailOpen).");
+    private static readonly RedisLease FailClosedLease = new(false, null, "Redis is unavailable; refused (FailClosed).");
+
     private static readonly long UnixEpochTicks = DateTimeOffset.UnixEpoch.UtcTicks;
 
     private readonly Func<TResource, string> _keySelector;
@@ -235,7 +238,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
         if (_breaker.IsOpen)
         {
-            return Unavailable(_breaker.LastFailure, partitionKey, permitCount);
+            return Unavailable(partitionKey, permitCount);
         }
 
         Task<RedisResult> task = Evaluate(partitionKey, rule, permitCount);
@@ -291,7 +294,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
         if (_breaker.IsOpen)
         {
-            return Unavailable(_breaker.LastFailure, partitionKey, permitCount);
+            return Unavailable(partitionKey, permitCount);
         }
 
         Task<RedisResult> task = Evaluate(partitionKey, rule, permitCount);
@@ -433,7 +436,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return Refused(retryAfter);
         }
 
-        return _breaker.IsOpen ? Unavailable(_breaker.LastFailure, key.PartitionKey, permitCount) : null;
+        return _breaker.IsOpen ? Unavailable(key.PartitionKey, permitCount) : null;
     }
 
     private const int MaxLocalAttempts = 32;
@@ -452,7 +455,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         _metrics.Failure();
         _breaker.Trip(why);
-        return Unavailable(why, partitionKey, permitCount);
+        return Unavailable(partitionKey, permitCount);
     }
 
     private RateLimitLease Fallback(string partitionKey, int permitCount)
@@ -494,10 +497,14 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         replaced.Dispose();
     }
 
-    private RateLimitLease Unavailable(string why, string partitionKey, int permitCount) => _failureMode switch
+    /// <summary>
+    /// The failure mode's answer. Its reason says what happened, not why: the store's error text (its endpoint, and the
+    /// key of whichever request met it, another caller's) is for the log and the health check, not for a response.
+    /// </summary>
+    private RateLimitLease Unavailable(string partitionKey, int permitCount) => _failureMode switch
     {
-        RedisFailureMode.FailOpen => new RedisLease(true, null, $"Redis is unavailable ({why}); admitted without a limit (FailOpen)."),
+        RedisFailureMode.FailOpen => FailOpenLease,
         RedisFailureMode.LocalFallback => Fallback(partitionKey, permitCount),
-        _ => new RedisLease(false, null, $"Redis is unavailable ({why}); refused (FailClosed)."),
+        _ => FailClosedLease,
     };
 }

@@ -202,7 +202,7 @@ public sealed partial class RedisRatePolicy<TContext>
 
                 if (_breaker.IsOpen)
                 {
-                    return Unavailable(_breaker.LastFailure, estimate);
+                    return Unavailable(estimate);
                 }
 
                 Task refill = RefillFrom(takes, needs);

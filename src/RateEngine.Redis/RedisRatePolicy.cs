@@ -523,7 +523,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         return _breaker.IsOpen
-            ? (null, null, Unavailable(_breaker.LastFailure, estimate))
+            ? (null, null, Unavailable(estimate))
             : StartCall(call with { PauseTicket = _pause.Ticket() });
 
         (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) StartCall(Call sent) => (sent, Eval(PolicyScripts.Acquire, sent.Keys, sent.Values), null);
@@ -577,12 +577,16 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     private PolicyLease Failed(string why, RequestCost estimate)
     {
         Trip(why);
-        return Unavailable(why, estimate);
+        return Unavailable(estimate);
     }
 
-    private PolicyLease Unavailable(string why, RequestCost estimate) => _failureMode == RedisFailureMode.FailOpen
-        ? new RedisPolicyLease<TContext>(this, estimate, $"Redis is unavailable ({why}); admitted by FailOpen.")
-        : new RefusedPolicyLease("redis", $"Redis is unavailable ({why}); refused by FailClosed.", _cooldown, serviceWide: true);
+    /// <summary>
+    /// The failure mode's answer. Its reason says what happened, not why: the store's error text (its endpoint, and the
+    /// key of whichever request met it, another caller's) is for the log and the health check, not for a response.
+    /// </summary>
+    private PolicyLease Unavailable(RequestCost estimate) => _failureMode == RedisFailureMode.FailOpen
+        ? new RedisPolicyLease<TContext>(this, estimate, "Redis is unavailable; admitted by FailOpen.")
+        : new RefusedPolicyLease("redis", "Redis is unavailable; refused by FailClosed.", _cooldown, serviceWide: true);
 
     /// <summary>The operator's pause: a service-wide refusal with their reason.</summary>
     private static RefusedPolicyLease PausedBy(string reason) => new("pause", reason, null, serviceWide: true);
