@@ -184,6 +184,50 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task ClientGoneAfterAnEndpointWithoutSteps_KeepsTheEstimate()
+    {
+        // The endpoint does its whole work on the estimate and charges no steps; the client takes the answer and resets the
+        // connection before the request ends. Settling at what the steps charged would refund the whole estimate for work
+        // that was done (a client could then use its budget for free): a request that charged nothing keeps its estimate.
+        var aborted = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder => builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100, tokensPerDay: 10_000)).UseEstimate(EstimateHeader)),
+            map => map.MapPost("/answer", async (HttpContext http) =>
+            {
+                await http.Response.WriteAsync("the answer\n");
+                await http.Response.Body.FlushAsync();
+                for (int line = 0; line < 30; line++)
+                {
+                    // The rest of the answer, heedless of RequestAborted, for longer than the client drains a dropped
+                    // response (2 s) before it closes the connection: a write finds the client gone.
+                    await Task.Delay(100);
+                    try
+                    {
+                        await http.Response.WriteAsync("more\n");
+                        await http.Response.Body.FlushAsync();
+                    }
+                    catch (IOException)
+                    {
+                        // the client went away
+                    }
+                }
+
+                aborted.TrySetResult(http.RequestAborted.IsCancellationRequested);
+            }).RequireRateLimiting("chat"));
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+
+        using (HttpResponseMessage response = await app.Client.SendAsync(Request("/answer", "alice", estimate: 5_000), HttpCompletionOption.ResponseHeadersRead))
+        {
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            Assert.Equal("the answer", await reader.ReadLineAsync());
+        } // the client goes away before the response ends (as after the answer it came for)
+
+        Assert.True(await aborted.Task.WaitAsync(TimeSpan.FromSeconds(10)), "the server did not see the client go");
+        await Task.Delay(500); // the request has ended and settled
+        Assert.Equal(5_000, policy.GetUsage(Context("alice"), "user tokens/day").Used);
+    }
+
+    [Fact]
     public async Task RefusedRequest_IsDecidedOnce_ThoughTheMiddlewareAcquiresTwice()
     {
         await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 1)));

@@ -119,9 +119,11 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
     private void End()
     {
         Volatile.Write(ref _ended, 1);
-        if (Volatile.Read(ref _settled) == 0 && _http.RequestAborted.IsCancellationRequested)
+        // The client went away mid-work (an abandoned stream): it pays for what was produced, not for its estimate. Only a
+        // request that charged steps says what it produced: one that charged none (an endpoint that works on its estimate)
+        // keeps the estimate, or a client that resets the connection once it has the answer would be refunded all of it.
+        if (Volatile.Read(ref _settled) == 0 && _http.RequestAborted.IsCancellationRequested && Lease.Consumed != RequestCost.None)
         {
-            // The client went away mid-work (an abandoned stream): it pays for what was produced, not for its estimate.
             try
             {
                 Lease.Reconcile();
