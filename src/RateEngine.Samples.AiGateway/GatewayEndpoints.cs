@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.Extensions.Options;
 using RateEngine.AspNetCore;
+using StackExchange.Redis;
 
 namespace RateEngine.Samples.AiGateway;
 
@@ -27,7 +28,7 @@ public static class GatewayEndpoints
     /// Answers from the simulated model. It charges the prompt, then each streamed chunk, and reconciles the actual: a
     /// client that goes away mid-stream pays for the chunks it was sent (RateEngine settles at what was charged).
     /// </summary>
-    private static async Task Complete(HttpContext http, CostEstimator<string> estimator, IOptions<GatewayOptions> options, TimeProvider time)
+    private static async Task Complete(HttpContext http, CostEstimator<string> estimator, IOptions<GatewayOptions> options, TimeProvider time, ILoggerFactory loggers)
     {
         _ = GatewayRequests.Caller(http);
         ChatBody body = await GatewayRequests.BodyAsync(http);
@@ -67,21 +68,47 @@ public static class GatewayEndpoints
             int chunk = Math.Min(ChunkTokens, output - sent);
             await Task.Delay(delay, time, http.RequestAborted);
             string text = string.Join(' ', Enumerable.Range(sent, chunk).Select(FakeModel.Word));
-            await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { delta = text })}\n\n", http.RequestAborted);
-            await http.Response.Body.FlushAsync(http.RequestAborted);
             if (rate is not null)
             {
-                await rate.ChargeAsync(new RequestCost(chunk, FakeModel.Prices.MicroDollars(body.Model, 0, chunk)), CancellationToken.None); // it was sent: it counts
+                // Charged before it is written: the model produced it, so it counts even if the client is gone by the write.
+                await ChargeStepAsync(rate, new RequestCost(chunk, FakeModel.Prices.MicroDollars(body.Model, 0, chunk)), loggers);
             }
+
+            await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { delta = text })}\n\n", http.RequestAborted);
+            await http.Response.Body.FlushAsync(http.RequestAborted);
         }
 
         if (rate is not null)
         {
-            await rate.ReconcileAsync(actual, CancellationToken.None);
+            try
+            {
+                await rate.ReconcileAsync(actual, CancellationToken.None);
+            }
+            catch (Exception error) when (error is RedisException or TimeoutException)
+            {
+                // The stream is under way: it ends as it should, and the lease keeps what it could not settle (stricter).
+                loggers.CreateLogger(typeof(GatewayEndpoints)).LogWarning(error, "The rate limit store did not take the stream's settlement.");
+            }
         }
 
         estimator.Observe(body.Model, output);
         await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { usage = new { prompt_tokens = prompt, completion_tokens = output } })}\n\ndata: [DONE]\n\n");
+    }
+
+    /// <summary>
+    /// Charges one streamed chunk. A rate-limit store that fails meanwhile (a policy on Redis, failing closed) does not cut
+    /// the stream the client is reading: the lease keeps what it could not count and sends it again with its next settle.
+    /// </summary>
+    private static async Task ChargeStepAsync(IRateEngineFeature rate, RequestCost step, ILoggerFactory loggers)
+    {
+        try
+        {
+            await rate.ChargeAsync(step, CancellationToken.None);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            loggers.CreateLogger(typeof(GatewayEndpoints)).LogWarning(error, "The rate limit store did not take a streamed chunk's charge.");
+        }
     }
 
     /// <summary>The caller's usage and what is left, per layer (<c>?tool=</c> picks the tool layer's key; default chat).</summary>
