@@ -66,6 +66,25 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Reconcile_TheSettleMarker_OutlivesEveryStateTheSettleTouched()
+    {
+        // A settle sent again after a lost reply is answered as a replay while its marker lives. A marker that expired while
+        // a refunded layer still counted (a daily budget) would let a late resend refund a second time, past the cap.
+        using RedisRatePolicy<Call> policy = Gateway();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(400, 30));
+        lease.Reconcile(new RequestCost(120, 12));
+        lease.Dispose();
+
+        IServer server = _connection.GetServer(_connection.GetEndPoints()[0]);
+        IDatabase database = _connection.GetDatabase();
+        RedisKey marker = server.Keys(pattern: $"*{_prefix}*settle*").First();
+        TimeSpan? markerLife = await database.KeyTimeToLiveAsync(marker);
+        TimeSpan longestState = (await Task.WhenAll(server.Keys(pattern: $"*{_prefix}*").Where(key => key != marker)
+            .Select(key => database.KeyTimeToLiveAsync(key)))).Max(life => life ?? TimeSpan.Zero);
+        Assert.True(markerLife >= longestState, $"the settle marker lives {markerLife}, a state it touched {longestState}");
+    }
+
+    [Fact]
     public async Task Reconcile_BelowTheEstimate_RefundsEveryWeightedLayer_AboveChargesTheOverrunPastTheCap()
     {
         using RedisRatePolicy<Call> policy = Gateway();

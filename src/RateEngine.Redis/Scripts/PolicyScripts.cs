@@ -267,7 +267,8 @@ internal static class PolicyScripts
 
     /// <summary>
     /// Settle: <c>ARGV[2]</c> is <c>leaseId#sequence</c> and <c>KEYS[n + 1]</c> the lease's settle marker, so a settle sent
-    /// again after a lost reply is applied once (<c>{now, -1}</c> answers a replay; the marker lives a minute). Per layer
+    /// again after a lost reply is applied once (<c>{now, -1}</c> answers a replay; the marker lives a minute, or as long as
+    /// the longest-lived state the settle touched, so a replay after it expires finds nothing to apply to). Per layer
     /// <c>p5</c> is the tag its acquire returned and the amount is signed:
     /// negative refunds that much (only where the request was counted, while that window, segment or period still counts
     /// it; a bucket gets its tokens back up to full), positive charges an overrun now (past the limit if need be), and on a
@@ -322,6 +323,15 @@ internal static class PolicyScripts
           end
           result[#result + 1] = back
         end
+
+        -- The marker outlives every state this settle touched: a replay after it expires finds no count left that its
+        -- refunds could free (each layer's key lives as long as it counts anything), so it cannot apply twice.
+        local keep = 60000
+        for i = 1, n do
+          local left = redis.call('PTTL', KEYS[i])
+          if left > 0 and left + 1000 > keep then keep = left + 1000 end
+        end
+        redis.call('PEXPIRE', KEYS[n + 1], keep)
         return result
         """;
 
