@@ -507,7 +507,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             TaskScheduler.Default).Unwrap());
 
     /// <summary>A script error (a bug, a key of another type): Redis answered, so it says nothing about Redis being down.</summary>
-    private static bool IsScriptError(RedisServerException error) =>
+    internal static bool IsScriptError(RedisServerException error) =>
         error.Message.StartsWith("ERR", StringComparison.Ordinal) || error.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal);
 
     private static InvalidOperationException ScriptFailed(RedisServerException error) =>

@@ -66,6 +66,30 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ChargeAsync_WhoseOutcomeIsUnknown_CountsOnceOnTheLeaseAndOnRedis()
+    {
+        // A step charge past the estimate times out on a frozen server. It stays pending and is sent again with the lease's
+        // next call; it counts on the lease at once, so settling at what was consumed counts it exactly once on Redis.
+        using RedisRatePolicy<Call> policy = Gateway();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(100, 0));
+
+        _server.Freeze();
+        try
+        {
+            await Assert.ThrowsAnyAsync<Exception>(() => lease.ChargeAsync(new RequestCost(300, 0)).AsTask());
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        Assert.Equal(new RequestCost(300, 0), lease.Consumed);
+        Assert.Equal(new RequestCost(200, 0), await lease.ReconcileAsync(lease.Consumed));
+        lease.Dispose();
+        Assert.Equal(300, (await policy.GetUsageAsync(new Call("ann", "search"))).Single(layer => layer.Layer == "tokens/day").Used);
+    }
+
+    [Fact]
     public async Task Reconcile_TheSettleMarker_OutlivesEveryStateTheSettleTouched()
     {
         // A settle sent again after a lost reply is answered as a replay while its marker lives. A marker that expired while

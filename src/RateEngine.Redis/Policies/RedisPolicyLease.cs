@@ -12,8 +12,9 @@ namespace RateEngine.Redis.Policies;
 /// <remarks>
 /// <para>The async settles await one script call; the sync ones block at most the policy's sync timeout. Each settle carries
 /// a sequence number that the script applies once, so a settle whose outcome is unknown (Redis did not answer in time, the
-/// connection dropped) is sent again, unchanged, before anything else the lease does: a charge or reconcile that threw can
-/// be retried, and a dispose after it, without a refund or a charge counting twice.</para>
+/// connection dropped) is sent again, unchanged, before anything else the lease does, and counts on the lease at once: a
+/// charge that threw is not to be charged again (it is kept, and lands with the lease's next call or dispose), a
+/// reconcile that threw has settled the lease, and no refund or charge counts twice.</para>
 /// <para>A dispose never blocks: it sends its release (and its refund, on layers that refund unreconciled estimates) in the
 /// background; if Redis never takes it, a concurrency slot frees itself at the lease timeout.</para>
 /// </remarks>
@@ -254,7 +255,19 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         }
 
         _unknown = (values, applied);
-        await SettleUnknownAsync().ConfigureAwait(false);
+        try
+        {
+            await SettleUnknownAsync().ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException && _unknown?.Values == values)
+        {
+            // Its outcome is unknown: it stays pending and is sent again, unchanged, before anything else this lease does,
+            // until Redis takes it (the script applies it once). So it counts here already: a charge that threw is not to be
+            // charged again (its step would count twice), and a reconcile that threw has settled the lease.
+            _unknown = (values, static () => { });
+            applied();
+            throw;
+        }
     }
 
     /// <summary>Sends the settle whose outcome is unknown (again, unchanged: the script applies it once), then applies it here.</summary>
@@ -268,6 +281,12 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         try
         {
             await _policy.Settle(_keys, _id, unknown.Values).ConfigureAwait(false);
+        }
+        catch (RedisServerException error) when (RedisRatePolicy<TContext>.IsScriptError(error))
+        {
+            // A script error is a bug, not an outage: the settle did not apply, is not sent again, and trips no breaker.
+            _unknown = null;
+            throw;
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
