@@ -254,6 +254,23 @@ internal sealed class PartitionTable<TKey, TEntry>
     {
         Slots slots = shard.Current;
         int removed = 0;
+        try
+        {
+            RemoveWhere(slots, remove, ref removed);
+        }
+        finally
+        {
+            // Also when remove threw part-way (user code: a clock, a comparer): the entries it removed so far are gone, so
+            // their capacity comes back, or the table would hold that much less for good.
+            Release(shard, removed);
+        }
+
+        return removed;
+    }
+
+    /// <summary>Tombstones the live entries <paramref name="remove"/> picks, counting each in <paramref name="removed"/> as it goes.</summary>
+    private void RemoveWhere(Slots slots, Func<TKey, TEntry, bool> remove, ref int removed)
+    {
         for (int i = 0; i < slots.Length; i++)
         {
             TEntry? entry = slots.Entry(i);
@@ -269,7 +286,11 @@ internal sealed class PartitionTable<TKey, TEntry>
                 removed++;
             }
         }
+    }
 
+    /// <summary>Counts <paramref name="removed"/> entries out of the shard and hands spare capacity back to the pool.</summary>
+    private void Release(Shard shard, int removed)
+    {
         Volatile.Write(ref shard.Live, shard.Live - removed);
         shard.Tombstones += removed;
         shard.Budget += removed;
@@ -284,8 +305,6 @@ internal sealed class PartitionTable<TKey, TEntry>
             shard.Budget -= giveBack;
             Interlocked.Add(ref _pool, giveBack);
         }
-
-        return removed;
     }
 
     private void RaiseLongestProbe(int probes)

@@ -42,6 +42,26 @@ public class PartitionTableTests
         table.GetOrAdd(key, table.Hash(key), static (k, _) => new Entry(k), 0, makeRoom, out _);
 
     [Fact]
+    public void Sweep_DecisionThrowsPartWay_TheEntriesRemovedSoFarGiveTheirCapacityBack()
+    {
+        // A sweep's decision runs user code (a custom clock): it throws on the third entry, after two were removed. Those
+        // two are gone and their capacity must come back; otherwise the table would hold two keys fewer for good.
+        var table = new PartitionTable<string, Entry>(new ShardZero(), Tombstone, 4, seed: ((1UL << 32) + 1, 0));
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.NotNull(Add(table, $"k{i}"));
+        }
+
+        int decided = 0;
+        Assert.Throws<TimeoutException>(() => table.Sweep(0, (_, _) => ++decided <= 2 ? true : throw new TimeoutException("clock")));
+
+        Assert.Equal(2, table.Count);
+        Assert.NotNull(Add(table, "new 1"));
+        Assert.NotNull(Add(table, "new 2"));
+        Assert.Null(Add(table, "one too many"));
+    }
+
+    [Fact]
     public void GetOrAdd_ManyKeysThroughRebuilds_FindsEachOwnEntry()
     {
         var table = NewTable();
