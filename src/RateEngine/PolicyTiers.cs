@@ -66,7 +66,7 @@ public sealed class PolicyTiers : IEnumerable<KeyValuePair<string, IReadOnlyDict
             set
             {
                 ArgumentException.ThrowIfNullOrWhiteSpace(layer);
-                _limits[layer] = PolicyRule.CheckLongLimit(value) ?? 0;
+                _limits[layer] = PolicyRule.CheckLongLimit(value, $"the limit of layer '{layer}'") ?? 0;
             }
         }
 

@@ -17,7 +17,8 @@ public sealed class RateEngineOptionsTests
     [Theory]
     [InlineData("RateEngine:Policies:chat:Tiers:free:no such layer", "5", "RateEngine:Policies:chat:Tiers:free:no such layer: the policy has no layer named 'no such layer'")]
     [InlineData("RateEngine:Policies:nope:Tiers:free:user", "5", "RateEngine:Policies:nope: no RateEngine policy named 'nope' is registered (registered: chat)")]
-    [InlineData("RateEngine:Policies:chat:Tiers:free:user", "-1", "RateEngine:Policies:chat:Tiers:free:user must be between 0 and 2147483647 (it is -1)")]
+    [InlineData("RateEngine:Policies:chat:Tiers:free:user", "-1", "RateEngine:Policies:chat:Tiers:free:user must be between 1 and 2147483647 (it is -1)")]
+    [InlineData("RateEngine:Policies:chat:Tiers:free:user", "0", "RateEngine:Policies:chat:Tiers:free:user must be between 1 and 2147483647 (it is 0)")]
     [InlineData("RateEngine:Policies:chat:Tiers:free:fixed", "5", "RateEngine:Policies:chat:Tiers:free:fixed: layer 'fixed' has a fixed limit (10), so tiers do not apply to it")]
     [InlineData("RateEngine:RejectedStatusCode", "200", "RateEngine:RejectedStatusCode must be an HTTP error status, 400 to 599 (it is 200)")]
     public async Task Start_BadConfiguration_FailsNamingTheKey(string key, string value, string message)

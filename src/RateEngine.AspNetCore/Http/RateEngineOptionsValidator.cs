@@ -64,9 +64,9 @@ internal sealed class RateEngineOptionsValidator<TContext>(RateEnginePolicies<TC
         {
             failures.Add($"{key}: layer '{layer}' has a fixed limit ({rule.Limit}), so tiers do not apply to it.");
         }
-        else if (limit < 0 || limit > most)
+        else if (limit < 1 || limit > most)
         {
-            failures.Add($"{key} must be between 0 and {most} (it is {limit}).");
+            failures.Add($"{key} must be between 1 and {most} (it is {limit}).");
         }
     }
 }

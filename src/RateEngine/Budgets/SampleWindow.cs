@@ -42,7 +42,9 @@ internal sealed class SampleWindow(int capacity)
                 return;
             }
 
-            if (_count == minimumSamples || _sinceRecompute >= recomputeInterval)
+            // The first estimate as soon as there are enough samples, then one per interval (a full ring keeps its count
+            // at minimumSamples when the two are equal: that must not mean a sort on every sample).
+            if (_cached == NotReady || _sinceRecompute >= recomputeInterval)
             {
                 _sinceRecompute = 0;
                 Volatile.Write(ref _cached, Recompute(quantile, headroom));
