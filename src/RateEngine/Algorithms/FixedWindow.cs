@@ -26,14 +26,23 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
     private readonly long _limit;
     private readonly long _window;
     private readonly long _maxFastEpoch;
+    private readonly Timing.LimiterClock? _clock;
 
-    public FixedWindow(long permitLimit, long windowTicks)
+    /// <param name="permitLimit">Permits per window.</param>
+    /// <param name="windowTicks">The window in clock ticks.</param>
+    /// <param name="clock">
+    /// The clock <c>now</c> comes from: read again when a decision's clock read looks more than <see cref="EpochCount.MaxLag"/>
+    /// windows older than the word (see <see cref="CurrentEpoch(long, ref long, out long)"/>); null only in tests that pass
+    /// their own times.
+    /// </param>
+    public FixedWindow(long permitLimit, long windowTicks, Timing.LimiterClock? clock = null)
     {
         Debug.Assert(permitLimit is > 0 and <= int.MaxValue);
         Debug.Assert(windowTicks > 0);
         _limit = permitLimit;
         _window = windowTicks;
         _maxFastEpoch = long.MaxValue / windowTicks - 1;
+        _clock = clock;
     }
 
     public long PermitLimit => _limit;
@@ -54,7 +63,7 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
         while (true)
         {
             long word = Volatile.Read(ref state);
-            long epoch = CurrentEpoch(word, now, out long used);
+            long epoch = CurrentEpoch(word, ref now, out long used);
 
             if (used + permits > _limit)
             {
@@ -107,7 +116,7 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
         while (true)
         {
             long word = Volatile.Read(ref state);
-            long epoch = CurrentEpoch(word, now, out long used);
+            long epoch = CurrentEpoch(word, ref now, out long used);
             long counted = EpochCount.AddSaturating(used, amount);
             if (Interlocked.CompareExchange(ref state, EpochCount.Pack(epoch, counted), word) == word)
             {
@@ -142,25 +151,25 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
 
     public long GetUsed(ref long state, long now)
     {
-        CurrentEpoch(Volatile.Read(ref state), now, out long used);
+        CurrentEpoch(Volatile.Read(ref state), ref now, out long used);
         return used;
     }
 
     public long GetResetAfter(ref long state, long now)
     {
-        long epoch = CurrentEpoch(Volatile.Read(ref state), now, out long used);
+        long epoch = CurrentEpoch(Volatile.Read(ref state), ref now, out long used);
         return used == 0 ? 0 : (epoch + 1) * _window - now;
     }
 
     public long GetAvailablePermits(ref long state, long now)
     {
-        CurrentEpoch(Volatile.Read(ref state), now, out long used);
+        CurrentEpoch(Volatile.Read(ref state), ref now, out long used);
         return Math.Max(0, _limit - used);
     }
 
     public long GetRetryAfter(ref long state, long now, long permits)
     {
-        long epoch = CurrentEpoch(Volatile.Read(ref state), now, out long used);
+        long epoch = CurrentEpoch(Volatile.Read(ref state), ref now, out long used);
         return used + permits <= _limit ? 0 : (epoch + 1) * _window - now;
     }
 
@@ -182,7 +191,14 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
     /// <summary>
     /// The window a decision at <paramref name="now"/> belongs to, and the permits already used in it.
     /// </summary>
-    private long CurrentEpoch(long word, long now, out long used)
+    /// <summary>
+    /// The window a decision at <paramref name="now"/> counts in, and what the word holds for it. A distance of 2^32 windows
+    /// or more reads two ways: a key idle that long, or a clock read more than <see cref="EpochCount.MaxLag"/> windows older
+    /// than the word (a thread stalled between its clock read and now), which taken as a later window would move the word
+    /// back to a window that is over and admit past the limit there. So the clock is read again, after the word, and the
+    /// decision taken at that later time: a stalled thread then decides in the word's window, an idle key in a new one.
+    /// </summary>
+    private long CurrentEpoch(long word, ref long now, out long used)
     {
         // Fast path without a division: the word's window still contains now.
         long stored = EpochCount.StoredEpoch(word);
@@ -198,6 +214,13 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
 
         long nowEpoch = now / _window;
         long distance = EpochCount.Distance(nowEpoch, word);
+        if (distance >= EpochCount.AmbiguousDistance && _clock is { } clock && clock.Now() is var fresh && fresh > now)
+        {
+            now = fresh;
+            nowEpoch = now / _window;
+            distance = EpochCount.Distance(nowEpoch, word);
+        }
+
         if (distance > 0)
         {
             // A later window: the word's count belongs to a window that is over.

@@ -30,7 +30,7 @@ internal sealed class FixedWindowDefinition : IAlgorithmDefinition<FixedWindowRa
 
     /// <remarks>A manual clock ticks once per window.</remarks>
     public static FixedWindow CreateAlgorithm(FixedWindowRateLimiterOptions options, LimiterClock clock) =>
-        new(options.PermitLimit, clock.IsManual ? 1 : Math.Max(1, clock.ToTicks(options.Window)));
+        new(options.PermitLimit, clock.IsManual ? 1 : Math.Max(1, clock.ToTicks(options.Window)), clock);
 
     public static QueueSettings QueueSettings(FixedWindowRateLimiterOptions options) =>
         new(options.QueueLimit, options.QueueProcessingOrder, options.Window);

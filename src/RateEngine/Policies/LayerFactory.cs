@@ -15,7 +15,7 @@ internal static class LayerFactory
         return rule.Kind switch
         {
             PolicyRuleKind.FixedWindow => Layer<TContext, TKey, FixedWindow, long>(
-                name, rule, keySelector, settings, comparer, subKeys, limit => new FixedWindow(limit, windowTicks)),
+                name, rule, keySelector, settings, comparer, subKeys, limit => new FixedWindow(limit, windowTicks, clock)),
             PolicyRuleKind.SlidingWindowCounter => Layer<TContext, TKey, SlidingWindowCounter, CounterState>(
                 name, rule, keySelector, settings, comparer, subKeys, limit => new SlidingWindowCounter(
                     limit, Math.Max(1, (windowTicks + rule.SegmentsPerWindow - 1) / rule.SegmentsPerWindow), rule.SegmentsPerWindow)),
