@@ -35,17 +35,40 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     private readonly long _limit;
     private readonly long _segment;
     private readonly int _segments;
+    private readonly LimiterClock? _clock;
 
-    public SlidingWindowCounter(long permitLimit, long segmentTicks, int segmentsPerWindow)
+    /// <param name="permitLimit">Permits per window.</param>
+    /// <param name="segmentTicks">A segment in clock ticks.</param>
+    /// <param name="segmentsPerWindow">Segments per window.</param>
+    /// <param name="clock">The clock <c>now</c> comes from, read again for an ambiguous distance (see <see cref="Fresher"/>); null only in tests.</param>
+    public SlidingWindowCounter(long permitLimit, long segmentTicks, int segmentsPerWindow, LimiterClock? clock = null)
     {
         Debug.Assert(permitLimit is > 0 and <= int.MaxValue);
         Debug.Assert(segmentTicks > 0 && segmentsPerWindow > 0);
         _limit = permitLimit;
         _segment = segmentTicks;
         _segments = segmentsPerWindow;
+        _clock = clock;
     }
 
     public long PermitLimit => _limit;
+
+    /// <summary>
+    /// A distance of 2^32 segments or more reads two ways: a key idle that long, or a clock read more than
+    /// <see cref="EpochCount.MaxLag"/> segments older than the word (a thread stalled between its clock read and now), which
+    /// taken as a later segment would roll the word back to a segment that is over and admit there. So the clock is read
+    /// again, after the word: true, with <paramref name="now"/> moved to that later time, when it is later.
+    /// </summary>
+    private bool Fresher(ref long now)
+    {
+        if (_clock is { } clock && clock.Now() is var fresh && fresh > now)
+        {
+            now = fresh;
+            return true;
+        }
+
+        return false;
+    }
 
     /// <summary>A permit taken in segment j is back when segment j + S + 1 begins.</summary>
     public long RefillTicks => (long)Int128.Min((Int128)_segment * (_segments + 1), TimeMath.MaxTicks);
@@ -67,6 +90,12 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         {
             long word = Volatile.Read(ref state.Current);
             long distance = EpochCount.Distance(nowEpoch, word);
+            if (distance >= EpochCount.AmbiguousDistance && Fresher(ref now))
+            {
+                nowEpoch = now / _segment;
+                distance = EpochCount.Distance(nowEpoch, word);
+            }
+
             if (distance <= 0)
             {
                 // Same segment (or now is behind it: a slow caller or a clock that went back; decide in the word's segment).
@@ -137,6 +166,12 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         {
             long word = Volatile.Read(ref state.Current);
             long distance = EpochCount.Distance(nowEpoch, word);
+            if (distance >= EpochCount.AmbiguousDistance && Fresher(ref now))
+            {
+                nowEpoch = now / _segment;
+                distance = EpochCount.Distance(nowEpoch, word);
+            }
+
             if (distance <= 0)
             {
                 long epoch = nowEpoch - distance;

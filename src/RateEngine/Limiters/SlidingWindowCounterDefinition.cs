@@ -54,7 +54,7 @@ internal sealed class SlidingWindowCounterDefinition
         long segmentTicks = clock.IsManual
             ? 1
             : Math.Max(1, (clock.ToTicks(options.Window) + options.SegmentsPerWindow - 1) / options.SegmentsPerWindow);
-        return new SlidingWindowCounter(options.PermitLimit, segmentTicks, options.SegmentsPerWindow);
+        return new SlidingWindowCounter(options.PermitLimit, segmentTicks, options.SegmentsPerWindow, clock);
     }
 
     public static QueueSettings QueueSettings(SlidingWindowCounterRateLimiterOptions options) =>

@@ -18,7 +18,7 @@ internal static class LayerFactory
                 name, rule, keySelector, settings, comparer, subKeys, limit => new FixedWindow(limit, windowTicks, clock)),
             PolicyRuleKind.SlidingWindowCounter => Layer<TContext, TKey, SlidingWindowCounter, CounterState>(
                 name, rule, keySelector, settings, comparer, subKeys, limit => new SlidingWindowCounter(
-                    limit, Math.Max(1, (windowTicks + rule.SegmentsPerWindow - 1) / rule.SegmentsPerWindow), rule.SegmentsPerWindow)),
+                    limit, Math.Max(1, (windowTicks + rule.SegmentsPerWindow - 1) / rule.SegmentsPerWindow), rule.SegmentsPerWindow, clock)),
             PolicyRuleKind.SlidingWindowLog => Layer<TContext, TKey, RequestLog, LogState>(
                 name, rule, keySelector, settings, comparer, subKeys, limit => new RequestLog(new SlidingWindowLog((int)limit, windowTicks))),
             PolicyRuleKind.TokenBucket => Layer<TContext, TKey, TokenBucket, long>(
