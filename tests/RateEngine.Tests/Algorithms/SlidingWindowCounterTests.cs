@@ -1,6 +1,5 @@
-using Microsoft.Extensions.Time.Testing;
 using RateEngine.Algorithms;
-using RateEngine.Timing;
+using RateEngine.Tests.Support;
 
 namespace RateEngine.Tests.Algorithms;
 
@@ -9,19 +8,7 @@ public class SlidingWindowCounterTests
     [Fact]
     public void TryAcquire_ClockReadOlderThanTheWordByMoreThanMaxLag_DecidesInTheWordsSegment()
     {
-        // As the fixed window's: a stalled thread's read, more than 2^20 segments behind the word, wraps to a distance that
-        // reads as a later segment. The counter reads its clock again and decides in the word's segment, where the window
-        // is full, rather than rolling the word back and admitting.
-        var time = new FakeTimeProvider();
-        var clock = new LimiterClock(time);
-        var counter = new SlidingWindowCounter(permitLimit: 2, segmentTicks: 10, segmentsPerWindow: 2, clock);
-        CounterState state = counter.CreateState();
-        time.Advance(TimeSpan.FromTicks(10L << 21)); // segment 2^21
-        long now = clock.Now();
-        Assert.True(counter.TryAcquire(ref state, now, 2, out _, out _));
-
-        Assert.False(counter.TryAcquire(ref state, 5, 1, out _, out _)); // the stalled thread's read, from segment 0
-        Assert.False(counter.TryAcquire(ref state, now, 1, out _, out _));
+        StalledClockRead.IsDecidedInTheWordsPeriod<SlidingWindowCounter, CounterState>(clock => new SlidingWindowCounter(permitLimit: 2, segmentTicks: 10, segmentsPerWindow: 2, clock));
     }
 
     [Fact]
