@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
+using System.Threading.RateLimiting;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -268,6 +269,27 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task Metrics_ReconcileListenerThrows_TheRequestCountsAsReconciled()
+    {
+        // The listener runs after every layer is settled: its exception fails the endpoint, but the request was reconciled.
+        await using RunningApp app = await StartAsync(engine => engine
+            .AddPolicy("chat", _ => new RatePolicyBuilder<HttpContext>()
+                .UseTimeProvider(_time)
+                .AddLayer("user tokens/day", ByApiKey, PolicyRule.Calendar(CalendarPeriod.Day, limit: 10_000).Counting(PolicyMeter.Tokens))
+                .OnReconciled(_ => throw new InvalidDataException("the listener failed"))
+                .Build())
+            .UseEstimate(EstimateHeader));
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        using var settlements = new MetricCollector<long>(app.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), "RateEngine", "rateengine.settlements");
+
+        Assert.Equal(HttpStatusCode.InternalServerError, (await app.Client.SendAsync(Request("/reconcile?actual=42", "alice", estimate: 500))).StatusCode);
+
+        await WaitFor(() => settlements.GetMeasurementSnapshot().Count == 1);
+        Assert.Equal(42, policy.GetUsage(Context("alice"), "user tokens/day").Used);
+        Assert.Equal("reconciled", settlements.GetMeasurementSnapshot().Single().Tags["rateengine.settlement"]);
+    }
+
+    [Fact]
     public async Task SuccessHeaders_WhenEnabled_CarryTheRateLimitFieldsAndTheOpenAiSet()
     {
         await using RunningApp app = await StartAsync(
@@ -418,6 +440,60 @@ public sealed class RateEngineMiddlewareTests
         Assert.Equal(HttpStatusCode.OK, aliceDone.StatusCode);
         Assert.Equal(HttpStatusCode.OK, bobDone.StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "bob"))).StatusCode); // bob's slot is free again
+    }
+
+    [Fact]
+    public async Task AppsOwnGlobalLimiter_ContextReadAsynchronously_IsChargedOncePerRequest()
+    {
+        // The app's global limiter admits 2 requests an hour. RateEngine's context completes asynchronously, so its
+        // synchronous attempt is pending and the request is decided in the middleware's wait: the app's limiter must count
+        // each request once, not once for the attempt and again for the wait.
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder =>
+            {
+                builder.Services.AddRateLimiter(options => options.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(
+                    _ => RateLimitPartition.GetFixedWindowLimiter("app", _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromHours(1) })));
+                builder.Services.AddRateEngine<string>(
+                    async http =>
+                    {
+                        await Task.Yield();
+                        return HttpPartitionKeys.ApiKey(http) ?? "anonymous";
+                    },
+                    engine => engine
+                        .AddPolicy("service", _ => new RatePolicyBuilder<string>().UseTimeProvider(_time)
+                            .AddLayer("user", key => key, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), limit: 100)).Build())
+                        .UseGlobalPolicy("service"));
+            },
+            map => map.MapPost("/open", () => "open"));
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await app.Client.SendAsync(Request("/open", "alice"))).StatusCode); // the app's own refusal
+    }
+
+    [Fact]
+    public async Task AppsOwnGlobalLimiterRefuses_RateEngineChargesNothing()
+    {
+        // The app's global limiter (one request an hour) is asked first: a request it refuses never reaches RateEngine.
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder =>
+            {
+                builder.Services.AddRateLimiter(options => options.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(
+                    http => RateLimitPartition.GetFixedWindowLimiter(
+                        http.Request.Path.Value ?? string.Empty, _ => new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromHours(1) })));
+                builder.Services.AddRateEngine(engine => engine.AddPolicy("service", _ => PerUser(_time, requestsPerMinute: 2)).UseGlobalPolicy("service"));
+            },
+            map =>
+            {
+                map.MapPost("/first", () => "first");
+                map.MapPost("/second", () => "second");
+                map.MapPost("/third", () => "third");
+            });
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/first", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await app.Client.SendAsync(Request("/first", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/second", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/third", "alice"))).StatusCode); // RateEngine: 2 a minute
     }
 
     [Fact]

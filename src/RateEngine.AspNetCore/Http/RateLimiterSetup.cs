@@ -13,8 +13,8 @@ internal sealed class RateLimiterSetup<TContext>(RateEngineRuntime<TContext> run
 {
     public void PostConfigure(string? name, RateLimiterOptions options)
     {
-        PartitionedRateLimiter<HttpContext> ours = new RateEngineGlobalLimiter<TContext>(runtime);
-        options.GlobalLimiter = options.GlobalLimiter is { } theirs ? PartitionedRateLimiter.CreateChained(theirs, ours) : ours;
+        var ours = new RateEngineGlobalLimiter<TContext>(runtime);
+        options.GlobalLimiter = options.GlobalLimiter is { } theirs ? new ChainedGlobalLimiter<TContext>(theirs, ours) : ours;
 
         foreach (string policy in runtime.Policies.Names)
         {

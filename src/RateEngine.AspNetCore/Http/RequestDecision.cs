@@ -52,17 +52,31 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
     public RequestCost Reconcile(RequestCost actual)
     {
-        RequestCost overrun = Lease.Reconcile(actual);
-        Settled(actual, RateEngineMetrics.Reconciled);
-        return overrun;
+        try
+        {
+            RequestCost overrun = Lease.Reconcile(actual);
+            Settled(actual, RateEngineMetrics.Reconciled);
+            return overrun;
+        }
+        catch (Exception exception) when (SettledDespite(exception, actual))
+        {
+            throw;
+        }
     }
 
     public RequestCost Reconcile()
     {
         // The lease reads what was consumed and settles it in one step: a chunk charged meanwhile is not lost between them.
-        RequestCost overrun = Lease.Reconcile();
-        Settled(Lease.Consumed, RateEngineMetrics.Reconciled);
-        return overrun;
+        try
+        {
+            RequestCost overrun = Lease.Reconcile();
+            Settled(Lease.Consumed, RateEngineMetrics.Reconciled);
+            return overrun;
+        }
+        catch (Exception exception) when (SettledDespite(exception, Lease.Consumed))
+        {
+            throw;
+        }
     }
 
     public ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(CancellationToken cancellationToken = default) =>
@@ -73,9 +87,31 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
     public async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
     {
-        RequestCost overrun = await Lease.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
-        Settled(actual, RateEngineMetrics.Reconciled);
-        return overrun;
+        try
+        {
+            RequestCost overrun = await Lease.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
+            Settled(actual, RateEngineMetrics.Reconciled);
+            return overrun;
+        }
+        catch (Exception exception) when (SettledDespite(exception, actual))
+        {
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Meters a reconcile that threw after it settled: a reconcile listener's exception, or a store whose answer was lost
+    /// (the settle counts on the lease and is sent again). A reconcile refused before settling (a negative or inexact
+    /// amount, a lease already settled or refused, a disposed policy, a cancelled call) is not metered. Never catches.
+    /// </summary>
+    private bool SettledDespite(Exception exception, RequestCost actual)
+    {
+        if (Lease.IsAcquired && exception is not (ArgumentException or InvalidOperationException or OperationCanceledException))
+        {
+            Settled(actual, RateEngineMetrics.Reconciled);
+        }
+
+        return false;
     }
 
     /// <summary>
@@ -124,28 +160,42 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
         // keeps the estimate, or a client that resets the connection once it has the answer would be refunded all of it.
         if (Volatile.Read(ref _settled) == 0 && _http.RequestAborted.IsCancellationRequested && Lease.Consumed != RequestCost.None)
         {
-            try
-            {
-                Lease.Reconcile();
-                RequestCost consumed = Lease.Consumed;
-                Settled(consumed, RateEngineMetrics.SettledOnAbort);
-                Log.SettledOnAbort(_runtime.Logger, PolicyName, consumed.Tokens, consumed.Money);
-            }
-            catch (InvalidOperationException)
-            {
-                // Settled meanwhile by the endpoint's own reconcile.
-            }
-#pragma warning disable CA1031 // the request is over: a store that did not answer must not fail its response
-            catch (Exception exception)
-#pragma warning restore CA1031
-            {
-                // The Redis policy's store did not answer: the lease keeps its estimate (stricter), and the log says so.
-                Log.SettleFailed(_runtime.Logger, PolicyName, exception);
-            }
+            // Without blocking the middleware's thread: a policy on a store settles with a round trip. The lease ends once
+            // the settle is done (a dispose first would refund the estimate the settle is about to correct).
+            _ = SettleOnAbortAsync();
+            return;
         }
 
-        Settled(Lease.Estimate, RateEngineMetrics.EstimateKept); // unless settled above or by the endpoint
+        Settled(Lease.Estimate, RateEngineMetrics.EstimateKept);
         Lease.Dispose();
+    }
+
+    private async Task SettleOnAbortAsync()
+    {
+        try
+        {
+            RequestCost consumed = Lease.Consumed; // the endpoint is done: no step is charged after this read
+            await Lease.ReconcileAsync(consumed).ConfigureAwait(false);
+            Settled(consumed, RateEngineMetrics.SettledOnAbort);
+            Log.SettledOnAbort(_runtime.Logger, PolicyName, consumed.Tokens, consumed.Money);
+        }
+        catch (InvalidOperationException)
+        {
+            // Settled meanwhile by the endpoint's own reconcile.
+        }
+#pragma warning disable CA1031 // the request is over: a store that did not answer must not fail anything else
+        catch (Exception exception)
+#pragma warning restore CA1031
+        {
+            // The Redis policy's store did not answer: the log says so. The estimate stays counted unless the settle, sent
+            // again as the lease ends, lands.
+            Log.SettleFailed(_runtime.Logger, PolicyName, exception);
+        }
+        finally
+        {
+            Settled(Lease.Estimate, RateEngineMetrics.EstimateKept); // unless settled above or by the endpoint
+            Lease.Dispose();
+        }
     }
 
     private void Settled(RequestCost counted, string how)

@@ -23,13 +23,20 @@ public sealed class RunningApp : IAsyncDisposable
 
     public IServiceProvider Services => App.Services;
 
-    public static Task<RunningApp> StartAsync(Action<WebApplicationBuilder> configure, Action<WebApplication> map, IDictionary<string, string?>? configuration = null)
+    /// <summary>A test app's builder: 127.0.0.1 on a free port, no logging, and an empty content root.</summary>
+    public static WebApplicationBuilder CreateBuilder()
     {
         // An empty content root: the sample's appsettings.json sits in this project's output and is not these apps' configuration.
         string root = Directory.CreateDirectory(Path.Combine(Path.GetTempPath(), "rateengine-aspnetcore-tests")).FullName;
         WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = root });
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
+        return builder;
+    }
+
+    public static Task<RunningApp> StartAsync(Action<WebApplicationBuilder> configure, Action<WebApplication> map, IDictionary<string, string?>? configuration = null)
+    {
+        WebApplicationBuilder builder = CreateBuilder();
         if (configuration is not null)
         {
             builder.Configuration.AddInMemoryCollection(configuration);
