@@ -52,6 +52,13 @@ public abstract class PolicyLease : RateLimitLease
     public abstract RequestCost Consumed { get; }
 
     /// <summary>
+    /// Whether the request's amount is final: the lease was reconciled (even one whose reconcile listener threw after every
+    /// layer was settled, or whose store's reply was lost: that settle is sent again, and applied once) or disposed. False
+    /// while it can still be charged or reconciled, and for a refusal's lease, which holds nothing to settle.
+    /// </summary>
+    public abstract bool IsSettled { get; }
+
+    /// <summary>
     /// Charges one step of an agent workflow or one chunk of a stream against the reservation. What goes beyond the
     /// estimate is charged as overrun at once, past the caps if need be (it was spent).
     /// </summary>
@@ -85,6 +92,18 @@ public abstract class PolicyLease : RateLimitLease
         cancellationToken.ThrowIfCancellationRequested();
         Charge(step);
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// <see cref="Reconcile()"/> without blocking a thread (see <see cref="ChargeAsync"/>): settles at what the step
+    /// charges consumed, read in the same step as the settle, so a chunk charged meanwhile is in it.
+    /// </summary>
+    /// <inheritdoc cref="Reconcile(RequestCost)" path="/returns|/exception"/>
+    /// <exception cref="OperationCanceledException">The token was cancelled before the reconcile was sent.</exception>
+    public virtual ValueTask<RequestCost> ReconcileConsumedAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(Reconcile());
     }
 
     /// <summary><see cref="Reconcile(RequestCost)"/> without blocking a thread (see <see cref="ChargeAsync"/>).</summary>

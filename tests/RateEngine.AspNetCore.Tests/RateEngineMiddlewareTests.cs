@@ -472,6 +472,27 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task AppsOwnGlobalLimiter_RateEngineRefuses_IsChargedOncePerRequest()
+    {
+        // The app's global limiter admits 3 requests an hour; RateEngine 1 a minute per user. Alice's second request is
+        // refused by RateEngine's synchronous attempt; the middleware's wait that follows must not charge the app's
+        // limiter again, or bob, the third request, would find it spent.
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder =>
+            {
+                builder.Services.AddRateLimiter(options => options.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(
+                    _ => RateLimitPartition.GetFixedWindowLimiter("app", _ => new FixedWindowRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromHours(1) })));
+                builder.Services.AddRateEngine(engine => engine.AddPolicy("service", _ => PerUser(_time, requestsPerMinute: 1)).UseGlobalPolicy("service"));
+            },
+            map => map.MapPost("/open", () => "open"));
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/open", "alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/open", "bob"))).StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await app.Client.SendAsync(Request("/open", "carol"))).StatusCode); // the app's 3
+    }
+
+    [Fact]
     public async Task AppsOwnGlobalLimiterRefuses_RateEngineChargesNothing()
     {
         // The app's global limiter (one request an hour) is asked first: a request it refuses never reaches RateEngine.

@@ -126,6 +126,26 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ReconcileConsumedAsync_SettlesAtWhatTheStepsCharged_AndTheLeaseIsSettled()
+    {
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(500, 0));
+        await lease.ChargeAsync(new RequestCost(30, 0));
+        await lease.ChargeAsync(new RequestCost(40, 0));
+        Assert.False(lease.IsSettled);
+
+        Assert.Equal(RequestCost.None, await lease.ReconcileConsumedAsync());
+
+        Assert.True(lease.IsSettled);
+        Assert.Equal(70, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await lease.ReconcileConsumedAsync());
+        lease.Dispose();
+        Assert.Equal(70, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+    }
+
+    [Fact]
     public async Task UpdateTiers_Lowered_ABlockGrantedUnderTheOldCapIsGivenBack_KeepingUsage()
     {
         var tiers = new PolicyTiers { ["free"] = { ["requests/hour"] = 100 } };

@@ -144,6 +144,23 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ReconcileConsumedAsync_SettlesAtWhatTheStepsCharged_AndTheLeaseIsSettled()
+    {
+        using RedisRatePolicy<Call> policy = Gateway();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(100, 0));
+        await lease.ChargeAsync(new RequestCost(60, 0));
+        await lease.ChargeAsync(new RequestCost(60, 0)); // 20 past the estimate
+        Assert.False(lease.IsSettled);
+
+        Assert.Equal(new RequestCost(20, 0), await lease.ReconcileConsumedAsync());
+
+        Assert.True(lease.IsSettled);
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await lease.ReconcileConsumedAsync());
+        lease.Dispose();
+        Assert.Equal(120, (await policy.GetUsageAsync(new Call("ann", "search"))).Single(layer => layer.Layer == "tokens/day").Used);
+    }
+
+    [Fact]
     public async Task Dispose_FreesTheConcurrencySlot_AndASlotNeverReleasedExpiresAtTheLeaseTimeout()
     {
         using RedisRatePolicy<Call> policy = Gateway();

@@ -8,9 +8,11 @@ namespace RateEngine.AspNetCore.Http;
 /// </summary>
 /// <remarks>
 /// The in-box chain (<see cref="PartitionedRateLimiter.CreateChained{TResource}"/>) charged the app's limiter twice when
-/// RateEngine's synchronous attempt was pending (a context that reads the body, or a policy that needs a store's round
-/// trip): it disposed the app's lease and acquired it again in the wait, and a rate limiter does not give permits back on
-/// dispose. Here the app's lease from the attempt is kept on the request and handed to the wait.
+/// RateEngine's synchronous attempt failed (refused, or pending: a context that reads the body, a policy that needs a
+/// store's round trip): it disposed the app's lease, and the middleware's wait that follows acquired it again, while a
+/// rate limiter does not give permits back on dispose. Here the app's lease from the attempt is kept on the request and
+/// handed to the wait. (An in-box endpoint limiter that refuses still makes the middleware dispose and re-acquire the
+/// global lease, as it does for any global limiter.)
 /// </remarks>
 internal sealed class ChainedGlobalLimiter<TContext>(PartitionedRateLimiter<HttpContext> theirs, RateEngineGlobalLimiter<TContext> ours)
     : PartitionedRateLimiter<HttpContext>
@@ -41,16 +43,12 @@ internal sealed class ChainedGlobalLimiter<TContext>(PartitionedRateLimiter<Http
             return new ChainedLease(first, second);
         }
 
-        if (ReferenceEquals(second, PendingLease.Instance))
-        {
-            // Decided in the wait that follows: the app's permit stays with the request until then.
-            var held = new HeldAppLease(first);
-            resource.Features.Set(held);
-            resource.Response.RegisterForDispose(held); // a wait that never comes (the request failed first) still frees it
-            return second;
-        }
-
-        first.Dispose();
+        // The middleware waits on the global limiter after any failed attempt: RateEngine decides there when its attempt was
+        // pending, and hands back its refusal when it refused. Either way the app's permit from this attempt goes to that
+        // wait, which would otherwise take a second one from a limiter that does not give permits back on dispose.
+        var held = new HeldAppLease(first);
+        resource.Features.Set(held);
+        resource.Response.RegisterForDispose(held); // a wait that never comes (the request failed first) still frees it
         return second;
     }
 

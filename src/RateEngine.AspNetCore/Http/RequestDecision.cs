@@ -58,7 +58,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
             Settled(actual, RateEngineMetrics.Reconciled);
             return overrun;
         }
-        catch (Exception exception) when (SettledDespite(exception, actual))
+        catch (Exception) when (SettledDespite(actual))
         {
             throw;
         }
@@ -73,7 +73,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
             Settled(Lease.Consumed, RateEngineMetrics.Reconciled);
             return overrun;
         }
-        catch (Exception exception) when (SettledDespite(exception, Lease.Consumed))
+        catch (Exception) when (SettledDespite(Lease.Consumed))
         {
             throw;
         }
@@ -93,20 +93,20 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
             Settled(actual, RateEngineMetrics.Reconciled);
             return overrun;
         }
-        catch (Exception exception) when (SettledDespite(exception, actual))
+        catch (Exception) when (SettledDespite(actual))
         {
             throw;
         }
     }
 
     /// <summary>
-    /// Meters a reconcile that threw after it settled: a reconcile listener's exception, or a store whose answer was lost
-    /// (the settle counts on the lease and is sent again). A reconcile refused before settling (a negative or inexact
-    /// amount, a lease already settled or refused, a disposed policy, a cancelled call) is not metered. Never catches.
+    /// Meters a reconcile that threw after it settled (the lease says so): a reconcile listener's exception, or a store
+    /// whose answer was lost (the settle counts on the lease and is sent again). A reconcile refused before settling is
+    /// not metered here. Never catches.
     /// </summary>
-    private bool SettledDespite(Exception exception, RequestCost actual)
+    private bool SettledDespite(RequestCost actual)
     {
-        if (Lease.IsAcquired && exception is not (ArgumentException or InvalidOperationException or OperationCanceledException))
+        if (Lease.IsSettled)
         {
             Settled(actual, RateEngineMetrics.Reconciled);
         }
@@ -158,7 +158,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
         // The client went away mid-work (an abandoned stream): it pays for what was produced, not for its estimate. Only a
         // request that charged steps says what it produced: one that charged none (an endpoint that works on its estimate)
         // keeps the estimate, or a client that resets the connection once it has the answer would be refunded all of it.
-        if (Volatile.Read(ref _settled) == 0 && _http.RequestAborted.IsCancellationRequested && Lease.Consumed != RequestCost.None)
+        if (Volatile.Read(ref _settled) == 0 && !Lease.IsSettled && _http.RequestAborted.IsCancellationRequested && Lease.Consumed != RequestCost.None)
         {
             // Without blocking the middleware's thread: a policy on a store settles with a round trip. The lease ends once
             // the settle is done (a dispose first would refund the estimate the settle is about to correct).
@@ -174,28 +174,41 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
     {
         try
         {
-            RequestCost consumed = Lease.Consumed; // the endpoint is done: no step is charged after this read
-            await Lease.ReconcileAsync(consumed).ConfigureAwait(false);
+            // What was consumed is read in the settle's own step: a chunk charged meanwhile (by work the endpoint left
+            // running) is in it.
+            await Lease.ReconcileConsumedAsync().ConfigureAwait(false);
+            RequestCost consumed = Lease.Consumed;
             Settled(consumed, RateEngineMetrics.SettledOnAbort);
             Log.SettledOnAbort(_runtime.Logger, PolicyName, consumed.Tokens, consumed.Money);
         }
-        catch (InvalidOperationException)
-        {
-            // Settled meanwhile by the endpoint's own reconcile.
-        }
-#pragma warning disable CA1031 // the request is over: a store that did not answer must not fail anything else
+#pragma warning disable CA1031 // the request is over: nothing else may fail for it
         catch (Exception exception)
-#pragma warning restore CA1031
         {
-            // The Redis policy's store did not answer: the log says so. The estimate stays counted unless the settle, sent
-            // again as the lease ends, lands.
-            Log.SettleFailed(_runtime.Logger, PolicyName, exception);
+            if (Lease.IsSettled)
+            {
+                // Settled, then a reconcile listener threw or the store's reply was lost (the settle is sent again); or the
+                // endpoint's own reconcile came first.
+                Settled(Lease.Consumed, RateEngineMetrics.SettledOnAbort);
+            }
+            else
+            {
+                // The store did not answer: the estimate stays counted (stricter), and the log says so.
+                Log.SettleFailed(_runtime.Logger, PolicyName, exception);
+            }
         }
         finally
         {
-            Settled(Lease.Estimate, RateEngineMetrics.EstimateKept); // unless settled above or by the endpoint
-            Lease.Dispose();
+            try
+            {
+                Settled(Lease.Estimate, RateEngineMetrics.EstimateKept); // unless settled above or by the endpoint
+                Lease.Dispose();
+            }
+            catch (Exception exception)
+            {
+                Log.SettleFailed(_runtime.Logger, PolicyName, exception);
+            }
         }
+#pragma warning restore CA1031
     }
 
     private void Settled(RequestCost counted, string how)

@@ -59,6 +59,17 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         }
     }
 
+    public override bool IsSettled
+    {
+        get
+        {
+            lock (_overrun)
+            {
+                return _state != Open;
+            }
+        }
+    }
+
     public override IEnumerable<string> MetadataNames => _remote?.MetadataNames ?? NoMetadata;
 
     public override bool TryGetMetadata(string metadataName, out object? metadata)
@@ -110,6 +121,30 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
     public override async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
     {
         if (ReconcileLocal(actual))
+        {
+            await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
+        }
+
+        if (_remote is not null)
+        {
+            await _remote.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
+        }
+
+        return Overrun(actual);
+    }
+
+    /// <summary>Settles at what was consumed, read under the lock that step charges take: one charged meanwhile is in it.</summary>
+    public override async ValueTask<RequestCost> ReconcileConsumedAsync(CancellationToken cancellationToken = default)
+    {
+        RequestCost actual;
+        bool owed;
+        lock (_overrun)
+        {
+            actual = _consumed;
+            owed = ReconcileLocal(actual);
+        }
+
+        if (owed)
         {
             await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
         }

@@ -93,6 +93,8 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         return metadata is not null;
     }
 
+    public override bool IsSettled => Volatile.Read(ref _state) != Open;
+
     public override void Charge(RequestCost step) => Wait(ChargeAsync(step).AsTask());
 
     public override RequestCost Reconcile(RequestCost actual) => Wait(ReconcileAsync(actual).AsTask());
@@ -143,6 +145,9 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
 
     /// <summary>Settles at what was consumed, read under the gate that step charges take: one charged meanwhile is in it.</summary>
     public override RequestCost Reconcile() => Wait(SettleAtAsync(given: null, CancellationToken.None).AsTask());
+
+    /// <inheritdoc cref="Reconcile()"/>
+    public override ValueTask<RequestCost> ReconcileConsumedAsync(CancellationToken cancellationToken = default) => SettleAtAsync(given: null, cancellationToken);
 
     /// <summary>Settles the request at <paramref name="given"/>, or (null) at what the step charges consumed.</summary>
     private async ValueTask<RequestCost> SettleAtAsync(RequestCost? given, CancellationToken cancellationToken)

@@ -57,6 +57,17 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
         }
     }
 
+    public override bool IsSettled
+    {
+        get
+        {
+            lock (_holds)
+            {
+                return _state != Open;
+            }
+        }
+    }
+
     public override IEnumerable<string> MetadataNames => [];
 
     public override bool TryGetMetadata(string metadataName, out object? metadata)

@@ -22,6 +22,8 @@ internal sealed class RefusedPolicyLease(string layer, string reason, TimeSpan? 
 
     public override RequestCost Consumed => default;
 
+    public override bool IsSettled => false;
+
     public override IEnumerable<string> MetadataNames => retryAfter is null ? WithoutRetryAfter : WithRetryAfter;
 
     public override void Charge(RequestCost step) => throw NotAcquired();

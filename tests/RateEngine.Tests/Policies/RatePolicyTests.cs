@@ -467,6 +467,25 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public async Task ReconcileConsumedAsync_SettlesAtWhatTheStepsCharged_AndIsSettledSaysSo()
+    {
+        using RatePolicy<Call> policy = TokenPolicy();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(500, 0));
+        lease.Charge(new RequestCost(120, 0));
+        Assert.False(lease.IsSettled);
+
+        Assert.Equal(RequestCost.None, await lease.ReconcileConsumedAsync());
+
+        Assert.True(lease.IsSettled);
+        Assert.Equal(120, policy.GetUsage(call, "tokens").Used);
+        PolicyLease disposed = policy.Acquire(call, new RequestCost(10, 0));
+        disposed.Dispose();
+        Assert.True(disposed.IsSettled);
+        Assert.False(policy.Acquire(call, new RequestCost(100_000, 0)).IsSettled); // a refusal holds nothing to settle
+    }
+
+    [Fact]
     public void Reconcile_StreamCancelledPartWay_SettlesWhatWasProduced()
     {
         using RatePolicy<Call> policy = TokenPolicy();
