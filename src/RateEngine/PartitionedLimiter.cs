@@ -31,7 +31,8 @@ public static class PartitionedLimiter
         PartitionedLimiterOptions? options = null,
         IEqualityComparer<TKey>? comparer = null)
         where TKey : notnull =>
-        Create<TResource, TKey, FixedWindowDefinition, FixedWindowRateLimiterOptions, FixedWindow, long>(keySelector, optionsResolver, options, comparer);
+        Create<TResource, TKey, FixedWindowDefinition, FixedWindowRateLimiterOptions, FixedWindow, long>(
+            keySelector, optionsResolver, options, comparer, static (window, perCore, cell) => new StripedHost<FixedWindow, long>(window, perCore, cell));
 
     /// <summary>A token bucket per key.</summary>
     /// <exception cref="ArgumentNullException">A delegate is null.</exception>
@@ -42,7 +43,8 @@ public static class PartitionedLimiter
         PartitionedLimiterOptions? options = null,
         IEqualityComparer<TKey>? comparer = null)
         where TKey : notnull =>
-        Create<TResource, TKey, TokenBucketDefinition, TokenBucketRateLimiterOptions, TokenBucket, long>(keySelector, optionsResolver, options, comparer);
+        Create<TResource, TKey, TokenBucketDefinition, TokenBucketRateLimiterOptions, TokenBucket, long>(
+            keySelector, optionsResolver, options, comparer, static (bucket, perCore, cell) => new PerCoreBucketHost(bucket, perCore, cell));
 
     /// <summary>A conservative segmented sliding window per key.</summary>
     /// <exception cref="ArgumentNullException">A delegate is null.</exception>
@@ -53,24 +55,30 @@ public static class PartitionedLimiter
         PartitionedLimiterOptions? options = null,
         IEqualityComparer<TKey>? comparer = null)
         where TKey : notnull =>
-        Create<TResource, TKey, SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(keySelector, optionsResolver, options, comparer);
+        Create<TResource, TKey, SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(
+            keySelector, optionsResolver, options, comparer, static (counter, perCore, cell) => new StripedHost<SlidingWindowCounter, CounterState>(counter, perCore, cell));
 
     /// <summary>An exact sliding-window log per key (memory grows with the permit limit: for modest limits).</summary>
     /// <exception cref="ArgumentNullException">A delegate is null.</exception>
-    /// <exception cref="ArgumentException"><paramref name="options"/> is out of range.</exception>
+    /// <exception cref="ArgumentException">
+    /// <paramref name="options"/> is out of range, or asks for <see cref="PartitionedLimiterOptions.PerCoreReservation"/>: a
+    /// log key's blocks would need a log of block periods (as <see cref="SlidingWindowLogRateLimiter"/>'s), not the key's own.
+    /// </exception>
     public static PartitionedRateLimiter<TResource> CreateSlidingWindowLog<TResource, TKey>(
         Func<TResource, TKey> keySelector,
         Func<TKey, SlidingWindowLogRateLimiterOptions> optionsResolver,
         PartitionedLimiterOptions? options = null,
         IEqualityComparer<TKey>? comparer = null)
         where TKey : notnull =>
-        Create<TResource, TKey, SlidingWindowLogDefinition, SlidingWindowLogRateLimiterOptions, SlidingWindowLog, LogState>(keySelector, optionsResolver, options, comparer);
+        Create<TResource, TKey, SlidingWindowLogDefinition, SlidingWindowLogRateLimiterOptions, SlidingWindowLog, LogState>(
+            keySelector, optionsResolver, options, comparer, hotHost: null);
 
     private static PartitionedRateLimiter<TResource> Create<TResource, TKey, TDefinition, TOptions, TAlgorithm, TState>(
         Func<TResource, TKey> keySelector,
         Func<TKey, TOptions> optionsResolver,
         PartitionedLimiterOptions? options,
-        IEqualityComparer<TKey>? comparer)
+        IEqualityComparer<TKey>? comparer,
+        Func<TAlgorithm, PerCoreReservationOptions, StateCell<TState>, PerCoreHost>? hotHost)
         where TKey : notnull
         where TDefinition : IAlgorithmDefinition<TOptions, TAlgorithm, TState>
         where TOptions : class
@@ -79,6 +87,12 @@ public static class PartitionedLimiter
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentNullException.ThrowIfNull(optionsResolver);
         PartitionedLimiterOptions settings = Validate(options ?? new PartitionedLimiterOptions());
+        if (settings.PerCoreReservation is not null && hotHost is null)
+        {
+            throw new ArgumentException("The partitioned sliding-window log does not take PerCoreReservation.", nameof(options));
+        }
+
+        PerCoreReservationOptions? perCore = settings.PerCoreReservation is { MaxBlockSize: > 1 } blocks ? blocks : null; // blocks of 1: none
 
         // One tier per options instance, held weakly: a resolver that allocates per key does not leak tiers.
         var tiers = new ConditionalWeakTable<TOptions, PartitionTier<TAlgorithm, TState>>();
@@ -88,7 +102,7 @@ public static class PartitionedLimiter
             key =>
             {
                 TOptions keyOptions = optionsResolver(key) ?? throw new InvalidOperationException("The options resolver returned null.");
-                return tiers.GetValue(keyOptions, o => PartitionTier<TAlgorithm, TState>.Create<TDefinition, TOptions>(o, limiter!.Clock));
+                return tiers.GetValue(keyOptions, o => PartitionTier<TAlgorithm, TState>.Create<TDefinition, TOptions>(o, limiter!.Clock, perCore, hotHost));
             },
             settings,
             comparer ?? EqualityComparer<TKey>.Default);
@@ -99,11 +113,27 @@ public static class PartitionedLimiter
     {
         OptionsValidation.Positive(options.MaxPartitions, nameof(options.MaxPartitions));
         OptionsValidation.Positive(options.IdleEvictionInterval, nameof(options.IdleEvictionInterval));
+        if (options.PerCoreReservation is { MaxBlockSize: < 1 or > PerCoreReservationOptions.MaxBlockSizeLimit } perCore)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(options), perCore.MaxBlockSize, $"PerCoreReservation.MaxBlockSize must be between 1 and {PerCoreReservationOptions.MaxBlockSizeLimit}.");
+        }
+
         return new PartitionedLimiterOptions
         {
             MaxPartitions = options.MaxPartitions,
             IdleEvictionInterval = options.IdleEvictionInterval,
             TimeProvider = options.TimeProvider ?? throw new ArgumentNullException(nameof(options.TimeProvider)),
+            PerCoreReservation = options.PerCoreReservation is { } blocks
+                ? new PerCoreReservationOptions
+                {
+                    MaxBlockSize = blocks.MaxBlockSize,
+                    Stripes = blocks.Stripes,
+                    HotKeyLimitFloor = blocks.HotKeyLimitFloor,
+                    HotKeySampling = blocks.HotKeySampling,
+                    ChooseStripe = blocks.ChooseStripe,
+                }
+                : null,
         };
     }
 }

@@ -22,4 +22,25 @@ public sealed class PartitionedLimiterOptions
 
     /// <summary>The clock of every key. Must not be null. Default <see cref="TimeProvider.System"/>.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>
+    /// Opt-in per-core reservations for hot keys: a key that many threads hit at once (a per-tool or per-model limit, a
+    /// popular tenant) then takes its permits from per-core blocks, as a single limiter with
+    /// <see cref="PerCoreReservationOptions"/> does, with the same guarantee and the same costs. A key is promoted when a
+    /// sampled admission (one in <see cref="HotKeySampling"/> on a thread) lands on it, if its limit is at least
+    /// <see cref="MinHotKeyLimit"/>; at most <see cref="MaxHotKeys"/> keys are hot at once, and an evicted key is not hot when it
+    /// comes back. A hot key costs about <c>128 * cores + 150</c> bytes more. The fixed window, the sliding-window counter and the
+    /// token bucket take it; the sliding-window log refuses it (<see cref="ArgumentException"/>). Null (the default): no key
+    /// has blocks.
+    /// </summary>
+    public PerCoreReservationOptions? PerCoreReservation { get; set; }
+
+    /// <summary>The most keys that have per-core blocks at once (see <see cref="PerCoreReservation"/>): 4,096.</summary>
+    public const int MaxHotKeys = 4096;
+
+    /// <summary>The smallest key limit worth per-core blocks (see <see cref="PerCoreReservation"/>): 1,024 permits.</summary>
+    public const long MinHotKeyLimit = 1024;
+
+    /// <summary>One admission in this many, on each thread, may promote its key (see <see cref="PerCoreReservation"/>): 64.</summary>
+    public const int HotKeySampling = 64;
 }

@@ -49,4 +49,13 @@ public sealed class PerCoreReservationOptions
 
     /// <summary>For tests: the number of blocks, instead of one per processor (rounded up to a power of two, at most 64).</summary>
     internal int? Stripes { get; set; }
+
+    /// <summary>For tests: a partitioned key's smallest limit that is promoted to blocks (see <see cref="PartitionedLimiterOptions.MinHotKeyLimit"/>).</summary>
+    internal long HotKeyLimitFloor { get; set; } = PartitionedLimiterOptions.MinHotKeyLimit;
+
+    /// <summary>For tests: the block a hot partition key's request starts from, as <see cref="Limiters.IPerCoreHost.ChooseStripe"/>.</summary>
+    internal Func<int>? ChooseStripe { get; set; }
+
+    /// <summary>For tests: one admission in this many may promote its key, a power of two (see <see cref="PartitionedLimiterOptions.HotKeySampling"/>).</summary>
+    internal int HotKeySampling { get; set; } = PartitionedLimiterOptions.HotKeySampling;
 }

@@ -60,10 +60,16 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     private readonly long _maxLead;
 
     public PerCoreBucketHost(TokenBucket bucket, PerCoreReservationOptions options)
+        : this(bucket, options, new StateCell<long> { State = bucket.CreateState() })
+    {
+    }
+
+    /// <summary>Blocks over a bucket whose state lives elsewhere: a partition key's entry, promoted once it is hot.</summary>
+    public PerCoreBucketHost(TokenBucket bucket, PerCoreReservationOptions options, StateCell<long> cell)
         : base(options)
     {
         _bucket = bucket;
-        _cell = new StateCell<long> { State = bucket.CreateState() };
+        _cell = cell;
         _maxLead = bucket.PermitLimit * bucket.TokenCost / LeadShare;
     }
 

@@ -44,10 +44,19 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     private long _sweptAt;
 
     public StripedHost(TAlgorithm algorithm, PerCoreReservationOptions options)
+        : this(algorithm, options, new StateCell<TState> { State = algorithm.CreateState() })
+    {
+    }
+
+    /// <summary>
+    /// Blocks over a shared state that lives elsewhere: a partition key's entry, promoted once it is hot. Every permit the
+    /// state counted before is as it would be without blocks, and the blocks start empty.
+    /// </summary>
+    public StripedHost(TAlgorithm algorithm, PerCoreReservationOptions options, StateCell<TState> cell)
         : base(options)
     {
         _algorithm = algorithm;
-        _cell = new StateCell<TState> { State = algorithm.CreateState() };
+        _cell = cell;
         _period = algorithm.PeriodTicks;
         _maxFastEpoch = long.MaxValue / _period - 1;
         _sweepGuard = _period > (long.MaxValue >> 31) ? long.MaxValue : _period << 31;

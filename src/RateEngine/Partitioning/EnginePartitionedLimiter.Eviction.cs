@@ -63,7 +63,8 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     {
         object link = Volatile.Read(ref entry.Link);
         var keyLimiter = link as PartitionKeyLimiter;
-        var tier = (PartitionTier<TAlgorithm, TState>)(keyLimiter?.Tier ?? link);
+        var hot = (keyLimiter?.Tier ?? link) as PartitionHotKey;
+        var tier = (PartitionTier<TAlgorithm, TState>)(hot?.Tier ?? keyLimiter?.Tier ?? link);
         long now = _clock.Now();
         if (tier.Algorithm.GetFullSince(ref entry.State, now) is null)
         {
@@ -86,6 +87,11 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
         // Retired with an empty queue: a racing AcquireAsync gets Retired and looks again, a racing AttemptAcquire is
         // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter.
+        if (hot is not null)
+        {
+            Interlocked.Decrement(ref _hotKeys); // its blocks' periods are over (the state is fresh): nothing in them is usable
+        }
+
         return true;
     }
 

@@ -20,6 +20,11 @@ namespace RateEngine.Partitioning;
 /// found, so a re-created key never decides at a time before its predecessor was judged idle.</para>
 /// <para><b>Waiting</b>: a key that must queue gets a <see cref="PartitionKeyLimiter"/> on the same state, which
 /// brings the whole queue contract; keys that never wait never pay for it.</para>
+/// <para><b>Hot keys</b> (opt-in, <see cref="PartitionedLimiterOptions.PerCoreReservation"/>): a sampled admission promotes
+/// its key to a <see cref="PartitionHotKey"/>, whose per-core blocks are taken from the entry's state. Eviction is
+/// unchanged: an entry is idle only once its state is fresh, and then every block's period (or token slot) is over, so no
+/// block holds a permit that could still be used; an admission from a block of an entry being evicted is discarded and
+/// decided again, as any other.</para>
 /// </remarks>
 internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState> : PartitionedRateLimiter<TResource>, IPartitionDiagnostics
     where TKey : notnull
@@ -40,10 +45,16 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     private readonly long[] _roomSweptAt;
     private readonly RateEngineLease _partitionsFull;
     private readonly RateEngineLease _tooManyCollisions;
+    private readonly int _hotSampleMask;
+    private int _hotKeys;
     private int _nextShard;
     private long _sweepTicks;
     private int _keyLimitersInstalled;
     private volatile bool _disposed;
+
+    /// <summary>This thread's admissions on tiers whose keys can be promoted: every <see cref="_hotSampleMask"/> + 1st one may promote its key.</summary>
+    [ThreadStatic]
+    private static int t_sampled;
 
     public EnginePartitionedLimiter(
         Func<TResource, TKey> keySelector,
@@ -62,6 +73,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         _sweepPeriod = SweepPeriod(options.IdleEvictionInterval, _table.ShardCount);
         _partitionsFull = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.PartitionsFull);
         _tooManyCollisions = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.TooManyCollisions);
+        _hotSampleMask = (options.PerCoreReservation?.HotKeySampling ?? 1) - 1;
         _sweeper = options.TimeProvider.CreateTimer(
             static state => ((EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>)state!).SweepNextShard(),
             this,
@@ -74,6 +86,8 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
     public long PartitionCount => _table.Count;
 
+    public int HotKeyCount => Volatile.Read(ref _hotKeys);
+
     public Action<object, Admission>? AdmissionObserver { get; set; }
 
     public TimeSpan? GetIdleDuration(object key)
@@ -85,6 +99,9 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         {
             case PartitionTier<TAlgorithm, TState> tier:
                 fullSince = tier.Algorithm.GetFullSince(ref entry!.State, now);
+                break;
+            case PartitionHotKey hot:
+                fullSince = hot.Host.GetFullSince(now);
                 break;
             case PartitionKeyLimiter limiter:
                 return limiter.IdleDuration;
@@ -102,6 +119,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         long available = link switch
         {
             PartitionTier<TAlgorithm, TState> tier => tier.Algorithm.GetAvailablePermits(ref entry!.State, _clock.Now()),
+            PartitionHotKey hot => hot.Host.GetAvailablePermits(_clock.Now()),
             PartitionKeyLimiter limiter => limiter.Host.GetAvailablePermits(_clock.Now()),
             _ => _tierOf(key).Algorithm.PermitLimit, // not held (never seen, or evicted as idle): all permits are free
         };
@@ -131,6 +149,27 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                 }
 
                 return lease;
+            }
+
+            if (link is PartitionHotKey hot)
+            {
+                ((PartitionTier<TAlgorithm, TState>)hot.Tier).CheckPermitCount(permitCount);
+                long hotNow = _clock.Now();
+                if (permitCount == 0)
+                {
+                    return Probe(hot.Host, hotNow);
+                }
+
+                switch (AdmitHot(key, entry, hot.Host, permitCount, hotNow, out long hotRetryAfter))
+                {
+                    case TierOutcome.Admitted:
+                        return RateEngineLease.Acquired;
+                    case TierOutcome.Lost:
+                        continue;
+                    default:
+                        _counters.Failed();
+                        return RateEngineLease.Rejected(_clock.ToTimeSpan(hotRetryAfter), ReasonPhrases.LimitReached);
+                }
             }
 
             if (link is not PartitionTier<TAlgorithm, TState> tier)
@@ -172,13 +211,19 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             }
 
             object link = Volatile.Read(ref entry.Link);
-            if (link is PartitionTier<TAlgorithm, TState> tier)
+            if (link is PartitionTier<TAlgorithm, TState> or PartitionHotKey)
             {
+                var hot = link as PartitionHotKey;
+                var tier = (PartitionTier<TAlgorithm, TState>)(hot?.Tier ?? link);
                 tier.CheckPermitCount(permitCount);
                 long now = _clock.Now();
-                TierOutcome outcome = permitCount > 0
-                    ? AdmitOnTier(key, entry, tier, permitCount, now, out _)
-                    : tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 ? TierOutcome.Admitted : TierOutcome.Refused;
+                TierOutcome outcome = (permitCount > 0, hot) switch
+                {
+                    (true, null) => AdmitOnTier(key, entry, tier, permitCount, now, out _),
+                    (true, _) => AdmitHot(key, entry, hot.Host, permitCount, now, out _),
+                    (false, null) => tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 ? TierOutcome.Admitted : TierOutcome.Refused,
+                    (false, _) => hot.Host.GetAvailablePermits(now) > 0 ? TierOutcome.Admitted : TierOutcome.Refused,
+                };
                 if (outcome == TierOutcome.Lost)
                 {
                     continue;
@@ -198,17 +243,19 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                 {
                     // Nothing could ever queue: fail without building a queue for the key.
                     _counters.Failed();
-                    return new ValueTask<RateLimitLease>(RateEngineLease.Rejected(
-                        _clock.ToTimeSpan(tier.Algorithm.GetRetryAfter(ref entry.State, now, permitCount)), ReasonPhrases.QueueFull));
+                    long retryAfter = hot is null ? tier.Algorithm.GetRetryAfter(ref entry.State, now, permitCount) : hot.Host.GetRetryAfter(now, permitCount);
+                    return new ValueTask<RateLimitLease>(RateEngineLease.Rejected(_clock.ToTimeSpan(retryAfter), ReasonPhrases.QueueFull));
                 }
 
-                var created = new PartitionKeyLimiter(KeyLimiterParts(tier, entry), tier);
+                // A hot key queues on its blocks: the key limiter's admissions and refunds are the blocks' own.
+                AlgorithmHost keyHost = hot is null ? new AlgorithmHost<TAlgorithm, TState>(tier.Algorithm, entry) : hot.Host;
+                var created = new PartitionKeyLimiter(new LimiterParts(keyHost, _clock, tier.Queue, _counters), link);
                 if (AdmissionObserver is { } observer)
                 {
                     created.AdmissionObserver = ObserveKey(observer, key);
                 }
 
-                if (Interlocked.CompareExchange(ref entry.Link, created, tier) == tier)
+                if (Interlocked.CompareExchange(ref entry.Link, created, link) == link)
                 {
                     Interlocked.Increment(ref _keyLimitersInstalled); // before the _disposed check below (see Dispose)
                     link = created;
@@ -349,22 +396,67 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
         _counters.Succeeded();
         AdmissionObserver?.Invoke(key, admission);
+        if (tier.HotHost is not null && (++t_sampled & _hotSampleMask) == 0)
+        {
+            TryPromote(entry, tier);
+        }
+
         return TierOutcome.Admitted;
     }
 
-    private LimiterParts KeyLimiterParts(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry) =>
-        new(new AlgorithmHost<TAlgorithm, TState>(tier.Algorithm, entry), _clock, tier.Queue, _counters);
-
-    private RateLimitLease Probe(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry, long now)
+    /// <summary>The admission of a hot key: from this core's block, else a refill from the entry's state, else another core's block.</summary>
+    private TierOutcome AdmitHot(TKey key, PartitionEntry<TState> entry, PerCoreHost host, int permitCount, long now, out long retryAfter)
     {
-        if (tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0)
+        if (!host.TryAcquire(now, permitCount, out Admission admission, out retryAfter))
         {
-            _counters.Succeeded();
-            return RateEngineLease.Acquired;
+            return TierOutcome.Refused;
         }
 
+        if (AdmissionLost(key, entry))
+        {
+            return TierOutcome.Lost;
+        }
+
+        _counters.Succeeded();
+        AdmissionObserver?.Invoke(key, admission);
+        return TierOutcome.Admitted;
+    }
+
+    /// <summary>
+    /// Gives the key per-core blocks over its entry, unless <see cref="PartitionedLimiterOptions.MaxHotKeys"/> are hot
+    /// already or its link changed (a key limiter, an eviction, another promotion): those keep what they have.
+    /// </summary>
+    private void TryPromote(PartitionEntry<TState> entry, PartitionTier<TAlgorithm, TState> tier)
+    {
+        if (Interlocked.Increment(ref _hotKeys) > PartitionedLimiterOptions.MaxHotKeys)
+        {
+            Interlocked.Decrement(ref _hotKeys);
+            return;
+        }
+
+        var hot = new PartitionHotKey(tier, tier.HotHost!(entry));
+        if (Interlocked.CompareExchange(ref entry.Link, hot, tier) != tier)
+        {
+            Interlocked.Decrement(ref _hotKeys);
+        }
+    }
+
+    private RateLimitLease Probe(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry, long now) =>
+        tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 ? ProbeAdmitted() : ProbeRefused(tier.Algorithm.GetRetryAfter(ref entry.State, now, 1));
+
+    private RateLimitLease Probe(PerCoreHost host, long now) =>
+        host.GetAvailablePermits(now) > 0 ? ProbeAdmitted() : ProbeRefused(host.GetRetryAfter(now, 1));
+
+    private RateEngineLease ProbeAdmitted()
+    {
+        _counters.Succeeded();
+        return RateEngineLease.Acquired;
+    }
+
+    private RateEngineLease ProbeRefused(long retryAfter)
+    {
         _counters.Failed();
-        return RateEngineLease.Rejected(_clock.ToTimeSpan(tier.Algorithm.GetRetryAfter(ref entry.State, now, 1)), ReasonPhrases.LimitReached);
+        return RateEngineLease.Rejected(_clock.ToTimeSpan(retryAfter), ReasonPhrases.LimitReached);
     }
 
     private RateEngineLease Refuse(RateEngineLease refusal)

@@ -8,6 +8,9 @@ internal interface IPartitionDiagnostics
     /// <summary>Keys held right now.</summary>
     long PartitionCount { get; }
 
+    /// <summary>Keys with per-core blocks right now (see <see cref="PartitionedLimiterOptions.PerCoreReservation"/>).</summary>
+    int HotKeyCount { get; }
+
     /// <summary>Sees every admission with its key (boxed) and decision stamp. Null in production.</summary>
     Action<object, Admission>? AdmissionObserver { get; set; }
 

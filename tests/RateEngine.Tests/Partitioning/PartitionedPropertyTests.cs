@@ -30,6 +30,18 @@ public class PartitionedPropertyTests
         Prop.ForAll(PartitionGenerators.Everything(LimiterKind.Bucket), PartitionedScenarioRunner.EveryKeyKeepsItsGuarantee);
 
     [Property(MaxTest = Cases)]
+    public Property SlidingWindowCounter_HotKeysWithPerCoreBlocks_EveryKeyKeepsItsGuarantee() =>
+        Prop.ForAll(PartitionGenerators.HotKeys(LimiterKind.Counter), PartitionedScenarioRunner.EveryKeyKeepsItsGuarantee);
+
+    [Property(MaxTest = Cases)]
+    public Property FixedWindow_HotKeysWithPerCoreBlocks_EveryKeyKeepsItsGuarantee() =>
+        Prop.ForAll(PartitionGenerators.HotKeys(LimiterKind.Fixed), PartitionedScenarioRunner.EveryKeyKeepsItsGuarantee);
+
+    [Property(MaxTest = Cases)]
+    public Property TokenBucket_HotKeysWithPerCoreBlocks_EveryKeyKeepsItsGuarantee() =>
+        Prop.ForAll(PartitionGenerators.HotKeys(LimiterKind.Bucket), PartitionedScenarioRunner.EveryKeyKeepsItsGuarantee);
+
+    [Property(MaxTest = Cases)]
     public Property SlidingWindowLog_KeysTimeAndEvictions_EveryKeyDecidesLikeItsModel() =>
         Prop.ForAll(PartitionGenerators.Decisions(LimiterKind.Log), PartitionedScenarioRunner.EveryKeyDecidesLikeItsModel);
 

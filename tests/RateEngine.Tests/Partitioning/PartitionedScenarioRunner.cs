@@ -18,9 +18,33 @@ public sealed record KeyOp(int Key, Op Op)
 /// <summary>An idle-eviction sweep over every shard.</summary>
 public sealed record Sweep : Op;
 
-public sealed record PartitionScenario(LimiterSpec Spec, int MaxPartitions, KeyOp[] Ops)
+/// <param name="HotKeys">
+/// Per-core blocks for every key from its first sampled admission on (null: none): the stripe each request starts from
+/// comes from <see cref="HomeStripes"/> in turn, as if the requests came from that many cores.
+/// </param>
+public sealed record PartitionScenario(LimiterSpec Spec, int MaxPartitions, KeyOp[] Ops, int HotKeys = 0, int[]? HomeStripes = null)
 {
-    public override string ToString() => $"{Spec} max {MaxPartitions} ops: [{string.Join(", ", Ops.Select(o => o.ToString()))}]";
+    public override string ToString() =>
+        $"{Spec} max {MaxPartitions}{(HotKeys > 0 ? $" hot keys, {HotKeys} stripes, homes [{string.Join(",", HomeStripes ?? [])}]" : "")} ops: [{string.Join(", ", Ops.Select(o => o.ToString()))}]";
+
+    /// <summary>The per-core options of a hot-key scenario: every key with a limit of 1 or more is promoted at its first admission.</summary>
+    public PerCoreReservationOptions? PerCore()
+    {
+        if (HotKeys == 0)
+        {
+            return null;
+        }
+
+        int next = 0;
+        int[] homes = HomeStripes is { Length: > 0 } given ? given : [0];
+        return new PerCoreReservationOptions
+        {
+            Stripes = HotKeys,
+            HotKeyLimitFloor = 1,
+            HotKeySampling = 1,
+            ChooseStripe = () => homes[next++ % homes.Length],
+        };
+    }
 }
 
 public static class PartitionGenerators
@@ -40,6 +64,13 @@ public static class PartitionGenerators
                  (1, Gen.Choose(0, 50).Select(i => (Op)new Cancel(i))))
              select new KeyOp(key, op))
          select new PartitionScenario(spec, maxPartitions, ops)).ToArbitrary();
+
+    /// <summary><see cref="Everything"/> with per-core blocks for hot keys, 2 or 4 of them, visited in a random order.</summary>
+    public static Arbitrary<PartitionScenario> HotKeys(LimiterKind kind) =>
+        (from scenario in Everything(kind).Generator
+         from stripes in Gen.Elements(2, 4)
+         from homes in Gen.ArrayOf(Gen.Choose(0, stripes - 1))
+         select scenario with { HotKeys = stripes, HomeStripes = homes }).ToArbitrary();
 
     /// <summary>Acquires on a few keys, forward time and sweeps only: each key must decide like its reference model.</summary>
     public static Arbitrary<PartitionScenario> Decisions(LimiterKind kind) =>
@@ -64,7 +95,7 @@ public static class PartitionedScenarioRunner
     public static void EveryKeyKeepsItsGuarantee(PartitionScenario scenario)
     {
         var time = new FakeTimeProvider();
-        PartitionedRateLimiter<int> limiter = scenario.Spec.CreatePartitioned(time, scenario.MaxPartitions);
+        PartitionedRateLimiter<int> limiter = scenario.Spec.CreatePartitioned(time, scenario.MaxPartitions, scenario.PerCore());
         var diagnostics = (IPartitionDiagnostics)limiter;
         var admissions = new Dictionary<int, List<Admitted>>();
         diagnostics.AdmissionObserver = (key, a) =>

@@ -50,9 +50,9 @@ public sealed partial record LimiterSpec(
     }
 
     /// <summary>A partitioned limiter whose every key (the resource itself) gets this spec's limit.</summary>
-    public PartitionedRateLimiter<int> CreatePartitioned(TimeProvider time, int maxPartitions = 1 << 20)
+    public PartitionedRateLimiter<int> CreatePartitioned(TimeProvider time, int maxPartitions = 1 << 20, PerCoreReservationOptions? hotKeys = null)
     {
-        var settings = new PartitionedLimiterOptions { TimeProvider = time, MaxPartitions = maxPartitions };
+        var settings = new PartitionedLimiterOptions { TimeProvider = time, MaxPartitions = maxPartitions, PerCoreReservation = hotKeys };
         return Kind switch
         {
             LimiterKind.Log => PartitionedLimiter.CreateSlidingWindowLog<int, int>(key => key, Shared(LogOptions()), settings),

@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Threading.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Partitioning;
+using RateEngine.Tests.Support;
+using RateEngine.Timing;
+
+namespace RateEngine.Tests.Partitioning;
+
+/// <summary>Hot partition keys with per-core blocks (<see cref="PartitionedLimiterOptions.PerCoreReservation"/>).</summary>
+public class PartitionHotKeyTests
+{
+    private static readonly FixedWindowRateLimiterOptions LargePerHour = new() { PermitLimit = 2_048, Window = TimeSpan.FromHours(1), QueueLimit = 8 };
+
+    private readonly FakeTimeProvider _time = new();
+
+    [Fact]
+    public void AttemptAcquire_BusyKey_IsPromotedAndKeepsItsLimitExactly()
+    {
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { Stripes = 4 });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+
+        for (int i = 0; i < LargePerHour.PermitLimit; i++)
+        {
+            Assert.True(limiter.AttemptAcquire(7).IsAcquired, $"permit {i}");
+        }
+
+        Assert.Equal(1, diagnostics.HotKeyCount);
+        Assert.False(limiter.AttemptAcquire(7).IsAcquired);
+        Assert.Equal(0, limiter.GetStatistics(7)!.CurrentAvailablePermits);
+        Assert.Equal(LargePerHour.PermitLimit, limiter.GetStatistics(7)!.TotalSuccessfulLeases);
+
+        _time.Advance(LargePerHour.Window);
+        Assert.True(limiter.AttemptAcquire(7, 2_048).IsAcquired); // the next window, all of it
+    }
+
+    [Fact]
+    public void AttemptAcquire_KeyBelowTheSmallestHotLimit_IsNeverPromoted()
+    {
+        var small = new FixedWindowRateLimiterOptions { PermitLimit = (int)PartitionedLimiterOptions.MinHotKeyLimit - 1, Window = TimeSpan.FromHours(1), QueueLimit = 0 };
+        using PartitionedRateLimiter<int> limiter = FixedWindow(small, new PerCoreReservationOptions());
+
+        for (int i = 0; i < small.PermitLimit; i++)
+        {
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        }
+
+        Assert.Equal(0, ((IPartitionDiagnostics)limiter).HotKeyCount);
+    }
+
+    [Fact]
+    public void AttemptAcquire_ManyBusyKeys_AtMostMaxHotKeysArePromoted()
+    {
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+
+        for (int key = 0; key < PartitionedLimiterOptions.MaxHotKeys + 100; key++)
+        {
+            Assert.True(limiter.AttemptAcquire(key).IsAcquired);
+        }
+
+        Assert.Equal(PartitionedLimiterOptions.MaxHotKeys, ((IPartitionDiagnostics)limiter).HotKeyCount);
+        Assert.True(limiter.AttemptAcquire(PartitionedLimiterOptions.MaxHotKeys + 50, 2_047).IsAcquired); // a key left cold still works
+    }
+
+    [Fact]
+    public void Sweep_IdleHotKey_IsEvictedAndNoLongerHot()
+    {
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        Assert.True(limiter.AttemptAcquire(3, 10).IsAcquired);
+        Assert.True(limiter.AttemptAcquire(3, 10).IsAcquired); // from the key's blocks now
+        Assert.Equal(1, diagnostics.HotKeyCount);
+
+        diagnostics.SweepAllShards();
+        Assert.Equal(1, diagnostics.PartitionCount); // permits of this window are counted: not idle
+
+        _time.Advance(LargePerHour.Window);
+        diagnostics.SweepAllShards();
+        Assert.Equal(0, diagnostics.PartitionCount);
+        Assert.Equal(0, diagnostics.HotKeyCount);
+        Assert.True(limiter.AttemptAcquire(3, 2_048).IsAcquired);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_HotKeyOutOfPermits_QueuesAndIsServedInTheNextWindow()
+    {
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        Assert.True(limiter.AttemptAcquire(5).IsAcquired);
+        Assert.Equal(1, ((IPartitionDiagnostics)limiter).HotKeyCount);
+        Assert.True(limiter.AttemptAcquire(5, 2_047).IsAcquired);
+
+        ValueTask<RateLimitLease> waiting = limiter.AcquireAsync(5, 4);
+        Assert.False(waiting.IsCompleted);
+        _time.Advance(LargePerHour.Window);
+
+        using RateLimitLease lease = await waiting;
+        Assert.True(lease.IsAcquired);
+        Assert.Equal(2_044, limiter.GetStatistics(5)!.CurrentAvailablePermits);
+    }
+
+    /// <summary>Four threads on a hundred hot keys on the real clock, with sweeps racing them: every key keeps its guarantee.</summary>
+    [Theory]
+    [InlineData(LimiterKind.Fixed)]
+    [InlineData(LimiterKind.Counter)]
+    [InlineData(LimiterKind.Bucket)]
+    public void AttemptAcquire_FourThreadsOnAHundredHotKeys_NoKeyEverExceedsItsGuarantee(LimiterKind kind)
+    {
+        LimiterSpec spec = kind == LimiterKind.Bucket
+            ? new LimiterSpec(kind, Limit: 200, WindowTicks: TimeSpan.FromMicroseconds(100).Ticks, TokensPerPeriod: 100)
+            : new LimiterSpec(kind, Limit: 500, WindowTicks: TimeSpan.FromMicroseconds(500).Ticks, Segments: 4);
+        using PartitionedRateLimiter<int> limiter = spec.CreatePartitioned(
+            TimeProvider.System, hotKeys: new PerCoreReservationOptions { MaxBlockSize = 16, HotKeyLimitFloor = 1, HotKeySampling = 1 });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        var recorded = new ThreadLocal<List<(int Key, Admitted Admitted)>>(() => [], trackAllValues: true);
+        diagnostics.AdmissionObserver = (key, admission) => recorded.Value!.Add(((int)key, new Admitted(admission.Stamp, admission.Permits)));
+        int mostHot = 0;
+        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, thread =>
+        {
+            var random = new Random(thread);
+            for (int i = 0; i < 250_000; i++)
+            {
+                limiter.AttemptAcquire(random.Next(100), 1 + (i % 3)).Dispose();
+                if (i % 50_000 == 0)
+                {
+                    diagnostics.SweepAllShards(); // evictions race the blocks too
+                    InterlockedMax(ref mostHot, diagnostics.HotKeyCount);
+                }
+            }
+        });
+
+        Assert.True(mostHot > 0, "no key was promoted");
+        var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), Stopwatch.Frequency) };
+        foreach (var key in recorded.Values.SelectMany(list => list).GroupBy(r => r.Key))
+        {
+            Assert.Null(Guarantee.FindViolation(inClockTicks, key.Select(r => r.Admitted).ToList()));
+        }
+
+        static void InterlockedMax(ref int target, int value)
+        {
+            int seen;
+            while ((seen = Volatile.Read(ref target)) < value && Interlocked.CompareExchange(ref target, value, seen) != seen)
+            {
+            }
+        }
+    }
+
+    [Fact]
+    public void Create_SlidingWindowLogWithPerCoreReservation_Throws()
+    {
+        var log = new SlidingWindowLogRateLimiterOptions { PermitLimit = 2_048, Window = TimeSpan.FromMinutes(1) };
+        Assert.Throws<ArgumentException>(() => PartitionedLimiter.CreateSlidingWindowLog<int, int>(
+            key => key, _ => log, new PartitionedLimiterOptions { PerCoreReservation = new PerCoreReservationOptions() }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PartitionedLimiter.CreateFixedWindow<int, int>(
+            key => key, _ => LargePerHour, new PartitionedLimiterOptions { PerCoreReservation = new PerCoreReservationOptions { MaxBlockSize = 0 } }));
+    }
+
+    private PartitionedRateLimiter<int> FixedWindow(FixedWindowRateLimiterOptions options, PerCoreReservationOptions perCore) =>
+        PartitionedLimiter.CreateFixedWindow<int, int>(key => key, _ => options, new PartitionedLimiterOptions { TimeProvider = _time, PerCoreReservation = perCore });
+}
