@@ -61,7 +61,8 @@ public static class PartitionedLimiter
     /// <summary>An exact sliding-window log per key (memory grows with the permit limit: for modest limits).</summary>
     /// <exception cref="ArgumentNullException">A delegate is null.</exception>
     /// <exception cref="ArgumentException">
-    /// <paramref name="options"/> is out of range, or asks for <see cref="PartitionedLimiterOptions.PerCoreReservation"/>: a
+    /// <paramref name="options"/> is out of range, or asks for <see cref="PartitionedLimiterOptions.PerCoreReservation"/> with blocks
+    /// (a <see cref="PerCoreReservationOptions.MaxBlockSize"/> above 1): a
     /// log key's blocks would need a log of block periods (as <see cref="SlidingWindowLogRateLimiter"/>'s), not the key's own.
     /// </exception>
     public static PartitionedRateLimiter<TResource> CreateSlidingWindowLog<TResource, TKey>(
@@ -87,7 +88,7 @@ public static class PartitionedLimiter
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentNullException.ThrowIfNull(optionsResolver);
         PartitionedLimiterOptions settings = Validate(options ?? new PartitionedLimiterOptions());
-        if (settings.PerCoreReservation is not null && hotHost is null)
+        if (settings.PerCoreReservation is { MaxBlockSize: > 1 } && hotHost is null)
         {
             throw new ArgumentException("The partitioned sliding-window log does not take PerCoreReservation.", nameof(options));
         }

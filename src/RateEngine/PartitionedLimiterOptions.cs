@@ -26,12 +26,14 @@ public sealed class PartitionedLimiterOptions
     /// <summary>
     /// Opt-in per-core reservations for hot keys: a key that many threads hit at once (a per-tool or per-model limit, a
     /// popular tenant) then takes its permits from per-core blocks, as a single limiter with
-    /// <see cref="PerCoreReservationOptions"/> does, with the same guarantee and the same costs. A key is promoted when a
-    /// sampled admission (one in <see cref="HotKeySampling"/> on a thread) lands on it, if its limit is at least
-    /// <see cref="MinHotKeyLimit"/>; at most <see cref="MaxHotKeys"/> keys are hot at once, and an evicted key is not hot when it
-    /// comes back. A hot key costs about <c>128 * cores + 150</c> bytes more. The fixed window, the sliding-window counter and the
-    /// token bucket take it; the sliding-window log refuses it (<see cref="ArgumentException"/>). Null (the default): no key
-    /// has blocks.
+    /// <see cref="PerCoreReservationOptions"/> does, with the same guarantee and the same costs. A key is promoted once
+    /// sampled admissions (one in <see cref="HotKeySampling"/> on each thread) see two processors admit on it, if its limit is
+    /// at least <see cref="MinHotKeyLimit"/>: a key that one thread at a time uses stays as it is. At most
+    /// <see cref="MaxHotKeys"/> keys are hot at once; a hot key stays hot until it is evicted as idle, and is not hot when it
+    /// comes back. A hot key costs about <c>128 * cores + 150</c> bytes more, and the limiter 64 KB for the sampling. The
+    /// fixed window, the sliding-window counter and the token bucket take it; the sliding-window log refuses blocks
+    /// (<see cref="ArgumentException"/>). Null (the default), or a <see cref="PerCoreReservationOptions.MaxBlockSize"/> of 1:
+    /// no key has blocks.
     /// </summary>
     public PerCoreReservationOptions? PerCoreReservation { get; set; }
 
@@ -41,6 +43,6 @@ public sealed class PartitionedLimiterOptions
     /// <summary>The smallest key limit worth per-core blocks (see <see cref="PerCoreReservation"/>): 1,024 permits.</summary>
     public const long MinHotKeyLimit = 1024;
 
-    /// <summary>One admission in this many, on each thread, may promote its key (see <see cref="PerCoreReservation"/>): 64.</summary>
-    public const int HotKeySampling = 64;
+    /// <summary>One admission in this many, on each thread, is sampled to find hot keys (see <see cref="PerCoreReservation"/>): 32.</summary>
+    public const int HotKeySampling = 32;
 }

@@ -89,7 +89,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter.
         if (hot is not null)
         {
-            Interlocked.Decrement(ref _hotKeys); // its blocks' periods are over (the state is fresh): nothing in them is usable
+            _hotKeys!.Remove(); // its blocks' periods are over (the state is fresh): nothing in them is usable
         }
 
         return true;

@@ -45,16 +45,11 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     private readonly long[] _roomSweptAt;
     private readonly RateEngineLease _partitionsFull;
     private readonly RateEngineLease _tooManyCollisions;
-    private readonly int _hotSampleMask;
-    private int _hotKeys;
+    private readonly HotKeyCandidates? _hotKeys;
     private int _nextShard;
     private long _sweepTicks;
     private int _keyLimitersInstalled;
     private volatile bool _disposed;
-
-    /// <summary>This thread's admissions on tiers whose keys can be promoted: every <see cref="_hotSampleMask"/> + 1st one may promote its key.</summary>
-    [ThreadStatic]
-    private static int t_sampled;
 
     public EnginePartitionedLimiter(
         Func<TResource, TKey> keySelector,
@@ -73,7 +68,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         _sweepPeriod = SweepPeriod(options.IdleEvictionInterval, _table.ShardCount);
         _partitionsFull = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.PartitionsFull);
         _tooManyCollisions = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.TooManyCollisions);
-        _hotSampleMask = (options.PerCoreReservation?.HotKeySampling ?? 1) - 1;
+        _hotKeys = options.PerCoreReservation is { MaxBlockSize: > 1 } perCore ? new HotKeyCandidates(perCore.HotKeySampling, perCore.ChooseStripe) : null;
         _sweeper = options.TimeProvider.CreateTimer(
             static state => ((EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>)state!).SweepNextShard(),
             this,
@@ -86,7 +81,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
     public long PartitionCount => _table.Count;
 
-    public int HotKeyCount => Volatile.Read(ref _hotKeys);
+    public int HotKeyCount => _hotKeys?.Count ?? 0;
 
     public Action<object, Admission>? AdmissionObserver { get; set; }
 
@@ -396,7 +391,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
         _counters.Succeeded();
         AdmissionObserver?.Invoke(key, admission);
-        if (tier.HotHost is not null && (++t_sampled & _hotSampleMask) == 0)
+        if (tier.HotHost is not null && _hotKeys!.Sampled() && _hotKeys.Contended(entry))
         {
             TryPromote(entry, tier);
         }
@@ -428,16 +423,15 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     /// </summary>
     private void TryPromote(PartitionEntry<TState> entry, PartitionTier<TAlgorithm, TState> tier)
     {
-        if (Interlocked.Increment(ref _hotKeys) > PartitionedLimiterOptions.MaxHotKeys)
+        if (!ReferenceEquals(Volatile.Read(ref entry.Link), tier) || !_hotKeys!.TryAdd())
         {
-            Interlocked.Decrement(ref _hotKeys);
             return;
         }
 
         var hot = new PartitionHotKey(tier, tier.HotHost!(entry));
         if (Interlocked.CompareExchange(ref entry.Link, hot, tier) != tier)
         {
-            Interlocked.Decrement(ref _hotKeys);
+            _hotKeys.Remove();
         }
     }
 

@@ -35,6 +35,20 @@ public class PartitionHotKeyTests
     }
 
     [Fact]
+    public void AttemptAcquire_KeyOneProcessorUses_IsNeverPromoted()
+    {
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1, ChooseStripe = () => 0 });
+
+        for (int i = 0; i < LargePerHour.PermitLimit; i++)
+        {
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        }
+
+        Assert.Equal(0, ((IPartitionDiagnostics)limiter).HotKeyCount);
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
     public void AttemptAcquire_KeyBelowTheSmallestHotLimit_IsNeverPromoted()
     {
         var small = new FixedWindowRateLimiterOptions { PermitLimit = (int)PartitionedLimiterOptions.MinHotKeyLimit - 1, Window = TimeSpan.FromHours(1), QueueLimit = 0 };
@@ -56,10 +70,11 @@ public class PartitionHotKeyTests
         for (int key = 0; key < PartitionedLimiterOptions.MaxHotKeys + 100; key++)
         {
             Assert.True(limiter.AttemptAcquire(key).IsAcquired);
+            Assert.True(limiter.AttemptAcquire(key).IsAcquired); // from the other processor: promoted
         }
 
         Assert.Equal(PartitionedLimiterOptions.MaxHotKeys, ((IPartitionDiagnostics)limiter).HotKeyCount);
-        Assert.True(limiter.AttemptAcquire(PartitionedLimiterOptions.MaxHotKeys + 50, 2_047).IsAcquired); // a key left cold still works
+        Assert.True(limiter.AttemptAcquire(PartitionedLimiterOptions.MaxHotKeys + 50, 2_046).IsAcquired); // a key left cold still works
     }
 
     [Fact]
@@ -68,6 +83,7 @@ public class PartitionHotKeyTests
         using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
         var diagnostics = (IPartitionDiagnostics)limiter;
         Assert.True(limiter.AttemptAcquire(3, 10).IsAcquired);
+        Assert.True(limiter.AttemptAcquire(3, 10).IsAcquired); // another processor: promoted
         Assert.True(limiter.AttemptAcquire(3, 10).IsAcquired); // from the key's blocks now
         Assert.Equal(1, diagnostics.HotKeyCount);
 
@@ -85,17 +101,28 @@ public class PartitionHotKeyTests
     public async Task AcquireAsync_HotKeyOutOfPermits_QueuesAndIsServedInTheNextWindow()
     {
         using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        var diagnostics = (IPartitionDiagnostics)limiter;
         Assert.True(limiter.AttemptAcquire(5).IsAcquired);
-        Assert.Equal(1, ((IPartitionDiagnostics)limiter).HotKeyCount);
-        Assert.True(limiter.AttemptAcquire(5, 2_047).IsAcquired);
+        Assert.True(limiter.AttemptAcquire(5).IsAcquired);
+        Assert.Equal(1, diagnostics.HotKeyCount);
+        Assert.True(limiter.AttemptAcquire(5, 2_046).IsAcquired);
 
         ValueTask<RateLimitLease> waiting = limiter.AcquireAsync(5, 4);
         Assert.False(waiting.IsCompleted);
         _time.Advance(LargePerHour.Window);
 
-        using RateLimitLease lease = await waiting;
-        Assert.True(lease.IsAcquired);
+        using (RateLimitLease lease = await waiting)
+        {
+            Assert.True(lease.IsAcquired);
+        }
+
         Assert.Equal(2_044, limiter.GetStatistics(5)!.CurrentAvailablePermits);
+
+        // The key's limiter on its blocks is evicted once idle, and the key is no longer counted hot.
+        _time.Advance(LargePerHour.Window);
+        diagnostics.SweepAllShards();
+        Assert.Equal(0, diagnostics.PartitionCount);
+        Assert.Equal(0, diagnostics.HotKeyCount);
     }
 
     /// <summary>Four threads on a hundred hot keys on the real clock, with sweeps racing them: every key keeps its guarantee.</summary>
@@ -120,10 +147,10 @@ public class PartitionHotKeyTests
             for (int i = 0; i < 250_000; i++)
             {
                 limiter.AttemptAcquire(random.Next(100), 1 + (i % 3)).Dispose();
-                if (i % 50_000 == 0)
+                if (i % 50_000 == 49_999)
                 {
-                    diagnostics.SweepAllShards(); // evictions race the blocks too
                     InterlockedMax(ref mostHot, diagnostics.HotKeyCount);
+                    diagnostics.SweepAllShards(); // evictions race the blocks too
                 }
             }
         });
@@ -152,8 +179,18 @@ public class PartitionHotKeyTests
             key => key, _ => log, new PartitionedLimiterOptions { PerCoreReservation = new PerCoreReservationOptions() }));
         Assert.Throws<ArgumentOutOfRangeException>(() => PartitionedLimiter.CreateFixedWindow<int, int>(
             key => key, _ => LargePerHour, new PartitionedLimiterOptions { PerCoreReservation = new PerCoreReservationOptions { MaxBlockSize = 0 } }));
+        PartitionedLimiter.CreateSlidingWindowLog<int, int>( // blocks of 1 are no blocks: accepted
+            key => key, _ => log, new PartitionedLimiterOptions { PerCoreReservation = new PerCoreReservationOptions { MaxBlockSize = 1 } }).Dispose();
     }
 
-    private PartitionedRateLimiter<int> FixedWindow(FixedWindowRateLimiterOptions options, PerCoreReservationOptions perCore) =>
-        PartitionedLimiter.CreateFixedWindow<int, int>(key => key, _ => options, new PartitionedLimiterOptions { TimeProvider = _time, PerCoreReservation = perCore });
+    /// <summary>
+    /// A fixed window per key on the fake clock, whose requests (unless a test chose otherwise) come from two processors
+    /// in turn, as two threads on two cores would: one thread alone never makes a key hot.
+    /// </summary>
+    private PartitionedRateLimiter<int> FixedWindow(FixedWindowRateLimiterOptions options, PerCoreReservationOptions perCore)
+    {
+        int calls = 0;
+        perCore.ChooseStripe ??= () => calls++ & 1;
+        return PartitionedLimiter.CreateFixedWindow<int, int>(key => key, _ => options, new PartitionedLimiterOptions { TimeProvider = _time, PerCoreReservation = perCore });
+    }
 }

@@ -98,8 +98,17 @@ public static class PartitionedScenarioRunner
         PartitionedRateLimiter<int> limiter = scenario.Spec.CreatePartitioned(time, scenario.MaxPartitions, scenario.PerCore());
         var diagnostics = (IPartitionDiagnostics)limiter;
         var admissions = new Dictionary<int, List<Admitted>>();
+        long now = 0; // the limiter's clock: ticks since it was made
+        bool attempting = false; // in AttemptAcquire (a wait is served while time advances, at a time between steps)
         diagnostics.AdmissionObserver = (key, a) =>
         {
+            // One thread on a clock that only moves forward: a decision is stamped at now (a bucket's, at now's unit), so a
+            // block that handed out permits of a period that is over, under that period's stamp, shows here.
+            if (scenario.HotKeys > 0 && attempting && (a.Stamp > now || now - a.Stamp >= Math.Max(1, scenario.Spec.WindowTicks / scenario.Spec.TokensPerPeriod)))
+            {
+                throw new XunitException($"key {key}: an admission stamped {a.Stamp} at {now}");
+            }
+
             if (!admissions.TryGetValue((int)key, out List<Admitted>? list))
             {
                 admissions[(int)key] = list = [];
@@ -115,14 +124,17 @@ public static class PartitionedScenarioRunner
             switch (step.Op)
             {
                 case Acquire(int permits):
+                    attempting = true;
                     using (RateLimitLease lease = limiter.AttemptAcquire(step.Key, permits))
                     {
                         successfulLeases += lease.IsAcquired ? 1 : 0;
                     }
 
+                    attempting = false;
                     break;
                 case Advance(long ticks):
                     time.Advance(TimeSpan.FromTicks(ticks));
+                    now += ticks;
                     break;
                 case Sweep:
                     diagnostics.SweepAllShards();
