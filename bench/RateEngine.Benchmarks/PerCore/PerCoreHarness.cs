@@ -4,6 +4,7 @@ using System.Text;
 using System.Threading.RateLimiting;
 using RateEngine.Benchmarks.Compare;
 using RateEngine.Benchmarks.Subjects;
+using RateEngine.Benchmarks.Subjects.Partitions;
 
 namespace RateEngine.Benchmarks.PerCore;
 
@@ -24,6 +25,9 @@ internal static class PerCoreHarness
     private sealed record Row(Subject Subject, List<double> OpsPerSecond);
 
     private sealed record Saturation(string Family, string Name, long Admitted, long Attempts, double Seconds, double OfShared);
+
+    /// <summary>A partitioned limiter holding the hot keys, measured like the compare mode's hot-key runs.</summary>
+    private sealed record HotRow(string Family, string Name, PartitionSubject Subject, List<double> OpsPerSecond);
 
     public static int Run(string outputDirectory, string commandLine, int rounds = 9, double runMilliseconds = 150)
     {
@@ -72,19 +76,67 @@ internal static class PerCoreHarness
             Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] round {round + 1} of {rounds}");
         }
 
+        HotRow[] hotRows = MeasureHotKeys(rounds, run, clock);
         Saturation[] saturation = MeasureSaturation(perCore, TimeSpan.FromMilliseconds(runMilliseconds * 4));
         foreach (Subject subject in subjects)
         {
             (subject.Limiter as IDisposable)?.Dispose();
         }
 
-        string document = Document(rows, saturation, machine, commandLine, rounds, runMilliseconds, clock.Elapsed);
+        string document = Document(rows, hotRows, saturation, machine, commandLine, rounds, runMilliseconds, clock.Elapsed);
         Console.WriteLine(document);
         Directory.CreateDirectory(outputDirectory);
         string path = Path.Combine(outputDirectory, "percore.md");
         File.WriteAllText(path, document);
         Console.WriteLine($"wrote {path}");
         return 0;
+    }
+
+    /// <summary>
+    /// Issue 13 part 4: 2 threads on random keys among the compare mode's 1,000 hot int keys, on a new limiter each run that
+    /// already holds them: the in-box partitioned limiter, RateEngine's, and RateEngine's with per-core blocks for hot keys.
+    /// </summary>
+    private static HotRow[] MeasureHotKeys(int rounds, TimeSpan run, Stopwatch clock)
+    {
+        int[] keys = PartitionKeys.Ints(PartitionSetup.HotKeys, seed: 42);
+        HotRow[] rows =
+        [
+            new("fixed window", "in-box GetFixedWindowLimiter", new PartitionSubject<int, InboxFixedTag>(PartitionKeyKind.Int, keys), []),
+            new("fixed window", "CreateFixedWindow", new PartitionSubject<int, EngineFixedTag>(PartitionKeyKind.Int, keys), []),
+            new("fixed window", "CreateFixedWindow, hot keys per core", new PartitionSubject<int, EngineFixedPerCoreTag>(PartitionKeyKind.Int, keys), []),
+            new("sliding window", "in-box GetSlidingWindowLimiter", new PartitionSubject<int, InboxSlidingTag>(PartitionKeyKind.Int, keys), []),
+            new("sliding window", "CreateSlidingWindowCounter", new PartitionSubject<int, EngineCounterTag>(PartitionKeyKind.Int, keys), []),
+            new("sliding window", "CreateSlidingWindowCounter, hot keys per core", new PartitionSubject<int, EngineCounterPerCoreTag>(PartitionKeyKind.Int, keys), []),
+            new("token bucket", "in-box GetTokenBucketLimiter", new PartitionSubject<int, InboxBucketTag>(PartitionKeyKind.Int, keys), []),
+            new("token bucket", "CreateTokenBucket", new PartitionSubject<int, EngineBucketTag>(PartitionKeyKind.Int, keys), []),
+            new("token bucket", "CreateTokenBucket, hot keys per core", new PartitionSubject<int, EngineBucketPerCoreTag>(PartitionKeyKind.Int, keys), []),
+        ];
+
+        foreach (HotRow row in rows)
+        {
+            HotKeyRun(row, run * 2); // warm-up: every path tier-1 before the rounds
+        }
+
+        for (int round = 0; round < rounds; round++)
+        {
+            for (int i = 0; i < rows.Length; i++)
+            {
+                HotRow row = rows[(i + round) % rows.Length];
+                row.OpsPerSecond.Add(HotKeyRun(row, run));
+            }
+
+            Console.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F1}s] hot keys, round {round + 1} of {rounds}");
+        }
+
+        return rows;
+    }
+
+    private static double HotKeyRun(HotRow row, TimeSpan duration)
+    {
+        using HotKeyTarget hot = row.Subject.CreateHot(PartitionSetup.HotKeys);
+        Sample sample = Measure.OnThreads(Threads, static (body, count) => body(count), t => hot.Worker(seed: 1_000 + t), duration, 1_000);
+        Check.That(sample.Acquired == sample.Operations, $"{row.Name}, hot keys: an admit run refused");
+        return sample.OperationsPerSecond;
     }
 
     /// <summary>
@@ -126,7 +178,7 @@ internal static class PerCoreHarness
     }
 
     private static string Document(
-        Row[] rows, Saturation[] saturation, MachineInfo m, string commandLine, int rounds, double runMilliseconds, TimeSpan took)
+        Row[] rows, HotRow[] hotRows, Saturation[] saturation, MachineInfo m, string commandLine, int rounds, double runMilliseconds, TimeSpan took)
     {
         var text = new StringBuilder();
         CultureInfo inv = CultureInfo.InvariantCulture;
@@ -171,6 +223,33 @@ internal static class PerCoreHarness
                 text.AppendLine(inv,
                     $"- {family.Key}, {name}: at least {goal:0.#}× the in-box{(log ? " in every round" : "")}: {median:F2}× ({ratios.Min():F2}× – {ratios.Max():F2}×): {(median >= goal ? "met" : $"missed ({median / goal:P0} of the goal)")}{(median >= goal && ratios.Min() < goal ? $", but not in every round ({ratios.Count(r => r >= goal)} of {ratios.Length})" : "")}");
             }
+        }
+
+        text.AppendLine();
+        text.AppendLine("## Partitioned hot keys with per-core blocks (issue 13, part 4)");
+        text.AppendLine();
+        text.AppendLine(inv, $"Two threads on random keys among {PartitionSetup.HotKeys:N0} int keys that a new limiter already holds, {runMilliseconds:F0} ms a run, {rounds} rounds in rotated order, as the compare mode's hot-key runs (`int.MaxValue` per 1 s per key, never refused). \"hot keys per core\" is `PartitionedLimiterOptions.PerCoreReservation` with the default `PerCoreReservationOptions`: a key is promoted once sampled admissions (1 in {PartitionedLimiterOptions.HotKeySampling} per thread) see both threads' processors on it, and then serves from per-core blocks over its own state. Ratios are per round against the in-box limiter of the same round (the counter against the in-box sliding window).");
+        text.AppendLine();
+        text.AppendLine("| family | limiter | ops/s, 2 thr (median) | min – max | × in-box (median) | × in-box min – max |");
+        text.AppendLine("|:--|:--|--:|--:|--:|--:|");
+        foreach (IGrouping<string, HotRow> family in hotRows.GroupBy(r => r.Family))
+        {
+            HotRow inbox = family.First();
+            foreach (HotRow row in family)
+            {
+                double[] ratios = row.OpsPerSecond.Zip(inbox.OpsPerSecond, (a, b) => a / b).ToArray();
+                text.AppendLine(inv,
+                    $"| {family.Key} | {row.Name} | {Millions(Median(row.OpsPerSecond))} | {Millions(row.OpsPerSecond.Min())} – {Millions(row.OpsPerSecond.Max())} | {(row == inbox ? "baseline" : $"{Median(ratios):F2}×")} | {(row == inbox ? "" : $"{ratios.Min():F2}× – {ratios.Max():F2}×")} |");
+            }
+        }
+
+        text.AppendLine();
+        foreach (HotRow row in hotRows.Where(r => r.Name.EndsWith("hot keys per core", StringComparison.Ordinal)))
+        {
+            HotRow inbox = hotRows.First(r => r.Family == row.Family);
+            double[] ratios = row.OpsPerSecond.Zip(inbox.OpsPerSecond, (a, b) => a / b).ToArray();
+            double median = Median(ratios);
+            text.AppendLine(inv, $"- {row.Family}, hot keys per core: at least 3× the in-box: {median:F2}× ({ratios.Min():F2}× – {ratios.Max():F2}×): {(median >= 3 ? "met" : $"missed ({median / 3:P0} of the goal)")}");
         }
 
         text.AppendLine();
