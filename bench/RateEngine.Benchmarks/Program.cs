@@ -184,7 +184,8 @@ internal static partial class Program
                                         3 rounds of 8 s each; about 90 s; writes http.md to DIR
               --percore [--out DIR]     issue 13's per-core blocks: two threads on one shared fixed window and counter, with and
                                         without blocks, on the precise and the coarse clock, against the in-box limiters and the
-                                        Interlocked ceiling, and what blocks hold back at saturation; percore.md (about 20 s)
+                                        Interlocked ceiling, what blocks hold back at saturation, and partitioned hot keys with
+                                        and without per-core blocks; percore.md (about 50 s)
               --clock [--out DIR]       issue 13's clock choice: what a clock read costs, one admit of the fixed window, the
                                         counter and the bucket on the precise clock and on CoarseTimeProvider against the
                                         in-box limiters, and the coarse clock's lag behind Stopwatch (idle, and with every
