@@ -83,6 +83,8 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
     public int HotKeyCount => _hotKeys?.Count ?? 0;
 
+    public long Now() => _clock.Now();
+
     public Action<object, Admission>? AdmissionObserver { get; set; }
 
     public TimeSpan? GetIdleDuration(object key)

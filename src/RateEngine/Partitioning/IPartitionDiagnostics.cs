@@ -14,6 +14,9 @@ internal interface IPartitionDiagnostics
     /// <summary>Sees every admission with its key (boxed) and decision stamp. Null in production.</summary>
     Action<object, Admission>? AdmissionObserver { get; set; }
 
+    /// <summary>Now on the clock every key's state is measured on (its ticks, since the limiter was made).</summary>
+    long Now();
+
     /// <summary>Runs one idle-eviction sweep over every shard now.</summary>
     void SweepAllShards();
 

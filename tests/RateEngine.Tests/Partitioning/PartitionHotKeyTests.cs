@@ -35,6 +35,26 @@ public class PartitionHotKeyTests
     }
 
     [Fact]
+    public void AttemptAcquire_FromABlock_IsStampedAtItsOwnTimeAndCountedInItsWindow()
+    {
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        var stamps = new List<(long Stamp, long Now)>();
+        diagnostics.AdmissionObserver = (_, admission) => stamps.Add((admission.Stamp, diagnostics.Now()));
+
+        // Promoted by its first two requests; the blocks then grow as each runs out within the window.
+        for (int i = 0; i < 1_000; i++)
+        {
+            Assert.True(limiter.AttemptAcquire(9).IsAcquired);
+            _time.Advance(TimeSpan.FromTicks(7));
+        }
+
+        Assert.Equal(1, diagnostics.HotKeyCount);
+        Assert.All(stamps, s => Assert.Equal(s.Now, s.Stamp)); // a block's permit is used now, not at its window's start
+        Assert.Equal(LargePerHour.PermitLimit - 1_000, limiter.GetStatistics(9)!.CurrentAvailablePermits);
+    }
+
+    [Fact]
     public void AttemptAcquire_KeyOneProcessorUses_IsNeverPromoted()
     {
         using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1, ChooseStripe = () => 0 });
@@ -135,17 +155,34 @@ public class PartitionHotKeyTests
         LimiterSpec spec = kind == LimiterKind.Bucket
             ? new LimiterSpec(kind, Limit: 200, WindowTicks: TimeSpan.FromMicroseconds(100).Ticks, TokensPerPeriod: 100)
             : new LimiterSpec(kind, Limit: 500, WindowTicks: TimeSpan.FromMicroseconds(500).Ticks, Segments: 4);
+        // Each thread has its own block (and counts as its own processor), so keys are promoted however the scheduler
+        // places the threads on a busy machine; the blocks are shared by CAS all the same.
         using PartitionedRateLimiter<int> limiter = spec.CreatePartitioned(
-            TimeProvider.System, hotKeys: new PerCoreReservationOptions { MaxBlockSize = 16, HotKeyLimitFloor = 1, HotKeySampling = 1 });
+            TimeProvider.System,
+            hotKeys: new PerCoreReservationOptions { MaxBlockSize = 16, Stripes = 4, HotKeyLimitFloor = 1, HotKeySampling = 1, ChooseStripe = () => Environment.CurrentManagedThreadId });
         var diagnostics = (IPartitionDiagnostics)limiter;
         var recorded = new ThreadLocal<List<(int Key, Admitted Admitted)>>(() => [], trackAllValues: true);
-        diagnostics.AdmissionObserver = (key, admission) => recorded.Value!.Add(((int)key, new Admitted(admission.Stamp, admission.Permits)));
-        int mostHot = 0;
-        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, thread =>
+        var callStart = new ThreadLocal<long>();
+        long misstamped = 0;
+        diagnostics.AdmissionObserver = (key, admission) =>
         {
-            var random = new Random(thread);
+            // A decision is stamped between its call's start and now (a block of a period that is over would carry that
+            // period's stamp, which the window check alone could take for a legal one).
+            if (admission.Stamp < callStart.Value || admission.Stamp > diagnostics.Now())
+            {
+                Interlocked.Increment(ref misstamped);
+            }
+
+            recorded.Value!.Add(((int)key, new Admitted(admission.Stamp, admission.Permits)));
+        };
+        int mostHot = 0;
+        // Four threads of their own (a parallel loop may run its iterations one after another on one thread).
+        Thread[] threads = [.. Enumerable.Range(0, 4).Select(seed => new Thread(() =>
+        {
+            var random = new Random(seed);
             for (int i = 0; i < 250_000; i++)
             {
+                callStart.Value = diagnostics.Now();
                 limiter.AttemptAcquire(random.Next(100), 1 + (i % 3)).Dispose();
                 if (i % 50_000 == 49_999)
                 {
@@ -153,9 +190,19 @@ public class PartitionHotKeyTests
                     diagnostics.SweepAllShards(); // evictions race the blocks too
                 }
             }
-        });
+        }))];
+        foreach (Thread thread in threads)
+        {
+            thread.Start();
+        }
+
+        foreach (Thread thread in threads)
+        {
+            thread.Join();
+        }
 
         Assert.True(mostHot > 0, "no key was promoted");
+        Assert.Equal(0, Interlocked.Read(ref misstamped));
         var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), Stopwatch.Frequency) };
         foreach (var key in recorded.Values.SelectMany(list => list).GroupBy(r => r.Key))
         {

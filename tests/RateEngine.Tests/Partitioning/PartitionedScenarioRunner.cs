@@ -104,7 +104,8 @@ public static class PartitionedScenarioRunner
         {
             // One thread on a clock that only moves forward: a decision is stamped at now (a bucket's, at now's unit), so a
             // block that handed out permits of a period that is over, under that period's stamp, shows here.
-            if (scenario.HotKeys > 0 && attempting && (a.Stamp > now || now - a.Stamp >= Math.Max(1, scenario.Spec.WindowTicks / scenario.Spec.TokensPerPeriod)))
+            long unit = scenario.Spec.Kind == LimiterKind.Bucket ? Math.Max(1, scenario.Spec.WindowTicks / scenario.Spec.TokensPerPeriod) : 1;
+            if (scenario.HotKeys > 0 && attempting && (a.Stamp > now || now - a.Stamp >= unit))
             {
                 throw new XunitException($"key {key}: an admission stamped {a.Stamp} at {now}");
             }
