@@ -451,8 +451,7 @@ public sealed class RateEngineMiddlewareTests
         await using RunningApp app = await RunningApp.StartAsync(
             builder =>
             {
-                builder.Services.AddRateLimiter(options => options.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(
-                    _ => RateLimitPartition.GetFixedWindowLimiter("app", _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromHours(1) })));
+                builder.Services.AddRateLimiter(options => options.GlobalLimiter = AppsOwnLimiter(permitsPerHour: 2));
                 builder.Services.AddRateEngine<string>(
                     async http =>
                     {
@@ -480,8 +479,7 @@ public sealed class RateEngineMiddlewareTests
         await using RunningApp app = await RunningApp.StartAsync(
             builder =>
             {
-                builder.Services.AddRateLimiter(options => options.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(
-                    _ => RateLimitPartition.GetFixedWindowLimiter("app", _ => new FixedWindowRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromHours(1) })));
+                builder.Services.AddRateLimiter(options => options.GlobalLimiter = AppsOwnLimiter(permitsPerHour: 3));
                 builder.Services.AddRateEngine(engine => engine.AddPolicy("service", _ => PerUser(_time, requestsPerMinute: 1)).UseGlobalPolicy("service"));
             },
             map => map.MapPost("/open", () => "open"));
@@ -565,6 +563,11 @@ public sealed class RateEngineMiddlewareTests
             rate.Reconcile();
         }).RequireRateLimiting("chat");
     }
+
+    /// <summary>An app's own global limiter, in-box: one fixed window for every request.</summary>
+    private static PartitionedRateLimiter<HttpContext> AppsOwnLimiter(int permitsPerHour) =>
+        PartitionedRateLimiter.Create<HttpContext, string>(
+            _ => RateLimitPartition.GetFixedWindowLimiter("app", _ => new FixedWindowRateLimiterOptions { PermitLimit = permitsPerHour, Window = TimeSpan.FromHours(1) }));
 
     internal static string Header(HttpResponseMessage response, string name) =>
         response.Headers.TryGetValues(name, out IEnumerable<string>? values) ? string.Join(", ", values) : throw new Xunit.Sdk.XunitException($"No {name} header.");

@@ -148,28 +148,8 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                 return lease;
             }
 
-            if (link is PartitionHotKey hot)
-            {
-                ((PartitionTier<TAlgorithm, TState>)hot.Tier).CheckPermitCount(permitCount);
-                long hotNow = _clock.Now();
-                if (permitCount == 0)
-                {
-                    return Probe(hot.Host, hotNow);
-                }
-
-                switch (AdmitHot(key, entry, hot.Host, permitCount, hotNow, out long hotRetryAfter))
-                {
-                    case TierOutcome.Admitted:
-                        return RateEngineLease.Acquired;
-                    case TierOutcome.Lost:
-                        continue;
-                    default:
-                        _counters.Failed();
-                        return RateEngineLease.Rejected(_clock.ToTimeSpan(hotRetryAfter), ReasonPhrases.LimitReached);
-                }
-            }
-
-            if (link is not PartitionTier<TAlgorithm, TState> tier)
+            var hot = link as PartitionHotKey;
+            if ((hot?.Tier ?? link) is not PartitionTier<TAlgorithm, TState> tier)
             {
                 spin.SpinOnce(); // evicted: the shard's lock holder is removing it right now
                 continue;
@@ -179,10 +159,14 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             long now = _clock.Now();
             if (permitCount == 0)
             {
-                return Probe(tier, entry, now);
+                return hot is null ? Probe(tier, entry, now) : Probe(hot.Host, now);
             }
 
-            switch (AdmitOnTier(key, entry, tier, permitCount, now, out long retryAfter))
+            long retryAfter;
+            TierOutcome outcome = hot is null
+                ? AdmitOnTier(key, entry, tier, permitCount, now, out retryAfter)
+                : AdmitHot(key, entry, hot.Host, permitCount, now, out retryAfter);
+            switch (outcome)
             {
                 case TierOutcome.Admitted:
                     return RateEngineLease.Acquired;
