@@ -55,6 +55,28 @@ public class PartitionHotKeyTests
     }
 
     [Fact]
+    public void AttemptAcquire_HotKeySuccess_AllocatesNothing()
+    {
+        var large = new FixedWindowRateLimiterOptions { PermitLimit = int.MaxValue, Window = TimeSpan.FromHours(1), QueueLimit = 0 };
+        using PartitionedRateLimiter<int> limiter = FixedWindow(large, new PerCoreReservationOptions { HotKeySampling = 1 });
+        for (int i = 0; i < 1_000; i++)
+        {
+            limiter.AttemptAcquire(4).Dispose(); // promoted, blocks grown, code warm
+        }
+
+        Assert.Equal(1, ((IPartitionDiagnostics)limiter).HotKeyCount);
+        long allocated = Allocation.LeastOnThisThread(() =>
+        {
+            for (int i = 0; i < 10_000; i++)
+            {
+                limiter.AttemptAcquire(4).Dispose();
+            }
+        });
+
+        Assert.Equal(0, allocated);
+    }
+
+    [Fact]
     public void AttemptAcquire_KeyOneProcessorUses_IsNeverPromoted()
     {
         using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1, ChooseStripe = () => 0 });
