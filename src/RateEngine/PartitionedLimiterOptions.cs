@@ -28,7 +28,8 @@ public sealed class PartitionedLimiterOptions
     /// popular tenant) then takes its permits from per-core blocks, as a single limiter with
     /// <see cref="PerCoreReservationOptions"/> does, with the same guarantee and the same costs. A key is promoted once
     /// sampled admissions (one in <see cref="HotKeySampling"/> on each thread) see two processors admit on it, if its limit is
-    /// at least <see cref="MinHotKeyLimit"/>: a key that one thread at a time uses stays as it is. At most
+    /// at least <see cref="MinHotKeyLimit"/>: a key whose requests all run on one core stays as it is (one whose requests
+    /// are served by threads that move between cores may be promoted without being contended). At most
     /// <see cref="MaxHotKeys"/> keys are hot at once; a hot key stays hot until it is evicted as idle, and is not hot when it
     /// comes back. A hot key costs about <c>128 * cores + 150</c> bytes more, and the limiter 64 KB for the sampling. The
     /// fixed window, the sliding-window counter and the token bucket take it; the sliding-window log refuses blocks

@@ -4,7 +4,8 @@ namespace RateEngine;
 /// Opt-in per-core reservations for one limiter that many threads share (a global cap, a per-tool limit): each core
 /// takes permits from its own block of reserved permits, so admissions stop fighting over one cache line. Pass it to
 /// the constructor of <see cref="LockFreeFixedWindowRateLimiter"/>, <see cref="SlidingWindowCounterRateLimiter"/>,
-/// <see cref="SlidingWindowLogRateLimiter"/> or <see cref="LockFreeTokenBucketRateLimiter"/>.
+/// <see cref="SlidingWindowLogRateLimiter"/> or <see cref="LockFreeTokenBucketRateLimiter"/>; or, for the hot keys of a
+/// partitioned limiter, set it as <see cref="PartitionedLimiterOptions.PerCoreReservation"/>.
 /// </summary>
 /// <remarks>
 /// <para><b>The guarantee is unchanged</b>, for the times permits are actually used, across all cores together. A

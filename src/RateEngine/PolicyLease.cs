@@ -53,8 +53,9 @@ public abstract class PolicyLease : RateLimitLease
 
     /// <summary>
     /// Whether the request's amount is final: the lease was reconciled (even one whose reconcile listener threw after every
-    /// layer was settled, or whose store's reply was lost: that settle is sent again, and applied once) or disposed. False
-    /// while it can still be charged or reconciled, and for a refusal's lease, which holds nothing to settle.
+    /// layer was settled, or whose settle was sent to its store and the reply lost: that settle is sent again, and applied
+    /// once) or disposed. False while it can still be charged or reconciled, for a refusal's lease, which holds nothing to
+    /// settle, and for a hybrid Redis lease whose Redis part could not be sent (its Redis layers keep the estimate).
     /// </summary>
     public abstract bool IsSettled { get; }
 

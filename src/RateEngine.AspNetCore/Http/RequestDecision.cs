@@ -52,13 +52,14 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
     public RequestCost Reconcile(RequestCost actual)
     {
+        bool settledBefore = Lease.IsSettled;
         try
         {
             RequestCost overrun = Lease.Reconcile(actual);
             Settled(actual, RateEngineMetrics.Reconciled);
             return overrun;
         }
-        catch (Exception) when (SettledDespite(actual))
+        catch (Exception) when (SettledDespite(settledBefore, actual))
         {
             throw;
         }
@@ -67,13 +68,14 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
     public RequestCost Reconcile()
     {
         // The lease reads what was consumed and settles it in one step: a chunk charged meanwhile is not lost between them.
+        bool settledBefore = Lease.IsSettled;
         try
         {
             RequestCost overrun = Lease.Reconcile();
             Settled(Lease.Consumed, RateEngineMetrics.Reconciled);
             return overrun;
         }
-        catch (Exception) when (SettledDespite(Lease.Consumed))
+        catch (Exception) when (SettledDespite(settledBefore, Lease.Consumed))
         {
             throw;
         }
@@ -87,26 +89,28 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
     public async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
     {
+        bool settledBefore = Lease.IsSettled;
         try
         {
             RequestCost overrun = await Lease.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
             Settled(actual, RateEngineMetrics.Reconciled);
             return overrun;
         }
-        catch (Exception) when (SettledDespite(actual))
+        catch (Exception) when (SettledDespite(settledBefore, actual))
         {
             throw;
         }
     }
 
     /// <summary>
-    /// Meters a reconcile that threw after it settled (the lease says so): a reconcile listener's exception, or a store
-    /// whose answer was lost (the settle counts on the lease and is sent again). A reconcile refused before settling is
-    /// not metered here. Never catches.
+    /// Meters a reconcile that threw after it settled (the lease was open before the call and is settled after it): a
+    /// reconcile listener's exception, or a store whose answer was lost (the settle counts on the lease and is sent again).
+    /// A reconcile refused before settling, or because another path had settled the lease already, is not metered here.
+    /// Never catches.
     /// </summary>
-    private bool SettledDespite(RequestCost actual)
+    private bool SettledDespite(bool settledBefore, RequestCost actual)
     {
-        if (Lease.IsSettled)
+        if (!settledBefore && Lease.IsSettled)
         {
             Settled(actual, RateEngineMetrics.Reconciled);
         }

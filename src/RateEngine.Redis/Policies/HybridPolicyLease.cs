@@ -59,14 +59,20 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         }
     }
 
+    /// <summary>Settled here, and on Redis too when layers live there: a remote reconcile that could not be sent leaves it false.</summary>
     public override bool IsSettled
     {
         get
         {
             lock (_overrun)
             {
-                return _state != Open;
+                if (_state == Open)
+                {
+                    return false;
+                }
             }
+
+            return _remote?.IsSettled ?? true;
         }
     }
 
@@ -120,6 +126,8 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
     public override async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
     {
+        // Cancellation counts only before anything is settled: once the blocks are settled here, Redis is settled too.
+        cancellationToken.ThrowIfCancellationRequested();
         if (ReconcileLocal(actual))
         {
             await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
@@ -127,7 +135,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
         if (_remote is not null)
         {
-            await _remote.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
+            await _remote.ReconcileAsync(actual, CancellationToken.None).ConfigureAwait(false);
         }
 
         return Overrun(actual);
@@ -136,6 +144,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
     /// <summary>Settles at what was consumed, read under the lock that step charges take: one charged meanwhile is in it.</summary>
     public override async ValueTask<RequestCost> ReconcileConsumedAsync(CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested(); // as ReconcileAsync: not once anything is settled
         RequestCost actual;
         bool owed;
         lock (_overrun)
@@ -151,7 +160,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
         if (_remote is not null)
         {
-            await _remote.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
+            await _remote.ReconcileAsync(actual, CancellationToken.None).ConfigureAwait(false);
         }
 
         return Overrun(actual);

@@ -10,10 +10,10 @@ namespace RateEngine.Partitioning;
 /// <remarks>
 /// A sampled admission (one in <see cref="PartitionedLimiterOptions.HotKeySampling"/> on each thread) notes its entry and
 /// processor in a slot picked by the entry's identity; the next sampled admission on that entry from another processor
-/// promotes it. So a key that one thread uses (a user's own key) stays cold, whatever its rate, and a key that several
-/// cores share is promoted within a few samples. Slots are written without synchronization: a torn or overwritten slot
-/// only delays or hastens a promotion, and a promotion is always safe. Its own object, so that its writes (one sampled
-/// admission in 64) never touch a line the limiter's every admission reads.
+/// promotes it. So a key whose requests all run on one core stays cold, whatever its rate, and a key that several cores
+/// share is promoted within a few samples (as may a key whose requests run on threads that move between cores). Slots are written without synchronization: a torn or overwritten slot
+/// only delays or hastens a promotion, and a promotion is always safe. Its own object, so that its writes (one admission
+/// in <see cref="PartitionedLimiterOptions.HotKeySampling"/>) never touch a line the limiter's every admission reads.
 /// </remarks>
 internal sealed class HotKeyCandidates(int sampling, Func<int>? chooseProcessor)
 {

@@ -12,8 +12,8 @@ internal sealed class PartitionEntry<TState> : StateCell<TState>
     public static readonly object Evicted = new();
 
     /// <summary>
-    /// The key's <see cref="PartitionTier{TAlgorithm,TState}"/>; or, once the key has had to queue, its
-    /// <see cref="PartitionKeyLimiter"/>; or <see cref="Evicted"/>.
+    /// The key's <see cref="PartitionTier{TAlgorithm,TState}"/>; or, once it is hot, its <see cref="PartitionHotKey"/>; or,
+    /// once the key has had to queue, its <see cref="PartitionKeyLimiter"/>; or <see cref="Evicted"/>.
     /// </summary>
     public object Link = null!;
 }

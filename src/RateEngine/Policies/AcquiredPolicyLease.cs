@@ -61,6 +61,11 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     {
         get
         {
+            if (_policy is null)
+            {
+                return true; // the shared probe lease holds nothing to settle (and its empty array is shared: never lock it)
+            }
+
             lock (_holds)
             {
                 return _state != Open;

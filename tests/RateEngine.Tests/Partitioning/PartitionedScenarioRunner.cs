@@ -19,15 +19,16 @@ public sealed record KeyOp(int Key, Op Op)
 public sealed record Sweep : Op;
 
 /// <param name="HotKeys">
-/// Per-core blocks for every key from its first sampled admission on (null: none): the stripe each request starts from
-/// comes from <see cref="HomeStripes"/> in turn, as if the requests came from that many cores.
+/// The number of per-core blocks for hot keys (0: none). Every admission is sampled, and the stripe each request starts
+/// from (and the processor it counts as) comes from <see cref="HomeStripes"/> in turn, as if the requests came from that
+/// many cores: a key is promoted once two of its admissions in a row come from different ones.
 /// </param>
 public sealed record PartitionScenario(LimiterSpec Spec, int MaxPartitions, KeyOp[] Ops, int HotKeys = 0, int[]? HomeStripes = null)
 {
     public override string ToString() =>
         $"{Spec} max {MaxPartitions}{(HotKeys > 0 ? $" hot keys, {HotKeys} stripes, homes [{string.Join(",", HomeStripes ?? [])}]" : "")} ops: [{string.Join(", ", Ops.Select(o => o.ToString()))}]";
 
-    /// <summary>The per-core options of a hot-key scenario: every key with a limit of 1 or more is promoted at its first admission.</summary>
+    /// <summary>The per-core options of a hot-key scenario: any key may be promoted, by two admissions from different homes.</summary>
     public PerCoreReservationOptions? PerCore()
     {
         if (HotKeys == 0)
@@ -69,8 +70,10 @@ public static class PartitionGenerators
     public static Arbitrary<PartitionScenario> HotKeys(LimiterKind kind) =>
         (from scenario in Everything(kind).Generator
          from stripes in Gen.Elements(2, 4)
-         from homes in Gen.ArrayOf(Gen.Choose(0, stripes - 1))
-         select scenario with { HotKeys = stripes, HomeStripes = homes }).ToArbitrary();
+         from first in Gen.Choose(0, stripes - 1)
+         from second in Gen.Choose(1, stripes - 1).Select(offset => (first + offset) % stripes)
+         from rest in Gen.ArrayOf(Gen.Choose(0, stripes - 1))
+         select scenario with { HotKeys = stripes, HomeStripes = [first, second, .. rest] }).ToArbitrary();
 
     /// <summary>Acquires on a few keys, forward time and sweeps only: each key must decide like its reference model.</summary>
     public static Arbitrary<PartitionScenario> Decisions(LimiterKind kind) =>
