@@ -132,6 +132,7 @@ public static class PartitionedLimiter
                     Stripes = blocks.Stripes,
                     HotKeyLimitFloor = blocks.HotKeyLimitFloor,
                     HotKeySampling = blocks.HotKeySampling,
+                    HotKeyStreak = blocks.HotKeyStreak,
                     ChooseStripe = blocks.ChooseStripe,
                 }
                 : null,

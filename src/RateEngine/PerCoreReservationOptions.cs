@@ -54,6 +54,9 @@ public sealed class PerCoreReservationOptions
     /// <summary>For tests: a partitioned key's smallest limit that is promoted to blocks (see <see cref="PartitionedLimiterOptions.MinHotKeyLimit"/>).</summary>
     internal long HotKeyLimitFloor { get; set; } = PartitionedLimiterOptions.MinHotKeyLimit;
 
+    /// <summary>For tests: the streak that promotes a partition key (see <see cref="PartitionedLimiterOptions.HotKeyStreak"/>).</summary>
+    internal int HotKeyStreak { get; set; } = PartitionedLimiterOptions.HotKeyStreak;
+
     /// <summary>For tests: the block a hot partition key's request starts from, as <see cref="Limiters.IPerCoreHost.ChooseStripe"/>.</summary>
     internal Func<int>? ChooseStripe { get; set; }
 

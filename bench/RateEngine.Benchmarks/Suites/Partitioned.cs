@@ -15,7 +15,9 @@ namespace RateEngine.Benchmarks.Suites;
 /// invocation alone in its iteration (it does so whenever an iteration setup applies).</para>
 /// <para><b>Hot*</b>: 2 threads (<see cref="ThreadTeam"/>) on one limiter that already holds <see cref="PartitionSetup.HotKeys"/>
 /// keys, each thread visiting them in its own random order; <see cref="HotOperations"/> attempts per invocation over both
-/// threads, so Op/s is total throughput.</para>
+/// threads, so Op/s is total throughput. <b>*PerCore_Hot</b> is RateEngine's limiter with per-core blocks for hot keys
+/// (<c>PartitionedLimiterOptions.PerCoreReservation</c>), made once per process like the others, so its keys are promoted
+/// during the warm-up and the measured iterations see them hot.</para>
 /// <para>Options and keys are those of the compare mode (<see cref="PartitionSetup"/>). Every attempt must be admitted, and
 /// RateEngine's limiter must hold every new key; otherwise the global cleanup fails the benchmark. Resident bytes per key
 /// are measured by the compare mode only.</para>
@@ -39,6 +41,8 @@ public class Partitioned
     private readonly bool[] _touched = new bool[Slots];
     private readonly HotKeyTarget?[] _hot = new HotKeyTarget?[Slots];
     private readonly Action<int>?[] _hotBodies = new Action<int>?[Slots];
+    private readonly HotKeyTarget?[] _perCore = new HotKeyTarget?[PartitionFamilies.All.Length];
+    private readonly Action<int>?[] _perCoreBodies = new Action<int>?[PartitionFamilies.All.Length];
     private ThreadTeam? _team;
     private long _wrongPath;
 
@@ -73,20 +77,30 @@ public class Partitioned
                     ? PartitionSubject.Create(family, side, kind, ints)
                     : PartitionSubject.Create(family, side, kind, strings!);
                 _subjects[slot] = subject;
-                HotKeyTarget hot = subject.CreateHot(PartitionSetup.HotKeys);
-                _hot[slot] = hot;
-                Func<long, long>[] workers = [.. Enumerable.Range(0, Threads).Select(t => hot.Worker(seed: 1_000 + t))];
-                const long share = HotOperations / Threads;
-                _hotBodies[slot] = member =>
-                {
-                    long acquired = workers[member](share);
-                    if (acquired != share)
-                    {
-                        Interlocked.Add(ref _wrongPath, share - acquired);
-                    }
-                };
+                (_hot[slot], _hotBodies[slot]) = HotTarget(subject);
             }
+
+            PartitionSubject perCore = ints is not null
+                ? PartitionSubject.CreatePerCore(family, kind, ints)
+                : PartitionSubject.CreatePerCore(family, kind, strings!);
+            (_perCore[(int)family], _perCoreBodies[(int)family]) = HotTarget(perCore);
         }
+    }
+
+    /// <summary>A limiter holding the hot keys, and one team member's share of an invocation on it.</summary>
+    private (HotKeyTarget Target, Action<int> Body) HotTarget(PartitionSubject subject)
+    {
+        HotKeyTarget hot = subject.CreateHot(PartitionSetup.HotKeys);
+        Func<long, long>[] workers = [.. Enumerable.Range(0, Threads).Select(t => hot.Worker(seed: 1_000 + t))];
+        const long share = HotOperations / Threads;
+        return (hot, member =>
+        {
+            long acquired = workers[member](share);
+            if (acquired != share)
+            {
+                Interlocked.Add(ref _wrongPath, share - acquired);
+            }
+        });
     }
 
     [GlobalCleanup]
@@ -101,6 +115,13 @@ public class Partitioned
             _hot[i] = null;
             _hotBodies[i] = null;
             _subjects[i] = null;
+        }
+
+        for (int i = 0; i < _perCore.Length; i++)
+        {
+            _perCore[i]?.Dispose();
+            _perCore[i] = null;
+            _perCoreBodies[i] = null;
         }
 
         long wrong = Interlocked.Exchange(ref _wrongPath, 0);
@@ -154,17 +175,26 @@ public class Partitioned
     [Benchmark(OperationsPerInvoke = HotOperations), BenchmarkCategory("HotFixed")]
     public void Fixed_Hot() => Hot(PartitionFamily.FixedWindow, PartitionSide.Engine);
 
+    [Benchmark(OperationsPerInvoke = HotOperations), BenchmarkCategory("HotFixed")]
+    public void FixedPerCore_Hot() => HotPerCore(PartitionFamily.FixedWindow);
+
     [Benchmark(Baseline = true, OperationsPerInvoke = HotOperations), BenchmarkCategory("HotBucket")]
     public void InBoxBucket_Hot() => Hot(PartitionFamily.TokenBucket, PartitionSide.Inbox);
 
     [Benchmark(OperationsPerInvoke = HotOperations), BenchmarkCategory("HotBucket")]
     public void Bucket_Hot() => Hot(PartitionFamily.TokenBucket, PartitionSide.Engine);
 
+    [Benchmark(OperationsPerInvoke = HotOperations), BenchmarkCategory("HotBucket")]
+    public void BucketPerCore_Hot() => HotPerCore(PartitionFamily.TokenBucket);
+
     [Benchmark(Baseline = true, OperationsPerInvoke = HotOperations), BenchmarkCategory("HotSliding")]
     public void InBoxSliding_Hot() => Hot(PartitionFamily.SlidingWindow, PartitionSide.Inbox);
 
     [Benchmark(OperationsPerInvoke = HotOperations), BenchmarkCategory("HotSliding")]
     public void Counter_Hot() => Hot(PartitionFamily.SlidingWindow, PartitionSide.Engine);
+
+    [Benchmark(OperationsPerInvoke = HotOperations), BenchmarkCategory("HotSliding")]
+    public void CounterPerCore_Hot() => HotPerCore(PartitionFamily.SlidingWindow);
 
     private static int Slot(PartitionFamily family, PartitionSide side) => ((int)family * 2) + (int)side;
 
@@ -188,6 +218,8 @@ public class Partitioned
     }
 
     private void Hot(PartitionFamily family, PartitionSide side) => _team!.Run(_hotBodies[Slot(family, side)]!);
+
+    private void HotPerCore(PartitionFamily family) => _team!.Run(_perCoreBodies[(int)family]!);
 
     private void DisposeRuns()
     {

@@ -68,7 +68,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         _sweepPeriod = SweepPeriod(options.IdleEvictionInterval, _table.ShardCount);
         _partitionsFull = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.PartitionsFull);
         _tooManyCollisions = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.TooManyCollisions);
-        _hotKeys = options.PerCoreReservation is { MaxBlockSize: > 1 } perCore ? new HotKeyCandidates(perCore.HotKeySampling, perCore.ChooseStripe) : null;
+        _hotKeys = options.PerCoreReservation is { MaxBlockSize: > 1 } perCore ? new HotKeyCandidates(perCore.HotKeySampling, perCore.HotKeyStreak, perCore.ChooseStripe) : null;
         _sweeper = options.TimeProvider.CreateTimer(
             static state => ((EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>)state!).SweepNextShard(),
             this,

@@ -77,6 +77,31 @@ public class PartitionHotKeyTests
     }
 
     [Fact]
+    public void AttemptAcquire_KeyEveryProcessorHits_IsPromotedAfterItsStreak_ManyEvenKeysAreNot()
+    {
+        // Default streak, every admission sampled, requests alternating between two processors.
+        using PartitionedRateLimiter<int> one = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        var diagnostics = (IPartitionDiagnostics)one;
+        for (int i = 0; i < PartitionedLimiterOptions.HotKeyStreak; i++)
+        {
+            Assert.True(one.AttemptAcquire(1).IsAcquired);
+        }
+
+        Assert.Equal(0, diagnostics.HotKeyCount); // the first sample takes the slot; each later one from the other processor extends the streak
+        Assert.True(one.AttemptAcquire(1).IsAcquired);
+        Assert.Equal(1, diagnostics.HotKeyCount);
+
+        // A thousand keys visited in turn: each comes back to its candidate slot only after other keys that share it took it.
+        using PartitionedRateLimiter<int> many = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        for (int i = 0; i < 20_000; i++)
+        {
+            Assert.True(many.AttemptAcquire(i % 1_000).IsAcquired);
+        }
+
+        Assert.Equal(0, ((IPartitionDiagnostics)many).HotKeyCount);
+    }
+
+    [Fact]
     public void AttemptAcquire_KeyOneProcessorUses_IsNeverPromoted()
     {
         using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1, ChooseStripe = () => 0 });
@@ -107,7 +132,7 @@ public class PartitionHotKeyTests
     [Fact]
     public void AttemptAcquire_ManyBusyKeys_AtMostMaxHotKeysArePromoted()
     {
-        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1, HotKeyStreak = 1 });
 
         for (int key = 0; key < PartitionedLimiterOptions.MaxHotKeys + 100; key++)
         {
@@ -122,7 +147,7 @@ public class PartitionHotKeyTests
     [Fact]
     public void Sweep_IdleHotKey_IsEvictedAndNoLongerHot()
     {
-        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1, HotKeyStreak = 1 });
         var diagnostics = (IPartitionDiagnostics)limiter;
         Assert.True(limiter.AttemptAcquire(3, 10).IsAcquired);
         Assert.True(limiter.AttemptAcquire(3, 10).IsAcquired); // another processor: promoted
@@ -142,7 +167,7 @@ public class PartitionHotKeyTests
     [Fact]
     public async Task AcquireAsync_HotKeyOutOfPermits_QueuesAndIsServedInTheNextWindow()
     {
-        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1, HotKeyStreak = 1 });
         var diagnostics = (IPartitionDiagnostics)limiter;
         Assert.True(limiter.AttemptAcquire(5).IsAcquired);
         Assert.True(limiter.AttemptAcquire(5).IsAcquired);
@@ -181,7 +206,7 @@ public class PartitionHotKeyTests
         // places the threads on a busy machine; the blocks are shared by CAS all the same.
         using PartitionedRateLimiter<int> limiter = spec.CreatePartitioned(
             TimeProvider.System,
-            hotKeys: new PerCoreReservationOptions { MaxBlockSize = 16, Stripes = 4, HotKeyLimitFloor = 1, HotKeySampling = 1, ChooseStripe = () => Environment.CurrentManagedThreadId });
+            hotKeys: new PerCoreReservationOptions { MaxBlockSize = 16, Stripes = 4, HotKeyLimitFloor = 1, HotKeySampling = 1, HotKeyStreak = 1, ChooseStripe = () => Environment.CurrentManagedThreadId });
         var diagnostics = (IPartitionDiagnostics)limiter;
         var recorded = new ThreadLocal<List<(int Key, Admitted Admitted)>>(() => [], trackAllValues: true);
         var callStart = new ThreadLocal<long>();

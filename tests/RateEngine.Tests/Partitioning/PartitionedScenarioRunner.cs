@@ -43,6 +43,7 @@ public sealed record PartitionScenario(LimiterSpec Spec, int MaxPartitions, KeyO
             Stripes = HotKeys,
             HotKeyLimitFloor = 1,
             HotKeySampling = 1,
+            HotKeyStreak = 1,
             ChooseStripe = () => homes[next++ % homes.Length],
         };
     }

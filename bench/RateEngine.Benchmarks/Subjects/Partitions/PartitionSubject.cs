@@ -36,6 +36,15 @@ internal abstract class PartitionSubject
             _ => new PartitionSubject<TKey, EngineCounterTag>(keyKind, keys),
         };
 
+    /// <summary>RateEngine's limiter of <paramref name="family"/> with per-core blocks for hot keys (<see cref="EngineHotPerCore"/>).</summary>
+    public static PartitionSubject CreatePerCore<TKey>(PartitionFamily family, PartitionKeyKind keyKind, TKey[] keys)
+        where TKey : notnull => family switch
+        {
+            PartitionFamily.FixedWindow => new PartitionSubject<TKey, EngineFixedPerCoreTag>(keyKind, keys),
+            PartitionFamily.TokenBucket => new PartitionSubject<TKey, EngineBucketPerCoreTag>(keyKind, keys),
+            _ => new PartitionSubject<TKey, EngineCounterPerCoreTag>(keyKind, keys),
+        };
+
     /// <summary>A fresh limiter with the first-touch (held) options.</summary>
     public abstract FirstTouchRun StartFirstTouch();
 
