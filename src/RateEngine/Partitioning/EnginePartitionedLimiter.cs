@@ -20,8 +20,9 @@ namespace RateEngine.Partitioning;
 /// found, so a re-created key never decides at a time before its predecessor was judged idle.</para>
 /// <para><b>Waiting</b>: a key that must queue gets a <see cref="PartitionKeyLimiter"/> on the same state, which
 /// brings the whole queue contract; keys that never wait never pay for it.</para>
-/// <para><b>Hot keys</b> (opt-in, <see cref="PartitionedLimiterOptions.PerCoreReservation"/>): a sampled admission promotes
-/// its key to a <see cref="PartitionHotKey"/>, whose per-core blocks are taken from the entry's state. Eviction is
+/// <para><b>Hot keys</b> (opt-in, <see cref="PartitionedLimiterOptions.PerCoreReservation"/>): a key that sampled admissions
+/// find hot (<see cref="HotKeyCandidates"/>) is promoted to a <see cref="PartitionHotKey"/>, whose per-core blocks are taken
+/// from the entry's state. Eviction is
 /// unchanged: an entry is idle only once its state is fresh, and then every block's period (or token slot) is over, so no
 /// block holds a permit that could still be used; an admission from a block of an entry being evicted is discarded and
 /// decided again, as any other.</para>
