@@ -27,16 +27,17 @@ public sealed class PartitionedLimiterOptions
     /// Opt-in per-core reservations for hot keys: a key that many threads hit at once (a per-tool or per-model limit, a
     /// popular tenant) then takes its permits from per-core blocks, as a single limiter with
     /// <see cref="PerCoreReservationOptions"/> does, with the same guarantee and the same costs. A key is promoted when it
-    /// takes a large share of the limiter's traffic from several processors: sampled admissions (one in
-    /// <see cref="HotKeySampling"/> on each thread) find it <see cref="HotKeyStreak"/> times in a row, from alternating
-    /// processors, in its candidate slot (one of 64), and its limit is at least <see cref="MinHotKeyLimit"/>. So a few keys
-    /// that every thread hits are promoted at once, and many keys of even traffic are not (blocks cost each admission a few
-    /// more cache lines, and pay only where one key's state would otherwise move between cores on most admissions; with
-    /// 1,000 evenly hot keys on 2 cores they cost about 20 %). A key whose requests all run on one core stays as it is. At
-    /// most <see cref="MaxHotKeys"/> keys are hot at once; a hot key stays hot until it is evicted as idle, and is not hot
-    /// when it comes back. A hot key costs about <c>128 * cores + 150</c> bytes more. The fixed window, the sliding-window
-    /// counter and the token bucket take it; the sliding-window log refuses blocks (<see cref="ArgumentException"/>). Null
-    /// (the default), or a <see cref="PerCoreReservationOptions.MaxBlockSize"/> of 1: no key has blocks.
+    /// takes the larger share of the sampled traffic of its candidate slot (one of 64; one admission in
+    /// <see cref="HotKeySampling"/> on each thread is sampled, at random): <see cref="HotKeyStreak"/> votes more than the
+    /// other keys that share the slot, on two processors or more, and its limit is at least <see cref="MinHotKeyLimit"/>.
+    /// So a few keys that every thread hits are promoted at once, and many keys of even traffic practically never are
+    /// (blocks cost each admission a few more cache lines, and pay only where one key's state would otherwise move between
+    /// cores on most admissions: with 1,000 evenly hot keys on 2 cores, all promoted, admissions took 4–45 % longer). A key
+    /// whose requests all run on one core stays as it is. At most <see cref="MaxHotKeys"/> keys are hot at once; a hot key
+    /// stays hot until it is evicted as idle, and is not hot when it comes back. A hot key costs about
+    /// <c>128 * cores + 150</c> bytes more. The fixed window, the sliding-window counter and the token bucket take it; the
+    /// sliding-window log refuses blocks (<see cref="ArgumentException"/>). Null (the default), or a
+    /// <see cref="PerCoreReservationOptions.MaxBlockSize"/> of 1: no key has blocks.
     /// </summary>
     public PerCoreReservationOptions? PerCoreReservation { get; set; }
 
@@ -46,12 +47,12 @@ public sealed class PartitionedLimiterOptions
     /// <summary>The smallest key limit worth per-core blocks (see <see cref="PerCoreReservation"/>): 1,024 permits.</summary>
     public const long MinHotKeyLimit = 1024;
 
-    /// <summary>One admission in this many, on each thread, is sampled to find hot keys (see <see cref="PerCoreReservation"/>): 256.</summary>
+    /// <summary>One admission in this many, on each thread and at random, is sampled to find hot keys (see <see cref="PerCoreReservation"/>): 256.</summary>
     public const int HotKeySampling = 256;
 
     /// <summary>
-    /// Samples on a key from alternating processors, uninterrupted by samples of the other keys that share its candidate
-    /// slot (one of 64), that promote it (see <see cref="PerCoreReservation"/>): 4.
+    /// The votes that promote a key (see <see cref="PerCoreReservation"/>): sampled admissions on it, less those on the other
+    /// keys that share its candidate slot (one of 64), on two processors or more: 16.
     /// </summary>
-    public const int HotKeyStreak = 4;
+    public const int HotKeyStreak = 16;
 }

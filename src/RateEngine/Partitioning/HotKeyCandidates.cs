@@ -4,66 +4,83 @@ namespace RateEngine.Partitioning;
 
 /// <summary>
 /// Which keys of a partitioned limiter get per-core blocks (<see cref="PartitionedLimiterOptions.PerCoreReservation"/>):
-/// keys that take a large share of the limiter's traffic from several processors at once, while fewer than
+/// keys that take a large share of the limiter's traffic from several processors, while fewer than
 /// <see cref="PartitionedLimiterOptions.MaxHotKeys"/> are hot.
 /// </summary>
 /// <remarks>
-/// <para>A sampled admission (one in <see cref="PartitionedLimiterOptions.HotKeySampling"/> on each thread) notes its
-/// entry and processor in one of <see cref="Slots"/> slots, picked by the entry's identity. A sample on the slot's entry
-/// from another processor than the last extends the entry's streak; a sample on another entry takes the slot over. An
-/// entry whose streak reaches <see cref="PartitionedLimiterOptions.HotKeyStreak"/> is promoted. So a key must come back
-/// to its slot, from alternating processors, before the samples of the other keys that share the slot displace it:
-/// a few keys that every thread hits (a per-tool or per-model key) are promoted within a few dozen samples, while among
-/// many keys of even traffic (a thousand users) none is, which matters because blocks cost every admission a few more
-/// cache lines and pay only where one key's line would otherwise move between cores on most admissions. A key whose
-/// requests all run on one core is never promoted.</para>
+/// <para>Sampled admissions (one in <see cref="PartitionedLimiterOptions.HotKeySampling"/> on each thread, at random, so
+/// that a thread's fixed pattern of limiters and keys cannot hide one) vote in one of <see cref="Slots"/> slots, picked by
+/// the entry's identity: a sample of the slot's entry adds one, a sample of another entry takes one away, and at zero the
+/// other entry takes the slot. An entry whose count reaches <see cref="PartitionedLimiterOptions.HotKeyStreak"/>, having
+/// been sampled on at least two processors, is promoted. So a key needs the majority of its slot's samples: a few keys
+/// that every thread hits (a per-tool or per-model key) are promoted within a few dozen of their samples, while among many
+/// keys of even traffic (a thousand users, about sixteen to a slot) a count of 16 is a random walk's excursion against
+/// its drift that practically never happens. That matters because blocks cost every admission a few more cache lines
+/// and pay only where one key's line would otherwise move between cores on most admissions, and a hot key stays hot
+/// until it is evicted. A key whose requests all run on one core is never promoted.</para>
 /// <para>Slots are written without synchronization: a torn or overwritten slot only delays or hastens a promotion, and a
 /// promotion is always safe. Its own object, so that its writes (one admission in
 /// <see cref="PartitionedLimiterOptions.HotKeySampling"/>) never touch a line the limiter's every admission reads.</para>
 /// </remarks>
 internal sealed class HotKeyCandidates(int sampling, int streak, Func<int>? chooseProcessor)
 {
-    /// <summary>The candidate slots: a key needs about this large a share of the sampled traffic to hold its slot.</summary>
+    /// <summary>The candidate slots: a key needs the majority of its slot's sampled traffic to be promoted.</summary>
     public const int Slots = 64;
 
+    /// <summary>This thread's sampling state (xorshift32; 0 until its first admission seeds it).</summary>
     [ThreadStatic]
-    private static int t_admissions;
+    private static uint t_random;
 
-    private readonly int _sampleMask = sampling - 1;
+    private readonly uint _sampleMask = (uint)sampling - 1;
     private readonly Candidate[] _slots = new Candidate[Slots];
     private int _hot;
 
     /// <summary>Keys with blocks right now.</summary>
     public int Count => Volatile.Read(ref _hot);
 
-    /// <summary>Whether this admission on this thread is a sampled one.</summary>
-    public bool Sampled() => (++t_admissions & _sampleMask) == 0;
+    /// <summary>Whether this admission on this thread is a sampled one (one in the sampling rate, at random).</summary>
+    public bool Sampled()
+    {
+        uint x = t_random;
+        if (x == 0)
+        {
+            x = (uint)Environment.CurrentManagedThreadId * 0x9E3779B9u | 1;
+        }
 
-    /// <summary>Notes a sampled admission on <paramref name="entry"/>; true when its streak of samples from alternating processors is long enough.</summary>
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        t_random = x;
+        return (x & _sampleMask) == 0;
+    }
+
+    /// <summary>Votes for <paramref name="entry"/> in its slot; true when it has won enough of the slot's samples, on two processors or more.</summary>
     public bool Contended(object entry)
     {
         int processor = chooseProcessor?.Invoke() ?? Thread.GetCurrentProcessorId();
         ref Candidate slot = ref _slots[RuntimeHelpers.GetHashCode(entry) & (Slots - 1)];
         if (!ReferenceEquals(slot.Entry, entry))
         {
-            slot.Entry = entry;
-            slot.Processor = processor;
-            slot.Streak = 0;
+            if (--slot.Votes <= 0)
+            {
+                slot.Entry = entry;
+                slot.Processor = processor;
+                slot.Votes = 1;
+                slot.OnSeveralProcessors = false;
+            }
+
             return false;
         }
 
-        if (slot.Processor == processor)
-        {
-            return false;
-        }
-
+        slot.OnSeveralProcessors |= slot.Processor != processor;
         slot.Processor = processor;
-        if (++slot.Streak < streak)
+        if (++slot.Votes < streak || !slot.OnSeveralProcessors)
         {
             return false;
         }
 
         slot.Entry = null;
+        slot.Votes = 0;
         return true;
     }
 
@@ -92,6 +109,7 @@ internal sealed class HotKeyCandidates(int sampling, int streak, Func<int>? choo
     {
         public object? Entry;
         public int Processor;
-        public int Streak;
+        public int Votes;
+        public bool OnSeveralProcessors;
     }
 }

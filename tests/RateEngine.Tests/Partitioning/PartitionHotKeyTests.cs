@@ -17,7 +17,7 @@ public class PartitionHotKeyTests
     [Fact]
     public void AttemptAcquire_BusyKey_IsPromotedAndKeepsItsLimitExactly()
     {
-        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { Stripes = 4 });
+        using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { Stripes = 4, HotKeySampling = 1 });
         var diagnostics = (IPartitionDiagnostics)limiter;
 
         for (int i = 0; i < LargePerHour.PermitLimit; i++)
@@ -42,7 +42,7 @@ public class PartitionHotKeyTests
         var stamps = new List<(long Stamp, long Now)>();
         diagnostics.AdmissionObserver = (_, admission) => stamps.Add((admission.Stamp, diagnostics.Now()));
 
-        // Promoted by its first two requests; the blocks then grow as each runs out within the window.
+        // Promoted by its first requests (both processors, 16 votes); the blocks then grow as each runs out within the window.
         for (int i = 0; i < 1_000; i++)
         {
             Assert.True(limiter.AttemptAcquire(9).IsAcquired);
@@ -77,25 +77,26 @@ public class PartitionHotKeyTests
     }
 
     [Fact]
-    public void AttemptAcquire_KeyEveryProcessorHits_IsPromotedAfterItsStreak_ManyEvenKeysAreNot()
+    public void AttemptAcquire_KeyEveryProcessorHits_IsPromotedAfterItsVotes_ManyEvenKeysAreNot()
     {
-        // Default streak, every admission sampled, requests alternating between two processors.
+        // Default votes, every admission sampled, requests alternating between two processors.
         using PartitionedRateLimiter<int> one = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
         var diagnostics = (IPartitionDiagnostics)one;
-        for (int i = 0; i < PartitionedLimiterOptions.HotKeyStreak; i++)
+        for (int i = 0; i < PartitionedLimiterOptions.HotKeyStreak - 1; i++)
         {
             Assert.True(one.AttemptAcquire(1).IsAcquired);
         }
 
-        Assert.Equal(0, diagnostics.HotKeyCount); // the first sample takes the slot; each later one from the other processor extends the streak
+        Assert.Equal(0, diagnostics.HotKeyCount); // the first sample takes the slot with one vote; each later one adds one
         Assert.True(one.AttemptAcquire(1).IsAcquired);
         Assert.Equal(1, diagnostics.HotKeyCount);
 
-        // A thousand keys visited in turn: each comes back to its candidate slot only after other keys that share it took it.
+        // 4,097 keys visited in turn (an odd count, so each key's visits alternate between the processors): about 64 keys
+        // share each slot, so no key ever holds a majority of its slot's samples.
         using PartitionedRateLimiter<int> many = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
-        for (int i = 0; i < 20_000; i++)
+        for (int i = 0; i < 20 * 4_097; i++)
         {
-            Assert.True(many.AttemptAcquire(i % 1_000).IsAcquired);
+            Assert.True(many.AttemptAcquire(i % 4_097).IsAcquired);
         }
 
         Assert.Equal(0, ((IPartitionDiagnostics)many).HotKeyCount);
