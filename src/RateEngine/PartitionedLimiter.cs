@@ -114,11 +114,7 @@ public static class PartitionedLimiter
     {
         OptionsValidation.Positive(options.MaxPartitions, nameof(options.MaxPartitions));
         OptionsValidation.Positive(options.IdleEvictionInterval, nameof(options.IdleEvictionInterval));
-        if (options.PerCoreReservation is { MaxBlockSize: < 1 or > PerCoreReservationOptions.MaxBlockSizeLimit } perCore)
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(options), perCore.MaxBlockSize, $"PerCoreReservation.MaxBlockSize must be between 1 and {PerCoreReservationOptions.MaxBlockSizeLimit}.");
-        }
+        options.PerCoreReservation?.ThrowIfInvalid(nameof(options), "PerCoreReservation.MaxBlockSize");
 
         return new PartitionedLimiterOptions
         {

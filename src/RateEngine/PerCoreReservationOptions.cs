@@ -48,6 +48,15 @@ public sealed class PerCoreReservationOptions
     /// </summary>
     public int MaxBlockSize { get; set; } = 64;
 
+    /// <summary>Throws unless <see cref="MaxBlockSize"/> is in range; <paramref name="name"/> says where the options were passed.</summary>
+    internal void ThrowIfInvalid(string paramName, string name)
+    {
+        if (MaxBlockSize is < 1 or > MaxBlockSizeLimit)
+        {
+            throw new ArgumentOutOfRangeException(paramName, MaxBlockSize, $"{name} must be between 1 and {MaxBlockSizeLimit}.");
+        }
+    }
+
     /// <summary>For tests: the number of blocks, instead of one per processor (rounded up to a power of two, at most 64).</summary>
     internal int? Stripes { get; set; }
 

@@ -61,12 +61,7 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
     {
         TOptions valid = TDefinition.Validate(options);
         ArgumentNullException.ThrowIfNull(perCore);
-        if (perCore.MaxBlockSize is < 1 or > PerCoreReservationOptions.MaxBlockSizeLimit)
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(perCore), perCore.MaxBlockSize, $"MaxBlockSize must be between 1 and {PerCoreReservationOptions.MaxBlockSizeLimit}.");
-        }
-
+        perCore.ThrowIfInvalid(nameof(perCore), "MaxBlockSize");
         ArgumentNullException.ThrowIfNull(timeProvider);
         LimiterClock clock = TDefinition.CreateClock(valid, timeProvider);
         TAlgorithm algorithm = TDefinition.CreateAlgorithm(valid, clock);
