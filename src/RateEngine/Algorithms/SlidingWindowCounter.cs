@@ -14,7 +14,8 @@ namespace RateEngine.Algorithms;
 /// begins, i.e. up to one segment longer than W.</para>
 /// <para><b>State</b>: <see cref="CounterState.Current"/> packs (current segment e, its count) into one word, so the
 /// decision for a segment is one CAS. Finished segments' counts live in <see cref="CounterState.History"/>, one slot per
-/// segment modulo S+1, each packing (segment, count). <see cref="CounterState.HistorySum"/> caches (e, sum of e-S..e-1).</para>
+/// segment modulo S+1, each packing (segment, count), made when the first segment that counted anything is over (a key
+/// touched once never pays for it). <see cref="CounterState.HistorySum"/> caches (e, sum of e-S..e-1).</para>
 /// <para><b>Rollover</b> (a trap in src/DESIGN.md): a thread that sees time in a later segment first records the word's
 /// count in history with a larger-wins CAS, then CASes the word to the new segment. A slow thread still deciding in
 /// the old segment fails its CAS, because the word moved, and decides again. A slow thread recording an old count can
@@ -80,7 +81,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
 
     public long GetAvailableUpTo(ref CounterState state, long now, long enough) => Math.Min(GetAvailablePermits(ref state, now), enough);
 
-    public CounterState CreateState() => new(_segments + 1);
+    public CounterState CreateState() => new();
 
     public bool TryAcquire(ref CounterState state, long now, long permits, out Admission admission, out long retryAfter)
     {
@@ -101,11 +102,11 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
                 // Same segment (or now is behind it: a slow caller or a clock that went back; decide in the word's segment).
                 long epoch = nowEpoch - distance;
                 long used = EpochCount.Count(word);
-                long history = HistorySum(state, epoch);
+                long history = HistorySum(ref state, epoch);
                 if (history + used + permits > _limit)
                 {
                     admission = default;
-                    retryAfter = RetryAfter(state, epoch, used + permits - (_limit - history), now, pendingWord: -1);
+                    retryAfter = RetryAfter(ref state, epoch, used + permits - (_limit - history), now, pendingWord: -1);
                     return false;
                 }
 
@@ -125,10 +126,10 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             long finished = nowEpoch - distance;
             if (finished >= 0)
             {
-                Record(state, finished, EpochCount.Count(word));
+                Record(ref state, finished, EpochCount.Count(word));
             }
 
-            long sum = SumHistory(state, nowEpoch, skipEpoch: -1);
+            long sum = SumHistory(ref state, nowEpoch, skipEpoch: -1);
             bool admit = sum + permits <= _limit;
             if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(nowEpoch, admit ? permits : 0), word) != word)
             {
@@ -136,7 +137,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             }
 
             // nowEpoch is current, so segments before it are final: the sum can be shared.
-            Publish(state, nowEpoch, sum);
+            Publish(ref state, nowEpoch, sum);
             if (admit)
             {
                 admission = new Admission(now, permits, nowEpoch, word);
@@ -145,7 +146,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             }
 
             admission = default;
-            retryAfter = RetryAfter(state, nowEpoch, permits - (_limit - sum), now, pendingWord: -1);
+            retryAfter = RetryAfter(ref state, nowEpoch, permits - (_limit - sum), now, pendingWord: -1);
             return false;
         }
     }
@@ -189,14 +190,14 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             long finished = nowEpoch - distance;
             if (finished >= 0)
             {
-                Record(state, finished, EpochCount.Count(word));
+                Record(ref state, finished, EpochCount.Count(word));
             }
 
-            long sum = SumHistory(state, nowEpoch, skipEpoch: -1);
+            long sum = SumHistory(ref state, nowEpoch, skipEpoch: -1);
             long charged = EpochCount.AddSaturating(0, amount);
             if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(nowEpoch, charged), word) == word)
             {
-                Publish(state, nowEpoch, sum);
+                Publish(ref state, nowEpoch, sum);
                 return new Admission(now, charged, nowEpoch, word);
             }
         }
@@ -205,14 +206,14 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// <summary>What a decision at <paramref name="now"/> counts: the current segment and the S before it.</summary>
     public long GetUsed(ref CounterState state, long now)
     {
-        Snapshot(state, now, out long used, out long history, out _);
+        Snapshot(ref state, now, out long used, out long history, out _);
         return used + history;
     }
 
     /// <summary>Ticks until the newest segment that counts anything at <paramref name="now"/> has expired; 0 when none does.</summary>
     public long GetResetAfter(ref CounterState state, long now)
     {
-        long epoch = Snapshot(state, now, out long used, out long history, out long pendingWord);
+        long epoch = Snapshot(ref state, now, out long used, out long history, out long pendingWord);
         if (used + history == 0)
         {
             return 0;
@@ -227,9 +228,8 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         {
             newest = epoch - EpochCount.Distance(epoch, pendingWord);
         }
-        else
+        else if (Volatile.Read(ref state.History) is { } slots)
         {
-            long[] slots = state.History;
             for (long j = epoch - 1; j >= Math.Max(0, epoch - _segments); j--)
             {
                 long slot = Volatile.Read(ref slots[j % slots.Length]);
@@ -268,20 +268,20 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
 
     public long GetAvailablePermits(ref CounterState state, long now)
     {
-        Snapshot(state, now, out long used, out long history, out _);
+        Snapshot(ref state, now, out long used, out long history, out _);
         return Math.Max(0, _limit - history - used);
     }
 
     public long GetRetryAfter(ref CounterState state, long now, long permits)
     {
-        long epoch = Snapshot(state, now, out long used, out long history, out long pendingWord);
+        long epoch = Snapshot(ref state, now, out long used, out long history, out long pendingWord);
         long shortfall = history + used + permits - _limit;
-        return shortfall <= 0 ? 0 : RetryAfter(state, epoch, shortfall, now, pendingWord);
+        return shortfall <= 0 ? 0 : RetryAfter(ref state, epoch, shortfall, now, pendingWord);
     }
 
     public long? GetFullSince(ref CounterState state, long now)
     {
-        Snapshot(state, now, out long used, out long history, out _);
+        Snapshot(ref state, now, out long used, out long history, out _);
         if (used + history > 0)
         {
             return null;
@@ -291,7 +291,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         long word = Volatile.Read(ref state.Current);
         long nowEpoch = now / _segment;
         long newest = EpochCount.Count(word) > 0 ? nowEpoch - EpochCount.Distance(nowEpoch, word) : -1;
-        foreach (long slot in state.History)
+        foreach (long slot in Volatile.Read(ref state.History) ?? [])
         {
             if (EpochCount.Count(slot) > 0)
             {
@@ -307,7 +307,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// count, and the sum of the S segments before it, including a finished word not yet moved into history
     /// (returned as <paramref name="pendingWord"/>, or -1).
     /// </summary>
-    private long Snapshot(CounterState state, long now, out long used, out long history, out long pendingWord)
+    private long Snapshot(ref CounterState state, long now, out long used, out long history, out long pendingWord)
     {
         long nowEpoch = now / _segment;
         long word = Volatile.Read(ref state.Current);
@@ -316,14 +316,14 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         {
             long epoch = nowEpoch - distance;
             used = EpochCount.Count(word);
-            history = SumHistory(state, epoch, skipEpoch: -1);
+            history = SumHistory(ref state, epoch, skipEpoch: -1);
             pendingWord = -1;
             return epoch;
         }
 
         long finished = nowEpoch - distance;
         used = 0;
-        history = SumHistory(state, nowEpoch, skipEpoch: finished);
+        history = SumHistory(ref state, nowEpoch, skipEpoch: finished);
         pendingWord = -1;
         if (distance <= _segments)
         {
@@ -338,7 +338,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// The sum of segments epoch-S..epoch-1, from the cache when it holds that segment, unless the cache saturated
     /// (overrun charges): then from the slots.
     /// </summary>
-    private long HistorySum(CounterState state, long epoch)
+    private long HistorySum(ref CounterState state, long epoch)
     {
         long cached = Volatile.Read(ref state.HistorySum);
         if (EpochCount.Holds(cached, epoch) && EpochCount.Count(cached) != EpochCount.MaxCount)
@@ -346,14 +346,21 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             return EpochCount.Count(cached);
         }
 
-        long sum = SumHistory(state, epoch, skipEpoch: -1);
-        Publish(state, epoch, sum);
+        long sum = SumHistory(ref state, epoch, skipEpoch: -1);
+        Publish(ref state, epoch, sum);
         return sum;
     }
 
-    private long SumHistory(CounterState state, long epoch, long skipEpoch)
+    private long SumHistory(ref CounterState state, long epoch, long skipEpoch)
     {
-        long[] slots = state.History;
+        // Read after the word (every caller has read it): a word past a segment that counted anything was written after
+        // the history that holds it, so a null history here has nothing in it for this window.
+        long[]? slots = Volatile.Read(ref state.History);
+        if (slots is null)
+        {
+            return 0;
+        }
+
         long sum = 0;
         for (long j = Math.Max(0, epoch - _segments); j < epoch; j++)
         {
@@ -372,14 +379,15 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// An empty segment is not written: a slot holding an older segment already reads as zero for this one, and keeping
     /// it preserves the newest segment that counted anything (what <see cref="GetFullSince"/> needs).
     /// </summary>
-    private static void Record(CounterState state, long epoch, long count)
+    private void Record(ref CounterState state, long epoch, long count)
     {
         if (count == 0)
         {
             return;
         }
 
-        ref long slot = ref state.History[epoch % state.History.Length];
+        long[] slots = Volatile.Read(ref state.History) ?? MakeHistory(ref state);
+        ref long slot = ref slots[epoch % slots.Length];
         long packed = EpochCount.Pack(epoch, count);
         while (true)
         {
@@ -397,11 +405,18 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         }
     }
 
+    /// <summary>The key's first finished segment with a count: one array of S+1 slots, whoever makes it first.</summary>
+    private long[] MakeHistory(ref CounterState state)
+    {
+        var made = new long[_segments + 1];
+        return Interlocked.CompareExchange(ref state.History, made, null) ?? made;
+    }
+
     /// <summary>
     /// Caches the history sum of <paramref name="epoch"/> unless the cache already holds a newer segment. A sum above the
     /// count field (overrun charges) is cached saturated, which <see cref="HistorySum"/> reads as "sum the slots".
     /// </summary>
-    private static void Publish(CounterState state, long epoch, long sum)
+    private static void Publish(ref CounterState state, long epoch, long sum)
     {
         long packed = EpochCount.Pack(epoch, Math.Min(sum, EpochCount.MaxCount));
         while (true)
@@ -424,13 +439,15 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// its oldest segment, each of which frees its count when segment j+S+1 begins; the current segment's own permits last.
     /// <paramref name="pendingWord"/> is a finished segment still in the current word (or -1).
     /// </summary>
-    private long RetryAfter(CounterState state, long epoch, long shortfall, long now, long pendingWord)
+    private long RetryAfter(ref CounterState state, long epoch, long shortfall, long now, long pendingWord)
     {
-        long[] slots = state.History;
+        long[]? slots = Volatile.Read(ref state.History);
         long freed = 0;
         for (long j = Math.Max(0, epoch - _segments); j < epoch; j++)
         {
-            long slot = pendingWord != -1 && EpochCount.Holds(pendingWord, j) ? pendingWord : Volatile.Read(ref slots[j % slots.Length]);
+            long slot = pendingWord != -1 && EpochCount.Holds(pendingWord, j) ? pendingWord
+                : slots is null ? 0
+                : Volatile.Read(ref slots[j % slots.Length]);
             if (EpochCount.Holds(slot, j))
             {
                 freed += EpochCount.Count(slot);

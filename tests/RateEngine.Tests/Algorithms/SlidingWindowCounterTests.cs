@@ -150,4 +150,44 @@ public class SlidingWindowCounterTests
         Assert.Equal(30 - 15, retryAfter);
         Assert.True(counter.TryAcquire(ref state, 30, (long)int.MaxValue, out _, out _));
     }
+
+    [Fact]
+    public void TryAcquire_WithinOneSegment_MakesNoHistory()
+    {
+        // A key touched in one segment only (a flood of new keys) keeps its state to the word and the cached sum.
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 1, 3, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, 9, 7, out _, out _));
+        Assert.False(counter.TryAcquire(ref state, 9, 1, out _, out long retryAfter));
+
+        Assert.Equal(30 - 9, retryAfter);
+        Assert.Equal(10, counter.GetUsed(ref state, 25)); // the finished word still counts, before any rollover
+        Assert.Equal(30 - 25, counter.GetResetAfter(ref state, 25));
+        Assert.Null(state.History);
+    }
+
+    [Fact]
+    public void TryAcquire_AfterACountedSegmentEnds_RecordsItInHistoryMadeOnce()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 5, 1, out Admission refunded, out _));
+        Assert.True(counter.Refund(ref state, refunded));
+        Assert.True(counter.TryAcquire(ref state, 15, 4, out _, out _));
+        Assert.Null(state.History); // segment 0 ended with nothing counted
+
+        Assert.True(counter.TryAcquire(ref state, 25, 6, out _, out _));
+        long[]? history = state.History;
+        Assert.NotNull(history);
+        Assert.Equal(3, history.Length);
+        Assert.False(counter.TryAcquire(ref state, 29, 1, out _, out long retryAfter));
+        Assert.Equal(40 - 29, retryAfter); // segment 1's 4 permits, now in history, free one at segment 4
+        Assert.True(counter.TryAcquire(ref state, 40, 1, out _, out _));
+        Assert.Same(history, state.History);
+        Assert.Equal(7, counter.GetUsed(ref state, 41));
+        Assert.Equal(70 - 41, counter.GetResetAfter(ref state, 41));
+        Assert.Null(counter.GetFullSince(ref state, 41));
+        Assert.Equal(70, counter.GetFullSince(ref state, 70)); // segment 4's permit, the newest, came back at 70
+    }
 }
