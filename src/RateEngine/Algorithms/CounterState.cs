@@ -13,9 +13,9 @@ internal struct CounterState
     public long HistorySum;
 
     /// <summary>
-    /// Finished segments: slot j % (S+1) holds (j, count of j) once j is over. Null until the first segment that counted
-    /// anything is over: a key seen once (most keys of a flood of new ones) never needs it, and an empty history reads as
-    /// zeros. Set once, by CAS, before the word moves past that segment.
+    /// Finished segments: slot j % (S+1) holds (j, count of j) once j is over. Null until a rollover leaves a segment that
+    /// counted anything: a key seen once (most keys of a flood of new ones) never needs
+    /// it, and an empty history reads as zeros. Set once, by CAS, before the word moves past that segment.
     /// </summary>
     public long[]? History;
 }

@@ -14,8 +14,8 @@ namespace RateEngine.Algorithms;
 /// begins, i.e. up to one segment longer than W.</para>
 /// <para><b>State</b>: <see cref="CounterState.Current"/> packs (current segment e, its count) into one word, so the
 /// decision for a segment is one CAS. Finished segments' counts live in <see cref="CounterState.History"/>, one slot per
-/// segment modulo S+1, each packing (segment, count), made when the first segment that counted anything is over (a key
-/// touched once never pays for it). <see cref="CounterState.HistorySum"/> caches (e, sum of e-S..e-1).</para>
+/// segment modulo S+1, each packing (segment, count), made by the first rollover from a segment that counted anything
+/// (a key touched within one segment never pays for it). <see cref="CounterState.HistorySum"/> caches (e, sum of e-S..e-1).</para>
 /// <para><b>Rollover</b> (a trap in src/DESIGN.md): a thread that sees time in a later segment first records the word's
 /// count in history with a larger-wins CAS, then CASes the word to the new segment. A slow thread still deciding in
 /// the old segment fails its CAS, because the word moved, and decides again. A slow thread recording an old count can
@@ -122,7 +122,9 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             }
 
             // Rollover: the word's segment is over. Its count must be in history before any decision in a later segment.
-            // (A finished epoch below zero can only come from a word idle across the epoch wrap: nothing to record.)
+            // (A finished epoch below zero can only come from a word idle across the epoch wrap: nothing to record. One
+            // that counts in no window from now on is still recorded: it is the newest use GetFullSince reports if this
+            // request is refunded.)
             long finished = nowEpoch - distance;
             if (finished >= 0)
             {

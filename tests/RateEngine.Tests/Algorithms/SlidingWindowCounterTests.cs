@@ -190,4 +190,20 @@ public class SlidingWindowCounterTests
         Assert.Null(counter.GetFullSince(ref state, 41));
         Assert.Equal(70, counter.GetFullSince(ref state, 70)); // segment 4's permit, the newest, came back at 70
     }
+
+    [Fact]
+    public void Charge_RollingOverACountedSegment_RecordsItInHistory()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 5, 6, out _, out _));
+        counter.Charge(ref state, 12, 7);
+
+        Assert.NotNull(state.History);
+        Assert.Equal(13, counter.GetUsed(ref state, 12));
+        Assert.False(counter.TryAcquire(ref state, 25, 1, out _, out long retryAfter));
+        Assert.Equal(30 - 25, retryAfter); // 13 counted: segment 0's 6 free enough when segment 3 begins
+        Assert.False(counter.TryAcquire(ref state, 30, 4, out _, out _)); // segment 1's charged 7 still count
+        Assert.True(counter.TryAcquire(ref state, 30, 3, out _, out _));
+    }
 }
