@@ -97,12 +97,13 @@ internal static class RedisHarness
 
     private static RedisThroughput Throughput(RedisDesign design, ConnectionMultiplexer[] nodes, IServer server, string[] keys, TimeSpan warmUp, TimeSpan measure)
     {
-        PartitionedRateLimiter<string>[] limiters = Limiters(design, nodes, int.MaxValue, TimeSpan.FromMinutes(1), clock: null);
+        PartitionedRateLimiter<string>[] limiters = Limiters(design, nodes, int.MaxValue, ThroughputWindow, clock: null);
         long start = Stopwatch.GetTimestamp();
         long measureFrom = start + (long)(warmUp.TotalSeconds * Stopwatch.Frequency);
         long until = measureFrom + (long)(measure.TotalSeconds * Stopwatch.Frequency);
         CommandStats? before = null;
         CommandStats? after = null;
+        TimeSpan? phase = null;
         Thread? snapshots = null;
         if (design.UsesRedis)
         {
@@ -111,6 +112,7 @@ internal static class RedisHarness
             {
                 SleepUntil(measureFrom);
                 before = CommandStats.ReadAsync(server).GetAwaiter().GetResult();
+                phase = WindowPhase(server.Time());
                 SleepUntil(until);
                 after = CommandStats.ReadAsync(server).GetAwaiter().GetResult();
             }) { IsBackground = true, Priority = ThreadPriority.AboveNormal };
@@ -148,8 +150,22 @@ internal static class RedisHarness
             all.QuantileMicroseconds(0.99),
             (double)local.Count / Math.Max(1, all.Count),
             local.QuantileMicroseconds(0.5),
-            local.QuantileMicroseconds(0.99));
+            local.QuantileMicroseconds(0.99))
+        {
+            MeasuredFrom = phase,
+        };
     }
+
+    /// <summary>
+    /// The throughput runs' window (every design's limit, and the policy's per-minute layers). A hybrid block ends with its
+    /// window, so with many keys where the measured part falls in it matters: just after a boundary every key's blocks
+    /// start small again. The report says where each run's measured part began.
+    /// </summary>
+    internal static readonly TimeSpan ThroughputWindow = TimeSpan.FromMinutes(1);
+
+    /// <summary>How far into its window (aligned to the Unix epoch, as the scripts' windows are) a server time is.</summary>
+    private static TimeSpan WindowPhase(DateTime serverTime) =>
+        TimeSpan.FromTicks((serverTime.ToUniversalTime() - DateTime.UnixEpoch).Ticks % ThroughputWindow.Ticks);
 
     /// <summary>Sleeps until a timestamp; at once if it has passed (a thread started late on a loaded machine).</summary>
     private static void SleepUntil(long timestamp)

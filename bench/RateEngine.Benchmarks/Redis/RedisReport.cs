@@ -32,7 +32,7 @@ internal static class RedisReport
             {
                 string refused = row.Refused > 0 ? string.Create(CultureInfo.InvariantCulture, $"; {row.Refused:N0} refused") : string.Empty;
                 string commands = string.Join(", ", row.Commands!.OrderByDescending(entry => entry.Value).Select(entry => string.Create(CultureInfo.InvariantCulture, $"{entry.Key} {entry.Value:N0}")));
-                text.AppendLine(CultureInfo.InvariantCulture, $"- {row.Design}, commands in the measured part: {commands}{refused}");
+                text.AppendLine(CultureInfo.InvariantCulture, $"- {row.Design}, commands in the measured part{MeasuredFrom(row)}: {commands}{refused}");
             }
 
             text.AppendLine();
@@ -88,7 +88,21 @@ internal static class RedisReport
         text.AppendLine();
         AppendThroughputTable(text, "requests", rows, PolicyDesigns.Exact.Name);
         text.AppendLine();
+        foreach (RedisThroughput row in rows.Where(row => row.MeasuredFrom is not null))
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"- {row.Design}: measured{MeasuredFrom(row)}");
+        }
+
+        text.AppendLine();
     }
+
+    /// <summary>
+    /// Where in its window a run's measured part began: with many keys a hybrid run measured just after a boundary, when
+    /// every key's blocks start small again, sees more round trips and waits than one measured later in the window.
+    /// </summary>
+    private static string MeasuredFrom(RedisThroughput row) => row.MeasuredFrom is { } phase
+        ? string.Create(CultureInfo.InvariantCulture, $" (from {phase.TotalSeconds:F1} s into its {RedisHarness.ThroughputWindow.TotalSeconds:F0} s window)")
+        : string.Empty;
 
     /// <summary>One throughput table: a row per design, each against the exact mode's row (named <paramref name="exactName"/>).</summary>
     private static void AppendThroughputTable(StringBuilder text, string unit, IEnumerable<RedisThroughput> rows, string exactName)

@@ -21,6 +21,9 @@ internal sealed record RedisThroughput(
 {
     /// <summary>How long the callers ran before the measured part.</summary>
     public TimeSpan WarmUp { get; init; }
+
+    /// <summary>How far into its window the measured part began, by the server's clock (null for a design without Redis).</summary>
+    public TimeSpan? MeasuredFrom { get; init; }
 }
 
 /// <summary>
