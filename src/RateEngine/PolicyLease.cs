@@ -9,8 +9,8 @@ namespace RateEngine;
 /// <remarks>
 /// <para>An acquired lease holds the request's estimate on every weighted layer and a slot on every concurrency layer. It ends
 /// in exactly one of: <see cref="Reconcile(RequestCost)"/> (the difference is refunded, or the overrun charged), or
-/// <see cref="RateLimitLease.Dispose()"/> without a reconcile (the estimate is kept, or refunded on layers configured with
-/// <see cref="PolicyRule.RefundingUnreconciled"/>). Dispose always frees the concurrency slots; dispose after a reconcile.
+/// <see cref="RateLimitLease.Dispose()"/> without a reconcile (the estimate is kept; on layers configured with
+/// <see cref="PolicyRule.RefundingUnreconciled"/> the part that step charges did not consume is refunded). Dispose always frees the concurrency slots; dispose after a reconcile.
 /// A lease that is never disposed frees its slots when it is collected, and the policy reports it
 /// (<see cref="RatePolicyBuilder{TContext}.OnLeaseAbandoned"/>).</para>
 /// <para>Thread-safe: a stream's chunks may charge steps from one thread while a disconnect disposes from another.</para>

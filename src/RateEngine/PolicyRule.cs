@@ -47,8 +47,8 @@ public sealed class PolicyRule
     public IReadOnlyList<double> SoftThresholds { get; private init; } = [];
 
     /// <summary>
-    /// Whether a lease disposed without a reconcile gives its estimate back on this layer. Default false: the estimate is
-    /// kept, since the request may well have spent it.
+    /// Whether a lease disposed without a reconcile gives its estimate back on this layer, less what its step charges
+    /// consumed (those were spent). Default false: the estimate is kept, since the request may well have spent it.
     /// </summary>
     public bool RefundsUnreconciled { get; private init; }
 
@@ -205,7 +205,7 @@ public sealed class PolicyRule
         return Copy(soft: [.. thresholds]);
     }
 
-    /// <summary>This rule giving an unreconciled lease's estimate back when the lease is disposed.</summary>
+    /// <summary>This rule giving an unreconciled lease's estimate back when the lease is disposed, less what step charges consumed.</summary>
     public PolicyRule RefundingUnreconciled() => Copy(refundsUnreconciled: true);
 
     /// <summary>This rule with the human reason its refusals carry (for example "daily cost cap reached").</summary>

@@ -110,7 +110,7 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
-    public async Task Charge_StepsPastTheEstimate_AreCountedAtOnce_DisposeOfARefundingLayerGivesTheEstimateBack()
+    public async Task Charge_StepsPastTheEstimate_AreCountedAtOnce_DisposeOfARefundingLayerKeepsWhatTheyConsumed()
     {
         using RedisRatePolicy<Call> policy = Builder()
             .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
@@ -120,9 +120,14 @@ public sealed class RedisHybridPolicyTests : IDisposable
         await lease.ChargeAsync(new RequestCost(80, 0)); // 60 past the estimate
         Assert.Equal(new RequestCost(160, 0), lease.Consumed);
         Assert.Equal(160, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
-        lease.Dispose(); // not reconciled: the estimate comes back, the overrun was spent
-        Assert.Equal(60, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+        lease.Dispose(); // not reconciled: the steps spent the estimate and 60 past it, so nothing comes back
+        Assert.Equal(160, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
         Assert.Throws<InvalidOperationException>(() => lease.Charge(new RequestCost(1, 0)));
+
+        PolicyLease partly = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0));
+        await partly.ChargeAsync(new RequestCost(30, 0));
+        partly.Dispose(); // the 70 the steps did not consume come back
+        Assert.Equal(190, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
     }
 
     [Fact]

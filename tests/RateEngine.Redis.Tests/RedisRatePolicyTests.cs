@@ -399,7 +399,7 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
-    public async Task Dispose_RefundingLayerAfterStepOverruns_RefundsTheEstimateOnly()
+    public async Task Dispose_RefundingLayerAfterSteps_KeepsWhatTheStepsConsumed()
     {
         using RedisRatePolicy<Call> policy = Builder()
             .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
@@ -410,8 +410,13 @@ public sealed class RedisRatePolicyTests : IDisposable
         lease.Dispose();
 
         IReadOnlyList<LayerUsage> usage = await policy.GetUsageAsync(new Call("ann", "x"));
-        Assert.Equal(800, usage[0].Used); // the estimate came back, the overrun that was spent did not
-        Assert.Equal(0, usage[1].Used); // a refunding request layer gives its request back too
+        Assert.Equal(900, usage[0].Used); // the steps spent the estimate and 800 past it: nothing comes back
+        Assert.Equal(0, usage[1].Used); // a refunding request layer gives its request back
+
+        PolicyLease partly = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0));
+        await partly.ChargeAsync(new RequestCost(30, 0));
+        partly.Dispose();
+        Assert.Equal(930, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used); // the 70 the steps did not consume came back
     }
 
     [Fact]

@@ -189,11 +189,13 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             {
                 if (_state == Open)
                 {
-                    // The estimate only, on layers that refund unreconciled estimates: an overrun was spent.
+                    // What the steps did not consume, on layers that refund unreconciled estimates: what they did, and
+                    // an overrun past it, was spent.
                     long[] refunds = new long[_takes.Keys.Length];
                     for (int i = 0; i < refunds.Length; i++)
                     {
-                        refunds[i] = _policy.BlockLayer(i).Rule.RefundsUnreconciled ? _takes.Amounts[i] : 0;
+                        RedisPolicyLayer<TContext> layer = _policy.BlockLayer(i);
+                        refunds[i] = layer.Rule.RefundsUnreconciled ? layer.Unspent(_consumed, _takes.Amounts[i], _overrun[i]) : 0;
                     }
 
                     _policy.GiveBack(_takes, refunds);

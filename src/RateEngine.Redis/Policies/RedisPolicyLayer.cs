@@ -103,6 +103,13 @@ internal sealed class RedisPolicyLayer<TContext>
     /// </summary>
     public long PastReservation(RequestCost used, long reserved, long overrun) => IsWeighted ? used.On(Rule.Meter) - (reserved + overrun) : 0;
 
+    /// <summary>
+    /// What a lease disposed unreconciled gives back here if the layer refunds unreconciled estimates: the reservation less
+    /// what step charges <paramref name="consumed"/> of it (spent, as an overrun past it was); a request layer's whole request.
+    /// </summary>
+    public long Unspent(RequestCost consumed, long reserved, long overrun) =>
+        IsWeighted ? Math.Clamp(-PastReservation(consumed, reserved, overrun), 0, reserved) : reserved;
+
     /// <summary>Every key of a policy shares one hash tag, so a request's layers are one cluster slot and one script.</summary>
     public string KeyPrefix { get; }
 

@@ -228,9 +228,9 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             var amounts = new long[_keys.Length];
             for (int i = 0; i < _keys.Length; i++)
             {
-                // The estimate only: an overrun was spent, so it stays counted (as in process).
+                // What the steps did not consume: what they did, and an overrun past it, was spent (as in process).
                 RedisPolicyLayer<TContext> layer = _policy[i];
-                amounts[i] = layer.IsConcurrency ? 1 : _state == Open && layer.Rule.RefundsUnreconciled ? -_reserved[i] : 0;
+                amounts[i] = layer.IsConcurrency ? 1 : _state == Open && layer.Rule.RefundsUnreconciled ? -layer.Unspent(_consumed, _reserved[i], _overrun[i]) : 0;
             }
 
             _state = Ended;

@@ -195,15 +195,26 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
             for (int i = 0; _policy.ReleasesOnDispose && i < _holds.Length; i++)
             {
                 PolicyLayer<TContext> layer = _policy[i];
-                if (layer.IsConcurrency || (_state == Open && layer.Rule.RefundsUnreconciled))
+                if (layer.IsConcurrency)
                 {
                     layer.Refund(ref _holds[i], _holds[i].Reserved);
+                }
+                else if (_state == Open && layer.Rule.RefundsUnreconciled)
+                {
+                    layer.Refund(ref _holds[i], Unspent(layer, _holds[i]));
                 }
             }
 
             _state = Ended;
         }
     }
+
+    /// <summary>
+    /// What a lease disposed unreconciled gives back on a layer that refunds unreconciled estimates: the reservation less
+    /// what step charges consumed of it (those were spent, as the overrun past it was). A request layer gives its request back.
+    /// </summary>
+    private long Unspent(PolicyLayer<TContext> layer, in LayerHold hold) =>
+        layer.Meter == PolicyMeter.Requests ? hold.Reserved : Math.Clamp(hold.Reserved + hold.Overrun - _consumed.On(layer.Meter), 0, hold.Reserved);
 
     /// <summary>For the finalizer of an abandoned lease: frees its concurrency slots, and names their layers.</summary>
     protected List<string> ReleaseSlots()

@@ -303,6 +303,25 @@ public class RatePolicyTests
     }
 
     [Theory]
+    [InlineData(600, 600)] // within the estimate: those 600 were spent, the other 400 come back
+    [InlineData(1_500, 1_500)] // past it: the whole estimate was spent, and the overrun with it
+    public void Dispose_OnALayerThatRefundsUnreconciled_KeepsWhatStepsConsumed(long charged, long counted)
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .AddLayer("requests", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10).RefundingUnreconciled())
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(1_000, 0));
+        lease.Charge(new RequestCost(charged, 0));
+
+        lease.Dispose();
+
+        Assert.Equal(counted, policy.GetUsage(call, "tokens").Used);
+        Assert.Equal(0, policy.GetUsage(call, "requests").Used); // a request layer gives its request back
+    }
+
+    [Theory]
     [InlineData(500)]
     [InlineData(60)]
     public void Reconcile_ListenerThrowsPartWay_EveryLayerIsSettledAndDisposeRefundsNothingMore(long actual)
