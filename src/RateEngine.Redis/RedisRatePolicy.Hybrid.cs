@@ -381,6 +381,7 @@ public sealed partial class RedisRatePolicy<TContext>
         refusal = null;
         var keys = new LayerKey[_blockLayers.Length];
         var amounts = new long[_blockLayers.Length];
+        var limits = new long[_blockLayers.Length];
         for (int i = 0; i < _blockLayers.Length; i++)
         {
             RedisPolicyLayer<TContext> layer = _blockLayers[i];
@@ -394,10 +395,6 @@ public sealed partial class RedisRatePolicy<TContext>
             }
 
             LayerKey key = layer.BlockKeyOf(context);
-            if (Volatile.Read(ref key.Limit) != limit.Value)
-            {
-                Volatile.Write(ref key.Limit, limit.Value);
-            }
 
             if (amount > Volatile.Read(ref key.Unit))
             {
@@ -406,9 +403,10 @@ public sealed partial class RedisRatePolicy<TContext>
 
             keys[i] = key;
             amounts[i] = amount;
+            limits[i] = limit.Value;
         }
 
-        return new LocalTakes(keys, amounts);
+        return new LocalTakes(keys, amounts, limits);
     }
 
     /// <summary>
@@ -422,14 +420,17 @@ public sealed partial class RedisRatePolicy<TContext>
         for (int i = 0; i < takes.Keys.Length; i++)
         {
             LayerKey key = takes.Keys[i];
+            long cap = takes.Limits[i];
             LocalReservations<LayerKey> blocks = _blockLayers[i].Blocks!;
-            RetireIfTierChanged(i, key);
-            LocalBlock? taken = blocks.TryTake(key, takes.Amounts[i], out TimeSpan? refusedFor);
-            if (taken is not null && taken.Limit > Volatile.Read(ref key.Limit))
+            RetireIfTierChanged(i, key, cap);
+            LocalBlock? taken = blocks.TryTake(key, takes.Amounts[i], out TimeSpan? refusedFor, cap);
+            if (taken is not null && taken.Limit > cap)
             {
-                // Granted under a higher cap than the one in force (the tier was lowered meanwhile): not this request's.
+                // Granted under a higher cap than this request's (another tier's request, or the tier was lowered since):
+                // its permits may exceed this request's cap. (One granted under a lower cap serves it: Redis counted
+                // everything held then, this block's permits too, within that lower cap.)
                 blocks.GiveBack(key, taken, takes.Amounts[i]);
-                RetireIfTierChanged(i, key);
+                RetireIfTierChanged(i, key, cap);
                 taken = null;
             }
 
@@ -452,13 +453,18 @@ public sealed partial class RedisRatePolicy<TContext>
     }
 
     /// <summary>
-    /// A block granted under another cap than the one now in force: one granted under a higher cap is given back (its
-    /// permits may exceed the lower one), and a refusal cached under a lower one is forgotten (the higher may admit).
+    /// A block granted under another cap than <paramref name="limit"/>, the request's: one granted under a higher cap is
+    /// given back (its permits may exceed the lower one), and a refusal cached under a lower one is forgotten (the higher
+    /// may admit). The key's next reservation asks under the request's cap.
     /// </summary>
-    private void RetireIfTierChanged(int index, LayerKey key)
+    private void RetireIfTierChanged(int index, LayerKey key, long limit)
     {
+        if (Volatile.Read(ref key.Limit) != limit)
+        {
+            Volatile.Write(ref key.Limit, limit);
+        }
+
         LocalBlock block = Volatile.Read(ref key.Block);
-        long limit = Volatile.Read(ref key.Limit);
         if (block.Limit == limit || ReferenceEquals(block, LocalBlock.Empty) || (block.Refused ? block.Limit > limit : block.Limit < limit))
         {
             return;
@@ -522,7 +528,7 @@ public sealed partial class RedisRatePolicy<TContext>
 
                 long used = Math.Max(0, block.UsedAtGrant - Volatile.Read(ref block.Remaining));
                 TimeSpan reset = now < block.ExpiresAt ? _blockClock.GetElapsedTime(now, block.ExpiresAt) : TimeSpan.Zero;
-                usage[i] = new LayerUsage(_layers[i].Name, Volatile.Read(ref takes.Keys[local].Limit), used, reset);
+                usage[i] = new LayerUsage(_layers[i].Name, takes.Limits[local], used, reset);
                 local++;
             }
             else
@@ -654,6 +660,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 continue;
             }
 
+            Volatile.Write(ref key.Limit, takes.Limits[j]); // the reservation this request begins asks under its own cap
             if (_blockLayers[j].Blocks!.Begin(key, amount, out Task<LocalBlock> refill) is { } ticket)
             {
                 (batch ??= []).Add((_blockLayers[j], ticket));

@@ -172,6 +172,33 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task MixedTiersOnOneKey_EachRequestIsDecidedUnderItsOwnTiersCap()
+    {
+        // One global key, its cap by the request's tier: a free request must never be served from a block granted under
+        // the pro cap, even when a pro request sets the key's cap while the free one waits on Redis.
+        var tiers = new PolicyTiers { ["free"] = { ["requests/min"] = 1 }, ["pro"] = { ["requests/min"] = 1_000 } };
+        using RedisRatePolicy<Call> policy = Builder()
+            .UseTiers(call => call.Tool, tiers)
+            .AddGlobalLayer("requests/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)))
+            .Build();
+        for (int i = 0; i < 10; i++)
+        {
+            Assert.True((await policy.AcquireAsync(new Call("ann", "pro"), RequestCost.None)).IsAcquired);
+        }
+
+        ValueTask<PolicyLease> free = policy.AcquireAsync(new Call("bob", "free"), RequestCost.None); // on the wire
+        policy.TryAcquire(new Call("cy", "pro"), RequestCost.None, out PolicyLease? pro);
+        pro?.Dispose();
+
+        using PolicyLease decided = await free;
+        Assert.False(decided.IsAcquired); // 10 or more counted against a cap of 1
+        Assert.Equal("requests/min", decided.BlockingLayer);
+        using PolicyLease later = await policy.AcquireAsync(new Call("bob", "free"), RequestCost.None);
+        Assert.False(later.IsAcquired);
+        Assert.True((await policy.AcquireAsync(new Call("cy", "pro"), RequestCost.None)).IsAcquired); // the pro cap still admits
+    }
+
+    [Fact]
     public async Task Pause_OnOneNode_ReachesAnotherWithinTheCheckInterval_UntilResumed()
     {
         using ConnectionMultiplexer otherConnection = _server.Connect();

@@ -94,9 +94,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     /// <summary>
     /// Serves from the key's live block: the block taken from; null with <paramref name="refusedFor"/> set while a cached
-    /// refusal lasts, or null alone when a reservation is needed.
+    /// refusal lasts, or null alone when a reservation is needed. A refusal cached under a cap below <paramref name="cap"/>
+    /// (the request's, where a key's requests come in several tiers) does not bind it.
     /// </summary>
-    public LocalBlock? TryTake(TKey key, long permits, out TimeSpan? refusedFor)
+    public LocalBlock? TryTake(TKey key, long permits, out TimeSpan? refusedFor, long cap = 0)
     {
         refusedFor = null;
         LocalBlock block = Volatile.Read(ref key.Block);
@@ -129,7 +130,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
         now = _time.GetTimestamp();
         Touch(key, now);
-        if (now < block.ExpiresAt && block.Refused && Math.Max(permits, 1) >= block.RefusedNeed)
+        if (now < block.ExpiresAt && block.Refused && Math.Max(permits, 1) >= block.RefusedNeed && block.Limit >= cap)
         {
             refusedFor = _time.GetElapsedTime(now, block.RetryAt);
         }
