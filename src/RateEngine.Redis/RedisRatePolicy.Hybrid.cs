@@ -100,7 +100,8 @@ public sealed partial class RedisRatePolicy<TContext>
     {
         for (int i = 0; i < takes.Keys.Length; i++)
         {
-            LayerKey key = takes.Keys[i];
+            // The key's live state: a charge on a key the idle sweep forgot moved its debt there.
+            LayerKey key = _blockLayers[i].Live(takes.Keys[i]);
 
             // Bounded: other requests on the key may keep starting reservations; a debt left over rides on the next one.
             for (int round = 0; round < 3 && !_breaker.IsOpen; round++)

@@ -253,6 +253,23 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Dispose_AKeyStillOwingACharge_SendsItToRedis()
+    {
+        // An overrun no reservation has carried yet (one came back refused near the cap, or the breaker was open): once the
+        // node's policy is disposed nothing else would send it, so the dispose does.
+        RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        using RedisRatePolicy<Call> reader = Budgets(_server.Connect());
+        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0))).Dispose();
+        Interlocked.Add(ref policy.BlockLayer(0).Blocks!.Find("ann")!.Debt, 500);
+
+        policy.Dispose();
+
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 900);
+    }
+
+    [Fact]
     public async Task Dispose_ALeaseThatOutlivesItsPolicy_GivesItsRefundToRedis()
     {
         // A stream's lease outlives its node's policy (the host shuts down while the stream ends). Disposing the lease gives

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using StackExchange.Redis;
 namespace RateEngine.Redis.Hybrid;
 
 /// <summary>
@@ -318,6 +319,23 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         foreach (TKey key in _keys.Values)
         {
             await WhenSettled(key).ConfigureAwait(false);
+        }
+
+        // A key that still owes Redis a charge (an overrun that no reservation has carried yet: one refused near the cap,
+        // one that failed, or none sent while the breaker was open) sends it now: after this, nothing on this node would.
+        foreach (TKey key in _keys.Values)
+        {
+            if (!key.MayForget && _mayCall())
+            {
+                try
+                {
+                    await StartRefill(key, need: 0).ConfigureAwait(false);
+                }
+                catch (Exception error) when (error is RedisException or TimeoutException)
+                {
+                    // Redis is unreachable: the debt goes with the node, as any charge this node could not send.
+                }
+            }
         }
 
         try

@@ -18,15 +18,22 @@ internal sealed class LayerKey(string partitionKey, string redisKey) : LocalKey(
 
     public override long PayFromGrant(long granted)
     {
-        // An overrun made while the reservation was on the wire is not in it: one reservation is in flight per key, so
-        // nothing else takes from Debt meanwhile but charges adding to it.
-        long owed = Volatile.Read(ref Debt);
-        long paid = Math.Min(owed, granted);
-        if (paid > 0)
+        // An overrun made while the reservation was on the wire is not in it. By CAS: one reservation is in flight per key,
+        // but a charge may move a forgotten key's debt to its live state meanwhile (an exchange to 0), and a debt paid
+        // after that would go negative, which no reservation could carry.
+        while (true)
         {
-            Interlocked.Add(ref Debt, -paid);
-        }
+            long owed = Volatile.Read(ref Debt);
+            long paid = Math.Min(owed, granted);
+            if (paid <= 0)
+            {
+                return 0;
+            }
 
-        return paid;
+            if (Interlocked.CompareExchange(ref Debt, owed - paid, owed) == owed)
+            {
+                return paid;
+            }
+        }
     }
 }
