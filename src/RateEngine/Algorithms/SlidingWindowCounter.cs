@@ -20,11 +20,15 @@ namespace RateEngine.Algorithms;
 /// count in history with a larger-wins CAS, then CASes the word to the new segment. A slow thread still deciding in
 /// the old segment fails its CAS, because the word moved, and decides again. A slow thread recording an old count can
 /// never shrink history: larger wins, and a newer segment in the slot wins over an older one.</para>
-/// <para>Once the word holds segment e, every segment before e is finished, so the sum of e-S..e-1 is final and may be
-/// cached; it is published only after the CAS that made e current.</para>
+/// <para>Once the word holds segment e, every segment before e is finished, so the sum of e-S..e-1 is final but for refunds
+/// and may be cached; it is published only after the CAS that made e current, and a refund into a slot sums it again.
+/// Every slot and every cached sum stays at or above the permits admitted in it and not refunded.</para>
 /// <para><b>Linearization point</b>: the CAS of <see cref="CounterState.Current"/>.</para>
-/// <para><b>Refund</b> (whole or partial) is exact while the admission's segment is current: it subtracts from the word's
-/// count, never below zero. After rollover the permits stay counted until they expire (stricter, never looser).</para>
+/// <para><b>Refund</b> (whole or partial) subtracts from the word's count while the admission's segment is current, and
+/// from the segment's history slot (then the cached sum) once it is over, while the word's window still counts it; never
+/// below zero, and nothing once the segment has left that window. A rollover recorder that read the word before a refund
+/// on it can put the larger count back (larger wins): those permits then stay counted until they expire, stricter, never
+/// looser.</para>
 /// <para><b>Charge</b> counts an overrun in the current segment whatever the limit (a rollover first, as for an
 /// admission). A segment's count saturates at <see cref="EpochCount.MaxCount"/> (2^31 - 1), and the charge's admission
 /// reports the part that was counted. Counts above the limit are summed in <c>long</c>; the cached history sum saturates
@@ -247,21 +251,75 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         return newest < 0 ? 0 : Math.Max(1, (newest + _segments + 1) * _segment - now);
     }
 
-    /// <summary>Subtracts <paramref name="amount"/> from segment <paramref name="epoch"/> while it is current.</summary>
-    private static bool Refund(ref CounterState state, long epoch, long amount)
+    /// <summary>
+    /// Subtracts <paramref name="amount"/> from segment <paramref name="epoch"/>: from the word while the segment is
+    /// current, and from its history slot once it is over, while the window of the word's segment still counts it.
+    /// </summary>
+    private bool Refund(ref CounterState state, long epoch, long amount)
     {
         while (true)
         {
             long word = Volatile.Read(ref state.Current);
-            long used = EpochCount.Count(word);
+            if (!EpochCount.Holds(word, epoch))
+            {
+                return RefundFinished(ref state, word, epoch, amount);
+            }
 
-            // After rollover the segment's count is in history, which only grows: the permits stay counted until they expire.
-            if (!EpochCount.Holds(word, epoch) || used < amount)
+            long used = EpochCount.Count(word);
+            if (used < amount)
             {
                 return false;
             }
 
             if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(epoch, used - amount), word) == word)
+            {
+                return true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The refund of a segment the word has moved past (it never comes back). Its final count went into its history slot
+    /// before the word moved, so the slot holds at least the permits being refunded. A recorder that read the word before
+    /// the last refund on it may still put a larger count back (larger wins): then the permits stay counted until they
+    /// expire, stricter, never looser, since every slot and every cached sum stays at or above what was admitted and not
+    /// refunded. Nothing once segment epoch+S+1 is the word's: the permits no longer count.
+    /// </summary>
+    private bool RefundFinished(ref CounterState state, long word, long epoch, long amount)
+    {
+        long wordAhead = -EpochCount.Distance(epoch, word);
+        if (wordAhead <= 0 || wordAhead > _segments || Volatile.Read(ref state.History) is not { } slots)
+        {
+            return false;
+        }
+
+        ref long slot = ref slots[epoch % slots.Length];
+        while (true)
+        {
+            long existing = Volatile.Read(ref slot);
+            if (!EpochCount.Holds(existing, epoch) || EpochCount.Count(existing) < amount)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref slot, EpochCount.Pack(epoch, EpochCount.Count(existing) - amount), existing) == existing)
+            {
+                break;
+            }
+        }
+
+        // The cached sum of a window that holds the segment was computed before: sum again, so the refund counts now.
+        while (true)
+        {
+            long cached = Volatile.Read(ref state.HistorySum);
+            long cachedEpoch = epoch - EpochCount.Distance(epoch, cached);
+            if (cachedEpoch <= epoch || cachedEpoch > epoch + _segments)
+            {
+                return true;
+            }
+
+            long packed = EpochCount.Pack(cachedEpoch, Math.Min(SumHistory(ref state, cachedEpoch, skipEpoch: -1), EpochCount.MaxCount));
+            if (packed == cached || Interlocked.CompareExchange(ref state.HistorySum, packed, cached) == cached)
             {
                 return true;
             }
