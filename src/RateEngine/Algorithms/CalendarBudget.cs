@@ -22,7 +22,7 @@ namespace RateEngine.Algorithms;
 /// so nothing is freed. A refund never takes more than its admission added (the caller refunds each admission once), so
 /// usage never goes below zero.</para>
 /// </remarks>
-internal readonly struct CalendarBudget : IWeightedAlgorithm<BudgetPeriodState>
+internal readonly struct CalendarBudget : IWeightedAlgorithm<BudgetPeriodState>, IPeriodic
 {
     private const long MaxUsed = long.MaxValue / 2;
 
@@ -111,6 +111,8 @@ internal readonly struct CalendarBudget : IWeightedAlgorithm<BudgetPeriodState>
         long used = period is null ? 0 : Volatile.Read(ref period.Used);
         return used + permits <= _limit ? 0 : Math.Max(1, end - now);
     }
+
+    public long PeriodAt(long now) => _schedule.Find(now).Index;
 
     public long? GetFullSince(ref BudgetPeriodState state, long now)
     {

@@ -21,7 +21,7 @@ namespace RateEngine.Algorithms;
 /// word has moved on, the window's permits already came back and nothing is freed. It never takes the count below zero.
 /// A whole refund with nobody admitted since restores the previous word exactly (the previous window's idle time too).</para>
 /// </remarks>
-internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlgorithm<long>
+internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlgorithm<long>, IPeriodic
 {
     private readonly long _limit;
     private readonly long _window;
@@ -52,6 +52,8 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
     public long PeriodTicks => _window;
 
     public bool CountsPeriod(ref long state, long epoch) => EpochCount.Holds(Volatile.Read(ref state), epoch);
+
+    public long PeriodAt(long now) => now / _window;
 
     public long GetAvailableUpTo(ref long state, long now, long enough) => Math.Min(GetAvailablePermits(ref state, now), enough);
 

@@ -574,6 +574,35 @@ public class RatePolicyTests
         Assert.Equal([0.5, 0.8, 1.0, 1.2, 0.5], crossings.Select(c => c.Threshold));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Soft_KeyBackToZeroUsageAndSwept_DoesNotReportAThresholdTwiceInOnePeriod(bool calendar)
+    {
+        // A reservation crosses 50 %, its reconcile takes the usage back to 0 (the upstream call failed), and the key sits
+        // idle through a sweep: the period's record of what was reported must survive it.
+        var crossings = new List<ThresholdCrossing>();
+        PolicyRule rule = calendar ? PolicyRule.Calendar(CalendarPeriod.Day, 100) : PolicyRule.FixedWindow(TimeSpan.FromHours(1), 100);
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("alerts", c => c.User, rule.Counting(PolicyMeter.Money).AsSoft(0.5))
+            .OnThresholdCrossed(crossings.Add)
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(0, 60));
+        lease.Reconcile(RequestCost.None);
+        lease.Dispose();
+        _time.Advance(TimeSpan.FromMinutes(1));
+        policy.SweepAll();
+
+        policy.Acquire(call, new RequestCost(0, 60)).Dispose();
+
+        Assert.Single(crossings);
+        _time.Advance(calendar ? TimeSpan.FromDays(1) : TimeSpan.FromHours(1));
+        policy.SweepAll(); // the period is over: the key may go, and the next period reports again
+        policy.Acquire(call, new RequestCost(0, 60)).Dispose();
+        Assert.Equal(2, crossings.Count);
+    }
+
     [Fact]
     public void Soft_CrossingByARequestALaterLayerRefuses_IsNotReportedAndTheRealCrossingIs()
     {
