@@ -361,6 +361,24 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         return hold.Entry is not null;
     }
 
+    /// <summary>Clears threshold <paramref name="bit"/> of <paramref name="period"/> in the entry's reported mask.</summary>
+    private static void Unreport(LayerEntry<TState> entry, long period, int bit)
+    {
+        while (true)
+        {
+            long word = Volatile.Read(ref entry.Reported);
+            if (!EpochCount.Holds(word, period) || (EpochCount.Count(word) & (1L << bit)) == 0)
+            {
+                return;
+            }
+
+            if (Interlocked.CompareExchange(ref entry.Reported, EpochCount.Pack(period, EpochCount.Count(word) & ~(1L << bit)), word) == word)
+            {
+                return;
+            }
+        }
+    }
+
     /// <summary>
     /// Reports each threshold the key's usage has reached in the admission's period, once: a CAS on the entry's reported
     /// mask for that period decides which thread reports, so concurrent admissions report each threshold exactly once.
@@ -385,9 +403,22 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                     break; // reported already (or the word moved to a later period)
                 }
 
+                // The key first: a selector that throws must not leave the threshold marked and never reported.
+                object? key = _onThreshold is null ? null : KeyOf(context);
                 if (Interlocked.CompareExchange(ref entry.Reported, EpochCount.Pack(period, mask | (1L << i)), word) == word)
                 {
-                    _onThreshold?.Invoke(new ThresholdCrossing(Name, KeyOf(context), Rule.SoftThresholds[i], used, tier.Limit));
+                    try
+                    {
+                        _onThreshold?.Invoke(new ThresholdCrossing(Name, key, Rule.SoftThresholds[i], used, tier.Limit));
+                    }
+                    catch
+                    {
+                        // The listener did not take the report (an acquire is rolled back for it, so its crossing did
+                        // not happen; a charge stands): the threshold stays unreported, for the next crossing.
+                        Unreport(entry, period, i);
+                        throw;
+                    }
+
                     break;
                 }
             }

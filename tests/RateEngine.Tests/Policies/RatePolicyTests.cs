@@ -604,6 +604,35 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Soft_ListenerThrowsOnACrossing_TheRolledBackRequestLeavesTheThresholdToTheNextCrossing()
+    {
+        var crossings = new List<ThresholdCrossing>();
+        bool fail = true;
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 100).Counting(PolicyMeter.Money).AsSoft(0.5))
+            .OnThresholdCrossed(crossing =>
+            {
+                if (fail)
+                {
+                    fail = false;
+                    throw new FormatException("listener bug");
+                }
+
+                crossings.Add(crossing);
+            })
+            .Build();
+        var call = new Call("alice");
+
+        Assert.Throws<FormatException>(() => policy.Acquire(call, new RequestCost(0, 60)));
+        Assert.Equal(0, policy.GetUsage(call, "alerts").Used); // rolled back
+
+        policy.Acquire(call, new RequestCost(0, 60)).Dispose();
+        Assert.Single(crossings);
+        policy.Acquire(call, new RequestCost(0, 10)).Dispose();
+        Assert.Single(crossings);
+    }
+
+    [Fact]
     public void Soft_CrossingByARequestALaterLayerRefuses_IsNotReportedAndTheRealCrossingIs()
     {
         // A request that would take the cost alerts past 80 % is refused by the per-user request cap after them and rolled
