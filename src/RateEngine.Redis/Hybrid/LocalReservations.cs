@@ -455,8 +455,21 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         if (!block.Refused && from.Period == block.Period)
         {
             Interlocked.Add(ref block.Remaining, leftover); // same period: just as valid in the new block
+            if (ReferenceEquals(Volatile.Read(ref key.Block), block))
+            {
+                return;
+            }
+
+            // The new block was replaced or retired (a tier change) since its install, maybe before this add: what is
+            // still in it would sit unused until its period ends, so it goes back too.
+            leftover = block.TakeAll();
+            if (leftover <= 0)
+            {
+                return;
+            }
         }
-        else if (_mayCall())
+
+        if (_mayCall())
         {
             // Its period may be over yet still counted (a counter's segment, for the rest of the window): the script takes
             // the permits back while it counts them, and ignores them after.
