@@ -142,8 +142,9 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
                 continue;
             }
 
-            // nowEpoch is current, so segments before it are final: the sum can be shared.
-            Publish(ref state, nowEpoch, sum);
+            // nowEpoch is current, so segments before it are final: their sum can be shared, summed again after the CAS so
+            // that a refund into a slot since the sum above is in it (see RefundFinished).
+            Publish(ref state, nowEpoch, SumHistory(ref state, nowEpoch, skipEpoch: -1));
             if (admit)
             {
                 admission = new Admission(now, permits, nowEpoch, word);
@@ -199,11 +200,10 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
                 Record(ref state, finished, EpochCount.Count(word));
             }
 
-            long sum = SumHistory(ref state, nowEpoch, skipEpoch: -1);
             long charged = EpochCount.AddSaturating(0, amount);
             if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(nowEpoch, charged), word) == word)
             {
-                Publish(ref state, nowEpoch, sum);
+                Publish(ref state, nowEpoch, SumHistory(ref state, nowEpoch, skipEpoch: -1));
                 return new Admission(now, charged, nowEpoch, word);
             }
         }
@@ -308,17 +308,20 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             }
         }
 
-        // The cached sum of a window that holds the segment was computed before: sum again, so the refund counts now.
+        // The word's window may have cached its sum before the slot changed, or a rollover may be about to publish one it
+        // summed before: sum that window again, read after the slot (so a publish still on its way finds it newer and
+        // keeps it, and a later one reads the slot as it is now).
         while (true)
         {
             long cached = Volatile.Read(ref state.HistorySum);
-            long cachedEpoch = epoch - EpochCount.Distance(epoch, cached);
-            if (cachedEpoch <= epoch || cachedEpoch > epoch + _segments)
+            long wordEpoch = epoch - EpochCount.Distance(epoch, Volatile.Read(ref state.Current));
+            if (wordEpoch > epoch + _segments)
             {
-                return true;
+                return false; // the segment left the window meanwhile: what came off its slot no longer counted
             }
 
-            long packed = EpochCount.Pack(cachedEpoch, Math.Min(SumHistory(ref state, cachedEpoch, skipEpoch: -1), EpochCount.MaxCount));
+            long window = Math.Max(wordEpoch, epoch - EpochCount.Distance(epoch, cached));
+            long packed = EpochCount.Pack(window, Math.Min(SumHistory(ref state, window, skipEpoch: -1), EpochCount.MaxCount));
             if (packed == cached || Interlocked.CompareExchange(ref state.HistorySum, packed, cached) == cached)
             {
                 return true;

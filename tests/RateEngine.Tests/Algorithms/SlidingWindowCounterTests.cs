@@ -120,6 +120,28 @@ public class SlidingWindowCounterTests
     }
 
     [Fact]
+    public void Refund_RacingTheRolloversPublishOfTheHistorySum_StillCountsInThatWindow()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 1, 8, out Admission first, out _));
+        long beforeRollover = state.HistorySum;
+        Assert.True(counter.TryAcquire(ref state, 11, 1, out _, out _));
+        long published = state.HistorySum; // (segment 1, 8)
+
+        state.HistorySum = beforeRollover; // the roller has moved the word on but not yet published its sum
+        Assert.True(counter.Refund(ref state, first, 5));
+        if (!EpochCount.Holds(state.HistorySum, 1))
+        {
+            state.HistorySum = published; // its publish lands after the refund: a no-op if the refund cached segment 1 itself
+        }
+
+        Assert.Equal(4, counter.GetUsed(ref state, 12));
+        Assert.True(counter.TryAcquire(ref state, 12, 6, out _, out _)); // 3 + 1 + 6
+        Assert.False(counter.TryAcquire(ref state, 13, 1, out _, out _));
+    }
+
+    [Fact]
     public void Refund_OnceTheSegmentHasLeftTheWindow_FreesNothing()
     {
         var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
