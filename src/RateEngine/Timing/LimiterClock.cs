@@ -127,9 +127,14 @@ internal sealed class LimiterClock
             return false;
         }
 
-        // Even a zero credit counts as a replenishment (the in-box bucket then serves its queue).
-        Volatile.Write(ref _lastCredit, now);
-        Interlocked.Add(ref _manualTicks, Math.Max(0, elapsed));
+        // Even a zero credit counts as a replenishment (the in-box bucket then serves its queue). A provider that stepped
+        // back credits nothing and keeps the last credit's time: moving it back would credit the step forward again.
+        if (elapsed > 0)
+        {
+            Volatile.Write(ref _lastCredit, now);
+            Interlocked.Add(ref _manualTicks, elapsed);
+        }
+
         return true;
     }
 

@@ -51,6 +51,27 @@ public sealed class ManualLockFreeTokenBucketRateLimiterTests : RateLimiterContr
     }
 
     [Fact]
+    public void TryReplenish_ClockStepsBackThenForward_CreditsNoTimeThatDidNotPass()
+    {
+        // A provider stepped back (a wall clock corrected by NTP) and then forward again: no net time has passed, so no
+        // token may come back. Crediting the forward step after recording the step back would admit a second burst.
+        var time = new FakeTimeProvider();
+        using var limiter = new LockFreeTokenBucketRateLimiter(
+            LockFreeTokenBucketRateLimiterTests.Options(10, 10, TimeSpan.FromSeconds(10), 0, QueueProcessingOrder.OldestFirst, false), time);
+        Assert.True(limiter.AttemptAcquire(10).IsAcquired);
+
+        time.AdjustTime(time.GetUtcNow() - TimeSpan.FromSeconds(10));
+        Assert.True(limiter.TryReplenish());
+        time.Advance(TimeSpan.FromSeconds(10));
+        Assert.True(limiter.TryReplenish());
+
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired);
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(limiter.TryReplenish());
+        Assert.Equal(1, limiter.GetStatistics()!.CurrentAvailablePermits); // time that did pass is credited
+    }
+
+    [Fact]
     public void TryReplenish_AfterTimeSpentFull_CreditsThatTimeOnceDrawn()
     {
         // The in-box bucket's rule, kept for drop-in compatibility: a full bucket takes no credit, and the time is credited
