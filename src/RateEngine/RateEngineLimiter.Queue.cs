@@ -37,8 +37,6 @@ public abstract partial class RateEngineLimiter
         ThrowHelper.CheckPermitCount(permitCount, _permitLimit, _settings.PermitCountName);
         ThrowIfDisposed();
 
-        // One clock read serves the whole call: a decision taken under the lock with it is taken as of a moment
-        // before the lock, which can only find fewer permits free (and the wakeup timer then comes for the rest).
         long now = _clock.Now();
 
         // The lock-free admission AttemptAcquire makes: a request that can pass now never takes the queue's lock.
@@ -55,6 +53,9 @@ public abstract partial class RateEngineLimiter
                 return new ValueTask<RateLimitLease>(refusal);
             }
 
+            // The clock again: the lock may have taken a while (a long queue served under it), and a request decided on
+            // the older read could be queued though its permits are free by now, with its wakeup armed late by as much.
+            now = _clock.Now();
             if (TryPassWithoutWaiting(now, permitCount))
             {
                 return new ValueTask<RateLimitLease>(RateEngineLease.Acquired);
@@ -177,11 +178,22 @@ public abstract partial class RateEngineLimiter
             return;
         }
 
-        _wakeup ??= _clock.Provider.CreateTimer(
-            static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _wakeup ??= CreateWakeup();
         _wakeupArmed = true;
         _wakeupDue = due;
         _wakeup.Change(WakeupDelay(_clock.ToTimeSpan(ticks)), Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// The wakeup timer, made by the first request that queues: without that request's execution context, which a timer
+    /// would otherwise keep (its async locals, its activity) for the limiter's whole life and run every wakeup under.
+    /// </summary>
+    private ITimer CreateWakeup()
+    {
+        using (ExecutionContext.SuppressFlow())
+        {
+            return _clock.Provider.CreateTimer(static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        }
     }
 
     /// <summary>

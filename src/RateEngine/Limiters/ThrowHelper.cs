@@ -17,9 +17,12 @@ internal static class ThrowHelper
         }
     }
 
+    /// <remarks>The in-box message too: a token bucket (whose count is <c>tokenCount</c>) speaks of tokens.</remarks>
     [DoesNotReturn]
     public static void PermitCountExceedsLimit(string paramName, int permitCount, long permitLimit) =>
-        throw new ArgumentOutOfRangeException(paramName, permitCount, $"{permitCount} permit(s) exceeds the permit limit of {permitLimit}.");
+        throw new ArgumentOutOfRangeException(paramName, permitCount, paramName == "tokenCount"
+            ? $"{permitCount} token(s) exceeds the token limit of {permitLimit}."
+            : $"{permitCount} permit(s) exceeds the permit limit of {permitLimit}.");
 
     [DoesNotReturn]
     public static void NullPartitionKey(string paramName) =>

@@ -42,6 +42,8 @@ public abstract partial class RateLimiterContractTests
 
         Assert.Equal(OverLimitParamName, ex.ParamName);
         Assert.Equal(4, ex.ActualValue);
+        string unit = OverLimitParamName == "tokenCount" ? "token" : "permit"; // the in-box limiters' words
+        Assert.StartsWith($"4 {unit}(s) exceeds the {unit} limit of 3.", ex.Message, StringComparison.Ordinal);
         RateLimiterStatistics stats = limiter.GetStatistics()!;
         Assert.Equal(3, stats.CurrentAvailablePermits);
         Assert.Equal(0, stats.TotalFailedLeases);

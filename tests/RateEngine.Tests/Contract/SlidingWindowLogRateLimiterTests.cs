@@ -91,4 +91,46 @@ public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
         QueueLimit = queueLimit,
         QueueProcessingOrder = order,
     };
+
+    [Fact]
+    public async Task AcquireAsync_PermitFreedWhileTheCallerWaitedForTheQueueLock_IsAdmittedAtOnce()
+    {
+        // The caller's first clock read is older than the moment it holds the queue's lock (here the clock moves 600 ms
+        // right after that read, as a long queue served under the lock would make it): the permit is free by then, and a
+        // request decided on the old read would sit in the queue until a wakeup armed from that read too.
+        var time = new SteppingTime();
+        using var limiter = new SlidingWindowLogRateLimiter(Options(1, TimeSpan.FromSeconds(10), 1, QueueProcessingOrder.OldestFirst), time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        time.Inner.Advance(TimeSpan.FromMilliseconds(9_900));
+
+        time.AfterNextRead = () => time.Inner.Advance(TimeSpan.FromMilliseconds(600));
+        ValueTask<RateLimitLease> waiting = limiter.AcquireAsync(1);
+
+        Assert.True(waiting.IsCompleted);
+        Assert.True((await waiting).IsAcquired);
+    }
+
+    /// <summary>A fake clock that can move right after one chosen read (a thread that stalls between its read and its lock).</summary>
+    private sealed class SteppingTime : TimeProvider
+    {
+        public FakeTimeProvider Inner { get; } = new();
+
+        public Action? AfterNextRead { get; set; }
+
+        public override long TimestampFrequency => Inner.TimestampFrequency;
+
+        public override DateTimeOffset GetUtcNow() => Inner.GetUtcNow();
+
+        public override long GetTimestamp()
+        {
+            long read = Inner.GetTimestamp();
+            Action? after = AfterNextRead;
+            AfterNextRead = null;
+            after?.Invoke();
+            return read;
+        }
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+            Inner.CreateTimer(callback, state, dueTime, period);
+    }
 }
