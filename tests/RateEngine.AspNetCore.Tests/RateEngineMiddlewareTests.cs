@@ -443,6 +443,77 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task GlobalPolicyBesideAnInBoxEndpointLimiter_RequestItRefuses_IsDecidedOnceAndGetsItsEstimateBack()
+    {
+        // The endpoint's in-box fixed window admits one request an hour. The second request is admitted by RateEngine's
+        // global policy, then refused by the in-box limiter's attempt and again by its wait: RateEngine must decide it once
+        // (one request counted, not two) and give its estimate back (it never ran).
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder =>
+            {
+                builder.Services.AddRateLimiter(options => options.AddFixedWindowLimiter("one an hour", limit =>
+                {
+                    limit.PermitLimit = 1;
+                    limit.Window = TimeSpan.FromHours(1);
+                    limit.QueueLimit = 0;
+                }));
+                builder.Services.AddRateEngine(engine => engine
+                    .AddPolicy("users", _ => PerUser(_time, requestsPerMinute: 10))
+                    .UseGlobalPolicy("users")
+                    .UseEstimate(EstimateHeader));
+            },
+            map => map.MapPost("/rare", () => "ok").RequireRateLimiting("one an hour"));
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["users"];
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/rare", "alice", estimate: 100))).StatusCode);
+        using HttpResponseMessage refused = await app.Client.SendAsync(Request("/rare", "alice", estimate: 100));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode); // the in-box middleware's default rejection
+        Assert.Equal(2, policy.GetUsage(Context("alice"), "user").Used);
+        Assert.Equal(100, policy.GetUsage(Context("alice"), "user tokens/day").Used);
+    }
+
+    [Fact]
+    public async Task GlobalAndEndpointPoliciesThatCannotBeCombined_FailTheAppsStart()
+    {
+        // Both have a layer named "user": a refusal must name one layer, so they cannot be decided together. That is a
+        // configuration error to report at start, not a 500 on every request to the endpoint.
+        InvalidOperationException failure = await Assert.ThrowsAsync<InvalidOperationException>(() => RunningApp.StartAsync(
+            builder => builder.Services.AddRateEngine(engine => engine
+                .AddPolicy("edge", _ => PerUser(_time, requestsPerMinute: 100))
+                .AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 10))
+                .UseGlobalPolicy("edge")),
+            map => map.MapPost("/chat", () => "ok").RequireRateLimiting("chat")));
+
+        Assert.Contains("'edge' + 'chat'", failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task PipelineReExecutedForAnErrorPage_RequestIsDecidedAndChargedOnce()
+    {
+        // UseExceptionHandler runs the pipeline again, UseRateLimiter included, for the error page of a request whose
+        // endpoint threw: that second pass must find the request's decision, not charge it again.
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRateEngine(engine => engine
+            .AddPolicy("users", _ => PerUser(_time, requestsPerMinute: 10))
+            .UseGlobalPolicy("users")
+            .UseEstimate(EstimateHeader));
+        WebApplication web = builder.Build();
+        web.UseExceptionHandler("/error");
+        web.UseRateLimiter();
+        web.MapPost("/boom", string () => throw new InvalidOperationException("endpoint bug"));
+        web.MapPost("/error", () => Results.Problem("it broke"));
+        await using RunningApp app = await RunningApp.StartAsync(web);
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["users"];
+
+        using HttpResponseMessage failed = await app.Client.SendAsync(Request("/boom", "alice", estimate: 100));
+
+        Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
+        Assert.Equal(1, policy.GetUsage(Context("alice"), "user").Used);
+        Assert.Equal(100, policy.GetUsage(Context("alice"), "user tokens/day").Used);
+    }
+
+    [Fact]
     public async Task AppsOwnGlobalLimiter_ContextReadAsynchronously_IsChargedOncePerRequest()
     {
         // The app's global limiter admits 2 requests an hour. RateEngine's context completes asynchronously, so its

@@ -49,6 +49,14 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         _time = time;
         _current = options.CurrentValue;
         ApplyTiers(_current, initial: true);
+
+        // Every combination a request can need, built now (the in-box middleware, built at start, makes this runtime):
+        // policies that cannot be decided together fail the app's start, not every request to one endpoint.
+        foreach (string own in (string[])[string.Empty, .. policies.Names.Where(name => !policies.GlobalNames.Contains(name))])
+        {
+            _combinations[own] = Combine(own);
+        }
+
         _reloads = options.OnChange(changed => ApplyTiers(changed, initial: false));
     }
 
@@ -118,17 +126,23 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         return Record(http, combination, context, model, lease, started);
     }
 
-    /// <summary>Keeps the decision on the request (every later acquire of it sees it), meters and logs it.</summary>
+    /// <summary>Keeps the decision on the request (every later acquire of it sees it) until it ends, meters and logs it.</summary>
     private RateLimitLease Record(HttpContext http, Combination<TContext> combination, TContext context, string? model, PolicyLease lease, long started)
     {
         var decision = new RequestDecision<TContext>(this, http, combination, context, lease, model);
         http.Features.Set<IRateEngineFeature>(decision);
+        if (lease.IsAcquired)
+        {
+            // First: whatever throws below (a metrics listener), the decision still ends with the request.
+            http.Response.RegisterForDispose(decision);
+        }
+
         Metrics.Decided(combination.Name, lease, _time.GetElapsedTime(started));
         if (!lease.IsAcquired)
         {
             Log.RequestRejected(_logger, combination.Name, lease.BlockingLayer ?? string.Empty, lease.Reason ?? string.Empty, lease.IsServiceWide);
         }
-        else if (Options.RateLimitFieldsOnSuccess || Options.OpenAiHeaders)
+        else if ((Options.RateLimitFieldsOnSuccess || Options.OpenAiHeaders) && !http.Response.HasStarted)
         {
             http.Response.OnStarting(static state => ((RequestDecision<TContext>)state).WriteSuccessHeaders(), decision);
         }
@@ -158,8 +172,18 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
             return null;
         }
 
-        IRatePolicy<TContext> policy = names.Length == 1 ? _policies[names[0]] : _policies[names[0]].Combine([.. names.Skip(1).Select(name => _policies[name])]);
-        return new Combination<TContext>(string.Join('+', names), policy);
+        try
+        {
+            IRatePolicy<TContext> policy = names.Length == 1 ? _policies[names[0]] : _policies[names[0]].Combine([.. names.Skip(1).Select(name => _policies[name])]);
+            return new Combination<TContext>(string.Join('+', names), policy);
+        }
+        catch (ArgumentException exception)
+        {
+            // Two layers of one name, policies on different clocks, or an in-process policy beside one on Redis.
+            throw new InvalidOperationException(
+                $"RateEngine cannot decide the policies {string.Join(" + ", names.Select(name => $"'{name}'"))} together (the global ones and an endpoint's): {exception.Message}",
+                exception);
+        }
     }
 
     private void ApplyTiers(RateEngineOptions options, bool initial)

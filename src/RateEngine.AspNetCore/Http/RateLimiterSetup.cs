@@ -23,9 +23,22 @@ internal sealed class RateLimiterSetup<TContext>(RateEngineRuntime<TContext> run
 
         Func<OnRejectedContext, CancellationToken, ValueTask>? previous = options.OnRejected;
         options.OnRejected = (rejected, cancellationToken) =>
-            rejected.HttpContext.Features.Get<IRateEngineFeature>() is RequestDecision<TContext> { Lease.IsAcquired: false } decision
-                ? RejectionWriter.WriteAsync(rejected.HttpContext, decision, runtime.Options, cancellationToken)
-                : previous?.Invoke(rejected, cancellationToken) ?? default;
+            rejected.HttpContext.Features.Get<IRateEngineFeature>() is not RequestDecision<TContext> decision
+                ? previous?.Invoke(rejected, cancellationToken) ?? default
+                : decision.Lease.IsAcquired
+                    ? RefusedElsewhereAsync(decision, rejected, previous, cancellationToken)
+                    : RejectionWriter.WriteAsync(rejected.HttpContext, decision, runtime.Options, cancellationToken);
+    }
+
+    /// <summary>Another limiter of the request refused it after RateEngine admitted it: RateEngine's estimate comes back, and the app's handler answers.</summary>
+    private static async ValueTask RefusedElsewhereAsync(
+        RequestDecision<TContext> decision, OnRejectedContext rejected, Func<OnRejectedContext, CancellationToken, ValueTask>? previous, CancellationToken cancellationToken)
+    {
+        await decision.RefusedElsewhereAsync(cancellationToken).ConfigureAwait(false);
+        if (previous is not null)
+        {
+            await previous(rejected, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>

@@ -5,11 +5,11 @@ using RateEngine.AspNetCore.Telemetry;
 namespace RateEngine.AspNetCore.Http;
 
 /// <summary>
-/// One request's decision: the feature the endpoint settles through, and the lease the in-box middleware holds for the
-/// request's lifetime. When the middleware disposes that lease, an unsettled request whose client went away is settled
-/// at what it charged; any other keeps its estimate.
+/// One request's decision: the feature the endpoint settles through. An acquired one lasts until the request ends (it is
+/// registered for the request's dispose), whatever the in-box middleware does with the leases it hands out meanwhile:
+/// then an unsettled request whose client went away is settled at what it charged, and any other keeps its estimate.
 /// </summary>
-internal sealed class RequestDecision<TContext> : IRateEngineFeature
+internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposable
 {
     private readonly RateEngineRuntime<TContext> _runtime;
     private readonly HttpContext _http;
@@ -37,16 +37,48 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
     public IRatePolicy<TContext> Policy => _combination.Policy;
 
-    /// <summary>What the in-box middleware holds: the refusal itself, or a lease whose dispose ends the request's hold.</summary>
+    /// <summary>
+    /// What the in-box middleware holds, on every acquire of this request: the refusal itself, or the acquired decision.
+    /// The middleware disposes what it holds mid-request too (when a limiter after ours, an in-box endpoint limiter,
+    /// refuses its synchronous attempt, it disposes our lease and then waits on every limiter again; and a pipeline
+    /// re-executed for an error page runs the middleware again): each later acquire gets this same decision back, so a
+    /// request is decided and charged once, and keeps its reservation and its slots until it ends.
+    /// </summary>
     public RateLimitLease InBoxLease() => _held ?? (RateLimitLease)Lease;
 
-    /// <summary>
-    /// Whether the middleware has disposed the request's hold. It does so mid-decision too: when a limiter after ours (an
-    /// in-box endpoint limiter, or one chained after ours) refuses its synchronous attempt, it disposes our lease and then
-    /// waits on every limiter again. That second acquire must decide anew: handing back this lease, acquired but ended,
-    /// would let the request run holding nothing.
-    /// </summary>
+    /// <summary>Whether the request has ended (its registered dispose ran).</summary>
     public bool HasEnded => Volatile.Read(ref _ended) != 0;
+
+    /// <summary>The request ended: settles the decision (see <see cref="End"/>).</summary>
+    public void Dispose()
+    {
+        if (_held is not null && Interlocked.Exchange(ref _ended, 1) == 0)
+        {
+            End();
+        }
+    }
+
+    /// <summary>
+    /// An in-box limiter of the request (its endpoint's) refused it after RateEngine admitted it: the request does not
+    /// run, so its estimate comes back on the weighted layers (request-counting layers keep it, as an in-box global
+    /// limiter keeps its permit); its slots are freed when the request ends.
+    /// </summary>
+    public async ValueTask RefusedElsewhereAsync(CancellationToken cancellationToken)
+    {
+        if (Lease.IsAcquired && !Lease.IsSettled)
+        {
+            try
+            {
+                await ReconcileAsync(RequestCost.None, cancellationToken).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // the request is refused already: a settle that fails keeps the estimate (stricter)
+            catch (Exception exception) when (exception is not OperationCanceledException)
+            {
+                Log.SettleFailed(_runtime.Logger, PolicyName, exception);
+            }
+#pragma warning restore CA1031
+        }
+    }
 
     public void Charge(RequestCost step) => Lease.Charge(step);
 
@@ -155,10 +187,9 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
         }
     }
 
-    /// <summary>The request is over (the middleware disposed its lease).</summary>
+    /// <summary>The request is over.</summary>
     private void End()
     {
-        Volatile.Write(ref _ended, 1);
         // The client went away mid-work (an abandoned stream): it pays for what was produced, not for its estimate. Only a
         // request that charged steps says what it produced: one that charged none (an endpoint that works on its estimate)
         // keeps the estimate, or a client that resets the connection once it has the answer would be refunded all of it.
@@ -223,11 +254,12 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
         }
     }
 
-    /// <summary>The acquired lease as the in-box middleware sees it: disposing it ends the request.</summary>
+    /// <summary>
+    /// The acquired decision as the in-box middleware sees it. Disposing it ends nothing: the decision ends with the
+    /// request (see <see cref="InBoxLease"/>).
+    /// </summary>
     private sealed class HeldLease(RequestDecision<TContext> decision) : RateLimitLease
     {
-        private int _disposed;
-
         public override bool IsAcquired => true;
 
         public override IEnumerable<string> MetadataNames => decision.Lease.MetadataNames;
@@ -236,10 +268,6 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing && Interlocked.Exchange(ref _disposed, 1) == 0)
-            {
-                decision.End();
-            }
         }
     }
 }
