@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
 using RateEngine.AspNetCore;
@@ -38,14 +40,14 @@ public static class GatewayEndpoints
         var actual = new RequestCost(prompt + output, FakeModel.Prices.MicroDollars(body.Model, prompt, output));
         if (rate is not null)
         {
-            await rate.ChargeAsync(new RequestCost(prompt, FakeModel.Prices.MicroDollars(body.Model, prompt, 0)), CancellationToken.None);
+            await ChargeStepAsync(rate, new RequestCost(prompt, FakeModel.Prices.MicroDollars(body.Model, prompt, 0)), loggers);
         }
 
         if (!body.Stream)
         {
             if (rate is not null)
             {
-                await rate.ReconcileAsync(actual, CancellationToken.None);
+                await SettleAsync(rate, actual, loggers);
             }
 
             estimator.Observe(body.Model, output);
@@ -80,15 +82,7 @@ public static class GatewayEndpoints
 
         if (rate is not null)
         {
-            try
-            {
-                await rate.ReconcileAsync(actual, CancellationToken.None);
-            }
-            catch (Exception error) when (error is RedisException or TimeoutException)
-            {
-                // The stream is under way: it ends as it should, and the lease keeps what it could not settle (stricter).
-                loggers.CreateLogger(typeof(GatewayEndpoints)).LogWarning(error, "The rate limit store did not take the stream's settlement.");
-            }
+            await SettleAsync(rate, actual, loggers);
         }
 
         estimator.Observe(body.Model, output);
@@ -96,8 +90,25 @@ public static class GatewayEndpoints
     }
 
     /// <summary>
-    /// Charges one streamed chunk. A rate-limit store that fails meanwhile (a policy on Redis, failing closed) does not cut
-    /// the stream the client is reading: the lease keeps what it could not count and sends it again with its next settle.
+    /// Settles the request at its actual cost. The model has answered by now: a rate-limit store that fails meanwhile (a
+    /// policy on Redis) does not turn the answer into an error, and the lease keeps what it could not settle (stricter).
+    /// </summary>
+    private static async Task SettleAsync(IRateEngineFeature rate, RequestCost actual, ILoggerFactory loggers)
+    {
+        try
+        {
+            await rate.ReconcileAsync(actual, CancellationToken.None);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            loggers.CreateLogger(typeof(GatewayEndpoints)).LogWarning(error, "The rate limit store did not take the request's settlement.");
+        }
+    }
+
+    /// <summary>
+    /// Charges the prompt or one streamed chunk. A rate-limit store that fails meanwhile (a policy on Redis, failing closed)
+    /// does not cut the answer the client is waiting for: the lease keeps what it could not count and sends it again with
+    /// its next settle.
     /// </summary>
     private static async Task ChargeStepAsync(IRateEngineFeature rate, RequestCost step, ILoggerFactory loggers)
     {
@@ -155,6 +166,9 @@ public static class GatewayEndpoints
         return Results.Ok(new { paused = false });
     }
 
+    /// <summary>The operator's key, compared in constant time (a comparison that stops at the first difference tells a guesser how far it got).</summary>
     private static bool IsAdmin(HttpContext http, GatewayOptions options) =>
-        options.AdminKey.Length > 0 && string.Equals(http.Request.Headers["X-Admin-Key"], options.AdminKey, StringComparison.Ordinal);
+        options.AdminKey.Length > 0
+        && CryptographicOperations.FixedTimeEquals(
+            Encoding.UTF8.GetBytes(http.Request.Headers["X-Admin-Key"].ToString()), Encoding.UTF8.GetBytes(options.AdminKey));
 }
