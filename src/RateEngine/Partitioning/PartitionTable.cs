@@ -190,6 +190,8 @@ internal sealed class PartitionTable<TKey, TEntry>
             {
                 if (!ReferenceEquals(occupant, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
                 {
+                    // Capacity borrowed above for this key goes back beyond what a shard keeps, as on a removal.
+                    Release(shard, 0);
                     refusal = AddRefusal.TooManyCollisions;
                     return null;
                 }

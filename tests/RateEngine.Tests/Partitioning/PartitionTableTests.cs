@@ -33,6 +33,14 @@ public class PartitionTableTests
         public int GetHashCode(string obj) => StringComparer.Ordinal.GetHashCode(obj);
     }
 
+    /// <summary>With the seed (2^32 + 1, 0): keys starting "same" share one hash in shard 0, every other key is in shard 1.</summary>
+    private sealed class SameInShardZero : IEqualityComparer<string>
+    {
+        public bool Equals(string? x, string? y) => string.Equals(x, y, StringComparison.Ordinal);
+
+        public int GetHashCode(string obj) => obj.StartsWith("same", StringComparison.Ordinal) ? 7 : 1 << 26;
+    }
+
     private static readonly Entry Tombstone = new("tombstone");
 
     private static PartitionTable<string, Entry> NewTable(int maxEntries = 1_000_000, IEqualityComparer<string>? comparer = null) =>
@@ -40,6 +48,24 @@ public class PartitionTableTests
 
     private static Entry? Add(PartitionTable<string, Entry> table, string key, Action<int>? makeRoom = null) =>
         table.GetOrAdd(key, table.Hash(key), static (k, _) => new Entry(k), 0, makeRoom, out _);
+
+    [Fact]
+    public void GetOrAdd_RefusedForTooManyCollisions_KeepsNoCapacityItBorrowed()
+    {
+        // A key refused because four others share its hash had borrowed the table's last unit of capacity first: kept in
+        // its shard, that unit would make the table refuse a key elsewhere while it holds one key fewer than its maximum.
+        var table = new PartitionTable<string, Entry>(new SameInShardZero(), Tombstone, 5, seed: ((1UL << 32) + 1, 0));
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.NotNull(Add(table, $"same{i}"));
+        }
+
+        Assert.Null(table.GetOrAdd("same4", table.Hash("same4"), static (k, _) => new Entry(k), 0, null, out AddRefusal why));
+        Assert.Equal(AddRefusal.TooManyCollisions, why);
+
+        Assert.NotNull(Add(table, "other"));
+        Assert.Equal(5, table.Count);
+    }
 
     [Fact]
     public void Sweep_DecisionThrowsPartWay_TheEntriesRemovedSoFarGiveTheirCapacityBack()
