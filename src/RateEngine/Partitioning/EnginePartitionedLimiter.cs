@@ -368,7 +368,9 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     {
         if (!tier.Algorithm.TryAcquire(ref entry.State, now, permitCount, out Admission admission, out retryAfter))
         {
-            return TierOutcome.Refused;
+            // A dead entry may count admissions that were discarded and decided again on the key's live entry: a refusal
+            // it decided is decided again there too.
+            return AdmissionLost(key, entry) ? TierOutcome.Lost : TierOutcome.Refused;
         }
 
         if (AdmissionLost(key, entry))
@@ -391,7 +393,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     {
         if (!host.TryAcquire(now, permitCount, out Admission admission, out retryAfter))
         {
-            return TierOutcome.Refused;
+            return AdmissionLost(key, entry) ? TierOutcome.Lost : TierOutcome.Refused; // as for a key's own state, above
         }
 
         if (AdmissionLost(key, entry))
