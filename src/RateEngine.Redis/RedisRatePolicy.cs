@@ -441,6 +441,13 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
 
     internal long ClientMicroseconds() => (_time.GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
 
+    /// <summary>A timestamp of the policy's clock, for how long a lease's settle has been pending.</summary>
+    internal long Timestamp() => _time.GetTimestamp();
+
+    internal TimeSpan ElapsedSince(long timestamp) => _time.GetElapsedTime(timestamp);
+
+    internal Task Delay(TimeSpan wait) => Task.Delay(wait, _time);
+
     internal void Succeeded() => _breaker.Close();
 
     internal void Trip(string why)
@@ -506,9 +513,16 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             TaskContinuationOptions.None,
             TaskScheduler.Default).Unwrap());
 
-    /// <summary>A script error (a bug, a key of another type): Redis answered, so it says nothing about Redis being down.</summary>
+    /// <summary>
+    /// A script error (a bug, a key of another type): Redis answered, so it says nothing about Redis being down. Not one that
+    /// Redis 6 and older wrap in "ERR Error running script" when a command inside the script fails for the server's state
+    /// (a replica after a failover, memory full, a master down, a dataset loading): those are outages.
+    /// </summary>
     internal static bool IsScriptError(RedisServerException error) =>
-        error.Message.StartsWith("ERR", StringComparison.Ordinal) || error.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal);
+        (error.Message.StartsWith("ERR", StringComparison.Ordinal) || error.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal))
+        && !ServerStateErrors.Any(state => error.Message.Contains(state, StringComparison.Ordinal));
+
+    private static readonly string[] ServerStateErrors = ["-READONLY", "-OOM", "-MASTERDOWN", "-LOADING", "-BUSY", "-NOREPLICAS"];
 
     private static InvalidOperationException ScriptFailed(RedisServerException error) =>
         new($"The policy's script failed on Redis: {error.Message}", error);

@@ -330,6 +330,51 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task PolicyCharges_WhileRedisIsAway_AreEachCountedOnTheLeaseAndSentInOrderOnceItIsBack()
+    {
+        // A stream's chunks are charged while Redis is down: the first charge's settle is pending, and the next one must
+        // queue behind it rather than be lost (a settle at what was consumed would then miss it).
+        using RedisRatePolicy<string> policy = new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
+        {
+            Connection = _connection,
+            KeyPrefix = "steps-" + Guid.NewGuid().ToString("N"),
+            SyncTimeout = TimeSpan.FromMilliseconds(200),
+            FailureCooldown = TimeSpan.FromSeconds(1),
+            TimeProvider = _cooldownClock,
+        })
+            .AddLayer("tokens/hour", user => user, PolicyRule.FixedWindow(TimeSpan.FromHours(1), 1_000_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        PolicyLease lease = await policy.AcquireAsync("ann", new RequestCost(100, 0));
+        Assert.True(lease.IsAcquired);
+
+        _server.Kill();
+        await Assert.ThrowsAnyAsync<Exception>(() => lease.ChargeAsync(new RequestCost(150, 0)).AsTask());
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        await Assert.ThrowsAnyAsync<Exception>(() => lease.ChargeAsync(new RequestCost(70, 0)).AsTask());
+        Assert.Equal(220, lease.Consumed.Tokens);
+
+        _server.Start(); // empty: the acquire's 100 went with the old process, the two overruns are still owed
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                Assert.Equal(0, (await policy.GetUsageAsync("ann"))[0].Used);
+                break;
+            }
+            catch (Exception) when (attempt < 200)
+            {
+                await Task.Delay(50); // the connection comes back, and the breaker lets a call through after its cooldown
+                _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+            }
+        }
+
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        await lease.ReconcileConsumedAsync(); // sends the two pending charges first, in order; at 220 nothing more is owed
+
+        Assert.Equal(50 + 70, (await policy.GetUsageAsync("ann"))[0].Used);
+    }
+
+    [Fact]
     public void HealthCheck_LimiterNotMadeByRedisLimiter_Throws()
     {
         using PartitionedRateLimiter<string> local = PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetNoLimiter(key));

@@ -1,5 +1,6 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Policies;
 using RateEngine.Redis.Scripts;
 using RateEngine.Redis.Tests.Support;
 using StackExchange.Redis;
@@ -90,22 +91,46 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
-    public async Task Reconcile_TheSettleMarker_OutlivesEveryStateTheSettleTouched()
+    public async Task Reconcile_TheSettleMarker_LivesMinutesNotAsLongAsTheBudgets()
     {
-        // A settle sent again after a lost reply is answered as a replay while its marker lives. A marker that expired while
-        // a refunded layer still counted (a daily budget) would let a late resend refund a second time, past the cap.
+        // One marker per lease that settled anything: kept as long as a daily budget, a busy policy would keep millions in
+        // its one cluster slot. It lives SettleMemoryMilliseconds; a lease sends a refund again only well within that.
         using RedisRatePolicy<Call> policy = Gateway();
         PolicyLease lease = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(400, 30));
         lease.Reconcile(new RequestCost(120, 12));
         lease.Dispose();
 
         IServer server = _connection.GetServer(_connection.GetEndPoints()[0]);
-        IDatabase database = _connection.GetDatabase();
         RedisKey marker = server.Keys(pattern: $"*{_prefix}*settle*").First();
-        TimeSpan? markerLife = await database.KeyTimeToLiveAsync(marker);
-        TimeSpan longestState = (await Task.WhenAll(server.Keys(pattern: $"*{_prefix}*").Where(key => key != marker)
-            .Select(key => database.KeyTimeToLiveAsync(key)))).Max(life => life ?? TimeSpan.Zero);
-        Assert.True(markerLife >= longestState, $"the settle marker lives {markerLife}, a state it touched {longestState}");
+        TimeSpan? markerLife = await _connection.GetDatabase().KeyTimeToLiveAsync(marker);
+        Assert.InRange(markerLife!.Value, RedisPolicyLease<Call>.ReplayBound, TimeSpan.FromMilliseconds(PolicyScripts.SettleMemoryMilliseconds));
+        Assert.Contains($"'PX', {PolicyScripts.SettleMemoryMilliseconds})", PolicyScripts.Settle, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Settle_ReplayedAfterTheScriptMayHaveForgottenIt_IsSentWithoutItsRefunds()
+    {
+        // A reconcile that landed but whose reply was lost is sent again with the lease's next call. Past the replay bound
+        // the script may have forgotten it (here its marker is deleted): sent as it was, it would refund a second time.
+        using RedisRatePolicy<Call> policy = Gateway();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "search"), new RequestCost(400, 30));
+        await ((RedisPolicyLease<Call>)lease).ReconcileWithReplyLostAsync(new RequestCost(100, 10));
+        Assert.Equal(100, await TokensUsed());
+
+        _time.Advance(RedisPolicyLease<Call>.ReplayBound);
+        IServer server = _connection.GetServer(_connection.GetEndPoints()[0]);
+        await _connection.GetDatabase().KeyDeleteAsync([.. server.Keys(pattern: $"*{_prefix}*settle*")]);
+        lease.Dispose(); // sends the pending reconcile again, then the slot's release
+
+        for (int attempt = 0; attempt < 250 && (await policy.GetUsageAsync(new Call("ann", "search"))).Single(layer => layer.Layer == "streams").Used != 0; attempt++)
+        {
+            await Task.Delay(20); // the dispose settles in the background
+        }
+
+        Assert.Equal(0, (await policy.GetUsageAsync(new Call("ann", "search"))).Single(layer => layer.Layer == "streams").Used);
+        Assert.Equal(100, await TokensUsed()); // not refunded twice
+
+        async Task<long> TokensUsed() => (await policy.GetUsageAsync(new Call("ann", "search"))).Single(layer => layer.Layer == "tokens/day").Used;
     }
 
     [Fact]

@@ -11,12 +11,18 @@ namespace RateEngine.Redis.Policies;
 /// </summary>
 /// <remarks>
 /// <para>The async settles await one script call; the sync ones block at most the policy's sync timeout. Each settle carries
-/// a sequence number that the script applies once, so a settle whose outcome is unknown (Redis did not answer in time, the
-/// connection dropped) is sent again, unchanged, before anything else the lease does, and counts on the lease at once: a
-/// charge that threw is not to be charged again (it is kept, and lands with the lease's next call or dispose), a
-/// reconcile that threw has settled the lease, and no refund or charge counts twice.</para>
+/// a sequence number that the script applies once. Settles whose outcome is unknown (Redis did not answer in time, the
+/// connection dropped) wait in order and are sent again, unchanged, before anything else the lease sends, and each counts
+/// on the lease at once: a charge that threw is not to be charged again (it is kept, and lands with the lease's next call
+/// or dispose; later charges queue behind it, so none is lost while Redis is away), a reconcile that threw has settled
+/// the lease, and no refund or charge counts twice.</para>
+/// <para>The script remembers a lease's last sequence number for <see cref="PolicyScripts.SettleMemoryMilliseconds"/>
+/// (a marker per lease, so it must not live as long as a day's budget does). A settle still unconfirmed after
+/// <see cref="ReplayBound"/> is sent again without its refunds: past the marker's life it could apply twice, and a charge
+/// or a slot's release applied twice is stricter, never looser, while a refund applied twice would free permits twice.</para>
 /// <para>A dispose never blocks: it sends its release (and its refund, on layers that refund unreconciled estimates) in the
-/// background; if Redis never takes it, a concurrency slot frees itself at the lease timeout.</para>
+/// background, again and again while Redis is away, for up to <see cref="ReplayBound"/>; a concurrency slot whose release
+/// never lands frees itself at the lease timeout.</para>
 /// </remarks>
 internal sealed class RedisPolicyLease<TContext> : PolicyLease
 {
@@ -41,8 +47,11 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
     private int _state;
     private long _sequence;
 
-    /// <summary>A settle sent whose outcome is unknown: sent again, unchanged, before the lease's next settle.</summary>
-    private (RedisValue[] Values, Action Applied)? _unknown;
+    /// <summary>Settles sent whose outcome is unknown, oldest first: sent again before anything else the lease sends.</summary>
+    private readonly Queue<PendingSettle> _pending = new();
+
+    /// <summary>How long an unconfirmed settle is sent again with its refunds (a minute inside the marker's life).</summary>
+    internal static readonly TimeSpan ReplayBound = TimeSpan.FromMilliseconds(PolicyScripts.SettleMemoryMilliseconds) - TimeSpan.FromMinutes(1);
 
     public RedisPolicyLease(
         RedisRatePolicy<TContext> policy, RedisKey[] keys, long[] limits, long[] reserved, long[] tags, string id, RequestCost estimate, IReadOnlyList<LayerUsage>? usage = null)
@@ -105,7 +114,6 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await SettleUnknownAsync().ConfigureAwait(false);
             ThrowIfNotOpen();
             RequestCost consumed = new(_consumed.Tokens + step.Tokens, _consumed.Money + step.Money);
             var amounts = new long[_keys.Length];
@@ -155,7 +163,6 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await SettleUnknownAsync().ConfigureAwait(false);
             ThrowIfNotOpen();
             RequestCost actual = given ?? Consumed;
             ThrowIfNotExact(actual, "actual");
@@ -188,7 +195,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         {
             long[] amounts = [.. _reserved.Select((reserved, i) => _policy[i].IsConcurrency ? 1 : -reserved)];
             _state = Ended;
-            await SettleAsync(amounts, static () => { }).ConfigureAwait(false);
+            await SettleFinallyAsync(amounts).ConfigureAwait(false);
         }
         finally
         {
@@ -224,7 +231,6 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                 return;
             }
 
-            await SettleUnknownAsync().ConfigureAwait(false);
             var amounts = new long[_keys.Length];
             for (int i = 0; i < _keys.Length; i++)
             {
@@ -234,7 +240,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             }
 
             _state = Ended;
-            await SettleAsync(amounts, static () => { }).ConfigureAwait(false);
+            await SettleFinallyAsync(amounts).ConfigureAwait(false);
         }
         finally
         {
@@ -242,67 +248,177 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         }
     }
 
+    /// <summary>
+    /// The lease's last settle (a release, a rollback): if Redis does not take it now, nothing the lease does later will
+    /// send it, so it is sent again in the background while its refunds may still be replayed.
+    /// </summary>
+    private async Task SettleFinallyAsync(long[] amounts)
+    {
+        try
+        {
+            await SettleAsync(amounts, static () => { }).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException && _pending.Count > 0)
+        {
+            RedisTasks.Observe(FlushLaterAsync());
+            throw;
+        }
+    }
+
+    /// <summary>Sends the pending settles again, backing off from 1 s, until Redis takes them or they are past replaying.</summary>
+    private async Task FlushLaterAsync()
+    {
+        TimeSpan wait = TimeSpan.FromSeconds(1);
+        for (long started = _policy.Timestamp(); _policy.ElapsedSince(started) < ReplayBound; wait = TimeSpan.FromTicks(Math.Min(wait.Ticks * 2, TimeSpan.FromSeconds(30).Ticks)))
+        {
+            await _policy.Delay(wait).ConfigureAwait(false);
+            await _gate.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                await FlushAsync().ConfigureAwait(false);
+                return;
+            }
+            catch (Exception error) when (error is RedisException or TimeoutException)
+            {
+                // Still away: try again later.
+            }
+            finally
+            {
+                _gate.Release();
+            }
+        }
+    }
+
     /// <summary>One settle call for every layer at once, applied once by the script whatever happens to its reply.</summary>
     private async Task SettleAsync(long[] amounts, Action applied)
     {
-        if (_unbacked is not null || amounts.All(amount => amount == 0))
+        if (_unbacked is not null)
         {
             applied();
             return;
         }
 
-        var values = new RedisValue[2 + (_keys.Length * PolicyScripts.Stride)];
-        values[1] = string.Create(CultureInfo.InvariantCulture, $"{_id}#{++_sequence}");
-        long clientNow = _policy.ClientMicroseconds();
+        // Nothing to send for all zeros, but the settles still pending go now: a lease's last call may be one of those.
+        PendingSettle? settle = null;
+        if (amounts.Any(amount => amount != 0))
+        {
+            var values = new RedisValue[2 + (_keys.Length * PolicyScripts.Stride)];
+            values[1] = string.Create(CultureInfo.InvariantCulture, $"{_id}#{++_sequence}");
+            long clientNow = _policy.ClientMicroseconds();
+            for (int i = 0; i < _keys.Length; i++)
+            {
+                _policy[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), _limits[i], amounts[i], _tags[i], clientNow);
+            }
+
+            settle = new PendingSettle(values, _policy.Timestamp());
+            _pending.Enqueue(settle);
+        }
+
+        try
+        {
+            await FlushAsync().ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException && (settle is null || _pending.Contains(settle)))
+        {
+            // Its outcome is unknown (or it waits behind one that is): it stays pending and is sent again, unchanged, before
+            // anything else this lease sends, until Redis takes it (the script applies it once). So it counts here already:
+            // a charge that threw is not to be charged again (its step would count twice), and a reconcile that threw has
+            // settled the lease.
+            applied();
+            throw;
+        }
+
+        applied();
+    }
+
+    /// <summary>Sends the pending settles in order (again, unchanged: the script applies each once), dropping each that lands.</summary>
+    private async Task FlushAsync()
+    {
+        while (_pending.TryPeek(out PendingSettle? head))
+        {
+            RedisValue[]? values = ReplayableValues(head);
+            if (values is not null)
+            {
+                try
+                {
+                    await _policy.Settle(_keys, _id, values).ConfigureAwait(false);
+                }
+                catch (RedisServerException error) when (RedisRatePolicy<TContext>.IsScriptError(error))
+                {
+                    // A script error is a bug, not an outage: the settle did not apply, is not sent again, and trips no breaker.
+                    _pending.Dequeue();
+                    throw;
+                }
+                catch (Exception error) when (error is RedisException or TimeoutException)
+                {
+                    _policy.Trip(error.Message);
+                    throw;
+                }
+
+                _policy.Succeeded();
+            }
+
+            _pending.Dequeue();
+        }
+    }
+
+    /// <summary>
+    /// What to send for a pending settle: its values, or, once it is older than <see cref="ReplayBound"/> (the script may
+    /// have forgotten that it applied it), the same without its refunds; null when nothing is left to send.
+    /// </summary>
+    private RedisValue[]? ReplayableValues(PendingSettle settle)
+    {
+        if (_policy.ElapsedSince(settle.FirstSent) < ReplayBound)
+        {
+            return settle.Values;
+        }
+
+        RedisValue[] values = [.. settle.Values];
+        bool any = false;
         for (int i = 0; i < _keys.Length; i++)
         {
-            _policy[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), _limits[i], amounts[i], _tags[i], clientNow);
+            int at = 2 + (i * PolicyScripts.Stride) + 2;
+            if ((long)values[at] < 0)
+            {
+                values[at] = 0;
+            }
+
+            any |= (long)values[at] != 0;
         }
 
-        _unknown = (values, applied);
-        try
-        {
-            await SettleUnknownAsync().ConfigureAwait(false);
-        }
-        catch (Exception error) when (error is RedisException or TimeoutException && _unknown?.Values == values)
-        {
-            // Its outcome is unknown: it stays pending and is sent again, unchanged, before anything else this lease does,
-            // until Redis takes it (the script applies it once). So it counts here already: a charge that threw is not to be
-            // charged again (its step would count twice), and a reconcile that threw has settled the lease.
-            _unknown = (values, static () => { });
-            applied();
-            throw;
-        }
+        return any ? values : null;
     }
 
-    /// <summary>Sends the settle whose outcome is unknown (again, unchanged: the script applies it once), then applies it here.</summary>
-    private async Task SettleUnknownAsync()
+    /// <summary>
+    /// For tests: reconciles at <paramref name="actual"/> as if Redis applied it and its reply was lost (it stays pending,
+    /// first sent now), which no test can make a real server do on cue.
+    /// </summary>
+    internal async Task ReconcileWithReplyLostAsync(RequestCost actual)
     {
-        if (_unknown is not { } unknown)
-        {
-            return;
-        }
-
+        await ReconcileAsync(actual).ConfigureAwait(false);
+        await _gate.WaitAsync().ConfigureAwait(false);
         try
         {
-            await _policy.Settle(_keys, _id, unknown.Values).ConfigureAwait(false);
-        }
-        catch (RedisServerException error) when (RedisRatePolicy<TContext>.IsScriptError(error))
-        {
-            // A script error is a bug, not an outage: the settle did not apply, is not sent again, and trips no breaker.
-            _unknown = null;
-            throw;
-        }
-        catch (Exception error) when (error is RedisException or TimeoutException)
-        {
-            _policy.Trip(error.Message);
-            throw;
-        }
+            // The same settle again, as the lease would send it: what the script applied is answered as a replay.
+            var values = new RedisValue[2 + (_keys.Length * PolicyScripts.Stride)];
+            values[1] = string.Create(CultureInfo.InvariantCulture, $"{_id}#{_sequence}");
+            long clientNow = _policy.ClientMicroseconds();
+            for (int i = 0; i < _keys.Length; i++)
+            {
+                long amount = Math.Max(_policy[i].PastReservation(actual, _reserved[i], _overrun[i]), -_reserved[i]);
+                _policy[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), _limits[i], amount, _tags[i], clientNow);
+            }
 
-        _unknown = null;
-        _policy.Succeeded();
-        unknown.Applied();
+            _pending.Enqueue(new PendingSettle(values, _policy.Timestamp()));
+        }
+        finally
+        {
+            _gate.Release();
+        }
     }
+
+    /// <summary>A settle sent whose outcome is unknown, and when it was first sent (the policy's clock).</summary>
+    private sealed record PendingSettle(RedisValue[] Values, long FirstSent);
 
     /// <summary>The sync methods: block at most the policy's sync timeout (the settle may still land: it is sent again next time).</summary>
     private T Wait<T>(Task<T> task)

@@ -17,6 +17,9 @@ internal static class PolicyScripts
     /// <summary>Values per layer after <c>ARGV[2]</c>: kind, limit, amount, p1..p5.</summary>
     public const int Stride = 8;
 
+    /// <summary>How long the settle script remembers a lease's last sequence number (the <c>PX</c> of its marker): 5 minutes.</summary>
+    public const int SettleMemoryMilliseconds = 300_000;
+
     /// <summary>
     /// Shared by all three scripts: reads the clock and, per layer, the state its key holds at <c>now</c>
     /// (<c>inspect(i)</c> returns a table with <c>used</c> and what the writes need) without writing anything that counts.
@@ -267,8 +270,10 @@ internal static class PolicyScripts
 
     /// <summary>
     /// Settle: <c>ARGV[2]</c> is <c>leaseId#sequence</c> and <c>KEYS[n + 1]</c> the lease's settle marker, so a settle sent
-    /// again after a lost reply is applied once (<c>{now, -1}</c> answers a replay; the marker lives a minute, or as long as
-    /// the longest-lived state the settle touched, so a replay after it expires finds nothing to apply to). Per layer
+    /// again after a lost reply is applied once (<c>{now, -1}</c> answers a replay). The marker lives
+    /// <see cref="SettleMemoryMilliseconds"/> from the lease's last settle, one key per lease: a client sends a refund again
+    /// only within a minute less than that (after, without its refunds: a charge or a release applied twice is stricter).
+    /// Per layer
     /// <c>p5</c> is the tag its acquire returned and the amount is signed:
     /// negative refunds that much (only where the request was counted, while that window, segment or period still counts
     /// it; a bucket gets its tokens back up to full), positive charges an overrun now (past the limit if need be), and on a
@@ -280,7 +285,7 @@ internal static class PolicyScripts
         local lease, seq = string.match(ARGV[2], '^(.*)#(%d+)$')
         seq = tonumber(seq)
         if seq <= tonumber(redis.call('GET', KEYS[n + 1]) or '0') then return {now, -1} end
-        redis.call('SET', KEYS[n + 1], seq, 'PX', 60000)
+        redis.call('SET', KEYS[n + 1], seq, 'PX', 300000)
 
         local result = {now}
         for i = 1, n do
@@ -324,14 +329,6 @@ internal static class PolicyScripts
           result[#result + 1] = back
         end
 
-        -- The marker outlives every state this settle touched: a replay after it expires finds no count left that its
-        -- refunds could free (each layer's key lives as long as it counts anything), so it cannot apply twice.
-        local keep = 60000
-        for i = 1, n do
-          local left = redis.call('PTTL', KEYS[i])
-          if left > 0 and left + 1000 > keep then keep = left + 1000 end
-        end
-        redis.call('PEXPIRE', KEYS[n + 1], keep)
         return result
         """;
 
