@@ -22,7 +22,8 @@ namespace RateEngine.Redis;
 /// master): one script can then touch every layer a request needs. Give policies of separate tenants separate prefixes to
 /// spread them over the masters.</para>
 /// <para>A concurrency slot is a lease id with an expiry (<see cref="RedisRatePolicyBuilder{TContext}.WithLeaseTimeout"/>): a
-/// lease disposed frees it at once, one never disposed (its node died) frees it at the expiry.</para>
+/// lease disposed frees it at once, an open one renews it every half of the timeout, and one never disposed (its node
+/// died) frees it at the expiry.</para>
 /// <para>While Redis does not answer, a request is refused with a service-wide reason (<see cref="RedisFailureMode.FailClosed"/>)
 /// or admitted holding nothing (<see cref="RedisFailureMode.FailOpen"/>); the breaker stops calls for the cool-down.</para>
 /// <para><b>Hybrid mode</b> (<see cref="RedisLimiterOptions.Hybrid"/> set): the fixed-window, counter and calendar layers are
@@ -447,6 +448,18 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     internal TimeSpan ElapsedSince(long timestamp) => _time.GetElapsedTime(timestamp);
 
     internal Task Delay(TimeSpan wait) => Task.Delay(wait, _time);
+
+    /// <summary>Disposed: the node is going away, and its open leases stop renewing their slots (they expire at the timeout).</summary>
+    internal bool IsDisposed => _disposed;
+
+    /// <summary>A timer on the policy's clock, made without the caller's execution context.</summary>
+    internal ITimer CreateTimer(TimerCallback callback, object state, TimeSpan every)
+    {
+        using (ExecutionContext.SuppressFlow())
+        {
+            return _time.CreateTimer(callback, state, every, every);
+        }
+    }
 
     internal void Succeeded() => _breaker.Close();
 

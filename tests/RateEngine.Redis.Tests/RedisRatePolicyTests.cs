@@ -134,6 +134,46 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ConcurrencySlot_OfALeaseOpenLongerThanTheLeaseTimeout_IsRenewedAndStillCounts()
+    {
+        // A stream that outlasts the lease timeout must keep its slot (the timeout is for a node that dies with the lease
+        // open): an expired slot would let a second stream in past the cap of one.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("streams", call => call.User, PolicyRule.Concurrency(1))
+            .WithLeaseTimeout(TimeSpan.FromSeconds(2))
+            .Build();
+        using PolicyLease stream = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(stream.IsAcquired);
+
+        _time.Advance(TimeSpan.FromSeconds(1)); // the renewal: the slot now lives until 3 s
+        for (int attempt = 0; attempt < 50 && await SlotExpiresAt() <= 2_000_000; attempt++)
+        {
+            await Task.Delay(20); // the renewal's script call is under way
+        }
+
+        _time.Advance(TimeSpan.FromMilliseconds(1_500)); // 2.5 s: past the first expiry, before the renewed one
+        using PolicyLease second = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.False(second.IsAcquired);
+
+        stream.Dispose();
+        for (int attempt = 0; attempt < 250 && (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used != 0; attempt++)
+        {
+            await Task.Delay(20);
+        }
+
+        using PolicyLease after = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(after.IsAcquired);
+
+        async Task<double> SlotExpiresAt()
+        {
+            IServer server = _connection.GetServer(_connection.GetEndPoints()[0]);
+            RedisKey slots = server.Keys(pattern: $"*{_prefix}*").First(key => !key.ToString().Contains("settle", StringComparison.Ordinal));
+            SortedSetEntry[] members = await _connection.GetDatabase().SortedSetRangeByRankWithScoresAsync(slots);
+            return members.Length == 0 ? 0 : members[0].Score - (Start.ToUnixTimeMilliseconds() * 1_000.0);
+        }
+    }
+
+    [Fact]
     public async Task Reconcile_BelowTheEstimate_RefundsEveryWeightedLayer_AboveChargesTheOverrunPastTheCap()
     {
         using RedisRatePolicy<Call> policy = Gateway();
@@ -195,10 +235,13 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.Null(second.RetryAfter); // a slot comes back when a stream ends, which nobody knows: no Retry-After of the timeout
 
         first.Dispose();
-        PolicyLease third = await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
+        RedisRatePolicy<Call> node2 = Gateway(); // another node, on the same keys
+        PolicyLease third = await node2.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
         Assert.True(third.IsAcquired);
 
-        // The node holding `third` dies: its slot comes back when the lease timeout passes, not before.
+        // The node holding `third` dies (no release, no more renewals): its slot comes back when the lease timeout
+        // passes, not before.
+        node2.Dispose();
         _time.Advance(TimeSpan.FromMinutes(5) - TimeSpan.FromSeconds(1));
         Assert.False((await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None)).IsAcquired);
         _time.Advance(TimeSpan.FromSeconds(1));

@@ -26,6 +26,7 @@ internal sealed class RedisPolicyLayer<TContext>
     {
         Name = name;
         Rule = rule;
+        LeaseTimeout = leaseTimeout;
         _keySelector = keySelector;
         _tierSelector = tierSelector;
         _tiers = tiers;
@@ -82,6 +83,9 @@ internal sealed class RedisPolicyLayer<TContext>
     public int Kind { get; }
 
     public bool IsConcurrency => Kind == 6;
+
+    /// <summary>How long a concurrency slot lives on Redis unless its lease renews it (every half of it) or releases it.</summary>
+    public TimeSpan LeaseTimeout { get; }
 
     /// <summary>
     /// Whether the hybrid mode serves this layer from local blocks: a fixed window, a counter or a calendar budget, whose

@@ -20,6 +20,9 @@ namespace RateEngine.Redis.Policies;
 /// (a marker per lease, so it must not live as long as a day's budget does). A settle still unconfirmed after
 /// <see cref="ReplayBound"/> is sent again without its refunds: past the marker's life it could apply twice, and a charge
 /// or a slot's release applied twice is stricter, never looser, while a refund applied twice would free permits twice.</para>
+/// <para>While it is open, a lease with concurrency slots renews them every half of the lease timeout, so a stream longer
+/// than the timeout keeps its slot; the timer holds the lease weakly, so a lease that is never disposed (a caller's bug)
+/// stops renewing once it is collected, and its slot frees at the timeout.</para>
 /// <para>A dispose never blocks: it sends its release (and its refund, on layers that refund unreconciled estimates) in the
 /// background, again and again while Redis is away, for up to <see cref="ReplayBound"/>; a concurrency slot whose release
 /// never lands frees itself at the lease timeout.</para>
@@ -50,6 +53,9 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
     /// <summary>Settles sent whose outcome is unknown, oldest first: sent again before anything else the lease sends.</summary>
     private readonly Queue<PendingSettle> _pending = new();
 
+    /// <summary>Renews the lease's concurrency slots while it is open (null without any).</summary>
+    private readonly ITimer? _renewal;
+
     /// <summary>How long an unconfirmed settle is sent again with its refunds (a minute inside the marker's life).</summary>
     internal static readonly TimeSpan ReplayBound = TimeSpan.FromMilliseconds(PolicyScripts.SettleMemoryMilliseconds) - TimeSpan.FromMinutes(1);
 
@@ -65,6 +71,56 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         _overrun = new long[keys.Length];
         _id = id;
         _estimate = estimate;
+
+        TimeSpan? slotLife = null;
+        for (int i = 0; i < keys.Length; i++)
+        {
+            if (policy[i].IsConcurrency && (slotLife is null || policy[i].LeaseTimeout < slotLife))
+            {
+                slotLife = policy[i].LeaseTimeout;
+            }
+        }
+
+        if (slotLife is { } life)
+        {
+            _renewal = policy.CreateTimer(static state => RenewSlots((WeakReference<RedisPolicyLease<TContext>>)state!), new WeakReference<RedisPolicyLease<TContext>>(this), life / 2);
+        }
+    }
+
+    /// <summary>The renewal timer's tick: renews the slots of a lease still alive, or stops.</summary>
+    private static void RenewSlots(WeakReference<RedisPolicyLease<TContext>> lease)
+    {
+        if (lease.TryGetTarget(out RedisPolicyLease<TContext>? open))
+        {
+            RedisTasks.Observe(open.RenewSlotsAsync());
+        }
+    }
+
+    private async Task RenewSlotsAsync()
+    {
+        if (!await _gate.WaitAsync(0).ConfigureAwait(false))
+        {
+            return; // a settle is under way; the next tick renews (half a timeout remains)
+        }
+
+        try
+        {
+            if (_state == Ended || _policy.IsDisposed)
+            {
+                _renewal?.Dispose(); // ended, or the node is going away: its slots expire at the timeout
+                return;
+            }
+
+            await SettleAsync([.. _keys.Select((_, i) => _policy[i].IsConcurrency ? -1L : 0L)], static () => { }).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            // Redis is away: the next tick renews, and the slot frees at the timeout if none can.
+        }
+        finally
+        {
+            _gate.Release();
+        }
     }
 
     /// <summary>A lease that holds nothing on Redis (admitted by <see cref="RedisFailureMode.FailOpen"/>): settling it does nothing.</summary>
@@ -195,6 +251,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         {
             long[] amounts = [.. _reserved.Select((reserved, i) => _policy[i].IsConcurrency ? 1 : -reserved)];
             _state = Ended;
+            _renewal?.Dispose();
             await SettleFinallyAsync(amounts).ConfigureAwait(false);
         }
         finally
@@ -240,6 +297,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             }
 
             _state = Ended;
+            _renewal?.Dispose();
             await SettleFinallyAsync(amounts).ConfigureAwait(false);
         }
         finally

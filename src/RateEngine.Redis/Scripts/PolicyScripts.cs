@@ -277,7 +277,8 @@ internal static class PolicyScripts
     /// <c>p5</c> is the tag its acquire returned and the amount is signed:
     /// negative refunds that much (only where the request was counted, while that window, segment or period still counts
     /// it; a bucket gets its tokens back up to full), positive charges an overrun now (past the limit if need be), and on a
-    /// concurrency layer any amount releases the lease's slot. Returns what came back per layer.
+    /// concurrency layer a positive amount releases the lease's slot and a negative one renews it for another lease timeout
+    /// while it still counts. Returns what came back per layer.
     /// </summary>
     public const string Settle = Preamble + """
 
@@ -296,7 +297,16 @@ internal static class PolicyScripts
           if amount ~= 0 then
             local s = inspect(i)
             local kind = s.kind
-            if kind == 6 then
+            if kind == 6 and amount < 0 then
+              -- A renewal (an open lease's, every half of the timeout): only a slot that still counts, so an expired one
+              -- (another request may hold its place) is never brought back.
+              local member = lease .. ':' .. i
+              local score = redis.call('ZSCORE', key, member)
+              if score and tonumber(score) > now then
+                redis.call('ZADD', key, 'XX', now + arg(i, 4), member)
+                expire(i, s)
+              end
+            elseif kind == 6 then
               back = redis.call('ZREM', key, lease .. ':' .. i)
             elseif amount < 0 then
               local want = -amount
