@@ -360,15 +360,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         PendingSettle? settle = null;
         if (amounts.Any(amount => amount != 0))
         {
-            var values = new RedisValue[2 + (_keys.Length * PolicyScripts.Stride)];
-            values[1] = string.Create(CultureInfo.InvariantCulture, $"{_id}#{++_sequence}");
-            long clientNow = _policy.ClientMicroseconds();
-            for (int i = 0; i < _keys.Length; i++)
-            {
-                _policy[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), _limits[i], amounts[i], _tags[i], clientNow);
-            }
-
-            settle = new PendingSettle(values, _policy.Timestamp());
+            settle = new PendingSettle(SettleValues(++_sequence, amounts), _policy.Timestamp());
             _pending.Enqueue(settle);
         }
 
@@ -458,21 +450,27 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         try
         {
             // The same settle again, as the lease would send it: what the script applied is answered as a replay.
-            var values = new RedisValue[2 + (_keys.Length * PolicyScripts.Stride)];
-            values[1] = string.Create(CultureInfo.InvariantCulture, $"{_id}#{_sequence}");
-            long clientNow = _policy.ClientMicroseconds();
-            for (int i = 0; i < _keys.Length; i++)
-            {
-                long amount = Math.Max(_policy[i].PastReservation(actual, _reserved[i], _overrun[i]), -_reserved[i]);
-                _policy[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), _limits[i], amount, _tags[i], clientNow);
-            }
-
-            _pending.Enqueue(new PendingSettle(values, _policy.Timestamp()));
+            long[] amounts = [.. _keys.Select((_, i) => Math.Max(_policy[i].PastReservation(actual, _reserved[i], _overrun[i]), -_reserved[i]))];
+            _pending.Enqueue(new PendingSettle(SettleValues(_sequence, amounts), _policy.Timestamp()));
         }
         finally
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>The settle script's values for settle <paramref name="sequence"/> of this lease: each layer's amount, where it was counted.</summary>
+    private RedisValue[] SettleValues(long sequence, long[] amounts)
+    {
+        var values = new RedisValue[2 + (_keys.Length * PolicyScripts.Stride)];
+        values[1] = string.Create(CultureInfo.InvariantCulture, $"{_id}#{sequence}");
+        long clientNow = _policy.ClientMicroseconds();
+        for (int i = 0; i < _keys.Length; i++)
+        {
+            _policy[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), _limits[i], amounts[i], _tags[i], clientNow);
+        }
+
+        return values;
     }
 
     /// <summary>A settle sent whose outcome is unknown, and when it was first sent (the policy's clock).</summary>
