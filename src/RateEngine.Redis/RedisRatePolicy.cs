@@ -22,7 +22,7 @@ namespace RateEngine.Redis;
 /// master): one script can then touch every layer a request needs. Give policies of separate tenants separate prefixes to
 /// spread them over the masters.</para>
 /// <para>A concurrency slot is a lease id with an expiry (<see cref="RedisRatePolicyBuilder{TContext}.WithLeaseTimeout"/>): a
-/// lease disposed frees it at once, an open one renews it every half of the timeout, and one never disposed (its node
+/// lease disposed frees it at once, an open one renews it every third of the timeout, and one never disposed (its node
 /// died) frees it at the expiry.</para>
 /// <para>While Redis does not answer, a request is refused with a service-wide reason (<see cref="RedisFailureMode.FailClosed"/>)
 /// or admitted holding nothing (<see cref="RedisFailureMode.FailOpen"/>); the breaker stops calls for the cool-down.</para>

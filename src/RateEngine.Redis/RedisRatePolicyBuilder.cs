@@ -52,7 +52,7 @@ public sealed class RedisRatePolicyBuilder<TContext>
 
     /// <summary>
     /// How long a concurrency slot lives on Redis without being released: a node that dies with leases open frees their
-    /// slots after this. An open lease renews its slots every half of it, so a request may run longer. Default 10 minutes.
+    /// slots after this. An open lease renews its slots every third of it, so a request may run longer. Default 10 minutes.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The timeout is not positive.</exception>
     public RedisRatePolicyBuilder<TContext> WithLeaseTimeout(TimeSpan timeout)

@@ -84,7 +84,7 @@ internal sealed class RedisPolicyLayer<TContext>
 
     public bool IsConcurrency => Kind == 6;
 
-    /// <summary>How long a concurrency slot lives on Redis unless its lease renews it (every half of it) or releases it.</summary>
+    /// <summary>How long a concurrency slot lives on Redis unless its lease renews it (every third of it) or releases it.</summary>
     public TimeSpan LeaseTimeout { get; }
 
     /// <summary>

@@ -20,7 +20,7 @@ namespace RateEngine.Redis.Policies;
 /// (a marker per lease, so it must not live as long as a day's budget does). A settle still unconfirmed after
 /// <see cref="ReplayBound"/> is sent again without its refunds: past the marker's life it could apply twice, and a charge
 /// or a slot's release applied twice is stricter, never looser, while a refund applied twice would free permits twice.</para>
-/// <para>While it is open, a lease with concurrency slots renews them every half of the lease timeout, so a stream longer
+/// <para>While it is open, a lease with concurrency slots renews them every third of the lease timeout, so a stream longer
 /// than the timeout keeps its slot; the timer holds the lease weakly, so a lease that is never disposed (a caller's bug)
 /// stops renewing once it is collected, and its slot frees at the timeout.</para>
 /// <para>A dispose never blocks: it sends its release (and its refund, on layers that refund unreconciled estimates) in the
@@ -83,26 +83,17 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
 
         if (slotLife is { } life)
         {
-            _renewal = policy.CreateTimer(static state => RenewSlots((WeakReference<RedisPolicyLease<TContext>>)state!), new WeakReference<RedisPolicyLease<TContext>>(this), life / 2);
-        }
-    }
-
-    /// <summary>The renewal timer's tick: renews the slots of a lease still alive, or stops.</summary>
-    private static void RenewSlots(WeakReference<RedisPolicyLease<TContext>> lease)
-    {
-        if (lease.TryGetTarget(out RedisPolicyLease<TContext>? open))
-        {
-            RedisTasks.Observe(open.RenewSlotsAsync());
+            // Every third of the timeout: a renewal that waits for a settle under way (a chunk's round trip) still lands
+            // long before the slot it renews expires.
+            var renewal = new SlotRenewal(new WeakReference<RedisPolicyLease<TContext>>(this));
+            renewal.Timer = policy.CreateTimer(static state => ((SlotRenewal)state!).Tick(), renewal, life / 3);
+            _renewal = renewal.Timer;
         }
     }
 
     private async Task RenewSlotsAsync()
     {
-        if (!await _gate.WaitAsync(0).ConfigureAwait(false))
-        {
-            return; // a settle is under way; the next tick renews (half a timeout remains)
-        }
-
+        await _gate.WaitAsync().ConfigureAwait(false); // after a settle under way, which is bounded: a skipped turn could lose the slot
         try
         {
             if (_state == Ended || _policy.IsDisposed)
@@ -222,16 +213,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             ThrowIfNotOpen();
             RequestCost actual = given ?? Consumed;
             ThrowIfNotExact(actual, "actual");
-            var amounts = new long[_keys.Length];
-            for (int i = 0; i < _keys.Length; i++)
-            {
-                RedisPolicyLayer<TContext> layer = _policy[i];
-                // > 0 charges, < 0 refunds: at most the reservation, which is what the acquire counted where the refund goes
-                // (an overrun was spent, maybe in a later window, so it stays counted).
-                amounts[i] = Math.Max(layer.PastReservation(actual, _reserved[i], _overrun[i]), -_reserved[i]);
-            }
-
-            await SettleAsync(amounts, () => _state = Reconciled).ConfigureAwait(false);
+            await SettleAsync(ReconcileAmounts(actual), () => _state = Reconciled).ConfigureAwait(false);
             return actual.PastEstimate(_estimate);
         }
         finally
@@ -450,14 +432,20 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         try
         {
             // The same settle again, as the lease would send it: what the script applied is answered as a replay.
-            long[] amounts = [.. _keys.Select((_, i) => Math.Max(_policy[i].PastReservation(actual, _reserved[i], _overrun[i]), -_reserved[i]))];
-            _pending.Enqueue(new PendingSettle(SettleValues(_sequence, amounts), _policy.Timestamp()));
+            _pending.Enqueue(new PendingSettle(SettleValues(_sequence, ReconcileAmounts(actual)), _policy.Timestamp()));
         }
         finally
         {
             _gate.Release();
         }
     }
+
+    /// <summary>
+    /// A reconcile at <paramref name="actual"/>, per layer: &gt; 0 charges, &lt; 0 refunds, at most the reservation, which is
+    /// what the acquire counted where the refund goes (an overrun was spent, maybe in a later window, so it stays counted).
+    /// </summary>
+    private long[] ReconcileAmounts(RequestCost actual) =>
+        [.. _keys.Select((_, i) => Math.Max(_policy[i].PastReservation(actual, _reserved[i], _overrun[i]), -_reserved[i]))];
 
     /// <summary>The settle script's values for settle <paramref name="sequence"/> of this lease: each layer's amount, where it was counted.</summary>
     private RedisValue[] SettleValues(long sequence, long[] amounts)
@@ -471,6 +459,27 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         }
 
         return values;
+    }
+
+    /// <summary>
+    /// The renewal timer's state: it holds the lease weakly, so a lease never disposed (a caller's bug) is collected, and the
+    /// timer then stops itself (its slots expire at the timeout).
+    /// </summary>
+    private sealed class SlotRenewal(WeakReference<RedisPolicyLease<TContext>> lease)
+    {
+        public ITimer? Timer { get; set; }
+
+        public void Tick()
+        {
+            if (lease.TryGetTarget(out RedisPolicyLease<TContext>? open))
+            {
+                RedisTasks.Observe(open.RenewSlotsAsync());
+            }
+            else
+            {
+                Timer?.Dispose();
+            }
+        }
     }
 
     /// <summary>A settle sent whose outcome is unknown, and when it was first sent (the policy's clock).</summary>

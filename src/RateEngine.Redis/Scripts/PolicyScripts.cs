@@ -298,7 +298,7 @@ internal static class PolicyScripts
             local s = inspect(i)
             local kind = s.kind
             if kind == 6 and amount < 0 then
-              -- A renewal (an open lease's, every half of the timeout): only a slot that still counts, so an expired one
+              -- A renewal (an open lease's, every third of the timeout): only a slot that still counts, so an expired one
               -- (another request may hold its place) is never brought back.
               local member = lease .. ':' .. i
               local score = redis.call('ZSCORE', key, member)
