@@ -177,6 +177,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
+            ReleaseSlotsOfUnknownAcquire(call!);
             return Failed(error.Message, estimate);
         }
     }
@@ -521,10 +522,49 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                 {
                     await orphan.RollBackAsync().ConfigureAwait(false);
                 }
+                else if (done.Exception?.InnerException is RedisException or TimeoutException)
+                {
+                    ReleaseSlotsOfUnknownAcquire(call);
+                }
             },
             CancellationToken.None,
             TaskContinuationOptions.None,
             TaskScheduler.Default).Unwrap());
+
+    /// <summary>
+    /// After an acquire whose outcome is unknown (Redis did not answer in time: its script may still have run), frees the
+    /// concurrency slots it may hold, one release of each slot layer's member under the acquire's lease id, harmless if the
+    /// acquire never ran (sent after it on the same connection, it runs after it). What it may have counted elsewhere stays
+    /// counted (stricter). One attempt, sent at once: a slow Redis takes it after the acquire; a Redis that is down has lost
+    /// or keeps the slot until the lease timeout, and a retry per failed acquire would meet it as a burst when it returns.
+    /// </summary>
+    private void ReleaseSlotsOfUnknownAcquire(Call call)
+    {
+        if (_layers.Any(layer => layer.IsConcurrency))
+        {
+            RedisTasks.Observe(ReleaseSlotsAsync(call));
+        }
+    }
+
+    private async Task ReleaseSlotsAsync(Call call)
+    {
+        var values = new RedisValue[2 + (_layers.Length * PolicyScripts.Stride)];
+        values[1] = $"{call.Lease}#1";
+        long clientNow = ClientMicroseconds();
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            _layers[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), call.Limits[i], _layers[i].IsConcurrency ? 1 : 0, tag: 0, clientNow);
+        }
+
+        try
+        {
+            await Settle(call.Keys[..^1], call.Lease, values).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            // Redis is away: the slot, if the acquire took one, frees at the lease timeout.
+        }
+    }
 
     /// <summary>
     /// A script error (a bug, a key of another type): Redis answered, so it says nothing about Redis being down. Not one that

@@ -375,6 +375,35 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task PolicyAcquire_ThatTimesOutWhileItsScriptStillRuns_DoesNotKeepItsSlot()
+    {
+        // Redis pauses its clients longer than the client's timeout: the acquire is refused (fail closed) but its script
+        // runs once the pause ends and takes the user's only stream slot. Held until the lease timeout (10 minutes), it
+        // would lock the user out; the release sent after the failure runs after it and frees it.
+        using ConnectionMultiplexer admin = _server.Connect(admin: true);
+        using RedisRatePolicy<string> policy = new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
+        {
+            Connection = _connection,
+            KeyPrefix = "unknown-" + Guid.NewGuid().ToString("N"),
+            SyncTimeout = TimeSpan.FromSeconds(2),
+            FailureCooldown = TimeSpan.FromSeconds(1),
+            TimeProvider = _cooldownClock,
+        })
+            .AddLayer("streams", user => user, PolicyRule.Concurrency(1))
+            .Build();
+        (await policy.AcquireAsync("ann", RequestCost.None)).Dispose(); // the script is loaded
+
+        await admin.GetServer(admin.GetEndPoints()[0]).ExecuteAsync("CLIENT", "PAUSE", "3000", "ALL");
+        using PolicyLease refused = await policy.AcquireAsync("ann", RequestCost.None); // the client gives up after 2 s
+        Assert.False(refused.IsAcquired);
+
+        await Task.Delay(TimeSpan.FromSeconds(1.5)); // the pause ends: the acquire's script, then the release, run
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        using PolicyLease next = await policy.AcquireAsync("ann", RequestCost.None);
+        Assert.True(next.IsAcquired);
+    }
+
+    [Fact]
     public void HealthCheck_LimiterNotMadeByRedisLimiter_Throws()
     {
         using PartitionedRateLimiter<string> local = PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetNoLimiter(key));
