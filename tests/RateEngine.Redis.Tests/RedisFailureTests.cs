@@ -412,7 +412,11 @@ public sealed class RedisFailureTests : IDisposable
         Assert.Throws<ArgumentNullException>(() => RedisLimiter.HealthCheck((RedisRatePolicy<string>)null!));
     }
 
-    private static async Task<bool> EventuallyAcquired(PartitionedRateLimiter<string> limiter, string key)
+    /// <summary>
+    /// Acquires until the limiter has recovered. An attempt made before the connection is back trips the breaker again, and
+    /// its cool-down runs on the fake clock: each retry moves that past it, or one early attempt would keep it open for good.
+    /// </summary>
+    private async Task<bool> EventuallyAcquired(PartitionedRateLimiter<string> limiter, string key)
     {
         var clock = Stopwatch.StartNew();
         while (clock.Elapsed < TimeSpan.FromSeconds(15))
@@ -423,6 +427,7 @@ public sealed class RedisFailureTests : IDisposable
             }
 
             await Task.Delay(100);
+            _cooldownClock.Advance(TimeSpan.FromSeconds(2));
         }
 
         return false;
