@@ -661,7 +661,9 @@ public sealed partial class RedisRatePolicy<TContext>
                 continue;
             }
 
-            Volatile.Write(ref key.Limit, takes.Limits[j]); // the reservation this request begins asks under its own cap
+            // The cap the key's next reservation asks under: this request's, unless a request of another tier sets its own
+            // before the call is sent (then this one may not use the block, and asks again).
+            Volatile.Write(ref key.Limit, takes.Limits[j]);
             if (_blockLayers[j].Blocks!.Begin(key, amount, out Task<LocalBlock> refill) is { } ticket)
             {
                 (batch ??= []).Add((_blockLayers[j], ticket));
