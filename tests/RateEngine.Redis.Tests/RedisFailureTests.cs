@@ -334,16 +334,8 @@ public sealed class RedisFailureTests : IDisposable
     {
         // A stream's chunks are charged while Redis is down: the first charge's settle is pending, and the next one must
         // queue behind it rather than be lost (a settle at what was consumed would then miss it).
-        using RedisRatePolicy<string> policy = new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
-        {
-            Connection = _connection,
-            KeyPrefix = "steps-" + Guid.NewGuid().ToString("N"),
-            SyncTimeout = TimeSpan.FromMilliseconds(200),
-            FailureCooldown = TimeSpan.FromSeconds(1),
-            TimeProvider = _cooldownClock,
-        })
-            .AddLayer("tokens/hour", user => user, PolicyRule.FixedWindow(TimeSpan.FromHours(1), 1_000_000).Counting(PolicyMeter.Tokens))
-            .Build();
+        using RedisRatePolicy<string> policy = Policy(
+            "tokens/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 1_000_000).Counting(PolicyMeter.Tokens), TimeSpan.FromMilliseconds(200));
         PolicyLease lease = await policy.AcquireAsync("ann", new RequestCost(100, 0));
         Assert.True(lease.IsAcquired);
 
@@ -381,16 +373,7 @@ public sealed class RedisFailureTests : IDisposable
         // runs once the pause ends and takes the user's only stream slot. Held until the lease timeout (10 minutes), it
         // would lock the user out; the release sent after the failure runs after it and frees it.
         using ConnectionMultiplexer admin = _server.Connect(admin: true);
-        using RedisRatePolicy<string> policy = new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
-        {
-            Connection = _connection,
-            KeyPrefix = "unknown-" + Guid.NewGuid().ToString("N"),
-            SyncTimeout = TimeSpan.FromSeconds(2),
-            FailureCooldown = TimeSpan.FromSeconds(1),
-            TimeProvider = _cooldownClock,
-        })
-            .AddLayer("streams", user => user, PolicyRule.Concurrency(1))
-            .Build();
+        using RedisRatePolicy<string> policy = Policy("streams", PolicyRule.Concurrency(1), TimeSpan.FromSeconds(2));
         (await policy.AcquireAsync("ann", RequestCost.None)).Dispose(); // the script is loaded
 
         await admin.GetServer(admin.GetEndPoints()[0]).ExecuteAsync("CLIENT", "PAUSE", "3000", "ALL");
@@ -484,6 +467,18 @@ public sealed class RedisFailureTests : IDisposable
 
     private static IEnumerable<CollectedMeasurement<long>> Mine(IEnumerable<CollectedMeasurement<long>> measurements, string prefix) =>
         measurements.Where(m => m.Tags.TryGetValue("rateengine.limiter", out object? limiter) && (string?)limiter == prefix);
+
+    /// <summary>A one-layer policy keyed by user, failing closed, its breaker's cool-down on the test's fake clock.</summary>
+    private RedisRatePolicy<string> Policy(string layer, PolicyRule rule, TimeSpan syncTimeout) => new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
+    {
+        Connection = _connection,
+        KeyPrefix = "policy-" + Guid.NewGuid().ToString("N"),
+        SyncTimeout = syncTimeout,
+        FailureCooldown = TimeSpan.FromSeconds(1),
+        TimeProvider = _cooldownClock,
+    })
+        .AddLayer(layer, user => user, rule)
+        .Build();
 
     private PartitionedRateLimiter<string> Create(RedisFailureMode mode, double share = 0, string? prefix = null, ILoggerFactory? logs = null) => RedisLimiter.CreateFixedWindow<string>(
         user => user,
