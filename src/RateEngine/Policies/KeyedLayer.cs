@@ -82,7 +82,8 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         LayerTier<TAlgorithm>? tier = _fixed ?? TierOf(context);
         if (tier is null)
         {
-            return $"No limit is set for this request's tier on layer '{Name}'.";
+            // A soft layer never refuses: with no limit for this tier it has no threshold to report, so it goes untracked.
+            return IsSoft ? null : $"No limit is set for this request's tier on layer '{Name}'.";
         }
 
         if (amount > tier.Limit && !IsSoft)
@@ -144,6 +145,20 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             {
                 admission = default;
                 admitted = algorithm.GetAvailablePermits(ref entry.State, now) > 0;
+                if (!admitted && _single is null && IsLost(ref hold))
+                {
+                    // As for a refusal below: what a dead entry still counts (admissions discarded and decided again on
+                    // the live entry) must not refuse the probe; ask the key's live entry.
+                    now = _clock.Now();
+                    if (!FindAgain(context, ref hold))
+                    {
+                        retryAfter = 0;
+                        return false;
+                    }
+
+                    continue;
+                }
+
                 retryAfter = admitted || IsConcurrency ? 0 : algorithm.GetRetryAfter(ref entry.State, now, 1);
                 return admitted;
             }

@@ -615,6 +615,28 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Soft_TierWithoutALimitOnTheSoftLayer_AdmitsUntrackedAndTheHardLayersStillCount()
+    {
+        var crossings = new List<ThresholdCrossing>();
+        using RatePolicy<Call> policy = Builder()
+            .UseTiers(c => c.Tier, new PolicyTiers { ["free"] = { ["cost alerts"] = 100, ["cost"] = 50 }, ["pro"] = { ["cost"] = 500 } })
+            .AddLayer("cost alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money).AsSoft(0.5))
+            .AddLayer("cost", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money))
+            .OnThresholdCrossed(crossings.Add)
+            .Build();
+        var pro = new Call("bob", Tier: "pro");
+
+        using PolicyLease lease = policy.Acquire(pro, new RequestCost(0, 300));
+        lease.Reconcile(new RequestCost(0, 400));
+
+        Assert.True(lease.IsAcquired, lease.Reason);
+        Assert.Equal(400, policy.GetUsage(pro, "cost").Used);
+        Assert.Equal(0, policy.GetUsage(pro, "cost alerts").Used);
+        Assert.Empty(crossings);
+        Assert.False(policy.Acquire(pro, new RequestCost(0, 101)).IsAcquired); // the hard cap of the pro tier still holds
+    }
+
+    [Fact]
     public void Soft_CrossingByARequestALaterLayerRefuses_IsNotReportedAndTheRealCrossingIs()
     {
         // A request that would take the cost alerts past 80 % is refused by the per-user request cap after them and rolled
