@@ -43,6 +43,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     private static readonly long UnixEpochTicks = DateTimeOffset.UnixEpoch.UtcTicks;
 
     private readonly RedisPolicyLayer<TContext>[] _layers;
+    private readonly Lock _tiersUpdate = new();
     private readonly RedisLimiterOptions _options;
     private readonly RedisKey _pauseKey;
     private readonly bool _combined;
@@ -354,6 +355,10 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             throw new InvalidOperationException("A combined policy's tiers are its policies': update those.");
         }
 
+        // A copy, checked and then published to every layer under one lock: the caller's object may change later, and two
+        // concurrent updates must leave the layers on one of them, not a mix.
+        tiers = tiers.Copy();
+
         foreach (KeyValuePair<string, IReadOnlyDictionary<string, long>> tier in tiers)
         {
             foreach (KeyValuePair<string, long> limit in tier.Value)
@@ -370,9 +375,12 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             }
         }
 
-        foreach (RedisPolicyLayer<TContext> layer in _layers)
+        lock (_tiersUpdate)
         {
-            layer.Tiers = tiers;
+            foreach (RedisPolicyLayer<TContext> layer in _layers)
+            {
+                layer.Tiers = tiers;
+            }
         }
     }
 

@@ -75,8 +75,10 @@ public sealed class RedisRatePolicyBuilder<TContext>
             throw new ArgumentException("A policy needs at least one layer.");
         }
 
+        // One copy for every layer: the caller's object may change later, and a policy's tiers change only by UpdateTiers.
+        PolicyTiers? tiers = _tiers?.Copy();
         return new RedisRatePolicy<TContext>(_options, [.. _layers.Select(layer =>
-            new Policies.RedisPolicyLayer<TContext>(layer.Name, layer.Rule, layer.Keys, layer.Tier ?? _tierSelector, _tiers, _options.KeyPrefix, _leaseTimeout))]);
+            new Policies.RedisPolicyLayer<TContext>(layer.Name, layer.Rule, layer.Keys, layer.Tier ?? _tierSelector, tiers, _options.KeyPrefix, _leaseTimeout))]);
     }
 
     private RedisRatePolicyBuilder<TContext> Add(string name, PolicyRule rule, Func<TContext, string>? keys, Func<TContext, string?>? tierSelector)

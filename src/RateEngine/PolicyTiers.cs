@@ -46,6 +46,22 @@ public sealed class PolicyTiers : IEnumerable<KeyValuePair<string, IReadOnlyDict
         return _tiers.TryGetValue(tier, out Limits? limits) && limits.TryGetValue(layer, out limit);
     }
 
+    /// <summary>A deep copy: what a policy keeps, so that the caller changing its object later changes nothing there.</summary>
+    internal PolicyTiers Copy()
+    {
+        var copy = new PolicyTiers();
+        foreach ((string tier, Limits limits) in _tiers)
+        {
+            Limits copied = copy[tier];
+            foreach ((string layer, long limit) in limits)
+            {
+                copied[layer] = limit;
+            }
+        }
+
+        return copy;
+    }
+
     /// <inheritdoc />
     public IEnumerator<KeyValuePair<string, IReadOnlyDictionary<string, long>>> GetEnumerator() =>
         _tiers.Select(pair => new KeyValuePair<string, IReadOnlyDictionary<string, long>>(pair.Key, pair.Value)).GetEnumerator();

@@ -41,6 +41,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     private volatile RefusedPolicyLease? _pause;
     private volatile bool _disposed;
 
+    /// <summary>Serializes <see cref="UpdateTiers"/>' swaps, so two concurrent updates never leave the layers on a mix of both.</summary>
+    private readonly Lock _tiersUpdate = new();
+
     internal RatePolicy(
         PolicyLayer<TContext>[] declared, LimiterClock clock, TimeSpan idleEvictionInterval, Action<ReconcileRecord>? onReconciled, Action<AbandonedLease>? onAbandoned)
         : this(declared, [.. declared.Select(_ => onReconciled)], clock, onAbandoned, sources: null)
@@ -203,9 +206,12 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         // Every layer's tiers are built and checked before any is published: a limit out of one layer's range leaves the
         // whole policy on its old tiers, as the exception says, not some layers on the new ones.
         Action[] publish = [.. _layers.Select(layer => layer.PrepareTiers(tiers))];
-        foreach (Action publishLayer in publish)
+        lock (_tiersUpdate)
         {
-            publishLayer();
+            foreach (Action publishLayer in publish)
+            {
+                publishLayer();
+            }
         }
     }
 
@@ -307,6 +313,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         Dispose();
         return default;
     }
+
+    /// <summary>True once this policy, or one of the policies it combines, was disposed: its leases can no longer settle.</summary>
+    internal bool IsEnded => _disposed || (_sources is not null && Array.Exists(_sources, static source => source._disposed));
 
     internal void ThrowIfDisposed()
     {

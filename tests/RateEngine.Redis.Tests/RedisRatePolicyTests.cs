@@ -386,6 +386,27 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task UpdateTiers_CallerChangesItsObjectLater_ThePolicyKeepsWhatItWasGiven()
+    {
+        var built = new PolicyTiers { ["free"] = { ["requests/min"] = 1 } };
+        using RedisRatePolicy<Call> policy = Builder()
+            .UseTiers(_ => "free", built)
+            .AddLayer("requests/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)))
+            .Build();
+        built["free"]["requests/min"] = 100;
+        (await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).Dispose();
+        Assert.False((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+
+        var updated = new PolicyTiers { ["free"] = { ["requests/min"] = 2 } };
+        policy.UpdateTiers(updated);
+        updated["free"]["requests/min"] = 100;
+
+        Assert.Equal(2, policy.GetTiers()["free"]["requests/min"]);
+        Assert.True((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+        Assert.False((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
+    }
+
+    [Fact]
     public async Task Combine_GlobalAndEndpointPolicies_DecidedTogether_AllOrNothing()
     {
         using RedisRatePolicy<Call> global = Builder().AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 3)).Build();

@@ -294,6 +294,45 @@ public class RatePolicyStressTests
         Assert.Equal(used, policy.GetUsage("alice", "requests").Used);
     }
 
+    [Fact]
+    public void UpdateTiers_TwoThreadsAtOnce_LeaveEveryLayerOnOneOfTheUpdates()
+    {
+        const int Layers = 16;
+        RatePolicyBuilder<string> builder = new RatePolicyBuilder<string>()
+            .UseTimeProvider(_time)
+            .UseTiers(_ => "t", Tiers(Layers, 1));
+        for (int layer = 0; layer < Layers; layer++)
+        {
+            builder.AddLayer($"layer {layer}", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)));
+        }
+
+        using RatePolicy<string> policy = builder.Build();
+        PolicyTiers[] updates = [Tiers(Layers, 1_000), Tiers(Layers, 2_000)];
+        using var start = new Barrier(2);
+        for (int round = 0; round < 2_000; round++)
+        {
+            Parallel.For(0, 2, new ParallelOptions { MaxDegreeOfParallelism = 2 }, thread =>
+            {
+                start.SignalAndWait();
+                policy.UpdateTiers(updates[thread]);
+            });
+
+            long[] limits = [.. policy.GetTiers()["t"].Values];
+            Assert.True(limits.Distinct().Count() == 1, $"round {round}: the layers ended on a mix of two updates: {string.Join(", ", limits)}");
+        }
+
+        static PolicyTiers Tiers(int layers, long limit)
+        {
+            var tiers = new PolicyTiers();
+            for (int layer = 0; layer < layers; layer++)
+            {
+                tiers["t"][$"layer {layer}"] = limit;
+            }
+
+            return tiers;
+        }
+    }
+
     /// <summary>Runs <paramref name="work"/> while another thread sweeps every key table of the policy, over and over.</summary>
     private static void WhileSweeping<TContext>(RatePolicy<TContext> policy, Action work)
     {
