@@ -205,7 +205,11 @@ public sealed class PolicyRule
         return Copy(soft: [.. thresholds]);
     }
 
-    /// <summary>This rule giving an unreconciled lease's estimate back when the lease is disposed, less what step charges consumed.</summary>
+    /// <summary>
+    /// This rule giving an unreconciled lease's estimate back when the lease is disposed, less what step charges consumed.
+    /// A lease whose policy (or one of the policies a combined one joins) was disposed before it settled keeps its estimate:
+    /// it can no longer be reconciled, so what it really cost is unknown.
+    /// </summary>
     public PolicyRule RefundingUnreconciled() => Copy(refundsUnreconciled: true);
 
     /// <summary>This rule with the human reason its refusals carry (for example "daily cost cap reached").</summary>

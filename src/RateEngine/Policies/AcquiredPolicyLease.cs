@@ -192,6 +192,9 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                 return;
             }
 
+            // A lease that can no longer be reconciled (its policy, or one a combined policy joins, was disposed) keeps its
+            // estimate: the policies still running must not count less than the request may have spent.
+            bool refundsUnspent = _state == Open && !_policy.IsEnded;
             for (int i = 0; _policy.ReleasesOnDispose && i < _holds.Length; i++)
             {
                 PolicyLayer<TContext> layer = _policy[i];
@@ -199,7 +202,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                 {
                     layer.Refund(ref _holds[i], _holds[i].Reserved);
                 }
-                else if (_state == Open && layer.Rule.RefundsUnreconciled)
+                else if (refundsUnspent && layer.Rule.RefundsUnreconciled)
                 {
                     layer.Refund(ref _holds[i], Unspent(layer, _holds[i]));
                 }

@@ -134,6 +134,26 @@ public class CombinedPolicyTests
     }
 
     [Fact]
+    public void Lease_ASourceDisposedBeforeItsReconcile_TheRunningPolicyKeepsTheEstimateCounted()
+    {
+        RatePolicy<Call> user = PerUser(perMinute: 10);
+        using RatePolicy<Call> budget = new RatePolicyBuilder<Call>().UseTimeProvider(_time)
+            .AddLayer("user $/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Money).RefundingUnreconciled())
+            .Build();
+        using RatePolicy<Call> both = RatePolicy<Call>.Combine(user, budget);
+        var alice = new Call("alice");
+        PolicyLease lease = both.Acquire(alice, new RequestCost(0, 500));
+        Assert.True(lease.IsAcquired);
+
+        user.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => lease.Reconcile(new RequestCost(0, 900)));
+        lease.Dispose();
+
+        // The stream may have cost anything: the budget still running must not forget the 500 it reserved.
+        Assert.Equal(500, budget.GetUsage(alice, "user $/day").Used);
+    }
+
+    [Fact]
     public void GetTiersAndGetRule_DescribeThePolicy()
     {
         using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(_time)
