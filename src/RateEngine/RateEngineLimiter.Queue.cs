@@ -88,7 +88,20 @@ public abstract partial class RateEngineLimiter
             // A token cancelled by now runs the callback inline; the lock is re-entrant and the waiter is already queued.
             waiter.Registration = cancellationToken.UnsafeRegister(
                 static (state, token) => ((Waiter)state!).Owner.Cancel((Waiter)state!, token), waiter);
-            ScheduleWakeupLocked(now);
+
+            // A refund that freed permits after the attempt above may have read the queue as empty and left: with the
+            // queued count published (full fence) and the state read again here, one of the two sees the other.
+            Interlocked.MemoryBarrier();
+            now = _clock.Now();
+            if (_host.GetAvailablePermits(now) > 0)
+            {
+                ServeQueueLocked();
+            }
+            else
+            {
+                ScheduleWakeupLocked(now);
+            }
+
             return new ValueTask<RateLimitLease>(waiter.Task);
         }
     }

@@ -226,6 +226,8 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
     /// </summary>
     private bool Refund(in Admission admission)
     {
+        // The refund's CAS is a full fence before this read: it pairs with the fence of a request joining the queue, so
+        // either this sees it queued, or it sees the permits back.
         bool refunded = _host.Refund(admission, _clock.Now());
         if (refunded && Volatile.Read(ref _queuedPermits) > 0)
         {

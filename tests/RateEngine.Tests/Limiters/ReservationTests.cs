@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.Tests.Support;
 
@@ -35,6 +36,38 @@ public class ReservationTests
         Assert.False(first.Refund());
         Assert.Equal(afterFirstRefund, limiter.GetStatistics()!.CurrentAvailablePermits);
         Assert.Equal(afterFirstRefund, limiter.AttemptAcquire(2).IsAcquired ? 2 : limiter.AttemptAcquire(1).IsAcquired ? 1 : 0);
+    }
+
+    /// <summary>
+    /// A refund that frees the only permit while a request is on its way into the queue: one of them must see the other,
+    /// or the waiter sleeps with its permit free (for good on a manual clock, where no timer comes to look).
+    /// </summary>
+    [Fact]
+    public async Task Refund_RacingARequestThatQueues_TheRequestIsServed()
+    {
+        for (int round = 0; round < 3_000; round++)
+        {
+            using var limiter = new LockFreeFixedWindowRateLimiter(
+                new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromMinutes(1), QueueLimit = 1, AutoReplenishment = false },
+                new FakeTimeProvider());
+            Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? reservation));
+            ValueTask<RateLimitLease> request;
+            bool refunded = false;
+            using var start = new Barrier(2);
+            var refunder = new Thread(() =>
+            {
+                start.SignalAndWait();
+                refunded = reservation.Refund();
+            });
+            refunder.Start();
+            start.SignalAndWait();
+            request = limiter.AcquireAsync(1);
+            refunder.Join();
+
+            Assert.True(refunded);
+            Assert.True(request.IsCompleted, $"round {round}: the permit came back but the queued request was never served");
+            Assert.True((await request).IsAcquired);
+        }
     }
 
     [Theory]
