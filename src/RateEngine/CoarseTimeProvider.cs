@@ -25,7 +25,9 @@ namespace RateEngine;
 /// looser. The next tick jumps to the real time at once, without replaying the missed ticks. Decisions made during the
 /// stall were stamped early and count in the window their stamp falls in, so the bound above holds with D the stall's
 /// length plus the usual lag: right after the jump, a window's limit may be admitted again next to permits that were
-/// admitted during the stall.</para>
+/// admitted during the stall. Requests queued on a limiter wait while time stands still, and after
+/// <see cref="Dispose"/> it stands still for good: dispose the provider only after the limiters that read it (their
+/// dispose fails whatever is still queued).</para>
 /// <para><b>Choose it</b> for windows of a second or more, where a lag of a few milliseconds is noise; keep
 /// <see cref="TimeProvider.System"/> for sub-millisecond windows or where a permit must never be stamped late.</para>
 /// <para>The thread starts on the first read, so an instance nobody reads costs nothing. It is a background thread and

@@ -152,7 +152,10 @@ public sealed class RatePolicyBuilder<TContext>
         return this;
     }
 
-    /// <summary>Called once per threshold, period and key when a soft layer's usage reaches a threshold.</summary>
+    /// <summary>
+    /// Called once per threshold, period and key when a soft layer's usage reaches a threshold. A listener that throws
+    /// rolls the request back and leaves the threshold it threw on to the next crossing; what it was told before stands.
+    /// </summary>
     public RatePolicyBuilder<TContext> OnThresholdCrossed(Action<ThresholdCrossing> listener)
     {
         _onThreshold += listener ?? throw new ArgumentNullException(nameof(listener));
