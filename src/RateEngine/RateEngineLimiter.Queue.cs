@@ -90,10 +90,12 @@ public abstract partial class RateEngineLimiter
                 static (state, token) => ((Waiter)state!).Owner.Cancel((Waiter)state!, token), waiter);
 
             // A refund that freed permits after the attempt above may have read the queue as empty and left: with the
-            // queued count published (full fence) and the state read again here, one of the two sees the other.
+            // queued count published (full fence) and the state read again here, one of the two sees the other. Only a
+            // waiter alone in the queue can have been missed (a refund that sees others queued serves the queue itself),
+            // and only it is served here: waiters behind a servable head wait for a replenishment, as in-box.
             Interlocked.MemoryBarrier();
             now = _clock.Now();
-            if (_host.GetAvailablePermits(now) > 0)
+            if (_queue.Count == 1 && _host.GetAvailablePermits(now) > 0)
             {
                 ServeQueueLocked();
             }
