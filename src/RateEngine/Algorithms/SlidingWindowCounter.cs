@@ -83,6 +83,8 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
 
     public CounterState CreateState() => new();
 
+    public CounterState CreateState(long now) => new() { Current = EpochCount.Pack(now / _segment, 0) };
+
     public bool TryAcquire(ref CounterState state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);
@@ -379,7 +381,9 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// <summary>
     /// Larger-wins: a newer segment beats an older one in the slot; within a segment the larger count wins.
     /// An empty segment is not written: a slot holding an older segment already reads as zero for this one, and keeping
-    /// it preserves the newest segment that counted anything (what <see cref="GetFullSince"/> needs).
+    /// it preserves the newest segment that counted anything (what <see cref="GetFullSince"/> needs). So a slot with no
+    /// count was never written, and any segment takes it: its zero word names segment 0, which a segment in the 2^20
+    /// before the epochs wrap (every 2^33 segments) would read as newer, and its count would be lost.
     /// </summary>
     private void Record(ref CounterState state, long epoch, long count)
     {
@@ -395,7 +399,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         {
             long existing = Volatile.Read(ref slot);
             long distance = EpochCount.Distance(epoch, existing);
-            if (distance < 0 || (distance == 0 && EpochCount.Count(existing) >= count))
+            if (EpochCount.Count(existing) != 0 && (distance < 0 || (distance == 0 && EpochCount.Count(existing) >= count)))
             {
                 return;
             }

@@ -12,6 +12,34 @@ public class SlidingWindowCounterTests
     }
 
     [Fact]
+    public void CreateState_ForAKeyMadeJustBeforeTheEpochsWrap_CountsFromNowsSegment()
+    {
+        // 10 segments before 2^33: a state of segment 0 would read as a segment ahead and take every request into it.
+        var counter = new SlidingWindowCounter(permitLimit: 1, segmentTicks: 10, segmentsPerWindow: 2);
+        long now = ((1L << 33) - 10) * 10;
+        CounterState state = counter.CreateState(now);
+
+        Assert.True(counter.TryAcquire(ref state, now, 1, out Admission first, out _));
+        Assert.Equal(now, first.Stamp);
+        Assert.False(counter.TryAcquire(ref state, now + 29, 1, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, now + 30, 1, out Admission next, out _));
+        Assert.Equal(now + 30, next.Stamp);
+    }
+
+    [Fact]
+    public void TryAcquire_SegmentFinishedJustBeforeTheEpochsWrap_StaysCountedInHistory()
+    {
+        // Its history slot was never written: a zero word, naming segment 0, which segment 2^33 - 11 reads as newer.
+        var counter = new SlidingWindowCounter(permitLimit: 1, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        long segment = (1L << 33) - 11;
+        Assert.True(counter.TryAcquire(ref state, (1L << 32) * 10, 1, out _, out _));
+        Assert.True(counter.TryAcquire(ref state, segment * 10, 1, out _, out _));
+
+        Assert.False(counter.TryAcquire(ref state, (segment + 1) * 10, 1, out _, out _)); // 10 ticks on, in a window of 20
+    }
+
+    [Fact]
     public void Charge_PastTheLimit_RefusesUntilTheChargedSegmentExpires()
     {
         // Segments of 10 ticks, 3 per window: a permit taken in segment j is counted until segment j + 4 begins.
