@@ -49,6 +49,8 @@ internal readonly struct BlockPeriodLog : IPeriodBlockAlgorithm<LogState>
 
     public LogState CreateState() => _log.CreateState();
 
+    public LogState CreateState(long now) => _log.CreateState(now);
+
     /// <summary>The log's decision; the admission's marker is the period of its stamp, where its permits may be used.</summary>
     public bool TryAcquire(ref LogState state, long now, long permits, out Admission admission, out long retryAfter)
     {

@@ -48,6 +48,9 @@ internal readonly struct CalendarBudget : IWeightedAlgorithm<BudgetPeriodState>,
 
     public BudgetPeriodState CreateState() => BudgetPeriodState.Fresh;
 
+    /// <summary>A budget's periods are numbered by its calendar, not by a wrapping epoch: the fresh state serves any time.</summary>
+    public BudgetPeriodState CreateState(long now) => BudgetPeriodState.Fresh;
+
     public bool TryAcquire(ref BudgetPeriodState state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);

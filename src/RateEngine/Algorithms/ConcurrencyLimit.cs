@@ -29,6 +29,8 @@ internal readonly struct ConcurrencyLimit : IWeightedAlgorithm<long>
 
     public long CreateState() => 0;
 
+    public long CreateState(long now) => 0;
+
     public bool TryAcquire(ref long state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);

@@ -59,6 +59,8 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
 
     public long CreateState() => EpochCount.Pack(0, 0);
 
+    public long CreateState(long now) => EpochCount.Pack(now / _window, 0);
+
     public bool TryAcquire(ref long state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);

@@ -25,6 +25,13 @@ internal interface IRateAlgorithm<TState>
     TState CreateState();
 
     /// <summary>
+    /// <see cref="CreateState()"/> for a key created at <paramref name="now"/>, long after the clock began (a partition
+    /// key, a policy cell): the state counts from now's window. A state of window 0 would be read as a window ahead of
+    /// now once 2^33 windows have passed (epochs wrap), and decide every request up to 2^20 windows in the future.
+    /// </summary>
+    TState CreateState(long now);
+
+    /// <summary>
     /// Admits <paramref name="permits"/> (1..<see cref="PermitLimit"/>) at <paramref name="now"/> if the guarantee allows.
     /// On success <paramref name="admission"/> identifies the admission for <see cref="Refund"/>; on failure
     /// <paramref name="retryAfter"/> is the number of ticks until the same request would be admitted.

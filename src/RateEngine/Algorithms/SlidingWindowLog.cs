@@ -66,6 +66,9 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
 
     public LogState CreateState() => new(_limit, _modulus);
 
+    /// <summary>Slots that were never stamped read as free at any time.</summary>
+    public LogState CreateState(long now) => CreateState();
+
     public bool TryAcquire(ref LogState state, long now, long permitCount, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permitCount > 0 && permitCount <= _limit);

@@ -134,6 +134,9 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
 
     public long CreateState() => Fresh;
 
+    /// <summary>The fresh marker is read as a full bucket at any time.</summary>
+    public long CreateState(long now) => Fresh;
+
     public bool TryAcquire(ref long state, long now, long permits, out Admission admission, out long retryAfter) =>
         Take(ref state, now, permits, lead: 0, out admission, out retryAfter);
 

@@ -356,8 +356,9 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     private static Action<Admission> ObserveKey(Action<object, Admission> observer, TKey key) =>
         admission => observer(key, admission);
 
-    private static PartitionEntry<TState> Create(TKey key, PartitionTier<TAlgorithm, TState> tier) =>
-        new() { State = tier.Algorithm.CreateState(), Link = tier };
+    /// <summary>A new key's entry, counting from the current window (see <see cref="IRateAlgorithm{TState}.CreateState(long)"/>).</summary>
+    private PartitionEntry<TState> Create(TKey key, PartitionTier<TAlgorithm, TState> tier) =>
+        new() { State = tier.Algorithm.CreateState(_clock.Now()), Link = tier };
 
     /// <summary>
     /// The lock-free admission on a key's own state: counted and observed when it stands; <see cref="TierOutcome.Lost"/>

@@ -105,15 +105,16 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
 
     private KeyEntry CreateEntry()
     {
-        // Allocated together, so a key's cells sit side by side on the heap.
+        // Allocated together, so a key's cells sit side by side on the heap; their states count from the current window.
         IKeyMember[] members = _members;
-        KeyEntry entry = members[0].CreateCell();
+        long now = _clock.Now();
+        KeyEntry entry = members[0].CreateCell(now);
         if (members.Length > 1)
         {
             var siblings = new KeyEntry[members.Length - 1];
             for (int i = 0; i < siblings.Length; i++)
             {
-                siblings[i] = members[i + 1].CreateCell();
+                siblings[i] = members[i + 1].CreateCell(now);
             }
 
             entry.Siblings = siblings;

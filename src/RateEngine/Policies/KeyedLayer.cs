@@ -62,7 +62,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         }
 
         _thresholdFractions = [.. rule.SoftThresholds.Select(fraction => (long)(fraction * 1_000_000))];
-        _subKeys = subKeys?.Create<TState>(maxSubKeysPerKey, clock, () => _shape.CreateState(), (cell, now) => IsIdleState(cell, now));
+        _subKeys = subKeys?.Create<TState>(maxSubKeysPerKey, clock, now => _shape.CreateState(now), (cell, now) => IsIdleState(cell, now));
         if (keys is null)
         {
             _single = new LayerEntry<TState> { State = _shape.CreateState() };
@@ -302,7 +302,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     public override object? KeyOf(TContext context) =>
         _keys is null ? null : _subKeys is null ? _keys.SelectKey(context, Name) : _subKeys.KeyOf(_keys.SelectKey(context, Name), context, Name);
 
-    public KeyEntry CreateCell() => _subKeys is null ? new LayerEntry<TState> { State = _shape.CreateState() } : _subKeys.CreateMap();
+    public KeyEntry CreateCell(long now) => _subKeys is null ? new LayerEntry<TState> { State = _shape.CreateState(now) } : _subKeys.CreateMap();
 
     public bool IsIdle(KeyEntry cell, long now) => _subKeys is null ? IsIdleState(Unsafe.As<LayerEntry<TState>>(cell), now) : _subKeys.AllIdle(cell, now);
 

@@ -15,6 +15,8 @@ internal readonly struct RequestLog(SlidingWindowLog log) : IWeightedAlgorithm<L
 
     public LogState CreateState() => log.CreateState();
 
+    public LogState CreateState(long now) => log.CreateState(now);
+
     public bool TryAcquire(ref LogState state, long now, long permits, out Admission admission, out long retryAfter) =>
         log.TryAcquire(ref state, now, permits, out admission, out retryAfter);
 

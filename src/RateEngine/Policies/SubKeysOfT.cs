@@ -9,7 +9,7 @@ internal sealed class SubKeys<TContext, TSubKey, TState>(
     IEqualityComparer<TSubKey>? comparer,
     int maxPerKey,
     LimiterClock clock,
-    Func<TState> createState,
+    Func<long, TState> createState,
     Func<LayerEntry<TState>, long, bool> isIdle) : SubKeys<TContext, TState>
     where TSubKey : notnull
 {
@@ -87,7 +87,7 @@ internal sealed class SubKeys<TContext, TSubKey, TState>(
                 return null;
             }
 
-            var cell = new LayerEntry<TState> { State = createState(), Link = map };
+            var cell = new LayerEntry<TState> { State = createState(clock.Now()), Link = map };
             Volatile.Write(ref map.Slots, [.. map.Slots, new(subKey, cell)]);
             return cell;
         }

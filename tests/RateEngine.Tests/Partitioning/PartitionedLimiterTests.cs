@@ -12,6 +12,28 @@ public class PartitionedLimiterTests
 {
     private static readonly FixedWindowRateLimiterOptions TwoPerMinute = new() { PermitLimit = 2, Window = TimeSpan.FromMinutes(1), QueueLimit = 4 };
 
+    /// <summary>
+    /// Keys of a limiter 2^33 windows old (1 ms windows: 99 days): a new key's state must count from now's window. One of
+    /// window 0 read as a window up to 2^20 ahead (epochs wrap), and the key got one window's permits for 17 minutes.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AttemptAcquire_NewKeyJustBeforeTheEpochsWrap_EachWindowAdmitsItsLimit(bool counter)
+    {
+        var time = new FakeTimeProvider();
+        var settings = new PartitionedLimiterOptions { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(3650) };
+        using PartitionedRateLimiter<string> limiter = counter
+            ? PartitionedLimiter.CreateSlidingWindowCounter<string, string>(key => key, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromMilliseconds(2), SegmentsPerWindow = 2 }, settings)
+            : PartitionedLimiter.CreateFixedWindow<string, string>(key => key, _ => new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromMilliseconds(1) }, settings);
+        time.Advance(TimeSpan.FromMilliseconds((1L << 33) - 10));
+
+        Assert.True(limiter.AttemptAcquire("new").IsAcquired);
+        Assert.False(limiter.AttemptAcquire("new").IsAcquired);
+        time.Advance(TimeSpan.FromMilliseconds(counter ? 3 : 1));
+        Assert.True(limiter.AttemptAcquire("new").IsAcquired);
+    }
+
     [Fact]
     public void AttemptAcquire_DifferentKeys_HaveIndependentLimits()
     {

@@ -140,6 +140,25 @@ public class RatePolicyTests
         Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
     }
 
+    /// <summary>A policy 2^33 windows old (1 ms windows): a new key's cells, and a new sub-key's, count from now's window.</summary>
+    [Fact]
+    public void Acquire_NewKeyJustBeforeTheEpochsWrap_EachWindowAdmitsItsLimit()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .WithIdleEvictionInterval(TimeSpan.FromDays(36_500))
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMilliseconds(1), 1))
+            .AddNestedLayer("user tool", c => c.User, c => c.Team, PolicyRule.SlidingWindowCounter(TimeSpan.FromMilliseconds(2), 2, 1))
+            .Build();
+        _time.Advance(TimeSpan.FromMilliseconds((1L << 33) - 10));
+        var call = new Call("alice");
+
+        Assert.True(policy.Acquire(call).IsAcquired);
+        _time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal("user tool", policy.Acquire(call).BlockingLayer);
+        _time.Advance(TimeSpan.FromMilliseconds(2));
+        Assert.True(policy.Acquire(call).IsAcquired);
+    }
+
     [Fact]
     public void Acquire_TierWithoutALimit_RefusedWithAReasonAndNothingCounted()
     {
