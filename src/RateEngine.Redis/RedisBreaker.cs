@@ -5,8 +5,10 @@ using RateEngine.Redis.Telemetry;
 namespace RateEngine.Redis;
 
 /// <summary>
-/// After a failed call, answers "open" for the cool-down, so the limiter stops calling a dead Redis; the first call after
-/// it goes through, and a success closes it. Reports each change of state once (degraded, recovered).
+/// After a failed call, refuses calls for the cool-down, so the limiter stops calling a dead Redis. Then it is half-open:
+/// one caller is let through as the probe, and the others are refused for another cool-down while it runs, so that an
+/// outage costs one call per cool-down rather than a wave of callers each waiting out the client's timeout. The probe's
+/// success closes the breaker; its failure opens it again. Reports each change of state once (degraded, recovered).
 /// </summary>
 internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<string> onDegraded, Action<long> onRecovered)
 {
@@ -42,8 +44,35 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     /// <summary>Why the last call failed, for the refusals the open breaker answers.</summary>
     public string LastFailure { get; private set; } = string.Empty;
 
-    /// <summary>Open until the cool-down ends; a closed breaker answers without reading the clock (the hybrid hot path asks).</summary>
-    public bool IsOpen => Volatile.Read(ref _openUntil) is var until && until != long.MinValue && time.GetTimestamp() < until;
+    /// <summary>
+    /// Whether the caller may call Redis now: always while closed (without reading the clock: the hybrid hot path asks), never
+    /// during a cool-down, and after one for the first caller to ask only (the probe), whose claim starts another cool-down
+    /// for everyone else. Ask right before the call it decides: a caller let through that does not call wastes the probe,
+    /// and the next one goes a cool-down later.
+    /// </summary>
+    public bool MayCall()
+    {
+        long until = Volatile.Read(ref _openUntil);
+        while (until != long.MinValue)
+        {
+            long now = time.GetTimestamp();
+            if (now < until)
+            {
+                return false;
+            }
+
+            // Half-open: the first to move the cool-down on probes; a racing Close (MinValue) lets everyone through.
+            long seen = Interlocked.CompareExchange(ref _openUntil, now + CooldownTicks, until);
+            if (seen == until)
+            {
+                return true;
+            }
+
+            until = seen;
+        }
+
+        return true;
+    }
 
     /// <summary>A call has failed and none has succeeded since (the breaker may already let calls through again).</summary>
     public bool IsDegraded => Volatile.Read(ref _degraded) == 1;
@@ -52,13 +81,14 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     {
         LastFailure = why;
         Interlocked.Increment(ref _failures);
-        long until = time.GetTimestamp() + (long)(cooldown.TotalSeconds * time.TimestampFrequency);
-        Volatile.Write(ref _openUntil, until);
+        Volatile.Write(ref _openUntil, time.GetTimestamp() + CooldownTicks);
         if (Interlocked.Exchange(ref _degraded, 1) == 0)
         {
             onDegraded(why);
         }
     }
+
+    private long CooldownTicks => (long)(cooldown.TotalSeconds * time.TimestampFrequency);
 
     public void Close()
     {

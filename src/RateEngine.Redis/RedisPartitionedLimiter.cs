@@ -104,7 +104,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
         if (options.Hybrid is { } hybrid)
         {
-            _local = new LocalReservations<LimiterKey>(hybrid, options.TimeProvider, Reserve, GiveBack, () => !_breaker.IsOpen);
+            _local = new LocalReservations<LimiterKey>(hybrid, options.TimeProvider, Reserve, GiveBack, _breaker.MayCall);
             _createLocalKey = CreateLocalKey;
         }
     }
@@ -236,7 +236,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
 
         RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
-        if (_breaker.IsOpen)
+        if (!_breaker.MayCall())
         {
             return Unavailable(partitionKey, permitCount);
         }
@@ -292,7 +292,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         cancellationToken.ThrowIfCancellationRequested();
         RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
-        if (_breaker.IsOpen)
+        if (!_breaker.MayCall())
         {
             return Unavailable(partitionKey, permitCount);
         }
@@ -436,7 +436,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return Refused(retryAfter);
         }
 
-        return _breaker.IsOpen ? Unavailable(key.PartitionKey, permitCount) : null;
+        return _breaker.MayCall() ? null : Unavailable(key.PartitionKey, permitCount);
     }
 
     private const int MaxLocalAttempts = 32;

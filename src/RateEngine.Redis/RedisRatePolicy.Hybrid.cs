@@ -85,7 +85,7 @@ public sealed partial class RedisRatePolicy<TContext>
             }
         }
 
-        if (!_breaker.IsOpen)
+        if (_breaker.MayCall())
         {
             RedisTasks.Observe(_blockLayers[index].Blocks!.StartRefill(key, need: 0));
         }
@@ -104,7 +104,7 @@ public sealed partial class RedisRatePolicy<TContext>
             LayerKey key = _blockLayers[i].Live(takes.Keys[i]);
 
             // Bounded: other requests on the key may keep starting reservations; a debt left over rides on the next one.
-            for (int round = 0; round < 3 && !_breaker.IsOpen; round++)
+            for (int round = 0; round < 3; round++)
             {
                 await LocalReservations<LayerKey>.WhenSettled(key).ConfigureAwait(false);
                 if (Volatile.Read(ref key.Debt) == 0)
@@ -115,6 +115,11 @@ public sealed partial class RedisRatePolicy<TContext>
                     }
 
                     break;
+                }
+
+                if (!_breaker.MayCall())
+                {
+                    break; // Redis is away: the debt stays owed, for the key's next reservation
                 }
 
                 try
@@ -201,7 +206,7 @@ public sealed partial class RedisRatePolicy<TContext>
                     return new RefusedPolicyLease(_blockLayers[needs].Name, $"Concurrent requests on this node took every reserved permit of layer '{_blockLayers[needs].Name}' {MaxLocalAttempts} times over; try again.", null, serviceWide: false);
                 }
 
-                if (_breaker.IsOpen)
+                if (!_breaker.MayCall())
                 {
                     return Unavailable(estimate);
                 }
@@ -474,7 +479,7 @@ public sealed partial class RedisRatePolicy<TContext>
         if (Interlocked.CompareExchange(ref key.Block, LocalBlock.Empty, block) == block)
         {
             long leftover = block.TakeAll();
-            if (leftover > 0 && _blockClock.GetTimestamp() < block.ExpiresAt && !_breaker.IsOpen)
+            if (leftover > 0 && _blockClock.GetTimestamp() < block.ExpiresAt && _breaker.MayCall())
             {
                 RedisTasks.Observe(GiveBackToRedis(_blockLayers[index], key, block.Period, leftover));
             }
@@ -791,7 +796,7 @@ public sealed partial class RedisRatePolicy<TContext>
     /// <summary>Reads the pause switch, so that every node learns of a pause or a resume within the check interval.</summary>
     private async Task CheckPauseAsync()
     {
-        if (_breaker.IsOpen || _disposed)
+        if (_disposed || !_breaker.MayCall())
         {
             return;
         }

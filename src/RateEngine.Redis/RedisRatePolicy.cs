@@ -119,7 +119,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                     options.TimeProvider,
                     (key, need, want) => Reserve(layer, key, need, want),
                     (key, period, returned) => GiveBackToRedis(layer, key, period, returned),
-                    () => !_breaker.IsOpen,
+                    _breaker.MayCall,
                     returns => GiveBackToRedis(layer, returns),
                     prefetch: false); // a request's low blocks are refilled together (PrefetchLow)
             }
@@ -242,7 +242,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             _layers[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), limits[i], amount: 0, tag: 0, clientNow);
         }
 
-        if (_breaker.IsOpen)
+        if (!_breaker.MayCall())
         {
             throw new InvalidOperationException($"Redis is unavailable ({_breaker.LastFailure}): usage cannot be read until it answers again.");
         }
@@ -597,9 +597,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             return (null, null, refusal);
         }
 
-        return _breaker.IsOpen
-            ? (null, null, Unavailable(estimate))
-            : StartCall(call with { PauseTicket = _pause.Ticket() });
+        return _breaker.MayCall()
+            ? StartCall(call with { PauseTicket = _pause.Ticket() })
+            : (null, null, Unavailable(estimate));
 
         (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) StartCall(Call sent) => (sent, Eval(PolicyScripts.Acquire, sent.Keys, sent.Values), null);
     }

@@ -54,6 +54,35 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_ServerStillDownAfterTheCooldown_OneCallerProbesAndTheOthersAreAnsweredAtOnce()
+    {
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed);
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        _server.Kill();
+        Assert.False(limiter.AttemptAcquire("ann").IsAcquired);
+        Assert.Equal(1, engine.Failures);
+
+        // The cool-down is over and Redis is still away: a burst of callers. One probes (its call waits out the client's
+        // timeout); the rest get the failure mode's answer without a call, rather than each waiting for the same timeout.
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        ValueTask<RateLimitLease>[] burst = Enumerable.Range(0, 8).Select(i => limiter.AcquireAsync("user" + i)).ToArray();
+        Assert.Equal(7, burst.Count(pending => pending.IsCompleted));
+
+        foreach (ValueTask<RateLimitLease> pending in burst)
+        {
+            using RateLimitLease lease = await pending;
+            Assert.False(lease.IsAcquired);
+        }
+
+        Assert.Equal(2, engine.Failures); // the first failure and the probe's
+
+        _server.Start();
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        Assert.True(await EventuallyAcquired(limiter, "carl"), "the limiter did not recover when Redis came back");
+    }
+
+    [Fact]
     public async Task AcquireAsync_ServerDown_FailOpenAdmitsWithAReason()
     {
         using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailOpen);

@@ -1,0 +1,128 @@
+using Microsoft.Extensions.Time.Testing;
+
+namespace RateEngine.Redis.Tests;
+
+/// <summary>The breaker alone, on a fake clock: closed, open for the cool-down, then one probe at a time.</summary>
+public sealed class RedisBreakerTests
+{
+    private static readonly TimeSpan Cooldown = TimeSpan.FromSeconds(1);
+
+    private readonly FakeTimeProvider _clock = new();
+    private readonly List<string> _degraded = [];
+    private readonly List<long> _recovered = [];
+
+    [Fact]
+    public void MayCall_Closed_LetsEveryCallerThrough()
+    {
+        RedisBreaker breaker = Create();
+
+        Assert.True(breaker.MayCall());
+        Assert.True(breaker.MayCall());
+        Assert.False(breaker.IsDegraded);
+    }
+
+    [Fact]
+    public void MayCall_DuringTheCooldown_RefusesEveryone()
+    {
+        RedisBreaker breaker = Create();
+        breaker.Trip("down");
+
+        _clock.Advance(Cooldown - TimeSpan.FromMilliseconds(1));
+
+        Assert.False(breaker.MayCall());
+        Assert.False(breaker.MayCall());
+        Assert.Equal(["down"], _degraded);
+    }
+
+    [Fact]
+    public void MayCall_AfterTheCooldown_LetsOneProbeThroughAndRefusesTheOthersForAnotherCooldown()
+    {
+        RedisBreaker breaker = Create();
+        breaker.Trip("down");
+        _clock.Advance(Cooldown);
+
+        Assert.True(breaker.MayCall()); // the probe
+        Assert.False(breaker.MayCall());
+        Assert.False(breaker.MayCall());
+
+        // The probe hangs past the cool-down it claimed: one more caller probes, still one at a time.
+        _clock.Advance(Cooldown);
+        Assert.True(breaker.MayCall());
+        Assert.False(breaker.MayCall());
+    }
+
+    [Fact]
+    public void MayCall_ProbeSucceeds_ClosesForEveryoneAndReportsTheRecoveryOnce()
+    {
+        RedisBreaker breaker = Create();
+        breaker.Trip("down");
+        _clock.Advance(Cooldown);
+        Assert.True(breaker.MayCall());
+
+        breaker.Close();
+
+        Assert.True(breaker.MayCall());
+        Assert.True(breaker.MayCall());
+        Assert.False(breaker.IsDegraded);
+        Assert.Equal([1L], _recovered);
+    }
+
+    [Fact]
+    public void MayCall_ProbeFails_RefusesForAFullCooldownAgain()
+    {
+        RedisBreaker breaker = Create();
+        breaker.Trip("down");
+        _clock.Advance(Cooldown);
+        Assert.True(breaker.MayCall());
+
+        _clock.Advance(Cooldown / 2);
+        breaker.Trip("still down"); // the probe's failure opens it from now, not from the claim
+
+        _clock.Advance(Cooldown - TimeSpan.FromMilliseconds(1));
+        Assert.False(breaker.MayCall());
+        _clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(breaker.MayCall());
+        Assert.Equal(["down"], _degraded); // degraded once, not per failure
+        Assert.Equal(2, breaker.Failures);
+    }
+
+    [Fact]
+    public void MayCall_ZeroCooldown_LetsEveryCallerTry()
+    {
+        var breaker = new RedisBreaker(_clock, TimeSpan.Zero, _degraded.Add, _recovered.Add);
+        breaker.Trip("down");
+
+        Assert.True(breaker.MayCall());
+        Assert.True(breaker.MayCall());
+    }
+
+    [Fact]
+    public void MayCall_ManyThreadsAfterTheCooldown_ExactlyOneProbes()
+    {
+        for (int round = 0; round < 200; round++)
+        {
+            RedisBreaker breaker = Create();
+            breaker.Trip("down");
+            _clock.Advance(Cooldown);
+            using var start = new Barrier(4);
+            int passed = 0;
+            Thread[] callers = Enumerable.Range(0, 4).Select(_ => new Thread(() =>
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < 100; i++)
+                {
+                    if (breaker.MayCall())
+                    {
+                        Interlocked.Increment(ref passed);
+                    }
+                }
+            })).ToArray();
+            Array.ForEach(callers, thread => thread.Start());
+            Array.ForEach(callers, thread => thread.Join());
+
+            Assert.Equal(1, passed);
+        }
+    }
+
+    private RedisBreaker Create() => new(_clock, Cooldown, _degraded.Add, _recovered.Add);
+}
