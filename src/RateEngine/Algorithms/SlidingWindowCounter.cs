@@ -20,11 +20,15 @@ namespace RateEngine.Algorithms;
 /// count in history with a larger-wins CAS, then CASes the word to the new segment. A slow thread still deciding in
 /// the old segment fails its CAS, because the word moved, and decides again. A slow thread recording an old count can
 /// never shrink history: larger wins, and a newer segment in the slot wins over an older one.</para>
-/// <para>Once the word holds segment e, every segment before e is finished, so the sum of e-S..e-1 is final and may be
-/// cached; it is published only after the CAS that made e current.</para>
+/// <para>Once the word holds segment e, every segment before e is finished, so the sum of e-S..e-1 is final but for refunds
+/// and may be cached; it is published only after the CAS that made e current, and a refund into a slot sums it again.
+/// Every slot and every cached sum stays at or above the permits admitted in it and not refunded.</para>
 /// <para><b>Linearization point</b>: the CAS of <see cref="CounterState.Current"/>.</para>
-/// <para><b>Refund</b> (whole or partial) is exact while the admission's segment is current: it subtracts from the word's
-/// count, never below zero. After rollover the permits stay counted until they expire (stricter, never looser).</para>
+/// <para><b>Refund</b> (whole or partial) subtracts from the word's count while the admission's segment is current, and
+/// from the segment's history slot (then the cached sum) once it is over, while the word's window still counts it; never
+/// below zero, and nothing once the segment has left that window. A rollover recorder that read the word before a refund
+/// on it can put the larger count back (larger wins): those permits then stay counted until they expire, stricter, never
+/// looser.</para>
 /// <para><b>Charge</b> counts an overrun in the current segment whatever the limit (a rollover first, as for an
 /// admission). A segment's count saturates at <see cref="EpochCount.MaxCount"/> (2^31 - 1), and the charge's admission
 /// reports the part that was counted. Counts above the limit are summed in <c>long</c>; the cached history sum saturates
@@ -140,8 +144,9 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
                 continue;
             }
 
-            // nowEpoch is current, so segments before it are final: the sum can be shared.
-            Publish(ref state, nowEpoch, sum);
+            // nowEpoch is current, so segments before it are final: their sum can be shared, summed again after the CAS so
+            // that a refund into a slot since the sum above is in it (see RefundFinished).
+            Publish(ref state, nowEpoch, SumHistory(ref state, nowEpoch, skipEpoch: -1));
             if (admit)
             {
                 admission = new Admission(now, permits, nowEpoch, word);
@@ -197,11 +202,10 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
                 Record(ref state, finished, EpochCount.Count(word));
             }
 
-            long sum = SumHistory(ref state, nowEpoch, skipEpoch: -1);
             long charged = EpochCount.AddSaturating(0, amount);
             if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(nowEpoch, charged), word) == word)
             {
-                Publish(ref state, nowEpoch, sum);
+                Publish(ref state, nowEpoch, SumHistory(ref state, nowEpoch, skipEpoch: -1));
                 return new Admission(now, charged, nowEpoch, word);
             }
         }
@@ -249,21 +253,81 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         return newest < 0 ? 0 : Math.Max(1, (newest + _segments + 1) * _segment - now);
     }
 
-    /// <summary>Subtracts <paramref name="amount"/> from segment <paramref name="epoch"/> while it is current.</summary>
-    private static bool Refund(ref CounterState state, long epoch, long amount)
+    /// <summary>
+    /// Subtracts <paramref name="amount"/> from segment <paramref name="epoch"/>: from the word while the segment is
+    /// current, and from its history slot once it is over, while the window of the word's segment still counts it.
+    /// </summary>
+    private bool Refund(ref CounterState state, long epoch, long amount)
     {
         while (true)
         {
             long word = Volatile.Read(ref state.Current);
-            long used = EpochCount.Count(word);
+            if (!EpochCount.Holds(word, epoch))
+            {
+                return RefundFinished(ref state, word, epoch, amount);
+            }
 
-            // After rollover the segment's count is in history, which only grows: the permits stay counted until they expire.
-            if (!EpochCount.Holds(word, epoch) || used < amount)
+            long used = EpochCount.Count(word);
+            if (used < amount)
             {
                 return false;
             }
 
             if (Interlocked.CompareExchange(ref state.Current, EpochCount.Pack(epoch, used - amount), word) == word)
+            {
+                return true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The refund of a segment the word has moved past (it never comes back). Its final count went into its history slot
+    /// before the word moved, so the slot holds at least the permits being refunded. A recorder that read the word before
+    /// the last refund on it may still put a larger count back (larger wins): then the permits stay counted until they
+    /// expire, stricter, never looser, since every slot and every cached sum stays at or above what was admitted and not
+    /// refunded. Nothing when the word is already past segment epoch+S: the permits no longer count. Once the slot's CAS
+    /// has taken them off, the refund is reported even if the word moves past meanwhile, since a decision may have used them.
+    /// </summary>
+    private bool RefundFinished(ref CounterState state, long word, long epoch, long amount)
+    {
+        long wordAhead = -EpochCount.Distance(epoch, word);
+        if (wordAhead <= 0 || wordAhead > _segments || Volatile.Read(ref state.History) is not { } slots)
+        {
+            return false;
+        }
+
+        ref long slot = ref slots[epoch % slots.Length];
+        while (true)
+        {
+            long existing = Volatile.Read(ref slot);
+            if (!EpochCount.Holds(existing, epoch) || EpochCount.Count(existing) < amount)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref slot, EpochCount.Pack(epoch, EpochCount.Count(existing) - amount), existing) == existing)
+            {
+                break;
+            }
+        }
+
+        // The word's window may have cached its sum before the slot changed, or a rollover may be about to publish one it
+        // summed before: sum that window again, read after the slot (so a publish still on its way finds it newer and
+        // keeps it, and a later one reads the slot as it is now).
+        while (true)
+        {
+            long cached = Volatile.Read(ref state.HistorySum);
+            long wordEpoch = epoch - EpochCount.Distance(epoch, Volatile.Read(ref state.Current));
+            if (wordEpoch > epoch + _segments)
+            {
+                // The segment left the window meanwhile, so no cached sum needs it; but the refund took effect at the slot's
+                // CAS, and a decision since may have used the permits: it is reported, or the caller would count them still.
+                return true;
+            }
+
+            long window = Math.Max(wordEpoch, epoch - EpochCount.Distance(epoch, cached));
+            long packed = EpochCount.Pack(window, Math.Min(SumHistory(ref state, window, skipEpoch: -1), EpochCount.MaxCount));
+            if (packed == cached || Interlocked.CompareExchange(ref state.HistorySum, packed, cached) == cached)
             {
                 return true;
             }
@@ -382,8 +446,9 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// Larger-wins: a newer segment beats an older one in the slot; within a segment the larger count wins.
     /// An empty segment is not written: a slot holding an older segment already reads as zero for this one, and keeping
     /// it preserves the newest segment that counted anything (what <see cref="GetFullSince"/> needs). So a slot with no
-    /// count was never written, and any segment takes it: its zero word names segment 0, which a segment in the 2^20
-    /// before the epochs wrap (every 2^33 segments) would read as newer, and its count would be lost.
+    /// count was never written (or refunds took its segment's count to zero) and counts nothing: any segment takes it. A
+    /// never-written slot's zero word names segment 0, which a segment in the 2^20 before the epochs wrap (every 2^33
+    /// segments) would read as newer, and its count would be lost.
     /// </summary>
     private void Record(ref CounterState state, long epoch, long count)
     {

@@ -108,7 +108,7 @@ public class SlidingWindowCounterTests
     }
 
     [Fact]
-    public void Refund_PartialOfAChargeAfterRollover_FreesNothing()
+    public void Refund_PartialOfAChargeAfterRollover_SubtractsFromHistoryWhileTheWindowCountsIt()
     {
         var counter = new SlidingWindowCounter(permitLimit: 3, segmentTicks: 10, segmentsPerWindow: 2);
         CounterState state = counter.CreateState();
@@ -116,9 +116,62 @@ public class SlidingWindowCounterTests
         Assert.True(counter.Refund(ref state, charge, 2));
         Assert.False(counter.TryAcquire(ref state, 15, 1, out _, out _)); // rolls over to segment 1
 
-        Assert.False(counter.Refund(ref state, charge, 2));
-        Assert.Equal(6, counter.GetUsed(ref state, 15));
+        Assert.True(counter.Refund(ref state, charge, 2));
+        Assert.Equal(4, counter.GetUsed(ref state, 15));
         Assert.Equal(30 - 15, counter.GetResetAfter(ref state, 15));
+        Assert.True(counter.Refund(ref state, charge, 4));
+        Assert.Equal(0, counter.GetUsed(ref state, 15));
+        Assert.False(counter.Refund(ref state, charge, 1)); // all 8 are back
+        Assert.True(counter.TryAcquire(ref state, 16, 3, out _, out _));
+    }
+
+    [Fact]
+    public void Refund_AfterRollover_TheCachedHistorySumCountsItAtOnce()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 1, 8, out Admission first, out _));
+        Assert.True(counter.TryAcquire(ref state, 11, 1, out _, out _)); // rollover: segment 0's 8 cached as segment 1's history
+
+        Assert.True(counter.Refund(ref state, first, 5));
+
+        Assert.True(counter.TryAcquire(ref state, 12, 6, out _, out _)); // 3 + 1 + 6: room only if the cache was summed again
+        Assert.False(counter.TryAcquire(ref state, 13, 1, out _, out _));
+    }
+
+    [Fact]
+    public void Refund_RacingTheRolloversPublishOfTheHistorySum_StillCountsInThatWindow()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 1, 8, out Admission first, out _));
+        long beforeRollover = state.HistorySum;
+        Assert.True(counter.TryAcquire(ref state, 11, 1, out _, out _));
+        long published = state.HistorySum; // (segment 1, 8)
+
+        state.HistorySum = beforeRollover; // the roller has moved the word on but not yet published its sum
+        Assert.True(counter.Refund(ref state, first, 5));
+        if (!EpochCount.Holds(state.HistorySum, 1))
+        {
+            state.HistorySum = published; // its publish lands after the refund: a no-op if the refund cached segment 1 itself
+        }
+
+        Assert.Equal(4, counter.GetUsed(ref state, 12));
+        Assert.True(counter.TryAcquire(ref state, 12, 6, out _, out _)); // 3 + 1 + 6
+        Assert.False(counter.TryAcquire(ref state, 13, 1, out _, out _));
+    }
+
+    [Fact]
+    public void Refund_OnceTheSegmentHasLeftTheWindow_FreesNothing()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        Assert.True(counter.TryAcquire(ref state, 1, 4, out Admission first, out _));
+        Assert.True(counter.TryAcquire(ref state, 21, 1, out _, out _)); // segment 2: segment 0 still counts
+        Assert.True(counter.TryAcquire(ref state, 31, 1, out _, out _)); // segment 3: it no longer does
+
+        Assert.False(counter.Refund(ref state, first, 4));
+        Assert.Equal(2, counter.GetUsed(ref state, 31));
     }
 
     [Fact]

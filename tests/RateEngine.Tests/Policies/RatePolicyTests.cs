@@ -321,6 +321,24 @@ public class RatePolicyTests
         Assert.Equal(300, policy.GetUsage(new Call("alice"), "kept").Used);
     }
 
+    [Fact]
+    public void Reconcile_OnACounterLayerAfterItsSegmentRolledOver_RefundsTheDifference()
+    {
+        // A call longer than one segment: another request of the user moves the counter on before the reconcile, and the
+        // 3,000 tokens not spent must still come back while the window counts them.
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("tpm", c => c.User, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 10_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(4_000, 0));
+        _time.Advance(TimeSpan.FromSeconds(10));
+        policy.Acquire(call, new RequestCost(100, 0)).Dispose();
+
+        lease.Reconcile(new RequestCost(1_000, 0));
+
+        Assert.Equal(1_100, policy.GetUsage(call, "tpm").Used);
+    }
+
     [Theory]
     [InlineData(600, 600)] // within the estimate: those 600 were spent, the other 400 come back
     [InlineData(1_500, 1_500)] // past it: the whole estimate was spent, and the overrun with it
