@@ -87,7 +87,17 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
 
     public CounterState CreateState() => new();
 
-    public CounterState CreateState(long now) => new() { Current = EpochCount.Pack(now / _segment, 0) };
+    /// <inheritdoc/>
+    /// <remarks>
+    /// The cached history sum starts as that segment's too (a new key has none): left at zero, it would name segment 0,
+    /// which a key made in the 2^20 segments before the epochs wrap reads as ahead, so no rollover could replace it, and
+    /// which segment 2^33 reads as its own: an empty history for that whole segment.
+    /// </remarks>
+    public CounterState CreateState(long now)
+    {
+        long epoch = now / _segment;
+        return new() { Current = EpochCount.Pack(epoch, 0), HistorySum = EpochCount.Pack(epoch, 0) };
+    }
 
     public bool TryAcquire(ref CounterState state, long now, long permits, out Admission admission, out long retryAfter)
     {

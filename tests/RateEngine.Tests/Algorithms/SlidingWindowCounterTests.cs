@@ -19,6 +19,19 @@ public class SlidingWindowCounterTests
     }
 
     [Fact]
+    public void CreateState_ForAKeyMadeInTheLastSegmentBeforeTheEpochsWrap_CountsItsHistoryAcrossTheWrap()
+    {
+        var counter = new SlidingWindowCounter(permitLimit: 1, segmentTicks: 10, segmentsPerWindow: 2);
+        long wrap = 1L << 33;
+        CounterState state = counter.CreateState((wrap - 1) * 10);
+        Assert.True(counter.TryAcquire(ref state, (wrap - 1) * 10, 1, out _, out _));
+
+        Assert.False(counter.TryAcquire(ref state, wrap * 10, 1, out _, out _)); // rolls over: that permit is history
+        Assert.False(counter.TryAcquire(ref state, (wrap * 10) + 1, 1, out _, out _)); // and stays counted through the segment
+        Assert.True(counter.TryAcquire(ref state, (wrap + 2) * 10, 1, out _, out _));
+    }
+
+    [Fact]
     public void TryAcquire_SegmentFinishedJustBeforeTheEpochsWrap_StaysCountedInHistory()
     {
         // Its history slot was never written: a zero word, naming segment 0, which segment 2^33 - 11 reads as newer.
