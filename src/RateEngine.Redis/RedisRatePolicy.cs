@@ -215,6 +215,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
         catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
         {
+            // The client gave up (its own timeout, a dropped connection), not the server: the script may still run.
+            ReleaseSlotsOfUnknownAcquire(call!);
             return Failed(error.InnerException.Message, estimate);
         }
 

@@ -416,6 +416,25 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task PolicyAcquireSync_ThatTheClientTimesOutWhileItsScriptStillRuns_DoesNotKeepItsSlot()
+    {
+        // As above, through the synchronous Acquire: its bound (5 s) outlasts the client's own timeout (2 s), so the client
+        // fails the call while the paused server still holds the script that takes the user's only slot.
+        using ConnectionMultiplexer admin = _server.Connect(admin: true);
+        using RedisRatePolicy<string> policy = Policy("streams", PolicyRule.Concurrency(1), TimeSpan.FromSeconds(5));
+        policy.Acquire("ann", RequestCost.None).Dispose(); // the script is loaded
+
+        await admin.GetServer(admin.GetEndPoints()[0]).ExecuteAsync("CLIENT", "PAUSE", "3000", "ALL");
+        using PolicyLease refused = policy.Acquire("ann", RequestCost.None);
+        Assert.False(refused.IsAcquired);
+
+        await Task.Delay(TimeSpan.FromSeconds(1.5)); // the pause ends: the acquire's script, then the release, run
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        using PolicyLease next = await policy.AcquireAsync("ann", RequestCost.None);
+        Assert.True(next.IsAcquired);
+    }
+
+    [Fact]
     public void HealthCheck_LimiterNotMadeByRedisLimiter_Throws()
     {
         using PartitionedRateLimiter<string> local = PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetNoLimiter(key));
