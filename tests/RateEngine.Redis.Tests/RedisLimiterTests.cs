@@ -156,6 +156,23 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task SlidingWindowLog_LimitAboveTheRedisBound_IsRefusedBeforeAnyScriptRuns()
+    {
+        // One member per permit, added in one script: an acquire of a 2^24 limit would block the server for over a minute.
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateSlidingWindowLog<string>(
+            user => user,
+            user => new SlidingWindowLogRateLimiterOptions { PermitLimit = user == "big" ? RedisLimiter.MaxSlidingWindowLogPermitLimit + 1 : RedisLimiter.MaxSlidingWindowLogPermitLimit, Window = TimeSpan.FromMinutes(1) },
+            Options());
+
+        var error = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await limiter.AcquireAsync("big"));
+        Assert.Contains("sliding-window counter", error.Message, StringComparison.Ordinal);
+        Assert.Empty(_connection.GetServer(_server.Endpoint).Keys(pattern: _prefix + ":*"));
+
+        Assert.True((await limiter.AcquireAsync("ann", RedisLimiter.MaxSlidingWindowLogPermitLimit)).IsAcquired);
+        Assert.False((await limiter.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
     public async Task AcquireAsync_ServerClock_DecidesOnRedisTime()
     {
         using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(

@@ -386,6 +386,20 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public void Build_LogLayerAboveTheRedisBound_Throws()
+    {
+        int most = RedisLimiter.MaxSlidingWindowLogPermitLimit;
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => Builder()
+            .AddLayer("log", call => call.User, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), limit: most + 1))
+            .Build());
+        Assert.Contains("one member per request", error.Message, StringComparison.Ordinal);
+
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("log", call => call.User, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), limit: most))
+            .Build();
+    }
+
+    [Fact]
     public async Task UpdateTiers_CallerChangesItsObjectLater_ThePolicyKeepsWhatItWasGiven()
     {
         var built = new PolicyTiers { ["free"] = { ["requests/min"] = 1 } };

@@ -42,6 +42,11 @@ internal sealed class RedisPolicyLayer<TContext>
             throw new ArgumentException($"Layer '{name}': the sliding-window log counts requests (one member per permit), not tokens or money.", nameof(rule));
         }
 
+        if (rule.Kind == PolicyRuleKind.SlidingWindowLog && rule.Limit is > RedisLimiter.MaxSlidingWindowLogPermitLimit)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rule), rule.Limit, $"Layer '{name}': a sliding-window log on Redis keeps one member per request, and its limit is at most {RedisLimiter.MaxSlidingWindowLogPermitLimit} (see RedisLimiter.MaxSlidingWindowLogPermitLimit).");
+        }
+
         if (rule.Limit is > MaxExact)
         {
             throw new ArgumentOutOfRangeException(nameof(rule), rule.Limit, $"Layer '{name}': a Redis policy's limits stay below 2^53, where Lua's numbers are exact.");

@@ -10,7 +10,13 @@ internal sealed class SlidingWindowLogRule : RedisRule
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.PermitLimit, 1, nameof(options.PermitLimit));
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(options.PermitLimit, SlidingWindowLogRateLimiter.MaxPermitLimit, nameof(options.PermitLimit));
+        if (options.PermitLimit > RedisLimiter.MaxSlidingWindowLogPermitLimit)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(options.PermitLimit),
+                options.PermitLimit,
+                $"A sliding-window log on Redis keeps one member per permit and adds a request's permits in one script: its limit is at most {RedisLimiter.MaxSlidingWindowLogPermitLimit} (use the sliding-window counter or the fixed window for more).");
+        }
         ThrowIfQueued(options.QueueLimit, nameof(SlidingWindowLogRateLimiterOptions));
         PermitLimit = options.PermitLimit;
         _window = Microseconds(options.Window, nameof(options.Window));
