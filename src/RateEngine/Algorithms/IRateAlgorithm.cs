@@ -40,8 +40,11 @@ internal interface IRateAlgorithm<TState>
 
     /// <summary>
     /// Undoes an admission made by <see cref="TryAcquire"/>. Never frees more than the admission took and never
-    /// frees a permit whose window has passed. Returns false when nothing was freed (the admission has aged out
-    /// or can no longer be undone exactly, in which case keeping it counted is the safe choice).
+    /// frees a permit whose window has passed. Returns true when the state no longer counts the admission; false when
+    /// nothing was undone (the admission can no longer be undone exactly, or has aged out and the state moved on), in
+    /// which case keeping it counted is the safe choice. An admission whose window has passed in a state nothing has
+    /// touched since may be undone there and reported true: that frees nothing any decision can use, and a caller that
+    /// stops counting it counts nothing that still counts.
     /// </summary>
     bool Refund(ref TState state, in Admission admission);
 

@@ -21,7 +21,9 @@ internal interface IWeightedAlgorithm<TState> : IRateAlgorithm<TState>
     /// <summary>
     /// Gives back <paramref name="amount"/> (1..<c>admission.Permits</c>) of an admission or charge: exactly, while the period
     /// it was counted in still counts it; nothing once that period is over (the amount already came back with it), and
-    /// nothing where the algorithm cannot undo it exactly (see each algorithm's refund rule). Returns true when freed.
+    /// nothing where the algorithm cannot undo it exactly (see each algorithm's refund rule). Returns true when the state no
+    /// longer counts the amount (possibly in a period that is over but that nothing has replaced yet, as for
+    /// <see cref="IRateAlgorithm{TState}.Refund"/>); false when nothing was undone.
     /// </summary>
     bool Refund(ref TState state, in Admission admission, long amount);
 
