@@ -238,11 +238,28 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
     }
 
     /// <summary>For read-only views: the slot of the next ticket, and the time a decision would use.</summary>
+    /// <remarks>
+    /// Waits, as a taker does, for the newest ticket's publish: until then its slot shows an older ticket's stamp, and a
+    /// full log would read as having room (a zero-permit probe admitted on it). A refund in progress holds the ring as it
+    /// was before the refund: that is read as it is.
+    /// </remarks>
     private int ReadTail(LogState state, long now, out long stamp)
     {
-        // A refund in progress holds the ring as it was before the refund: read that.
-        int next = (int)((Volatile.Read(ref state.Tail) & TicketMask) % _limit);
-        stamp = Math.Max(now, Volatile.Read(ref state.Slots[next == 0 ? _limit - 1 : next - 1].Stamp));
-        return next;
+        SpinWait spin = default;
+        while (true)
+        {
+            long word = Volatile.Read(ref state.Tail);
+            long tail = word & TicketMask;
+            int next = (int)(tail % _limit);
+            ref LogSlot newest = ref state.Slots[next == 0 ? _limit - 1 : next - 1];
+            if (word >= 0 && Volatile.Read(ref newest.Sequence) != Advance(tail, _modulus - 1))
+            {
+                spin.SpinOnce();
+                continue;
+            }
+
+            stamp = Math.Max(now, Volatile.Read(ref newest.Stamp));
+            return next;
+        }
     }
 }

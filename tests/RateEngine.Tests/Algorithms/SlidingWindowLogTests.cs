@@ -38,6 +38,31 @@ public class SlidingWindowLogTests
         Assert.True(log.TryAcquire(ref state, 87, 1, out _, out _));
     }
 
+    [Fact]
+    public async Task GetAvailablePermits_WhileTheNewestTicketIsUnpublished_WaitsForItInsteadOfReadingTheOlderStamp()
+    {
+        var log = new SlidingWindowLog(permitLimit: 1, windowTicks: 10);
+        LogState state = log.CreateState();
+        ref LogSlot slot = ref state.Slots[0];
+        (long sequence, long stamp) = (slot.Sequence, slot.Stamp);
+        Assert.True(log.TryAcquire(ref state, 5, 1, out _, out _));
+        (long published, long taken) = (slot.Sequence, slot.Stamp);
+
+        // The winner has moved the tail but not yet written its slot (descheduled between its CAS and its publish).
+        (slot.Sequence, slot.Stamp) = (sequence, stamp);
+        LogState shared = state;
+        Task publish = Task.Run(async () =>
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(50), TimeProvider.System);
+            Volatile.Write(ref shared.Slots[0].Stamp, taken);
+            Volatile.Write(ref shared.Slots[0].Sequence, published);
+        });
+
+        Assert.Equal(0, log.GetAvailablePermits(ref state, 6)); // full: not the older stamp's free slot
+        Assert.Equal(5 + 10 - 6, log.GetRetryAfter(ref state, 6, 1));
+        await publish;
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(3)]
