@@ -400,19 +400,20 @@ public sealed class RedisFailureTests : IDisposable
     [InlineData(true)]
     public async Task PolicyAcquire_ThatTimesOutWhileItsScriptStillRuns_DoesNotKeepItsSlot(bool sync)
     {
-        // Redis pauses its clients longer than the client's timeout (2 s): the acquire is refused (fail closed) but its
-        // script runs once the pause ends and takes the user's only stream slot. Held until the lease timeout (10 minutes),
-        // it would lock the user out; the release sent after the failure runs after it and frees it. The synchronous
-        // Acquire's own bound (5 s) outlasts the client's timeout, so there the client fails the call, not the bound.
+        // Redis pauses its clients (5 s) longer than the client's timeout (2 s, noticed on the client's 1 s heartbeat, so 2 to
+        // 3 s): the acquire is refused (fail closed) but its script runs once the pause ends and takes the user's only
+        // stream slot. Held until the lease timeout (10 minutes), it would lock the user out; the release sent after the
+        // failure runs after it and frees it. The synchronous Acquire's own bound (4.5 s) outlasts the client's timeout, so
+        // there the client fails the call, not the bound.
         using ConnectionMultiplexer admin = _server.Connect(admin: true);
-        using RedisRatePolicy<string> policy = Policy("streams", PolicyRule.Concurrency(1), TimeSpan.FromSeconds(sync ? 5 : 2));
+        using RedisRatePolicy<string> policy = Policy("streams", PolicyRule.Concurrency(1), TimeSpan.FromSeconds(sync ? 4.5 : 2));
         (await policy.AcquireAsync("ann", RequestCost.None)).Dispose(); // the script is loaded
 
-        await admin.GetServer(admin.GetEndPoints()[0]).ExecuteAsync("CLIENT", "PAUSE", "3000", "ALL");
+        await admin.GetServer(admin.GetEndPoints()[0]).ExecuteAsync("CLIENT", "PAUSE", "5000", "ALL");
         using PolicyLease refused = sync ? policy.Acquire("ann", RequestCost.None) : await policy.AcquireAsync("ann", RequestCost.None);
         Assert.False(refused.IsAcquired);
 
-        await Task.Delay(TimeSpan.FromSeconds(1.5)); // the pause ends: the acquire's script, then the release, run
+        await Task.Delay(TimeSpan.FromSeconds(3.5)); // the pause ends: the acquire's script, then the release, run
         _cooldownClock.Advance(TimeSpan.FromSeconds(2));
         using PolicyLease next = await policy.AcquireAsync("ann", RequestCost.None);
         Assert.True(next.IsAcquired);
