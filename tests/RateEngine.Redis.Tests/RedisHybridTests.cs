@@ -44,6 +44,26 @@ public sealed class RedisHybridTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_ABusyKeyRefilledAtMaxBlock_HoldsMaxBlockAgain()
+    {
+        await using PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 1_000, maxBlock: 16);
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+
+        // The first block is 16 (MaxBlock); the ninth take leaves 7, under half, and starts a background refill.
+        for (int i = 0; i < 9; i++)
+        {
+            Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        }
+
+        await Eventually(() => Task.FromResult(!engine.Local!.RefillInFlight("ann")));
+
+        // The 7 left join the new block: it asks for 9, so the node holds MaxBlock again (it asked for 2 and held 9, the
+        // leftover taken off twice, so busy keys settled at about half of MaxBlock per round trip).
+        Assert.Equal(16, Volatile.Read(ref engine.Local!.Find("ann")!.Block.Remaining));
+        Assert.Equal(16 + 9, await Counted("ann"));
+    }
+
+    [Fact]
     public async Task AcquireAsync_NearTheCap_AdmitsExactlyTheLimitAndRefusesLocallyAfterIt()
     {
         await using PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 100);

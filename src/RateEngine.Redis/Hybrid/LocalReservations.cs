@@ -262,10 +262,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
         // Doubling with demand: a block that ran low or out within its period asks for twice its size, so a busy key's
         // blocks grow to MaxBlock; one whose period ended asks for twice what it served, and after a refusal one permit, so
-        // a quiet or capped key's blocks shrink toward one permit. What is left in the current block joins the new one
-        // (same period), so ask for at most MaxBlock minus that: a node never holds more than MaxBlock unused permits of a
-        // key, the bound the under-admission is documented by. Sizes count requests: a weighted layer's blocks are that
-        // many of its largest requests (Unit).
+        // a quiet or capped key's blocks shrink toward one permit. The size is what the node holds once the new block is in:
+        // what is left in the current block joins it (same period), so the reservation asks for the size minus that, and a
+        // node never holds more than MaxBlock unused permits of a key, the bound the under-admission is documented by.
+        // Sizes count requests: a weighted layer's blocks are that many of its largest requests (Unit).
         LocalBlock current = Volatile.Read(ref key.Block);
         long unit = Math.Max(1, Volatile.Read(ref key.Unit));
         long maxBlock = unit > long.MaxValue / 4 / _maxBlock ? long.MaxValue / 4 : _maxBlock * unit;
@@ -274,7 +274,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             : current.Refused ? 1
             : sent < current.ExpiresAt ? 2 * current.Granted
             : 2 * (current.Granted - left);
-        long want = Math.Max(need, Math.Min(Math.Clamp(size, 1, maxBlock), maxBlock - left));
+        long want = Math.Max(need, Math.Clamp(size, 1, maxBlock));
 
         // What the live block still has joins the new one if Redis grants it in the same period: the request then needs only
         // the rest (a request larger than what is left would otherwise need its whole size free on Redis, besides the
