@@ -9,7 +9,8 @@ namespace RateEngine.Timing;
 /// <remarks>
 /// <para>The clock's tick 0 is the UTC instant <c>originUtc</c>; a tick t is the instant origin + t / frequency seconds,
 /// so boundaries follow the monotone clock from the origin: a wall-clock step after creation does not move them (the
-/// error is the monotone clock's drift from UTC since creation, seconds a month at worst on NTP-disciplined hosts).</para>
+/// error is the monotone clock's drift from UTC since creation, seconds a month at worst on NTP-disciplined hosts, plus
+/// whatever the wall clock was wrong at creation and any time the monotone clock did not count, such as a suspend).</para>
 /// <para>Where local midnight does not exist (a zone whose DST starts at 00:00) the day starts at the first local instant of
 /// the date (01:00); where it occurs twice (DST ending at 01:00 back to 00:00) it starts at the first occurrence.</para>
 /// <para>Time-zone conversions cost hundreds of nanoseconds, so the current period is cached in an immutable object: a

@@ -9,7 +9,8 @@ namespace RateEngine.Timing;
 /// </summary>
 /// <remarks>
 /// Sharing changes no decision: windows are aligned to the clock's origin, which is the first policy's build time instead
-/// of each policy's own, and calendar periods are anchored to UTC either way.
+/// of each policy's own, and calendar periods are anchored to the UTC time read at that origin either way (once per
+/// provider for the process: src/DESIGN.md says what a wrong wall clock at that moment does).
 /// </remarks>
 internal sealed class PolicyClock
 {
