@@ -224,6 +224,32 @@ public abstract partial class RateEngineLimiter
         return TimeSpan.FromTicks(Math.Clamp(milliseconds, 1, MaxTimerMilliseconds) * TimeSpan.TicksPerMillisecond);
     }
 
+    /// <summary>
+    /// Serves the queue now if its wakeup is due and has not fired: timers fire late (a timer tick, 15.6 ms on Windows;
+    /// longer on a busy pool), and a request that arrived meanwhile would otherwise be refused behind a queue whose permits
+    /// are free, with a <c>RETRY_AFTER</c> of zero. Returns whether it served. Never for a manually replenished limiter,
+    /// whose queue moves only when it is replenished.
+    /// </summary>
+    private bool ServeOverdueQueue()
+    {
+        if (_clock.IsManual)
+        {
+            return false;
+        }
+
+        lock (_queue)
+        {
+            if (!_wakeupArmed || _clock.Now() < _wakeupDue)
+            {
+                return false;
+            }
+
+            _wakeupArmed = false;
+            ServeQueueLocked();
+            return true;
+        }
+    }
+
     private void OnWakeup()
     {
         lock (_queue)

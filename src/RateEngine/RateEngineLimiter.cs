@@ -133,8 +133,13 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
 
         if (!CanBypassQueue())
         {
-            _counters.Failed();
-            return Rejection(now, permitCount, ReasonPhrases.QueuedAhead);
+            if (!ServeOverdueQueue() || !CanBypassQueue())
+            {
+                _counters.Failed();
+                return Rejection(now, permitCount, ReasonPhrases.QueuedAhead);
+            }
+
+            now = _clock.Now(); // decided after the queue it was behind
         }
 
         if (TryAcquireCounted(now, permitCount, out _, out long retryAfter))

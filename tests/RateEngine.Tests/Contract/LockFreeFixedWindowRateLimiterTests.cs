@@ -23,6 +23,24 @@ public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTes
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
 
     [Fact]
+    public async Task AttemptAcquire_QueueDueButItsTimerLate_ServesTheQueueThenDecidesThisRequest()
+    {
+        var time = new LateTimers(TimeSpan.FromSeconds(1));
+        using ReplenishingRateLimiter limiter = Create(4, 8, QueueProcessingOrder.OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(4).IsAcquired);
+        Task<RateLimitLease> queued = limiter.AcquireAsync(2).AsTask();
+
+        time.Advance(Window + TimeSpan.FromMilliseconds(1)); // the next window has begun; the wakeup fires a second late
+
+        using RateLimitLease lease = limiter.AttemptAcquire(1);
+        Assert.True(lease.IsAcquired, "refused behind a queue whose permits were free");
+        Assert.True(queued.IsCompletedSuccessfully);
+        Assert.Equal(1, limiter.GetStatistics()!.CurrentAvailablePermits);
+        using RateLimitLease served = await queued;
+        Assert.True(served.IsAcquired);
+    }
+
+    [Fact]
     public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
     {
         var time = new FakeTimeProvider();
@@ -88,4 +106,23 @@ public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTes
         QueueProcessingOrder = order,
         AutoReplenishment = autoReplenishment,
     };
+
+    /// <summary>A fake clock whose timers fire <paramref name="lateness"/> after they are due, as a busy machine's do.</summary>
+    private sealed class LateTimers(TimeSpan lateness) : FakeTimeProvider
+    {
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+            new Late(base.CreateTimer(callback, state, Delay(dueTime), period), lateness);
+
+        private TimeSpan Delay(TimeSpan due) => due == Timeout.InfiniteTimeSpan ? due : due + lateness;
+
+        private sealed class Late(ITimer inner, TimeSpan lateness) : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period) =>
+                inner.Change(dueTime == Timeout.InfiniteTimeSpan ? dueTime : dueTime + lateness, period);
+
+            public void Dispose() => inner.Dispose();
+
+            public ValueTask DisposeAsync() => inner.DisposeAsync();
+        }
+    }
 }
