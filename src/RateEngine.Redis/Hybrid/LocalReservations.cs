@@ -141,9 +141,15 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     /// <summary>
     /// Gives back <paramref name="permits"/> taken from <paramref name="from"/> (a refund): into the key's live block when it
-    /// is of the same period; as a block of their own when the key has no live block (none yet, a cached refusal, one
-    /// retired), valid as long as theirs was; otherwise to Redis, whose script takes them back while their period counts.
+    /// is of the same period and reserved under a cap no lower than theirs; as a block of their own (under their cap) when
+    /// the key has no live block (none yet, a cached refusal, one retired), valid as long as theirs was; otherwise to Redis,
+    /// whose script takes them back while their period counts.
     /// </summary>
+    /// <remarks>
+    /// A block serves only requests whose cap is at least the one it was reserved under (tiers mixing on one key): permits
+    /// a higher tier reserved must not join a lower tier's block, where the lower tier's requests would use them past
+    /// their own cap.
+    /// </remarks>
     public void GiveBack(TKey key, LocalBlock from, long permits)
     {
         while (permits > 0)
@@ -151,7 +157,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             LocalBlock current = Volatile.Read(ref key.Block);
             long now = _time.GetTimestamp();
             bool live = !current.Refused && now < current.ExpiresAt && !key.Forgotten;
-            if (live && current.Period == from.Period)
+            if (live && current.Period == from.Period && current.Limit >= from.Limit)
             {
                 Interlocked.Add(ref current.Remaining, permits);
                 if (ReferenceEquals(Volatile.Read(ref key.Block), current) && !key.Forgotten)

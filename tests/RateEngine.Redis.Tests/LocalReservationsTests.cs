@@ -1,0 +1,61 @@
+using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Hybrid;
+
+namespace RateEngine.Redis.Tests;
+
+/// <summary>A node's blocks alone, without Redis: its reservations and returns are recorded, not sent.</summary>
+public sealed class LocalReservationsTests : IAsyncDisposable
+{
+    private const long Period = 7;
+
+    private readonly FakeTimeProvider _time = new();
+    private readonly List<(string Key, long Period, long Permits)> _returned = [];
+    private readonly LocalReservations<Key> _blocks;
+
+    public LocalReservationsTests() => _blocks = new LocalReservations<Key>(
+        new RedisHybridOptions(),
+        _time,
+        reserve: (_, _, _) => throw new InvalidOperationException("no reservation is expected"),
+        giveBack: (key, period, permits) =>
+        {
+            _returned.Add((key.PartitionKey, period, permits));
+            return Task.CompletedTask;
+        },
+        mayCall: () => true);
+
+    public ValueTask DisposeAsync() => _blocks.DisposeAsync();
+
+    [Fact]
+    public void GiveBack_OfAHigherCapsPermitsWhileALowerCapsBlockIsLive_GoesToRedisNotIntoThatBlock()
+    {
+        // Tiers mix on one key: the free tier's block (cap 10) is live when a pro request (cap 100) refunds 80. In that
+        // block, free requests would use them past their own cap.
+        var key = new Key("ann");
+        LocalBlock free = Block(granted: 5, remaining: 0, limit: 10);
+        key.Block = free;
+
+        _blocks.GiveBack(key, Block(granted: 80, remaining: 0, limit: 100), 80);
+
+        Assert.Equal(0, Volatile.Read(ref free.Remaining));
+        Assert.Equal([("ann", Period, 80L)], _returned);
+    }
+
+    [Fact]
+    public void GiveBack_OfALowerCapsPermitsWhileAHigherCapsBlockIsLive_JoinsIt()
+    {
+        // Permits counted within the lower cap are within the higher one too.
+        var key = new Key("ann");
+        LocalBlock pro = Block(granted: 80, remaining: 3, limit: 100);
+        key.Block = pro;
+
+        _blocks.GiveBack(key, Block(granted: 5, remaining: 0, limit: 10), 5);
+
+        Assert.Equal(8, Volatile.Read(ref pro.Remaining));
+        Assert.Empty(_returned);
+    }
+
+    private LocalBlock Block(long granted, long remaining, long limit) =>
+        new(granted, remaining, _time.GetTimestamp() + _time.TimestampFrequency * 60, Period, refusedNeed: 0, limit);
+
+    private sealed class Key(string name) : LocalKey(name, "redis:" + name);
+}
