@@ -45,10 +45,19 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     public string LastFailure { get; private set; } = string.Empty;
 
     /// <summary>
+    /// Open: a call failed within the cool-down, or the half-open probe claimed one (its call is under way). For calls in
+    /// the background (returns, refills nobody waits for, sweeps, the pause check), which do not take the probe: their
+    /// outcome does not close the breaker, so a probe they took would leave it open after Redis is back. A closed breaker
+    /// answers without reading the clock.
+    /// </summary>
+    public bool IsOpen => Volatile.Read(ref _openUntil) is var until && until != long.MinValue && time.GetTimestamp() < until;
+
+    /// <summary>
     /// Whether the caller may call Redis now: always while closed (without reading the clock: the hybrid hot path asks), never
     /// during a cool-down, and after one for the first caller to ask only (the probe), whose claim starts another cool-down
-    /// for everyone else. Ask right before the call it decides: a caller let through that does not call wastes the probe,
-    /// and the next one goes a cool-down later.
+    /// for everyone else. For a request's own call, whose success closes the breaker and whose failure trips it; ask right
+    /// before the call it decides: a caller let through that does not call wastes the probe, and the next one goes a
+    /// cool-down later. Background calls ask <see cref="IsOpen"/> instead.
     /// </summary>
     public bool MayCall()
     {

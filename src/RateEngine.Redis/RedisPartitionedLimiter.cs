@@ -104,7 +104,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
         if (options.Hybrid is { } hybrid)
         {
-            _local = new LocalReservations<LimiterKey>(hybrid, options.TimeProvider, Reserve, GiveBack, _breaker.MayCall);
+            _local = new LocalReservations<LimiterKey>(hybrid, options.TimeProvider, Reserve, GiveBack, () => !_breaker.IsOpen);
             _createLocalKey = CreateLocalKey;
         }
     }

@@ -85,7 +85,7 @@ public sealed partial class RedisRatePolicy<TContext>
             }
         }
 
-        if (_breaker.MayCall())
+        if (!_breaker.IsOpen)
         {
             RedisTasks.Observe(_blockLayers[index].Blocks!.StartRefill(key, need: 0));
         }
@@ -117,7 +117,7 @@ public sealed partial class RedisRatePolicy<TContext>
                     break;
                 }
 
-                if (!_breaker.MayCall())
+                if (_breaker.IsOpen)
                 {
                     break; // Redis is away: the debt stays owed, for the key's next reservation
                 }
@@ -479,7 +479,7 @@ public sealed partial class RedisRatePolicy<TContext>
         if (Interlocked.CompareExchange(ref key.Block, LocalBlock.Empty, block) == block)
         {
             long leftover = block.TakeAll();
-            if (leftover > 0 && _blockClock.GetTimestamp() < block.ExpiresAt && _breaker.MayCall())
+            if (leftover > 0 && _blockClock.GetTimestamp() < block.ExpiresAt && !_breaker.IsOpen)
             {
                 RedisTasks.Observe(GiveBackToRedis(_blockLayers[index], key, block.Period, leftover));
             }
@@ -796,7 +796,7 @@ public sealed partial class RedisRatePolicy<TContext>
     /// <summary>Reads the pause switch, so that every node learns of a pause or a resume within the check interval.</summary>
     private async Task CheckPauseAsync()
     {
-        if (_disposed || !_breaker.MayCall())
+        if (_disposed || _breaker.IsOpen)
         {
             return;
         }

@@ -119,7 +119,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                     options.TimeProvider,
                     (key, need, want) => Reserve(layer, key, need, want),
                     (key, period, returned) => GiveBackToRedis(layer, key, period, returned),
-                    _breaker.MayCall,
+                    () => !_breaker.IsOpen,
                     returns => GiveBackToRedis(layer, returns),
                     prefetch: false); // a request's low blocks are refilled together (PrefetchLow)
             }

@@ -52,6 +52,21 @@ public sealed class RedisBreakerTests
     }
 
     [Fact]
+    public void IsOpen_AfterTheCooldown_SaysClosedWithoutTakingTheProbe()
+    {
+        // Background calls ask IsOpen: their success does not close the breaker, so they must leave the probe to a request.
+        RedisBreaker breaker = Create();
+        breaker.Trip("down");
+        Assert.True(breaker.IsOpen);
+        _clock.Advance(Cooldown);
+
+        Assert.False(breaker.IsOpen);
+        Assert.False(breaker.IsOpen);
+        Assert.True(breaker.MayCall()); // still there for a request
+        Assert.True(breaker.IsOpen); // and while it runs, background calls wait too
+    }
+
+    [Fact]
     public void MayCall_ProbeSucceeds_ClosesForEveryoneAndReportsTheRecoveryOnce()
     {
         RedisBreaker breaker = Create();
