@@ -54,6 +54,22 @@ public sealed class LocalReservationsTests : IAsyncDisposable
         Assert.Empty(_returned);
     }
 
+    [Fact]
+    public void GiveBack_WhileTheKeysBlockHasEnded_RevivesTheRefundAndReturnsTheEndedBlocksLeftover()
+    {
+        // A counter's ended block: its segment still counts on Redis for the rest of the window, so its 4 go back there.
+        var key = new Key("ann");
+        LocalBlock ended = new(8, 4, _time.GetTimestamp() + 1, Period - 1, refusedNeed: 0, limit: 10);
+        key.Block = ended;
+        _time.Advance(TimeSpan.FromSeconds(1));
+
+        _blocks.GiveBack(key, Block(granted: 5, remaining: 0, limit: 10), 5);
+
+        Assert.Equal(5, Volatile.Read(ref key.Block.Remaining));
+        Assert.Equal(Period, key.Block.Period);
+        Assert.Equal([("ann", Period - 1, 4L)], _returned);
+    }
+
     private LocalBlock Block(long granted, long remaining, long limit) =>
         new(granted, remaining, _time.GetTimestamp() + _time.TimestampFrequency * 60, Period, refusedNeed: 0, limit);
 

@@ -176,6 +176,12 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 var revived = new LocalBlock(permits, permits, from.ExpiresAt, from.Period, refusedNeed: 0, from.Limit, from.UsedAtGrant);
                 if (Interlocked.CompareExchange(ref key.Block, revived, current) == current)
                 {
+                    // What the ended block left may still count on Redis (a counter's segment, for the rest of its window).
+                    if (current.TakeAll() is var stale and > 0 && _mayCall())
+                    {
+                        RedisTasks.Observe(_return(key, current.Period, stale));
+                    }
+
                     if (!key.Forgotten)
                     {
                         return;
