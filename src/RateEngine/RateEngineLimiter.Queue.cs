@@ -232,7 +232,8 @@ public abstract partial class RateEngineLimiter
     /// </summary>
     private bool ServeOverdueQueue()
     {
-        if (_clock.IsManual)
+        // Read without the lock first: a refusal behind a queue whose wakeup is not due stays lock-free.
+        if (_clock.IsManual || !Volatile.Read(ref _wakeupArmed) || _clock.Now() < Volatile.Read(ref _wakeupDue))
         {
             return false;
         }
