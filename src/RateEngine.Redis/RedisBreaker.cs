@@ -13,6 +13,9 @@ namespace RateEngine.Redis;
 internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<string> onDegraded, Action<long> onRecovered)
 {
     private long _openUntil = long.MinValue;
+
+    /// <summary>The cool-down the last half-open probe claimed (what <see cref="ReleaseProbe"/> may give back).</summary>
+    private long _claimedUntil = long.MinValue;
     private long _failures;
     private int _degraded;
 
@@ -71,9 +74,11 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
             }
 
             // Half-open: the first to move the cool-down on probes; a racing Close (MinValue) lets everyone through.
-            long seen = Interlocked.CompareExchange(ref _openUntil, now + CooldownTicks, until);
+            long claimed = now + CooldownTicks;
+            long seen = Interlocked.CompareExchange(ref _openUntil, claimed, until);
             if (seen == until)
             {
+                Volatile.Write(ref _claimedUntil, claimed);
                 return true;
             }
 
@@ -90,10 +95,25 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     {
         LastFailure = why;
         Interlocked.Increment(ref _failures);
+        // Not the probe's any more (cleared first: a release that reads this cool-down then reads no claim).
+        Volatile.Write(ref _claimedUntil, long.MinValue);
         Volatile.Write(ref _openUntil, time.GetTimestamp() + CooldownTicks);
         if (Interlocked.Exchange(ref _degraded, 1) == 0)
         {
             onDegraded(why);
+        }
+    }
+
+    /// <summary>
+    /// A request's call was cancelled before its outcome was known: if it was the half-open probe (nothing tripped or closed
+    /// the breaker since its claim), the next caller probes at once instead of a cool-down later. Nothing while closed.
+    /// </summary>
+    public void ReleaseProbe()
+    {
+        long until = Volatile.Read(ref _openUntil);
+        if (until != long.MinValue && until == Volatile.Read(ref _claimedUntil))
+        {
+            Interlocked.CompareExchange(ref _openUntil, time.GetTimestamp(), until);
         }
     }
 

@@ -73,7 +73,8 @@ public static class RedisLimiter
 
     /// <summary>
     /// An exact sliding-window log per key: one sorted-set member per permit of the limit, which is at most
-    /// <see cref="MaxSlidingWindowLogPermitLimit"/>.
+    /// <see cref="MaxSlidingWindowLogPermitLimit"/>. Options are resolved per key, so a larger limit throws
+    /// <see cref="ArgumentOutOfRangeException"/> from the key's acquires.
     /// </summary>
     /// <inheritdoc cref="CreateFixedWindow{TResource}" path="/exception"/>
     public static PartitionedRateLimiter<TResource> CreateSlidingWindowLog<TResource>(

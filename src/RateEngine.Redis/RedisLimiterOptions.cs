@@ -53,8 +53,8 @@ public sealed class RedisLimiterOptions
 
     /// <summary>
     /// After a failed call, how long the limiter answers by <see cref="FailureMode"/> without calling Redis, so a dead
-    /// server is not hammered; after it one call is let through to try Redis again (the others keep the failure mode's answer
-    /// for another cool-down while it runs), and its success ends the outage. Default 1 second.
+    /// server is not hammered; after it one request's call is let through to try Redis again (other requests keep the failure
+    /// mode's answer for another cool-down while it runs), and its success ends the outage. Default 1 second.
     /// </summary>
     public TimeSpan FailureCooldown { get; set; } = TimeSpan.FromSeconds(1);
 

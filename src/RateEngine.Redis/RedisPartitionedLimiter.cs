@@ -306,6 +306,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             RedisTasks.Observe(task);
+            _breaker.ReleaseProbe();
             throw;
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
@@ -369,6 +370,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
                 RedisTasks.Observe(refill);
+                _breaker.ReleaseProbe();
                 throw;
             }
             catch (Exception error) when (error is RedisException or TimeoutException)

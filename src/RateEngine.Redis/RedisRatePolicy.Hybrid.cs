@@ -219,6 +219,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
                 {
                     RedisTasks.Observe(refill);
+                    _breaker.ReleaseProbe();
                     throw;
                 }
                 catch (RedisServerException error) when (IsScriptError(error))

@@ -170,6 +170,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             RollBackIfAdmitted(call!, task!);
+            _breaker.ReleaseProbe();
             throw;
         }
         catch (RedisServerException error) when (IsScriptError(error))
@@ -224,7 +225,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     }
 
     /// <summary>Every layer's usage for the request's keys (one script call that writes nothing), in the order the layers were added.</summary>
-    /// <exception cref="InvalidOperationException">A key selector returned null, a layer has no limit for the request's tier, or the breaker is open (Redis failed within the cool-down).</exception>
+    /// <exception cref="InvalidOperationException">A key selector returned null, a layer has no limit for the request's tier, or the breaker is open (Redis failed within the cool-down, or another request's call is probing whether it is back).</exception>
     /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
     /// <exception cref="RedisException">Redis did not answer.</exception>
     public async ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(TContext context, CancellationToken cancellationToken = default)
@@ -260,6 +261,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             catch (OperationCanceledException)
             {
                 RedisTasks.Observe(usage);
+                _breaker.ReleaseProbe();
                 throw;
             }
         }
@@ -587,8 +589,12 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
 
     private static readonly string[] ServerStateErrors = ["-READONLY", "-OOM", "-MASTERDOWN", "-LOADING", "-BUSY", "-NOREPLICAS"];
 
-    private static InvalidOperationException ScriptFailed(RedisServerException error) =>
-        new($"The policy's script failed on Redis: {error.Message}", error);
+    /// <summary>The exception for a script that failed on Redis (a bug, not an outage): Redis answered, so the breaker closes.</summary>
+    private InvalidOperationException ScriptFailed(RedisServerException error)
+    {
+        _breaker.Close();
+        return new($"The policy's script failed on Redis: {error.Message}", error);
+    }
 
     /// <summary>Both acquires' start: phase 1, then the breaker, then the script; an answer when no call is sent.</summary>
     private (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) Start(TContext context, RequestCost estimate)

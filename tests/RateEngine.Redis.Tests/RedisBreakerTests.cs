@@ -102,6 +102,39 @@ public sealed class RedisBreakerTests
     }
 
     [Fact]
+    public void ReleaseProbe_OfACancelledProbe_LetsTheNextCallerProbeAtOnce()
+    {
+        RedisBreaker breaker = Create();
+        breaker.Trip("down");
+        _clock.Advance(Cooldown);
+        Assert.True(breaker.MayCall());
+        Assert.False(breaker.MayCall());
+
+        breaker.ReleaseProbe(); // the probe's caller cancelled: its outcome will never close or trip the breaker
+
+        Assert.True(breaker.MayCall());
+        Assert.False(breaker.MayCall());
+    }
+
+    [Fact]
+    public void ReleaseProbe_AfterAFailureSinceTheClaim_KeepsThatCooldown()
+    {
+        RedisBreaker breaker = Create();
+        breaker.Trip("down");
+        _clock.Advance(Cooldown);
+        Assert.True(breaker.MayCall());
+        breaker.Trip("still down"); // the probe failed; another caller, cancelled, releases what it thinks is the probe
+
+        breaker.ReleaseProbe();
+
+        Assert.False(breaker.MayCall());
+        breaker.Close();
+        breaker.ReleaseProbe(); // closed: nothing to release
+        Assert.True(breaker.MayCall());
+        Assert.False(breaker.IsOpen);
+    }
+
+    [Fact]
     public void MayCall_ZeroCooldown_LetsEveryCallerTry()
     {
         var breaker = new RedisBreaker(_clock, TimeSpan.Zero, _degraded.Add, _recovered.Add);
