@@ -51,16 +51,20 @@ public class SlidingWindowLogTests
         // The winner has moved the tail but not yet written its slot (descheduled between its CAS and its publish).
         (slot.Sequence, slot.Stamp) = (sequence, stamp);
         LogState shared = state;
-        Task publish = Task.Run(async () =>
+        using var started = new ManualResetEventSlim();
+        Task<(long Available, long RetryAfter)> view = Task.Run(() =>
         {
-            await Task.Delay(TimeSpan.FromMilliseconds(50), TimeProvider.System);
-            Volatile.Write(ref shared.Slots[0].Stamp, taken);
-            Volatile.Write(ref shared.Slots[0].Sequence, published);
+            LogState mine = shared;
+            started.Set();
+            return (log.GetAvailablePermits(ref mine, 6), log.GetRetryAfter(ref mine, 6, 1));
         });
+        started.Wait();
+        await Task.Delay(TimeSpan.FromMilliseconds(50), TimeProvider.System);
+        Assert.False(view.IsCompleted, "a view read the full log before its newest ticket was published");
 
-        Assert.Equal(0, log.GetAvailablePermits(ref state, 6)); // full: not the older stamp's free slot
-        Assert.Equal(5 + 10 - 6, log.GetRetryAfter(ref state, 6, 1));
-        await publish;
+        Volatile.Write(ref shared.Slots[0].Stamp, taken);
+        Volatile.Write(ref shared.Slots[0].Sequence, published);
+        Assert.Equal((0, 5 + 10 - 6), await view); // full: not the older stamp's free slot
     }
 
     [Theory]
