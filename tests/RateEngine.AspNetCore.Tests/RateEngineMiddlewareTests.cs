@@ -514,6 +514,32 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task PipelineReExecutedForAnErrorPage_TheAppsOwnLimiterRefusesTheRerun_TheRequestKeepsItsEstimate()
+    {
+        // The app's own global limiter admits one request an hour, so it refuses the error page's second pass. The endpoint
+        // ran (it threw): RateEngine's "refused elsewhere" refund, meant for a request that never ran, must not give its
+        // estimate back, or a client could make requests fail at the app limiter's edge and have them for free.
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRateLimiter(options => options.GlobalLimiter = AppsOwnLimiter(permitsPerHour: 1));
+        builder.Services.AddRateEngine(engine => engine
+            .AddPolicy("users", _ => PerUser(_time, requestsPerMinute: 10))
+            .UseGlobalPolicy("users")
+            .UseEstimate(EstimateHeader));
+        WebApplication web = builder.Build();
+        web.UseExceptionHandler("/error");
+        web.UseRateLimiter();
+        web.MapPost("/boom", string () => throw new InvalidOperationException("endpoint bug"));
+        web.MapPost("/error", () => Results.Problem("it broke"));
+        await using RunningApp app = await RunningApp.StartAsync(web);
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["users"];
+
+        using HttpResponseMessage failed = await app.Client.SendAsync(Request("/boom", "alice", estimate: 100));
+
+        Assert.NotEqual(HttpStatusCode.OK, failed.StatusCode);
+        Assert.Equal(100, policy.GetUsage(Context("alice"), "user tokens/day").Used);
+    }
+
+    [Fact]
     public async Task AppsOwnGlobalLimiter_ContextReadAsynchronously_IsChargedOncePerRequest()
     {
         // The app's global limiter admits 2 requests an hour. RateEngine's context completes asynchronously, so its

@@ -34,7 +34,7 @@ internal sealed class RateLimiterSetup<TContext>(RateEngineRuntime<TContext> run
     private static async ValueTask RefusedElsewhereAsync(
         RequestDecision<TContext> decision, OnRejectedContext rejected, Func<OnRejectedContext, CancellationToken, ValueTask>? previous, CancellationToken cancellationToken)
     {
-        await decision.RefusedElsewhereAsync(cancellationToken).ConfigureAwait(false);
+        await decision.RefusedElsewhereAsync().ConfigureAwait(false);
         if (previous is not null)
         {
             await previous(rejected, cancellationToken).ConfigureAwait(false);

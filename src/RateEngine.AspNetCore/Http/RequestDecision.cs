@@ -1,4 +1,5 @@
 using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http;
 using RateEngine.AspNetCore.Telemetry;
 
@@ -61,15 +62,18 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
     /// <summary>
     /// An in-box limiter of the request (its endpoint's) refused it after RateEngine admitted it: the request does not
     /// run, so its estimate comes back on the weighted layers (request-counting layers keep it, as an in-box global
-    /// limiter keeps its permit); its slots are freed when the request ends.
+    /// limiter keeps its permit); its slots are freed when the request ends. Not for a pass that re-runs the pipeline for
+    /// an error or status page (an app's own global limiter may refuse that pass): the endpoint ran, and the request is
+    /// settled as any other when it ends.
     /// </summary>
-    public async ValueTask RefusedElsewhereAsync(CancellationToken cancellationToken)
+    public async ValueTask RefusedElsewhereAsync()
     {
-        if (Lease.IsAcquired && !Lease.IsSettled)
+        if (Lease.IsAcquired && !Lease.IsSettled && !IsReExecution(_http))
         {
             try
             {
-                await ReconcileAsync(RequestCost.None, cancellationToken).ConfigureAwait(false);
+                // Not the request's token: a client gone meanwhile must not cancel the refund of a request that never ran.
+                await ReconcileAsync(RequestCost.None, CancellationToken.None).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // the request is refused already: a settle that fails keeps the estimate (stricter)
             catch (Exception exception) when (exception is not OperationCanceledException)
@@ -81,6 +85,10 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
     }
 
     public void Charge(RequestCost step) => Lease.Charge(step);
+
+    /// <summary>Whether this pass of the pipeline re-runs it after the endpoint ran (UseExceptionHandler, UseStatusCodePagesWithReExecute).</summary>
+    private static bool IsReExecution(HttpContext http) =>
+        http.Features.Get<IExceptionHandlerFeature>() is not null || http.Features.Get<IStatusCodeReExecuteFeature>() is not null;
 
     public RequestCost Reconcile(RequestCost actual)
     {
