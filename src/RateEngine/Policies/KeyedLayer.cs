@@ -149,13 +149,13 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                 {
                     // As for a refusal below: what a dead entry still counts (admissions discarded and decided again on
                     // the live entry) must not refuse the probe; ask the key's live entry.
-                    now = _clock.Now();
                     if (!FindAgain(context, ref hold))
                     {
                         retryAfter = 0;
                         return false;
                     }
 
+                    now = _clock.Now(); // after the lookup: the live entry may be younger than any earlier read
                     continue;
                 }
 
@@ -172,13 +172,13 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                 if (_single is null && IsLost(ref hold))
                 {
                     // Refused by what a dead entry still counts: decide again on the key's live entry.
-                    now = _clock.Now();
                     if (!FindAgain(context, ref hold))
                     {
                         retryAfter = 0;
                         return IsSoft;
                     }
 
+                    now = _clock.Now(); // after the lookup: the live entry may be younger than any earlier read
                     continue;
                 }
 
@@ -192,14 +192,14 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
             if (_single is null && IsLost(ref hold))
             {
-                // Decide again on the key's live entry, at a fresh clock read: that entry is younger than the first one.
-                now = _clock.Now();
+                // Decide again on the key's live entry, at a clock read taken after finding it.
                 if (!FindAgain(context, ref hold))
                 {
                     retryAfter = 0;
                     return IsSoft; // the table filled up meanwhile: a soft layer goes on untracked, a hard one refuses
                 }
 
+                now = _clock.Now(); // after the lookup: the live entry may be younger than any earlier read
                 continue;
             }
 
@@ -265,12 +265,12 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             Admission charge = _shape.Charge(ref entry.State, now, amount);
             if (_single is null && IsLost(ref hold))
             {
-                now = _clock.Now();
                 if (!FindAgain(context, ref hold))
                 {
                     return; // the table is full of live keys: nowhere to count it (see src/DESIGN.md, bounds)
                 }
 
+                now = _clock.Now(); // after the lookup: the live entry may be younger than any earlier read
                 continue;
             }
 
