@@ -175,42 +175,52 @@ internal sealed class PartitionTable<TKey, TEntry>
                 }
             }
 
-            Slots slots = shard.Current;
-            if ((shard.Live + shard.Tombstones + 1) * 4 > slots.Length * 3)
+            // From here on user code runs (the comparer, the entry's maker, which may read a custom clock): if it throws, the
+            // capacity borrowed for this key goes back beyond what a shard keeps, as on a refusal.
+            try
             {
-                slots = Rebuild(shard);
-            }
-
-            // Walk the probe run to its end, counting the live keys that share this hash.
-            int mask = slots.Length - 1;
-            int i = (int)hash & mask;
-            int probes = 0;
-            int sameHash = 0;
-            for (TEntry? occupant; (occupant = slots.Entry(i)) is not null; i = (i + 1) & mask, probes++)
-            {
-                if (!ReferenceEquals(occupant, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
+                Slots slots = shard.Current;
+                if ((shard.Live + shard.Tombstones + 1) * 4 > slots.Length * 3)
                 {
-                    // Capacity borrowed above for this key goes back beyond what a shard keeps, as on a removal.
-                    Release(shard, 0);
-                    refusal = AddRefusal.TooManyCollisions;
-                    return null;
+                    slots = Rebuild(shard);
                 }
+
+                // Walk the probe run to its end, counting the live keys that share this hash.
+                int mask = slots.Length - 1;
+                int i = (int)hash & mask;
+                int probes = 0;
+                int sameHash = 0;
+                for (TEntry? occupant; (occupant = slots.Entry(i)) is not null; i = (i + 1) & mask, probes++)
+                {
+                    if (!ReferenceEquals(occupant, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
+                    {
+                        // Capacity borrowed above for this key goes back beyond what a shard keeps, as on a removal.
+                        Release(shard, 0);
+                        refusal = AddRefusal.TooManyCollisions;
+                        return null;
+                    }
+                }
+
+                RaiseLongestProbe(probes);
+
+                TEntry entry = create(key, argument);
+
+                slots.Key(i) = key;
+                if (StoreHashes)
+                {
+                    slots.Hash(i) = hash;
+                }
+
+                Volatile.Write(ref slots.Entry(i), entry);
+                Volatile.Write(ref shard.Live, shard.Live + 1);
+                shard.Budget--;
+                return entry;
             }
-
-            RaiseLongestProbe(probes);
-
-            TEntry entry = create(key, argument);
-
-            slots.Key(i) = key;
-            if (StoreHashes)
+            catch
             {
-                slots.Hash(i) = hash;
+                Release(shard, 0);
+                throw;
             }
-
-            Volatile.Write(ref slots.Entry(i), entry);
-            Volatile.Write(ref shard.Live, shard.Live + 1);
-            shard.Budget--;
-            return entry;
         }
     }
 

@@ -68,6 +68,19 @@ public class PartitionTableTests
     }
 
     [Fact]
+    public void GetOrAdd_CreateThrows_KeepsNoCapacityItBorrowed()
+    {
+        // Making the entry runs user code (a custom clock): if it throws, the unit borrowed for the key goes back, or the
+        // table would refuse a key in another shard while holding fewer keys than its maximum.
+        var table = new PartitionTable<string, Entry>(new SameInShardZero(), Tombstone, 1, seed: ((1UL << 32) + 1, 0));
+
+        Assert.Throws<TimeoutException>(() => table.GetOrAdd("same0", table.Hash("same0"), static (_, _) => throw new TimeoutException("clock"), 0, null, out _));
+
+        Assert.Equal(0, table.Count);
+        Assert.NotNull(Add(table, "other")); // shard 1
+    }
+
+    [Fact]
     public void Sweep_DecisionThrowsPartWay_TheEntriesRemovedSoFarGiveTheirCapacityBack()
     {
         // A sweep's decision runs user code (a custom clock): it throws on the third entry, after two were removed. Those
