@@ -160,7 +160,16 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             long now = _clock.Now();
             if (permitCount == 0)
             {
-                return hot is null ? Probe(tier, entry, now) : Probe(hot.Host, now);
+                // A dead entry's count is not the key's (it lacks what the live entry admitted): ask the live one.
+                long available = hot is null ? tier.Algorithm.GetAvailablePermits(ref entry.State, now) : hot.Host.GetAvailablePermits(now);
+                if (AdmissionLost(key, entry))
+                {
+                    continue;
+                }
+
+                return available > 0
+                    ? ProbeAdmitted()
+                    : ProbeRefused(hot is null ? tier.Algorithm.GetRetryAfter(ref entry.State, now, 1) : hot.Host.GetRetryAfter(now, 1));
             }
 
             long retryAfter;
@@ -206,6 +215,10 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                     (false, null) => tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 ? TierOutcome.Admitted : TierOutcome.Refused,
                     (false, _) => hot.Host.GetAvailablePermits(now) > 0 ? TierOutcome.Admitted : TierOutcome.Refused,
                 };
+                if (permitCount == 0 && AdmissionLost(key, entry))
+                {
+                    outcome = TierOutcome.Lost; // a probe read a dead entry: ask the live one (see AttemptAcquireCore)
+                }
                 if (outcome == TierOutcome.Lost)
                 {
                     continue;
@@ -424,12 +437,6 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             _hotKeys.Remove();
         }
     }
-
-    private RateLimitLease Probe(PartitionTier<TAlgorithm, TState> tier, PartitionEntry<TState> entry, long now) =>
-        tier.Algorithm.GetAvailablePermits(ref entry.State, now) > 0 ? ProbeAdmitted() : ProbeRefused(tier.Algorithm.GetRetryAfter(ref entry.State, now, 1));
-
-    private RateLimitLease Probe(PerCoreHost host, long now) =>
-        host.GetAvailablePermits(now) > 0 ? ProbeAdmitted() : ProbeRefused(host.GetRetryAfter(now, 1));
 
     private RateEngineLease ProbeAdmitted()
     {
