@@ -31,7 +31,7 @@ public sealed class RateEngineOptions
 
     /// <summary>
     /// The <c>Retry-After</c> of a refusal whose layers cannot say when they would admit (the operator's pause), in
-    /// seconds. Default 60.
+    /// seconds, at least 1. Default 60.
     /// </summary>
     public int UnknownRetryAfterSeconds { get; set; } = 60;
 

@@ -31,7 +31,7 @@ public static class RateEngineServiceCollectionExtensions
     /// context completes asynchronously is decided in the middleware's asynchronous acquire). Throw
     /// <see cref="BadHttpRequestException"/> from it for a malformed request.</para>
     /// <para>RateEngine installs its global limiter after the app's own configuration: an app's own
-    /// <c>GlobalLimiter</c> is chained before it (<c>PartitionedRateLimiter.CreateChained</c>, not all-or-nothing with it).</para>
+    /// <c>GlobalLimiter</c> is asked before it, once per pass of the pipeline (not all-or-nothing with it).</para>
     /// </remarks>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
     /// <exception cref="InvalidOperationException">RateEngine is registered already.</exception>

@@ -34,7 +34,7 @@ namespace RateEngine.Samples.AiGateway
                         {
                             ILogger logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Gateway");
                             return GatewayPolicy.Create(services.GetRequiredService<TimeProvider>(), crossing =>
-                                logger.LogInformation("{Layer}: {Key} reached {Threshold:P0} of its budget", crossing.Layer, crossing.Key, crossing.Threshold));
+                                logger.LogInformation("{Layer}: a user reached {Threshold:P0} of its budget", crossing.Layer, crossing.Threshold));
                         })
                         .UseEstimate(GatewayRequests.Estimate)
                         .UseModel(request => request.Model));

@@ -21,6 +21,7 @@ public sealed class RateEngineOptionsTests
     [InlineData("RateEngine:Policies:chat:Tiers:free:user", "0", "RateEngine:Policies:chat:Tiers:free:user must be between 1 and 2147483647 (it is 0)")]
     [InlineData("RateEngine:Policies:chat:Tiers:free:fixed", "5", "RateEngine:Policies:chat:Tiers:free:fixed: layer 'fixed' has a fixed limit (10), so tiers do not apply to it")]
     [InlineData("RateEngine:RejectedStatusCode", "200", "RateEngine:RejectedStatusCode must be an HTTP error status, 400 to 599 (it is 200)")]
+    [InlineData("RateEngine:UnknownRetryAfterSeconds", "0", "RateEngine:UnknownRetryAfterSeconds must be at least 1 (it is 0)")]
     public async Task Start_BadConfiguration_FailsNamingTheKey(string key, string value, string message)
     {
         var exception = await Assert.ThrowsAsync<OptionsValidationException>(() =>

@@ -15,9 +15,9 @@ internal sealed class RateEngineOptionsValidator<TContext>(RateEnginePolicies<TC
         List<string> failures = [];
         CheckStatus(failures, nameof(RateEngineOptions.RejectedStatusCode), options.RejectedStatusCode);
         CheckStatus(failures, nameof(RateEngineOptions.ServiceWideStatusCode), options.ServiceWideStatusCode);
-        if (options.UnknownRetryAfterSeconds < 0)
+        if (options.UnknownRetryAfterSeconds < 1)
         {
-            failures.Add($"{Section}:{nameof(RateEngineOptions.UnknownRetryAfterSeconds)} must not be negative (it is {options.UnknownRetryAfterSeconds}).");
+            failures.Add($"{Section}:{nameof(RateEngineOptions.UnknownRetryAfterSeconds)} must be at least 1 (it is {options.UnknownRetryAfterSeconds}): 0 tells refused clients to retry at once.");
         }
 
         foreach ((string policyName, RateEnginePolicyOptions policyOptions) in options.Policies)
