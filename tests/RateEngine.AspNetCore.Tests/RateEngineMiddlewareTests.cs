@@ -462,13 +462,17 @@ public sealed class RateEngineMiddlewareTests
                     .UseGlobalPolicy("users")
                     .UseEstimate(EstimateHeader));
             },
-            map => map.MapPost("/rare", () => "ok").RequireRateLimiting("one an hour"));
+            map => map.MapPost("/rare", () => "ok").RequireRateLimiting("one an hour"),
+            new Dictionary<string, string?> { ["RateEngine:RateLimitFieldsOnSuccess"] = "true" });
         var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["users"];
 
-        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/rare", "alice", estimate: 100))).StatusCode);
+        using HttpResponseMessage admitted = await app.Client.SendAsync(Request("/rare", "alice", estimate: 100));
+        Assert.Equal(HttpStatusCode.OK, admitted.StatusCode);
+        Assert.True(admitted.Headers.Contains("RateLimit"));
         using HttpResponseMessage refused = await app.Client.SendAsync(Request("/rare", "alice", estimate: 100));
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode); // the in-box middleware's default rejection
+        Assert.False(refused.Headers.Contains("RateLimit")); // RateEngine's success fields would say it has room
         Assert.Equal(2, policy.GetUsage(Context("alice"), "user").Used);
         Assert.Equal(100, policy.GetUsage(Context("alice"), "user tokens/day").Used);
     }

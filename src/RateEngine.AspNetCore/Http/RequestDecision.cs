@@ -182,6 +182,11 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
 
     public async Task WriteSuccessHeaders()
     {
+        if (_http.Response.StatusCode >= StatusCodes.Status400BadRequest)
+        {
+            return; // not a success: another limiter's refusal (an in-box endpoint limiter's), or the endpoint's error
+        }
+
         RateEngineOptions options = _runtime.Options;
         IReadOnlyList<LayerUsage> usage = await UsageForHeadersAsync(_http.RequestAborted).ConfigureAwait(false);
         if (options.RateLimitFieldsOnSuccess)
