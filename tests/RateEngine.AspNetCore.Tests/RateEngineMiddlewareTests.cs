@@ -497,17 +497,7 @@ public sealed class RateEngineMiddlewareTests
     {
         // UseExceptionHandler runs the pipeline again, UseRateLimiter included, for the error page of a request whose
         // endpoint threw: that second pass must find the request's decision, not charge it again.
-        WebApplicationBuilder builder = RunningApp.CreateBuilder();
-        builder.Services.AddRateEngine(engine => engine
-            .AddPolicy("users", _ => PerUser(_time, requestsPerMinute: 10))
-            .UseGlobalPolicy("users")
-            .UseEstimate(EstimateHeader));
-        WebApplication web = builder.Build();
-        web.UseExceptionHandler("/error");
-        web.UseRateLimiter();
-        web.MapPost("/boom", string () => throw new InvalidOperationException("endpoint bug"));
-        web.MapPost("/error", () => Results.Problem("it broke"));
-        await using RunningApp app = await RunningApp.StartAsync(web);
+        await using RunningApp app = await StartWithAnErrorPage(appsOwnLimiter: null);
         var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["users"];
 
         using HttpResponseMessage failed = await app.Client.SendAsync(Request("/boom", "alice", estimate: 100));
@@ -523,18 +513,7 @@ public sealed class RateEngineMiddlewareTests
         // The app's own global limiter admits one request an hour, so it refuses the error page's second pass. The endpoint
         // ran (it threw): RateEngine's "refused elsewhere" refund, meant for a request that never ran, must not give its
         // estimate back, or a client could make requests fail at the app limiter's edge and have them for free.
-        WebApplicationBuilder builder = RunningApp.CreateBuilder();
-        builder.Services.AddRateLimiter(options => options.GlobalLimiter = AppsOwnLimiter(permitsPerHour: 1));
-        builder.Services.AddRateEngine(engine => engine
-            .AddPolicy("users", _ => PerUser(_time, requestsPerMinute: 10))
-            .UseGlobalPolicy("users")
-            .UseEstimate(EstimateHeader));
-        WebApplication web = builder.Build();
-        web.UseExceptionHandler("/error");
-        web.UseRateLimiter();
-        web.MapPost("/boom", string () => throw new InvalidOperationException("endpoint bug"));
-        web.MapPost("/error", () => Results.Problem("it broke"));
-        await using RunningApp app = await RunningApp.StartAsync(web);
+        await using RunningApp app = await StartWithAnErrorPage(appsOwnLimiter: AppsOwnLimiter(permitsPerHour: 1));
         var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["users"];
 
         using HttpResponseMessage failed = await app.Client.SendAsync(Request("/boom", "alice", estimate: 100));
@@ -666,6 +645,30 @@ public sealed class RateEngineMiddlewareTests
     }
 
     /// <summary>An app's own global limiter, in-box: one fixed window for every request.</summary>
+    /// <summary>
+    /// An app whose "/boom" endpoint throws and whose UseExceptionHandler re-runs the pipeline for "/error"; RateEngine's
+    /// global "users" policy counts requests and tokens, beside the app's own global limiter if one is given.
+    /// </summary>
+    private Task<RunningApp> StartWithAnErrorPage(PartitionedRateLimiter<HttpContext>? appsOwnLimiter)
+    {
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        if (appsOwnLimiter is not null)
+        {
+            builder.Services.AddRateLimiter(options => options.GlobalLimiter = appsOwnLimiter);
+        }
+
+        builder.Services.AddRateEngine(engine => engine
+            .AddPolicy("users", _ => PerUser(_time, requestsPerMinute: 10))
+            .UseGlobalPolicy("users")
+            .UseEstimate(EstimateHeader));
+        WebApplication web = builder.Build();
+        web.UseExceptionHandler("/error");
+        web.UseRateLimiter();
+        web.MapPost("/boom", string () => throw new InvalidOperationException("endpoint bug"));
+        web.MapPost("/error", () => Results.Problem("it broke"));
+        return RunningApp.StartAsync(web);
+    }
+
     private static PartitionedRateLimiter<HttpContext> AppsOwnLimiter(int permitsPerHour) =>
         PartitionedRateLimiter.Create<HttpContext, string>(
             _ => RateLimitPartition.GetFixedWindowLimiter("app", _ => new FixedWindowRateLimiterOptions { PermitLimit = permitsPerHour, Window = TimeSpan.FromHours(1) }));
