@@ -42,6 +42,8 @@ internal readonly struct BlockPeriodLog : IPeriodBlockAlgorithm<LogState>
 
     public long RefillTicks => _log.RefillTicks;
 
+    public long RefundHorizon => long.MaxValue;
+
     public long PeriodTicks => _period;
 
     /// <summary>Always: a permit of any period stays in the log for the whole counted span, so handing it out again in its period is safe.</summary>

@@ -46,6 +46,8 @@ internal readonly struct CalendarBudget : IWeightedAlgorithm<BudgetPeriodState>,
     /// <summary>A budget spent now is whole again at the latest one period on.</summary>
     public long RefillTicks => _schedule.LongestTicks;
 
+    public long RefundHorizon => long.MaxValue;
+
     public BudgetPeriodState CreateState() => BudgetPeriodState.Fresh;
 
     /// <summary>A budget's periods are numbered by its calendar, not by a wrapping epoch: the fresh state serves any time.</summary>

@@ -27,6 +27,8 @@ internal readonly struct ConcurrencyLimit : IWeightedAlgorithm<long>
     /// <summary>Nothing refills with time; one tick keeps queue arithmetic finite.</summary>
     public long RefillTicks => 1;
 
+    public long RefundHorizon => long.MaxValue;
+
     public long CreateState() => 0;
 
     public long CreateState(long now) => 0;

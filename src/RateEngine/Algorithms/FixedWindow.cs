@@ -49,6 +49,8 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
 
     public long RefillTicks => _window;
 
+    public long RefundHorizon => _window;
+
     public long PeriodTicks => _window;
 
     public bool CountsPeriod(ref long state, long epoch) => EpochCount.Holds(Volatile.Read(ref state), epoch);

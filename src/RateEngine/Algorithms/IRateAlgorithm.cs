@@ -21,6 +21,14 @@ internal interface IRateAlgorithm<TState>
     /// </summary>
     long RefillTicks { get; }
 
+    /// <summary>
+    /// Ticks after an admission's stamp from which refunding it frees nothing that still counts: a host holding the time
+    /// skips such a refund. <see cref="long.MaxValue"/> where the refund tells an old admission from a current one by
+    /// itself (tickets, period objects, markers); the window where it compares epochs modulo 2^33, and would take an
+    /// admission 2^33 windows old for one of the current window.
+    /// </summary>
+    long RefundHorizon { get; }
+
     /// <summary>Creates the state of a limiter that has admitted nothing yet.</summary>
     TState CreateState();
 

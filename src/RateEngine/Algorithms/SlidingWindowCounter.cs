@@ -78,6 +78,8 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// <summary>A permit taken in segment j is back when segment j + S + 1 begins.</summary>
     public long RefillTicks => (long)Int128.Min((Int128)_segment * (_segments + 1), TimeMath.MaxTicks);
 
+    public long RefundHorizon => RefillTicks;
+
     /// <summary>A permit is counted in its segment: a block's permits may be used while that segment lasts.</summary>
     public long PeriodTicks => _segment;
 

@@ -64,6 +64,8 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
 
     public long RefillTicks => _window;
 
+    public long RefundHorizon => long.MaxValue;
+
     public LogState CreateState() => new(_limit, _modulus);
 
     /// <summary>Slots that were never stamped read as free at any time.</summary>

@@ -129,6 +129,8 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
         ? ((_burst - 1) / _unitsPerTick) + 1
         : (Int128)_burst * _ticksPerUnit);
 
+    public long RefundHorizon => long.MaxValue;
+
     /// <summary>The exact rate in tokens per tick, as the fraction this bucket refills at (for tests).</summary>
     internal (long Units, long Ticks, long Cost) Rate => (_unitsPerTick, _ticksPerUnit, _cost);
 

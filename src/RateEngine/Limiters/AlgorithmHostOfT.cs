@@ -30,7 +30,8 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
     public override bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter) =>
         _algorithm.TryAcquire(ref _cell.State, now, permits, out admission, out retryAfter);
 
-    public override bool Refund(in Admission admission, long now) => _algorithm.Refund(ref _cell.State, admission);
+    public override bool Refund(in Admission admission, long now) =>
+        now - admission.Stamp < _algorithm.RefundHorizon && _algorithm.Refund(ref _cell.State, admission);
 
     public override long GetAvailablePermits(long now) => _algorithm.GetAvailablePermits(ref _cell.State, now);
 

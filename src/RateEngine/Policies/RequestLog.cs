@@ -13,6 +13,8 @@ internal readonly struct RequestLog(SlidingWindowLog log) : IWeightedAlgorithm<L
 
     public long RefillTicks => log.RefillTicks;
 
+    public long RefundHorizon => long.MaxValue;
+
     public LogState CreateState() => log.CreateState();
 
     public LogState CreateState(long now) => log.CreateState(now);

@@ -15,6 +15,23 @@ public class ReservationTests
     private static RateEngineLimiter Create(LimiterKind kind, int limit, FakeTimeProvider time) =>
         new LimiterSpec(kind, limit, WindowTicks: TimeSpan.FromSeconds(10).Ticks, Segments: 5, TokensPerPeriod: limit).Create(time);
 
+    [Fact]
+    public void Refund_OfAFixedWindowAdmission2Pow33WindowsLate_FreesNothingInTheWindowThatAliasesIt()
+    {
+        // Windows of one tick: window 2^33 stores the same 33-bit epoch as window 0. A reservation of window 0 refunded
+        // then must not free the permit of an admission in window 2^33.
+        var time = new FakeTimeProvider();
+        using RateEngineLimiter limiter = new LimiterSpec(LimiterKind.Fixed, Limit: 1, WindowTicks: 1).Create(time);
+        Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? old));
+        time.Advance(TimeSpan.FromTicks(1L << 21)); // far enough from both ends that no word reads as ahead of now
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        time.Advance(TimeSpan.FromTicks((1L << 33) - (1L << 21)));
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+
+        Assert.False(old.Refund());
+        Assert.False(limiter.AttemptAcquire(1).IsAcquired); // still one in this window
+    }
+
     [Theory]
     [MemberData(nameof(Kinds))]
     public void Refund_Twice_FreesPermitsAtMostOnce(LimiterKind kind)
