@@ -18,8 +18,10 @@ namespace RateEngine;
 /// resolution plus however late the thread was woken (scheduler delay; on Windows the system timer resolution, 1-15.6 ms
 /// unless a process raised it). Every guarantee holds exactly in this clock's time. Against real time, with D the
 /// largest lag: decisions made in a real interval [a, b) carry stamps in [a - D, b), so a sliding window admits at most
-/// its limit in any real interval of length W - D (at most twice it in one of length W, for D &lt;= W), and a token
-/// bucket at most burst + rate * (T + D) in any real interval of length T.</para>
+/// its limit in any real interval of length W - D (at most twice it in one of length W, for D &lt;= W), a fixed window
+/// at most twice its limit in one aligned real window but three times in an unaligned real interval of length W (decisions
+/// just after a boundary may still count in the window before it), and a token bucket at most burst + rate * (T + D) in
+/// any real interval of length T.</para>
 /// <para><b>A stalled ticker only stops time.</b> If the thread is descheduled, the process is paused, or the provider is
 /// disposed, the stamp stands still: windows stop rolling over and tokens stop refilling, so limiters get stricter, never
 /// looser. The next tick jumps to the real time at once, without replaying the missed ticks. Decisions made during the
