@@ -5,7 +5,8 @@ namespace RateEngine.Limiters;
 /// <summary>
 /// One shared token bucket whose tokens are handed out from per-core blocks (<see cref="PerCoreReservationOptions"/>):
 /// a thread takes from its core's block with one CAS on a cache line no other core writes, and only an empty block goes
-/// to the shared bucket, for the request plus a block of further tokens.
+/// to the shared bucket, for the request plus a block of further tokens (a request larger than what its block holds takes
+/// from the shared bucket alone, and the block keeps its tokens).
 /// </summary>
 /// <remarks>
 /// <para><b>Why a token may be used late</b>: the bucket (GCRA) gives every admitted token a slot of <c>cost</c> units in
@@ -183,8 +184,10 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         bool probe = last > 0 || (++stripe.Skips & (ProbeEvery - 1)) == 1;
         long generation = (seen >> GenerationShift) + 1;
 
-        // Closes only the block the take refused: one another thread has just published is used, not replaced.
-        bool owner = probe && (seen & ClosedBit) == 0
+        // Closes only the block the take refused: one another thread has just published is used, not replaced. A block that
+        // still holds usable tokens, too few for this request, stays open: the request goes to the shared bucket alone, as
+        // a non-owner's does (closing it would drop tokens the bucket counted, even when the request is then refused).
+        bool owner = probe && (seen & ClosedBit) == 0 && Usable(ref stripe, now) == 0
             && Interlocked.CompareExchange(ref stripe.Word, (generation << GenerationShift) | ClosedBit, seen) == seen;
         if (!owner && probe && Volatile.Read(ref stripe.Word) != seen && TryTake(home, now, permits, out admission, out _))
         {
@@ -284,7 +287,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         return (long)(twicePace * extra / used);
     }
 
-    /// <summary>Tokens of the block that are not past their deadline at <paramref name="now"/> (for statistics).</summary>
+    /// <summary>Tokens of the block that are not past their deadline at <paramref name="now"/> (for statistics, and whether a refill may close the block).</summary>
     private long Usable(ref BlockStripe stripe, long now)
     {
         long word = Volatile.Read(ref stripe.Word);

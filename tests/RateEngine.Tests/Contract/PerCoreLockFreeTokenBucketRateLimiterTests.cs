@@ -145,6 +145,31 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         Assert.True(heldAfterWarmUp > 800, $"blocks held tokens at {heldAfterWarmUp} of 1,600 steps");
     }
 
+    [Theory]
+    [InlineData(5, true)]
+    [InlineData(6, false)]
+    public void AttemptAcquire_WeightedRequestLargerThanTheHomeBlock_LeavesTheBlocksTokens(int tokens, bool fits)
+    {
+        // Three single tokens at one instant leave the core's block two of the three it took beyond its requests (the
+        // bucket counted them): 7 available, 5 in the shared bucket and 2 in the block. A request larger than the block
+        // goes to the shared bucket; whether it is admitted (5) or refused (6), the block's 2 tokens stay usable.
+        using var bucket = new SteeredBucket(10, stripes: 1);
+        LockFreeTokenBucketRateLimiter limiter = bucket.Limiter;
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        }
+
+        Assert.Equal(7, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.Equal(2, bucket.Host.HeldInBlocks(limiter.Clock.Now()));
+
+        Assert.Equal(fits, limiter.AttemptAcquire(tokens).IsAcquired);
+
+        int left = fits ? 2 : 7;
+        Assert.Equal(left, limiter.GetStatistics()!.CurrentAvailablePermits);
+        Assert.Equal(left, AdmitOneAtATime(limiter));
+    }
+
     [Fact]
     public void Refund_PerCoreBucket_FreesNothing()
     {
