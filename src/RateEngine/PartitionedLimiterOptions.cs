@@ -34,7 +34,9 @@ public sealed class PartitionedLimiterOptions
     /// (blocks cost each admission a few more cache lines, and pay only where one key's state would otherwise move between
     /// cores on most admissions: with 1,000 evenly hot keys on 2 cores, all promoted, admissions took 4–45 % longer). A key
     /// whose requests all run on one core stays as it is. At most <see cref="MaxHotKeys"/> keys are hot at once; a hot key
-    /// stays hot until it is evicted as idle, and is not hot when it comes back. A hot key costs about
+    /// stays hot until it is evicted as idle, and is not hot when it comes back. A key that has had to queue
+    /// (<c>AcquireAsync</c> with no permits free and room in the queue) is decided by a limiter of its own from then on, and
+    /// is not promoted until it is evicted and comes back (a hot key that queues keeps its blocks). A hot key costs about
     /// <c>128 * cores + 150</c> bytes more. The fixed window, the sliding-window counter and the token bucket take it; the
     /// sliding-window log refuses blocks (<see cref="ArgumentException"/>). Null (the default), or a
     /// <see cref="PerCoreReservationOptions.MaxBlockSize"/> of 1: no key has blocks.

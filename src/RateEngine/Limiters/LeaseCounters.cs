@@ -15,8 +15,8 @@ internal sealed class LeaseCounters
 
     public void Failed() => _failed.Increment();
 
-    /// <summary>Takes back a success counted for an admission that was then discarded and decided again.</summary>
-    public void Withdraw() => _successful.Decrement();
+    /// <summary>Takes back the success or failure counted for a decision that was then discarded and decided again.</summary>
+    public void Withdraw(bool succeeded) => (succeeded ? _successful : _failed).Decrement();
 
     public RateLimiterStatistics Statistics(long availablePermits, long queuedPermits) => new()
     {

@@ -139,10 +139,13 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             object link = Volatile.Read(ref entry.Link);
             if (link is PartitionKeyLimiter keyLimiter)
             {
+                // Any answer the key's limiter gave on a dead entry is decided again on the live one: an admission (its
+                // count is not the key's), a refusal (it may count admissions discarded and decided again there) and a
+                // probe alike. The key's limiter counted it, so the count is taken back.
                 RateLimitLease lease = keyLimiter.AttemptAcquire(permitCount);
-                if (lease.IsAcquired && permitCount > 0 && AdmissionLost(key, entry))
+                if (AdmissionLost(key, entry))
                 {
-                    _counters.Withdraw(); // counted by the key's limiter, but decided on a dead entry
+                    _counters.Withdraw(lease.IsAcquired);
                     continue;
                 }
 
@@ -278,9 +281,9 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                     continue;
                 }
 
-                if (lease.IsAcquired && permitCount > 0 && AdmissionLost(key, entry))
+                if (AdmissionLost(key, entry))
                 {
-                    _counters.Withdraw();
+                    _counters.Withdraw(lease.IsAcquired); // decided on a dead entry: decided again (see AttemptAcquireCore)
                     continue;
                 }
             }

@@ -295,6 +295,50 @@ public class PartitionedLimiterTests
         Assert.Throws<ArgumentException>(() => invalidTier.AttemptAcquire(1));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Probe_ThroughAKeyLimiterWhoseEntryWasEvicted_IsDecidedOnTheLiveEntry(bool async)
+    {
+        // A key that once queued answers through its key limiter. A probe that found that limiter, then stalled while an
+        // eviction removed the (fresh) entry and the key came back and used its one permit, must not answer from the
+        // removed entry's count ("available"): the key's live entry has nothing left, so AttemptAcquire refuses and
+        // AcquireAsync waits for the next window, as on any exhausted key.
+        using var time = new GatedClock();
+        var oneASecond = new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 1 };
+        using var limiter = PartitionedLimiter.CreateFixedWindow<string, string>(
+            key => key, _ => oneASecond, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(1) });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        Assert.True(limiter.AttemptAcquire("k").IsAcquired);
+        ValueTask<RateLimitLease> queued = limiter.AcquireAsync("k"); // the key's limiter is installed
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True((await queued).IsAcquired);
+        time.Advance(TimeSpan.FromSeconds(1)); // the entry is fresh again: idle, so it may be evicted
+
+        Task<ValueTask<RateLimitLease>> probe = time.StallAtFirstClockRead(
+            () => async ? limiter.AcquireAsync("k", 0) : new ValueTask<RateLimitLease>(limiter.AttemptAcquire("k", 0)));
+        diagnostics.SweepAllShards();
+        Assert.Equal(0, diagnostics.PartitionCount);
+        Assert.True(limiter.AttemptAcquire("k").IsAcquired);
+        time.Open();
+
+        ValueTask<RateLimitLease> answer = await probe;
+        if (async)
+        {
+            Assert.False(answer.IsCompleted);
+            time.Advance(TimeSpan.FromSeconds(1));
+            Assert.True((await answer).IsAcquired);
+        }
+        else
+        {
+            Assert.False((await answer).IsAcquired);
+        }
+
+        RateLimiterStatistics statistics = limiter.GetStatistics("k")!;
+        Assert.Equal(async ? 4 : 3, statistics.TotalSuccessfulLeases);
+        Assert.Equal(async ? 0 : 1, statistics.TotalFailedLeases);
+    }
+
     [Fact]
     public void AttemptAcquire_FourThreadsOnAThousandHotKeys_NoKeyEverExceedsItsWindow()
     {
