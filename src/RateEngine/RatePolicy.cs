@@ -56,7 +56,8 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     private RatePolicy(
         PolicyLayer<TContext>[] declared, Action<ReconcileRecord>?[] reconcileListeners, LimiterClock clock, Action<AbandonedLease>? onAbandoned, RatePolicy<TContext>[]? sources)
     {
-        // Logs and buckets last: they undo only an admission no other has followed, and a layer decided last is never rolled back.
+        // Logs and buckets last: they undo only an admission no other has followed, and a layer decided last is rolled back
+        // only when a threshold listener throws.
         int[] order = [.. Enumerable.Range(0, declared.Length).Where(i => declared[i].RollsBackExactly), .. Enumerable.Range(0, declared.Length).Where(i => !declared[i].RollsBackExactly)];
         _layers = [.. order.Select(i => declared[i])];
         _reconcileListeners = [.. order.Select(i => reconcileListeners[i])];
@@ -396,7 +397,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
                 PolicyLayer<TContext> layer = layers[reserving];
                 if (!layer.TryReserve(context, ref holds[reserving], now, AmountOn(layer, estimate, requests), out long retryAfter))
                 {
-                    RollBack(holds, reserving - 1);
+                    RollBack(holds, reserving - 1, now);
                     return Refusal(holds, reserving, now, retryAfter, estimate, requests);
                 }
             }
@@ -408,7 +409,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         }
         catch
         {
-            RollBack(holds, Math.Min(reserving, layers.Length - 1));
+            RollBack(holds, Math.Min(reserving, layers.Length - 1), now);
             throw;
         }
 
@@ -423,11 +424,11 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     }
 
     /// <summary>Refunds the reservations of layers 0..<paramref name="last"/>, in reverse.</summary>
-    private void RollBack(LayerHold[] holds, int last)
+    private void RollBack(LayerHold[] holds, int last, long now)
     {
         for (int j = last; j >= 0; j--)
         {
-            _layers[j].Refund(ref holds[j], holds[j].Reserved);
+            _layers[j].Refund(ref holds[j], holds[j].Reserved, now);
         }
     }
 

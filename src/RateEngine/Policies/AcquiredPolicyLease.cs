@@ -136,7 +136,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                 }
                 else if (target < counted)
                 {
-                    refunded = layer.Refund(ref _holds[i], counted - target);
+                    refunded = layer.Refund(ref _holds[i], counted - target, now);
                 }
 
                 if (policy.ReconcileListener(i) is not null)

@@ -65,7 +65,9 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         _subKeys = subKeys?.Create<TState>(maxSubKeysPerKey, clock, now => _shape.CreateState(now), (cell, now) => IsIdleState(cell, now));
         if (keys is null)
         {
-            _single = new LayerEntry<TState> { State = _shape.CreateState() };
+            // Counting from the current window, as a key's cells do: a state at epoch 0 on a clock near the epochs' wrap
+            // would read as a window ahead and decide every request there (one limit for up to 2^20 windows).
+            _single = new LayerEntry<TState> { State = _shape.CreateState(clock.Now()) };
         }
         else
         {
@@ -222,7 +224,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         return algorithm.GetRetryAfter(ref entry.State, now, Math.Clamp(amount, 1, tier.Limit));
     }
 
-    public override long Refund(ref LayerHold hold, long amount)
+    public override long Refund(ref LayerHold hold, long amount, long? now = null)
     {
         amount = Math.Min(amount, hold.Reserved);
         if (amount <= 0 || hold.Entry is null)
@@ -234,6 +236,15 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry!);
         bool whole = amount == hold.Reserved && hold.Reserved == hold.Admission.Permits;
         hold.Reserved -= amount;
+
+        // An admission a refund horizon old has all its permits back already; for a fixed window or a counter, one 2^33
+        // periods old would match the current period (they compare epochs modulo 2^33) and free permits counted there.
+        long horizon = _shape.RefundHorizon;
+        if (horizon != long.MaxValue && (now ?? _clock.Now()) - hold.Admission.Stamp >= horizon)
+        {
+            return 0;
+        }
+
         bool freed = whole ? _shape.Refund(ref entry.State, hold.Admission) : _shape.Refund(ref entry.State, hold.Admission, amount);
         return freed ? amount : 0;
     }

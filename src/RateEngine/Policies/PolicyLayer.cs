@@ -45,7 +45,10 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// Gives back <paramref name="amount"/> of the hold's reservation (exactly while its window counts it) and returns how much
     /// came back: 0 when its window has passed (it came back with the window) or the algorithm cannot undo it exactly.
     /// </summary>
-    public abstract long Refund(ref LayerHold hold, long amount);
+    /// <param name="hold">The reservation; it gives the amount up whatever comes back.</param>
+    /// <param name="amount">What to give back, at most what the hold still reserves.</param>
+    /// <param name="now">The caller's clock reading, if it has one; a layer whose refunds expire reads the clock otherwise.</param>
+    public abstract long Refund(ref LayerHold hold, long amount, long? now = null);
 
     /// <summary>Counts an overrun of <paramref name="amount"/> past the hold's reservation, whatever the limit.</summary>
     public abstract void Charge(TContext context, ref LayerHold hold, long now, long amount);

@@ -159,6 +159,55 @@ public class RatePolicyTests
         Assert.True(policy.Acquire(call).IsAcquired);
     }
 
+    /// <summary>
+    /// A global layer built 2^33 windows after the policies' clock began (1 ms windows: 99 days) counts from now's window,
+    /// as a key's cells do: a state at epoch 0 read as a window ahead and refused every request until then.
+    /// </summary>
+    [Fact]
+    public void Acquire_GlobalLayerBuiltJustBeforeTheEpochsWrap_EachWindowAdmitsItsLimit()
+    {
+        using RatePolicy<Call> first = Builder() // starts the clock the policies on this provider share
+            .WithIdleEvictionInterval(TimeSpan.FromDays(36_500))
+            .AddGlobalLayer("first", PolicyRule.FixedWindow(TimeSpan.FromMilliseconds(1), 1))
+            .Build();
+        _time.Advance(TimeSpan.FromMilliseconds((1L << 33) - 10));
+        using RatePolicy<Call> policy = Builder()
+            .WithIdleEvictionInterval(TimeSpan.FromDays(36_500))
+            .AddGlobalLayer("global", PolicyRule.FixedWindow(TimeSpan.FromMilliseconds(1), 1))
+            .Build();
+        var call = new Call("alice");
+
+        Assert.True(policy.Acquire(call).IsAcquired);
+        Assert.False(policy.Acquire(call).IsAcquired);
+        _time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(policy.Acquire(call).IsAcquired);
+    }
+
+    /// <summary>
+    /// A reservation reconciled 2^33 windows after it was made (1 ms windows: 99 days) frees nothing: its window is long
+    /// over, and the current window, whose epoch is the same modulo 2^33, must not lose the permits it counted.
+    /// </summary>
+    [Fact]
+    public void Reconcile_TwoToTheThirtyThreeWindowsLate_FreesNothingInTheCurrentWindow()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .WithIdleEvictionInterval(TimeSpan.FromDays(36_500))
+            .AddGlobalLayer("global", PolicyRule.FixedWindow(TimeSpan.FromMilliseconds(1), 10).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease old = policy.Acquire(call, new RequestCost(10, 0)); // window 0: 10 of 10
+        _time.Advance(TimeSpan.FromMilliseconds(1L << 21));
+        using PolicyLease later = policy.Acquire(call, new RequestCost(1, 0)); // the layer's word leaves window 0
+        _time.Advance(TimeSpan.FromMilliseconds((1L << 33) - (1L << 21)));
+        using PolicyLease current = policy.Acquire(call, new RequestCost(10, 0)); // window 2^33: 10 of 10
+        Assert.True(current.IsAcquired);
+
+        old.Reconcile(new RequestCost(0, 0));
+
+        Assert.Equal(10, policy.GetUsage(call, "global").Used);
+        Assert.False(policy.Acquire(call, new RequestCost(10, 0)).IsAcquired);
+    }
+
     [Fact]
     public void Acquire_TierWithoutALimit_RefusedWithAReasonAndNothingCounted()
     {
