@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using RateEngine.Redis.Telemetry;
+using StackExchange.Redis;
 
 namespace RateEngine.Redis;
 
@@ -118,6 +119,29 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     }
 
     private long CooldownTicks => (long)(cooldown.TotalSeconds * time.TimestampFrequency);
+
+    /// <summary>
+    /// A script error (a bug, a key of another type): Redis answered, so it says nothing about Redis being down. Not one that
+    /// Redis 6 and older wrap in "ERR Error running script" when a command inside the script fails for the server's state
+    /// (a replica after a failover, memory full, a master down, a dataset loading): those are outages.
+    /// </summary>
+    public static bool IsScriptError(RedisServerException error) =>
+        (error.Message.StartsWith("ERR", StringComparison.Ordinal) || error.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal))
+        && !ServerStateErrors.Any(state => error.Message.Contains(state, StringComparison.Ordinal));
+
+    private static readonly string[] ServerStateErrors = ["-READONLY", "-OOM", "-MASTERDOWN", "-LOADING", "-BUSY", "-NOREPLICAS"];
+
+    /// <summary>
+    /// The exception for a script that failed on Redis (a bug, not an outage; see <see cref="IsScriptError"/>): the caller
+    /// gets it, not the failure mode's answer, and the breaker closes, since Redis answered.
+    /// </summary>
+    /// <param name="owner">What ran the script ("limiter", "policy"), for the message.</param>
+    /// <param name="error">Redis's error.</param>
+    public InvalidOperationException ScriptFailed(string owner, RedisServerException error)
+    {
+        Close();
+        return new($"The {owner}'s script failed on Redis: {error.Message}", error);
+    }
 
     public void Close()
     {

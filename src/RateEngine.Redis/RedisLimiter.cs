@@ -18,6 +18,9 @@ namespace RateEngine.Redis;
 /// <para>Options are resolved per partition key: in exact mode on every call; in the hybrid mode when a key's local state
 /// is made on a node (its first use there, or its first after it was idle), as the in-process partitioned limiters resolve
 /// a key's options when its state is created. Return a shared instance: each is validated once.</para>
+/// <para>A script that fails on Redis (<c>ERR</c>, <c>WRONGTYPE</c>: a key of another type under the prefix, a bug) makes
+/// the acquire throw <see cref="InvalidOperationException"/> (in <c>AcquireAsync</c>, fault its task): Redis answered, so
+/// it is not an outage, and the failure mode does not answer for it.</para>
 /// </remarks>
 public static class RedisLimiter
 {

@@ -185,6 +185,10 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
         var reply = (long[])(await _database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want)).ConfigureAwait(false))!;
+
+        // Redis answered: closed, whether a request waited for this reservation or it was a background refill (a busy key
+        // refilled in the background may never wait again, and a breaker left open would keep the node reading as degraded).
+        _breaker.Close();
         return new Reservation(Granted: reply[0], RetryAfter: reply[1], ValidFor: reply[2], Period: reply[4]);
     }
 
@@ -250,6 +254,10 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", partitionKey, permitCount);
             }
         }
+        catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
+        {
+            throw _breaker.ScriptFailed("limiter", script);
+        }
         catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
         {
             return Failed(error.InnerException.Message, partitionKey, permitCount);
@@ -308,6 +316,10 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             RedisTasks.Observe(task);
             _breaker.ReleaseProbe();
             throw;
+        }
+        catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
+        {
+            throw _breaker.ScriptFailed("limiter", error);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
@@ -373,6 +385,10 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 _breaker.ReleaseProbe();
                 throw;
             }
+            catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
+            {
+                throw _breaker.ScriptFailed("limiter", error);
+            }
             catch (Exception error) when (error is RedisException or TimeoutException)
             {
                 return Failed(error.Message, key.PartitionKey, permitCount);
@@ -410,6 +426,10 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                     RedisTasks.Observe(refill);
                     return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", key.PartitionKey, permitCount);
                 }
+            }
+            catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
+            {
+                throw _breaker.ScriptFailed("limiter", script);
             }
             catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
             {

@@ -222,7 +222,7 @@ public sealed partial class RedisRatePolicy<TContext>
                     _breaker.ReleaseProbe();
                     throw;
                 }
-                catch (RedisServerException error) when (IsScriptError(error))
+                catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
                 {
                     throw ScriptFailed(error);
                 }

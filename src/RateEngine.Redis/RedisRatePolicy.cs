@@ -173,7 +173,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             _breaker.ReleaseProbe();
             throw;
         }
-        catch (RedisServerException error) when (IsScriptError(error))
+        catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
         {
             throw ScriptFailed(error);
         }
@@ -210,7 +210,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                 return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", estimate);
             }
         }
-        catch (AggregateException error) when (error.InnerException is RedisServerException script && IsScriptError(script))
+        catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
         {
             throw ScriptFailed(script);
         }
@@ -578,23 +578,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
     }
 
-    /// <summary>
-    /// A script error (a bug, a key of another type): Redis answered, so it says nothing about Redis being down. Not one that
-    /// Redis 6 and older wrap in "ERR Error running script" when a command inside the script fails for the server's state
-    /// (a replica after a failover, memory full, a master down, a dataset loading): those are outages.
-    /// </summary>
-    internal static bool IsScriptError(RedisServerException error) =>
-        (error.Message.StartsWith("ERR", StringComparison.Ordinal) || error.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal))
-        && !ServerStateErrors.Any(state => error.Message.Contains(state, StringComparison.Ordinal));
-
-    private static readonly string[] ServerStateErrors = ["-READONLY", "-OOM", "-MASTERDOWN", "-LOADING", "-BUSY", "-NOREPLICAS"];
-
-    /// <summary>The exception for a script that failed on Redis (a bug, not an outage): Redis answered, so the breaker closes.</summary>
-    private InvalidOperationException ScriptFailed(RedisServerException error)
-    {
-        _breaker.Close();
-        return new($"The policy's script failed on Redis: {error.Message}", error);
-    }
+    private InvalidOperationException ScriptFailed(RedisServerException error) => _breaker.ScriptFailed("policy", error);
 
     /// <summary>Both acquires' start: phase 1, then the breaker, then the script; an answer when no call is sent.</summary>
     private (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) Start(TContext context, RequestCost estimate)

@@ -419,6 +419,92 @@ public sealed class RedisFailureTests : IDisposable
         Assert.True(next.IsAcquired);
     }
 
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public async Task Acquire_ScriptFailsOnAKeyOfAnotherType_ThrowsAndOtherKeysStillAskRedis(bool hybrid, bool sync)
+    {
+        // A script error is Redis answering (a key another program wrote, a bug), not an outage: the caller gets it and the
+        // breaker stays closed. Taken for an outage, it made this FailOpen limiter admit every key without asking Redis,
+        // "good" too, whose one permit another node has used.
+        string prefix = "script-" + Guid.NewGuid().ToString("N");
+        RedisHybridOptions? blocks = hybrid ? new RedisHybridOptions() : null;
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailOpen, prefix: prefix, limit: 1, hybrid: blocks);
+        using PartitionedRateLimiter<string> other = Create(RedisFailureMode.FailOpen, prefix: prefix, limit: 1, hybrid: blocks);
+        Assert.True((await other.AcquireAsync("good")).IsAcquired);
+        Assert.True((await limiter.AcquireAsync("warm")).IsAcquired); // loads the scripts: the sync bound is 200 ms
+        RedisKey good = _connection.GetServer(_server.Endpoint).Keys(pattern: prefix + ":{good}:*").Single();
+        Assert.True(await _connection.GetDatabase().StringSetAsync(good.ToString().Replace("{good}", "{bad}", StringComparison.Ordinal), "not a hash"));
+
+        if (sync)
+        {
+            Assert.Throws<InvalidOperationException>(() => limiter.AttemptAcquire("bad"));
+        }
+        else
+        {
+            await Assert.ThrowsAsync<InvalidOperationException>(async () => await limiter.AcquireAsync("bad"));
+        }
+
+        Assert.Equal(0, Engine(limiter).Failures);
+        using RateLimitLease refused = sync ? limiter.AttemptAcquire("good") : await limiter.AcquireAsync("good");
+        Assert.False(refused.IsAcquired);
+    }
+
+    [Fact]
+    public async Task HybridReservationsNobodyWaitsFor_CloseTheBreakerWhenRedisAnswersThem()
+    {
+        // A busy key's blocks are refilled in the background, so its requests never wait for Redis and never see that it is
+        // back: the answers of those refills (and of a reservation that lands after its caller gave up) must close the
+        // breaker, or the limiter reads as degraded (health check, the fallback's live node count) while Redis answers.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, limit: 100_000, hybrid: new RedisHybridOptions { MaxBlock = 64, IdleReturn = TimeSpan.FromMinutes(10) });
+        var health = (IRedisLimiterHealth)limiter;
+        for (int i = 0; i < 200; i++)
+        {
+            Assert.True((await limiter.AcquireAsync("busy")).IsAcquired);
+        }
+
+        _server.Freeze();
+        try
+        {
+            Assert.False(limiter.AttemptAcquire("cold").IsAcquired); // waits 200 ms for a reservation, then trips the breaker
+            Assert.True(health.IsDegraded);
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        for (int i = 0; i < 300 && health.IsDegraded; i++)
+        {
+            Assert.True((await limiter.AcquireAsync("busy")).IsAcquired);
+            await Task.Delay(10); // slower than a refill: the block does not run dry, so no request waits for Redis
+        }
+
+        Assert.False(health.IsDegraded);
+    }
+
+    [Fact]
+    public async Task HybridWhileRedisIsAway_TheIdleSweepWaits_AndDisposeAsyncNeitherThrowsNorWaits()
+    {
+        // With the breaker open, an idle key is kept (its return would go into the outage; it is swept once Redis is back),
+        // and a dispose gives up the returns at once: it must not wait out the client's timeout, nor throw its error.
+        PartitionedRateLimiter<string> limiter = Create(
+            RedisFailureMode.FailClosed, hybrid: new RedisHybridOptions { IdleReturn = TimeSpan.FromMilliseconds(500) });
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired); // a block of 16: 15 to give back
+
+        _server.Kill();
+        Assert.False(limiter.AttemptAcquire("bob").IsAcquired); // the breaker opens for its 1 s cool-down
+        _cooldownClock.Advance(TimeSpan.FromMilliseconds(600)); // a sweep within the cool-down: both keys idle
+        Assert.Equal(2, Engine(limiter).Local!.KeyCount);
+
+        var clock = Stopwatch.StartNew();
+        await limiter.DisposeAsync();
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"DisposeAsync took {clock.Elapsed.TotalMilliseconds:F0} ms");
+    }
+
     [Fact]
     public void HealthCheck_LimiterNotMadeByRedisLimiter_Throws()
     {
@@ -513,11 +599,13 @@ public sealed class RedisFailureTests : IDisposable
         .AddLayer(layer, user => user, rule)
         .Build();
 
-    private PartitionedRateLimiter<string> Create(RedisFailureMode mode, double share = 0, string? prefix = null, ILoggerFactory? logs = null) => RedisLimiter.CreateFixedWindow<string>(
+    private PartitionedRateLimiter<string> Create(
+        RedisFailureMode mode, double share = 0, string? prefix = null, ILoggerFactory? logs = null, int limit = 100, RedisHybridOptions? hybrid = null) => RedisLimiter.CreateFixedWindow<string>(
         user => user,
-        _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMinutes(1) },
+        _ => new FixedWindowRateLimiterOptions { PermitLimit = limit, Window = TimeSpan.FromMinutes(1) },
         new RedisLimiterOptions
         {
+            Hybrid = hybrid,
             Connection = _connection,
             KeyPrefix = prefix ?? "failure-" + Guid.NewGuid().ToString("N"),
             LoggerFactory = logs,

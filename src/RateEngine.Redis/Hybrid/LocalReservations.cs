@@ -327,10 +327,15 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         }
         await _sweeper.DisposeAsync().ConfigureAwait(false);
 
-        // A reservation still in flight installs its block when it lands: wait for it, so its permits go back too.
+        // A reservation still in flight installs its block when it lands: wait for it, so its permits go back too. Not while
+        // Redis is known to be away (the breaker open): it would wait out the client's timeout, and a block that lands in a
+        // forgotten key goes back by itself.
         foreach (TKey key in _keys.Values)
         {
-            await WhenSettled(key).ConfigureAwait(false);
+            if (_mayCall())
+            {
+                await WhenSettled(key).ConfigureAwait(false);
+            }
         }
 
         // A key that still owes Redis a charge (an overrun that no reservation has carried yet: one refused near the cap,
@@ -352,6 +357,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
         try
         {
+            // Best effort, and not at all while Redis is known to be away (the breaker open): a dispose must not wait out the
+            // client's timeout, nor throw it. Permits not given back stay counted until their periods end (stricter).
+            if (!_mayCall())
+            {
+                return;
+            }
+
             if (_returnMany is null)
             {
                 await Task.WhenAll(_keys.Values.Select(ReturnLeftover)).ConfigureAwait(false);
@@ -364,6 +376,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                     await _returnMany(returns).ConfigureAwait(false);
                 }
             }
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            // Redis went away meanwhile: as above.
         }
         finally
         {
@@ -493,6 +509,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     private void ReturnIdle()
     {
+        // While Redis is known to be away the sweep waits: a key forgotten now would send its return into the outage, and
+        // one kept is swept once Redis is back.
+        if (!_mayCall())
+        {
+            return;
+        }
+
         List<(TKey Key, long Period, long Returned)>? returns = null;
         long now = _time.GetTimestamp();
         foreach (KeyValuePair<string, TKey> entry in _keys)

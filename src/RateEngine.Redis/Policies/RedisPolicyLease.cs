@@ -375,7 +375,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                 {
                     await _policy.Settle(_keys, _id, values).ConfigureAwait(false);
                 }
-                catch (RedisServerException error) when (RedisRatePolicy<TContext>.IsScriptError(error))
+                catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
                 {
                     // A script error is a bug, not an outage: the settle did not apply, is not sent again, and trips no breaker.
                     _pending.Dequeue();
