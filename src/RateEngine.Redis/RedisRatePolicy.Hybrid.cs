@@ -632,6 +632,9 @@ public sealed partial class RedisRatePolicy<TContext>
             throw;
         }
 
+        // Redis answered: closed, whether a request waited for these reservations or they refilled blocks in the background
+        // (busy keys refilled in the background never wait, and a breaker left open would keep the policy degraded).
+        _breaker.Close();
         string paused = (string?)reply[^1] ?? string.Empty;
         _pause.Observe(pauseTicket, paused.Length > 0 ? paused : null);
         var answers = new Reservation[asks.Count];
@@ -806,6 +809,7 @@ public sealed partial class RedisRatePolicy<TContext>
         {
             long ticket = _pause.Ticket();
             RedisValue reason = await _database.StringGetAsync(_pauseKey).ConfigureAwait(false);
+            _breaker.Close(); // Redis answered (see Reserve)
             _pause.Observe(ticket, reason.HasValue ? (string?)reason : null);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)

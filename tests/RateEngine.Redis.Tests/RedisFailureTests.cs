@@ -487,6 +487,52 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HybridPolicy_ReservationsNobodyWaitsFor_CloseTheBreakerWhenRedisAnswersThem()
+    {
+        // As for the limiter (above): a busy user's blocks refill in the background, and the pause check reads Redis every
+        // half second; their answers must close the breaker that a request on a cold user tripped.
+        using RedisRatePolicy<string> policy = new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
+        {
+            Connection = _connection,
+            KeyPrefix = "policy-" + Guid.NewGuid().ToString("N"),
+            SyncTimeout = TimeSpan.FromMilliseconds(200),
+            FailureCooldown = TimeSpan.FromSeconds(1),
+            TimeProvider = _cooldownClock,
+            Hybrid = new RedisHybridOptions { MaxBlock = 64, IdleReturn = TimeSpan.FromMinutes(10) },
+        })
+            .AddLayer("user/hour", user => user, PolicyRule.FixedWindow(TimeSpan.FromHours(1), 100_000))
+            .Build();
+        var health = (IRedisLimiterHealth)policy;
+        for (int i = 0; i < 200; i++)
+        {
+            using PolicyLease lease = await policy.AcquireAsync("busy", RequestCost.None);
+            Assert.True(lease.IsAcquired);
+        }
+
+        _server.Freeze();
+        try
+        {
+            using PolicyLease refused = policy.Acquire("cold", RequestCost.None); // waits 200 ms for a block, then trips
+            Assert.False(refused.IsAcquired);
+            Assert.True(health.IsDegraded);
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        for (int i = 0; i < 300 && health.IsDegraded; i++)
+        {
+            using PolicyLease lease = await policy.AcquireAsync("busy", RequestCost.None);
+            Assert.True(lease.IsAcquired);
+            await Task.Delay(10);
+        }
+
+        Assert.False(health.IsDegraded);
+    }
+
+    [Fact]
     public async Task HybridWhileRedisIsAway_TheIdleSweepWaits_AndDisposeAsyncNeitherThrowsNorWaits()
     {
         // With the breaker open, an idle key is kept (its return would go into the outage; it is swept once Redis is back),
