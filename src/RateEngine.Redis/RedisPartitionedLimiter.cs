@@ -226,6 +226,13 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return key;
     }
 
+    /// <summary>
+    /// Whether a zero-permit probe is answered by this node's own block: Redis counts a block's permits as used, so in the
+    /// hybrid mode the script would refuse a probe on a key whose next request this node admits from its block.
+    /// </summary>
+    private bool HoldsPermitHere(string partitionKey, int permitCount) =>
+        permitCount == 0 && _local?.HoldsPermit(partitionKey) == true;
+
     internal static RedisDecision Decision(RedisResult result)
     {
         var values = (long[])result!;
@@ -240,6 +247,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
 
         RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
+        if (HoldsPermitHere(partitionKey, permitCount))
+        {
+            return RedisLease.Acquired;
+        }
+
         if (!_breaker.MayCall())
         {
             return Unavailable(partitionKey, permitCount);
@@ -300,6 +312,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         cancellationToken.ThrowIfCancellationRequested();
         RedisRule rule = Resolve(resource, permitCount, out string partitionKey);
+        if (HoldsPermitHere(partitionKey, permitCount))
+        {
+            return RedisLease.Acquired;
+        }
+
         if (!_breaker.MayCall())
         {
             return Unavailable(partitionKey, permitCount);

@@ -86,6 +86,31 @@ public sealed class RedisHybridTests : IDisposable
         Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Probe_WhileThisNodesBlockHoldsPermits_IsAdmittedThoughRedisCountsTheCap(bool sync)
+    {
+        // Redis counts a block's permits as used. Once another node has taken the rest of the cap, Redis's count is at the
+        // limit, yet this node's next request is admitted from its block: a zero-permit probe must say so, not refuse.
+        await using PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 8);
+        await using PartitionedRateLimiter<string> other = FixedWindow(_connection, limit: 8);
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        long held = Volatile.Read(ref engine.Local!.Find("ann")!.Block.Remaining);
+        Assert.True(held > 0, "the first reservation kept nothing for later");
+        while ((await other.AcquireAsync("ann")).IsAcquired)
+        {
+        }
+
+        Assert.Equal(8, await Counted("ann"));
+        using RateLimitLease probe = sync ? limiter.AttemptAcquire("ann", 0) : await limiter.AcquireAsync("ann", 0);
+        Assert.True(probe.IsAcquired);
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        using RateLimitLease otherProbe = await other.AcquireAsync("ann", 0); // that node holds nothing: Redis says full
+        Assert.False(otherProbe.IsAcquired);
+    }
+
     [Fact]
     public async Task AcquireAsync_RequestsLargerThanABlock_AreAdmittedAndARefusalOnlyAnswersAsLargeOnes()
     {

@@ -90,6 +90,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         return _keys.GetOrAdd(partitionKey, create, state);
     }
 
+    /// <summary>Whether the key's live block on this node has a permit left (what a zero-permit probe asks).</summary>
+    public bool HoldsPermit(string partitionKey) =>
+        Find(partitionKey) is { } key
+        && Volatile.Read(ref key.Block) is { Refused: false } block
+        && Volatile.Read(ref block.Remaining) > 0
+        && _time.GetTimestamp() < block.ExpiresAt;
+
     /// <summary>The key's local state if this node holds it.</summary>
     public TKey? Find(string partitionKey) => _keys.TryGetValue(partitionKey, out TKey? key) ? key : null;
 
