@@ -50,9 +50,10 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
 
     /// <summary>
     /// Open: a call failed within the cool-down, or the half-open probe claimed one (its call is under way). For calls in
-    /// the background (returns, refills nobody waits for, sweeps, the pause check), which do not take the probe: their
-    /// outcome does not close the breaker, so a probe they took would leave it open after Redis is back. A closed breaker
-    /// answers without reading the clock.
+    /// the background (returns, refills nobody waits for, sweeps, the pause check), which do not take the probe: a failure
+    /// of theirs does not trip the breaker, and only a hybrid reservation's answer closes it
+    /// (<see cref="CloseUnlessTrippedSince"/>), so a probe they took could leave it open after Redis is back. A closed
+    /// breaker answers without reading the clock.
     /// </summary>
     public bool IsOpen => Volatile.Read(ref _openUntil) is var until && until != long.MinValue && time.GetTimestamp() < until;
 
@@ -129,7 +130,8 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
         (error.Message.StartsWith("ERR", StringComparison.Ordinal) || error.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal))
         && !ServerStateErrors.Any(state => error.Message.Contains(state, StringComparison.Ordinal));
 
-    private static readonly string[] ServerStateErrors = ["-READONLY", "-OOM", "-MASTERDOWN", "-LOADING", "-BUSY", "-NOREPLICAS"];
+    private static readonly string[] ServerStateErrors =
+        ["-READONLY", "-OOM", "-MASTERDOWN", "-LOADING", "-BUSY", "-NOREPLICAS", "-MISCONF", "-CLUSTERDOWN", "-TRYAGAIN"];
 
     /// <summary>
     /// The exception for a script that failed on Redis (a bug, not an outage; see <see cref="IsScriptError"/>): the caller
@@ -141,6 +143,19 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     {
         Close();
         return new($"The {owner}'s script failed on Redis: {error.Message}", error);
+    }
+
+    /// <summary>
+    /// Closes the breaker for the answer to a call sent when <see cref="Failures"/> read <paramref name="failuresWhenSent"/>,
+    /// unless a call has failed since: a late answer to a call sent before the breaker tripped (Redis slower than the sync
+    /// bound) says nothing the trip did not know, and closing on it would send every next caller to wait out the bound again.
+    /// </summary>
+    public void CloseUnlessTrippedSince(long failuresWhenSent)
+    {
+        if (Failures == failuresWhenSent)
+        {
+            Close();
+        }
     }
 
     public void Close()

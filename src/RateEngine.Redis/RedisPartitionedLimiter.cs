@@ -184,11 +184,13 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
+        long failures = _breaker.Failures;
         var reply = (long[])(await _database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want)).ConfigureAwait(false))!;
 
         // Redis answered: closed, whether a request waited for this reservation or it was a background refill (a busy key
-        // refilled in the background may never wait again, and a breaker left open would keep the node reading as degraded).
-        _breaker.Close();
+        // refilled in the background may never wait again, and a breaker left open would keep the node reading as degraded),
+        // unless the breaker tripped after it was sent.
+        _breaker.CloseUnlessTrippedSince(failures);
         return new Reservation(Granted: reply[0], RetryAfter: reply[1], ValidFor: reply[2], Period: reply[4]);
     }
 

@@ -126,6 +126,14 @@ public sealed partial class RedisRatePolicy<TContext>
                 {
                     await _blockLayers[i].Blocks!.StartRefill(key, need: 0).ConfigureAwait(false);
                 }
+                catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
+                {
+                    // Redis answered: not an outage, so the breaker stays closed. The debt stays owed (the reservation puts
+                    // it back), and the key's next acquire, which runs the same script, throws the error to its caller;
+                    // a reconcile does not, so that the rest of its settling still goes to Redis.
+                    _breaker.Close();
+                    return;
+                }
                 catch (Exception error) when (error is RedisException or TimeoutException)
                 {
                     Trip(error.Message);
@@ -613,6 +621,7 @@ public sealed partial class RedisRatePolicy<TContext>
         values[1] = wants.ToString();
         RedisResult[] reply;
         long pauseTicket = _pause.Ticket();
+        long failures = _breaker.Failures;
         try
         {
             reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, keys, values).ConfigureAwait(false))!;
@@ -633,8 +642,9 @@ public sealed partial class RedisRatePolicy<TContext>
         }
 
         // Redis answered: closed, whether a request waited for these reservations or they refilled blocks in the background
-        // (busy keys refilled in the background never wait, and a breaker left open would keep the policy degraded).
-        _breaker.Close();
+        // (busy keys refilled in the background never wait, and a breaker left open would keep the policy degraded), unless
+        // it tripped after they were sent.
+        _breaker.CloseUnlessTrippedSince(failures);
         string paused = (string?)reply[^1] ?? string.Empty;
         _pause.Observe(pauseTicket, paused.Length > 0 ? paused : null);
         var answers = new Reservation[asks.Count];
@@ -809,7 +819,6 @@ public sealed partial class RedisRatePolicy<TContext>
         {
             long ticket = _pause.Ticket();
             RedisValue reason = await _database.StringGetAsync(_pauseKey).ConfigureAwait(false);
-            _breaker.Close(); // Redis answered (see Reserve)
             _pause.Observe(ticket, reason.HasValue ? (string?)reason : null);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)

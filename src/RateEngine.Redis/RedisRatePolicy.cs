@@ -265,6 +265,10 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                 throw;
             }
         }
+        catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
+        {
+            throw ScriptFailed(error);
+        }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
             Trip(error.Message);

@@ -487,6 +487,51 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task PolicyGetUsage_OnAKeyOfAnotherType_ThrowsAndLeavesTheBreakerClosed()
+    {
+        // As for acquires: a script error is Redis answering. Taken for an outage, it opened the breaker, and a FailOpen
+        // policy would then have admitted every request for a cool-down.
+        using RedisRatePolicy<string> policy = Policy("user/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10), TimeSpan.FromSeconds(2));
+        (await policy.AcquireAsync("ann", RequestCost.None)).Dispose();
+        RedisKey ann = _connection.GetServer(_server.Endpoint).Keys(pattern: "*ann*").Single();
+        Assert.True(await _connection.GetDatabase().StringSetAsync(ann, "not a hash"));
+
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await policy.GetUsageAsync("ann"));
+
+        var health = (IRedisLimiterHealth)policy;
+        Assert.False(health.IsDegraded);
+        Assert.Equal(0, health.Failures);
+    }
+
+    [Fact]
+    public async Task HybridReservationAnsweredAfterItsCallerGaveUp_LeavesTheBreakerOpen()
+    {
+        // Redis slower than the sync bound: the caller gives up and trips the breaker. The late answer to that call says
+        // nothing the trip did not know; closing on it would send every next caller to wait out the bound again.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, hybrid: new RedisHybridOptions());
+        var engine = Engine(limiter);
+        var health = (IRedisLimiterHealth)limiter;
+        Assert.True((await limiter.AcquireAsync("warm")).IsAcquired); // the scripts are loaded
+
+        _server.Freeze();
+        try
+        {
+            Assert.False(limiter.AttemptAcquire("cold").IsAcquired); // gives up after 200 ms, trips the breaker
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        await Eventually(() => !engine.Local!.RefillInFlight("cold"), "the late reservation landed");
+        Assert.True(health.IsDegraded);
+        Assert.Equal(1, engine.Failures);
+        using RateLimitLease answered = limiter.AttemptAcquire("other"); // within the cool-down: no call, no wait
+        Assert.False(answered.IsAcquired);
+        Assert.Equal(1, engine.Failures);
+    }
+
+    [Fact]
     public async Task HybridPolicy_ReservationsNobodyWaitsFor_CloseTheBreakerWhenRedisAnswersThem()
     {
         // As for the limiter (above): a busy user's blocks refill in the background, and the pause check reads Redis every
@@ -533,22 +578,29 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
-    public async Task HybridWhileRedisIsAway_TheIdleSweepWaits_AndDisposeAsyncNeitherThrowsNorWaits()
+    public async Task HybridWhileRedisIsAway_TheIdleSweepAndDisposeAsyncSendNothing_AndNeitherThrowsNorWaits()
     {
-        // With the breaker open, an idle key is kept (its return would go into the outage; it is swept once Redis is back),
-        // and a dispose gives up the returns at once: it must not wait out the client's timeout, nor throw its error.
+        // With the breaker open, idle keys are forgotten (keys must not pile up over an outage) but their leftovers are not
+        // sent into it, and a dispose gives up the returns at once: it must not wait out the client's timeout, nor throw.
         PartitionedRateLimiter<string> limiter = Create(
             RedisFailureMode.FailClosed, hybrid: new RedisHybridOptions { IdleReturn = TimeSpan.FromMilliseconds(500) });
+        var engine = Engine(limiter);
         Assert.True((await limiter.AcquireAsync("ann")).IsAcquired); // a block of 16: 15 to give back
+        Assert.True((await limiter.AcquireAsync("carl")).IsAcquired);
 
         _server.Kill();
         Assert.False(limiter.AttemptAcquire("bob").IsAcquired); // the breaker opens for its 1 s cool-down
-        _cooldownClock.Advance(TimeSpan.FromMilliseconds(600)); // a sweep within the cool-down: both keys idle
-        Assert.Equal(2, Engine(limiter).Local!.KeyCount);
+        long calls = engine.RoundTrips;
+        _cooldownClock.Advance(TimeSpan.FromMilliseconds(600)); // a sweep within the cool-down: every key idle
+        Assert.Null(engine.Local!.Find("ann")); // forgotten ("bob" may still wait on its reservation)
+        Assert.Null(engine.Local.Find("carl"));
+        Assert.Equal(calls, engine.RoundTrips);
 
-        var clock = Stopwatch.StartNew();
-        await limiter.DisposeAsync();
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"DisposeAsync took {clock.Elapsed.TotalMilliseconds:F0} ms");
+        Assert.False((await limiter.AcquireAsync("ann")).IsAcquired); // answered by the open breaker, a key again
+        ValueTask disposing = limiter.DisposeAsync();
+        Assert.True(disposing.IsCompleted, "DisposeAsync waited for Redis");
+        await disposing;
+        Assert.Equal(calls, engine.RoundTrips);
     }
 
     [Fact]

@@ -516,13 +516,9 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     private void ReturnIdle()
     {
-        // While Redis is known to be away the sweep waits: a key forgotten now would send its return into the outage, and
-        // one kept is swept once Redis is back.
-        if (!_mayCall())
-        {
-            return;
-        }
-
+        // While Redis is known to be away (the breaker open) idle keys are still forgotten, so that keys do not pile up over
+        // an outage, but their leftovers are not sent into it: they stay counted until their periods end (stricter).
+        bool mayReturn = _mayCall();
         List<(TKey Key, long Period, long Returned)>? returns = null;
         long now = _time.GetTimestamp();
         foreach (KeyValuePair<string, TKey> entry in _keys)
@@ -536,7 +532,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 if (!key.MayForget)
                 {
                     // It owes Redis a charge its next reservation carries: send one now, forget it once paid.
-                    if (_mayCall())
+                    if (mayReturn)
                     {
                         RedisTasks.Observe(StartRefill(key, need: 0));
                     }
@@ -547,6 +543,11 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 // Forgotten first: a refund from a lease that still holds the key then goes to Redis, not into its block.
                 key.Forgotten = true;
                 _keys.TryRemove(entry);
+                if (!mayReturn)
+                {
+                    continue;
+                }
+
                 if (_returnMany is null)
                 {
                     RedisTasks.Observe(ReturnLeftover(key));
