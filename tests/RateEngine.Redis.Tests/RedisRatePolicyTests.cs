@@ -544,6 +544,28 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task TokenBucketLayer_RefundAfterALaterAdmission_GivesNothingBack()
+    {
+        // 900 reserved; ten seconds later the bucket is full again and another request takes all 1,000. Giving the 900 back
+        // then (they came back by refill already) let a third request take 900 more at the same instant: 1,900 against a
+        // burst of 1,000. A refund is exact only while no later admission followed its own.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens bucket", call => call.User, PolicyRule.TokenBucket(1_000, 100, TimeSpan.FromSeconds(1)).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        PolicyLease early = await policy.AcquireAsync(ann, new RequestCost(900, 0));
+        _time.Advance(TimeSpan.FromSeconds(10));
+        using PolicyLease whole = await policy.AcquireAsync(ann, new RequestCost(1_000, 0));
+        Assert.True(whole.IsAcquired);
+
+        await early.ReconcileAsync(new RequestCost(0, 0));
+
+        using PolicyLease third = await policy.AcquireAsync(ann, new RequestCost(900, 0));
+        Assert.Equal("tokens bucket", third.BlockingLayer);
+        Assert.Equal(TimeSpan.FromSeconds(9), third.RetryAfter);
+    }
+
+    [Fact]
     public async Task SlidingLogLayer_MicrosecondsBeforeTheWindowEnds_StillCountsEveryPermit()
     {
         // Stamps are 16-digit µs: a script that printed one into a string (Lua keeps 14 digits) let these two out 29 µs early.

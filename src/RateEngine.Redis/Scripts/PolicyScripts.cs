@@ -93,16 +93,17 @@ internal static class PolicyScripts
               local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
               s.reset = tonumber(newest[2]) + window - now
             end
-          elseif kind == 4 then -- token bucket: hash t (tokens x period), s (last refill); continuous refill
+          elseif kind == 4 then -- token bucket: hash t (tokens x period), s (last refill), a (last admission); continuous refill
             local per, rate = arg(i, 4), arg(i, 5)
             local full = limit * per
-            local st = redis.call('HMGET', key, 't', 's')
+            local st = redis.call('HMGET', key, 't', 's', 'a')
             local tokens, last = full, now
             if st[1] then
               tokens, last = tonumber(st[1]), tonumber(st[2])
               if now > last then tokens = math.min(full, tokens + (now - last) * rate); last = now end
             end
             s.per, s.rate, s.full, s.tokens, s.last = per, rate, full, tokens, last
+            s.admitted = tonumber(st[3]) or -1
             s.used = math.ceil((full - tokens) / per)
             s.ttl = math.ceil((full - tokens) / rate) + (last - now)
             if s.ttl < per then s.ttl = per end
@@ -248,7 +249,11 @@ internal static class PolicyScripts
               for j = 1, amount do redis.call('ZADD', key, now, lease .. ':' .. i .. ':' .. j) end
               tag = now
             elseif s.kind == 4 then
-              redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last)
+              -- The tag is this admission's time: a refund is exact only while no later admission or charge followed it (one
+              -- at the same time took its tokens from the same refill, so giving these back stays exact; a key that expired
+              -- and came back has later admissions only).
+              tag = now
+              redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', now)
               s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
             elseif s.kind == 6 then
               redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -276,7 +281,7 @@ internal static class PolicyScripts
     /// Per layer
     /// <c>p5</c> is the tag its acquire returned and the amount is signed:
     /// negative refunds that much (only where the request was counted, while that window, segment or period still counts
-    /// it; a bucket gets its tokens back up to full), positive charges an overrun now (past the limit if need be), and on a
+    /// it; a bucket gets its tokens back up to full, only while no admission or charge followed its own), positive charges an overrun now (past the limit if need be), and on a
     /// concurrency layer a positive amount releases the lease's slot and a negative one renews it for another lease timeout
     /// while it still counts. Returns what came back per layer.
     /// </summary>
@@ -319,7 +324,10 @@ internal static class PolicyScripts
                   local score = redis.call('ZSCORE', key, member)
                   if score and tonumber(score) > now - s.window then back = back + redis.call('ZREM', key, member) end
                 end
-              elseif kind == 4 then
+              elseif kind == 4 and tag == s.admitted then
+                -- Only while no admission or charge followed this one: then the bucket is where it would be without it, less
+                -- the refill it missed, and giving the tokens back up to full is exact. After another admission the tokens
+                -- may have come back by refill already (the bucket full in between), and a refund would pass the burst.
                 local room = math.floor((s.full - s.tokens) / s.per)
                 back = math.min(want, room)
                 redis.call('HSET', key, 't', s.tokens + back * s.per, 's', s.last)
@@ -330,7 +338,7 @@ internal static class PolicyScripts
                 count(i, s, amount)
                 expire(i, s)
               elseif kind == 4 then
-                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last)
+                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', now)
                 s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
                 expire(i, s)
               end
