@@ -52,15 +52,22 @@ public sealed class RedisRatePolicyBuilder<TContext>
 
     /// <summary>
     /// How long a concurrency slot lives on Redis without being released: a node that dies with leases open frees their
-    /// slots after this. An open lease renews its slots every third of it, so a request may run longer. Default 10 minutes.
+    /// slots after this. An open lease renews its slots every third of it, so a request may run longer. Default 10 minutes;
+    /// from one second to 100 days (the renewal timer's period, a third of it, must stay within what a timer takes, about
+    /// 49 days).
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">The timeout is not positive.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The timeout is under a second or over 100 days.</exception>
     public RedisRatePolicyBuilder<TContext> WithLeaseTimeout(TimeSpan timeout)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
+        ArgumentOutOfRangeException.ThrowIfLessThan(timeout, MinLeaseTimeout);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(timeout, MaxLeaseTimeout);
         _leaseTimeout = timeout;
         return this;
     }
+
+    private static readonly TimeSpan MinLeaseTimeout = TimeSpan.FromSeconds(1);
+
+    private static readonly TimeSpan MaxLeaseTimeout = TimeSpan.FromDays(100);
 
     /// <summary>The policy.</summary>
     /// <exception cref="ArgumentException">

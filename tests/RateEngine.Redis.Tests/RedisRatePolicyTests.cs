@@ -441,6 +441,33 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.Throws<ArgumentException>(() => global.Combine([global]));
     }
 
+    [Theory]
+    [InlineData("database")]
+    [InlineData("clock")]
+    [InlineData("failure mode")]
+    [InlineData("sync timeout")]
+    public void Combine_APolicyThatDecidesDifferently_Throws(string difference)
+    {
+        // The combined policy decides with the first one's options: a layer of another database would be counted in two
+        // places (its cap held in each, so twice over), one on another clock would mix two clocks on its keys, and one that
+        // fails closed would fail open.
+        using RedisRatePolicy<Call> global = Builder().AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 3)).Build();
+        RedisLimiterOptions options = Options();
+        switch (difference)
+        {
+            case "database": options.Database = 1; break;
+            case "clock": options.ClientClock = null; break;
+            case "failure mode": options.FailureMode = RedisFailureMode.FailOpen; break;
+            default: options.SyncTimeout = TimeSpan.FromSeconds(3); break;
+        }
+
+        using RedisRatePolicy<Call> tool = new RedisRatePolicyBuilder<Call>(options)
+            .AddLayer("tool/min", call => call.Tool, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .Build();
+
+        Assert.Throws<ArgumentException>(() => global.Combine([tool]));
+    }
+
     [Fact]
     public async Task AcquireAsync_CancelledWhileTheScriptWaits_AnAdmissionNobodyHoldsIsRolledBack()
     {
@@ -608,6 +635,25 @@ public sealed class RedisRatePolicyTests : IDisposable
 
         using PolicyLease second = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
         Assert.True(second.IsAcquired);
+    }
+
+    [Fact]
+    public async Task WithLeaseTimeout_OutOfRange_Throws_AndTheLongestAllowedStillAdmits()
+    {
+        // Over about 149 days the renewal timer (a third of the timeout) exceeded what a timer takes: the lease's constructor
+        // threw after the script had counted the slot, so the caller got no lease and the slot stayed taken.
+        Assert.Throws<ArgumentOutOfRangeException>(() => Builder().WithLeaseTimeout(TimeSpan.FromDays(200)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Builder().WithLeaseTimeout(TimeSpan.MaxValue));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Builder().WithLeaseTimeout(TimeSpan.FromMilliseconds(2)));
+        RedisLimiterOptions options = Options();
+        options.TimeProvider = TimeProvider.System; // real timers, whose due time is bounded
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(options)
+            .AddGlobalLayer("streams", PolicyRule.Concurrency(1))
+            .WithLeaseTimeout(TimeSpan.FromDays(100))
+            .Build();
+
+        using PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(lease.IsAcquired);
     }
 
     /// <summary>A gateway's policy: IP-less for brevity; per user, per (user, tool), streams, tokens per day, a global daily cost cap.</summary>
