@@ -4,9 +4,10 @@ namespace RateEngine.Limiters;
 
 /// <summary>
 /// One shared token bucket whose tokens are handed out from per-core blocks (<see cref="PerCoreReservationOptions"/>):
-/// a thread takes from its core's block with one CAS on a cache line no other core writes, and only an empty block goes
-/// to the shared bucket, for the request plus a block of further tokens (a request larger than what its block holds takes
-/// from the shared bucket alone, and the block keeps its tokens).
+/// a thread takes from its core's block with one CAS on a cache line no other core writes, and only a block that cannot
+/// serve the request goes to the shared bucket, for the request plus a block of further tokens (a request larger than what
+/// its block holds takes the block's usable tokens and the rest from the shared bucket; if the bucket refuses, the block
+/// keeps its tokens).
 /// </summary>
 /// <remarks>
 /// <para><b>Why a token may be used late</b>: the bucket (GCRA) gives every admitted token a slot of <c>cost</c> units in
@@ -184,10 +185,8 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         bool probe = last > 0 || (++stripe.Skips & (ProbeEvery - 1)) == 1;
         long generation = (seen >> GenerationShift) + 1;
 
-        // Closes only the block the take refused: one another thread has just published is used, not replaced. A block that
-        // still holds usable tokens, too few for this request, stays open: the request goes to the shared bucket alone, as
-        // a non-owner's does (closing it would drop tokens the bucket counted, even when the request is then refused).
-        bool owner = probe && (seen & ClosedBit) == 0 && Usable(ref stripe, now) == 0
+        // Closes only the block the take refused: one another thread has just published is used, not replaced.
+        bool owner = probe && (seen & ClosedBit) == 0
             && Interlocked.CompareExchange(ref stripe.Word, (generation << GenerationShift) | ClosedBit, seen) == seen;
         if (!owner && probe && Volatile.Read(ref stripe.Word) != seen && TryTake(home, now, permits, out admission, out _))
         {
@@ -199,20 +198,26 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         bool taken = false;
         Admission block = default;
         retryAfter = 0;
+
+        // The closed block's tokens still usable (too few for the request, or the take would have served it) go to the
+        // request with the rest from the shared bucket, rather than being dropped with the block; at least one token comes
+        // from the bucket, whose admission stamps the request.
+        long own = permits;
         try
         {
             if (owner)
             {
+                own = permits - Math.Min(permits - 1, UsableWhileClosed(ref stripe, seen, now));
                 long next = Math.Min((seen & RemainingMask) < permits ? Math.Max(last * 2, 1) : last / 2, MaxExtra);
                 stripe.LastExtra = next;
                 long available = _bucket.GetAvailablePermits(ref _cell.State, now);
-                extra = available > permits ? Math.Min(Math.Min(next, (available - permits) / (2L * Stripes.Length)), _bucket.PermitLimit - permits) : 0;
+                extra = available > own ? Math.Min(Math.Min(next, (available - own) / (2L * Stripes.Length)), _bucket.PermitLimit - own) : 0;
             }
 
             long lead = extra > 0 ? Lead(ref stripe, now, ref extra) : 0;
-            taken = (lead > 0 && _bucket.TryAcquireAhead(ref _cell.State, now, permits + extra, lead, out block, out retryAfter))
-                || _bucket.TryAcquire(ref _cell.State, now, permits + extra, out block, out retryAfter)
-                || (extra > 0 && _bucket.TryAcquire(ref _cell.State, now, permits + (extra = 0), out block, out retryAfter));
+            taken = (lead > 0 && _bucket.TryAcquireAhead(ref _cell.State, now, own + extra, lead, out block, out retryAfter))
+                || _bucket.TryAcquire(ref _cell.State, now, own + extra, out block, out retryAfter)
+                || (extra > 0 && _bucket.TryAcquire(ref _cell.State, now, own + (extra = 0), out block, out retryAfter));
             if (owner && taken && extra > 0)
             {
                 stripe.Stamp = block.Stamp;
@@ -226,8 +231,9 @@ internal sealed class PerCoreBucketHost : PerCoreHost
             if (owner)
             {
                 // Publishes the fields with the open word (a release): a taker that reads this word sees them. In a
-                // finally, so that a clock that throws cannot leave the core's block closed for good.
-                Volatile.Write(ref stripe.Word, (generation << GenerationShift) | (taken ? extra : 0));
+                // finally, so that a clock that throws cannot leave the core's block closed for good. A refused request
+                // reopens the old block as it was (its fields were not touched): its tokens are not lost.
+                Volatile.Write(ref stripe.Word, (generation << GenerationShift) | (taken ? extra : seen & RemainingMask));
             }
         }
 
@@ -287,7 +293,20 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         return (long)(twicePace * extra / used);
     }
 
-    /// <summary>Tokens of the block that are not past their deadline at <paramref name="now"/> (for statistics, and whether a refill may close the block).</summary>
+    /// <summary>The usable tokens of a block this thread closed: its fields stay as they are until it reopens it.</summary>
+    private long UsableWhileClosed(ref BlockStripe stripe, long seen, long now)
+    {
+        long remaining = seen & RemainingMask;
+        if (remaining == 0)
+        {
+            return 0;
+        }
+
+        long size = stripe.Size;
+        return Math.Max(0, size - Math.Max(size - remaining, FirstUsable(stripe.FirstSlot, _bucket.UnitsSince(stripe.Stamp, now))));
+    }
+
+    /// <summary>Tokens of the block that are not past their deadline at <paramref name="now"/> (for statistics).</summary>
     private long Usable(ref BlockStripe stripe, long now)
     {
         long word = Volatile.Read(ref stripe.Word);
