@@ -196,6 +196,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
 
         long extra = 0;
         bool taken = false;
+        bool blockOnly = false;
         Admission block = default;
         retryAfter = 0;
 
@@ -218,6 +219,17 @@ internal sealed class PerCoreBucketHost : PerCoreHost
             taken = (lead > 0 && _bucket.TryAcquireAhead(ref _cell.State, now, own + extra, lead, out block, out retryAfter))
                 || _bucket.TryAcquire(ref _cell.State, now, own + extra, out block, out retryAfter)
                 || (extra > 0 && _bucket.TryAcquire(ref _cell.State, now, own + (extra = 0), out block, out retryAfter));
+
+            // The bucket may decide at a later clock read than now (a caller whose read is stale by more than the bucket's
+            // room): the old block's tokens are then used at that later stamp, and must not be past their slots there. If
+            // they are, the request does not use them: every token the bucket gave goes to the new block, and the request
+            // is decided from the blocks below, at the new block's stamp.
+            if (owner && taken && own < permits && UsableWhileClosed(ref stripe, seen, block.Stamp) < permits - own)
+            {
+                extra += own;
+                blockOnly = true;
+            }
+
             if (owner && taken && extra > 0)
             {
                 stripe.Stamp = block.Stamp;
@@ -237,7 +249,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
             }
         }
 
-        if (taken)
+        if (taken && !blockOnly)
         {
             admission = new Admission(block.Stamp, permits, Marker: 0, Previous: home);
             return true;
@@ -251,6 +263,12 @@ internal sealed class PerCoreBucketHost : PerCoreHost
                 retryAfter = 0;
                 return true;
             }
+        }
+
+        // The wait for the request's whole count from the bucket: the old block's tokens it counted on may expire meanwhile.
+        if (own < permits || blockOnly)
+        {
+            retryAfter = Math.Max(1, _bucket.GetRetryAfter(ref _cell.State, now, permits));
         }
 
         admission = default;

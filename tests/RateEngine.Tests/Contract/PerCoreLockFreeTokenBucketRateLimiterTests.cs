@@ -191,6 +191,29 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
     }
 
     [Fact]
+    public void TryAcquire_StaleCallerJoiningItsBlocksLeftover_NeverUsesATokenPastItsSlot()
+    {
+        // A caller whose clock read is stale: the shared bucket decides at a fresh read, later than the one the caller
+        // judged its block's leftover at. The leftover token's slot ended at T + 3 token intervals; used at T + 6 with a
+        // shared token, the bucket would have given 11 tokens at one stamp against a burst of 10 (found by review).
+        using var bucket = new SteeredBucket(10, stripes: 2);
+        PerCoreBucketHost host = bucket.Host;
+        long stale = bucket.Limiter.Clock.Now();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(host.TryAcquire(stale, 1, out _, out _)); // core 0: a block of 2, one of them left
+        }
+
+        bucket.Time.Advance(Window * 6 / 10); // the bucket is full again
+        bucket.Core = 1;
+        Assert.True(host.TryAcquire(bucket.Limiter.Clock.Now(), 9, out _, out _));
+
+        bucket.Core = 0;
+        Assert.False(host.TryAcquire(stale, 2, out _, out long retryAfter));
+        Assert.True(retryAfter > 0);
+    }
+
+    [Fact]
     public void Refund_PerCoreBucket_FreesNothing()
     {
         var time = new FakeTimeProvider();
