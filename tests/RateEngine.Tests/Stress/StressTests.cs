@@ -209,6 +209,7 @@ public class StressTests(ITestOutputHelper output)
         using RateEngineLimiter limiter = spec.Create(time);
         var perThread = new List<Admitted>[Threads];
         long refunded = 0;
+        long misstamped = 0;
         using var start = new Barrier(Threads);
         Thread[] threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
         {
@@ -218,12 +219,21 @@ public class StressTests(ITestOutputHelper output)
             for (int i = 0; i < AttemptsPerThread; i++)
             {
                 int permits = spec.Limit <= 3 ? random.Next(1, spec.Limit + 1) : random.Next(10) == 0 ? random.Next(1, 4) : 1;
-                if (!limiter.TryReserve(limiter.Clock.Now(), permits, out RateEngineLimiter.Reservation? reservation))
+                long before = limiter.Clock.Now();
+                if (!limiter.TryReserve(before, permits, out RateEngineLimiter.Reservation? reservation))
                 {
                     continue;
                 }
 
-                admitted.Add(new Admitted(reservation.Admission.Stamp, reservation.Admission.Permits));
+                // The window check below reads the stamps, so they must not be taken on trust: each lies between the
+                // call's clock read and a read after it (a stamp in a window that is over would pass the check).
+                long stamp = reservation.Admission.Stamp;
+                if (stamp < before || stamp > limiter.Clock.Now())
+                {
+                    Interlocked.Increment(ref misstamped);
+                }
+
+                admitted.Add(new Admitted(stamp, reservation.Admission.Permits));
                 if (random.Next(refundOneIn) == 0 && reservation.Refund())
                 {
                     admitted.RemoveAt(admitted.Count - 1);
@@ -256,6 +266,7 @@ public class StressTests(ITestOutputHelper output)
         Assert.Equal((long)Threads * AttemptsPerThread, statistics.TotalSuccessfulLeases + statistics.TotalFailedLeases);
         Assert.True(all.Count > 500, "the run admitted too little to say anything");
         Assert.True(statistics.TotalFailedLeases > 1_000, "the run never hit the limit, so it checked nothing");
+        Assert.Equal(0, Interlocked.Read(ref misstamped));
 
         // The stamps are in the limiter's clock ticks (the provider's frequency): convert the spec's windows to them.
         var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), time.TimestampFrequency) };
