@@ -222,12 +222,14 @@ internal sealed class PerCoreBucketHost : PerCoreHost
 
             // The bucket may decide at a later clock read than now (a caller whose read is stale by more than the bucket's
             // room): the old block's tokens are then used at that later stamp, and must not be past their slots there. If
-            // they are, the request does not use them: every token the bucket gave goes to the new block, and the request
-            // is decided from the blocks below, at the new block's stamp.
+            // they are, the request does not use them: it takes its whole count from the bucket's tokens if they are
+            // enough (the first ones, at their admission's stamp, as any request's own), and the rest go to the new block;
+            // if they are not, they all go to the new block and the request is decided from the blocks below.
             if (owner && taken && own < permits && UsableWhileClosed(ref stripe, seen, block.Stamp) < permits - own)
             {
-                extra += own;
-                blockOnly = true;
+                long given = own + extra;
+                blockOnly = given < permits;
+                extra = blockOnly ? given : given - permits;
             }
 
             if (owner && taken && extra > 0)

@@ -214,6 +214,31 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
     }
 
     [Fact]
+    public void TryAcquire_StaleCallerWhoseLeftoverExpired_TakesItsWholeCountFromTheBucket()
+    {
+        // As above, but the bucket is full again when the stale caller comes: its block's leftover is past its slot at the
+        // bucket's fresh stamp, so the request takes both tokens from what the bucket gave, and the rest become its block.
+        // Publishing every given token to the block instead lost one (a block's first token is past its slot at its own
+        // stamp): 7 left where a fresh caller leaves 8 (found by review).
+        using var bucket = new SteeredBucket(10, stripes: 2);
+        PerCoreBucketHost host = bucket.Host;
+        long stale = bucket.Limiter.Clock.Now();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(host.TryAcquire(stale, 1, out _, out _));
+        }
+
+        bucket.Time.Advance(Window * 6 / 10);
+        bucket.Core = 1;
+        Assert.True(host.TryAcquire(bucket.Limiter.Clock.Now(), 10, out _, out _));
+        bucket.Time.Advance(Window); // full again
+
+        bucket.Core = 0;
+        Assert.True(host.TryAcquire(stale, 2, out _, out _));
+        Assert.Equal(8, host.GetAvailablePermits(bucket.Limiter.Clock.Now()));
+    }
+
+    [Fact]
     public void Refund_PerCoreBucket_FreesNothing()
     {
         var time = new FakeTimeProvider();
