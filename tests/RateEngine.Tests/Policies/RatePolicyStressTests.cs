@@ -25,6 +25,7 @@ public class RatePolicyStressTests
         long[] tokens = new long[Threads];
         long[] money = new long[Threads];
         long[] admitted = new long[Threads];
+        long overTheCap = 0;
 
         Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, thread =>
         {
@@ -36,6 +37,13 @@ public class RatePolicyStressTests
                 if (!lease.IsAcquired)
                 {
                     continue;
+                }
+
+                // While other threads reserve and refund: no step charges past an estimate here, so no moment may show
+                // more than the caps (the totals checked at the end could hide a passing excess that a refund took back).
+                if (policy.GetUsage("alice", "tokens").Used > 50_000 || policy.GetUsage("alice", "cost").Used > 400_000)
+                {
+                    Interlocked.Increment(ref overTheCap);
                 }
 
                 admitted[thread]++;
@@ -63,6 +71,7 @@ public class RatePolicyStressTests
             }
         });
 
+        Assert.Equal(0, Interlocked.Read(ref overTheCap));
         Assert.Equal(admitted.Sum(), policy.GetUsage("alice", "requests").Used);
         Assert.Equal(tokens.Sum(), policy.GetUsage("alice", "tokens").Used);
         Assert.Equal(money.Sum(), policy.GetUsage("alice", "cost").Used);
