@@ -175,8 +175,12 @@ public sealed class RedisLimiterTests : IDisposable
     [Fact]
     public async Task AcquireAsync_ServerClock_DecidesOnRedisTime()
     {
+        // The node's TimeProvider is years off: a decision made on any client clock instead of the server's TIME shows.
+        var yearsOff = new FakeTimeProvider(new DateTimeOffset(2001, 1, 1, 0, 0, 0, TimeSpan.Zero));
         using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(
-            user => user, _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromHours(1) }, Options(serverClock: true));
+            user => user,
+            _ => new FixedWindowRateLimiterOptions { PermitLimit = 2, Window = TimeSpan.FromHours(1) },
+            Options(serverClock: true).With(options => options.TimeProvider = yearsOff));
         var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
 
         RedisDecision decision = RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>.Decision(await engine.Evaluate("ann", 1));

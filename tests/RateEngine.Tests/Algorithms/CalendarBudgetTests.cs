@@ -205,4 +205,41 @@ public class CalendarBudgetTests
         Assert.Equal(admitted.Sum() + charged.Sum() - refunded.Sum(), used);
         Assert.True(admitted.Sum() - refunded.Sum() <= Limit, "admissions less refunds passed the limit");
     }
+
+    [Fact]
+    public void Stress_FourThreadsAcquireAndRefundWithoutCharges_UsageNeverPassesTheLimitAtAnyMoment()
+    {
+        // Without overrun charges nothing may take the usage past the limit, so it is checked while the threads run (the
+        // totals at the end would not show an excess a later refund took back), and the budget must run out many times.
+        const long Limit = 100_000;
+        CalendarBudget budget = Budget(Limit);
+        var cell = new BudgetPeriodState[] { budget.CreateState() };
+        long overTheLimit = 0;
+        long refusals = 0;
+
+        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, thread =>
+        {
+            var random = new Random(thread);
+            for (int i = 0; i < 200_000; i++)
+            {
+                long amount = random.Next(1, 20);
+                if (!budget.TryAcquire(ref cell[0], 0, amount, out Admission admission, out _))
+                {
+                    Interlocked.Increment(ref refusals);
+                }
+                else if (random.Next(2) == 0)
+                {
+                    budget.Refund(ref cell[0], admission, amount);
+                }
+
+                if (budget.GetUsed(ref cell[0], 0) > Limit)
+                {
+                    Interlocked.Increment(ref overTheLimit);
+                }
+            }
+        });
+
+        Assert.Equal(0, Interlocked.Read(ref overTheLimit));
+        Assert.True(Interlocked.Read(ref refusals) > 10_000, "the budget never ran out, so the check saw nothing");
+    }
 }
