@@ -395,10 +395,10 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     /// <summary>
     /// One policy that decides this policy's layers and the others' in one script, all or nothing. The others must be Redis
     /// policies on the same connection and <see cref="RedisLimiterOptions.KeyPrefix"/> (one hash tag: one cluster slot), and
-    /// decide as this one does: the same mode, <see cref="RedisLimiterOptions.Database"/>, clock
-    /// (<see cref="RedisLimiterOptions.ClientClock"/>), <see cref="RedisLimiterOptions.FailureMode"/> and
-    /// <see cref="RedisLimiterOptions.SyncTimeout"/>. The combined policy decides with this one's options, so a layer of
-    /// another database or clock would be counted in two places, and one that fails closed would fail open.
+    /// decide as this one does: the same mode, database, clock (<see cref="RedisLimiterOptions.ClientClock"/>) and
+    /// <see cref="RedisLimiterOptions.FailureMode"/>. The combined policy decides with this one's options (its
+    /// <see cref="RedisLimiterOptions.SyncTimeout"/> too), so a layer of another database or clock would be counted in two
+    /// places, and one that fails closed would fail open.
     /// </summary>
     /// <exception cref="ArgumentException">A policy is not a Redis policy that decides as this one does, or two layers share a name.</exception>
     public IRatePolicy<TContext> Combine(IReadOnlyList<IRatePolicy<TContext>> others)
@@ -408,7 +408,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             ? redis
             : throw new ArgumentException(
                 "A Redis policy combines only with Redis policies of the same connection, key prefix (one script reaches one slot), "
-                + "mode, database, clock, failure mode and sync timeout.",
+                + "mode, database, clock and failure mode.",
                 nameof(others)));
         return new RedisRatePolicy<TContext>(_options, [.. _layers, .. policies.SelectMany(policy => policy._layers)], combining: this);
     }
@@ -417,10 +417,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         ReferenceEquals(other._options.Connection, _options.Connection)
         && other._options.KeyPrefix == _options.KeyPrefix
         && other._hybrid == _hybrid
-        && other._options.Database == _options.Database
+        && other._database.Database == _database.Database
         && ReferenceEquals(other._options.ClientClock, _options.ClientClock)
-        && other._options.FailureMode == _options.FailureMode
-        && other._options.SyncTimeout == _options.SyncTimeout;
+        && other._options.FailureMode == _options.FailureMode;
 
     /// <summary>
     /// Stops new acquires; leases already given out can still be reconciled and disposed. In hybrid mode the unused permits

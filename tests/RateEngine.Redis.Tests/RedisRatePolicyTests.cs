@@ -445,7 +445,6 @@ public sealed class RedisRatePolicyTests : IDisposable
     [InlineData("database")]
     [InlineData("clock")]
     [InlineData("failure mode")]
-    [InlineData("sync timeout")]
     public void Combine_APolicyThatDecidesDifferently_Throws(string difference)
     {
         // The combined policy decides with the first one's options: a layer of another database would be counted in two
@@ -457,8 +456,7 @@ public sealed class RedisRatePolicyTests : IDisposable
         {
             case "database": options.Database = 1; break;
             case "clock": options.ClientClock = null; break;
-            case "failure mode": options.FailureMode = RedisFailureMode.FailOpen; break;
-            default: options.SyncTimeout = TimeSpan.FromSeconds(3); break;
+            default: options.FailureMode = RedisFailureMode.FailOpen; break;
         }
 
         using RedisRatePolicy<Call> tool = new RedisRatePolicyBuilder<Call>(options)
@@ -466,6 +464,22 @@ public sealed class RedisRatePolicyTests : IDisposable
             .Build();
 
         Assert.Throws<ArgumentException>(() => global.Combine([tool]));
+    }
+
+    [Fact]
+    public void Combine_TheDefaultDatabaseNamedOrNot_AndAnotherSyncTimeout_Combine()
+    {
+        // Database -1 is the connection's default, 0 here: the same keys. A sync timeout only bounds how long a caller
+        // waits; it changes nothing that is counted.
+        using RedisRatePolicy<Call> global = Builder().AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 3)).Build();
+        RedisLimiterOptions options = Options();
+        options.Database = 0;
+        options.SyncTimeout = TimeSpan.FromSeconds(3);
+        using RedisRatePolicy<Call> tool = new RedisRatePolicyBuilder<Call>(options)
+            .AddLayer("tool/min", call => call.Tool, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .Build();
+
+        Assert.Equal(["global/min", "tool/min"], global.Combine([tool]).LayerNames);
     }
 
     [Fact]
@@ -593,6 +607,30 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task TokenBucketLayer_AdmissionByANodeWhoseClockIsBehind_StillEndsAnEarlierReservationsRefund()
+    {
+        // Node B's clock is ten seconds behind A's: its admission happens at A's first admission's time. Had the bucket
+        // recorded that time as its last admission, A's first reservation would read as the last one again and its refund
+        // would give 900 back after the bucket had refilled and been drained: a tag that only grows prevents it.
+        var tokens = PolicyRule.TokenBucket(1_000, 100, TimeSpan.FromSeconds(1)).Counting(PolicyMeter.Tokens);
+        using RedisRatePolicy<Call> nodeA = Builder().AddLayer("tokens bucket", call => call.User, tokens).Build();
+        RedisLimiterOptions behind = Options();
+        behind.ClientClock = new FakeTimeProvider(_time.GetUtcNow());
+        using RedisRatePolicy<Call> nodeB = new RedisRatePolicyBuilder<Call>(behind).AddLayer("tokens bucket", call => call.User, tokens).Build();
+        var ann = new Call("ann", "x");
+        PolicyLease early = await nodeA.AcquireAsync(ann, new RequestCost(900, 0));
+        _time.Advance(TimeSpan.FromSeconds(10));
+        using PolicyLease most = await nodeA.AcquireAsync(ann, new RequestCost(999, 0));
+        using PolicyLease last = await nodeB.AcquireAsync(ann, new RequestCost(1, 0));
+        Assert.True(most.IsAcquired && last.IsAcquired);
+
+        await early.ReconcileAsync(new RequestCost(0, 0));
+
+        using PolicyLease refused = await nodeA.AcquireAsync(ann, new RequestCost(900, 0));
+        Assert.Equal("tokens bucket", refused.BlockingLayer);
+    }
+
+    [Fact]
     public async Task SlidingLogLayer_MicrosecondsBeforeTheWindowEnds_StillCountsEveryPermit()
     {
         // Stamps are 16-digit µs: a script that printed one into a string (Lua keeps 14 digits) let these two out 29 µs early.
@@ -645,9 +683,10 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.Throws<ArgumentOutOfRangeException>(() => Builder().WithLeaseTimeout(TimeSpan.FromDays(200)));
         Assert.Throws<ArgumentOutOfRangeException>(() => Builder().WithLeaseTimeout(TimeSpan.MaxValue));
         Assert.Throws<ArgumentOutOfRangeException>(() => Builder().WithLeaseTimeout(TimeSpan.FromMilliseconds(2)));
-        RedisLimiterOptions options = Options();
-        options.TimeProvider = TimeProvider.System; // real timers, whose due time is bounded
-        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(options)
+
+        // The renewal timer runs on the client clock here, a FakeTimeProvider, which bounds a timer's due time as the
+        // system's timers do (about 49 days).
+        using RedisRatePolicy<Call> policy = Builder()
             .AddGlobalLayer("streams", PolicyRule.Concurrency(1))
             .WithLeaseTimeout(TimeSpan.FromDays(100))
             .Build();

@@ -93,7 +93,7 @@ internal static class PolicyScripts
               local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
               s.reset = tonumber(newest[2]) + window - now
             end
-          elseif kind == 4 then -- token bucket: hash t (tokens x period), s (last refill), a (last admission); continuous refill
+          elseif kind == 4 then -- token bucket: hash t (tokens x period), s (last refill), a (last admission's tag); continuous refill
             local per, rate = arg(i, 4), arg(i, 5)
             local full = limit * per
             local st = redis.call('HMGET', key, 't', 's', 'a')
@@ -249,11 +249,11 @@ internal static class PolicyScripts
               for j = 1, amount do redis.call('ZADD', key, now, lease .. ':' .. i .. ':' .. j) end
               tag = now
             elseif s.kind == 4 then
-              -- The tag is this admission's time: a refund is exact only while no later admission or charge followed it (one
-              -- at the same time took its tokens from the same refill, so giving these back stays exact; a key that expired
-              -- and came back has later admissions only).
-              tag = now
-              redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', now)
+              -- The tag names this admission: a refund is exact only while no admission or charge followed it. Tags only grow
+              -- on a key, even when a node's clock is behind (one more than the last), and start from the time on a key that
+              -- expired and came back, so no later admission takes an earlier one's tag.
+              tag = math.max(s.admitted + 1, now)
+              redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', tag)
               s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
             elseif s.kind == 6 then
               redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -338,7 +338,7 @@ internal static class PolicyScripts
                 count(i, s, amount)
                 expire(i, s)
               elseif kind == 4 then
-                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', now)
+                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', math.max(s.admitted + 1, now))
                 s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
                 expire(i, s)
               end
