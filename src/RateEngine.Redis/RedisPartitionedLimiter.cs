@@ -259,6 +259,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return Unavailable(partitionKey, permitCount);
         }
 
+        long failures = _breaker.Failures;
         Task<RedisResult> task = Evaluate(partitionKey, rule, permitCount);
         try
         {
@@ -277,7 +278,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return Failed(error.InnerException.Message, partitionKey, permitCount);
         }
 
-        _breaker.Close();
+        _breaker.CloseUnlessTrippedSince(failures);
         return Lease(Decision(task.Result));
     }
 
@@ -324,6 +325,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return Unavailable(partitionKey, permitCount);
         }
 
+        long failures = _breaker.Failures;
         Task<RedisResult> task = Evaluate(partitionKey, rule, permitCount);
         RedisResult result;
         try
@@ -345,7 +347,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return Failed(error.Message, partitionKey, permitCount);
         }
 
-        _breaker.Close();
+        _breaker.CloseUnlessTrippedSince(failures); // a late answer to a call sent before another caller's trip closes nothing
         return Lease(Decision(result));
     }
 
@@ -357,7 +359,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             RedisTasks.Observe(_registry.DisposeAsync().AsTask()); // leaves the live nodes, best effort
         }
 
-        _fallback?.Dispose();
+        DisposeFallback();
         if (_local is not null)
         {
             RedisTasks.Observe(_local.DisposeAsync().AsTask()); // unused permits go back, best effort
@@ -372,7 +374,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             await _registry.DisposeAsync().ConfigureAwait(false);
         }
 
-        _fallback?.Dispose();
+        DisposeFallback();
         if (_local is not null)
         {
             await _local.DisposeAsync().ConfigureAwait(false);
@@ -413,7 +415,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 return Failed(error.Message, key.PartitionKey, permitCount);
             }
 
-            _breaker.Close();
+            // No close here: the reservation's answer closed the breaker if nothing tripped it since it was sent (a caller
+            // may have joined one sent before a trip).
         }
 
         return Contended();
@@ -455,7 +458,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 return Failed(error.InnerException.Message, key.PartitionKey, permitCount);
             }
 
-            _breaker.Close();
+            // No close here (see AcquireLocalAsync): the reservation's answer closed it, unless it tripped since.
         }
 
         return Contended();
@@ -495,8 +498,27 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private RateLimitLease Failed(string why, string partitionKey, int permitCount)
     {
         _metrics.Failure();
-        _breaker.Trip(why);
+
+        // Under the fallback's lock: a new node count that passed Counted's check before this trip either replaces the
+        // fallback before the outage's first answer or sees the trip and leaves it (see Counted).
+        lock (_fallbackLock)
+        {
+            _breaker.Trip(why);
+        }
+
         return Unavailable(partitionKey, permitCount);
+    }
+
+    /// <summary>Disposes the local fallback under its lock, so that a replacement racing the dispose is disposed too.</summary>
+    private void DisposeFallback()
+    {
+        PartitionedRateLimiter<string>? fallback;
+        lock (_fallbackLock)
+        {
+            fallback = _fallback;
+        }
+
+        fallback?.Dispose();
     }
 
     private RateLimitLease Fallback(string partitionKey, int permitCount)
@@ -525,7 +547,9 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         PartitionedRateLimiter<string> replaced;
         lock (_fallbackLock)
         {
-            if (_disposed || nodes == _fallbackNodes)
+            // Again under the lock that trips take: an outage runs on one share from its start, never on a fresh limiter
+            // that would admit a share again next to what the old one admitted.
+            if (_breaker.IsDegraded || _disposed || nodes == _fallbackNodes)
             {
                 return;
             }

@@ -239,7 +239,7 @@ public sealed partial class RedisRatePolicy<TContext>
                     return Failed(error.Message, estimate);
                 }
 
-                _breaker.Close();
+                // No close here: the reservations' answer closed the breaker if nothing tripped it since they were sent.
             }
 
             if (TakenFromEndedBlock(takes))

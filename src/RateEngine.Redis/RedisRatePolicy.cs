@@ -251,6 +251,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         long[] result;
+        long failures = _breaker.Failures;
         try
         {
             Task<RedisResult> usage = Eval(PolicyScripts.Usage, keys, values);
@@ -275,7 +276,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             throw;
         }
 
-        _breaker.Close();
+        _breaker.CloseUnlessTrippedSince(failures);
         return [.. _layers.Select((layer, i) => new LayerUsage(
             layer.Name, limits[i], Math.Max(0, result[1 + (2 * i)] - UnusedHere(layer, context)), TimeSpan.FromTicks(result[2 + (2 * i)] * 10)))];
     }
@@ -491,7 +492,10 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
     }
 
-    internal void Succeeded() => _breaker.Close();
+    /// <summary>The breaker's failures so far: a call's answer closes it only if none came after the call was sent.</summary>
+    internal long BreakerFailures => _breaker.Failures;
+
+    internal void Succeeded(long failuresWhenSent) => _breaker.CloseUnlessTrippedSince(failuresWhenSent);
 
     internal void Trip(string why)
     {
@@ -607,7 +611,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         return _breaker.MayCall()
-            ? StartCall(call with { PauseTicket = _pause.Ticket() })
+            ? StartCall(call with { PauseTicket = _pause.Ticket(), FailuresWhenSent = _breaker.Failures })
             : (null, null, Unavailable(estimate));
 
         (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) StartCall(Call sent) => (sent, Eval(PolicyScripts.Acquire, sent.Keys, sent.Values), null);
@@ -622,7 +626,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
 
     private PolicyLease Decide(Call call, RequestCost estimate, RedisResult result)
     {
-        _breaker.Close();
+        // A late answer (a call given up on, decided only to roll it back) to a call sent before a trip closes nothing.
+        _breaker.CloseUnlessTrippedSince(call.FailuresWhenSent);
         var answer = (RedisResult[])result!;
         int n = _layers.Length;
         if ((long)answer[0] == 1)
@@ -680,5 +685,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     private sealed record Call(RedisKey[] Keys, RedisValue[] Values, long[] Limits, long[] Amounts, string Lease)
     {
         public long PauseTicket { get; init; }
+
+        /// <summary>The breaker's failures when the call was sent: its answer closes the breaker only if none came since.</summary>
+        public long FailuresWhenSent { get; init; }
     }
 }

@@ -371,6 +371,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             RedisValue[]? values = ReplayableValues(head);
             if (values is not null)
             {
+                long failures = _policy.BreakerFailures;
                 try
                 {
                     await _policy.Settle(_keys, _id, values).ConfigureAwait(false);
@@ -387,7 +388,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                     throw;
                 }
 
-                _policy.Succeeded();
+                _policy.Succeeded(failures);
             }
 
             _pending.Dequeue();
