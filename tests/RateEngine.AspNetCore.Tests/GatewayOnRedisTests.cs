@@ -3,6 +3,8 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.AspNetCore.Tests.Support;
 using static RateEngine.AspNetCore.Tests.Support.GatewayCalls;
@@ -19,6 +21,7 @@ public sealed class GatewayOnRedisTests : IDisposable
 {
     private readonly RedisServer _redis = new();
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 2, 9, 0, 0, TimeSpan.Zero));
+    private readonly FakeLogCollector _logs = new();
 
     public void Dispose() => _redis.Dispose();
 
@@ -102,9 +105,16 @@ public sealed class GatewayOnRedisTests : IDisposable
         Assert.Equal(HttpStatusCode.OK, (await a.Client.GetAsync("/health")).StatusCode);
 
         _redis.Kill();
-        using HttpResponseMessage refused = await Chat(a, "sk-bob");
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
-        Assert.Equal("redis", (await Problem(refused)).GetProperty("layer").GetString());
+        for (int i = 0; i < 5; i++)
+        {
+            using HttpResponseMessage refused = await Chat(a, "sk-bob");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            Assert.Equal("redis", (await Problem(refused)).GetProperty("layer").GetString());
+        }
+
+        // The refusals name no layer of the policy: no usage was asked of the dead store for them (it would have failed and
+        // logged a warning per request).
+        Assert.DoesNotContain(_logs.GetSnapshot(), log => log.Id.Name == "UsageUnavailable");
         using HttpResponseMessage health = await a.Client.GetAsync("/health");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
         Assert.Equal("Unhealthy", await health.Content.ReadAsStringAsync());
@@ -114,7 +124,11 @@ public sealed class GatewayOnRedisTests : IDisposable
     {
         WebApplication app = GatewayApp.Build(
             ["--urls=http://127.0.0.1:0", "--redis", _redis.Endpoint, $"--Gateway:ChunkDelayMilliseconds={chunkDelayMilliseconds}"],
-            builder => builder.Services.AddSingleton<TimeProvider>(_time));
+            builder =>
+            {
+                builder.Services.AddSingleton<TimeProvider>(_time);
+                builder.Logging.AddProvider(new FakeLoggerProvider(_logs));
+            });
         return RunningApp.StartAsync(app);
     }
 }

@@ -19,7 +19,11 @@ internal static class RejectionWriter
         response.StatusCode = status;
         response.Headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
 
-        IReadOnlyList<LayerUsage> usage = await decision.UsageForHeadersAsync(cancellationToken).ConfigureAwait(false);
+        // A refusal by no layer of the policy (the pause, a store that is unavailable) has no layer's usage to show; asking the
+        // store for it would cost a call per refusal, and during an outage a failed call and a warning per request.
+        IReadOnlyList<LayerUsage> usage = lease.BlockingLayer is { } refusing && decision.Policy.LayerNames.Contains(refusing)
+            ? await decision.UsageForHeadersAsync(cancellationToken).ConfigureAwait(false)
+            : [];
         RateLimitHeaders.WriteIetf(response.Headers, decision.Policy, usage, lease.BlockingLayer);
         if (options.OpenAiHeaders)
         {
