@@ -20,6 +20,9 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     private long _failures;
     private int _degraded;
 
+    /// <summary>Orders trips and closes: a close must not undo a trip it raced (open, but reported healthy).</summary>
+    private readonly Lock _transitions = new();
+
     /// <summary>The breaker of a limiter or policy made with <paramref name="options"/>: logs and meters each change of state once.</summary>
     public static RedisBreaker Create(RedisLimiterOptions options, RedisMetrics metrics)
     {
@@ -95,14 +98,17 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
 
     public void Trip(string why)
     {
-        LastFailure = why;
-        Interlocked.Increment(ref _failures);
-        // Not the probe's any more (cleared first: a release that reads this cool-down then reads no claim).
-        Volatile.Write(ref _claimedUntil, long.MinValue);
-        Volatile.Write(ref _openUntil, time.GetTimestamp() + CooldownTicks);
-        if (Interlocked.Exchange(ref _degraded, 1) == 0)
+        lock (_transitions)
         {
-            onDegraded(why);
+            LastFailure = why;
+            Interlocked.Increment(ref _failures);
+            // Not the probe's any more (cleared first: a release that reads this cool-down then reads no claim).
+            Volatile.Write(ref _claimedUntil, long.MinValue);
+            Volatile.Write(ref _openUntil, time.GetTimestamp() + CooldownTicks);
+            if (Interlocked.Exchange(ref _degraded, 1) == 0)
+            {
+                onDegraded(why);
+            }
         }
     }
 
@@ -150,24 +156,31 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     /// unless a call has failed since: a late answer to a call sent before the breaker tripped (Redis slower than the sync
     /// bound) says nothing the trip did not know, and closing on it would send every next caller to wait out the bound again.
     /// </summary>
-    public void CloseUnlessTrippedSince(long failuresWhenSent)
-    {
-        if (Failures == failuresWhenSent)
-        {
-            Close();
-        }
-    }
+    public void CloseUnlessTrippedSince(long failuresWhenSent) => Close(failuresWhenSent);
 
-    public void Close()
+    /// <summary>Closes the breaker (a request's own call succeeded, or Redis answered a script with an error).</summary>
+    public void Close() => Close(failuresWhenSent: null);
+
+    private void Close(long? failuresWhenSent)
     {
-        if (Volatile.Read(ref _openUntil) != long.MinValue)
+        // Closed already: nothing to order (the common case, on every successful call).
+        if (Volatile.Read(ref _openUntil) == long.MinValue && Volatile.Read(ref _degraded) == 0)
         {
+            return;
+        }
+
+        lock (_transitions)
+        {
+            if (failuresWhenSent is { } sent && Failures != sent)
+            {
+                return;
+            }
+
             Volatile.Write(ref _openUntil, long.MinValue);
-        }
-
-        if (Volatile.Read(ref _degraded) == 1 && Interlocked.Exchange(ref _degraded, 0) == 1)
-        {
-            onRecovered(Failures);
+            if (Interlocked.Exchange(ref _degraded, 0) == 1)
+            {
+                onRecovered(Failures);
+            }
         }
     }
 }

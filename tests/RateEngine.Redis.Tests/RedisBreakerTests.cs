@@ -22,6 +22,32 @@ public sealed class RedisBreakerTests
     }
 
     [Fact]
+    public void TripAndClose_Racing_LeaveTheBreakerEitherOpenAndDegradedOrClosedAndNot()
+    {
+        // A close that read the breaker closed, then cleared "degraded" after a racing trip, left it open (requests answered
+        // by the failure mode) while it reported healthy, and logged "recovered" after "unavailable".
+        var breaker = new RedisBreaker(_clock, Cooldown, _ => { }, _ => { });
+        using var start = new Barrier(2);
+        int inconsistent = 0;
+        for (int round = 0; round < 20_000; round++)
+        {
+            var trip = new Thread(() => { start.SignalAndWait(); breaker.Trip("down"); });
+            trip.Start();
+            start.SignalAndWait();
+            breaker.Close();
+            trip.Join();
+            if (breaker.IsOpen != breaker.IsDegraded)
+            {
+                inconsistent++;
+            }
+
+            breaker.Close();
+        }
+
+        Assert.Equal(0, inconsistent);
+    }
+
+    [Fact]
     public void MayCall_DuringTheCooldown_RefusesEveryone()
     {
         RedisBreaker breaker = Create();
