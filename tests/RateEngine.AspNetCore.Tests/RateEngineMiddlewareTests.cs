@@ -508,6 +508,39 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task DecisionThrows_TheErrorPageStillRuns_WithoutDecidingAgain()
+    {
+        // Deciding the request throws (a key selector's bug here; a store's script error alike). The pass the exception
+        // handler re-executes for the error page must not decide again: it would throw again, and the handler, failing,
+        // would rethrow the first exception: an empty 500 instead of the app's error page.
+        int selected = 0;
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRateEngine(engine => engine
+            .AddPolicy("users", _ => new RatePolicyBuilder<HttpContext>()
+                .UseTimeProvider(_time)
+                .AddLayer("user", http =>
+                {
+                    Interlocked.Increment(ref selected);
+                    string key = HttpPartitionKeys.ApiKey(http) ?? "anonymous";
+                    return key is "broken" ? throw new InvalidOperationException("selector bug") : key;
+                }, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+                .Build())
+            .UseGlobalPolicy("users"));
+        WebApplication web = builder.Build();
+        web.UseExceptionHandler("/error");
+        web.UseRateLimiter();
+        web.MapPost("/open", () => "open");
+        web.MapPost("/error", () => Results.Problem("it broke"));
+        await using RunningApp app = await RunningApp.StartAsync(web);
+
+        using HttpResponseMessage failed = await app.Client.SendAsync(Request("/open", "broken"));
+
+        Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
+        Assert.Equal("application/problem+json", failed.Content.Headers.ContentType?.MediaType);
+        Assert.Equal(1, selected);
+    }
+
+    [Fact]
     public async Task PipelineReExecutedForAnErrorPage_TheAppsOwnLimiterRefusesTheRerun_TheRequestKeepsItsEstimate()
     {
         // The app's own global limiter admits one request an hour, so it refuses the error page's second pass. The endpoint

@@ -76,11 +76,23 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
             return decided.InBoxLease();
         }
 
-        if (CombinationFor(http) is not { } combination)
+        if (CombinationFor(http) is not { } combination || http.Features.Get<FailedDecision>() is not null)
         {
             return NoPolicyLease.Instance;
         }
 
+        try
+        {
+            return Attempt(http, combination);
+        }
+        catch (Exception) when (Failed(http))
+        {
+            throw;
+        }
+    }
+
+    private RateLimitLease Attempt(HttpContext http, Combination<TContext> combination)
+    {
         ValueTask<TContext> context = _context(http);
         if (!context.IsCompleted)
         {
@@ -111,11 +123,34 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
             return decided.InBoxLease();
         }
 
-        if (CombinationFor(http) is not { } combination)
+        if (CombinationFor(http) is not { } combination || http.Features.Get<FailedDecision>() is not null)
         {
             return NoPolicyLease.Instance;
         }
 
+        try
+        {
+            return await Acquire(http, combination, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception error) when (error is not OperationCanceledException && Failed(http))
+        {
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Notes on the request that deciding it threw (a selector's bug, a store's script error), and lets the exception go on:
+    /// a pass of the pipeline re-executed for an error page then runs without deciding again, which would throw again and
+    /// lose the error page. Always false, so the exception is not caught.
+    /// </summary>
+    private static bool Failed(HttpContext http)
+    {
+        http.Features.Set(FailedDecision.Instance);
+        return false;
+    }
+
+    private async ValueTask<RateLimitLease> Acquire(HttpContext http, Combination<TContext> combination, CancellationToken cancellationToken)
+    {
         Task<TContext> pending = http.Features.Get<PendingContext>()?.Context ?? _context(http).AsTask();
         http.Features.Set<PendingContext?>(null);
         TContext context = await pending.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -214,4 +249,10 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
 
     /// <summary>A context factory still reading the request (the body), started by the synchronous acquire.</summary>
     private sealed record PendingContext(Task<TContext> Context);
+
+    /// <summary>Marks a request whose decision threw (see <see cref="Failed"/>).</summary>
+    private sealed class FailedDecision
+    {
+        public static readonly FailedDecision Instance = new();
+    }
 }
