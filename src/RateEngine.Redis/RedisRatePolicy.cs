@@ -492,10 +492,20 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
     }
 
-    /// <summary>The breaker's failures so far: a call's answer closes it only if none came after the call was sent.</summary>
-    internal long BreakerFailures => _breaker.Failures;
+    /// <summary>
+    /// What a background call (a lease's settle) notes when it is sent: the breaker's failures, or null while the breaker is
+    /// open. Its answer closes the breaker only if it was sent while the breaker was closed and none failed since: a settle
+    /// sent during a cool-down (a rollback of a call given up on, a lease ending) must not end the cool-down early.
+    /// </summary>
+    internal long? BackgroundCallMark => _breaker.IsOpen ? null : _breaker.Failures;
 
-    internal void Succeeded(long failuresWhenSent) => _breaker.CloseUnlessTrippedSince(failuresWhenSent);
+    internal void Succeeded(long? mark)
+    {
+        if (mark is { } failuresWhenSent)
+        {
+            _breaker.CloseUnlessTrippedSince(failuresWhenSent);
+        }
+    }
 
     internal void Trip(string why)
     {

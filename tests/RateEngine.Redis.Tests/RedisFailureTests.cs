@@ -541,6 +541,39 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task PolicyAcquireGivenUp_ItsRollbackDuringTheCooldown_LeavesTheBreakerOpen()
+    {
+        // Redis slower than the sync bound: the acquire gives up and trips the breaker; its script still runs and admits, so
+        // its slot is rolled back by a settle sent during the cool-down. That settle's answer must not end the cool-down
+        // (every next sync caller would wait out the bound again); the late answer itself closes nothing either.
+        using RedisRatePolicy<string> policy = Policy("streams", PolicyRule.Concurrency(1), TimeSpan.FromMilliseconds(200));
+        (await policy.AcquireAsync("ann", RequestCost.None)).Dispose(); // the scripts are loaded
+        var health = (IRedisLimiterHealth)policy;
+
+        _server.Freeze();
+        try
+        {
+            using PolicyLease refused = policy.Acquire("ann", RequestCost.None);
+            Assert.False(refused.IsAcquired);
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        // The late admission lands and is rolled back within milliseconds of the thaw; for the next two seconds of real time
+        // (the cool-down runs on the test's fake clock, which stands still) the breaker stays open.
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromSeconds(2))
+        {
+            Assert.True(health.IsDegraded, $"closed {watch.ElapsedMilliseconds} ms after the thaw, within the cool-down");
+            await Task.Delay(TimeSpan.FromMilliseconds(20), TimeProvider.System);
+        }
+
+        Assert.Equal(1, health.Failures);
+    }
+
+    [Fact]
     public async Task HybridPolicy_ReservationsNobodyWaitsFor_CloseTheBreakerWhenRedisAnswersThem()
     {
         // As for the limiter (above): a busy user's blocks refill in the background, and the pause check reads Redis every

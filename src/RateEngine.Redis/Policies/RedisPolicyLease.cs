@@ -371,7 +371,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             RedisValue[]? values = ReplayableValues(head);
             if (values is not null)
             {
-                long failures = _policy.BreakerFailures;
+                long? mark = _policy.BackgroundCallMark;
                 try
                 {
                     await _policy.Settle(_keys, _id, values).ConfigureAwait(false);
@@ -388,7 +388,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                     throw;
                 }
 
-                _policy.Succeeded(failures);
+                _policy.Succeeded(mark);
             }
 
             _pending.Dequeue();
