@@ -54,9 +54,9 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     /// <summary>
     /// Open: a call failed within the cool-down, or the half-open probe claimed one (its call is under way). For calls in
     /// the background (returns, refills nobody waits for, sweeps, the pause check), which do not take the probe: a failure
-    /// of theirs does not trip the breaker, and only the answer to one sent while the breaker was closed (a hybrid
-    /// reservation, a lease's settle) closes it (<see cref="CloseUnlessTrippedSince"/>), so a probe they took could leave it
-    /// open after Redis is back. A closed breaker answers without reading the clock.
+    /// of theirs does not trip the breaker, and only a hybrid reservation's or a lease's settle's answer closes it, unless
+    /// it tripped after the call was sent (<see cref="CloseUnlessTrippedSince"/>; a rollback of an acquire given up on never
+    /// does), so a probe they took could leave it open after Redis is back. A closed breaker answers without reading the clock.
     /// </summary>
     public bool IsOpen => Volatile.Read(ref _openUntil) is var until && until != long.MinValue && time.GetTimestamp() < until;
 

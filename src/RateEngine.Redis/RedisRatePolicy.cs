@@ -492,13 +492,10 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
     }
 
-    /// <summary>
-    /// What a background call (a lease's settle) notes when it is sent: the breaker's failures, or null while the breaker is
-    /// open. Its answer closes the breaker only if it was sent while the breaker was closed and none failed since: a settle
-    /// sent during a cool-down (a rollback of a call given up on, a lease ending) must not end the cool-down early.
-    /// </summary>
-    internal long? BackgroundCallMark => _breaker.IsOpen ? null : _breaker.Failures;
+    /// <summary>The breaker's failures so far: a settle's answer closes it only if none came after the settle was sent.</summary>
+    internal long BreakerFailures => _breaker.Failures;
 
+    /// <summary>A settle was answered: closes the breaker unless it tripped since (<paramref name="mark"/>), or never (null).</summary>
     internal void Succeeded(long? mark)
     {
         if (mark is { } failuresWhenSent)

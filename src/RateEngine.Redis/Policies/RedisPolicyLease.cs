@@ -222,6 +222,9 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         }
     }
 
+    /// <summary>Set for the rollback of an admission nobody holds: its settle's answer closes no breaker.</summary>
+    private bool _rollback;
+
     /// <summary>
     /// Undoes an admission nobody will use (its acquire was cancelled or timed out while the script ran): every layer gives
     /// back what it took, where it took it, and every slot is released.
@@ -231,6 +234,8 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
         await _gate.WaitAsync().ConfigureAwait(false);
         try
         {
+            // Sent because a caller gave up on a slow Redis (the trip's cause): its answer must not end the cool-down.
+            _rollback = true;
             long[] amounts = [.. _reserved.Select((reserved, i) => _policy[i].IsConcurrency ? 1 : -reserved)];
             _state = Ended;
             _renewal?.Dispose();
@@ -371,7 +376,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             RedisValue[]? values = ReplayableValues(head);
             if (values is not null)
             {
-                long? mark = _policy.BackgroundCallMark;
+                long? mark = _rollback ? null : _policy.BreakerFailures;
                 try
                 {
                     await _policy.Settle(_keys, _id, values).ConfigureAwait(false);
