@@ -197,16 +197,7 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         // judged its block's leftover at. The leftover token's slot ended at T + 3 token intervals; used at T + 6 with a
         // shared token, the bucket would have given 11 tokens at one stamp against a burst of 10 (found by review).
         using var bucket = new SteeredBucket(10, stripes: 2);
-        PerCoreBucketHost host = bucket.Host;
-        long stale = bucket.Limiter.Clock.Now();
-        for (int i = 0; i < 3; i++)
-        {
-            Assert.True(host.TryAcquire(stale, 1, out _, out _)); // core 0: a block of 2, one of them left
-        }
-
-        bucket.Time.Advance(Window * 6 / 10); // the bucket is full again
-        bucket.Core = 1;
-        Assert.True(host.TryAcquire(bucket.Limiter.Clock.Now(), 9, out _, out _));
+        (PerCoreBucketHost host, long stale) = LeftoverOnCoreZeroThenCoreOneTakes(bucket, 9);
 
         bucket.Core = 0;
         Assert.False(host.TryAcquire(stale, 2, out _, out long retryAfter));
@@ -221,16 +212,7 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         // Publishing every given token to the block instead lost one (a block's first token is past its slot at its own
         // stamp): 7 left where a fresh caller leaves 8 (found by review).
         using var bucket = new SteeredBucket(10, stripes: 2);
-        PerCoreBucketHost host = bucket.Host;
-        long stale = bucket.Limiter.Clock.Now();
-        for (int i = 0; i < 3; i++)
-        {
-            Assert.True(host.TryAcquire(stale, 1, out _, out _));
-        }
-
-        bucket.Time.Advance(Window * 6 / 10);
-        bucket.Core = 1;
-        Assert.True(host.TryAcquire(bucket.Limiter.Clock.Now(), 10, out _, out _));
+        (PerCoreBucketHost host, long stale) = LeftoverOnCoreZeroThenCoreOneTakes(bucket, 10);
         bucket.Time.Advance(Window); // full again
 
         bucket.Core = 0;
@@ -247,6 +229,25 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
         Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? reservation));
         Assert.False(reservation.Refund());
         Assert.Equal(9, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    /// <summary>
+    /// A stale clock read on core 0, which takes 3 single tokens (a block of 2 is left with one), then 6 token intervals
+    /// later (the bucket full again) core 1 takes <paramref name="tokens"/> at a fresh read.
+    /// </summary>
+    private static (PerCoreBucketHost Host, long Stale) LeftoverOnCoreZeroThenCoreOneTakes(SteeredBucket bucket, int tokens)
+    {
+        PerCoreBucketHost host = bucket.Host;
+        long stale = bucket.Limiter.Clock.Now();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(host.TryAcquire(stale, 1, out _, out _));
+        }
+
+        bucket.Time.Advance(Window * 6 / 10);
+        bucket.Core = 1;
+        Assert.True(host.TryAcquire(bucket.Limiter.Clock.Now(), tokens, out _, out _));
+        return (host, stale);
     }
 
     /// <summary>A per-core bucket of <c>burst</c> tokens per <see cref="RateLimiterContractTests.Window"/> on a fake clock, whose requests start from block <see cref="Core"/>.</summary>

@@ -349,32 +349,13 @@ public class PartitionedLimiterTests
         var spec = new LimiterSpec(LimiterKind.Log, Limit: 10, WindowTicks: TimeSpan.FromMilliseconds(2).Ticks);
         using PartitionedRateLimiter<int> limiter = spec.CreatePartitioned(TimeProvider.System);
         var diagnostics = (IPartitionDiagnostics)limiter;
-        var recorded = new ThreadLocal<List<(int Key, Admitted Admitted)>>(() => [], trackAllValues: true);
-        var callStart = new ThreadLocal<long>();
-        long misstamped = 0;
-        diagnostics.AdmissionObserver = (key, admission) =>
-        {
-            // Stamped between its call's start and now: the window check reads the stamps, so it must not take them on trust.
-            if (admission.Stamp < callStart.Value || admission.Stamp > diagnostics.Now())
-            {
-                Interlocked.Increment(ref misstamped);
-            }
-
-            recorded.Value!.Add(((int)key, new Admitted(admission.Stamp, admission.Permits)));
-        };
-        long refused = 0;
+        using var recorder = new KeyAdmissionRecorder(limiter);
         Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, thread =>
         {
             var random = new Random(thread);
             for (int i = 0; i < 500_000; i++)
             {
-                callStart.Value = diagnostics.Now();
-                using RateLimitLease lease = limiter.AttemptAcquire(random.Next(20));
-                if (!lease.IsAcquired)
-                {
-                    Interlocked.Increment(ref refused);
-                }
-
+                recorder.Attempt(limiter, random.Next(20));
                 if (i % 100_000 == 0)
                 {
                     diagnostics.SweepAllShards(); // evictions race the admissions too
@@ -382,14 +363,6 @@ public class PartitionedLimiterTests
             }
         });
 
-        var byKey = recorded.Values.SelectMany(list => list).GroupBy(r => r.Key).ToList();
-        Assert.Equal(20, byKey.Count);
-        Assert.True(refused > 20_000, $"{refused} of 2,000,000 calls refused: the caps were never reached");
-        Assert.Equal(0, Interlocked.Read(ref misstamped));
-        var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), Stopwatch.Frequency) };
-        foreach (var key in byKey)
-        {
-            Assert.Null(Guarantee.FindViolation(inClockTicks, key.Select(r => r.Admitted).ToList()));
-        }
+        recorder.AssertEveryKeyKeptItsGuarantee(spec, keys: 20, leastRefused: 20_000);
     }
 }
