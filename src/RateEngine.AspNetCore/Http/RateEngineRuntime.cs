@@ -132,7 +132,7 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         {
             return await Acquire(http, combination, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception) when (!cancellationToken.IsCancellationRequested && Failed(http))
+        catch (Exception error) when (!(error is OperationCanceledException && cancellationToken.IsCancellationRequested) && Failed(http))
         {
             throw;
         }
