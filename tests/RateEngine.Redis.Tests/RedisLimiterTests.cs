@@ -96,6 +96,27 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task TokenBucket_LimitLoweredAtTheSameInstant_NeverSpendsTheOldBalance()
+    {
+        // A node with the new, lower limit reads the state another node wrote under the old one, at a time not later than
+        // its last refill: the stored balance (99 tokens) must be cut to the new full bucket (10). It was used as it was,
+        // and the negative expiry that followed deleted the key: a second burst of 10 at the same instant.
+        using PartitionedRateLimiter<string> before = RedisLimiter.CreateTokenBucket<string>(
+            user => user,
+            _ => new TokenBucketRateLimiterOptions { TokenLimit = 100, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromSeconds(1) },
+            Options());
+        using PartitionedRateLimiter<string> after = RedisLimiter.CreateTokenBucket<string>(
+            user => user,
+            _ => new TokenBucketRateLimiterOptions { TokenLimit = 10, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromSeconds(1) },
+            Options());
+        Assert.True((await before.AcquireAsync("ann", 1)).IsAcquired);
+
+        Assert.True((await after.AcquireAsync("ann", 10)).IsAcquired);
+        Assert.False((await after.AcquireAsync("ann", 10)).IsAcquired);
+        Assert.False((await after.AcquireAsync("ann", 1)).IsAcquired);
+    }
+
+    [Fact]
     public async Task SlidingWindowCounter_TwoShapesOfOneKey_EachKeepsItsOwnCount()
     {
         // Two nodes disagree on a key's window (a rolling deploy changed it). The one with 1 s segments must not wipe the

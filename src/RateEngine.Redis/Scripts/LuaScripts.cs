@@ -119,9 +119,12 @@ internal static class LuaScripts
           tokens = tonumber(state[1])
           last = tonumber(state[2])
           if now > last then
-            tokens = math.min(full, tokens + (now - last) * rate)
+            tokens = tokens + (now - last) * rate
             last = now
           end
+          -- Never above the full bucket, whatever the clock: a state written under a larger limit (a limit lowered since)
+          -- read at a time not later than its last refill would otherwise spend the old balance.
+          tokens = math.min(full, tokens)
         end
         local need = math.max(permits, 1) * period
         if tokens >= need then

@@ -100,7 +100,8 @@ internal static class PolicyScripts
             local tokens, last = full, now
             if st[1] then
               tokens, last = tonumber(st[1]), tonumber(st[2])
-              if now > last then tokens = math.min(full, tokens + (now - last) * rate); last = now end
+              if now > last then tokens = tokens + (now - last) * rate; last = now end
+              tokens = math.min(full, tokens) -- never above the full bucket (a limit lowered since), whatever the clock
             end
             s.per, s.rate, s.full, s.tokens, s.last = per, rate, full, tokens, last
             s.admitted = tonumber(st[3]) or -1
