@@ -156,24 +156,25 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     /// unless a call has failed since: a late answer to a call sent before the breaker tripped (Redis slower than the sync
     /// bound) says nothing the trip did not know, and closing on it would send every next caller to wait out the bound again.
     /// </summary>
-    public void CloseUnlessTrippedSince(long failuresWhenSent) => Close(failuresWhenSent);
+    /// <returns>False when a call failed since, and the breaker was left as it was.</returns>
+    public bool CloseUnlessTrippedSince(long failuresWhenSent) => Close(failuresWhenSent);
 
     /// <summary>Closes the breaker (a request's own call succeeded, or Redis answered a script with an error).</summary>
     public void Close() => Close(failuresWhenSent: null);
 
-    private void Close(long? failuresWhenSent)
+    private bool Close(long? failuresWhenSent)
     {
         // Closed already: nothing to order (the common case, on every successful call).
         if (Volatile.Read(ref _openUntil) == long.MinValue && Volatile.Read(ref _degraded) == 0)
         {
-            return;
+            return true;
         }
 
         lock (_transitions)
         {
             if (failuresWhenSent is { } sent && Failures != sent)
             {
-                return;
+                return false;
             }
 
             Volatile.Write(ref _openUntil, long.MinValue);
@@ -181,6 +182,8 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
             {
                 onRecovered(Failures);
             }
+
+            return true;
         }
     }
 }

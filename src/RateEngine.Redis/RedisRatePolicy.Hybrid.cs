@@ -644,7 +644,7 @@ public sealed partial class RedisRatePolicy<TContext>
         // Redis answered: closed, whether a request waited for these reservations or they refilled blocks in the background
         // (busy keys refilled in the background never wait, and a breaker left open would keep the policy degraded), unless
         // it tripped after they were sent.
-        _breaker.CloseUnlessTrippedSince(failures);
+        CloseUnlessTrippedSince(failures);
         string paused = (string?)reply[^1] ?? string.Empty;
         _pause.Observe(pauseTicket, paused.Length > 0 ? paused : null);
         var answers = new Reservation[asks.Count];

@@ -57,6 +57,12 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     private readonly RedisFailureMode _failureMode;
     private readonly TimeSpan _cooldown;
     private readonly RedisBreaker _breaker;
+
+    /// <summary>A combination's: the breakers of the policies it joined other than its own (see <see cref="Trip"/>).</summary>
+    private RedisBreaker[] _joinedBreakers = [];
+
+    /// <summary>A hybrid policy's exact part: the policy it is part of, which trips and closes for it.</summary>
+    private readonly RedisRatePolicy<TContext>? _partOf;
     private readonly RedisMetrics _metrics;
     private readonly string _nonce = Guid.NewGuid().ToString("N");
     private readonly PauseState _pause;
@@ -102,6 +108,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         // failures of the combinations that serve its traffic.
         _metrics = combining?._metrics ?? new RedisMetrics(options.MeterFactory, options.KeyPrefix, hybrid: options.Hybrid is not null);
         _breaker = combining?._breaker ?? RedisBreaker.Create(options, _metrics);
+        _partOf = exactPart ? combining : null;
         _pause = combining?._pause ?? new PauseState();
         _hybrid = options.Hybrid is not null && !exactPart;
         _blockLayers = _hybrid ? [.. layers.Where(layer => layer.IsBlockServed)] : [];
@@ -276,7 +283,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             throw;
         }
 
-        _breaker.CloseUnlessTrippedSince(failures);
+        CloseUnlessTrippedSince(failures);
         return [.. _layers.Select((layer, i) => new LayerUsage(
             layer.Name, limits[i], Math.Max(0, result[1 + (2 * i)] - UnusedHere(layer, context)), TimeSpan.FromTicks(result[2 + (2 * i)] * 10)))];
     }
@@ -411,7 +418,11 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                 "A Redis policy combines only with Redis policies of the same connection, key prefix (one script reaches one slot), "
                 + "mode, database, clock and failure mode.",
                 nameof(others)));
-        return new RedisRatePolicy<TContext>(_options, [.. _layers, .. policies.SelectMany(policy => policy._layers)], combining: this);
+        RedisRatePolicy<TContext>[] joined = [.. policies];
+        return new RedisRatePolicy<TContext>(_options, [.. _layers, .. joined.SelectMany(policy => policy._layers)], combining: this)
+        {
+            _joinedBreakers = [.. joined.Select(policy => policy._breaker).Distinct().Where(breaker => !ReferenceEquals(breaker, _breaker))],
+        };
     }
 
     private bool DecidesAsThis(RedisRatePolicy<TContext> other) =>
@@ -500,14 +511,43 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     {
         if (mark is { } failuresWhenSent)
         {
-            _breaker.CloseUnlessTrippedSince(failuresWhenSent);
+            CloseUnlessTrippedSince(failuresWhenSent);
+        }
+    }
+
+    /// <summary>Closes the breaker for an answer to a call sent at <paramref name="failuresWhenSent"/>, and a combination's joined ones with it.</summary>
+    internal void CloseUnlessTrippedSince(long failuresWhenSent)
+    {
+        if (_partOf is not null)
+        {
+            _partOf.CloseUnlessTrippedSince(failuresWhenSent);
+        }
+        else if (_breaker.CloseUnlessTrippedSince(failuresWhenSent))
+        {
+            foreach (RedisBreaker joined in _joinedBreakers)
+            {
+                joined.Close();
+            }
         }
     }
 
     internal void Trip(string why)
     {
+        if (_partOf is not null)
+        {
+            _partOf.Trip(why);
+            return;
+        }
+
         _metrics.Failure();
         _breaker.Trip(why);
+
+        // A combination decides the layers of the policies it joined, whose blocks ask their own breakers (prefetches,
+        // idle returns, dispose): they are tripped with it, and closed with it.
+        foreach (RedisBreaker joined in _joinedBreakers)
+        {
+            joined.Trip(why);
+        }
     }
 
     /// <summary>
@@ -634,7 +674,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     private PolicyLease Decide(Call call, RequestCost estimate, RedisResult result)
     {
         // A late answer (a call given up on, decided only to roll it back) to a call sent before a trip closes nothing.
-        _breaker.CloseUnlessTrippedSince(call.FailuresWhenSent);
+        CloseUnlessTrippedSince(call.FailuresWhenSent);
         var answer = (RedisResult[])result!;
         int n = _layers.Length;
         if ((long)answer[0] == 1)

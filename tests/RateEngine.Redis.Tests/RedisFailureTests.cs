@@ -574,6 +574,46 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HybridPoliciesCombined_AnOutageTripsTheJoinedPolicysBreakerToo()
+    {
+        // A combination decides the layers of the policies it joined, whose blocks ask their own breakers (prefetches, idle
+        // returns, dispose). Tripped only on the combination, the joined policy's blocks went on calling the dead server
+        // through its cool-down, and a late answer to one of them ended the cool-down early (found by review).
+        string prefix = "combined-" + Guid.NewGuid().ToString("N");
+        RedisLimiterOptions Options() => new()
+        {
+            Connection = _connection,
+            KeyPrefix = prefix,
+            SyncTimeout = TimeSpan.FromMilliseconds(200),
+            FailureCooldown = TimeSpan.FromSeconds(1),
+            TimeProvider = _cooldownClock,
+            Hybrid = new RedisHybridOptions { IdleReturn = TimeSpan.FromMilliseconds(500) },
+        };
+        using RedisRatePolicy<string> global = new RedisRatePolicyBuilder<string>(Options())
+            .AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
+            .Build();
+        using RedisRatePolicy<string> endpoint = new RedisRatePolicyBuilder<string>(Options())
+            .AddLayer("user/min", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
+            .Build();
+        IRatePolicy<string> both = global.Combine([endpoint]);
+        using (PolicyLease first = await both.AcquireAsync("ann", RequestCost.None))
+        {
+            Assert.True(first.IsAcquired); // blocks on both layers
+        }
+
+        _server.Kill();
+        using (PolicyLease refused = await both.AcquireAsync("bob", RequestCost.None))
+        {
+            Assert.False(refused.IsAcquired); // bob's user block needs Redis: the call fails and trips the breakers
+        }
+
+        Assert.True(((IRedisLimiterHealth)endpoint).IsDegraded);
+        long calls = endpoint.RoundTrips;
+        _cooldownClock.Advance(TimeSpan.FromMilliseconds(600)); // the endpoint's idle sweep, within the cool-down
+        Assert.Equal(calls, endpoint.RoundTrips);
+    }
+
+    [Fact]
     public async Task HybridPolicy_ReservationsNobodyWaitsFor_CloseTheBreakerWhenRedisAnswersThem()
     {
         // As for the limiter (above): a busy user's blocks refill in the background, and the pause check reads Redis every
