@@ -587,7 +587,7 @@ public sealed partial class RedisRatePolicy<TContext>
         }
 
         LocalBlock block = Volatile.Read(ref key.Block);
-        return !block.Refused && _blockClock.GetTimestamp() < block.ExpiresAt ? Volatile.Read(ref block.Remaining) : 0;
+        return block.ServesAt(_blockClock.GetTimestamp()) ? Volatile.Read(ref block.Remaining) : 0;
     }
 
     /// <summary>One reservation for a key of a block-served layer (a background refill, or a single layer's).</summary>

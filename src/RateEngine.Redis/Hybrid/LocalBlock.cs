@@ -33,6 +33,9 @@ internal sealed class LocalBlock(long granted, long remaining, long expiresAt, l
     /// </summary>
     public long RetryAt { get; } = retryAt == 0 ? expiresAt : retryAt;
 
+    /// <summary>Whether the block holds permits that may be used at <paramref name="now"/>: not a cached refusal, and its period not over.</summary>
+    public bool ServesAt(long now) => !Refused && now < ExpiresAt;
+
     /// <summary>The permits a refused reservation needed (0 for a block of permits).</summary>
     public long RefusedNeed { get; } = refusedNeed;
 

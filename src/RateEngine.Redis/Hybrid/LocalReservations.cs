@@ -93,9 +93,9 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// <summary>Whether the key's live block on this node has a permit left (what a zero-permit probe asks).</summary>
     public bool HoldsPermit(string partitionKey) =>
         Find(partitionKey) is { } key
-        && Volatile.Read(ref key.Block) is { Refused: false } block
+        && Volatile.Read(ref key.Block) is var block
         && Volatile.Read(ref block.Remaining) > 0
-        && _time.GetTimestamp() < block.ExpiresAt;
+        && block.ServesAt(_time.GetTimestamp());
 
     /// <summary>The key's local state if this node holds it.</summary>
     public TKey? Find(string partitionKey) => _keys.TryGetValue(partitionKey, out TKey? key) ? key : null;
@@ -163,7 +163,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         {
             LocalBlock current = Volatile.Read(ref key.Block);
             long now = _time.GetTimestamp();
-            bool live = !current.Refused && now < current.ExpiresAt && !key.Forgotten;
+            bool live = current.ServesAt(now) && !key.Forgotten;
             if (live && current.Period == from.Period && current.Limit >= from.Limit)
             {
                 Interlocked.Add(ref current.Remaining, permits);
@@ -298,7 +298,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         // What the live block still has joins the new one if Redis grants it in the same period: the request then needs only
         // the rest (a request larger than what is left would otherwise need its whole size free on Redis, besides the
         // leftover this node already holds). Granted in a later period, it falls short and the caller asks again.
-        long usable = !current.Refused && sent < current.ExpiresAt ? left : 0;
+        long usable = current.ServesAt(sent) ? left : 0;
         long ask = need > 0 ? Math.Max(1, need - usable) : 0;
         return new Ticket(key, need, ask, Math.Max(ask, want - usable), sent, completion);
     }

@@ -10,4 +10,12 @@ namespace RateEngine.Algorithms;
 /// <param name="Permits">The permits admitted.</param>
 /// <param name="Marker">Where the permits were taken: a log ticket, a window or segment epoch, a bucket position.</param>
 /// <param name="Previous">The state word before the admission, where an exact undo needs it.</param>
-internal readonly record struct Admission(long Stamp, long Permits, long Marker, long Previous);
+internal readonly record struct Admission(long Stamp, long Permits, long Marker, long Previous)
+{
+    /// <summary>
+    /// Whether a refund at <paramref name="now"/> may still free something: the admission is younger than the algorithm's
+    /// <see cref="IRateAlgorithm{TState}.RefundHorizon"/> (past it, its permits are back, and an epoch compared modulo 2^33
+    /// could match a later period's).
+    /// </summary>
+    public bool IsRefundableAt(long now, long horizon) => now - Stamp < horizon;
+}

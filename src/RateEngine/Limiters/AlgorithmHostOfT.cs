@@ -31,7 +31,7 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
         _algorithm.TryAcquire(ref _cell.State, now, permits, out admission, out retryAfter);
 
     public override bool Refund(in Admission admission, long now) =>
-        now - admission.Stamp < _algorithm.RefundHorizon && _algorithm.Refund(ref _cell.State, admission);
+        admission.IsRefundableAt(now, _algorithm.RefundHorizon) && _algorithm.Refund(ref _cell.State, admission);
 
     public override long GetAvailablePermits(long now) => _algorithm.GetAvailablePermits(ref _cell.State, now);
 

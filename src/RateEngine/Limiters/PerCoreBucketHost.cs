@@ -208,7 +208,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         {
             if (owner)
             {
-                own = permits - Math.Min(permits - 1, UsableWhileClosed(ref stripe, seen, now));
+                own = permits - Math.Min(permits - 1, UsableOf(ref stripe, seen, now));
                 long next = Math.Min((seen & RemainingMask) < permits ? Math.Max(last * 2, 1) : last / 2, MaxExtra);
                 stripe.LastExtra = next;
                 long available = _bucket.GetAvailablePermits(ref _cell.State, now);
@@ -225,7 +225,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
             // they are, the request does not use them: it takes its whole count from the bucket's tokens if they are
             // enough (the first ones, at their admission's stamp, as any request's own), and the rest go to the new block;
             // if they are not, they all go to the new block and the request is decided from the blocks below.
-            if (owner && taken && own < permits && UsableWhileClosed(ref stripe, seen, block.Stamp) < permits - own)
+            if (owner && taken && own < permits && UsableOf(ref stripe, seen, block.Stamp) < permits - own)
             {
                 long given = own + extra;
                 blockOnly = given < permits;
@@ -268,7 +268,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         }
 
         // The wait for the request's whole count from the bucket: the old block's tokens it counted on may expire meanwhile.
-        if (own < permits || blockOnly)
+        if (own < permits) // a block-only request among them
         {
             retryAfter = Math.Max(1, _bucket.GetRetryAfter(ref _cell.State, now, permits));
         }
@@ -313,10 +313,14 @@ internal sealed class PerCoreBucketHost : PerCoreHost
         return (long)(twicePace * extra / used);
     }
 
-    /// <summary>The usable tokens of a block this thread closed: its fields stay as they are until it reopens it.</summary>
-    private long UsableWhileClosed(ref BlockStripe stripe, long seen, long now)
+    /// <summary>
+    /// The tokens of the block that <paramref name="word"/> names that are not past their slots at <paramref name="now"/>,
+    /// from the stripe's fields: exact for a block this thread closed (its fields stay until it reopens it); other readers
+    /// check the word again after (<see cref="Usable"/>).
+    /// </summary>
+    private long UsableOf(ref BlockStripe stripe, long word, long now)
     {
-        long remaining = seen & RemainingMask;
+        long remaining = word & RemainingMask;
         if (remaining == 0)
         {
             return 0;
@@ -330,24 +334,15 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     private long Usable(ref BlockStripe stripe, long now)
     {
         long word = Volatile.Read(ref stripe.Word);
-        long remaining = word & RemainingMask;
-        if ((word & ClosedBit) != 0 || remaining == 0)
+        if ((word & ClosedBit) != 0)
         {
             return 0;
         }
 
-        long size = stripe.Size;
-        long elapsed = _bucket.UnitsSince(stripe.Stamp, now);
-        long firstSlot = stripe.FirstSlot;
+        long usable = UsableOf(ref stripe, word, now);
 
         // The fields' reads must be done before the word is read again (plain reads may move past a volatile one).
         Interlocked.MemoryBarrier();
-        if (Volatile.Read(ref stripe.Word) != word)
-        {
-            return 0;
-        }
-
-        // What a take would find: the tokens from the first whose slot has not passed.
-        return Math.Max(0, size - Math.Max(size - remaining, FirstUsable(firstSlot, elapsed)));
+        return Volatile.Read(ref stripe.Word) == word ? usable : 0;
     }
 }

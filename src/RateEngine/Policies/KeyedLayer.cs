@@ -240,7 +240,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         // An admission a refund horizon old has all its permits back already; for a fixed window or a counter, one 2^33
         // periods old would match the current period (they compare epochs modulo 2^33) and free permits counted there.
         long horizon = _shape.RefundHorizon;
-        if (horizon != long.MaxValue && (now ?? _clock.Now()) - hold.Admission.Stamp >= horizon)
+        if (horizon != long.MaxValue && !hold.Admission.IsRefundableAt(now ?? _clock.Now(), horizon))
         {
             return 0;
         }
