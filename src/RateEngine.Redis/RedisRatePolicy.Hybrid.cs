@@ -63,31 +63,68 @@ public sealed partial class RedisRatePolicy<TContext>
         return true;
     }
 
-    /// <summary>
-    /// Adds to a key's debt and starts the reservation that counts it; a key the idle sweep forgot passes its debt to the
-    /// key's live state (no sweep or dispose would ever send a forgotten key's).
-    /// </summary>
+    /// <summary>Adds to a key's debt and starts the reservation that counts it (not while Redis is known to be away).</summary>
     private void Owe(int index, LayerKey key, long amount)
     {
-        key = _blockLayers[index].Live(key);
-        Interlocked.Add(ref key.Debt, amount);
-
-        // The idle sweep may have forgotten the key between the lookup and the add (it forgets only keys that owe nothing,
-        // and it saw none): no request finds it now, so the debt moves to the key's live state. Once the policy is disposed
-        // there is none to move to (every key is forgotten): the debt stays, and the refill below still carries it.
-        if (key.Forgotten)
-        {
-            LayerKey live = _blockLayers[index].Live(key);
-            if (!live.Forgotten && Interlocked.Exchange(ref key.Debt, 0) is var stranded and > 0)
-            {
-                Interlocked.Add(ref live.Debt, stranded);
-                key = live;
-            }
-        }
-
+        key = AddDebt(_blockLayers[index], key, amount);
         if (!_breaker.IsOpen)
         {
             RedisTasks.Observe(_blockLayers[index].Blocks!.StartRefill(key, need: 0));
+        }
+    }
+
+    /// <summary>
+    /// The idle sweep forgot a key that a charge had just put a debt on: no sweep or dispose would ever send a forgotten key's
+    /// debt, so it moves to the key's live state (a new one) and a reservation that counts it starts.
+    /// </summary>
+    internal void PassDebtOn(RedisPolicyLayer<TContext> layer, LayerKey forgotten)
+    {
+        long stranded = Interlocked.Exchange(ref forgotten.Debt, 0);
+        if (stranded == 0)
+        {
+            return; // a charge passed it on first
+        }
+
+        LayerKey live = AddDebt(layer, forgotten, stranded);
+        if (!_breaker.IsOpen)
+        {
+            RedisTasks.Observe(layer.Blocks!.StartRefill(live, need: 0));
+        }
+    }
+
+    /// <summary>
+    /// Adds to the debt of a key's live state and returns the state that holds it. The add comes before the check of the
+    /// key's flag, and the idle sweep sets the flag before it checks the debt again, so a debt added while the sweep forgets
+    /// the key is seen by one of the two, and whichever takes it off the forgotten key (an exchange) passes it on. Once the
+    /// policy is disposed there is no live state to move to (every key is forgotten): the debt stays on the key, and a
+    /// reservation started on it still carries it.
+    /// </summary>
+    private static LayerKey AddDebt(RedisPolicyLayer<TContext> layer, LayerKey key, long amount)
+    {
+        while (true)
+        {
+            key = layer.Live(key);
+            Interlocked.Add(ref key.Debt, amount);
+            if (!key.Forgotten)
+            {
+                return key;
+            }
+
+            // Forgotten meanwhile. Still in the table (the sweep removes it after the flag): the sweep's own check passes the
+            // debt on. Disposed: nowhere to go.
+            LayerKey live = layer.Live(key);
+            if (ReferenceEquals(live, key) || live.Forgotten)
+            {
+                return key;
+            }
+
+            amount = Interlocked.Exchange(ref key.Debt, 0);
+            if (amount == 0)
+            {
+                return live; // the sweep passed it on
+            }
+
+            key = live;
         }
     }
 
@@ -634,7 +671,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 if (debts[i] > 0)
                 {
                     // A forgotten key's debt would never be sent: it goes to the key's live state.
-                    Interlocked.Add(ref asks[i].Layer.Live(asks[i].Key).Debt, debts[i]);
+                    AddDebt(asks[i].Layer, asks[i].Key, debts[i]);
                 }
             }
 

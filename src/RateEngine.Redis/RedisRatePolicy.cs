@@ -128,7 +128,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                     (key, period, returned) => GiveBackToRedis(layer, key, period, returned),
                     () => !_breaker.IsOpen,
                     returns => GiveBackToRedis(layer, returns),
-                    prefetch: false); // a request's low blocks are refilled together (PrefetchLow)
+                    prefetch: false, // a request's low blocks are refilled together (PrefetchLow)
+                    passDebtOn: key => PassDebtOn(layer, key));
             }
 
             _pauseCheck = options.TimeProvider.CreateTimer(

@@ -70,8 +70,52 @@ public sealed class LocalReservationsTests : IAsyncDisposable
         Assert.Equal([("ann", Period - 1, 4L)], _returned);
     }
 
+    [Fact]
+    public async Task ReturnIdle_ADebtAddedBetweenTheSweepsCheckAndItsForgetting_IsPassedOn()
+    {
+        // A stream's overrun is charged to an idle key just after the sweep found that it owed nothing: the charger read the
+        // key's flag before the sweep set it, so it kept the debt there. The sweep must see it once the key is out of its
+        // table and pass it on; a forgotten key's debt would never be sent.
+        var passedOn = new List<OwingKey>();
+        await using var blocks = new LocalReservations<OwingKey>(
+            new RedisHybridOptions { IdleReturn = TimeSpan.FromSeconds(1) },
+            _time,
+            reserve: (_, _, _) => throw new InvalidOperationException("no reservation is expected"),
+            giveBack: (_, _, _) => Task.CompletedTask,
+            mayCall: () => false,
+            passDebtOn: passedOn.Add);
+        OwingKey key = blocks.KeyOf("ann", static (name, _) => new OwingKey(name) { ChargeJustAfterTheCheck = 5 }, 0);
+        OwingKey quiet = blocks.KeyOf("bob", static (name, _) => new OwingKey(name), 0);
+
+        _time.Advance(TimeSpan.FromSeconds(1)); // the sweep: both keys idle and owing nothing when it looks
+
+        Assert.Equal(0, blocks.KeyCount);
+        Assert.True(key.Forgotten);
+        Assert.Equal([key], passedOn);
+        Assert.Equal(5, key.Debt);
+        Assert.DoesNotContain(quiet, passedOn);
+    }
+
     private LocalBlock Block(long granted, long remaining, long limit) =>
         new(granted, remaining, _time.GetTimestamp() + _time.TimestampFrequency * 60, Period, refusedNeed: 0, limit);
 
     private sealed class Key(string name) : LocalKey(name, "redis:" + name);
+
+    /// <summary>A key with a debt, and a charge that lands right after the sweep's check, as one from another thread can.</summary>
+    private sealed class OwingKey(string name) : LocalKey(name, "redis:" + name)
+    {
+        public long Debt;
+
+        public long ChargeJustAfterTheCheck;
+
+        public override bool MayForget
+        {
+            get
+            {
+                bool owesNothing = Volatile.Read(ref Debt) == 0;
+                Interlocked.Add(ref Debt, Interlocked.Exchange(ref ChargeJustAfterTheCheck, 0));
+                return owesNothing;
+            }
+        }
+    }
 }

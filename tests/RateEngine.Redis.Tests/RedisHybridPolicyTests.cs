@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Policies;
 using RateEngine.Redis.Tests.Support;
 using RateEngine.Tests.Support;
 using StackExchange.Redis;
@@ -250,6 +251,52 @@ public sealed class RedisHybridPolicyTests : IDisposable
         stream.Dispose();
         await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 100);
         Assert.Equal(100, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task PassDebtOn_ADebtLeftOnAKeyTheSweepForgot_MovesToTheLiveKeyAndReachesRedis(bool redisAway)
+    {
+        // A charge landed on an idle key just after the sweep found it owed nothing (the sweep sees the debt once the key is
+        // out of its table, LocalReservationsTests). The debt must move to the key's live state: sent now, or, while the
+        // breaker is open, kept there (a key that owes is never forgotten) for the first reservation after the outage.
+        var time = new FakeTimeProvider(Start);
+        RedisLimiterOptions options = Options(_connection, time);
+        options.Hybrid!.IdleReturn = TimeSpan.FromSeconds(1);
+        options.FailureCooldown = TimeSpan.FromMinutes(1); // open through the sweep below
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(options)
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        using RedisRatePolicy<Call> reader = Budgets(_server.Connect());
+        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0))).Dispose();
+        RedisPolicyLayer<Call> layer = policy.BlockLayer(0);
+        LayerKey forgotten = layer.Blocks!.Find("ann")!;
+        time.Advance(TimeSpan.FromSeconds(1)); // the sweep forgets the key and gives its block's leftover back
+        Assert.True(forgotten.Forgotten);
+        await Eventually(async () => (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used == 400);
+        if (redisAway)
+        {
+            policy.Trip("test: Redis away");
+        }
+
+        Interlocked.Add(ref forgotten.Debt, 500); // the charge that landed after the sweep's check
+        policy.PassDebtOn(layer, forgotten);
+
+        Assert.Equal(0, Volatile.Read(ref forgotten.Debt));
+        LayerKey live = layer.Blocks.Find("ann")!;
+        Assert.NotSame(forgotten, live);
+        if (redisAway)
+        {
+            Assert.Equal(500, Volatile.Read(ref live.Debt));
+            time.Advance(TimeSpan.FromSeconds(1)); // a sweep during the outage keeps a key that owes
+            Assert.Same(live, layer.Blocks.Find("ann"));
+            Assert.Equal(400, (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used);
+            return;
+        }
+
+        // Counted on Redis by the live key's reservation, which also brought a block: this node's count leaves that out.
+        await Eventually(async () => (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used == 900);
     }
 
     [Fact]

@@ -35,6 +35,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     private readonly long _touchTicks;
     private readonly ITimer _sweeper;
     private readonly Func<bool> _mayCall;
+    private readonly Action<TKey>? _passDebtOn;
     private volatile bool _disposed;
 
     /// <summary>Whether a take that leaves its block below half starts the refill (a layered policy batches its own instead).</summary>
@@ -47,8 +48,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         Func<TKey, long, long, Task> giveBack,
         Func<bool> mayCall,
         Func<IReadOnlyList<(TKey Key, long Period, long Returned)>, Task>? giveBackMany = null,
-        bool prefetch = true)
+        bool prefetch = true,
+        Action<TKey>? passDebtOn = null)
     {
+        _passDebtOn = passDebtOn;
         _returnMany = giveBackMany;
         _prefetch = prefetch;
         _mayCall = mayCall;
@@ -543,6 +546,15 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 // Forgotten first: a refund from a lease that still holds the key then goes to Redis, not into its block.
                 key.Forgotten = true;
                 _keys.TryRemove(entry);
+
+                // A charge may have added a debt since MayForget above. It reads the flag after its add and this reads the debt
+                // after the flag, so one of the two sees the other; and with the key out of the table, the key's live state that
+                // the debt is passed on to is a new one, which the next sweep or reservation sends.
+                Interlocked.MemoryBarrier();
+                if (!key.MayForget)
+                {
+                    _passDebtOn?.Invoke(key);
+                }
                 if (!mayReturn)
                 {
                     continue;
