@@ -141,15 +141,13 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
 
     /// <summary>
     /// The exception for a script that failed on Redis (a bug, not an outage; see <see cref="IsScriptError"/>): the caller
-    /// gets it, not the failure mode's answer, and the breaker closes, since Redis answered.
+    /// gets it, not the failure mode's answer. Redis answered, so whoever sent the call closes the breaker for it, as for any
+    /// answer (<see cref="CloseUnlessTrippedSince"/>: not if a call failed after it was sent).
     /// </summary>
     /// <param name="owner">What ran the script ("limiter", "policy"), for the message.</param>
     /// <param name="error">Redis's error.</param>
-    public InvalidOperationException ScriptFailed(string owner, RedisServerException error)
-    {
-        Close();
-        return new($"The {owner}'s script failed on Redis: {error.Message}", error);
-    }
+    public static InvalidOperationException ScriptFailed(string owner, RedisServerException error) =>
+        new($"The {owner}'s script failed on Redis: {error.Message}", error);
 
     /// <summary>
     /// Closes the breaker for the answer to a call sent when <see cref="Failures"/> read <paramref name="failuresWhenSent"/>,

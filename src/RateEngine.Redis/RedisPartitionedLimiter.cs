@@ -185,7 +185,16 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
         long failures = _breaker.Failures;
-        var reply = (long[])(await _database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want)).ConfigureAwait(false))!;
+        long[] reply;
+        try
+        {
+            reply = (long[])(await _database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want)).ConfigureAwait(false))!;
+        }
+        catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
+        {
+            _breaker.CloseUnlessTrippedSince(failures); // an answer all the same: not an outage
+            throw;
+        }
 
         // Redis answered: closed, whether a request waited for this reservation or it was a background refill (a busy key
         // refilled in the background may never wait again, and a breaker left open would keep the node reading as degraded),
@@ -271,7 +280,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
         catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
         {
-            throw _breaker.ScriptFailed("limiter", script);
+            _breaker.CloseUnlessTrippedSince(failures);
+            throw RedisBreaker.ScriptFailed("limiter", script);
         }
         catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
         {
@@ -340,7 +350,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
         catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
         {
-            throw _breaker.ScriptFailed("limiter", error);
+            _breaker.CloseUnlessTrippedSince(failures);
+            throw RedisBreaker.ScriptFailed("limiter", error);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
@@ -408,7 +419,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
             {
-                throw _breaker.ScriptFailed("limiter", error);
+                throw RedisBreaker.ScriptFailed("limiter", error); // the reservation closed the breaker for the answer
             }
             catch (Exception error) when (error is RedisException or TimeoutException)
             {
@@ -451,7 +462,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
             {
-                throw _breaker.ScriptFailed("limiter", script);
+                throw RedisBreaker.ScriptFailed("limiter", script); // the reservation closed the breaker for the answer
             }
             catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
             {

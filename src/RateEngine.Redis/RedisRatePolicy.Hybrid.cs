@@ -165,10 +165,9 @@ public sealed partial class RedisRatePolicy<TContext>
                 }
                 catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
                 {
-                    // Redis answered: not an outage, so the breaker stays closed. The debt stays owed (the reservation puts
-                    // it back), and the key's next acquire, which runs the same script, throws the error to its caller;
-                    // a reconcile does not, so that the rest of its settling still goes to Redis.
-                    _breaker.Close();
+                    // Redis answered: not an outage (the reservation closed the breaker for it). The debt stays owed (the
+                    // reservation puts it back), and the key's next acquire, which runs the same script, throws the error to
+                    // its caller; a reconcile does not, so that the rest of its settling still goes to Redis.
                     return;
                 }
                 catch (Exception error) when (error is RedisException or TimeoutException)
@@ -269,7 +268,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 }
                 catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
                 {
-                    throw ScriptFailed(error);
+                    throw RedisBreaker.ScriptFailed("policy", error); // the reservation closed the breaker for the answer
                 }
                 catch (Exception error) when (error is RedisException or TimeoutException)
                 {
@@ -663,8 +662,13 @@ public sealed partial class RedisRatePolicy<TContext>
         {
             reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, keys, values).ConfigureAwait(false))!;
         }
-        catch
+        catch (Exception error)
         {
+            if (error is RedisServerException script && RedisBreaker.IsScriptError(script))
+            {
+                CloseUnlessTrippedSince(failures); // an answer all the same: not an outage
+            }
+
             // Owed still (if the script ran and only its reply was lost, it is counted twice: stricter, never looser).
             for (int i = 0; i < asks.Count; i++)
             {

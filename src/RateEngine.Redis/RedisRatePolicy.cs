@@ -183,7 +183,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
         catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
         {
-            throw ScriptFailed(error);
+            throw ScriptFailed(error, call!.FailuresWhenSent);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
@@ -220,7 +220,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
         catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
         {
-            throw ScriptFailed(script);
+            throw ScriptFailed(script, call!.FailuresWhenSent);
         }
         catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
         {
@@ -276,7 +276,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
         catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
         {
-            throw ScriptFailed(error);
+            throw ScriptFailed(error, failures);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
@@ -647,7 +647,12 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
     }
 
-    private InvalidOperationException ScriptFailed(RedisServerException error) => _breaker.ScriptFailed("policy", error);
+    /// <summary>The exception for a script that failed on Redis, once the breaker is closed for its answer (sent at <paramref name="failuresWhenSent"/>).</summary>
+    private InvalidOperationException ScriptFailed(RedisServerException error, long failuresWhenSent)
+    {
+        CloseUnlessTrippedSince(failuresWhenSent);
+        return RedisBreaker.ScriptFailed("policy", error);
+    }
 
     /// <summary>Both acquires' start: phase 1, then the breaker, then the script; an answer when no call is sent.</summary>
     private (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) Start(TContext context, RequestCost estimate)

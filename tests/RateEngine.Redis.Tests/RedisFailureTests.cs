@@ -540,6 +540,38 @@ public sealed class RedisFailureTests : IDisposable
         Assert.Equal(1, engine.Failures);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ScriptErrorAnsweredAfterAnotherCallTripped_LeavesTheBreakerOpen(bool hybrid)
+    {
+        // A script error is an answer, and closes the breaker as one does: not when it answers a call sent before a trip
+        // (Redis slower than the sync bound meanwhile). Closing on it sent every next caller to wait out the bound again.
+        string prefix = "late-script-" + Guid.NewGuid().ToString("N");
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, prefix: prefix, hybrid: hybrid ? new RedisHybridOptions() : null);
+        var health = (IRedisLimiterHealth)limiter;
+        Assert.True((await limiter.AcquireAsync("good")).IsAcquired); // the scripts are loaded
+        RedisKey good = _connection.GetServer(_server.Endpoint).Keys(pattern: prefix + ":{good}:*").Single();
+        Assert.True(await _connection.GetDatabase().StringSetAsync(good.ToString().Replace("{good}", "{bad}", StringComparison.Ordinal), "not a hash"));
+
+        _server.Freeze();
+        ValueTask<RateLimitLease> bad;
+        try
+        {
+            bad = limiter.AcquireAsync("bad"); // sent, and waited for without a bound
+            Assert.False(bad.IsCompleted);
+            Assert.False(limiter.AttemptAcquire("cold").IsAcquired); // gives up after 200 ms and trips the breaker
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await bad);
+        Assert.True(health.IsDegraded);
+        Assert.Equal(1, health.Failures);
+    }
+
     [Fact]
     public async Task PolicyAcquireGivenUp_ItsRollbackDuringTheCooldown_LeavesTheBreakerOpen()
     {

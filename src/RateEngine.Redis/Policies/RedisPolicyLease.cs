@@ -383,8 +383,10 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
                 }
                 catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
                 {
-                    // A script error is a bug, not an outage: the settle did not apply, is not sent again, and trips no breaker.
+                    // A script error is a bug, not an outage: the settle did not apply, is not sent again, and trips no breaker;
+                    // Redis answered, so it closes it as any answer does.
                     _pending.Dequeue();
+                    _policy.Succeeded(mark);
                     throw;
                 }
                 catch (Exception error) when (error is RedisException or TimeoutException)
