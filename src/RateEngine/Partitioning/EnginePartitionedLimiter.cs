@@ -136,6 +136,10 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                 return Refuse(refusal!);
             }
 
+            // The clock first, with the entry's line requested but not read: the read of a precise clock waits for every
+            // earlier load, and a hot key's line is often the other core's (CacheLine.Prefetch).
+            CacheLine.Prefetch(ref entry.State);
+            long now = _clock.Now();
             object link = Volatile.Read(ref entry.Link);
             if (link is PartitionKeyLimiter keyLimiter)
             {
@@ -160,7 +164,6 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             }
 
             tier.CheckPermitCount(permitCount);
-            long now = _clock.Now();
             if (permitCount == 0)
             {
                 // A dead entry's count is not the key's (it lacks what the live entry admitted): ask the live one.
@@ -204,13 +207,14 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                 return new ValueTask<RateLimitLease>(Refuse(refusal!));
             }
 
+            CacheLine.Prefetch(ref entry.State); // as in AttemptAcquireCore
+            long now = _clock.Now();
             object link = Volatile.Read(ref entry.Link);
             if (link is PartitionTier<TAlgorithm, TState> or PartitionHotKey)
             {
                 var hot = link as PartitionHotKey;
                 var tier = (PartitionTier<TAlgorithm, TState>)(hot?.Tier ?? link);
                 tier.CheckPermitCount(permitCount);
-                long now = _clock.Now();
                 TierOutcome outcome = (permitCount > 0, hot) switch
                 {
                     (true, null) => AdmitOnTier(key, entry, tier, permitCount, now, out _),
