@@ -306,7 +306,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 // The refusal reports every layer's usage, the block layers' as their blocks show it once their shares are back.
                 GiveBack(takes, takes.Amounts);
                 LayerUsage[]? usage = UsageOf(takes, remote.UsageAtDecision);
-                return usage is null ? remote : new RefusedPolicyLease(remote.BlockingLayer!, remote.Reason!, remote.RetryAfter, remote.IsServiceWide) { UsageAtDecision = usage };
+                return usage is null ? remote : new RefusedPolicyLease(remote.BlockingLayer!, remote.Reason!, remote.RetryAfter, remote.IsServiceWide, remote.IsPermanentRefusal) { UsageAtDecision = usage };
             }
 
             // The wait on Redis may have outlasted a block's period (the permits are used from now on, when it has ended).
@@ -436,12 +436,9 @@ public sealed partial class RedisRatePolicy<TContext>
         for (int i = 0; i < _blockLayers.Length; i++)
         {
             RedisPolicyLayer<TContext> layer = _blockLayers[i];
-            long? limit = layer.LimitOf(context, out string? why);
             long amount = layer.AmountOf(estimate);
-            if (limit is null || amount > limit)
+            if (layer.LimitFor(context, amount, out refusal) is not { } limit)
             {
-                refusal = new RefusedPolicyLease(layer.Name, why
-                    ?? $"The request's cost ({amount}) is above the cap of layer '{layer.Name}' ({limit}): it could never be admitted.", null, layer.Rule.IsServiceWide);
                 return null;
             }
 
@@ -454,7 +451,7 @@ public sealed partial class RedisRatePolicy<TContext>
 
             keys[i] = key;
             amounts[i] = amount;
-            limits[i] = limit.Value;
+            limits[i] = limit;
         }
 
         return new LocalTakes(keys, amounts, limits);

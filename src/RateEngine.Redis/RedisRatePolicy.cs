@@ -567,15 +567,13 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         {
             RedisPolicyLayer<TContext> layer = _layers[i];
             keys[i] = layer.KeyOf(context);
-            long? limit = layer.LimitOf(context, out string? refusal);
             amounts[i] = layer.AmountOf(estimate);
-            if (limit is null || amounts[i] > limit)
+            if (layer.LimitFor(context, amounts[i], out PolicyLease? never) is not { } limit)
             {
-                return (null, new RefusedPolicyLease(layer.Name, refusal
-                    ?? $"The request's cost ({amounts[i]}) is above the cap of layer '{layer.Name}' ({limit}): it could never be admitted.", null, layer.Rule.IsServiceWide));
+                return (null, never);
             }
 
-            limits[i] = limit.Value;
+            limits[i] = limit;
         }
 
         string lease = _nonce + Interlocked.Increment(ref _leases).ToString(CultureInfo.InvariantCulture);

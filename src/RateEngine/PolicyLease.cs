@@ -40,6 +40,14 @@ public abstract class PolicyLease : RateLimitLease
     public abstract bool IsServiceWide { get; }
 
     /// <summary>
+    /// Whether the refusal holds whatever the usage and the time: the request's cost is above a layer's cap, or its tier has
+    /// no limit on a layer. The same request is refused until the policy's limits change, so <see cref="RetryAfter"/> is
+    /// null and retrying is pointless (HTTP answers without <c>Retry-After</c>). False for an acquired lease and for every
+    /// other refusal.
+    /// </summary>
+    public virtual bool IsPermanentRefusal => false;
+
+    /// <summary>
     /// Every layer's usage as the decision left it, in the order the layers were added, when the policy reported it with
     /// the decision (a policy on a shared store does, saving a round trip); null otherwise (read the policy's usage).
     /// </summary>

@@ -378,9 +378,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
                 holds[i].Key = holds[keyLeads[i]].Key;
             }
 
-            if (layer.Find(context, AmountOn(layer, estimate, requests), ref holds[i]) is { } refusal)
+            if (layer.Find(context, AmountOn(layer, estimate, requests), ref holds[i], out bool permanent) is { } refusal)
             {
-                return new RefusedPolicyLease(layer.Name, refusal, retryAfter: null, layer.Rule.IsServiceWide);
+                return new RefusedPolicyLease(layer.Name, refusal, retryAfter: null, layer.Rule.IsServiceWide, permanent);
             }
         }
 

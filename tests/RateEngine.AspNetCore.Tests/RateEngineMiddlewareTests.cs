@@ -55,6 +55,23 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task Refusal_OfACostAboveACap_Answers429WithoutRetryAfter_AndSaysItIsNotRetryable()
+    {
+        // No wait makes this request pass: a Retry-After would send the client back to be refused again.
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 100, tokensPerDay: 1_000)).UseEstimate(EstimateHeader));
+
+        using HttpResponseMessage refused = await app.Client.SendAsync(Request("/chat", "alice", estimate: 1_001));
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Null(refused.Headers.RetryAfter);
+        using JsonDocument problem = JsonDocument.Parse(await refused.Content.ReadAsStringAsync());
+        Assert.Equal("user tokens/day", problem.RootElement.GetProperty("layer").GetString());
+        Assert.False(problem.RootElement.GetProperty("retryable").GetBoolean());
+        Assert.False(problem.RootElement.TryGetProperty("retryAfter", out _));
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice", estimate: 1_000))).StatusCode);
+    }
+
+    [Fact]
     public async Task Refusal_ServiceWideLayer_Answers503WithRetryAfterUntilMidnight()
     {
         await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => ServiceWide(_time, tokensPerDay: 100)).UseEstimate(EstimateHeader));

@@ -78,8 +78,13 @@ public sealed class RedisHybridPolicyTests : IDisposable
 
         using PolicyLease tokens = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(600, 0)); // a block layer refuses
         Assert.Equal("tokens/day", tokens.BlockingLayer);
+        Assert.False(tokens.IsPermanentRefusal);
         using PolicyLease slot = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0)); // the per-request layer refuses
         Assert.Equal("streams", slot.BlockingLayer);
+        Assert.False(slot.IsPermanentRefusal);
+        using PolicyLease huge = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1_001, 0)); // above the cap: never
+        Assert.Equal("tokens/day", huge.BlockingLayer);
+        Assert.True(huge.IsPermanentRefusal);
         Assert.Equal([1, 600, 1], slot.UsageAtDecision!.Select(layer => layer.Used)); // every layer, the refused request in none
         Assert.Equal([1, 600, 1], (await policy.GetUsageAsync(new Call("ann", "x"))).Select(layer => layer.Used));
 

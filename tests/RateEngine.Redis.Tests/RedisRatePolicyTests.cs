@@ -282,6 +282,7 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.Equal((2, 4), (free, pro));
         using PolicyLease unknown = await policy.AcquireAsync(new Call("carl", "gold"), RequestCost.None);
         Assert.Equal("No limit is set for this request's tier on layer 'requests/min'.", unknown.Reason);
+        Assert.True(unknown.IsPermanentRefusal);
     }
 
     [Fact]
@@ -293,6 +294,7 @@ public sealed class RedisRatePolicyTests : IDisposable
         using PolicyLease tooBig = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1_001, 0));
         Assert.Equal("tokens/day", tooBig.BlockingLayer);
         Assert.Contains("above the cap", tooBig.Reason, StringComparison.Ordinal);
+        Assert.True(tooBig.IsPermanentRefusal);
         Assert.Throws<InvalidOperationException>(() => tooBig.Reconcile(RequestCost.None));
         Assert.All(await policy.GetUsageAsync(new Call("ann", "x")), usage => Assert.Equal(0, usage.Used));
 

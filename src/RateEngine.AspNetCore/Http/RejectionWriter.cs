@@ -5,8 +5,9 @@ using Microsoft.AspNetCore.Http;
 namespace RateEngine.AspNetCore.Http;
 
 /// <summary>
-/// A refusal's response: 429 (503 when service-wide) with <c>Retry-After</c>, the RateLimit fields, and an
-/// <c>application/problem+json</c> body (RFC 9457) that names the policy and the layer.
+/// A refusal's response: 429 (503 when service-wide) with <c>Retry-After</c> (none for a refusal that holds for good: a
+/// retry would be refused the same way), the RateLimit fields, and an <c>application/problem+json</c> body (RFC 9457)
+/// that names the policy and the layer.
 /// </summary>
 internal static class RejectionWriter
 {
@@ -15,9 +16,14 @@ internal static class RejectionWriter
         PolicyLease lease = decision.Lease;
         HttpResponse response = http.Response;
         int status = lease.IsServiceWide ? options.ServiceWideStatusCode : options.RejectedStatusCode;
-        long retryAfter = lease.RetryAfter is { } after ? RateLimitHeaders.Seconds(after) : options.UnknownRetryAfterSeconds;
+        long? retryAfter = lease.IsPermanentRefusal ? null
+            : lease.RetryAfter is { } after ? RateLimitHeaders.Seconds(after)
+            : options.UnknownRetryAfterSeconds;
         response.StatusCode = status;
-        response.Headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
+        if (retryAfter is { } seconds)
+        {
+            response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
+        }
 
         // A refusal by no layer of the policy (the pause, a store that is unavailable) has no layer's usage to show; asking the
         // store for it would cost a call per refusal, and during an outage a failed call and a warning per request.
@@ -49,7 +55,15 @@ internal static class RejectionWriter
                 json.WriteNumber("remaining", layer.Remaining);
             }
 
-            json.WriteNumber("retryAfter", retryAfter);
+            if (retryAfter.HasValue)
+            {
+                json.WriteNumber("retryAfter", retryAfter.Value);
+            }
+            else
+            {
+                json.WriteBoolean("retryable", false);
+            }
+
             json.WriteEndObject();
             await json.FlushAsync(cancellationToken).ConfigureAwait(false);
         }

@@ -1,3 +1,4 @@
+using RateEngine.Limiters;
 using RateEngine.Policies;
 using RateEngine.Redis.Hybrid;
 using RateEngine.Timing;
@@ -183,7 +184,24 @@ internal sealed class RedisPolicyLayer<TContext>
             return null;
         }
 
-        refusal = $"No limit is set for this request's tier on layer '{Name}'.";
+        refusal = ReasonPhrases.NoLimit(Name);
+        return null;
+    }
+
+    /// <summary>
+    /// The limit a request of <paramref name="amount"/> is decided under; null, with its refusal, when this layer can never
+    /// admit it under its current limits (its tier has none here, or the amount is above it).
+    /// </summary>
+    public long? LimitFor(TContext context, long amount, out PolicyLease? refusal)
+    {
+        long? limit = LimitOf(context, out string? why);
+        if (limit is { } cap && amount <= cap)
+        {
+            refusal = null;
+            return cap;
+        }
+
+        refusal = new RefusedPolicyLease(Name, why ?? ReasonPhrases.AboveCap(Name, amount, limit.GetValueOrDefault()), null, Rule.IsServiceWide, permanent: true);
         return null;
     }
 

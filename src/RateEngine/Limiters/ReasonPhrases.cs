@@ -13,4 +13,11 @@ internal static class ReasonPhrases
     public const string TooManyCollisions =
         "Too many active partition keys share this key's hash code; new ones are refused until idle ones are evicted. " +
         "The key comparer's GetHashCode is degenerate, or the keys were chosen to collide.";
+
+    /// <summary>A policy layer's refusal of a request whose tier has no limit on it (for good, until the tiers change).</summary>
+    public static string NoLimit(string layer) => $"No limit is set for this request's tier on layer '{layer}'.";
+
+    /// <summary>A policy layer's refusal of a request whose cost is above its cap (for good, until the cap changes).</summary>
+    public static string AboveCap(string layer, long amount, long limit) =>
+        $"The request's cost ({amount}) is above the cap of layer '{layer}' ({limit}): it could never be admitted.";
 }

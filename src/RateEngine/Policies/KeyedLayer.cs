@@ -79,18 +79,19 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
     public override IKeyTable? Keys => _keys;
 
-    public override string? Find(TContext context, long amount, ref LayerHold hold)
+    public override string? Find(TContext context, long amount, ref LayerHold hold, out bool permanent)
     {
         LayerTier<TAlgorithm>? tier = _fixed ?? TierOf(context);
+        permanent = !IsSoft && (tier is null || amount > tier.Limit);
         if (tier is null)
         {
             // A soft layer never refuses: with no limit for this tier it has no threshold to report, so it goes untracked.
-            return IsSoft ? null : $"No limit is set for this request's tier on layer '{Name}'.";
+            return IsSoft ? null : Limiters.ReasonPhrases.NoLimit(Name);
         }
 
         if (amount > tier.Limit && !IsSoft)
         {
-            return $"The request's cost ({amount}) is above the cap of layer '{Name}' ({tier.Limit}): it could never be admitted.";
+            return Limiters.ReasonPhrases.AboveCap(Name, amount, tier.Limit);
         }
 
         hold.Tier = tier;

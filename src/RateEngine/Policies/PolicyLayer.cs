@@ -31,9 +31,9 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
 
     /// <summary>
     /// Phase 1: the request's key, entry and tier, checked against the tier's limit. Null when the request may go on to
-    /// phase 2; otherwise why it is refused. Changes no usage.
+    /// phase 2; otherwise why it is refused, and whether for good (<see cref="PolicyLease.IsPermanentRefusal"/>). Changes no usage.
     /// </summary>
-    public abstract string? Find(TContext context, long amount, ref LayerHold hold);
+    public abstract string? Find(TContext context, long amount, ref LayerHold hold, out bool permanent);
 
     /// <summary>Phase 2: reserves <paramref name="amount"/> (0: only checks that the layer is not exhausted). False when refused.</summary>
     public abstract bool TryReserve(TContext context, ref LayerHold hold, long now, long amount, out long retryAfter);

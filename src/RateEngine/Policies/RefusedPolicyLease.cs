@@ -3,7 +3,7 @@ using System.Threading.RateLimiting;
 namespace RateEngine.Policies;
 
 /// <summary>A refusal: names the layer, says why, and carries the retry delay. Holds nothing, so it cannot be reconciled.</summary>
-internal sealed class RefusedPolicyLease(string layer, string reason, TimeSpan? retryAfter, bool serviceWide) : PolicyLease
+internal sealed class RefusedPolicyLease(string layer, string reason, TimeSpan? retryAfter, bool serviceWide, bool permanent = false) : PolicyLease
 {
     private static readonly string[] WithRetryAfter = [MetadataName.RetryAfter.Name, MetadataName.ReasonPhrase.Name, BlockingLayerName.Name];
     private static readonly string[] WithoutRetryAfter = [MetadataName.ReasonPhrase.Name, BlockingLayerName.Name];
@@ -17,6 +17,8 @@ internal sealed class RefusedPolicyLease(string layer, string reason, TimeSpan? 
     public override TimeSpan? RetryAfter => retryAfter;
 
     public override bool IsServiceWide => serviceWide;
+
+    public override bool IsPermanentRefusal => permanent;
 
     public override RequestCost Estimate => default;
 

@@ -102,7 +102,19 @@ public class RatePolicyTests
 
         Assert.Equal("tokens", refused.BlockingLayer);
         Assert.Contains("above the cap", refused.Reason, StringComparison.Ordinal);
+        Assert.True(refused.IsPermanentRefusal);
+        Assert.Null(refused.RetryAfter);
         Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
+
+        // A refusal by usage is not permanent.
+        for (int i = 0; i < 5; i++)
+        {
+            policy.Acquire(new Call("alice"), new RequestCost(1, 0)).Dispose();
+        }
+
+        PolicyLease exhausted = policy.Acquire(new Call("alice"), new RequestCost(1, 0));
+        Assert.Equal("user", exhausted.BlockingLayer);
+        Assert.False(exhausted.IsPermanentRefusal);
     }
 
     [Fact]
@@ -222,7 +234,9 @@ public class RatePolicyTests
 
         Assert.Equal("cost", unknown.BlockingLayer);
         Assert.Contains("tier", unknown.Reason, StringComparison.Ordinal);
+        Assert.True(unknown.IsPermanentRefusal);
         Assert.False(none.IsAcquired);
+        Assert.True(none.IsPermanentRefusal);
         Assert.Equal(0, policy.GetUsage(new Call("alice"), "user").Used);
     }
 
