@@ -111,9 +111,10 @@ public sealed partial class RedisRatePolicy<TContext>
             }
 
             // Forgotten meanwhile. Still in the table (the sweep removes it after the flag): the sweep's own check passes the
-            // debt on. Disposed: nowhere to go.
+            // debt on. Disposed: nowhere to go. Otherwise the key's live state is a new one, which a sweep may be forgetting
+            // in turn (a new state is idle until used): the next pass adds to it under the same rule.
             LayerKey live = layer.Live(key);
-            if (ReferenceEquals(live, key) || live.Forgotten)
+            if (ReferenceEquals(live, key) || layer.Blocks!.IsDisposed)
             {
                 return key;
             }
@@ -654,7 +655,7 @@ public sealed partial class RedisRatePolicy<TContext>
         values[1] = wants.ToString();
         RedisResult[] reply;
         long pauseTicket = _pause.Ticket();
-        long failures = _breaker.Failures;
+        long failures = FailureMark;
         try
         {
             reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, keys, values).ConfigureAwait(false))!;

@@ -259,7 +259,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         long[] result;
-        long failures = _breaker.Failures;
+        long failures = FailureMark;
         try
         {
             Task<RedisResult> usage = Eval(PolicyScripts.Usage, keys, values);
@@ -504,8 +504,29 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
     }
 
-    /// <summary>The breaker's failures so far: a settle's answer closes it only if none came after the settle was sent.</summary>
-    internal long BreakerFailures => _breaker.Failures;
+    /// <summary>
+    /// The failures so far of every breaker an answer closes: this policy's and, for a combination, those of the policies it
+    /// joined (one server for all of them: a failure of any is news about it). A call reads it when sent; its answer closes
+    /// the breakers only if none failed since (<see cref="CloseUnlessTrippedSince"/>).
+    /// </summary>
+    internal long FailureMark
+    {
+        get
+        {
+            if (_partOf is not null)
+            {
+                return _partOf.FailureMark;
+            }
+
+            long sum = _breaker.Failures;
+            foreach (RedisBreaker joined in _joinedBreakers)
+            {
+                sum += joined.Failures;
+            }
+
+            return sum;
+        }
+    }
 
     /// <summary>A settle was answered: closes the breaker unless it tripped since (<paramref name="mark"/>), or never (null).</summary>
     internal void Succeeded(long? mark)
@@ -516,19 +537,37 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
     }
 
-    /// <summary>Closes the breaker for an answer to a call sent at <paramref name="failuresWhenSent"/>, and a combination's joined ones with it.</summary>
+    /// <summary>
+    /// Closes the breaker for an answer to a call sent at <paramref name="failuresWhenSent"/> (<see cref="FailureMark"/>), and
+    /// a combination's joined ones with it, unless one of them failed since. Each is closed against the count read here, so a
+    /// trip that lands meanwhile keeps its breaker open.
+    /// </summary>
     internal void CloseUnlessTrippedSince(long failuresWhenSent)
     {
         if (_partOf is not null)
         {
             _partOf.CloseUnlessTrippedSince(failuresWhenSent);
+            return;
         }
-        else if (_breaker.CloseUnlessTrippedSince(failuresWhenSent))
+
+        RedisBreaker[] joined = _joinedBreakers;
+        Span<long> counts = joined.Length <= 8 ? stackalloc long[joined.Length] : new long[joined.Length];
+        long own = _breaker.Failures;
+        long sum = own;
+        for (int i = 0; i < joined.Length; i++)
         {
-            foreach (RedisBreaker joined in _joinedBreakers)
-            {
-                joined.Close();
-            }
+            counts[i] = joined[i].Failures;
+            sum += counts[i];
+        }
+
+        if (sum != failuresWhenSent || !_breaker.CloseUnlessTrippedSince(own))
+        {
+            return;
+        }
+
+        for (int i = 0; i < joined.Length; i++)
+        {
+            joined[i].CloseUnlessTrippedSince(counts[i]);
         }
     }
 
@@ -662,7 +701,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         return _breaker.MayCall()
-            ? StartCall(call with { PauseTicket = _pause.Ticket(), FailuresWhenSent = _breaker.Failures })
+            ? StartCall(call with { PauseTicket = _pause.Ticket(), FailuresWhenSent = FailureMark })
             : (null, null, Unavailable(estimate));
 
         (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) StartCall(Call sent) => (sent, Eval(PolicyScripts.Acquire, sent.Keys, sent.Values), null);

@@ -646,6 +646,54 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task PoliciesCombined_ALateAnswerToTheCombination_LeavesAJoinedPolicyTrippedSinceOpen()
+    {
+        // The combination's call is sent; then a call of the joined endpoint policy gives up (Redis slower than the sync
+        // bound) and trips its breaker. The combination's late answer says nothing that trip did not know: closing the
+        // endpoint's breaker on it sent the endpoint's next callers to wait out the bound again.
+        string prefix = "combined-late-" + Guid.NewGuid().ToString("N");
+        RedisLimiterOptions Options() => new()
+        {
+            Connection = _connection,
+            KeyPrefix = prefix,
+            SyncTimeout = TimeSpan.FromMilliseconds(200),
+            FailureCooldown = TimeSpan.FromSeconds(1),
+            TimeProvider = _cooldownClock,
+        };
+        using RedisRatePolicy<string> global = new RedisRatePolicyBuilder<string>(Options())
+            .AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
+            .Build();
+        using RedisRatePolicy<string> endpoint = new RedisRatePolicyBuilder<string>(Options())
+            .AddLayer("user/min", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
+            .Build();
+        IRatePolicy<string> both = global.Combine([endpoint]);
+        (await both.AcquireAsync("ann", RequestCost.None)).Dispose(); // the scripts are loaded
+        (await endpoint.AcquireAsync("ann", RequestCost.None)).Dispose();
+
+        _server.Freeze();
+        ValueTask<PolicyLease> late;
+        try
+        {
+            late = both.AcquireAsync("ann", RequestCost.None); // sent, and waited for without a bound
+            Assert.False(late.IsCompleted);
+            using PolicyLease refused = endpoint.Acquire("bob", RequestCost.None); // gives up after 200 ms: trips the endpoint
+            Assert.False(refused.IsAcquired);
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        using (PolicyLease admitted = await late)
+        {
+            Assert.True(admitted.IsAcquired);
+        }
+
+        Assert.True(((IRedisLimiterHealth)endpoint).IsDegraded);
+        Assert.Equal(1, ((IRedisLimiterHealth)endpoint).Failures);
+    }
+
+    [Fact]
     public async Task HybridPolicy_ReservationsNobodyWaitsFor_CloseTheBreakerWhenRedisAnswersThem()
     {
         // As for the limiter (above): a busy user's blocks refill in the background, and the pause check reads Redis every

@@ -64,6 +64,9 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         _sweeper = time.CreateTimer(static state => ((LocalReservations<TKey>)state!).ReturnIdle(), this, options.IdleReturn, options.IdleReturn);
     }
 
+    /// <summary>Whether the reservations were disposed: every key is forgotten, and none is kept any more.</summary>
+    internal bool IsDisposed => _disposed;
+
     /// <summary>Keys held locally (tests).</summary>
     internal int KeyCount => _keys.Count;
 

@@ -376,7 +376,7 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
             RedisValue[]? values = ReplayableValues(head);
             if (values is not null)
             {
-                long? mark = _rollback ? null : _policy.BreakerFailures;
+                long? mark = _rollback ? null : _policy.FailureMark;
                 try
                 {
                     await _policy.Settle(_keys, _id, values).ConfigureAwait(false);
