@@ -1,38 +1,72 @@
-using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace RateEngine.Limiters;
 
 /// <summary>
-/// An exact counter for statistics that does not become a second point of contention: each processor increments its
-/// own cell, and reads add the cells up. Decisions never read it (src/DESIGN.md: statistics are not decisions).
+/// An exact counter for statistics that adds no contention and no atomic instruction to the hot path: each thread adds to
+/// its own cell with a plain write (one writer per cell), and reads add the cells up. Decisions never read it
+/// (src/DESIGN.md: statistics are not decisions).
 /// </summary>
+/// <remarks>
+/// A cell is indexed by the thread's managed id, which the runtime hands out again once a thread has ended: the cells are
+/// as many as the threads alive at once, and a thread that takes over a dead thread's id takes over its count too, which
+/// only it writes from then on. Cells are objects that never move between arrays (growing copies references), so no
+/// count is lost to a growth racing with a write.
+/// </remarks>
 internal sealed class StripedCounter
 {
-    // 16 longs = 128 bytes between cells, so no two cells share a cache line, even with adjacent-line prefetching.
-    private const int Stride = 16;
+    private readonly Lock _growing = new();
+    private Cell?[] _cells = new Cell?[16];
 
-    private readonly long[] _cells;
-    private readonly int _mask;
+    public void Increment() => CellOfThisThread().Count++;
 
-    public StripedCounter()
-    {
-        int stripes = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
-        _mask = stripes - 1;
-        _cells = new long[(stripes + 1) * Stride];
-    }
-
-    public void Increment() => Interlocked.Increment(ref _cells[((Thread.GetCurrentProcessorId() & _mask) + 1) * Stride]);
-
-    public void Decrement() => Interlocked.Decrement(ref _cells[((Thread.GetCurrentProcessorId() & _mask) + 1) * Stride]);
+    public void Decrement() => CellOfThisThread().Count--;
 
     public long Sum()
     {
         long sum = 0;
-        for (int stripe = 1; stripe <= _mask + 1; stripe++)
+        foreach (Cell? cell in Volatile.Read(ref _cells))
         {
-            sum += Volatile.Read(ref _cells[stripe * Stride]);
+            if (cell is not null)
+            {
+                sum += Volatile.Read(ref cell.Count);
+            }
         }
 
         return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Cell CellOfThisThread()
+    {
+        int id = Environment.CurrentManagedThreadId;
+        Cell?[] cells = _cells;
+        return (uint)id < (uint)cells.Length && cells[id] is { } cell ? cell : AddCell(id);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Cell AddCell(int id)
+    {
+        lock (_growing)
+        {
+            Cell?[] cells = _cells;
+            if (id >= cells.Length)
+            {
+                Array.Resize(ref cells, (int)Math.Min(Array.MaxLength, Math.Max(2L * cells.Length, id + 1L)));
+            }
+
+            Cell cell = cells[id] ??= new Cell();
+            Volatile.Write(ref _cells, cells);
+            return cell;
+        }
+    }
+
+    /// <summary>One thread's count, alone on its cache lines (so that two threads' writes never share a line).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 128)]
+    private sealed class Cell
+    {
+        [FieldOffset(64)]
+        public long Count;
     }
 }
