@@ -4,7 +4,8 @@ namespace RateEngine.Limiters;
 
 /// <summary>
 /// The lease totals <c>GetStatistics</c> reports: one pair per limiter, shared by every limiter that reports as one
-/// (the keys of a partitioned limiter). Striped, so counting never becomes a point of contention; decisions never read it.
+/// (the keys of a partitioned limiter). A cell per thread (StripedCounter), so counting never becomes a point of contention;
+/// decisions never read it.
 /// </summary>
 internal sealed class LeaseCounters
 {
