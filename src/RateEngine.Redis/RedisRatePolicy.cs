@@ -422,7 +422,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         RedisRatePolicy<TContext>[] joined = [.. policies];
         return new RedisRatePolicy<TContext>(_options, [.. _layers, .. joined.SelectMany(policy => policy._layers)], combining: this)
         {
-            _joinedBreakers = [.. joined.Select(policy => policy._breaker).Distinct().Where(breaker => !ReferenceEquals(breaker, _breaker))],
+            // Every breaker whose policy's layers this one decides, through combinations too: (a + b) + c trips and closes b's.
+            _joinedBreakers = [.. _joinedBreakers.Concat(joined.SelectMany(policy => policy._joinedBreakers.Prepend(policy._breaker)))
+                .Distinct().Where(breaker => !ReferenceEquals(breaker, _breaker))],
         };
     }
 

@@ -646,6 +646,38 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task PoliciesCombinedTwice_AnOutageTripsEveryJoinedPolicysBreaker()
+    {
+        // ASP.NET Core combines a global policy that is itself a combination with each endpoint's: (a + b) + c decides b's
+        // layers too, so an outage it meets must trip b's breaker, not only a's and c's (b's blocks ask b's breaker).
+        string prefix = "combined-twice-" + Guid.NewGuid().ToString("N");
+        RedisLimiterOptions Options() => new()
+        {
+            Connection = _connection,
+            KeyPrefix = prefix,
+            SyncTimeout = TimeSpan.FromMilliseconds(200),
+            FailureCooldown = TimeSpan.FromSeconds(1),
+            TimeProvider = _cooldownClock,
+        };
+        RedisRatePolicy<string> Policy(string layer) => new RedisRatePolicyBuilder<string>(Options())
+            .AddLayer(layer, user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
+            .Build();
+        using RedisRatePolicy<string> a = Policy("a/min");
+        using RedisRatePolicy<string> b = Policy("b/min");
+        using RedisRatePolicy<string> c = Policy("c/min");
+        IRatePolicy<string> all = ((RedisRatePolicy<string>)a.Combine([b])).Combine([c]);
+        (await all.AcquireAsync("ann", RequestCost.None)).Dispose();
+
+        _server.Kill();
+        using (PolicyLease refused = await all.AcquireAsync("ann", RequestCost.None))
+        {
+            Assert.False(refused.IsAcquired);
+        }
+
+        Assert.All(new[] { a, b, c }, policy => Assert.True(((IRedisLimiterHealth)policy).IsDegraded));
+    }
+
+    [Fact]
     public async Task PoliciesCombined_ALateAnswerToTheCombination_LeavesAJoinedPolicyTrippedSinceOpen()
     {
         // The combination's call is sent; then a call of the joined endpoint policy gives up (Redis slower than the sync
