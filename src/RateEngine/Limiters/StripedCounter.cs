@@ -9,9 +9,9 @@ namespace RateEngine.Limiters;
 /// (src/DESIGN.md: statistics are not decisions).
 /// </summary>
 /// <remarks>
-/// A cell is indexed by the thread's managed id, which the runtime hands out again once a thread has ended: the cells are
-/// as many as the threads alive at once, and a thread that takes over a dead thread's id takes over its count too, which
-/// only it writes from then on. Cells are objects that never move between arrays (growing copies references), so no
+/// A cell is indexed by the thread's managed id, which the runtime hands out again once a thread has ended (and its Thread
+/// object is gone): the cells stay about as many as the threads alive at once, 144 bytes each, made on a thread's first
+/// count here, and a thread that takes over a dead thread's id takes over its count too, which only it writes from then on. Cells are objects that never move between arrays (growing copies references), so no
 /// count is lost to a growth racing with a write.
 /// </remarks>
 internal sealed class StripedCounter
@@ -19,9 +19,18 @@ internal sealed class StripedCounter
     private readonly Lock _growing = new();
     private Cell?[] _cells = new Cell?[16];
 
-    public void Increment() => CellOfThisThread().Count++;
+    // One writer per cell, so a read and a write do; Volatile.Write keeps a 32-bit process's 64-bit write whole for Sum.
+    public void Increment()
+    {
+        Cell cell = CellOfThisThread();
+        Volatile.Write(ref cell.Count, cell.Count + 1);
+    }
 
-    public void Decrement() => CellOfThisThread().Count--;
+    public void Decrement()
+    {
+        Cell cell = CellOfThisThread();
+        Volatile.Write(ref cell.Count, cell.Count - 1);
+    }
 
     public long Sum()
     {
