@@ -64,7 +64,11 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         object link = Volatile.Read(ref entry.Link);
         var keyLimiter = link as PartitionKeyLimiter;
         var hot = (keyLimiter?.Tier ?? link) as PartitionHotKey;
-        var tier = (PartitionTier<TAlgorithm, TState>)(hot?.Tier ?? keyLimiter?.Tier ?? link);
+        if ((hot?.Tier ?? keyLimiter?.Tier ?? link) is not PartitionTier<TAlgorithm, TState> tier)
+        {
+            return false;
+        }
+
         long now = _clock.Now();
         if (tier.Algorithm.GetFullSince(ref entry.State, now) is null)
         {
@@ -76,12 +80,26 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             return false; // waiters: not idle
         }
 
-        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks).
-        if (Interlocked.CompareExchange(ref entry.Link, PartitionEntry<TState>.Evicted, link) != link
-            || tier.Algorithm.GetFullSince(ref entry.State, now) is null)
+        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks). The re-check may read the
+        // clock (a bucket's state far behind it), and a clock that throws must not leave the key marked: every request on
+        // it would look it up again for ever.
+        bool evicted = false;
+        try
         {
-            Interlocked.CompareExchange(ref entry.Link, link, PartitionEntry<TState>.Evicted);
-            keyLimiter?.Unretire();
+            evicted = Interlocked.CompareExchange(ref entry.Link, PartitionEntry<TState>.Evicted, link) == link
+                && tier.Algorithm.GetFullSince(ref entry.State, now) is not null;
+        }
+        finally
+        {
+            if (!evicted)
+            {
+                Interlocked.CompareExchange(ref entry.Link, link, PartitionEntry<TState>.Evicted);
+                keyLimiter?.Unretire();
+            }
+        }
+
+        if (!evicted)
+        {
             return false;
         }
 

@@ -240,6 +240,81 @@ public class PartitionedLimiterTests
     }
 
     [Fact]
+    public void Sweep_ClockThrowsDuringTheEvictionsReCheck_LeavesTheKeyLiveAndTheTableSweepable()
+    {
+        // A long-idle bucket key: the sweep's re-check after marking it reads the clock again (a state more than 2^62 of
+        // the bucket's units behind, 24 days at this rate, tells its age only with a fresh read). A clock that throws there
+        // left the key marked evicted in the table: every request on it looked it up again for ever, and the next sweep
+        // threw on the mark. Each run arms the clock to throw at a later read, so one of them throws at the re-check.
+        var bucket = new TokenBucketRateLimiterOptions { TokenLimit = 2, TokensPerPeriod = int.MaxValue, ReplenishmentPeriod = TimeSpan.FromSeconds(1), QueueLimit = 0 };
+        for (int reads = 0; reads < 8; reads++)
+        {
+            var time = new ThrowingClock();
+            using PartitionedRateLimiter<int> limiter = PartitionedLimiter.CreateTokenBucket<int, int>(
+                key => key, _ => bucket, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(3650) });
+            Assert.True(limiter.AttemptAcquire(7).IsAcquired);
+            time.Advance(TimeSpan.FromDays(100));
+
+            time.ThrowAfter(reads);
+            try
+            {
+                ((IPartitionDiagnostics)limiter).SweepAllShards();
+            }
+            catch (InvalidOperationException)
+            {
+            }
+
+            time.ThrowAfter(null);
+            ((IPartitionDiagnostics)limiter).SweepAllShards();
+            Assert.True(limiter.AttemptAcquire(7).IsAcquired, $"throwing at read {reads}");
+        }
+    }
+
+    /// <summary>
+    /// A clock moved by hand that throws from a given read on, as a broken provider might. Its timers never fire, so that
+    /// a jump of centuries does not sweep: the test sweeps when it chooses.
+    /// </summary>
+    private sealed class ThrowingClock : TimeProvider
+    {
+        private long _timestamp;
+        private int? _readsLeft;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public void Advance(TimeSpan by) => _timestamp += by.Ticks;
+
+        public void ThrowAfter(int? reads) => _readsLeft = reads;
+
+        public override long GetTimestamp()
+        {
+            if (_readsLeft is { } left)
+            {
+                if (left <= 0)
+                {
+                    throw new InvalidOperationException("the clock failed");
+                }
+
+                _readsLeft = left - 1;
+            }
+
+            return _timestamp;
+        }
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) => new NeverFires();
+
+        private sealed class NeverFires : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period) => true;
+
+            public void Dispose()
+            {
+            }
+
+            public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+        }
+    }
+
+    [Fact]
     public void Create_IdleEvictionIntervalMaxValue_IsAcceptedAndCapsAtTheTimersLimit()
     {
         using var limiter = PartitionedLimiter.CreateFixedWindow<int, int>(
