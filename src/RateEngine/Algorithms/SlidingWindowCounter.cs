@@ -460,7 +460,9 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// it preserves the newest segment that counted anything (what <see cref="GetFullSince"/> needs). So a slot with no
     /// count was never written (or refunds took its segment's count to zero) and counts nothing: any segment takes it. A
     /// never-written slot's zero word names segment 0, which a segment in the 2^20 before the epochs wrap (every 2^33
-    /// segments) would read as newer, and its count would be lost.
+    /// segments) would read as newer, and its count would be lost. So would a slot last written 2^33 - k segments ago
+    /// (k at most 2^20: a busy key whose other slots kept counting): while the word still holds the segment being
+    /// recorded, no later segment has finished, so a slot that reads as newer is that old one, and it is overwritten.
     /// </summary>
     private void Record(ref CounterState state, long epoch, long count)
     {
@@ -476,7 +478,8 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         {
             long existing = Volatile.Read(ref slot);
             long distance = EpochCount.Distance(epoch, existing);
-            if (EpochCount.Count(existing) != 0 && (distance < 0 || (distance == 0 && EpochCount.Count(existing) >= count)))
+            bool newer = distance < 0 && !EpochCount.Holds(Volatile.Read(ref state.Current), epoch);
+            if (EpochCount.Count(existing) != 0 && (newer || (distance == 0 && EpochCount.Count(existing) >= count)))
             {
                 return;
             }

@@ -45,6 +45,24 @@ public class SlidingWindowCounterTests
     }
 
     [Fact]
+    public void TryAcquire_SegmentWhoseSlotWasLastWrittenAWrapAgo_StaysCountedInHistory()
+    {
+        // Segments of 10 ticks, 2 per window, 3 history slots. Slot 0 last holds segment 3; the key stays busy in other
+        // slots until segment e = 2^33 + 1, also slot 0, which is 2^33 - 2 segments after 3: modulo 2^33 segment 3 reads
+        // as 2 segments newer than e. Recording e's permit must still replace it, or segment e + 1 forgets that permit
+        // and admits a second one within the window of 1.
+        var counter = new SlidingWindowCounter(permitLimit: 1, segmentTicks: 10, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState();
+        long e = (1L << 33) + 1;
+        Assert.True(counter.TryAcquire(ref state, 3 * 10, 1, out _, out _));
+        Assert.False(counter.TryAcquire(ref state, 4 * 10, 1, out _, out _)); // segment 3 goes to slot 0
+        Assert.True(counter.TryAcquire(ref state, (1L << 32) * 10, 1, out _, out _)); // slot 1
+        Assert.True(counter.TryAcquire(ref state, e * 10, 1, out _, out _));
+
+        Assert.False(counter.TryAcquire(ref state, (e + 1) * 10, 1, out _, out _));
+    }
+
+    [Fact]
     public void Charge_PastTheLimit_RefusesUntilTheChargedSegmentExpires()
     {
         // Segments of 10 ticks, 3 per window: a permit taken in segment j is counted until segment j + 4 begins.
