@@ -229,7 +229,9 @@ internal sealed class PerCoreBucketHost : PerCoreHost
             {
                 long given = own + extra;
                 blockOnly = given < permits;
-                extra = blockOnly ? given : given - permits;
+
+                // The block's word holds 21 bits of tokens: what a larger request gave beyond them is given up (stricter).
+                extra = Math.Min(blockOnly ? given : given - permits, RemainingMask);
             }
 
             if (owner && taken && extra > 0)

@@ -221,6 +221,31 @@ public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterCont
     }
 
     [Fact]
+    public void TryAcquire_StaleCallersLargeRequestWhoseLeftoverExpired_LeavesItsCoresBlockUsable()
+    {
+        // The stale caller's case above with a request of more than 2^21 tokens that the bucket's tokens alone do not cover:
+        // they all go to the core's block, whose word holds 21 bits of remaining tokens. Written unclamped, the count ran
+        // into the word's closed bit, and the core's block stayed closed for good (found by review).
+        using var bucket = new SteeredBucket(1 << 23, stripes: 2);
+        (PerCoreBucketHost host, long stale) = LeftoverOnCoreZeroThenCoreOneTakes(bucket, 1 << 22);
+        bucket.Time.Advance(Window); // full again
+
+        bucket.Core = 0;
+        host.TryAcquire(stale, (1 << 23) - 1, out _, out _);
+        bucket.Time.Advance(Window * 2); // full again, whatever that request took
+
+        bucket.Core = 0;
+        bool refilled = false;
+        for (int i = 0; i < 10 && !refilled; i++)
+        {
+            Assert.True(host.TryAcquire(bucket.Limiter.Clock.Now(), 1, out _, out _));
+            refilled = host.HeldInBlocks(bucket.Limiter.Clock.Now()) > 0; // core 0 refilled a block of its own
+        }
+
+        Assert.True(refilled);
+    }
+
+    [Fact]
     public void Refund_PerCoreBucket_FreesNothing()
     {
         var time = new FakeTimeProvider();
