@@ -612,21 +612,8 @@ public sealed class RedisFailureTests : IDisposable
         // returns, dispose). Tripped only on the combination, the joined policy's blocks went on calling the dead server
         // through its cool-down, and a late answer to one of them ended the cool-down early (found by review).
         string prefix = "combined-" + Guid.NewGuid().ToString("N");
-        RedisLimiterOptions Options() => new()
-        {
-            Connection = _connection,
-            KeyPrefix = prefix,
-            SyncTimeout = TimeSpan.FromMilliseconds(200),
-            FailureCooldown = TimeSpan.FromSeconds(1),
-            TimeProvider = _cooldownClock,
-            Hybrid = new RedisHybridOptions { IdleReturn = TimeSpan.FromMilliseconds(500) },
-        };
-        using RedisRatePolicy<string> global = new RedisRatePolicyBuilder<string>(Options())
-            .AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
-            .Build();
-        using RedisRatePolicy<string> endpoint = new RedisRatePolicyBuilder<string>(Options())
-            .AddLayer("user/min", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
-            .Build();
+        using RedisRatePolicy<string> global = GlobalPolicy(prefix, new RedisHybridOptions { IdleReturn = TimeSpan.FromMilliseconds(500) });
+        using RedisRatePolicy<string> endpoint = EndpointPolicy(prefix, new RedisHybridOptions { IdleReturn = TimeSpan.FromMilliseconds(500) });
         IRatePolicy<string> both = global.Combine([endpoint]);
         using (PolicyLease first = await both.AcquireAsync("ann", RequestCost.None))
         {
@@ -651,14 +638,7 @@ public sealed class RedisFailureTests : IDisposable
         // ASP.NET Core combines a global policy that is itself a combination with each endpoint's: (a + b) + c decides b's
         // layers too, so an outage it meets must trip b's breaker, not only a's and c's (b's blocks ask b's breaker).
         string prefix = "combined-twice-" + Guid.NewGuid().ToString("N");
-        RedisLimiterOptions Options() => new()
-        {
-            Connection = _connection,
-            KeyPrefix = prefix,
-            SyncTimeout = TimeSpan.FromMilliseconds(200),
-            FailureCooldown = TimeSpan.FromSeconds(1),
-            TimeProvider = _cooldownClock,
-        };
+        RedisLimiterOptions Options() => Combinable(prefix);
         RedisRatePolicy<string> Policy(string layer) => new RedisRatePolicyBuilder<string>(Options())
             .AddLayer(layer, user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
             .Build();
@@ -684,20 +664,8 @@ public sealed class RedisFailureTests : IDisposable
         // bound) and trips its breaker. The combination's late answer says nothing that trip did not know: closing the
         // endpoint's breaker on it sent the endpoint's next callers to wait out the bound again.
         string prefix = "combined-late-" + Guid.NewGuid().ToString("N");
-        RedisLimiterOptions Options() => new()
-        {
-            Connection = _connection,
-            KeyPrefix = prefix,
-            SyncTimeout = TimeSpan.FromMilliseconds(200),
-            FailureCooldown = TimeSpan.FromSeconds(1),
-            TimeProvider = _cooldownClock,
-        };
-        using RedisRatePolicy<string> global = new RedisRatePolicyBuilder<string>(Options())
-            .AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
-            .Build();
-        using RedisRatePolicy<string> endpoint = new RedisRatePolicyBuilder<string>(Options())
-            .AddLayer("user/min", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
-            .Build();
+        using RedisRatePolicy<string> global = GlobalPolicy(prefix);
+        using RedisRatePolicy<string> endpoint = EndpointPolicy(prefix);
         IRatePolicy<string> both = global.Combine([endpoint]);
         (await both.AcquireAsync("ann", RequestCost.None)).Dispose(); // the scripts are loaded
         (await endpoint.AcquireAsync("ann", RequestCost.None)).Dispose();
@@ -880,6 +848,27 @@ public sealed class RedisFailureTests : IDisposable
         measurements.Where(m => m.Tags.TryGetValue("rateengine.limiter", out object? limiter) && (string?)limiter == prefix);
 
     /// <summary>A one-layer policy keyed by user, failing closed, its breaker's cool-down on the test's fake clock.</summary>
+    /// <summary>A global per-minute cap, to combine with <see cref="EndpointPolicy"/> of the same prefix.</summary>
+    private RedisRatePolicy<string> GlobalPolicy(string prefix, RedisHybridOptions? hybrid = null) => new RedisRatePolicyBuilder<string>(Combinable(prefix, hybrid))
+        .AddGlobalLayer("global/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
+        .Build();
+
+    /// <summary>A per-user per-minute cap, to combine with <see cref="GlobalPolicy"/> of the same prefix.</summary>
+    private RedisRatePolicy<string> EndpointPolicy(string prefix, RedisHybridOptions? hybrid = null) => new RedisRatePolicyBuilder<string>(Combinable(prefix, hybrid))
+        .AddLayer("user/min", user => user, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000))
+        .Build();
+
+    /// <summary>Options of policies that combine (one connection and key prefix), with a 200 ms sync bound and the fake cool-down clock.</summary>
+    private RedisLimiterOptions Combinable(string prefix, RedisHybridOptions? hybrid = null) => new()
+    {
+        Connection = _connection,
+        KeyPrefix = prefix,
+        SyncTimeout = TimeSpan.FromMilliseconds(200),
+        FailureCooldown = TimeSpan.FromSeconds(1),
+        TimeProvider = _cooldownClock,
+        Hybrid = hybrid,
+    };
+
     private RedisRatePolicy<string> Policy(string layer, PolicyRule rule, TimeSpan syncTimeout) => new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
     {
         Connection = _connection,
