@@ -66,7 +66,9 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         var hot = (keyLimiter?.Tier ?? link) as PartitionHotKey;
         if ((hot?.Tier ?? keyLimiter?.Tier ?? link) is not PartitionTier<TAlgorithm, TState> tier)
         {
-            return false;
+            // Only an eviction's mark: one left in the table (none should be) finishes its eviction, so that the key's
+            // requests, which look it up again while they see the mark, find a new entry.
+            return ReferenceEquals(link, PartitionEntry<TState>.Evicted);
         }
 
         long now = _clock.Now();
