@@ -78,7 +78,10 @@ public abstract class PolicyLease : RateLimitLease
 
     /// <summary>
     /// Settles the request at its actual cost: less than the estimate refunds the difference (exactly, while the period it
-    /// was reserved in lasts); more charges the overrun past the caps if need be, and returns it.
+    /// was reserved in lasts); more charges the overrun past the caps if need be, and returns it. The actual is the
+    /// request's whole cost, whatever its step charges counted so far (a provider's final usage corrects them, either way);
+    /// to settle at what the steps counted, with a step charged meanwhile on another thread included, call
+    /// <see cref="Reconcile()"/>.
     /// </summary>
     /// <returns>The overrun: how much the actual exceeded the estimate, per meter (zero when it did not).</returns>
     /// <exception cref="ArgumentOutOfRangeException">The actual is negative.</exception>

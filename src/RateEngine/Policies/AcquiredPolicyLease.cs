@@ -113,10 +113,11 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
         {
             RatePolicy<TContext> policy = OpenPolicy();
 
-            // Settled from here on, whatever user code below throws (a selector looking a key up again, a threshold or a
-            // reconcile listener): a dispose after a reconcile that failed part-way must not refund what it settled.
-            _state = Reconciled;
+            // The clock first: a provider that throws leaves the lease open, to be reconciled again or disposed. Settled
+            // from then on, whatever user code below throws (a selector looking a key up again, a threshold or a reconcile
+            // listener): a dispose after a reconcile that failed part-way must not refund what it settled.
             long now = policy.Clock.Now();
+            _state = Reconciled;
             ExceptionDispatchInfo? failure = null;
             long[]? refunds = null;
             for (int i = 0; i < _holds.Length; i++)
@@ -136,7 +137,15 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                 }
                 else if (target < counted)
                 {
-                    refunded = layer.Refund(ref _holds[i], counted - target, now);
+                    // Every layer is settled even if user code on one (a selector looking a key up again) throws.
+                    try
+                    {
+                        refunded = layer.Refund(ref _holds[i], counted - target, now);
+                    }
+                    catch (Exception error)
+                    {
+                        failure ??= ExceptionDispatchInfo.Capture(error);
+                    }
                 }
 
                 if (policy.ReconcileListener(i) is not null)

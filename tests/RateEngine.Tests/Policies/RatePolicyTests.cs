@@ -421,6 +421,35 @@ public class RatePolicyTests
         Assert.Equal(0, policy.GetUsage(call, "requests").Used); // a request layer gives its request back
     }
 
+    [Fact]
+    public void Reconcile_ClockThrows_LeavesTheLeaseOpenToBeReconciledAgain()
+    {
+        // A provider that throws on the reconcile's clock read: the lease was marked settled first, so the overrun was
+        // never charged and no second reconcile could charge it.
+        var time = new FailingClock();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(100, 0));
+
+        time.Failing = true;
+        Assert.Throws<TimeoutException>(() => lease.Reconcile(new RequestCost(150, 0)));
+        time.Failing = false;
+        Assert.False(lease.IsSettled);
+        lease.Reconcile(new RequestCost(150, 0));
+
+        Assert.Equal(150, policy.GetUsage(call, "tokens").Used);
+    }
+
+    /// <summary>A fake clock whose reads fail while <see cref="Failing"/> is set.</summary>
+    private sealed class FailingClock : FakeTimeProvider
+    {
+        public bool Failing { get; set; }
+
+        public override long GetTimestamp() => Failing ? throw new TimeoutException("the clock failed") : base.GetTimestamp();
+    }
+
     [Theory]
     [InlineData(500)]
     [InlineData(60)]
