@@ -20,6 +20,7 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
     private readonly IOptionsMonitor<RateEngineOptions> _options;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
+    private long _lastUsageFailureLogged;
     private readonly IDisposable? _reloads;
 
     /// <summary>
@@ -65,6 +66,18 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
     public RateEngineOptions Options => Volatile.Read(ref _current);
 
     public ILogger Logger => _logger;
+
+    /// <summary>
+    /// Whether a failed usage read for the headers is logged now: at most once a minute, since while a store is away
+    /// (a fail-open policy admitting) every response would log one.
+    /// </summary>
+    public bool LogsUsageFailureNow()
+    {
+        long now = _time.GetTimestamp();
+        long last = Volatile.Read(ref _lastUsageFailureLogged);
+        return (last == 0 || _time.GetElapsedTime(last, now) >= TimeSpan.FromMinutes(1))
+            && Interlocked.CompareExchange(ref _lastUsageFailureLogged, now, last) == last;
+    }
 
     public RateEnginePolicies<TContext> Policies => _policies;
 

@@ -16,8 +16,9 @@ internal static class RejectionWriter
         PolicyLease lease = decision.Lease;
         HttpResponse response = http.Response;
         int status = lease.IsServiceWide ? options.ServiceWideStatusCode : options.RejectedStatusCode;
+        // A retry delay of zero (a store's refusal with no cool-down) would tell clients to come back at once: unknown instead.
         long? retryAfter = lease.IsPermanentRefusal ? null
-            : lease.RetryAfter is { } after ? RateLimitHeaders.Seconds(after)
+            : lease.RetryAfter is { } after && after > TimeSpan.Zero ? RateLimitHeaders.Seconds(after)
             : options.UnknownRetryAfterSeconds;
         response.StatusCode = status;
         if (retryAfter is { } seconds)

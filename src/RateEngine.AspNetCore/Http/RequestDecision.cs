@@ -175,7 +175,11 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
         }
         catch (Exception exception) when (exception is not OperationCanceledException and not ObjectDisposedException)
         {
-            Log.UsageUnavailable(_runtime.Logger, PolicyName, exception);
+            if (_runtime.LogsUsageFailureNow())
+            {
+                Log.UsageUnavailable(_runtime.Logger, PolicyName, exception);
+            }
+
             return [];
         }
     }
@@ -187,16 +191,25 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
             return; // not a success: another limiter's refusal (an in-box endpoint limiter's), or the endpoint's error
         }
 
-        RateEngineOptions options = _runtime.Options;
-        IReadOnlyList<LayerUsage> usage = await UsageForHeadersAsync(_http.RequestAborted).ConfigureAwait(false);
-        if (options.RateLimitFieldsOnSuccess)
+        // Best effort, and never an error of the response: this runs as it starts (OnStarting), where an exception (the
+        // client gone, a policy disposed at shutdown) would turn a good answer into a failed one.
+        try
         {
-            RateLimitHeaders.WriteIetf(_http.Response.Headers, Policy, usage, blockingLayer: null);
-        }
+            RateEngineOptions options = _runtime.Options;
+            IReadOnlyList<LayerUsage> usage = await UsageForHeadersAsync(_http.RequestAborted).ConfigureAwait(false);
+            if (options.RateLimitFieldsOnSuccess)
+            {
+                RateLimitHeaders.WriteIetf(_http.Response.Headers, Policy, usage, blockingLayer: null);
+            }
 
-        if (options.OpenAiHeaders)
+            if (options.OpenAiHeaders)
+            {
+                RateLimitHeaders.WriteOpenAi(_http.Response.Headers, Policy, usage);
+            }
+        }
+        catch (Exception exception) when (exception is OperationCanceledException or ObjectDisposedException)
         {
-            RateLimitHeaders.WriteOpenAi(_http.Response.Headers, Policy, usage);
+            // The client went away, or the policy is gone: the headers go out without the usage fields.
         }
     }
 
