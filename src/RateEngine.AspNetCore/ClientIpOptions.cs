@@ -1,3 +1,5 @@
+using System.Net;
+
 namespace RateEngine.AspNetCore;
 
 /// <summary>How <see cref="HttpPartitionKeys.ClientIp(Microsoft.AspNetCore.Http.HttpContext, ClientIpOptions?)"/> finds and groups a client's address.</summary>
@@ -9,9 +11,20 @@ public sealed class ClientIpOptions
 
     /// <summary>
     /// The header a trusted reverse proxy appends the client's address to (<c>X-Forwarded-For</c>), or null to use the
-    /// connection's remote address. Set it only behind such a proxy: anyone can send the header. Default null.
+    /// connection's remote address. Set it only behind such a proxy: anyone can send the header, so it is read only on
+    /// connections from <see cref="TrustedProxies"/>. Do not combine it with ASP.NET Core's forwarded-headers middleware
+    /// (<c>UseForwardedHeaders</c>), which takes the proxies' entries off the header and puts the client's address in the
+    /// connection: leave this null then. Default null.
     /// </summary>
     public string? ForwardedHeader { get; set; }
+
+    /// <summary>
+    /// The networks of the proxies whose <see cref="ForwardedHeader"/> is believed: on a connection from any other address
+    /// (a client that reaches the app directly) the header is ignored and the connection's address is the key. Default:
+    /// loopback only (<c>127.0.0.0/8</c> and <c>::1/128</c>), as ASP.NET Core's forwarded-headers middleware; add your load
+    /// balancer's network.
+    /// </summary>
+    public IList<IPNetwork> TrustedProxies { get; } = [IPNetwork.Parse("127.0.0.0/8"), IPNetwork.Parse("::1/128")];
 
     /// <summary>
     /// How many trusted proxies append to <see cref="ForwardedHeader"/>: the client is the address that many entries from

@@ -26,7 +26,7 @@ public static class HttpPartitionKeys
     {
         ArgumentNullException.ThrowIfNull(context);
         IPAddress? address = context.Connection.RemoteIpAddress;
-        if (options?.ForwardedHeader is { } header)
+        if (options?.ForwardedHeader is { } header && IsTrustedProxy(address, options.TrustedProxies))
         {
             address = Forwarded(context.Request.Headers[header], options.ForwardedHops) ?? address;
         }
@@ -80,6 +80,25 @@ public static class HttpPartitionKeys
     }
 
     private static readonly ClientIpOptions Defaults = new();
+
+    private static bool IsTrustedProxy(IPAddress? peer, IList<IPNetwork> trusted)
+    {
+        if (peer is null)
+        {
+            return false;
+        }
+
+        IPAddress plain = peer.IsIPv4MappedToIPv6 ? peer.MapToIPv4() : peer;
+        foreach (IPNetwork network in trusted)
+        {
+            if (network.Contains(plain))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     private static IPAddress? Forwarded(Microsoft.Extensions.Primitives.StringValues values, int hops)
     {

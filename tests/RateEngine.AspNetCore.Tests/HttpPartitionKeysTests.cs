@@ -43,9 +43,34 @@ public sealed class HttpPartitionKeysTests
         http.Request.Headers.Append("X-Forwarded-For", "1.2.3.4, 203.0.113.9"); // the client wrote 1.2.3.4 itself
         http.Request.Headers.Append("X-Forwarded-For", "198.51.100.7");
 
-        Assert.Equal("198.51.100.7", HttpPartitionKeys.ClientIp(http, new ClientIpOptions { ForwardedHeader = "X-Forwarded-For" }));
-        Assert.Equal("203.0.113.9", HttpPartitionKeys.ClientIp(http, new ClientIpOptions { ForwardedHeader = "X-Forwarded-For", ForwardedHops = 2 }));
-        Assert.Equal("10.0.0.1", HttpPartitionKeys.ClientIp(http, new ClientIpOptions { ForwardedHeader = "X-Forwarded-For", ForwardedHops = 4 }));
+        Assert.Equal("198.51.100.7", HttpPartitionKeys.ClientIp(http, BehindProxy()));
+        ClientIpOptions twoHops = BehindProxy();
+        twoHops.ForwardedHops = 2;
+        Assert.Equal("203.0.113.9", HttpPartitionKeys.ClientIp(http, twoHops));
+        ClientIpOptions fourHops = BehindProxy();
+        fourHops.ForwardedHops = 4;
+        Assert.Equal("10.0.0.1", HttpPartitionKeys.ClientIp(http, fourHops));
+    }
+
+    [Theory]
+    [InlineData("198.51.100.20", "198.51.100.20")] // a client that reaches the app directly writes the header itself
+    [InlineData("127.0.0.1", "203.0.113.9")] // loopback is trusted by default
+    [InlineData("::ffff:10.0.0.1", "203.0.113.9")] // the proxy's network, over a dual-stack socket
+    public void ClientIp_ForwardedHeader_IsBelievedOnlyFromATrustedProxy(string peer, string expected)
+    {
+        HttpContext http = Context(peer);
+        http.Request.Headers["X-Forwarded-For"] = "203.0.113.9";
+
+        Assert.Equal(expected, HttpPartitionKeys.ClientIp(http, BehindProxy()));
+        Assert.Equal(peer == "127.0.0.1" ? expected : HttpPartitionKeys.ClientIp(Context(peer)), HttpPartitionKeys.ClientIp(http, new ClientIpOptions { ForwardedHeader = "X-Forwarded-For" }));
+    }
+
+    /// <summary>Behind a load balancer on 10.0.0.0/8 that appends to X-Forwarded-For.</summary>
+    private static ClientIpOptions BehindProxy()
+    {
+        var options = new ClientIpOptions { ForwardedHeader = "X-Forwarded-For" };
+        options.TrustedProxies.Add(IPNetwork.Parse("10.0.0.0/8"));
+        return options;
     }
 
     [Fact]
