@@ -45,7 +45,9 @@ public static class HttpPartitionKeys
 
     /// <summary>
     /// The API key the request presents in <paramref name="headerName"/>; for <c>Authorization</c>, the credentials of a
-    /// <c>Bearer</c> scheme. Null when absent or blank.
+    /// <c>Bearer</c> scheme. Null when absent or blank. It is the credential itself: a key selector that uses it as a
+    /// partition key puts the secret in the limiter's table and, on Redis, in the store's key names; map it to the account
+    /// it names (or hash it) first where that matters.
     /// </summary>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
     public static string? ApiKey(HttpContext context, string headerName = "X-Api-Key")
@@ -62,13 +64,19 @@ public static class HttpPartitionKeys
         return string.IsNullOrEmpty(value) ? null : value;
     }
 
-    /// <summary>The endpoint's route pattern (<c>/v1/tools/{tool}</c>), else the request path.</summary>
+    /// <summary>
+    /// The endpoint's route pattern (<c>/v1/tools/{tool}</c>); <see cref="Unrouted"/> for a request that matched no route
+    /// (its path is the client's to choose: as a key, every made-up path would take a key of its own and fill the table).
+    /// </summary>
     /// <exception cref="ArgumentNullException">The context is null.</exception>
     public static string Route(HttpContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        return (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? context.Request.Path.Value ?? "/";
+        return (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? Unrouted;
     }
+
+    /// <summary>The <see cref="Route"/> key every request that matched no route shares.</summary>
+    public const string Unrouted = "(no route)";
 
     /// <summary>The route value <paramref name="name"/> (a tool name in <c>/v1/tools/{tool}</c>); null when absent.</summary>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>

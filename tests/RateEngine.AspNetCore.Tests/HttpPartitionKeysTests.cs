@@ -101,6 +101,19 @@ public sealed class HttpPartitionKeysTests
     }
 
     [Fact]
+    public void Route_RequestThatMatchedNoRoute_SharesOneKeyWhateverItsPath()
+    {
+        // A path the client made up is not a key: each one would take an entry of the layer's table until it is full.
+        var first = new DefaultHttpContext();
+        first.Request.Path = "/made/up/1";
+        var second = new DefaultHttpContext();
+        second.Request.Path = "/made/up/2";
+
+        Assert.Equal(HttpPartitionKeys.Unrouted, HttpPartitionKeys.Route(first));
+        Assert.Equal(HttpPartitionKeys.Unrouted, HttpPartitionKeys.Route(second));
+    }
+
+    [Fact]
     public void Selectors_NullContext_Throw()
     {
         Assert.Throws<ArgumentNullException>(() => HttpPartitionKeys.ClientIp(null!));
