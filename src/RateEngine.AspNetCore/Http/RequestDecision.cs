@@ -227,7 +227,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
             return;
         }
 
-        Settled(Lease.Estimate, RateEngineMetrics.EstimateKept);
+        Settled(KeptCost(), RateEngineMetrics.EstimateKept);
         Lease.Dispose();
     }
 
@@ -261,7 +261,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
         {
             try
             {
-                Settled(Lease.Estimate, RateEngineMetrics.EstimateKept); // unless settled above or by the endpoint
+                Settled(KeptCost(), RateEngineMetrics.EstimateKept); // unless settled above or by the endpoint
                 Lease.Dispose();
             }
             catch (Exception exception)
@@ -270,6 +270,14 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
             }
         }
 #pragma warning restore CA1031
+    }
+
+    /// <summary>What a lease that keeps its estimate counts: the estimate, or what its steps charged past it (overruns counted).</summary>
+    private RequestCost KeptCost()
+    {
+        RequestCost estimate = Lease.Estimate;
+        RequestCost consumed = Lease.Consumed;
+        return new RequestCost(Math.Max(estimate.Tokens, consumed.Tokens), Math.Max(estimate.Money, consumed.Money));
     }
 
     private void Settled(RequestCost counted, string how)
