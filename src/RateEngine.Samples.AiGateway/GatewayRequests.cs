@@ -10,12 +10,15 @@ public static class GatewayRequests
     private static readonly ClientIpOptions Direct = new();
     private static readonly ClientIpOptions BehindLoadBalancer = new() { ForwardedHeader = "X-Forwarded-For" };
 
-    /// <summary>The caller's identity from its API key (<c>Authorization: Bearer ...</c>); 401 when unknown.</summary>
+    /// <summary>
+    /// The caller's identity from its API key (<c>Authorization: Bearer ...</c>); 401 when unknown, 429 once an address has
+    /// presented too many unknown keys (<see cref="UnknownKeyGuard"/>).
+    /// </summary>
     public static GatewayUser Caller(HttpContext http)
     {
         GatewayOptions options = http.RequestServices.GetRequiredService<IOptions<GatewayOptions>>().Value;
         return options.Find(HttpPartitionKeys.ApiKey(http, "Authorization"))
-            ?? throw new BadHttpRequestException("Unknown or missing API key: send Authorization: Bearer <key>.", StatusCodes.Status401Unauthorized);
+            ?? throw http.RequestServices.GetRequiredService<UnknownKeyGuard>().Refuse(http);
     }
 
     /// <summary>The client's address: from the load balancer's header in load tests, else the connection's.</summary>

@@ -24,6 +24,7 @@ namespace RateEngine.Samples.AiGateway
             builder.Services.Configure<GatewayOptions>(builder.Configuration.GetSection("Gateway"));
             builder.Services.AddSingleton(TimeProvider.System);
             builder.Services.AddSingleton(_ => new CostEstimator<string>());
+            builder.Services.AddSingleton(services => new UnknownKeyGuard(services.GetRequiredService<TimeProvider>()));
             string limiter = builder.Configuration["limiter"] ?? "rateengine";
             switch (limiter)
             {

@@ -129,11 +129,19 @@ public sealed class GatewaySampleTests
     }
 
     [Fact]
-    public async Task Chat_UnknownKeyOrBadBody_Answers401Or400()
+    public async Task Chat_UnknownKeyOrBadBody_Answers401Or400_AndGuessingKeysIsCapped()
     {
         await using RunningApp gateway = await StartAsync();
 
         Assert.Equal(HttpStatusCode.Unauthorized, (await Chat(gateway, "sk-nobody")).StatusCode);
+        for (int i = 1; i < UnknownKeyGuard.PerMinute; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await Chat(gateway, $"sk-guess-{i}")).StatusCode);
+        }
+
+        // Guessing keys is capped per address: the unknown keys never reach the policy, whose layers need an account.
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await Chat(gateway, "sk-guess-last")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-bob")).StatusCode);
         using var bad = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{not json", Encoding.UTF8, "application/json") };
         bad.Headers.Add("Authorization", "Bearer sk-bob");
         Assert.Equal(HttpStatusCode.BadRequest, (await gateway.Client.SendAsync(bad)).StatusCode);
