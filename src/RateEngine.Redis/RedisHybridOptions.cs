@@ -40,6 +40,10 @@ public sealed class RedisHybridOptions
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxBlock, 1, nameof(MaxBlock));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(IdleReturn, TimeSpan.Zero, nameof(IdleReturn));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(IdleReturn, RedisLimiterOptions.MaxTimerPeriod, nameof(IdleReturn));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(PauseCheckInterval, TimeSpan.Zero, nameof(PauseCheckInterval));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(PauseCheckInterval, RedisLimiterOptions.MaxTimerPeriod, nameof(PauseCheckInterval));
     }
+
+    internal RedisHybridOptions Snapshot() => (RedisHybridOptions)MemberwiseClone();
 }

@@ -79,6 +79,27 @@ public sealed class RedisLimiterOptions
     /// </summary>
     public IMeterFactory? MeterFactory { get; set; }
 
+    /// <summary>The longest <see cref="SyncTimeout"/>: what a thread's wait takes (about 24.8 days).</summary>
+    internal static readonly TimeSpan MaxSyncTimeout = TimeSpan.FromMilliseconds(int.MaxValue);
+
+    /// <summary>The longest <see cref="FailureCooldown"/>: a day (the breaker adds it to a timestamp).</summary>
+    internal static readonly TimeSpan MaxFailureCooldown = TimeSpan.FromDays(1);
+
+    /// <summary>The longest period of a timer these options start (about 49.7 days, what a timer takes).</summary>
+    internal static readonly TimeSpan MaxTimerPeriod = TimeSpan.FromMilliseconds(uint.MaxValue - 1L);
+
+    /// <summary>
+    /// A copy that the limiter or policy keeps, nested options included: the caller's object may be changed or reused for
+    /// another limiter afterwards (as the in-box limiters copy theirs).
+    /// </summary>
+    internal RedisLimiterOptions Snapshot()
+    {
+        var copy = (RedisLimiterOptions)MemberwiseClone();
+        copy.Hybrid = Hybrid?.Snapshot();
+        copy.LocalFallbackLiveNodes = LocalFallbackLiveNodes?.Snapshot();
+        return copy;
+    }
+
     internal void Validate()
     {
         if (Connection is null)
@@ -89,7 +110,9 @@ public sealed class RedisLimiterOptions
         ArgumentException.ThrowIfNullOrWhiteSpace(KeyPrefix, nameof(KeyPrefix));
         ArgumentOutOfRangeException.ThrowIfLessThan(Database, -1, nameof(Database));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(SyncTimeout, TimeSpan.Zero, nameof(SyncTimeout));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(SyncTimeout, MaxSyncTimeout, nameof(SyncTimeout));
         ArgumentOutOfRangeException.ThrowIfLessThan(FailureCooldown, TimeSpan.Zero, nameof(FailureCooldown));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(FailureCooldown, MaxFailureCooldown, nameof(FailureCooldown));
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
         Hybrid?.Validate();
         if (LocalFallbackLiveNodes is { } live)

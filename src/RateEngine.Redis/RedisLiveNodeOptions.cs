@@ -34,6 +34,7 @@ public sealed class RedisLiveNodeOptions
     internal void Validate()
     {
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(HeartbeatInterval, TimeSpan.Zero, nameof(HeartbeatInterval));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(HeartbeatInterval, RedisLimiterOptions.MaxTimerPeriod, nameof(HeartbeatInterval));
         if (Expiry <= HeartbeatInterval)
         {
             throw new ArgumentOutOfRangeException(nameof(Expiry), Expiry, "Expiry must be longer than HeartbeatInterval, or a live node would drop out between two heartbeats.");
@@ -41,4 +42,6 @@ public sealed class RedisLiveNodeOptions
 
         ArgumentOutOfRangeException.ThrowIfLessThan(MinimumNodeCount, 1, nameof(MinimumNodeCount));
     }
+
+    internal RedisLiveNodeOptions Snapshot() => (RedisLiveNodeOptions)MemberwiseClone();
 }

@@ -64,6 +64,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentNullException.ThrowIfNull(optionsResolver);
         ArgumentNullException.ThrowIfNull(options);
+        options = options.Snapshot();
         options.Validate();
         if (options.Hybrid is not null && !servesHybrid)
         {

@@ -81,6 +81,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     internal RedisRatePolicy(RedisLimiterOptions options, RedisPolicyLayer<TContext>[] layers, RedisRatePolicy<TContext>? combining = null, bool exactPart = false)
     {
         bool combined = combining is not null;
+        options = options.Snapshot();
         options.Validate();
         if (layers.Select(layer => layer.Name).Distinct(StringComparer.Ordinal).Count() != layers.Length)
         {

@@ -38,7 +38,7 @@ public sealed class RedisRatePolicyBuilder<TContext>
     /// <param name="rule">The algorithm and its limit; a rule without a limit takes the tier's.</param>
     /// <param name="tierSelector">This layer's own tier selector (for example the team's tier); default the policy's.</param>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="ArgumentException">The name is blank or already used.</exception>
+    /// <exception cref="ArgumentException">The name is blank, already used, or contains ':', '{' or '}' (it is part of the layer's Redis keys).</exception>
     public RedisRatePolicyBuilder<TContext> AddLayer(string name, Func<TContext, string> keySelector, PolicyRule rule, Func<TContext, string?>? tierSelector = null)
     {
         ArgumentNullException.ThrowIfNull(keySelector);
@@ -92,6 +92,14 @@ public sealed class RedisRatePolicyBuilder<TContext>
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         ArgumentNullException.ThrowIfNull(rule);
+
+        // The name is a part of the layer's Redis keys ({prefix}:name:shape:key): with a separator or a hash tag's brace in
+        // it, two layers' keys could be one key (a caller choosing its partition key would count on another layer).
+        if (name.AsSpan().IndexOfAny(":{}") >= 0)
+        {
+            throw new ArgumentException($"A layer's name is part of its Redis keys: it may not contain ':', '{{' or '}}' ('{name}').", nameof(name));
+        }
+
         if (_layers.Exists(layer => layer.Name == name))
         {
             throw new ArgumentException($"The policy already has a layer named '{name}'.", nameof(name));

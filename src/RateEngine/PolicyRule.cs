@@ -81,11 +81,12 @@ public sealed class PolicyRule
         new(PolicyRuleKind.FixedWindow, CheckIntLimit(limit), CheckWindow(window));
 
     /// <summary>At most <paramref name="limit"/> in any window, counted in <paramref name="segmentsPerWindow"/> segments (per tier when null).</summary>
-    /// <exception cref="ArgumentOutOfRangeException">The window is not positive, the segments are fewer than 1 or do not divide the window, or the limit is not in 1..<see cref="int.MaxValue"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The window is not positive, the segments are fewer than 1, more than <see cref="SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow"/> (each key's history holds a slot per segment) or do not divide the window, or the limit is not in 1..<see cref="int.MaxValue"/>.</exception>
     public static PolicyRule SlidingWindowCounter(TimeSpan window, int segmentsPerWindow, long? limit = null)
     {
         CheckWindow(window);
         ArgumentOutOfRangeException.ThrowIfLessThan(segmentsPerWindow, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(segmentsPerWindow, SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow);
         if (window.Ticks % segmentsPerWindow != 0)
         {
             throw new ArgumentOutOfRangeException(nameof(segmentsPerWindow), segmentsPerWindow, "The segments must divide the window evenly.");

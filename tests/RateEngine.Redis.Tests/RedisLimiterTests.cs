@@ -312,6 +312,14 @@ public sealed class RedisLimiterTests : IDisposable
         Assert.Throws<ArgumentException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options() .With(o => o.KeyPrefix = " ")));
         Assert.Throws<ArgumentOutOfRangeException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options().With(o => o.SyncTimeout = TimeSpan.Zero)));
         Assert.Throws<ArgumentNullException>(() => RedisLimiter.CreateFixedWindow<string>(null!, _ => window, Options()));
+
+        // Past what a thread's wait, a timestamp's sum or a timer takes: refused here, not failing at the first acquire.
+        Assert.Throws<ArgumentOutOfRangeException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options().With(o => o.SyncTimeout = TimeSpan.FromDays(25))));
+        Assert.Throws<ArgumentOutOfRangeException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options().With(o => o.FailureCooldown = TimeSpan.MaxValue)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options().With(o => o.Hybrid = new RedisHybridOptions { IdleReturn = TimeSpan.FromDays(50) })));
+        using PartitionedRateLimiter<string> microSegments = RedisLimiter.CreateSlidingWindowCounter<string>(
+            u => u, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromMilliseconds(1), SegmentsPerWindow = 10_000 }, Options());
+        Assert.Throws<ArgumentOutOfRangeException>(() => microSegments.AttemptAcquire("ann")); // segments under a microsecond
         using PartitionedRateLimiter<string> huge = RedisLimiter.CreateTokenBucket<string>(
             u => u, _ => new TokenBucketRateLimiterOptions { TokenLimit = 1_000_000_000, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromDays(1) }, Options());
         Assert.Throws<ArgumentOutOfRangeException>(() => huge.AttemptAcquire("ann"));

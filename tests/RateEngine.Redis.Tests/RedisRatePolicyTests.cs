@@ -387,6 +387,33 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.Throws<ArgumentOutOfRangeException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["requests/min"] = 1L << 54 } }));
     }
 
+    [Theory]
+    [InlineData("u:k1")]
+    [InlineData("{u}")]
+    public void AddLayer_NameWithAKeySeparatorOrBrace_Throws(string name)
+    {
+        // The name is part of the layer's Redis keys ({prefix}:name:shape:key): "u" with the key "k1-...:bob" and "u:k1-..."
+        // with the key "bob" would be one key, counted by both layers.
+        Assert.Throws<ArgumentException>(() => Builder().AddLayer(name, call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10)));
+    }
+
+    [Fact]
+    public void Build_OptionsChangedAfterwards_TheBuiltPolicyKeepsItsOwn()
+    {
+        // One options object reused with another key prefix for the next policy: the first keeps its prefix (its settles
+        // and its Combine checks read its own copy), so the two no longer pass for policies of one key prefix.
+        RedisLimiterOptions options = Options();
+        using RedisRatePolicy<Call> first = new RedisRatePolicyBuilder<Call>(options)
+            .AddLayer("a", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .Build();
+        options.KeyPrefix = _prefix + "-other";
+        using RedisRatePolicy<Call> second = new RedisRatePolicyBuilder<Call>(options)
+            .AddLayer("b", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .Build();
+
+        Assert.Throws<ArgumentException>(() => first.Combine([second]));
+    }
+
     [Fact]
     public void Build_LogLayerAboveTheRedisBound_Throws()
     {

@@ -12,10 +12,18 @@ internal sealed class SlidingWindowCounterRule : RedisRule
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.PermitLimit, 1, nameof(options.PermitLimit));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.SegmentsPerWindow, 1, nameof(options.SegmentsPerWindow));
+
+        // As in process: every call reads up to a field per segment, and a segment shorter than the script's microsecond
+        // would make the window silently longer.
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(options.SegmentsPerWindow, SlidingWindowCounterRateLimiterOptions.MaxSegmentsPerWindow, nameof(options.SegmentsPerWindow));
         ThrowIfQueued(options.QueueLimit, nameof(SlidingWindowCounterRateLimiterOptions));
         PermitLimit = options.PermitLimit;
         _segments = options.SegmentsPerWindow;
         long window = Microseconds(options.Window, nameof(options.Window));
+        if (window < _segments)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options.SegmentsPerWindow), options.SegmentsPerWindow, "Each segment must last at least a microsecond, the Redis scripts' time unit.");
+        }
 
         // Rounded up, as in-process: a longer segment only makes the window more conservative.
         _segment = (window + _segments - 1) / _segments;

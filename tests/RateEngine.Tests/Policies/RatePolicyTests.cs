@@ -982,6 +982,7 @@ public class RatePolicyTests
 
         Assert.Throws<ArgumentException>(() => full.AddLayer("one more", c => c.User, rule));
         Assert.Throws<ArgumentOutOfRangeException>(() => PolicyRule.SlidingWindowCounter(TimeSpan.FromSeconds(10), 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PolicyRule.SlidingWindowCounter(TimeSpan.FromTicks(1 << 20), 1 << 20)); // a slot per segment per key
         Assert.Throws<ArgumentOutOfRangeException>(() => PolicyRule.FixedWindow(TimeSpan.Zero, 1));
         Assert.Throws<ArgumentOutOfRangeException>(() => PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 0));
         Assert.Throws<ArgumentException>(() => PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), 10).Counting(PolicyMeter.Tokens));
