@@ -204,11 +204,13 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return new Reservation(Granted: reply[0], RetryAfter: reply[1], ValidFor: reply[2], Period: reply[4]);
     }
 
-    private Task GiveBack(LimiterKey key, long period, long returned)
+    // Async, so that a client that throws at once (its connection disposed at shutdown) fails the task instead of throwing
+    // into the idle sweep's timer or a block's replacement.
+    private async Task GiveBack(LimiterKey key, long period, long returned)
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
-        return _database.ScriptEvaluateAsync(key.Rule.ReturnScript!, key.Rule.ReturnParameters(key.RedisKey, period, returned));
+        await _database.ScriptEvaluateAsync(key.Rule.ReturnScript!, key.Rule.ReturnParameters(key.RedisKey, period, returned)).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -397,6 +399,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
+            // Disposed meanwhile: every block that lands now goes straight back, so another reservation would serve nothing.
+            ObjectDisposedException.ThrowIf(_local!.IsDisposed, this);
             if (attempt > 0 && LocalAnswer(key, permitCount) is { } answer)
             {
                 return answer;
@@ -441,6 +445,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         long started = Stopwatch.GetTimestamp(); // real time, as the waits are: one bound for the whole call
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
+            ObjectDisposedException.ThrowIf(_local!.IsDisposed, this); // as in AcquireLocalAsync
             if (LocalAnswer(key, permitCount) is { } answer)
             {
                 return answer;

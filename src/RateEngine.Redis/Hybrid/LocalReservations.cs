@@ -93,7 +93,16 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             return unkept;
         }
 
-        return _keys.GetOrAdd(partitionKey, create, state);
+        TKey made = _keys.GetOrAdd(partitionKey, create, state);
+
+        // Dispose may have begun after the check above and missed this key when it marked them all forgotten.
+        Interlocked.MemoryBarrier();
+        if (_disposed)
+        {
+            made.Forgotten = true;
+        }
+
+        return made;
     }
 
     /// <summary>Whether the key's live block on this node has a permit left (what a zero-permit probe asks).</summary>
@@ -361,9 +370,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 {
                     await StartRefill(key, need: 0).ConfigureAwait(false);
                 }
-                catch (Exception error) when (error is RedisException or TimeoutException)
+                catch (Exception error) when (error is RedisException or TimeoutException or ObjectDisposedException)
                 {
-                    // Redis is unreachable: the debt goes with the node, as any charge this node could not send.
+                    // Redis is unreachable (or the connection was disposed first): the debt goes with the node, as any charge
+                    // this node could not send.
                 }
             }
         }
@@ -390,9 +400,9 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 }
             }
         }
-        catch (Exception error) when (error is RedisException or TimeoutException)
+        catch (Exception error) when (error is RedisException or TimeoutException or ObjectDisposedException)
         {
-            // Redis went away meanwhile: as above.
+            // Redis went away meanwhile, or the application disposed its connection first: as above.
         }
         finally
         {
@@ -521,6 +531,18 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     private long Ticks(long microseconds) => (long)(microseconds * (_time.TimestampFrequency / 1_000_000.0));
 
     private void ReturnIdle()
+    {
+        // A timer's callback: an exception here would end the process. The sweep is best effort, and the next one goes on.
+        try
+        {
+            SweepIdle();
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException or ObjectDisposedException or InvalidOperationException)
+        {
+        }
+    }
+
+    private void SweepIdle()
     {
         // While Redis is known to be away (the breaker open) idle keys are still forgotten, so that keys do not pile up over
         // an outage, but their leftovers are not sent into it: they stay counted until their periods end (stricter).
