@@ -360,9 +360,60 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         return copy;
     }
 
+    /// <summary>
+    /// Checks that every tier limit names a layer of the policy that takes its limit from tiers (a rule without one), within
+    /// what the scripts count exactly: a limit that would be ignored is a mistake to report, not to keep.
+    /// </summary>
+    /// <param name="tiers">The tiers.</param>
+    /// <param name="layers">The policy's layers.</param>
+    /// <param name="othersAllowed">Whether a tier may name layers the policy lacks (a builder's tiers may be shared with
+    /// policies of other layers, such as an in-process one with soft layers).</param>
+    internal static void CheckTiers(PolicyTiers tiers, IReadOnlyList<(string Name, PolicyRule Rule)> layers, bool othersAllowed = false)
+    {
+        foreach (KeyValuePair<string, IReadOnlyDictionary<string, long>> tier in tiers)
+        {
+            foreach (KeyValuePair<string, long> limit in tier.Value)
+            {
+                int index = FindLayer(layers, limit.Key);
+                if (index < 0 && othersAllowed)
+                {
+                    continue;
+                }
+
+                if (index < 0)
+                {
+                    throw new ArgumentException($"Tier '{tier.Key}' names layer '{limit.Key}', which the policy lacks.", nameof(tiers));
+                }
+
+                if (layers[index].Rule.Limit is { } fixedLimit)
+                {
+                    throw new ArgumentException($"Tier '{tier.Key}' names layer '{limit.Key}', whose rule sets its own limit ({fixedLimit}): tiers apply to layers built without one.", nameof(tiers));
+                }
+
+                if (limit.Value is < 1 or > RedisPolicyLayer<TContext>.MaxExact)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(tiers), limit.Value, $"Tier '{tier.Key}', layer '{limit.Key}': a limit is between 1 and 2^53.");
+                }
+            }
+        }
+    }
+
+    private static int FindLayer(IReadOnlyList<(string Name, PolicyRule Rule)> layers, string name)
+    {
+        for (int i = 0; i < layers.Count; i++)
+        {
+            if (layers[i].Name == name)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
     /// <summary>Replaces the tiers from the next decision on; usage already counted on Redis stays.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="tiers"/> is null.</exception>
-    /// <exception cref="ArgumentException">A tier names a layer the policy lacks.</exception>
+    /// <exception cref="ArgumentException">A tier names a layer the policy lacks, or one whose rule sets its own limit.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A limit is below 1 or above 2^53.</exception>
     /// <exception cref="InvalidOperationException">The policy is a combination (update the policies it combines).</exception>
     public void UpdateTiers(PolicyTiers tiers)
@@ -376,22 +427,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         // A copy, checked and then published to every layer under one lock: the caller's object may change later, and two
         // concurrent updates must leave the layers on one of them, not a mix.
         tiers = tiers.Copy();
-
-        foreach (KeyValuePair<string, IReadOnlyDictionary<string, long>> tier in tiers)
-        {
-            foreach (KeyValuePair<string, long> limit in tier.Value)
-            {
-                if (!LayerNames.Contains(limit.Key))
-                {
-                    throw new ArgumentException($"Tier '{tier.Key}' names layer '{limit.Key}', which the policy lacks.", nameof(tiers));
-                }
-
-                if (limit.Value is < 1 or > RedisPolicyLayer<TContext>.MaxExact)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(tiers), limit.Value, $"Tier '{tier.Key}', layer '{limit.Key}': a limit is between 1 and 2^53.");
-                }
-            }
-        }
+        CheckTiers(tiers, [.. _layers.Select(layer => (layer.Name, layer.Rule))]);
 
         lock (_tiersUpdate)
         {

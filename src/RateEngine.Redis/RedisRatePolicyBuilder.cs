@@ -84,6 +84,10 @@ public sealed class RedisRatePolicyBuilder<TContext>
 
         // One copy for every layer: the caller's object may change later, and a policy's tiers change only by UpdateTiers.
         PolicyTiers? tiers = _tiers?.Copy();
+        if (tiers is not null)
+        {
+            RedisRatePolicy<TContext>.CheckTiers(tiers, [.. _layers.Select(layer => (layer.Name, layer.Rule))], othersAllowed: true);
+        }
         return new RedisRatePolicy<TContext>(_options, [.. _layers.Select(layer =>
             new Policies.RedisPolicyLayer<TContext>(layer.Name, layer.Rule, layer.Keys, layer.Tier ?? _tierSelector, tiers, _options.KeyPrefix, _leaseTimeout))]);
     }

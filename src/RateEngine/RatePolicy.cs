@@ -202,7 +202,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
             throw new InvalidOperationException("A combined policy's tiers are those of the policies it combines: update those.");
         }
 
-        PolicyTiersCheck.ThrowIfUnknownLayers(tiers, LayerNames);
+        PolicyTiersCheck.ThrowIfUnknownLayers(tiers, _layers.Select(layer => (layer.Name, layer.Rule)));
 
         // Every layer's tiers are built and checked before any is published: a limit out of one layer's range leaves the
         // whole policy on its old tiers, as the exception says, not some layers on the new ones.

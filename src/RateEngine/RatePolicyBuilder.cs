@@ -181,7 +181,7 @@ public sealed class RatePolicyBuilder<TContext>
 
         if (_tiers is not null)
         {
-            PolicyTiersCheck.ThrowIfUnknownLayers(_tiers, _layers.Select(layer => layer.Name));
+            PolicyTiersCheck.ThrowIfUnknownLayers(_tiers, _layers.Select(layer => (layer.Name, layer.Rule)));
         }
 
         var shared = Timing.PolicyClock.Of(_timeProvider);

@@ -384,6 +384,8 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.True((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired); // the 2 already counted stay
         Assert.False((await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None)).IsAcquired);
         Assert.Throws<ArgumentException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["nope"] = 3 } }));
+        using RedisRatePolicy<Call> fixedLimit = Builder().AddLayer("burst", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10)).Build();
+        Assert.Throws<ArgumentException>(() => fixedLimit.UpdateTiers(new PolicyTiers { ["free"] = { ["burst"] = 3 } })); // its rule's limit would win
         Assert.Throws<ArgumentOutOfRangeException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["requests/min"] = 1L << 54 } }));
     }
 

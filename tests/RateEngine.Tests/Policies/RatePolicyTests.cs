@@ -832,6 +832,21 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Tiers_ALimitForALayerWhoseRuleSetsItsOwn_Throws()
+    {
+        // The rule's limit wins, so the tier's would be ignored without a word: an operator raising a cap in configuration
+        // would see nothing change.
+        var tiers = new PolicyTiers { ["pro"] = { ["burst"] = 50 } };
+        RatePolicyBuilder<Call> builder = Builder()
+            .UseTiers(c => c.Tier, tiers)
+            .AddLayer("burst", c => c.User, PolicyRule.TokenBucket(10, 1, TimeSpan.FromSeconds(1)));
+        Assert.Throws<InvalidOperationException>(() => builder.Build());
+
+        using RatePolicy<Call> policy = Builder().AddLayer("burst", c => c.User, PolicyRule.TokenBucket(10, 1, TimeSpan.FromSeconds(1))).Build();
+        Assert.Throws<InvalidOperationException>(() => policy.UpdateTiers(tiers));
+    }
+
+    [Fact]
     public void UpdateTiers_OneLimitOutOfItsLayersRange_ThrowsAndEveryLayerKeepsItsOldTiers()
     {
         // The calendar layer takes a limit of 10^9, the fixed window after it cannot take 3 * 10^9 (its counts are ints):
