@@ -34,13 +34,24 @@ internal sealed class LimiterClock
     /// <summary>The largest time <see cref="Now"/> has returned (providers other than the system one).</summary>
     private long _latest;
 
-    /// <exception cref="ArgumentOutOfRangeException">The provider's <see cref="TimeProvider.TimestampFrequency"/> is not positive.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The provider's <see cref="TimeProvider.TimestampFrequency"/> is not positive, or above <see cref="MaxFrequency"/>.</exception>
+    /// <summary>The highest TimestampFrequency accepted: 10 GHz (Stopwatch's is 1 GHz on Linux, 10 MHz on Windows).</summary>
+    public const long MaxFrequency = 10_000_000_000;
+
     public LimiterClock(TimeProvider provider, ManualReplenishment mode = ManualReplenishment.None, TimeSpan stepPeriod = default)
     {
         if (provider.TimestampFrequency <= 0)
         {
             throw new ArgumentOutOfRangeException(
                 "timeProvider", provider.TimestampFrequency, "The time provider's TimestampFrequency must be greater than 0.");
+        }
+
+        // Time stops at TimeMath.MaxTicks (2^61 ticks): at 10 GHz that is seven years after the limiter was made, at
+        // 1 THz under a month, after which every window would stay where it is and every key refused.
+        if (provider.TimestampFrequency > MaxFrequency)
+        {
+            throw new ArgumentOutOfRangeException(
+                "timeProvider", provider.TimestampFrequency, $"The time provider's TimestampFrequency must be at most {MaxFrequency:N0} ticks per second.");
         }
 
         _provider = provider;

@@ -74,6 +74,10 @@ public class ConstructorTests
     {
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => Create(limiter, OneAnHour(limiter), new NoFrequency()));
         Assert.Equal("timeProvider", ex.ParamName);
+
+        // At a terahertz the clock's 2^61 ticks end within a month: every window would then stay where it is.
+        ex = Assert.Throws<ArgumentOutOfRangeException>(() => Create(limiter, OneAnHour(limiter), new Terahertz()));
+        Assert.Equal("timeProvider", ex.ParamName);
     }
 
     [Theory]
@@ -128,6 +132,12 @@ public class ConstructorTests
         "fixed" => new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromHours(1) },
         _ => new TokenBucketRateLimiterOptions { TokenLimit = 1, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromHours(1) },
     };
+
+    /// <summary>A provider that counts a trillion ticks a second.</summary>
+    private sealed class Terahertz : TimeProvider
+    {
+        public override long TimestampFrequency => 1_000_000_000_000;
+    }
 
     /// <summary>A provider whose timestamps have no frequency: every duration computed from them would divide by zero.</summary>
     private sealed class NoFrequency : TimeProvider
