@@ -58,7 +58,11 @@ public static class PartitionedLimiter
         Create<TResource, TKey, SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(
             keySelector, optionsResolver, options, comparer, static (counter, perCore, cell) => new StripedHost<SlidingWindowCounter, CounterState>(counter, perCore, cell));
 
-    /// <summary>An exact sliding-window log per key (memory grows with the permit limit: for modest limits).</summary>
+    /// <summary>
+    /// An exact sliding-window log per key, for modest limits: a key's first request allocates its log, 24 bytes per permit
+    /// of its limit (a limit of 2^24 is 400 MB a key), and up to <see cref="PartitionedLimiterOptions.MaxPartitions"/> keys
+    /// may hold one at once. Bound both to what the process can hold; the counter is the choice for large limits.
+    /// </summary>
     /// <exception cref="ArgumentNullException">A delegate is null.</exception>
     /// <exception cref="ArgumentException">
     /// <paramref name="options"/> is out of range, or asks for <see cref="PartitionedLimiterOptions.PerCoreReservation"/> with blocks

@@ -95,7 +95,11 @@ public sealed class PolicyRule
         return new(PolicyRuleKind.SlidingWindowCounter, CheckIntLimit(limit), window) { SegmentsPerWindow = segmentsPerWindow };
     }
 
-    /// <summary>The exact sliding window for request counts: at most <paramref name="limit"/> requests in any window.</summary>
+    /// <summary>
+    /// The exact sliding window for request counts: at most <paramref name="limit"/> requests in any window. Each key's first
+    /// request allocates its log, 24 bytes per permit of the limit, for every key the layer holds
+    /// (<see cref="RatePolicyBuilder{TContext}.WithMaxKeysPerLayer"/>): for modest limits.
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The window is not positive, or the limit is not in 1..2^24 (a slot per permit).</exception>
     public static PolicyRule SlidingWindowLog(TimeSpan window, int limit)
     {
