@@ -20,9 +20,10 @@ public sealed class ClientIpOptions
 
     /// <summary>
     /// The networks of the proxies whose <see cref="ForwardedHeader"/> is believed: on a connection from any other address
-    /// (a client that reaches the app directly) the header is ignored and the connection's address is the key. Default:
-    /// loopback only (<c>127.0.0.0/8</c> and <c>::1/128</c>), as ASP.NET Core's forwarded-headers middleware; add your load
-    /// balancer's network.
+    /// (a client that reaches the app directly) the header is ignored and the connection's address is the key. A connection
+    /// without an IP address (a Unix socket, a named pipe: a local proxy) is believed too. Default: loopback only
+    /// (<c>127.0.0.0/8</c> and <c>::1/128</c>), as ASP.NET Core's forwarded-headers middleware; add your load balancer's
+    /// network.
     /// </summary>
     public IList<IPNetwork> TrustedProxies { get; } = [IPNetwork.Parse("127.0.0.0/8"), IPNetwork.Parse("::1/128")];
 

@@ -93,7 +93,7 @@ public static class HttpPartitionKeys
     {
         if (peer is null)
         {
-            return false;
+            return true; // a Unix socket or a named pipe: only a local process (the proxy in front) can connect
         }
 
         IPAddress plain = peer.IsIPv4MappedToIPv6 ? peer.MapToIPv4() : peer;

@@ -65,6 +65,16 @@ public sealed class HttpPartitionKeysTests
         Assert.Equal(peer == "127.0.0.1" ? expected : HttpPartitionKeys.ClientIp(Context(peer)), HttpPartitionKeys.ClientIp(http, new ClientIpOptions { ForwardedHeader = "X-Forwarded-For" }));
     }
 
+    [Fact]
+    public void ClientIp_ForwardedHeaderOnAConnectionWithoutAnAddress_IsBelieved()
+    {
+        // A proxy in front on a Unix socket (nginx to Kestrel): no IP peer, only a local process could connect.
+        var http = new DefaultHttpContext();
+        http.Request.Headers["X-Forwarded-For"] = "203.0.113.9";
+
+        Assert.Equal("203.0.113.9", HttpPartitionKeys.ClientIp(http, BehindProxy()));
+    }
+
     /// <summary>Behind a load balancer on 10.0.0.0/8 that appends to X-Forwarded-For.</summary>
     private static ClientIpOptions BehindProxy()
     {

@@ -34,10 +34,10 @@ internal sealed class LimiterClock
     /// <summary>The largest time <see cref="Now"/> has returned (providers other than the system one).</summary>
     private long _latest;
 
-    /// <exception cref="ArgumentOutOfRangeException">The provider's <see cref="TimeProvider.TimestampFrequency"/> is not positive, or above <see cref="MaxFrequency"/>.</exception>
     /// <summary>The highest TimestampFrequency accepted: 10 GHz (Stopwatch's is 1 GHz on Linux, 10 MHz on Windows).</summary>
     public const long MaxFrequency = 10_000_000_000;
 
+    /// <exception cref="ArgumentOutOfRangeException">The provider's <see cref="TimeProvider.TimestampFrequency"/> is not positive, or above <see cref="MaxFrequency"/>.</exception>
     public LimiterClock(TimeProvider provider, ManualReplenishment mode = ManualReplenishment.None, TimeSpan stepPeriod = default)
     {
         if (provider.TimestampFrequency <= 0)
