@@ -124,7 +124,7 @@ public static class PartitionedLimiter
         {
             MaxPartitions = options.MaxPartitions,
             IdleEvictionInterval = options.IdleEvictionInterval,
-            TimeProvider = options.TimeProvider ?? throw new ArgumentNullException(nameof(options.TimeProvider)),
+            TimeProvider = options.TimeProvider ?? throw new ArgumentNullException(nameof(options), "PartitionedLimiterOptions.TimeProvider is null."),
             PerCoreReservation = options.PerCoreReservation is { } blocks
                 ? new PerCoreReservationOptions
                 {

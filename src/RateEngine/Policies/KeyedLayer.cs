@@ -352,7 +352,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         long most = Rule.Kind == PolicyRuleKind.Calendar ? long.MaxValue / 2 : int.MaxValue;
         if (limit > most)
         {
-            throw new ArgumentOutOfRangeException(nameof(tier), limit, $"Tier '{tier}' sets layer '{Name}' to {limit}; a {Rule.Kind} layer takes at most {most}.");
+            throw new ArgumentOutOfRangeException("tiers", limit, $"Tier '{tier}' sets layer '{Name}' to {limit}; a {Rule.Kind} layer takes at most {most}.");
         }
     }
 
