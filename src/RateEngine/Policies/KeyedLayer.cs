@@ -287,9 +287,12 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             }
 
             hold.Overrun += charge.Permits; // what was counted (a charge saturates), so a reconcile settles from the truth
-            if (IsSoft)
+
+            // A stream's steps are judged against the tier in force now (tiers change at run time, and so may the request's
+            // tier): the admission's could report a crossing late, or use up a threshold the current limit then never shows.
+            if (IsSoft && (_fixed ?? TierOf(context)) is { } current)
             {
-                ReportThresholds(context, entry, Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!), now, charge.Marker);
+                ReportThresholds(context, entry, current, now, charge.Marker);
             }
 
             return;

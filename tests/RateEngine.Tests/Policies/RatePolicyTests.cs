@@ -766,6 +766,29 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Soft_StepChargedAfterTheTiersChanged_IsJudgedAgainstTheCurrentLimit()
+    {
+        // A stream admitted under a soft limit of 1,000 whose tier drops to 300 mid-stream: its next 100 past the estimate
+        // put the day at 200, two thirds of the current limit. Judged against the admission's 1,000 (20 %), the operator's
+        // alert at half came only after the day was well past it.
+        var crossings = new List<ThresholdCrossing>();
+        using RatePolicy<Call> policy = Builder()
+            .UseTiers(c => c.Tier, new PolicyTiers { ["free"] = { ["cost alerts"] = 1_000 } })
+            .AddLayer("cost alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money).AsSoft(0.5))
+            .OnThresholdCrossed(crossings.Add)
+            .Build();
+        var call = new Call("alice");
+        using PolicyLease stream = policy.Acquire(call, new RequestCost(0, 100));
+
+        policy.UpdateTiers(new PolicyTiers { ["free"] = { ["cost alerts"] = 300 } });
+        stream.Charge(new RequestCost(0, 200));
+
+        Assert.Equal(200, policy.GetUsage(call, "cost alerts").Used);
+        ThresholdCrossing crossing = Assert.Single(crossings);
+        Assert.Equal(300, crossing.Limit);
+    }
+
+    [Fact]
     public void Soft_CrossingByARequestALaterLayerRefuses_IsNotReportedAndTheRealCrossingIs()
     {
         // A request that would take the cost alerts past 80 % is refused by the per-user request cap after them and rolled
