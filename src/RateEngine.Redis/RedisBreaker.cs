@@ -155,12 +155,7 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     /// bound) says nothing the trip did not know, and closing on it would send every next caller to wait out the bound again.
     /// </summary>
     /// <returns>False when a call failed since, and the breaker was left as it was.</returns>
-    public bool CloseUnlessTrippedSince(long failuresWhenSent) => Close(failuresWhenSent);
-
-    /// <summary>Closes the breaker (a request's own call succeeded, or Redis answered a script with an error).</summary>
-    public void Close() => Close(failuresWhenSent: null);
-
-    private bool Close(long? failuresWhenSent)
+    public bool CloseUnlessTrippedSince(long failuresWhenSent)
     {
         // Closed already: nothing to order (the common case, on every successful call).
         if (Volatile.Read(ref _openUntil) == long.MinValue && Volatile.Read(ref _degraded) == 0)
@@ -170,7 +165,7 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
 
         lock (_transitions)
         {
-            if (failuresWhenSent is { } sent && Failures != sent)
+            if (Failures != failuresWhenSent)
             {
                 return false;
             }

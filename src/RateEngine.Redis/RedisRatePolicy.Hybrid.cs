@@ -59,17 +59,17 @@ public sealed partial class RedisRatePolicy<TContext>
             return false;
         }
 
-        Owe(index, key, amount);
+        Owe(_blockLayers[index], key, amount);
         return true;
     }
 
     /// <summary>Adds to a key's debt and starts the reservation that counts it (not while Redis is known to be away).</summary>
-    private void Owe(int index, LayerKey key, long amount)
+    private void Owe(RedisPolicyLayer<TContext> layer, LayerKey key, long amount)
     {
-        key = AddDebt(_blockLayers[index], key, amount);
+        key = AddDebt(layer, key, amount);
         if (!_breaker.IsOpen)
         {
-            RedisTasks.Observe(_blockLayers[index].Blocks!.StartRefill(key, need: 0));
+            RedisTasks.Observe(layer.Blocks!.StartRefill(key, need: 0));
         }
     }
 
@@ -80,15 +80,9 @@ public sealed partial class RedisRatePolicy<TContext>
     internal void PassDebtOn(RedisPolicyLayer<TContext> layer, LayerKey forgotten)
     {
         long stranded = Interlocked.Exchange(ref forgotten.Debt, 0);
-        if (stranded == 0)
+        if (stranded > 0) // else a charge passed it on first
         {
-            return; // a charge passed it on first
-        }
-
-        LayerKey live = AddDebt(layer, forgotten, stranded);
-        if (!_breaker.IsOpen)
-        {
-            RedisTasks.Observe(layer.Blocks!.StartRefill(live, need: 0));
+            Owe(layer, forgotten, stranded);
         }
     }
 

@@ -368,47 +368,30 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     /// <param name="layers">The policy's layers.</param>
     /// <param name="othersAllowed">Whether a tier may name layers the policy lacks (a builder's tiers may be shared with
     /// policies of other layers, such as an in-process one with soft layers).</param>
-    internal static void CheckTiers(PolicyTiers tiers, IReadOnlyList<(string Name, PolicyRule Rule)> layers, bool othersAllowed = false)
+    internal static void CheckTiers(PolicyTiers tiers, IEnumerable<(string Name, PolicyRule Rule)> layers, bool othersAllowed = false)
     {
-        foreach (KeyValuePair<string, IReadOnlyDictionary<string, long>> tier in tiers)
+        foreach ((string tier, string layer, long limit, PolicyRule? rule) in PolicyTiersCheck.Limits(tiers, layers))
         {
-            foreach (KeyValuePair<string, long> limit in tier.Value)
+            if (rule is null)
             {
-                int index = FindLayer(layers, limit.Key);
-                if (index < 0 && othersAllowed)
+                if (othersAllowed)
                 {
                     continue;
                 }
 
-                if (index < 0)
-                {
-                    throw new ArgumentException($"Tier '{tier.Key}' names layer '{limit.Key}', which the policy lacks.", nameof(tiers));
-                }
-
-                if (layers[index].Rule.Limit is { } fixedLimit)
-                {
-                    throw new ArgumentException($"Tier '{tier.Key}' names layer '{limit.Key}', whose rule sets its own limit ({fixedLimit}): tiers apply to layers built without one.", nameof(tiers));
-                }
-
-                if (limit.Value is < 1 or > RedisPolicyLayer<TContext>.MaxExact)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(tiers), limit.Value, $"Tier '{tier.Key}', layer '{limit.Key}': a limit is between 1 and 2^53.");
-                }
+                throw new ArgumentException($"Tier '{tier}' names layer '{layer}', which the policy lacks.", nameof(tiers));
             }
-        }
-    }
 
-    private static int FindLayer(IReadOnlyList<(string Name, PolicyRule Rule)> layers, string name)
-    {
-        for (int i = 0; i < layers.Count; i++)
-        {
-            if (layers[i].Name == name)
+            if (rule.Limit is { } fixedLimit)
             {
-                return i;
+                throw new ArgumentException($"Tier '{tier}' names layer '{layer}', whose rule sets its own limit ({fixedLimit}): tiers apply to layers built without one.", nameof(tiers));
+            }
+
+            if (limit is < 1 or > RedisPolicyLayer<TContext>.MaxExact)
+            {
+                throw new ArgumentOutOfRangeException(nameof(tiers), limit, $"Tier '{tier}', layer '{layer}': a limit is between 1 and 2^53.");
             }
         }
-
-        return -1;
     }
 
     /// <summary>Replaces the tiers from the next decision on; usage already counted on Redis stays.</summary>
@@ -427,7 +410,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         // A copy, checked and then published to every layer under one lock: the caller's object may change later, and two
         // concurrent updates must leave the layers on one of them, not a mix.
         tiers = tiers.Copy();
-        CheckTiers(tiers, [.. _layers.Select(layer => (layer.Name, layer.Rule))]);
+        CheckTiers(tiers, _layers.Select(layer => (layer.Name, layer.Rule)));
 
         lock (_tiersUpdate)
         {

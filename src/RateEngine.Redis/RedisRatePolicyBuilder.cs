@@ -86,7 +86,7 @@ public sealed class RedisRatePolicyBuilder<TContext>
         PolicyTiers? tiers = _tiers?.Copy();
         if (tiers is not null)
         {
-            RedisRatePolicy<TContext>.CheckTiers(tiers, [.. _layers.Select(layer => (layer.Name, layer.Rule))], othersAllowed: true);
+            RedisRatePolicy<TContext>.CheckTiers(tiers, _layers.Select(layer => (layer.Name, layer.Rule)), othersAllowed: true);
         }
         return new RedisRatePolicy<TContext>(_options, [.. _layers.Select(layer =>
             new Policies.RedisPolicyLayer<TContext>(layer.Name, layer.Rule, layer.Keys, layer.Tier ?? _tierSelector, tiers, _options.KeyPrefix, _leaseTimeout))]);

@@ -34,14 +34,14 @@ public sealed class RedisBreakerTests
             var trip = new Thread(() => { start.SignalAndWait(); breaker.Trip("down"); });
             trip.Start();
             start.SignalAndWait();
-            breaker.Close();
+            breaker.CloseUnlessTrippedSince(breaker.Failures);
             trip.Join();
             if (breaker.IsOpen != breaker.IsDegraded)
             {
                 inconsistent++;
             }
 
-            breaker.Close();
+            breaker.CloseUnlessTrippedSince(breaker.Failures);
         }
 
         Assert.Equal(0, inconsistent);
@@ -100,7 +100,7 @@ public sealed class RedisBreakerTests
         _clock.Advance(Cooldown);
         Assert.True(breaker.MayCall());
 
-        breaker.Close();
+        breaker.CloseUnlessTrippedSince(breaker.Failures);
 
         Assert.True(breaker.MayCall());
         Assert.True(breaker.MayCall());
@@ -154,7 +154,7 @@ public sealed class RedisBreakerTests
         breaker.ReleaseProbe();
 
         Assert.False(breaker.MayCall());
-        breaker.Close();
+        breaker.CloseUnlessTrippedSince(breaker.Failures);
         breaker.ReleaseProbe(); // closed: nothing to release
         Assert.True(breaker.MayCall());
         Assert.False(breaker.IsOpen);

@@ -8,21 +8,30 @@ internal static class PolicyTiersCheck
 {
     public static void ThrowIfUnknownLayers(PolicyTiers tiers, IEnumerable<(string Name, PolicyRule Rule)> layers)
     {
-        Dictionary<string, PolicyRule> known = layers.ToDictionary(layer => layer.Name, layer => layer.Rule, StringComparer.Ordinal);
+        foreach ((string tier, string layer, _, PolicyRule? rule) in Limits(tiers, layers))
+        {
+            if (rule is null)
+            {
+                throw new InvalidOperationException($"Tier '{tier}' sets a limit for layer '{layer}', which the policy does not have.");
+            }
+
+            if (rule.Limit is { } fixedLimit)
+            {
+                throw new InvalidOperationException(
+                    $"Tier '{tier}' sets a limit for layer '{layer}', whose rule sets its own ({fixedLimit}): tiers apply to layers built without a limit.");
+            }
+        }
+    }
+
+    /// <summary>Every tier limit, with the rule of the layer it names (null when the policy has no such layer).</summary>
+    public static IEnumerable<(string Tier, string Layer, long Limit, PolicyRule? Rule)> Limits(PolicyTiers tiers, IEnumerable<(string Name, PolicyRule Rule)> layers)
+    {
+        Dictionary<string, PolicyRule> rules = layers.ToDictionary(layer => layer.Name, layer => layer.Rule, StringComparer.Ordinal);
         foreach ((string tier, IReadOnlyDictionary<string, long> limits) in tiers)
         {
-            foreach (string layer in limits.Keys)
+            foreach ((string layer, long limit) in limits)
             {
-                if (!known.TryGetValue(layer, out PolicyRule? rule))
-                {
-                    throw new InvalidOperationException($"Tier '{tier}' sets a limit for layer '{layer}', which the policy does not have.");
-                }
-
-                if (rule.Limit is { } fixedLimit)
-                {
-                    throw new InvalidOperationException(
-                        $"Tier '{tier}' sets a limit for layer '{layer}', whose rule sets its own ({fixedLimit}): tiers apply to layers built without a limit.");
-                }
+                yield return (tier, layer, limit, rules.GetValueOrDefault(layer));
             }
         }
     }
