@@ -1,4 +1,5 @@
 using RateEngine.Redis.Scripts;
+using RateEngine.Timing;
 using StackExchange.Redis;
 
 namespace RateEngine.Redis;
@@ -31,7 +32,7 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
         _count = _minimum;
         _now = now;
         _counted = counted;
-        _timer = time.CreateTimer(static state => ((RedisNodeRegistry)state!).Beat(), this, options.HeartbeatInterval, options.HeartbeatInterval);
+        _timer = ContextFreeTimer.Create(time, static state => ((RedisNodeRegistry)state!).Beat(), this, options.HeartbeatInterval, options.HeartbeatInterval);
         Beat(); // registered from the start, not one interval later
     }
 

@@ -4,6 +4,7 @@ using RateEngine.Redis.Hybrid;
 using RateEngine.Redis.Policies;
 using RateEngine.Redis.Scripts;
 using RateEngine.Redis.Telemetry;
+using RateEngine.Timing;
 using StackExchange.Redis;
 
 namespace RateEngine.Redis;
@@ -133,7 +134,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                     passDebtOn: key => PassDebtOn(layer, key));
             }
 
-            _pauseCheck = options.TimeProvider.CreateTimer(
+            _pauseCheck = ContextFreeTimer.Create(
+                options.TimeProvider,
                 static state => RedisTasks.Observe(((RedisRatePolicy<TContext>)state!).CheckPauseAsync()),
                 this,
                 options.Hybrid!.PauseCheckInterval,
@@ -518,13 +520,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     internal bool IsDisposed => _disposed;
 
     /// <summary>A timer on the policy's clock, made without the caller's execution context.</summary>
-    internal ITimer CreateTimer(TimerCallback callback, object state, TimeSpan every)
-    {
-        using (ExecutionContext.SuppressFlow())
-        {
-            return _time.CreateTimer(callback, state, every, every);
-        }
-    }
+    internal ITimer CreateTimer(TimerCallback callback, object state, TimeSpan every) =>
+        ContextFreeTimer.Create(_time, callback, state, every, every);
 
     /// <summary>
     /// The failures so far of every breaker an answer closes: this policy's and, for a combination, those of the policies it

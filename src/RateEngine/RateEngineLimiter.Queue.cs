@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Threading.RateLimiting;
 using RateEngine.Limiters;
+using RateEngine.Timing;
 
 namespace RateEngine;
 
@@ -20,6 +21,12 @@ public abstract partial class RateEngineLimiter
 
     /// <summary>The lock that guards the queue, for a subclass that must act atomically with queueing.</summary>
     private protected object QueueLock => _queue;
+
+    /// <summary>
+    /// Waiters queued, read without the lock: after a full fence, a waiter queued before the fence of its own enqueue (see
+    /// <see cref="AcquireAsyncCore"/>) is seen. A zero-permit waiter counts here, though it adds no queued permits.
+    /// </summary>
+    private int QueuedWaiters => Volatile.Read(ref _queue.Count);
 
     /// <summary>Waiters queued right now. Under <see cref="QueueLock"/>.</summary>
     private protected int WaiterCount
@@ -53,6 +60,10 @@ public abstract partial class RateEngineLimiter
                 return new ValueTask<RateLimitLease>(refusal);
             }
 
+            // A queue whose wakeup is due but late is served first, as AttemptAcquire does: this request would otherwise be
+            // refused as "queue full" (with a RETRY_AFTER of zero) or queued behind waiters whose permits are free.
+            ServeOverdueQueueLocked();
+
             // The clock again: the lock may have taken a while (a long queue served under it), and a request decided on
             // the older read could be queued though its permits are free by now, with its wakeup armed late by as much.
             now = _clock.Now();
@@ -79,6 +90,13 @@ public abstract partial class RateEngineLimiter
                     _counters.Failed();
                     return new ValueTask<RateLimitLease>(Rejection(now, permitCount, ReasonPhrases.QueueFull));
                 }
+            }
+
+            // The wakeup timer before the waiter is queued: a provider that throws then leaves no waiter behind that nobody
+            // holds and that would block the queue.
+            if (!_clock.IsManual)
+            {
+                _wakeup ??= CreateWakeup();
             }
 
             var waiter = new Waiter(this, permitCount);
@@ -203,13 +221,8 @@ public abstract partial class RateEngineLimiter
     /// The wakeup timer, made by the first request that queues: without that request's execution context, which a timer
     /// would otherwise keep (its async locals, its activity) for the limiter's whole life and run every wakeup under.
     /// </summary>
-    private ITimer CreateWakeup()
-    {
-        using (ExecutionContext.SuppressFlow())
-        {
-            return _clock.Provider.CreateTimer(static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        }
-    }
+    private ITimer CreateWakeup() =>
+        ContextFreeTimer.Create(_clock.Provider, static state => ((RateEngineLimiter)state!).OnWakeup(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
 
     /// <summary>
     /// The timer delay for a wakeup due in <paramref name="due"/>. Timers count whole milliseconds and drop the rest, so
@@ -240,15 +253,21 @@ public abstract partial class RateEngineLimiter
 
         lock (_queue)
         {
-            if (!_wakeupArmed || _clock.Now() < _wakeupDue)
-            {
-                return false;
-            }
-
-            _wakeupArmed = false;
-            ServeQueueLocked();
-            return true;
+            return ServeOverdueQueueLocked();
         }
+    }
+
+    /// <summary><see cref="ServeOverdueQueue"/> under the queue's lock.</summary>
+    private bool ServeOverdueQueueLocked()
+    {
+        if (!_wakeupArmed || _clock.Now() < _wakeupDue)
+        {
+            return false;
+        }
+
+        _wakeupArmed = false;
+        ServeQueueLocked();
+        return true;
     }
 
     private void OnWakeup()

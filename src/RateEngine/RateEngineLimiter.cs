@@ -53,7 +53,7 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
     {
         get
         {
-            if (Volatile.Read(ref _queuedPermits) > 0 || _queue.Count > 0)
+            if (QueuedWaiters > 0)
             {
                 return null;
             }
@@ -232,9 +232,10 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
     private bool Refund(in Admission admission)
     {
         // The refund's CAS is a full fence before this read: it pairs with the fence of a request joining the queue, so
-        // either this sees it queued, or it sees the permits back.
+        // either this sees it queued, or it sees the permits back. The waiter count, not the queued permits: a zero-permit
+        // waiter adds none, and it waits for a free permit too.
         bool refunded = _host.Refund(admission, _clock.Now());
-        if (refunded && Volatile.Read(ref _queuedPermits) > 0)
+        if (refunded && QueuedWaiters > 0)
         {
             lock (_queue)
             {

@@ -50,7 +50,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     {
         int shards = Math.Max(1, _keyTables.Sum(table => table.ShardCount));
         TimeSpan period = TimeSpan.FromMilliseconds(Math.Clamp(idleEvictionInterval.TotalMilliseconds / shards, 1, 0xFFFFFFFE));
-        _sweeper = clock.Provider.CreateTimer(static state => ((RatePolicy<TContext>)state!).SweepNext(), this, period, period);
+        _sweeper = ContextFreeTimer.Create(clock.Provider, static state => ((RatePolicy<TContext>)state!).SweepNext(), this, period, period);
     }
 
     private RatePolicy(

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using RateEngine.Timing;
 using StackExchange.Redis;
 namespace RateEngine.Redis.Hybrid;
 
@@ -61,7 +62,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         _touchTicks = Math.Max(1, _idleTicks / 64);
         _reserve = reserve;
         _return = giveBack;
-        _sweeper = time.CreateTimer(static state => ((LocalReservations<TKey>)state!).ReturnIdle(), this, options.IdleReturn, options.IdleReturn);
+        _sweeper = ContextFreeTimer.Create(time, static state => ((LocalReservations<TKey>)state!).ReturnIdle(), this, options.IdleReturn, options.IdleReturn);
     }
 
     /// <summary>Whether the reservations were disposed: every key is forgotten, and none is kept any more.</summary>

@@ -70,7 +70,8 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         _partitionsFull = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.PartitionsFull);
         _tooManyCollisions = RateEngineLease.Rejected(_sweepPeriod, ReasonPhrases.TooManyCollisions);
         _hotKeys = options.PerCoreReservation is { MaxBlockSize: > 1 } perCore ? new HotKeyCandidates(perCore.HotKeySampling, perCore.HotKeyStreak, perCore.ChooseStripe) : null;
-        _sweeper = options.TimeProvider.CreateTimer(
+        _sweeper = ContextFreeTimer.Create(
+            options.TimeProvider,
             static state => ((EnginePartitionedLimiter<TResource, TKey, TAlgorithm, TState>)state!).SweepNextShard(),
             this,
             _sweepPeriod,

@@ -41,6 +41,26 @@ public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTes
     }
 
     [Fact]
+    public async Task AcquireAsync_QueueDueButItsTimerLate_ServesTheQueueThenDecidesThisRequest()
+    {
+        // As AttemptAcquire above, with the queue full: served first, the request passes instead of being refused as
+        // "queue full" with a RETRY_AFTER of zero.
+        var time = new LateTimers(TimeSpan.FromSeconds(1));
+        using ReplenishingRateLimiter limiter = Create(4, 2, QueueProcessingOrder.OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(4).IsAcquired);
+        Task<RateLimitLease> queued = limiter.AcquireAsync(2).AsTask();
+
+        time.Advance(Window + TimeSpan.FromMilliseconds(1));
+
+        using RateLimitLease lease = await limiter.AcquireAsync(1);
+        Assert.True(lease.IsAcquired, "refused behind a queue whose permits were free");
+        Assert.True(queued.IsCompletedSuccessfully);
+        Assert.Equal(1, limiter.GetStatistics()!.CurrentAvailablePermits);
+        using RateLimitLease served = await queued;
+        Assert.True(served.IsAcquired);
+    }
+
+    [Fact]
     public async Task Ctor_OptionsChangedAfterwards_HaveNoEffect()
     {
         var time = new FakeTimeProvider();

@@ -55,6 +55,25 @@ public class ReservationTests
         Assert.Equal(afterFirstRefund, limiter.AttemptAcquire(2).IsAcquired ? 2 : limiter.AttemptAcquire(1).IsAcquired ? 1 : 0);
     }
 
+    [Fact]
+    public async Task Refund_WhileAZeroPermitRequestWaits_ServesIt()
+    {
+        // A zero-permit waiter queues no permits, yet it waits for a free one: the refund that frees it serves it (on a
+        // manual clock nothing else comes to look).
+        using var limiter = new LockFreeFixedWindowRateLimiter(
+            new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromMinutes(1), QueueLimit = 1, AutoReplenishment = false },
+            new FakeTimeProvider());
+        Assert.True(limiter.TryReserve(limiter.Clock.Now(), 1, out RateEngineLimiter.Reservation? reservation));
+        Task<RateLimitLease> probe = limiter.AcquireAsync(0).AsTask();
+        Assert.False(probe.IsCompleted);
+
+        Assert.True(reservation.Refund());
+
+        Assert.True(probe.IsCompletedSuccessfully, "a free permit, and the zero-permit waiter still sleeps");
+        using RateLimitLease lease = await probe;
+        Assert.True(lease.IsAcquired);
+    }
+
     /// <summary>
     /// A refund that frees the only permit while a request is on its way into the queue: one of them must see the other,
     /// or the waiter sleeps with its permit free (for good on a manual clock, where no timer comes to look).
