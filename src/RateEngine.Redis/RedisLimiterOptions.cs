@@ -15,8 +15,8 @@ public sealed class RedisLimiterOptions
 
     /// <summary>
     /// The prefix of every key this limiter writes: <c>{prefix}:{{partition key}}:{algorithm}</c>, where the braces make the
-    /// partition key a hash tag, so all of a partition's keys land in one cluster slot. Give each limiter its own prefix.
-    /// Default <c>"rateengine"</c>.
+    /// partition key a hash tag, so all of a partition's keys land in one cluster slot (a layered policy's keys share the
+    /// prefix as their tag, so it holds no braces). Give each limiter its own prefix. Default <c>"rateengine"</c>.
     /// </summary>
     public string KeyPrefix { get; set; } = "rateengine";
 
@@ -108,6 +108,13 @@ public sealed class RedisLimiterOptions
         }
 
         ArgumentException.ThrowIfNullOrWhiteSpace(KeyPrefix, nameof(KeyPrefix));
+        if (KeyPrefix.AsSpan().IndexOfAny('{', '}') >= 0)
+        {
+            // The prefix goes inside the keys' hash tag: a brace in it would end the tag early (or make it empty, and Redis
+            // would hash whole keys), and on a cluster one partition's or one policy's keys would land in different slots.
+            throw new ArgumentException($"RedisLimiterOptions.KeyPrefix '{KeyPrefix}' contains '{{' or '}}': it is put inside the keys' hash tag.", nameof(KeyPrefix));
+        }
+
         ArgumentOutOfRangeException.ThrowIfLessThan(Database, -1, nameof(Database));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(SyncTimeout, TimeSpan.Zero, nameof(SyncTimeout));
         ArgumentOutOfRangeException.ThrowIfGreaterThan(SyncTimeout, MaxSyncTimeout, nameof(SyncTimeout));

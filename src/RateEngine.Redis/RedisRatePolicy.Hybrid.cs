@@ -642,7 +642,7 @@ public sealed partial class RedisRatePolicy<TContext>
             keys[i] = key.RedisKey;
             limits[i] = Volatile.Read(ref key.Limit);
             debts[i] = Interlocked.Exchange(ref key.Debt, 0);
-            wants.Append(CultureInfo.InvariantCulture, $"{need}:{Math.Min(want, RedisPolicyLayer<TContext>.MaxExact)}:{debts[i]};");
+            wants.Append(CultureInfo.InvariantCulture, $"{need}:{Math.Min(want, RedisPolicyLayer<TContext>.MaxAmount)}:{debts[i]};");
             layer.WriteArguments(values, 2 + (i * PolicyScripts.Stride), limits[i], amount: 0, tag: 0, clientNow);
         }
 

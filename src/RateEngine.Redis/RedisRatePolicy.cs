@@ -389,9 +389,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                 throw new ArgumentException($"Tier '{tier}' names layer '{layer}', whose rule sets its own limit ({fixedLimit}): tiers apply to layers built without one.", nameof(tiers));
             }
 
-            if (limit is < 1 or > RedisPolicyLayer<TContext>.MaxExact)
+            if (limit is < 1 or > RedisPolicyLayer<TContext>.MaxAmount)
             {
-                throw new ArgumentOutOfRangeException(nameof(tiers), limit, $"Tier '{tier}', layer '{layer}': a limit is between 1 and 2^53.");
+                throw new ArgumentOutOfRangeException(nameof(tiers), limit, $"Tier '{tier}', layer '{layer}': a limit is between 1 and 2^52.");
             }
         }
     }
@@ -399,7 +399,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     /// <summary>Replaces the tiers from the next decision on; usage already counted on Redis stays.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="tiers"/> is null.</exception>
     /// <exception cref="ArgumentException">A tier names a layer the policy lacks, or one whose rule sets its own limit.</exception>
-    /// <exception cref="ArgumentOutOfRangeException">A limit is below 1 or above 2^53.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A limit is below 1 or above 2^52.</exception>
     /// <exception cref="InvalidOperationException">The policy is a combination (update the policies it combines).</exception>
     public void UpdateTiers(PolicyTiers tiers)
     {

@@ -74,7 +74,7 @@ public sealed class RedisRatePolicyBuilder<TContext>
     /// No layer was added; the options are invalid, ask for the hybrid mode or for <see cref="RedisFailureMode.LocalFallback"/>
     /// (a layered policy is decided exactly on Redis, and fails closed or open); a layer is soft, or a log counts tokens or money.
     /// </exception>
-    /// <exception cref="ArgumentOutOfRangeException">A limit is above 2^53.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A limit is above 2^52.</exception>
     public RedisRatePolicy<TContext> Build()
     {
         if (_layers.Count == 0)

@@ -177,6 +177,21 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task SlidingWindowLog_WindowNotAWholeMicrosecond_IsRoundedUpNotDown()
+    {
+        // A window of 1 s + 0.5 µs: scripts count in whole microseconds, and a window rounded down to 1 s would let a
+        // second permit in at exactly 1 s, inside the configured window (the in-process log refuses it).
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateSlidingWindowLog<string>(
+            user => user, _ => new SlidingWindowLogRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromTicks(10_000_005) }, Options());
+
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        _time.Advance(TimeSpan.FromSeconds(1));
+        Assert.False((await limiter.AcquireAsync("ann")).IsAcquired);
+        _time.Advance(TimeSpan.FromTicks(10));
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
     public async Task SlidingWindowLog_LimitAboveTheRedisBound_IsRefusedBeforeAnyScriptRuns()
     {
         // One member per permit, added in one script: an acquire of a 2^24 limit would block the server for over a minute.
@@ -310,6 +325,9 @@ public sealed class RedisLimiterTests : IDisposable
         var window = new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1) };
         Assert.Throws<ArgumentException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, new RedisLimiterOptions()));
         Assert.Throws<ArgumentException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options() .With(o => o.KeyPrefix = " ")));
+        Assert.Throws<ArgumentException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options().With(o => o.KeyPrefix = "}a"))); // inside a hash tag
+        Assert.Throws<ArgumentException>(() => new RedisRatePolicyBuilder<string>(Options().With(o => o.KeyPrefix = "a{b"))
+            .AddLayer("user", u => u, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1)).Build());
         Assert.Throws<ArgumentOutOfRangeException>(() => RedisLimiter.CreateFixedWindow<string>(u => u, _ => window, Options().With(o => o.SyncTimeout = TimeSpan.Zero)));
         Assert.Throws<ArgumentNullException>(() => RedisLimiter.CreateFixedWindow<string>(null!, _ => window, Options()));
 

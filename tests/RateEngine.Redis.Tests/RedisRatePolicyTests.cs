@@ -342,6 +342,30 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_LayerWindowNotAWholeMicrosecond_IsRoundedUpNotDown()
+    {
+        // As the limiter's scripts: a log layer of 1 s + 0.5 µs counts a request for the whole of it.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("user log", call => call.User, PolicyRule.SlidingWindowLog(TimeSpan.FromTicks(10_000_005), 1))
+            .Build();
+
+        using (PolicyLease first = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None))
+        {
+            Assert.True(first.IsAcquired);
+        }
+
+        _time.Advance(TimeSpan.FromSeconds(1));
+        using (PolicyLease inside = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None))
+        {
+            Assert.False(inside.IsAcquired);
+        }
+
+        _time.Advance(TimeSpan.FromTicks(10));
+        using PolicyLease after = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(after.IsAcquired);
+    }
+
+    [Fact]
     public async Task Pause_OnOneNode_RefusesServiceWideOnEveryNodeUntilResumed()
     {
         using RedisRatePolicy<Call> node1 = Gateway();
@@ -571,6 +595,47 @@ public sealed class RedisRatePolicyTests : IDisposable
 
         await database.ScriptEvaluateAsync(PolicyScripts.Settle, keys, Refund("lease-1#2")); // the lease's next settle counts
         Assert.Equal(0, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+    }
+
+    [Fact]
+    public async Task SettleScript_ChargeWhenNoPeriodHoldsTheServersNow_CountsFromTheNextPeriodPlaced()
+    {
+        // A node whose clock is days off sends periods that miss the server's now: an overrun it settles then cannot be
+        // placed. It used to go into a field the next placed write reset, so the charge was lost.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        RedisKey key = policy[0].KeyOf(new Call("ann", "x"));
+        long clientNow = (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks / 10;
+        var values = new RedisValue[2 + PolicyScripts.Stride];
+        values[0] = clientNow + (3 * 86_400_000_000L); // the server's now, days past every period the node sent
+        values[1] = "lease-1#1";
+        policy[0].WriteArguments(values, 2, limit: 1_000, amount: 250, tag: 0, clientNow);
+        await _connection.GetDatabase().ScriptEvaluateAsync(PolicyScripts.Settle, [key, $"{{{_prefix}}}:settle:lease-1"], values);
+
+        Assert.Equal(250, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+        using (PolicyLease refused = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(800, 0)))
+        {
+            Assert.False(refused.IsAcquired); // 250 + 800 > 1,000
+        }
+
+        using PolicyLease admitted = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(700, 0));
+        Assert.True(admitted.IsAcquired);
+        Assert.Equal(950, (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used);
+        Assert.False(await _connection.GetDatabase().HashExistsAsync(key, "d")); // taken in by the placed write
+    }
+
+    [Fact]
+    public void Build_LimitsAndCostsPast2Pow52_AreRefused()
+    {
+        // At 2^53 a count of 2^53 - 1 plus 2 rounds to the limit in Lua's numbers, and the check admits one past it.
+        Assert.Throws<ArgumentOutOfRangeException>(() => Builder()
+            .AddLayer("cents/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, (1L << 52) + 1).Counting(PolicyMeter.Money)).Build());
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("cents/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1L << 52).Counting(PolicyMeter.Money)).Build();
+        using PolicyLease lease = policy.Acquire(new Call("ann", "x"), new RequestCost(0, 1));
+        Assert.True(lease.IsAcquired);
+        Assert.Throws<ArgumentOutOfRangeException>(() => lease.Reconcile(new RequestCost(0, (1L << 52) + 1)));
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using RateEngine.Limiters;
 using RateEngine.Policies;
 using RateEngine.Redis.Hybrid;
+using RateEngine.Redis.Scripts;
 using RateEngine.Timing;
 using StackExchange.Redis;
 
@@ -12,8 +13,14 @@ namespace RateEngine.Redis.Policies;
 /// </summary>
 internal sealed class RedisPolicyLayer<TContext>
 {
-    /// <summary>Lua's numbers are doubles: amounts and limits stay below 2^53 so that every sum is exact.</summary>
+    /// <summary>Lua's numbers are doubles, exact for integers up to 2^53 (a bucket's limit × period stays below it).</summary>
     internal const long MaxExact = 1L << 53;
+
+    /// <summary>
+    /// Limits and amounts stay at most 2^52, so that a count and the amount added to it stay within 2^53: at 2^53 itself a
+    /// sum of 2^53 - 1 and 2 rounds down to the limit, and the check admits one unit past it.
+    /// </summary>
+    internal const long MaxAmount = 1L << 52;
 
     private readonly Func<TContext, string>? _keySelector;
     private readonly Func<TContext, string?>? _tierSelector;
@@ -48,9 +55,9 @@ internal sealed class RedisPolicyLayer<TContext>
             throw new ArgumentOutOfRangeException(nameof(rule), rule.Limit, $"Layer '{name}': a sliding-window log on Redis keeps one member per request, and its limit is at most {RedisLimiter.MaxSlidingWindowLogPermitLimit} (see RedisLimiter.MaxSlidingWindowLogPermitLimit).");
         }
 
-        if (rule.Limit is > MaxExact)
+        if (rule.Limit is > MaxAmount)
         {
-            throw new ArgumentOutOfRangeException(nameof(rule), rule.Limit, $"Layer '{name}': a Redis policy's limits stay below 2^53, where Lua's numbers are exact.");
+            throw new ArgumentOutOfRangeException(nameof(rule), rule.Limit, $"Layer '{name}': a Redis policy's limits are at most 2^52, so that every sum stays exact in Lua's numbers.");
         }
 
         (Kind, _p1, _p2) = rule.Kind switch
@@ -175,12 +182,12 @@ internal sealed class RedisPolicyLayer<TContext>
         string? tier = _tierSelector?.Invoke(context);
         if (tier is not null && _tiers is { } tiers && tiers.TryGetLimit(tier, Name, out long limit))
         {
-            if (limit <= (Kind == 4 ? MaxExact / _p1 : MaxExact))
+            if (limit <= (Kind == 4 ? Math.Min(MaxAmount, MaxExact / _p1) : MaxAmount))
             {
                 return limit;
             }
 
-            refusal = $"The limit of tier '{tier}' on layer '{Name}' ({limit}) is past 2^53 (a bucket's limit × period in µs), where the Redis scripts are exact.";
+            refusal = $"The limit of tier '{tier}' on layer '{Name}' ({limit}) is past 2^52 (or, on a bucket, its limit × period in µs past 2^53), where the Redis scripts stay exact.";
             return null;
         }
 
@@ -231,7 +238,8 @@ internal sealed class RedisPolicyLayer<TContext>
         values[at + 7] = tag;
     }
 
-    private static long Microseconds(TimeSpan span) => Math.Max(1, span.Ticks / 10);
+    /// <summary>Rounded up, as every Redis rule rounds (<see cref="RedisRule.CeilingMicroseconds"/>): never a shorter window.</summary>
+    private static long Microseconds(TimeSpan span) => Math.Max(1, RedisRule.CeilingMicroseconds(span));
 
     private static long CeilingDivide(long value, long divisor) => (value + divisor - 1) / divisor;
 }

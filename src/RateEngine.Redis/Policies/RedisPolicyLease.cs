@@ -505,9 +505,9 @@ internal sealed class RedisPolicyLease<TContext> : PolicyLease
     internal static void ThrowIfNotExact(RequestCost cost, string parameterName)
     {
         cost.ThrowIfNegative(parameterName);
-        if (cost.Tokens > RedisPolicyLayer<TContext>.MaxExact || cost.Money > RedisPolicyLayer<TContext>.MaxExact)
+        if (cost.Tokens > RedisPolicyLayer<TContext>.MaxAmount || cost.Money > RedisPolicyLayer<TContext>.MaxAmount)
         {
-            throw new ArgumentOutOfRangeException(parameterName, cost, "A cost on a Redis policy stays below 2^53, where Lua's numbers are exact.");
+            throw new ArgumentOutOfRangeException(parameterName, cost, "A cost on a Redis policy is at most 2^52, so that every sum stays exact in Lua's numbers.");
         }
     }
 

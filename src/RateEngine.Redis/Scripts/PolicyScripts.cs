@@ -8,7 +8,7 @@ namespace RateEngine.Redis.Scripts;
 /// <remarks>
 /// <para>Arguments: <c>ARGV[1]</c> is the clock (-1: the server's <c>TIME</c>; otherwise the client's µs since the Unix epoch),
 /// <c>ARGV[2]</c> the lease id (acquire and settle), then one group of <see cref="Stride"/> values per layer, whose key is <c>KEYS[i]</c>: kind, limit, amount, and the rule's
-/// parameters (see <see cref="Policies.RedisPolicyLayer{TContext}.Kind"/>). Amounts are integers below 2^53, where Lua's numbers are exact.</para>
+/// parameters (see <see cref="Policies.RedisPolicyLayer{TContext}.Kind"/>). Limits and amounts are integers of at most 2^52, so that every sum of a count and an amount stays within 2^53, where Lua's numbers are exact; counts change by <c>HINCRBY</c>, exact on the server.</para>
 /// <para>Every key a script writes gets a TTL of the time its state can still matter plus a second, so a node that dies
 /// leaves nothing behind for long: a concurrency slot of a lease never disposed expires after the lease timeout.</para>
 /// </remarks>
@@ -109,15 +109,17 @@ internal static class PolicyScripts
             s.ttl = math.ceil((full - tokens) / rate) + (last - now)
             if s.ttl < per then s.ttl = per end
             if tokens < full then s.reset = math.ceil((full - tokens) / rate) end
-          elseif kind == 5 then -- calendar budget: hash p (period start), u (used in it)
+          elseif kind == 5 then -- calendar budget: hash p (period start), u (used in it), d (charged while no period could be placed)
             local from, to = period(i)
-            local st = redis.call('HMGET', key, 'p', 'u')
+            local st = redis.call('HMGET', key, 'p', 'u', 'd')
             s.stored = tonumber(st[1])
+            s.carried = tonumber(st[3]) or 0
             s.from, s.to = from, to
             if not from then s.skewed = true
             else
               if s.stored == from then s.used = tonumber(st[2]) end
               if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true end
+              s.used = s.used + s.carried
               if s.used > 0 then s.reset = to - now end
               s.ttl = to - now
             end
@@ -140,17 +142,24 @@ internal static class PolicyScripts
         local function count(i, s, amount)
           local key = KEYS[i]
           if s.kind == 1 then
-            if s.later then redis.call('HINCRBY', key, 'c', amount)
-            else redis.call('HSET', key, 'w', s.current, 'c', s.used + amount) end
+            if s.later or s.stored == s.current then redis.call('HINCRBY', key, 'c', amount)
+            else redis.call('HSET', key, 'w', s.current, 'c', amount) end
             return s.current
           elseif s.kind == 2 then
             redis.call('HINCRBY', key, s.current, amount)
             for _, stale in ipairs(s.stale) do redis.call('HDEL', key, stale) end
             return s.current
           end
-          if s.later or s.skewed then redis.call('HINCRBY', key, 'u', amount)
-          else redis.call('HSET', key, 'p', s.from, 'u', s.used + amount) end
-          if s.skewed then s.ttl = 90000000000 end
+          if s.skewed then
+            -- The server's now is in none of the node's periods (a node clock a period off): the charge is carried and counts
+            -- in every read until a write that places its period takes it in, rather than in a field that write would reset.
+            redis.call('HINCRBY', key, 'd', amount)
+            s.ttl = 90000000000
+            return s.from
+          end
+          if s.later or s.stored == s.from then redis.call('HINCRBY', key, 'u', amount + s.carried)
+          else redis.call('HSET', key, 'p', s.from, 'u', amount + s.carried) end
+          if s.carried > 0 then redis.call('HDEL', key, 'd') end
           return s.from
         end
 
@@ -168,7 +177,7 @@ internal static class PolicyScripts
           local field = (s.kind == 1) and 'c' or 'u'
           local counted = tonumber(redis.call('HGET', key, field))
           local back = math.min(want, counted)
-          redis.call('HSET', key, field, counted - back)
+          if back > 0 then redis.call('HINCRBY', key, field, -back) end
           return back
         end
         """;

@@ -45,9 +45,13 @@ internal abstract class RedisRule
 
     private sealed record ReturnArguments(RedisKey Key, long Period, long Returned);
 
+    /// <summary>
+    /// <paramref name="span"/> in whole microseconds, rounded up as the in-process limiters round to their clock's ticks: a
+    /// window or period rounded down would be shorter than configured, and admit faster than the limit says.
+    /// </summary>
     protected static long Microseconds(TimeSpan span, string name)
     {
-        long micros = span.Ticks / TicksPerMicrosecond;
+        long micros = CeilingMicroseconds(span);
         if (micros < 1 || micros >= MaxExact)
         {
             throw new ArgumentOutOfRangeException(name, span, $"{name} must be at least 1 microsecond and below 2^53 microseconds.");
@@ -63,4 +67,8 @@ internal abstract class RedisRule
             throw new ArgumentException($"{options}.QueueLimit must be 0: a Redis limiter decides at once and does not queue.", nameof(queueLimit));
         }
     }
+
+    /// <summary><paramref name="span"/> in microseconds, rounded up (never overflows, unlike adding 9 ticks first).</summary>
+    internal static long CeilingMicroseconds(TimeSpan span) =>
+        (span.Ticks / TicksPerMicrosecond) + (span.Ticks % TicksPerMicrosecond > 0 ? 1 : 0);
 }
