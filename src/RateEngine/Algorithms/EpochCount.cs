@@ -25,12 +25,6 @@ internal static class EpochCount
     /// <summary>How far (in epochs) a word may be ahead of now and still be read as ahead.</summary>
     public const long MaxLag = 1L << 20;
 
-    /// <summary>
-    /// The <see cref="Distance"/> from which a later epoch may instead be an older one more than <see cref="MaxLag"/> behind,
-    /// wrapped: a caller that must not take one for the other reads its clock again.
-    /// </summary>
-    public const long AmbiguousDistance = 1L << 32;
-
     public static long Pack(long epoch, long count) => (epoch << CountBits) | count;
 
     public static long Count(long word) => word & CountMask;

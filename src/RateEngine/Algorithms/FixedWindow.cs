@@ -195,14 +195,12 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
     }
 
     /// <summary>
-    /// The window a decision at <paramref name="now"/> belongs to, and the permits already used in it.
-    /// </summary>
-    /// <summary>
-    /// The window a decision at <paramref name="now"/> counts in, and what the word holds for it. A distance of 2^32 windows
-    /// or more reads two ways: a key idle that long, or a clock read more than <see cref="EpochCount.MaxLag"/> windows older
-    /// than the word (a thread stalled between its clock read and now), which taken as a later window would move the word
-    /// back to a window that is over and admit past the limit there. So the clock is read again, after the word, and the
-    /// decision taken at that later time: a stalled thread then decides in the word's window, an idle key in a new one.
+    /// The window a decision at <paramref name="now"/> counts in, and what the word holds for it. A later window reads two
+    /// ways: a window that really began, or a clock read more than <see cref="EpochCount.MaxLag"/> windows older than the
+    /// word (a thread stalled between its clock read and now), wrapped by the 33-bit epoch to a later one, which would move
+    /// the word back to a window that is over and admit past the limit there. So before a window change the clock is read
+    /// again, after the word, and the decision taken at that later time: a stalled thread then decides in the word's
+    /// window, a new window stays new. It costs a clock read once per window, not per admission.
     /// </summary>
     private long CurrentEpoch(long word, ref long now, out long used)
     {
@@ -220,7 +218,7 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
 
         long nowEpoch = now / _window;
         long distance = EpochCount.Distance(nowEpoch, word);
-        if (distance >= EpochCount.AmbiguousDistance && _clock is { } clock && clock.Now() is var fresh && fresh > now)
+        if (distance > 0 && _clock is { } clock && clock.Now() is var fresh && fresh > now)
         {
             now = fresh;
             nowEpoch = now / _window;

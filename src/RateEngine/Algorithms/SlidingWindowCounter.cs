@@ -109,7 +109,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         {
             long word = Volatile.Read(ref state.Current);
             long distance = EpochCount.Distance(nowEpoch, word);
-            if (distance >= EpochCount.AmbiguousDistance && Fresher(ref now))
+            if (distance > 0 && Fresher(ref now)) // a later segment, or a stalled read wrapped to one: see FixedWindow.CurrentEpoch
             {
                 nowEpoch = now / _segment;
                 distance = EpochCount.Distance(nowEpoch, word);
@@ -188,7 +188,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         {
             long word = Volatile.Read(ref state.Current);
             long distance = EpochCount.Distance(nowEpoch, word);
-            if (distance >= EpochCount.AmbiguousDistance && Fresher(ref now))
+            if (distance > 0 && Fresher(ref now)) // a later segment, or a stalled read wrapped to one: see FixedWindow.CurrentEpoch
             {
                 nowEpoch = now / _segment;
                 distance = EpochCount.Distance(nowEpoch, word);

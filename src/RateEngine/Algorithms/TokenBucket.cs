@@ -35,7 +35,8 @@ namespace RateEngine.Algorithms;
 /// the rate is lower than asked by less than 2^-20 (under one part in a million), never higher. The burst is always
 /// exactly <c>TokenLimit</c> tokens.</para>
 /// <para><b>Wrap-around</b>: units are 64-bit and wrap; only differences <c>d = tat - u</c> are read. Every write leaves
-/// <c>d &lt;= A</c> with <c>A = burst + MaxDebt &lt;= 2^60 + 2^61</c> (<c>d &lt;= burst</c> after an admission), and the
+/// <c>d &lt;= A</c>, with <c>A = burst + MaxDebt &lt;= 2^60 + 2^61</c> for a bucket that takes charges (a policy layer's)
+/// and <c>A = burst</c> for any other (<c>d &lt;= burst</c> after an admission), and the
 /// limiter's clock never goes backwards, so against a clock read taken after tat was read, tat is never more than A
 /// ahead. The common readings need no second look: <c>0 &lt;= d &lt;= burst</c> is tat ahead, <c>-2^62 &lt;= d &lt; 0</c>
 /// is a bucket that refilled recently. Anything else is a bucket in debt, or comes from a clock read older than tat (a
@@ -44,12 +45,13 @@ namespace RateEngine.Algorithms;
 /// anything else has refilled. Only a bucket in debt pays the second clock read; a bucket that never took a charge reads
 /// as before. Two bounds remain, both in units and both far off except at the fastest rates (the wrap period is 2^64
 /// units: 8.6 s on a 1 GHz clock at 2^31 units per tick, the most any option produces; 2.3 hours at 1 GiB/s; centuries
-/// for request rates). A thread must not stall between its clock read and its CAS for 9/16 of a wrap period
-/// (<c>2^64 - 2^62 - A</c> units: 4.8 s, 1.3 hours, centuries), or its read can pass for a recent refill; without debt
-/// the bound was 3/4 of a wrap, and the debt range is what it gave up. And a bucket idle for more than a wrap period
-/// whose idle time falls within A of a multiple of it reads as drained, or in debt, by at most A (1 s at the fastest
-/// option; for request rates the wrap takes centuries): stricter, never looser, as likely as A / 2^64 &lt;= 3/16 for a
-/// bucket idle across a wrap.</para>
+/// for request rates). A thread must not stall between its clock read and its CAS for <c>2^64 - 2^62 - A</c> units (3/4
+/// of a wrap period for a limiter's bucket; 9/16 for a policy layer's, whose debt range is what it gave up: 4.8 s,
+/// 1.3 hours, centuries), or its read can pass for a recent refill. And a bucket idle for more than a wrap period whose
+/// idle time falls within A of a multiple of it reads as drained by at most a burst (a limiter's), or in debt by up to
+/// 2^61 units (a policy layer's: 1 s at the fastest option, 18 minutes at 1 GiB/s, centuries for request rates; a key idle
+/// that long is usually evicted first): stricter, never looser, as likely as A / 2^64 (at most 3/16) for a bucket idle
+/// across a wrap.</para>
 /// </remarks>
 internal readonly struct TokenBucket : IWeightedAlgorithm<long>
 {
@@ -80,7 +82,12 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
     /// <param name="tokensPerPeriod">Tokens added per period.</param>
     /// <param name="periodTicks">The period in clock ticks.</param>
     /// <param name="clock">The clock whose ticks <c>now</c> counts: read again when a state looks further ahead than a burst.</param>
-    public TokenBucket(long tokenLimit, long tokensPerPeriod, long periodTicks, LimiterClock clock)
+    /// <param name="takesCharges">
+    /// Whether <see cref="Charge"/> may leave debt (a policy layer's bucket). Only such a bucket reads a state up to
+    /// <see cref="MaxDebt"/> past the burst as debt; any other reads it as refilled, so a bucket idle across a wrap of its
+    /// units is not taken for one in debt and refused (1/8 of such idle times would be, for up to 2^61 units).
+    /// </param>
+    public TokenBucket(long tokenLimit, long tokensPerPeriod, long periodTicks, LimiterClock clock, bool takesCharges = false)
     {
         Debug.Assert(tokenLimit is > 0 and <= int.MaxValue);
         Debug.Assert(tokensPerPeriod > 0 && periodTicks > 0);
@@ -118,7 +125,7 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
         Debug.Assert(_unitsPerTick == 1 || _ticksPerUnit == 1);
         _burst = tokenLimit * _cost;
         Debug.Assert(_burst <= MaxBurst);
-        _maxAhead = _burst + MaxDebt;
+        _maxAhead = takesCharges ? _burst + MaxDebt : _burst;
         _clock = clock;
     }
 

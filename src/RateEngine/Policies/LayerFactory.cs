@@ -22,7 +22,7 @@ internal static class LayerFactory
             PolicyRuleKind.SlidingWindowLog => Layer<TContext, TKey, RequestLog, LogState>(
                 name, rule, keySelector, settings, comparer, subKeys, limit => new RequestLog(new SlidingWindowLog((int)limit, windowTicks))),
             PolicyRuleKind.TokenBucket => Layer<TContext, TKey, TokenBucket, long>(
-                name, rule, keySelector, settings, comparer, subKeys, limit => new TokenBucket(limit, rule.TokensPerPeriod, windowTicks, clock)),
+                name, rule, keySelector, settings, comparer, subKeys, limit => new TokenBucket(limit, rule.TokensPerPeriod, windowTicks, clock, takesCharges: true)),
             PolicyRuleKind.Calendar => CalendarLayer(name, rule, keySelector, settings, comparer, subKeys),
             PolicyRuleKind.Concurrency => Layer<TContext, TKey, ConcurrencyLimit, long>(
                 name, rule, keySelector, settings, comparer, subKeys, limit => new ConcurrencyLimit(limit)),

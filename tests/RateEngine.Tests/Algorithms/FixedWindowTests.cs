@@ -24,10 +24,12 @@ public class FixedWindowTests
         StateMadeBeforeTheWrap.CountsFromNowsPeriod<FixedWindow, long>(new FixedWindow(permitLimit: 1, windowTicks: 10));
     }
 
-    [Fact]
-    public void TryAcquire_ClockReadOlderThanTheWordByMoreThanMaxLag_DecidesInTheWordsWindow()
+    [Theory]
+    [InlineData(1L << 21)]
+    [InlineData((1L << 32) + 5)] // wraps to a later window, not a far one: read as new, it admitted a second limit
+    public void TryAcquire_ClockReadOlderThanTheWordByMoreThanMaxLag_DecidesInTheWordsWindow(long stalledWindows)
     {
-        StalledClockRead.IsDecidedInTheWordsPeriod<FixedWindow, long>(clock => new FixedWindow(permitLimit: 2, windowTicks: 10, clock));
+        StalledClockRead.IsDecidedInTheWordsPeriod<FixedWindow, long>(clock => new FixedWindow(permitLimit: 2, windowTicks: 10, clock), stalledWindows);
     }
 
     [Fact]

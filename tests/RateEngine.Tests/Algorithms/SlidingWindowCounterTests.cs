@@ -5,10 +5,13 @@ namespace RateEngine.Tests.Algorithms;
 
 public class SlidingWindowCounterTests
 {
-    [Fact]
-    public void TryAcquire_ClockReadOlderThanTheWordByMoreThanMaxLag_DecidesInTheWordsSegment()
+    [Theory]
+    [InlineData(1L << 21)]
+    [InlineData((1L << 32) + 5)] // wraps to a later segment, not a far one
+    public void TryAcquire_ClockReadOlderThanTheWordByMoreThanMaxLag_DecidesInTheWordsSegment(long stalledSegments)
     {
-        StalledClockRead.IsDecidedInTheWordsPeriod<SlidingWindowCounter, CounterState>(clock => new SlidingWindowCounter(permitLimit: 2, segmentTicks: 10, segmentsPerWindow: 2, clock));
+        StalledClockRead.IsDecidedInTheWordsPeriod<SlidingWindowCounter, CounterState>(
+            clock => new SlidingWindowCounter(permitLimit: 2, segmentTicks: 10, segmentsPerWindow: 2, clock), stalledSegments);
     }
 
     [Fact]

@@ -88,15 +88,18 @@ public class TokenBucketTests
         Assert.True(bucket.TryAcquire(ref state, Second / 1_000, int.MaxValue, out _, out _));
     }
 
-    [Fact]
-    public void GetAvailablePermits_IdleLongerThanTheUnitsWrap_ReadsAsFull()
+    [Theory]
+    [InlineData((10L << 33) + 12_345)]
+    [InlineData((10L << 33) - (1L << 29))] // 2^60 units short of a wrap: within the range a policy layer's bucket reads as debt
+    public void GetAvailablePermits_IdleLongerThanTheUnitsWrap_ReadsAsFull(long idleTicks)
     {
         // 2^31 units per tick: the 64-bit units wrap every 2^33 ticks. Idle for many wraps, the bucket is full again.
         var bucket = new TokenBucket(1_000, int.MaxValue, periodTicks: 1, Stopped);
         long state = bucket.CreateState();
         Assert.True(bucket.TryAcquire(ref state, 5, 1_000, out _, out _));
-        Assert.Equal(1_000, bucket.GetAvailablePermits(ref state, 5 + (10L << 33) + 12_345));
-        Assert.NotNull(bucket.GetFullSince(ref state, 5 + (10L << 33) + 12_345));
+        Assert.Equal(1_000, bucket.GetAvailablePermits(ref state, 5 + idleTicks));
+        Assert.NotNull(bucket.GetFullSince(ref state, 5 + idleTicks));
+        Assert.True(bucket.TryAcquire(ref state, 5 + idleTicks, 1_000, out _, out _));
     }
 
     [Theory]
@@ -136,7 +139,7 @@ public class TokenBucketTests
     public void Charge_PastTheBurst_GoesIntoDebtAndRefusesUntilRepaid()
     {
         // 10 tokens of burst, one per 100 ticks: a token costs 100 units of one tick.
-        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped, takesCharges: true);
         long state = bucket.CreateState();
         Admission charge = bucket.Charge(ref state, 0, 25);
 
@@ -161,7 +164,7 @@ public class TokenBucketTests
         // A debt far past the burst looks like a stale read; the second clock read must keep it, not call it a refill.
         var time = new FakeTimeProvider();
         var clock = new LimiterClock(time);
-        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, clock);
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, clock, takesCharges: true);
         long state = bucket.CreateState();
         long staleRead = clock.Now();
         Assert.Equal(1_000, bucket.Charge(ref state, staleRead, 1_000).Permits);
@@ -182,7 +185,7 @@ public class TokenBucketTests
     [Fact]
     public void Charge_BeyondTheDebtBound_IsClampedToWholeTokens()
     {
-        var unitCost = new TokenBucket(tokenLimit: 3, tokensPerPeriod: 1, periodTicks: 1, Stopped);
+        var unitCost = new TokenBucket(tokenLimit: 3, tokensPerPeriod: 1, periodTicks: 1, Stopped, takesCharges: true);
         long state = unitCost.CreateState();
         Assert.True(unitCost.TryAcquire(ref state, 0, 2, out _, out _));
         Admission charge = unitCost.Charge(ref state, 0, long.MaxValue);
@@ -194,7 +197,7 @@ public class TokenBucketTests
         Assert.Equal(TimeMath.MaxTicks, unitCost.GetRetryAfter(ref state, 0, 1));
         Assert.Equal((1L << 60) + 3, unitCost.GetUsed(ref state, 1L << 60));
 
-        var costly = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        var costly = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped, takesCharges: true);
         state = costly.CreateState();
         charge = costly.Charge(ref state, 7, long.MaxValue);
         Assert.Equal((1_000 + (1L << 61)) / 100, charge.Permits);
@@ -233,7 +236,7 @@ public class TokenBucketTests
     [Fact]
     public void Refund_PartialOfACharge_ReducesTheDebtAndOnlyOnce()
     {
-        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped);
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped, takesCharges: true);
         long state = bucket.CreateState();
         Assert.True(bucket.TryAcquire(ref state, 0, 4, out _, out _));
         Admission charge = bucket.Charge(ref state, 0, 30);

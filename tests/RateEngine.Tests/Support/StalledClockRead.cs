@@ -13,14 +13,15 @@ namespace RateEngine.Tests.Support;
 internal static class StalledClockRead
 {
     /// <param name="create">The algorithm: a limit of 2 per period of 10 ticks, on the clock it is given.</param>
-    public static void IsDecidedInTheWordsPeriod<TAlgorithm, TState>(Func<LimiterClock, TAlgorithm> create)
+    /// <param name="stalledPeriods">How many periods the word is ahead of the stalled read (past 2^20, which wraps the 33-bit epoch).</param>
+    public static void IsDecidedInTheWordsPeriod<TAlgorithm, TState>(Func<LimiterClock, TAlgorithm> create, long stalledPeriods)
         where TAlgorithm : IRateAlgorithm<TState>
     {
         var time = new FakeTimeProvider();
         var clock = new LimiterClock(time);
         TAlgorithm algorithm = create(clock);
         TState state = algorithm.CreateState();
-        time.Advance(TimeSpan.FromTicks(10L << 21)); // period 2^21
+        time.Advance(TimeSpan.FromTicks(10 * stalledPeriods));
         long now = clock.Now();
         Assert.True(algorithm.TryAcquire(ref state, now, 2, out _, out _));
 
