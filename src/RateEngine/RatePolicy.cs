@@ -438,8 +438,13 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
 
     private RefusedPolicyLease Refusal(LayerHold[] holds, int refused, long now, long retryAfter, RequestCost estimate, long requests)
     {
-        // The longest delay among every layer that would refuse: the ones after the first refusal are checked read-only.
         PolicyLayer<TContext> first = _layers[refused];
+        if (first.NoRoomReason(holds[refused]) is { } noRoom)
+        {
+            return new RefusedPolicyLease(first.Name, noRoom, retryAfter: null, first.Rule.IsServiceWide); // as phase 1 says it
+        }
+
+        // The longest delay among every layer that would refuse: the ones after the first refusal are checked read-only.
         long longest = first.IsConcurrency ? 0 : retryAfter;
         bool serviceWide = first.Rule.IsServiceWide;
         for (int i = refused + 1; i < _layers.Length; i++)

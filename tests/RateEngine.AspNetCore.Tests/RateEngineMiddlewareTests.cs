@@ -307,6 +307,42 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task Metrics_ListenerThrowsWhenTheRequestEnds_ItsSlotIsFreedAnyway()
+    {
+        // A faulty metrics listener throws from the settlement counter: the lease was disposed after the metric, so the
+        // request's stream slot stayed held until a garbage collection finalized the lease.
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => new RatePolicyBuilder<HttpContext>()
+            .UseTimeProvider(_time)
+            .AddLayer("streams", ByApiKey, PolicyRule.Concurrency(1))
+            .Build()));
+        var meters = app.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, published) =>
+            {
+                if (ReferenceEquals(instrument.Meter.Scope, meters) && instrument.Name == "rateengine.settlements")
+                {
+                    published.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, _, _) => throw new InvalidOperationException("a faulty listener"));
+        listener.Start();
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+
+        HttpStatusCode again = HttpStatusCode.TooManyRequests;
+        for (int attempt = 0; attempt < 50 && again != HttpStatusCode.OK; attempt++)
+        {
+            await Task.Delay(attempt == 0 ? 0 : 50); // the first request ends (and settles) just after its response
+            using HttpResponseMessage response = await app.Client.SendAsync(Request("/chat", "alice"));
+            again = response.StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.OK, again);
+    }
+
+    [Fact]
     public async Task SuccessHeaders_WhenEnabled_CarryTheRateLimitFieldsAndTheOpenAiSet()
     {
         await using RunningApp app = await StartAsync(

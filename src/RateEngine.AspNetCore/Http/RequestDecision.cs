@@ -227,8 +227,14 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
             return;
         }
 
-        Settled(KeptCost(), RateEngineMetrics.EstimateKept);
-        Lease.Dispose();
+        try
+        {
+            Settled(KeptCost(), RateEngineMetrics.EstimateKept);
+        }
+        finally
+        {
+            Lease.Dispose(); // whatever a metrics listener throws: the request's slots come back with it
+        }
     }
 
     private async Task SettleOnAbortAsync()

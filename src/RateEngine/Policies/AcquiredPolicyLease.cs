@@ -87,8 +87,11 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
         lock (_holds)
         {
             RatePolicy<TContext> policy = OpenPolicy();
-            _consumed = new RequestCost(checked(_consumed.Tokens + step.Tokens), checked(_consumed.Money + step.Money));
+
+            // The clock before the step is counted: a provider that throws leaves the lease as it was, so a caller that
+            // charges the step again does not count it twice.
             long now = policy.Clock.Now();
+            _consumed = new RequestCost(checked(_consumed.Tokens + step.Tokens), checked(_consumed.Money + step.Money));
             ExceptionDispatchInfo? failure = null;
             for (int i = 0; i < _holds.Length; i++)
             {
@@ -203,21 +206,29 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
 
             // A lease that can no longer be reconciled (its policy, or one a combined policy joins, was disposed) keeps its
             // estimate: the policies still running must not count less than the request may have spent.
-            bool refundsUnspent = _state == Open && !_policy.IsEnded;
-            for (int i = 0; _policy.ReleasesOnDispose && i < _holds.Length; i++)
+            bool refundsUnspent = _state == Open && !_policy.IsEnded && _policy.ReleasesOnDispose;
+            if (_policy.ReleasesOnDispose)
             {
-                PolicyLayer<TContext> layer = _policy[i];
-                if (layer.IsConcurrency)
+                // The slots first, and the lease ended with them: they need no clock, and a provider that throws in the
+                // refunds below (which read it) then loses a refund (stricter), never a slot.
+                for (int i = 0; i < _holds.Length; i++)
                 {
-                    layer.Refund(ref _holds[i], _holds[i].Reserved);
-                }
-                else if (refundsUnspent && layer.Rule.RefundsUnreconciled)
-                {
-                    layer.Refund(ref _holds[i], Unspent(layer, _holds[i]));
+                    if (_policy[i].IsConcurrency)
+                    {
+                        _policy[i].Refund(ref _holds[i], _holds[i].Reserved);
+                    }
                 }
             }
 
             _state = Ended;
+            for (int i = 0; refundsUnspent && i < _holds.Length; i++)
+            {
+                PolicyLayer<TContext> layer = _policy[i];
+                if (!layer.IsConcurrency && layer.Rule.RefundsUnreconciled)
+                {
+                    layer.Refund(ref _holds[i], Unspent(layer, _holds[i]));
+                }
+            }
         }
     }
 

@@ -212,6 +212,11 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         }
     }
 
+    public override string? NoRoomReason(in LayerHold hold) =>
+        IsSoft || _single is not null || hold.Entry is not null ? null
+        : hold.Key is null ? Limiters.ReasonPhrases.PartitionsFull
+        : _subKeys!.FullReason(Name);
+
     public override long RetryAfter(ref LayerHold hold, long now, long amount)
     {
         if (hold.Entry is null || IsSoft || IsConcurrency)

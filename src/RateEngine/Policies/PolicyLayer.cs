@@ -38,6 +38,12 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// <summary>Phase 2: reserves <paramref name="amount"/> (0: only checks that the layer is not exhausted). False when refused.</summary>
     public abstract bool TryReserve(TContext context, ref LayerHold hold, long now, long amount, out long retryAfter);
 
+    /// <summary>
+    /// Why <see cref="TryReserve"/> refused, when it was not the limit: the key's entry was evicted during the decision and
+    /// its table (or its map of sub-keys) had no room for it again. Null when the limit refused.
+    /// </summary>
+    public virtual string? NoRoomReason(in LayerHold hold) => null;
+
     /// <summary>Ticks until <paramref name="amount"/> would pass, for a layer found in phase 1 (read-only); 0 when unknown or now.</summary>
     public abstract long RetryAfter(ref LayerHold hold, long now, long amount);
 

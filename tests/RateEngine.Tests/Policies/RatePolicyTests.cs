@@ -1,5 +1,6 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Limiters;
 
 namespace RateEngine.Tests.Policies;
 
@@ -440,6 +441,112 @@ public class RatePolicyTests
         lease.Reconcile(new RequestCost(150, 0));
 
         Assert.Equal(150, policy.GetUsage(call, "tokens").Used);
+    }
+
+    [Fact]
+    public void Charge_ClockThrows_TheStepChargedAgainCountsOnce()
+    {
+        var time = new FailingClock();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new Call("alice");
+        using PolicyLease lease = policy.Acquire(call, new RequestCost(100, 0));
+        lease.Charge(new RequestCost(90, 0));
+
+        time.Failing = true;
+        Assert.Throws<TimeoutException>(() => lease.Charge(new RequestCost(20, 0)));
+        time.Failing = false;
+        lease.Charge(new RequestCost(20, 0)); // the caller charges the step again
+
+        Assert.Equal(110, lease.Consumed.Tokens);
+        Assert.Equal(110, policy.GetUsage(call, "tokens").Used); // the estimate and an overrun of 10, not 30
+    }
+
+    [Fact]
+    public void Dispose_ClockThrowsInARefund_StillFreesTheSlotsAndEndsTheLease()
+    {
+        var time = new FailingClock();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .AddLayer("requests", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10).RefundingUnreconciled())
+            .AddLayer("streams", c => c.User, PolicyRule.Concurrency(1))
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, RequestCost.None);
+
+        time.Failing = true;
+        Assert.Throws<TimeoutException>(lease.Dispose);
+        time.Failing = false;
+
+        using PolicyLease next = policy.Acquire(call, RequestCost.None);
+        Assert.True(next.IsAcquired, "the stream slot stayed held");
+        lease.Dispose(); // ended: nothing more happens
+        Assert.Equal(1, policy.GetUsage(call, "streams").Used);
+    }
+
+    [Fact]
+    public void Acquire_KeyEvictedMidDecisionAndTheTableFull_SaysPartitionsFullNotTheLimit()
+    {
+        // Alice's key is made in the lookup phase; before her clock read, bob's request finds the one-key table full, sweeps
+        // alice's idle key out and takes its place. Alice's decision then finds no room for her key again: that is what her
+        // refusal must say, not that her limit was reached (a client told so would think its budget spent).
+        var time = new ReadHookClock();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10), comparer: new OneHash())
+            .WithMaxKeysPerLayer(1)
+            .Build();
+        PolicyLease? bobs = null;
+        time.OnRead = read =>
+        {
+            if (read == 2)
+            {
+                bobs = policy.Acquire(new Call("bob"), RequestCost.None);
+            }
+        };
+
+        using PolicyLease alices = policy.Acquire(new Call("alice"), RequestCost.None);
+
+        Assert.True(bobs!.IsAcquired, bobs.Reason);
+        Assert.False(alices.IsAcquired);
+        Assert.Equal(ReasonPhrases.PartitionsFull, alices.Reason);
+        Assert.Null(alices.RetryAfter);
+        bobs.Dispose();
+    }
+
+    /// <summary>Every key in one shard (and one hash), so that a key's room sweep reaches the other key.</summary>
+    private sealed class OneHash : IEqualityComparer<string>
+    {
+        public bool Equals(string? x, string? y) => string.Equals(x, y, StringComparison.Ordinal);
+
+        public int GetHashCode(string obj) => 42;
+    }
+
+    /// <summary>A fake clock that calls <see cref="OnRead"/> with each read's number (from 1), once the read is taken.</summary>
+    private sealed class ReadHookClock : FakeTimeProvider
+    {
+        private int _reads;
+        private bool _inHook;
+
+        public Action<int>? OnRead { get; set; }
+
+        public override long GetTimestamp()
+        {
+            long read = base.GetTimestamp();
+            if (!_inHook && OnRead is { } hook)
+            {
+                _inHook = true;
+                try
+                {
+                    hook(++_reads);
+                }
+                finally
+                {
+                    _inHook = false;
+                }
+            }
+
+            return read;
+        }
     }
 
     /// <summary>A fake clock whose reads fail while <see cref="Failing"/> is set.</summary>
