@@ -17,6 +17,13 @@ internal sealed record MachineInfo(
     string LoadAverageAtStart,
     string? LoadAverageAtEnd = null)
 {
+    /// <summary>
+    /// The round trip of one cache line between two threads, in ns (median of 5 runs; NaN on one core): what every 2-thread
+    /// figure pays per transfer of a shared line. It differs between hosts (VMs are placed on whatever cores are free) by
+    /// more than the limiters differ, so the 2-thread ratios of two runs compare only at similar round trips.
+    /// </summary>
+    public double CacheLineRoundTrip { get; init; } = double.NaN;
+
     public static MachineInfo Read() => new(
         CpuModel(),
         Environment.ProcessorCount,
@@ -26,21 +33,76 @@ internal sealed record MachineInfo(
         Environment.GetEnvironmentVariable("DOTNET_TieredPGO") is "0" ? "off (DOTNET_TieredPGO=0)" : "on (default)",
         Stopwatch.Frequency,
         DateTimeOffset.UtcNow,
-        LoadAverage());
+        LoadAverage())
+    {
+        CacheLineRoundTrip = MeasureCacheLineRoundTrip(),
+    };
+
+    /// <summary>The round trip as text: "84 ns", or "n/a" on one core.</summary>
+    public string RoundTripText => double.IsNaN(CacheLineRoundTrip) ? "n/a" : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{CacheLineRoundTrip:F0} ns");
+
+    private static double MeasureCacheLineRoundTrip()
+    {
+        if (Environment.ProcessorCount < 2)
+        {
+            return double.NaN;
+        }
+
+        double[] runs = [.. Enumerable.Range(0, 5).Select(_ => PingPong(roundTrips: 50_000))];
+        Array.Sort(runs);
+        return runs[2];
+    }
+
+    /// <summary>Two threads take turns on one word: each waits until the other has written, then writes.</summary>
+    private static double PingPong(int roundTrips)
+    {
+        long[] words = new long[32]; // the word sits 64 bytes in, on a line of its own
+        long turns = 2L * roundTrips;
+        var other = new Thread(() =>
+        {
+            for (long turn = 1; turn < turns; turn += 2)
+            {
+                while (Volatile.Read(ref words[8]) != turn)
+                {
+                }
+
+                Volatile.Write(ref words[8], turn + 1);
+            }
+        });
+        other.Start();
+        long started = Stopwatch.GetTimestamp();
+        for (long turn = 0; turn < turns; turn += 2)
+        {
+            while (Volatile.Read(ref words[8]) != turn)
+            {
+            }
+
+            Volatile.Write(ref words[8], turn + 1);
+        }
+
+        other.Join();
+        return Stopwatch.GetElapsedTime(started).TotalNanoseconds / roundTrips;
+    }
 
     /// <summary>The 1, 5 and 15 minute load averages: anything well above 0 means something else was running.</summary>
     public static string LoadAverage() =>
         TryRead("/proc/loadavg") is { } line ? string.Join(' ', line.Split(' ').Take(3)) : "n/a";
 
+    /// <summary>The model name, with its family and model numbers (a VM's name hides the generation: "AMD EPYC").</summary>
     private static string CpuModel()
     {
-        string? cpuinfo = TryRead("/proc/cpuinfo");
-        string? model = cpuinfo?
-            .Split('\n')
-            .Where(l => l.StartsWith("model name", StringComparison.Ordinal))
+        string[] lines = TryRead("/proc/cpuinfo")?.Split('\n') ?? [];
+        string? Field(string name) => lines
+            .Where(l => l.StartsWith(name, StringComparison.Ordinal) && l.AsSpan(name.Length).TrimStart().StartsWith(":"))
             .Select(l => l[(l.IndexOf(':', StringComparison.Ordinal) + 1)..].Trim())
             .FirstOrDefault();
-        return string.IsNullOrEmpty(model) ? RuntimeInformation.ProcessArchitecture.ToString() : model;
+        string? model = Field("model name");
+        if (string.IsNullOrEmpty(model))
+        {
+            return RuntimeInformation.ProcessArchitecture.ToString();
+        }
+
+        return Field("cpu family") is { } family && Field("model") is { } number ? $"{model} (family {family}, model {number})" : model;
     }
 
     private static string OsName()

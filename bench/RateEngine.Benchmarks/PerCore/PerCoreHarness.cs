@@ -191,7 +191,7 @@ internal static class PerCoreHarness
         CultureInfo inv = CultureInfo.InvariantCulture;
         text.AppendLine("# Per-core blocks: one limiter shared by two threads (issue 13, part 3)");
         text.AppendLine();
-        text.AppendLine(inv, $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {took.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}, {m.Gc} GC; load average {m.LoadAverageAtStart} at start, {MachineInfo.LoadAverage()} at end.");
+        text.AppendLine(inv, $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {took.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}, {m.Gc} GC; a cache line's round trip between two threads {m.RoundTripText}; load average {m.LoadAverageAtStart} at start, {MachineInfo.LoadAverage()} at end.");
         text.AppendLine();
         text.AppendLine(inv, $"Two threads call `AttemptAcquire(1)` + `Dispose` on one shared limiter for {runMilliseconds:F0} ms a run, {rounds} rounds, every subject once a round in an order rotated by one each round; medians and min–max over the rounds. Admit path: `int.MaxValue` permits per 1 s window (10 segments for the sliding windows), which no run exhausts; the log, which keeps an entry per permit, 1,024 per 1 µs, and with per-core blocks 524,288 per 8 ms (1,048,576 per 4 ms on the coarse clock, whose late ticks stamp more admissions alike) (blocks live 1/256 of the window); every attempt is checked to be admitted. Per-core blocks use the default options (`MaxBlockSize` 64); the coarse clock is `CoarseTimeProvider.Shared` (1 ms ticks).");
         text.AppendLine();
