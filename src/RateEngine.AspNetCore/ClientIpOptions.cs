@@ -29,7 +29,9 @@ public sealed class ClientIpOptions
 
     /// <summary>
     /// How many trusted proxies append to <see cref="ForwardedHeader"/>: the client is the address that many entries from
-    /// the right (entries further left were written by the client and are not trusted). Default 1.
+    /// the right, or the first entry from the right that is not in <see cref="TrustedProxies"/> if one comes sooner (it
+    /// connected to a proxy directly, and entries further left are its own to write). List every proxy's network in
+    /// <see cref="TrustedProxies"/>, not only the last one's. Default 1.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Less than 1.</exception>
     public int ForwardedHops

@@ -28,7 +28,7 @@ public static class HttpPartitionKeys
         IPAddress? address = context.Connection.RemoteIpAddress;
         if (options?.ForwardedHeader is { } header && IsTrustedProxy(address, options.TrustedProxies))
         {
-            address = Forwarded(context.Request.Headers[header], options.ForwardedHops) ?? address;
+            address = Forwarded(context.Request.Headers[header], options.ForwardedHops, options.TrustedProxies) ?? address;
         }
 
         return address is null ? "unknown" : Grouped(address, options ?? Defaults);
@@ -108,19 +108,32 @@ public static class HttpPartitionKeys
         return false;
     }
 
-    private static IPAddress? Forwarded(Microsoft.Extensions.Primitives.StringValues values, int hops)
+    /// <summary>
+    /// The client's entry: walking from the right, each entry is the address that connected to the proxy that appended
+    /// it, and the first one that is not a trusted proxy is the client (whoever connected to a proxy may have written
+    /// anything to its left: an attacker who reaches the second proxy directly must not pick its own key), at most
+    /// <paramref name="hops"/> entries in. Null (the peer's address is used) when an entry cannot be read, or when every
+    /// entry there is is a trusted proxy and there are fewer than <paramref name="hops"/>.
+    /// </summary>
+    private static IPAddress? Forwarded(Microsoft.Extensions.Primitives.StringValues values, int hops, IList<IPNetwork> trusted)
     {
         // Entries may come in several header lines; the proxies appended theirs on the right.
         string[] entries = [.. values.SelectMany(value => (value ?? string.Empty).Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))];
-        if (entries.Length < hops)
+        for (int fromRight = 1; fromRight <= hops && fromRight <= entries.Length; fromRight++)
         {
-            return null;
+            string entry = entries[^fromRight];
+            if (!IPAddress.TryParse(entry, out IPAddress? address) && !(IPEndPoint.TryParse(entry, out IPEndPoint? endPoint) && (address = endPoint.Address) is not null))
+            {
+                return null;
+            }
+
+            if (fromRight == hops || !IsTrustedProxy(address, trusted))
+            {
+                return address;
+            }
         }
 
-        string entry = entries[^hops];
-        return IPAddress.TryParse(entry, out IPAddress? address) || IPEndPoint.TryParse(entry, out IPEndPoint? endPoint) && (address = endPoint.Address) is not null
-            ? address
-            : null;
+        return null;
     }
 
     private static string Grouped(IPAddress address, ClientIpOptions options)

@@ -46,10 +46,27 @@ public sealed class HttpPartitionKeysTests
         Assert.Equal("198.51.100.7", HttpPartitionKeys.ClientIp(http, BehindProxy()));
         ClientIpOptions twoHops = BehindProxy();
         twoHops.ForwardedHops = 2;
+        twoHops.TrustedProxies.Add(IPNetwork.Parse("198.51.100.0/24")); // the CDN in front of the load balancer
         Assert.Equal("203.0.113.9", HttpPartitionKeys.ClientIp(http, twoHops));
         ClientIpOptions fourHops = BehindProxy();
         fourHops.ForwardedHops = 4;
-        Assert.Equal("10.0.0.1", HttpPartitionKeys.ClientIp(http, fourHops));
+        fourHops.TrustedProxies.Add(IPNetwork.Parse("198.51.100.0/24"));
+        Assert.Equal("203.0.113.9", HttpPartitionKeys.ClientIp(http, fourHops)); // the first untrusted entry is the client
+    }
+
+    [Fact]
+    public void ClientIp_TwoHopsAndAClientThatSkipsTheFirstProxy_IsKeyedByItsOwnAddress()
+    {
+        // Client -> CDN -> load balancer -> app, two hops. An attacker that connects to the load balancer directly writes
+        // an address of its choice; the load balancer appends the attacker's real one. Taking the entry two from the right
+        // would let it pick a new key per request and dodge a per-IP cap.
+        ClientIpOptions twoHops = BehindProxy();
+        twoHops.ForwardedHops = 2;
+        twoHops.TrustedProxies.Add(IPNetwork.Parse("198.51.100.0/24"));
+        HttpContext http = Context("10.0.0.5");
+        http.Request.Headers["X-Forwarded-For"] = "192.0.2.77, 203.0.113.50";
+
+        Assert.Equal("203.0.113.50", HttpPartitionKeys.ClientIp(http, twoHops));
     }
 
     [Theory]

@@ -66,6 +66,31 @@ public sealed class RateEngineOptionsTests
     }
 
     [Fact]
+    public async Task Reload_OfAnotherSection_KeepsTiersSetAtRunTime()
+    {
+        // An operator tightens a tier at run time; a reload of anything else (a logging level, a vault's refresh) used to
+        // lay the configuration over the built tiers again and put the looser limit back.
+        await using RunningApp app = await StartTieredAsync(new() { ["RateEngine:Policies:chat:Tiers:free:user"] = "4" });
+        var configuration = (IConfigurationRoot)app.Services.GetRequiredService<IConfiguration>();
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        PolicyTiers tightened = policy.GetTiers();
+        tightened["free"]["user"] = 1;
+        policy.UpdateTiers(tightened);
+
+        configuration["Logging:LogLevel:Default"] = "Warning";
+        configuration.Reload();
+
+        Assert.Equal(1, policy.GetTiers()["free"]["user"]);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
+
+        configuration["RateEngine:Policies:chat:Tiers:free:user"] = "3"; // the policy's own section: configuration wins
+        configuration.Reload();
+        Assert.Equal(3, policy.GetTiers()["free"]["user"]);
+        Assert.Equal(1_000, policy.GetTiers()["free"]["tokens"]);
+    }
+
+    [Fact]
     public async Task Reload_InvalidOptions_RequestsGoOnUnderTheOptionsInForce()
     {
         // A reload that fails validation (a rejection status that is not an error) must not turn every request into a

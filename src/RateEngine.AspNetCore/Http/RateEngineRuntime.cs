@@ -29,6 +29,9 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
     /// </summary>
     private RateEngineOptions _current;
 
+    /// <summary>Per policy, the configured tiers applied last (<see cref="TierOverrides.Describe"/>); also the reloads' lock.</summary>
+    private readonly Dictionary<string, string> _appliedOverrides = new(StringComparer.Ordinal);
+
     // One combination per distinct endpoint policy ("" for none): a handful, built once each.
     private readonly ConcurrentDictionary<string, Combination<TContext>?> _combinations = new(StringComparer.Ordinal);
 
@@ -234,27 +237,58 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         }
     }
 
+    /// <summary>
+    /// Lays each policy's configured tiers over the ones it was built with. On a reload, only the policies whose section
+    /// changed: a reload fires for any change of the configuration (a logging level, a vault's periodic refresh), and
+    /// re-applying every policy would undo the limits the app set at run time with <c>UpdateTiers</c>. All or none: a
+    /// policy that refuses its tiers puts the ones updated before it back.
+    /// </summary>
     private void ApplyTiers(RateEngineOptions options, bool initial)
     {
-        try
+        lock (_appliedOverrides)
         {
-            foreach (string name in _policies.Names)
+            var updated = new List<(string Name, string Overrides, PolicyTiers Before)>();
+            try
             {
-                PolicyTiers tiers = TierOverrides.Apply(_policies.BaseTiers[name], options.Policies.GetValueOrDefault(name));
-                _policies[name].UpdateTiers(tiers);
-            }
+                foreach (string name in _policies.Names)
+                {
+                    RateEnginePolicyOptions? configured = options.Policies.GetValueOrDefault(name);
+                    string overrides = TierOverrides.Describe(configured);
+                    if (!initial && _appliedOverrides.GetValueOrDefault(name) == overrides)
+                    {
+                        continue;
+                    }
 
-            if (!initial)
-            {
-                Volatile.Write(ref _current, options);
-                Log.TiersReloaded(_logger, _policies.Names.Count);
+                    PolicyTiers before = _policies[name].GetTiers();
+                    _policies[name].UpdateTiers(TierOverrides.Apply(_policies.BaseTiers[name], configured));
+                    updated.Add((name, overrides, before));
+                }
+
+                foreach ((string name, string overrides, _) in updated)
+                {
+                    _appliedOverrides[name] = overrides;
+                }
+
+                if (!initial)
+                {
+                    Volatile.Write(ref _current, options);
+                    if (updated.Count > 0)
+                    {
+                        Log.TiersReloaded(_logger, updated.Count);
+                    }
+                }
             }
-        }
 #pragma warning disable CA1031 // a bad reload must not take the app down: the tiers in force stay, and the error is logged
-        catch (Exception exception) when (!initial)
+            catch (Exception exception) when (!initial)
 #pragma warning restore CA1031
-        {
-            Log.TiersReloadFailed(_logger, exception);
+            {
+                foreach ((string name, _, PolicyTiers before) in updated)
+                {
+                    _policies[name].UpdateTiers(before); // accepted a moment ago: it accepts them again
+                }
+
+                Log.TiersReloadFailed(_logger, exception);
+            }
         }
     }
 

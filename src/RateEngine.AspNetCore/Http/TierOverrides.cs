@@ -27,4 +27,24 @@ internal static class TierOverrides
 
         return tiers;
     }
+
+    /// <summary>The configured (tier, layer) limits in a canonical text, to tell whether a reload changed them.</summary>
+    public static string Describe(RateEnginePolicyOptions? configured)
+    {
+        if (configured is null)
+        {
+            return string.Empty;
+        }
+
+        var text = new System.Text.StringBuilder();
+        foreach ((string tier, Dictionary<string, long> limits) in configured.Tiers.OrderBy(pair => pair.Key, StringComparer.Ordinal))
+        {
+            foreach ((string layer, long limit) in limits.OrderBy(pair => pair.Key, StringComparer.Ordinal))
+            {
+                text.Append(tier).Append('\0').Append(layer).Append('\0').Append(limit.ToString(System.Globalization.CultureInfo.InvariantCulture)).Append('\n');
+            }
+        }
+
+        return text.ToString();
+    }
 }
