@@ -21,15 +21,18 @@ public static class ScenarioRunner
         int[] core = Steer(limiter);
         var admissions = new List<Admitted>();
         Admission? lastObserved = null;
+        long observedPermits = 0;
         limiter.AdmissionObserver = a =>
         {
             admissions.Add(new Admitted(a.Stamp, a.Permits));
             lastObserved = a;
+            observedPermits += a.Permits;
         };
 
         var reservations = new List<RateEngineLimiter.Reservation>();
         long successfulLeases = 0;
-        var waits = new List<(Task<RateLimitLease> Task, CancellationTokenSource Source)>();
+        long grantedPermits = 0; // what the leases handed out say: the guarantee is checked on the observer's record, which must hold all of it
+        var waits = new List<(Task<RateLimitLease> Task, CancellationTokenSource Source, int Permits)>();
         foreach (Op op in scenario.Ops)
         {
             switch (op)
@@ -38,6 +41,7 @@ public static class ScenarioRunner
                     using (RateLimitLease lease = limiter.AttemptAcquire(permits))
                     {
                         successfulLeases += lease.IsAcquired ? 1 : 0;
+                        grantedPermits += lease.IsAcquired ? permits : 0;
                     }
 
                     break;
@@ -46,6 +50,7 @@ public static class ScenarioRunner
                     if (limiter.TryReserve(limiter.Clock.Now(), permits, out RateEngineLimiter.Reservation? reservation))
                     {
                         successfulLeases++;
+                        grantedPermits += permits;
                         Assert.Equal(lastObserved, reservation.Admission);
                         reservations.Add(reservation);
                     }
@@ -59,7 +64,7 @@ public static class ScenarioRunner
                     break;
                 case Wait(int permits):
                     var source = new CancellationTokenSource();
-                    waits.Add((limiter.AcquireAsync(permits, source.Token).AsTask(), source));
+                    waits.Add((limiter.AcquireAsync(permits, source.Token).AsTask(), source, permits));
                     break;
                 case MoveToCore(int to):
                     core[0] = to;
@@ -77,11 +82,13 @@ public static class ScenarioRunner
         }
 
         successfulLeases += waits.Count(w => w.Task.IsCompletedSuccessfully && w.Task.Result.IsAcquired);
+        grantedPermits += waits.Where(w => w.Task.IsCompletedSuccessfully && w.Task.Result.IsAcquired).Sum(w => (long)w.Permits);
         Assert.Equal(successfulLeases, limiter.GetStatistics()!.TotalSuccessfulLeases);
+        Assert.Equal(grantedPermits, observedPermits); // every permit handed out was recorded, so the check below sees it
 
         limiter.Dispose();
         Assert.All(waits, w => Assert.True(w.Task.IsCompleted, "a wait was left pending after Dispose"));
-        foreach (var (_, source) in waits)
+        foreach (var (_, source, _) in waits)
         {
             source.Dispose();
         }
@@ -172,6 +179,7 @@ public static class ScenarioRunner
         var model = new ReferenceModel(spec);
         long stripes = (limiter.Host as IPerCoreHost)?.StripeCount ?? 1; // a log without blocks is the plain log
         long now = 0;
+        long largestRequest = 1; // a block that did not fit a request kept less than it: less than the largest request so far
         foreach (Op op in scenario.Ops)
         {
             switch (op)
@@ -192,6 +200,7 @@ public static class ScenarioRunner
 
                     break;
                 case Acquire(int permits):
+                    largestRequest = Math.Max(largestRequest, permits);
                     using (RateLimitLease lease = limiter.AttemptAcquire(permits))
                     {
                         long room = model.Available(now);
@@ -208,7 +217,7 @@ public static class ScenarioRunner
                             long scattered = (stripes + 1) * (Math.Max(1, permits) - 1);
                             // A block's leftover: what it kept beyond its request, plus what was left of the block before when
                             // a request did not fit it (merged into the new block of the same segment).
-                            long leftover = (spec.PerCoreBlock - 1) + (spec.Limit - 1);
+                            long leftover = (spec.PerCoreBlock - 1) + (largestRequest - 1);
                             long heldBack = spec.Kind == LimiterKind.Counter ? stripes * leftover * (spec.Segments + 1) : 0;
                             Assert.True(
                                 room <= scattered + heldBack,
