@@ -37,7 +37,16 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         Interlocked.Increment(ref _sweepTicks);
 
         int shard = (int)((uint)Interlocked.Increment(ref _nextShard) % (uint)_table.ShardCount);
-        _table.Sweep(shard, _evictIfIdle);
+        try
+        {
+            _table.Sweep(shard, _evictIfIdle);
+        }
+#pragma warning disable CA1031 // a timer's thread: an exception would end the process
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            // A sweep that threw (a TimeProvider that throws) leaves its shard to the next round; no entry was left marked.
+        }
     }
 
     /// <summary>

@@ -145,20 +145,25 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
             return false;
         }
 
-        // Mark, then re-check: pairs with the admitting layer's CAS-then-read (see remarks).
+        // Mark, then re-check: pairs with the admitting layer's CAS-then-read (see remarks). The re-check runs the layers'
+        // idle checks again (a bucket far behind reads the clock): one that throws must not leave the key marked, or every
+        // request on it would wait for the end of a sweep that never ends.
         if (Interlocked.CompareExchange(ref entry.Link, KeyEntry.Evicting, this) != this)
         {
             return false;
         }
 
-        if (!AllIdle(entry, now))
+        bool evicted = false;
+        try
         {
-            Volatile.Write(ref entry.Link, this);
-            return false;
+            evicted = AllIdle(entry, now);
+        }
+        finally
+        {
+            Volatile.Write(ref entry.Link, evicted ? KeyEntry.Gone : this);
         }
 
-        Volatile.Write(ref entry.Link, KeyEntry.Gone);
-        return true;
+        return evicted;
     }
 
     private bool AllIdle(KeyEntry entry, long now)

@@ -101,30 +101,36 @@ internal sealed class SubKeys<TContext, TSubKey, TState>(
     {
         long now = clock.Now();
         SubKeyMap<TSubKey, TState>.Slot[] slots = map.Slots;
-        var kept = new List<SubKeyMap<TSubKey, TState>.Slot>(slots.Length);
-        foreach (SubKeyMap<TSubKey, TState>.Slot slot in slots)
+        try
         {
-            LayerEntry<TState> cell = slot.Cell;
-            if (isIdle(cell, now) && Interlocked.CompareExchange(ref cell.Link, KeyEntry.Evicting, map) == map)
+            foreach (SubKeyMap<TSubKey, TState>.Slot slot in slots)
             {
-                if (isIdle(cell, now))
+                LayerEntry<TState> cell = slot.Cell;
+                if (isIdle(cell, now) && Interlocked.CompareExchange(ref cell.Link, KeyEntry.Evicting, map) == map)
                 {
-                    Volatile.Write(ref cell.Link, KeyEntry.Gone);
-                    continue;
+                    // A re-check that throws (an idle check may read the clock) puts the cell back rather than leave it marked.
+                    bool idle = false;
+                    try
+                    {
+                        idle = isIdle(cell, now);
+                    }
+                    finally
+                    {
+                        Volatile.Write(ref cell.Link, idle ? KeyEntry.Gone : map);
+                    }
                 }
-
-                Volatile.Write(ref cell.Link, map);
             }
-
-            kept.Add(slot);
         }
-
-        if (kept.Count == slots.Length)
+        finally
         {
-            return false;
+            // Whatever threw, the cells marked gone leave the array: under the lock, every cell in it is live (see Add).
+            SubKeyMap<TSubKey, TState>.Slot[] live = [.. slots.Where(slot => !ReferenceEquals(Volatile.Read(ref slot.Cell.Link), KeyEntry.Gone))];
+            if (live.Length != slots.Length)
+            {
+                Volatile.Write(ref map.Slots, live);
+            }
         }
 
-        Volatile.Write(ref map.Slots, [.. kept]);
-        return true;
+        return !ReferenceEquals(map.Slots, slots);
     }
 }

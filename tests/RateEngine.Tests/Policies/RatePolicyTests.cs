@@ -549,6 +549,26 @@ public class RatePolicyTests
         }
     }
 
+    [Fact]
+    public void SweepTimer_ClockThrows_SkipsTheShardAndSweepsLater()
+    {
+        // The policy's sweep runs on a timer thread, where an exception would end the process: one that throws is skipped.
+        var time = new FailingClock();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .AddLayer("requests", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .WithIdleEvictionInterval(TimeSpan.FromSeconds(64))
+            .Build();
+        policy.Acquire(new Call("alice"), RequestCost.None).Dispose();
+
+        time.Failing = true;
+        time.Advance(TimeSpan.FromSeconds(130)); // every shard's sweep reads the clock and throws; none may escape
+        time.Failing = false;
+
+        time.Advance(TimeSpan.FromSeconds(130));
+        using PolicyLease lease = policy.Acquire(new Call("alice"), RequestCost.None);
+        Assert.True(lease.IsAcquired);
+    }
+
     /// <summary>A fake clock whose reads fail while <see cref="Failing"/> is set.</summary>
     private sealed class FailingClock : FakeTimeProvider
     {
