@@ -218,7 +218,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 }
 
                 // Disposed meanwhile: its keys are forgotten, and a block reserved now would be one nobody returns.
-                ObjectDisposedException.ThrowIf(_disposed, this);
+                ThrowIfBlocksDisposed();
 
                 if (attempt > 0)
                 {
@@ -372,6 +372,7 @@ public sealed partial class RedisRatePolicy<TContext>
         }
 
         giveUp.Cancel();
+        RedisTasks.Observe(task); // its own failure (a late script error, a dispose meanwhile) is read, not left unobserved
         RedisTasks.Observe(task.ContinueWith(
             static done => done.IsCompletedSuccessfully && done.Result is HybridPolicyLease<TContext> orphan ? orphan.RollBackAsync() : Task.CompletedTask,
             CancellationToken.None,
@@ -417,12 +418,19 @@ public sealed partial class RedisRatePolicy<TContext>
     }
 
     /// <summary>
+    /// Disposed, or a combination over a policy that was (its layers' reservations are disposed: every block that lands
+    /// in them goes straight back, so a request would reserve and return until it gave up).
+    /// </summary>
+    private void ThrowIfBlocksDisposed() =>
+        ObjectDisposedException.ThrowIf(_disposed || Array.Exists(_blockLayers, layer => layer.Blocks!.IsDisposed), this);
+
+    /// <summary>
     /// The block-served layers' keys, limits and amounts for a request (user code runs here), or a refusal: no limit for the
     /// request's tier, a cost above a cap.
     /// </summary>
     private LocalTakes? PrepareLocal(TContext context, RequestCost estimate, out PolicyLease? refusal)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfBlocksDisposed();
         RedisPolicyLease<TContext>.ThrowIfNotExact(estimate, nameof(estimate));
         refusal = null;
         var keys = new LayerKey[_blockLayers.Length];
@@ -516,7 +524,9 @@ public sealed partial class RedisRatePolicy<TContext>
         if (Interlocked.CompareExchange(ref key.Block, LocalBlock.Empty, block) == block)
         {
             long leftover = block.TakeAll();
-            if (leftover > 0 && _blockClock.GetTimestamp() < block.ExpiresAt && !_breaker.IsOpen)
+            // Even past the block's end: a counter's segment still counts for the rest of its window, and the script takes
+            // back only what still counts.
+            if (leftover > 0 && !_breaker.IsOpen)
             {
                 RedisTasks.Observe(GiveBackToRedis(_blockLayers[index], key, block.Period, leftover));
             }

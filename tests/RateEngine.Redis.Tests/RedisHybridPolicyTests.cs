@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Hybrid;
 using RateEngine.Redis.Policies;
 using RateEngine.Redis.Tests.Support;
 using RateEngine.Tests.Support;
@@ -441,6 +442,20 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Combine_OneOfItsPoliciesDisposed_RefusesAsDisposedWithoutReserving()
+    {
+        // ASP.NET keeps combinations while DI disposes the policies at shutdown: a combination over a disposed policy used
+        // to reserve blocks into its disposed reservations, which sent each one straight back, 32 times per request.
+        using RedisRatePolicy<Call> global = Builder().AddGlobalLayer("global/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 100)).Build();
+        RedisRatePolicy<Call> user = Builder().AddLayer("user/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), 100)).Build();
+        IRatePolicy<Call> both = global.Combine([user]);
+        user.Dispose();
+
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await both.AcquireAsync(new Call("ann", "x"), RequestCost.None));
+        Assert.Throws<ObjectDisposedException>(() => ((RedisRatePolicy<Call>)both).Acquire(new Call("ann", "x"), RequestCost.None));
+    }
+
+    [Fact]
     public async Task Combine_WithAnExactPolicy_Throws_WithAHybridOne_DecidesTogether()
     {
         using RedisRatePolicy<Call> global = Builder().AddGlobalLayer("global/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 3)).Build();
@@ -657,6 +672,28 @@ public sealed class RedisHybridPolicyTests : IDisposable
     private RedisRatePolicyBuilder<Call> Builder() => new(Options(_connection));
 
     /// <summary>As <see cref="Options(ConnectionMultiplexer)"/>, with Redis's clock and the blocks' both on <paramref name="time"/>.</summary>
+    [Fact]
+    public async Task AcquireAsync_DayBudgetBlock_LivesAtMostMaxBlockLifeOnTheNodesClock()
+    {
+        // A block of a day's period used to live to the end of the day on the node's clock, which drifts from the server's
+        // (tens of parts per million where nothing disciplines it): permits could be used past midnight on the server, in
+        // a day that did not count them.
+        var time = new FakeTimeProvider(Start);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        long sent = time.GetTimestamp();
+
+        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(10, 0))).Dispose();
+
+        LocalBlock block = policy.BlockLayer(0).Blocks!.Find("ann")!.Block;
+        Assert.InRange(block.ExpiresAt - sent, 1, (long)(LocalReservations<LayerKey>.MaxBlockLife.TotalSeconds * time.TimestampFrequency));
+        time.Advance(LocalReservations<LayerKey>.MaxBlockLife);
+        using PolicyLease later = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(10, 0));
+        Assert.True(later.IsAcquired); // from a new block of the same day, the old one's leftover joined to it
+        Assert.NotSame(block, policy.BlockLayer(0).Blocks!.Find("ann")!.Block);
+    }
+
     private RedisLimiterOptions Options(ConnectionMultiplexer connection, FakeTimeProvider time)
     {
         RedisLimiterOptions options = Options(connection);

@@ -26,6 +26,11 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// </summary>
     private const long FirstBlock = 16;
 
+    /// <summary>The longest a block serves on the node's clock, whatever its period (see <see cref="Install(Ticket, Reservation)"/>).</summary>
+    internal static readonly TimeSpan MaxBlockLife = TimeSpan.FromMinutes(1);
+
+    private readonly long _maxBlockLifeTicks;
+
     private readonly ConcurrentDictionary<string, TKey> _keys = new(StringComparer.Ordinal);
     private readonly Func<TKey, long, long, Task<Reservation>> _reserve;
     private readonly Func<TKey, long, long, Task> _return;
@@ -59,6 +64,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         _time = time;
         _maxBlock = options.MaxBlock;
         _idleTicks = (long)(options.IdleReturn.TotalSeconds * time.TimestampFrequency);
+        _maxBlockLifeTicks = (long)(MaxBlockLife.TotalSeconds * time.TimestampFrequency);
         _touchTicks = Math.Max(1, _idleTicks / 64);
         _reserve = reserve;
         _return = giveBack;
@@ -333,7 +339,12 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     }
 
     /// <summary>Completes the key's refill with the error its reservation met (nothing is installed).</summary>
-    public static void Fail(Ticket ticket, Exception error) => ticket.Completion.TrySetException(error);
+    /// <remarks>Observed here: a background refill nobody joined would otherwise raise an unobserved task exception.</remarks>
+    public static void Fail(Ticket ticket, Exception error)
+    {
+        ticket.Completion.TrySetException(error);
+        RedisTasks.Observe(ticket.Completion.Task);
+    }
 
     /// <summary>A reservation begun for one key: what to ask for, and when it was sent (a block's life counts from then).</summary>
     internal sealed record Ticket(TKey Key, long Need, long Ask, long Want, long Sent, TaskCompletionSource<LocalBlock> Completion);
@@ -470,9 +481,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             return refused;
         }
 
-        // Valid from before the call was sent: never past the period's end on the server. A debt made meanwhile is paid
-        // from it, but only while its period lasts: a debt paid from an ended period's permits would not count now.
-        long expiresAt = sent + Ticks(validFor);
+        // Valid from before the call was sent: never past the period's end on the server, as long as the node's clock runs
+        // at the server's rate. It does not quite (a clock that no NTP disciplines drifts by tens of parts per million), so a
+        // block lives at most MaxBlockLife, not to the end of a day's or a month's period: a permit is used at most
+        // MaxBlockLife × the drift after its period ended on the server (3 ms at 50 ppm), and the leftover joins the next
+        // block of the period. A debt made meanwhile is paid from it, but only while its period lasts: a debt paid from an
+        // ended period's permits would not count now.
+        long expiresAt = sent + Math.Min(Ticks(validFor), _maxBlockLifeTicks);
         long paid = _time.GetTimestamp() < expiresAt ? key.PayFromGrant(granted) : 0;
         var block = new LocalBlock(granted, granted - paid, expiresAt, period, refusedNeed: 0, reply.Limit, reply.Used);
         Install(key, block, old);
