@@ -233,6 +233,7 @@ public sealed class RateEngineMiddlewareTests
                 aborted.TrySetResult(http.RequestAborted.IsCancellationRequested);
             }).RequireRateLimiting("chat"));
         var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        using var settlements = new MetricCollector<long>(app.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), "RateEngine", "rateengine.settlements");
 
         using (HttpResponseMessage response = await app.Client.SendAsync(Request("/answer", "alice", estimate: 5_000), HttpCompletionOption.ResponseHeadersRead))
         {
@@ -241,7 +242,8 @@ public sealed class RateEngineMiddlewareTests
         } // the client goes away before the response ends (as after the answer it came for)
 
         Assert.True(await aborted.Task.WaitAsync(TimeSpan.FromSeconds(10)), "the server did not see the client go");
-        await Task.Delay(500); // the request has ended and settled
+        await WaitFor(() => settlements.GetMeasurementSnapshot().Count == 1); // the request has ended and settled
+        Assert.Equal("estimate_kept", settlements.GetMeasurementSnapshot().Single().Tags["rateengine.settlement"]);
         Assert.Equal(5_000, policy.GetUsage(Context("alice"), "user tokens/day").Used);
     }
 
@@ -479,10 +481,11 @@ public sealed class RateEngineMiddlewareTests
                 map.MapPost("/open", () => "open");
             });
 
+        var streams = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["streams"];
         Task<HttpResponseMessage> alice = app.Client.SendAsync(Request("/slow", "alice"));
-        await Task.Delay(200); // alice holds the in-box permit
+        await WaitFor(() => streams.GetUsage(Context("alice"), "streams").Used == 1); // alice is admitted, and holds her slot
         Task<HttpResponseMessage> bob = app.Client.SendAsync(Request("/slow", "bob"));
-        await Task.Delay(200); // bob waits in the in-box queue
+        await WaitFor(() => streams.GetUsage(Context("bob"), "streams").Used == 1); // bob holds his slot, waiting in the in-box queue
 
         using HttpResponseMessage bobAgain = await app.Client.SendAsync(Request("/open", "bob"));
         Assert.Equal(HttpStatusCode.TooManyRequests, bobAgain.StatusCode);
@@ -764,7 +767,7 @@ public sealed class RateEngineMiddlewareTests
 
     private static async Task WaitFor(Func<bool> condition)
     {
-        for (int attempt = 0; attempt < 200 && !condition(); attempt++)
+        for (int attempt = 0; attempt < 1_000 && !condition(); attempt++) // up to 10 s: the callers assert what they wait for
         {
             await Task.Delay(10);
         }
