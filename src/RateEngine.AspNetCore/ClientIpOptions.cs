@@ -46,7 +46,8 @@ public sealed class ClientIpOptions
 
     /// <summary>
     /// IPv6 addresses are grouped by this prefix: one customer usually holds a whole /64, so a per-address key would let
-    /// them rotate addresses past the limit. Default 64.
+    /// them rotate addresses past the limit. Some hold more (a tunnel broker hands out routed /48s, 65,536 /64s each):
+    /// where that matters, add a second per-IP layer keyed with a /48 and a higher limit. Default 64.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Outside 1..128.</exception>
     public int IPv6PrefixLength

@@ -15,7 +15,9 @@ public static class GatewayEndpoints
     public static void Map(WebApplication app, bool rateEngine)
     {
         RouteHandlerBuilder chat = app.MapPost("/v1/chat/completions", Complete);
-        RouteHandlerBuilder tools = app.MapPost("/v1/tools/{tool}", Complete);
+        // Only the tools the gateway has: a made-up name is no endpoint (404), not a key of the per-tool layer (each would
+        // take one of a user's sub-key slots), nor a standard tool's limit for an expensive one spelt in capitals.
+        RouteHandlerBuilder tools = app.MapPost($"/v1/tools/{{tool:regex(^({string.Join('|', GatewayRequests.Tools)})$)}}", Complete);
         if (rateEngine)
         {
             chat.RequireRateLimiting(PolicyName);
@@ -32,8 +34,9 @@ public static class GatewayEndpoints
     /// </summary>
     private static async Task Complete(HttpContext http, CostEstimator<string> estimator, IOptions<GatewayOptions> options, TimeProvider time, ILoggerFactory loggers)
     {
-        _ = GatewayRequests.Caller(http);
+        GatewayUser caller = GatewayRequests.Caller(http);
         ChatBody body = await GatewayRequests.BodyAsync(http);
+        string estimatorKey = GatewayRequests.EstimatorKey(caller.Tier, body.Model);
         IRateEngineFeature? rate = http.GetRateEngine();
         int prompt = FakeModel.PromptTokens(body);
         int output = FakeModel.OutputTokens(body);
@@ -50,7 +53,7 @@ public static class GatewayEndpoints
                 await SettleAsync(rate, actual, loggers);
             }
 
-            estimator.Observe(body.Model, output);
+            estimator.Observe(estimatorKey, output);
             await http.Response.WriteAsJsonAsync(new
             {
                 model = body.Model,
@@ -85,7 +88,7 @@ public static class GatewayEndpoints
             await SettleAsync(rate, actual, loggers);
         }
 
-        estimator.Observe(body.Model, output);
+        estimator.Observe(estimatorKey, output);
         await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { usage = new { prompt_tokens = prompt, completion_tokens = output } })}\n\ndata: [DONE]\n\n");
     }
 
@@ -146,10 +149,7 @@ public static class GatewayEndpoints
 
     private static IResult Pause(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options, string? reason)
     {
-        if (!IsAdmin(http, options.Value))
-        {
-            return Results.Unauthorized();
-        }
+        RefuseUnlessAdmin(http, options.Value);
 
         policies[PolicyName].Pause(string.IsNullOrWhiteSpace(reason) ? "the service is paused by its operator" : reason);
         return Results.Ok(new { paused = true });
@@ -157,18 +157,30 @@ public static class GatewayEndpoints
 
     private static IResult Resume(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options)
     {
-        if (!IsAdmin(http, options.Value))
-        {
-            return Results.Unauthorized();
-        }
+        RefuseUnlessAdmin(http, options.Value);
 
         policies[PolicyName].Resume();
         return Results.Ok(new { paused = false });
     }
 
-    /// <summary>The operator's key, compared in constant time (a comparison that stops at the first difference tells a guesser how far it got).</summary>
+    /// <summary>
+    /// Throws 401 unless the request carries the operator's key, and 429 once its address has guessed too often: a wrong
+    /// admin key counts as an unknown API key (<see cref="UnknownKeyGuard"/>), since one right guess pauses the service.
+    /// </summary>
+    private static void RefuseUnlessAdmin(HttpContext http, GatewayOptions options)
+    {
+        if (!IsAdmin(http, options))
+        {
+            throw http.RequestServices.GetRequiredService<UnknownKeyGuard>().Refuse(http);
+        }
+    }
+
+    /// <summary>
+    /// The operator's key, compared in constant time over hashes of equal length (a comparison that stops at the first
+    /// difference tells a guesser how far it got; one of byte strings of different lengths tells it the key's length).
+    /// </summary>
     private static bool IsAdmin(HttpContext http, GatewayOptions options) =>
         options.AdminKey.Length > 0
         && CryptographicOperations.FixedTimeEquals(
-            Encoding.UTF8.GetBytes(http.Request.Headers["X-Admin-Key"].ToString()), Encoding.UTF8.GetBytes(options.AdminKey));
+            SHA256.HashData(Encoding.UTF8.GetBytes(http.Request.Headers["X-Admin-Key"].ToString())), SHA256.HashData(Encoding.UTF8.GetBytes(options.AdminKey)));
 }

@@ -25,8 +25,20 @@ public static class GatewayRequests
     public static string ClientIp(HttpContext http) =>
         HttpPartitionKeys.ClientIp(http, http.RequestServices.GetRequiredService<IOptions<GatewayOptions>>().Value.LoadUsers > 0 ? BehindLoadBalancer : Direct);
 
-    /// <summary>The tool a request calls: the route's <c>{tool}</c>, or "chat" for plain completions.</summary>
-    public static string Tool(HttpContext http) => HttpPartitionKeys.RouteValue(http, "tool") ?? "chat";
+    /// <summary>The tools the gateway serves at <c>/v1/tools/{tool}</c>.</summary>
+    public static readonly string[] Tools = ["search", "web_browse", "code_interpreter"];
+
+    /// <summary>
+    /// The tool a request calls: the route's <c>{tool}</c> (one of <see cref="Tools"/>: the route matches no other, in any
+    /// case, and the name is lowered so that each tool is one key and one tier), or "chat" for plain completions.
+    /// </summary>
+    public static string Tool(HttpContext http) => HttpPartitionKeys.RouteValue(http, "tool")?.ToLowerInvariant() ?? "chat";
+
+    /// <summary>
+    /// The cost estimator's key: the model and the caller's tier. Keyed by model alone, one tier's callers (free ones
+    /// sending max_tokens 1 in a loop) would drag every tier's reservations down to what they spend.
+    /// </summary>
+    public static string EstimatorKey(string tier, string model) => $"{tier}/{model}";
 
     /// <summary>The request as the policy sees it. Reads the body once and keeps it for the endpoint.</summary>
     public static async ValueTask<ChatRequest> ReadAsync(HttpContext http)
@@ -54,9 +66,11 @@ public static class GatewayRequests
             throw new BadHttpRequestException($"The body is not a chat request: {exception.Message}", exception);
         }
 
-        if (body is null || body.MaxTokens <= 0 || !FakeModel.Prices.TryGetPrice(body.Model, out _))
+        // JSON's nulls pass deserialization: a null model or message would throw later (a 500), so they are the client's 400.
+        if (body is null || body.Model is null || body.MaxTokens <= 0 || !FakeModel.Prices.TryGetPrice(body.Model, out _)
+            || body.Messages is null || body.Messages.Exists(message => message?.Content is null))
         {
-            throw new BadHttpRequestException($"A chat request needs a known model ({string.Join(", ", FakeModel.Prices.Models)}) and a positive max_tokens.");
+            throw new BadHttpRequestException($"A chat request needs a known model ({string.Join(", ", FakeModel.Prices.Models)}), messages with content and a positive max_tokens.");
         }
 
         http.Items[typeof(ChatBody)] = body;
@@ -72,7 +86,7 @@ public static class GatewayRequests
         var body = (ChatBody)http.Items[typeof(ChatBody)]!;
         var estimator = http.RequestServices.GetRequiredService<CostEstimator<string>>();
         int prompt = FakeModel.PromptTokens(body);
-        long output = estimator.Estimate(request.Model, request.MaxTokens);
+        long output = estimator.Estimate(EstimatorKey(request.Tier, request.Model), request.MaxTokens);
         return new RequestCost(prompt + output, FakeModel.Prices.MicroDollars(request.Model, prompt, output));
     }
 }

@@ -147,6 +147,51 @@ public sealed class GatewaySampleTests
         Assert.Equal(HttpStatusCode.BadRequest, (await gateway.Client.SendAsync(bad)).StatusCode);
     }
 
+    [Fact]
+    public async Task Admin_WrongKeys_AreCappedAsKeyGuesses()
+    {
+        // One right guess pauses the whole service: wrong admin keys count with unknown API keys, per address.
+        await using RunningApp gateway = await StartAsync();
+        for (int i = 0; i < UnknownKeyGuard.PerMinute; i++)
+        {
+            using var guess = new HttpRequestMessage(HttpMethod.Post, "/admin/pause");
+            guess.Headers.Add("X-Admin-Key", $"guess-{i}");
+            Assert.Equal(HttpStatusCode.Unauthorized, (await gateway.Client.SendAsync(guess)).StatusCode);
+        }
+
+        using var last = new HttpRequestMessage(HttpMethod.Post, "/admin/pause");
+        last.Headers.Add("X-Admin-Key", "guess-last");
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await gateway.Client.SendAsync(last)).StatusCode);
+    }
+
+    [Fact]
+    public async Task Tools_OnlyKnownOnes_AndTheirTierWhateverTheCase()
+    {
+        await using RunningApp gateway = await StartAsync();
+
+        Assert.Equal(HttpStatusCode.NotFound, (await Chat(gateway, "sk-bob", "/v1/tools/made_up")).StatusCode); // no key taken for it
+        for (int call = 0; call < 5; call++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-bob", call % 2 == 0 ? "/v1/tools/Code_Interpreter" : "/v1/tools/code_interpreter")).StatusCode);
+        }
+
+        using HttpResponseMessage sixth = await Chat(gateway, "sk-bob", "/v1/tools/CODE_INTERPRETER"); // the expensive tier's 5 a minute
+        Assert.Equal(HttpStatusCode.TooManyRequests, sixth.StatusCode);
+        Assert.Equal("tool calls/min", (await Problem(sixth)).GetProperty("layer").GetString());
+    }
+
+    [Fact]
+    public async Task Chat_NullFieldsInTheBody_Answer400Not500()
+    {
+        await using RunningApp gateway = await StartAsync();
+        foreach (string body in (string[])["""{"model":null,"max_tokens":10,"messages":[]}""", """{"model":"small","max_tokens":10,"messages":null}""", """{"model":"small","max_tokens":10,"messages":[null]}""", """{"model":"small","max_tokens":10,"messages":[{"role":"user","content":null}]}"""])
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            request.Headers.Add("Authorization", "Bearer sk-bob");
+            Assert.Equal(HttpStatusCode.BadRequest, (await gateway.Client.SendAsync(request)).StatusCode);
+        }
+    }
+
     private Task<RunningApp> StartAsync(int chunkDelayMilliseconds = 0, Dictionary<string, string?>? configuration = null)
     {
         WebApplication app = GatewayApp.Build(["--urls=http://127.0.0.1:0", $"--Gateway:ChunkDelayMilliseconds={chunkDelayMilliseconds}"], builder =>
