@@ -113,6 +113,33 @@ public sealed class RateEngineOptionsTests
         Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "free-bob"))).StatusCode);
     }
 
+    [Fact]
+    public async Task StatusCodes_Configured_AnswerRefusalsAndServiceWideRefusals()
+    {
+        await using RunningApp app = await StartTieredAsync(new()
+        {
+            ["RateEngine:Policies:chat:Tiers:free:user"] = "1",
+            ["RateEngine:RejectedStatusCode"] = "403",
+            ["RateEngine:ServiceWideStatusCode"] = "502",
+        });
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await app.Client.SendAsync(Request("/chat", "free-alice"))).StatusCode);
+        policy.Pause("maintenance");
+        Assert.Equal(HttpStatusCode.BadGateway, (await app.Client.SendAsync(Request("/chat", "free-bob"))).StatusCode);
+        policy.Resume();
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "free-bob"))).StatusCode);
+    }
+
+    [Fact]
+    public async Task Start_ServiceWideStatusCodeNotAnError_FailsNamingTheKey()
+    {
+        var exception = await Assert.ThrowsAsync<OptionsValidationException>(() => StartTieredAsync(new() { ["RateEngine:ServiceWideStatusCode"] = "302" }));
+
+        Assert.Contains("RateEngine:ServiceWideStatusCode", exception.Message, StringComparison.Ordinal);
+    }
+
     private Task<RunningApp> StartTieredAsync(Dictionary<string, string?> configuration) =>
         RunningApp.StartAsync(builder => builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => Tiered())), RateEngineMiddlewareTests.Map, configuration);
 
