@@ -22,37 +22,21 @@ public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTes
     // The time left until the next window starts, whatever the request.
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
 
-    [Fact]
-    public async Task AttemptAcquire_QueueDueButItsTimerLate_ServesTheQueueThenDecidesThisRequest()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Acquire_QueueDueButItsTimerLate_ServesTheQueueThenDecidesThisRequest(bool async)
     {
-        var time = new LateTimers(TimeSpan.FromSeconds(1));
-        using ReplenishingRateLimiter limiter = Create(4, 8, QueueProcessingOrder.OldestFirst, time);
-        Assert.True(limiter.AttemptAcquire(4).IsAcquired);
-        Task<RateLimitLease> queued = limiter.AcquireAsync(2).AsTask();
-
-        time.Advance(Window + TimeSpan.FromMilliseconds(1)); // the next window has begun; the wakeup fires a second late
-
-        using RateLimitLease lease = limiter.AttemptAcquire(1);
-        Assert.True(lease.IsAcquired, "refused behind a queue whose permits were free");
-        Assert.True(queued.IsCompletedSuccessfully);
-        Assert.Equal(1, limiter.GetStatistics()!.CurrentAvailablePermits);
-        using RateLimitLease served = await queued;
-        Assert.True(served.IsAcquired);
-    }
-
-    [Fact]
-    public async Task AcquireAsync_QueueDueButItsTimerLate_ServesTheQueueThenDecidesThisRequest()
-    {
-        // As AttemptAcquire above, with the queue full: served first, the request passes instead of being refused as
-        // "queue full" with a RETRY_AFTER of zero.
+        // The queue's wakeup is due but its timer fires late: a request must not be refused behind a queue whose permits are
+        // free (AcquireAsync, with the queue full, was refused as "queue full" with a RETRY_AFTER of zero).
         var time = new LateTimers(TimeSpan.FromSeconds(1));
         using ReplenishingRateLimiter limiter = Create(4, 2, QueueProcessingOrder.OldestFirst, time);
         Assert.True(limiter.AttemptAcquire(4).IsAcquired);
         Task<RateLimitLease> queued = limiter.AcquireAsync(2).AsTask();
 
-        time.Advance(Window + TimeSpan.FromMilliseconds(1));
+        time.Advance(Window + TimeSpan.FromMilliseconds(1)); // the next window has begun; the wakeup fires a second late
 
-        using RateLimitLease lease = await limiter.AcquireAsync(1);
+        using RateLimitLease lease = async ? await limiter.AcquireAsync(1) : limiter.AttemptAcquire(1);
         Assert.True(lease.IsAcquired, "refused behind a queue whose permits were free");
         Assert.True(queued.IsCompletedSuccessfully);
         Assert.Equal(1, limiter.GetStatistics()!.CurrentAvailablePermits);
