@@ -26,10 +26,11 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// </summary>
     private const long FirstBlock = 16;
 
-    /// <summary>The longest a block serves on the node's clock, whatever its period (see <see cref="Install(Ticket, Reservation)"/>).</summary>
-    internal static readonly TimeSpan MaxBlockLife = TimeSpan.FromMinutes(1);
-
-    private readonly long _maxBlockLifeTicks;
+    /// <summary>
+    /// A block's life is cut by this fraction of it (1/1024, about 1,000 parts per million): the node's clock may run faster
+    /// or slower than the server's (see <see cref="Install(Ticket, Reservation)"/>).
+    /// </summary>
+    internal const int DriftMarginShift = 10;
 
     private readonly ConcurrentDictionary<string, TKey> _keys = new(StringComparer.Ordinal);
     private readonly Func<TKey, long, long, Task<Reservation>> _reserve;
@@ -64,7 +65,6 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         _time = time;
         _maxBlock = options.MaxBlock;
         _idleTicks = (long)(options.IdleReturn.TotalSeconds * time.TimestampFrequency);
-        _maxBlockLifeTicks = (long)(MaxBlockLife.TotalSeconds * time.TimestampFrequency);
         _touchTicks = Math.Max(1, _idleTicks / 64);
         _reserve = reserve;
         _return = giveBack;
@@ -482,12 +482,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         }
 
         // Valid from before the call was sent: never past the period's end on the server, as long as the node's clock runs
-        // at the server's rate. It does not quite (a clock that no NTP disciplines drifts by tens of parts per million), so a
-        // block lives at most MaxBlockLife, not to the end of a day's or a month's period: a permit is used at most
-        // MaxBlockLife × the drift after its period ended on the server (3 ms at 50 ppm), and the leftover joins the next
-        // block of the period. A debt made meanwhile is paid from it, but only while its period lasts: a debt paid from an
-        // ended period's permits would not count now.
-        long expiresAt = sent + Math.Min(Ticks(validFor), _maxBlockLifeTicks);
+        // at the server's rate. It does not quite (a clock no NTP disciplines drifts by tens of parts per million, and a
+        // day's or a month's block would outlive its period by seconds to minutes), so a block's life is cut by 1/1024 of
+        // it: clocks that differ by less than about 1,000 ppm never use a permit after its period ends on the server. The
+        // cut comes at the end of each block, where a refill's new block covers most of what is left. A debt made meanwhile
+        // is paid from it, but only while its period lasts: a debt paid from an ended period's permits would not count now.
+        long life = Ticks(validFor);
+        long expiresAt = sent + life - (life >> DriftMarginShift);
         long paid = _time.GetTimestamp() < expiresAt ? key.PayFromGrant(granted) : 0;
         var block = new LocalBlock(granted, granted - paid, expiresAt, period, refusedNeed: 0, reply.Limit, reply.Used);
         Install(key, block, old);
