@@ -36,7 +36,8 @@ namespace RateEngine.Algorithms;
 /// exactly <c>TokenLimit</c> tokens.</para>
 /// <para><b>Wrap-around</b>: units are 64-bit and wrap; only differences <c>d = tat - u</c> are read. Every write leaves
 /// <c>d &lt;= A</c>, with <c>A = burst + MaxDebt &lt;= 2^60 + 2^61</c> for a bucket that takes charges (a policy layer's)
-/// and <c>A = burst</c> for any other (<c>d &lt;= burst</c> after an admission), and the
+/// and <c>A = burst + 1</c> for any other (<c>d &lt;= burst + 1</c> after an admission: one that would land on the fresh
+/// marker moves one unit on), and the
 /// limiter's clock never goes backwards, so against a clock read taken after tat was read, tat is never more than A
 /// ahead. The common readings need no second look: <c>0 &lt;= d &lt;= burst</c> is tat ahead, <c>-2^62 &lt;= d &lt; 0</c>
 /// is a bucket that refilled recently. Anything else is a bucket in debt, or comes from a clock read older than tat (a
@@ -125,7 +126,7 @@ internal readonly struct TokenBucket : IWeightedAlgorithm<long>
         Debug.Assert(_unitsPerTick == 1 || _ticksPerUnit == 1);
         _burst = tokenLimit * _cost;
         Debug.Assert(_burst <= MaxBurst);
-        _maxAhead = takesCharges ? _burst + MaxDebt : _burst;
+        _maxAhead = takesCharges ? _burst + MaxDebt : _burst + 1; // + 1: an admission that lands on the fresh marker moves one unit on
         _clock = clock;
     }
 

@@ -136,6 +136,20 @@ public class TokenBucketTests
     }
 
     [Fact]
+    public void TryAcquire_DrainedOntoTheFreshMarker_StaysDrained()
+    {
+        // An admission whose new state would be the fresh marker is moved one unit on, one past the burst: read as further
+        // ahead than any state can be, it passed for a refilled bucket and admitted a second burst at once.
+        var bucket = new TokenBucket(tokenLimit: 10, tokensPerPeriod: 1, periodTicks: 100, Stopped); // a unit a tick, a burst of 1,000
+        long now = unchecked(long.MinValue - 1_000);
+        long state = bucket.CreateState();
+        Assert.True(bucket.TryAcquire(ref state, now, 10, out _, out _));
+
+        Assert.False(bucket.TryAcquire(ref state, now, 1, out _, out _));
+        Assert.Equal(0, bucket.GetAvailablePermits(ref state, now));
+    }
+
+    [Fact]
     public void Charge_PastTheBurst_GoesIntoDebtAndRefusesUntilRepaid()
     {
         // 10 tokens of burst, one per 100 ticks: a token costs 100 units of one tick.
