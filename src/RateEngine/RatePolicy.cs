@@ -44,6 +44,13 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     /// <summary>Serializes <see cref="UpdateTiers"/>' swaps, so two concurrent updates never leave the layers on a mix of both.</summary>
     private readonly Lock _tiersUpdate = new();
 
+    /// <summary>
+    /// Odd while <see cref="UpdateTiers"/> publishes its layers one by one, even otherwise, and one step further each time:
+    /// a request whose lookup phase saw it change looks again, so that no request is judged by one version's limit on one
+    /// layer and another version's on the next (a request that neither version admits could pass between the two).
+    /// </summary>
+    private int _tiersVersion;
+
     internal RatePolicy(
         PolicyLayer<TContext>[] declared, LimiterClock clock, TimeSpan idleEvictionInterval, Action<ReconcileRecord>? onReconciled, Action<AbandonedLease>? onAbandoned)
         : this(declared, [.. declared.Select(_ => onReconciled)], clock, onAbandoned, sources: null)
@@ -209,23 +216,69 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         Action[] publish = [.. _layers.Select(layer => layer.PrepareTiers(tiers))];
         lock (_tiersUpdate)
         {
-            foreach (Action publishLayer in publish)
+            Interlocked.Increment(ref _tiersVersion);
+            try
             {
-                publishLayer();
+                foreach (Action publishLayer in publish)
+                {
+                    publishLayer();
+                }
+            }
+            finally
+            {
+                Interlocked.Increment(ref _tiersVersion);
             }
         }
+    }
+
+    /// <summary>
+    /// The tiers' version once no update is publishing (see <see cref="_tiersVersion"/>); for a combined policy, the sum of its
+    /// sources' (each only grows, so an unchanged sum is unchanged versions).
+    /// </summary>
+    private int StableTiersVersion()
+    {
+        if (_sources is null)
+        {
+            return StableVersionOf(this);
+        }
+
+        int sum = 0;
+        foreach (RatePolicy<TContext> source in _sources)
+        {
+            sum = unchecked(sum + StableVersionOf(source));
+        }
+
+        return sum;
+    }
+
+    private static int StableVersionOf(RatePolicy<TContext> policy)
+    {
+        SpinWait spin = default;
+        int version;
+        while (((version = Volatile.Read(ref policy._tiersVersion)) & 1) != 0)
+        {
+            spin.SpinOnce(); // a publish takes a few writes under its lock
+        }
+
+        return version;
     }
 
     /// <summary>A copy of every tier's limits as they are now (what <see cref="UpdateTiers"/> last set, or the builder's).</summary>
     public PolicyTiers GetTiers()
     {
-        var tiers = new PolicyTiers();
-        foreach (PolicyLayer<TContext> layer in _declared)
+        for (int version = StableTiersVersion(); ; version = StableTiersVersion())
         {
-            layer.CopyTiersTo(tiers);
-        }
+            var tiers = new PolicyTiers();
+            foreach (PolicyLayer<TContext> layer in _declared)
+            {
+                layer.CopyTiersTo(tiers);
+            }
 
-        return tiers;
+            if (StableTiersVersion() == version)
+            {
+                return tiers; // of one version, not a mix of two
+            }
+        }
     }
 
     /// <summary>
@@ -368,19 +421,19 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         PolicyLayer<TContext>[] layers = _layers;
         var holds = new LayerHold[layers.Length];
 
-        // Phase 1: keys, entries and tiers. User code runs here, before anything changes.
-        int[] keyLeads = _keyLeads;
-        for (int i = 0; i < layers.Length; i++)
+        // Phase 1: keys, entries and tiers. User code runs here, before anything changes. Looked at again if the tiers
+        // changed meanwhile: every layer's tier must be of one version (finding a key again finds the same entry).
+        for (int version = StableTiersVersion(); ; version = StableTiersVersion())
         {
-            PolicyLayer<TContext> layer = layers[i];
-            if (keyLeads[i] != i)
+            RefusedPolicyLease? refusal = LookUp(context, estimate, requests, holds);
+            if (StableTiersVersion() == version)
             {
-                holds[i].Key = holds[keyLeads[i]].Key;
-            }
+                if (refusal is not null)
+                {
+                    return refusal;
+                }
 
-            if (layer.Find(context, AmountOn(layer, estimate, requests), ref holds[i], out bool permanent) is { } refusal)
-            {
-                return new RefusedPolicyLease(layer.Name, refusal, retryAfter: null, layer.Rule.IsServiceWide, permanent);
+                break;
             }
         }
 
@@ -421,6 +474,28 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         return _tracksAbandoned
             ? new TrackedPolicyLease<TContext>(this, context, holds, estimate)
             : new AcquiredPolicyLease<TContext>(this, context, holds, estimate);
+    }
+
+    /// <summary>Phase 1 of a decision: each layer's key, entry and tier; the refusal of a layer that can never admit the request.</summary>
+    private RefusedPolicyLease? LookUp(TContext context, RequestCost estimate, long requests, LayerHold[] holds)
+    {
+        PolicyLayer<TContext>[] layers = _layers;
+        int[] keyLeads = _keyLeads;
+        for (int i = 0; i < layers.Length; i++)
+        {
+            PolicyLayer<TContext> layer = layers[i];
+            if (keyLeads[i] != i)
+            {
+                holds[i].Key = holds[keyLeads[i]].Key;
+            }
+
+            if (layer.Find(context, AmountOn(layer, estimate, requests), ref holds[i], out bool permanent) is { } refusal)
+            {
+                return new RefusedPolicyLease(layer.Name, refusal, retryAfter: null, layer.Rule.IsServiceWide, permanent);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Refunds the reservations of layers 0..<paramref name="last"/>, in reverse.</summary>

@@ -444,6 +444,41 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Acquire_TiersUpdatedDuringItsLookup_IsJudgedByOneVersion()
+    {
+        // Neither version admits 15,000 tokens and 80,000 in cost (v1's cost cap is 50,000, v2's token cap 10,000), but
+        // judged by v1 on the first layer and v2 on the second it passed both. The update lands mid-lookup here through
+        // the second layer's tier selector, as it would from another thread.
+        var v1 = new PolicyTiers { ["free"] = { ["tokens/day"] = 20_000, ["cost/day"] = 50_000 } };
+        var v2 = new PolicyTiers { ["free"] = { ["tokens/day"] = 10_000, ["cost/day"] = 100_000 } };
+        RatePolicy<Call>? policy = null;
+        bool updated = false;
+        policy = new RatePolicyBuilder<Call>().UseTimeProvider(new FakeTimeProvider())
+            .UseTiers(_ => "free", v1)
+            .AddLayer("tokens/day", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Tokens))
+            .AddLayer("cost/day", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money), tierSelector: _ =>
+            {
+                if (!updated)
+                {
+                    updated = true;
+                    policy!.UpdateTiers(v2);
+                }
+
+                return "free";
+            })
+            .Build();
+        using (policy)
+        {
+            using PolicyLease lease = policy.Acquire(new Call("alice"), new RequestCost(15_000, 80_000));
+
+            Assert.True(updated);
+            Assert.False(lease.IsAcquired);
+            Assert.Equal("tokens/day", lease.BlockingLayer); // v2's token cap
+            Assert.Equal(10_000, policy.GetTiers()["free"]["tokens/day"]);
+        }
+    }
+
+    [Fact]
     public void Charge_ClockThrows_TheStepChargedAgainCountsOnce()
     {
         var time = new FailingClock();
