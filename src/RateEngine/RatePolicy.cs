@@ -64,8 +64,16 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         PolicyLayer<TContext>[] declared, Action<ReconcileRecord>?[] reconcileListeners, LimiterClock clock, Action<AbandonedLease>? onAbandoned, RatePolicy<TContext>[]? sources)
     {
         // Logs and buckets last: they undo only an admission no other has followed, and a layer decided last is rolled back
-        // only when a threshold listener throws.
-        int[] order = [.. Enumerable.Range(0, declared.Length).Where(i => declared[i].RollsBackExactly), .. Enumerable.Range(0, declared.Length).Where(i => !declared[i].RollsBackExactly)];
+        // only when a threshold listener throws. Among them, the keyed ones before the global ones: a global bucket's undo
+        // fails whenever another request took from it meanwhile, which on a busy global key is nearly always, so a global
+        // one decided before a caller's exhausted log would let that caller's refused requests drain it for everyone (a
+        // combination of a service-wide policy and an endpoint's puts exactly these together).
+        int[] order =
+        [
+            .. Enumerable.Range(0, declared.Length).Where(i => declared[i].RollsBackExactly),
+            .. Enumerable.Range(0, declared.Length).Where(i => !declared[i].RollsBackExactly && declared[i].Keys is not null),
+            .. Enumerable.Range(0, declared.Length).Where(i => !declared[i].RollsBackExactly && declared[i].Keys is null),
+        ];
         _layers = [.. order.Select(i => declared[i])];
         _reconcileListeners = [.. order.Select(i => reconcileListeners[i])];
         _declared = declared;

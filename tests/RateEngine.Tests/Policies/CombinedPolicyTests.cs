@@ -21,6 +21,32 @@ public class CombinedPolicyTests
             .Build();
 
     [Fact]
+    public void Acquire_GlobalBucketAndACallersLog_DecidesTheCallersLogFirst()
+    {
+        // A bucket's undo fails once another request took from it, which on a busy global key is nearly always: decided
+        // before a caller's exhausted log, a global bucket would be drained by that caller's refused requests, for everyone.
+        using RatePolicy<Call> service = new RatePolicyBuilder<Call>().UseTimeProvider(_time)
+            .AddGlobalLayer("global bucket", PolicyRule.TokenBucket(tokenLimit: 2, tokensPerPeriod: 1, TimeSpan.FromHours(1)))
+            .Build();
+        using RatePolicy<Call> endpoint = new RatePolicyBuilder<Call>().UseTimeProvider(_time)
+            .AddLayer("ip log", call => call.User, PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), 1))
+            .Build();
+        using RatePolicy<Call> both = RatePolicy<Call>.Combine(service, endpoint);
+        using (PolicyLease first = both.Acquire(new Call("mallory"), RequestCost.None))
+        {
+            Assert.True(first.IsAcquired);
+        }
+
+        using (PolicyLease second = both.Acquire(new Call("alice"), RequestCost.None))
+        {
+            Assert.True(second.IsAcquired); // the bucket is empty now, and mallory's log full
+        }
+
+        using PolicyLease refused = both.Acquire(new Call("mallory"), RequestCost.None);
+        Assert.Equal("ip log", refused.BlockingLayer); // decided first: the global bucket is not touched by it
+    }
+
+    [Fact]
     public void Acquire_OnePolicyRefuses_TheOtherKeepsNothing()
     {
         using RatePolicy<Call> service = Service(tokensPerDay: 1_000);
