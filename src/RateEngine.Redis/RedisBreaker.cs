@@ -67,8 +67,15 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     /// before the call it decides: a caller let through that does not call wastes the probe, and the next one goes a
     /// cool-down later. Background calls ask <see cref="IsOpen"/> instead.
     /// </summary>
-    public bool MayCall()
+    public bool MayCall() => MayCall(out _);
+
+    /// <summary>
+    /// <see cref="MayCall()"/>, and the caller's claim when it is the half-open probe (long.MinValue otherwise): what
+    /// <see cref="ReleaseProbe"/> takes, so that only the probe's own caller can let the next one through early.
+    /// </summary>
+    public bool MayCall(out long probe)
     {
+        probe = long.MinValue;
         long until = Volatile.Read(ref _openUntil);
         while (until != long.MinValue)
         {
@@ -84,6 +91,7 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
             if (seen == until)
             {
                 Volatile.Write(ref _claimedUntil, claimed);
+                probe = claimed;
                 return true;
             }
 
@@ -113,15 +121,16 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     }
 
     /// <summary>
-    /// A request's call was cancelled before its outcome was known: if it was the half-open probe (nothing tripped or closed
-    /// the breaker since its claim), the next caller probes at once instead of a cool-down later. Nothing while closed.
+    /// A request's call was cancelled before its outcome was known: if it was the half-open probe (<paramref name="probe"/>,
+    /// its claim from <see cref="MayCall(out long)"/>, and nothing tripped or closed the breaker since), the next caller probes
+    /// at once instead of a cool-down later. Nothing for any other caller: calls sent before a trip and cancelled during the
+    /// cool-down (a wave of them, when Redis hangs) would each have let one more call through to the dead server.
     /// </summary>
-    public void ReleaseProbe()
+    public void ReleaseProbe(long probe)
     {
-        long until = Volatile.Read(ref _openUntil);
-        if (until != long.MinValue && until == Volatile.Read(ref _claimedUntil))
+        if (probe != long.MinValue && probe == Volatile.Read(ref _claimedUntil))
         {
-            Interlocked.CompareExchange(ref _openUntil, time.GetTimestamp(), until);
+            Interlocked.CompareExchange(ref _openUntil, time.GetTimestamp(), probe);
         }
     }
 

@@ -39,8 +39,9 @@ public sealed class RedisLimiterOptions
 
     /// <summary>
     /// With <see cref="RedisFailureMode.LocalFallback"/>: the share of each key's limit this node enforces alone while Redis
-    /// does not answer (1/N for N nodes; every limit rounds down, to at least 1). In (0, 1]; default 0, unset. That mode
-    /// needs either this or <see cref="LocalFallbackLiveNodes"/>, not both.
+    /// does not answer (1/N for N nodes; every limit rounds down, to at least 1: with more nodes than a key's limit, the
+    /// fleet admits up to one per node and window during an outage, so such keys belong in a limiter that fails closed).
+    /// In (0, 1]; default 0, unset. That mode needs either this or <see cref="LocalFallbackLiveNodes"/>, not both.
     /// </summary>
     public double LocalFallbackShare { get; set; }
 

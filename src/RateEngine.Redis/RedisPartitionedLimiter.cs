@@ -311,17 +311,18 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
         LimiterKey key;
         RateLimitLease? answer;
+        long probe;
         try
         {
             key = ResolveLocal(resource, permitCount);
-            answer = LocalAnswer(key, permitCount); // may run the fallback limiter, which may throw too
+            answer = LocalAnswer(key, permitCount, out probe); // may run the fallback limiter, which may throw too
         }
         catch (Exception error)
         {
             return ValueTask.FromException<RateLimitLease>(error);
         }
 
-        return answer is not null ? new ValueTask<RateLimitLease>(answer) : AcquireLocalAsync(key, permitCount, cancellationToken);
+        return answer is not null ? new ValueTask<RateLimitLease>(answer) : AcquireLocalAsync(key, permitCount, probe, cancellationToken);
     }
 
     private async ValueTask<RateLimitLease> AcquireExactAsync(TResource resource, int permitCount, CancellationToken cancellationToken)
@@ -333,7 +334,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return RedisLease.Acquired;
         }
 
-        if (!_breaker.MayCall())
+        if (!_breaker.MayCall(out long probe))
         {
             return Unavailable(partitionKey, permitCount);
         }
@@ -348,7 +349,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             RedisTasks.Observe(task);
-            _breaker.ReleaseProbe();
+            _breaker.ReleaseProbe(probe);
             throw;
         }
         catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
@@ -395,13 +396,13 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
     }
 
-    private async ValueTask<RateLimitLease> AcquireLocalAsync(LimiterKey key, int permitCount, CancellationToken cancellationToken)
+    private async ValueTask<RateLimitLease> AcquireLocalAsync(LimiterKey key, int permitCount, long probe, CancellationToken cancellationToken)
     {
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
             // Disposed meanwhile: every block that lands now goes straight back, so another reservation would serve nothing.
             ObjectDisposedException.ThrowIf(_local!.IsDisposed, this);
-            if (attempt > 0 && LocalAnswer(key, permitCount) is { } answer)
+            if (attempt > 0 && LocalAnswer(key, permitCount, out probe) is { } answer)
             {
                 return answer;
             }
@@ -419,7 +420,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
                 RedisTasks.Observe(refill);
-                _breaker.ReleaseProbe();
+                _breaker.ReleaseProbe(probe);
                 throw;
             }
             catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
@@ -446,7 +447,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
         {
             ObjectDisposedException.ThrowIf(_local!.IsDisposed, this); // as in AcquireLocalAsync
-            if (LocalAnswer(key, permitCount) is { } answer)
+            if (LocalAnswer(key, permitCount, out _) is { } answer)
             {
                 return answer;
             }
@@ -485,8 +486,9 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     /// The hybrid mode's answer without waiting: a permit from the key's block, a cached refusal, or the failure mode's
     /// answer while the breaker is open; null when the caller needs a reservation.
     /// </summary>
-    private RateLimitLease? LocalAnswer(LimiterKey key, int permitCount)
+    private RateLimitLease? LocalAnswer(LimiterKey key, int permitCount, out long probe)
     {
+        probe = long.MinValue;
         if (_local!.TryTake(key, permitCount, out TimeSpan? refusedFor) is not null)
         {
             return RedisLease.Acquired;
@@ -497,7 +499,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return Refused(retryAfter);
         }
 
-        return _breaker.MayCall() ? null : Unavailable(key.PartitionKey, permitCount);
+        return _breaker.MayCall(out probe) ? null : Unavailable(key.PartitionKey, permitCount);
     }
 
     private const int MaxLocalAttempts = 32;

@@ -245,7 +245,7 @@ public sealed partial class RedisRatePolicy<TContext>
                     return new RefusedPolicyLease(_blockLayers[needs].Name, $"Concurrent requests on this node took every reserved permit of layer '{_blockLayers[needs].Name}' {MaxLocalAttempts} times over; try again.", null, serviceWide: false);
                 }
 
-                if (!_breaker.MayCall())
+                if (!_breaker.MayCall(out long probe))
                 {
                     return Unavailable(estimate);
                 }
@@ -258,7 +258,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
                 {
                     RedisTasks.Observe(refill);
-                    _breaker.ReleaseProbe();
+                    _breaker.ReleaseProbe(probe);
                     throw;
                 }
                 catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))

@@ -181,7 +181,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             RollBackIfAdmitted(call!, task!);
-            _breaker.ReleaseProbe();
+            _breaker.ReleaseProbe(call!.Probe);
             throw;
         }
         catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
@@ -256,7 +256,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             _layers[i].WriteArguments(values, 2 + (i * PolicyScripts.Stride), limits[i], amount: 0, tag: 0, clientNow);
         }
 
-        if (!_breaker.MayCall())
+        if (!_breaker.MayCall(out long probe))
         {
             throw new InvalidOperationException($"Redis is unavailable ({_breaker.LastFailure}): usage cannot be read until it answers again.");
         }
@@ -273,7 +273,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             catch (OperationCanceledException)
             {
                 RedisTasks.Observe(usage);
-                _breaker.ReleaseProbe();
+                _breaker.ReleaseProbe(probe);
                 throw;
             }
         }
@@ -719,8 +719,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             return (null, null, refusal);
         }
 
-        return _breaker.MayCall()
-            ? StartCall(call with { PauseTicket = _pause.Ticket(), FailuresWhenSent = FailureMark })
+        return _breaker.MayCall(out long probe)
+            ? StartCall(call with { PauseTicket = _pause.Ticket(), FailuresWhenSent = FailureMark, Probe = probe })
             : (null, null, Unavailable(estimate));
 
         (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) StartCall(Call sent) => (sent, Eval(PolicyScripts.Acquire, sent.Keys, sent.Values), null);
@@ -797,5 +797,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
 
         /// <summary>The breaker's failures when the call was sent: its answer closes the breaker only if none came since.</summary>
         public long FailuresWhenSent { get; init; }
+
+        /// <summary>The breaker's claim when this call is its half-open probe (long.MinValue otherwise): released if it is cancelled.</summary>
+        public long Probe { get; init; } = long.MinValue;
     }
 }

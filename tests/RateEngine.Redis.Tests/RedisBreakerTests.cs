@@ -133,12 +133,31 @@ public sealed class RedisBreakerTests
         RedisBreaker breaker = Create();
         breaker.Trip("down");
         _clock.Advance(Cooldown);
-        Assert.True(breaker.MayCall());
+        Assert.True(breaker.MayCall(out long probe));
         Assert.False(breaker.MayCall());
 
-        breaker.ReleaseProbe(); // the probe's caller cancelled: its outcome will never close or trip the breaker
+        breaker.ReleaseProbe(probe); // the probe's caller cancelled: its outcome will never close or trip the breaker
 
         Assert.True(breaker.MayCall());
+        Assert.False(breaker.MayCall());
+    }
+
+    [Fact]
+    public void ReleaseProbe_ByACallerThatWasNotTheProbe_KeepsTheCooldown()
+    {
+        // Calls sent before the trip and cancelled during the cool-down (a wave of them while Redis hangs) are not the probe:
+        // each one used to let one more call through to the dead server.
+        RedisBreaker breaker = Create();
+        Assert.True(breaker.MayCall(out long beforeTheTrip)); // closed: no claim
+        breaker.Trip("down");
+        _clock.Advance(Cooldown);
+        Assert.True(breaker.MayCall(out long probe));
+        Assert.NotEqual(long.MinValue, probe);
+
+        breaker.ReleaseProbe(beforeTheTrip);
+        Assert.False(breaker.MayCall(out long refused));
+        breaker.ReleaseProbe(refused);
+
         Assert.False(breaker.MayCall());
     }
 
@@ -148,14 +167,14 @@ public sealed class RedisBreakerTests
         RedisBreaker breaker = Create();
         breaker.Trip("down");
         _clock.Advance(Cooldown);
-        Assert.True(breaker.MayCall());
-        breaker.Trip("still down"); // the probe failed; another caller, cancelled, releases what it thinks is the probe
+        Assert.True(breaker.MayCall(out long probe));
+        breaker.Trip("still down"); // the probe failed; its caller, cancelled meanwhile, releases its claim
 
-        breaker.ReleaseProbe();
+        breaker.ReleaseProbe(probe);
 
         Assert.False(breaker.MayCall());
         breaker.CloseUnlessTrippedSince(breaker.Failures);
-        breaker.ReleaseProbe(); // closed: nothing to release
+        breaker.ReleaseProbe(probe); // closed: nothing to release
         Assert.True(breaker.MayCall());
         Assert.False(breaker.IsOpen);
     }
