@@ -93,8 +93,8 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     /// <summary>The layers' names, in the order they were added.</summary>
     public IReadOnlyList<string> LayerNames { get; }
 
-    /// <summary>Whether the operator's pause is on (<see cref="Pause"/>).</summary>
-    public bool IsPaused => _pause is not null;
+    /// <summary>Whether the operator's pause is on (<see cref="Pause"/>; for a combined policy, its own or any of its sources').</summary>
+    public bool IsPaused => (_pause ?? SourcePause()) is not null;
 
     /// <summary>The reconcile listener of layer <paramref name="index"/> (in decision order): its own policy's.</summary>
     internal Action<ReconcileRecord>? ReconcileListener(int index) => _reconcileListeners[index];

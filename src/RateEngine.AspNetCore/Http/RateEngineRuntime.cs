@@ -282,9 +282,16 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
             catch (Exception exception) when (!initial)
 #pragma warning restore CA1031
             {
-                foreach ((string name, _, PolicyTiers before) in updated)
+                try
                 {
-                    _policies[name].UpdateTiers(before); // accepted a moment ago: it accepts them again
+                    foreach ((string name, _, PolicyTiers before) in updated)
+                    {
+                        _policies[name].UpdateTiers(before); // accepted a moment ago: it accepts them again
+                    }
+                }
+                catch (ObjectDisposedException)
+                {
+                    // the app is stopping: nothing decides by these tiers any more
                 }
 
                 Log.TiersReloadFailed(_logger, exception);

@@ -268,14 +268,31 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
             try
             {
                 Settled(KeptCost(), RateEngineMetrics.EstimateKept); // unless settled above or by the endpoint
-                Lease.Dispose();
             }
             catch (Exception exception)
             {
                 Log.SettleFailed(_runtime.Logger, PolicyName, exception);
             }
+            finally
+            {
+                DisposeLease(); // whatever a metrics listener threw above: the request's slots come back
+            }
         }
 #pragma warning restore CA1031
+    }
+
+    private void DisposeLease()
+    {
+        try
+        {
+            Lease.Dispose();
+        }
+#pragma warning disable CA1031 // the request is over: nothing else may fail for it
+        catch (Exception exception)
+#pragma warning restore CA1031
+        {
+            Log.SettleFailed(_runtime.Logger, PolicyName, exception);
+        }
     }
 
     /// <summary>What a lease that keeps its estimate counts: the estimate, or what its steps charged past it (overruns counted).</summary>

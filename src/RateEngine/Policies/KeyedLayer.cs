@@ -61,7 +61,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             UpdateTiers(tiers ?? new PolicyTiers());
         }
 
-        _thresholdFractions = [.. rule.SoftThresholds.Select(fraction => (long)(fraction * 1_000_000))];
+        _thresholdFractions = [.. rule.SoftThresholds.Select(fraction => (long)Math.Round(fraction * 1_000_000))]; // 1.001 is 1,001,000, not 1,000,999
         _subKeys = subKeys?.Create<TState>(maxSubKeysPerKey, clock, now => _shape.CreateState(now), (cell, now) => IsIdleState(cell, now));
         if (keys is null)
         {

@@ -17,16 +17,22 @@ internal sealed class TrackedPolicyLease<TContext>(RatePolicy<TContext> policy, 
     {
         // Unreachable, so no other thread holds it: no lock needed.
         List<string> released = ReleaseSlots();
-        if (released.Count > 0 && Policy?.OnAbandoned is { } listener)
+        if (released.Count > 0 && Policy?.OnAbandoned is { } listeners)
         {
-            try
+            var abandoned = new AbandonedLease(Estimate, released);
+
+            // Each listener on its own (a combined policy's are its sources'): one that throws does not silence the others.
+            foreach (Action<AbandonedLease> listener in listeners.GetInvocationList().Cast<Action<AbandonedLease>>())
             {
-                listener(new AbandonedLease(Estimate, released));
-            }
+                try
+                {
+                    listener(abandoned);
+                }
 #pragma warning disable CA1031 // a listener's exception on the finalizer thread would end the process: the report is best effort
-            catch (Exception)
+                catch (Exception)
 #pragma warning restore CA1031
-            {
+                {
+                }
             }
         }
     }

@@ -758,6 +758,42 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Concurrency_LeaseNeverDisposed_EveryAbandonListenerHearsOfItThoughOneThrows()
+    {
+        int heard = 0;
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("streams", c => c.User, PolicyRule.Concurrency(1))
+            .OnLeaseAbandoned(_ => throw new FormatException("listener bug"))
+            .OnLeaseAbandoned(_ => Interlocked.Increment(ref heard))
+            .Build();
+        var call = new Call("alice");
+        AcquireAndDrop(policy, call);
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+
+        Assert.True(policy.Acquire(call).IsAcquired);
+        Assert.Equal(1, Volatile.Read(ref heard));
+    }
+
+    [Fact]
+    public void SoftLayer_ThresholdJustAboveALimit_IsReportedOnlyPastIt()
+    {
+        // 1.001 of a limit of 1,000,000 is 1,001,000: truncated to a millionth (1,000,999), it was reported 1 unit early.
+        var crossings = new List<ThresholdCrossing>();
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("cost alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000_000).Counting(PolicyMeter.Money).AsSoft(1.001))
+            .OnThresholdCrossed(crossings.Add)
+            .Build();
+        var call = new Call("alice");
+
+        policy.Acquire(call, new RequestCost(0, 1_000_999)).Dispose();
+        Assert.Empty(crossings);
+        policy.Acquire(call, new RequestCost(0, 1)).Dispose();
+        Assert.Equal(1.001, Assert.Single(crossings).Threshold);
+    }
+
+    [Fact]
     public void Charge_StepsBeyondTheEstimate_ChargedAsOverrunAsTheyHappen()
     {
         using RatePolicy<Call> policy = TokenPolicy();
