@@ -134,6 +134,32 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ConcurrencySlot_ExpiredWhileRenewalsWereLost_IsAddedBackByTheNextRenewal()
+    {
+        // Redis away for longer than the lease timeout: the open stream's slot expired there. Once renewals get through
+        // again it must count again, or the cap's worth of new streams would be admitted beside the ones still open.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("streams", call => call.User, PolicyRule.Concurrency(1))
+            .WithLeaseTimeout(TimeSpan.FromSeconds(3))
+            .Build();
+        using PolicyLease stream = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(stream.IsAcquired);
+        IDatabase database = _connection.GetDatabase();
+        RedisKey slots = _connection.GetServer(_connection.GetEndPoints()[0]).Keys(pattern: $"*{_prefix}*streams*").Single();
+        RedisValue member = (await database.SortedSetRangeByRankAsync(slots)).Single();
+        await database.SortedSetAddAsync(slots, member, (Start.ToUnixTimeMilliseconds() * 1_000.0) - 1); // expired there
+
+        _time.Advance(TimeSpan.FromSeconds(1)); // the next renewal
+        for (int attempt = 0; attempt < 250 && (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used == 0; attempt++)
+        {
+            await Task.Delay(20); // the renewal's script call is under way
+        }
+
+        using PolicyLease second = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.False(second.IsAcquired);
+    }
+
+    [Fact]
     public async Task ConcurrencySlot_OfALeaseOpenLongerThanTheLeaseTimeout_IsRenewedAndStillCounts()
     {
         // A stream that outlasts the lease timeout must keep its slot (the timeout is for a node that dies with the lease

@@ -313,14 +313,12 @@ internal static class PolicyScripts
             local s = inspect(i)
             local kind = s.kind
             if kind == 6 and amount < 0 then
-              -- A renewal (an open lease's, every third of the timeout): only a slot that still counts, so an expired one
-              -- (another request may hold its place) is never brought back.
-              local member = lease .. ':' .. i
-              local score = redis.call('ZSCORE', key, member)
-              if score and tonumber(score) > now then
-                redis.call('ZADD', key, 'XX', now + arg(i, 4), member)
-                expire(i, s)
-              end
+              -- A renewal (an open lease's, every third of the timeout): its slot counts while the lease is open, added
+              -- back if it expired meanwhile (renewals lost in an outage longer than the timeout). The stream still runs:
+              -- counting it is stricter than letting another request take its place, and only an open lease renews (a
+              -- released slot's renewal is older than its release, which the sequence marker orders before it).
+              redis.call('ZADD', key, now + arg(i, 4), lease .. ':' .. i)
+              expire(i, s)
             elseif kind == 6 then
               back = redis.call('ZREM', key, lease .. ':' .. i)
             elseif amount < 0 then
