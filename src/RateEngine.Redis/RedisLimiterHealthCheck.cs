@@ -18,9 +18,15 @@ internal sealed class RedisLimiterHealthCheck(IRedisLimiterHealth limiter) : IHe
     {
         string? pingFailure = null;
         TimeSpan latency = TimeSpan.Zero;
+        long failuresBefore = limiter.Failures;
         try
         {
             latency = await limiter.PingAsync(cancellationToken).ConfigureAwait(false);
+
+            // Redis answered: that ends an outage as a request's answer would (unless a call failed meanwhile). Without it a
+            // node that a failed check took out of its load balancer's rotation saw no request to close its breaker, and
+            // stayed unhealthy while Redis answered.
+            limiter.Answered(failuresBefore);
         }
         catch (Exception exception) when (exception is StackExchange.Redis.RedisException or TimeoutException)
         {
@@ -61,4 +67,7 @@ internal interface IRedisLimiterHealth
     long Failures { get; }
 
     Task<TimeSpan> PingAsync(CancellationToken cancellationToken);
+
+    /// <summary>Redis answered a ping sent when the breaker had counted <paramref name="failuresWhenSent"/>: closes it unless tripped since.</summary>
+    void Answered(long failuresWhenSent);
 }

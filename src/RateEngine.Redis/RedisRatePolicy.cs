@@ -496,6 +496,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         return RedisTasks.PingWithin(_database, _syncTimeout, cancellationToken);
     }
 
+    void IRedisLimiterHealth.Answered(long failuresWhenSent) => _breaker.CloseUnlessTrippedSince(failuresWhenSent);
 
     /// <summary>
     /// Runs the settle script for a lease (its refunds, overruns and released slots) with the lease's settle marker, which

@@ -359,6 +359,31 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HealthCheck_OutageSeenByARequestThenNoTraffic_TurnsHealthyWhenRedisAnswersAgain()
+    {
+        // A failed check takes the node out of its load balancer's rotation: no request comes to close the breaker, so the
+        // check's own answered PING must, or the node stays unhealthy while Redis answers.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, prefix: "rotation-" + Guid.NewGuid().ToString("N"));
+        IHealthCheck check = RedisLimiter.HealthCheck(limiter);
+        var context = new HealthCheckContext { Registration = new HealthCheckRegistration("redis", check, HealthStatus.Unhealthy, tags: null) };
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+
+        _server.Kill();
+        Assert.False(limiter.AttemptAcquire("ann").IsAcquired); // the request's call fails: the breaker opens
+        Assert.Equal(HealthStatus.Unhealthy, (await check.CheckHealthAsync(context)).Status);
+
+        _server.Start();
+        HealthStatus back = HealthStatus.Unhealthy;
+        for (int attempt = 0; attempt < 100 && back != HealthStatus.Healthy; attempt++)
+        {
+            await Task.Delay(50); // the connection comes back
+            back = (await check.CheckHealthAsync(context)).Status;
+        }
+
+        Assert.Equal(HealthStatus.Healthy, back);
+    }
+
+    [Fact]
     public async Task PolicyCharges_WhileRedisIsAway_AreEachCountedOnTheLeaseAndSentInOrderOnceItIsBack()
     {
         // A stream's chunks are charged while Redis is down: the first charge's settle is pending, and the next one must
