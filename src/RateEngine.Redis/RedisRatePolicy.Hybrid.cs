@@ -580,7 +580,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 }
 
                 long used = Math.Max(0, block.UsedAtGrant - Volatile.Read(ref block.Remaining));
-                TimeSpan reset = now < block.ExpiresAt ? _blockClock.GetElapsedTime(now, block.ExpiresAt) : TimeSpan.Zero;
+                TimeSpan reset = now < block.PeriodEndsAt ? _blockClock.GetElapsedTime(now, block.PeriodEndsAt) : TimeSpan.Zero; // the period's end, not the block's
                 usage[i] = new LayerUsage(_layers[i].Name, takes.Limits[local], used, reset);
                 local++;
             }

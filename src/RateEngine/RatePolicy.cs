@@ -431,8 +431,13 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
 
         // Phase 1: keys, entries and tiers. User code runs here, before anything changes. Looked at again if the tiers
         // changed meanwhile: every layer's tier must be of one version (finding a key again finds the same entry).
-        for (int version = StableTiersVersion(); ; version = StableTiersVersion())
+        for (int version = StableTiersVersion(), pass = 0; ; version = StableTiersVersion(), pass++)
         {
+            if (pass > 0)
+            {
+                Array.Clear(holds); // nothing of the other version's pass stays (a tier it found, an entry for it)
+            }
+
             RefusedPolicyLease? refusal = LookUp(context, estimate, requests, holds);
             if (StableTiersVersion() == version)
             {

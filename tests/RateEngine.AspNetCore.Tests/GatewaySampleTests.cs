@@ -162,6 +162,7 @@ public sealed class GatewaySampleTests
         using var last = new HttpRequestMessage(HttpMethod.Post, "/admin/pause");
         last.Headers.Add("X-Admin-Key", "guess-last");
         Assert.Equal(HttpStatusCode.TooManyRequests, (await gateway.Client.SendAsync(last)).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await Admin(gateway, "/admin/pause")).StatusCode); // even the right key: no more tries
     }
 
     [Fact]

@@ -684,11 +684,12 @@ public sealed class RedisHybridPolicyTests : IDisposable
             .Build();
         long sent = time.GetTimestamp();
 
-        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(10, 0))).Dispose();
+        using PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(10, 0));
 
         LocalBlock block = policy.BlockLayer(0).Blocks!.Find("ann")!.Block;
         long day = (long)(TimeSpan.FromHours(15).TotalSeconds * time.TimestampFrequency);
         Assert.Equal(day - (day >> LocalReservations<LayerKey>.DriftMarginShift), block.ExpiresAt - sent);
+        Assert.Equal(TimeSpan.FromHours(15), Assert.Single(lease.UsageAtDecision!).ResetAfter); // the period's end, not the block's
     }
 
     private RedisLimiterOptions Options(ConnectionMultiplexer connection, FakeTimeProvider time)

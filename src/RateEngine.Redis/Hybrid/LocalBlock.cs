@@ -21,6 +21,18 @@ internal sealed class LocalBlock(long granted, long remaining, long expiresAt, l
 
     public long ExpiresAt { get; } = expiresAt;
 
+    /// <summary>
+    /// When the block's period ends on the node's clock, as the script reported it: what a usage report's reset says. The
+    /// block stops serving a margin before it (<see cref="ExpiresAt"/>); unset, the same time.
+    /// </summary>
+    public long PeriodEndsAt
+    {
+        get => _periodEndsAt == long.MinValue ? ExpiresAt : _periodEndsAt;
+        init => _periodEndsAt = value;
+    }
+
+    private readonly long _periodEndsAt = long.MinValue;
+
     /// <summary>The window or segment the permits were counted in (what a return names).</summary>
     public long Period { get; } = period;
 

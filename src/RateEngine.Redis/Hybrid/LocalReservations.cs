@@ -202,7 +202,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
             if (!live && now < from.ExpiresAt && !key.Forgotten)
             {
-                var revived = new LocalBlock(permits, permits, from.ExpiresAt, from.Period, refusedNeed: 0, from.Limit, from.UsedAtGrant);
+                var revived = new LocalBlock(permits, permits, from.ExpiresAt, from.Period, refusedNeed: 0, from.Limit, from.UsedAtGrant) { PeriodEndsAt = from.PeriodEndsAt };
                 if (Interlocked.CompareExchange(ref key.Block, revived, current) == current)
                 {
                     // What the ended block left may still count on Redis (a counter's segment, for the rest of its window).
@@ -490,7 +490,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         long life = Ticks(validFor);
         long expiresAt = sent + life - (life >> DriftMarginShift);
         long paid = _time.GetTimestamp() < expiresAt ? key.PayFromGrant(granted) : 0;
-        var block = new LocalBlock(granted, granted - paid, expiresAt, period, refusedNeed: 0, reply.Limit, reply.Used);
+        var block = new LocalBlock(granted, granted - paid, expiresAt, period, refusedNeed: 0, reply.Limit, reply.Used) { PeriodEndsAt = sent + life };
         Install(key, block, old);
         return block;
     }
