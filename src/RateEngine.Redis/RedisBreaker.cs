@@ -134,6 +134,35 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
         }
     }
 
+    /// <summary>
+    /// The health check's probe (see <c>IRedisLimiterHealth.ProbeAsync</c>): while degraded and let through by the cool-down,
+    /// one write to <paramref name="healthKey"/>; its answer closes the breaker unless a call failed meanwhile, its failure
+    /// trips it, and a cancelled one lets the next caller probe.
+    /// </summary>
+    public static async Task ProbeAsync(RedisBreaker breaker, IDatabase database, string healthKey, TimeSpan bound, CancellationToken cancellationToken)
+    {
+        if (!breaker.IsDegraded || !breaker.MayCall(out long probe))
+        {
+            return;
+        }
+
+        long failures = breaker.Failures;
+        try
+        {
+            await RedisTasks.WriteWithin(database, healthKey, bound, cancellationToken).ConfigureAwait(false);
+            breaker.CloseUnlessTrippedSince(failures);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            breaker.ReleaseProbe(probe);
+            throw;
+        }
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            breaker.Trip(error.Message);
+        }
+    }
+
     private long CooldownTicks => (long)(cooldown.TotalSeconds * time.TimestampFrequency);
 
     /// <summary>

@@ -18,15 +18,14 @@ internal sealed class RedisLimiterHealthCheck(IRedisLimiterHealth limiter) : IHe
     {
         string? pingFailure = null;
         TimeSpan latency = TimeSpan.Zero;
-        long failuresBefore = limiter.Failures;
         try
         {
             latency = await limiter.PingAsync(cancellationToken).ConfigureAwait(false);
 
-            // Redis answered: that ends an outage as a request's answer would (unless a call failed meanwhile). Without it a
-            // node that a failed check took out of its load balancer's rotation saw no request to close its breaker, and
-            // stayed unhealthy while Redis answered.
-            limiter.Answered(failuresBefore);
+            // Redis answers a PING: the check takes the cool-down's probe itself when no request has, a write routed as the
+            // scripts are. A node that a failed check took out of its load balancer's rotation sees no request to end its
+            // outage, and stayed unhealthy while Redis answered; a PING alone would close it while scripts still fail.
+            await limiter.ProbeAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (Exception exception) when (exception is StackExchange.Redis.RedisException or TimeoutException)
         {
@@ -68,6 +67,9 @@ internal interface IRedisLimiterHealth
 
     Task<TimeSpan> PingAsync(CancellationToken cancellationToken);
 
-    /// <summary>Redis answered a ping sent when the breaker had counted <paramref name="failuresWhenSent"/>: closes it unless tripped since.</summary>
-    void Answered(long failuresWhenSent);
+    /// <summary>
+    /// While degraded, once the cool-down lets a probe through: one write to the limiter's health key (its answer closes the
+    /// breaker, unless a call failed meanwhile; its failure trips it). Nothing otherwise.
+    /// </summary>
+    Task ProbeAsync(CancellationToken cancellationToken);
 }

@@ -137,7 +137,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return RedisTasks.PingWithin(_database, _syncTimeout, cancellationToken);
     }
 
-    void IRedisLimiterHealth.Answered(long failuresWhenSent) => _breaker.CloseUnlessTrippedSince(failuresWhenSent);
+    Task IRedisLimiterHealth.ProbeAsync(CancellationToken cancellationToken) =>
+        RedisBreaker.ProbeAsync(_breaker, _database, $"{{{_keyPrefix}}}:health", _syncTimeout, cancellationToken);
 
     /// <summary>
     /// Not tracked: a partition's count lives on the server, and reading it would cost a round trip on a path that must not

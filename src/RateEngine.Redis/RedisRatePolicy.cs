@@ -496,7 +496,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         return RedisTasks.PingWithin(_database, _syncTimeout, cancellationToken);
     }
 
-    void IRedisLimiterHealth.Answered(long failuresWhenSent) => _breaker.CloseUnlessTrippedSince(failuresWhenSent);
+    Task IRedisLimiterHealth.ProbeAsync(CancellationToken cancellationToken) =>
+        RedisBreaker.ProbeAsync(_breaker, _database, $"{{{_options.KeyPrefix}}}:health", _syncTimeout, cancellationToken);
 
     /// <summary>
     /// Runs the settle script for a lease (its refunds, overruns and released slots) with the lease's settle marker, which

@@ -27,6 +27,25 @@ internal static class RedisTasks
         }
     }
 
+    /// <summary>
+    /// One write of <paramref name="key"/> (a marker that expires in 10 s), given up after <paramref name="bound"/>: routed
+    /// to the key's primary as the scripts are, so it fails where they do (a replica, a primary out of memory) and a PING
+    /// answered by any server does not.
+    /// </summary>
+    public static async Task WriteWithin(IDatabase database, RedisKey key, TimeSpan bound, CancellationToken cancellationToken)
+    {
+        Task<bool> write = database.StringSetAsync(key, "1", TimeSpan.FromSeconds(10));
+        try
+        {
+            await write.WaitAsync(bound, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            Observe(write);
+            throw;
+        }
+    }
+
     /// <summary>One PING, given up after <paramref name="bound"/> (a stopped server never answers).</summary>
     public static async Task<TimeSpan> PingWithin(IDatabase database, TimeSpan bound, CancellationToken cancellationToken)
     {

@@ -372,15 +372,19 @@ public sealed class RedisFailureTests : IDisposable
         Assert.False(limiter.AttemptAcquire("ann").IsAcquired); // the request's call fails: the breaker opens
         Assert.Equal(HealthStatus.Unhealthy, (await check.CheckHealthAsync(context)).Status);
 
+        Assert.Equal(HealthStatus.Unhealthy, (await check.CheckHealthAsync(context)).Status); // down: the check's probe failed too
+
         _server.Start();
         HealthStatus back = HealthStatus.Unhealthy;
         for (int attempt = 0; attempt < 100 && back != HealthStatus.Healthy; attempt++)
         {
             await Task.Delay(50); // the connection comes back
+            _cooldownClock.Advance(TimeSpan.FromSeconds(2)); // the probe waits for the cool-down, as a request's would
             back = (await check.CheckHealthAsync(context)).Status;
         }
 
         Assert.Equal(HealthStatus.Healthy, back);
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
     }
 
     [Fact]

@@ -282,16 +282,16 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
             catch (Exception exception) when (!initial)
 #pragma warning restore CA1031
             {
-                try
+                foreach ((string name, _, PolicyTiers before) in updated)
                 {
-                    foreach ((string name, _, PolicyTiers before) in updated)
+                    try
                     {
                         _policies[name].UpdateTiers(before); // accepted a moment ago: it accepts them again
                     }
-                }
-                catch (ObjectDisposedException)
-                {
-                    // the app is stopping: nothing decides by these tiers any more
+                    catch (ObjectDisposedException)
+                    {
+                        // disposed (the app is stopping): nothing decides by its tiers any more; the others still go back
+                    }
                 }
 
                 Log.TiersReloadFailed(_logger, exception);
