@@ -223,6 +223,15 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
         }
 
         long newest = Volatile.Read(ref newestSlot.Stamp);
+
+        // A refund is the one thing that makes a slot's stamp older, and it may have run whole between the reads above and
+        // this one: read as the newest stamp, an older one (or none) would call a busy key idle, and an eviction would
+        // forget its stamps in the window. A refund changes the tail word (it locks it, then bumps its generation).
+        if (Volatile.Read(ref state.Tail) != word)
+        {
+            return null;
+        }
+
         if (newest == NeverStamp)
         {
             return 0;
@@ -242,8 +251,9 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
     /// <summary>For read-only views: the slot of the next ticket, and the time a decision would use.</summary>
     /// <remarks>
     /// Waits, as a taker does, for the newest ticket's publish: until then its slot shows an older ticket's stamp, and a
-    /// full log would read as having room (a zero-permit probe admitted on it). A refund in progress holds the ring as it
-    /// was before the refund: that is read as it is.
+    /// full log would read as having room (a zero-permit probe admitted on it). Waits too while a refund holds the tail: it
+    /// is restoring slots, and a ring half restored reads as neither state. (A refund that starts after this returns may
+    /// still change the slots its caller reads next: a view is then of a moment, as any read-only view is.)
     /// </remarks>
     private int ReadTail(LogState state, long now, out long stamp)
     {
@@ -254,7 +264,7 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
             long tail = word & TicketMask;
             int next = (int)(tail % _limit);
             ref LogSlot newest = ref state.Slots[next == 0 ? _limit - 1 : next - 1];
-            if (word >= 0 && Volatile.Read(ref newest.Sequence) != Advance(tail, _modulus - 1))
+            if (word < 0 || Volatile.Read(ref newest.Sequence) != Advance(tail, _modulus - 1))
             {
                 spin.SpinOnce();
                 continue;
