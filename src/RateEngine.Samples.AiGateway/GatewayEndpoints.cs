@@ -164,14 +164,14 @@ public static class GatewayEndpoints
     }
 
     /// <summary>
-    /// Throws 401 unless the request carries the operator's key, and 429 once its address has made too many attempts: an
-    /// admin call counts as an unknown API key (<see cref="UnknownKeyGuard"/>), since one right guess pauses the service.
+    /// Throws 401 unless the request carries the operator's key, and 429 once its address has made too many admin calls
+    /// (<see cref="UnknownKeyGuard.AdminAttempt"/>), since one right guess pauses the service.
     /// </summary>
     private static void RefuseUnlessAdmin(HttpContext http, GatewayOptions options)
     {
         // Counted before the key is compared, right or wrong: an address past its budget is refused even with the right
         // key, or the cap would only change the status of wrong guesses, not their number.
-        BadHttpRequestException attempt = http.RequestServices.GetRequiredService<UnknownKeyGuard>().Refuse(http);
+        BadHttpRequestException attempt = http.RequestServices.GetRequiredService<UnknownKeyGuard>().AdminAttempt(http);
         if (attempt.StatusCode == StatusCodes.Status429TooManyRequests || !IsAdmin(http, options))
         {
             throw attempt;
