@@ -18,6 +18,9 @@ internal class KeyEntry
     /// </summary>
     public static readonly KeyEntry Missing = new();
 
+    /// <summary>As <see cref="Missing"/>, for a key the table refused because too many live keys share its hash.</summary>
+    public static readonly KeyEntry Colliding = new();
+
     /// <summary>
     /// On a key's entry: the owning table while the key is live, <see cref="Evicting"/> while a sweep re-checks it, and
     /// <see cref="Gone"/> once removed (on a sub-key's cell: its map, then the same marks). Unused on other cells.

@@ -63,9 +63,13 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
         return key;
     }
 
-    /// <summary>The key's live entry, created if it is new; null when the table is full of live keys.</summary>
-    public KeyEntry? FindOrCreate(TKey key)
+    /// <summary>
+    /// The key's live entry, created if it is new; null when the table is full of live keys, or (with
+    /// <paramref name="colliding"/> set) when as many live keys as may share one hash already share the key's.
+    /// </summary>
+    public KeyEntry? FindOrCreate(TKey key, out bool colliding)
     {
+        colliding = false;
         uint hash = _table.Hash(key);
         KeyEntry? entry = _table.Find(key, hash);
         SpinWait spin = default;
@@ -88,7 +92,9 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
             return null;
         }
 
-        return _table.GetOrAdd(key, hash, _create, this, _makeRoom, out _);
+        KeyEntry? created = _table.GetOrAdd(key, hash, _create, this, _makeRoom, out AddRefusal why);
+        colliding = why == AddRefusal.TooManyCollisions;
+        return created;
     }
 
     /// <summary>The key's entry if it is held and live; never creates one.</summary>

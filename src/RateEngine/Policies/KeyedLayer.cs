@@ -102,10 +102,11 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         }
 
         // A layer that shares its key table with an earlier layer of the request finds the key's entry in its hold already.
-        KeyEntry found = hold.Key ??= _keys!.FindOrCreate(_keys.SelectKey(context, Name)) ?? KeyEntry.Missing;
-        if (ReferenceEquals(found, KeyEntry.Missing))
+        KeyEntry found = hold.Key ??= _keys!.FindOrCreate(_keys.SelectKey(context, Name), out bool colliding) ?? (colliding ? KeyEntry.Colliding : KeyEntry.Missing);
+        if (ReferenceEquals(found, KeyEntry.Missing) || ReferenceEquals(found, KeyEntry.Colliding))
         {
-            return IsSoft ? null : Limiters.ReasonPhrases.PartitionsFull;
+            // The refusal says which: a table full of live keys, or a degenerate (or hostile) hash code.
+            return IsSoft ? null : ReferenceEquals(found, KeyEntry.Colliding) ? Limiters.ReasonPhrases.TooManyCollisions : Limiters.ReasonPhrases.PartitionsFull;
         }
 
         hold.Entry = CellOf(found, context);
@@ -390,7 +391,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     /// <summary>After an eviction took the hold's entry or cell: the live ones (false when there is no room for them).</summary>
     private bool FindAgain(TContext context, ref LayerHold hold)
     {
-        KeyEntry? found = _keys!.FindOrCreate(_keys.SelectKey(context, Name));
+        KeyEntry? found = _keys!.FindOrCreate(_keys.SelectKey(context, Name), out _);
         hold.Key = found;
         hold.Entry = found is null ? null : CellOf(found, context);
         return hold.Entry is not null;

@@ -548,6 +548,24 @@ public class RatePolicyTests
         bobs.Dispose();
     }
 
+    [Fact]
+    public void Acquire_FifthKeyOfOneHash_IsRefusedForTheCollisionNotAsPartitionsFull()
+    {
+        // The table takes at most four live keys of one 32-bit hash: a fifth is refused, and the refusal says why (a
+        // degenerate or hostile hash code), not that the table is full, which would send an operator after the wrong cause.
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(new FakeTimeProvider())
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10), comparer: new OneHash())
+            .Build();
+        for (int user = 0; user < 4; user++)
+        {
+            Assert.True(policy.Acquire(new Call($"user-{user}"), RequestCost.None).IsAcquired);
+        }
+
+        using PolicyLease refused = policy.Acquire(new Call("user-4"), RequestCost.None);
+        Assert.False(refused.IsAcquired);
+        Assert.Equal(ReasonPhrases.TooManyCollisions, refused.Reason);
+    }
+
     /// <summary>Every key in one shard (and one hash), so that a key's room sweep reaches the other key.</summary>
     private sealed class OneHash : IEqualityComparer<string>
     {
