@@ -135,31 +135,35 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     }
 
     /// <summary>
-    /// The health check's probe (see <c>IRedisLimiterHealth.ProbeAsync</c>): while degraded and let through by the cool-down,
-    /// one write to <paramref name="healthKey"/>; its answer closes the breaker unless a call failed meanwhile, its failure
-    /// trips it, and a cancelled one lets the next caller probe.
+    /// The health check's probe (see <c>IRedisLimiterHealth.ProbeAsync</c>): only when the cool-down hands this caller the
+    /// half-open probe, one write to <paramref name="healthKey"/>; its answer closes the owner's breakers (through
+    /// <paramref name="close"/>, with <paramref name="failureMark"/> read before the write), unless a call failed meanwhile.
+    /// A write that fails is no proof of an outage (its bound may be shorter than a request's wait; an ACL may refuse the
+    /// key), so it trips nothing: the probe goes back, and the next request takes it.
     /// </summary>
-    public static async Task ProbeAsync(RedisBreaker breaker, IDatabase database, string healthKey, TimeSpan bound, CancellationToken cancellationToken)
+    public static async Task ProbeAsync(
+        RedisBreaker breaker, Func<long> failureMark, Action<long> close, IDatabase database, string healthKey, TimeSpan bound, CancellationToken cancellationToken)
     {
-        if (!breaker.IsDegraded || !breaker.MayCall(out long probe))
+        if (!breaker.IsDegraded || !breaker.MayCall(out long probe) || probe == long.MinValue)
         {
-            return;
+            return; // closed meanwhile, or no probe due: nothing to find out
         }
 
-        long failures = breaker.Failures;
+        long failures = failureMark();
         try
         {
             await RedisTasks.WriteWithin(database, healthKey, bound, cancellationToken).ConfigureAwait(false);
-            breaker.CloseUnlessTrippedSince(failures);
+            close(failures);
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+#pragma warning disable CA1031 // see the summary: any failure only gives the probe back; a cancellation goes on
+        catch (Exception error)
+#pragma warning restore CA1031
         {
             breaker.ReleaseProbe(probe);
-            throw;
-        }
-        catch (Exception error) when (error is RedisException or TimeoutException)
-        {
-            breaker.Trip(error.Message);
+            if (error is OperationCanceledException && cancellationToken.IsCancellationRequested)
+            {
+                throw;
+            }
         }
     }
 

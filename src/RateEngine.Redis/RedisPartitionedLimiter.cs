@@ -137,8 +137,12 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return RedisTasks.PingWithin(_database, _syncTimeout, cancellationToken);
     }
 
+    /// <remarks>
+    /// The health key is under the limiter's prefix (an ACL granting <c>prefix:*</c> covers it). Partitions live in their
+    /// own cluster slots, so on a cluster the probe answers for the health key's shard only, as one breaker answers for all.
+    /// </remarks>
     Task IRedisLimiterHealth.ProbeAsync(CancellationToken cancellationToken) =>
-        RedisBreaker.ProbeAsync(_breaker, _database, $"{{{_keyPrefix}}}:health", _syncTimeout, cancellationToken);
+        RedisBreaker.ProbeAsync(_breaker, () => _breaker.Failures, failures => _breaker.CloseUnlessTrippedSince(failures), _database, $"{_keyPrefix}:health", _syncTimeout, cancellationToken);
 
     /// <summary>
     /// Not tracked: a partition's count lives on the server, and reading it would cost a round trip on a path that must not

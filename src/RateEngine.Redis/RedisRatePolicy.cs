@@ -496,8 +496,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         return RedisTasks.PingWithin(_database, _syncTimeout, cancellationToken);
     }
 
+    /// <remarks>The health key shares the policy keys' hash tag, so it reaches the shard the scripts reach.</remarks>
     Task IRedisLimiterHealth.ProbeAsync(CancellationToken cancellationToken) =>
-        RedisBreaker.ProbeAsync(_breaker, _database, $"{{{_options.KeyPrefix}}}:health", _syncTimeout, cancellationToken);
+        RedisBreaker.ProbeAsync(_breaker, () => FailureMark, CloseUnlessTrippedSince, _database, $"{{{_options.KeyPrefix}}}:health", _syncTimeout, cancellationToken);
 
     /// <summary>
     /// Runs the settle script for a lease (its refunds, overruns and released slots) with the lease's settle marker, which

@@ -34,14 +34,19 @@ internal static class RedisTasks
     /// </summary>
     public static async Task WriteWithin(IDatabase database, RedisKey key, TimeSpan bound, CancellationToken cancellationToken)
     {
-        Task<bool> write = database.StringSetAsync(key, "1", TimeSpan.FromSeconds(10));
+        Task<bool>? write = null;
         try
         {
+            write = database.StringSetAsync(key, "1", TimeSpan.FromSeconds(10));
             await write.WaitAsync(bound, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
-            Observe(write);
+            if (write is not null)
+            {
+                Observe(write);
+            }
+
             throw;
         }
     }
