@@ -155,15 +155,14 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
             await RedisTasks.WriteWithin(database, healthKey, bound, cancellationToken).ConfigureAwait(false);
             close(failures);
         }
-#pragma warning disable CA1031 // see the summary: any failure only gives the probe back; a cancellation goes on
-        catch (Exception error)
-#pragma warning restore CA1031
+        catch (Exception error) when (error is RedisException or TimeoutException)
+        {
+            breaker.ReleaseProbe(probe); // see the summary: no proof of an outage either way
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             breaker.ReleaseProbe(probe);
-            if (error is OperationCanceledException && cancellationToken.IsCancellationRequested)
-            {
-                throw;
-            }
+            throw;
         }
     }
 

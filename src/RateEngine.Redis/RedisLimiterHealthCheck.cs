@@ -68,8 +68,8 @@ internal interface IRedisLimiterHealth
     Task<TimeSpan> PingAsync(CancellationToken cancellationToken);
 
     /// <summary>
-    /// While degraded, once the cool-down lets a probe through: one write to the limiter's health key (its answer closes the
-    /// breaker, unless a call failed meanwhile; its failure trips it). Nothing otherwise.
+    /// While degraded, once the cool-down hands the check the probe: one write to the limiter's health key (its answer closes
+    /// the breaker, unless a call failed meanwhile; its failure gives the probe back to the next request). Nothing otherwise.
     /// </summary>
     Task ProbeAsync(CancellationToken cancellationToken);
 }

@@ -216,6 +216,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     public override string? NoRoomReason(in LayerHold hold) =>
         IsSoft || _single is not null || hold.Entry is not null ? null
         : hold.Key is null ? Limiters.ReasonPhrases.PartitionsFull
+        : ReferenceEquals(hold.Key, KeyEntry.Colliding) ? Limiters.ReasonPhrases.TooManyCollisions
         : _subKeys!.FullReason(Name);
 
     public override long RetryAfter(ref LayerHold hold, long now, long amount)
@@ -391,8 +392,8 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     /// <summary>After an eviction took the hold's entry or cell: the live ones (false when there is no room for them).</summary>
     private bool FindAgain(TContext context, ref LayerHold hold)
     {
-        KeyEntry? found = _keys!.FindOrCreate(_keys.SelectKey(context, Name), out _);
-        hold.Key = found;
+        KeyEntry? found = _keys!.FindOrCreate(_keys.SelectKey(context, Name), out bool colliding);
+        hold.Key = found ?? (colliding ? KeyEntry.Colliding : null);
         hold.Entry = found is null ? null : CellOf(found, context);
         return hold.Entry is not null;
     }

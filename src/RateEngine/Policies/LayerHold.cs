@@ -9,7 +9,8 @@ namespace RateEngine.Policies;
 internal struct LayerHold
 {
     /// <summary>
-    /// The key's entry in the layer's key table (<see cref="KeyEntry.Missing"/> when the table had no room), copied from
+    /// The key's entry in the layer's key table (<see cref="KeyEntry.Missing"/> when the table had no room,
+    /// <see cref="KeyEntry.Colliding"/> when too many live keys share its hash), copied from
     /// the earlier layer that shares the table; null for a layer without keys, or until looked up.
     /// </summary>
     public KeyEntry? Key;
