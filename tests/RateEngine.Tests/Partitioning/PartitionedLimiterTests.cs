@@ -161,27 +161,19 @@ public class PartitionedLimiterTests
     public void SweepTimer_ClockThrows_SkipsTheShardAndSweepsLater()
     {
         // A sweep runs on a timer thread, where an exception would end the process: one that throws is skipped.
-        var time = new ThrowingTime();
+        var time = new FailingClock();
         using var limiter = PartitionedLimiter.CreateFixedWindow<int, int>(
             key => key, _ => TwoPerMinute, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromSeconds(64) });
         var diagnostics = (IPartitionDiagnostics)limiter;
         Assert.True(limiter.AttemptAcquire(7).IsAcquired);
 
-        time.Throwing = true;
+        time.Failing = true;
         time.Advance(TimeSpan.FromSeconds(130)); // every shard's sweep reads the clock and throws
-        time.Throwing = false;
+        time.Failing = false;
         Assert.Equal(1, diagnostics.PartitionCount);
 
         time.Advance(TimeSpan.FromSeconds(130));
         Assert.Equal(0, diagnostics.PartitionCount);
-    }
-
-    /// <summary>A fake clock whose reads throw while <see cref="Throwing"/> is set.</summary>
-    private sealed class ThrowingTime : FakeTimeProvider
-    {
-        public bool Throwing { get; set; }
-
-        public override long GetTimestamp() => Throwing ? throw new TimeoutException("the clock failed") : base.GetTimestamp();
     }
 
     public static TheoryData<LimiterKind> Kinds => new() { LimiterKind.Log, LimiterKind.Counter, LimiterKind.Fixed, LimiterKind.Bucket };

@@ -1,6 +1,7 @@
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Time.Testing;
 using RateEngine.Limiters;
+using RateEngine.Tests.Support;
 
 namespace RateEngine.Tests.Policies;
 
@@ -620,14 +621,6 @@ public class RatePolicyTests
         time.Advance(TimeSpan.FromSeconds(130));
         using PolicyLease lease = policy.Acquire(new Call("alice"), RequestCost.None);
         Assert.True(lease.IsAcquired);
-    }
-
-    /// <summary>A fake clock whose reads fail while <see cref="Failing"/> is set.</summary>
-    private sealed class FailingClock : FakeTimeProvider
-    {
-        public bool Failing { get; set; }
-
-        public override long GetTimestamp() => Failing ? throw new TimeoutException("the clock failed") : base.GetTimestamp();
     }
 
     [Theory]
