@@ -16,6 +16,14 @@ namespace RateEngine.Limiters;
 /// </remarks>
 internal sealed class StripedCounter
 {
+    /// <summary>
+    /// This thread's managed id, cached: <see cref="Environment.CurrentManagedThreadId"/> is a call (3 ns on the benchmark
+    /// VM, a third of an admission on the coarse clock), a thread-static read is inlined (under 0.5 ns). 0 until the
+    /// thread's first count: managed ids start at 1.
+    /// </summary>
+    [ThreadStatic]
+    private static int t_threadId;
+
     private readonly Lock _growing = new();
     private Cell?[] _cells = new Cell?[16];
 
@@ -49,7 +57,12 @@ internal sealed class StripedCounter
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Cell CellOfThisThread()
     {
-        int id = Environment.CurrentManagedThreadId;
+        int id = t_threadId;
+        if (id == 0)
+        {
+            id = t_threadId = Environment.CurrentManagedThreadId;
+        }
+
         Cell?[] cells = _cells;
         return (uint)id < (uint)cells.Length && cells[id] is { } cell ? cell : AddCell(id);
     }
