@@ -40,6 +40,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     private readonly long _limit;
     private readonly long _segment;
     private readonly int _segments;
+    private readonly long _maxFastEpoch;
     private readonly LimiterClock? _clock;
 
     /// <param name="permitLimit">Permits per window.</param>
@@ -53,6 +54,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         _limit = permitLimit;
         _segment = segmentTicks;
         _segments = segmentsPerWindow;
+        _maxFastEpoch = long.MaxValue / segmentTicks - 1;
         _clock = clock;
     }
 
@@ -104,10 +106,10 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     public bool TryAcquire(ref CounterState state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);
-        long nowEpoch = now / _segment;
         while (true)
         {
             long word = Volatile.Read(ref state.Current);
+            long nowEpoch = EpochCount.PeriodOf(now, word, _segment, _maxFastEpoch);
             long distance = EpochCount.Distance(nowEpoch, word);
             if (distance > 0 && Fresher(ref now)) // a later segment, or a stalled read wrapped to one: see FixedWindow.CurrentEpoch
             {
