@@ -43,4 +43,12 @@ public sealed class LockFreeFixedWindowRateLimiter : RateEngineLimiter
         : base(LimiterParts.CreatePerCore<FixedWindowDefinition, FixedWindowRateLimiterOptions, FixedWindow, long>(options, perCore, timeProvider))
     {
     }
+
+    /// <inheritdoc />
+    protected override RateLimitLease AttemptAcquireCore(int permitCount) => Host switch
+    {
+        AlgorithmHost<FixedWindow, long> single => AttemptAcquire(new SingleHostCall<FixedWindow, long>(single), permitCount),
+        StripedHost<FixedWindow, long> striped => AttemptAcquire(new StripedHostCall<FixedWindow, long>(striped), permitCount),
+        _ => base.AttemptAcquireCore(permitCount),
+    };
 }

@@ -46,4 +46,12 @@ public sealed class LockFreeTokenBucketRateLimiter : RateEngineLimiter
         : base(LimiterParts.CreatePerCoreBucket(options, perCore, timeProvider))
     {
     }
+
+    /// <inheritdoc />
+    protected override RateLimitLease AttemptAcquireCore(int permitCount) => Host switch
+    {
+        AlgorithmHost<TokenBucket, long> single => AttemptAcquire(new SingleHostCall<TokenBucket, long>(single), permitCount),
+        PerCoreBucketHost perCore => AttemptAcquire(new PerCoreBucketHostCall(perCore), permitCount),
+        _ => base.AttemptAcquireCore(permitCount),
+    };
 }

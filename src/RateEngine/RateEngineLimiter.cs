@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
 using RateEngine.Algorithms;
 using RateEngine.Limiters;
@@ -121,7 +122,34 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
     }
 
     /// <inheritdoc />
-    protected override RateLimitLease AttemptAcquireCore(int permitCount)
+    protected override RateLimitLease AttemptAcquireCore(int permitCount) => AttemptAcquire(new AnyHostCall(_host), permitCount);
+
+    /// <summary>
+    /// <c>AttemptAcquireCore</c> through <paramref name="host"/>, this limiter's host as a type a sealed limiter knows
+    /// (see <see cref="IHostCall"/>): the one admit path, compiled for each.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private protected RateLimitLease AttemptAcquire<THost>(THost host, int permitCount)
+        where THost : struct, IHostCall
+    {
+        // The common case, small enough to inline into the sealed limiter's override: a count it may grant, no queue to
+        // respect. Anything else (a bad count, disposal, zero permits, waiters) takes the full path.
+        if (permitCount > 0 && permitCount <= _permitLimit && !_disposed && CanBypassQueue())
+        {
+            if (TryAcquireCounted(host, _clock.Now(), permitCount, out _, out long retryAfter))
+            {
+                return RateEngineLease.Acquired;
+            }
+
+            return Refused(retryAfter);
+        }
+
+        return AttemptAcquireInFull(host, permitCount);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private RateLimitLease AttemptAcquireInFull<THost>(THost host, int permitCount)
+        where THost : struct, IHostCall
     {
         ThrowHelper.CheckPermitCount(permitCount, _permitLimit, _settings.PermitCountName);
         ThrowIfDisposed();
@@ -142,12 +170,13 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
             now = _clock.Now(); // decided after the queue it was behind
         }
 
-        if (TryAcquireCounted(now, permitCount, out _, out long retryAfter))
-        {
-            return RateEngineLease.Acquired;
-        }
+        return TryAcquireCounted(host, now, permitCount, out _, out long retryAfter) ? RateEngineLease.Acquired : Refused(retryAfter);
+    }
 
-        // The reject path: the algorithm already said how long until these permits are free.
+    /// <summary>The reject path: the algorithm already said how long until these permits are free.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private RateEngineLease Refused(long retryAfter)
+    {
         _counters.Failed();
         return RateEngineLease.Rejected(_clock.ToRetryAfter(retryAfter), ReasonPhrases.LimitReached);
     }
@@ -213,14 +242,19 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
         return false;
     }
 
-    private bool TryAcquireCounted(long now, int permitCount, out Admission admission, out long retryAfter)
+    private bool TryAcquireCounted(long now, int permitCount, out Admission admission, out long retryAfter) =>
+        TryAcquireCounted(new AnyHostCall(_host), now, permitCount, out admission, out retryAfter);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryAcquireCounted<THost>(THost host, long now, int permitCount, out Admission admission, out long retryAfter)
+        where THost : struct, IHostCall
     {
-        if (!_host.TryAcquire(now, permitCount, out admission, out retryAfter))
+        if (!host.TryAcquire(now, permitCount, out admission, out retryAfter))
         {
             return false;
         }
 
-        _counters.Succeeded();
+        host.CountSuccess(_counters);
         AdmissionObserver?.Invoke(admission);
         return true;
     }

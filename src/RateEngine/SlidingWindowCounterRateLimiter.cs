@@ -44,4 +44,12 @@ public sealed class SlidingWindowCounterRateLimiter : RateEngineLimiter
         : base(LimiterParts.CreatePerCore<SlidingWindowCounterDefinition, SlidingWindowCounterRateLimiterOptions, SlidingWindowCounter, CounterState>(options, perCore, timeProvider))
     {
     }
+
+    /// <inheritdoc />
+    protected override RateLimitLease AttemptAcquireCore(int permitCount) => Host switch
+    {
+        AlgorithmHost<SlidingWindowCounter, CounterState> single => AttemptAcquire(new SingleHostCall<SlidingWindowCounter, CounterState>(single), permitCount),
+        StripedHost<SlidingWindowCounter, CounterState> striped => AttemptAcquire(new StripedHostCall<SlidingWindowCounter, CounterState>(striped), permitCount),
+        _ => base.AttemptAcquireCore(permitCount),
+    };
 }

@@ -48,4 +48,12 @@ public sealed class SlidingWindowLogRateLimiter : RateEngineLimiter
         : base(LimiterParts.CreatePerCoreLog(options, perCore, timeProvider))
     {
     }
+
+    /// <inheritdoc />
+    protected override RateLimitLease AttemptAcquireCore(int permitCount) => Host switch
+    {
+        AlgorithmHost<SlidingWindowLog, LogState> single => AttemptAcquire(new SingleHostCall<SlidingWindowLog, LogState>(single), permitCount),
+        StripedHost<BlockPeriodLog, LogState> striped => AttemptAcquire(new StripedHostCall<BlockPeriodLog, LogState>(striped), permitCount),
+        _ => base.AttemptAcquireCore(permitCount),
+    };
 }

@@ -10,9 +10,9 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
     private readonly TAlgorithm _algorithm;
     private readonly StateCell<TState> _cell;
 
-    /// <summary>A host with a fresh state of its own.</summary>
+    /// <summary>A host with a fresh state of its own, which counts its limiter's lock-free successes too.</summary>
     public AlgorithmHost(TAlgorithm algorithm)
-        : this(algorithm, new StateCell<TState> { State = algorithm.CreateState() })
+        : this(algorithm, new OwnedStateCell<TState> { State = algorithm.CreateState() })
     {
     }
 
@@ -21,7 +21,11 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
     {
         _algorithm = algorithm;
         _cell = cell;
+        Owned = cell as OwnedStateCell<TState>;
     }
+
+    /// <summary>The host's own state, with its success count; null over a partition key's entry.</summary>
+    public OwnedStateCell<TState>? Owned { get; }
 
     public override long PermitLimit => _algorithm.PermitLimit;
 

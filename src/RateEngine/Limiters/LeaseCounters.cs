@@ -11,6 +11,13 @@ internal sealed class LeaseCounters
 {
     private readonly StripedCounter _successful = new();
     private readonly StripedCounter _failed = new();
+    private readonly ISuccessCount? _elsewhere;
+
+    /// <param name="elsewhere">Successes a single limiter's admit path counts beside its state (see <see cref="OwnedStateCell{TState}"/>).</param>
+    public LeaseCounters(ISuccessCount? elsewhere = null)
+    {
+        _elsewhere = elsewhere;
+    }
 
     public void Succeeded() => _successful.Increment();
 
@@ -24,6 +31,6 @@ internal sealed class LeaseCounters
         CurrentAvailablePermits = availablePermits,
         CurrentQueuedCount = queuedPermits,
         TotalFailedLeases = _failed.Sum(),
-        TotalSuccessfulLeases = _successful.Sum(),
+        TotalSuccessfulLeases = _successful.Sum() + (_elsewhere?.Read() ?? 0),
     };
 }

@@ -18,11 +18,8 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
         TOptions valid = TDefinition.Validate(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         LimiterClock clock = TDefinition.CreateClock(valid, timeProvider);
-        return new LimiterParts(
-            new AlgorithmHost<TAlgorithm, TState>(TDefinition.CreateAlgorithm(valid, clock)),
-            clock,
-            TDefinition.QueueSettings(valid),
-            new LeaseCounters());
+        var host = new AlgorithmHost<TAlgorithm, TState>(TDefinition.CreateAlgorithm(valid, clock));
+        return new LimiterParts(host, clock, TDefinition.QueueSettings(valid), new LeaseCounters(host.Owned));
     }
 
     /// <summary>The parts of a single window limiter whose permits are handed out from per-core blocks.</summary>
@@ -65,10 +62,13 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
         ArgumentNullException.ThrowIfNull(timeProvider);
         LimiterClock clock = TDefinition.CreateClock(valid, timeProvider);
         TAlgorithm algorithm = TDefinition.CreateAlgorithm(valid, clock);
-        return new LimiterParts(
-            perCore.MaxBlockSize == 1 ? new AlgorithmHost<TAlgorithm, TState>(algorithm) : host(algorithm, perCore), // no blocks: the limiter itself
-            clock,
-            TDefinition.QueueSettings(valid),
-            new LeaseCounters());
+        if (perCore.MaxBlockSize == 1)
+        {
+            // No blocks: the limiter itself.
+            var single = new AlgorithmHost<TAlgorithm, TState>(algorithm);
+            return new LimiterParts(single, clock, TDefinition.QueueSettings(valid), new LeaseCounters(single.Owned));
+        }
+
+        return new LimiterParts(host(algorithm, perCore), clock, TDefinition.QueueSettings(valid), new LeaseCounters());
     }
 }

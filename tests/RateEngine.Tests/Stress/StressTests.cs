@@ -203,6 +203,63 @@ public class StressTests(ITestOutputHelper output)
         Assert.Equal(int.MaxValue - (Reservations - refunded), limiter.GetStatistics()!.CurrentAvailablePermits);
     }
 
+    /// <summary>
+    /// <c>AttemptAcquire</c>, the public path each sealed limiter compiles for its own host (and where a single limiter
+    /// counts its successes beside its state), from four threads: every admission the observer sees is checked against
+    /// the window invariant, and the statistics must count exactly the leases the threads were granted.
+    /// </summary>
+    [Theory]
+    [InlineData(LimiterKind.Log, 0)]
+    [InlineData(LimiterKind.Counter, 0)]
+    [InlineData(LimiterKind.Fixed, 0)]
+    [InlineData(LimiterKind.Bucket, 0)]
+    [InlineData(LimiterKind.Log, 16)]
+    [InlineData(LimiterKind.Counter, 16)]
+    [InlineData(LimiterKind.Fixed, 16)]
+    [InlineData(LimiterKind.Bucket, 16)]
+    public void AnyLimiter_FourThreadsThroughAttemptAcquire_NeverExceedsGuaranteeAndCountsEveryLease(LimiterKind kind, int perCoreBlock)
+    {
+        const int Attempts = 250_000;
+        LimiterSpec spec = CoarseSpec(kind) with { PerCoreBlock = perCoreBlock };
+        using RateEngineLimiter limiter = spec.Create(TimeProvider.System);
+        var admissions = new System.Collections.Concurrent.ConcurrentQueue<Admitted>();
+        limiter.AdmissionObserver = admission => admissions.Enqueue(new Admitted(admission.Stamp, admission.Permits));
+        long granted = 0;
+        using var start = new Barrier(Threads);
+        Thread[] threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            var random = new Random(t);
+            long mine = 0;
+            start.SignalAndWait();
+            for (int i = 0; i < Attempts; i++)
+            {
+                using RateLimitLease lease = limiter.AttemptAcquire(random.Next(8) == 0 ? random.Next(1, 4) : 1);
+                mine += lease.IsAcquired ? 1 : 0;
+            }
+
+            Interlocked.Add(ref granted, mine);
+        })).ToArray();
+
+        foreach (Thread thread in threads)
+        {
+            thread.Start();
+        }
+
+        foreach (Thread thread in threads)
+        {
+            thread.Join();
+        }
+
+        RateLimiterStatistics statistics = limiter.GetStatistics()!;
+        output.WriteLine($"{kind}, blocks of {perCoreBlock}: {granted:N0} of {Threads * Attempts:N0} attempts admitted");
+        Assert.Equal(granted, admissions.Count);
+        Assert.Equal(granted, statistics.TotalSuccessfulLeases);
+        Assert.Equal((long)Threads * Attempts, statistics.TotalSuccessfulLeases + statistics.TotalFailedLeases);
+        Assert.True(statistics.TotalFailedLeases > 1_000, "the run never hit the limit, so it checked nothing");
+        var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), Stopwatch.Frequency) };
+        Assert.Null(Guarantee.FindViolation(inClockTicks, admissions.ToList()));
+    }
+
     private void Hammer(LimiterSpec spec, int refundOneIn = 3, TimeProvider? time = null)
     {
         time ??= TimeProvider.System;
