@@ -254,7 +254,7 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
             return false;
         }
 
-        host.CountSuccess(_counters);
+        host.CountSuccess(_counters, admission);
         AdmissionObserver?.Invoke(admission);
         return true;
     }

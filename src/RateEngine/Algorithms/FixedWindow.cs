@@ -204,19 +204,14 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
     /// </summary>
     private long CurrentEpoch(long word, ref long now, out long used)
     {
-        // Fast path without a division: the word's window still contains now.
-        long stored = EpochCount.StoredEpoch(word);
-        if (stored <= _maxFastEpoch)
+        long nowEpoch = EpochCount.PeriodOf(now, word, _window, _maxFastEpoch);
+        if (nowEpoch == EpochCount.StoredEpoch(word))
         {
-            long offset = now - stored * _window;
-            if ((ulong)offset < (ulong)_window)
-            {
-                used = EpochCount.Count(word);
-                return stored;
-            }
+            // The word's window (almost every decision): nothing more to work out.
+            used = EpochCount.Count(word);
+            return nowEpoch;
         }
 
-        long nowEpoch = now / _window;
         long distance = EpochCount.Distance(nowEpoch, word);
         if (distance > 0 && _clock is { } clock && clock.Now() is var fresh && fresh > now)
         {

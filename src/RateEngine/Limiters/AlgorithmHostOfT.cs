@@ -10,7 +10,7 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
     private readonly TAlgorithm _algorithm;
     private readonly StateCell<TState> _cell;
 
-    /// <summary>A host with a fresh state of its own, which counts its limiter's lock-free successes too.</summary>
+    /// <summary>A host with a fresh state of its own, beside which its limiter's <c>AttemptAcquire</c> counts its successes.</summary>
     public AlgorithmHost(TAlgorithm algorithm)
         : this(algorithm, new OwnedStateCell<TState> { State = algorithm.CreateState() })
     {

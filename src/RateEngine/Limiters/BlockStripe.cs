@@ -58,6 +58,13 @@ internal struct BlockStripe
     /// It sits before the word, where the slot has room; arrays are not line-aligned, so it may share the word's line,
     /// which is harmless: only the word's own core's refills write it.
     /// </summary>
-    [FieldOffset(56)]
+    [FieldOffset(40)]
     public long RanOutIn;
+
+    /// <summary>
+    /// Successful leases of the limiter this stripe served (statistics only), counted with an atomic increment right after
+    /// the take's CAS on the word: next to it, so usually on the line that CAS has just taken, which is this core's.
+    /// </summary>
+    [FieldOffset(56)]
+    public long Successes;
 }

@@ -17,7 +17,7 @@ internal interface IHostCall
     bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter);
 
     /// <summary>Counts a successful lease: in <paramref name="counters"/>, or where the host keeps its own count.</summary>
-    void CountSuccess(LeaseCounters counters);
+    void CountSuccess(LeaseCounters counters, in Admission admission);
 }
 
 /// <summary>Any host, through its virtual methods.</summary>
@@ -26,7 +26,7 @@ internal readonly struct AnyHostCall(AlgorithmHost host) : IHostCall
     public bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter) =>
         host.TryAcquire(now, permits, out admission, out retryAfter);
 
-    public void CountSuccess(LeaseCounters counters) => counters.Succeeded();
+    public void CountSuccess(LeaseCounters counters, in Admission admission) => counters.Succeeded();
 }
 
 /// <summary>A limiter's own state, with no blocks.</summary>
@@ -37,7 +37,7 @@ internal readonly struct SingleHostCall<TAlgorithm, TState>(AlgorithmHost<TAlgor
         host.TryAcquire(now, permits, out admission, out retryAfter);
 
     /// <summary>Beside the state its CAS just wrote (see <see cref="OwnedStateCell{TState}"/>).</summary>
-    public void CountSuccess(LeaseCounters counters)
+    public void CountSuccess(LeaseCounters counters, in Admission admission)
     {
         if (host.Owned is { } owned)
         {
@@ -57,7 +57,8 @@ internal readonly struct StripedHostCall<TAlgorithm, TState>(StripedHost<TAlgori
     public bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter) =>
         host.TryAcquire(now, permits, out admission, out retryAfter);
 
-    public void CountSuccess(LeaseCounters counters) => counters.Succeeded();
+    /// <summary>On the stripe that served it (see <see cref="PerCoreHost.CountSuccess"/>).</summary>
+    public void CountSuccess(LeaseCounters counters, in Admission admission) => host.CountSuccess(admission);
 }
 
 /// <summary>Per-core blocks of a token bucket.</summary>
@@ -66,5 +67,6 @@ internal readonly struct PerCoreBucketHostCall(PerCoreBucketHost host) : IHostCa
     public bool TryAcquire(long now, long permits, out Admission admission, out long retryAfter) =>
         host.TryAcquire(now, permits, out admission, out retryAfter);
 
-    public void CountSuccess(LeaseCounters counters) => counters.Succeeded();
+    /// <summary>On the stripe that served it (see <see cref="PerCoreHost.CountSuccess"/>).</summary>
+    public void CountSuccess(LeaseCounters counters, in Admission admission) => host.CountSuccess(admission);
 }

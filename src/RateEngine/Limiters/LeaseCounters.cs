@@ -5,7 +5,8 @@ namespace RateEngine.Limiters;
 /// <summary>
 /// The lease totals <c>GetStatistics</c> reports: one pair per limiter, shared by every limiter that reports as one
 /// (the keys of a partitioned limiter). A cell per thread (StripedCounter), so counting never becomes a point of contention;
-/// decisions never read it.
+/// decisions never read it. A limiter's own admit path counts its successes elsewhere, beside the state its CAS just wrote
+/// (<see cref="OwnedStateCell{TState}"/>, a per-core block's stripe): those are added in through <c>elsewhere</c>.
 /// </summary>
 internal sealed class LeaseCounters
 {

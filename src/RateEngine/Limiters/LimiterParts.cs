@@ -69,6 +69,7 @@ internal sealed record LimiterParts(AlgorithmHost Host, LimiterClock Clock, Queu
             return new LimiterParts(single, clock, TDefinition.QueueSettings(valid), new LeaseCounters(single.Owned));
         }
 
-        return new LimiterParts(host(algorithm, perCore), clock, TDefinition.QueueSettings(valid), new LeaseCounters());
+        AlgorithmHost blocks = host(algorithm, perCore);
+        return new LimiterParts(blocks, clock, TDefinition.QueueSettings(valid), new LeaseCounters(blocks as ISuccessCount));
     }
 }

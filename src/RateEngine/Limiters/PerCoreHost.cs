@@ -1,10 +1,12 @@
+using RateEngine.Algorithms;
+
 namespace RateEngine.Limiters;
 
 /// <summary>
 /// What the per-core hosts share: one <see cref="BlockStripe"/> per core, the choice of a request's home block, and the
 /// largest block beyond a request (<see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1).
 /// </summary>
-internal abstract class PerCoreHost : AlgorithmHost, IPerCoreHost
+internal abstract class PerCoreHost : AlgorithmHost, IPerCoreHost, ISuccessCount
 {
     private readonly int _mask;
 
@@ -30,4 +32,22 @@ internal abstract class PerCoreHost : AlgorithmHost, IPerCoreHost
 
     /// <summary>Block <paramref name="offset"/> places after <paramref name="home"/>, wrapping around.</summary>
     protected int After(int home, int offset) => (home + offset) & _mask;
+
+    /// <summary>
+    /// Counts a successful lease of the limiter on the stripe that served <paramref name="admission"/> (its
+    /// <c>Previous</c>): an increment on a line the take just wrote, where a per-thread cell costs a thread-static lookup.
+    /// </summary>
+    public void CountSuccess(in Admission admission) => Interlocked.Increment(ref Stripes[(int)admission.Previous & _mask].Successes);
+
+    /// <summary>The successes counted on the stripes.</summary>
+    public long Read()
+    {
+        long sum = 0;
+        foreach (ref BlockStripe stripe in Stripes.AsSpan())
+        {
+            sum += Volatile.Read(ref stripe.Successes);
+        }
+
+        return sum;
+    }
 }

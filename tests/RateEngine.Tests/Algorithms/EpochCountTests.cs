@@ -36,11 +36,14 @@ public class EpochCountTests
     /// far behind or ahead, one wrapped past 33 bits, and periods so long that the word's start overflows a long.
     /// </summary>
     [Property(MaxTest = 2_000)]
-    public void PeriodOf_AnyWordAndTime_IsTheQuotient(ulong nowSeed, ulong periodSeed, ulong storedSeed, bool nearby)
+    public void PeriodOf_AnyWordAndTime_IsTheQuotient(ulong nowSeed, ulong periodSeed, byte periodScale, ulong storedSeed, bool nearby)
     {
-        long now = (long)(nowSeed % (ulong)TimeMath.MaxTicks);
-        long period = (long)(periodSeed % 4 switch { 0 => 10UL, 1 => 1_000_000UL, 2 => 1UL << 40, _ => (ulong)TimeMath.MaxTicks }) + 1;
-        long stored = nearby ? (now / period) + (long)(storedSeed % 3) - 1 : (long)storedSeed;
+        // FsCheck's integers are small: spread them over the whole range (a multiplicative hash).
+        const ulong Spread = 0x9E3779B97F4A7C15;
+        ulong periodBound = (periodScale % 4) switch { 0 => 10UL, 1 => 1_000_000UL, 2 => 1UL << 40, _ => (ulong)TimeMath.MaxTicks };
+        long now = (long)((nowSeed * Spread) % (ulong)TimeMath.MaxTicks);
+        long period = (long)((periodSeed * Spread) % periodBound) + 1;
+        long stored = nearby ? (now / period) + (long)(storedSeed % 3) - 1 : (long)(storedSeed * Spread);
         long word = EpochCount.Pack(stored, 5);
 
         Assert.Equal(now / period, EpochCount.PeriodOf(now, word, period, (long.MaxValue / period) - 1));
