@@ -9,7 +9,10 @@ namespace RateEngine.Algorithms;
 /// </param>
 /// <param name="Permits">The permits admitted.</param>
 /// <param name="Marker">Where the permits were taken: a log ticket, a window or segment epoch, a bucket position.</param>
-/// <param name="Previous">The state word before the admission, where an exact undo needs it.</param>
+/// <param name="Previous">
+/// The state word before the admission, where an exact undo needs it; for per-core blocks, the stripe that served it
+/// (its refund goes back there, and its success is counted there).
+/// </param>
 internal readonly record struct Admission(long Stamp, long Permits, long Marker, long Previous)
 {
     /// <summary>

@@ -55,15 +55,16 @@ internal struct BlockStripe
 
     /// <summary>
     /// A window's stripe: one more than the last period in which the core ran out and refilled again (only a sizing hint).
-    /// It sits before the word, where the slot has room; arrays are not line-aligned, so it may share the word's line,
-    /// which is harmless: only the word's own core's refills write it.
+    /// It sits before the word, where the slot has room; arrays are not line-aligned, so it may share the word's line or
+    /// the line of the stripe before's last fields, which is harmless: only refills write either.
     /// </summary>
     [FieldOffset(40)]
     public long RanOutIn;
 
     /// <summary>
     /// Successful leases of the limiter this stripe served (statistics only), counted with an atomic increment right after
-    /// the take's CAS on the word: next to it, so usually on the line that CAS has just taken, which is this core's.
+    /// the take's CAS on the word: next to it, so usually on the line that CAS has just taken, which is this core's (in one
+    /// placement of the array in eight it is on the line before, written by this core alone all the same).
     /// </summary>
     [FieldOffset(56)]
     public long Successes;

@@ -14,7 +14,10 @@ internal sealed class LeaseCounters
     private readonly StripedCounter _failed = new();
     private readonly ISuccessCount? _elsewhere;
 
-    /// <param name="elsewhere">Successes a single limiter's admit path counts beside its state (see <see cref="OwnedStateCell{TState}"/>).</param>
+    /// <param name="elsewhere">
+    /// Successes a limiter's admit path counts beside its state: a single limiter's <see cref="OwnedStateCell{TState}"/>,
+    /// or per-core blocks' stripes (<see cref="PerCoreHost"/>).
+    /// </param>
     public LeaseCounters(ISuccessCount? elsewhere = null)
     {
         _elsewhere = elsewhere;

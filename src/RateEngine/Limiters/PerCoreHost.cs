@@ -4,7 +4,8 @@ namespace RateEngine.Limiters;
 
 /// <summary>
 /// What the per-core hosts share: one <see cref="BlockStripe"/> per core, the choice of a request's home block, and the
-/// largest block beyond a request (<see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1).
+/// largest block beyond a request (<see cref="PerCoreReservationOptions.MaxBlockSize"/> - 1). A limiter's admit path
+/// counts its successes on the stripes too (<see cref="CountSuccess"/>), which its statistics add up.
 /// </summary>
 internal abstract class PerCoreHost : AlgorithmHost, IPerCoreHost, ISuccessCount
 {

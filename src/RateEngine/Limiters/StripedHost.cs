@@ -315,15 +315,14 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     /// </summary>
     private bool BlockPeriod(long word, long now, out long epoch)
     {
-        // Fast path without a division: the block's period still contains now.
-        long stored = EpochCount.StoredEpoch(word);
-        if (stored <= _maxFastEpoch && (ulong)(now - (stored * _period)) < (ulong)_period)
+        long nowEpoch = EpochCount.PeriodOf(now, word, _period, _maxFastEpoch);
+        if (nowEpoch == EpochCount.StoredEpoch(word))
         {
-            epoch = stored;
+            // The block's period still contains now (almost every take).
+            epoch = nowEpoch;
             return true;
         }
 
-        long nowEpoch = now / _period;
         long distance = EpochCount.Distance(nowEpoch, word);
         epoch = nowEpoch - distance;
         Debug.Assert(distance > 0 || EpochCount.Holds(word, epoch));
