@@ -9,6 +9,13 @@ public sealed class GatewayOptions
     /// <summary>The key of the admin endpoints (pause, resume).</summary>
     public string AdminKey { get; set; } = string.Empty;
 
+    /// <summary>
+    /// The largest request body the gateway reads, in bytes; 1 MiB by default. The policy needs the body (model and
+    /// max_tokens) before it can decide, so without this cap any caller could make the gateway read and parse Kestrel's
+    /// default 30 MB per request before a single limit applied. A larger body is answered 413.
+    /// </summary>
+    public long MaxRequestBytes { get; set; } = 1 << 20;
+
     /// <summary>The simulated model's delay between streamed chunks.</summary>
     public int ChunkDelayMilliseconds { get; set; } = 20;
 

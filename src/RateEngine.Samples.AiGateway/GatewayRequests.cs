@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using RateEngine.AspNetCore;
 
@@ -54,6 +55,18 @@ public static class GatewayRequests
         if (http.Items.TryGetValue(typeof(ChatBody), out object? read))
         {
             return (ChatBody)read!;
+        }
+
+        // Read at most MaxRequestBytes: a declared length above it is refused unread, and Kestrel stops a chunked body there.
+        long limit = http.RequestServices.GetRequiredService<IOptions<GatewayOptions>>().Value.MaxRequestBytes;
+        if (http.Request.ContentLength > limit)
+        {
+            throw new BadHttpRequestException($"The body is larger than the gateway's {limit:N0} bytes.", StatusCodes.Status413PayloadTooLarge);
+        }
+
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
+        {
+            size.MaxRequestBodySize = limit;
         }
 
         ChatBody? body;

@@ -200,6 +200,34 @@ public sealed class GatewaySampleTests
         }
     }
 
+    [Fact]
+    public async Task Chat_BodyOverTheCap_Answers413_DeclaredOrChunked_AndSpendsNothing()
+    {
+        await using RunningApp gateway = await StartAsync(configuration: new() { ["Gateway:MaxRequestBytes"] = "4096" });
+        string large = JsonSerializer.Serialize(new { model = "small", max_tokens = 10, messages = new[] { new { role = "user", content = new string('x', 8_000) } } });
+
+        // Declared: refused from its Content-Length, unread.
+        using var declared = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(large, Encoding.UTF8, "application/json") };
+        declared.Headers.Add("Authorization", "Bearer sk-alice");
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, (await gateway.Client.SendAsync(declared)).StatusCode);
+
+        // Chunked, no length: Kestrel stops reading at the cap.
+        using var chunked = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes(large))) };
+        chunked.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+        chunked.Headers.TransferEncodingChunked = true;
+        chunked.Headers.Add("Authorization", "Bearer sk-alice");
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, (await gateway.Client.SendAsync(chunked)).StatusCode);
+
+        // A body under the cap still passes, and the refused ones took nothing from the user's 20 a minute.
+        for (int i = 0; i < 20; i++)
+        {
+            using HttpResponseMessage ok = await Chat(gateway, "sk-alice");
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        }
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await Chat(gateway, "sk-alice")).StatusCode);
+    }
+
     private Task<RunningApp> StartAsync(int chunkDelayMilliseconds = 0, Dictionary<string, string?>? configuration = null)
     {
         WebApplication app = GatewayApp.Build(["--urls=http://127.0.0.1:0", $"--Gateway:ChunkDelayMilliseconds={chunkDelayMilliseconds}"], builder =>
