@@ -62,7 +62,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     private readonly long _maxLead;
 
     public PerCoreBucketHost(TokenBucket bucket, PerCoreReservationOptions options)
-        : this(bucket, options, new StateCell<long> { State = bucket.CreateState() })
+        : this(bucket, options, PaddedStateCell<long>.Create(bucket.CreateState()))
     {
     }
 
