@@ -12,7 +12,7 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
 
     /// <summary>A host with a fresh state of its own, beside which its limiter's <c>AttemptAcquire</c> counts its successes.</summary>
     public AlgorithmHost(TAlgorithm algorithm)
-        : this(algorithm, new OwnedStateCell<TState> { State = algorithm.CreateState() })
+        : this(algorithm, OwnedStateCell<TState>.Create(algorithm.CreateState()))
     {
     }
 

@@ -62,7 +62,7 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     private readonly long _maxLead;
 
     public PerCoreBucketHost(TokenBucket bucket, PerCoreReservationOptions options)
-        : this(bucket, options, PaddedStateCell<long>.Create(bucket.CreateState()))
+        : this(bucket, options, OwnedStateCell<long>.Create(bucket.CreateState()))
     {
     }
 

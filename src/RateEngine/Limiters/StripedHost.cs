@@ -44,7 +44,7 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     private long _sweptAt;
 
     public StripedHost(TAlgorithm algorithm, PerCoreReservationOptions options)
-        : this(algorithm, options, PaddedStateCell<TState>.Create(algorithm.CreateState()))
+        : this(algorithm, options, OwnedStateCell<TState>.Create(algorithm.CreateState()))
     {
     }
 
