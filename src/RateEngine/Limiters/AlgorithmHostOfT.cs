@@ -14,6 +14,7 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
     public AlgorithmHost(TAlgorithm algorithm)
         : this(algorithm, OwnedStateCell<TState>.Create(algorithm.CreateState()))
     {
+        Owned = (OwnedStateCell<TState>)_cell;
     }
 
     /// <summary>A host over a state that lives elsewhere (a partition key's entry).</summary>
@@ -21,10 +22,9 @@ internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
     {
         _algorithm = algorithm;
         _cell = cell;
-        Owned = cell as OwnedStateCell<TState>;
     }
 
-    /// <summary>The host's own state, with its success count; null over a partition key's entry.</summary>
+    /// <summary>The host's own state, with its success count; null over a state that lives elsewhere (a partition key's entry).</summary>
     public OwnedStateCell<TState>? Owned { get; }
 
     public override long PermitLimit => _algorithm.PermitLimit;
