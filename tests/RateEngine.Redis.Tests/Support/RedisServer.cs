@@ -24,11 +24,27 @@ public sealed class RedisServer : IDisposable
     internal RedisServer(bool clusterNode)
     {
         _clusterNode = clusterNode;
-        Port = clusterNode ? FreeClusterPort() : FreePort();
-        Start();
+
+        // A port found free can be taken by another process before redis-server binds it (test classes run in parallel and
+        // start servers of their own): this server then exits, and a PING could reach the other one. So the server must
+        // answer as this one, or another port is tried.
+        for (int attempt = 1; ; attempt++)
+        {
+            Port = clusterNode ? FreeClusterPort() : FreePort();
+            try
+            {
+                Start();
+                return;
+            }
+            catch (PortTakenException) when (attempt < 5)
+            {
+                Kill();
+                _process?.Dispose();
+            }
+        }
     }
 
-    public int Port { get; }
+    public int Port { get; private set; }
 
     public string Endpoint => $"127.0.0.1:{Port}";
 
@@ -162,6 +178,11 @@ public sealed class RedisServer : IDisposable
                 var reply = new byte[7];
                 if (stream.Read(reply) > 0 && reply[0] == (byte)'+')
                 {
+                    if (!AnswersAsThisServer(stream))
+                    {
+                        throw new PortTakenException($"Port {Port} is served by another redis-server.");
+                    }
+
                     return;
                 }
             }
@@ -169,7 +190,12 @@ public sealed class RedisServer : IDisposable
             {
             }
 
-            if (_process!.HasExited || clock.Elapsed > TimeSpan.FromSeconds(10))
+            if (_process!.HasExited)
+            {
+                throw new PortTakenException($"redis-server on port {Port} exited before it answered (exit code {_process.ExitCode}): the port was taken.");
+            }
+
+            if (clock.Elapsed > TimeSpan.FromSeconds(10))
             {
                 throw new InvalidOperationException($"redis-server on port {Port} did not answer PING within 10 s.");
             }
@@ -177,4 +203,41 @@ public sealed class RedisServer : IDisposable
             Thread.Sleep(20);
         }
     }
+
+    /// <summary>Whether the server on the port is this one: its working directory is this server's own temporary one.</summary>
+    private bool AnswersAsThisServer(NetworkStream stream)
+    {
+        stream.Write("CONFIG GET dir\r\n"u8);
+        var reply = new System.Text.StringBuilder();
+        var buffer = new byte[1024];
+        string leaf = Path.GetFileName(_directory);
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            int read = stream.Read(buffer);
+            if (read <= 0)
+            {
+                break;
+            }
+
+            // "*2\r\n$3\r\ndir\r\n$<n>\r\n<path>\r\n", perhaps after the end of the PING's reply: this server's once the
+            // path shows; another's once the reply is whole (five line ends, six with the PING's) without it.
+            reply.Append(System.Text.Encoding.UTF8.GetString(buffer, 0, read));
+            string text = reply.ToString();
+            if (text.Contains(leaf, StringComparison.Ordinal))
+            {
+                return true;
+            }
+
+            if (text.Split("\r\n").Length > 7)
+            {
+                return false;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>The port chosen was bound by another process first.</summary>
+    private sealed class PortTakenException(string message) : Exception(message);
 }
