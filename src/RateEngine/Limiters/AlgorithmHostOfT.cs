@@ -7,7 +7,12 @@ namespace RateEngine.Limiters;
 internal sealed class AlgorithmHost<TAlgorithm, TState> : AlgorithmHost
     where TAlgorithm : struct, IRateAlgorithm<TState>
 {
-    private readonly TAlgorithm _algorithm;
+    // Not readonly, though never written after construction: the JIT copied a readonly field of a struct holding a reference
+    // (the clock) to the stack on every admit, zeroing the frame for it, where it reads a plain field in place. Measured:
+    // the counter's and the bucket's coarse-clock admits 0.4-1.2 ns faster, the frame 0xA0 bytes smaller.
+#pragma warning disable IDE0044
+    private TAlgorithm _algorithm;
+#pragma warning restore IDE0044
     private readonly StateCell<TState> _cell;
 
     /// <summary>A host with a fresh state of its own, beside which its limiter's <c>AttemptAcquire</c> counts its successes.</summary>
