@@ -19,7 +19,7 @@ namespace RateEngine.Limiters;
 /// <c>u &lt;= t &lt;= s + j * cost</c> meets both (the second because s + (j + 1) * cost &lt;= u + burst &lt;= t + burst), whatever
 /// was admitted in between. So a token is used only by its slot's start (its deadline); one whose deadline passed is
 /// skipped and lost (the bucket counted it).</para>
-/// <para><b>Block</b>: the stripe's word packs a generation (high 32 bits), a closed bit and the tokens remaining; its
+/// <para><b>Block</b>: the stripe's word packs a generation (high 42 bits), a closed bit and the tokens remaining; its
 /// fields (the taking admission's stamp, first slot and size) are written only while the word is closed, and a taker's
 /// CAS on the open word fails if the block was replaced since it read them, so the fields it used were the block's.
 /// Tokens are used in order: the next is <c>Size - remaining</c>, or the first after it whose deadline has not passed.</para>
@@ -46,7 +46,9 @@ namespace RateEngine.Limiters;
 internal sealed class PerCoreBucketHost : PerCoreHost
 {
     // A block holds at most MaxBlockSizeLimit (2^20) tokens: 21 bits of remaining, a closed bit, and 42 bits of
-    // generation, so a taker stalled across a wrap of the generation (2^42 refills of one core) is out of reach.
+    // generation, moved on every close of the word (refills the shared bucket refused included), so a taker stalled
+    // across a wrap of the generation (2^42 closes of one core: days of back-to-back refused refills at the least)
+    // is out of reach.
     private const long RemainingMask = (1L << 21) - 1;
     private const long ClosedBit = 1L << 21;
     private const int GenerationShift = 22;

@@ -439,7 +439,17 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             return;
         }
 
-        var hot = new PartitionHotKey(tier, tier.HotHost!(entry));
+        PartitionHotKey hot;
+        try
+        {
+            hot = new PartitionHotKey(tier, tier.HotHost!(entry));
+        }
+        catch
+        {
+            _hotKeys.Remove(); // an allocation that failed must not keep the hot-key slot it took
+            throw;
+        }
+
         if (Interlocked.CompareExchange(ref entry.Link, hot, tier) != tier)
         {
             _hotKeys.Remove();
