@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 using RateEngine.Policies;
 using RateEngine.Timing;
@@ -463,7 +464,11 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
                 PolicyLayer<TContext> layer = layers[reserving];
                 if (!layer.TryReserve(context, ref holds[reserving], now, AmountOn(layer, estimate, requests), out long retryAfter))
                 {
-                    RollBack(holds, reserving - 1, now);
+                    if (TryRollBack(holds, reserving - 1, now) is { } failed)
+                    {
+                        ExceptionDispatchInfo.Throw(failed); // every layer was tried: the catch below finds nothing more to give back
+                    }
+
                     return Refusal(holds, reserving, now, retryAfter, estimate, requests);
                 }
             }
@@ -475,7 +480,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         }
         catch
         {
-            RollBack(holds, Math.Min(reserving, layers.Length - 1), now);
+            _ = TryRollBack(holds, Math.Min(reserving, layers.Length - 1), now); // the exception that got here goes on, not a refund's
             throw;
         }
 
@@ -511,13 +516,36 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         return null;
     }
 
-    /// <summary>Refunds the reservations of layers 0..<paramref name="last"/>, in reverse.</summary>
-    private void RollBack(LayerHold[] holds, int last, long now)
+    /// <summary>
+    /// Refunds the reservations of layers 0..<paramref name="last"/>: the concurrency slots first, which need no clock, then
+    /// the others in reverse, each whatever the others did. A calendar budget's refund reads the clock, and a provider that
+    /// throws there must not keep the layers after it (a slot above all, which no lease would ever free) from theirs: the
+    /// refund that threw keeps what it held (stricter, never looser), and its exception is returned once all were tried.
+    /// </summary>
+    private Exception? TryRollBack(LayerHold[] holds, int last, long now)
     {
-        for (int j = last; j >= 0; j--)
+        Exception? first = null;
+        for (int pass = 0; pass < 2; pass++)
         {
-            _layers[j].Refund(ref holds[j], holds[j].Reserved, now);
+            for (int j = last; j >= 0; j--)
+            {
+                if (_layers[j].IsConcurrency != (pass == 0))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    _layers[j].Refund(ref holds[j], holds[j].Reserved, now);
+                }
+                catch (Exception error)
+                {
+                    first ??= error;
+                }
+            }
         }
+
+        return first;
     }
 
     /// <summary>What a request puts on a layer: its requests, or its estimate on the layer's meter.</summary>

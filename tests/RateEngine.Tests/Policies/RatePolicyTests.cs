@@ -1212,6 +1212,40 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Acquire_ListenerThrowsAndTheClockFailsDuringTheRollBack_EveryOtherReservationAndTheSlotComeBack()
+    {
+        // A calendar budget's refund reads the clock: when that read throws, the rollback went no further, so the window's
+        // permit stayed counted and the stream slot was held by no lease, for good.
+        var time = new FailingClock();
+        bool thrown = false;
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>()
+            .UseTimeProvider(time)
+            .AddLayer("streams", c => c.User, PolicyRule.Concurrency(1))
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .AddLayer("cost alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 100).Counting(PolicyMeter.Money).AsSoft(0.5))
+            .OnThresholdCrossed(_ =>
+            {
+                if (!thrown)
+                {
+                    thrown = true;
+                    time.Failing = true;
+                    throw new FormatException("listener bug");
+                }
+            })
+            .Build();
+        var call = new Call("alice");
+
+        Assert.Throws<FormatException>(() => policy.Acquire(call, new RequestCost(0, 60))); // the listener's, not the clock's
+        time.Failing = false;
+
+        LayerUsage[] usage = [.. policy.GetUsage(call)];
+        Assert.Equal(0, usage.Single(u => u.Layer == "streams").Used);
+        Assert.Equal(0, usage.Single(u => u.Layer == "user").Used);
+        Assert.Equal(60, usage.Single(u => u.Layer == "cost alerts").Used); // the refund that failed keeps its charge: stricter
+        Assert.True(policy.Acquire(call, new RequestCost(0, 10)).IsAcquired); // the slot came back
+    }
+
+    [Fact]
     public void Build_InvalidSetup_ThrowsClearly()
     {
         PolicyRule rule = PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1);
