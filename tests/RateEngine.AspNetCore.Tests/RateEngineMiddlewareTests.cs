@@ -202,6 +202,44 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task StreamCutByARequestTimeout_SettlesAtWhatWasCharged()
+    {
+        // The request-timeouts middleware ahead of the rate limiter: it links RequestAborted to the timeout and puts the
+        // original back when the request is over, so the end of a stream it cut used to read as a completed one.
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRequestTimeouts();
+        builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100, tokensPerDay: 10_000)).UseEstimate(EstimateHeader));
+        WebApplication web = builder.Build();
+        web.UseRequestTimeouts();
+        web.UseRateLimiter();
+        web.MapPost("/stream", StreamChunksAsync).RequireRateLimiting("chat").WithRequestTimeout(TimeSpan.FromMilliseconds(300));
+        await using RunningApp app = await RunningApp.StartAsync(web);
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+
+        using (HttpResponseMessage response = await app.Client.SendAsync(Request("/stream", "alice", estimate: 5_000), HttpCompletionOption.ResponseHeadersRead))
+        {
+            try
+            {
+                await response.Content.ReadAsStringAsync(); // until the timeout ends it, well before its 500 chunks
+            }
+            catch (HttpRequestException)
+            {
+                // the server broke the stream off
+            }
+        }
+
+        long used = 5_000;
+        for (int attempt = 0; attempt < 200 && used == 5_000; attempt++)
+        {
+            await Task.Delay(25);
+            used = policy.GetUsage(Context("alice"), "user tokens/day").Used;
+        }
+
+        Assert.InRange(used, 10, 4_990); // 10 tokens per chunk sent, not the 5,000 reserved
+        Assert.Equal(0, used % 10);
+    }
+
+    [Fact]
     public async Task ClientGoneAfterAnEndpointWithoutSteps_KeepsTheEstimate()
     {
         // The endpoint does its whole work on the estimate and charges no steps; the client takes the answer and resets the
@@ -707,6 +745,21 @@ public sealed class RateEngineMiddlewareTests
     internal static Task<RunningApp> StartAsync(Action<RateEngineBuilder<HttpContext>> engine, IDictionary<string, string?>? configuration = null) =>
         RunningApp.StartAsync(builder => builder.Services.AddRateEngine(engine), Map, configuration);
 
+    /// <summary>A stream of 500 chunks, 10 tokens charged for each before it is written, reconciled at the end.</summary>
+    private static async Task StreamChunksAsync(HttpContext http)
+    {
+        IRateEngineFeature rate = http.GetRateEngine()!;
+        for (int chunk = 0; chunk < 500; chunk++)
+        {
+            await http.Response.WriteAsync($"chunk {chunk}\n", http.RequestAborted);
+            await http.Response.Body.FlushAsync(http.RequestAborted);
+            rate.Charge(new RequestCost(10, 0));
+            await Task.Delay(10, http.RequestAborted);
+        }
+
+        rate.Reconcile();
+    }
+
     /// <summary>The endpoints every test app has.</summary>
     internal static void Map(WebApplication app)
     {
@@ -718,19 +771,7 @@ public sealed class RateEngineMiddlewareTests
             RequestCost overrun = http.GetRateEngine()!.Reconcile(new RequestCost(actual, 0));
             return $"overrun {overrun.Tokens}";
         }).RequireRateLimiting("chat");
-        app.MapPost("/stream", async (HttpContext http) =>
-        {
-            IRateEngineFeature rate = http.GetRateEngine()!;
-            for (int chunk = 0; chunk < 500; chunk++)
-            {
-                await http.Response.WriteAsync($"chunk {chunk}\n", http.RequestAborted);
-                await http.Response.Body.FlushAsync(http.RequestAborted);
-                rate.Charge(new RequestCost(10, 0));
-                await Task.Delay(10, http.RequestAborted);
-            }
-
-            rate.Reconcile();
-        }).RequireRateLimiting("chat");
+        app.MapPost("/stream", StreamChunksAsync).RequireRateLimiting("chat");
     }
 
     /// <summary>An app's own global limiter, in-box: one fixed window for every request.</summary>

@@ -18,6 +18,13 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
     private readonly TContext _context;
     private readonly string? _model;
     private readonly HeldLease? _held;
+
+    /// <summary>
+    /// <c>RequestAborted</c> as the decision saw it. A request-timeouts middleware ahead of the rate limiter links it to the
+    /// timeout, then puts the original token back once the request is over, before the request's end is seen here: without
+    /// this copy a stream the timeout cut would read as completed and keep its whole estimate.
+    /// </summary>
+    private readonly CancellationToken _abortedAtDecision;
     private int _settled;
     private int _ended;
 
@@ -28,6 +35,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
         _combination = combination;
         _context = context;
         _model = model;
+        _abortedAtDecision = http.RequestAborted;
         Lease = lease;
         _held = lease.IsAcquired ? new HeldLease(this) : null;
     }
@@ -216,10 +224,12 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
     /// <summary>The request is over.</summary>
     private void End()
     {
-        // The client went away mid-work (an abandoned stream): it pays for what was produced, not for its estimate. Only a
+        // The client went away mid-work (an abandoned stream), or a request timeout cut it: it pays for what was produced,
+        // not for its estimate. Only a
         // request that charged steps says what it produced: one that charged none (an endpoint that works on its estimate)
         // keeps the estimate, or a client that resets the connection once it has the answer would be refunded all of it.
-        if (Volatile.Read(ref _settled) == 0 && !Lease.IsSettled && _http.RequestAborted.IsCancellationRequested && Lease.Consumed != RequestCost.None)
+        bool cut = _http.RequestAborted.IsCancellationRequested || _abortedAtDecision.IsCancellationRequested; // a client gone, or a timeout
+        if (Volatile.Read(ref _settled) == 0 && !Lease.IsSettled && cut && Lease.Consumed != RequestCost.None)
         {
             // Without blocking the middleware's thread: a policy on a store settles with a round trip. The lease ends once
             // the settle is done (a dispose first would refund the estimate the settle is about to correct).
