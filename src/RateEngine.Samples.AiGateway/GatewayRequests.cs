@@ -69,6 +69,12 @@ public static class GatewayRequests
             size.MaxRequestBodySize = limit;
         }
 
+        // ReadFromJsonAsync refuses any other content type with an InvalidOperationException, a 500 if it got that far.
+        if (!http.Request.HasJsonContentType())
+        {
+            throw new BadHttpRequestException("A chat request is JSON: send Content-Type: application/json.", StatusCodes.Status415UnsupportedMediaType);
+        }
+
         ChatBody? body;
         try
         {

@@ -68,6 +68,7 @@ namespace RateEngine.Samples.AiGateway
 
             configure?.Invoke(builder);
             WebApplication app = builder.Build();
+            app.Use(GatewayErrors.AnswerAsync);
             if (limiter != "none")
             {
                 app.UseRateLimiter();

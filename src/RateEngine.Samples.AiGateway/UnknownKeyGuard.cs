@@ -41,7 +41,7 @@ public sealed class UnknownKeyGuard : IDisposable
         using RateLimitLease attempt = attempts.AttemptAcquire(GatewayRequests.ClientIp(http));
         return attempt.IsAcquired
             ? new BadHttpRequestException(unknown, StatusCodes.Status401Unauthorized)
-            : new BadHttpRequestException(tooMany, StatusCodes.Status429TooManyRequests);
+            : new RetryLaterException(tooMany, attempt.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan wait) ? wait : null);
     }
 
     private static PartitionedRateLimiter<string> PerAddress(TimeProvider time) => PartitionedLimiter.CreateFixedWindow<string, string>(

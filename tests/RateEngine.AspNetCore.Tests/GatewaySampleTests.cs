@@ -140,11 +140,25 @@ public sealed class GatewaySampleTests
         }
 
         // Guessing keys is capped per address: the unknown keys never reach the policy, whose layers need an account.
-        Assert.Equal(HttpStatusCode.TooManyRequests, (await Chat(gateway, "sk-guess-last")).StatusCode);
+        using (HttpResponseMessage capped = await Chat(gateway, "sk-guess-last"))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, capped.StatusCode);
+            Assert.InRange(capped.Headers.RetryAfter?.Delta ?? TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(1)); // until its minute ends
+            Assert.Equal("application/problem+json", capped.Content.Headers.ContentType?.MediaType);
+        }
+
         Assert.Equal(HttpStatusCode.OK, (await Chat(gateway, "sk-bob")).StatusCode);
         using var bad = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{not json", Encoding.UTF8, "application/json") };
         bad.Headers.Add("Authorization", "Bearer sk-bob");
         Assert.Equal(HttpStatusCode.BadRequest, (await gateway.Client.SendAsync(bad)).StatusCode);
+
+        // A chat request in another content type is the client's 415, not the server's 500.
+        using var plain = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent(JsonSerializer.Serialize(new { model = "small", max_tokens = 10, messages = new[] { new { role = "user", content = "hi" } } }), Encoding.UTF8, "text/plain"),
+        };
+        plain.Headers.Add("Authorization", "Bearer sk-bob");
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, (await gateway.Client.SendAsync(plain)).StatusCode);
     }
 
     [Fact]
