@@ -79,7 +79,9 @@ public abstract class PolicyLease : RateLimitLease
     /// <summary>
     /// Settles the request at its actual cost: less than the estimate refunds the difference (exactly, while the period it
     /// was reserved in lasts); more charges the overrun past the caps if need be, and returns it. The actual is the
-    /// request's whole cost, whatever its step charges counted so far (a provider's final usage corrects them, either way);
+    /// request's whole cost, whatever its step charges counted so far (a provider's final usage corrects them: upwards in
+    /// full, downwards within the reservation, since what steps charged past the estimate was already counted as an
+    /// overrun and is not given back);
     /// to settle at what the steps counted, with a step charged meanwhile on another thread included, call
     /// <see cref="Reconcile()"/>.
     /// </summary>
