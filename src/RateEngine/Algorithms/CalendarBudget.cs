@@ -53,6 +53,9 @@ internal readonly struct CalendarBudget : IWeightedAlgorithm<BudgetPeriodState>,
     /// <summary>A budget's periods are numbered by its calendar, not by a wrapping epoch: the fresh state serves any time.</summary>
     public BudgetPeriodState CreateState(long now) => BudgetPeriodState.Fresh;
 
+    /// <summary>The admission's period counted <c>Previous</c> before it, then its permits.</summary>
+    public long UsedAfter(in Admission admission) => admission.Previous + admission.Permits;
+
     public bool TryAcquire(ref BudgetPeriodState state, long now, long permits, out Admission admission, out long retryAfter)
     {
         Debug.Assert(permits > 0 && permits <= _limit);

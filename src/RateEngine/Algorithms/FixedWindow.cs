@@ -57,6 +57,10 @@ internal readonly struct FixedWindow : IWeightedAlgorithm<long>, IPeriodBlockAlg
 
     public long PeriodAt(long now) => now / _window;
 
+    /// <summary>The word before the admission counted its window's permits (none if it held an older window), then these.</summary>
+    public long UsedAfter(in Admission admission) =>
+        (EpochCount.Holds(admission.Previous, admission.Marker) ? EpochCount.Count(admission.Previous) : 0) + admission.Permits;
+
     public long GetAvailableUpTo(ref long state, long now, long enough) => Math.Min(GetAvailablePermits(ref state, now), enough);
 
     public long CreateState() => EpochCount.Pack(0, 0);

@@ -265,7 +265,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     {
         if (IsSoft && hold.Reserved > 0 && hold.Entry is not null)
         {
-            ReportThresholds(context, Unsafe.As<LayerEntry<TState>>(hold.Entry), Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!), now, hold.Admission.Marker);
+            ReportThresholds(context, Unsafe.As<LayerEntry<TState>>(hold.Entry), Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!), hold.Admission);
         }
     }
 
@@ -299,7 +299,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             // tier): the admission's could report a crossing late, or use up a threshold the current limit then never shows.
             if (IsSoft && (_fixed ?? TierOf(context)) is { } current)
             {
-                ReportThresholds(context, entry, current, now, charge.Marker);
+                ReportThresholds(context, entry, current, charge);
             }
 
             return;
@@ -417,12 +417,15 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     }
 
     /// <summary>
-    /// Reports each threshold the key's usage has reached in the admission's period, once: a CAS on the entry's reported
-    /// mask for that period decides which thread reports, so concurrent admissions report each threshold exactly once.
+    /// Reports each threshold the key's usage reached with <paramref name="admission"/> in its period, once: a CAS on the
+    /// entry's reported mask for that period decides which thread reports, so concurrent admissions report each threshold
+    /// exactly once. The usage is the admission's own (what its period counted right after it), not the state's at a later
+    /// read, which an admission of the next period could already have moved on, losing the crossing.
     /// </summary>
-    private void ReportThresholds(TContext context, LayerEntry<TState> entry, LayerTier<TAlgorithm> tier, long now, long period)
+    private void ReportThresholds(TContext context, LayerEntry<TState> entry, LayerTier<TAlgorithm> tier, in Admission admission)
     {
-        long used = _shape.GetUsed(ref entry.State, now);
+        long period = admission.Marker;
+        long used = ((IPeriodic)_shape).UsedAfter(admission);
         Int128 reachedMillionths = (Int128)used * 1_000_000;
         for (int i = 0; i < _thresholdFractions.Length; i++)
         {

@@ -894,6 +894,40 @@ public class RatePolicyTests
         Assert.Equal([0.5, 0.8, 1.0, 1.2, 0.5], crossings.Select(c => c.Threshold));
     }
 
+    [Fact]
+    public void Soft_ANextPeriodBegunBeforeTheReport_TheCrossingIsStillReported()
+    {
+        // A request reaches 100 % of the day at 23:59:59.999; before its layer reports, another request past midnight
+        // starts the next day. The report read the key's usage then, found the new day's 1, and the crossing was lost.
+        var crossings = new List<ThresholdCrossing>();
+        bool nested = false;
+        RatePolicy<Call>? policy = null;
+        var call = new Call("alice");
+        policy = Builder()
+            .AddLayer("trigger", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 10).Counting(PolicyMeter.Money).AsSoft(0.1))
+            .AddLayer("budget", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 100).Counting(PolicyMeter.Money).AsSoft(1.0))
+            .OnThresholdCrossed(crossing =>
+            {
+                crossings.Add(crossing);
+                if (crossing.Layer == "trigger" && !nested)
+                {
+                    nested = true;
+                    _time.Advance(TimeSpan.FromMilliseconds(2)); // past midnight
+                    Assert.True(policy!.Acquire(call, new RequestCost(0, 1)).IsAcquired);
+                }
+            })
+            .Build();
+        using (policy)
+        {
+            _time.Advance(TimeSpan.FromHours(14) - TimeSpan.FromMilliseconds(1)); // 23:59:59.999 UTC
+            Assert.True(policy.Acquire(call, new RequestCost(0, 100)).IsAcquired);
+
+            ThresholdCrossing budget = Assert.Single(crossings, c => c.Layer == "budget");
+            Assert.Equal(1.0, budget.Threshold);
+            Assert.Equal(100, budget.Used);
+        }
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
