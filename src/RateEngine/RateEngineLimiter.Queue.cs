@@ -214,7 +214,7 @@ public abstract partial class RateEngineLimiter
         _wakeup ??= CreateWakeup();
         _wakeupArmed = true;
         _wakeupDue = due;
-        _wakeup.Change(WakeupDelay(_clock.ToTimeSpan(ticks)), Timeout.InfiniteTimeSpan);
+        _wakeup.Change(WakeupDelay(_clock.ToRetryAfter(ticks)), Timeout.InfiniteTimeSpan); // after a step back, its catch-up too
     }
 
     /// <summary>

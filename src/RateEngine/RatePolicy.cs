@@ -574,7 +574,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
             }
         }
 
-        return new RefusedPolicyLease(first.Name, first.Reason, longest > 0 ? _clock.ToTimeSpan(longest) : null, serviceWide);
+        return new RefusedPolicyLease(first.Name, first.Reason, longest > 0 ? _clock.ToRetryAfter(longest) : null, serviceWide);
     }
 
     private void SweepNext()

@@ -191,7 +191,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                     continue;
                 default:
                     _counters.Failed();
-                    return RateEngineLease.Rejected(_clock.ToTimeSpan(retryAfter), ReasonPhrases.LimitReached);
+                    return RateEngineLease.Rejected(_clock.ToRetryAfter(retryAfter), ReasonPhrases.LimitReached);
             }
         }
     }
@@ -247,7 +247,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
                     // Nothing could ever queue: fail without building a queue for the key.
                     _counters.Failed();
                     long retryAfter = hot is null ? tier.Algorithm.GetRetryAfter(ref entry.State, now, permitCount) : hot.Host.GetRetryAfter(now, permitCount);
-                    return new ValueTask<RateLimitLease>(RateEngineLease.Rejected(_clock.ToTimeSpan(retryAfter), ReasonPhrases.QueueFull));
+                    return new ValueTask<RateLimitLease>(RateEngineLease.Rejected(_clock.ToRetryAfter(retryAfter), ReasonPhrases.QueueFull));
                 }
 
                 // A hot key queues on its blocks: the key limiter's admissions and refunds are the blocks' own.
@@ -465,7 +465,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     private RateEngineLease ProbeRefused(long retryAfter)
     {
         _counters.Failed();
-        return RateEngineLease.Rejected(_clock.ToTimeSpan(retryAfter), ReasonPhrases.LimitReached);
+        return RateEngineLease.Rejected(_clock.ToRetryAfter(retryAfter), ReasonPhrases.LimitReached);
     }
 
     private RateEngineLease Refuse(RateEngineLease refusal)

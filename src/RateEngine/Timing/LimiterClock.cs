@@ -90,6 +90,21 @@ internal sealed class LimiterClock
         return Latest(Math.Clamp(_provider.GetTimestamp() - _origin, 0, TimeMath.MaxTicks));
     }
 
+    /// <summary>
+    /// How far the provider reads behind the time this clock holds, after it stepped back: what a wait must add before the
+    /// clock moves again. 0 for the providers that never go back (the system's, a coarse one), which skip the mark.
+    /// </summary>
+    private long Behind()
+    {
+        if (_ticker is not null || _isSystemProvider)
+        {
+            return 0;
+        }
+
+        long raw = Math.Clamp(_provider.GetTimestamp() - _origin, 0, TimeMath.MaxTicks);
+        return Math.Max(0, Volatile.Read(ref _latest) - raw);
+    }
+
     /// <summary>Raises the high-water mark to <paramref name="elapsed"/> if it is larger; returns the mark.</summary>
     private long Latest(long elapsed)
     {
@@ -154,16 +169,25 @@ internal sealed class LimiterClock
     /// <c>RETRY_AFTER</c> of a rejection. For a manual clock that counts the time already elapsed since the last move,
     /// which the next <c>TryReplenish</c> credits (<see cref="ManualReplenishment.Elapsed"/>) or which brings the next
     /// step closer (<see cref="ManualReplenishment.Step"/>: the first step may come one period after the last one, each
-    /// further step one period later), as the in-box limiters' <c>Window - elapsed</c> does.
+    /// further step one period later), as the in-box limiters' <c>Window - elapsed</c> does. For an automatic clock whose
+    /// provider stepped back, it adds the time the provider takes to catch up with this clock (which stood still meanwhile).
     /// </summary>
     public TimeSpan ToRetryAfter(long ticks)
     {
-        if (ticks <= 0 || _mode == ManualReplenishment.None)
+        if (ticks <= 0)
         {
-            return ToTimeSpan(ticks);
+            return TimeSpan.Zero;
         }
 
-        long waited = Math.Max(0, _provider.GetTimestamp() - Volatile.Read(ref _lastCredit));
+        if (_mode == ManualReplenishment.None)
+        {
+            // A provider that stepped back reads behind the time this clock holds: it must first catch up.
+            long behind = Behind();
+            return ToTimeSpan(behind > TimeMath.MaxTicks - ticks ? TimeMath.MaxTicks : ticks + behind);
+        }
+
+        // Negative after the provider stepped back: the wait then includes its catch-up, as TryAdvance credits nothing till then.
+        long waited = _provider.GetTimestamp() - Volatile.Read(ref _lastCredit);
         if (_mode == ManualReplenishment.Elapsed)
         {
             return TimeMath.ToTimeSpan(ticks - waited, _provider.TimestampFrequency);

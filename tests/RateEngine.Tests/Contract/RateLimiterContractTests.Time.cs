@@ -36,6 +36,28 @@ public abstract partial class RateLimiterContractTests
         }
     }
 
+    [Fact]
+    public void RetryAfter_AfterTheClockSteppedBack_IsLongEnoughToPass()
+    {
+        // The limiter's time stands still until the provider catches up with it: a RETRY_AFTER that counted from the limiter's
+        // time alone was short by the step, and a retry at that moment was refused again.
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
+        time.Advance(TimeSpan.FromHours(1));
+        Replenish(limiter, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        time.AdjustTime(time.GetUtcNow() - TimeSpan.FromMinutes(10));
+
+        using RateLimitLease refused = limiter.AttemptAcquire(1);
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+
+        // (A manually replenished bucket may say less than the step: the hour it was not credited while full counts.)
+        time.Advance(retryAfter);
+        Replenish(limiter, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
     // ---------------------------------------------------------------------------------------------------------------
     // Idle duration
 
