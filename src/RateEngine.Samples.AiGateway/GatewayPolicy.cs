@@ -62,7 +62,8 @@ public static class GatewayPolicy
     public static int Handle(RatePolicy<ChatRequest> policy, PriceTable prices, CostEstimator<string> estimator,
         ChatRequest request, int promptTokens, int outputTokens)
     {
-        long expectedOutput = estimator.Estimate(request.Model, request.MaxTokens);
+        string selector = $"{request.Tier}/{request.Model}"; // per tier: one tier's callers cannot train another's estimates down
+        long expectedOutput = estimator.Estimate(selector, request.MaxTokens);
         var estimate = new RequestCost(promptTokens + expectedOutput, prices.MicroDollars(request.Model, promptTokens, expectedOutput));
         using PolicyLease lease = policy.Acquire(request, estimate);
         if (!lease.IsAcquired)
@@ -78,7 +79,7 @@ public static class GatewayPolicy
         }
 
         lease.Reconcile(new RequestCost(promptTokens + outputTokens, prices.MicroDollars(request.Model, promptTokens, outputTokens)));
-        estimator.Observe(request.Model, outputTokens);
+        estimator.Observe(selector, outputTokens);
         return 200;
     }
 }
