@@ -26,6 +26,7 @@ internal sealed class CoarseTicker
     private readonly Func<long> _source;
     private readonly int _periodMilliseconds;
     private readonly object _gate = new();
+    private readonly Lock _ticking = new();
     private bool _stopping;
     private int _state;
 
@@ -59,23 +60,24 @@ internal sealed class CoarseTicker
     }
 
     /// <summary>Publishes a fresh reading (larger wins).</summary>
+    /// <remarks>
+    /// One tick at a time: the ticker thread and the first readers (which publish before the thread's first tick) may race,
+    /// and a tick that read the UTC time first could otherwise write it after a later tick's, stepping <c>GetUtcNow</c>
+    /// back. Ticks come once a resolution, so the lock is all but never contended; readers never take it.
+    /// </remarks>
     public void Tick()
     {
-        long utcTicks = TimeProvider.System.GetUtcNow().UtcTicks;
-        long now = _source();
-
-        // The UTC time goes first, so a reader that sees this tick's timestamp sees a UTC time at least as recent.
-        Volatile.Write(ref _stamps.UtcTicks, utcTicks);
-        long seen = Volatile.Read(ref _stamps.Timestamp);
-        while (now > seen)
+        lock (_ticking)
         {
-            long previous = Interlocked.CompareExchange(ref _stamps.Timestamp, now, seen);
-            if (previous == seen)
-            {
-                return;
-            }
+            long utcTicks = TimeProvider.System.GetUtcNow().UtcTicks;
+            long now = _source();
 
-            seen = previous;
+            // The UTC time goes first, so a reader that sees this tick's timestamp sees a UTC time at least as recent.
+            Volatile.Write(ref _stamps.UtcTicks, utcTicks);
+            if (now > Volatile.Read(ref _stamps.Timestamp))
+            {
+                Volatile.Write(ref _stamps.Timestamp, now); // the only writer, under the lock
+            }
         }
     }
 
