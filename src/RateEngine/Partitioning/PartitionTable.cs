@@ -19,8 +19,9 @@ namespace RateEngine.Partitioning;
 /// chunks (about 1/4096 of the maximum) and hand whole chunks back as they empty, so the shared counter is touched once
 /// per chunk, not per key, and no shard is capped on its own: an attacker who aims every key at one shard cannot lock
 /// out the others early. Capacity held by shards but not yet used is at most one or two chunks per shard.</para>
-/// <para>Memory per key is the slot (the key plus an 8-byte reference, at a load factor between 1/4 and 3/4, and at
-/// least 1/2 once a shard has filled up) plus the entry object; no lock or limiter object per key. Reference-type keys
+/// <para>Memory per key is the slot (the key plus an 8-byte reference, at a load factor of at most 3/4 and, while a
+/// shard's keys stay, at least 1/4; a shard's slots never shrink, so after evictions it keeps its peak size, which the
+/// shared capacity and the secret seed bound) plus the entry object; no lock or limiter object per key. Reference-type keys
 /// (strings) also keep their hash code in the slot, 4 bytes (8 with padding): a probe compares it before calling
 /// <c>Equals</c>, which would read a string somewhere else on the heap, and a rebuild reuses it instead of hashing every
 /// key again. Their key, hash and entry reference sit in one struct, so a probe misses the cache once, not three times.</para>
@@ -185,20 +186,23 @@ internal sealed class PartitionTable<TKey, TEntry>
                     slots = Rebuild(shard);
                 }
 
-                // Walk the probe run to its end, counting the live keys that share this hash.
-                int mask = slots.Length - 1;
-                int i = (int)hash & mask;
-                int probes = 0;
-                int sameHash = 0;
-                for (TEntry? occupant; (occupant = slots.Entry(i)) is not null; i = (i + 1) & mask, probes++)
+                // Walk the probe run to its end, counting the live keys that share this hash. Four of them refuse the key, after
+                // one sweep of the shard for idle keys, as a full table does: idle keys of that hash must not keep it out until
+                // the periodic sweep reaches this shard (a refusal's RETRY_AFTER is one sweep period).
+                int i = EndOfRun(slots, hash, out int probes, out int sameHash);
+                if (sameHash >= MaxSameHash && makeRoom is not null)
                 {
-                    if (!ReferenceEquals(occupant, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
-                    {
-                        // Capacity borrowed above for this key goes back beyond what a shard keeps, as on a removal.
-                        Release(shard, 0);
-                        refusal = AddRefusal.TooManyCollisions;
-                        return null;
-                    }
+                    makeRoom(shardIndex);
+                    slots = shard.Current;
+                    i = EndOfRun(slots, hash, out probes, out sameHash);
+                }
+
+                if (sameHash >= MaxSameHash)
+                {
+                    // Capacity borrowed above for this key goes back beyond what a shard keeps, as on a removal.
+                    Release(shard, 0);
+                    refusal = AddRefusal.TooManyCollisions;
+                    return null;
                 }
 
                 RaiseLongestProbe(probes);
@@ -222,6 +226,27 @@ internal sealed class PartitionTable<TKey, TEntry>
                 throw;
             }
         }
+    }
+
+    /// <summary>
+    /// The first empty slot of <paramref name="hash"/>'s probe run (where a new key goes), the probes it took, and how many
+    /// live keys in the run share the hash (counted up to <see cref="MaxSameHash"/>).
+    /// </summary>
+    private int EndOfRun(Slots slots, uint hash, out int probes, out int sameHash)
+    {
+        int mask = slots.Length - 1;
+        int i = (int)hash & mask;
+        probes = 0;
+        sameHash = 0;
+        for (TEntry? occupant; (occupant = slots.Entry(i)) is not null; i = (i + 1) & mask, probes++)
+        {
+            if (!ReferenceEquals(occupant, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
+            {
+                return i;
+            }
+        }
+
+        return i;
     }
 
     /// <summary>

@@ -172,6 +172,36 @@ public class PartitionTableTests
     }
 
     [Fact]
+    public void GetOrAdd_FifthKeyOfAHash_SweepsTheShardForIdleKeysBeforeItRefuses()
+    {
+        // Four idle keys of one hash kept a fifth out until the periodic sweep reached their shard (up to a minute), though
+        // its refusal said to retry after one sweep period: a full table sweeps before it refuses, and so does this now.
+        var table = NewTable(comparer: new OneHash());
+        for (int i = 0; i < PartitionTable<string, Entry>.MaxSameHash; i++)
+        {
+            Assert.NotNull(Add(table, $"crafted-{i}"));
+        }
+
+        int sweeps = 0;
+        Entry? fifth = table.GetOrAdd(
+            "crafted-new",
+            table.Hash("crafted-new"),
+            static (k, _) => new Entry(k),
+            0,
+            shard =>
+            {
+                sweeps++;
+                table.Sweep(shard, (key, _) => key == "crafted-1"); // the idle one
+            },
+            out AddRefusal refusal);
+
+        Assert.Equal(1, sweeps);
+        Assert.Equal(AddRefusal.None, refusal);
+        Assert.Equal("crafted-new", fifth?.Key);
+        Assert.Null(table.Find("crafted-1"));
+    }
+
+    [Fact]
     public void GetOrAdd_IntKeysThatCollideUnderAKnownSeed_SpreadOutUnderTheTablesOwnSecretSeed()
     {
         // An attacker who knew a table's seed could pick keys that all hash alike there (with multiplier 1 and addend 0,
