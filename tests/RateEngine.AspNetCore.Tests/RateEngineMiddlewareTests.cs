@@ -190,12 +190,7 @@ public sealed class RateEngineMiddlewareTests
         } // the client goes away mid-stream
 
         // The server notices at its next write; then the request ends and settles.
-        long used = 5_000;
-        for (int attempt = 0; attempt < 200 && used == 5_000; attempt++)
-        {
-            await Task.Delay(25);
-            used = policy.GetUsage(Context("alice"), "user tokens/day").Used;
-        }
+        long used = await SettledTokensAsync(policy, reserved: 5_000);
 
         Assert.InRange(used, 30, 4_990); // 10 tokens per chunk sent, not the 5,000 reserved
         Assert.Equal(0, used % 10);
@@ -228,12 +223,7 @@ public sealed class RateEngineMiddlewareTests
             }
         }
 
-        long used = 5_000;
-        for (int attempt = 0; attempt < 200 && used == 5_000; attempt++)
-        {
-            await Task.Delay(25);
-            used = policy.GetUsage(Context("alice"), "user tokens/day").Used;
-        }
+        long used = await SettledTokensAsync(policy, reserved: 5_000);
 
         Assert.InRange(used, 10, 4_990); // 10 tokens per chunk sent, not the 5,000 reserved
         Assert.Equal(0, used % 10);
@@ -744,6 +734,19 @@ public sealed class RateEngineMiddlewareTests
 
     internal static Task<RunningApp> StartAsync(Action<RateEngineBuilder<HttpContext>> engine, IDictionary<string, string?>? configuration = null) =>
         RunningApp.StartAsync(builder => builder.Services.AddRateEngine(engine), Map, configuration);
+
+    /// <summary>Alice's tokens of the day once her request settled (polled: it settles when the server sees the request end).</summary>
+    private static async Task<long> SettledTokensAsync(RatePolicy<HttpContext> policy, long reserved)
+    {
+        long used = reserved;
+        for (int attempt = 0; attempt < 200 && used == reserved; attempt++)
+        {
+            await Task.Delay(25);
+            used = policy.GetUsage(Context("alice"), "user tokens/day").Used;
+        }
+
+        return used;
+    }
 
     /// <summary>A stream of 500 chunks, 10 tokens charged for each before it is written, reconciled at the end.</summary>
     private static async Task StreamChunksAsync(HttpContext http)
