@@ -78,7 +78,8 @@ public sealed class RateEngineBuilder<TContext>
 
     /// <summary>
     /// The model a request uses, as the <c>gen_ai.request.model</c> tag of the token and cost metrics (never a user or a
-    /// key). Default: no model tag.
+    /// key). Default: no model tag. The tag names the first 64 models seen and tags any later one <c>other</c>: a model
+    /// read from the request is the client's to choose, and must not grow the app's metric series without bound.
     /// </summary>
     /// <exception cref="ArgumentNullException">The selector is null.</exception>
     public RateEngineBuilder<TContext> UseModel(Func<TContext, string?> model)

@@ -294,6 +294,30 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task Metrics_ModelsAClientMakesUp_TagOnlyTheFirstSixtyFourAndTheRestAsOther()
+    {
+        // The model comes from the request: a client naming a new one per request must not grow the app's metric series.
+        await using RunningApp app = await StartAsync(
+            engine => engine.AddPolicy("chat", _ => PerUser(_time, 1_000)).UseEstimate(EstimateHeader).UseModel(http => http.Request.Headers["X-Model"].ToString()));
+        var meters = app.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var settlements = new MetricCollector<long>(meters, "RateEngine", "rateengine.settlements");
+
+        for (int i = 0; i < 100; i++)
+        {
+            using HttpRequestMessage request = Request("/chat", "alice", estimate: 1);
+            request.Headers.Add("X-Model", $"made-up-{i}");
+            Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(request)).StatusCode);
+        }
+
+        await WaitFor(() => settlements.GetMeasurementSnapshot().Count == 100);
+        string?[] models = [.. settlements.GetMeasurementSnapshot().Select(m => m.Tags["gen_ai.request.model"] as string).Distinct()];
+        Assert.Equal(65, models.Length); // 64 named, one "other"
+        Assert.Contains("other", models);
+        Assert.Contains("made-up-0", models);
+        Assert.DoesNotContain("made-up-99", models);
+    }
+
+    [Fact]
     public async Task Metrics_TokensAndSettlements_AreTaggedByModelNeverByUser()
     {
         await using RunningApp app = await StartAsync(

@@ -5,7 +5,10 @@ namespace RateEngine.AspNetCore.Telemetry;
 
 /// <summary>
 /// The <c>RateEngine</c> meter's HTTP instruments. Tags stay low-cardinality: policy, layer, result, and the model for
-/// tokens and cost (as the OpenTelemetry GenAI conventions tag usage); never a user, key or address.
+/// tokens and cost (as the OpenTelemetry GenAI conventions tag usage); never a user, key or address. The model usually
+/// comes from the request's body, so a client could name a new one per request: the tag takes the first
+/// <see cref="MaxModels"/> models seen and tags every later one <see cref="OtherModel"/>, so that no client can grow the
+/// app's metric series without bound.
 /// </summary>
 internal sealed class RateEngineMetrics
 {
@@ -14,6 +17,14 @@ internal sealed class RateEngineMetrics
     public const string Reconciled = "reconciled";
     public const string SettledOnAbort = "settled_on_abort";
     public const string EstimateKept = "estimate_kept";
+
+    /// <summary>The most models the model tag names (a few more under a race of first sightings).</summary>
+    public const int MaxModels = 64;
+
+    /// <summary>The model tag of every model past the first <see cref="MaxModels"/>.</summary>
+    public const string OtherModel = "other";
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _models = new(StringComparer.Ordinal);
 
     private readonly Counter<long> _requests;
     private readonly Histogram<double> _acquireDuration;
@@ -54,7 +65,7 @@ internal sealed class RateEngineMetrics
         var tags = new TagList { { "rateengine.policy", policy } };
         if (model is not null)
         {
-            tags.Add("gen_ai.request.model", model);
+            tags.Add("gen_ai.request.model", ModelTag(model));
         }
 
         if (counted.Tokens > 0)
@@ -70,4 +81,9 @@ internal sealed class RateEngineMetrics
         tags.Add("rateengine.settlement", how);
         _settlements.Add(1, tags);
     }
+
+    private string ModelTag(string model) =>
+        _models.TryGetValue(model, out string? known) ? known
+        : _models.Count >= MaxModels ? OtherModel
+        : _models.GetOrAdd(model, model);
 }
