@@ -11,7 +11,7 @@ namespace RateEngine.Redis;
 /// outage costs one call per cool-down rather than a wave of callers each waiting out the client's timeout. The probe's
 /// success closes the breaker; its failure opens it again. Reports each change of state once (degraded, recovered).
 /// </summary>
-internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<string> onDegraded, Action<long> onRecovered)
+internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<string> onDegraded, Action<long> onRecovered, Action? onRetired = null)
 {
     private long _openUntil = long.MinValue;
 
@@ -19,6 +19,9 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     private long _claimedUntil = long.MinValue;
     private long _failures;
     private int _degraded;
+
+    /// <summary>The owner was disposed: its state changes are no longer reported (see <see cref="Retire"/>).</summary>
+    private bool _retired;
 
     /// <summary>Orders trips and closes: a close must not undo a trip it raced (open, but reported healthy).</summary>
     private readonly Lock _transitions = new();
@@ -42,7 +45,8 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
             {
                 metrics.Degraded(false);
                 Log.RedisRecovered(logger, prefix, failures);
-            });
+            },
+            () => metrics.Degraded(false));
     }
 
     /// <summary>Failed calls so far (errors and timeouts).</summary>
@@ -113,9 +117,25 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
             // Not the probe's any more (cleared first: a release that reads this cool-down then reads no claim).
             Volatile.Write(ref _claimedUntil, long.MinValue);
             Volatile.Write(ref _openUntil, time.GetTimestamp() + CooldownTicks);
-            if (Interlocked.Exchange(ref _degraded, 1) == 0)
+            if (!_retired && Interlocked.Exchange(ref _degraded, 1) == 0)
             {
                 onDegraded(why);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The owner is disposed: a degraded breaker stops counting as one (the degraded meter goes back down, with no recovery
+    /// to log), and later failures of its leases' settles are not reported, since no dispose would ever take them back.
+    /// </summary>
+    public void Retire()
+    {
+        lock (_transitions)
+        {
+            _retired = true;
+            if (Interlocked.Exchange(ref _degraded, 0) == 1)
+            {
+                onRetired?.Invoke();
             }
         }
     }

@@ -376,6 +376,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     protected override void Dispose(bool disposing)
     {
         _disposed = true;
+        _breaker.Retire();
         if (_registry is not null)
         {
             RedisTasks.Observe(_registry.DisposeAsync().AsTask()); // leaves the live nodes, best effort
@@ -391,6 +392,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     protected override async ValueTask DisposeAsyncCore()
     {
         _disposed = true;
+        _breaker.Retire();
         if (_registry is not null)
         {
             await _registry.DisposeAsync().ConfigureAwait(false);

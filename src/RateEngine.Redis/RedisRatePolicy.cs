@@ -59,6 +59,9 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     private readonly TimeSpan _cooldown;
     private readonly RedisBreaker _breaker;
 
+    /// <summary>Whether <see cref="_breaker"/> is this policy's own (a combination shares the one of the policy it extends).</summary>
+    private readonly bool _ownsBreaker;
+
     /// <summary>A combination's: the breakers of the policies it joined other than its own (see <see cref="Trip"/>).</summary>
     private RedisBreaker[] _joinedBreakers = [];
 
@@ -110,6 +113,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         // failures of the combinations that serve its traffic.
         _metrics = combining?._metrics ?? new RedisMetrics(options.MeterFactory, options.KeyPrefix, hybrid: options.Hybrid is not null);
         _breaker = combining?._breaker ?? RedisBreaker.Create(options, _metrics);
+        _ownsBreaker = combining is null;
         _partOf = exactPart ? combining : null;
         _pause = combining?._pause ?? new PauseState();
         _hybrid = options.Hybrid is not null && !exactPart;
@@ -470,6 +474,11 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         _disposed = true;
+        if (_ownsBreaker)
+        {
+            _breaker.Retire();
+        }
+
         _remote?.Dispose();
         if (_pauseCheck is not null)
         {

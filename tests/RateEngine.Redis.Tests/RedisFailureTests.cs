@@ -127,6 +127,25 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public void Dispose_WhileDegraded_TakesTheLimiterOffTheDegradedMeter()
+    {
+        // The meter went down only when a call succeeded: a limiter disposed during an outage stayed counted as degraded
+        // for good, and limiters made again (a reload, a test run) piled up phantom ones.
+        string prefix = "retired-" + Guid.NewGuid().ToString("N");
+        using var degraded = new MetricCollector<long>(null, "RateEngine", "rateengine.redis.degraded");
+        PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, prefix: prefix);
+        _server.Kill();
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2));
+        Assert.False(limiter.AttemptAcquire("ann").IsAcquired);
+        Assert.Equal(1, Mine(degraded.GetMeasurementSnapshot(), prefix).Sum(m => m.Value));
+
+        limiter.Dispose();
+
+        Assert.Equal(0, Mine(degraded.GetMeasurementSnapshot(), prefix).Sum(m => m.Value));
+        _server.Start();
+    }
+
+    [Fact]
     public async Task AcquireAsync_HybridOnTheFallback_ARequestAboveTheNodesShareFaultsItsTaskInsteadOfThrowing()
     {
         using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(
