@@ -475,7 +475,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
 
             for (int i = 0; _hasSoftLayers && i < layers.Length; i++)
             {
-                layers[i].Admitted(context, ref holds[i], now);
+                layers[i].Admitted(context, ref holds[i]);
             }
         }
         catch

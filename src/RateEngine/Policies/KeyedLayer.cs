@@ -261,7 +261,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     /// A soft layer reports the thresholds its reservation reached once the whole request is admitted: a request that a
     /// later layer refuses is rolled back, and its crossing must not use up the period's one report of that threshold.
     /// </summary>
-    public override void Admitted(TContext context, ref LayerHold hold, long now)
+    public override void Admitted(TContext context, ref LayerHold hold)
     {
         if (IsSoft && hold.Reserved > 0 && hold.Entry is not null)
         {

@@ -66,7 +66,7 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     public abstract object? KeyOf(TContext context);
 
     /// <summary>After every layer reserved: what the layer reports of this request's admission (a soft layer's thresholds).</summary>
-    public virtual void Admitted(TContext context, ref LayerHold hold, long now)
+    public virtual void Admitted(TContext context, ref LayerHold hold)
     {
     }
 
