@@ -271,7 +271,7 @@ internal static partial class Program
         text.AppendLine();
         MachineInfo m = MachineInfo.Read();
         text.AppendLine(System.Globalization.CultureInfo.InvariantCulture,
-            $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {result.Duration.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}, {m.Gc} GC; load average {m.LoadAverageAtStart}.");
+            $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {result.Duration.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores, {m.Os}, {m.Runtime}, {m.Gc} GC; one dependent load in random lines {m.DependentLoadText}; load average {m.LoadAverageAtStart}.");
         text.AppendLine();
         PolicyReport.AppendSection(text, result);
         return WriteReport(outputDirectory, "policy.md", text);
@@ -318,7 +318,7 @@ internal static partial class Program
         text.AppendLine();
         text.AppendLine(System.Globalization.CultureInfo.InvariantCulture,
             $"Measured by `{commandLine}` on {m.Date:yyyy-MM-dd HH:mm} UTC in {clock.Elapsed.TotalSeconds:F0} s: {m.Cpu}, {m.Cores} cores (a VM), {m.Os}, {m.Runtime}; "
-            + $"the redis-server runs on the same {m.Cores} cores as the nodes and their callers; load average {m.LoadAverageAtStart} at the start, {MachineInfo.LoadAverage()} at the end.");
+            + $"the redis-server runs on the same {m.Cores} cores as the nodes and their callers; one dependent load in random lines {m.DependentLoadText}; load average {m.LoadAverageAtStart} at the start, {MachineInfo.LoadAverage()} at the end.");
         text.AppendLine();
         RateEngine.Benchmarks.Redis.RedisReport.AppendSection(text, result, settings, "## Exact, hybrid and the two seed designs (issue 11)");
         Console.Write(text);

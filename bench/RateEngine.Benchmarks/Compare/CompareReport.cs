@@ -174,6 +174,7 @@ internal static class CompareReport
                 ["GC, tiered PGO", $"{m.Gc}; PGO {m.Pgo}"],
                 ["Stopwatch frequency", string.Create(Invariant, $"{m.StopwatchFrequency:N0} Hz")],
                 ["cache line, round trip between 2 threads", $"{m.RoundTripText} (what each 2-thread figure pays per transfer of a shared line; it differs between hosts)"],
+                ["one dependent load in random lines", $"{m.DependentLoadText} (what a miss costs at that footprint: the 10k-user policy and 250k-key first touch keep several MB)"],
                 ["load average (1/5/15 min)", $"{m.LoadAverageAtStart} at start, {m.LoadAverageAtEnd} at end"],
             ]));
         text.AppendLine();

@@ -24,6 +24,16 @@ internal sealed record MachineInfo(
     /// </summary>
     public double CacheLineRoundTrip { get; init; } = double.NaN;
 
+    /// <summary>
+    /// One dependent load's latency, in ns, in random 64-byte lines spread over each of <see cref="WorkingSets"/> (median of
+    /// 3 runs each): what a cache miss costs at that footprint. The 10k-key and 10k-user runs keep a few megabytes of state,
+    /// and on a VM the point where this curve jumps (its share of a cache that neighbours also use) moves between runs.
+    /// </summary>
+    public IReadOnlyList<double> DependentLoads { get; init; } = [];
+
+    /// <summary>The working sets, in MB, that <see cref="DependentLoads"/> is measured over.</summary>
+    public static readonly int[] WorkingSets = [1, 2, 4, 8, 16];
+
     public static MachineInfo Read() => new(
         CpuModel(),
         Environment.ProcessorCount,
@@ -36,7 +46,13 @@ internal sealed record MachineInfo(
         LoadAverage())
     {
         CacheLineRoundTrip = MeasureCacheLineRoundTrip(),
+        DependentLoads = [.. WorkingSets.Select(MeasureDependentLoad)],
     };
+
+    /// <summary>The dependent loads as text: "12 / 15 / 23 / 119 / 150 ns at 1 / 2 / 4 / 8 / 16 MB".</summary>
+    public string DependentLoadText => DependentLoads.Count == 0
+        ? "n/a"
+        : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{string.Join(" / ", DependentLoads.Select(ns => ns.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)))} ns at {string.Join(" / ", WorkingSets)} MB");
 
     /// <summary>The round trip as text: "84 ns", or "n/a" on one core.</summary>
     public string RoundTripText => double.IsNaN(CacheLineRoundTrip) ? "n/a" : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{CacheLineRoundTrip:F0} ns");
@@ -51,6 +67,45 @@ internal sealed record MachineInfo(
         double[] runs = [.. Enumerable.Range(0, 5).Select(_ => PingPong(roundTrips: 50_000))];
         Array.Sort(runs);
         return runs[2];
+    }
+
+    private static double MeasureDependentLoad(int megabytes)
+    {
+        double[] runs = [.. Enumerable.Range(0, 3).Select(_ => Chase(megabytes, steps: 1_000_000))];
+        Array.Sort(runs);
+        return runs[1];
+    }
+
+    /// <summary>
+    /// Follows a chain through every 64-byte line of <paramref name="megabytes"/> in a random order: each load's address is the
+    /// previous load's value, so no two overlap, and the hardware prefetcher cannot guess the next line.
+    /// </summary>
+    private static double Chase(int megabytes, int steps)
+    {
+        const int IntsPerLine = 16;
+        int lines = megabytes * (1 << 20) / 64;
+        int[] order = [.. Enumerable.Range(0, lines)];
+        new Random(20261207).Shuffle(order);
+        int[] next = new int[lines * IntsPerLine];
+        for (int i = 0; i < lines; i++)
+        {
+            next[order[i] * IntsPerLine] = order[(i + 1) % lines] * IntsPerLine;
+        }
+
+        int at = 0;
+        for (int i = 0; i < lines; i++)
+        {
+            at = next[at]; // every line once, so the timed loop starts from whatever the caches keep of it
+        }
+
+        long started = Stopwatch.GetTimestamp();
+        for (int i = 0; i < steps; i++)
+        {
+            at = next[at];
+        }
+
+        double nanoseconds = Stopwatch.GetElapsedTime(started).TotalNanoseconds / steps;
+        return at >= 0 ? nanoseconds : double.NaN; // uses the chain's end, so the loop is not dropped
     }
 
     /// <summary>Two threads take turns on one word: each waits until the other has written, then writes.</summary>

@@ -9,7 +9,22 @@ internal sealed record PolicyRow(string Name, Stat Nanoseconds, Stat TwoThreadOp
 
 /// <summary>The layered-policy section: the in-box chain, RateEngine's acquire, and RateEngine's acquire with reconcile.</summary>
 /// <summary>The policy's figures, and the single-thread ns/op of both sides on <see cref="PolicySubjects.CachedUsers"/> users (state in cache).</summary>
-internal sealed record PolicyResult(PolicyRow InBox, PolicyRow Acquire, PolicyRow AcquireReconcile, Stat CachedInBox, Stat CachedAcquire, int Rounds, TimeSpan Duration)
+/// <remarks>
+/// <see cref="InBoxBytesPerUser"/> and <see cref="PolicyBytesPerUser"/>: each side's resident state on 10k users, per user,
+/// after one pass over the requests (every key and (user, tool) pair the measured runs use, before any counter rollover);
+/// <see cref="KeyBytesPerUser"/>: the key strings (IP and user) both sides read.
+/// </remarks>
+internal sealed record PolicyResult(
+    PolicyRow InBox,
+    PolicyRow Acquire,
+    PolicyRow AcquireReconcile,
+    Stat CachedInBox,
+    Stat CachedAcquire,
+    int Rounds,
+    TimeSpan Duration,
+    double InBoxBytesPerUser,
+    double PolicyBytesPerUser,
+    double KeyBytesPerUser)
 {
     public double SingleThreadRatio => InBox.Nanoseconds.Median / Acquire.Nanoseconds.Median;
 
@@ -29,7 +44,30 @@ internal static class PolicyHarness
         var clock = Stopwatch.StartNew();
         (PolicyRow inBox, PolicyRow acquire, PolicyRow reconcile) = RunOn(PolicySubjects.Users, rounds, singleRound, threadedRound, progress);
         (PolicyRow cachedInBox, PolicyRow cachedAcquire, _) = RunOn(PolicySubjects.CachedUsers, rounds, singleRound, threadedRound: TimeSpan.Zero, progress);
-        return new PolicyResult(inBox, acquire, reconcile, cachedInBox.Nanoseconds, cachedAcquire.Nanoseconds, rounds, clock.Elapsed);
+        progress("layered policy: resident bytes per user");
+        BenchRequest[] requests = PolicySubjects.Requests();
+        long keyBytes = requests.Select(r => r.Ip).Concat(requests.Select(r => r.User)).Distinct().Sum(StringBytes);
+        double chainBytes = ResidentBytesPerUser(PolicySubjects.InBoxChain, (chain, cursor) => PolicyLoops.InBox(chain, cursor, requests.Length), requests);
+        double policyBytes = ResidentBytesPerUser(PolicySubjects.RateEngine, (policy, cursor) => PolicyLoops.Acquire(policy, cursor, requests.Length), requests);
+        return new PolicyResult(
+            inBox, acquire, reconcile, cachedInBox.Nanoseconds, cachedAcquire.Nanoseconds, rounds, clock.Elapsed,
+            chainBytes, policyBytes, (double)keyBytes / PolicySubjects.Users);
+    }
+
+    /// <summary>A string's size on a 64-bit runtime: header, method table, length, the characters and a terminator, in 8-byte steps.</summary>
+    private static long StringBytes(string text) => (8 + 8 + 4 + 2L * (text.Length + 1) + 7) / 8 * 8;
+
+    /// <summary>What a new subject keeps after one pass over <paramref name="requests"/>, per user (a full collection before and after).</summary>
+    private static double ResidentBytesPerUser<T>(Func<T> create, Func<T, PolicyCursor, long> pass, BenchRequest[] requests)
+        where T : IDisposable
+    {
+        long before = GC.GetTotalMemory(forceFullCollection: true);
+        T subject = create();
+        pass(subject, new PolicyCursor(requests, 0));
+        long after = GC.GetTotalMemory(forceFullCollection: true);
+        GC.KeepAlive(subject);
+        subject.Dispose();
+        return (after - before) / (double)PolicySubjects.Users;
     }
 
     /// <summary>The three subjects on <paramref name="users"/> users; no 2-thread runs when <paramref name="threadedRound"/> is zero.</summary>

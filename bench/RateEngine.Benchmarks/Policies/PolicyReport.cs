@@ -63,7 +63,10 @@ internal static class PolicyReport
             + (result.InBox.Nanoseconds.Median / 5).ToString("F0", Invariant) + " ns, "
             + (result.InBox.Nanoseconds.Median / 5 <= result.CachedAcquire.Median ? "no more than" : "only "
                 + (result.InBox.Nanoseconds.Median / 5 - result.CachedAcquire.Median).ToString("F0", Invariant) + " ns above")
-            + " what it costs with every key in the cache.");
+            + " what it costs with every key in the cache. Resident state after one pass over the requests (every key and (user, tool)"
+            + " pair the runs use): the chain " + Megabytes(result.InBoxBytesPerUser) + ", the policy " + Megabytes(result.PolicyBytesPerUser)
+            + ", and the key strings both read " + Megabytes(result.KeyBytesPerUser)
+            + ". How far each side slows on 10k users follows from where its footprint falls on the curve of one dependent load by footprint (machine details above).");
         text.AppendLine();
         text.AppendLine("Targets (bench/README.md):");
         text.AppendLine();
@@ -77,6 +80,10 @@ internal static class PolicyReport
 
     private static string Verdict(string target, double ratio) =>
         $"{target}: {ratio.ToString("F2", Invariant)}× — {(ratio >= 5 ? "met" : $"missed by {(5 / ratio).ToString("F2", Invariant)}×")}";
+
+    /// <summary>"750 B per user (7.5 MB for 10,000)".</summary>
+    private static string Megabytes(double bytesPerUser) =>
+        $"{bytesPerUser.ToString("F0", Invariant)} B per user ({(bytesPerUser * PolicySubjects.Users / 1e6).ToString("F1", Invariant)} MB for {PolicySubjects.Users.ToString("N0", Invariant)})";
 
     private static string Rate(double perSecond) => (perSecond / 1e6).ToString("F2", Invariant) + " M";
 }
