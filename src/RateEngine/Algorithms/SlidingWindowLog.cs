@@ -179,7 +179,7 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
 
     public long GetAvailablePermits(ref LogState state, long now)
     {
-        int next = ReadTail(state, now, out long stamp);
+        int next = ReadTail(state, now, out long stamp, out _);
 
         // Stamps rise from the oldest slot (next) to the newest (next - 1): binary-search the first one inside the window.
         int low = 0;
@@ -202,9 +202,18 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
 
     public long GetRetryAfter(ref LogState state, long now, long permits)
     {
-        int next = ReadTail(state, now, out long stamp);
-        long oldestStamp = Volatile.Read(ref state.Slots[(next + permits - 1) % _limit].Stamp);
-        return stamp - oldestStamp < _window ? oldestStamp + _window - now : 0;
+        while (true)
+        {
+            int next = ReadTail(state, now, out long stamp, out long word);
+            long oldestStamp = Volatile.Read(ref state.Slots[(next + permits - 1) % _limit].Stamp);
+
+            // As the reject path: a taker that won its CAS meanwhile may have written that slot, and its stamp (about a window
+            // later than the ticket's it replaced) would arm the queue's wake-up up to a window late.
+            if (Volatile.Read(ref state.Tail) == word)
+            {
+                return stamp - oldestStamp < _window ? oldestStamp + _window - now : 0;
+            }
+        }
     }
 
     /// <remarks>
@@ -255,12 +264,12 @@ internal readonly struct SlidingWindowLog : IRateAlgorithm<LogState>
     /// is restoring slots, and a ring half restored reads as neither state. (A refund that starts after this returns may
     /// still change the slots its caller reads next: a view is then of a moment, as any read-only view is.)
     /// </remarks>
-    private int ReadTail(LogState state, long now, out long stamp)
+    private int ReadTail(LogState state, long now, out long stamp, out long word)
     {
         SpinWait spin = default;
         while (true)
         {
-            long word = Volatile.Read(ref state.Tail);
+            word = Volatile.Read(ref state.Tail);
             long tail = word & TicketMask;
             int next = (int)(tail % _limit);
             ref LogSlot newest = ref state.Slots[next == 0 ? _limit - 1 : next - 1];

@@ -67,6 +67,52 @@ public class SlidingWindowLogTests
         Assert.Equal((0, 5 + 10 - 6), await view); // full: not the older stamp's free slot
     }
 
+    [Fact]
+    public void GetRetryAfter_WhileATakerOverwritesTheSlotItReads_AnswersForATailHeldDuringTheCall()
+    {
+        // Tickets stamped 10 apart: with the tail at n, one permit waits for ticket n - 10, stamped 10 (n - 10), so a view at
+        // time 0 must answer 10 n for some n the tail held during the call. A slot read after a taker overwrote it answers
+        // a window late, 10 (n + 10): the queue's wake-up armed that late leaves free permits unserved.
+        const int Limit = 10;
+        const long Takes = 2_000_000;
+        var log = new SlidingWindowLog(permitLimit: Limit, windowTicks: 100);
+        var shared = new SharedState(log.CreateState());
+        for (int k = 0; k < Limit; k++)
+        {
+            Assert.True(log.TryAcquire(ref shared.Value, 10 * k, 1, out _, out _));
+        }
+
+        long taken = Limit;
+        bool refused = false;
+        var taker = new Thread(() =>
+        {
+            for (long k = Limit; k < Limit + Takes && !refused; k++)
+            {
+                refused = !log.TryAcquire(ref shared.Value, 10 * k, 1, out _, out _);
+                Volatile.Write(ref taken, k + 1);
+            }
+        });
+        taker.Start();
+        long calls = 0;
+        var wrong = new List<string>();
+        while (taker.IsAlive)
+        {
+            long before = Volatile.Read(ref taken);
+            long retryAfter = log.GetRetryAfter(ref shared.Value, 0, 1);
+            long after = Volatile.Read(ref taken);
+            calls++;
+            if ((retryAfter < 10 * before || retryAfter > 10 * (after + 1)) && wrong.Count < 5)
+            {
+                wrong.Add($"{retryAfter} with the tail between {before} and {after + 1}");
+            }
+        }
+
+        taker.Join();
+        Assert.False(refused);
+        Assert.True(calls > 0);
+        Assert.Empty(wrong);
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(3)]
@@ -103,5 +149,11 @@ public class SlidingWindowLogTests
         }
 
         Assert.True(admitted > 200);
+    }
+
+    /// <summary>One log state that two threads reach by reference (a copy of the struct would copy its tail).</summary>
+    private sealed class SharedState(LogState state)
+    {
+        public LogState Value = state;
     }
 }
