@@ -5,6 +5,7 @@ using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
+using RateEngine.Redis.Scripts;
 using RateEngine.Redis.Tests.Support;
 using StackExchange.Redis;
 
@@ -264,6 +265,23 @@ public sealed class RedisFailureTests : IDisposable
         {
             Dispose(nodes, connections);
         }
+    }
+
+    [Fact]
+    public async Task Heartbeat_NodeWithAShorterExpiryBeatsLast_KeepsTheSetAsLongAsTheLongestRegistration()
+    {
+        IDatabase database = _connection.GetDatabase();
+        RedisKey key = "{live-" + Guid.NewGuid().ToString("N") + "}:nodes";
+        long expiryA = (long)TimeSpan.FromSeconds(30).TotalMicroseconds;
+        long expiryB = (long)TimeSpan.FromSeconds(5).TotalMicroseconds;
+        Assert.Equal(1, (long)await database.ScriptEvaluateAsync(NodeScripts.Heartbeat, new { Key = key, Node = "a", Now = -1L, Expiry = expiryA }));
+        Assert.Equal(2, (long)await database.ScriptEvaluateAsync(NodeScripts.Heartbeat, new { Key = key, Node = "b", Now = -1L, Expiry = expiryB }));
+        await database.ScriptEvaluateAsync(NodeScripts.Leave, new { Key = key, Node = "b" });
+
+        // Node a is registered for 30 s: the set must outlive b's 5 s, or a's registration expires with it.
+        TimeSpan? left = await database.KeyTimeToLiveAsync(key);
+        Assert.NotNull(left);
+        Assert.True(left > TimeSpan.FromSeconds(25), $"the set expires in {left}");
     }
 
     [Fact]

@@ -19,7 +19,10 @@ internal static class NodeScripts
         local expiry = tonumber(@Expiry)
         redis.call('ZREMRANGEBYSCORE', @Key, '-inf', now)
         redis.call('ZADD', @Key, now + expiry, @Node)
-        redis.call('PEXPIRE', @Key, math.ceil(expiry / 1000) + 1000)
+        -- Lengthen the set's life, never shorten it: a node configured with a shorter expiry (a rolling deploy mixes them)
+        -- that beats last and leaves would otherwise take the registrations of longer-lived nodes with the set.
+        local ttl = math.ceil(expiry / 1000) + 1000
+        if redis.call('PTTL', @Key) < ttl then redis.call('PEXPIRE', @Key, ttl) end
         return redis.call('ZCARD', @Key)
         """);
 
