@@ -541,7 +541,8 @@ public sealed partial class RedisRatePolicy<TContext>
         for (int j = first + 1; j < takes.Keys.Length; j++)
         {
             LocalBlock block = Volatile.Read(ref takes.Keys[j].Block);
-            if (block.Refused && now < block.ExpiresAt && Math.Max(takes.Amounts[j], 1) >= block.RefusedNeed)
+            // As a take would judge it: a refusal cached under a lower tier's cap does not bind this request.
+            if (block.Refused && now < block.ExpiresAt && Math.Max(takes.Amounts[j], 1) >= block.RefusedNeed && block.Limit >= takes.Limits[j])
             {
                 TimeSpan later = _blockClock.GetElapsedTime(now, block.RetryAt);
                 retryAfter = later > retryAfter ? later : retryAfter;

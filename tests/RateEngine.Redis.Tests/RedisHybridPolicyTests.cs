@@ -206,6 +206,33 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_ARefusalCachedUnderALowerTier_DoesNotSetAHigherTierRequestsRetryAfter()
+    {
+        // Ann's free-tier refusal on her day budget stays cached until midnight. Her pro request, refused by the minute's
+        // global window, must be told to retry within the minute: the free refusal does not bind the pro cap.
+        var time = new FakeTimeProvider(Start);
+        var tiers = new PolicyTiers { ["free"] = { ["requests/day"] = 1 }, ["pro"] = { ["requests/day"] = 100 } };
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .UseTiers(call => call.Tool, tiers)
+            .AddGlobalLayer("requests/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .AddLayer("requests/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day))
+            .Build();
+        (await policy.AcquireAsync(new Call("ann", "free"), RequestCost.None)).Dispose();
+        time.Advance(TimeSpan.FromMinutes(1));
+        using PolicyLease dayRefused = await policy.AcquireAsync(new Call("ann", "free"), RequestCost.None);
+        Assert.Equal("requests/day", dayRefused.BlockingLayer);
+        (await policy.AcquireAsync(new Call("bob", "pro"), RequestCost.None)).Dispose(); // the minute's one request
+        using PolicyLease minuteRefused = await policy.AcquireAsync(new Call("cy", "pro"), RequestCost.None);
+        Assert.Equal("requests/min", minuteRefused.BlockingLayer);
+
+        using PolicyLease refused = await policy.AcquireAsync(new Call("ann", "pro"), RequestCost.None);
+
+        Assert.False(refused.IsAcquired);
+        Assert.Equal("requests/min", refused.BlockingLayer);
+        Assert.True(refused.RetryAfter <= TimeSpan.FromMinutes(1), $"retry after {refused.RetryAfter}");
+    }
+
+    [Fact]
     public async Task Pause_OnOneNode_ReachesAnotherWithinTheCheckInterval_UntilResumed()
     {
         using ConnectionMultiplexer otherConnection = _server.Connect();
