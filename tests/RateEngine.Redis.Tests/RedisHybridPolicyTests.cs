@@ -350,6 +350,55 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Dispose_AnOverrunChargedWhileTheDisposesDebtReservationIsOnTheWire_IsCountedToo()
+    {
+        // The key is at its cap on Redis and owes 500: dispose sends a reservation for the debt, which Redis refuses a grant.
+        // An overrun of 300 charged while that reservation is on the wire joins it and is not carried by it: dispose must
+        // send another, or nothing on this node ever would.
+        RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        using ConnectionMultiplexer otherConnection = _server.Connect();
+        using RedisRatePolicy<Call> other = new RedisRatePolicyBuilder<Call>(Options(otherConnection))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0))).Dispose();
+        PolicyLease open = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0));
+        Assert.True(open.IsAcquired);
+        long otherUsed = 0;
+        while (true)
+        {
+            using PolicyLease taken = await other.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
+            if (!taken.IsAcquired)
+            {
+                break;
+            }
+
+            otherUsed++;
+        }
+
+        LocalReservations<LayerKey> blocks = policy.BlockLayer(0).Blocks!;
+        LayerKey annKey = blocks.Find("ann")!;
+        Interlocked.Add(ref annKey.Debt, 500);
+        using (ConnectionMultiplexer admin = _server.Connect(admin: true))
+        {
+            await admin.GetServer(_server.Endpoint).ExecuteAsync("CLIENT", "PAUSE", "1500", "WRITE");
+        }
+
+        policy.Dispose(); // its blocks go back in the background, the debt first
+        await Eventually(() => blocks.RefillInFlight("ann") && Volatile.Read(ref annKey.Debt) == 0); // the 500 on the wire, held
+        open.Reconcile(new RequestCost(700, 0));
+        await Eventually(() => blocks.KeyCount == 0); // its dispose is done
+        other.Dispose();
+        LocalReservations<LayerKey> otherBlocks = other.BlockLayer(0).Blocks!;
+        await Eventually(() => otherBlocks.KeyCount == 0);
+
+        using RedisRatePolicy<Call> reader = Budgets(_server.Connect());
+        Assert.Equal(0, Volatile.Read(ref annKey.Debt));
+        Assert.Equal(400 + 700 + 500 + otherUsed, (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used);
+    }
+
+    [Fact]
     public async Task Dispose_ALeaseThatOutlivesItsPolicy_GivesItsRefundToRedis()
     {
         // A stream's lease outlives its node's policy (the host shuts down while the stream ends). Disposing the lease gives

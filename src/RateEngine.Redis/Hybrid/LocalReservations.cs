@@ -374,18 +374,22 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
         // A key that still owes Redis a charge (an overrun that no reservation has carried yet: one refused near the cap,
         // one that failed, or none sent while the breaker was open) sends it now: after this, nothing on this node would.
+        // Rounds, as a request's own debt count takes them: a charge while the reservation is on the wire joins it without
+        // riding on it (the ticket was sized before), and a grant that does not come (the key at its cap) pays none of it.
         foreach (TKey key in _keys.Values)
         {
-            if (!key.MayForget && _mayCall())
+            for (int round = 0; round < 3 && !key.MayForget && _mayCall(); round++)
             {
                 try
                 {
+                    await WhenSettled(key).ConfigureAwait(false);
                     await StartRefill(key, need: 0).ConfigureAwait(false);
                 }
                 catch (Exception error) when (error is RedisException or TimeoutException or ObjectDisposedException)
                 {
                     // Redis is unreachable (or the connection was disposed first): the debt goes with the node, as any charge
                     // this node could not send.
+                    break;
                 }
             }
         }
