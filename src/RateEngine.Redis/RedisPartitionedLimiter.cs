@@ -151,7 +151,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     public override RateLimiterStatistics? GetStatistics(TResource resource) => null;
 
     /// <summary>The Redis key of a partition: the partition key is the hash tag, so its keys share one cluster slot.</summary>
-    internal string KeyOf(string partitionKey, RedisRule rule) => $"{_keyPrefix}:{{{partitionKey}}}:{rule.Suffix}";
+    internal string KeyOf(string partitionKey, RedisRule rule) => RedisRule.KeyOf(_keyPrefix, partitionKey, rule);
 
     /// <summary>Runs the script for one call: the native path under both acquires (and the tests' view of the decision).</summary>
     internal Task<RedisResult> Evaluate(TResource resource, int permitCount)
@@ -229,7 +229,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         TOptions options = self._optionsResolver(partitionKey) ?? throw new InvalidOperationException($"No options were resolved for key '{partitionKey}'.");
         RedisRule rule = self._rules.GetValue(options, created => self._createRule(created));
-        return new LimiterKey(partitionKey, rule, self.KeyOf(partitionKey, rule));
+        return new LimiterKey(partitionKey, rule, self._keyPrefix);
     }
 
     /// <summary>The hybrid mode's key and rule for a request, checked as <see cref="Resolve"/> checks it.</summary>

@@ -99,11 +99,16 @@ public sealed class LocalReservationsTests : IAsyncDisposable
     private LocalBlock Block(long granted, long remaining, long limit) =>
         new(granted, remaining, _time.GetTimestamp() + _time.TimestampFrequency * 60, Period, refusedNeed: 0, limit);
 
-    private sealed class Key(string name) : LocalKey(name, "redis:" + name);
+    private sealed class Key(string name) : LocalKey(name)
+    {
+        public override string RedisKey => "redis:" + PartitionKey;
+    }
 
     /// <summary>A key with a debt, and a charge that lands right after the sweep's check, as one from another thread can.</summary>
-    private sealed class OwingKey(string name) : LocalKey(name, "redis:" + name)
+    private sealed class OwingKey(string name) : LocalKey(name)
     {
+        public override string RedisKey => "redis:" + PartitionKey;
+
         public long Debt;
 
         public long ChargeJustAfterTheCheck;

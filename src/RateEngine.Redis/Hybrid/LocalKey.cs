@@ -4,12 +4,15 @@ namespace RateEngine.Redis.Hybrid;
 /// One key's local state on one node: its current block and the reservation in flight. The limiter's keys carry their
 /// rule (<see cref="LimiterKey"/>), a layered policy's keys their layer's limit (<see cref="Policies.LayerKey"/>).
 /// </summary>
-internal abstract class LocalKey(string partitionKey, string redisKey)
+internal abstract class LocalKey(string partitionKey)
 {
     public string PartitionKey { get; } = partitionKey;
 
-    /// <summary>The key on Redis, made once rather than per reservation.</summary>
-    public string RedisKey { get; } = redisKey;
+    /// <summary>
+    /// The key on Redis, made when a reservation or a return needs it (about one call per block): kept, the string was the
+    /// largest part of a key's state on every node, between the hot objects of the keys around it.
+    /// </summary>
+    public abstract string RedisKey { get; }
 
     public LocalBlock Block = LocalBlock.Empty;
 

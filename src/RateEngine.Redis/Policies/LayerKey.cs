@@ -6,8 +6,10 @@ namespace RateEngine.Redis.Policies;
 /// One key of a layer served from local blocks (the hybrid mode): the cap its requests last saw (a tier's, so it can
 /// change at run time) and the overruns its blocks could not cover, which its next reservation counts on Redis.
 /// </summary>
-internal sealed class LayerKey(string partitionKey, string redisKey) : LocalKey(partitionKey, redisKey)
+internal sealed class LayerKey(string partitionKey, string layerKeyPrefix) : LocalKey(partitionKey)
 {
+    public override string RedisKey => layerKeyPrefix + PartitionKey;
+
     /// <summary>The cap in force at the latest request: reservations ask under it, and a block granted under a higher one is given back.</summary>
     public long Limit;
 

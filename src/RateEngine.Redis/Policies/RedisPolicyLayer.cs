@@ -151,7 +151,7 @@ internal sealed class RedisPolicyLayer<TContext>
     public LayerKey BlockKeyOf(TContext context) => BlockKeyFor(PartitionKeyOf(context));
 
     /// <summary>The hybrid mode's state of a key on this layer, made on first touch (or after the idle sweep forgot it).</summary>
-    public LayerKey BlockKeyFor(string partitionKey) => Blocks!.KeyOf(partitionKey, static (key, layer) => new LayerKey(key, layer.KeyPrefix + key), this);
+    public LayerKey BlockKeyFor(string partitionKey) => Blocks!.KeyOf(partitionKey, static (key, layer) => new LayerKey(key, layer.KeyPrefix), this);
 
     /// <summary>
     /// The key's live state: the key itself, or, once the idle sweep forgot it (a lease held it meanwhile), the state

@@ -23,6 +23,9 @@ internal abstract class RedisRule
     /// </summary>
     public abstract string Suffix { get; }
 
+    /// <summary>A limiter's key on Redis for one partition: the partition hash-tagged, so all of its keys share a cluster slot.</summary>
+    public static string KeyOf(string keyPrefix, string partitionKey, RedisRule rule) => $"{keyPrefix}:{{{partitionKey}}}:{rule.Suffix}";
+
     public abstract LuaScript Script { get; }
 
     /// <summary>The script's parameters; <paramref name="now"/> is the client's µs, or -1 for the server's clock.</summary>
