@@ -28,6 +28,11 @@ internal abstract class AlgorithmHost
     /// Ticks until <paramref name="permits"/> could have passed, for any count, even beyond the limit (a request behind
     /// queued ones): the first <c>permits mod limit</c> when the algorithm says, then one more limit per refill.
     /// </summary>
+    /// <remarks>
+    /// Beyond the limit there are waiters ahead, and they go first and whole: the head is waiting because it needs more than
+    /// is free now, so the first limit's worth passes no sooner than one permit more than is free would. (Permits free now
+    /// cannot be counted as the first part: the head does not take them, and nobody behind it may.)
+    /// </remarks>
     public long GetRetryAfterBehind(long now, long permits)
     {
         long limit = PermitLimit;
@@ -37,7 +42,8 @@ internal abstract class AlgorithmHost
         }
 
         long refills = (permits - 1) / limit;
-        Int128 ticks = GetRetryAfter(now, permits - (refills * limit)) + ((Int128)refills * RefillTicks);
+        long first = Math.Min(limit, Math.Max(permits - (refills * limit), GetAvailablePermits(now) + 1));
+        Int128 ticks = GetRetryAfter(now, first) + ((Int128)refills * RefillTicks);
         return ticks > TimeMath.MaxTicks ? TimeMath.MaxTicks : (long)ticks;
     }
 }

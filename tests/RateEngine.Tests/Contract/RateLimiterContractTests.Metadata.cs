@@ -67,6 +67,41 @@ public abstract partial class RateLimiterContractTests
         Assert.Equal(ExpectedRetryBehind(4, queued + requested), retryAfter);
     }
 
+    [Fact]
+    public async Task AttemptAcquire_HeadWaiterNeedsMoreThanIsFree_RetryAfterIsLateEnoughToBeAdmitted()
+    {
+        // 3 of 4 free, a waiter for 4 at the head: it is served at the first refill and takes the whole limit, so a request
+        // behind it passes no sooner than the refill after that, though 1 permit is free now.
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(4, 8, OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Task<RateLimitLease> head = Enqueue(limiter, 4);
+        time.Advance(ShortWhile);
+
+        using RateLimitLease refused = limiter.AttemptAcquire(1);
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+
+        // A millisecond at a time: the fake runs a timer's callback at the time an advance ends, and the head's permits count
+        // from when it is served. A manual limiter is replenished at each step, as an application's timer would do it; an
+        // automatic one ignores that. One millisecond more: a wake-up timer counts whole ones, so the head may be served up
+        // to one after its permits were free, which no RETRY_AFTER can know of.
+        TimeSpan step = TimeSpan.FromMilliseconds(1);
+        for (TimeSpan left = retryAfter + step; left > TimeSpan.Zero; left -= step)
+        {
+            time.Advance(left < step ? left : step);
+            limiter.TryReplenish();
+        }
+
+        Assert.True(head.IsCompleted);
+        Assert.True((await head).IsAcquired);
+        using RateLimitLease retried = limiter.AttemptAcquire(1);
+        if (!retried.IsAcquired)
+        {
+            Assert.Fail($"refused again at RETRY_AFTER ({retryAfter}), then told {RetryAfterOf(retried)} more");
+        }
+    }
+
     [Theory]
     [InlineData(4, 2, 2, 1)] // 3 of 4: within the first refill
     [InlineData(2, 1, 1, 2)] // 3 of 2: the queued one takes the first refill, this request the second
