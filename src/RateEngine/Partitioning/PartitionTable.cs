@@ -195,6 +195,13 @@ internal sealed class PartitionTable<TKey, TEntry>
                     makeRoom(shardIndex);
                     slots = shard.Current;
                     i = EndOfRun(slots, hash, out probes, out sameHash);
+
+                    // The sweep gave what it freed back beyond what a shard keeps, and the unit borrowed above with it.
+                    if (shard.Budget == 0 && !Borrow(shard))
+                    {
+                        refusal = AddRefusal.Full;
+                        return null;
+                    }
                 }
 
                 if (sameHash >= MaxSameHash)
@@ -217,6 +224,7 @@ internal sealed class PartitionTable<TKey, TEntry>
 
                 Volatile.Write(ref slots.Entry(i), entry);
                 Volatile.Write(ref shard.Live, shard.Live + 1);
+                Debug.Assert(shard.Budget > 0, "a key goes in only on capacity its shard holds");
                 shard.Budget--;
                 return entry;
             }

@@ -41,6 +41,15 @@ public class PartitionTableTests
         public int GetHashCode(string obj) => obj.StartsWith("same", StringComparison.Ordinal) ? 7 : 1 << 26;
     }
 
+    /// <summary>Keys starting "same" share one hash; the others spread, all in shard 0 under the test seed.</summary>
+    private sealed class SameOrShardZero : IEqualityComparer<string>
+    {
+        public bool Equals(string? x, string? y) => string.Equals(x, y, StringComparison.Ordinal);
+
+        public int GetHashCode(string obj) =>
+            obj.StartsWith("same", StringComparison.Ordinal) ? 7 : (int)((uint)StringComparer.Ordinal.GetHashCode(obj) >> 7);
+    }
+
     private static readonly Entry Tombstone = new("tombstone");
 
     private static PartitionTable<string, Entry> NewTable(int maxEntries = 1_000_000, IEqualityComparer<string>? comparer = null) =>
@@ -65,6 +74,26 @@ public class PartitionTableTests
 
         Assert.NotNull(Add(table, "other"));
         Assert.Equal(5, table.Count);
+    }
+
+    [Fact]
+    public void GetOrAdd_ASweepForIdleKeysOfItsHashMakesRoom_TheKeyStillTakesCapacity()
+    {
+        // The sweep gives the idle keys' capacity back beyond what a shard keeps, and with it the unit this key had borrowed:
+        // inserted without one, the shard's budget went below zero and the shard stopped refusing keys at all.
+        var table = new PartitionTable<string, Entry>(new SameOrShardZero(), Tombstone, 8, seed: ((1UL << 32) + 1, 0));
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.NotNull(Add(table, $"same{i}"));
+        }
+
+        Assert.NotNull(Add(table, "same4", shard => table.SweepHeld(shard, (key, _) => key is not "same4")));
+        for (int i = 0; i < 100; i++)
+        {
+            Add(table, $"k{i}");
+        }
+
+        Assert.Equal(8, table.Count);
     }
 
     [Fact]
