@@ -112,14 +112,25 @@ public abstract partial class RateEngineLimiter
             // waiter alone in the queue can have been missed (a refund that sees others queued serves the queue itself),
             // and only it is served here: waiters behind a servable head wait for a replenishment, as in-box.
             Interlocked.MemoryBarrier();
-            now = _clock.Now();
-            if (_queue.Count == 1 && _host.GetAvailablePermits(now) > 0)
+            try
             {
-                ServeQueueLocked();
+                now = _clock.Now();
+                if (_queue.Count == 1 && _host.GetAvailablePermits(now) > 0)
+                {
+                    ServeQueueLocked();
+                }
+                else
+                {
+                    ScheduleWakeupLocked(now);
+                }
             }
-            else
+            catch when (waiter.Queued)
             {
-                ScheduleWakeupLocked(now);
+                // A clock that throws fails the call: its waiter goes too, or nobody would hold it, no wake-up would be armed
+                // for it, and it would keep every request behind it (and its partition key from eviction) for good.
+                RemoveLocked(waiter);
+                waiter.Registration.Unregister();
+                throw;
             }
 
             return new ValueTask<RateLimitLease>(waiter.Task);

@@ -1,0 +1,49 @@
+using System.Threading.RateLimiting;
+using RateEngine.Tests.Support;
+
+namespace RateEngine.Tests.Limiters;
+
+/// <summary>A clock that fails while a request is being queued: the call fails, and no waiter is left behind.</summary>
+public class QueueClockFailureTests
+{
+    private static readonly FixedWindowRateLimiterOptions OnePerMinute = new() { PermitLimit = 1, Window = TimeSpan.FromMinutes(1), QueueLimit = 1 };
+
+    [Fact]
+    public void AcquireAsync_ClockFailsOnceTheWaiterIsQueued_LeavesNoWaiterBehind()
+    {
+        // The clock is read again after the waiter is queued. Failing there used to leave a waiter nobody held and no
+        // wake-up armed: every later request was refused as queued behind it, for good.
+        var time = new FailingClock();
+        using var limiter = new LockFreeFixedWindowRateLimiter(OnePerMinute, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        time.FailAfterNextTimer = true;
+
+        Assert.Throws<TimeoutException>(() => limiter.AcquireAsync(1));
+
+        time.Failing = false;
+        Assert.Equal(0, limiter.GetStatistics()!.CurrentQueuedCount);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+    }
+
+    [Fact]
+    public void AcquireAsync_PartitionKeysClockFailsOnceTheWaiterIsQueued_TheKeyIsAdmittedAndEvictedLater()
+    {
+        // On a partition key the orphaned waiter also kept the key from ever being evicted as idle.
+        var time = new FailingClock();
+        using PartitionedRateLimiter<string> limiter = PartitionedLimiter.CreateFixedWindow<string, string>(
+            key => key, _ => OnePerMinute, new PartitionedLimiterOptions { TimeProvider = time });
+        var partitions = (RateEngine.Partitioning.IPartitionDiagnostics)limiter;
+        Assert.True(limiter.AttemptAcquire("ann").IsAcquired);
+        time.FailAfterNextTimer = true;
+
+        Assert.Throws<TimeoutException>(() => limiter.AcquireAsync("ann"));
+
+        time.Failing = false;
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True(limiter.AttemptAcquire("ann").IsAcquired);
+        time.Advance(TimeSpan.FromHours(1));
+        partitions.SweepAllShards();
+        Assert.Equal(0, partitions.PartitionCount);
+    }
+}
