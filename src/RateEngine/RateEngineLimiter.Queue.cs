@@ -222,10 +222,12 @@ public abstract partial class RateEngineLimiter
             return;
         }
 
+        // Marked armed only once the timer is set: a clock or timer that throws on the way must not leave a wake-up noted
+        // that never comes, which the next waiter due no sooner would trust and arm nothing for.
         _wakeup ??= CreateWakeup();
+        _wakeup.Change(WakeupDelay(_clock.ToRetryAfter(ticks)), Timeout.InfiniteTimeSpan); // after a step back, its catch-up too
         _wakeupArmed = true;
         _wakeupDue = due;
-        _wakeup.Change(WakeupDelay(_clock.ToRetryAfter(ticks)), Timeout.InfiniteTimeSpan); // after a step back, its catch-up too
     }
 
     /// <summary>

@@ -27,6 +27,27 @@ public class QueueClockFailureTests
     }
 
     [Fact]
+    public async Task AcquireAsync_ClockFailsWhileTheWakeupIsSet_TheNextWaiterIsStillServed()
+    {
+        // The wake-up's own clock read (its delay after a step back) failed after the wake-up was noted as armed: the next
+        // waiter, due no sooner, trusted it and armed nothing, and was never served.
+        var time = new FailingClock();
+        using var limiter = new LockFreeFixedWindowRateLimiter(OnePerMinute, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        time.FailAfterNextTimer = true;
+        time.ReadsBeforeFailing = 1; // the read after the waiter is queued passes; the wake-up's fails
+
+        Assert.Throws<TimeoutException>(() => limiter.AcquireAsync(1));
+
+        time.Failing = false;
+        time.Advance(TimeSpan.FromSeconds(1));
+        Task<RateLimitLease> waiting = limiter.AcquireAsync(1).AsTask();
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True(waiting.IsCompleted);
+        Assert.True((await waiting).IsAcquired);
+    }
+
+    [Fact]
     public void AcquireAsync_PartitionKeysClockFailsOnceTheWaiterIsQueued_TheKeyIsAdmittedAndEvictedLater()
     {
         // On a partition key the orphaned waiter also kept the key from ever being evicted as idle.

@@ -7,17 +7,37 @@ internal sealed class FailingClock : FakeTimeProvider
 {
     public bool Failing { get; set; }
 
-    /// <summary>Sets <see cref="Failing"/> once the next timer is made: the reads after it fail (a limiter's first wait).</summary>
+    /// <summary>
+    /// Sets <see cref="Failing"/> once the next timer is made and <see cref="ReadsBeforeFailing"/> more reads went through:
+    /// the reads after that fail (in a limiter's first wait, after its waiter was queued).
+    /// </summary>
     public bool FailAfterNextTimer { get; set; }
 
-    public override long GetTimestamp() => Failing ? throw new TimeoutException("the clock failed") : base.GetTimestamp();
+    /// <summary>Reads that still succeed after the timer <see cref="FailAfterNextTimer"/> waits for. Default 0.</summary>
+    public int ReadsBeforeFailing { get; set; }
+
+    private int _readsLeft = -1;
+
+    public override long GetTimestamp()
+    {
+        if (_readsLeft == 0)
+        {
+            (_readsLeft, Failing) = (-1, true);
+        }
+        else if (_readsLeft > 0)
+        {
+            _readsLeft--;
+        }
+
+        return Failing ? throw new TimeoutException("the clock failed") : base.GetTimestamp();
+    }
 
     public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
     {
         ITimer timer = base.CreateTimer(callback, state, dueTime, period);
         if (FailAfterNextTimer)
         {
-            (FailAfterNextTimer, Failing) = (false, true);
+            (FailAfterNextTimer, _readsLeft) = (false, ReadsBeforeFailing);
         }
 
         return timer;
