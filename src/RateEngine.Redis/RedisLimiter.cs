@@ -40,7 +40,7 @@ public static class RedisLimiter
         new RedisPartitionedLimiter<TResource, FixedWindowRateLimiterOptions>(keySelector, optionsResolver, rule => new FixedWindowRule(rule), options, servesHybrid: true,
             (resolver, share, time) => PartitionedLimiter.CreateFixedWindow<string, string>(
                 key => key,
-                key => resolver(key) switch { var full => new FixedWindowRateLimiterOptions { PermitLimit = share(full.PermitLimit), Window = full.Window } },
+                key => resolver(key) switch { var full => new FixedWindowRateLimiterOptions { PermitLimit = share.Of(full.PermitLimit), Window = full.Window } },
                 Local(time)));
 
     /// <summary>A token bucket per key, refilled continuously at <c>TokensPerPeriod</c> per <c>ReplenishmentPeriod</c>.</summary>
@@ -54,9 +54,9 @@ public static class RedisLimiter
                 {
                     var full => new TokenBucketRateLimiterOptions
                     {
-                        TokenLimit = share(full.TokenLimit),
-                        TokensPerPeriod = share(full.TokensPerPeriod),
-                        ReplenishmentPeriod = full.ReplenishmentPeriod,
+                        TokenLimit = share.Of(full.TokenLimit),
+                        TokensPerPeriod = share.Of(full.TokensPerPeriod),
+                        ReplenishmentPeriod = share.Stretch(full.ReplenishmentPeriod, full.TokensPerPeriod),
                     },
                 },
                 Local(time)));
@@ -70,7 +70,7 @@ public static class RedisLimiter
                 key => key,
                 key => resolver(key) switch
                 {
-                    var full => new SlidingWindowCounterRateLimiterOptions { PermitLimit = share(full.PermitLimit), Window = full.Window, SegmentsPerWindow = full.SegmentsPerWindow },
+                    var full => new SlidingWindowCounterRateLimiterOptions { PermitLimit = share.Of(full.PermitLimit), Window = full.Window, SegmentsPerWindow = full.SegmentsPerWindow },
                 },
                 Local(time)));
 
@@ -85,7 +85,7 @@ public static class RedisLimiter
         new RedisPartitionedLimiter<TResource, SlidingWindowLogRateLimiterOptions>(keySelector, optionsResolver, rule => new SlidingWindowLogRule(rule), options, servesHybrid: false,
             (resolver, share, time) => PartitionedLimiter.CreateSlidingWindowLog<string, string>(
                 key => key,
-                key => resolver(key) switch { var full => new SlidingWindowLogRateLimiterOptions { PermitLimit = share(full.PermitLimit), Window = full.Window } },
+                key => resolver(key) switch { var full => new SlidingWindowLogRateLimiterOptions { PermitLimit = share.Of(full.PermitLimit), Window = full.Window } },
                 Local(time)));
 
     /// <summary>

@@ -59,7 +59,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         Func<TOptions, RedisRule> createRule,
         RedisLimiterOptions options,
         bool servesHybrid,
-        Func<Func<string, TOptions>, Func<int, int>, TimeProvider, PartitionedRateLimiter<string>>? createFallback = null)
+        Func<Func<string, TOptions>, FallbackShare, TimeProvider, PartitionedRateLimiter<string>>? createFallback = null)
     {
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentNullException.ThrowIfNull(optionsResolver);
@@ -86,20 +86,19 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         if (options.FailureMode == RedisFailureMode.LocalFallback)
         {
             // Each node its share of every key's limit, in process, while Redis does not answer: configured, or 1/N of the
-            // live nodes the heartbeats counted (integer division: a floating 1/N times the limit can round a share down).
+            // live nodes the heartbeats counted.
             ArgumentNullException.ThrowIfNull(createFallback);
             TimeProvider time = options.TimeProvider;
             if (options.LocalFallbackLiveNodes is { } live)
             {
-                _createFallback = nodes => createFallback(optionsResolver, limit => Math.Max(1, limit / nodes), time);
+                _createFallback = nodes => createFallback(optionsResolver, FallbackShare.OfNodes(nodes), time);
                 _fallbackNodes = live.MinimumNodeCount;
                 _fallback = _createFallback(_fallbackNodes);
                 _registry = new RedisNodeRegistry(_database, _keyPrefix, live, time, Now, Counted);
             }
             else
             {
-                double share = options.LocalFallbackShare;
-                _fallback = createFallback(optionsResolver, limit => Math.Max(1, (int)Math.Floor(limit * share)), time);
+                _fallback = createFallback(optionsResolver, FallbackShare.Configured(options.LocalFallbackShare), time);
             }
         }
 

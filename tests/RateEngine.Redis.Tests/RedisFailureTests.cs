@@ -193,6 +193,37 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public void AttemptAcquire_ServerDown_TokenBucketFallbackRefillsAtTheNodesShareOfTheRate()
+    {
+        // One token a second for the fleet, a quarter of it here. Rounded up to a whole token a second, this node alone
+        // refilled at the fleet's whole rate for as long as the outage lasted.
+        var clock = new FakeTimeProvider();
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateTokenBucket<string>(
+            user => user,
+            _ => new TokenBucketRateLimiterOptions { TokenLimit = 4, TokensPerPeriod = 1, ReplenishmentPeriod = TimeSpan.FromSeconds(1) },
+            new RedisLimiterOptions
+            {
+                Connection = _connection, KeyPrefix = "bucket-" + Guid.NewGuid().ToString("N"), SyncTimeout = TimeSpan.FromMilliseconds(200),
+                FailureMode = RedisFailureMode.LocalFallback, LocalFallbackShare = 0.25, FailureCooldown = TimeSpan.FromDays(1),
+                TimeProvider = clock,
+            });
+        _server.Kill();
+        int admitted = 0;
+        for (int second = 0; second < 60; second++)
+        {
+            for (int i = 0; i < 5; i++)
+            {
+                admitted += limiter.AttemptAcquire("ann").IsAcquired ? 1 : 0;
+            }
+
+            clock.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        // Its share of the burst (1), and of 60 s at a quarter of a token a second (15).
+        Assert.InRange(admitted, 10, 16);
+    }
+
+    [Fact]
     public async Task AttemptAcquire_ServerDown_LocalFallbackFromLiveNodesEnforcesOneNthOnEachNode()
     {
         string prefix = "live-" + Guid.NewGuid().ToString("N");
