@@ -430,58 +430,79 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         PolicyLayer<TContext>[] layers = _layers;
         var holds = new LayerHold[layers.Length];
 
-        // Phase 1: keys, entries and tiers. User code runs here, before anything changes. Looked at again if the tiers
-        // changed meanwhile: every layer's tier must be of one version (finding a key again finds the same entry).
-        for (int version = StableTiersVersion(), pass = 0; ; version = StableTiersVersion(), pass++)
+        while (true)
         {
-            if (pass > 0)
+            // Phase 1: keys, entries and tiers. User code runs here, before anything changes. Looked at again if the tiers
+            // changed meanwhile: every layer's tier must be of one version (finding a key again finds the same entry).
+            int version;
+            for (int pass = 0; ; pass++)
             {
-                Array.Clear(holds); // nothing of the other version's pass stays (a tier it found, an entry for it)
-            }
-
-            RefusedPolicyLease? refusal = LookUp(context, estimate, requests, holds);
-            if (StableTiersVersion() == version)
-            {
-                if (refusal is not null)
+                version = StableTiersVersion();
+                if (pass > 0)
                 {
-                    return refusal;
+                    Array.Clear(holds); // nothing of the other version's pass stays (a tier it found, an entry for it)
                 }
 
-                break;
-            }
-        }
-
-        // Phase 2: one clock read, then every layer reserves; the first refusal rolls back the layers before it. User code
-        // runs here only after an eviction race (the key selector, to find the key's live entry) or, once every layer has
-        // reserved, for a soft layer's threshold listener: if it throws, every reservation this request made is rolled back
-        // before the exception goes on.
-        long now = _clock.Now();
-        int reserving = 0;
-        try
-        {
-            for (; reserving < layers.Length; reserving++)
-            {
-                PolicyLayer<TContext> layer = layers[reserving];
-                if (!layer.TryReserve(context, ref holds[reserving], now, AmountOn(layer, estimate, requests), out long retryAfter))
+                RefusedPolicyLease? refusal = LookUp(context, estimate, requests, holds);
+                if (StableTiersVersion() == version)
                 {
-                    if (TryRollBack(holds, reserving - 1, now) is { } failed)
+                    if (refusal is not null)
                     {
-                        ExceptionDispatchInfo.Throw(failed); // every layer was tried: the catch below finds nothing more to give back
+                        return refusal;
                     }
 
-                    return Refusal(holds, reserving, now, retryAfter, estimate, requests);
+                    break;
                 }
             }
 
-            for (int i = 0; _hasSoftLayers && i < layers.Length; i++)
+            // Phase 2: one clock read, then every layer reserves; the first refusal rolls back the layers before it. User
+            // code runs here only after an eviction race (the key selector, to find the key's live entry) or, once every
+            // layer has reserved, for a soft layer's threshold listener: if it throws, every reservation this request made is
+            // rolled back before the exception goes on.
+            long now = _clock.Now();
+            int reserving = 0;
+            try
             {
-                layers[i].Admitted(context, ref holds[i]);
+                for (; reserving < layers.Length; reserving++)
+                {
+                    PolicyLayer<TContext> layer = layers[reserving];
+                    if (!layer.TryReserve(context, ref holds[reserving], now, AmountOn(layer, estimate, requests), out long retryAfter))
+                    {
+                        if (TryRollBack(holds, reserving - 1, now) is { } failed)
+                        {
+                            ExceptionDispatchInfo.Throw(failed); // every layer was tried: the catch below finds nothing more to give back
+                        }
+
+                        return Refusal(holds, reserving, now, retryAfter, estimate, requests);
+                    }
+                }
+
+                // The reservations took effect on the tiers of `version`. An update published since (a thread stalled before
+                // its reservations) put other caps in force: everything goes back, and the request is decided again on
+                // them. Soft thresholds too are judged only against the limits in force.
+                if (StableTiersVersion() != version)
+                {
+                    if (TryRollBack(holds, layers.Length - 1, now) is { } failed)
+                    {
+                        ExceptionDispatchInfo.Throw(failed);
+                    }
+
+                    Array.Clear(holds);
+                    continue;
+                }
+
+                for (int i = 0; _hasSoftLayers && i < layers.Length; i++)
+                {
+                    layers[i].Admitted(context, ref holds[i]);
+                }
             }
-        }
-        catch
-        {
-            _ = TryRollBack(holds, Math.Min(reserving, layers.Length - 1), now); // the exception that got here goes on, not a refund's
-            throw;
+            catch
+            {
+                _ = TryRollBack(holds, Math.Min(reserving, layers.Length - 1), now); // the exception that got here goes on, not a refund's
+                throw;
+            }
+
+            break;
         }
 
         if (requests == 0)

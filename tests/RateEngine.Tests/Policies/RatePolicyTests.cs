@@ -1098,6 +1098,28 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public async Task UpdateTiers_WhileARequestStallsBetweenLookupAndReservation_TheRequestIsJudgedByTheCapsInForce()
+    {
+        // The request found its tier (1,000) and stalled before reserving; the cap was lowered to 200 meanwhile. Reserving
+        // on the old tier took usage to 600 under a cap of 200.
+        using var time = new GatedClock();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .UseTiers(c => c.Tier, new PolicyTiers { ["free"] = { ["tokens"] = 1_000 } })
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new Call("alice");
+        policy.Acquire(call, new RequestCost(100, 0)).Dispose(); // the key exists: the stalled request's first clock read is its reservation's
+        Task<PolicyLease> stalled = time.StallAtFirstClockRead(() => policy.Acquire(call, new RequestCost(500, 0)));
+
+        policy.UpdateTiers(new PolicyTiers { ["free"] = { ["tokens"] = 200 } });
+        time.Open();
+
+        using PolicyLease lease = await stalled;
+        Assert.False(lease.IsAcquired);
+        Assert.Equal(100, policy.GetUsage(call, "tokens").Used);
+    }
+
+    [Fact]
     public void Tiers_ALimitForALayerWhoseRuleSetsItsOwn_Throws()
     {
         // The rule's limit wins, so the tier's would be ignored without a word: an operator raising a cap in configuration
