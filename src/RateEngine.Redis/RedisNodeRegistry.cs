@@ -18,7 +18,12 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
     private readonly Func<long> _now;
     private readonly Action<int> _counted;
     private readonly ITimer _timer;
+    private readonly TimeProvider _time;
+    private readonly long _expiryTimestamps;
     private int _count;
+
+    /// <summary>When a count no lower than <see cref="_count"/> was last answered (on <see cref="_time"/>).</summary>
+    private long _countSeenAt;
     private int _beating;
     private volatile bool _disposed;
 
@@ -30,6 +35,9 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
         _expiry = options.Expiry.Ticks / 10;
         _minimum = options.MinimumNodeCount;
         _count = _minimum;
+        _time = time;
+        _expiryTimestamps = (long)(options.Expiry.TotalSeconds * time.TimestampFrequency);
+        _countSeenAt = time.GetTimestamp();
         _now = now;
         _counted = counted;
         _timer = ContextFreeTimer.Create(time, static state => ((RedisNodeRegistry)state!).Beat(), this, options.HeartbeatInterval, options.HeartbeatInterval);
@@ -74,9 +82,18 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
                 return;
             }
 
+            // A lower count only once the higher one has gone unanswered for a whole Expiry. The set empties for everyone in
+            // an outage longer than Expiry, or a restart that lost it, and the nodes come back one heartbeat at a time: taken
+            // at once, the first back would count itself alone, and an outage right after would run on that whole share.
             int count = (int)Math.Clamp(live, _minimum, int.MaxValue);
-            Volatile.Write(ref _count, count);
-            _counted(count);
+            long at = _time.GetTimestamp();
+            if (count >= _count || at - _countSeenAt >= _expiryTimestamps)
+            {
+                _countSeenAt = at;
+                Volatile.Write(ref _count, count);
+            }
+
+            _counted(Volatile.Read(ref _count));
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {

@@ -224,6 +224,55 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task LiveNodes_TheSetLostInARestart_ANodeBackFirstKeepsItsCountUntilTheOthersHadAnExpiryToReturn()
+    {
+        // The set of live nodes empties for everyone in a restart that loses it (or an outage longer than Expiry), and the
+        // nodes come back one heartbeat at a time. The first back counted itself alone, and an outage right after ran on
+        // the whole limit there: the fleet admitted up to 1 + 1/2 + 1/3 of it.
+        string prefix = "live-" + Guid.NewGuid().ToString("N");
+        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
+        var first = new FakeTimeProvider();
+        var others = new FakeTimeProvider();
+        PartitionedRateLimiter<string>[] nodes =
+        [
+            LiveNodes(connections[0], prefix, first, expiry: TimeSpan.FromSeconds(1)),
+            LiveNodes(connections[1], prefix, others, expiry: TimeSpan.FromSeconds(1)),
+            LiveNodes(connections[2], prefix, others, expiry: TimeSpan.FromSeconds(1)),
+        ];
+        try
+        {
+            await Eventually(
+                () =>
+                {
+                    first.Advance(TimeSpan.FromMilliseconds(200));
+                    return nodes.All(node => Engine(node).FallbackNodes == 3);
+                },
+                "every node counts three live nodes",
+                others);
+            IDatabase database = _connection.GetDatabase();
+            await database.KeyDeleteAsync(prefix + ":nodes"); // as a restart without persistence leaves it
+
+            first.Advance(TimeSpan.FromMilliseconds(200)); // the first node back beats alone, within Expiry
+            await Eventually(() => database.SortedSetLength(prefix + ":nodes") == 1, "the first node registered again");
+            await Task.Delay(200);
+            Assert.Equal(3, Engine(nodes[0]).FallbackNodes);
+
+            // Alone for a whole Expiry: the others are gone, and its share grows.
+            await Eventually(
+                () =>
+                {
+                    first.Advance(TimeSpan.FromMilliseconds(200));
+                    return Engine(nodes[0]).FallbackNodes == 1;
+                },
+                "the first node counts itself alone once the others stayed away for Expiry");
+        }
+        finally
+        {
+            Dispose(nodes, connections);
+        }
+    }
+
+    [Fact]
     public async Task AttemptAcquire_ServerDown_LocalFallbackFromLiveNodesEnforcesOneNthOnEachNode()
     {
         string prefix = "live-" + Guid.NewGuid().ToString("N");
