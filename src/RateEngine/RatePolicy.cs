@@ -478,9 +478,13 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
                 }
 
                 // The reservations took effect on the tiers of `version`. An update published since (a thread stalled before
-                // its reservations) put other caps in force: everything goes back, and the request is decided again on
-                // them. Soft thresholds too are judged only against the limits in force.
-                if (StableTiersVersion() != version)
+                // its reservations) may have put lower caps in force: then everything goes back, and the request is decided
+                // again on them (a bucket's or a log's take may stay counted: rolled back late, as after a listener that
+                // throws). One update that left every limit this request was decided on in force, or raised it, changes
+                // nothing: each reservation was judged on its old tier or its new one. Soft thresholds are judged only
+                // against the limit in force.
+                int published = StableTiersVersion();
+                if (published != version && (published != version + 2 || !DecidedOnTheLimitsInForce(holds)))
                 {
                     if (TryRollBack(holds, layers.Length - 1, now) is { } failed)
                     {
@@ -513,6 +517,20 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         return _tracksAbandoned
             ? new TrackedPolicyLease<TContext>(this, context, holds, estimate)
             : new AcquiredPolicyLease<TContext>(this, context, holds, estimate);
+    }
+
+    /// <summary>Whether every layer's hold was reserved on the limit now in force for its tier, or a higher one where it refuses.</summary>
+    private bool DecidedOnTheLimitsInForce(LayerHold[] holds)
+    {
+        for (int i = 0; i < holds.Length; i++)
+        {
+            if (!_layers[i].DecidedOnTheLimitInForce(ref holds[i]))
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>Phase 1 of a decision: each layer's key, entry and tier; the refusal of a layer that can never admit the request.</summary>

@@ -54,7 +54,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         _shape = createAlgorithm(rule.Limit ?? 1);
         if (rule.Limit is { } limit)
         {
-            _fixed = new LayerTier<TAlgorithm>(limit, _shape);
+            _fixed = new LayerTier<TAlgorithm>(null, limit, _shape);
         }
         else
         {
@@ -341,12 +341,24 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             if (tiers.TryGetLimit(tierName, Name, out long limit))
             {
                 CheckLimit(limit, tierName);
-                byTier[tierName] = new LayerTier<TAlgorithm>(limit, _createAlgorithm(limit));
+                byTier[tierName] = new LayerTier<TAlgorithm>(tierName, limit, _createAlgorithm(limit));
             }
         }
 
         FrozenDictionary<string, LayerTier<TAlgorithm>> prepared = byTier.ToFrozenDictionary(StringComparer.Ordinal);
         return () => Volatile.Write(ref _tiers, prepared);
+    }
+
+    public override bool DecidedOnTheLimitInForce(ref LayerHold hold)
+    {
+        if (_fixed is not null || hold.Tier is not LayerTier<TAlgorithm> decided)
+        {
+            return true;
+        }
+
+        // A hard layer's request that passed a limit passes any higher one; a soft layer's thresholds are fractions of it.
+        return Volatile.Read(ref _tiers).TryGetValue(decided.Name!, out LayerTier<TAlgorithm>? current)
+            && (IsSoft ? current.Limit == decided.Limit : current.Limit >= decided.Limit);
     }
 
     public override void CopyTiersTo(PolicyTiers tiers)

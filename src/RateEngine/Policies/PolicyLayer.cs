@@ -83,6 +83,12 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// <summary>Writes this layer's limit of every tier into <paramref name="tiers"/> (nothing for a layer with a fixed limit).</summary>
     public abstract void CopyTiersTo(PolicyTiers tiers);
 
+    /// <summary>
+    /// After a tier update: whether the limit <paramref name="hold"/> was reserved on is still its tier's, or (on a layer that
+    /// refuses) a higher one, which a request that passed the lower one passes too. True for a layer without tiers.
+    /// </summary>
+    public abstract bool DecidedOnTheLimitInForce(ref LayerHold hold);
+
     /// <summary>The layer's key table, shared with every layer of the same key selector; null for a layer without keys.</summary>
     public abstract IKeyTable? Keys { get; }
 

@@ -1120,6 +1120,31 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public async Task UpdateTiers_RaisesASoftLimitWhileARequestStalls_ThresholdsAreJudgedAgainstTheNewLimit()
+    {
+        // Judged against the old 1,000, the stalled request reported 80 % at 850 and used up that threshold for the period:
+        // at 8,050 of the new 10,000 nothing was reported.
+        using var time = new GatedClock();
+        var crossings = new List<ThresholdCrossing>();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .UseTiers(c => c.Tier, new PolicyTiers { ["free"] = { ["alerts"] = 1_000 } })
+            .AddLayer("alerts", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1)).Counting(PolicyMeter.Tokens).AsSoft(0.8))
+            .OnThresholdCrossed(crossings.Add)
+            .Build();
+        var call = new Call("alice");
+        policy.Acquire(call, new RequestCost(0, 0)).Dispose(); // the key exists: the stalled request's first clock read is its reservation's
+        Task<PolicyLease> stalled = time.StallAtFirstClockRead(() => policy.Acquire(call, new RequestCost(850, 0)));
+
+        policy.UpdateTiers(new PolicyTiers { ["free"] = { ["alerts"] = 10_000 } });
+        time.Open();
+        (await stalled).Dispose();
+        policy.Acquire(call, new RequestCost(7_200, 0)).Dispose();
+
+        ThresholdCrossing crossing = Assert.Single(crossings);
+        Assert.Equal((0.8, 8_050L, 10_000L), (crossing.Threshold, crossing.Used, crossing.Limit));
+    }
+
+    [Fact]
     public void Tiers_ALimitForALayerWhoseRuleSetsItsOwn_Throws()
     {
         // The rule's limit wins, so the tier's would be ignored without a word: an operator raising a cap in configuration
