@@ -22,8 +22,10 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
     private readonly long _expiryTimestamps;
     private int _count;
 
-    /// <summary>When a count no lower than <see cref="_count"/> was last answered (on <see cref="_time"/>).</summary>
-    private long _countSeenAt;
+    /// <summary>When the answers below <see cref="_count"/> began (on <see cref="_time"/>); <see cref="NoLowerCount"/> while none.</summary>
+    private long _lowerSince = NoLowerCount;
+
+    private const long NoLowerCount = long.MinValue;
     private int _beating;
     private volatile bool _disposed;
 
@@ -37,7 +39,6 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
         _count = _minimum;
         _time = time;
         _expiryTimestamps = (long)(options.Expiry.TotalSeconds * time.TimestampFrequency);
-        _countSeenAt = time.GetTimestamp();
         _now = now;
         _counted = counted;
         _timer = ContextFreeTimer.Create(time, static state => ((RedisNodeRegistry)state!).Beat(), this, options.HeartbeatInterval, options.HeartbeatInterval);
@@ -82,14 +83,24 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
                 return;
             }
 
-            // A lower count only once the higher one has gone unanswered for a whole Expiry. The set empties for everyone in
-            // an outage longer than Expiry, or a restart that lost it, and the nodes come back one heartbeat at a time: taken
-            // at once, the first back would count itself alone, and an outage right after would run on that whole share.
+            // A lower count only once Redis has answered lower for a whole Expiry. The set empties for everyone in an outage
+            // longer than Expiry, or a restart that lost it, and the nodes come back one heartbeat at a time: taken at once,
+            // the first back would count itself alone, and an outage right after would run on that whole share. Timed from
+            // the first lower answer, not the last higher one, which an outage alone would leave long past.
             int count = (int)Math.Clamp(live, _minimum, int.MaxValue);
             long at = _time.GetTimestamp();
-            if (count >= _count || at - _countSeenAt >= _expiryTimestamps)
+            if (count >= _count)
             {
-                _countSeenAt = at;
+                _lowerSince = NoLowerCount;
+                Volatile.Write(ref _count, count);
+            }
+            else if (_lowerSince == NoLowerCount)
+            {
+                _lowerSince = at;
+            }
+            else if (at - _lowerSince >= _expiryTimestamps)
+            {
+                _lowerSince = NoLowerCount;
                 Volatile.Write(ref _count, count);
             }
 
