@@ -15,8 +15,8 @@ namespace RateEngine;
 /// </typeparam>
 /// <remarks>
 /// <para><b>The quantile.</b> Each selector keeps its last <see cref="CostEstimatorOptions.SampleCount"/> (N) actuals in
-/// a ring. Every k = max(1, N / 64) observations (4 for the default N = 256), and on the observation that completes the
-/// warm-up, <see cref="Observe"/> copies the ring, sorts the copy (an in-place introsort: O(N log N), no allocation,
+/// a ring. Every k = max(1, n / 64) observations for the n actuals held (4 for the default N = 256 once full), and on the
+/// observation that completes the warm-up, <see cref="Observe"/> copies the ring, sorts the copy (an in-place introsort: O(N log N), no allocation,
 /// about 64·log2 N comparisons per observation amortized) and caches the nearest-rank quantile: the smallest sample x
 /// such that at least ⌈q·n⌉ of the n samples are ≤ x. <see cref="Estimate"/> reads that cached value and never sorts.
 /// The error bound: the cached value is the exact empirical quantile of the window as it was at most k − 1
@@ -45,7 +45,6 @@ public sealed class CostEstimator<TSelector>
     private readonly int _minimumSamples;
     private readonly double _headroom;
     private readonly int _maxSelectors;
-    private readonly int _recomputeInterval;
     private int _selectorCount;
 
     /// <summary>Creates an estimator with the default options.</summary>
@@ -68,7 +67,6 @@ public sealed class CostEstimator<TSelector>
         _minimumSamples = options.MinimumSamples;
         _headroom = options.Headroom;
         _maxSelectors = options.MaxSelectors;
-        _recomputeInterval = Math.Max(1, _sampleCount / 64);
         _windows = new ConcurrentDictionary<TSelector, SampleWindow>(comparer ?? EqualityComparer<TSelector>.Default);
     }
 
@@ -109,7 +107,7 @@ public sealed class CostEstimator<TSelector>
         ArgumentOutOfRangeException.ThrowIfNegative(actual);
         if (_windows.TryGetValue(selector, out SampleWindow? window) || (window = Add(selector)) is not null)
         {
-            window.Add(actual, _quantile, _headroom, _minimumSamples, _recomputeInterval);
+            window.Add(actual, _quantile, _headroom, _minimumSamples);
         }
     }
 

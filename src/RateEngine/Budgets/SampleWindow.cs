@@ -7,7 +7,7 @@ namespace RateEngine.Budgets;
 /// <remarks>
 /// Invariant: <see cref="Cached"/> is <see cref="NotReady"/> until the window holds the minimum number of samples;
 /// from then on it is at least 1 and is the (headroom-scaled) nearest-rank quantile of the ring as it was at the last
-/// recompute, which happened at most k − 1 observations ago. It is published with one volatile write of a long (atomic
+/// recompute, which happened at most k − 1 observations ago, k = max(1, n / 64) for the n samples held. It is published with one volatile write of a long (atomic
 /// on 64-bit runtimes, which are the ones .NET 10 supports), so a reader sees an old or a new value, never a torn one.
 /// </remarks>
 internal sealed class SampleWindow(int capacity)
@@ -25,7 +25,7 @@ internal sealed class SampleWindow(int capacity)
 
     public long Cached => Volatile.Read(ref _cached);
 
-    public void Add(long actual, double quantile, double headroom, int minimumSamples, int recomputeInterval)
+    public void Add(long actual, double quantile, double headroom, int minimumSamples)
     {
         lock (_lock)
         {
@@ -42,9 +42,11 @@ internal sealed class SampleWindow(int capacity)
                 return;
             }
 
-            // The first estimate as soon as there are enough samples, then one per interval (a full ring keeps its count
-            // at minimumSamples when the two are equal: that must not mean a sort on every sample).
-            if (_cached == NotReady || _sinceRecompute >= recomputeInterval)
+            // The first estimate as soon as there are enough samples, then one every n / 64 samples for the n held (a full
+            // ring keeps its count at minimumSamples when the two are equal: that must not mean a sort on every sample). By
+            // the samples held, not the ring's size: while a large ring fills, the first estimate would otherwise stand
+            // for up to N / 64 - 1 samples, from only the minimum.
+            if (_cached == NotReady || _sinceRecompute >= Math.Max(1, _count / 64))
             {
                 _sinceRecompute = 0;
                 Volatile.Write(ref _cached, Recompute(quantile, headroom));
