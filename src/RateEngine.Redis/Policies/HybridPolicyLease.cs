@@ -183,29 +183,36 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
     protected override void Dispose(bool disposing)
     {
-        lock (_overrun)
+        try
         {
-            if (_state != Ended)
+            lock (_overrun)
             {
-                if (_state == Open)
+                if (_state != Ended)
                 {
-                    // What the steps did not consume, on layers that refund unreconciled estimates: what they did, and
-                    // an overrun past it, was spent.
-                    long[] refunds = new long[_takes.Keys.Length];
-                    for (int i = 0; i < refunds.Length; i++)
+                    // Ended first: a give-back reads the clock, and one that throws part-way must not leave the lease to give
+                    // back again (what it did not reach stays counted: stricter).
+                    bool open = _state == Open;
+                    _state = Ended;
+                    if (open)
                     {
-                        RedisPolicyLayer<TContext> layer = _policy.BlockLayer(i);
-                        refunds[i] = layer.Rule.RefundsUnreconciled ? layer.Unspent(_consumed, _takes.Amounts[i], _overrun[i]) : 0;
+                        // What the steps did not consume, on layers that refund unreconciled estimates: what they did, and
+                        // an overrun past it, was spent.
+                        long[] refunds = new long[_takes.Keys.Length];
+                        for (int i = 0; i < refunds.Length; i++)
+                        {
+                            RedisPolicyLayer<TContext> layer = _policy.BlockLayer(i);
+                            refunds[i] = layer.Rule.RefundsUnreconciled ? layer.Unspent(_consumed, _takes.Amounts[i], _overrun[i]) : 0;
+                        }
+
+                        _policy.GiveBack(_takes, refunds);
                     }
-
-                    _policy.GiveBack(_takes, refunds);
                 }
-
-                _state = Ended;
             }
         }
-
-        _remote?.Dispose();
+        finally
+        {
+            _remote?.Dispose(); // the exact part's concurrency slot goes whatever the blocks' give-back met
+        }
     }
 
     private RequestCost Overrun(RequestCost actual) => actual.PastEstimate(_estimate);
@@ -264,8 +271,10 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
                 }
             }
 
-            _policy.GiveBack(_takes, refunds);
+            // Settled first: a give-back reads the clock, and one that throws part-way must not leave the lease open to a
+            // second reconcile or a dispose that would give back again (what it did not reach stays counted: stricter).
             _state = Reconciled;
+            _policy.GiveBack(_takes, refunds);
             return owed;
         }
     }

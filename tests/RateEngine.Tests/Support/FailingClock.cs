@@ -18,6 +18,9 @@ internal sealed class FailingClock : FakeTimeProvider
 
     private int _readsLeft = -1;
 
+    /// <summary>Lets <paramref name="reads"/> more reads through, then sets <see cref="Failing"/>.</summary>
+    public void FailAfter(int reads) => _readsLeft = reads;
+
     public override long GetTimestamp()
     {
         if (_readsLeft == 0)
@@ -29,8 +32,17 @@ internal sealed class FailingClock : FakeTimeProvider
             _readsLeft--;
         }
 
-        return Failing ? throw new TimeoutException("the clock failed") : base.GetTimestamp();
+        if (Failing)
+        {
+            Failing = !FailOnce;
+            throw new TimeoutException("the clock failed");
+        }
+
+        return base.GetTimestamp();
     }
+
+    /// <summary>Whether a failing read sets <see cref="Failing"/> back: one read fails, the next ones do not.</summary>
+    public bool FailOnce { get; set; }
 
     public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
     {
