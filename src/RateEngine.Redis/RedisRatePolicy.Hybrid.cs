@@ -304,16 +304,26 @@ public sealed partial class RedisRatePolicy<TContext>
                 return usage is null ? remote : new RefusedPolicyLease(remote.BlockingLayer!, remote.Reason!, remote.RetryAfter, remote.IsServiceWide, remote.IsPermanentRefusal) { UsageAtDecision = usage };
             }
 
-            // The wait on Redis may have outlasted a block's period (the permits are used from now on, when it has ended).
-            if (TakenFromEndedBlock(takes))
+            // Past the per-request layers' admission, a clock that throws would leave an admission nobody holds (its
+            // concurrency slot held until its lease timed out): the remote part is rolled back before the exception goes on.
+            // (Shares not yet given back stay taken: counted on Redis, unused until their period ends; stricter.)
+            try
             {
-                await RollBackQuietly(remote).ConfigureAwait(false);
-                continue;
+                // The wait on Redis may have outlasted a block's period (the permits are used from now on, when it has ended).
+                if (!TakenFromEndedBlock(takes))
+                {
+                    // Only now, when the keys are final: a retry above may replace a key the background refill would be sized for.
+                    PrefetchLow(takes);
+                    return new HybridPolicyLease<TContext>(this, takes, remote, estimate, UsageOf(takes, remote.UsageAtDecision));
+                }
+            }
+            catch
+            {
+                RedisTasks.Observe(RollBackQuietly(remote));
+                throw;
             }
 
-            // Only now, when the keys are final: a retry above may replace a key the background refill would be sized for.
-            PrefetchLow(takes);
-            return new HybridPolicyLease<TContext>(this, takes, remote, estimate, UsageOf(takes, remote.UsageAtDecision));
+            await RollBackQuietly(remote).ConfigureAwait(false);
         }
     }
 
@@ -713,33 +723,47 @@ public sealed partial class RedisRatePolicy<TContext>
         Task<LocalBlock>? only = null;
         List<Task>? waits = null;
         long now = _blockClock.GetTimestamp();
-        for (int j = first; j < takes.Keys.Length; j++)
+        try
         {
-            LayerKey key = takes.Keys[j];
-            long amount = Math.Max(takes.Amounts[j], 1);
-            LocalBlock block = Volatile.Read(ref key.Block);
-            bool answers = now < block.ExpiresAt && (block.Refused ? amount >= block.RefusedNeed : Volatile.Read(ref block.Remaining) >= amount);
-            if (j > first && answers)
+            for (int j = first; j < takes.Keys.Length; j++)
             {
-                continue;
+                LayerKey key = takes.Keys[j];
+                long amount = Math.Max(takes.Amounts[j], 1);
+                LocalBlock block = Volatile.Read(ref key.Block);
+                bool answers = now < block.ExpiresAt && (block.Refused ? amount >= block.RefusedNeed : Volatile.Read(ref block.Remaining) >= amount);
+                if (j > first && answers)
+                {
+                    continue;
+                }
+
+                // The cap the key's next reservation asks under: this request's, unless a request of another tier sets its
+                // own before the call is sent (then this one may not use the block, and asks again).
+                Volatile.Write(ref key.Limit, takes.Limits[j]);
+                if (_blockLayers[j].Blocks!.Begin(key, amount, out Task<LocalBlock> refill) is { } ticket)
+                {
+                    (batch ??= []).Add((_blockLayers[j], ticket));
+                }
+
+                if (only is null)
+                {
+                    only = refill;
+                }
+                else
+                {
+                    (waits ??= [only]).Add(refill);
+                }
+            }
+        }
+        catch (Exception error) when (batch is not null)
+        {
+            // A clock that threw while a later key's reservation was sized: the ones claimed before it would never be sent,
+            // and every caller of those keys would wait on them for good.
+            foreach ((_, LocalReservations<LayerKey>.Ticket ticket) in batch)
+            {
+                LocalReservations<LayerKey>.Fail(ticket, error);
             }
 
-            // The cap the key's next reservation asks under: this request's, unless a request of another tier sets its own
-            // before the call is sent (then this one may not use the block, and asks again).
-            Volatile.Write(ref key.Limit, takes.Limits[j]);
-            if (_blockLayers[j].Blocks!.Begin(key, amount, out Task<LocalBlock> refill) is { } ticket)
-            {
-                (batch ??= []).Add((_blockLayers[j], ticket));
-            }
-
-            if (only is null)
-            {
-                only = refill;
-            }
-            else
-            {
-                (waits ??= [only]).Add(refill);
-            }
+            throw;
         }
 
         if (batch is not null)
@@ -798,8 +822,27 @@ public sealed partial class RedisRatePolicy<TContext>
         }
     }
 
-    private void SendPrefetch(LayerKey[] keys, List<(int Layer, TaskCompletionSource<LocalBlock> Completion)> claimed) =>
-        RedisTasks.Observe(SendReservations([.. claimed.Select(item => (_blockLayers[item.Layer], _blockLayers[item.Layer].Blocks!.Size(keys[item.Layer], 0, item.Completion)))]));
+    private void SendPrefetch(LayerKey[] keys, List<(int Layer, TaskCompletionSource<LocalBlock> Completion)> claimed)
+    {
+        List<(RedisPolicyLayer<TContext> Layer, LocalReservations<LayerKey>.Ticket Ticket)> batch;
+        try
+        {
+            batch = [.. claimed.Select(item => (_blockLayers[item.Layer], _blockLayers[item.Layer].Blocks!.Size(keys[item.Layer], 0, item.Completion)))];
+        }
+        catch (Exception error)
+        {
+            // On the pool there is nobody to throw to (an exception would end the process): a clock that threw while they
+            // were sized fails every refill claimed here, sized or not, so their keys can claim others.
+            foreach ((int layer, TaskCompletionSource<LocalBlock> completion) in claimed)
+            {
+                LocalReservations<LayerKey>.Fail(keys[layer], completion, error);
+            }
+
+            return;
+        }
+
+        RedisTasks.Observe(SendReservations(batch));
+    }
 
     private async Task SendReservations(List<(RedisPolicyLayer<TContext> Layer, LocalReservations<LayerKey>.Ticket Ticket)> batch)
     {

@@ -233,6 +233,82 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Dispose_ClockThrowsWhileGivingBack_TheConcurrencySlotIsStillReleased()
+    {
+        var time = new FailingClock();
+        time.SetUtcNow(Start);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("req/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100).RefundingUnreconciled())
+            .AddLayer("streams", call => call.User, PolicyRule.Concurrency(1))
+            .Build();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(lease.IsAcquired);
+
+        time.FailOnce = true;
+        time.FailAfter(0); // the block's give-back reads the clock first, and that read fails
+        Assert.Throws<TimeoutException>(lease.Dispose);
+
+        // The exact part's release goes to Redis in the background.
+        await Eventually(async () =>
+        {
+            using PolicyLease next = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+            return next.IsAcquired;
+        });
+    }
+
+    [Fact]
+    public async Task Reconcile_ClockThrowsPartWayThroughTheRefunds_NothingIsRefundedTwice()
+    {
+        var time = new FailingClock();
+        time.SetUtcNow(Start);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("tokens/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0));
+        Assert.True(lease.IsAcquired);
+
+        time.FailAfter(1); // the first layer's give-back reads the clock; the second's fails
+        Assert.Throws<TimeoutException>(() => lease.Reconcile(new RequestCost(0, 0)));
+        time.Failing = false;
+        lease.Dispose(); // settled already: gives nothing back again
+
+        long admitted = 0;
+        for (int i = 0; i < 20; i++)
+        {
+            using PolicyLease more = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(100, 0));
+            if (!more.IsAcquired)
+            {
+                break;
+            }
+
+            more.Reconcile(new RequestCost(100, 0));
+            admitted += 100;
+        }
+
+        Assert.True(admitted <= 1_000, $"{admitted} tokens admitted in a minute of 1,000");
+    }
+
+    [Fact]
+    public async Task AcquireAsync_ClockThrowsWhileACold_KeysReservationIsSized_TheKeyIsNotLeftWaitingForIt()
+    {
+        var time = new FailingClock();
+        time.SetUtcNow(Start);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("req/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100))
+            .Build();
+
+        time.FailAfter(2); // the take's and the refill's reads pass; the reservation's own (sizing it) fails
+        await Assert.ThrowsAsync<TimeoutException>(async () => await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None));
+        time.Failing = false;
+
+        Assert.False(policy.BlockLayer(0).Blocks!.RefillInFlight("ann"));
+        using var soon = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        using PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None, soon.Token);
+        Assert.True(lease.IsAcquired);
+    }
+
+    [Fact]
     public async Task Pause_OnOneNode_ReachesAnotherWithinTheCheckInterval_UntilResumed()
     {
         using ConnectionMultiplexer otherConnection = _server.Connect();

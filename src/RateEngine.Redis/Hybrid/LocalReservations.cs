@@ -247,7 +247,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             // A background refill: the caller that crossed the low-water mark returns at once, and the pool sizes and sends
             // it (without the caller's execution context, nor a clock reading of its own on the caller's time: the
             // reservation serves every caller of the key).
-            ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Self.Send(state.Self.Size(state.Key, 0, state.Completion)), (Self: this, Key: key, Completion: completion), preferLocal: false);
+            ThreadPool.UnsafeQueueUserWorkItem(static state => state.Self.SizeAndSend(state.Key, state.Completion), (Self: this, Key: key, Completion: completion), preferLocal: false);
             return refill;
         }
 
@@ -272,7 +272,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// <summary>
     /// Begins a reservation for the key, unless one is in flight (then null, and <paramref name="refill"/> is that one): the
     /// ticket says what to ask Redis for; the caller sends it (alone, or in one call with other keys' tickets) and hands the
-    /// answer to <see cref="Finish"/>, or the error to <see cref="Fail"/>.
+    /// answer to <see cref="Finish"/>, or the error to <see cref="Fail(Ticket, Exception)"/>.
     /// </summary>
     public Ticket? Begin(TKey key, long need, out Task<LocalBlock> refill) =>
         Claim(key, out refill) is { } completion ? Size(key, need, completion) : null;
@@ -296,10 +296,39 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         }
     }
 
+    /// <summary>A background refill, on the pool: sized and sent; a clock that throws has failed the refill (see <see cref="Size"/>).</summary>
+    private void SizeAndSend(TKey key, TaskCompletionSource<LocalBlock> completion)
+    {
+        Ticket ticket;
+        try
+        {
+            ticket = Size(key, 0, completion);
+        }
+        catch (Exception) when (completion.Task.IsCompleted)
+        {
+            return; // on the pool there is nobody to throw to: Size failed the refill with it, and that task is observed
+        }
+
+        _ = Send(ticket);
+    }
+
     /// <summary>What a claimed refill asks for, sized now.</summary>
+    /// <remarks>
+    /// A clock that throws fails the claimed refill with its exception before it goes on: left in flight, every caller of
+    /// the key would join it and wait for good, and nothing would sweep or dispose the key.
+    /// </remarks>
     public Ticket Size(TKey key, long need, TaskCompletionSource<LocalBlock> completion)
     {
-        long sent = _time.GetTimestamp();
+        long sent;
+        try
+        {
+            sent = _time.GetTimestamp();
+        }
+        catch (Exception error)
+        {
+            Fail(key, completion, error);
+            throw;
+        }
 
         // Doubling with demand: a block that ran low or out within its period asks for twice its size, so a busy key's
         // blocks grow to MaxBlock; one whose period ended asks for twice what it served, and after a refusal one permit, so
@@ -349,11 +378,14 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     /// <summary>Completes the key's refill with the error its reservation met (nothing is installed).</summary>
     /// <remarks>Observed here: a background refill nobody joined would otherwise raise an unobserved task exception.</remarks>
-    public static void Fail(Ticket ticket, Exception error)
+    public static void Fail(Ticket ticket, Exception error) => Fail(ticket.Key, ticket.Completion, error);
+
+    /// <summary>Completes a claimed refill with <paramref name="error"/>, sized or not, and lets the key claim another.</summary>
+    public static void Fail(TKey key, TaskCompletionSource<LocalBlock> completion, Exception error)
     {
-        ticket.Completion.TrySetException(error);
-        RedisTasks.Observe(ticket.Completion.Task);
-        Settled(ticket);
+        completion.TrySetException(error);
+        RedisTasks.Observe(completion.Task);
+        Interlocked.CompareExchange(ref key.Refill, null, completion.Task);
     }
 
     /// <summary>A reservation begun for one key: what to ask for, and when it was sent (a block's life counts from then).</summary>
