@@ -484,7 +484,8 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
                 // nothing: each reservation was judged on its old tier or its new one. Soft thresholds are judged only
                 // against the limit in force.
                 int published = StableTiersVersion();
-                if (published != version && (published != version + 2 || !DecidedOnTheLimitsInForce(holds)))
+                if (published != version
+                    && (published != version + 2 || !DecidedOnTheLimitsInForce(holds) || StableTiersVersion() != published))
                 {
                     if (TryRollBack(holds, layers.Length - 1, now) is { } failed)
                     {
