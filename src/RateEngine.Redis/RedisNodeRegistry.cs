@@ -26,6 +26,9 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
     private long _lowerSince = NoLowerCount;
 
     private const long NoLowerCount = long.MinValue;
+
+    /// <summary>The highest of the answers below <see cref="_count"/> since <see cref="_lowerSince"/>.</summary>
+    private int _highestLower;
     private int _beating;
     private volatile bool _disposed;
 
@@ -96,19 +99,26 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
             }
             else if (_lowerSince == NoLowerCount)
             {
-                _lowerSince = at;
+                (_lowerSince, _highestLower) = (at, count);
             }
-            else if (at - _lowerSince >= _expiryTimestamps)
+            else
             {
-                _lowerSince = NoLowerCount;
-                Volatile.Write(ref _count, count);
+                // The highest lower answer of the window: a deeper dip at its end (a set lost just then) is not the count.
+                _highestLower = Math.Max(_highestLower, count);
+                if (at - _lowerSince >= _expiryTimestamps)
+                {
+                    _lowerSince = NoLowerCount;
+                    Volatile.Write(ref _count, _highestLower);
+                }
             }
 
             _counted(Volatile.Read(ref _count));
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
-            // Redis does not answer: keep the count read last, which the fallback's share is made from.
+            // Redis does not answer: keep the count read last, which the fallback's share is made from. Lower answers before
+            // the outage do not count toward taking a lower count after it: the set may come back empty.
+            _lowerSince = NoLowerCount;
         }
         finally
         {

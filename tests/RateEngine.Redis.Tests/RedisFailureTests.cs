@@ -249,6 +249,13 @@ public sealed class RedisFailureTests : IDisposable
                 },
                 "every node counts three live nodes",
                 others);
+            // One node leaves first, and the first node hears the lower count just before the outage: that answer must not
+            // count toward taking a lower count after it.
+            nodes[2].Dispose();
+            await Eventually(() => _connection.GetDatabase().SortedSetLength(prefix + ":nodes") == 2, "the third node left");
+            first.Advance(TimeSpan.FromMilliseconds(200));
+            await Task.Delay(200);
+
             // An outage longer than Expiry (the heartbeats fail meanwhile), and a restart that loses the set.
             _server.Kill();
             first.Advance(TimeSpan.FromSeconds(2));
@@ -269,7 +276,7 @@ public sealed class RedisFailureTests : IDisposable
                 },
                 "the first node registered again");
             await Task.Delay(200);
-            Assert.Equal(3, Engine(nodes[0]).FallbackNodes);
+            Assert.True(Engine(nodes[0]).FallbackNodes >= 2, $"counted {Engine(nodes[0]).FallbackNodes}: itself alone, right after the restart");
 
             // Alone for a whole Expiry: the others are gone, and its share grows.
             await Eventually(
