@@ -290,6 +290,27 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Reconcile_ClockThrowsInTheBlocksGiveBack_TheLayersOnRedisAreStillReconciled()
+    {
+        // Settled here before its give-back, the lease used to leave without reconciling its part on Redis: a retry was
+        // refused as reconciled already, and the Redis layer never saw the actual.
+        var time = new FailingClock();
+        time.SetUtcNow(Start);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("usd/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 10_000).Counting(PolicyMeter.Money))
+            .AddLayer("streams", call => call.User, PolicyRule.Concurrency(4))
+            .Build();
+        using PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(0, 50));
+        Assert.True(lease.IsAcquired);
+
+        time.FailOnce = true;
+        time.FailAfter(0); // the money refund's give-back reads the clock first, and that read fails
+        Assert.Throws<TimeoutException>(() => lease.Reconcile(new RequestCost(0, 10)));
+
+        Assert.True(lease.IsSettled);
+    }
+
+    [Fact]
     public async Task AcquireAsync_ClockThrowsWhileACold_KeysReservationIsSized_TheKeyIsNotLeftWaitingForIt()
     {
         var time = new FailingClock();

@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 namespace RateEngine.Redis.Policies;
 
 /// <summary>
@@ -105,8 +106,9 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
     public override RequestCost Reconcile(RequestCost actual)
     {
-        ReconcileLocal(actual);
+        ReconcileLocal(actual, out ExceptionDispatchInfo? giveBackFailed);
         _remote?.Reconcile(actual);
+        giveBackFailed?.Throw();
         return Overrun(actual);
     }
 
@@ -114,13 +116,15 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
     public override RequestCost Reconcile()
     {
         RequestCost actual;
+        ExceptionDispatchInfo? giveBackFailed;
         lock (_overrun)
         {
             actual = _consumed;
-            ReconcileLocal(actual);
+            ReconcileLocal(actual, out giveBackFailed);
         }
 
         _remote?.Reconcile(actual);
+        giveBackFailed?.Throw();
         return Overrun(actual);
     }
 
@@ -128,7 +132,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
     {
         // Cancellation counts only before anything is settled: once the blocks are settled here, Redis is settled too.
         cancellationToken.ThrowIfCancellationRequested();
-        if (ReconcileLocal(actual))
+        if (ReconcileLocal(actual, out ExceptionDispatchInfo? giveBackFailed))
         {
             await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
         }
@@ -138,6 +142,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             await _remote.ReconcileAsync(actual, CancellationToken.None).ConfigureAwait(false);
         }
 
+        giveBackFailed?.Throw();
         return Overrun(actual);
     }
 
@@ -147,10 +152,11 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         cancellationToken.ThrowIfCancellationRequested(); // as ReconcileAsync: not once anything is settled
         RequestCost actual;
         bool owed;
+        ExceptionDispatchInfo? giveBackFailed;
         lock (_overrun)
         {
             actual = _consumed;
-            owed = ReconcileLocal(actual);
+            owed = ReconcileLocal(actual, out giveBackFailed);
         }
 
         if (owed)
@@ -163,6 +169,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             await _remote.ReconcileAsync(actual, CancellationToken.None).ConfigureAwait(false);
         }
 
+        giveBackFailed?.Throw();
         return Overrun(actual);
     }
 
@@ -242,9 +249,14 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         }
     }
 
-    /// <summary>Refunds what the actual leaves of each weighted layer's take, or charges what it goes past; whether Redis is owed some.</summary>
-    private bool ReconcileLocal(RequestCost actual)
+    /// <summary>
+    /// Refunds what the actual leaves of each weighted layer's take, or charges what it goes past; whether Redis is owed some.
+    /// A give-back that throws (it reads the clock) is handed out in <paramref name="giveBackFailed"/>, the lease settled: the
+    /// caller reconciles the exact part first, then throws it.
+    /// </summary>
+    private bool ReconcileLocal(RequestCost actual, out ExceptionDispatchInfo? giveBackFailed)
     {
+        giveBackFailed = null;
         RedisPolicyLease<TContext>.ThrowIfNotExact(actual, nameof(actual));
         lock (_overrun)
         {
@@ -274,7 +286,15 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             // Settled first: a give-back reads the clock, and one that throws part-way must not leave the lease open to a
             // second reconcile or a dispose that would give back again (what it did not reach stays counted: stricter).
             _state = Reconciled;
-            _policy.GiveBack(_takes, refunds);
+            try
+            {
+                _policy.GiveBack(_takes, refunds);
+            }
+            catch (Exception error)
+            {
+                giveBackFailed = ExceptionDispatchInfo.Capture(error);
+            }
+
             return owed;
         }
     }
