@@ -69,10 +69,13 @@ public static class GatewayRequests
             size.MaxRequestBodySize = limit;
         }
 
-        // ReadFromJsonAsync refuses any other content type with an InvalidOperationException, a 500 if it got that far.
-        if (!http.Request.HasJsonContentType())
+        // ReadFromJsonAsync refuses any other content type, and a charset it does not know, with an InvalidOperationException:
+        // a 500 if it got that far, and before any layer counted the request. JSON is UTF-8 (RFC 8259).
+        if (!http.Request.HasJsonContentType()
+            || http.Request.GetTypedHeaders().ContentType?.Charset is { Length: > 0 } charset
+                && !charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase))
         {
-            throw new BadHttpRequestException("A chat request is JSON: send Content-Type: application/json.", StatusCodes.Status415UnsupportedMediaType);
+            throw new BadHttpRequestException("A chat request is UTF-8 JSON: send Content-Type: application/json.", StatusCodes.Status415UnsupportedMediaType);
         }
 
         ChatBody? body;

@@ -159,6 +159,15 @@ public sealed class GatewaySampleTests
         };
         plain.Headers.Add("Authorization", "Bearer sk-bob");
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, (await gateway.Client.SendAsync(plain)).StatusCode);
+
+        // So is JSON in a charset the reader does not know (it threw before any layer counted the request: a free 500).
+        using var bogus = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent(JsonSerializer.Serialize(new { model = "small", max_tokens = 10, messages = new[] { new { role = "user", content = "hi" } } })),
+        };
+        bogus.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json") { CharSet = "bogus" };
+        bogus.Headers.Add("Authorization", "Bearer sk-bob");
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, (await gateway.Client.SendAsync(bogus)).StatusCode);
     }
 
     [Fact]
