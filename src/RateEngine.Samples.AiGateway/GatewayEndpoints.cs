@@ -136,7 +136,8 @@ public static class GatewayEndpoints
             team = caller.Team,
             tier = caller.Tier,
             paused = policies[PolicyName].IsPaused,
-            layers = (await policies[PolicyName].GetUsageAsync(request, http.RequestAborted)).Select(usage => new
+            // Not the service-wide cap: its usage is every customer's spend together (on a quiet service, each other request's).
+            layers = (await policies[PolicyName].GetUsageAsync(request, http.RequestAborted)).Where(usage => usage.Layer != GatewayPolicy.GlobalCostLayer).Select(usage => new
             {
                 layer = usage.Layer,
                 limit = usage.Limit,

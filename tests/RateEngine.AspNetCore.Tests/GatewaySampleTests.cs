@@ -94,8 +94,16 @@ public sealed class GatewaySampleTests
         Assert.Equal(HttpStatusCode.ServiceUnavailable, last);
         using HttpResponseMessage other = await Chat(gateway, "sk-bob", model: "large"); // its reservation no longer fits either
         Assert.Equal(HttpStatusCode.ServiceUnavailable, other.StatusCode);
-        Assert.Equal("global cost/day", (await Problem(other)).GetProperty("layer").GetString());
+        JsonElement problem = await Problem(other);
+        Assert.Equal("global cost/day", problem.GetProperty("layer").GetString());
+        Assert.False(problem.TryGetProperty("limit", out _)); // the service's cap and spend are no customer's business
+        Assert.False(problem.TryGetProperty("remaining", out _));
         Assert.Equal(TimeSpan.FromHours(15), other.Headers.RetryAfter?.Delta);
+
+        using var usage = new HttpRequestMessage(HttpMethod.Get, "/usage");
+        usage.Headers.Add("Authorization", "Bearer sk-bob");
+        JsonElement layers = (await (await gateway.Client.SendAsync(usage)).Content.ReadFromJsonAsync<JsonElement>()).GetProperty("layers");
+        Assert.DoesNotContain(layers.EnumerateArray(), layer => layer.GetProperty("layer").GetString() == "global cost/day");
     }
 
     [Fact]

@@ -50,7 +50,8 @@ internal static class RejectionWriter
             json.WriteString("detail", lease.Reason);
             json.WriteString("policy", decision.PolicyName);
             json.WriteString("layer", lease.BlockingLayer);
-            if (blocking is { } layer)
+            // Not a service-wide layer's: its limit and what is left are the whole service's spend, no customer's business.
+            if (blocking is { } layer && !lease.IsServiceWide)
             {
                 json.WriteNumber("limit", layer.Limit);
                 json.WriteNumber("remaining", layer.Remaining);
