@@ -43,7 +43,8 @@ public sealed class RateEngineOptions
 
     /// <summary>
     /// Whether responses carry the OpenAI-style set (<c>x-ratelimit-limit-requests</c>, <c>x-ratelimit-remaining-tokens</c>,
-    /// <c>x-ratelimit-reset-tokens</c>, ...) for clients that parse those. Default false.
+    /// <c>x-ratelimit-reset-tokens</c>, ..., and <c>x-ratelimit-remaining-cost</c> for money layers, in their units) for
+    /// clients that parse those: the tightest layer of each kind that is not service-wide. Default false.
     /// </summary>
     public bool OpenAiHeaders { get; set; }
 }

@@ -417,6 +417,29 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task SuccessHeaders_OpenAiSet_CarryTheTightestCostLayerThatIsNotServiceWide()
+    {
+        // A small tier's daily cost cap is what refuses it first: a client must see it coming. The service-wide cap is
+        // tighter here, and no customer's business.
+        RatePolicy<HttpContext> Costs(TimeProvider time) => new RatePolicyBuilder<HttpContext>()
+            .UseTimeProvider(time)
+            .AddLayer("user", ByApiKey, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), limit: 10))
+            .AddLayer("user cost/day", ByApiKey, PolicyRule.Calendar(CalendarPeriod.Day, limit: 5_000).Counting(PolicyMeter.Money))
+            .AddGlobalLayer("service cost/day", PolicyRule.Calendar(CalendarPeriod.Day, limit: 1_000).Counting(PolicyMeter.Money).AsServiceWide())
+            .Build();
+        await using RunningApp app = await StartAsync(
+            engine => engine.AddPolicy("chat", _ => Costs(_time)).UseEstimate(EstimateHeader),
+            new Dictionary<string, string?> { ["RateEngine:OpenAiHeaders"] = "true" });
+
+        using HttpResponseMessage response = await app.Client.SendAsync(Request("/chat", "alice", estimate: 100));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("5000", Header(response, "x-ratelimit-limit-cost"));
+        Assert.Equal("5000", Header(response, "x-ratelimit-remaining-cost"));
+        Assert.Equal("0s", Header(response, "x-ratelimit-reset-cost")); // nothing spent yet: nothing to wait for
+    }
+
+    [Fact]
     public async Task SuccessHeaders_ByDefault_AreNotSent()
     {
         await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 10)));

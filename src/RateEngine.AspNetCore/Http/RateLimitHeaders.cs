@@ -11,7 +11,8 @@ namespace RateEngine.AspNetCore.Http;
 /// <remarks>
 /// The IETF fields carry the layers that count requests (quota unit <c>requests</c>, the default) and the concurrency
 /// layers (<c>concurrent-requests</c>): the draft's registry has no unit for tokens or money, so token and cost budgets
-/// show in the OpenAI-style set and in the problem body instead. Soft layers never refuse, so they are not quotas.
+/// show in the OpenAI-style set (<c>-tokens</c>, and <c>-cost</c> in the money meter's units) and in the problem body
+/// instead; a service-wide layer's usage shows in neither. Soft layers never refuse, so they are not quotas.
 /// Partition keys (<c>pk</c>) are never sent: they would disclose a user's or an address's key.
 /// </remarks>
 internal static class RateLimitHeaders
@@ -58,19 +59,21 @@ internal static class RateLimitHeaders
     {
         WriteTightest(headers, policy, usage, PolicyMeter.Requests, "requests");
         WriteTightest(headers, policy, usage, PolicyMeter.Tokens, "tokens");
+        WriteTightest(headers, policy, usage, PolicyMeter.Money, "cost"); // a daily cost cap is what binds a small tier first
     }
 
     /// <summary>Whole seconds, rounded up: waiting that long is enough.</summary>
     public static long Seconds(TimeSpan span) => span <= TimeSpan.Zero ? 0 : (long)Math.Ceiling(span.TotalSeconds);
 
-    // The layer with the least left decides what a client can send next.
+    // The layer with the least left decides what a client can send next. Not a service-wide layer: what is left of it is the
+    // whole service's spend, no customer's business (its refusal still says which layer refused).
     private static void WriteTightest<TContext>(IHeaderDictionary headers, IRatePolicy<TContext> policy, IReadOnlyList<LayerUsage> usage, PolicyMeter meter, string unit)
     {
         LayerUsage? tightest = null;
         foreach (LayerUsage layer in usage)
         {
             PolicyRule rule = policy.GetRule(layer.Layer);
-            if (rule.Meter == meter && !rule.IsConcurrency && rule.SoftThresholds.Count == 0 && layer.Limit != long.MaxValue
+            if (rule.Meter == meter && !rule.IsConcurrency && !rule.IsServiceWide && rule.SoftThresholds.Count == 0 && layer.Limit != long.MaxValue
                 && (tightest is null || layer.Remaining < tightest.Value.Remaining))
             {
                 tightest = layer;
