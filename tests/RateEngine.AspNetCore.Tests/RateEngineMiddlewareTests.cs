@@ -440,6 +440,28 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task Refusal_ByAServiceWideRequestLayer_ShowsNoRateLimitFieldsForIt()
+    {
+        // The service's remaining count is every customer's traffic together: the refusal names the layer, no more.
+        RatePolicy<HttpContext> Service(TimeProvider time) => new RatePolicyBuilder<HttpContext>()
+            .UseTimeProvider(time)
+            .AddGlobalLayer("service", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), limit: 1).AsServiceWide())
+            .Build();
+        await using RunningApp app = await StartAsync(
+            engine => engine.AddPolicy("chat", _ => Service(_time)),
+            new Dictionary<string, string?> { ["RateEngine:RateLimitFieldsOnSuccess"] = "true" });
+
+        using HttpResponseMessage admitted = await app.Client.SendAsync(Request("/chat", "alice"));
+        using HttpResponseMessage refused = await app.Client.SendAsync(Request("/chat", "bob"));
+
+        Assert.Equal(HttpStatusCode.OK, admitted.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.False(admitted.Headers.Contains("RateLimit-Policy"));
+        Assert.False(refused.Headers.Contains("RateLimit-Policy"));
+        Assert.False(refused.Headers.Contains("RateLimit"));
+    }
+
+    [Fact]
     public async Task SuccessHeaders_ByDefault_AreNotSent()
     {
         await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => PerUser(_time, requestsPerMinute: 10)));

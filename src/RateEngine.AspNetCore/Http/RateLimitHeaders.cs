@@ -10,7 +10,7 @@ namespace RateEngine.AspNetCore.Http;
 /// </summary>
 /// <remarks>
 /// The IETF fields carry the layers that count requests (quota unit <c>requests</c>, the default) and the concurrency
-/// layers (<c>concurrent-requests</c>): the draft's registry has no unit for tokens or money, so token and cost budgets
+/// layers (<c>concurrent-requests</c>), never a service-wide one: the draft's registry has no unit for tokens or money, so token and cost budgets
 /// show in the OpenAI-style set (<c>-tokens</c>, and <c>-cost</c> in the money meter's units) and in the problem body
 /// instead; a service-wide layer's usage shows in neither. Soft layers never refuse, so they are not quotas.
 /// Partition keys (<c>pk</c>) are never sent: they would disclose a user's or an address's key.
@@ -27,9 +27,9 @@ internal static class RateLimitHeaders
         foreach (LayerUsage layer in Ordered(usage, blockingLayer))
         {
             PolicyRule rule = policy.GetRule(layer.Layer);
-            if (rule.Meter != PolicyMeter.Requests || rule.SoftThresholds.Count > 0 || layer.Limit == long.MaxValue)
+            if (rule.Meter != PolicyMeter.Requests || rule.SoftThresholds.Count > 0 || rule.IsServiceWide || layer.Limit == long.MaxValue)
             {
-                continue;
+                continue; // a service-wide layer's remaining count is the whole service's traffic, no customer's business
             }
 
             Separate(policies).Append(SfString(layer.Layer)).Append(";q=").Append(SfInteger(layer.Limit));
