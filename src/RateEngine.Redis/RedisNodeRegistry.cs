@@ -20,6 +20,7 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
     private readonly ITimer _timer;
     private readonly TimeProvider _time;
     private readonly long _expiryTimestamps;
+    private readonly long _intervalTimestamps;
     private int _count;
 
     /// <summary>When the answers below <see cref="_count"/> began (on <see cref="_time"/>); <see cref="NoLowerCount"/> while none.</summary>
@@ -42,6 +43,7 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
         _count = _minimum;
         _time = time;
         _expiryTimestamps = (long)(options.Expiry.TotalSeconds * time.TimestampFrequency);
+        _intervalTimestamps = (long)(options.HeartbeatInterval.TotalSeconds * time.TimestampFrequency);
         _now = now;
         _counted = counted;
         _timer = ContextFreeTimer.Create(time, static state => ((RedisNodeRegistry)state!).Beat(), this, options.HeartbeatInterval, options.HeartbeatInterval);
@@ -80,6 +82,7 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
     {
         try
         {
+            long sent = _time.GetTimestamp();
             var live = (long)(await _database.ScriptEvaluateAsync(NodeScripts.Heartbeat, new { Key = _key, Node = _node, Now = _now(), Expiry = _expiry }).ConfigureAwait(false));
             if (_disposed)
             {
@@ -92,6 +95,13 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
             // the first lower answer, not the last higher one, which an outage alone would leave long past.
             int count = (int)Math.Clamp(live, _minimum, int.MaxValue);
             long at = _time.GetTimestamp();
+            if (at - sent > _intervalTimestamps)
+            {
+                // An answer that took longer than a heartbeat interval may have waited out an outage in the client's queue
+                // (it queues commands while it reconnects): as after a failed heartbeat, lower answers before it do not count.
+                _lowerSince = NoLowerCount;
+            }
+
             if (count >= _count)
             {
                 _lowerSince = NoLowerCount;

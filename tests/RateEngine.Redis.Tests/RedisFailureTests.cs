@@ -294,6 +294,52 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task LiveNodes_AHeartbeatThatWaitedOutAnOutage_DoesNotFinishAWindowOfLowerAnswersBegunBeforeIt()
+    {
+        // The client queues a heartbeat while the server is away and sends it once it is back: it does not fail, so only
+        // its long round trip shows that an outage came between it and the lower answer before.
+        string prefix = "live-" + Guid.NewGuid().ToString("N");
+        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
+        var first = new FakeTimeProvider();
+        var others = new FakeTimeProvider();
+        PartitionedRateLimiter<string>[] nodes =
+        [
+            LiveNodes(connections[0], prefix, first, expiry: TimeSpan.FromSeconds(1)),
+            LiveNodes(connections[1], prefix, others, expiry: TimeSpan.FromSeconds(1)),
+            LiveNodes(connections[2], prefix, others, expiry: TimeSpan.FromSeconds(1)),
+        ];
+        try
+        {
+            await Eventually(
+                () =>
+                {
+                    first.Advance(TimeSpan.FromMilliseconds(200));
+                    return nodes.All(node => Engine(node).FallbackNodes == 3);
+                },
+                "every node counts three live nodes",
+                others);
+            nodes[2].Dispose();
+            await Eventually(() => _connection.GetDatabase().SortedSetLength(prefix + ":nodes") == 2, "the third node left");
+            first.Advance(TimeSpan.FromMilliseconds(200)); // the first node hears 2: a window of lower answers begins
+            await Task.Delay(200);
+
+            _server.Freeze();
+            first.Advance(TimeSpan.FromMilliseconds(200)); // its next heartbeat waits on the frozen server
+            first.Advance(TimeSpan.FromSeconds(2)); // longer than Expiry on the node's clock
+            await Task.Delay(1_500); // the second node's registration expires on the server's clock meanwhile
+            _server.Thaw();
+
+            await Eventually(() => _connection.GetDatabase().SortedSetLength(prefix + ":nodes") == 1, "the held heartbeat answered 1");
+            await Task.Delay(300);
+            Assert.Equal(3, Engine(nodes[0]).FallbackNodes); // not 2: that window began before the outage
+        }
+        finally
+        {
+            Dispose(nodes, connections);
+        }
+    }
+
+    [Fact]
     public async Task AttemptAcquire_ServerDown_LocalFallbackFromLiveNodesEnforcesOneNthOnEachNode()
     {
         string prefix = "live-" + Guid.NewGuid().ToString("N");
