@@ -10,6 +10,9 @@ namespace RateEngine.Samples.AiGateway;
 /// <summary>The gateway's endpoints: completions (plain or streamed), tool calls, usage, and the operator's pause.</summary>
 public static class GatewayEndpoints
 {
+    /// <summary>The policy's service-wide daily cost cap (see <see cref="GatewayPolicy"/>): its usage is the whole service's spend.</summary>
+    private const string GlobalCostLayer = "global cost/day";
+
     public const string PolicyName = "gateway";
 
     public static void Map(WebApplication app, bool rateEngine)
@@ -137,7 +140,7 @@ public static class GatewayEndpoints
             tier = caller.Tier,
             paused = policies[PolicyName].IsPaused,
             // Not the service-wide cap: its usage is every customer's spend together (on a quiet service, each other request's).
-            layers = (await policies[PolicyName].GetUsageAsync(request, http.RequestAborted)).Where(usage => usage.Layer != GatewayPolicy.GlobalCostLayer).Select(usage => new
+            layers = (await policies[PolicyName].GetUsageAsync(request, http.RequestAborted)).Where(usage => usage.Layer != GlobalCostLayer).Select(usage => new
             {
                 layer = usage.Layer,
                 limit = usage.Limit,

@@ -7,9 +7,6 @@ public sealed record ChatRequest(string ClientIp, string UserId, string TeamId, 
 
 public static class GatewayPolicy
 {
-    /// <summary>The service-wide daily cost cap: its usage is the whole service's spend, shown to no customer.</summary>
-    public const string GlobalCostLayer = "global cost/day";
-
     public const long MicroDollarsPerCent = 10_000;
 
     private static readonly HashSet<string> ExpensiveTools = ["code_interpreter", "web_browse"];
@@ -55,7 +52,7 @@ public static class GatewayPolicy
             .AddLayer("team cost/day", request => request.TeamId,
                 PolicyRule.Calendar(CalendarPeriod.Day, limit: 5_000 * MicroDollarsPerCent).Counting(PolicyMeter.Money)
                     .WithReason("the team's daily budget is spent"))
-            .AddGlobalLayer(GlobalCostLayer,
+            .AddGlobalLayer("global cost/day",
                 PolicyRule.Calendar(CalendarPeriod.Day).Counting(PolicyMeter.Money)
                     .AsServiceWide().WithReason("the service's daily cost cap is reached"), tierSelector: _ => "service")
             .OnThresholdCrossed(onThreshold)
