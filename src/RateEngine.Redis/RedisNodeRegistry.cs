@@ -20,7 +20,14 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
     private readonly ITimer _timer;
     private readonly TimeProvider _time;
     private readonly long _expiryTimestamps;
-    private readonly long _intervalTimestamps;
+    /// <summary>
+    /// A heartbeat's round trip past which its answer may have waited out an outage long enough to empty the set (every
+    /// registration renewed one interval before it began would have expired): Expiry less one interval, at least one tick.
+    /// </summary>
+    private readonly long _heldTimestamps;
+
+    /// <summary>Set when the connection failed or was restored: a restart may have lost the set whatever the round trip.</summary>
+    private volatile bool _reconnected;
     private int _count;
 
     /// <summary>When the answers below <see cref="_count"/> began (on <see cref="_time"/>); <see cref="NoLowerCount"/> while none.</summary>
@@ -43,7 +50,9 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
         _count = _minimum;
         _time = time;
         _expiryTimestamps = (long)(options.Expiry.TotalSeconds * time.TimestampFrequency);
-        _intervalTimestamps = (long)(options.HeartbeatInterval.TotalSeconds * time.TimestampFrequency);
+        _heldTimestamps = Math.Max(1, (long)((options.Expiry - options.HeartbeatInterval).TotalSeconds * time.TimestampFrequency));
+        database.Multiplexer.ConnectionFailed += OnConnectionChanged;
+        database.Multiplexer.ConnectionRestored += OnConnectionChanged;
         _now = now;
         _counted = counted;
         _timer = ContextFreeTimer.Create(time, static state => ((RedisNodeRegistry)state!).Beat(), this, options.HeartbeatInterval, options.HeartbeatInterval);
@@ -56,6 +65,8 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _disposed = true;
+        _database.Multiplexer.ConnectionFailed -= OnConnectionChanged;
+        _database.Multiplexer.ConnectionRestored -= OnConnectionChanged;
         await _timer.DisposeAsync().ConfigureAwait(false);
         try
         {
@@ -66,6 +77,8 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
             // Redis is down: the registration expires on its own.
         }
     }
+
+    private void OnConnectionChanged(object? sender, ConnectionFailedEventArgs e) => _reconnected = true;
 
     private void Beat()
     {
@@ -95,10 +108,12 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
             // the first lower answer, not the last higher one, which an outage alone would leave long past.
             int count = (int)Math.Clamp(live, _minimum, int.MaxValue);
             long at = _time.GetTimestamp();
-            if (at - sent > _intervalTimestamps)
+            if (at - sent > _heldTimestamps || _reconnected)
             {
-                // An answer that took longer than a heartbeat interval may have waited out an outage in the client's queue
-                // (it queues commands while it reconnects): as after a failed heartbeat, lower answers before it do not count.
+                // An answer held long enough that the set could have emptied meanwhile (the client queues commands through a
+                // short outage), or one after a reconnect (a restart may have lost the set): as after a failed heartbeat,
+                // lower answers before it do not count toward taking a lower count.
+                _reconnected = false;
                 _lowerSince = NoLowerCount;
             }
 
