@@ -229,33 +229,11 @@ public sealed class RedisFailureTests : IDisposable
         // The set of live nodes empties for everyone in a restart that loses it (or an outage longer than Expiry), and the
         // nodes come back one heartbeat at a time. The first back counted itself alone, and an outage right after ran on
         // the whole limit there: the fleet admitted up to 1 + 1/2 + 1/3 of it.
-        string prefix = "live-" + Guid.NewGuid().ToString("N");
-        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
-        var first = new FakeTimeProvider();
-        var others = new FakeTimeProvider();
-        PartitionedRateLimiter<string>[] nodes =
-        [
-            LiveNodes(connections[0], prefix, first, expiry: TimeSpan.FromSeconds(1)),
-            LiveNodes(connections[1], prefix, others, expiry: TimeSpan.FromSeconds(1)),
-            LiveNodes(connections[2], prefix, others, expiry: TimeSpan.FromSeconds(1)),
-        ];
+        // One node leaves first, and the first node hears the lower count just before the outage: that answer must not count
+        // toward taking a lower count after it.
+        (string prefix, PartitionedRateLimiter<string>[] nodes, ConnectionMultiplexer[] connections, FakeTimeProvider first) = await ThreeNodesAfterTheThirdLeft();
         try
         {
-            await Eventually(
-                () =>
-                {
-                    first.Advance(TimeSpan.FromMilliseconds(200));
-                    return nodes.All(node => Engine(node).FallbackNodes == 3);
-                },
-                "every node counts three live nodes",
-                others);
-            // One node leaves first, and the first node hears the lower count just before the outage: that answer must not
-            // count toward taking a lower count after it.
-            nodes[2].Dispose();
-            await Eventually(() => _connection.GetDatabase().SortedSetLength(prefix + ":nodes") == 2, "the third node left");
-            first.Advance(TimeSpan.FromMilliseconds(200));
-            await Task.Delay(200);
-
             // An outage longer than Expiry (the heartbeats fail meanwhile), and a restart that loses the set.
             _server.Kill();
             first.Advance(TimeSpan.FromSeconds(2));
@@ -298,31 +276,9 @@ public sealed class RedisFailureTests : IDisposable
     {
         // The client queues a heartbeat while the server is away and sends it once it is back: it does not fail, so only
         // its long round trip shows that an outage came between it and the lower answer before.
-        string prefix = "live-" + Guid.NewGuid().ToString("N");
-        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
-        var first = new FakeTimeProvider();
-        var others = new FakeTimeProvider();
-        PartitionedRateLimiter<string>[] nodes =
-        [
-            LiveNodes(connections[0], prefix, first, expiry: TimeSpan.FromSeconds(1)),
-            LiveNodes(connections[1], prefix, others, expiry: TimeSpan.FromSeconds(1)),
-            LiveNodes(connections[2], prefix, others, expiry: TimeSpan.FromSeconds(1)),
-        ];
+        (string prefix, PartitionedRateLimiter<string>[] nodes, ConnectionMultiplexer[] connections, FakeTimeProvider first) = await ThreeNodesAfterTheThirdLeft();
         try
         {
-            await Eventually(
-                () =>
-                {
-                    first.Advance(TimeSpan.FromMilliseconds(200));
-                    return nodes.All(node => Engine(node).FallbackNodes == 3);
-                },
-                "every node counts three live nodes",
-                others);
-            nodes[2].Dispose();
-            await Eventually(() => _connection.GetDatabase().SortedSetLength(prefix + ":nodes") == 2, "the third node left");
-            first.Advance(TimeSpan.FromMilliseconds(200)); // the first node hears 2: a window of lower answers begins
-            await Task.Delay(200);
-
             _server.Freeze();
             first.Advance(TimeSpan.FromMilliseconds(200)); // its next heartbeat waits on the frozen server
             first.Advance(TimeSpan.FromSeconds(2)); // longer than Expiry on the node's clock
@@ -1011,6 +967,46 @@ public sealed class RedisFailureTests : IDisposable
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// Three nodes that counted each other (Expiry 1 s): the first on a clock of its own, the other two on one the test then
+    /// leaves still, so they stop beating. The third leaves, and the first hears the count drop to 2: a window of lower
+    /// answers begins. The caller disposes the nodes and connections.
+    /// </summary>
+    private async Task<(string Prefix, PartitionedRateLimiter<string>[] Nodes, ConnectionMultiplexer[] Connections, FakeTimeProvider First)> ThreeNodesAfterTheThirdLeft()
+    {
+        string prefix = "live-" + Guid.NewGuid().ToString("N");
+        ConnectionMultiplexer[] connections = [.. Enumerable.Range(0, 3).Select(_ => _server.Connect())];
+        var first = new FakeTimeProvider();
+        var others = new FakeTimeProvider();
+        PartitionedRateLimiter<string>[] nodes =
+        [
+            LiveNodes(connections[0], prefix, first, expiry: TimeSpan.FromSeconds(1)),
+            LiveNodes(connections[1], prefix, others, expiry: TimeSpan.FromSeconds(1)),
+            LiveNodes(connections[2], prefix, others, expiry: TimeSpan.FromSeconds(1)),
+        ];
+        try
+        {
+            await Eventually(
+                () =>
+                {
+                    first.Advance(TimeSpan.FromMilliseconds(200));
+                    return nodes.All(node => Engine(node).FallbackNodes == 3);
+                },
+                "every node counts three live nodes",
+                others);
+            nodes[2].Dispose();
+            await Eventually(() => _connection.GetDatabase().SortedSetLength(prefix + ":nodes") == 2, "the third node left");
+            first.Advance(TimeSpan.FromMilliseconds(200));
+            await Task.Delay(200);
+            return (prefix, nodes, connections, first);
+        }
+        catch
+        {
+            Dispose(nodes, connections);
+            throw;
+        }
     }
 
     private static RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions> Engine(PartitionedRateLimiter<string> limiter) =>
