@@ -28,7 +28,7 @@ internal sealed class TokenBucketDefinition : IAlgorithmDefinition<TokenBucketRa
     public static LimiterClock CreateClock(TokenBucketRateLimiterOptions options, TimeProvider timeProvider) =>
         options.AutoReplenishment
             ? new LimiterClock(timeProvider)
-            : new LimiterClock(timeProvider, ManualReplenishment.Elapsed);
+            : new LimiterClock(timeProvider, ManualReplenishment.Elapsed, options.ReplenishmentPeriod);
 
     /// <remarks>A manual clock ticks like the provider's, so the period is the same number of ticks in both modes.</remarks>
     public static TokenBucket CreateAlgorithm(TokenBucketRateLimiterOptions options, LimiterClock clock) =>

@@ -187,13 +187,18 @@ internal sealed class LimiterClock
         }
 
         // Negative after the provider stepped back: the wait then includes its catch-up, as TryAdvance credits nothing till then.
+        // A credit or a step already due comes only with the application's next TryReplenish, whose time this clock cannot
+        // know: one period then (the cadence the limiter was configured for), not zero, which would send clients straight
+        // back into refusals. The in-box limiters never answer less than a period either.
         long waited = _provider.GetTimestamp() - Volatile.Read(ref _lastCredit);
         if (_mode == ManualReplenishment.Elapsed)
         {
-            return TimeMath.ToTimeSpan(ticks - waited, _provider.TimestampFrequency);
+            return ticks > waited ? TimeMath.ToTimeSpan(ticks - waited, _provider.TimestampFrequency) : _stepPeriod;
         }
 
-        TimeSpan first = TimeMath.ToTimeSpan(_stepPeriodTimestampTicks - waited, _provider.TimestampFrequency);
+        TimeSpan first = waited < _stepPeriodTimestampTicks
+            ? TimeMath.ToTimeSpan(_stepPeriodTimestampTicks - waited, _provider.TimestampFrequency)
+            : _stepPeriod;
         TimeSpan later = ToTimeSpan(ticks - 1);
         return later >= TimeSpan.MaxValue - first ? TimeSpan.MaxValue : later + first;
     }

@@ -132,6 +132,28 @@ public abstract partial class RateLimiterContractTests
     // Replenishment
 
     [Fact]
+    public void AttemptAcquire_RefillDueButNotYetReplenished_RetryAfterIsPositive()
+    {
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        time.Advance(FullRefill);
+
+        using RateLimitLease lease = limiter.AttemptAcquire(1);
+
+        if (ExpectedAutoReplenishing)
+        {
+            Assert.True(lease.IsAcquired);
+            return;
+        }
+
+        // Manual: the refill is due, but only the application's next TryReplenish brings it. A RETRY_AFTER of zero sent
+        // clients straight back into refusals.
+        Assert.False(lease.IsAcquired);
+        Assert.True(RetryAfterOf(lease) > TimeSpan.Zero);
+    }
+
+    [Fact]
     public void ReplenishmentProperties_MatchTheOptions()
     {
         var time = new FakeTimeProvider();
