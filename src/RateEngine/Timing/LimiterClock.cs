@@ -101,8 +101,10 @@ internal sealed class LimiterClock
             return 0;
         }
 
-        long raw = Math.Clamp(_provider.GetTimestamp() - _origin, 0, TimeMath.MaxTicks);
-        return Math.Max(0, Volatile.Read(ref _latest) - raw);
+        // Not clamped at the clock's start: a provider stepped back to before it must catch up that far too.
+        long raw = Math.Min(_provider.GetTimestamp() - _origin, TimeMath.MaxTicks);
+        long latest = Volatile.Read(ref _latest);
+        return raw >= latest ? 0 : raw < latest - TimeMath.MaxTicks ? TimeMath.MaxTicks : latest - raw;
     }
 
     /// <summary>Raises the high-water mark to <paramref name="elapsed"/> if it is larger; returns the mark.</summary>
