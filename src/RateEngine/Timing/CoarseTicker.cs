@@ -43,6 +43,9 @@ internal sealed class CoarseTicker
         _state = manual ? Stopped : Idle;
     }
 
+    /// <summary>The ticker thread's wait between ticks: how far the cached timestamp may lag behind the source's.</summary>
+    public int PeriodMilliseconds => _periodMilliseconds;
+
     /// <summary>The cached timestamp, for a reader that has already read once through <see cref="Read"/> (a plain load).</summary>
     public long Timestamp => Volatile.Read(ref _stamps.Timestamp);
 

@@ -28,6 +28,12 @@ internal sealed class LimiterClock
     private readonly ManualReplenishment _mode;
     private readonly TimeSpan _stepPeriod;
     private readonly long _stepPeriodTimestampTicks;
+
+    /// <summary>
+    /// A coarse clock's lag range in its ticks (its period), 0 for the others: a RETRY_AFTER measured on a reading that
+    /// lagged little may meet one that lags more, a retry then read up to this much early.
+    /// </summary>
+    private readonly long _coarseLag;
     private long _manualTicks;
     private long _lastCredit;
 
@@ -63,6 +69,7 @@ internal sealed class LimiterClock
         _mode = mode;
         _stepPeriod = stepPeriod;
         _stepPeriodTimestampTicks = TimeMath.ToTicks(stepPeriod, provider.TimestampFrequency);
+        _coarseLag = _ticker is { } coarse ? TimeMath.ToTicks(TimeSpan.FromMilliseconds(coarse.PeriodMilliseconds), provider.TimestampFrequency) : 0;
     }
 
     public bool IsManual => _mode != ManualReplenishment.None;
@@ -183,8 +190,9 @@ internal sealed class LimiterClock
 
         if (_mode == ManualReplenishment.None)
         {
-            // A provider that stepped back reads behind the time this clock holds: it must first catch up.
-            long behind = Behind();
+            // A provider that stepped back reads behind the time this clock holds: it must first catch up. A coarse clock's
+            // reading at the retry may lag more than this one did: up to its period more.
+            long behind = Behind() + _coarseLag;
             return ToTimeSpan(behind > TimeMath.MaxTicks - ticks ? TimeMath.MaxTicks : ticks + behind);
         }
 
@@ -201,7 +209,11 @@ internal sealed class LimiterClock
         TimeSpan first = waited < _stepPeriodTimestampTicks
             ? TimeMath.ToTimeSpan(_stepPeriodTimestampTicks - waited, _provider.TimestampFrequency)
             : _stepPeriod;
-        TimeSpan later = ToTimeSpan(ticks - 1);
+        // Each further step takes a period as the provider counts it (rounded up to its ticks), not the exact span: at a
+        // frequency that cannot show the period exactly, the exact span is short by a provider tick per step.
+        TimeSpan later = ticks - 1 > TimeMath.MaxTicks / Math.Max(1, _stepPeriodTimestampTicks)
+            ? TimeSpan.MaxValue
+            : TimeMath.ToTimeSpan(_stepPeriodTimestampTicks * (ticks - 1), _provider.TimestampFrequency);
         return later >= TimeSpan.MaxValue - first ? TimeSpan.MaxValue : later + first;
     }
 

@@ -7,6 +7,62 @@ namespace RateEngine.Tests.Timing;
 public class LimiterClockTests
 {
     [Fact]
+    public void RetryAfter_OnTheCoarseClock_CoversARetryReadingThatLagsMoreThanTheRefusals()
+    {
+        // The refusal read the coarse clock just after a tick; the retry reads it 0.4 ms after one. Measured from the first
+        // reading alone, RETRY_AFTER left the retry 0.4 ms short of the window it was told to wait for.
+        var source = new ManualTicks(TimeSpan.FromSeconds(10));
+        using CoarseTimeProvider coarse = source.CreateProvider();
+        using var limiter = new LockFreeFixedWindowRateLimiter(
+            new System.Threading.RateLimiting.FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 0 }, coarse);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        source.Advance(TimeSpan.FromMilliseconds(500));
+        coarse.Tick();
+        using System.Threading.RateLimiting.RateLimitLease refused = limiter.AttemptAcquire(1);
+        Assert.True(refused.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out TimeSpan retryAfter));
+
+        TimeSpan sinceTheLastTick = TimeSpan.FromMilliseconds(0.4);
+        source.Advance(retryAfter - sinceTheLastTick);
+        coarse.Tick();
+        source.Advance(sinceTheLastTick);
+
+        using System.Threading.RateLimiting.RateLimitLease retried = limiter.AttemptAcquire(1);
+        Assert.True(retried.IsAcquired);
+    }
+
+    [Fact]
+    public void RetryAfter_ManualStepsAtAFrequencyThatCannotShowThePeriod_IsLongEnough()
+    {
+        // A 1 kHz provider needs 334 ms for each step of a third of a second: counted as 333.33 ms each, RETRY_AFTER came
+        // a step's rounding short per step, and a retry then found one step missing.
+        var time = new MillisecondClock();
+        using var limiter = new SlidingWindowCounterRateLimiter(
+            new SlidingWindowCounterRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), SegmentsPerWindow = 3, AutoReplenishment = false }, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        using System.Threading.RateLimiting.RateLimitLease refused = limiter.AttemptAcquire(1);
+        Assert.True(refused.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out TimeSpan retryAfter));
+
+        for (long ms = 1; ms <= (long)retryAfter.TotalMilliseconds; ms++)
+        {
+            time.Milliseconds = ms; // the application's timer replenishes every millisecond
+            limiter.TryReplenish();
+        }
+
+        using System.Threading.RateLimiting.RateLimitLease retried = limiter.AttemptAcquire(1);
+        Assert.True(retried.IsAcquired);
+    }
+
+    /// <summary>A provider counting whole milliseconds (as one on <c>Environment.TickCount64</c> would).</summary>
+    private sealed class MillisecondClock : TimeProvider
+    {
+        public long Milliseconds { get; set; }
+
+        public override long TimestampFrequency => 1_000;
+
+        public override long GetTimestamp() => Milliseconds;
+    }
+
+    [Fact]
     public void Now_CoarseProvider_ReadsTheCachedTimestampOnly()
     {
         var source = new ManualTicks(TimeSpan.FromSeconds(1));
