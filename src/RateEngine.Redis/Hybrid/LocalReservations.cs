@@ -366,15 +366,15 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             ticket.Completion.TrySetException(error);
         }
 
-        Settled(ticket);
+        LetGo(ticket.Key, ticket.Completion);
     }
 
     /// <summary>
     /// Lets go of a completed refill: the key would otherwise keep its task for good (about 70 bytes a key on every node,
     /// between the hot objects of the keys around it). Whoever awaited it holds it still; a new refill replaces it anyway.
     /// </summary>
-    private static void Settled(Ticket ticket) =>
-        Interlocked.CompareExchange(ref ticket.Key.Refill, null, ticket.Completion.Task);
+    private static void LetGo(TKey key, TaskCompletionSource<LocalBlock> completion) =>
+        Interlocked.CompareExchange(ref key.Refill, null, completion.Task);
 
     /// <summary>Completes the key's refill with the error its reservation met (nothing is installed).</summary>
     /// <remarks>Observed here: a background refill nobody joined would otherwise raise an unobserved task exception.</remarks>
@@ -385,7 +385,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     {
         completion.TrySetException(error);
         RedisTasks.Observe(completion.Task);
-        Interlocked.CompareExchange(ref key.Refill, null, completion.Task);
+        LetGo(key, completion);
     }
 
     /// <summary>A reservation begun for one key: what to ask for, and when it was sent (a block's life counts from then).</summary>
