@@ -427,8 +427,10 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
         }
 
         // The holds are the lease's own array from the start: a stack buffer would cost zeroing and a copy on every success.
+        // It comes from the thread's spares and goes back when the lease ends, or here when nothing is admitted. An exception
+        // leaves it to the collector.
         PolicyLayer<TContext>[] layers = _layers;
-        var holds = new LayerHold[layers.Length];
+        LayerHold[] holds = LayerHoldPool.Rent(layers.Length);
 
         while (true)
         {
@@ -448,6 +450,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
                 {
                     if (refusal is not null)
                     {
+                        LayerHoldPool.Return(holds);
                         return refusal;
                     }
 
@@ -473,7 +476,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
                             ExceptionDispatchInfo.Throw(failed); // every layer was tried: the catch below finds nothing more to give back
                         }
 
-                        return Refusal(holds, reserving, now, retryAfter, estimate, requests);
+                        RefusedPolicyLease refused = Refusal(holds, reserving, now, retryAfter, estimate, requests);
+                        LayerHoldPool.Return(holds);
+                        return refused;
                     }
                 }
 
@@ -512,6 +517,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
 
         if (requests == 0)
         {
+            LayerHoldPool.Return(holds);
             return AcquiredPolicyLease<TContext>.Probe;
         }
 

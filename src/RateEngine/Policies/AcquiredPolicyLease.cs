@@ -6,9 +6,10 @@ namespace RateEngine.Policies;
 /// An admitted request's holds on every layer, and the settlement of its estimate: step charges, one reconcile, dispose.
 /// </summary>
 /// <remarks>
-/// Every operation takes the lease's lock: a stream's chunks, its reconcile and a disconnect's dispose may come from
-/// different threads, and each layer's hold must end exactly once. The lock is the lease's own, so it is never contended
-/// by other requests.
+/// Every operation takes the lease's lock (the lease itself): a stream's chunks, its reconcile and a disconnect's dispose may
+/// come from different threads, and each layer's hold must end exactly once. The lock is never contended by other requests.
+/// The holds array goes back to <see cref="LayerHoldPool"/> when the lease ends, under the lock; from then on the lease holds
+/// an empty one, and every operation that could read a hold finds the lease ended first.
 /// </remarks>
 internal class AcquiredPolicyLease<TContext> : PolicyLease
 {
@@ -21,10 +22,13 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
 
     private readonly RatePolicy<TContext>? _policy;
     private readonly TContext _context;
-    private readonly LayerHold[] _holds;
+    private LayerHold[] _holds;
     private readonly RequestCost _estimate;
     private RequestCost _consumed;
     private int _state;
+
+    /// <summary>Charges and reconciles of this lease under way on the lock's thread (more than one only through user code).</summary>
+    private int _settling;
 
     public AcquiredPolicyLease(RatePolicy<TContext>? policy, TContext context, LayerHold[] holds, RequestCost estimate)
     {
@@ -50,7 +54,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     {
         get
         {
-            lock (_holds)
+            lock (this)
             {
                 return _consumed;
             }
@@ -63,10 +67,10 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
         {
             if (_policy is null)
             {
-                return true; // the shared probe lease holds nothing to settle (and its empty array is shared: never lock it)
+                return true; // the shared probe lease holds nothing to settle (and is shared: never lock it)
             }
 
-            lock (_holds)
+            lock (this)
             {
                 return _state != Open;
             }
@@ -84,107 +88,123 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     public override void Charge(RequestCost step)
     {
         step.ThrowIfNegative(nameof(step));
-        lock (_holds)
+        lock (this)
         {
             RatePolicy<TContext> policy = OpenPolicy();
 
-            // The clock before the step is counted: a provider that throws leaves the lease as it was, so a caller that
-            // charges the step again does not count it twice.
-            long now = policy.Clock.Now();
-            _consumed = new RequestCost(checked(_consumed.Tokens + step.Tokens), checked(_consumed.Money + step.Money));
-            ExceptionDispatchInfo? failure = null;
-            for (int i = 0; i < _holds.Length; i++)
+            _settling++;
+            try
             {
-                PolicyLayer<TContext> layer = policy[i];
-                if (layer.Meter != PolicyMeter.Requests)
+                // The clock before the step is counted: a provider that throws leaves the lease as it was, so a caller that
+                // charges the step again does not count it twice.
+                long now = policy.Clock.Now();
+                _consumed = new RequestCost(checked(_consumed.Tokens + step.Tokens), checked(_consumed.Money + step.Money));
+                ExceptionDispatchInfo? failure = null;
+                for (int i = 0; i < _holds.Length; i++)
                 {
-                    // Beyond the estimate and what was charged past it already: an overrun, counted now. Every layer is
-                    // charged even if user code on one (a threshold listener) throws: the step was spent on all of them.
-                    long excess = _consumed.On(layer.Meter) - _estimate.On(layer.Meter) - _holds[i].Overrun;
-                    ChargeLayer(policy, i, now, excess, ref failure);
+                    PolicyLayer<TContext> layer = policy[i];
+                    if (layer.Meter != PolicyMeter.Requests)
+                    {
+                        // Beyond the estimate and what was charged past it already: an overrun, counted now. Every layer is
+                        // charged even if user code on one (a threshold listener) throws: the step was spent on all of them.
+                        long excess = _consumed.On(layer.Meter) - _estimate.On(layer.Meter) - _holds[i].Overrun;
+                        ChargeLayer(policy, i, now, excess, ref failure);
+                    }
                 }
-            }
 
-            failure?.Throw();
+                failure?.Throw();
+            }
+            finally
+            {
+                _settling--;
+            }
         }
     }
 
     public override RequestCost Reconcile(RequestCost actual)
     {
         actual.ThrowIfNegative(nameof(actual));
-        lock (_holds)
+        lock (this)
         {
             RatePolicy<TContext> policy = OpenPolicy();
 
-            // The clock first: a provider that throws leaves the lease open, to be reconciled again or disposed. Settled
-            // from then on, whatever user code below throws (a selector looking a key up again, a threshold or a reconcile
-            // listener): a dispose after a reconcile that failed part-way must not refund what it settled.
-            long now = policy.Clock.Now();
-            _state = Reconciled;
-            ExceptionDispatchInfo? failure = null;
-            long[]? refunds = null;
-            for (int i = 0; i < _holds.Length; i++)
+            _settling++;
+            try
             {
-                PolicyLayer<TContext> layer = policy[i];
-                if (layer.Meter == PolicyMeter.Requests)
+                // The clock first: a provider that throws leaves the lease open, to be reconciled again or disposed. Settled
+                // from then on, whatever user code below throws (a selector looking a key up again, a threshold or a reconcile
+                // listener): a dispose after a reconcile that failed part-way must not refund what it settled.
+                long now = policy.Clock.Now();
+                _state = Reconciled;
+                ExceptionDispatchInfo? failure = null;
+                long[]? refunds = null;
+                for (int i = 0; i < _holds.Length; i++)
                 {
-                    continue;
-                }
-
-                long target = actual.On(layer.Meter);
-                long counted = _holds[i].Reserved + _holds[i].Overrun;
-                long refunded = 0;
-                if (target > counted)
-                {
-                    ChargeLayer(policy, i, now, target - counted, ref failure);
-                }
-                else if (target < counted)
-                {
-                    // Every layer is settled even if user code on one (a selector looking a key up again) throws.
-                    try
+                    PolicyLayer<TContext> layer = policy[i];
+                    if (layer.Meter == PolicyMeter.Requests)
                     {
-                        refunded = layer.Refund(ref _holds[i], counted - target, now);
+                        continue;
                     }
-                    catch (Exception error)
-                    {
-                        failure ??= ExceptionDispatchInfo.Capture(error);
-                    }
-                }
 
-                if (policy.ReconcileListener(i) is not null)
-                {
-                    (refunds ??= new long[_holds.Length])[i] = refunded;
-                }
-            }
-
-            // The listeners last: every layer is settled before any user code there can throw.
-            for (int i = 0; refunds is not null && i < _holds.Length; i++)
-            {
-                PolicyLayer<TContext> layer = policy[i];
-                if (layer.Meter != PolicyMeter.Requests && policy.ReconcileListener(i) is { } listener)
-                {
-                    long estimate = _estimate.On(layer.Meter);
                     long target = actual.On(layer.Meter);
-                    try
+                    long counted = _holds[i].Reserved + _holds[i].Overrun;
+                    long refunded = 0;
+                    if (target > counted)
                     {
-                        listener(new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunds[i]));
+                        ChargeLayer(policy, i, now, target - counted, ref failure);
                     }
-                    catch (Exception error)
+                    else if (target < counted)
                     {
-                        failure ??= ExceptionDispatchInfo.Capture(error);
+                        // Every layer is settled even if user code on one (a selector looking a key up again) throws.
+                        try
+                        {
+                            refunded = layer.Refund(ref _holds[i], counted - target, now);
+                        }
+                        catch (Exception error)
+                        {
+                            failure ??= ExceptionDispatchInfo.Capture(error);
+                        }
+                    }
+
+                    if (policy.ReconcileListener(i) is not null)
+                    {
+                        (refunds ??= new long[_holds.Length])[i] = refunded;
                     }
                 }
-            }
 
-            failure?.Throw();
-            return actual.PastEstimate(_estimate);
+                // The listeners last: every layer is settled before any user code there can throw.
+                for (int i = 0; refunds is not null && i < _holds.Length; i++)
+                {
+                    PolicyLayer<TContext> layer = policy[i];
+                    if (layer.Meter != PolicyMeter.Requests && policy.ReconcileListener(i) is { } listener)
+                    {
+                        long estimate = _estimate.On(layer.Meter);
+                        long target = actual.On(layer.Meter);
+                        try
+                        {
+                            listener(new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunds[i]));
+                        }
+                        catch (Exception error)
+                        {
+                            failure ??= ExceptionDispatchInfo.Capture(error);
+                        }
+                    }
+                }
+
+                failure?.Throw();
+                return actual.PastEstimate(_estimate);
+            }
+            finally
+            {
+                _settling--;
+            }
         }
     }
 
     /// <summary>Settles at what the step charges consumed, read under the same lock: a step charged meanwhile is in it.</summary>
     public override RequestCost Reconcile()
     {
-        lock (_holds)
+        lock (this)
         {
             return Reconcile(_consumed);
         }
@@ -194,10 +214,10 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     {
         if (_policy is null)
         {
-            return; // the shared probe lease holds nothing (and its empty array is shared: never lock it)
+            return; // the shared probe lease holds nothing (and is shared: never lock it)
         }
 
-        lock (_holds)
+        lock (this)
         {
             if (_state == Ended)
             {
@@ -228,6 +248,14 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                 {
                     layer.Refund(ref _holds[i], Unspent(layer, _holds[i]));
                 }
+            }
+
+            // Not from inside a charge or a reconcile of this lease (user code there disposing it): that one still holds
+            // references into the array.
+            if (_settling == 0)
+            {
+                LayerHoldPool.Return(_holds);
+                _holds = [];
             }
         }
     }

@@ -928,6 +928,70 @@ public class RatePolicyTests
         }
     }
 
+    [Fact]
+    public void Charge_ListenerDisposesTheLeaseAndAcquiresAgain_ChargesEveryLayerAndLeavesTheNewLeaseIntact()
+    {
+        // A lease's holds go back to the thread's spares when it ends. A listener that disposes the lease in the middle of
+        // its charge must not end the charge early (the later layers would never count the step), nor let the request it
+        // then makes on this thread take holds the charge still writes.
+        PolicyLease? charging = null;
+        PolicyLease? again = null;
+        RatePolicy<Call>? policy = null;
+        var call = new Call("alice");
+        policy = Builder()
+            .AddLayer("alerts", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100).Counting(PolicyMeter.Tokens).AsSoft(0.5))
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .OnThresholdCrossed(_ =>
+            {
+                charging!.Dispose();
+                again ??= policy!.Acquire(call, new RequestCost(10, 0));
+            })
+            .Build();
+        using (policy)
+        {
+            charging = policy.Acquire(call, new RequestCost(10, 0));
+
+            charging.Charge(new RequestCost(60, 0)); // 50 past the estimate: alerts reach 60 of 100, past their 50 %
+
+            Assert.Equal(60 + 10, policy.GetUsage(call, "tokens").Used); // the step, and the new request's estimate
+            Assert.True(again!.IsAcquired);
+            again.Reconcile(new RequestCost(4, 0));
+            Assert.Equal(60 + 4, policy.GetUsage(call, "tokens").Used);
+            Assert.Equal(60 + 4, policy.GetUsage(call, "alerts").Used);
+        }
+    }
+
+    [Fact]
+    public void Acquire_SuccessReconciledAndDisposed_AllocatesTheLeaseAlone()
+    {
+        // Five layers, as the README's policy has: the holds (72 bytes a layer) come from the thread's spares.
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("ip", c => c.Ip, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000_000))
+            .AddLayer("user", c => c.User, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 1_000_000))
+            .AddNestedLayer("tool", c => c.User, c => c.Team, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000_000))
+            .AddLayer("tokens", c => c.User, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 1_000_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("cents", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000_000_000).Counting(PolicyMeter.Money))
+            .Build();
+        var call = new Call("alice");
+        var estimate = new RequestCost(50, 50);
+        var actual = new RequestCost(10, 10);
+        for (int i = 0; i < 10; i++)
+        {
+            policy.Acquire(call, estimate).Dispose(); // the key's entries, and the thread's spare holds
+        }
+
+        long allocated = Allocation.LeastOnThisThread(() =>
+        {
+            for (int i = 0; i < 100; i++)
+            {
+                using PolicyLease lease = policy.Acquire(call, estimate);
+                lease.Reconcile(actual);
+            }
+        });
+
+        Assert.InRange(allocated / 100, 1, 96); // the lease object (about 80 bytes); with its holds, 464
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
