@@ -6,8 +6,9 @@ namespace RateEngine.Policies;
 /// An admitted request's holds on every layer, and the settlement of its estimate: step charges, one reconcile, dispose.
 /// </summary>
 /// <remarks>
-/// Every operation takes the lease's lock (the lease itself): a stream's chunks, its reconcile and a disconnect's dispose may
-/// come from different threads, and each layer's hold must end exactly once. The lock is never contended by other requests.
+/// Every operation takes the lease's lock: a stream's chunks, its reconcile and a disconnect's dispose may come from
+/// different threads, and each layer's hold must end exactly once. The lock is the lease's own object, never contended by
+/// other requests, and not the lease itself, which callers may lock for their own reasons.
 /// The holds array goes back to <see cref="LayerHoldPool"/> when the lease ends, under the lock; from then on the lease holds
 /// an empty one, and every operation that could read a hold finds the lease ended first.
 /// </remarks>
@@ -22,6 +23,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
 
     private readonly RatePolicy<TContext>? _policy;
     private readonly TContext _context;
+    private readonly object _gate = new();
     private LayerHold[] _holds;
     private readonly RequestCost _estimate;
     private RequestCost _consumed;
@@ -54,7 +56,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     {
         get
         {
-            lock (this)
+            lock (_gate)
             {
                 return _consumed;
             }
@@ -67,10 +69,10 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
         {
             if (_policy is null)
             {
-                return true; // the shared probe lease holds nothing to settle (and is shared: never lock it)
+                return true; // the shared probe lease holds nothing to settle
             }
 
-            lock (this)
+            lock (_gate)
             {
                 return _state != Open;
             }
@@ -88,7 +90,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     public override void Charge(RequestCost step)
     {
         step.ThrowIfNegative(nameof(step));
-        lock (this)
+        lock (_gate)
         {
             RatePolicy<TContext> policy = OpenPolicy();
 
@@ -124,7 +126,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     public override RequestCost Reconcile(RequestCost actual)
     {
         actual.ThrowIfNegative(nameof(actual));
-        lock (this)
+        lock (_gate)
         {
             RatePolicy<TContext> policy = OpenPolicy();
 
@@ -204,7 +206,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     /// <summary>Settles at what the step charges consumed, read under the same lock: a step charged meanwhile is in it.</summary>
     public override RequestCost Reconcile()
     {
-        lock (this)
+        lock (_gate)
         {
             return Reconcile(_consumed);
         }
@@ -214,10 +216,10 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     {
         if (_policy is null)
         {
-            return; // the shared probe lease holds nothing (and is shared: never lock it)
+            return; // the shared probe lease holds nothing
         }
 
-        lock (this)
+        lock (_gate)
         {
             if (_state == Ended)
             {

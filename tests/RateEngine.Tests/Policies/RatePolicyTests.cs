@@ -962,6 +962,29 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Acquire_AfterALeaseARefusalAndAProbeOnThisThread_CountsOnItsOwnKey()
+    {
+        // Each of these gives its holds back to the thread's spares: the next request must not find another's key in them.
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1))
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        using PartitionedRateLimiter<Call> limiter = policy.AsRateLimiter();
+        var alice = new Call("alice");
+        var (bob, carol, dave) = (new Call("bob"), new Call("carol"), new Call("dave"));
+
+        policy.Acquire(alice, new RequestCost(10, 0)).Dispose();
+        Assert.True(policy.Acquire(bob, new RequestCost(20, 0)).IsAcquired);
+        Assert.False(policy.Acquire(alice, new RequestCost(10, 0)).IsAcquired); // refused by "user"
+        Assert.True(policy.Acquire(carol, new RequestCost(30, 0)).IsAcquired);
+        limiter.AttemptAcquire(alice, 0).Dispose(); // a probe
+        Assert.True(policy.Acquire(dave, new RequestCost(40, 0)).IsAcquired);
+
+        Assert.Equal([1, 1, 1, 1], new[] { alice, bob, carol, dave }.Select(c => policy.GetUsage(c, "user").Used));
+        Assert.Equal([10, 20, 30, 40], new[] { alice, bob, carol, dave }.Select(c => policy.GetUsage(c, "tokens").Used));
+    }
+
+    [Fact]
     public void Acquire_SuccessReconciledAndDisposed_AllocatesTheLeaseAlone()
     {
         // Five layers, as the README's policy has: the holds (72 bytes a layer) come from the thread's spares.
@@ -989,7 +1012,7 @@ public class RatePolicyTests
             }
         });
 
-        Assert.InRange(allocated / 100, 1, 96); // the lease object (about 80 bytes); with its holds, 464
+        Assert.InRange(allocated / 100, 1, 128); // the lease and its lock (112 bytes); with its holds, 496
     }
 
     [Theory]
