@@ -405,9 +405,13 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     private bool FindAgain(TContext context, ref LayerHold hold)
     {
         KeyEntry? found = _keys!.FindOrCreate(_keys.SelectKey(context, Name), out bool colliding);
+
+        // The hold changes only once both are found: a sub-key selector that throws must leave it on the evicted entry, which
+        // the next charge then finds lost again. A live entry beside the old cell would hide that the cell is dead.
+        LayerEntry<TState>? cell = found is null ? null : CellOf(found, context);
         hold.Key = found ?? (colliding ? KeyEntry.Colliding : null);
-        hold.Entry = found is null ? null : CellOf(found, context);
-        return hold.Entry is not null;
+        hold.Entry = cell;
+        return cell is not null;
     }
 
     /// <summary>Clears threshold <paramref name="bit"/> of <paramref name="period"/> in the entry's reported mask.</summary>

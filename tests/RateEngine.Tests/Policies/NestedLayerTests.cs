@@ -42,6 +42,28 @@ public class NestedLayerTests
     }
 
     [Fact]
+    public void Charge_KeyEvictedAndTheSubKeySelectorThrowsOnTheWayBack_TheNextChargeCountsOnTheLiveCell()
+    {
+        // A stream outlives its window; the sweep evicts its key. The next charge looks the key up again, and the sub-key
+        // selector throws there: the hold must stay on the evicted entry, or the charge after it lands on the dead cell.
+        bool failing = false;
+        using RatePolicy<ToolCall> policy = Builder()
+            .AddNestedLayer("tool tokens", ByUser, call => failing ? throw new FormatException("selector bug") : call.Tool, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var call = new ToolCall("ann", "search");
+        PolicyLease stream = policy.Acquire(call, new RequestCost(10, 0));
+        _time.Advance(TimeSpan.FromMinutes(2));
+        policy.SweepAll();
+
+        failing = true;
+        Assert.Throws<FormatException>(() => stream.Charge(new RequestCost(60, 0)));
+        failing = false;
+        stream.Charge(new RequestCost(30, 0)); // 90 spent, 80 past the estimate
+
+        Assert.Equal(80, policy.GetUsage(call, "tool tokens").Used);
+    }
+
+    [Fact]
     public void AddNestedLayer_MoreSubKeysThanTheBound_RefusesUntilIdleOnesMakeRoom()
     {
         using RatePolicy<ToolCall> policy = Builder()
