@@ -111,6 +111,10 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                         // charged even if user code on one (a threshold listener) throws: the step was spent on all of them.
                         long excess = _consumed.On(layer.Meter) - _estimate.On(layer.Meter) - _holds[i].Overrun;
                         ChargeLayer(policy, i, now, excess, ref failure);
+                        if (_state == Reconciled)
+                        {
+                            break; // user code there reconciled the lease: every layer is settled at that actual, step included
+                        }
                     }
                 }
 

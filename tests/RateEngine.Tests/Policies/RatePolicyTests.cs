@@ -962,6 +962,25 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Charge_ListenerReconcilesTheLease_LaterLayersStaySettledAtTheActual()
+    {
+        PolicyLease? charging = null;
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("alerts", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100).Counting(PolicyMeter.Tokens).AsSoft(0.5))
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .OnThresholdCrossed(_ => charging!.Reconcile(new RequestCost(20, 0)))
+            .Build();
+        var call = new Call("alice");
+        charging = policy.Acquire(call, new RequestCost(10, 0));
+
+        charging.Charge(new RequestCost(60, 0)); // alerts reach 60 of 100, past their 50 %: the listener settles at 20
+
+        Assert.Equal(20, policy.GetUsage(call, "tokens").Used); // not charged the step again after the reconcile
+        Assert.Equal(50, policy.GetUsage(call, "alerts").Used); // the overrun it counted stays: a refund gives back at most the 10 reserved
+        Assert.True(charging.IsSettled);
+    }
+
+    [Fact]
     public void Acquire_AfterALeaseARefusalAndAProbeOnThisThread_CountsOnItsOwnKey()
     {
         // Each of these gives its holds back to the thread's spares: the next request must not find another's key in them.
