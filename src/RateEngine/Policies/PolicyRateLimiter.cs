@@ -11,14 +11,40 @@ internal sealed class PolicyRateLimiter<TContext>(RatePolicy<TContext> policy, F
 {
     private readonly LeaseCounters _counters = new();
 
+    /// <remarks>
+    /// The available permits are what one acquire of <paramref name="resource"/> could take now, as the policy would decide
+    /// it: none while the policy is paused; at most what each hard request layer has left; and none if a cost layer has less
+    /// left than the resource's estimate (it charges the estimate once per acquire, whatever the permit count; a zero estimate
+    /// passes while anything is left). Soft layers never refuse, so they do not count.
+    /// </remarks>
     public override RateLimiterStatistics? GetStatistics(TContext resource)
     {
         policy.ThrowIfDisposed();
-        long available = long.MaxValue;
-        foreach (string name in policy.LayerNames)
+        if (policy.IsPaused)
         {
-            LayerUsage usage = policy.GetUsage(resource, name);
-            available = Math.Min(available, usage.Remaining);
+            return _counters.Statistics(0, 0);
+        }
+
+        RequestCost cost = estimate?.Invoke(resource) ?? RequestCost.None;
+        long now = policy.Clock.Now();
+        long available = long.MaxValue;
+        for (int i = 0; i < policy.LayerCount && available > 0; i++)
+        {
+            PolicyLayer<TContext> layer = policy[i];
+            if (layer.IsSoft)
+            {
+                continue;
+            }
+
+            long remaining = layer.GetUsage(resource, now).Remaining;
+            if (layer.Meter == PolicyMeter.Requests)
+            {
+                available = Math.Min(available, remaining);
+            }
+            else if (remaining < Math.Max(1, cost.On(layer.Meter)))
+            {
+                available = 0;
+            }
         }
 
         return _counters.Statistics(available, 0);

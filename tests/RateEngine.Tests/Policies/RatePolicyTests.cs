@@ -1304,6 +1304,39 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void AsRateLimiter_GetStatistics_SaysWhatAnAcquireCouldTake()
+    {
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("requests", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100))
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100).Counting(PolicyMeter.Tokens))
+            .AddLayer("alerts", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10).Counting(PolicyMeter.Tokens).AsSoft(0.5))
+            .Build();
+        using PartitionedRateLimiter<Call> limiter = policy.AsRateLimiter(_ => new RequestCost(30, 0));
+        var call = new Call("alice");
+        Assert.True(limiter.AttemptAcquire(call).IsAcquired);
+
+        // 99 requests left, and 70 tokens: enough for one more estimate of 30, whatever the permit count. The soft layer,
+        // past its 10, refuses nothing.
+        Assert.Equal(99, limiter.GetStatistics(call)!.CurrentAvailablePermits);
+        Assert.True(limiter.AttemptAcquire(call, 99).IsAcquired);
+        Assert.Equal(0, limiter.GetStatistics(call)!.CurrentAvailablePermits); // 100 requests used
+        Assert.False(limiter.AttemptAcquire(call, 0).IsAcquired);
+
+        var bob = new Call("bob");
+        Assert.True(limiter.AttemptAcquire(bob).IsAcquired);
+        Assert.True(limiter.AttemptAcquire(bob).IsAcquired);
+        Assert.True(limiter.AttemptAcquire(bob).IsAcquired);
+        Assert.Equal(0, limiter.GetStatistics(bob)!.CurrentAvailablePermits); // 97 requests left, but 10 tokens: less than 30
+        Assert.False(limiter.AttemptAcquire(bob).IsAcquired);
+
+        var carol = new Call("carol");
+        policy.Pause("maintenance");
+        Assert.Equal(0, limiter.GetStatistics(carol)!.CurrentAvailablePermits);
+        policy.Resume();
+        Assert.Equal(100, limiter.GetStatistics(carol)!.CurrentAvailablePermits);
+    }
+
+    [Fact]
     public void AsRateLimiter_ChainsWithInBoxLimitersAndReturnsPolicyLeases()
     {
         using RatePolicy<Call> policy = Builder().AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 2)).Build();
