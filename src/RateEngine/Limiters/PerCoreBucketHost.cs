@@ -96,8 +96,12 @@ internal sealed class PerCoreBucketHost : PerCoreHost
     /// <summary>Frees nothing (see remarks): the tokens stay spent.</summary>
     public override bool Refund(in Admission admission, long now) => false;
 
-    public override long GetAvailablePermits(long now) =>
-        Math.Min(_bucket.PermitLimit, _bucket.GetAvailablePermits(ref _cell.State, now) + HeldInBlocks(now));
+    /// <remarks>The blocks first, then the bucket, for the reason <see cref="StripedHost{TAlgorithm,TState}.GetAvailablePermits"/> gives.</remarks>
+    public override long GetAvailablePermits(long now)
+    {
+        long held = HeldInBlocks(now);
+        return Math.Min(_bucket.PermitLimit, held + _bucket.GetAvailablePermits(ref _cell.State, now));
+    }
 
     /// <summary>The tokens every block still holds that are not past their slots at <paramref name="now"/>.</summary>
     internal long HeldInBlocks(long now)

@@ -88,8 +88,15 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         && _algorithm.CountsPeriod(ref _cell.State, admission.Marker)
         && Install(ref Stripes[(int)admission.Previous].Word, admission.Marker, admission.Permits);
 
-    public override long GetAvailablePermits(long now) =>
-        Math.Min(_algorithm.PermitLimit, _algorithm.GetAvailablePermits(ref _cell.State, now) + HeldInBlocks(now, out _));
+    /// <remarks>
+    /// The blocks are read before the shared state: permits only ever move from the shared state into a block, so a refill
+    /// between the two reads is then counted in neither (a moment's understatement), never in both.
+    /// </remarks>
+    public override long GetAvailablePermits(long now)
+    {
+        long held = HeldInBlocks(now, out _);
+        return Math.Min(_algorithm.PermitLimit, held + _algorithm.GetAvailablePermits(ref _cell.State, now));
+    }
 
     public override long GetRetryAfter(long now, long permits)
     {
