@@ -36,8 +36,25 @@ internal sealed class CalendarSchedule
         _current = Compute(0);
     }
 
-    /// <summary>The longest a period can last, in clock ticks (a 25-hour day; a 31-day month with an extra hour).</summary>
-    public long LongestTicks => ToClockTicks(!_monthly ? TimeSpan.FromHours(25) : TimeSpan.FromDays(31) + TimeSpan.FromHours(1));
+    /// <summary>
+    /// The longest a period can last, in clock ticks: a day or a 31-day month, plus the largest step back the zone's rules
+    /// make (an hour in most zones, two at Antarctica/Troll, whose autumn day lasts 26 hours; a change of standard offset
+    /// counts as well).
+    /// </summary>
+    public long LongestTicks => ToClockTicks((!_monthly ? TimeSpan.FromDays(1) : TimeSpan.FromDays(31)) + LongestStepBack(_zone));
+
+    /// <summary>At least an hour, and at least any one rule's daylight delta and change of standard offset together.</summary>
+    private static TimeSpan LongestStepBack(TimeZoneInfo zone)
+    {
+        TimeSpan longest = TimeSpan.FromHours(1);
+        foreach (TimeZoneInfo.AdjustmentRule rule in zone.GetAdjustmentRules())
+        {
+            TimeSpan step = rule.DaylightDelta.Duration() + rule.BaseUtcOffsetDelta.Duration();
+            longest = step > longest ? step : longest;
+        }
+
+        return longest;
+    }
 
     /// <summary>The period that contains clock tick <paramref name="ticks"/>.</summary>
     public Span Find(long ticks)

@@ -25,6 +25,28 @@ public class CalendarScheduleTests
     }
 
     [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void LongestTicks_TwoHourDaylightSaving_CoversTheLongestPeriod(bool monthly)
+    {
+        // As at Antarctica/Troll: UTC+0, +2 h in summer, so the autumn change makes a 26-hour day (and a month 2 h long).
+        var rule = TimeZoneInfo.AdjustmentRule.CreateAdjustmentRule(
+            new DateTime(2000, 1, 1, 0, 0, 0, DateTimeKind.Unspecified),
+            new DateTime(2100, 12, 31, 0, 0, 0, DateTimeKind.Unspecified),
+            TimeSpan.FromHours(2),
+            TimeZoneInfo.TransitionTime.CreateFloatingDateRule(new DateTime(1, 1, 1, 1, 0, 0), 3, 5, DayOfWeek.Sunday),
+            TimeZoneInfo.TransitionTime.CreateFloatingDateRule(new DateTime(1, 1, 1, 3, 0, 0), 10, 5, DayOfWeek.Sunday));
+        TimeZoneInfo troll = TimeZoneInfo.CreateCustomTimeZone("Test/Troll", TimeSpan.Zero, "Test/Troll", "Test/Troll", "Test/Troll DST", [rule]);
+        var origin = new DateTimeOffset(2026, 10, 25, 12, 0, 0, TimeSpan.Zero);
+        var schedule = new CalendarSchedule(origin, Frequency, monthly, troll);
+
+        CalendarSchedule.Span span = schedule.Find(0);
+
+        Assert.Equal((monthly ? TimeSpan.FromDays(31) : TimeSpan.FromDays(1)) + TimeSpan.FromHours(2), TimeSpan.FromTicks(span.End - span.Start));
+        Assert.True(schedule.LongestTicks >= span.End - span.Start);
+    }
+
+    [Theory]
     [InlineData(2026, 3, 29, 23)] // spring forward: a 23-hour day
     [InlineData(2026, 10, 25, 25)] // fall back: a 25-hour day
     [InlineData(2026, 7, 1, 24)]
