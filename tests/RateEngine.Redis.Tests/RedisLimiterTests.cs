@@ -177,6 +177,61 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task SlidingWindowLog_ClockAheadThenOneBehind_DecidesAtTheKeysTimeAndKeepsItsTtl()
+    {
+        // One node's clock an hour ahead drops the permits the others counted an hour earlier (they are over, on its
+        // clock). The log's time never goes back after that: a node behind it decides at the key's newest decision, so no
+        // window of decision times holds more than the limit, and the key outlives what it counts on that time.
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromHours(1));
+        var options = new SlidingWindowLogRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromMinutes(1) };
+        using PartitionedRateLimiter<string> behindLimiter = RedisLimiter.CreateSlidingWindowLog<string>(user => user, _ => options, Options());
+        using PartitionedRateLimiter<string> aheadLimiter = RedisLimiter.CreateSlidingWindowLog<string>(user => user, _ => options, Options().With(o => o.ClientClock = ahead));
+        var behind = (RedisPartitionedLimiter<string, SlidingWindowLogRateLimiterOptions>)behindLimiter;
+        var first = (RedisPartitionedLimiter<string, SlidingWindowLogRateLimiterOptions>)aheadLimiter;
+        var stamps = new List<long>();
+
+        await Admit(behind, 3);
+        await Admit(first, 1);
+        _time.Advance(TimeSpan.FromSeconds(2));
+        await Admit(behind, 2);
+
+        long window = (long)options.Window.TotalMicroseconds;
+        Assert.All(stamps, from => Assert.InRange(stamps.Count(stamp => stamp >= from && stamp < from + window), 1, 3));
+        RedisKey key = Assert.Single(_connection.GetServer(_connection.GetEndPoints()[0]).Keys(pattern: $"*{_prefix}*"));
+        Assert.True(_connection.GetDatabase().KeyTimeToLive(key) > TimeSpan.FromHours(1), "the key expires before the key's newest permits do");
+
+        async Task Admit(RedisPartitionedLimiter<string, SlidingWindowLogRateLimiterOptions> limiter, int times)
+        {
+            for (int i = 0; i < times; i++)
+            {
+                RedisDecision decision = RedisPartitionedLimiter<string, object>.Decision(await limiter.Evaluate("ann", 1));
+                Assert.True(decision.Admitted);
+                stamps.Add(decision.StampMicroseconds);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task SlidingWindowCounter_KeyCountsALaterSegment_RefusesUntilTheCallersClockReachesIt()
+    {
+        // As for the fixed window: deciding in the earlier segment would count there without the permits of the segment the
+        // fast node dropped on its clock (3 + 2 in one minute of decision times).
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromHours(1));
+        var options = new SlidingWindowCounterRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromMinutes(1), SegmentsPerWindow = 6 };
+        using PartitionedRateLimiter<string> behind = RedisLimiter.CreateSlidingWindowCounter<string>(user => user, _ => options, Options());
+        using PartitionedRateLimiter<string> first = RedisLimiter.CreateSlidingWindowCounter<string>(user => user, _ => options, Options().With(o => o.ClientClock = ahead));
+
+        Assert.True((await behind.AcquireAsync("ann", 3)).IsAcquired);
+        Assert.True((await first.AcquireAsync("ann")).IsAcquired);
+        _time.Advance(TimeSpan.FromSeconds(2));
+        using RateLimitLease refused = await behind.AcquireAsync("ann");
+
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromHours(1) - TimeSpan.FromSeconds(2), retryAfter); // when its clock reaches the key's segment
+    }
+
+    [Fact]
     public async Task SlidingWindowLog_WindowNotAWholeMicrosecond_IsRoundedUpNotDown()
     {
         // A window of 1 s + 0.5 µs: scripts count in whole microseconds, and a window rounded down to 1 s would let a

@@ -50,6 +50,7 @@ internal static class HybridScripts
     public static readonly LuaScript SlidingWindowCounterReserve = LuaScript.Prepare(Clock + LuaScripts.CounterCount + """
 
         local ends = (current + 1) * segment
+        if later then return {0, later - now, 0, now, current} end
         local granted = grant(limit - used)
         if granted == 0 then
           return {0, retry_after(used + need - limit), 0, now, current}

@@ -33,6 +33,9 @@ internal static class LuaScripts
     /// <summary>
     /// The counter's count: drops segments older than e-S and sums e-S..e into <c>used</c>; <c>retry_after(excess)</c> is the
     /// time until the oldest counted segments free <c>excess</c> permits (a segment j is counted until segment j+S+1).
+    /// <c>later</c> is the start of a later segment the key already counts (a client clock behind another's, or the server's
+    /// stepped back), else nil: as for the fixed window, a script refuses then, since deciding in the earlier segment would
+    /// drop segments that still count there, and its TTL would end before theirs.
     /// </summary>
     internal const string CounterCount = """
 
@@ -41,11 +44,18 @@ internal static class LuaScripts
         local current = math.floor(now / segment)
         local oldest = current - segments
         local fields = redis.call('HGETALL', @Key)
+        local later = nil
+        for i = 1, #fields, 2 do
+          local index = tonumber(fields[i])
+          if index > current and (later == nil or index * segment > later) then later = index * segment end
+        end
         local used = 0
         local counted = {}
         for i = 1, #fields, 2 do
           local index = tonumber(fields[i])
-          if index < oldest then
+          if later then
+            -- nothing dropped: the caller's clock is behind the key's
+          elseif index < oldest then
             redis.call('HDEL', @Key, fields[i])
           else
             local count = tonumber(fields[i + 1])
@@ -145,6 +155,7 @@ internal static class LuaScripts
     /// </summary>
     public static readonly LuaScript SlidingWindowCounter = LuaScript.Prepare(Clock + CounterCount + """
 
+        if later then return {0, later - now, 0, now} end
         if used + permits <= limit and (permits > 0 or used < limit) then
           if permits > 0 then
             redis.call('HINCRBY', @Key, current, permits)
@@ -162,6 +173,13 @@ internal static class LuaScripts
     public static readonly LuaScript SlidingWindowLog = LuaScript.Prepare(Clock + """
 
         local window = tonumber(@Window)
+
+        -- A clock behind the key's newest decision (a client clock behind another's, or the server's stepped back) decides
+        -- at that decision's time: the key's time never goes back, so what it counts is never dropped early, nor its TTL
+        -- cut short. Waits are measured on the caller's own clock.
+        local asked = now
+        local newest = redis.call('ZRANGE', @Key, -1, -1, 'WITHSCORES')
+        if newest[2] and tonumber(newest[2]) > now then now = tonumber(newest[2]) end
         redis.call('ZREMRANGEBYSCORE', @Key, '-inf', now - window)
         local used = redis.call('ZCARD', @Key)
         if used + permits <= limit and (permits > 0 or used < limit) then
@@ -169,11 +187,11 @@ internal static class LuaScripts
             for i = 1, permits do
               redis.call('ZADD', @Key, now, @Nonce .. ':' .. i)
             end
-            redis.call('PEXPIRE', @Key, math.ceil(window / 1000) + 1000)
+            redis.call('PEXPIRE', @Key, math.ceil((now + window - asked) / 1000) + 1000)
           end
           return {1, 0, limit - used - permits, now}
         end
         local oldest = redis.call('ZRANGE', @Key, used + math.max(permits, 1) - limit - 1, used + math.max(permits, 1) - limit - 1, 'WITHSCORES')
-        return {0, tonumber(oldest[2]) + window - now, math.max(limit - used, 0), now}
+        return {0, tonumber(oldest[2]) + window - asked, math.max(limit - used, 0), now}
         """);
 }
