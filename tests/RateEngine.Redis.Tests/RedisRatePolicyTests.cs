@@ -391,6 +391,43 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.True(after.IsAcquired);
     }
 
+    [Theory]
+    [InlineData("log")]
+    [InlineData("counter")]
+    public async Task AcquireAsync_NodeClockAheadThenOneBehind_TheKeysTimeNeverGoesBack(string kind)
+    {
+        // A node whose clock is an hour ahead drops what the others counted an hour before, as over. A node on time then
+        // decides on the key's later time (the log) or waits for it (the counter), so what it admits is not counted in the
+        // earlier window, which the fast node would drop again: 3 + 2 + 1 + 2 in one minute of the fast node's clock.
+        PolicyRule rule = kind == "log" ? PolicyRule.SlidingWindowLog(TimeSpan.FromMinutes(1), 3) : PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 3);
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromHours(1));
+        using RedisRatePolicy<Call> onTime = Builder().AddLayer("user/min", call => call.User, rule).Build();
+        using RedisRatePolicy<Call> fast = new RedisRatePolicyBuilder<Call>(Options().With(o => o.ClientClock = ahead)).AddLayer("user/min", call => call.User, rule).Build();
+        var ann = new Call("ann", "x");
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True((await onTime.AcquireAsync(ann, RequestCost.None)).IsAcquired);
+        }
+
+        Assert.True((await fast.AcquireAsync(ann, RequestCost.None)).IsAcquired);
+        _time.Advance(TimeSpan.FromSeconds(2));
+        int admitted = 0;
+        for (int i = 0; i < 2; i++)
+        {
+            admitted += (await onTime.AcquireAsync(ann, RequestCost.None)).IsAcquired ? 1 : 0;
+        }
+
+        ahead.Advance(TimeSpan.FromSeconds(3));
+        int admittedAhead = 0;
+        for (int i = 0; i < 3; i++)
+        {
+            admittedAhead += (await fast.AcquireAsync(ann, RequestCost.None)).IsAcquired ? 1 : 0;
+        }
+
+        Assert.Equal(kind == "log" ? 2 : 0, admitted);
+        Assert.Equal(3 - 1 - admitted, admittedAhead); // the fast node's minute holds 3 in all
+    }
+
     [Fact]
     public async Task Pause_OnOneNode_RefusesServiceWideOnEveryNodeUntilResumed()
     {

@@ -52,14 +52,20 @@ internal static class PolicyScripts
             local st = redis.call('HMGET', key, 'w', 'c')
             s.stored = tonumber(st[1])
             if s.stored == s.current then s.used = tonumber(st[2]) end
-            if s.stored and s.stored > s.current then s.used = tonumber(st[2]); s.later = true end
+            if s.stored and s.stored > s.current then s.used = tonumber(st[2]); s.later = true; s.wait = s.ends end
             if s.used > 0 then s.reset = s.ends - now end
             s.ttl = s.ends - now
           elseif kind == 2 then -- sliding-window counter: hash segment index -> count
             local segment, segments = arg(i, 4), arg(i, 5)
             s.current = math.floor(now / segment)
-            local oldest = s.current - segments
             local fields = redis.call('HGETALL', key)
+            -- A later segment than the clock's (a node clock behind another's, or the server's stepped back): as a later
+            -- fixed window, it refuses an acquire and takes a charge; counted from there, nothing it counts is dropped.
+            for j = 1, #fields, 2 do
+              local index = tonumber(fields[j])
+              if index > s.current then s.current = index; s.later = true; s.wait = index * segment end
+            end
+            local oldest = s.current - segments
             s.counted = {}
             s.stale = {}
             for j = 1, #fields, 2 do
@@ -82,17 +88,19 @@ internal static class PolicyScripts
               return (segments + 1) * segment
             end
             s.oldest = oldest
-            s.ttl = (segments + 1) * segment
+            s.ttl = math.max((segments + 1) * segment, (s.current + segments + 1) * segment - now)
             if #s.counted > 0 then s.reset = (s.counted[#s.counted][1] + segments + 1) * segment - now end
           elseif kind == 3 then -- sliding-window log: sorted set of permits scored by their time
             local window = arg(i, 4)
             s.window = window
-            s.used = redis.call('ZCOUNT', key, now - window + 1, '+inf')
-            s.ttl = window
-            if s.used > 0 then
-              local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-              s.reset = tonumber(newest[2]) + window - now
-            end
+            -- The key's time never goes back: a clock behind its newest permit decides at that permit's time, so what a
+            -- clock ahead dropped as over is over on the key's time too. Waits are measured on the caller's clock.
+            local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+            s.now = now
+            if newest[2] and tonumber(newest[2]) > now then s.now = tonumber(newest[2]) end
+            s.used = redis.call('ZCOUNT', key, s.now - window + 1, '+inf')
+            s.ttl = window + s.now - now
+            if s.used > 0 then s.reset = tonumber(newest[2]) + window - now end
           elseif kind == 4 then -- token bucket: hash t (tokens x period), s (last refill), a (last admission's tag); continuous refill
             local per, rate = arg(i, 4), arg(i, 5)
             local full = limit * per
@@ -118,7 +126,7 @@ internal static class PolicyScripts
             if not from then s.skewed = true
             else
               if s.stored == from then s.used = tonumber(st[2]) end
-              if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true end
+              if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true; s.wait = to end
               s.used = s.used + s.carried
               if s.used > 0 then s.reset = to - now end
               s.ttl = to - now
@@ -207,7 +215,7 @@ internal static class PolicyScripts
           if s.skewed then
             if first == 0 then first = -i end
           elseif s.later then
-            retry = (kind == 1) and (s.ends - now) or (s.to - now)
+            retry = s.wait - now -- until the caller's clock reaches the later window, segment or period
           elseif kind == 1 or kind == 5 then
             ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
             if not ok then retry = (kind == 1) and (s.ends - now) or (s.to - now) end
@@ -218,7 +226,7 @@ internal static class PolicyScripts
             ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
             if not ok then
               local excess = math.max(1, s.used + amount - limit)
-              local oldest = redis.call('ZRANGEBYSCORE', KEYS[i], now - s.window + 1, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
+              local oldest = redis.call('ZRANGEBYSCORE', KEYS[i], s.now - s.window + 1, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
               retry = oldest[2] and (tonumber(oldest[2]) + s.window - now) or s.window
             end
           elseif kind == 4 then
@@ -255,9 +263,9 @@ internal static class PolicyScripts
             if s.kind == 1 or s.kind == 2 or s.kind == 5 then
               tag = count(i, s, amount)
             elseif s.kind == 3 then
-              redis.call('ZREMRANGEBYSCORE', key, '-inf', now - s.window)
-              for j = 1, amount do redis.call('ZADD', key, now, lease .. ':' .. i .. ':' .. j) end
-              tag = now
+              redis.call('ZREMRANGEBYSCORE', key, '-inf', s.now - s.window)
+              for j = 1, amount do redis.call('ZADD', key, s.now, lease .. ':' .. i .. ':' .. j) end
+              tag = s.now
             elseif s.kind == 4 then
               -- The tag names this admission: a refund is exact only while no admission or charge followed it. Tags only grow
               -- on a key, even when a node's clock is behind (one more than the last), and start from the time on a key that
@@ -330,7 +338,7 @@ internal static class PolicyScripts
                 for j = 1, want do
                   local member = lease .. ':' .. i .. ':' .. j
                   local score = redis.call('ZSCORE', key, member)
-                  if score and tonumber(score) > now - s.window then back = back + redis.call('ZREM', key, member) end
+                  if score and tonumber(score) > s.now - s.window then back = back + redis.call('ZREM', key, member) end
                 end
               elseif kind == 4 and tag == s.admitted then
                 -- Only while no admission or charge followed this one: then the bucket is where it would be without it, less
@@ -392,7 +400,7 @@ internal static class PolicyScripts
             local ends
             if s.kind == 1 then ends = s.ends elseif s.kind == 2 then ends = (s.current + 1) * arg(i, 4) else ends = s.to end
             if s.later then
-              retry = (s.kind == 1 and s.ends or s.to) - now
+              retry = s.wait - now
             else
               local available = s.limit - s.used
               if available >= need and available > 0 then granted = math.min(want, math.max(need, math.ceil(available / 2))) end
