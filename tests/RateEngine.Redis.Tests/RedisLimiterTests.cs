@@ -212,23 +212,42 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
-    public async Task SlidingWindowCounter_KeyCountsALaterSegment_RefusesUntilTheCallersClockReachesIt()
+    public async Task SlidingWindowCounter_CallerBehindALaterSegment_DecidesInIt()
     {
-        // As for the fixed window: deciding in the earlier segment would count there without the permits of the segment the
-        // fast node dropped on its clock (3 + 2 in one minute of decision times).
+        // A node an hour ahead drops the segment the others counted as over. A node on time then decides in the key's
+        // later segment: deciding in its own would count without that segment and admit 3 + 2 in one minute of its
+        // clock, and the fast node 2 more in one of its own.
         var ahead = new FakeTimeProvider(Start + TimeSpan.FromHours(1));
         var options = new SlidingWindowCounterRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromMinutes(1), SegmentsPerWindow = 6 };
         using PartitionedRateLimiter<string> behind = RedisLimiter.CreateSlidingWindowCounter<string>(user => user, _ => options, Options());
         using PartitionedRateLimiter<string> first = RedisLimiter.CreateSlidingWindowCounter<string>(user => user, _ => options, Options().With(o => o.ClientClock = ahead));
+        var counter = (RedisPartitionedLimiter<string, SlidingWindowCounterRateLimiterOptions>)behind;
 
         Assert.True((await behind.AcquireAsync("ann", 3)).IsAcquired);
         Assert.True((await first.AcquireAsync("ann")).IsAcquired);
         _time.Advance(TimeSpan.FromSeconds(2));
-        using RateLimitLease refused = await behind.AcquireAsync("ann");
+        RedisDecision decided = RedisPartitionedLimiter<string, object>.Decision(await counter.Evaluate("ann", 2));
+        ahead.Advance(TimeSpan.FromSeconds(3));
+        using RateLimitLease refused = await first.AcquireAsync("ann");
 
+        Assert.True(decided.Admitted);
+        Assert.Equal((Start + TimeSpan.FromHours(1) - DateTimeOffset.UnixEpoch).Ticks / 10, decided.StampMicroseconds); // the segment's start
         Assert.False(refused.IsAcquired);
-        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
-        Assert.Equal(TimeSpan.FromHours(1) - TimeSpan.FromSeconds(2), retryAfter); // when its clock reaches the key's segment
+    }
+
+    [Fact]
+    public async Task SlidingWindowCounter_ClocksMillisecondsApartAtABoundary_RefusesNothing()
+    {
+        // A node 2 ms ahead writes the next segment first; the node on time, still in the segment before, is not refused.
+        var options = new SlidingWindowCounterRateLimiterOptions { PermitLimit = 10, Window = TimeSpan.FromSeconds(1), SegmentsPerWindow = 10 };
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromMilliseconds(1));
+        _time.Advance(TimeSpan.FromMilliseconds(99));
+        using PartitionedRateLimiter<string> onTime = RedisLimiter.CreateSlidingWindowCounter<string>(user => user, _ => options, Options());
+        using PartitionedRateLimiter<string> fast = RedisLimiter.CreateSlidingWindowCounter<string>(user => user, _ => options, Options().With(o => o.ClientClock = ahead));
+        ahead.Advance(TimeSpan.FromMilliseconds(100));
+
+        Assert.True((await fast.AcquireAsync("ann")).IsAcquired);
+        Assert.True((await onTime.AcquireAsync("ann")).IsAcquired);
     }
 
     [Fact]

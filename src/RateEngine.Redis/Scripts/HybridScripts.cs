@@ -47,7 +47,12 @@ internal static class HybridScripts
         return 0
         """);
 
-    public static readonly LuaScript SlidingWindowCounterReserve = LuaScript.Prepare(Clock + LuaScripts.CounterCount + """
+    /// <remarks>
+    /// A caller whose clock is behind a later segment the key counts is refused until its clock reaches it (a cached
+    /// refusal; a refill keeps the node's block): a block counted in the later segment but used on the node's earlier clock
+    /// would not count in the windows its uses fall in.
+    /// </remarks>
+    public static readonly LuaScript SlidingWindowCounterReserve = LuaScript.Prepare(Clock + LuaScripts.CounterLater + LuaScripts.CounterCount + """
 
         local ends = (current + 1) * segment
         if later then return {0, later - now, 0, now, current} end

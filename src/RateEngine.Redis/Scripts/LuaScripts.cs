@@ -31,31 +31,37 @@ internal static class LuaScripts
         """;
 
     /// <summary>
-    /// The counter's count: drops segments older than e-S and sums e-S..e into <c>used</c>; <c>retry_after(excess)</c> is the
-    /// time until the oldest counted segments free <c>excess</c> permits (a segment j is counted until segment j+S+1).
-    /// <c>later</c> is the start of a later segment the key already counts (a client clock behind another's, or the server's
-    /// stepped back), else nil: as for the fixed window, a script refuses then, since deciding in the earlier segment would
-    /// drop segments that still count there, and its TTL would end before theirs.
+    /// The counter's clock: <c>asked</c> is the caller's time, and <c>later</c> the start of the latest segment the key counts
+    /// anything in when that is later than the caller's clock (a client clock behind another's, or the server's stepped
+    /// back), else nil. Deciding in the caller's earlier segment would count without what a clock ahead dropped as over.
     /// </summary>
-    internal const string CounterCount = """
+    internal const string CounterLater = """
 
         local segment = tonumber(@Segment)
         local segments = tonumber(@Segments)
-        local current = math.floor(now / segment)
-        local oldest = current - segments
+        local asked = now
         local fields = redis.call('HGETALL', @Key)
         local later = nil
         for i = 1, #fields, 2 do
-          local index = tonumber(fields[i])
-          if index > current and (later == nil or index * segment > later) then later = index * segment end
+          local start = tonumber(fields[i]) * segment
+          if start > now and tonumber(fields[i + 1]) > 0 and (later == nil or start > later) then later = start end
         end
+        """;
+
+    /// <summary>
+    /// The counter's count at <c>now</c> (after <see cref="CounterLater"/>): drops segments older than e-S and sums the rest
+    /// into <c>used</c>; <c>retry_after(excess)</c> is the time on the caller's clock until the oldest counted segments free
+    /// <c>excess</c> permits (a segment j is counted until segment j+S+1).
+    /// </summary>
+    internal const string CounterCount = """
+
+        local current = math.floor(now / segment)
+        local oldest = current - segments
         local used = 0
         local counted = {}
         for i = 1, #fields, 2 do
           local index = tonumber(fields[i])
-          if later then
-            -- nothing dropped: the caller's clock is behind the key's
-          elseif index < oldest then
+          if index < oldest then
             redis.call('HDEL', @Key, fields[i])
           else
             local count = tonumber(fields[i + 1])
@@ -68,9 +74,17 @@ internal static class LuaScripts
           local freed = 0
           for _, entry in ipairs(counted) do
             freed = freed + entry[2]
-            if freed >= excess then return (entry[1] + segments + 1) * segment - now end
+            if freed >= excess then return (entry[1] + segments + 1) * segment - asked end
           end
-          return (segments + 1) * segment
+          return (segments + 1) * segment + now - asked
+        end
+        """;
+
+    /// <summary>Sets the key's TTL to <c>ms</c> unless it already runs longer: a key that counts a later time must outlive it.</summary>
+    internal const string Extend = """
+
+        local function extend(ms)
+          if redis.call('PTTL', @Key) < ms then redis.call('PEXPIRE', @Key, ms) end
         end
         """;
 
@@ -153,13 +167,19 @@ internal static class LuaScripts
     /// which cover the last W whole. Invariant: at most the limit in any interval of length W; a permit is counted up to
     /// one segment longer than W (conservative).
     /// </summary>
-    public static readonly LuaScript SlidingWindowCounter = LuaScript.Prepare(Clock + CounterCount + """
+    /// <remarks>
+    /// A caller whose clock is behind a later segment the key counts decides in that segment (its stamp is that segment's
+    /// start): the key's time never goes back, and a few milliseconds of skew between nodes at a boundary refuse nothing.
+    /// </remarks>
+    public static readonly LuaScript SlidingWindowCounter = LuaScript.Prepare(Clock + CounterLater + """
 
-        if later then return {0, later - now, 0, now} end
+        if later then now = later end
+        """ + CounterCount + Extend + """
+
         if used + permits <= limit and (permits > 0 or used < limit) then
           if permits > 0 then
             redis.call('HINCRBY', @Key, current, permits)
-            redis.call('PEXPIRE', @Key, math.ceil((segments + 1) * segment / 1000) + 1000)
+            extend(math.ceil(((current + segments + 1) * segment - asked) / 1000) + 1000)
           end
           return {1, 0, limit - used - permits, now}
         end
@@ -170,7 +190,7 @@ internal static class LuaScripts
     /// Exact sliding-window log: a sorted set of one member per permit, scored by its decision µs. Invariant: for every
     /// x, the permits stamped in [x, x + W) are at most the limit. Memory: one member per permit of the limit.
     /// </summary>
-    public static readonly LuaScript SlidingWindowLog = LuaScript.Prepare(Clock + """
+    public static readonly LuaScript SlidingWindowLog = LuaScript.Prepare(Clock + Extend + """
 
         local window = tonumber(@Window)
 
@@ -187,7 +207,7 @@ internal static class LuaScripts
             for i = 1, permits do
               redis.call('ZADD', @Key, now, @Nonce .. ':' .. i)
             end
-            redis.call('PEXPIRE', @Key, math.ceil((now + window - asked) / 1000) + 1000)
+            extend(math.ceil((now + window - asked) / 1000) + 1000)
           end
           return {1, 0, limit - used - permits, now}
         end

@@ -59,11 +59,13 @@ internal static class PolicyScripts
             local segment, segments = arg(i, 4), arg(i, 5)
             s.current = math.floor(now / segment)
             local fields = redis.call('HGETALL', key)
-            -- A later segment than the clock's (a node clock behind another's, or the server's stepped back): as a later
-            -- fixed window, it refuses an acquire and takes a charge; counted from there, nothing it counts is dropped.
+            -- A later segment than the clock's that counts anything (a node clock behind another's, or the server's stepped
+            -- back): the layer decides and counts there, so nothing it counts is dropped and a few milliseconds of skew at
+            -- a boundary refuse nothing. A hybrid block is not taken from it (s.ahead): its uses on the node's earlier
+            -- clock would not count in the windows they fall in.
             for j = 1, #fields, 2 do
               local index = tonumber(fields[j])
-              if index > s.current then s.current = index; s.later = true; s.wait = index * segment end
+              if index > s.current and tonumber(fields[j + 1]) > 0 then s.current = index; s.ahead = true; s.wait = index * segment end
             end
             local oldest = s.current - segments
             s.counted = {}
@@ -85,7 +87,7 @@ internal static class PolicyScripts
                 freed = freed + entry[2]
                 if freed >= excess then return (entry[1] + segments + 1) * segment - now end
               end
-              return (segments + 1) * segment
+              return math.max((segments + 1) * segment, (s.current + segments + 1) * segment - now)
             end
             s.oldest = oldest
             s.ttl = math.max((segments + 1) * segment, (s.current + segments + 1) * segment - now)
@@ -399,7 +401,7 @@ internal static class PolicyScripts
           elseif paused == '' then
             local ends
             if s.kind == 1 then ends = s.ends elseif s.kind == 2 then ends = (s.current + 1) * arg(i, 4) else ends = s.to end
-            if s.later then
+            if s.later or s.ahead then
               retry = s.wait - now
             else
               local available = s.limit - s.used
