@@ -300,8 +300,9 @@ public abstract partial class RateEngineLimiter : ReplenishingRateLimiter
     /// </summary>
     private RateEngineLease Rejection(long now, long permitCount, string reason)
     {
+        // A probe (zero permits) asks for one permit left over once the queue ahead of it has taken its own.
         long queued = _settings.Order == QueueProcessingOrder.OldestFirst ? Volatile.Read(ref _queuedPermits) : 0;
-        long permits = Math.Max(1, queued + permitCount);
+        long permits = queued + Math.Max(1, permitCount);
         return RateEngineLease.Rejected(_clock.ToRetryAfter(_host.GetRetryAfterBehind(now, permits)), reason);
     }
 

@@ -102,6 +102,36 @@ public abstract partial class RateLimiterContractTests
         }
     }
 
+    [Fact]
+    public async Task AttemptAcquire_ZeroPermitsBehindAQueue_RetryAfterIsLateEnoughForAPermitLeftOver()
+    {
+        // A probe asks whether one permit is free. Behind a waiter for the whole limit, the first refill goes to the waiter:
+        // a retry then would find nothing left and be refused again.
+        var time = new FakeTimeProvider();
+        using ReplenishingRateLimiter limiter = Create(4, 8, OldestFirst, time);
+        Assert.True(limiter.AttemptAcquire(4).IsAcquired);
+        Task<RateLimitLease> head = Enqueue(limiter, 4);
+        time.Advance(ShortWhile);
+
+        using RateLimitLease refused = limiter.AttemptAcquire(0);
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+
+        TimeSpan step = TimeSpan.FromMilliseconds(1); // as in the test above
+        for (TimeSpan left = retryAfter + step; left > TimeSpan.Zero; left -= step)
+        {
+            time.Advance(left < step ? left : step);
+            limiter.TryReplenish();
+        }
+
+        Assert.True((await head).IsAcquired);
+        using RateLimitLease retried = limiter.AttemptAcquire(0);
+        if (!retried.IsAcquired)
+        {
+            Assert.Fail($"refused again at RETRY_AFTER ({retryAfter}), then told {RetryAfterOf(retried)} more");
+        }
+    }
+
     [Theory]
     [InlineData(4, 2, 2, 1)] // 3 of 4: within the first refill
     [InlineData(2, 1, 1, 2)] // 3 of 2: the queued one takes the first refill, this request the second
