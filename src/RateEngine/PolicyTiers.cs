@@ -82,7 +82,12 @@ public sealed class PolicyTiers : IEnumerable<KeyValuePair<string, IReadOnlyDict
             set
             {
                 ArgumentException.ThrowIfNullOrWhiteSpace(layer);
-                _limits[layer] = PolicyRule.CheckLongLimit(value, $"the limit of layer '{layer}'") ?? 0;
+                if (value is < 1 or > long.MaxValue / 2)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(value), value, $"The limit of layer '{layer}' must be between 1 and {long.MaxValue / 2}.");
+                }
+
+                _limits[layer] = value;
             }
         }
 

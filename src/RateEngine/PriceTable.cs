@@ -25,7 +25,7 @@ public sealed class PriceTable
         var byModel = new Dictionary<string, ModelPrice>(StringComparer.Ordinal);
         foreach (ModelPrice price in prices)
         {
-            ArgumentNullException.ThrowIfNull(price);
+            ArgumentNullException.ThrowIfNull(price, nameof(prices));
             ArgumentNullException.ThrowIfNull(price.Model, nameof(prices));
             ArgumentOutOfRangeException.ThrowIfNegative(price.InputPerMillion, nameof(prices));
             ArgumentOutOfRangeException.ThrowIfNegative(price.OutputPerMillion, nameof(prices));
@@ -62,5 +62,10 @@ public sealed class PriceTable
     }
 
     /// <summary>Whether <paramref name="model"/> is priced, and its price.</summary>
-    public bool TryGetPrice(string model, out ModelPrice? price) => _prices.TryGetValue(model, out price);
+    /// <exception cref="ArgumentNullException"><paramref name="model"/> is null.</exception>
+    public bool TryGetPrice(string model, out ModelPrice? price)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return _prices.TryGetValue(model, out price);
+    }
 }

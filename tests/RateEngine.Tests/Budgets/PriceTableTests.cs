@@ -33,7 +33,8 @@ public class PriceTableTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new PriceTable([new ModelPrice("a", -1, 1)]));
         Assert.Throws<ArgumentOutOfRangeException>(() => new PriceTable([new ModelPrice("a", 1, -0.01m)]));
         Assert.Throws<ArgumentNullException>(() => new PriceTable(null!));
-        Assert.Throws<ArgumentNullException>(() => new PriceTable([null!]));
+        Assert.Equal("prices", Assert.Throws<ArgumentNullException>(() => new PriceTable([null!])).ParamName);
+        Assert.Equal("model", Assert.Throws<ArgumentNullException>(() => Prices.TryGetPrice(null!, out _)).ParamName);
     }
 
     [Fact]

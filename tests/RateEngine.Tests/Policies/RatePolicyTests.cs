@@ -1201,6 +1201,10 @@ public class RatePolicyTests
         Assert.True(policy.Acquire(upgraded, new RequestCost(0, 800)).IsAcquired);
         Assert.Equal(910, policy.GetUsage(upgraded, "cost").Used);
         Assert.Throws<InvalidOperationException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["typo"] = 1 } }));
+        var tiers = new PolicyTiers();
+        ArgumentOutOfRangeException zero = Assert.Throws<ArgumentOutOfRangeException>(() => tiers["free"]["cost"] = 0);
+        Assert.Equal("value", zero.ParamName);
+        Assert.Contains("'cost'", zero.Message, StringComparison.Ordinal);
     }
 
     [Fact]
