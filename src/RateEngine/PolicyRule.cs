@@ -207,6 +207,11 @@ public sealed class PolicyRule
             }
         }
 
+        if (Limit is { } limit)
+        {
+            CheckReachable(Kind, limit, thresholds, nameof(thresholds));
+        }
+
         return Copy(soft: [.. thresholds]);
     }
 
@@ -255,6 +260,27 @@ public sealed class PolicyRule
         }
 
         return limit;
+    }
+
+    /// <summary>
+    /// Throws unless a soft layer's usage can reach its highest threshold at <paramref name="limit"/>: a fixed window counts
+    /// at most 2^31 - 1 in a window and a calendar budget long.MaxValue / 2 in a period (a charge past that saturates), and
+    /// a threshold beyond would never be reported. The comparison is the one the layer makes, in millionths.
+    /// </summary>
+    internal static void CheckReachable(PolicyRuleKind kind, long limit, IReadOnlyList<double> thresholds, string paramName)
+    {
+        if (thresholds.Count == 0)
+        {
+            return;
+        }
+
+        long most = kind == PolicyRuleKind.Calendar ? long.MaxValue / 2 : Algorithms.EpochCount.MaxCount;
+        long top = (long)Math.Round(thresholds[^1] * 1_000_000);
+        if ((Int128)most * 1_000_000 < (Int128)top * limit)
+        {
+            throw new ArgumentOutOfRangeException(
+                paramName, limit, $"A limit of {limit} puts the threshold {thresholds[^1]} past the most a {kind} layer counts ({most}): it would never be reported.");
+        }
     }
 
     internal static long? CheckLongLimit(long? limit, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(limit))] string? name = null)

@@ -376,6 +376,8 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         {
             throw new ArgumentOutOfRangeException("tiers", limit, $"Tier '{tier}' sets layer '{Name}' to {limit}; a {Rule.Kind} layer takes at most {most}.");
         }
+
+        PolicyRule.CheckReachable(Rule.Kind, limit, Rule.SoftThresholds, "tiers");
     }
 
     private LayerTier<TAlgorithm>? TierOf(TContext context)

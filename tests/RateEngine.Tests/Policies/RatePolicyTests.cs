@@ -788,6 +788,21 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void AsSoft_ThresholdPastWhatTheLayerCanCount_IsRefused()
+    {
+        // A fixed window counts at most 2^31 - 1 in a window: 120 % of 2e9 would never be reported.
+        PolicyRule rule = PolicyRule.FixedWindow(TimeSpan.FromHours(1), 2_000_000_000).Counting(PolicyMeter.Tokens);
+        Assert.Equal("thresholds", Assert.Throws<ArgumentOutOfRangeException>(() => rule.AsSoft(1.0, 1.2)).ParamName);
+        Assert.Equal([1.0, 1.07], rule.AsSoft(1.0, 1.07).SoftThresholds);
+
+        var tiers = new PolicyTiers { ["big"] = { ["alerts"] = 2_000_000_000 } };
+        RatePolicyBuilder<Call> builder = Builder()
+            .UseTiers(c => c.Tier, tiers)
+            .AddLayer("alerts", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1)).Counting(PolicyMeter.Tokens).AsSoft(1.0, 1.2));
+        Assert.Equal("tiers", Assert.Throws<ArgumentOutOfRangeException>(() => builder.Build()).ParamName);
+    }
+
+    [Fact]
     public void SoftLayer_ThresholdJustAboveALimit_IsReportedOnlyPastIt()
     {
         // 1.001 of a limit of 1,000,000 is 1,001,000: truncated to a millionth (1,000,999), it was reported 1 unit early.
