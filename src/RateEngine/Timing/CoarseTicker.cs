@@ -23,6 +23,9 @@ internal sealed class CoarseTicker
     private const int Running = 1;
     private const int Stopped = 2;
 
+    /// <summary>How many recent gaps between ticks <see cref="LongestRecentGap"/> covers: a few hundred milliseconds at 1 ms.</summary>
+    private const int GapsKept = 256;
+
     private readonly Func<long> _source;
     private readonly int _periodMilliseconds;
     private readonly object _gate = new();
@@ -32,6 +35,12 @@ internal sealed class CoarseTicker
 
     /// <summary>Written by ticks, read by every limiter on the provider: alone on its cache lines.</summary>
     private Stamps _stamps;
+
+    /// <summary>The gaps between the last <see cref="GapsKept"/> ticks (source ticks), and the previous tick's reading; under the tick lock.</summary>
+    private readonly long[] _gaps = new long[GapsKept];
+    private int _nextGap;
+    private long _previous;
+    private long _longestGap;
 
     /// <param name="periodMilliseconds">The ticker thread's wait between ticks.</param>
     /// <param name="source">The timestamp a tick publishes; null for <see cref="Stopwatch.GetTimestamp"/>.</param>
@@ -45,6 +54,13 @@ internal sealed class CoarseTicker
 
     /// <summary>The ticker thread's wait between ticks: how far the cached timestamp may lag behind the source's.</summary>
     public int PeriodMilliseconds => _periodMilliseconds;
+
+    /// <summary>
+    /// The longest of the recent gaps between two ticks, in the source's ticks: how far a reading may lag behind the source,
+    /// as the ticker has really run (its period plus how late the thread woke: milliseconds on a loaded machine, a timer
+    /// period of 15.6 ms on Windows). Zero before the second tick.
+    /// </summary>
+    public long LongestRecentGap => Volatile.Read(ref _longestGap);
 
     /// <summary>The cached timestamp, for a reader that has already read once through <see cref="Read"/> (a plain load).</summary>
     public long Timestamp => Volatile.Read(ref _stamps.Timestamp);
@@ -81,6 +97,15 @@ internal sealed class CoarseTicker
             {
                 Volatile.Write(ref _stamps.Timestamp, now); // the only writer, under the lock
             }
+
+            if (_previous != 0 && now > _previous)
+            {
+                _gaps[_nextGap] = now - _previous;
+                _nextGap = (_nextGap + 1) % GapsKept;
+                Volatile.Write(ref _longestGap, _gaps.Max());
+            }
+
+            _previous = Math.Max(_previous, now);
         }
     }
 

@@ -74,6 +74,9 @@ internal sealed class LimiterClock
 
     public bool IsManual => _mode != ManualReplenishment.None;
 
+    /// <summary>How far a coarse clock's reading may lag: its period, or the longest recent gap between its ticks if longer.</summary>
+    private long CoarseLag() => _ticker is { } ticker ? Math.Max(_coarseLag, ticker.LongestRecentGap) : 0;
+
     public TimeProvider Provider => _provider;
 
     /// <summary>The algorithms' current time: ticks since creation, never negative and never less than before.</summary>
@@ -191,8 +194,9 @@ internal sealed class LimiterClock
         if (_mode == ManualReplenishment.None)
         {
             // A provider that stepped back reads behind the time this clock holds: it must first catch up. A coarse clock's
-            // reading at the retry may lag more than this one did: up to its period more.
-            long behind = Behind() + _coarseLag;
+            // reading at the retry may lag more than this one did: by as much as the ticker's gaps between ticks have lately
+            // been (its period at least; more when its thread wakes late).
+            long behind = Behind() + CoarseLag();
             return ToTimeSpan(behind > TimeMath.MaxTicks - ticks ? TimeMath.MaxTicks : ticks + behind);
         }
 

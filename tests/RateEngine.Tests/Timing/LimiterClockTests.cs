@@ -31,6 +31,34 @@ public class LimiterClockTests
     }
 
     [Fact]
+    public void RetryAfter_OnACoarseClockWhoseTicksComeLate_CoversTheirRealGap()
+    {
+        // A 1 ms ticker whose thread wakes every 16 ms (a Windows timer period, or a loaded machine): the retry's reading
+        // may lag 15 ms. One period of margin left it refused again.
+        var source = new ManualTicks(TimeSpan.FromSeconds(10));
+        using CoarseTimeProvider coarse = source.CreateProvider();
+        using var limiter = new LockFreeFixedWindowRateLimiter(
+            new System.Threading.RateLimiting.FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 0 }, coarse);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        for (int i = 0; i < 30; i++)
+        {
+            source.Advance(TimeSpan.FromMilliseconds(16));
+            coarse.Tick();
+        }
+
+        using System.Threading.RateLimiting.RateLimitLease refused = limiter.AttemptAcquire(1);
+        Assert.True(refused.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out TimeSpan retryAfter));
+
+        TimeSpan sinceTheLastTick = TimeSpan.FromMilliseconds(15);
+        source.Advance(retryAfter - sinceTheLastTick);
+        coarse.Tick();
+        source.Advance(sinceTheLastTick);
+
+        using System.Threading.RateLimiting.RateLimitLease retried = limiter.AttemptAcquire(1);
+        Assert.True(retried.IsAcquired);
+    }
+
+    [Fact]
     public void RetryAfter_ManualStepsAtAFrequencyThatCannotShowThePeriod_IsLongEnough()
     {
         // A 1 kHz provider needs 334 ms for each step of a third of a second: counted as 333.33 ms each, RETRY_AFTER came
