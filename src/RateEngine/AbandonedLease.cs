@@ -3,6 +3,9 @@ namespace RateEngine;
 /// <summary>
 /// A lease was collected without being disposed (a bug in the caller): its concurrency slots have been freed.
 /// </summary>
-/// <param name="Estimate">The lease's estimate (kept, as for any unreconciled lease).</param>
+/// <param name="Estimate">
+/// The lease's estimate: what its budgets keep when it was never reconciled (as for any lease disposed unreconciled). A
+/// lease reconciled and then abandoned was settled at its actual then; only its slots were still held.
+/// </param>
 /// <param name="ReleasedLayers">The concurrency layers whose slot was freed.</param>
 public readonly record struct AbandonedLease(RequestCost Estimate, IReadOnlyList<string> ReleasedLayers);
