@@ -340,6 +340,26 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task Metrics_UnreconciledOnALayerThatRefundsIt_CountsWhatTheBudgetKeeps()
+    {
+        // A token budget built with RefundingUnreconciled gives an unreconciled estimate back: the metric counted 500.
+        await using RunningApp app = await StartAsync(engine => engine.AddPolicy("chat", _ => new RatePolicyBuilder<HttpContext>()
+            .UseTimeProvider(_time)
+            .AddLayer("user tokens/day", ByApiKey, PolicyRule.Calendar(CalendarPeriod.Day, limit: 1_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .Build()).UseEstimate(EstimateHeader));
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        var meters = app.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var tokens = new MetricCollector<long>(meters, "RateEngine", "rateengine.tokens");
+        using var settlements = new MetricCollector<long>(meters, "RateEngine", "rateengine.settlements");
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice", estimate: 500))).StatusCode);
+
+        await WaitFor(() => settlements.GetMeasurementSnapshot().Count == 1);
+        Assert.Equal(0, policy.GetUsage(Context("alice"), "user tokens/day").Used);
+        Assert.Equal(0, tokens.GetMeasurementSnapshot().Sum(m => m.Value));
+    }
+
+    [Fact]
     public async Task Metrics_ReconcileListenerThrows_TheRequestCountsAsReconciled()
     {
         // The listener runs after every layer is settled: its exception fails the endpoint, but the request was reconciled.

@@ -305,12 +305,38 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
         }
     }
 
-    /// <summary>What a lease that keeps its estimate counts: the estimate, or what its steps charged past it (overruns counted).</summary>
+    /// <summary>
+    /// What a lease that ends unreconciled counts, per meter: the estimate, or what its steps charged past it (overruns
+    /// counted), where a layer of that meter keeps its estimate; only what the steps consumed where every layer of that
+    /// meter gives the rest back (<see cref="PolicyRule.RefundingUnreconciled"/>).
+    /// </summary>
     private RequestCost KeptCost()
     {
         RequestCost estimate = Lease.Estimate;
         RequestCost consumed = Lease.Consumed;
-        return new RequestCost(Math.Max(estimate.Tokens, consumed.Tokens), Math.Max(estimate.Money, consumed.Money));
+        return new RequestCost(
+            KeepsEstimate(PolicyMeter.Tokens) ? Math.Max(estimate.Tokens, consumed.Tokens) : consumed.Tokens,
+            KeepsEstimate(PolicyMeter.Money) ? Math.Max(estimate.Money, consumed.Money) : consumed.Money);
+    }
+
+    private bool KeepsEstimate(PolicyMeter meter)
+    {
+        bool any = false;
+        foreach (string layer in Policy.LayerNames)
+        {
+            PolicyRule rule = Policy.GetRule(layer);
+            if (rule.Meter == meter)
+            {
+                if (!rule.RefundsUnreconciled)
+                {
+                    return true;
+                }
+
+                any = true;
+            }
+        }
+
+        return !any;
     }
 
     private void Settled(RequestCost counted, string how)
