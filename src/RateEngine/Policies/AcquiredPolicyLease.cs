@@ -32,6 +32,9 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
     /// <summary>Charges and reconciles of this lease under way on the lock's thread (more than one only through user code).</summary>
     private int _settling;
 
+    /// <summary>Whether the lease was reconciled (it stays true once the lease is disposed too).</summary>
+    private bool _reconciled;
+
     public AcquiredPolicyLease(RatePolicy<TContext>? policy, TContext context, LayerHold[] holds, RequestCost estimate)
     {
         _policy = policy;
@@ -111,9 +114,9 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                         // charged even if user code on one (a threshold listener) throws: the step was spent on all of them.
                         long excess = _consumed.On(layer.Meter) - _estimate.On(layer.Meter) - _holds[i].Overrun;
                         ChargeLayer(policy, i, now, excess, ref failure);
-                        if (_state == Reconciled)
+                        if (_reconciled)
                         {
-                            break; // user code there reconciled the lease: every layer is settled at that actual, step included
+                            break; // user code there reconciled the lease (and may have disposed it): every layer is settled at that actual
                         }
                     }
                 }
@@ -142,6 +145,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                 // listener): a dispose after a reconcile that failed part-way must not refund what it settled.
                 long now = policy.Clock.Now();
                 _state = Reconciled;
+                _reconciled = true;
                 ExceptionDispatchInfo? failure = null;
                 long[]? refunds = null;
                 for (int i = 0; i < _holds.Length; i++)

@@ -976,14 +976,23 @@ public class RatePolicyTests
         }
     }
 
-    [Fact]
-    public void Charge_ListenerReconcilesTheLease_LaterLayersStaySettledAtTheActual()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Charge_ListenerReconcilesTheLease_LaterLayersStaySettledAtTheActual(bool thenDisposes)
     {
         PolicyLease? charging = null;
         using RatePolicy<Call> policy = Builder()
             .AddLayer("alerts", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100).Counting(PolicyMeter.Tokens).AsSoft(0.5))
             .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
-            .OnThresholdCrossed(_ => charging!.Reconcile(new RequestCost(20, 0)))
+            .OnThresholdCrossed(_ =>
+            {
+                charging!.Reconcile(new RequestCost(20, 0));
+                if (thenDisposes)
+                {
+                    charging.Dispose();
+                }
+            })
             .Build();
         var call = new Call("alice");
         charging = policy.Acquire(call, new RequestCost(10, 0));
