@@ -41,6 +41,7 @@ internal sealed class CoarseTicker
     private int _nextGap;
     private long _previous;
     private long _longestGap;
+    private readonly long _gapCeiling;
 
     /// <param name="periodMilliseconds">The ticker thread's wait between ticks.</param>
     /// <param name="source">The timestamp a tick publishes; null for <see cref="Stopwatch.GetTimestamp"/>.</param>
@@ -49,6 +50,7 @@ internal sealed class CoarseTicker
     {
         _periodMilliseconds = periodMilliseconds;
         _source = source ?? Stopwatch.GetTimestamp;
+        _gapCeiling = Stopwatch.Frequency * Math.Max(4L * periodMilliseconds, 16) / 1000;
         _state = manual ? Stopped : Idle;
     }
 
@@ -100,7 +102,10 @@ internal sealed class CoarseTicker
 
             if (_previous != 0 && now > _previous)
             {
-                _gaps[_nextGap] = now - _previous;
+                // A stall (a blocking collection, a paused VM) is not a lag a retry will meet again: its gap counts only up to
+                // a late wake-up's (a 15.6 ms Windows timer period, or four periods), so one pause does not lengthen every
+                // RETRY_AFTER for the next 256 ticks.
+                _gaps[_nextGap] = Math.Min(now - _previous, _gapCeiling);
                 _nextGap = (_nextGap + 1) % GapsKept;
                 Volatile.Write(ref _longestGap, _gaps.Max());
             }

@@ -59,6 +59,25 @@ public class LimiterClockTests
     }
 
     [Fact]
+    public void RetryAfter_AfterOneLongStallOfTheTicker_IsNotLengthenedByIt()
+    {
+        // A 5 s pause (a blocking collection, a paused VM) is not a lag the retry will meet again.
+        var source = new ManualTicks(TimeSpan.FromSeconds(10));
+        using CoarseTimeProvider coarse = source.CreateProvider();
+        using var limiter = new LockFreeFixedWindowRateLimiter(
+            new System.Threading.RateLimiting.FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 0 }, coarse);
+        coarse.Tick();
+        source.Advance(TimeSpan.FromSeconds(5));
+        coarse.Tick();
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+
+        using System.Threading.RateLimiting.RateLimitLease refused = limiter.AttemptAcquire(1);
+
+        Assert.True(refused.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.InRange(retryAfter, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1) + TimeSpan.FromMilliseconds(16));
+    }
+
+    [Fact]
     public void RetryAfter_ManualStepsAtAFrequencyThatCannotShowThePeriod_IsLongEnough()
     {
         // A 1 kHz provider needs 334 ms for each step of a third of a second: counted as 333.33 ms each, RETRY_AFTER came
