@@ -315,29 +315,10 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
         RequestCost estimate = Lease.Estimate;
         RequestCost consumed = Lease.Consumed;
         return new RequestCost(
-            KeepsEstimate(PolicyMeter.Tokens) ? Math.Max(estimate.Tokens, consumed.Tokens) : consumed.Tokens,
-            KeepsEstimate(PolicyMeter.Money) ? Math.Max(estimate.Money, consumed.Money) : consumed.Money);
+            _combination.KeepsTokenEstimate ? Math.Max(estimate.Tokens, consumed.Tokens) : consumed.Tokens,
+            _combination.KeepsMoneyEstimate ? Math.Max(estimate.Money, consumed.Money) : consumed.Money);
     }
 
-    private bool KeepsEstimate(PolicyMeter meter)
-    {
-        bool any = false;
-        foreach (string layer in Policy.LayerNames)
-        {
-            PolicyRule rule = Policy.GetRule(layer);
-            if (rule.Meter == meter)
-            {
-                if (!rule.RefundsUnreconciled)
-                {
-                    return true;
-                }
-
-                any = true;
-            }
-        }
-
-        return !any;
-    }
 
     private void Settled(RequestCost counted, string how)
     {

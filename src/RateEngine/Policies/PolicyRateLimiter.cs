@@ -15,7 +15,9 @@ internal sealed class PolicyRateLimiter<TContext>(RatePolicy<TContext> policy, F
     /// The available permits are what one acquire of <paramref name="resource"/> could take now, as the policy would decide
     /// it: none while the policy is paused; at most what each hard request layer has left; and none if a cost layer has less
     /// left than the resource's estimate (it charges the estimate once per acquire, whatever the permit count; a zero estimate
-    /// passes while anything is left). Soft layers never refuse, so they do not count.
+    /// passes while anything is left). Soft layers never refuse, so they do not count. A probe (zero permits) reserves nothing
+    /// on cost layers, so it asks only whether they have anything left: it may pass where this says 0 because one request's
+    /// estimate would not fit.
     /// </remarks>
     public override RateLimiterStatistics? GetStatistics(TContext resource)
     {
