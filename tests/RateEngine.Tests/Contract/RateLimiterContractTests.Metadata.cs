@@ -68,17 +68,30 @@ public abstract partial class RateLimiterContractTests
     }
 
     [Fact]
-    public async Task AttemptAcquire_HeadWaiterNeedsMoreThanIsFree_RetryAfterIsLateEnoughToBeAdmitted()
-    {
+    public Task AttemptAcquire_HeadWaiterNeedsMoreThanIsFree_RetryAfterIsLateEnoughToBeAdmitted() =>
         // 3 of 4 free, a waiter for 4 at the head: it is served at the first refill and takes the whole limit, so a request
         // behind it passes no sooner than the refill after that, though 1 permit is free now.
+        RefusedBehindAWaiterForTheWholeLimit_IsAdmittedAtItsRetryAfter(taken: 1, permits: 1);
+
+    [Fact]
+    public Task AttemptAcquire_ZeroPermitsBehindAQueue_RetryAfterIsLateEnoughForAPermitLeftOver() =>
+        // A probe asks whether one permit is free. Behind a waiter for the whole limit, the first refill goes to the waiter:
+        // a retry then would find nothing left and be refused again.
+        RefusedBehindAWaiterForTheWholeLimit_IsAdmittedAtItsRetryAfter(taken: 4, permits: 0);
+
+    /// <summary>
+    /// Takes <paramref name="taken"/> of 4 permits, queues a waiter for all 4, and has an attempt for
+    /// <paramref name="permits"/> refused; at its RETRY_AFTER the waiter has been served and the same attempt passes.
+    /// </summary>
+    private async Task RefusedBehindAWaiterForTheWholeLimit_IsAdmittedAtItsRetryAfter(int taken, int permits)
+    {
         var time = new FakeTimeProvider();
         using ReplenishingRateLimiter limiter = Create(4, 8, OldestFirst, time);
-        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Assert.True(limiter.AttemptAcquire(taken).IsAcquired);
         Task<RateLimitLease> head = Enqueue(limiter, 4);
         time.Advance(ShortWhile);
 
-        using RateLimitLease refused = limiter.AttemptAcquire(1);
+        using RateLimitLease refused = limiter.AttemptAcquire(permits);
         Assert.False(refused.IsAcquired);
         Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
 
@@ -95,37 +108,7 @@ public abstract partial class RateLimiterContractTests
 
         Assert.True(head.IsCompleted);
         Assert.True((await head).IsAcquired);
-        using RateLimitLease retried = limiter.AttemptAcquire(1);
-        if (!retried.IsAcquired)
-        {
-            Assert.Fail($"refused again at RETRY_AFTER ({retryAfter}), then told {RetryAfterOf(retried)} more");
-        }
-    }
-
-    [Fact]
-    public async Task AttemptAcquire_ZeroPermitsBehindAQueue_RetryAfterIsLateEnoughForAPermitLeftOver()
-    {
-        // A probe asks whether one permit is free. Behind a waiter for the whole limit, the first refill goes to the waiter:
-        // a retry then would find nothing left and be refused again.
-        var time = new FakeTimeProvider();
-        using ReplenishingRateLimiter limiter = Create(4, 8, OldestFirst, time);
-        Assert.True(limiter.AttemptAcquire(4).IsAcquired);
-        Task<RateLimitLease> head = Enqueue(limiter, 4);
-        time.Advance(ShortWhile);
-
-        using RateLimitLease refused = limiter.AttemptAcquire(0);
-        Assert.False(refused.IsAcquired);
-        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
-
-        TimeSpan step = TimeSpan.FromMilliseconds(1); // as in the test above
-        for (TimeSpan left = retryAfter + step; left > TimeSpan.Zero; left -= step)
-        {
-            time.Advance(left < step ? left : step);
-            limiter.TryReplenish();
-        }
-
-        Assert.True((await head).IsAcquired);
-        using RateLimitLease retried = limiter.AttemptAcquire(0);
+        using RateLimitLease retried = limiter.AttemptAcquire(permits);
         if (!retried.IsAcquired)
         {
             Assert.Fail($"refused again at RETRY_AFTER ({retryAfter}), then told {RetryAfterOf(retried)} more");

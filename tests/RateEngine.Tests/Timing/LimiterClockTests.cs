@@ -11,23 +11,13 @@ public class LimiterClockTests
     {
         // The refusal read the coarse clock just after a tick; the retry reads it 0.4 ms after one. Measured from the first
         // reading alone, RETRY_AFTER left the retry 0.4 ms short of the window it was told to wait for.
-        var source = new ManualTicks(TimeSpan.FromSeconds(10));
-        using CoarseTimeProvider coarse = source.CreateProvider();
-        using var limiter = new LockFreeFixedWindowRateLimiter(
-            new System.Threading.RateLimiting.FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 0 }, coarse);
-        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
-        source.Advance(TimeSpan.FromMilliseconds(500));
-        coarse.Tick();
-        using System.Threading.RateLimiting.RateLimitLease refused = limiter.AttemptAcquire(1);
-        Assert.True(refused.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out TimeSpan retryAfter));
+        using var window = new CoarseWindow();
+        Assert.True(window.Limiter.AttemptAcquire(1).IsAcquired);
+        window.TickEvery(TimeSpan.FromMilliseconds(500), times: 1);
 
-        TimeSpan sinceTheLastTick = TimeSpan.FromMilliseconds(0.4);
-        source.Advance(retryAfter - sinceTheLastTick);
-        coarse.Tick();
-        source.Advance(sinceTheLastTick);
+        TimeSpan retryAfter = window.RefusedRetryAfter();
 
-        using System.Threading.RateLimiting.RateLimitLease retried = limiter.AttemptAcquire(1);
-        Assert.True(retried.IsAcquired);
+        Assert.True(window.RetryAdmitted(retryAfter, sinceTheLastTick: TimeSpan.FromMilliseconds(0.4)));
     }
 
     [Fact]
@@ -35,45 +25,26 @@ public class LimiterClockTests
     {
         // A 1 ms ticker whose thread wakes every 16 ms (a Windows timer period, or a loaded machine): the retry's reading
         // may lag 15 ms. One period of margin left it refused again.
-        var source = new ManualTicks(TimeSpan.FromSeconds(10));
-        using CoarseTimeProvider coarse = source.CreateProvider();
-        using var limiter = new LockFreeFixedWindowRateLimiter(
-            new System.Threading.RateLimiting.FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 0 }, coarse);
-        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
-        for (int i = 0; i < 30; i++)
-        {
-            source.Advance(TimeSpan.FromMilliseconds(16));
-            coarse.Tick();
-        }
+        using var window = new CoarseWindow();
+        Assert.True(window.Limiter.AttemptAcquire(1).IsAcquired);
+        window.TickEvery(TimeSpan.FromMilliseconds(16), times: 30);
 
-        using System.Threading.RateLimiting.RateLimitLease refused = limiter.AttemptAcquire(1);
-        Assert.True(refused.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out TimeSpan retryAfter));
+        TimeSpan retryAfter = window.RefusedRetryAfter();
 
-        TimeSpan sinceTheLastTick = TimeSpan.FromMilliseconds(15);
-        source.Advance(retryAfter - sinceTheLastTick);
-        coarse.Tick();
-        source.Advance(sinceTheLastTick);
-
-        using System.Threading.RateLimiting.RateLimitLease retried = limiter.AttemptAcquire(1);
-        Assert.True(retried.IsAcquired);
+        Assert.True(window.RetryAdmitted(retryAfter, sinceTheLastTick: TimeSpan.FromMilliseconds(15)));
     }
 
     [Fact]
     public void RetryAfter_AfterOneLongStallOfTheTicker_IsNotLengthenedByIt()
     {
         // A 5 s pause (a blocking collection, a paused VM) is not a lag the retry will meet again.
-        var source = new ManualTicks(TimeSpan.FromSeconds(10));
-        using CoarseTimeProvider coarse = source.CreateProvider();
-        using var limiter = new LockFreeFixedWindowRateLimiter(
-            new System.Threading.RateLimiting.FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 0 }, coarse);
-        coarse.Tick();
-        source.Advance(TimeSpan.FromSeconds(5));
-        coarse.Tick();
-        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        using var window = new CoarseWindow();
+        window.Coarse.Tick();
+        window.TickEvery(TimeSpan.FromSeconds(5), times: 1);
+        Assert.True(window.Limiter.AttemptAcquire(1).IsAcquired);
 
-        using System.Threading.RateLimiting.RateLimitLease refused = limiter.AttemptAcquire(1);
+        TimeSpan retryAfter = window.RefusedRetryAfter();
 
-        Assert.True(refused.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out TimeSpan retryAfter));
         Assert.InRange(retryAfter, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1) + TimeSpan.FromMilliseconds(16));
     }
 
@@ -97,6 +68,60 @@ public class LimiterClockTests
 
         using System.Threading.RateLimiting.RateLimitLease retried = limiter.AttemptAcquire(1);
         Assert.True(retried.IsAcquired);
+    }
+
+    /// <summary>
+    /// A fixed window of 1 permit a second on a coarse clock that ticks only when the test says (<see cref="ManualTicks"/>),
+    /// so that real time and the cached clock can be moved apart as a late ticker would.
+    /// </summary>
+    private sealed class CoarseWindow : IDisposable
+    {
+        public CoarseWindow()
+        {
+            Coarse = Source.CreateProvider();
+            Limiter = new LockFreeFixedWindowRateLimiter(
+                new System.Threading.RateLimiting.FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 0 }, Coarse);
+        }
+
+        public ManualTicks Source { get; } = new(TimeSpan.FromSeconds(10));
+
+        public CoarseTimeProvider Coarse { get; }
+
+        public LockFreeFixedWindowRateLimiter Limiter { get; }
+
+        public void TickEvery(TimeSpan gap, int times)
+        {
+            for (int i = 0; i < times; i++)
+            {
+                Source.Advance(gap);
+                Coarse.Tick();
+            }
+        }
+
+        /// <summary>The RETRY_AFTER of an acquire refused now.</summary>
+        public TimeSpan RefusedRetryAfter()
+        {
+            using System.Threading.RateLimiting.RateLimitLease refused = Limiter.AttemptAcquire(1);
+            Assert.False(refused.IsAcquired);
+            Assert.True(refused.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out TimeSpan retryAfter));
+            return retryAfter;
+        }
+
+        /// <summary>Whether a retry <paramref name="retryAfter"/> later, reading a stamp ticked <paramref name="sinceTheLastTick"/> before, is admitted.</summary>
+        public bool RetryAdmitted(TimeSpan retryAfter, TimeSpan sinceTheLastTick)
+        {
+            Source.Advance(retryAfter - sinceTheLastTick);
+            Coarse.Tick();
+            Source.Advance(sinceTheLastTick);
+            using System.Threading.RateLimiting.RateLimitLease retried = Limiter.AttemptAcquire(1);
+            return retried.IsAcquired;
+        }
+
+        public void Dispose()
+        {
+            Limiter.Dispose();
+            Coarse.Dispose();
+        }
     }
 
     /// <summary>A provider counting whole milliseconds (as one on <c>Environment.TickCount64</c> would).</summary>
