@@ -235,6 +235,33 @@ public sealed class RedisLimiterTests : IDisposable
         Assert.False(refused.IsAcquired);
     }
 
+    [Theory]
+    [InlineData("counter")]
+    [InlineData("log")]
+    public async Task AcquireAsync_RefusedOnAClockAhead_DropsNothingACallerBehindStillCounts(string kind)
+    {
+        // A call that writes nothing leaves the key's time where it was: what it would drop as over on its own clock (the
+        // 2 permits of second 1, seen from second 72) still counts for a node at second 57, which admitted 2 more without it.
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromSeconds(72));
+        using PartitionedRateLimiter<string> behind = Create(Options());
+        using PartitionedRateLimiter<string> fast = Create(Options().With(o => o.ClientClock = ahead));
+        _time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True((await behind.AcquireAsync("ann", 2)).IsAcquired);
+        _time.Advance(TimeSpan.FromSeconds(54));
+        Assert.True((await behind.AcquireAsync("ann", 1)).IsAcquired);
+
+        Assert.False((await fast.AcquireAsync("ann", 3)).IsAcquired);
+        Assert.True((await fast.AcquireAsync("ann", 0)).IsAcquired); // a probe: nothing written either
+        _time.Advance(TimeSpan.FromSeconds(2));
+
+        Assert.False((await behind.AcquireAsync("ann", 2)).IsAcquired);
+
+        PartitionedRateLimiter<string> Create(RedisLimiterOptions options) => kind == "log"
+            ? RedisLimiter.CreateSlidingWindowLog<string>(user => user, _ => new SlidingWindowLogRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromMinutes(1) }, options)
+            : RedisLimiter.CreateSlidingWindowCounter<string>(
+                user => user, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromMinutes(1), SegmentsPerWindow = 6 }, options);
+    }
+
     [Fact]
     public async Task SlidingWindowCounter_ClocksMillisecondsApartAtABoundary_RefusesNothing()
     {

@@ -429,6 +429,31 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_LaterSegmentRefundedToZero_IsStillTheKeysTime()
+    {
+        // The fast node's acquire dropped the earlier segment; its reconcile at 0 emptied its own. A node on time must still
+        // decide in that later segment: on its own clock it would count 3 more in the minute that already holds 3.
+        PolicyRule rule = PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 3).Counting(PolicyMeter.Tokens);
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromHours(1));
+        using RedisRatePolicy<Call> onTime = Builder().AddLayer("tokens/min", call => call.User, rule).Build();
+        using RedisRatePolicy<Call> fast = new RedisRatePolicyBuilder<Call>(Options().With(o => o.ClientClock = ahead)).AddLayer("tokens/min", call => call.User, rule).Build();
+        var ann = new Call("ann", "x");
+        var three = new RequestCost(3, 0);
+        Assert.True((await onTime.AcquireAsync(ann, three)).IsAcquired);
+        using (PolicyLease refunded = await fast.AcquireAsync(ann, three))
+        {
+            Assert.True(refunded.IsAcquired);
+            await refunded.ReconcileAsync(RequestCost.None);
+        }
+
+        _time.Advance(TimeSpan.FromSeconds(2));
+        Assert.True((await onTime.AcquireAsync(ann, three)).IsAcquired); // counted in the fast node's segment
+        ahead.Advance(TimeSpan.FromSeconds(3));
+
+        Assert.False((await fast.AcquireAsync(ann, new RequestCost(1, 0))).IsAcquired);
+    }
+
+    [Fact]
     public async Task Pause_OnOneNode_RefusesServiceWideOnEveryNodeUntilResumed()
     {
         using RedisRatePolicy<Call> node1 = Gateway();

@@ -61,6 +61,7 @@ internal static class HybridScripts
           return {0, retry_after(used + need - limit), 0, now, current}
         end
         redis.call('HINCRBY', @Key, current, granted)
+        drop_stale()
         redis.call('PEXPIRE', @Key, math.ceil((segments + 1) * segment / 1000) + 1000)
         return {granted, 0, ends - now, now, current}
         """);

@@ -33,7 +33,8 @@ internal static class LuaScripts
     /// <summary>
     /// The counter's clock: <c>asked</c> is the caller's time, and <c>later</c> the start of the latest segment the key counts
     /// anything in when that is later than the caller's clock (a client clock behind another's, or the server's stepped
-    /// back), else nil. Deciding in the caller's earlier segment would count without what a clock ahead dropped as over.
+    /// back), else nil. Deciding in the caller's earlier segment would count without what a clock ahead dropped as over. A
+    /// later segment counts even at 0 (refunded or given back): its writer dropped the older segments all the same.
     /// </summary>
     internal const string CounterLater = """
 
@@ -44,14 +45,16 @@ internal static class LuaScripts
         local later = nil
         for i = 1, #fields, 2 do
           local start = tonumber(fields[i]) * segment
-          if start > now and tonumber(fields[i + 1]) > 0 and (later == nil or start > later) then later = start end
+          if start > now and (later == nil or start > later) then later = start end
         end
         """;
 
     /// <summary>
-    /// The counter's count at <c>now</c> (after <see cref="CounterLater"/>): drops segments older than e-S and sums the rest
-    /// into <c>used</c>; <c>retry_after(excess)</c> is the time on the caller's clock until the oldest counted segments free
-    /// <c>excess</c> permits (a segment j is counted until segment j+S+1).
+    /// The counter's count at <c>now</c> (after <see cref="CounterLater"/>): sums segments e-S..e into <c>used</c> and lists
+    /// the older ones in <c>stale</c>, for <c>drop_stale()</c> to delete when the call writes (a call that writes nothing, a
+    /// probe or a refusal, leaves the key's time where it was, so it must not drop what a caller behind it still counts);
+    /// <c>retry_after(excess)</c> is the time on the caller's clock until the oldest counted segments free <c>excess</c>
+    /// permits (a segment j is counted until segment j+S+1).
     /// </summary>
     internal const string CounterCount = """
 
@@ -59,10 +62,11 @@ internal static class LuaScripts
         local oldest = current - segments
         local used = 0
         local counted = {}
+        local stale = {}
         for i = 1, #fields, 2 do
           local index = tonumber(fields[i])
           if index < oldest then
-            redis.call('HDEL', @Key, fields[i])
+            stale[#stale + 1] = fields[i]
           else
             local count = tonumber(fields[i + 1])
             used = used + count
@@ -77,6 +81,9 @@ internal static class LuaScripts
             if freed >= excess then return (entry[1] + segments + 1) * segment - asked end
           end
           return (segments + 1) * segment + now - asked
+        end
+        local function drop_stale()
+          for _, field in ipairs(stale) do redis.call('HDEL', @Key, field) end
         end
         """;
 
@@ -179,6 +186,7 @@ internal static class LuaScripts
         if used + permits <= limit and (permits > 0 or used < limit) then
           if permits > 0 then
             redis.call('HINCRBY', @Key, current, permits)
+            drop_stale()
             extend(math.ceil(((current + segments + 1) * segment - asked) / 1000) + 1000)
           end
           return {1, 0, limit - used - permits, now}
@@ -200,10 +208,13 @@ internal static class LuaScripts
         local asked = now
         local newest = redis.call('ZRANGE', @Key, -1, -1, 'WITHSCORES')
         if newest[2] and tonumber(newest[2]) > now then now = tonumber(newest[2]) end
-        redis.call('ZREMRANGEBYSCORE', @Key, '-inf', now - window)
-        local used = redis.call('ZCARD', @Key)
+
+        -- Permits older than the window are dropped only by a call that writes: one that writes nothing (a probe, a
+        -- refusal) leaves the key's time where it was, and a caller behind its own clock still counts them.
+        local used = redis.call('ZCOUNT', @Key, now - window + 1, '+inf')
         if used + permits <= limit and (permits > 0 or used < limit) then
           if permits > 0 then
+            redis.call('ZREMRANGEBYSCORE', @Key, '-inf', now - window)
             for i = 1, permits do
               redis.call('ZADD', @Key, now, @Nonce .. ':' .. i)
             end
@@ -211,7 +222,8 @@ internal static class LuaScripts
           end
           return {1, 0, limit - used - permits, now}
         end
-        local oldest = redis.call('ZRANGE', @Key, used + math.max(permits, 1) - limit - 1, used + math.max(permits, 1) - limit - 1, 'WITHSCORES')
+        local excess = used + math.max(permits, 1) - limit
+        local oldest = redis.call('ZRANGEBYSCORE', @Key, now - window + 1, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
         return {0, tonumber(oldest[2]) + window - asked, math.max(limit - used, 0), now}
         """);
 }

@@ -59,13 +59,13 @@ internal static class PolicyScripts
             local segment, segments = arg(i, 4), arg(i, 5)
             s.current = math.floor(now / segment)
             local fields = redis.call('HGETALL', key)
-            -- A later segment than the clock's that counts anything (a node clock behind another's, or the server's stepped
-            -- back): the layer decides and counts there, so nothing it counts is dropped and a few milliseconds of skew at
+            -- A later segment than the clock's, even one refunded to 0 (a node clock behind another's, or the server's stepped
+            -- back; its writer dropped the older segments all the same): the layer decides and counts there, so nothing it counts is dropped and a few milliseconds of skew at
             -- a boundary refuse nothing. A hybrid block is not taken from it (s.ahead): its uses on the node's earlier
             -- clock would not count in the windows they fall in.
             for j = 1, #fields, 2 do
               local index = tonumber(fields[j])
-              if index > s.current and tonumber(fields[j + 1]) > 0 then s.current = index; s.ahead = true; s.wait = index * segment end
+              if index > s.current then s.current = index; s.ahead = true; s.wait = index * segment end
             end
             local oldest = s.current - segments
             s.counted = {}
