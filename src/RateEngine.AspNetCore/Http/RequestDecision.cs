@@ -319,7 +319,6 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
             _combination.KeepsMoneyEstimate ? Math.Max(estimate.Money, consumed.Money) : consumed.Money);
     }
 
-
     private void Settled(RequestCost counted, string how)
     {
         if (Interlocked.Exchange(ref _settled, 1) == 0)
