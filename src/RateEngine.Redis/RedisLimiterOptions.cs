@@ -23,7 +23,8 @@ public sealed class RedisLimiterOptions
     /// <summary>
     /// Null (the default): every decision uses the Redis server's clock (<c>TIME</c>), one clock for every node. Set it for
     /// hosts that forbid <c>TIME</c> in scripts: decisions then use this provider's UTC time in microseconds, and the
-    /// guarantees hold across nodes only as far as their clocks agree.
+    /// guarantees hold across nodes only as far as their clocks agree: keep them within a second of each other (a key's TTL
+    /// has a second of margin; a key's time never goes back, so a node far ahead makes the others wait for it).
     /// </summary>
     public TimeProvider? ClientClock { get; set; }
 

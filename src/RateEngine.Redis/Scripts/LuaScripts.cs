@@ -31,8 +31,8 @@ internal static class LuaScripts
         """;
 
     /// <summary>
-    /// The counter's clock: <c>asked</c> is the caller's time, and <c>later</c> the start of the latest segment the key counts
-    /// anything in when that is later than the caller's clock (a client clock behind another's, or the server's stepped
+    /// The counter's clock: <c>asked</c> is the caller's time, and <c>later</c> the start of the latest segment the key holds
+    /// when that is later than the caller's clock (a client clock behind another's, or the server's stepped
     /// back), else nil. Deciding in the caller's earlier segment would count without what a clock ahead dropped as over. A
     /// later segment counts even at 0 (refunded or given back): its writer dropped the older segments all the same.
     /// </summary>
