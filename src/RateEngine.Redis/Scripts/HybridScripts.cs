@@ -52,7 +52,7 @@ internal static class HybridScripts
     /// refusal; a refill keeps the node's block): a block counted in the later segment but used on the node's earlier clock
     /// would not count in the windows its uses fall in.
     /// </remarks>
-    public static readonly LuaScript SlidingWindowCounterReserve = LuaScript.Prepare(Clock + LuaScripts.CounterLater + LuaScripts.CounterCount + """
+    public static readonly LuaScript SlidingWindowCounterReserve = LuaScript.Prepare(Clock + LuaScripts.CounterLater + LuaScripts.CounterCount + LuaScripts.Extend + """
 
         local ends = (current + 1) * segment
         if later then return {0, later - now, 0, now, current} end
@@ -62,7 +62,7 @@ internal static class HybridScripts
         end
         redis.call('HINCRBY', @Key, current, granted)
         drop_stale()
-        redis.call('PEXPIRE', @Key, math.ceil((segments + 1) * segment / 1000) + 1000)
+        extend(math.ceil((segments + 1) * segment / 1000) + 1000)
         return {granted, 0, ends - now, now, current}
         """);
 
