@@ -24,7 +24,8 @@ public sealed class RedisLimiterOptions
     /// Null (the default): every decision uses the Redis server's clock (<c>TIME</c>), one clock for every node. Set it for
     /// hosts that forbid <c>TIME</c> in scripts: decisions then use this provider's UTC time in microseconds, and the
     /// guarantees hold across nodes only as far as their clocks agree: keep them within a second of each other (a key's TTL
-    /// has a second of margin; a key's time never goes back, so a node far ahead makes the others wait for it).
+    /// has a second of margin, and a key's time does not go back, so a node far ahead makes the others wait for it; past a
+    /// second of disagreement a key can expire, or a refund take its time back, before a node behind is done with it).
     /// </summary>
     public TimeProvider? ClientClock { get; set; }
 
