@@ -4,9 +4,11 @@ namespace RateEngine;
 public sealed class PartitionedLimiterOptions
 {
     /// <summary>
-    /// The most keys held at once. When every slot holds an active key, a new key's request fails with a lease whose
+    /// The most keys held at once. When every slot is taken, a new key's request fails with a lease whose
     /// <c>REASON_PHRASE</c> says so (and whose <c>RETRY_AFTER</c> is the time until an idle sweep); active keys are never
-    /// reset to make room. Such refusals are as cheap as an ordinary rejection: the options resolver is not consulted
+    /// reset to make room. Before refusing, the table drops the idle keys of the new key's shard (1/64 of the table); idle
+    /// keys elsewhere leave at their shard's sweep, so a full table may refuse new keys for up to
+    /// <see cref="IdleEvictionInterval"/> while idle keys wait in other shards. Such refusals are as cheap as an ordinary rejection: the options resolver is not consulted
     /// for them. Must be greater than 0. Default 1,048,576.
     /// </summary>
     public int MaxPartitions { get; set; } = 1 << 20;
