@@ -61,7 +61,9 @@ internal static class RedisReport
         text.AppendLine("  including the calls a script makes inside Redis; per design they are listed under the table. **Round trips** are the commands a client sent");
         text.AppendLine("  and waited for: `evalsha` + `eval` + `script` for exact and hybrid (a script's inner calls travel with it); for the seed designs every command,");
         text.AppendLine("  except that a `MULTI` … `EXEC` block is one write and one reply in SE.Redis, so its `MULTI` and four queued commands count with its `EXEC`.");
-        text.AppendLine("- **latency**: `Stopwatch` around `AcquireAsync` and its await, every acquire of the measured part (log-linear histogram, 1.6 % buckets).");
+        text.AppendLine("- **latency**: `Stopwatch` around `AcquireAsync` and its await, every acquire of the measured part (log-linear histogram, 1.6 % buckets),");
+        text.AppendLine(CultureInfo.InvariantCulture,
+            $"  less what the two clock readings add by themselves (the median of empty pairs measured at the start of the run: {result.TimerPairNanoseconds:F0} ns).");
         text.AppendLine("  *Answered without waiting*: the returned task was already complete (the hybrid mode's local block; every in-process acquire).");
         text.AppendLine("- **over / under**: each attempt's decision time is the limiter's own clock reading (exact and hybrid run on a client clock here, so that");
         text.AppendLine("  the time they decided on is known; the seed designs score members on it). Over is the largest excess over the cap in any window the design");

@@ -34,4 +34,8 @@ internal sealed record RedisSaturation(
     string Design, int Keys, int Cap, TimeSpan Window, long OverMax, double UnderShare, int SaturatedWindows, double AdmittedPerWindow);
 
 /// <summary>The section's runs: the limiters' throughput and saturation, and the layered policy's throughput on 10k users.</summary>
-internal sealed record RedisResult(IReadOnlyList<RedisThroughput> Throughput, IReadOnlyList<RedisSaturation> Saturation, IReadOnlyList<RedisThroughput> Policy, TimeSpan Duration);
+internal sealed record RedisResult(IReadOnlyList<RedisThroughput> Throughput, IReadOnlyList<RedisSaturation> Saturation, IReadOnlyList<RedisThroughput> Policy, TimeSpan Duration)
+{
+    /// <summary>The median empty pair of clock readings, taken off every latency sample.</summary>
+    public double TimerPairNanoseconds { get; init; }
+}
