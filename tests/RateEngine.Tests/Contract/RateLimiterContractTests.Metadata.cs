@@ -99,12 +99,7 @@ public abstract partial class RateLimiterContractTests
         // from when it is served. A manual limiter is replenished at each step, as an application's timer would do it; an
         // automatic one ignores that. One millisecond more: a wake-up timer counts whole ones, so the head may be served up
         // to one after its permits were free, which no RETRY_AFTER can know of.
-        TimeSpan step = TimeSpan.FromMilliseconds(1);
-        for (TimeSpan left = retryAfter + step; left > TimeSpan.Zero; left -= step)
-        {
-            time.Advance(left < step ? left : step);
-            limiter.TryReplenish();
-        }
+        AdvanceReplenishing(limiter, time, retryAfter + TimeSpan.FromMilliseconds(1));
 
         Assert.True(head.IsCompleted);
         Assert.True((await head).IsAcquired);

@@ -54,10 +54,15 @@ public abstract partial class RateLimiterContractTests
         Assert.False(refused.IsAcquired);
         Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
 
-        // (A manually replenished bucket may say less than the step: the hour it was not credited while full counts.)
-        time.Advance(retryAfter);
-        Replenish(limiter, time);
-        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        // At RETRY_AFTER, not a refill later: a manual limiter replenished as its timer would, up to a millisecond late,
+        // which no RETRY_AFTER can know of. (A manually replenished bucket may say less than the step: the hour it was not
+        // credited while full counts.)
+        AdvanceReplenishing(limiter, time, retryAfter + (ExpectedAutoReplenishing ? TimeSpan.Zero : TimeSpan.FromMilliseconds(1)));
+        using RateLimitLease retried = limiter.AttemptAcquire(1);
+        if (!retried.IsAcquired)
+        {
+            Assert.Fail($"refused again at RETRY_AFTER ({retryAfter}), then told {RetryAfterOf(retried)} more");
+        }
     }
 
     // ---------------------------------------------------------------------------------------------------------------

@@ -66,6 +66,31 @@ public abstract partial class RateLimiterContractTests
     /// <summary>How long after a full limit is taken at once it is all back: how much later each further limit can pass.</summary>
     protected virtual TimeSpan FullRefill => Window;
 
+    /// <summary>
+    /// Advances the clock by <paramref name="span"/> as time passes for an application: a manual limiter is replenished
+    /// every millisecond, as its timer would do it (an automatic one ignores that). A span of more than a minute (a clock
+    /// catching up after a step back; never one with waiters, whose wake-ups must run on time) is walked that way only over
+    /// its last <see cref="FullRefill"/> and a second, after one jump of whole milliseconds and a replenish.
+    /// </summary>
+    protected void AdvanceReplenishing(ReplenishingRateLimiter limiter, FakeTimeProvider time, TimeSpan span)
+    {
+        TimeSpan step = TimeSpan.FromMilliseconds(1);
+        TimeSpan walked = FullRefill + TimeSpan.FromSeconds(1);
+        if (span > TimeSpan.FromMinutes(1))
+        {
+            TimeSpan jump = TimeSpan.FromMilliseconds(Math.Floor((span - walked).TotalMilliseconds));
+            time.Advance(jump);
+            limiter.TryReplenish();
+            span -= jump;
+        }
+
+        for (TimeSpan left = span; left > TimeSpan.Zero; left -= step)
+        {
+            time.Advance(left < step ? left : step);
+            limiter.TryReplenish();
+        }
+    }
+
     // ---------------------------------------------------------------------------------------------------------------
     // Basics
 
