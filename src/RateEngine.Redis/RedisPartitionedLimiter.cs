@@ -552,11 +552,21 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         try
         {
-            return Volatile.Read(ref _fallback)!.AttemptAcquire(partitionKey, permitCount);
+            try
+            {
+                return Volatile.Read(ref _fallback)!.AttemptAcquire(partitionKey, permitCount);
+            }
+            catch (ObjectDisposedException) when (!_disposed)
+            {
+                return Volatile.Read(ref _fallback)!.AttemptAcquire(partitionKey, permitCount); // replaced under us by a new share
+            }
         }
-        catch (ObjectDisposedException) when (!_disposed)
+        catch (ArgumentOutOfRangeException error) when (error.ParamName == nameof(permitCount))
         {
-            return Volatile.Read(ref _fallback)!.AttemptAcquire(partitionKey, permitCount); // replaced under us by a new share
+            // The request fits the key's limit (checked before any call) but not this node's share of it: no bad input, just
+            // more than this node may admit alone while Redis is away. Refused for the outage, as the in-process limit would
+            // refuse it, not thrown with a limit the caller never set.
+            return new RedisLease(false, null, $"Redis is unavailable, and {permitCount} permits exceed this node's share of the limit (LocalFallback).");
         }
     }
 

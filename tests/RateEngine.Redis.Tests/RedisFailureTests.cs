@@ -147,7 +147,7 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
-    public async Task AcquireAsync_HybridOnTheFallback_ARequestAboveTheNodesShareFaultsItsTaskInsteadOfThrowing()
+    public async Task AcquireAsync_HybridOnTheFallback_ARequestAboveTheNodesShareIsRefusedWithAReason()
     {
         using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(
             user => user,
@@ -165,9 +165,30 @@ public sealed class RedisFailureTests : IDisposable
             // until the block is spent and the refill fails: the breaker opens
         }
 
-        // 50 permits fit the limit of 100 but not this node's fallback share of 25: an error, as an async method gives it.
-        ValueTask<RateLimitLease> pending = limiter.AcquireAsync("bob", 50);
-        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await pending);
+        // 50 permits fit the limit of 100 but not this node's fallback share of 25: refused for the outage, not an error.
+        using RateLimitLease refused = await limiter.AcquireAsync("bob", 50);
+        AssertRefusedAboveTheShare(refused);
+        Assert.True((await limiter.AcquireAsync("bob", 25)).IsAcquired); // the share itself still passes
+    }
+
+    [Fact]
+    public async Task AttemptAcquire_ExactOnTheFallback_ARequestAboveTheNodesShareIsRefusedWithAReason()
+    {
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.LocalFallback, share: 0.25); // 100 → 25 here
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        _server.Kill();
+        Assert.False(limiter.AttemptAcquire("ann", 26).IsAcquired); // the call that meets the outage answers from the share too
+        using RateLimitLease refused = limiter.AttemptAcquire("ann", 26);
+        AssertRefusedAboveTheShare(refused);
+        Assert.Throws<ArgumentOutOfRangeException>(() => limiter.AttemptAcquire("ann", 101)); // above the limit itself: bad input
+        Assert.True(limiter.AttemptAcquire("ann", 25).IsAcquired);
+    }
+
+    private static void AssertRefusedAboveTheShare(RateLimitLease lease)
+    {
+        Assert.False(lease.IsAcquired);
+        Assert.True(lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason));
+        Assert.Contains("share", reason);
     }
 
     [Fact]
