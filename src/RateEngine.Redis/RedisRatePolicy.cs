@@ -775,8 +775,12 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         RedisPolicyLayer<TContext> blocking = _layers[(int)first - 1];
-        bool serviceWide = values.Skip(4 + (2 * n)).Any(index => _layers[(int)index - 1].Rule.IsServiceWide);
-        TimeSpan? retryAfter = values[2] > 0 ? TimeSpan.FromTicks(values[2] * 10) : null;
+        RedisPolicyLayer<TContext>[] refusing = [.. values.Skip(4 + (2 * n)).Select(index => _layers[(int)index - 1])];
+        bool serviceWide = refusing.Any(layer => layer.Rule.IsServiceWide);
+
+        // A full concurrency layer among the refusing ones has no delay to promise (a slot frees when some lease ends): the
+        // other layers' longest would be short, so there is none, as in process.
+        TimeSpan? retryAfter = values[2] > 0 && !refusing.Any(layer => layer.Rule.IsConcurrency) ? TimeSpan.FromTicks(values[2] * 10) : null;
         return new RefusedPolicyLease(blocking.Name, blocking.Reason, retryAfter, serviceWide) { UsageAtDecision = Usage(answer, call.Limits) };
     }
 

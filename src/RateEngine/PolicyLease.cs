@@ -30,7 +30,10 @@ public abstract class PolicyLease : RateLimitLease
     /// <summary>A human reason for the refusal ("daily cost cap reached (user cost/day)"), or null for an acquired lease.</summary>
     public abstract string? Reason { get; }
 
-    /// <summary>The longest delay after which the refusing layers would admit this request; null when none can say.</summary>
+    /// <summary>
+    /// The longest delay after which the refusing layers would admit this request; null when none can say, or when one of
+    /// them is a full concurrency layer (a slot frees when some lease ends).
+    /// </summary>
     public abstract TimeSpan? RetryAfter { get; }
 
     /// <summary>

@@ -13,7 +13,8 @@ namespace RateEngine;
 /// <remarks>
 /// <para><b>All-or-nothing</b>: if any layer refuses, the layers that had admitted are refunded at once, so a refused request
 /// consumes nothing anywhere; a reconcile adjusts every weighted layer the request touched. The refusal names the first
-/// refusing layer and carries the longest retry delay among every layer that would refuse.</para>
+/// refusing layer and carries the longest retry delay among every layer that would refuse (none when a full concurrency
+/// layer is among them: nobody knows when a slot frees).</para>
 /// <para><b>One clock read</b> per request for all layers, after every layer has found the request's key: user code (key
 /// and tier selectors) runs before any state changes, so a selector that throws leaves every layer as it was.</para>
 /// <para>Each layer keeps its state per key in a lock-free table with idle eviction, as <see cref="PartitionedLimiter"/>
@@ -606,16 +607,18 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
             return new RefusedPolicyLease(first.Name, noRoom, retryAfter: null, first.Rule.IsServiceWide); // as phase 1 says it
         }
 
-        // The longest delay among every layer that would refuse: the ones after the first refusal are checked read-only.
-        long longest = first.IsConcurrency ? 0 : retryAfter;
+        // The longest delay among every layer that would refuse: the ones after the first refusal are checked read-only. A
+        // full concurrency layer among them has no delay to promise (a slot frees when some lease ends), and a shorter one
+        // from another layer would be short: then there is no RETRY_AFTER at all.
+        long longest = first.IsConcurrency ? PolicyLayer<TContext>.NoPromise : retryAfter;
         bool serviceWide = first.Rule.IsServiceWide;
         for (int i = refused + 1; i < _layers.Length; i++)
         {
             PolicyLayer<TContext> layer = _layers[i];
             long after = layer.RetryAfter(ref holds[i], now, AmountOn(layer, estimate, requests));
-            if (after > 0)
+            if (after != 0)
             {
-                longest = Math.Max(longest, after);
+                longest = after == PolicyLayer<TContext>.NoPromise || longest == PolicyLayer<TContext>.NoPromise ? PolicyLayer<TContext>.NoPromise : Math.Max(longest, after);
                 serviceWide |= layer.Rule.IsServiceWide;
             }
         }

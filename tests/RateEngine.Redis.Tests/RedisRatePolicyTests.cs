@@ -274,6 +274,27 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.True((await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None)).IsAcquired);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task AcquireAsync_AFullConcurrencyLayerRefusesWithAWindowLayer_PromisesNoRetryAfter(bool concurrencyFirst)
+    {
+        // The window frees in a second, the slot when the stream ends: a Retry-After of a second would be short.
+        RedisRatePolicyBuilder<Call> builder = Builder();
+        builder = concurrencyFirst ? builder.AddLayer("streams", call => call.User, PolicyRule.Concurrency(1)) : builder;
+        builder = builder.AddLayer("user", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1));
+        builder = concurrencyFirst ? builder : builder.AddLayer("streams", call => call.User, PolicyRule.Concurrency(1));
+        using RedisRatePolicy<Call> policy = builder.Build();
+        using PolicyLease stream = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(stream.IsAcquired);
+        _time.Advance(TimeSpan.FromSeconds(59)); // Start is on a minute: the window ends in a second
+
+        using PolicyLease refused = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+
+        Assert.Equal(concurrencyFirst ? "streams" : "user", refused.BlockingLayer);
+        Assert.Null(refused.RetryAfter);
+    }
+
     [Fact]
     public async Task AcquireAsync_DailyBudgetInATimeZone_ResetsAtLocalMidnight()
     {

@@ -221,7 +221,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
 
     public override long RetryAfter(ref LayerHold hold, long now, long amount)
     {
-        if (hold.Entry is null || IsSoft || IsConcurrency)
+        if (hold.Entry is null || IsSoft)
         {
             return 0;
         }
@@ -229,6 +229,11 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         var tier = Unsafe.As<LayerTier<TAlgorithm>>(hold.Tier!);
         var entry = Unsafe.As<LayerEntry<TState>>(hold.Entry!);
         TAlgorithm algorithm = tier.Algorithm;
+        if (IsConcurrency)
+        {
+            return algorithm.GetAvailablePermits(ref entry.State, now) < Math.Max(amount, 1) ? NoPromise : 0;
+        }
+
         return algorithm.GetRetryAfter(ref entry.State, now, Math.Clamp(amount, 1, tier.Limit));
     }
 

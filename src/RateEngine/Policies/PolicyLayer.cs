@@ -44,7 +44,13 @@ internal abstract class PolicyLayer<TContext>(string name, PolicyRule rule)
     /// </summary>
     public virtual string? NoRoomReason(in LayerHold hold) => null;
 
-    /// <summary>Ticks until <paramref name="amount"/> would pass, for a layer found in phase 1 (read-only); 0 when unknown or now.</summary>
+    /// <summary>What <see cref="RetryAfter"/> returns for a layer that would refuse with no delay to promise (a full concurrency layer: a slot frees when a lease is disposed).</summary>
+    public const long NoPromise = -1;
+
+    /// <summary>
+    /// Ticks until <paramref name="amount"/> would pass, for a layer found in phase 1 (read-only); 0 when it would pass now,
+    /// <see cref="NoPromise"/> when it would refuse for a time nobody can know.
+    /// </summary>
     public abstract long RetryAfter(ref LayerHold hold, long now, long amount);
 
     /// <summary>

@@ -717,6 +717,29 @@ public class RatePolicyTests
         }
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Acquire_AFullConcurrencyLayerRefusesWithAWindowLayer_PromisesNoRetryAfter(bool concurrencyFirst)
+    {
+        // The window frees in a second, the slot when the stream ends: a RETRY_AFTER of a second would be short.
+        RatePolicyBuilder<Call> builder = Builder();
+        builder = concurrencyFirst ? builder.AddLayer("streams", c => c.User, PolicyRule.Concurrency(1)) : builder;
+        builder = builder.AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1));
+        builder = concurrencyFirst ? builder : builder.AddLayer("streams", c => c.User, PolicyRule.Concurrency(1));
+        using RatePolicy<Call> policy = builder.Build();
+        var call = new Call("alice");
+        using PolicyLease stream = policy.Acquire(call);
+        Assert.True(stream.IsAcquired);
+        _time.Advance(TimeSpan.FromSeconds(59));
+
+        using PolicyLease refused = policy.Acquire(call);
+
+        Assert.Equal(concurrencyFirst ? "streams" : "user", refused.BlockingLayer);
+        Assert.Null(refused.RetryAfter);
+        Assert.False(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan _));
+    }
+
     [Fact]
     public void Concurrency_SlotFreedWhenTheLeaseIsDisposed_AfterReconcileToo()
     {
