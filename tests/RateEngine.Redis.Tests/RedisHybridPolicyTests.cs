@@ -138,6 +138,26 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ChargeAsync_TokenAlreadyCancelled_ChargesNothingAnywhere()
+    {
+        // A block layer and an exact part (the streams): the OperationCanceledException must mean "not charged" on both.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("streams", call => call.User, PolicyRule.Concurrency(2))
+            .Build();
+        using PolicyLease lease = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(10, 0));
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await lease.ChargeAsync(new RequestCost(30, 0), cancelled.Token));
+
+        Assert.Equal(RequestCost.None, lease.Consumed);
+        await lease.ChargeAsync(new RequestCost(30, 0)); // the caller charges again, as the exception told it to
+        Assert.Equal(new RequestCost(30, 0), lease.Consumed);
+        Assert.Equal(30, Assert.Single(await policy.GetUsageAsync(new Call("ann", "x")), layer => layer.Layer == "tokens/min").Used);
+    }
+
+    [Fact]
     public async Task ReconcileConsumedAsync_SettlesAtWhatTheStepsCharged_AndTheLeaseIsSettled()
     {
         using RedisRatePolicy<Call> policy = Builder()

@@ -93,6 +93,10 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
     public override async ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default)
     {
+        // Cancellation counts only before anything is charged, as for a reconcile: once the blocks have counted the step,
+        // the exact part counts it too (a token cancelled meanwhile would leave it on one side only, and a caller that
+        // charged again would count it twice there).
+        cancellationToken.ThrowIfCancellationRequested();
         if (ChargeLocal(step))
         {
             await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
@@ -100,7 +104,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
         if (_remote is not null)
         {
-            await _remote.ChargeAsync(step, cancellationToken).ConfigureAwait(false);
+            await _remote.ChargeAsync(step, CancellationToken.None).ConfigureAwait(false);
         }
     }
 
