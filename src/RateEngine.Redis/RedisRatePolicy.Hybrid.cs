@@ -910,7 +910,8 @@ public sealed partial class RedisRatePolicy<TContext>
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
-            Trip(error.Message);
+            // A background call: its failure does not trip the breaker (see RedisBreaker.IsOpen). Sent before a request's
+            // probe closed it on Redis's return, a late one would open it again for a whole cool-down. The next check retries.
         }
     }
 

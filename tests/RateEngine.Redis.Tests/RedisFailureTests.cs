@@ -801,6 +801,28 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HybridPolicy_PauseChecksFailingInTheBackground_DoNotTripTheBreaker()
+    {
+        // A background call's failure never trips the breaker (a late one, after a request's probe closed it on Redis's
+        // return, would open it again for a whole cool-down). Blocks keep serving meanwhile, as they may until their periods end.
+        using RedisRatePolicy<string> policy = GlobalPolicy("pausecheck-" + Guid.NewGuid().ToString("N"), new RedisHybridOptions { PauseCheckInterval = TimeSpan.FromSeconds(1), IdleReturn = TimeSpan.FromHours(1) });
+        var health = (IRedisLimiterHealth)policy;
+        Assert.True((await policy.AcquireAsync("ann", RequestCost.None)).IsAcquired);
+        _server.Kill();
+
+        var watch = Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromSeconds(5)) // the client's timeout is 2 s: the first checks sent have failed by then
+        {
+            _cooldownClock.Advance(TimeSpan.FromSeconds(1)); // a pause check, on the policy's clock
+            await Task.Delay(TimeSpan.FromMilliseconds(100), TimeProvider.System);
+            Assert.False(health.IsDegraded, $"tripped {watch.ElapsedMilliseconds} ms after the server died, by a pause check alone");
+        }
+
+        Assert.Equal(0, health.Failures);
+        _server.Start();
+    }
+
+    [Fact]
     public async Task HybridPoliciesCombined_AnOutageTripsTheJoinedPolicysBreakerToo()
     {
         // A combination decides the layers of the policies it joined, whose blocks ask their own breakers (prefetches, idle
