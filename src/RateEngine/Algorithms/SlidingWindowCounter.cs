@@ -126,7 +126,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
                 if (history + used + permits > _limit)
                 {
                     admission = default;
-                    retryAfter = RetryAfter(ref state, epoch, used + permits - (_limit - history), now, pendingWord: -1);
+                    retryAfter = RetryAfter(ref state, epoch, used + permits, now, pendingWord: -1);
                     return false;
                 }
 
@@ -169,7 +169,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             }
 
             admission = default;
-            retryAfter = RetryAfter(ref state, nowEpoch, permits - (_limit - sum), now, pendingWord: -1);
+            retryAfter = RetryAfter(ref state, nowEpoch, permits, now, pendingWord: -1);
             return false;
         }
     }
@@ -358,7 +358,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     {
         long epoch = Snapshot(ref state, now, out long used, out long history, out long pendingWord);
         long shortfall = history + used + permits - _limit;
-        return shortfall <= 0 ? 0 : RetryAfter(ref state, epoch, shortfall, now, pendingWord);
+        return shortfall <= 0 ? 0 : RetryAfter(ref state, epoch, used + permits, now, pendingWord);
     }
 
     public long? GetFullSince(ref CounterState state, long now)
@@ -523,29 +523,44 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     }
 
     /// <summary>
-    /// Ticks until <paramref name="shortfall"/> permits come back in segment <paramref name="epoch"/>: walk the window from
-    /// its oldest segment, each of which frees its count when segment j+S+1 begins; the current segment's own permits last.
-    /// <paramref name="pendingWord"/> is a finished segment still in the current word (or -1).
+    /// Ticks until a request refused in segment <paramref name="epoch"/> would pass, where <paramref name="needed"/> is the
+    /// segment's own count plus the request's permits: each segment j of the window frees its count when segment j+S+1
+    /// begins, the current segment's own permits last. <paramref name="pendingWord"/> is a finished segment still in the
+    /// current word (or -1).
     /// </summary>
-    private long RetryAfter(ref CounterState state, long epoch, long shortfall, long now, long pendingWord)
+    /// <remarks>
+    /// Judged on the slots alone, not on the cached sum the refusal used: the later segments' decisions sum the slots, and a
+    /// slot may hold more than the cache (a recorder that read the word before a refund puts the larger count back). Walked
+    /// against the cache's shortfall, such a slot freed permits the refusal never counted, and the answer came up to S
+    /// segments short while the current segment's own permits still held the window (until a review of 2026-12-07).
+    /// </remarks>
+    private long RetryAfter(ref CounterState state, long epoch, long needed, long now, long pendingWord)
     {
+        // From the newest segment back: once segments up to k have expired (at segment k+S+1), what is left is the count of
+        // segments k+1..epoch-1 plus the current segment's. The answer is the earliest k where that fits.
         long[]? slots = Volatile.Read(ref state.History);
-        long freed = 0;
-        for (long j = Math.Max(0, epoch - _segments); j < epoch; j++)
+        long passesIn = epoch + _segments + 1; // the current segment's own permits gone too
+        if (needed <= _limit)
         {
-            long slot = pendingWord != -1 && EpochCount.Holds(pendingWord, j) ? pendingWord
-                : slots is null ? 0
-                : Volatile.Read(ref slots[j % slots.Length]);
-            if (EpochCount.Holds(slot, j))
+            passesIn = epoch + _segments;
+            long left = 0;
+            for (long j = epoch - 1; j >= Math.Max(0, epoch - _segments); j--)
             {
-                freed += EpochCount.Count(slot);
-                if (freed >= shortfall)
+                long slot = pendingWord != -1 && EpochCount.Holds(pendingWord, j) ? pendingWord
+                    : slots is null ? 0
+                    : Volatile.Read(ref slots[j % slots.Length]);
+                left += EpochCount.Holds(slot, j) ? EpochCount.Count(slot) : 0;
+                if (left + needed > _limit)
                 {
-                    return Math.Max(1, (j + _segments + 1) * _segment - now);
+                    break;
                 }
+
+                passesIn = j + _segments; // segments up to j - 1 expired
             }
         }
 
-        return Math.Max(1, (epoch + _segments + 1) * _segment - now);
+        // Not before the next segment: the refusal stands for this one (the slots may allow what the cache refused, and the
+        // next segment's decision sums them).
+        return Math.Max(1, Math.Max(passesIn, epoch + 1) * _segment - now);
     }
 }

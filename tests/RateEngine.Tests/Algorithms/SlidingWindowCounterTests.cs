@@ -66,6 +66,26 @@ public class SlidingWindowCounterTests
     }
 
     [Fact]
+    public void TryAcquire_RefusedWhileASlotHoldsMoreThanTheCache_RetryAfterIsNotShort()
+    {
+        // Segments of 1 tick, 2 per window, limit 10. Segment 0's 10 permits are refunded once finished (slot and cache to 0);
+        // then a recorder that read the word before the refund puts its larger count back into slot 0 (larger wins), which
+        // the cache no longer counts. Segment 1 fills, and a refusal there must wait for segment 1's own permits (tick 4):
+        // walked against the cache's shortfall, slot 0's phantom 10 "freed" enough at tick 3, where the retry was refused.
+        var counter = new SlidingWindowCounter(permitLimit: 10, segmentTicks: 1, segmentsPerWindow: 2);
+        CounterState state = counter.CreateState(0);
+        Assert.True(counter.TryAcquire(ref state, 0, 10, out Admission first, out _));
+        Assert.False(counter.TryAcquire(ref state, 1, 1, out _, out _)); // rolls over: segment 0's 10 go to its slot
+        Assert.True(counter.Refund(ref state, first));
+        state.History![0] = EpochCount.Pack(0, 10); // the late recorder's write
+
+        Assert.True(counter.TryAcquire(ref state, 1, 10, out _, out _)); // the cache says 0 in history
+        Assert.False(counter.TryAcquire(ref state, 1, 1, out _, out long retryAfter));
+
+        Assert.True(counter.TryAcquire(ref state, 1 + retryAfter, 1, out _, out long again), $"refused again at RETRY_AFTER {retryAfter}, told {again} more");
+    }
+
+    [Fact]
     public void Charge_PastTheLimit_RefusesUntilTheChargedSegmentExpires()
     {
         // Segments of 10 ticks, 3 per window: a permit taken in segment j is counted until segment j + 4 begins.
