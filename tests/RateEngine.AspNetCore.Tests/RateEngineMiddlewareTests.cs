@@ -400,15 +400,25 @@ public sealed class RateEngineMiddlewareTests
                 }
             },
         };
-        listener.SetMeasurementEventCallback<long>((_, _, _, _) => throw new InvalidOperationException("a faulty listener"));
+        int thrown = 0;
+        listener.SetMeasurementEventCallback<long>((_, _, _, _) =>
+        {
+            Interlocked.Increment(ref thrown);
+            throw new InvalidOperationException("a faulty listener");
+        });
         listener.Start();
 
         Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+        for (int wait = 0; wait < 100 && Volatile.Read(ref thrown) == 0; wait++)
+        {
+            await Task.Delay(20); // the request ends (and settles) just after its response
+        }
 
+        Assert.True(Volatile.Read(ref thrown) > 0, "the settlement metric was never recorded: the faulty listener never ran");
         HttpStatusCode again = HttpStatusCode.TooManyRequests;
         for (int attempt = 0; attempt < 50 && again != HttpStatusCode.OK; attempt++)
         {
-            await Task.Delay(attempt == 0 ? 0 : 50); // the first request ends (and settles) just after its response
+            await Task.Delay(attempt == 0 ? 0 : 20); // the lease is disposed just after the metric threw
             using HttpResponseMessage response = await app.Client.SendAsync(Request("/chat", "alice"));
             again = response.StatusCode;
         }

@@ -72,8 +72,11 @@ public abstract partial class RateLimiterContractTests
 
         await cts.CancelAsync();
         await Assert.ThrowsAsync<TaskCanceledException>(() => cancelled.WaitAsync(GuardTimeout));
+        Assert.Equal(0, limiter.GetStatistics()!.CurrentQueuedCount); // its place is free: newest-first would evict otherwise
+        long failed = limiter.GetStatistics()!.TotalFailedLeases;
 
         Task<RateLimitLease> replacement = Enqueue(limiter, 1);
+        Assert.Equal(failed, limiter.GetStatistics()!.TotalFailedLeases); // queued without evicting anyone
         Replenish(limiter, time);
 
         Assert.True((await Completed(replacement)).IsAcquired);
