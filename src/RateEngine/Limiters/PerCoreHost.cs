@@ -28,6 +28,14 @@ internal abstract class PerCoreHost : AlgorithmHost, IPerCoreHost, ISuccessCount
     /// <summary>The most permits a block keeps beyond the request that took it.</summary>
     protected long MaxExtra { get; }
 
+    /// <summary>
+    /// Made at <paramref name="now"/> over a state that lives elsewhere (a partition key promoted when hot, on a clock that may
+    /// have run for long): what the host times from its start counts from then, not from the clock's zero.
+    /// </summary>
+    public virtual void StartAt(long now)
+    {
+    }
+
     /// <summary>The block a request on this thread starts from: its processor's.</summary>
     protected int Home() => (ChooseStripe is null ? Thread.GetCurrentProcessorId() : ChooseStripe()) & _mask;
 

@@ -62,6 +62,13 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
         _sweepGuard = _period > (long.MaxValue >> 31) ? long.MaxValue : _period << 31;
     }
 
+    /// <summary>
+    /// The blocks of a key promoted at <paramref name="now"/> start empty, so they hold no period at all: left at the clock's
+    /// zero, the first refills of a limiter 2^31 periods old would each see a sweep due and could empty a block another core
+    /// had just filled (its permits counted, then unused for the period).
+    /// </summary>
+    public override void StartAt(long now) => Volatile.Write(ref _sweptAt, now);
+
     public override long PermitLimit => _algorithm.PermitLimit;
 
     public override long RefillTicks => _algorithm.RefillTicks;

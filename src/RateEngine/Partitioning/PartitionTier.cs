@@ -32,6 +32,7 @@ internal sealed class PartitionTier<TAlgorithm, TState>(TAlgorithm algorithm, Qu
             {
                 PerCoreHost host = hotHost(algorithm, perCore, cell);
                 host.ChooseStripe = perCore.ChooseStripe;
+                host.StartAt(clock.Now());
                 return host;
             }
             : null;
