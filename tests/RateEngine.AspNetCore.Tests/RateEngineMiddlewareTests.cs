@@ -230,6 +230,36 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task RequestTimeoutWhileTheContextReadsTheBody_AnswersTheTimeoutsStatus()
+    {
+        // The in-box rate limiter returns without a status on a cancellation while RequestAborted is cancelled, and the
+        // timeouts middleware answers only an exception: a body that stalled past the timeout was answered 200 with nothing.
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRequestTimeouts();
+        builder.Services.AddRateEngine<BodyContext>(
+            async http => new BodyContext((await http.Request.ReadFromJsonAsync<Dictionary<string, string>>(http.RequestAborted))!["user"]),
+            engine => engine.AddPolicy("chat", _ => new RatePolicyBuilder<BodyContext>().UseTimeProvider(_time)
+                .AddLayer("user", context => context.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), limit: 10)).Build()));
+        WebApplication web = builder.Build();
+        web.UseRequestTimeouts();
+        web.UseRateLimiter();
+        web.MapPost("/chat", () => "ok").RequireRateLimiting("chat").WithRequestTimeout(TimeSpan.FromMilliseconds(300));
+        await using RunningApp app = await RunningApp.StartAsync(web);
+
+        using var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(app.Client.BaseAddress!.Host, app.Client.BaseAddress.Port);
+        System.Net.Sockets.NetworkStream stream = client.GetStream();
+        string body = "{\"user\": \"alice\", \"padding\": \"";
+        string head = $"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {body.Length + 60}\r\n\r\n";
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(head + body)); // then nothing more: the body stalls
+
+        using var reader = new StreamReader(stream, System.Text.Encoding.ASCII);
+        string? status = await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal("HTTP/1.1 504 Gateway Timeout", status);
+    }
+
+    [Fact]
     public async Task ClientGoneAfterAnEndpointWithoutSteps_KeepsTheEstimate()
     {
         // The endpoint does its whole work on the estimate and charges no steps; the client takes the answer and resets the

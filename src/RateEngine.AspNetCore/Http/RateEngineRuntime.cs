@@ -148,6 +148,10 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         {
             return await Acquire(http, combination, cancellationToken).ConfigureAwait(false);
         }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && TimedOutLease.TimedOut(http))
+        {
+            return TimedOutLease.Instance; // thrown again from the rejection path, for the timeouts middleware to answer
+        }
         catch (Exception error) when (!(error is OperationCanceledException && cancellationToken.IsCancellationRequested) && Failed(http))
         {
             throw;

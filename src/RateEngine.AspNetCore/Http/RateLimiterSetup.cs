@@ -23,11 +23,14 @@ internal sealed class RateLimiterSetup<TContext>(RateEngineRuntime<TContext> run
 
         Func<OnRejectedContext, CancellationToken, ValueTask>? previous = options.OnRejected;
         options.OnRejected = (rejected, cancellationToken) =>
-            rejected.HttpContext.Features.Get<IRateEngineFeature>() is not RequestDecision<TContext> decision
+        {
+            TimedOutLease.ThrowIfTimedOut(rejected.HttpContext, rejected.Lease);
+            return rejected.HttpContext.Features.Get<IRateEngineFeature>() is not RequestDecision<TContext> decision
                 ? previous?.Invoke(rejected, cancellationToken) ?? default
                 : decision.Lease.IsAcquired
                     ? RefusedElsewhereAsync(decision, rejected, previous, cancellationToken)
                     : RejectionWriter.WriteAsync(rejected.HttpContext, decision, runtime.Options, cancellationToken);
+        };
     }
 
     /// <summary>Another limiter of the request refused it after RateEngine admitted it: RateEngine's estimate comes back, and the app's handler answers.</summary>
