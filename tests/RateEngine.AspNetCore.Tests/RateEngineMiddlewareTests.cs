@@ -678,6 +678,7 @@ public sealed class RateEngineMiddlewareTests
             map => map.MapPost("/rare", () => "ok").RequireRateLimiting("one an hour"),
             new Dictionary<string, string?> { ["RateEngine:RateLimitFieldsOnSuccess"] = "true" });
         var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["users"];
+        using var settlements = new MetricCollector<long>(app.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), "RateEngine", "rateengine.settlements");
 
         using HttpResponseMessage admitted = await app.Client.SendAsync(Request("/rare", "alice", estimate: 100));
         Assert.Equal(HttpStatusCode.OK, admitted.StatusCode);
@@ -688,6 +689,8 @@ public sealed class RateEngineMiddlewareTests
         Assert.False(refused.Headers.Contains("RateLimit")); // RateEngine's success fields would say it has room
         Assert.Equal(2, policy.GetUsage(Context("alice"), "user").Used);
         Assert.Equal(100, policy.GetUsage(Context("alice"), "user tokens/day").Used);
+        await WaitFor(() => settlements.GetMeasurementSnapshot().Count == 2);
+        Assert.Equal(["estimate_kept", "refused_elsewhere"], settlements.GetMeasurementSnapshot().Select(m => (string)m.Tags["rateengine.settlement"]!).Order());
     }
 
     [Fact]

@@ -81,7 +81,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
             try
             {
                 // Not the request's token: a client gone meanwhile must not cancel the refund of a request that never ran.
-                await ReconcileAsync(RequestCost.None, CancellationToken.None).ConfigureAwait(false);
+                await SettleAsync(RequestCost.None, RateEngineMetrics.RefusedElsewhere, CancellationToken.None).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // the request is refused already: a settle that fails keeps the estimate (stricter)
             catch (Exception exception) when (exception is not OperationCanceledException)
@@ -135,16 +135,20 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
     public async ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default) =>
         await Lease.ChargeAsync(step, cancellationToken).ConfigureAwait(false);
 
-    public async ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default)
+    public ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default) =>
+        SettleAsync(actual, RateEngineMetrics.Reconciled, cancellationToken);
+
+    /// <summary>Reconciles the lease at <paramref name="actual"/>, metered as <paramref name="how"/>.</summary>
+    private async ValueTask<RequestCost> SettleAsync(RequestCost actual, string how, CancellationToken cancellationToken)
     {
         bool settledBefore = Lease.IsSettled;
         try
         {
             RequestCost overrun = await Lease.ReconcileAsync(actual, cancellationToken).ConfigureAwait(false);
-            Settled(actual, RateEngineMetrics.Reconciled);
+            Settled(actual, how);
             return overrun;
         }
-        catch (Exception) when (SettledDespite(settledBefore, actual))
+        catch (Exception) when (SettledDespite(settledBefore, actual, how))
         {
             throw;
         }
@@ -156,11 +160,11 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
     /// A reconcile refused before settling, or because another path had settled the lease already, is not metered here.
     /// Never catches.
     /// </summary>
-    private bool SettledDespite(bool settledBefore, RequestCost actual)
+    private bool SettledDespite(bool settledBefore, RequestCost actual, string how = RateEngineMetrics.Reconciled)
     {
         if (!settledBefore && Lease.IsSettled)
         {
-            Settled(actual, RateEngineMetrics.Reconciled);
+            Settled(actual, how);
         }
 
         return false;

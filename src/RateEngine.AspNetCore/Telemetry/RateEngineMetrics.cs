@@ -18,6 +18,9 @@ internal sealed class RateEngineMetrics
     public const string SettledOnAbort = "settled_on_abort";
     public const string EstimateKept = "estimate_kept";
 
+    /// <summary>Admitted by RateEngine, then refused by another limiter of the request (an in-box endpoint limiter): given back whole, it never ran.</summary>
+    public const string RefusedElsewhere = "refused_elsewhere";
+
     /// <summary>The most models the model tag names (a few more under a race of first sightings).</summary>
     public const int MaxModels = 64;
 
@@ -25,6 +28,9 @@ internal sealed class RateEngineMetrics
     public const string OtherModel = "other";
 
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _models = new(StringComparer.Ordinal);
+
+    /// <summary>Models added so far (the dictionary's Count takes every one of its locks, on each settle of an unseen model).</summary>
+    private int _modelCount;
 
     private readonly Counter<long> _requests;
     private readonly Histogram<double> _acquireDuration;
@@ -41,7 +47,7 @@ internal sealed class RateEngineMetrics
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01] });
         _tokens = meter.CreateCounter<long>("rateengine.tokens", "{token}", "Tokens counted on the policies' budgets when requests settle (the actual, or the estimate kept).");
         _cost = meter.CreateCounter<long>("rateengine.cost", "{unit}", "Cost counted on the policies' budgets when requests settle, in the policies' money unit.");
-        _settlements = meter.CreateCounter<long>("rateengine.settlements", "{request}", "Admitted requests by how they settled: reconciled, settled_on_abort (the client went away), estimate_kept.");
+        _settlements = meter.CreateCounter<long>("rateengine.settlements", "{request}", "Admitted requests by how they settled: reconciled, settled_on_abort (the client went away), estimate_kept, refused_elsewhere (another limiter refused it: it never ran).");
     }
 
     public void Decided(string policy, PolicyLease lease, TimeSpan duration)
@@ -82,8 +88,25 @@ internal sealed class RateEngineMetrics
         _settlements.Add(1, tags);
     }
 
-    private string ModelTag(string model) =>
-        _models.TryGetValue(model, out string? known) ? known
-        : _models.Count >= MaxModels ? OtherModel
-        : _models.GetOrAdd(model, model);
+    private string ModelTag(string model)
+    {
+        if (_models.TryGetValue(model, out string? known))
+        {
+            return known;
+        }
+
+        if (Volatile.Read(ref _modelCount) >= MaxModels)
+        {
+            return OtherModel;
+        }
+
+        // Racing first sightings of different models may pass the check together: a few more than MaxModels at most, one
+        // per concurrent settle, and the count still stops the growth.
+        if (_models.TryAdd(model, model))
+        {
+            Interlocked.Increment(ref _modelCount);
+        }
+
+        return model;
+    }
 }
