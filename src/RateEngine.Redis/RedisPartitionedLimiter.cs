@@ -561,11 +561,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 return Volatile.Read(ref _fallback)!.AttemptAcquire(partitionKey, permitCount); // replaced under us by a new share
             }
         }
-        catch (ArgumentOutOfRangeException error) when (error.ParamName == nameof(permitCount))
+        catch (ArgumentOutOfRangeException)
         {
-            // The request fits the key's limit (checked before any call) but not this node's share of it: no bad input, just
-            // more than this node may admit alone while Redis is away. Refused for the outage, as the in-process limit would
-            // refuse it, not thrown with a limit the caller never set.
+            // The count was checked against the key's limit before any call, so only this node's share of it (a smaller
+            // limit: the bucket's names its parameter tokenCount) is left to refuse it. No bad input, just more than this node
+            // may admit alone while Redis is away: refused for the outage, not thrown with a limit the caller never set.
             return new RedisLease(false, null, $"Redis is unavailable, and {permitCount} permits exceed this node's share of the limit (LocalFallback).");
         }
     }

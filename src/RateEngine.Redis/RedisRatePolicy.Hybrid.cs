@@ -180,7 +180,7 @@ public sealed partial class RedisRatePolicy<TContext>
         if (_pause.Reason is not null)
         {
             // Paused as this node last heard: ask the switch itself, so a resume on any node takes effect here at once.
-            await CheckPauseAsync().ConfigureAwait(false);
+            await CheckPauseAsync(requested: true).ConfigureAwait(false);
             if (_pause.Reason is { } paused)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
@@ -894,8 +894,11 @@ public sealed partial class RedisRatePolicy<TContext>
         }
     }
 
-    /// <summary>Reads the pause switch, so that every node learns of a pause or a resume within the check interval.</summary>
-    private async Task CheckPauseAsync()
+    /// <summary>
+    /// Reads the pause switch, so that every node learns of a pause or a resume within the check interval (the timer's
+    /// call), and a paused node learns of a resume at its next request (<paramref name="requested"/>).
+    /// </summary>
+    private async Task CheckPauseAsync(bool requested = false)
     {
         if (_disposed || _breaker.IsOpen)
         {
@@ -910,8 +913,13 @@ public sealed partial class RedisRatePolicy<TContext>
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
-            // A background call: its failure does not trip the breaker (see RedisBreaker.IsOpen). Sent before a request's
-            // probe closed it on Redis's return, a late one would open it again for a whole cool-down. The next check retries.
+            // A request's own read trips the breaker, so that the next paused requests do not each wait out the client's
+            // timeout. The timer's is a background call: its failure does not (see RedisBreaker.IsOpen), since one sent before
+            // a request's probe closed the breaker on Redis's return would open it again for a whole cool-down.
+            if (requested)
+            {
+                Trip(error.Message);
+            }
         }
     }
 

@@ -184,6 +184,25 @@ public sealed class RedisFailureTests : IDisposable
         Assert.True(limiter.AttemptAcquire("ann", 25).IsAcquired);
     }
 
+    [Fact]
+    public async Task AttemptAcquire_TokenBucketOnTheFallback_ARequestAboveTheNodesShareIsRefusedWithAReason()
+    {
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateTokenBucket<string>(
+            user => user,
+            _ => new TokenBucketRateLimiterOptions { TokenLimit = 100, TokensPerPeriod = 100, ReplenishmentPeriod = TimeSpan.FromMinutes(1) },
+            new RedisLimiterOptions
+            {
+                Connection = _connection, KeyPrefix = "bucket-fallback-" + Guid.NewGuid().ToString("N"), SyncTimeout = TimeSpan.FromMilliseconds(200),
+                FailureMode = RedisFailureMode.LocalFallback, LocalFallbackShare = 0.25, FailureCooldown = TimeSpan.FromMinutes(1), TimeProvider = _cooldownClock,
+            });
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        _server.Kill();
+        Assert.False(limiter.AttemptAcquire("ann", 26).IsAcquired); // the call that meets the outage
+        using RateLimitLease refused = limiter.AttemptAcquire("ann", 26);
+        AssertRefusedAboveTheShare(refused);
+        Assert.True(limiter.AttemptAcquire("ann", 25).IsAcquired);
+    }
+
     private static void AssertRefusedAboveTheShare(RateLimitLease lease)
     {
         Assert.False(lease.IsAcquired);
@@ -819,6 +838,25 @@ public sealed class RedisFailureTests : IDisposable
         }
 
         Assert.Equal(0, health.Failures);
+        _server.Start();
+    }
+
+    [Fact]
+    public async Task HybridPolicy_PausedWhenRedisDies_ARequestsReadOfTheSwitchTripsTheBreaker()
+    {
+        // A paused node reads the switch on each request: that read is the request's own call, so its failure trips the
+        // breaker, and the next paused requests answer from the last known pause instead of each waiting out the timeout.
+        using RedisRatePolicy<string> policy = GlobalPolicy("paused-" + Guid.NewGuid().ToString("N"), new RedisHybridOptions { PauseCheckInterval = TimeSpan.FromHours(1), IdleReturn = TimeSpan.FromHours(1) });
+        var health = (IRedisLimiterHealth)policy;
+        policy.Pause("maintenance");
+        _server.Kill();
+
+        using PolicyLease first = await policy.AcquireAsync("ann", RequestCost.None);
+        Assert.False(first.IsAcquired);
+        Assert.True(health.IsDegraded);
+        using PolicyLease second = await policy.AcquireAsync("ann", RequestCost.None);
+        Assert.Equal("pause", second.BlockingLayer);
+        Assert.Equal(1, health.Failures); // the second read was not sent
         _server.Start();
     }
 
