@@ -30,8 +30,8 @@ public sealed class RateEngineOptions
     public int ServiceWideStatusCode { get; set; } = 503;
 
     /// <summary>
-    /// The <c>Retry-After</c> of a refusal whose layers cannot say when they would admit (the operator's pause), in
-    /// seconds, at least 1. Default 60.
+    /// The <c>Retry-After</c> of a refusal whose layers cannot say when they would admit (the operator's pause, a full
+    /// concurrency layer among the refusing ones: a stream ends when it ends), in seconds, at least 1. Default 60.
     /// </summary>
     public int UnknownRetryAfterSeconds { get; set; } = 60;
 

@@ -32,7 +32,8 @@ public abstract class PolicyLease : RateLimitLease
 
     /// <summary>
     /// The longest delay after which the refusing layers would admit this request; null when none can say, or when one of
-    /// them is a full concurrency layer (a slot frees when some lease ends).
+    /// them is a full concurrency layer (a slot frees when some lease ends). A Redis policy's hybrid refusal answered from a
+    /// cached one counts its block-served layers alone (the per-request layers are not asked).
     /// </summary>
     public abstract TimeSpan? RetryAfter { get; }
 

@@ -546,10 +546,16 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
             long left = 0;
             for (long j = epoch - 1; j >= Math.Max(0, epoch - _segments); j--)
             {
-                long slot = pendingWord != -1 && EpochCount.Holds(pendingWord, j) ? pendingWord
-                    : slots is null ? 0
-                    : Volatile.Read(ref slots[j % slots.Length]);
-                left += EpochCount.Holds(slot, j) ? EpochCount.Count(slot) : 0;
+                // A finished segment still in the word counts what its slot may already hold, if more: the rollover that
+                // records it keeps the larger count, and the next segments sum the slots.
+                long slot = slots is null ? 0 : Volatile.Read(ref slots[j % slots.Length]);
+                long count = EpochCount.Holds(slot, j) ? EpochCount.Count(slot) : 0;
+                if (pendingWord != -1 && EpochCount.Holds(pendingWord, j))
+                {
+                    count = Math.Max(count, EpochCount.Count(pendingWord));
+                }
+
+                left += count;
                 if (left + needed > _limit)
                 {
                     break;
