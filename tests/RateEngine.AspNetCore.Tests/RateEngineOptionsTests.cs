@@ -20,6 +20,7 @@ public sealed class RateEngineOptionsTests
     [InlineData("RateEngine:Policies:chat:Tiers:free:user", "-1", "RateEngine:Policies:chat:Tiers:free:user must be between 1 and 2147483647 (it is -1)")]
     [InlineData("RateEngine:Policies:chat:Tiers:free:user", "0", "RateEngine:Policies:chat:Tiers:free:user must be between 1 and 2147483647 (it is 0)")]
     [InlineData("RateEngine:Policies:chat:Tiers:free:fixed", "5", "RateEngine:Policies:chat:Tiers:free:fixed: layer 'fixed' has a fixed limit (10), so tiers do not apply to it")]
+    [InlineData("RateEngine:Policies:chat:Tiers:Free:user", "5", "RateEngine:Policies:chat:Tiers:Free: the policy has no tier 'Free' but has 'free' (tier names are case-sensitive)")]
     [InlineData("RateEngine:RejectedStatusCode", "200", "RateEngine:RejectedStatusCode must be an HTTP error status, 400 to 599 (it is 200)")]
     [InlineData("RateEngine:UnknownRetryAfterSeconds", "0", "RateEngine:UnknownRetryAfterSeconds must be at least 1 (it is 0)")]
     public async Task Start_BadConfiguration_FailsNamingTheKey(string key, string value, string message)

@@ -30,8 +30,17 @@ internal sealed class RateEngineOptionsValidator<TContext>(RateEnginePolicies<TC
             }
 
             IRatePolicy<TContext> policy = policies[policyName];
+            string[] builtTiers = [.. policy.GetTiers().Names];
             foreach ((string tier, Dictionary<string, long> limits) in policyOptions.Tiers)
             {
+                // Tier names are ordinal (a request's tier selector returns them), configuration keys are not: "Free" beside a
+                // built "free" would be a new tier no request is in, and the limits meant for "free" would silently not apply.
+                if (!builtTiers.Contains(tier, StringComparer.Ordinal) && builtTiers.FirstOrDefault(built => string.Equals(built, tier, StringComparison.OrdinalIgnoreCase)) is { } meant)
+                {
+                    failures.Add($"{policyKey}:Tiers:{tier}: the policy has no tier '{tier}' but has '{meant}' (tier names are case-sensitive).");
+                    continue;
+                }
+
                 foreach ((string layer, long limit) in limits)
                 {
                     CheckLimit(failures, policy, $"{policyKey}:Tiers:{tier}:{layer}", layer, limit);
