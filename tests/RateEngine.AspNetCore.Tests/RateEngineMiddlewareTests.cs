@@ -757,6 +757,30 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task DecisionThrows_AnErrorPageUnderAnEndpointPolicy_StillRuns()
+    {
+        // The error page itself requires a RateEngine policy: on the rerun the global limiter does not decide again, and the
+        // endpoint limiter, finding no decision, threw "RateEngine's global limiter did not run": an empty 500.
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => new RatePolicyBuilder<HttpContext>()
+            .UseTimeProvider(_time)
+            .AddLayer("user", http => HttpPartitionKeys.ApiKey(http) is "broken" ? throw new InvalidOperationException("a selector's bug") : "user", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10))
+            .Build()));
+        WebApplication web = builder.Build();
+        web.UseExceptionHandler("/error");
+        web.UseRateLimiter();
+        web.MapPost("/chat", () => "ok").RequireRateLimiting("chat");
+        web.MapPost("/error", () => Results.Problem("it broke")).RequireRateLimiting("chat");
+        await using RunningApp app = await RunningApp.StartAsync(web);
+
+        using HttpResponseMessage failed = await app.Client.SendAsync(Request("/chat", "broken"));
+
+        Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
+        Assert.Equal("application/problem+json", failed.Content.Headers.ContentType?.MediaType);
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/chat", "alice"))).StatusCode);
+    }
+
+    [Fact]
     public async Task PipelineReExecutedForAnErrorPage_TheAppsOwnLimiterRefusesTheRerun_TheRequestKeepsItsEstimate()
     {
         // The app's own global limiter admits one request an hour, so it refuses the error page's second pass. The endpoint

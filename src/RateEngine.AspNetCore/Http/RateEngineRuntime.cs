@@ -308,6 +308,9 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
     /// <summary>A context factory still reading the request (the body), started by the synchronous acquire.</summary>
     private sealed record PendingContext(Task<TContext> Context);
 
+    /// <summary>Whether deciding the request threw: a pass re-executed for its error page runs without a decision.</summary>
+    public static bool DecisionFailed(HttpContext http) => http.Features.Get<FailedDecision>() is not null;
+
     /// <summary>Marks a request whose decision threw (see <see cref="Failed"/>).</summary>
     private sealed class FailedDecision
     {

@@ -54,7 +54,9 @@ internal sealed class RateLimiterSetup<TContext>(RateEngineRuntime<TContext> run
 
         public RateLimitPartition<string> GetPartition(HttpContext httpContext)
         {
-            if (httpContext.Features.Get<IRateEngineFeature>() is null)
+            // A request whose decision threw reaches here only in the pass re-executed for its error page, which runs
+            // without a decision (deciding again would throw again and lose the page).
+            if (httpContext.Features.Get<IRateEngineFeature>() is null && !RateEngineRuntime<TContext>.DecisionFailed(httpContext))
             {
                 throw new InvalidOperationException(
                     $"RateEngine policy '{name}' was not decided: RateEngine's global limiter did not run (was RateLimiterOptions.GlobalLimiter replaced after AddRateEngine?).");
