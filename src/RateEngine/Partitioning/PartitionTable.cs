@@ -114,6 +114,14 @@ internal sealed class PartitionTable<TKey, TEntry>
     public bool IsFullFor(uint hash) =>
         Volatile.Read(ref _shards[ShardOf(hash)].Budget) == 0 && Volatile.Read(ref _pool) <= 0;
 
+    /// <summary>
+    /// Whether the last new key the shard refused for sharing its hash with <see cref="MaxSameHash"/> live keys had
+    /// <paramref name="hash"/>, and the shard has removed no key since: a key of that hash would be refused again. Read
+    /// without the lock, so that a caller can refuse a flood of colliding keys (hostile hash codes) before its options
+    /// resolver and the shard's lock, as it refuses a flood against a full table.
+    /// </summary>
+    public bool CollidesFor(uint hash) => Volatile.Read(ref _shards[ShardOf(hash)].Collided) == (long)hash + 1;
+
     /// <summary>Finds the entry of <paramref name="key"/> without locking.</summary>
     public TEntry? Find(TKey key) => Find(key, Hash(key));
 
@@ -208,6 +216,7 @@ internal sealed class PartitionTable<TKey, TEntry>
                 {
                     // Capacity borrowed above for this key goes back beyond what a shard keeps, as on a removal.
                     Release(shard, 0);
+                    Volatile.Write(ref shard.Collided, (long)hash + 1);
                     refusal = AddRefusal.TooManyCollisions;
                     return null;
                 }
@@ -336,6 +345,11 @@ internal sealed class PartitionTable<TKey, TEntry>
     /// <summary>Counts <paramref name="removed"/> entries out of the shard and hands spare capacity back to the pool.</summary>
     private void Release(Shard shard, int removed)
     {
+        if (removed > 0)
+        {
+            Volatile.Write(ref shard.Collided, 0); // a removed key may have been one of that hash
+        }
+
         Volatile.Write(ref shard.Live, shard.Live - removed);
         shard.Tombstones += removed;
         shard.Budget += removed;
@@ -500,5 +514,8 @@ internal sealed class PartitionTable<TKey, TEntry>
 
         /// <summary>Capacity borrowed from the table's pool and not yet used by a live entry.</summary>
         public int Budget;
+
+        /// <summary>The hash (plus one) of the last key refused for collisions since the shard last removed a key; 0 for none.</summary>
+        public long Collided;
     }
 }

@@ -85,10 +85,11 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
             return entry;
         }
 
-        // A flood of new keys against a full table is refused without the shard's lock once the shard has swept itself
-        // this sweep tick, as the partitioned limiter does.
-        if (_table.IsFullFor(hash) && !RoomSweepDue(_table.ShardOf(hash)))
+        // A flood of new keys against a full table (or of one hash code, once a key of it was refused for colliding) is
+        // refused without the shard's lock once the shard has swept itself this sweep tick, as the partitioned limiter does.
+        if ((_table.IsFullFor(hash) || _table.CollidesFor(hash)) && !RoomSweepDue(_table.ShardOf(hash)))
         {
+            colliding = !_table.IsFullFor(hash);
             return null;
         }
 

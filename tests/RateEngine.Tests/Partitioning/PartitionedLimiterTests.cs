@@ -10,6 +10,32 @@ namespace RateEngine.Tests.Partitioning;
 
 public class PartitionedLimiterTests
 {
+    [Fact]
+    public void AttemptAcquire_FloodOfKeysOfOneHash_IsRefusedWithoutResolvingEachKey()
+    {
+        // long keys whose halves are equal all hash to 0 (long.GetHashCode is lo ^ hi): four are taken, and every further one
+        // was refused only after the options resolver and the shard's lock, once per request.
+        int resolved = 0;
+        using PartitionedRateLimiter<long> limiter = PartitionedLimiter.CreateFixedWindow<long, long>(
+            key => key, _ => { resolved++; return TwoPerMinute; }, new() { TimeProvider = new FakeTimeProvider() });
+        for (long i = 1; i <= 5; i++)
+        {
+            limiter.AttemptAcquire((i << 32) | i).Dispose();
+        }
+
+        int before = resolved;
+        for (long i = 6; i < 10_006; i++)
+        {
+            using RateLimitLease refused = limiter.AttemptAcquire((i << 32) | i);
+            Assert.False(refused.IsAcquired);
+            Assert.True(refused.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason));
+            Assert.Equal(RateEngine.Limiters.ReasonPhrases.TooManyCollisions, reason);
+        }
+
+        Assert.Equal(before, resolved);
+        Assert.True(limiter.AttemptAcquire(1L << 40).IsAcquired); // a key of another hash still gets in
+    }
+
     private static readonly FixedWindowRateLimiterOptions TwoPerMinute = new() { PermitLimit = 2, Window = TimeSpan.FromMinutes(1), QueueLimit = 4 };
 
     /// <summary>

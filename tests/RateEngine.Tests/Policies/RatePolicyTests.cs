@@ -565,12 +565,37 @@ public class RatePolicyTests
         using PolicyLease refused = policy.Acquire(new Call("user-4"), RequestCost.None);
         Assert.False(refused.IsAcquired);
         Assert.Equal(ReasonPhrases.TooManyCollisions, refused.Reason);
+
+        // A flood of further keys of that hash is refused the same way without the shard's lock: no more comparisons.
+        var counting = new OneHash();
+        using RatePolicy<Call> flooded = new RatePolicyBuilder<Call>().UseTimeProvider(new FakeTimeProvider())
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10), comparer: counting)
+            .Build();
+        for (int user = 0; user < 5; user++)
+        {
+            flooded.Acquire(new Call($"user-{user}"), RequestCost.None).Dispose();
+        }
+
+        int before = counting.EqualsCalls;
+        for (int user = 5; user < 1_005; user++)
+        {
+            using PolicyLease again = flooded.Acquire(new Call($"user-{user}"), RequestCost.None);
+            Assert.Equal(ReasonPhrases.TooManyCollisions, again.Reason);
+        }
+
+        Assert.InRange(counting.EqualsCalls - before, 0, 4 * 1_000); // the lock-free lookup's four; under the lock, four more each
     }
 
     /// <summary>Every key in one shard (and one hash), so that a key's room sweep reaches the other key.</summary>
     private sealed class OneHash : IEqualityComparer<string>
     {
-        public bool Equals(string? x, string? y) => string.Equals(x, y, StringComparison.Ordinal);
+        public int EqualsCalls;
+
+        public bool Equals(string? x, string? y)
+        {
+            EqualsCalls++;
+            return string.Equals(x, y, StringComparison.Ordinal);
+        }
 
         public int GetHashCode(string obj) => 42;
     }
