@@ -179,7 +179,11 @@ public static class ScenarioRunner
         var model = new ReferenceModel(spec);
         long stripes = (limiter.Host as IPerCoreHost)?.StripeCount ?? 1; // a log without blocks is the plain log
         long now = 0;
-        long largestRequest = 1; // a block that did not fit a request kept less than it: less than the largest request so far
+
+        // A block that did not fit a request kept less than it: less than the largest request of its segment. A counter's
+        // blocks of a segment still count for the S segments after it, so the slack follows the window, not the whole run.
+        var largestBySegment = new Dictionary<long, long>();
+        long segmentTicks = spec.Kind == LimiterKind.Counter ? spec.SegmentTicks : spec.WindowTicks;
         foreach (Op op in scenario.Ops)
         {
             switch (op)
@@ -200,7 +204,8 @@ public static class ScenarioRunner
 
                     break;
                 case Acquire(int permits):
-                    largestRequest = Math.Max(largestRequest, permits);
+                    long segment = now / segmentTicks;
+                    largestBySegment[segment] = Math.Max(largestBySegment.GetValueOrDefault(segment, 1), permits);
                     using (RateLimitLease lease = limiter.AttemptAcquire(permits))
                     {
                         long room = model.Available(now);
@@ -216,9 +221,16 @@ public static class ScenarioRunner
                         {
                             long scattered = (stripes + 1) * (Math.Max(1, permits) - 1);
                             // A block's leftover: what it kept beyond its request, plus what was left of the block before when
-                            // a request did not fit it (merged into the new block of the same segment).
-                            long leftover = (spec.PerCoreBlock - 1) + (largestRequest - 1);
-                            long heldBack = spec.Kind == LimiterKind.Counter ? stripes * leftover * (spec.Segments + 1) : 0;
+                            // a request did not fit it (merged into the new block of the same segment); per core, for each
+                            // segment the window still counts.
+                            long heldBack = 0;
+                            for (long counted = segment - spec.Segments; spec.Kind == LimiterKind.Counter && counted <= segment; counted++)
+                            {
+                                heldBack += largestBySegment.TryGetValue(counted, out long largest)
+                                    ? stripes * ((spec.PerCoreBlock - 1) + (largest - 1))
+                                    : 0;
+                            }
+
                             Assert.True(
                                 room <= scattered + heldBack,
                                 $"at {now}: AttemptAcquire({permits}) refused with {room} permits of room (slack {scattered} + {heldBack})");
