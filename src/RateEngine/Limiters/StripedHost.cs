@@ -63,11 +63,13 @@ internal sealed class StripedHost<TAlgorithm, TState> : PerCoreHost
     }
 
     /// <summary>
-    /// The blocks of a key promoted at <paramref name="now"/> start empty, so they hold no period at all: left at the clock's
-    /// zero, the first refills of a limiter 2^31 periods old would each see a sweep due and could empty a block another core
-    /// had just filled (its permits counted, then unused for the period).
+    /// The blocks of a key promoted at <paramref name="now"/> start empty in now's period, swept as of now (before the host is
+    /// published, so no core refills meanwhile). Left at the clock's zero, the first refills of a limiter 2^31 periods old
+    /// would each see a sweep due and could empty a block another core had just filled (its permits counted, then unused
+    /// for the period); and blocks reading as period 0 while the sweep clock said fresh would read as a period ahead near
+    /// the epochs' wrap, where no block could be installed.
     /// </summary>
-    public override void StartAt(long now) => Volatile.Write(ref _sweptAt, now);
+    public override void StartAt(long now) => EmptyAllBlocks(now);
 
     public override long PermitLimit => _algorithm.PermitLimit;
 

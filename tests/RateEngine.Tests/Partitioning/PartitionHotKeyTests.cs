@@ -35,6 +35,25 @@ public class PartitionHotKeyTests
     }
 
     [Fact]
+    public void AttemptAcquire_KeyPromotedJustBeforeTheEpochsWrap_StillAdmitsItsWholeLimit()
+    {
+        // 1 ms windows, the key promoted 2^19 windows before window 2^33 (99 days in): an empty block left reading as window
+        // 0 reads as a window ahead there, so no refill could install a block and each dropped its extra permit.
+        var perMillisecond = new FixedWindowRateLimiterOptions { PermitLimit = 2_048, Window = TimeSpan.FromMilliseconds(1), QueueLimit = 0 };
+        using PartitionedRateLimiter<int> limiter = FixedWindow(perMillisecond, new PerCoreReservationOptions { Stripes = 4, HotKeySampling = 1 });
+        _time.Advance(TimeSpan.FromMilliseconds((1L << 33) - (1L << 19)));
+
+        int admitted = 0;
+        while (admitted <= perMillisecond.PermitLimit && limiter.AttemptAcquire(7).IsAcquired)
+        {
+            admitted++;
+        }
+
+        Assert.Equal(1, ((IPartitionDiagnostics)limiter).HotKeyCount);
+        Assert.Equal(perMillisecond.PermitLimit, admitted);
+    }
+
+    [Fact]
     public void AttemptAcquire_FromABlock_IsStampedAtItsOwnTimeAndCountedInItsWindow()
     {
         using PartitionedRateLimiter<int> limiter = FixedWindow(LargePerHour, new PerCoreReservationOptions { HotKeySampling = 1 });
