@@ -342,7 +342,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     /// The flood of new keys against a full table is an attack's normal state, so it is refused before the options
     /// resolver runs and without the shard's lock, once the shard has swept itself this sweep tick (a request for more
     /// permits than the key's limit then also gets this refusal, not the exception, since its limit is never looked up).
-    /// So is a flood of keys of one hash code (chosen to collide) once one of them was refused for it.
+    /// So is a flood of keys of a hash code that as many live keys as may share one already have (chosen to collide).
     /// </remarks>
     private PartitionEntry<TState>? FindOrCreate(TKey key, int permitCount, out RateEngineLease? refusal)
     {
@@ -354,9 +354,10 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             return entry;
         }
 
-        if ((_table.IsFullFor(hash) || _table.CollidesFor(hash)) && !RoomSweepDue(_table.ShardOf(hash)))
+        bool full = _table.IsFullFor(hash);
+        if ((full || _table.IsCrowded(hash)) && !RoomSweepDue(_table.ShardOf(hash)))
         {
-            refusal = _table.IsFullFor(hash) ? _partitionsFull : _tooManyCollisions;
+            refusal = full ? _partitionsFull : _tooManyCollisions;
             return null;
         }
 

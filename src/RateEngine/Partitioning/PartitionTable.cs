@@ -115,12 +115,31 @@ internal sealed class PartitionTable<TKey, TEntry>
         Volatile.Read(ref _shards[ShardOf(hash)].Budget) == 0 && Volatile.Read(ref _pool) <= 0;
 
     /// <summary>
-    /// Whether the last new key the shard refused for sharing its hash with <see cref="MaxSameHash"/> live keys had
-    /// <paramref name="hash"/>, and the shard has removed no key since: a key of that hash would be refused again. Read
-    /// without the lock, so that a caller can refuse a flood of colliding keys (hostile hash codes) before its options
-    /// resolver and the shard's lock, as it refuses a flood against a full table.
+    /// Whether <see cref="MaxSameHash"/> live keys of <paramref name="hash"/> are in the table, so that a new key of it
+    /// would be refused: read without the lock, for a caller whose <see cref="Find(TKey, uint)"/> just missed, so that it
+    /// can refuse a flood of colliding keys (hostile hash codes) before its options resolver and the shard's lock, as it
+    /// refuses a flood against a full table. A key removed meanwhile may be missed (the locked path decides then).
     /// </summary>
-    public bool CollidesFor(uint hash) => Volatile.Read(ref _shards[ShardOf(hash)].Collided) == (long)hash + 1;
+    public bool IsCrowded(uint hash)
+    {
+        Slots slots = Volatile.Read(ref _shards[ShardOf(hash)].Current);
+        int mask = slots.Length - 1;
+        int sameHash = 0;
+        for (int i = (int)hash & mask; ; i = (i + 1) & mask)
+        {
+            TEntry? entry = Volatile.Read(ref slots.Entry(i));
+            if (entry is null)
+            {
+                return false;
+            }
+
+            // A string key a sweep is clearing is stored with its hash: HashAt reads the key only for keys kept as they are.
+            if (!ReferenceEquals(entry, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
+            {
+                return true;
+            }
+        }
+    }
 
     /// <summary>Finds the entry of <paramref name="key"/> without locking.</summary>
     public TEntry? Find(TKey key) => Find(key, Hash(key));
@@ -216,7 +235,6 @@ internal sealed class PartitionTable<TKey, TEntry>
                 {
                     // Capacity borrowed above for this key goes back beyond what a shard keeps, as on a removal.
                     Release(shard, 0);
-                    Volatile.Write(ref shard.Collided, (long)hash + 1);
                     refusal = AddRefusal.TooManyCollisions;
                     return null;
                 }
@@ -345,11 +363,6 @@ internal sealed class PartitionTable<TKey, TEntry>
     /// <summary>Counts <paramref name="removed"/> entries out of the shard and hands spare capacity back to the pool.</summary>
     private void Release(Shard shard, int removed)
     {
-        if (removed > 0)
-        {
-            Volatile.Write(ref shard.Collided, 0); // a removed key may have been one of that hash
-        }
-
         Volatile.Write(ref shard.Live, shard.Live - removed);
         shard.Tombstones += removed;
         shard.Budget += removed;
@@ -515,7 +528,5 @@ internal sealed class PartitionTable<TKey, TEntry>
         /// <summary>Capacity borrowed from the table's pool and not yet used by a live entry.</summary>
         public int Budget;
 
-        /// <summary>The hash (plus one) of the last key refused for collisions since the shard last removed a key; 0 for none.</summary>
-        public long Collided;
     }
 }

@@ -85,11 +85,12 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
             return entry;
         }
 
-        // A flood of new keys against a full table (or of one hash code, once a key of it was refused for colliding) is
+        // A flood of new keys against a full table (or of a hash that as many live keys as may share one already have) is
         // refused without the shard's lock once the shard has swept itself this sweep tick, as the partitioned limiter does.
-        if ((_table.IsFullFor(hash) || _table.CollidesFor(hash)) && !RoomSweepDue(_table.ShardOf(hash)))
+        bool full = _table.IsFullFor(hash);
+        if ((full || _table.IsCrowded(hash)) && !RoomSweepDue(_table.ShardOf(hash)))
         {
-            colliding = !_table.IsFullFor(hash);
+            colliding = !full;
             return null;
         }
 
