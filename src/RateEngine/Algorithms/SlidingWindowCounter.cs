@@ -409,8 +409,17 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         pendingWord = -1;
         if (distance <= _segments)
         {
-            history += EpochCount.Count(word);
-            pendingWord = EpochCount.Pack(finished, EpochCount.Count(word));
+            // At the larger of the word's count and what its slot may already hold: the rollover that records it keeps the
+            // larger, and the next segments sum the slots.
+            long count = EpochCount.Count(word);
+            if (finished >= 0 && Volatile.Read(ref state.History) is { } slots
+                && Volatile.Read(ref slots[finished % slots.Length]) is var slot && EpochCount.Holds(slot, finished))
+            {
+                count = Math.Max(count, EpochCount.Count(slot));
+            }
+
+            history += count;
+            pendingWord = EpochCount.Pack(finished, count);
         }
 
         return nowEpoch;
