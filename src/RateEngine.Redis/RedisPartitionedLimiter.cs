@@ -561,11 +561,12 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                 return Volatile.Read(ref _fallback)!.AttemptAcquire(partitionKey, permitCount); // replaced under us by a new share
             }
         }
-        catch (ArgumentOutOfRangeException)
+        catch (ArgumentOutOfRangeException error) when (error.ParamName is nameof(permitCount) or "tokenCount")
         {
             // The count was checked against the key's limit before any call, so only this node's share of it (a smaller
-            // limit: the bucket's names its parameter tokenCount) is left to refuse it. No bad input, just more than this node
+            // limit: the bucket names its parameter tokenCount) is left to refuse it. No bad input, just more than this node
             // may admit alone while Redis is away: refused for the outage, not thrown with a limit the caller never set.
+            // (Another parameter's exception, from the options resolver say, goes on as it is.)
             return new RedisLease(false, null, $"Redis is unavailable, and {permitCount} permits exceed this node's share of the limit (LocalFallback).");
         }
     }

@@ -900,11 +900,17 @@ public sealed partial class RedisRatePolicy<TContext>
     /// </summary>
     private async Task CheckPauseAsync(bool requested = false)
     {
-        if (_disposed || _breaker.IsOpen)
+        // A request's read is a request's own call: it takes the half-open probe (one paused request asks, the others keep the
+        // pause they know), its answer closes the breaker and its failure trips it, so that the next paused requests do not
+        // each wait out the client's timeout. The timer's read is a background call: it skips cool-downs and never trips
+        // (see RedisBreaker.IsOpen): one sent before a request's probe closed the breaker would open it again.
+        long probe = long.MinValue;
+        if (_disposed || (requested ? !_breaker.MayCall(out probe) : _breaker.IsOpen))
         {
             return;
         }
 
+        long failures = FailureMark;
         try
         {
             long ticket = _pause.Ticket();
@@ -913,13 +919,22 @@ public sealed partial class RedisRatePolicy<TContext>
         }
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
-            // A request's own read trips the breaker, so that the next paused requests do not each wait out the client's
-            // timeout. The timer's is a background call: its failure does not (see RedisBreaker.IsOpen), since one sent before
-            // a request's probe closed the breaker on Redis's return would open it again for a whole cool-down.
             if (requested)
             {
                 Trip(error.Message);
             }
+
+            return;
+        }
+        catch when (requested)
+        {
+            _breaker.ReleaseProbe(probe); // not an answer from Redis: the next request may probe
+            throw;
+        }
+
+        if (requested)
+        {
+            CloseUnlessTrippedSince(failures);
         }
     }
 

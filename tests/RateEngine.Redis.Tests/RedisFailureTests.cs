@@ -857,7 +857,20 @@ public sealed class RedisFailureTests : IDisposable
         using PolicyLease second = await policy.AcquireAsync("ann", RequestCost.None);
         Assert.Equal("pause", second.BlockingLayer);
         Assert.Equal(1, health.Failures); // the second read was not sent
+
+        // Back (a new server, without the switch): after the cool-down a paused request's read is the probe, and Redis's
+        // answer closes the breaker (and says the pause is off).
         _server.Start();
+        var watch = Stopwatch.StartNew();
+        while (policy.IsPaused && watch.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            _cooldownClock.Advance(TimeSpan.FromSeconds(1));
+            (await policy.AcquireAsync("ann", RequestCost.None)).Dispose();
+            await Task.Delay(TimeSpan.FromMilliseconds(50), TimeProvider.System);
+        }
+
+        Assert.False(policy.IsPaused, "a paused node's reads of the switch never reached Redis after it came back");
+        Assert.False(health.IsDegraded, "the read that saw Redis back did not close the breaker");
     }
 
     [Fact]
