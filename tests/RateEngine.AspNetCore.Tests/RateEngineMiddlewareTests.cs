@@ -260,6 +260,35 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task RequestTimeoutWhileTheAppsOwnGlobalLimiterQueuesIt_AnswersTheTimeoutsStatus()
+    {
+        // The app's own global limiter (chained before RateEngine's) queues the request past its timeout: the same empty 200
+        // as a stalled body, through the chain's wait.
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRequestTimeouts();
+        builder.Services.AddRateLimiter(options => options.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(
+            _ => RateLimitPartition.GetConcurrencyLimiter("app", _ => new ConcurrencyLimiterOptions { PermitLimit = 1, QueueLimit = 4 })));
+        builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => PerUser(_time, 100)).UseGlobalPolicy("chat"));
+        WebApplication web = builder.Build();
+        web.UseRequestTimeouts();
+        web.UseRateLimiter();
+        web.MapPost("/hold", () => release.Task);
+        web.MapPost("/chat", () => "ok").WithRequestTimeout(TimeSpan.FromMilliseconds(300));
+        await using RunningApp app = await RunningApp.StartAsync(web);
+
+        Task<HttpResponseMessage> holding = app.Client.SendAsync(Request("/hold", "alice"));
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        await WaitFor(() => policy.GetUsage(Context("alice"), "user").Used == 1); // admitted: holding the app's one slot
+        using HttpResponseMessage queued = await app.Client.SendAsync(Request("/chat", "bob"));
+        release.SetResult();
+        using HttpResponseMessage held = await holding;
+
+        Assert.Equal(HttpStatusCode.GatewayTimeout, queued.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, held.StatusCode);
+    }
+
+    [Fact]
     public async Task ClientGoneAfterAnEndpointWithoutSteps_KeepsTheEstimate()
     {
         // The endpoint does its whole work on the estimate and charges no steps; the client takes the answer and resets the

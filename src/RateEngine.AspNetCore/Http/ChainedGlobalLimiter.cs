@@ -58,7 +58,15 @@ internal sealed class ChainedGlobalLimiter<TContext>(PartitionedRateLimiter<Http
         resource.Features.Set<HeldAppLease?>(null);
         try
         {
-            first ??= await theirs.AcquireAsync(resource, permitCount, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                first ??= await theirs.AcquireAsync(resource, permitCount, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && TimedOutLease.TimedOut(resource))
+            {
+                return TimedOutLease.Instance; // the app's queue outwaited the request's timeout: answered as RateEngine's would be
+            }
+
             if (!first.IsAcquired)
             {
                 RateLimitLease refused = first;
