@@ -355,10 +355,15 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         }
 
         bool full = _table.IsFullFor(hash);
-        if ((full || _table.IsCrowded(hash)) && !RoomSweepDue(_table.ShardOf(hash)))
+        if ((full || _table.IsCrowded(key, hash, out entry)) && !RoomSweepDue(_table.ShardOf(hash)))
         {
             refusal = full ? _partitionsFull : _tooManyCollisions;
             return null;
+        }
+
+        if (entry is not null)
+        {
+            return entry; // inserted by another request since the lookup above
         }
 
         PartitionTier<TAlgorithm, TState> tier = _tierOf(key);

@@ -115,13 +115,16 @@ internal sealed class PartitionTable<TKey, TEntry>
         Volatile.Read(ref _shards[ShardOf(hash)].Budget) == 0 && Volatile.Read(ref _pool) <= 0;
 
     /// <summary>
-    /// Whether <see cref="MaxSameHash"/> live keys of <paramref name="hash"/> are in the table, so that a new key of it
-    /// would be refused: read without the lock, for a caller whose <see cref="Find(TKey, uint)"/> just missed, so that it
-    /// can refuse a flood of colliding keys (hostile hash codes) before its options resolver and the shard's lock, as it
-    /// refuses a flood against a full table. A key removed meanwhile may be missed (the locked path decides then).
+    /// Whether <see cref="MaxSameHash"/> live keys of <paramref name="hash"/> are in the table, so that <paramref name="key"/>,
+    /// which a <see cref="Find(TKey, uint)"/> just missed, would be refused: read without the lock, so that a caller can
+    /// refuse a flood of colliding keys (hostile hash codes) before its options resolver and the shard's lock, as it
+    /// refuses a flood against a full table. The key itself, inserted since that miss, is handed back in
+    /// <paramref name="found"/> instead. Racing a sweep or a rebuild the count may be off by what they change (a key just
+    /// removed still counted: refused for the moment, stricter; one just added missed: the locked path decides).
     /// </summary>
-    public bool IsCrowded(uint hash)
+    public bool IsCrowded(TKey key, uint hash, out TEntry? found)
     {
+        found = null;
         Slots slots = Volatile.Read(ref _shards[ShardOf(hash)].Current);
         int mask = slots.Length - 1;
         int sameHash = 0;
@@ -133,10 +136,19 @@ internal sealed class PartitionTable<TKey, TEntry>
                 return false;
             }
 
-            // A string key a sweep is clearing is stored with its hash: HashAt reads the key only for keys kept as they are.
-            if (!ReferenceEquals(entry, _tombstone) && HashAt(slots, i) == hash && ++sameHash >= MaxSameHash)
+            // As in Find: a key a sweep is clearing is never handed to the comparer (a stored hash is read instead).
+            if (!ReferenceEquals(entry, _tombstone) && HashAt(slots, i) == hash && slots.Key(i) is { } candidate)
             {
-                return true;
+                if (_comparer.Equals(candidate, key))
+                {
+                    found = entry;
+                    return false;
+                }
+
+                if (++sameHash >= MaxSameHash)
+                {
+                    return true;
+                }
             }
         }
     }

@@ -88,10 +88,16 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
         // A flood of new keys against a full table (or of a hash that as many live keys as may share one already have) is
         // refused without the shard's lock once the shard has swept itself this sweep tick, as the partitioned limiter does.
         bool full = _table.IsFullFor(hash);
-        if ((full || _table.IsCrowded(hash)) && !RoomSweepDue(_table.ShardOf(hash)))
+        KeyEntry? raced = null;
+        if ((full || _table.IsCrowded(key, hash, out raced)) && !RoomSweepDue(_table.ShardOf(hash)))
         {
             colliding = !full;
             return null;
+        }
+
+        if (raced is not null && !ReferenceEquals(Volatile.Read(ref raced.Link), KeyEntry.Gone))
+        {
+            return raced; // inserted by another request since the lookup above
         }
 
         KeyEntry? created = _table.GetOrAdd(key, hash, _create, this, _makeRoom, out AddRefusal why);

@@ -77,6 +77,28 @@ public class PartitionTableTests
     }
 
     [Fact]
+    public void IsCrowded_CountsLiveKeysOfTheHash_AndHandsBackTheKeyItselfWhenItIsIn()
+    {
+        // Four keys of one hash crowd it; but a request whose lookup missed its key just before another request put it in
+        // (the fourth) must get that entry back, not a refusal for colliding.
+        var table = new PartitionTable<string, Entry>(new SameInShardZero(), Tombstone, 100, seed: ((1UL << 32) + 1, 0));
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.NotNull(Add(table, $"same{i}"));
+        }
+
+        uint hash = table.Hash("same3");
+        Assert.False(table.IsCrowded("same3", hash, out Entry? none));
+        Assert.Null(none);
+        Entry? fourth = Add(table, "same3");
+
+        Assert.False(table.IsCrowded("same3", hash, out Entry? found));
+        Assert.Same(fourth, found);
+        Assert.True(table.IsCrowded("same4", hash, out Entry? other));
+        Assert.Null(other);
+    }
+
+    [Fact]
     public void GetOrAdd_ASweepForIdleKeysOfItsHashMakesRoom_TheKeyStillTakesCapacity()
     {
         // The sweep gives the idle keys' capacity back beyond what a shard keeps, and with it the unit this key had borrowed:
