@@ -38,15 +38,25 @@ public sealed class RedisLimiterStressTests(RedisServer server)
             long until = Environment.TickCount64 + (long)Duration.TotalMilliseconds;
             long giveUp = Environment.TickCount64 + 20_000;
             long admittedPermits = 0;
+            long outOfBracket = 0;
+            IServer clock = connections[0].GetServer(connections[0].GetEndPoints()[0]);
             await Task.WhenAll(nodes.SelectMany(node => Enumerable.Range(0, CallersPerNode).Select(caller => Task.Run(async () =>
             {
                 var random = new Random(caller);
                 while ((Environment.TickCount64 < until || Interlocked.Read(ref admittedPermits) < 4 * Limit) && Environment.TickCount64 < giveUp)
                 {
                     int permits = random.Next(1, 4);
+                    long before = UnixMicroseconds(await clock.TimeAsync());
                     RedisDecision decision = node.Decide(await node.Evaluate("shared", permits));
+                    long after = UnixMicroseconds(await clock.TimeAsync());
                     if (decision.Admitted)
                     {
+                        // The guarantee is checked on the stamps the script returns: each must be the server's time of the call.
+                        if (decision.StampMicroseconds < before || decision.StampMicroseconds > after)
+                        {
+                            Interlocked.Increment(ref outOfBracket);
+                        }
+
                         admitted.Add(new Admitted(decision.StampMicroseconds, permits));
                         Interlocked.Add(ref admittedPermits, permits);
                     }
@@ -64,6 +74,7 @@ public sealed class RedisLimiterStressTests(RedisServer server)
                 "counter" => new LimiterSpec(LimiterKind.Counter, Limit, WindowMicroseconds, Segments: 4),
                 _ => new LimiterSpec(LimiterKind.Log, Limit, WindowMicroseconds),
             };
+            Assert.Equal(0, outOfBracket);
             Assert.Null(Guarantee.FindViolation(spec, admitted));
             Assert.True(admitted.Sum(a => a.Permits) > 2 * Limit, $"{admitted.Count} admissions: the run never filled a window");
             Assert.True(refused > 0, "nothing was refused: the run never reached the cap");
@@ -76,6 +87,8 @@ public sealed class RedisLimiterStressTests(RedisServer server)
             }
         }
     }
+
+    private static long UnixMicroseconds(DateTime serverTime) => (serverTime.ToUniversalTime() - DateTime.UnixEpoch).Ticks / 10;
 
     /// <summary>
     /// Three nodes as separate OS processes (the test assembly re-launched, see <see cref="NodeProcess"/>), each with its own
