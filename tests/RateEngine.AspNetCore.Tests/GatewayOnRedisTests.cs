@@ -113,7 +113,8 @@ public sealed class GatewayOnRedisTests : IDisposable
         }
 
         // The refusals name no layer of the policy: no usage was asked of the dead store for them (it would have failed and
-        // logged a warning per request).
+        // logged a warning per request). That RateEngine's warnings reach this collector at all shows the outage's own.
+        Assert.Contains(_logs.GetSnapshot(), log => log.Id.Name == "RedisUnavailable");
         Assert.DoesNotContain(_logs.GetSnapshot(), log => log.Id.Name == "UsageUnavailable");
         using HttpResponseMessage health = await a.Client.GetAsync("/health");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
