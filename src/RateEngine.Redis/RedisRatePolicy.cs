@@ -800,10 +800,13 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     /// </summary>
     private PolicyLease Unavailable(RequestCost estimate) => _failureMode == RedisFailureMode.FailOpen
         ? new RedisPolicyLease<TContext>(this, estimate, "Redis is unavailable; admitted by FailOpen.")
-        : new RefusedPolicyLease("redis", "Redis is unavailable; refused by FailClosed.", _cooldown, serviceWide: true);
+        : new RefusedPolicyLease(UnavailableLayer, "Redis is unavailable; refused by FailClosed.", _cooldown, serviceWide: true);
 
     /// <summary>The operator's pause: a service-wide refusal with their reason.</summary>
-    private static RefusedPolicyLease PausedBy(string reason) => new("pause", reason, null, serviceWide: true);
+    private static RefusedPolicyLease PausedBy(string reason) => new(RefusedPolicyLease.PauseLayer, reason, null, serviceWide: true);
+
+    /// <summary>The blocking layer of a refusal while Redis is away (FailClosed): a name no layer may take.</summary>
+    internal const string UnavailableLayer = "redis";
 
     /// <summary>One request's script call: its keys and values, and what the lease keeps of them.</summary>
     /// <summary>One script call of the exact mode; <see cref="PauseTicket"/> orders its view of the pause switch among other reads.</summary>

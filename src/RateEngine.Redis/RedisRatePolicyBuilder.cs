@@ -109,6 +109,11 @@ public sealed class RedisRatePolicyBuilder<TContext>
             throw new ArgumentException($"The policy already has a layer named '{name}'.", nameof(name));
         }
 
+        if (name is RateEngine.Policies.RefusedPolicyLease.PauseLayer or RedisRatePolicy<TContext>.UnavailableLayer)
+        {
+            throw new ArgumentException($"'{name}' names the pause or an outage in refusals: a layer of that name could not be told from them.", nameof(name));
+        }
+
         _layers.Add((name, rule, keys, tierSelector));
         return this;
     }

@@ -164,7 +164,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
     public LayerUsage GetUsage(TContext context, string layer)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed(); // a combination's too once any of its policies is: their layers are no longer swept
         foreach (PolicyLayer<TContext> candidate in _layers)
         {
             if (candidate.Name == layer)
@@ -180,7 +180,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>
     public IReadOnlyList<LayerUsage> GetUsage(TContext context)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed();
         long now = _clock.Now();
         return [.. LayerNames.Select(name => Array.Find(_layers, layer => layer.Name == name)!.GetUsage(context, now))];
     }
@@ -198,7 +198,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     public void Pause(string reason)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
-        _pause = new RefusedPolicyLease("pause", reason, retryAfter: null, serviceWide: true);
+        _pause = new RefusedPolicyLease(RefusedPolicyLease.PauseLayer, reason, retryAfter: null, serviceWide: true);
     }
 
     /// <summary>Lifts the pause.</summary>
@@ -208,8 +208,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     /// Replaces every tier's limits at once. Takes effect for the next decision; usage already counted is kept.
     /// </summary>
     /// <exception cref="ArgumentNullException">The tiers are null.</exception>
-    /// <exception cref="InvalidOperationException">A tier names a layer the policy does not have.</exception>
+    /// <exception cref="ArgumentException">A tier names a layer the policy does not have, or one whose rule sets its own limit.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A limit is out of its layer's range.</exception>
+    /// <exception cref="InvalidOperationException">The policy is a combination (update the policies it combines).</exception>
     public void UpdateTiers(PolicyTiers tiers)
     {
         ArgumentNullException.ThrowIfNull(tiers);
@@ -219,7 +220,7 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
             throw new InvalidOperationException("A combined policy's tiers are those of the policies it combines: update those.");
         }
 
-        PolicyTiersCheck.ThrowIfUnknownLayers(tiers, _layers.Select(layer => (layer.Name, layer.Rule)));
+        PolicyTiersCheck.ThrowIfUnknownLayers(tiers, _layers.Select(layer => (layer.Name, layer.Rule)), nameof(tiers));
 
         // Every layer's tiers are built and checked before any is published: a limit out of one layer's range leaves the
         // whole policy on its old tiers, as the exception says, not some layers on the new ones.

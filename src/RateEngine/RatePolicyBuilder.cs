@@ -200,6 +200,11 @@ public sealed class RatePolicyBuilder<TContext>
             throw new ArgumentException($"The policy already has a layer named '{name}'.", nameof(name));
         }
 
+        if (name == RefusedPolicyLease.PauseLayer)
+        {
+            throw new ArgumentException($"'{name}' names the operator's pause in refusals: a layer of that name could not be told from it.", nameof(name));
+        }
+
         if (_layers.Count == MaxLayers)
         {
             throw new ArgumentException($"A policy has at most {MaxLayers} layers.", nameof(name));

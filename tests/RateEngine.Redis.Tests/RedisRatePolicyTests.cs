@@ -350,6 +350,8 @@ public sealed class RedisRatePolicyTests : IDisposable
         localFallback.LocalFallbackShare = 0.5;
         Assert.Throws<ArgumentException>(() => new RedisRatePolicyBuilder<Call>(localFallback).AddGlobalLayer("g", PolicyRule.FixedWindow(TimeSpan.FromSeconds(1), 1)).Build());
         Assert.Throws<ArgumentException>(() => Builder().AddGlobalLayer("g", PolicyRule.FixedWindow(TimeSpan.FromSeconds(1), 1)).AddGlobalLayer("g", PolicyRule.Concurrency(1)));
+        Assert.Throws<ArgumentException>(() => Builder().AddGlobalLayer("pause", PolicyRule.Concurrency(1))); // names in refusals: the pause, an outage
+        Assert.Throws<ArgumentException>(() => Builder().AddGlobalLayer("redis", PolicyRule.Concurrency(1)));
         Assert.Throws<ArgumentException>(() => Builder().AddGlobalLayer("soft", PolicyRule.Calendar(CalendarPeriod.Day, 10).AsSoft(0.5)).Build());
         policy.Dispose();
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None));

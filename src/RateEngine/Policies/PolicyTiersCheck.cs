@@ -6,19 +6,20 @@ namespace RateEngine.Policies;
 /// </summary>
 internal static class PolicyTiersCheck
 {
-    public static void ThrowIfUnknownLayers(PolicyTiers tiers, IEnumerable<(string Name, PolicyRule Rule)> layers)
+    /// <summary>
+    /// Throws for a tier limit that would do nothing: <see cref="ArgumentException"/> naming <paramref name="paramName"/> for
+    /// tiers passed in (UpdateTiers), <see cref="InvalidOperationException"/> for a builder's (null).
+    /// </summary>
+    public static void ThrowIfUnknownLayers(PolicyTiers tiers, IEnumerable<(string Name, PolicyRule Rule)> layers, string? paramName = null)
     {
         foreach ((string tier, string layer, _, PolicyRule? rule) in Limits(tiers, layers))
         {
-            if (rule is null)
+            string? problem = rule is null ? $"Tier '{tier}' sets a limit for layer '{layer}', which the policy does not have."
+                : rule.Limit is { } fixedLimit ? $"Tier '{tier}' sets a limit for layer '{layer}', whose rule sets its own ({fixedLimit}): tiers apply to layers built without a limit."
+                : null;
+            if (problem is not null)
             {
-                throw new InvalidOperationException($"Tier '{tier}' sets a limit for layer '{layer}', which the policy does not have.");
-            }
-
-            if (rule.Limit is { } fixedLimit)
-            {
-                throw new InvalidOperationException(
-                    $"Tier '{tier}' sets a limit for layer '{layer}', whose rule sets its own ({fixedLimit}): tiers apply to layers built without a limit.");
+                throw paramName is null ? new InvalidOperationException(problem) : new ArgumentException(problem, paramName);
             }
         }
     }

@@ -5,6 +5,9 @@ namespace RateEngine.Policies;
 /// <summary>A refusal: names the layer, says why, and carries the retry delay. Holds nothing, so it cannot be reconciled.</summary>
 internal sealed class RefusedPolicyLease(string layer, string reason, TimeSpan? retryAfter, bool serviceWide, bool permanent = false) : PolicyLease
 {
+    /// <summary>The blocking layer of the operator's pause: a name no layer may take, so the pause is never mistaken for one.</summary>
+    internal const string PauseLayer = "pause";
+
     private static readonly string[] WithRetryAfter = [MetadataName.RetryAfter.Name, MetadataName.ReasonPhrase.Name, BlockingLayerName.Name];
     private static readonly string[] WithoutRetryAfter = [MetadataName.ReasonPhrase.Name, BlockingLayerName.Name];
 

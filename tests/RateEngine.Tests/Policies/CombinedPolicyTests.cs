@@ -158,6 +158,8 @@ public class CombinedPolicyTests
         using RatePolicy<Call> again = RatePolicy<Call>.Combine(service, user);
         user.Dispose();
         Assert.Throws<ObjectDisposedException>(() => again.Acquire(new Call("alice")));
+        Assert.Throws<ObjectDisposedException>(() => again.GetUsage(new Call("alice")));
+        Assert.Throws<ObjectDisposedException>(() => again.GetUsage(new Call("alice"), again.LayerNames[0]));
         Assert.Throws<ObjectDisposedException>(() => RatePolicy<Call>.Combine(service, user));
     }
 

@@ -1258,7 +1258,7 @@ public class RatePolicyTests
         var upgraded = free with { Tier = "pro" };
         Assert.True(policy.Acquire(upgraded, new RequestCost(0, 800)).IsAcquired);
         Assert.Equal(910, policy.GetUsage(upgraded, "cost").Used);
-        Assert.Throws<InvalidOperationException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["typo"] = 1 } }));
+        Assert.Equal("tiers", Assert.Throws<ArgumentException>(() => policy.UpdateTiers(new PolicyTiers { ["free"] = { ["typo"] = 1 } })).ParamName); // as IRatePolicy says
         var tiers = new PolicyTiers();
         ArgumentOutOfRangeException zero = Assert.Throws<ArgumentOutOfRangeException>(() => tiers["free"]["cost"] = 0);
         Assert.Equal("value", zero.ParamName);
@@ -1324,7 +1324,7 @@ public class RatePolicyTests
         Assert.Throws<InvalidOperationException>(() => builder.Build());
 
         using RatePolicy<Call> policy = Builder().AddLayer("burst", c => c.User, PolicyRule.TokenBucket(10, 1, TimeSpan.FromSeconds(1))).Build();
-        Assert.Throws<InvalidOperationException>(() => policy.UpdateTiers(tiers));
+        Assert.Throws<ArgumentException>(() => policy.UpdateTiers(tiers));
     }
 
     [Fact]
@@ -1532,6 +1532,7 @@ public class RatePolicyTests
     {
         PolicyRule rule = PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1);
         Assert.Throws<ArgumentException>(() => Builder().AddLayer("a", c => c.User, rule).AddLayer("a", c => c.User, rule));
+        Assert.Throws<ArgumentException>(() => Builder().AddLayer("pause", c => c.User, rule)); // the operator's pause's name in refusals
         Assert.Throws<InvalidOperationException>(() => Builder().Build());
         Assert.Throws<InvalidOperationException>(() => Builder().AddLayer("a", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1))).Build());
         Assert.Throws<InvalidOperationException>(() => Builder()
