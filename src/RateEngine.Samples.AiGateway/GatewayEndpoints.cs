@@ -44,9 +44,14 @@ public static class GatewayEndpoints
         int prompt = FakeModel.PromptTokens(body);
         int output = FakeModel.OutputTokens(body);
         var actual = new RequestCost(prompt + output, FakeModel.Prices.MicroDollars(body.Model, prompt, output));
+
+        // Each step priced on the total so far, less what was charged: a chunk priced alone rounds up to a whole micro-dollar,
+        // and with sub-micro-dollar token prices the steps would add up past the actual (a reconcile gives back at most the
+        // estimate, so the excess would stay counted).
+        long charged = FakeModel.Prices.MicroDollars(body.Model, prompt, 0);
         if (rate is not null)
         {
-            await ChargeStepAsync(rate, new RequestCost(prompt, FakeModel.Prices.MicroDollars(body.Model, prompt, 0)), loggers);
+            await ChargeStepAsync(rate, new RequestCost(prompt, charged), loggers);
         }
 
         if (!body.Stream)
@@ -79,7 +84,9 @@ public static class GatewayEndpoints
             if (rate is not null)
             {
                 // Charged before it is written: the model produced it, so it counts even if the client is gone by the write.
-                await ChargeStepAsync(rate, new RequestCost(chunk, FakeModel.Prices.MicroDollars(body.Model, 0, chunk)), loggers);
+                long cost = FakeModel.Prices.MicroDollars(body.Model, prompt, sent + chunk) - charged;
+                charged += cost;
+                await ChargeStepAsync(rate, new RequestCost(chunk, cost), loggers);
             }
 
             await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(new { delta = text })}\n\n", http.RequestAborted);

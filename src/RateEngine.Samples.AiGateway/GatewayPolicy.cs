@@ -71,11 +71,14 @@ public static class GatewayPolicy
             return lease.IsServiceWide ? 503 : 429; // lease.Reason, lease.BlockingLayer and lease.RetryAfter say why and when
         }
 
-        lease.Charge(new RequestCost(promptTokens, prices.MicroDollars(request.Model, promptTokens, 0)));
+        long charged = prices.MicroDollars(request.Model, promptTokens, 0);
+        lease.Charge(new RequestCost(promptTokens, charged));
         for (int produced = 0; produced < outputTokens; produced += 100) // stream the answer, charging each chunk
         {
             int chunk = Math.Min(100, outputTokens - produced);
-            lease.Charge(new RequestCost(chunk, prices.MicroDollars(request.Model, 0, chunk)));
+            long cost = prices.MicroDollars(request.Model, promptTokens, produced + chunk) - charged; // priced on the total: no rounding adds up
+            charged += cost;
+            lease.Charge(new RequestCost(chunk, cost));
         }
 
         lease.Reconcile(new RequestCost(promptTokens + outputTokens, prices.MicroDollars(request.Model, promptTokens, outputTokens)));
