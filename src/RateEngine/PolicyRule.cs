@@ -183,7 +183,7 @@ public sealed class PolicyRule
 
     /// <summary>
     /// This rule as a soft budget: it never refuses, and reports each of <paramref name="thresholds"/> (fractions of the
-    /// limit, for example 0.5, 0.8, 1.0, 1.2) once per period per key when usage reaches it.
+    /// limit, for example 0.5, 0.8, 1.0, 1.2, to a millionth) once per period per key when usage reaches it.
     /// </summary>
     /// <exception cref="ArgumentException">No thresholds, more than 31, not ascending or not positive; or the rule has no periods (only fixed windows and calendar budgets do).</exception>
     public PolicyRule AsSoft(params double[] thresholds)

@@ -394,11 +394,12 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
     private bool IsIdleState(LayerEntry<TState> cell, long now) => _shape.GetFullSince(ref cell.State, now) is not null && !ReportedThisPeriod(cell, now);
 
     /// <summary>
-    /// Whether a soft layer's cell has reported thresholds in the period now in force: its record of them must stay until
-    /// that period ends, or a key whose usage went back to zero (a refund) would be evicted and report them again.
+    /// Whether a soft layer's cell has reported thresholds in the period now in force, or a later one (a sweep's clock
+    /// reading may be older than a report made across a period's change): its record of them must stay until that period
+    /// ends, or a key whose usage went back to zero (a refund) would be evicted and report them again.
     /// </summary>
     private bool ReportedThisPeriod(LayerEntry<TState> cell, long now) =>
-        IsSoft && Volatile.Read(ref cell.Reported) is var word and not 0 && _shape is IPeriodic periodic && EpochCount.Holds(word, periodic.PeriodAt(now));
+        IsSoft && Volatile.Read(ref cell.Reported) is var word and not 0 && _shape is IPeriodic periodic && EpochCount.Distance(periodic.PeriodAt(now), word) <= 0;
 
     /// <summary>This layer's cell of a key's entry: the entry's own, or the request's sub-key's (null when its map is full).</summary>
     private LayerEntry<TState>? CellOf(KeyEntry found, TContext context) =>
