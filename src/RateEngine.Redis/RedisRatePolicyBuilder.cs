@@ -38,7 +38,7 @@ public sealed class RedisRatePolicyBuilder<TContext>
     /// <param name="rule">The algorithm and its limit; a rule without a limit takes the tier's.</param>
     /// <param name="tierSelector">This layer's own tier selector (for example the team's tier); default the policy's.</param>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="ArgumentException">The name is blank, already used, or contains ':', '{' or '}' (it is part of the layer's Redis keys).</exception>
+    /// <exception cref="ArgumentException">The name is blank, already used, "pause" or "redis" (the names refusals give the pause and an outage), or contains ':', '{' or '}' (it is part of the layer's Redis keys).</exception>
     public RedisRatePolicyBuilder<TContext> AddLayer(string name, Func<TContext, string> keySelector, PolicyRule rule, Func<TContext, string?>? tierSelector = null)
     {
         ArgumentNullException.ThrowIfNull(keySelector);

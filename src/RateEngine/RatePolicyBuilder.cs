@@ -60,7 +60,7 @@ public sealed class RatePolicyBuilder<TContext>
     /// <param name="tierSelector">This layer's tier for a request (for example the tool's price class); default the policy's.</param>
     /// <param name="comparer">Key equality; default <see cref="EqualityComparer{T}.Default"/>.</param>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="ArgumentException">The name is blank or already used, or the policy has 16 layers already.</exception>
+    /// <exception cref="ArgumentException">The name is blank, already used or "pause" (the operator's pause's name in refusals), or the policy has 16 layers already.</exception>
     public RatePolicyBuilder<TContext> AddLayer<TKey>(
         string name,
         Func<TContext, TKey> keySelector,
@@ -92,7 +92,7 @@ public sealed class RatePolicyBuilder<TContext>
     /// <param name="comparer">Key equality; default <see cref="EqualityComparer{T}.Default"/>.</param>
     /// <param name="subKeyComparer">Sub-key equality; default <see cref="EqualityComparer{T}.Default"/>.</param>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="ArgumentException">The name is blank or already used, or the policy has 16 layers already.</exception>
+    /// <exception cref="ArgumentException">The name is blank, already used or "pause" (the operator's pause's name in refusals), or the policy has 16 layers already.</exception>
     public RatePolicyBuilder<TContext> AddNestedLayer<TKey, TSubKey>(
         string name,
         Func<TContext, TKey> keySelector,
@@ -114,7 +114,7 @@ public sealed class RatePolicyBuilder<TContext>
     /// Adds a layer with one state for the whole service (a global cost cap): usually with <see cref="PolicyRule.AsServiceWide"/>.
     /// </summary>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="ArgumentException">The name is blank or already used, or the policy has 16 layers already.</exception>
+    /// <exception cref="ArgumentException">The name is blank, already used or "pause" (the operator's pause's name in refusals), or the policy has 16 layers already.</exception>
     public RatePolicyBuilder<TContext> AddGlobalLayer(string name, PolicyRule rule, Func<TContext, string?>? tierSelector = null) =>
         Add(name, rule, settings => LayerFactory.Create<TContext, string>(name, rule, null, Tiered(settings, tierSelector), null));
 
