@@ -51,6 +51,9 @@ internal sealed class PartitionTable<TKey, TEntry>
     private const int ShardBits = 6;
     private const int MinimumSlots = 16;
 
+    /// <summary>The size from which the GC puts an array in its large object heap.</summary>
+    private const int LargeObjectBytes = 85_000;
+
     /// <summary>
     /// Whether slots keep hash codes: for keys whose <c>Equals</c> or <c>GetHashCode</c> costs a trip to the heap
     /// (strings, and structs that hold references, such as tuples of strings).
@@ -496,12 +499,12 @@ internal sealed class PartitionTable<TKey, TEntry>
             Length = size;
             if (StoreHashes)
             {
-                _wide = new WideSlot[size];
+                _wide = WrittenThrough(new WideSlot[size]);
             }
             else
             {
-                _keys = new KeySlot[size];
-                _entries = new EntrySlot[size];
+                _keys = WrittenThrough(new KeySlot[size]);
+                _entries = WrittenThrough(new EntrySlot[size]);
             }
         }
 
@@ -512,6 +515,24 @@ internal sealed class PartitionTable<TKey, TEntry>
         public ref TKey Key(int i) => ref StoreHashes ? ref _wide![i].Key : ref _keys![i].Key;
 
         public ref uint Hash(int i) => ref _wide![i].Hash;
+
+        /// <summary>
+        /// A large array (the GC's large object heap) may sit on pages the GC gave back to the OS and took again: they
+        /// read as zero without being written yet. A probe reads a slot before it writes one, so each such page would
+        /// fault twice, the second time to copy the shared zero page, which flushes the TLB of every core the process
+        /// runs on (an interrupt to each; microseconds in a VM, a quarter of a string key's first touch measured here).
+        /// Writing every page first makes that one plain fault per page. A small array's memory was zeroed by the
+        /// allocator, so it needs nothing.
+        /// </summary>
+        private static T[] WrittenThrough<T>(T[] slots)
+        {
+            if ((long)slots.Length * Unsafe.SizeOf<T>() >= LargeObjectBytes)
+            {
+                slots.AsSpan().Clear();
+            }
+
+            return slots;
+        }
     }
 
     private struct WideSlot
