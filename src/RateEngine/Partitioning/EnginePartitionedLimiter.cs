@@ -31,6 +31,9 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     where TKey : notnull
     where TAlgorithm : struct, IRateAlgorithm<TState>
 {
+    /// <summary>What <c>FindOrCreate</c> reports when it made no entry, so read no clock: never a reading (they start at 0).</summary>
+    private const long NotCreated = long.MinValue;
+
     private static readonly PartitionEntry<TState> Tombstone = new();
 
     private readonly Func<TResource, TKey> _keySelector;
@@ -40,7 +43,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     private readonly LeaseCounters _counters = new();
     private readonly ITimer _sweeper;
     private readonly TimeSpan _sweepPeriod;
-    private readonly Func<TKey, PartitionTier<TAlgorithm, TState>, PartitionEntry<TState>> _create;
+    private readonly Func<TKey, (PartitionTier<TAlgorithm, TState> Tier, long Now), PartitionEntry<TState>> _create;
     private readonly Action<int> _makeRoom;
     private readonly Func<TKey, PartitionEntry<TState>, bool> _evictIfIdle;
     private readonly long[] _roomSweptAt;
@@ -131,16 +134,17 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         SpinWait spin = default;
         while (true)
         {
-            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount, out RateEngineLease? refusal);
+            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount, out RateEngineLease? refusal, out long createdAt);
             if (entry is null)
             {
                 return Refuse(refusal!);
             }
 
             // The clock first, with the entry's line requested but not read: the read of a precise clock waits for every
-            // earlier load, and a hot key's line is often the other core's (CacheLine.Prefetch).
+            // earlier load, and a hot key's line is often the other core's (CacheLine.Prefetch). A new key's request
+            // decides at the reading its entry was made with.
             CacheLine.Prefetch(ref entry.State);
-            long now = _clock.Now();
+            long now = createdAt == NotCreated ? _clock.Now() : createdAt;
             object link = Volatile.Read(ref entry.Link);
             if (link is PartitionKeyLimiter keyLimiter)
             {
@@ -202,14 +206,14 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         SpinWait spin = default;
         while (true)
         {
-            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount, out RateEngineLease? refusal);
+            PartitionEntry<TState>? entry = FindOrCreate(key, permitCount, out RateEngineLease? refusal, out long createdAt);
             if (entry is null)
             {
                 return new ValueTask<RateLimitLease>(Refuse(refusal!));
             }
 
             CacheLine.Prefetch(ref entry.State); // as in AttemptAcquireCore
-            long now = _clock.Now();
+            long now = createdAt == NotCreated ? _clock.Now() : createdAt;
             object link = Volatile.Read(ref entry.Link);
             if (link is PartitionTier<TAlgorithm, TState> or PartitionHotKey)
             {
@@ -344,11 +348,12 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     /// permits than the key's limit then also gets this refusal, not the exception, since its limit is never looked up).
     /// So is a flood of keys of a hash code that as many live keys as may share one already have (chosen to collide).
     /// </remarks>
-    private PartitionEntry<TState>? FindOrCreate(TKey key, int permitCount, out RateEngineLease? refusal)
+    private PartitionEntry<TState>? FindOrCreate(TKey key, int permitCount, out RateEngineLease? refusal, out long createdAt)
     {
         uint hash = _table.Hash(key);
         PartitionEntry<TState>? entry = _table.Find(key, hash);
         refusal = null;
+        createdAt = NotCreated;
         if (entry is not null)
         {
             return entry;
@@ -368,7 +373,10 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
         PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
         tier.CheckPermitCount(permitCount);
-        entry = _table.GetOrAdd(key, hash, _create, tier, _makeRoom, out AddRefusal why);
+        // One clock read for the new state's window and the request's decision, taken before both: as for any request, the
+        // decision may come later than its reading (a racing request's entry, if it won, is decided on as well).
+        createdAt = _clock.Now();
+        entry = _table.GetOrAdd(key, hash, _create, (tier, createdAt), _makeRoom, out AddRefusal why);
         if (entry is null)
         {
             refusal = why == AddRefusal.TooManyCollisions ? _tooManyCollisions : _partitionsFull;
@@ -385,8 +393,8 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         admission => observer(key, admission);
 
     /// <summary>A new key's entry, counting from the current window (see <see cref="IRateAlgorithm{TState}.CreateState(long)"/>).</summary>
-    private PartitionEntry<TState> Create(TKey key, PartitionTier<TAlgorithm, TState> tier) =>
-        new() { State = tier.Algorithm.CreateState(_clock.Now()), Link = tier };
+    private static PartitionEntry<TState> Create(TKey key, (PartitionTier<TAlgorithm, TState> Tier, long Now) argument) =>
+        new() { State = argument.Tier.Algorithm.CreateState(argument.Now), Link = argument.Tier };
 
     /// <summary>
     /// The lock-free admission on a key's own state: counted and observed when it stands; <see cref="TierOutcome.Lost"/>
