@@ -10,14 +10,15 @@ namespace RateEngine.Partitioning;
 /// <see cref="PartitionTable{TKey,TEntry}"/>, not a limiter object per key.
 /// </summary>
 /// <remarks>
-/// <para><b>Hot path</b>: select the key, find its entry without a lock, read the clock, run the algorithm's CAS on the
+/// <para><b>Hot path</b>: select the key, find its entry without a lock (or make it), read the clock, run the algorithm's CAS on the
 /// entry's state, then re-read the entry's link. That last read pairs with eviction (below): an admission that lands
 /// in an entry being evicted is discarded and decided again on the key's live entry.</para>
 /// <para><b>Eviction</b> (one shard per timer tick, under that shard's lock) removes a key only when its state is
 /// indistinguishable from a fresh one: mark the entry evicted (CAS on its link), then re-check the state. Either the
 /// re-check sees a racing admission (the eviction is undone) or the admitting thread sees the mark (its admission is
 /// discarded): both sides use full fences, so at least one sees the other. The clock is read after the entry is
-/// found, so a re-created key never decides at a time before its predecessor was judged idle.</para>
+/// found (for a new key, when its entry is made, under the shard's lock), so a re-created key never decides at a time
+/// before its predecessor was judged idle.</para>
 /// <para><b>Waiting</b>: a key that must queue gets a <see cref="PartitionKeyLimiter"/> on the same state, which
 /// brings the whole queue contract; keys that never wait never pay for it.</para>
 /// <para><b>Hot keys</b> (opt-in, <see cref="PartitionedLimiterOptions.PerCoreReservation"/>): a key that sampled admissions
@@ -43,7 +44,6 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     private readonly LeaseCounters _counters = new();
     private readonly ITimer _sweeper;
     private readonly TimeSpan _sweepPeriod;
-    private readonly Func<TKey, (PartitionTier<TAlgorithm, TState> Tier, long Now), PartitionEntry<TState>> _create;
     private readonly Action<int> _makeRoom;
     private readonly Func<TKey, PartitionEntry<TState>, bool> _evictIfIdle;
     private readonly long[] _roomSweptAt;
@@ -65,7 +65,6 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         _tierOf = tierOf;
         _clock = new LimiterClock(options.TimeProvider);
         _table = new PartitionTable<TKey, PartitionEntry<TState>>(comparer, Tombstone, options.MaxPartitions);
-        _create = Create;
         _evictIfIdle = EvictIfIdle;
         _makeRoom = MakeRoom;
         _roomSweptAt = new long[_table.ShardCount];
@@ -141,8 +140,8 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             }
 
             // The clock first, with the entry's line requested but not read: the read of a precise clock waits for every
-            // earlier load, and a hot key's line is often the other core's (CacheLine.Prefetch). A new key's request
-            // decides at the reading its entry was made with.
+            // earlier load, and a hot key's line is often the other core's (CacheLine.Prefetch). A request that made a new
+            // key's entry decides at the reading the entry was made with (NewEntry).
             CacheLine.Prefetch(ref entry.State);
             long now = createdAt == NotCreated ? _clock.Now() : createdAt;
             object link = Volatile.Read(ref entry.Link);
@@ -373,10 +372,9 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
         PartitionTier<TAlgorithm, TState> tier = _tierOf(key);
         tier.CheckPermitCount(permitCount);
-        // One clock read for the new state's window and the request's decision, taken before both: as for any request, the
-        // decision may come later than its reading (a racing request's entry, if it won, is decided on as well).
-        createdAt = _clock.Now();
-        entry = _table.GetOrAdd(key, hash, _create, (tier, createdAt), _makeRoom, out AddRefusal why);
+        var factory = new NewEntry(_clock, tier);
+        entry = _table.GetOrAdd(key, hash, ref factory, _makeRoom, out AddRefusal why);
+        createdAt = factory.CreatedAt;
         if (entry is null)
         {
             refusal = why == AddRefusal.TooManyCollisions ? _tooManyCollisions : _partitionsFull;
@@ -392,9 +390,23 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     private static Action<Admission> ObserveKey(Action<object, Admission> observer, TKey key) =>
         admission => observer(key, admission);
 
-    /// <summary>A new key's entry, counting from the current window (see <see cref="IRateAlgorithm{TState}.CreateState(long)"/>).</summary>
-    private static PartitionEntry<TState> Create(TKey key, (PartitionTier<TAlgorithm, TState> Tier, long Now) argument) =>
-        new() { State = argument.Tier.Algorithm.CreateState(argument.Now), Link = argument.Tier };
+    /// <summary>
+    /// Makes a new key's entry, counting from the current window (see <see cref="IRateAlgorithm{TState}.CreateState(long)"/>),
+    /// and keeps that clock reading for the request's decision: one read instead of two on a new key. It is taken under
+    /// the shard's lock once the key is known to be missing, so no earlier entry of the key can be made, used and evicted
+    /// after it: the request never decides at a time before a predecessor was judged idle. Made only by the call that adds
+    /// the key; a request that finds a racing one's entry reads the clock itself.
+    /// </summary>
+    private struct NewEntry(LimiterClock clock, PartitionTier<TAlgorithm, TState> tier) : IEntryFactory<TKey, PartitionEntry<TState>>
+    {
+        public long CreatedAt = NotCreated;
+
+        public PartitionEntry<TState> Create(TKey key)
+        {
+            CreatedAt = clock.Now();
+            return new() { State = tier.Algorithm.CreateState(CreatedAt), Link = tier };
+        }
+    }
 
     /// <summary>
     /// The lock-free admission on a key's own state: counted and observed when it stands; <see cref="TierOutcome.Lost"/>

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using RateEngine.Limiters;
 
 namespace RateEngine.Partitioning;
 
@@ -50,9 +51,6 @@ internal sealed class PartitionTable<TKey, TEntry>
 
     private const int ShardBits = 6;
     private const int MinimumSlots = 16;
-
-    /// <summary>The size from which the GC puts an array in its large object heap.</summary>
-    private const int LargeObjectBytes = 85_000;
 
     /// <summary>
     /// Whether slots keep hash codes: for keys whose <c>Equals</c> or <c>GetHashCode</c> costs a trip to the heap
@@ -189,10 +187,11 @@ internal sealed class PartitionTable<TKey, TEntry>
     /// Finds or creates the entry of <paramref name="key"/>, for a caller whose lock-free <see cref="Find(TKey, uint)"/> just missed.
     /// Returns null, saying why in <paramref name="refusal"/>, when the table is full of live entries even after
     /// <paramref name="makeRoom"/> (called under the shard's lock) had its chance to remove idle ones from that shard, or
-    /// when <see cref="MaxSameHash"/> live keys already share the key's hash.
+    /// when <see cref="MaxSameHash"/> live keys already share the key's hash. <paramref name="factory"/> is called only when
+    /// this call adds the key, under the shard's lock, after any sweep or rebuild it needed.
     /// </summary>
-    public TEntry? GetOrAdd<TArgument>(
-        TKey key, uint hash, Func<TKey, TArgument, TEntry> create, TArgument argument, Action<int>? makeRoom, out AddRefusal refusal)
+    public TEntry? GetOrAdd<TFactory>(TKey key, uint hash, ref TFactory factory, Action<int>? makeRoom, out AddRefusal refusal)
+        where TFactory : struct, IEntryFactory<TKey, TEntry>
     {
         Debug.Assert(key is not null);
         Debug.Assert(hash == Hash(key));
@@ -256,7 +255,7 @@ internal sealed class PartitionTable<TKey, TEntry>
 
                 RaiseLongestProbe(probes);
 
-                TEntry entry = create(key, argument);
+                TEntry entry = factory.Create(key);
 
                 slots.Key(i) = key;
                 if (StoreHashes)
@@ -499,12 +498,12 @@ internal sealed class PartitionTable<TKey, TEntry>
             Length = size;
             if (StoreHashes)
             {
-                _wide = WrittenThrough(new WideSlot[size]);
+                _wide = FreshArray.WrittenThrough(new WideSlot[size]);
             }
             else
             {
-                _keys = WrittenThrough(new KeySlot[size]);
-                _entries = WrittenThrough(new EntrySlot[size]);
+                _keys = FreshArray.WrittenThrough(new KeySlot[size]);
+                _entries = FreshArray.WrittenThrough(new EntrySlot[size]);
             }
         }
 
@@ -515,24 +514,6 @@ internal sealed class PartitionTable<TKey, TEntry>
         public ref TKey Key(int i) => ref StoreHashes ? ref _wide![i].Key : ref _keys![i].Key;
 
         public ref uint Hash(int i) => ref _wide![i].Hash;
-
-        /// <summary>
-        /// A large array (the GC's large object heap) may sit on pages the GC gave back to the OS and took again: they
-        /// read as zero without being written yet. A probe reads a slot before it writes one, so each such page would
-        /// fault twice, the second time to copy the shared zero page, which flushes the TLB of every core the process
-        /// runs on (an interrupt to each; microseconds in a VM, a quarter of a string key's first touch measured here).
-        /// Writing every page first makes that one plain fault per page. A small array's memory was zeroed by the
-        /// allocator, so it needs nothing.
-        /// </summary>
-        private static T[] WrittenThrough<T>(T[] slots)
-        {
-            if ((long)slots.Length * Unsafe.SizeOf<T>() >= LargeObjectBytes)
-            {
-                slots.AsSpan().Clear();
-            }
-
-            return slots;
-        }
     }
 
     private struct WideSlot

@@ -23,7 +23,6 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
     private readonly Func<TContext, TKey> _keySelector;
     private readonly PartitionTable<TKey, KeyEntry> _table;
     private readonly LimiterClock _clock;
-    private readonly Func<TKey, KeyTable<TContext, TKey>, KeyEntry> _create;
     private readonly Func<TKey, KeyEntry, bool> _evictIfIdle;
     private readonly Action<int> _makeRoom;
     private readonly long[] _roomSweptAt;
@@ -36,7 +35,6 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
         _clock = clock;
         _table = new PartitionTable<TKey, KeyEntry>(comparer ?? EqualityComparer<TKey>.Default, Tombstone, maxKeys);
         _roomSweptAt = new long[_table.ShardCount];
-        _create = static (_, table) => table.CreateEntry();
         _evictIfIdle = EvictIfIdle;
         _makeRoom = MakeRoom;
     }
@@ -100,7 +98,8 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
             return raced; // inserted by another request since the lookup above
         }
 
-        KeyEntry? created = _table.GetOrAdd(key, hash, _create, this, _makeRoom, out AddRefusal why);
+        var factory = new NewKeyEntry(this);
+        KeyEntry? created = _table.GetOrAdd(key, hash, ref factory, _makeRoom, out AddRefusal why);
         colliding = why == AddRefusal.TooManyCollisions;
         return created;
     }
@@ -136,6 +135,12 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
 
         entry.Link = this;
         return entry;
+    }
+
+    /// <summary>Makes a new key's entry (see <see cref="CreateEntry"/>).</summary>
+    private readonly struct NewKeyEntry(KeyTable<TContext, TKey> table) : IEntryFactory<TKey, KeyEntry>
+    {
+        public KeyEntry Create(TKey key) => table.CreateEntry();
     }
 
     /// <summary>Under the shard's lock, at most once per sweep tick: a full shard sweeps itself before refusing a key.</summary>
