@@ -505,7 +505,7 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// <summary>The key's first finished segment with a count: one array of S+1 slots, whoever makes it first.</summary>
     private long[] MakeHistory(ref CounterState state)
     {
-        long[] made = Limiters.FreshArray.WrittenThrough(new long[_segments + 1]); // read before written (Record's CAS)
+        long[] made = FreshArray.WrittenThrough(new long[_segments + 1]); // read before written (Record's CAS)
         return Interlocked.CompareExchange(ref state.History, made, null) ?? made;
     }
 

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
-using RateEngine.Limiters;
+using RateEngine.Algorithms;
 
 namespace RateEngine.Partitioning;
 

@@ -1,4 +1,4 @@
-namespace RateEngine.Limiters;
+namespace RateEngine.Algorithms;
 
 /// <summary>New arrays that a lock-free reader probes before anything is written to them.</summary>
 internal static class FreshArray
