@@ -18,6 +18,11 @@ internal static class Profile
             return RunPartition(args[1..]);
         }
 
+        if (args.Length > 0 && args[0] == "hot")
+        {
+            return RunHot(args[1..]);
+        }
+
         if (args.Length != 3 || !Enum.TryParse(args[0], ignoreCase: true, out LimiterKind kind) || args[1] is not ("admit" or "reject"))
         {
             Console.Error.WriteLine($"usage: --profile {string.Join('|', LimiterKinds.All)} admit|reject ATTEMPTS");
@@ -91,6 +96,60 @@ internal static class Profile
             FirstTouchOnce(subject, keys);
         }
 
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>--profile hot FAMILY KEYS inbox|engine SECONDS [THREADS]</c>: the compare mode's hot-key run (1,000 keys the limiter
+    /// already holds, each thread in its own random order) for SECONDS on THREADS threads (default 2), for <c>perf
+    /// record</c>. Prints the total rate.
+    /// </summary>
+    private static int RunHot(string[] args)
+    {
+        if (args.Length is not (4 or 5)
+            || !Enum.TryParse(args[0], ignoreCase: true, out PartitionFamily family)
+            || !Enum.TryParse(args[1], ignoreCase: true, out PartitionKeyKind keyKind)
+            || !Enum.TryParse(args[2], ignoreCase: true, out PartitionSide side))
+        {
+            Console.Error.WriteLine($"usage: --profile hot {string.Join('|', PartitionFamilies.All)} {string.Join('|', PartitionKeyKinds.All)} inbox|engine SECONDS [THREADS]");
+            return 2;
+        }
+
+        double seconds = double.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture);
+        int threads = args.Length == 5 ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : 2;
+        int keys = PartitionSetup.HotKeys;
+        PartitionSubject subject = keyKind switch
+        {
+            PartitionKeyKind.Int => PartitionSubject.Create(family, side, keyKind, PartitionKeys.Ints(keys, seed: 1)),
+            PartitionKeyKind.IPv4 => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv4(keys, seed: 2)),
+            _ => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv6(keys, seed: 3)),
+        };
+
+        using HotKeyTarget hot = subject.CreateHot(keys);
+        long total = 0;
+        var stop = Stopwatch.StartNew();
+        Thread[] workers = [.. Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            Func<long, long> worker = hot.Worker(seed: 100 + t);
+            long done = 0;
+            while (stop.Elapsed.TotalSeconds < seconds)
+            {
+                done += worker(10_000);
+            }
+
+            Interlocked.Add(ref total, done);
+        }))];
+        foreach (Thread worker in workers)
+        {
+            worker.Start();
+        }
+
+        foreach (Thread worker in workers)
+        {
+            worker.Join();
+        }
+
+        Console.WriteLine($"{subject.Family} {subject.KeyKind} {subject.Side} hot keys, {threads} threads: {total / stop.Elapsed.TotalSeconds / 1e6:F2} M admissions/s");
         return 0;
     }
 

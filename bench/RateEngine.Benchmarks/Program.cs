@@ -169,6 +169,8 @@ internal static partial class Program
               --profile partition FAMILY KEYS inbox|engine N [RUNS]
                                         warm-up, then RUNS (default 1) first-touch runs of N new keys on a fresh limiter
                                         FAMILY: {string.Join('|', PartitionFamilies.All)}; KEYS: {string.Join('|', PartitionKeyKinds.All)}
+              --profile hot FAMILY KEYS inbox|engine SECONDS [THREADS]
+                                        the hot-key loop on 1,000 held keys for SECONDS on THREADS threads (default 2)
               --policy [--out DIR]      the layered-policy section alone: a 5-layer RatePolicy against 5 in-box limiters
                                         chained with CreateChained, 10k users; about 10 s; prints the table and writes
                                         policy.md to DIR (default bench/results of the repository)
