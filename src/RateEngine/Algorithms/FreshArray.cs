@@ -8,12 +8,14 @@ internal static class FreshArray
     /// zero without being written yet. A reader that reads a slot before it writes one makes each such page fault twice,
     /// the second time to copy the shared zero page, which flushes the TLB of every core the process runs on (an interrupt
     /// to each; microseconds in a VM, a quarter of a string key's first touch when measured). Writing every page first
-    /// makes that one plain fault per page. A small array's memory was zeroed by the allocator, so it needs nothing.
+    /// makes that one plain fault per page. A small array needs nothing: generation 0's memory is reused from collection
+    /// to collection, so it has nearly always been written already.
     /// </summary>
     /// <param name="array">An array just allocated, that no other thread has seen.</param>
     public static T[] WrittenThrough<T>(T[] array)
     {
-        if (GC.GetGeneration(array) == GC.MaxGeneration) // just allocated, so only a large object is not in generation 0
+        // A new small array is in generation 0 (1 or 2 if collections ran since it was made: then only a clear too many).
+        if (GC.GetGeneration(array) == GC.MaxGeneration)
         {
             array.AsSpan().Clear();
         }

@@ -10,8 +10,8 @@ namespace RateEngine.Partitioning;
 /// <see cref="PartitionTable{TKey,TEntry}"/>, not a limiter object per key.
 /// </summary>
 /// <remarks>
-/// <para><b>Hot path</b>: select the key, find its entry without a lock (or make it), read the clock, run the algorithm's CAS on the
-/// entry's state, then re-read the entry's link. That last read pairs with eviction (below): an admission that lands
+/// <para><b>Hot path</b>: select the key, find its entry without a lock, read the clock (a new key's entry is made, and
+/// the clock read, under its shard's lock), run the algorithm's CAS on the entry's state, then re-read the entry's link. That last read pairs with eviction (below): an admission that lands
 /// in an entry being evicted is discarded and decided again on the key's live entry.</para>
 /// <para><b>Eviction</b> (one shard per timer tick, under that shard's lock) removes a key only when its state is
 /// indistinguishable from a fresh one: mark the entry evicted (CAS on its link), then re-check the state. Either the
@@ -374,7 +374,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         tier.CheckPermitCount(permitCount);
         var factory = new NewEntry(_clock, tier);
         entry = _table.GetOrAdd(key, hash, ref factory, _makeRoom, out AddRefusal why);
-        createdAt = factory.CreatedAt;
+        createdAt = entry is not null && ReferenceEquals(entry, factory.Made) ? factory.CreatedAt : NotCreated;
         if (entry is null)
         {
             refusal = why == AddRefusal.TooManyCollisions ? _tooManyCollisions : _partitionsFull;
@@ -394,17 +394,20 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     /// Makes a new key's entry, counting from the current window (see <see cref="IRateAlgorithm{TState}.CreateState(long)"/>),
     /// and keeps that clock reading for the request's decision: one read instead of two on a new key. It is taken under
     /// the shard's lock once the key is known to be missing, so no earlier entry of the key can be made, used and evicted
-    /// after it: the request never decides at a time before a predecessor was judged idle. Made only by the call that adds
-    /// the key; a request that finds a racing one's entry reads the clock itself.
+    /// after it: the request never decides at a time before a predecessor was judged idle. Only the call that adds the key
+    /// runs <see cref="Create"/>; a request that finds a racing one's entry reads the clock itself.
     /// </summary>
     private struct NewEntry(LimiterClock clock, PartitionTier<TAlgorithm, TState> tier) : IEntryFactory<TKey, PartitionEntry<TState>>
     {
-        public long CreatedAt = NotCreated;
+        /// <summary>The entry this maker made, if it ran: the reading below belongs to that entry only.</summary>
+        public PartitionEntry<TState>? Made;
+
+        public long CreatedAt;
 
         public PartitionEntry<TState> Create(TKey key)
         {
             CreatedAt = clock.Now();
-            return new() { State = tier.Algorithm.CreateState(CreatedAt), Link = tier };
+            return Made = new() { State = tier.Algorithm.CreateState(CreatedAt), Link = tier };
         }
     }
 

@@ -199,6 +199,10 @@ internal sealed class PartitionTable<TKey, TEntry>
         refusal = AddRefusal.None;
         int shardIndex = ShardOf(hash);
         Shard shard = _shards[shardIndex];
+
+        // Re-entered from the maker (a time provider that calls into its own limiter), a nested insert or rebuild would
+        // leave this call's slot index stale.
+        Debug.Assert(!Monitor.IsEntered(shard), "GetOrAdd re-entered on its own shard");
         lock (shard)
         {
             existing = Find(key, hash);

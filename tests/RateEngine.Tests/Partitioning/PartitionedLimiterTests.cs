@@ -415,6 +415,27 @@ public class PartitionedLimiterTests
         Assert.Throws<ArgumentException>(() => invalidTier.AttemptAcquire(1));
     }
 
+    [Fact]
+    public async Task AttemptAcquire_NewKey_ReadsItsClockUnderTheShardsLock()
+    {
+        // A new key's request decides at the clock reading its entry is made with. Read before the shard's lock, a thread
+        // stalled there could find the key missing only because another request had made, used and evicted its entry
+        // meanwhile, and admit again in that entry's window. Read under the lock, a second request for the key waits.
+        using var time = new GatedClock();
+        var onePerSecond = new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromSeconds(1), QueueLimit = 0 };
+        using var limiter = PartitionedLimiter.CreateFixedWindow<string, string>(
+            key => key, _ => onePerSecond, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(1) });
+
+        Task<RateLimitLease> first = time.StallAtFirstClockRead(() => limiter.AttemptAcquire("k"));
+        Task<RateLimitLease> second = Task.Run(() => limiter.AttemptAcquire("k"));
+        Task waited = await Task.WhenAny(second, Task.Delay(TimeSpan.FromSeconds(1)));
+        Assert.False(waited == second, "a second request decided while the first was making the key's entry");
+        time.Open();
+
+        Assert.True((await first).IsAcquired);
+        Assert.False((await second).IsAcquired);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
