@@ -73,12 +73,7 @@ internal static class Profile
 
         int keys = int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture);
         int runs = args.Length == 5 ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : 1;
-        PartitionSubject subject = keyKind switch
-        {
-            PartitionKeyKind.Int => PartitionSubject.Create(family, side, keyKind, PartitionKeys.Ints(keys, seed: 1)),
-            PartitionKeyKind.IPv4 => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv4(keys, seed: 2)),
-            _ => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv6(keys, seed: 3)),
-        };
+        PartitionSubject subject = Subject(family, side, keyKind, keys);
 
         int warmUpKeys = Math.Min(keys, 20_000);
         for (int pass = 0; pass < 20; pass++)
@@ -118,12 +113,7 @@ internal static class Profile
         double seconds = double.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture);
         int threads = args.Length == 5 ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : 2;
         int keys = PartitionSetup.HotKeys;
-        PartitionSubject subject = keyKind switch
-        {
-            PartitionKeyKind.Int => PartitionSubject.Create(family, side, keyKind, PartitionKeys.Ints(keys, seed: 1)),
-            PartitionKeyKind.IPv4 => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv4(keys, seed: 2)),
-            _ => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv6(keys, seed: 3)),
-        };
+        PartitionSubject subject = Subject(family, side, keyKind, keys);
 
         using HotKeyTarget hot = subject.CreateHot(keys);
         long total = 0;
@@ -152,6 +142,14 @@ internal static class Profile
         Console.WriteLine($"{subject.Family} {subject.KeyKind} {subject.Side} hot keys, {threads} threads: {total / stop.Elapsed.TotalSeconds / 1e6:F2} M admissions/s");
         return 0;
     }
+
+    /// <summary>A subject over <paramref name="keys"/> seeded keys of <paramref name="keyKind"/>.</summary>
+    private static PartitionSubject Subject(PartitionFamily family, PartitionSide side, PartitionKeyKind keyKind, int keys) => keyKind switch
+    {
+        PartitionKeyKind.Int => PartitionSubject.Create(family, side, keyKind, PartitionKeys.Ints(keys, seed: 1)),
+        PartitionKeyKind.IPv4 => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv4(keys, seed: 2)),
+        _ => PartitionSubject.Create(family, side, keyKind, PartitionKeys.IPv6(keys, seed: 3)),
+    };
 
     private static void FirstTouchOnce(PartitionSubject subject, int keys)
     {
