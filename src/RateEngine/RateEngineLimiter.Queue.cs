@@ -279,7 +279,16 @@ public abstract partial class RateEngineLimiter
         }
 
         _wakeupArmed = false;
-        ServeQueueLocked();
+        try
+        {
+            ServeQueueLocked();
+        }
+        catch
+        {
+            KeepWakeupAfterFailureLocked();
+            throw; // the request that served sees why
+        }
+
         return true;
     }
 
@@ -288,7 +297,40 @@ public abstract partial class RateEngineLimiter
         lock (_queue)
         {
             _wakeupArmed = false;
-            ServeQueueLocked();
+            try
+            {
+                ServeQueueLocked();
+            }
+            catch (Exception)
+            {
+                // A timer's thread has nobody to tell (on the pool the exception would end the process); the retry set
+                // below serves the queue once the clock works again.
+                KeepWakeupAfterFailureLocked();
+            }
+        }
+    }
+
+    /// <summary>
+    /// After serving or arming the wake-up failed (a clock or timer that throws): leaves a wake-up behind, so that waiters
+    /// are not left with none. It is noted as due already, so every request serves the queue itself, and the timer is
+    /// asked to try again in a millisecond (best effort: it may be what failed).
+    /// </summary>
+    private void KeepWakeupAfterFailureLocked()
+    {
+        if (_wakeupArmed || _clock.IsManual || _disposed || ServiceHead() is null)
+        {
+            return; // armed before the failure, or nothing to wake up for
+        }
+
+        _wakeupArmed = true;
+        _wakeupDue = 0;
+        try
+        {
+            _wakeup?.Change(TimeSpan.FromMilliseconds(1), Timeout.InfiniteTimeSpan);
+        }
+        catch (Exception)
+        {
+            // Requests still serve the queue: the wake-up reads as due.
         }
     }
 
@@ -304,8 +346,16 @@ public abstract partial class RateEngineLimiter
             RemoveLocked(waiter);
             waiter.TrySetCanceled(token);
 
-            // The cancelled waiter may have been the head of the line: the next one may be due sooner.
-            ScheduleWakeupLocked(_clock.Now());
+            // The cancelled waiter may have been the head of the line: the next one may be due sooner. A clock or timer that
+            // fails here must not reach whoever cancelled (a timer's thread, for a timeout) nor leave the rest unserved.
+            try
+            {
+                ScheduleWakeupLocked(_clock.Now());
+            }
+            catch (Exception)
+            {
+                KeepWakeupAfterFailureLocked();
+            }
         }
     }
 

@@ -48,6 +48,45 @@ public class QueueClockFailureTests
     }
 
     [Fact]
+    public async Task Wakeup_ClockFailsWhenItFires_TheWaiterIsServedOnceTheClockWorksAgain()
+    {
+        // The wake-up noted itself done before it served: a clock that failed in it left the waiter with no wake-up armed
+        // (and with the pool's timers, the exception ended the process). Every later request was refused as queued behind it.
+        var time = new FailingClock();
+        using var limiter = new LockFreeFixedWindowRateLimiter(OnePerMinute, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Task<RateLimitLease> waiting = limiter.AcquireAsync(1).AsTask();
+        (time.Failing, time.FailOnce) = (true, true);
+
+        time.Advance(TimeSpan.FromMinutes(1)); // the wake-up fires, and its clock read fails
+        Assert.False(waiting.IsCompleted);
+
+        time.Advance(TimeSpan.FromMilliseconds(1)); // the clock works again
+        Assert.True(waiting.IsCompleted);
+        Assert.True((await waiting).IsAcquired);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_ClockFailsWhenTheHeadIsCancelled_CancelDoesNotThrowAndTheNextWaiterIsServed()
+    {
+        var twoQueued = new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromMinutes(1), QueueLimit = 2 };
+        var time = new FailingClock();
+        using var limiter = new LockFreeFixedWindowRateLimiter(twoQueued, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        using var cancel = new CancellationTokenSource();
+        Task<RateLimitLease> head = limiter.AcquireAsync(1, cancel.Token).AsTask();
+        Task<RateLimitLease> next = limiter.AcquireAsync(1).AsTask();
+        (time.Failing, time.FailOnce) = (true, true);
+
+        cancel.Cancel(); // re-arming the wake-up for the next waiter reads the clock, which fails
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => head);
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True(next.IsCompleted);
+        Assert.True((await next).IsAcquired);
+    }
+
+    [Fact]
     public void AcquireAsync_PartitionKeysClockFailsOnceTheWaiterIsQueued_TheKeyIsAdmittedAndEvictedLater()
     {
         // On a partition key the orphaned waiter also kept the key from ever being evicted as idle.
