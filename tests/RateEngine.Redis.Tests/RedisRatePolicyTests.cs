@@ -792,6 +792,27 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task TokenBucketLayer_HugeOverrun_IsOwedAndTheLayersAfterItCountTheirs()
+    {
+        // One token an hour, charged 3e12 tokens: the script's debt (tokens x period in µs) went past 2^53 and the key's TTL
+        // past what PEXPIRE accepts, so the settle failed after the bucket's write and the money layer's overrun was never
+        // counted. The debt now stops at 2^53 units, and the settle applies on every layer.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens bucket", call => call.User, PolicyRule.TokenBucket(100, 1, TimeSpan.FromHours(1)).Counting(PolicyMeter.Tokens))
+            .AddLayer("money/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 10_000_000).Counting(PolicyMeter.Money))
+            .Build();
+        var ann = new Call("ann", "x");
+        PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(1, 1));
+        await lease.ChargeAsync(new RequestCost(3_000_000_000_000, 5_000_000));
+        lease.Dispose();
+
+        IReadOnlyList<LayerUsage> usage = await policy.GetUsageAsync(ann);
+        Assert.Equal(5_000_000, usage[1].Used);
+        using PolicyLease next = await policy.AcquireAsync(ann, new RequestCost(1, 0));
+        Assert.Equal("tokens bucket", next.BlockingLayer); // in debt for centuries
+    }
+
+    [Fact]
     public async Task TokenBucketLayer_RefundAfterALaterAdmission_GivesNothingBack()
     {
         // 900 reserved; ten seconds later the bucket is full again and another request takes all 1,000. Giving the 900 back

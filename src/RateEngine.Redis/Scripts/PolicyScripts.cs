@@ -356,8 +356,12 @@ internal static class PolicyScripts
                 count(i, s, amount)
                 expire(i, s)
               elseif kind == 4 then
-                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', math.max(s.admitted + 1, now))
-                s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
+                -- An overrun was spent, so it is owed past the burst; the debt stops at 2^53 units (centuries of refill at the
+                -- slowest rate), where the tokens stay exact and the key's TTL within what PEXPIRE takes (an error there
+                -- would leave the layers after this one unsettled).
+                local tokens = math.max(s.tokens - amount * s.per, -9007199254740992)
+                redis.call('HSET', key, 't', tokens, 's', s.last, 'a', math.max(s.admitted + 1, now))
+                s.ttl = s.ttl + math.ceil((s.tokens - tokens) / s.rate)
                 expire(i, s)
               end
             end
