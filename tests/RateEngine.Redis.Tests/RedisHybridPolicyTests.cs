@@ -277,6 +277,31 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ReconcileAsync_ClockThrowsWhileADebtIsReserved_TheExactPartIsStillSettled()
+    {
+        // The overrun is more than the block holds, so the blocks owe it and a reservation carries it to Redis. When the one
+        // started in the background failed, the reconcile sent its own; a clock that failed that one too, with anything but
+        // a timeout, ended the reconcile there: the lease was settled locally, so a retry was refused, and the exact part
+        // (the bucket) never counted its overrun.
+        var time = new FailingClock();
+        time.SetUtcNow(Start);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("tokens/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 100_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("bucket", call => call.User, PolicyRule.TokenBucket(100_000, 100_000, TimeSpan.FromMinutes(1)).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(10, 0));
+        Assert.True(lease.IsAcquired);
+
+        time.Failure = static () => new InvalidOperationException("the clock failed");
+        time.FailAfter(1, failures: 2); // the overrun's read passes; the background reservation's and the reconcile's own fail
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await lease.ReconcileAsync(new RequestCost(90_000, 0)));
+        lease.Dispose();
+
+        Assert.Equal(90_000, (await policy.GetUsageAsync(ann))[1].Used);
+    }
+
+    [Fact]
     public async Task Reconcile_ClockThrowsPartWayThroughTheRefunds_NothingIsRefundedTwice()
     {
         var time = new FailingClock();

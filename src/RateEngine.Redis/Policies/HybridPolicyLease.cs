@@ -97,15 +97,13 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         // the exact part counts it too (a token cancelled meanwhile would leave it on one side only, and a caller that
         // charged again would count it twice there).
         cancellationToken.ThrowIfCancellationRequested();
-        if (ChargeLocal(step))
-        {
-            await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
-        }
-
+        ExceptionDispatchInfo? countFailed = await CountDebtsAsync(ChargeLocal(step)).ConfigureAwait(false);
         if (_remote is not null)
         {
             await _remote.ChargeAsync(step, CancellationToken.None).ConfigureAwait(false);
         }
+
+        countFailed?.Throw();
     }
 
     public override RequestCost Reconcile(RequestCost actual)
@@ -136,16 +134,14 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
     {
         // Cancellation counts only before anything is settled: once the blocks are settled here, Redis is settled too.
         cancellationToken.ThrowIfCancellationRequested();
-        if (ReconcileLocal(actual, out ExceptionDispatchInfo? giveBackFailed))
-        {
-            await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
-        }
-
+        bool owed = ReconcileLocal(actual, out ExceptionDispatchInfo? giveBackFailed);
+        ExceptionDispatchInfo? countFailed = await CountDebtsAsync(owed).ConfigureAwait(false);
         if (_remote is not null)
         {
             await _remote.ReconcileAsync(actual, CancellationToken.None).ConfigureAwait(false);
         }
 
+        countFailed?.Throw();
         giveBackFailed?.Throw();
         return Overrun(actual);
     }
@@ -163,18 +159,38 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             owed = ReconcileLocal(actual, out giveBackFailed);
         }
 
-        if (owed)
-        {
-            await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
-        }
-
+        ExceptionDispatchInfo? countFailed = await CountDebtsAsync(owed).ConfigureAwait(false);
         if (_remote is not null)
         {
             await _remote.ReconcileAsync(actual, CancellationToken.None).ConfigureAwait(false);
         }
 
+        countFailed?.Throw();
         giveBackFailed?.Throw();
         return Overrun(actual);
+    }
+
+    /// <summary>
+    /// Carries what the blocks owe to Redis (when the local settle left a debt) and hands back what that threw instead of
+    /// throwing it: the exact part is settled next whatever happened here, since the lease is settled locally already and
+    /// a retry would be refused. A debt a failed reservation could not carry stays owed, for the key's next one.
+    /// </summary>
+    private async ValueTask<ExceptionDispatchInfo?> CountDebtsAsync(bool owed)
+    {
+        if (!owed)
+        {
+            return null;
+        }
+
+        try
+        {
+            await _policy.CountDebtsAsync(_takes).ConfigureAwait(false);
+            return null;
+        }
+        catch (Exception error)
+        {
+            return ExceptionDispatchInfo.Capture(error);
+        }
     }
 
     /// <summary>Undoes an admission nobody will use (its acquire was given up): every take goes back, the remote part rolls back.</summary>

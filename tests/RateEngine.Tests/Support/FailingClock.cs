@@ -21,6 +21,11 @@ internal sealed class FailingClock : FakeTimeProvider
     /// <summary>Lets <paramref name="reads"/> more reads through, then sets <see cref="Failing"/>.</summary>
     public void FailAfter(int reads) => _readsLeft = reads;
 
+    /// <summary>Lets <paramref name="reads"/> more reads through, then fails the <paramref name="failures"/> after them.</summary>
+    public void FailAfter(int reads, int failures) => (_readsLeft, _failuresLeft) = (reads, failures);
+
+    private int _failuresLeft;
+
     public override long GetTimestamp()
     {
         if (_readsLeft == 0)
@@ -34,12 +39,15 @@ internal sealed class FailingClock : FakeTimeProvider
 
         if (Failing)
         {
-            Failing = !FailOnce;
-            throw new TimeoutException("the clock failed");
+            Failing = !FailOnce && (_failuresLeft <= 0 || --_failuresLeft > 0);
+            throw Failure();
         }
 
         return base.GetTimestamp();
     }
+
+    /// <summary>What a failing read throws: a <see cref="TimeoutException"/> unless set.</summary>
+    public Func<Exception> Failure { get; set; } = static () => new TimeoutException("the clock failed");
 
     /// <summary>Whether a failing read sets <see cref="Failing"/> back: one read fails, the next ones do not.</summary>
     public bool FailOnce { get; set; }
