@@ -19,6 +19,9 @@ public abstract partial class RateEngineLimiter
     private bool _wakeupArmed;
     private long _wakeupDue;
 
+    /// <summary>The delay of the last retry after a failed wake-up, in milliseconds (0 while wake-ups succeed).</summary>
+    private int _wakeupRetryMilliseconds;
+
     /// <summary>The lock that guards the queue, for a subclass that must act atomically with queueing.</summary>
     private protected object QueueLock => _queue;
 
@@ -289,6 +292,7 @@ public abstract partial class RateEngineLimiter
             throw; // the request that served sees why
         }
 
+        _wakeupRetryMilliseconds = 0;
         return true;
     }
 
@@ -300,6 +304,7 @@ public abstract partial class RateEngineLimiter
             try
             {
                 ServeQueueLocked();
+                _wakeupRetryMilliseconds = 0;
             }
             catch (Exception)
             {
@@ -312,8 +317,10 @@ public abstract partial class RateEngineLimiter
 
     /// <summary>
     /// After serving or arming the wake-up failed (a clock or timer that throws): leaves a wake-up behind, so that waiters
-    /// are not left with none. It is noted as due already, so every request serves the queue itself, and the timer is
-    /// asked to try again in a millisecond (best effort: it may be what failed).
+    /// are not left with none. It is noted as due already, so a request that finds the queue in its way serves it itself
+    /// (one that may pass it, under <see cref="QueueProcessingOrder.NewestFirst"/>, does not), and the timer is asked to
+    /// try again (best effort: it may be what failed) after 1 ms, then twice as long after each failure in a row, up to a
+    /// second: a clock that stays broken costs a few tries, not a thousand a second.
     /// </summary>
     private void KeepWakeupAfterFailureLocked()
     {
@@ -322,11 +329,13 @@ public abstract partial class RateEngineLimiter
             return; // armed before the failure, or nothing to wake up for
         }
 
+        const int MaxRetryMilliseconds = 1_000;
+        _wakeupRetryMilliseconds = Math.Clamp(_wakeupRetryMilliseconds * 2, 1, MaxRetryMilliseconds);
         _wakeupArmed = true;
         _wakeupDue = 0;
         try
         {
-            _wakeup?.Change(TimeSpan.FromMilliseconds(1), Timeout.InfiniteTimeSpan);
+            _wakeup?.Change(TimeSpan.FromMilliseconds(_wakeupRetryMilliseconds), Timeout.InfiniteTimeSpan);
         }
         catch (Exception)
         {

@@ -67,6 +67,49 @@ public class QueueClockFailureTests
     }
 
     [Fact]
+    public async Task Wakeup_ClockStaysBroken_RetriesBackOffAndTheWaiterIsServedOnceItWorks()
+    {
+        // A clock that keeps failing must not turn the retry into a timer that fires every millisecond for as long.
+        var time = new CountingFailingClock();
+        using var limiter = new LockFreeFixedWindowRateLimiter(OnePerMinute, time);
+        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
+        Task<RateLimitLease> waiting = limiter.AcquireAsync(1).AsTask();
+        time.Failing = true;
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        for (int step = 0; step < 500; step++)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(1));
+        }
+
+        Assert.InRange(time.Failures, 1, 12); // 1, 2, 4, ... 256 ms apart in the half second: 9 tries
+        Assert.False(waiting.IsCompleted);
+
+        time.Failing = false;
+        time.Advance(TimeSpan.FromSeconds(1)); // the longest retry delay
+        Assert.True(waiting.IsCompleted);
+        Assert.True((await waiting).IsAcquired);
+    }
+
+    private sealed class CountingFailingClock : Microsoft.Extensions.Time.Testing.FakeTimeProvider
+    {
+        public bool Failing { get; set; }
+
+        public int Failures { get; private set; }
+
+        public override long GetTimestamp()
+        {
+            if (Failing)
+            {
+                Failures++;
+                throw new TimeoutException("the clock failed");
+            }
+
+            return base.GetTimestamp();
+        }
+    }
+
+    [Fact]
     public async Task AcquireAsync_ClockFailsWhenTheHeadIsCancelled_CancelDoesNotThrowAndTheNextWaiterIsServed()
     {
         var twoQueued = new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromMinutes(1), QueueLimit = 2 };

@@ -19,7 +19,7 @@ internal sealed class FailingClock : FakeTimeProvider
     private int _readsLeft = -1;
 
     /// <summary>Lets <paramref name="reads"/> more reads through, then sets <see cref="Failing"/>.</summary>
-    public void FailAfter(int reads) => _readsLeft = reads;
+    public void FailAfter(int reads) => (_readsLeft, _failuresLeft) = (reads, 0);
 
     /// <summary>Lets <paramref name="reads"/> more reads through, then fails the <paramref name="failures"/> after them.</summary>
     public void FailAfter(int reads, int failures) => (_readsLeft, _failuresLeft) = (reads, failures);
