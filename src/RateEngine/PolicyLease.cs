@@ -103,6 +103,10 @@ public abstract class PolicyLease : RateLimitLease
     /// <see cref="Charge"/> without blocking a thread: a lease whose layers live on a server (the Redis policy) settles with
     /// one awaited call; an in-process lease completes at once.
     /// </summary>
+    /// <remarks>
+    /// An exception from the charge itself, once it was sent (a Redis lease whose blocks' debt could not be carried to the
+    /// server), leaves the step counted: charging it again would count it twice.
+    /// </remarks>
     /// <inheritdoc cref="Charge" path="/exception"/>
     /// <exception cref="OperationCanceledException">The token was cancelled before the charge was sent.</exception>
     public virtual ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default)

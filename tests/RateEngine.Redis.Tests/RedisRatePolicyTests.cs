@@ -794,9 +794,9 @@ public sealed class RedisRatePolicyTests : IDisposable
     [Fact]
     public async Task TokenBucketLayer_HugeOverrun_IsOwedAndTheLayersAfterItCountTheirs()
     {
-        // One token an hour, charged 3e12 tokens: the script's debt (tokens x period in µs) went past 2^53 and the key's TTL
-        // past what PEXPIRE accepts, so the settle failed after the bucket's write and the money layer's overrun was never
-        // counted. The debt now stops at 2^53 units, and the settle applies on every layer.
+        // One token an hour, charged 3e12 tokens: the script's debt (tokens x period in µs, 1e22) put the key's TTL past
+        // what PEXPIRE accepts, so the settle failed after the bucket's write and the money layer's overrun was never
+        // counted. The TTL now stops at 10^15 ms and the wait reported at 2^53 µs; the debt is kept.
         using RedisRatePolicy<Call> policy = Builder()
             .AddLayer("tokens bucket", call => call.User, PolicyRule.TokenBucket(100, 1, TimeSpan.FromHours(1)).Counting(PolicyMeter.Tokens))
             .AddLayer("money/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 10_000_000).Counting(PolicyMeter.Money))
@@ -809,7 +809,9 @@ public sealed class RedisRatePolicyTests : IDisposable
         IReadOnlyList<LayerUsage> usage = await policy.GetUsageAsync(ann);
         Assert.Equal(5_000_000, usage[1].Used);
         using PolicyLease next = await policy.AcquireAsync(ann, new RequestCost(1, 0));
-        Assert.Equal("tokens bucket", next.BlockingLayer); // in debt for centuries
+        Assert.Equal("tokens bucket", next.BlockingLayer);
+        Assert.Equal(TimeSpan.FromTicks(9007199254740992L * 10), next.RetryAfter); // 3e12 hours, reported as 285 years
+        Assert.Equal(3_000_000_000_000, (await policy.GetUsageAsync(ann))[0].Used); // the whole debt, kept (the step counted against the estimate)
     }
 
     [Fact]

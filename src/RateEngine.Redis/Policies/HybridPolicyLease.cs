@@ -141,8 +141,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             await _remote.ReconcileAsync(actual, CancellationToken.None).ConfigureAwait(false);
         }
 
-        countFailed?.Throw();
-        giveBackFailed?.Throw();
+        ThrowIfFailed(countFailed, giveBackFailed);
         return Overrun(actual);
     }
 
@@ -165,9 +164,20 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             await _remote.ReconcileAsync(actual, CancellationToken.None).ConfigureAwait(false);
         }
 
-        countFailed?.Throw();
-        giveBackFailed?.Throw();
+        ThrowIfFailed(countFailed, giveBackFailed);
         return Overrun(actual);
+    }
+
+    /// <summary>Throws what failed while settling: both, when both did.</summary>
+    private static void ThrowIfFailed(ExceptionDispatchInfo? first, ExceptionDispatchInfo? second)
+    {
+        if (first is not null && second is not null)
+        {
+            throw new AggregateException(first.SourceException, second.SourceException);
+        }
+
+        first?.Throw();
+        second?.Throw();
     }
 
     /// <summary>

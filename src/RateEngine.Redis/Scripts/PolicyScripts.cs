@@ -118,7 +118,7 @@ internal static class PolicyScripts
             s.used = math.ceil((full - tokens) / per)
             s.ttl = math.ceil((full - tokens) / rate) + (last - now)
             if s.ttl < per then s.ttl = per end
-            if tokens < full then s.reset = math.ceil((full - tokens) / rate) end
+            if tokens < full then s.reset = math.min(math.ceil((full - tokens) / rate), 9007199254740992) end -- an integer reply
           elseif kind == 5 then -- calendar budget: hash p (period start), u (used in it), d (charged while no period could be placed)
             local from, to = period(i)
             local st = redis.call('HMGET', key, 'p', 'u', 'd')
@@ -142,7 +142,8 @@ internal static class PolicyScripts
 
         -- Never shortens a TTL: a key that already counts a later window or period (a clock behind) must outlive it.
         local function expire(i, s)
-          local ms = math.ceil(s.ttl / 1000) + 1000
+          -- At most 10^15 ms (31,700 years): a bucket's debt may be any size, and PEXPIRE refuses a time past 2^63 ms.
+          local ms = math.min(math.ceil(s.ttl / 1000) + 1000, 1000000000000000)
           if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
         end
 
@@ -234,7 +235,7 @@ internal static class PolicyScripts
           elseif kind == 4 then
             local need = math.max(amount, 1) * s.per
             ok = s.tokens >= need
-            if not ok then retry = math.ceil((need - s.tokens) / s.rate) + math.max(0, s.last - now) end
+            if not ok then retry = math.min(math.ceil((need - s.tokens) / s.rate) + math.max(0, s.last - now), 9007199254740992) end
           elseif kind == 6 then
             -- No retry time: a slot comes back when a request ends, which nobody knows (as in process).
             ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
@@ -356,12 +357,10 @@ internal static class PolicyScripts
                 count(i, s, amount)
                 expire(i, s)
               elseif kind == 4 then
-                -- An overrun was spent, so it is owed past the burst; the debt stops at 2^53 units (centuries of refill at the
-                -- slowest rate), where the tokens stay exact and the key's TTL within what PEXPIRE takes (an error there
-                -- would leave the layers after this one unsettled).
-                local tokens = math.max(s.tokens - amount * s.per, -9007199254740992)
-                redis.call('HSET', key, 't', tokens, 's', s.last, 'a', math.max(s.admitted + 1, now))
-                s.ttl = s.ttl + math.ceil((s.tokens - tokens) / s.rate)
+                -- An overrun was spent, so it is owed past the burst, however large (past 2^53 units only to the nearest
+                -- part in 10^16); the key's TTL and the waits reported stop where Redis and the client take them (expire).
+                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', math.max(s.admitted + 1, now))
+                s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
                 expire(i, s)
               end
             end
