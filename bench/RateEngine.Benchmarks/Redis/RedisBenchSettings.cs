@@ -25,6 +25,12 @@ internal sealed record RedisBenchSettings
     /// </summary>
     public TimeSpan ManyKeysHybridWarmUp { get; init; } = TimeSpan.FromSeconds(20);
 
+    /// <summary>
+    /// How far into a window a hybrid run's measured part starts at the earliest (zero: wherever the warm-up ends). The
+    /// compare mode's short section, whose warm-ups are far from a steady state anyway, does not wait for it.
+    /// </summary>
+    public TimeSpan HybridSteadyAfter { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Saturation on one key: <see cref="OneKeyCap"/> permits per window of this length, callers hammering it.</summary>
     public TimeSpan OneKeyWindow { get; init; } = TimeSpan.FromMilliseconds(500);
 
@@ -48,6 +54,7 @@ internal sealed record RedisBenchSettings
         ManyKeysWarmUp = TimeSpan.FromSeconds(0.5),
         ManyKeysMeasure = TimeSpan.FromSeconds(0.5),
         ManyKeysHybridWarmUp = TimeSpan.FromSeconds(0.5),
+        HybridSteadyAfter = TimeSpan.Zero,
         OneKeyWindow = TimeSpan.FromMilliseconds(200),
         OneKeyCap = 20,
         OneKeySaturation = TimeSpan.FromSeconds(1.1),

@@ -36,7 +36,7 @@ internal static class RedisHarness
                 {
                     TimeSpan warm = keys.Length > 1 && design == RedisDesign.Hybrid ? settings.ManyKeysHybridWarmUp : warmUp;
                     progress($"redis: {design.Name}, {keys.Length:N0} key(s), throughput ({warm.TotalSeconds:F1} s warm-up, {measure.TotalSeconds:F1} s measured)");
-                    RedisThroughput row = Throughput(design, nodes, server, keys, warm, measure, timerTicks) with { WarmUp = warm };
+                    RedisThroughput row = Throughput(design, nodes, server, keys, warm, measure, timerTicks, settings.HybridSteadyAfter) with { WarmUp = warm };
                     progress($"redis:   {row.AdmissionsPerSecond / 1e3:F1} k/s, {row.RoundTripsPerThousand:F1} round trips per 1,000, p50 {row.P50Microseconds:F2} µs, p99 {row.P99Microseconds:F1} µs");
                     throughput.Add(row);
                 }
@@ -46,7 +46,7 @@ internal static class RedisHarness
             {
                 TimeSpan warm = design == PolicyDesigns.Hybrid ? settings.ManyKeysHybridWarmUp : settings.ManyKeysWarmUp;
                 progress($"redis: {design.Name}, {manyKeys.Length:N0} users, throughput ({warm.TotalSeconds:F1} s warm-up, {settings.ManyKeysMeasure.TotalSeconds:F1} s measured)");
-                RedisThroughput row = Throughput(design, nodes, server, manyKeys, warm, settings.ManyKeysMeasure, timerTicks) with { WarmUp = warm };
+                RedisThroughput row = Throughput(design, nodes, server, manyKeys, warm, settings.ManyKeysMeasure, timerTicks, settings.HybridSteadyAfter) with { WarmUp = warm };
                 progress($"redis:   {row.AdmissionsPerSecond / 1e3:F1} k/s, {row.RoundTripsPerThousand:F1} round trips per 1,000, p50 {row.P50Microseconds:F2} µs, p99 {row.P99Microseconds:F1} µs");
                 policy.Add(row);
             }
@@ -118,11 +118,14 @@ internal static class RedisHarness
         return gaps[Pairs / 2];
     }
 
-    private static RedisThroughput Throughput(RedisDesign design, ConnectionMultiplexer[] nodes, IServer server, string[] keys, TimeSpan warmUp, TimeSpan measure, long timerTicks)
+    private static RedisThroughput Throughput(
+        RedisDesign design, ConnectionMultiplexer[] nodes, IServer server, string[] keys, TimeSpan warmUp, TimeSpan measure, long timerTicks, TimeSpan steadyAfter)
     {
         PartitionedRateLimiter<string>[] limiters = Limiters(design, nodes, int.MaxValue, ThroughputWindow, clock: null);
         long start = Stopwatch.GetTimestamp();
-        TimeSpan steady = design == RedisDesign.Hybrid || design == PolicyDesigns.Hybrid ? ToSteadyPhase(server, warmUp, measure) : TimeSpan.Zero;
+        TimeSpan steady = steadyAfter > TimeSpan.Zero && (design == RedisDesign.Hybrid || design == PolicyDesigns.Hybrid)
+            ? ToSteadyPhase(server, warmUp, measure, steadyAfter)
+            : TimeSpan.Zero;
         long measureFrom = start + (long)((warmUp + steady).TotalSeconds * Stopwatch.Frequency);
         long until = measureFrom + (long)(measure.TotalSeconds * Stopwatch.Frequency);
         CommandStats? before = null;
@@ -189,24 +192,21 @@ internal static class RedisHarness
 
     /// <summary>
     /// How long after its warm-up a hybrid run waits so that its measured part lies in one window and starts at least
-    /// <see cref="SteadyAfter"/> into it. Right after a boundary every key's blocks are reserved again, from their first
+    /// <paramref name="steadyAfter"/> into it (<see cref="RedisBenchSettings.HybridSteadyAfter"/>). Right after a boundary every key's blocks are reserved again, from their first
     /// size: with 10,000 keys on 4 nodes that is a burst of tens of thousands of reservations once a window, which a
     /// 1.5 s measurement just after it (as one run on 2026-12-07 had: 33.7 round trips per 1,000 from 1.7 s into its
     /// window, against 7.2 from 55.5 s) reports as if it were the steady state.
     /// </summary>
-    private static TimeSpan ToSteadyPhase(IServer server, TimeSpan warmUp, TimeSpan measure)
+    private static TimeSpan ToSteadyPhase(IServer server, TimeSpan warmUp, TimeSpan measure, TimeSpan steadyAfter)
     {
         TimeSpan phase = TimeSpan.FromTicks((WindowPhase(server.Time()) + warmUp).Ticks % ThroughputWindow.Ticks);
-        if (phase < SteadyAfter)
+        if (phase < steadyAfter)
         {
-            return SteadyAfter - phase;
+            return steadyAfter - phase;
         }
 
-        return phase + measure > ThroughputWindow ? ThroughputWindow - phase + SteadyAfter : TimeSpan.Zero;
+        return phase + measure > ThroughputWindow ? ThroughputWindow - phase + steadyAfter : TimeSpan.Zero;
     }
-
-    /// <summary>How far into a window a hybrid run's measured part starts at the earliest (see <see cref="ToSteadyPhase"/>).</summary>
-    internal static readonly TimeSpan SteadyAfter = TimeSpan.FromSeconds(5);
 
     /// <summary>How far into its window (aligned to the Unix epoch, as the scripts' windows are) a server time is.</summary>
     private static TimeSpan WindowPhase(DateTime serverTime) =>

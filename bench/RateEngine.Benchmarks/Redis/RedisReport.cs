@@ -22,10 +22,12 @@ internal static class RedisReport
                 : group.Count() == 1
                     ? string.Create(CultureInfo.InvariantCulture, $"{group.Key.TotalSeconds:F1} s for {group.Single().Design.Split(" (")[0]}")
                     : string.Create(CultureInfo.InvariantCulture, $"{group.Key.TotalSeconds:F1} s for the others")));
-            string steady = string.Create(CultureInfo.InvariantCulture,
-                $"a hybrid run's measured part starts at least {RedisHarness.SteadyAfter.TotalSeconds:F0} s into a {RedisHarness.ThroughputWindow.TotalSeconds:F0} s window, after the renewal of every key's blocks that follows each boundary");
+            string steady = settings.HybridSteadyAfter > TimeSpan.Zero
+                ? string.Create(CultureInfo.InvariantCulture,
+                    $"; a hybrid run's measured part starts at least {settings.HybridSteadyAfter.TotalSeconds:F0} s into a {RedisHarness.ThroughputWindow.TotalSeconds:F0} s window, after the renewal of every key's blocks that follows each boundary")
+                : string.Empty;
             text.AppendLine(CultureInfo.InvariantCulture,
-                $"**{Keys(scenario.Key)}, throughput** (a limit never reached; {measure.TotalSeconds:F1} s measured after a warm-up of {warmUps}; {steady}):");
+                $"**{Keys(scenario.Key)}, throughput** (a limit never reached; {measure.TotalSeconds:F1} s measured after a warm-up of {warmUps}{steady}):");
             text.AppendLine();
             AppendThroughputTable(text, "admissions", scenario, RedisDesign.Exact.Name);
 
