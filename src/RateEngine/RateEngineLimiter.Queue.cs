@@ -220,7 +220,7 @@ public abstract partial class RateEngineLimiter
 
         // Re-arming costs a trip through the timer queue's lock. A timer already due no later than this fires, serves
         // what it can and re-arms for the rest, so a wakeup that comes early is harmless and one that comes late is not.
-        if (_wakeupArmed && _wakeupDue <= due)
+        if (_wakeupArmed && _wakeupDue != 0 && _wakeupDue <= due) // 0: a retry after a failure (a real due is at least 1)
         {
             return;
         }
@@ -231,6 +231,7 @@ public abstract partial class RateEngineLimiter
         _wakeup.Change(WakeupDelay(_clock.ToRetryAfter(ticks)), Timeout.InfiniteTimeSpan); // after a step back, its catch-up too
         _wakeupArmed = true;
         _wakeupDue = due;
+        _wakeupRetryMilliseconds = 0; // the clock and the timer work again
     }
 
     /// <summary>
@@ -320,12 +321,14 @@ public abstract partial class RateEngineLimiter
     /// are not left with none. It is noted as due already, so a request that finds the queue in its way serves it itself
     /// (one that may pass it, under <see cref="QueueProcessingOrder.NewestFirst"/>, does not), and the timer is asked to
     /// try again (best effort: it may be what failed) after 1 ms, then twice as long after each failure in a row, up to a
-    /// second: a clock that stays broken costs a few tries, not a thousand a second.
+    /// second: a clock that stays broken costs a few tries, not a thousand a second. A clock that recovers is noticed by
+    /// the next request, or by the retry up to a second later when none comes; a wake-up armed meanwhile replaces it.
     /// </summary>
     private void KeepWakeupAfterFailureLocked()
     {
         if (_wakeupArmed || _clock.IsManual || _disposed || ServiceHead() is null)
         {
+            _wakeupRetryMilliseconds = _wakeupArmed ? _wakeupRetryMilliseconds : 0; // nothing waits: the next failure starts over
             return; // armed before the failure, or nothing to wake up for
         }
 

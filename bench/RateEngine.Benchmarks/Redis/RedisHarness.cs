@@ -192,10 +192,11 @@ internal static class RedisHarness
 
     /// <summary>
     /// How long after its warm-up a hybrid run waits so that its measured part lies in one window and starts at least
-    /// <paramref name="steadyAfter"/> into it (<see cref="RedisBenchSettings.HybridSteadyAfter"/>). Right after a boundary every key's blocks are reserved again, from their first
-    /// size: with 10,000 keys on 4 nodes that is a burst of tens of thousands of reservations once a window, which a
-    /// 1.5 s measurement just after it (as one run on 2026-12-07 had: 33.7 round trips per 1,000 from 1.7 s into its
-    /// window, against 7.2 from 55.5 s) reports as if it were the steady state.
+    /// <paramref name="steadyAfter"/> into it (<see cref="RedisBenchSettings.HybridSteadyAfter"/>). Right after a boundary
+    /// every key's blocks are reserved again: with 10,000 keys on 4 nodes a burst of tens of thousands of reservations
+    /// once a window, which a 1.5 s measurement just after it (one run on 2026-12-07: 33.7 round trips per 1,000 from
+    /// 1.7 s into its window) reports as if it were the steady state. The phase is read from the server's clock, the
+    /// scripts' own, so the measured part may start a round trip early.
     /// </summary>
     private static TimeSpan ToSteadyPhase(IServer server, TimeSpan warmUp, TimeSpan measure, TimeSpan steadyAfter)
     {

@@ -85,12 +85,15 @@ internal static class RedisReport
             return;
         }
 
+        string steady = settings.HybridSteadyAfter > TimeSpan.Zero
+            ? string.Create(CultureInfo.InvariantCulture, $", and whose measured part starts at least {settings.HybridSteadyAfter.TotalSeconds:F0} s into a window")
+            : string.Empty;
         text.AppendLine(CultureInfo.InvariantCulture,
             $"**Layered policy, {RedisBenchSettings.ManyKeys:N0} users** (per user: requests/min in a fixed window, tokens/min in a counter, tokens/day in a "
             + $"calendar budget; a global daily cost cap that every node reconciles into; each request reserves {PolicyLimiter.Estimate.Tokens} tokens and "
             + $"{PolicyLimiter.Estimate.Money} µ$, then reconciles {PolicyLimiter.Actual.Tokens} and {PolicyLimiter.Actual.Money}; latency is both; "
             + $"{settings.ManyKeysMeasure.TotalSeconds:F1} s measured after a warm-up of {settings.ManyKeysWarmUp.TotalSeconds:F1} s, "
-            + $"{settings.ManyKeysHybridWarmUp.TotalSeconds:F1} s for hybrid, whose blocks go back after 10 s idle rather than the default 1 s):");
+            + $"{settings.ManyKeysHybridWarmUp.TotalSeconds:F1} s for hybrid, whose blocks go back after 10 s idle rather than the default 1 s{steady}):");
         text.AppendLine();
         AppendThroughputTable(text, "requests", rows, PolicyDesigns.Exact.Name);
         text.AppendLine();

@@ -168,14 +168,12 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         return Overrun(actual);
     }
 
-    /// <summary>Throws what failed while settling: both, when both did.</summary>
+    /// <summary>
+    /// Throws what failed while settling, the debt's failure first: one exception of the types the caller expects (a store
+    /// failure, a clock's), not an aggregate, as when only one failed.
+    /// </summary>
     private static void ThrowIfFailed(ExceptionDispatchInfo? first, ExceptionDispatchInfo? second)
     {
-        if (first is not null && second is not null)
-        {
-            throw new AggregateException(first.SourceException, second.SourceException);
-        }
-
         first?.Throw();
         second?.Throw();
     }

@@ -115,7 +115,7 @@ internal static class PolicyScripts
             end
             s.per, s.rate, s.full, s.tokens, s.last = per, rate, full, tokens, last
             s.admitted = tonumber(st[3]) or -1
-            s.used = math.ceil((full - tokens) / per)
+            s.used = math.min(math.ceil((full - tokens) / per), 9007199254740992) -- an integer reply, whatever the debt
             s.ttl = math.ceil((full - tokens) / rate) + (last - now)
             if s.ttl < per then s.ttl = per end
             if tokens < full then s.reset = math.min(math.ceil((full - tokens) / rate), 9007199254740992) end -- an integer reply
