@@ -62,12 +62,8 @@ internal static class Profile
     /// </summary>
     private static int RunPartition(string[] args)
     {
-        if (args.Length is not (4 or 5)
-            || !Enum.TryParse(args[0], ignoreCase: true, out PartitionFamily family)
-            || !Enum.TryParse(args[1], ignoreCase: true, out PartitionKeyKind keyKind)
-            || !Enum.TryParse(args[2], ignoreCase: true, out PartitionSide side))
+        if (!TryParseSubject(args, "partition", "KEYS [RUNS]", out PartitionFamily family, out PartitionKeyKind keyKind, out PartitionSide side))
         {
-            Console.Error.WriteLine($"usage: --profile partition {string.Join('|', PartitionFamilies.All)} {string.Join('|', PartitionKeyKinds.All)} inbox|engine KEYS [RUNS]");
             return 2;
         }
 
@@ -101,12 +97,8 @@ internal static class Profile
     /// </summary>
     private static int RunHot(string[] args)
     {
-        if (args.Length is not (4 or 5)
-            || !Enum.TryParse(args[0], ignoreCase: true, out PartitionFamily family)
-            || !Enum.TryParse(args[1], ignoreCase: true, out PartitionKeyKind keyKind)
-            || !Enum.TryParse(args[2], ignoreCase: true, out PartitionSide side))
+        if (!TryParseSubject(args, "hot", "SECONDS [THREADS]", out PartitionFamily family, out PartitionKeyKind keyKind, out PartitionSide side))
         {
-            Console.Error.WriteLine($"usage: --profile hot {string.Join('|', PartitionFamilies.All)} {string.Join('|', PartitionKeyKinds.All)} inbox|engine SECONDS [THREADS]");
             return 2;
         }
 
@@ -147,6 +139,26 @@ internal static class Profile
 
         Console.WriteLine($"{subject.Family} {subject.KeyKind} {subject.Side} hot keys, {threads} threads: {total / stop.Elapsed.TotalSeconds / 1e6:F2} M admissions/s");
         return 0;
+    }
+
+    /// <summary>
+    /// FAMILY KEYS inbox|engine and one or two numbers after them; prints <paramref name="mode"/>'s usage when they do not
+    /// parse.
+    /// </summary>
+    private static bool TryParseSubject(
+        string[] args, string mode, string numbers, out PartitionFamily family, out PartitionKeyKind keyKind, out PartitionSide side)
+    {
+        (family, keyKind, side) = (default, default, default);
+        if (args.Length is 4 or 5
+            && Enum.TryParse(args[0], ignoreCase: true, out family)
+            && Enum.TryParse(args[1], ignoreCase: true, out keyKind)
+            && Enum.TryParse(args[2], ignoreCase: true, out side))
+        {
+            return true;
+        }
+
+        Console.Error.WriteLine($"usage: --profile {mode} {string.Join('|', PartitionFamilies.All)} {string.Join('|', PartitionKeyKinds.All)} inbox|engine {numbers}");
+        return false;
     }
 
     /// <summary>A subject over <paramref name="keys"/> seeded keys of <paramref name="keyKind"/>.</summary>
