@@ -802,15 +802,22 @@ public sealed partial class RedisRatePolicy<TContext>
             return;
         }
 
+        // Which layers qualify is decided before any is claimed: MayPrefetch may read a clock (an open breaker's), and one
+        // that threw after a claim would leave that refill in flight for good, every caller of its key waiting on it.
+        Span<bool> qualifies = stackalloc bool[takes.Keys.Length];
+        for (int j = 0; j < takes.Keys.Length; j++)
+        {
+            LocalBlock block = takes.From[j]!;
+            qualifies[j] = Volatile.Read(ref block.Remaining) * 4 < block.Granted * 3 && ReferenceEquals(Volatile.Read(ref takes.Keys[j].Block), block)
+                && _blockLayers[j].Blocks!.MayPrefetch(takes.Keys[j], block);
+        }
+
         // Claimed here (so other callers see them in flight and queue nothing); sized and sent by the pool, without the
         // caller's execution context or a clock reading on its time.
         List<(int Layer, TaskCompletionSource<LocalBlock> Completion)>? claimed = null;
         for (int j = 0; j < takes.Keys.Length; j++)
         {
-            LocalBlock block = takes.From[j]!;
-            if (Volatile.Read(ref block.Remaining) * 4 < block.Granted * 3 && ReferenceEquals(Volatile.Read(ref takes.Keys[j].Block), block)
-                && _blockLayers[j].Blocks!.MayPrefetch(takes.Keys[j], block)
-                && LocalReservations<LayerKey>.Claim(takes.Keys[j], out _) is { } completion)
+            if (qualifies[j] && LocalReservations<LayerKey>.Claim(takes.Keys[j], out _) is { } completion)
             {
                 (claimed ??= []).Add((j, completion));
             }
