@@ -235,6 +235,22 @@ public abstract partial class RateEngineLimiter
     }
 
     /// <summary>
+    /// Disposes the wake-up timer of a limiter whose queue is empty and will stay so (a partition key's limiter, retired by
+    /// an eviction): a time provider that keeps its timers until they are disposed would otherwise keep one for every key
+    /// that ever queued. A request that queues later makes a new one.
+    /// </summary>
+    private protected void ReleaseWakeup()
+    {
+        lock (_queue)
+        {
+            Debug.Assert(ServiceHead() is null, "a wake-up released under waiters");
+            _wakeup?.Dispose();
+            _wakeup = null;
+            _wakeupArmed = false;
+        }
+    }
+
+    /// <summary>
     /// The wakeup timer, made by the first request that queues: without that request's execution context, which a timer
     /// would otherwise keep (its async locals, its activity) for the limiter's whole life and run every wakeup under.
     /// </summary>

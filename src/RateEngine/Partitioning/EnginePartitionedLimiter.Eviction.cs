@@ -115,7 +115,9 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         }
 
         // Retired with an empty queue: a racing AcquireAsync gets Retired and looks again, a racing AttemptAcquire is
-        // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter.
+        // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter; only
+        // its wake-up timer goes (a provider may hold timers until they are disposed).
+        keyLimiter?.Evicted();
         if (hot is not null)
         {
             _hotKeys!.Remove(); // its blocks' periods are over (the state is fresh): nothing in them is usable

@@ -37,6 +37,9 @@ internal sealed class PartitionKeyLimiter : RateEngineLimiter
         }
     }
 
+    /// <summary>Once the eviction <see cref="TryRetire"/> prepared has happened: the limiter is never queued on again.</summary>
+    public void Evicted() => ReleaseWakeup();
+
     /// <summary>Undoes <see cref="TryRetire"/> when the eviction it prepared does not happen.</summary>
     public void Unretire()
     {

@@ -436,6 +436,64 @@ public class PartitionedLimiterTests
         Assert.True((await first).IsAcquired ^ (await second).IsAcquired);
     }
 
+    [Fact]
+    public async Task Sweep_KeyThatOnceQueued_EvictedWithItsWakeupTimerDisposed()
+    {
+        // A key that queued got a limiter of its own with a wake-up timer; eviction retired that limiter but kept the timer,
+        // which a provider that holds its timers until disposed kept for every key that ever queued.
+        var time = new TimerCountingClock();
+        using var limiter = PartitionedLimiter.CreateFixedWindow<string, string>(
+            key => key, _ => TwoPerMinute, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(1) });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        Assert.True(limiter.AttemptAcquire("k", 2).IsAcquired);
+        ValueTask<RateLimitLease> queued = limiter.AcquireAsync("k");
+        int timersWithWakeup = time.Live;
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True((await queued).IsAcquired);
+
+        time.Advance(TimeSpan.FromMinutes(1)); // idle: its window is over
+        diagnostics.SweepAllShards();
+        Assert.Equal(0, diagnostics.PartitionCount);
+        Assert.Equal(timersWithWakeup - 1, time.Live);
+    }
+
+    /// <summary>A fake clock that counts its timers not yet disposed.</summary>
+    private sealed class TimerCountingClock : Microsoft.Extensions.Time.Testing.FakeTimeProvider
+    {
+        private int _live;
+
+        public int Live => Volatile.Read(ref _live);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            Interlocked.Increment(ref _live);
+            return new Counted(base.CreateTimer(callback, state, dueTime, period), this);
+        }
+
+        private sealed class Counted(ITimer inner, TimerCountingClock owner) : ITimer
+        {
+            private int _disposed;
+
+            public bool Change(TimeSpan dueTime, TimeSpan period) => inner.Change(dueTime, period);
+
+            public void Dispose()
+            {
+                if (Interlocked.Exchange(ref _disposed, 1) == 0)
+                {
+                    Interlocked.Decrement(ref owner._live);
+                }
+
+                inner.Dispose();
+            }
+
+            public ValueTask DisposeAsync()
+            {
+                Dispose();
+                return ValueTask.CompletedTask;
+            }
+        }
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
