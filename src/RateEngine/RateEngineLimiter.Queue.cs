@@ -205,6 +205,7 @@ public abstract partial class RateEngineLimiter
         }
 
         ScheduleWakeupLocked(now);
+        _wakeupRetryMilliseconds = 0; // served: the clock works again
     }
 
     /// <summary>Arms the timer for when the service head's permits will be free (automatic replenishment only).</summary>
@@ -309,7 +310,6 @@ public abstract partial class RateEngineLimiter
             throw; // the request that served sees why
         }
 
-        _wakeupRetryMilliseconds = 0;
         return true;
     }
 
@@ -321,7 +321,6 @@ public abstract partial class RateEngineLimiter
             try
             {
                 ServeQueueLocked();
-                _wakeupRetryMilliseconds = 0;
             }
             catch (Exception)
             {
