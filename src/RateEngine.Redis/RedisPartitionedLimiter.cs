@@ -404,17 +404,16 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
     }
 
+    /// <summary>
+    /// The hybrid mode once the key's block could not serve the request: a reservation, then a try at the block it made,
+    /// until one serves or answers (<paramref name="probe"/> is the breaker's half-open claim the caller's try took, if any).
+    /// </summary>
     private async ValueTask<RateLimitLease> AcquireLocalAsync(LimiterKey key, int permitCount, long probe, CancellationToken cancellationToken)
     {
-        for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
+        for (int attempt = 1; ; attempt++)
         {
             // Disposed meanwhile: every block that lands now goes straight back, so another reservation would serve nothing.
-            ObjectDisposedException.ThrowIf(_local!.IsDisposed, this);
-            if (attempt > 0 && LocalAnswer(key, permitCount, out probe) is { } answer)
-            {
-                return answer;
-            }
-
+            ThrowIfLocalDisposed(probe);
             if (key.Forgotten)
             {
                 key = _local!.KeyOf(key.PartitionKey, _createLocalKey!, this); // swept as idle meanwhile: its blocks go straight back
@@ -441,10 +440,17 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
 
             // No close here: the reservation's answer closed the breaker if nothing tripped it since it was sent (a caller
-            // may have joined one sent before a trip).
-        }
+            // may have joined one sent before a trip). Every reservation is followed by a try at its block, the last one too.
+            if (LocalAnswer(key, permitCount, out probe) is { } answer)
+            {
+                return answer;
+            }
 
-        return Contended();
+            if (attempt == LocalAttempts)
+            {
+                return Contended(probe);
+            }
+        }
     }
 
     /// <summary>The hybrid mode, synchronously: as <see cref="AcquireLocalAsync"/>, waiting for a reservation at most the sync bound.</summary>
@@ -452,14 +458,14 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     {
         LimiterKey key = ResolveLocal(resource, permitCount);
         long started = Stopwatch.GetTimestamp(); // real time, as the waits are: one bound for the whole call
-        for (int attempt = 0; attempt < MaxLocalAttempts; attempt++)
+        if (LocalAnswer(key, permitCount, out long probe) is { } served)
         {
-            ObjectDisposedException.ThrowIf(_local!.IsDisposed, this); // as in AcquireLocalAsync
-            if (LocalAnswer(key, permitCount, out _) is { } answer)
-            {
-                return answer;
-            }
+            return served;
+        }
 
+        for (int attempt = 1; ; attempt++)
+        {
+            ThrowIfLocalDisposed(probe); // as in AcquireLocalAsync
             if (key.Forgotten)
             {
                 key = _local!.KeyOf(key.PartitionKey, _createLocalKey!, this); // swept as idle meanwhile: its blocks go straight back
@@ -485,9 +491,26 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
 
             // No close here (see AcquireLocalAsync): the reservation's answer closed it, unless it tripped since.
-        }
+            if (LocalAnswer(key, permitCount, out probe) is { } answer)
+            {
+                return answer;
+            }
 
-        return Contended();
+            if (attempt == LocalAttempts)
+            {
+                return Contended(probe);
+            }
+        }
+    }
+
+    /// <summary>Throws once the local reservations are disposed, first giving back the half-open probe the caller holds.</summary>
+    private void ThrowIfLocalDisposed(long probe)
+    {
+        if (_local!.IsDisposed)
+        {
+            _breaker.ReleaseProbe(probe);
+            throw new ObjectDisposedException(GetType().FullName);
+        }
     }
 
     /// <summary>
@@ -510,12 +533,20 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return _breaker.MayCall(out probe) ? null : Unavailable(key.PartitionKey, permitCount);
     }
 
-    private const int MaxLocalAttempts = 32;
+    /// <summary>
+    /// Reservations one request may wait for before it gives up as contended (each one's block taken by other callers of
+    /// the key on this node before this one's try at it). Settable for tests only.
+    /// </summary>
+    internal int LocalAttempts { get; set; } = 32;
 
     private static RedisLease Refused(TimeSpan retryAfter) => new(false, retryAfter, "The limit is reached.");
 
-    private static RedisLease Contended() =>
-        new(false, null, $"Concurrent callers on this node took every reserved permit {MaxLocalAttempts} times over; try again.");
+    /// <summary>Gives up: the probe a last try took goes back (nothing will call Redis for it), and the refusal says why.</summary>
+    private RedisLease Contended(long probe)
+    {
+        _breaker.ReleaseProbe(probe);
+        return new(false, null, $"Concurrent callers on this node took every reserved permit {LocalAttempts} times over; try again.");
+    }
 
     private static RateLimitLease Lease(RedisDecision decision) => decision.Admitted
         ? RedisLease.Acquired

@@ -89,6 +89,21 @@ public sealed class RedisHybridTests : IDisposable
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
+    public async Task Acquire_TheLastReservationAllowed_IsTriedBeforeGivingUpAsContended(bool sync)
+    {
+        // One reservation allowed: a new key's request waits for it, then must take from the block it made. A loop that
+        // tried the block only before each reservation gave up as contended with the permits in hand.
+        await using PartitionedRateLimiter<string> limiter = FixedWindow(_connection, limit: 10);
+        var engine = (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
+        engine.LocalAttempts = 1;
+        using RateLimitLease lease = sync ? limiter.AttemptAcquire("ann") : await limiter.AcquireAsync("ann");
+        Assert.True(lease.IsAcquired, lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? why) ? why : "refused");
+        Assert.Equal(1, engine.RoundTrips);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
     public async Task Probe_WhileThisNodesBlockHoldsPermits_IsAdmittedThoughRedisCountsTheCap(bool sync)
     {
         // Redis counts a block's permits as used. Once another node has taken the rest of the cap, Redis's count is at the
@@ -139,6 +154,26 @@ public sealed class RedisHybridTests : IDisposable
         Assert.False((await late.AcquireAsync("ann")).IsAcquired);
         Assert.Equal(10, await Counted("ann"));
         Assert.False((await ahead.AcquireAsync("ann")).IsAcquired);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_KeyCountsAWindowTwoAheadOfTheNode_TheCachedRefusalLastsUntilThatWindow()
+    {
+        // The other node's clock is two windows ahead: this node is refused until its clock reaches that window (2 min),
+        // not until its own window ends (1 min), where it would only be refused again.
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromMinutes(2));
+        await using PartitionedRateLimiter<string> late = FixedWindow(_connection, limit: 10);
+        await using PartitionedRateLimiter<string> early = RedisLimiter.CreateFixedWindow<string>(
+            key => key,
+            _ => new FixedWindowRateLimiterOptions { PermitLimit = 10, Window = TimeSpan.FromMinutes(1) },
+            Options(_connection).With(o => { o.ClientClock = ahead; o.TimeProvider = ahead; }));
+        Assert.True((await early.AcquireAsync("ann")).IsAcquired);
+
+        using RateLimitLease refused = await late.AcquireAsync("ann");
+
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromMinutes(2), retryAfter);
     }
 
     [Fact]
