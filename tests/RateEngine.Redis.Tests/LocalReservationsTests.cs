@@ -71,6 +71,22 @@ public sealed class LocalReservationsTests : IAsyncDisposable
     }
 
     [Fact]
+    public void TryTake_FromABlockWhosePeriodEndedBeforeTheClockRead_ReturnsThePermitsItTook()
+    {
+        // The take wins the CAS, then the clock says the period is over: the permit is not used, and Redis (where a
+        // counter's segment still counts it for the rest of its window) gets it back, as the block's other leftovers.
+        var key = new Key("ann");
+        key.Block = new LocalBlock(8, 4, _time.GetTimestamp() + 1, Period, refusedNeed: 0, limit: 10);
+        _time.Advance(TimeSpan.FromSeconds(1));
+
+        Assert.Null(_blocks.TryTake(key, 3, out TimeSpan? refusedFor));
+
+        Assert.Null(refusedFor);
+        Assert.Equal(1, Volatile.Read(ref key.Block.Remaining));
+        Assert.Equal([("ann", Period, 3L)], _returned);
+    }
+
+    [Fact]
     public async Task ReturnIdle_ADebtAddedBetweenTheSweepsCheckAndItsForgetting_IsPassedOn()
     {
         // A stream's overrun is charged to an idle key just after the sweep found that it owed nothing: the charger read the

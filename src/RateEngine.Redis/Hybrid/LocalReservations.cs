@@ -138,11 +138,18 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             if (left >= 0)
             {
                 // One clock reading, after the take: the permit is used now, so it must be before the block's end (a
-                // thread descheduled across the period's end drops the permit: it was counted in a period that is over).
+                // thread descheduled across the period's end does not use it: it was counted in a period that is over).
                 now = _time.GetTimestamp();
                 Touch(key, now);
                 if (now >= block.ExpiresAt)
                 {
+                    // What the block's leftover does when a later block replaces it: back to Redis, where a counter's
+                    // segment still counts it for the rest of its window (dropped, it would stay counted, unused).
+                    if (permits > 0 && _mayCall())
+                    {
+                        RedisTasks.Observe(_return(key, block.Period, permits));
+                    }
+
                     return null;
                 }
 
