@@ -72,6 +72,27 @@ public sealed class RedisLimiterTests : IDisposable
     }
 
     [Fact]
+    public async Task FixedWindow_KeyCountsAWindowTwoAheadOfTheCaller_RetryAfterReachesThatWindow()
+    {
+        // Node A's clock is two windows ahead of B's: B is refused until its clock reaches A's window, 61 s away, not until
+        // its own window ends in 1 s (where it would be refused again).
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromMinutes(2));
+        var behind = new FakeTimeProvider(Start + TimeSpan.FromMinutes(1) - TimeSpan.FromSeconds(1));
+        var options = new FixedWindowRateLimiterOptions { PermitLimit = 3, Window = TimeSpan.FromMinutes(1) };
+        using PartitionedRateLimiter<string> a = RedisLimiter.CreateFixedWindow<string>(user => user, _ => options, Options().With(o => o.ClientClock = ahead));
+        using PartitionedRateLimiter<string> b = RedisLimiter.CreateFixedWindow<string>(user => user, _ => options, Options().With(o => o.ClientClock = behind));
+        Assert.True((await a.AcquireAsync("ann")).IsAcquired);
+
+        using RateLimitLease refused = await b.AcquireAsync("ann");
+
+        Assert.False(refused.IsAcquired);
+        Assert.True(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retryAfter));
+        Assert.Equal(TimeSpan.FromSeconds(61), retryAfter);
+        behind.Advance(retryAfter);
+        Assert.True((await b.AcquireAsync("ann")).IsAcquired); // one of A's three is counted: B shares the rest
+    }
+
+    [Fact]
     public async Task TokenBucket_Drained_RefillsContinuouslyAtTheRate()
     {
         using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateTokenBucket<string>(

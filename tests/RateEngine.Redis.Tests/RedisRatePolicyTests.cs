@@ -451,6 +451,28 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.Equal(3 - 1 - admitted, admittedAhead); // the fast node's minute holds 3 in all
     }
 
+    [Theory]
+    [InlineData("window")]
+    [InlineData("day")]
+    public async Task AcquireAsync_KeyCountsAWindowTwoAheadOfTheCaller_RetryAfterReachesThatWindow(string kind)
+    {
+        // A node whose clock is two windows (days) ahead counted the key in its window. A node on time is refused until its
+        // clock reaches that window, which is a whole window past the end of its own: a Retry-After that ends with its own
+        // window would send it back to be refused again.
+        bool window = kind == "window";
+        PolicyRule rule = window ? PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 3) : PolicyRule.Calendar(CalendarPeriod.Day, 3);
+        var ahead = new FakeTimeProvider(Start + (window ? TimeSpan.FromMinutes(2) : TimeSpan.FromDays(2)));
+        using RedisRatePolicy<Call> onTime = Builder().AddLayer("user", call => call.User, rule).Build();
+        using RedisRatePolicy<Call> fast = new RedisRatePolicyBuilder<Call>(Options().With(o => o.ClientClock = ahead)).AddLayer("user", call => call.User, rule).Build();
+        var ann = new Call("ann", "x");
+        Assert.True((await fast.AcquireAsync(ann, RequestCost.None)).IsAcquired);
+
+        using PolicyLease refused = await onTime.AcquireAsync(ann, RequestCost.None);
+
+        Assert.False(refused.IsAcquired);
+        Assert.Equal(window ? TimeSpan.FromMinutes(2) : TimeSpan.FromHours(15 + 24), refused.RetryAfter);
+    }
+
     [Fact]
     public async Task AcquireAsync_LaterSegmentRefundedToZero_IsStillTheKeysTime()
     {

@@ -27,7 +27,7 @@ internal static class HybridScripts
 
     public static readonly LuaScript FixedWindowReserve = LuaScript.Prepare(Clock + LuaScripts.FixedWindowCount + """
 
-        if later then return {0, ends - now, 0, now, current} end
+        if later then return {0, stored * window - now, 0, now, current} end
         local granted = grant(limit - count)
         if granted == 0 then
           return {0, ends - now, 0, now, current}

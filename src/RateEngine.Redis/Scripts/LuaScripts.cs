@@ -98,7 +98,8 @@ internal static class LuaScripts
     /// <summary>
     /// The fixed window's count: the current window's index and end, its count, and <c>later</c> when the key already
     /// counts a later window (a client clock behind, or a call delayed past the boundary). Deciding in the earlier window
-    /// would reset the later window's count, so a script refuses then, until the caller's clock reaches it.
+    /// would reset the later window's count, so a script refuses then, until the caller's clock reaches it: at
+    /// <c>stored * window</c>, which may be windows past the caller's own window's end.
     /// </summary>
     internal const string FixedWindowCount = """
 
@@ -106,9 +107,10 @@ internal static class LuaScripts
         local current = math.floor(now / window)
         local ends = (current + 1) * window
         local state = redis.call('HMGET', @Key, 'w', 'c')
-        local later = state[1] and tonumber(state[1]) > current
+        local stored = tonumber(state[1])
+        local later = stored ~= nil and stored > current
         local count = 0
-        if tonumber(state[1]) == current then count = tonumber(state[2]) end
+        if stored == current then count = tonumber(state[2]) end
         """;
 
     private const string Clock = ReadClock + """
@@ -122,7 +124,7 @@ internal static class LuaScripts
     /// </summary>
     public static readonly LuaScript FixedWindow = LuaScript.Prepare(Clock + FixedWindowCount + """
 
-        if later then return {0, ends - now, 0, now} end
+        if later then return {0, stored * window - now, 0, now} end
         if count + permits <= limit and (permits > 0 or count < limit) then
           if permits > 0 then
             redis.call('HSET', @Key, 'w', current, 'c', count + permits)

@@ -52,7 +52,7 @@ internal static class PolicyScripts
             local st = redis.call('HMGET', key, 'w', 'c')
             s.stored = tonumber(st[1])
             if s.stored == s.current then s.used = tonumber(st[2]) end
-            if s.stored and s.stored > s.current then s.used = tonumber(st[2]); s.later = true; s.wait = s.ends end
+            if s.stored and s.stored > s.current then s.used = tonumber(st[2]); s.later = true; s.wait = s.stored * window end
             if s.used > 0 then s.reset = s.ends - now end
             s.ttl = s.ends - now
           elseif kind == 2 then -- sliding-window counter: hash segment index -> count
@@ -128,7 +128,7 @@ internal static class PolicyScripts
             if not from then s.skewed = true
             else
               if s.stored == from then s.used = tonumber(st[2]) end
-              if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true; s.wait = to end
+              if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true; s.wait = s.stored end
               s.used = s.used + s.carried
               if s.used > 0 then s.reset = to - now end
               s.ttl = to - now
