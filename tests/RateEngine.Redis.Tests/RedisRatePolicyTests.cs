@@ -731,6 +731,50 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ReconcileAsync_OverrunOnACountNearTwoToThe63_SaturatesItAndStillChargesTheLayersAfterIt()
+    {
+        // Overruns are counted past the limit; enough of them would take HINCRBY past 2^63, and the script would stop there
+        // with the layers after it never charged. The count saturates instead, and every layer is charged.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        using PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(100, 0));
+        Assert.True(lease.IsAcquired);
+        await _connection.GetDatabase().HashSetAsync(policy[0].KeyOf(ann), "c", long.MaxValue - 100);
+
+        await lease.ReconcileAsync(new RequestCost(600, 0));
+
+        IReadOnlyList<LayerUsage> usage = await policy.GetUsageAsync(ann);
+        Assert.Equal(600, usage[1].Used);
+        Assert.Equal(1L << 53, usage[0].Used);
+    }
+
+    [Fact]
+    public async Task ReconcileAsync_ALayersKeyOfAnotherType_WritesNoLayer()
+    {
+        // A script stopped by an error keeps what it wrote: a WRONGTYPE met at the second layer left the first one charged
+        // and the second not, and the settle marker said it was applied. Every layer is read before any is written.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .AddLayer("tokens/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        using PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(100, 0));
+        Assert.True(lease.IsAcquired);
+        IDatabase database = _connection.GetDatabase();
+        RedisKey second = policy[1].KeyOf(ann);
+        await database.KeyDeleteAsync(second);
+        await database.StringSetAsync(second, "another app's value");
+
+        await Assert.ThrowsAnyAsync<Exception>(async () => await lease.ReconcileAsync(new RequestCost(600, 0)));
+
+        Assert.Equal(100, (long)await database.HashGetAsync(policy[0].KeyOf(ann), "u")); // the first layer kept its estimate
+        Assert.Empty(_connection.GetServer(_connection.GetEndPoints()[0]).Keys(pattern: $"*{_prefix}*settle*"));
+    }
+
+    [Fact]
     public async Task SettleScript_ChargeWhenNoPeriodHoldsTheServersNow_CountsFromTheNextPeriodPlaced()
     {
         // A node whose clock is days off sends periods that miss the server's now: an overrun it settles then cannot be

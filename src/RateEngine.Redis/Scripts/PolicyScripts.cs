@@ -8,7 +8,7 @@ namespace RateEngine.Redis.Scripts;
 /// <remarks>
 /// <para>Arguments: <c>ARGV[1]</c> is the clock (-1: the server's <c>TIME</c>; otherwise the client's µs since the Unix epoch),
 /// <c>ARGV[2]</c> the lease id (acquire and settle), then one group of <see cref="Stride"/> values per layer, whose key is <c>KEYS[i]</c>: kind, limit, amount, and the rule's
-/// parameters (see <see cref="Policies.RedisPolicyLayer{TContext}.Kind"/>). Limits and amounts are integers of at most 2^52, so that every sum of a count and an amount stays within 2^53, where Lua's numbers are exact; counts change by <c>HINCRBY</c>, exact on the server.</para>
+/// parameters (see <see cref="Policies.RedisPolicyLayer{TContext}.Kind"/>). Limits and amounts are integers of at most 2^52, so that every sum of a count and an amount stays within 2^53, where Lua's numbers are exact; counts change by <c>HINCRBY</c>, exact on the server, and saturate at 2^53 (overruns are counted past the limit), where every limit is passed all the same.</para>
 /// <para>Every key a script writes gets a TTL of the time its state can still matter plus a second, so a node that dies
 /// leaves nothing behind for long: a concurrency slot of a lease never disposed expires after the lease timeout.</para>
 /// </remarks>
@@ -31,6 +31,8 @@ internal static class PolicyScripts
           now = tonumber(t[1]) * 1000000 + tonumber(t[2])
         end
         local n = (#ARGV - 2) / 8
+        -- 2^53: Lua's numbers are exact below it, so counts saturate there and replies (usage, waits) stop there.
+        local most = 9007199254740992
         local function arg(i, k) return tonumber(ARGV[2 + (i - 1) * 8 + k]) end
 
         -- The calendar period containing now among the three the client computed (its clock may differ from the server's).
@@ -115,10 +117,10 @@ internal static class PolicyScripts
             end
             s.per, s.rate, s.full, s.tokens, s.last = per, rate, full, tokens, last
             s.admitted = tonumber(st[3]) or -1
-            s.used = math.min(math.ceil((full - tokens) / per), 9007199254740992) -- an integer reply, whatever the debt
+            s.used = math.min(math.ceil((full - tokens) / per), most) -- an integer reply, whatever the debt
             s.ttl = math.ceil((full - tokens) / rate) + (last - now)
             if s.ttl < per then s.ttl = per end
-            if tokens < full then s.reset = math.min(math.ceil((full - tokens) / rate), 9007199254740992) end -- an integer reply
+            if tokens < full then s.reset = math.min(math.ceil((full - tokens) / rate), most) end -- an integer reply
           elseif kind == 5 then -- calendar budget: hash p (period start), u (used in it), d (charged while no period could be placed)
             local from, to = period(i)
             local st = redis.call('HMGET', key, 'p', 'u', 'd')
@@ -137,6 +139,9 @@ internal static class PolicyScripts
             s.used = redis.call('ZCOUNT', key, now + 1, '+inf')
             s.ttl = arg(i, 4)
           end
+          -- Counts saturate at 2^53 (see add): one written larger (before they did) is read and reported as 2^53, an
+          -- integer reply, not a double past 2^63 that the reply's conversion would wrap.
+          s.used = math.min(s.used, most)
           return s
         end
 
@@ -150,26 +155,34 @@ internal static class PolicyScripts
         -- Counts amount now on a fixed window, counter or calendar layer (past the limit if need be: an admission checked it
         -- first, an overrun was spent), in the state that already counts a later window or period if the key holds one.
         -- Returns the tag a refund names: the window, segment or period it was counted in.
+        -- A count saturates at 2^53 (most; a field of the key, holding now): every limit is at most 2^52, so a saturated count
+        -- refuses as any larger one would until its window ends, where repeated overruns would otherwise take HINCRBY past
+        -- 2^63 and stop the script half-way, and Lua would read the count inexactly long before that.
+        local function add(key, field, amount, holding)
+          amount = math.min(amount, most - holding)
+          if amount > 0 then redis.call('HINCRBY', key, field, amount) end
+        end
+
         local function count(i, s, amount)
           local key = KEYS[i]
           if s.kind == 1 then
-            if s.later or s.stored == s.current then redis.call('HINCRBY', key, 'c', amount)
+            if s.later or s.stored == s.current then add(key, 'c', amount, s.used)
             else redis.call('HSET', key, 'w', s.current, 'c', amount) end
             return s.current
           elseif s.kind == 2 then
-            redis.call('HINCRBY', key, s.current, amount)
+            add(key, s.current, amount, tonumber(redis.call('HGET', key, s.current) or '0'))
             for _, stale in ipairs(s.stale) do redis.call('HDEL', key, stale) end
             return s.current
           end
           if s.skewed then
             -- The server's now is in none of the node's periods (a node clock a period off): the charge is carried and counts
             -- in every read until a write that places its period takes it in, rather than in a field that write would reset.
-            redis.call('HINCRBY', key, 'd', amount)
+            add(key, 'd', amount, s.carried)
             s.ttl = 90000000000
             return s.from
           end
-          if s.later or s.stored == s.from then redis.call('HINCRBY', key, 'u', amount + s.carried)
-          else redis.call('HSET', key, 'p', s.from, 'u', amount + s.carried) end
+          if s.later or s.stored == s.from then add(key, 'u', amount + s.carried, s.used - s.carried)
+          else redis.call('HSET', key, 'p', s.from, 'u', math.min(amount + s.carried, most)) end
           if s.carried > 0 then redis.call('HDEL', key, 'd') end
           return s.from
         end
@@ -235,7 +248,7 @@ internal static class PolicyScripts
           elseif kind == 4 then
             local need = math.max(amount, 1) * s.per
             ok = s.tokens >= need
-            if not ok then retry = math.min(math.ceil((need - s.tokens) / s.rate) + math.max(0, s.last - now), 9007199254740992) end
+            if not ok then retry = math.min(math.ceil((need - s.tokens) / s.rate) + math.max(0, s.last - now), most) end
           elseif kind == 6 then
             -- No retry time: a slot comes back when a request ends, which nobody knows (as in process).
             ok = s.used + amount <= limit and (amount > 0 or s.used < limit)
@@ -312,6 +325,13 @@ internal static class PolicyScripts
         local lease, seq = string.match(ARGV[2], '^(.*)#(%d+)$')
         seq = tonumber(seq)
         if seq <= tonumber(redis.call('GET', KEYS[n + 1]) or '0') then return {now, -1} end
+
+        -- Every layer is read before anything is written: a script stopped by an error keeps what it wrote, so a key of
+        -- another type (WRONGTYPE) met half-way would leave the layers before it settled and the ones after it not, for good.
+        local states = {}
+        for i = 1, n do
+          if arg(i, 3) ~= 0 then states[i] = inspect(i) end
+        end
         redis.call('SET', KEYS[n + 1], seq, 'PX', 300000)
 
         local result = {now}
@@ -321,7 +341,7 @@ internal static class PolicyScripts
           local key = KEYS[i]
           local back = 0
           if amount ~= 0 then
-            local s = inspect(i)
+            local s = states[i]
             local kind = s.kind
             if kind == 6 and amount < 0 then
               -- A renewal (an open lease's, every third of the timeout): its slot counts while the lease is open, added
