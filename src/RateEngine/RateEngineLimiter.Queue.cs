@@ -231,7 +231,7 @@ public abstract partial class RateEngineLimiter
         _wakeup ??= CreateWakeup();
         _wakeup.Change(WakeupDelay(_clock.ToRetryAfter(ticks)), Timeout.InfiniteTimeSpan); // after a step back, its catch-up too
         _wakeupArmed = true;
-        _wakeupDue = due;
+        Interlocked.Exchange(ref _wakeupDue, due); // whole, for the lock-free read (see WakeupDue)
         _wakeupRetryMilliseconds = 0; // the clock and the timer work again
     }
 
@@ -280,7 +280,7 @@ public abstract partial class RateEngineLimiter
     private bool ServeOverdueQueue()
     {
         // Read without the lock first: a refusal behind a queue whose wakeup is not due stays lock-free.
-        if (_clock.IsManual || !Volatile.Read(ref _wakeupArmed) || _clock.Now() < Volatile.Read(ref _wakeupDue))
+        if (_clock.IsManual || !Volatile.Read(ref _wakeupArmed) || _clock.Now() < WakeupDue)
         {
             return false;
         }
@@ -290,6 +290,12 @@ public abstract partial class RateEngineLimiter
             return ServeOverdueQueueLocked();
         }
     }
+
+    /// <summary>
+    /// When the armed wake-up is due, read without the queue's lock: whole on a 32-bit process too, where a plain read of a
+    /// long may see half of a write (the constant test folds away on 64-bit, where the read stays a plain load).
+    /// </summary>
+    private long WakeupDue => IntPtr.Size == 8 ? Volatile.Read(ref _wakeupDue) : Interlocked.Read(ref _wakeupDue);
 
     /// <summary><see cref="ServeOverdueQueue"/> under the queue's lock.</summary>
     private bool ServeOverdueQueueLocked()
@@ -350,7 +356,7 @@ public abstract partial class RateEngineLimiter
         const int MaxRetryMilliseconds = 1_000;
         _wakeupRetryMilliseconds = Math.Clamp(_wakeupRetryMilliseconds * 2, 1, MaxRetryMilliseconds);
         _wakeupArmed = true;
-        _wakeupDue = 0;
+        Interlocked.Exchange(ref _wakeupDue, 0); // whole, for the lock-free read (see WakeupDue)
         try
         {
             _wakeup?.Change(TimeSpan.FromMilliseconds(_wakeupRetryMilliseconds), Timeout.InfiniteTimeSpan);
