@@ -731,6 +731,29 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ReconcileAsync_BucketKeyExpiredAndTakenAgainInTheSameMicrosecond_RefundsNothingIntoTheNewState()
+    {
+        // A bucket's refund is exact only for the key's last admission, which its tag names. A key that expired starts its
+        // tags from the clock again, so a later lease can take an earlier one's tag (here, the same microsecond on one
+        // clock; across nodes, a clock that was ahead): the earlier lease's refund must not give its tokens to that state.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens", call => call.User, PolicyRule.TokenBucket(100, 10, TimeSpan.FromSeconds(1)).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        using PolicyLease first = await policy.AcquireAsync(ann, new RequestCost(30, 0));
+        Assert.True(first.IsAcquired);
+        await _connection.GetDatabase().KeyDeleteAsync(policy[0].KeyOf(ann)); // as its TTL would
+        using PolicyLease second = await policy.AcquireAsync(ann, new RequestCost(20, 0));
+        Assert.True(second.IsAcquired);
+
+        await first.ReconcileAsync(RequestCost.None);
+
+        Assert.Equal(20, (await policy.GetUsageAsync(ann))[0].Used);
+        await second.ReconcileAsync(new RequestCost(5, 0)); // the key's last admission: its refund is exact
+        Assert.Equal(5, (await policy.GetUsageAsync(ann))[0].Used);
+    }
+
+    [Fact]
     public async Task ReconcileAsync_OverrunOnACountNearTwoToThe63_SaturatesItAndStillChargesTheLayersAfterIt()
     {
         // Overruns are counted past the limit; enough of them would take HINCRBY past 2^63, and the script would stop there

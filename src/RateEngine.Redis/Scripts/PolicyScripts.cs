@@ -105,10 +105,10 @@ internal static class PolicyScripts
             s.used = redis.call('ZCOUNT', key, s.now - window + 1, '+inf')
             s.ttl = window + s.now - now
             if s.used > 0 then s.reset = tonumber(newest[2]) + window - now end
-          elseif kind == 4 then -- token bucket: hash t (tokens x period), s (last refill), a (last admission's tag); continuous refill
+          elseif kind == 4 then -- token bucket: hash t (tokens x period), s (last refill), a (last admission's tag), l (its lease); continuous refill
             local per, rate = arg(i, 4), arg(i, 5)
             local full = limit * per
-            local st = redis.call('HMGET', key, 't', 's', 'a')
+            local st = redis.call('HMGET', key, 't', 's', 'a', 'l')
             local tokens, last = full, now
             if st[1] then
               tokens, last = tonumber(st[1]), tonumber(st[2])
@@ -117,6 +117,7 @@ internal static class PolicyScripts
             end
             s.per, s.rate, s.full, s.tokens, s.last = per, rate, full, tokens, last
             s.admitted = tonumber(st[3]) or -1
+            s.admittedBy = st[4]
             s.used = math.min(math.ceil((full - tokens) / per), most) -- an integer reply, whatever the debt
             s.ttl = math.ceil((full - tokens) / rate) + (last - now)
             if s.ttl < per then s.ttl = per end
@@ -285,9 +286,10 @@ internal static class PolicyScripts
             elseif s.kind == 4 then
               -- The tag names this admission: a refund is exact only while no admission or charge followed it. Tags only grow
               -- on a key, even when a node's clock is behind (one more than the last), and start from the time on a key that
-              -- expired and came back, so no later admission takes an earlier one's tag.
+              -- expired and came back, where an older lease's tag may come round again (its node's clock was ahead, or the
+              -- same microsecond): so the admission's lease is kept beside it, and a refund must name both.
               tag = math.max(s.admitted + 1, now)
-              redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', tag)
+              redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', tag, 'l', lease .. ':' .. i)
               s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
             elseif s.kind == 6 then
               redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -363,7 +365,7 @@ internal static class PolicyScripts
                   local score = redis.call('ZSCORE', key, member)
                   if score and tonumber(score) > s.now - s.window then back = back + redis.call('ZREM', key, member) end
                 end
-              elseif kind == 4 and tag == s.admitted then
+              elseif kind == 4 and tag == s.admitted and s.admittedBy == lease .. ':' .. i then
                 -- Only while no admission or charge followed this one: then the bucket is where it would be without it, less
                 -- the refill it missed, and giving the tokens back up to full is exact. After another admission the tokens
                 -- may have come back by refill already (the bucket full in between), and a refund would pass the burst.
@@ -379,7 +381,7 @@ internal static class PolicyScripts
               elseif kind == 4 then
                 -- An overrun was spent, so it is owed past the burst, however large (past 2^53 units only to the nearest
                 -- part in 10^16); the key's TTL and the waits reported stop where Redis and the client take them (expire).
-                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', math.max(s.admitted + 1, now))
+                redis.call('HSET', key, 't', s.tokens - amount * s.per, 's', s.last, 'a', math.max(s.admitted + 1, now), 'l', '')
                 s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
                 expire(i, s)
               end
