@@ -754,6 +754,45 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_DayKeyCountsAStartBetweenTheCallersMidnightAndNow_RetryAfterIsTheCallersMidnight()
+    {
+        // Two nodes whose time-zone rules differ place one day's start differently; the key holds the other node's start,
+        // after this node's midnight but before its now (01:00 against 09:00). The wait is until this node's day ends, not
+        // a negative time until a start already past.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        long otherStart = (Start - TimeSpan.FromHours(8) - DateTimeOffset.UnixEpoch).Ticks / 10;
+        await _connection.GetDatabase().HashSetAsync(policy[0].KeyOf(ann), [new HashEntry("p", otherStart), new HashEntry("u", 100)]);
+
+        using PolicyLease refused = await policy.AcquireAsync(ann, new RequestCost(1, 0));
+
+        Assert.False(refused.IsAcquired);
+        Assert.Equal(TimeSpan.FromHours(15), refused.RetryAfter);
+    }
+
+    [Fact]
+    public async Task ReconcileAsync_DayCountNearTwoToThe53WithACarriedCharge_SaturatesAtTwoToThe53()
+    {
+        // A charge carried while no period could be placed joins the count when one is: the room left below 2^53 is what
+        // the count holds, not its reported usage (itself capped, less the carried part), or each such join could pass it.
+        using RedisRatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        using PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(100, 0));
+        Assert.True(lease.IsAcquired);
+        RedisKey key = policy[0].KeyOf(ann);
+        IDatabase database = _connection.GetDatabase();
+        await database.HashSetAsync(key, [new HashEntry("u", (1L << 53) - 10), new HashEntry("d", 1L << 52)]);
+
+        await lease.ReconcileAsync(new RequestCost(200, 0));
+
+        Assert.Equal(1L << 53, (long)await database.HashGetAsync(key, "u"));
+    }
+
+    [Fact]
     public async Task ReconcileAsync_OverrunOnACountNearTwoToThe63_SaturatesItAndStillChargesTheLayersAfterIt()
     {
         // Overruns are counted past the limit; enough of them would take HINCRBY past 2^63, and the script would stop there

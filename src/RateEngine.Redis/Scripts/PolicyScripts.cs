@@ -131,7 +131,10 @@ internal static class PolicyScripts
             if not from then s.skewed = true
             else
               if s.stored == from then s.used = tonumber(st[2]) end
-              if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true; s.wait = s.stored end
+              -- Waits until the later period starts, or at least until the caller's own ends (a start read from another
+              -- node's time-zone rules may fall before now).
+              if s.stored and s.stored > from then s.used = tonumber(st[2]); s.later = true; s.wait = math.max(s.stored, to) end
+              s.held = s.used
               s.used = s.used + s.carried
               if s.used > 0 then s.reset = to - now end
               s.ttl = to - now
@@ -168,7 +171,7 @@ internal static class PolicyScripts
           local key = KEYS[i]
           if s.kind == 1 then
             if s.later or s.stored == s.current then add(key, 'c', amount, s.used)
-            else redis.call('HSET', key, 'w', s.current, 'c', amount) end
+            else redis.call('HSET', key, 'w', s.current, 'c', math.min(amount, most)) end
             return s.current
           elseif s.kind == 2 then
             add(key, s.current, amount, tonumber(redis.call('HGET', key, s.current) or '0'))
@@ -182,7 +185,7 @@ internal static class PolicyScripts
             s.ttl = 90000000000
             return s.from
           end
-          if s.later or s.stored == s.from then add(key, 'u', amount + s.carried, s.used - s.carried)
+          if s.later or s.stored == s.from then add(key, 'u', amount + s.carried, s.held)
           else redis.call('HSET', key, 'p', s.from, 'u', math.min(amount + s.carried, most)) end
           if s.carried > 0 then redis.call('HDEL', key, 'd') end
           return s.from
