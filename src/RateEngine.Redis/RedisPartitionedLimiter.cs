@@ -414,12 +414,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         {
             // Disposed meanwhile: every block that lands now goes straight back, so another reservation would serve nothing.
             ThrowIfLocalDisposed(probe);
-            if (key.Forgotten)
-            {
-                key = _local!.KeyOf(key.PartitionKey, _createLocalKey!, this); // swept as idle meanwhile: its blocks go straight back
-            }
-
-            Task<LocalBlock> refill = _local!.StartRefill(key, permitCount);
+            Task<LocalBlock> refill = StartRefill(ref key, permitCount, probe, out bool joined);
             try
             {
                 await refill.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -441,6 +436,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
             // No close here: the reservation's answer closed the breaker if nothing tripped it since it was sent (a caller
             // may have joined one sent before a trip). Every reservation is followed by a try at its block, the last one too.
+            ReleaseUnusedProbe(joined, probe);
             if (LocalAnswer(key, permitCount, out probe) is { } answer)
             {
                 return answer;
@@ -466,12 +462,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         for (int attempt = 1; ; attempt++)
         {
             ThrowIfLocalDisposed(probe); // as in AcquireLocalAsync
-            if (key.Forgotten)
-            {
-                key = _local!.KeyOf(key.PartitionKey, _createLocalKey!, this); // swept as idle meanwhile: its blocks go straight back
-            }
-
-            Task<LocalBlock> refill = _local!.StartRefill(key, permitCount);
+            Task<LocalBlock> refill = StartRefill(ref key, permitCount, probe, out bool joined);
             try
             {
                 TimeSpan left = _syncTimeout - Stopwatch.GetElapsedTime(started);
@@ -491,6 +482,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
 
             // No close here (see AcquireLocalAsync): the reservation's answer closed it, unless it tripped since.
+            ReleaseUnusedProbe(joined, probe);
             if (LocalAnswer(key, permitCount, out probe) is { } answer)
             {
                 return answer;
@@ -500,6 +492,41 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             {
                 return Contended(probe);
             }
+        }
+    }
+
+    /// <summary>
+    /// The key's reservation: this caller's, or the one in flight that it joins (<paramref name="joined"/>). A key the idle
+    /// sweep forgot meanwhile is looked up again (its blocks go straight back). If the key's resolver or the clock throws,
+    /// the half-open probe the caller holds goes back first: nothing was sent for it.
+    /// </summary>
+    private Task<LocalBlock> StartRefill(ref LimiterKey key, int permitCount, long probe, out bool joined)
+    {
+        try
+        {
+            if (key.Forgotten)
+            {
+                key = _local!.KeyOf(key.PartitionKey, _createLocalKey!, this);
+            }
+
+            return _local!.StartRefill(key, permitCount, out joined);
+        }
+        catch
+        {
+            _breaker.ReleaseProbe(probe);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A caller that joined a reservation sent by another (perhaps before the breaker tripped, whose answer then closes
+    /// nothing) did not use the half-open probe it holds: it goes back, so the next caller probes now, not a cool-down later.
+    /// </summary>
+    private void ReleaseUnusedProbe(bool joined, long probe)
+    {
+        if (joined)
+        {
+            _breaker.ReleaseProbe(probe);
         }
     }
 

@@ -52,6 +52,10 @@ public sealed partial class RedisRatePolicy<TContext>
             {
                 amount -= taken;
             }
+            else
+            {
+                _blockLayers[index].Blocks!.ReturnUnused(key, block, taken);
+            }
         }
 
         if (amount == 0)

@@ -891,6 +891,30 @@ public sealed class RedisHybridPolicyTests : IDisposable
 
     /// <summary>As <see cref="Options(ConnectionMultiplexer)"/>, with Redis's clock and the blocks' both on <paramref name="time"/>.</summary>
     [Fact]
+    public async Task ChargeAsync_OverrunTakenFromABlockWhoseSegmentEnded_ReturnsWhatItTookToThatSegment()
+    {
+        // The overrun's take wins, then the clock says the block's segment is over: the whole overrun is owed in the new
+        // segment, and what the take held must go back to the old one, which the counter's window still counts. Dropped,
+        // it was counted twice: in the old segment unused, and as the debt.
+        var time = new FakeTimeProvider(Start);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("tokens/min", call => call.User, PolicyRule.SlidingWindowCounter(TimeSpan.FromMinutes(1), 6, 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        RedisKey key = policy.BlockLayer(0).KeyOf(ann);
+        string firstSegment = ((Start - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.FromSeconds(10).Ticks).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        using PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(10, 0));
+        Assert.True(lease.IsAcquired);
+        Assert.True((long)await _connection.GetDatabase().HashGetAsync(key, firstSegment) > 30); // the block holds more than the step needs
+        time.Advance(TimeSpan.FromSeconds(15));
+
+        await lease.ChargeAsync(new RequestCost(30, 0)); // 20 past the estimate, taken from the ended block
+
+        // Once the debt's reservation replaced the block, its leftover went back too: the first segment keeps the lease's 10.
+        await Eventually(async () => (long)await _connection.GetDatabase().HashGetAsync(key, firstSegment) == 10);
+    }
+
+    [Fact]
     public async Task AcquireAsync_DayBudgetBlock_EndsAMarginBeforeItsPeriodOnTheNodesClock()
     {
         // A block of a day's period used to live exactly to the end of the day on the node's clock, which drifts from the

@@ -143,13 +143,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 Touch(key, now);
                 if (now >= block.ExpiresAt)
                 {
-                    // What the block's leftover does when a later block replaces it: back to Redis, where a counter's
-                    // segment still counts it for the rest of its window (dropped, it would stay counted, unused).
-                    if (permits > 0 && _mayCall())
-                    {
-                        RedisTasks.Observe(_return(key, block.Period, permits));
-                    }
-
+                    ReturnUnused(key, block, permits);
                     return null;
                 }
 
@@ -173,6 +167,19 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         }
 
         return null; // a smaller request than the one refused asks Redis itself
+    }
+
+    /// <summary>
+    /// Permits taken from <paramref name="block"/> that the clock read after the take found over: not used, so back to
+    /// Redis as the block's other leftovers go when a later block replaces it (a counter's segment still counts them for
+    /// the rest of its window; dropped, they would stay counted, unused).
+    /// </summary>
+    public void ReturnUnused(TKey key, LocalBlock block, long permits)
+    {
+        if (permits > 0 && _mayCall())
+        {
+            RedisTasks.Observe(_return(key, block.Period, permits));
+        }
     }
 
     /// <summary>
@@ -242,9 +249,17 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// The reservation in flight for the key, or a new one for at least <paramref name="need"/> permits (0 for a background
     /// refill, which installs nothing when Redis grants nothing). The caller takes from the installed block afterwards.
     /// </summary>
-    public Task<LocalBlock> StartRefill(TKey key, long need)
+    public Task<LocalBlock> StartRefill(TKey key, long need) => StartRefill(key, need, out _);
+
+    /// <summary>
+    /// <see cref="StartRefill(TKey, long)"/>; <paramref name="joined"/> says that the caller sent nothing (it joined the
+    /// reservation in flight), so a half-open probe it holds was not used.
+    /// </summary>
+    public Task<LocalBlock> StartRefill(TKey key, long need, out bool joined)
     {
-        if (Claim(key, out Task<LocalBlock> refill) is not { } completion)
+        TaskCompletionSource<LocalBlock>? claimed = Claim(key, out Task<LocalBlock> refill);
+        joined = claimed is null;
+        if (claimed is not { } completion)
         {
             return refill;
         }
