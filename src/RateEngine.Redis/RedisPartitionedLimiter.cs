@@ -427,6 +427,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
             {
+                ReleaseUnusedProbe(joined, probe);
                 throw RedisBreaker.ScriptFailed("limiter", error); // the reservation closed the breaker for the answer
             }
             catch (Exception error) when (error is RedisException or TimeoutException)
@@ -474,6 +475,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
             {
+                ReleaseUnusedProbe(joined, probe);
                 throw RedisBreaker.ScriptFailed("limiter", script); // the reservation closed the breaker for the answer
             }
             catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)

@@ -254,7 +254,18 @@ public sealed partial class RedisRatePolicy<TContext>
                     return Unavailable(estimate);
                 }
 
-                Task refill = RefillFrom(takes, needs);
+                Task refill;
+                bool sent;
+                try
+                {
+                    refill = RefillFrom(takes, needs, out sent);
+                }
+                catch
+                {
+                    _breaker.ReleaseProbe(probe); // a clock that threw before anything was sent
+                    throw;
+                }
+
                 try
                 {
                     await refill.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -267,6 +278,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 }
                 catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
                 {
+                    ReleaseUnusedProbe(sent, probe);
                     throw RedisBreaker.ScriptFailed("policy", error); // the reservation closed the breaker for the answer
                 }
                 catch (Exception error) when (error is RedisException or TimeoutException)
@@ -275,6 +287,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 }
 
                 // No close here: the reservations' answer closed the breaker if nothing tripped it since they were sent.
+                ReleaseUnusedProbe(sent, probe);
             }
 
             if (TakenFromEndedBlock(takes))
@@ -719,10 +732,12 @@ public sealed partial class RedisRatePolicy<TContext>
     /// <summary>
     /// Begins a reservation for layer <paramref name="first"/>'s key and for every later block layer whose block cannot
     /// take the request, and sends them in one call: a request on cold keys waits for one round trip, not one per layer.
-    /// Completes when every key has its block (or refusal).
+    /// Completes when every key has its block (or refusal). <paramref name="sent"/> says whether this caller sent anything:
+    /// one that only joined reservations in flight did not use a half-open probe it holds.
     /// </summary>
-    private Task RefillFrom(LocalTakes takes, int first)
+    private Task RefillFrom(LocalTakes takes, int first, out bool sent)
     {
+        sent = false;
         List<(RedisPolicyLayer<TContext> Layer, LocalReservations<LayerKey>.Ticket Ticket)>? batch = null;
         Task<LocalBlock>? only = null;
         List<Task>? waits = null;
@@ -770,6 +785,7 @@ public sealed partial class RedisRatePolicy<TContext>
             throw;
         }
 
+        sent = batch is not null;
         if (batch is not null)
         {
             if (ExecutionContext.IsFlowSuppressed())
@@ -786,6 +802,18 @@ public sealed partial class RedisRatePolicy<TContext>
         }
 
         return waits is null ? only! : Task.WhenAll(waits);
+    }
+
+    /// <summary>
+    /// A caller that only joined reservations sent by others (perhaps before the breaker tripped, whose answers then close
+    /// nothing) did not use the half-open probe it holds: it goes back, so the next caller probes now, not a cool-down later.
+    /// </summary>
+    private void ReleaseUnusedProbe(bool sent, long probe)
+    {
+        if (!sent)
+        {
+            _breaker.ReleaseProbe(probe);
+        }
     }
 
     /// <summary>

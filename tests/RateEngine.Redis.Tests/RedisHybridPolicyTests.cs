@@ -889,7 +889,6 @@ public sealed class RedisHybridPolicyTests : IDisposable
 
     private RedisRatePolicyBuilder<Call> Builder() => new(Options(_connection));
 
-    /// <summary>As <see cref="Options(ConnectionMultiplexer)"/>, with Redis's clock and the blocks' both on <paramref name="time"/>.</summary>
     [Fact]
     public async Task ChargeAsync_OverrunTakenFromABlockWhoseSegmentEnded_ReturnsWhatItTookToThatSegment()
     {
@@ -934,6 +933,7 @@ public sealed class RedisHybridPolicyTests : IDisposable
         Assert.Equal(TimeSpan.FromHours(15), Assert.Single(lease.UsageAtDecision!).ResetAfter); // the period's end, not the block's
     }
 
+    /// <summary>As <see cref="Options(ConnectionMultiplexer)"/>, with Redis's clock and the blocks' both on <paramref name="time"/>.</summary>
     private RedisLimiterOptions Options(ConnectionMultiplexer connection, FakeTimeProvider time)
     {
         RedisLimiterOptions options = Options(connection);
