@@ -145,7 +145,11 @@ public sealed class RatePolicyBuilder<TContext>
         return this;
     }
 
-    /// <summary>Called for every weighted layer a reconcile settles (layer, key, estimate, actual, overrun), for cost accounting.</summary>
+    /// <summary>
+    /// Called for every weighted layer a reconcile settles (layer, key, estimate, actual, overrun), for cost accounting. Each
+    /// listener is called on its own: one that throws does not keep the record from the others, and the reconcile, settled
+    /// on every layer first, then throws the first exception.
+    /// </summary>
     public RatePolicyBuilder<TContext> OnReconciled(Action<ReconcileRecord> listener)
     {
         _onReconciled += listener ?? throw new ArgumentNullException(nameof(listener));
@@ -153,8 +157,10 @@ public sealed class RatePolicyBuilder<TContext>
     }
 
     /// <summary>
-    /// Called once per threshold, period and key when a soft layer's usage reaches a threshold. A listener that throws
-    /// rolls the request back and leaves the threshold it threw on to the next crossing; what it was told before stands.
+    /// Called once per threshold, period and key when a soft layer's usage reaches a threshold. Each listener is called on
+    /// its own. A listener that throws rolls the request back; if every listener threw, the threshold is left to the next
+    /// crossing, and once one took it, it stays reported (a listener that threw misses it, and the one that took it is not
+    /// told twice). What was reported before stands.
     /// </summary>
     public RatePolicyBuilder<TContext> OnThresholdCrossed(Action<ThresholdCrossing> listener)
     {

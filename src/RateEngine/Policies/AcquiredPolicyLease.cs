@@ -190,13 +190,28 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                     {
                         long estimate = _estimate.On(layer.Meter);
                         long target = actual.On(layer.Meter);
+                        ReconcileRecord record;
                         try
                         {
-                            listener(new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunds[i]));
+                            record = new ReconcileRecord(layer.Name, layer.KeyOf(_context), layer.Meter, estimate, target, Math.Max(0, target - estimate), refunds[i]);
                         }
                         catch (Exception error)
                         {
-                            failure ??= ExceptionDispatchInfo.Capture(error);
+                            failure ??= ExceptionDispatchInfo.Capture(error); // the key selector threw
+                            continue;
+                        }
+
+                        // Each listener on its own: one that throws does not keep the record from the others (cost accounting).
+                        foreach (Action<ReconcileRecord> one in listener.HasSingleTarget ? [listener] : listener.GetInvocationList().Cast<Action<ReconcileRecord>>())
+                        {
+                            try
+                            {
+                                one(record);
+                            }
+                            catch (Exception error)
+                            {
+                                failure ??= ExceptionDispatchInfo.Capture(error);
+                            }
                         }
                     }
                 }

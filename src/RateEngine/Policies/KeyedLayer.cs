@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
 using RateEngine.Algorithms;
@@ -289,9 +290,15 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             Admission charge = _shape.Charge(ref entry.State, now, amount);
             if (_single is null && IsLost(ref hold))
             {
+                KeyEntry? lostKey = hold.Key;
+                object? lostEntry = hold.Entry;
                 if (!FindAgain(context, ref hold))
                 {
-                    return; // the table is full of live keys: nowhere to count it (see src/DESIGN.md, bounds)
+                    // The table is full of live keys: nowhere to count it now (see src/DESIGN.md, bounds). The hold stays
+                    // on the dead entry, so the lease's next charge finds it lost and looks again, where it may find room.
+                    hold.Key = lostKey;
+                    hold.Entry = lostEntry;
+                    return;
                 }
 
                 now = _clock.Now(); // after the lookup: the live entry may be younger than any earlier read
@@ -422,6 +429,30 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         return cell is not null;
     }
 
+    /// <summary>
+    /// Tells each listener on its own, so one that throws does not keep the report from the others: the first exception,
+    /// if any, and whether any listener returned normally (<paramref name="taken"/>).
+    /// </summary>
+    private static ExceptionDispatchInfo? Notify(Action<ThresholdCrossing> listeners, ThresholdCrossing crossing, out bool taken)
+    {
+        taken = false;
+        ExceptionDispatchInfo? failure = null;
+        foreach (Action<ThresholdCrossing> listener in listeners.HasSingleTarget ? [listeners] : listeners.GetInvocationList().Cast<Action<ThresholdCrossing>>())
+        {
+            try
+            {
+                listener(crossing);
+                taken = true;
+            }
+            catch (Exception error)
+            {
+                failure ??= ExceptionDispatchInfo.Capture(error);
+            }
+        }
+
+        return failure;
+    }
+
     /// <summary>Clears threshold <paramref name="bit"/> of <paramref name="period"/> in the entry's reported mask.</summary>
     private static void Unreport(LayerEntry<TState> entry, long period, int bit)
     {
@@ -471,16 +502,18 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                 object? key = _onThreshold is null ? null : KeyOf(context);
                 if (Interlocked.CompareExchange(ref entry.Reported, EpochCount.Pack(period, mask | (1L << i)), word) == word)
                 {
-                    try
+                    if (_onThreshold is { } listeners
+                        && Notify(listeners, new ThresholdCrossing(Name, key, Rule.SoftThresholds[i], used, tier.Limit), out bool taken) is { } failure)
                     {
-                        _onThreshold?.Invoke(new ThresholdCrossing(Name, key, Rule.SoftThresholds[i], used, tier.Limit));
-                    }
-                    catch
-                    {
-                        // The listener did not take the report (an acquire is rolled back for it, so its crossing did
-                        // not happen; a charge stands): the threshold stays unreported, for the next crossing.
-                        Unreport(entry, period, i);
-                        throw;
+                        // No listener took the report (an acquire is rolled back for it, so its crossing did not happen; a
+                        // charge stands): the threshold stays unreported, for the next crossing. Once one took it, it is
+                        // reported: the next crossing would tell that one again.
+                        if (!taken)
+                        {
+                            Unreport(entry, period, i);
+                        }
+
+                        failure.Throw();
                     }
 
                     break;

@@ -658,6 +658,79 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Acquire_OneOfTwoThresholdListenersThrows_TheOtherIsToldOnce()
+    {
+        // Listeners combine into one delegate; called as one, the first was told, the second threw, the threshold went back
+        // to unreported, and the next crossing told the first again: twice in one period.
+        var told = new List<ThresholdCrossing>();
+        int failures = 1;
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("token alerts", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens).AsSoft(0.5))
+            .OnThresholdCrossed(told.Add)
+            .OnThresholdCrossed(_ =>
+            {
+                if (failures-- > 0)
+                {
+                    throw new FormatException("metrics bug");
+                }
+            })
+            .Build();
+        var call = new Call("alice");
+
+        Assert.Throws<FormatException>(() => policy.Acquire(call, new RequestCost(600, 0)));
+        using PolicyLease second = policy.Acquire(call, new RequestCost(600, 0));
+
+        Assert.True(second.IsAcquired);
+        Assert.Single(told);
+    }
+
+    [Fact]
+    public void Reconcile_OneOfTwoReconcileListenersThrows_TheOtherStillGetsTheRecord()
+    {
+        var records = new List<ReconcileRecord>();
+        using RatePolicy<Call> policy = Builder()
+            .AddLayer("tokens/day", c => c.User, PolicyRule.Calendar(CalendarPeriod.Day, 1_000).Counting(PolicyMeter.Tokens))
+            .OnReconciled(_ => throw new FormatException("listener bug"))
+            .OnReconciled(records.Add)
+            .Build();
+        var call = new Call("alice");
+        PolicyLease lease = policy.Acquire(call, new RequestCost(100, 0));
+
+        Assert.Throws<FormatException>(() => lease.Reconcile(new RequestCost(40, 0)));
+
+        Assert.Equal(40, Assert.Single(records).Actual);
+        Assert.Equal(40, policy.GetUsage(call, "tokens/day").Used);
+    }
+
+    [Fact]
+    public void Charge_KeyEvictedWhileTheTableWasFull_TheNextChargeCountsOnceThereIsRoom()
+    {
+        // A stream's key is evicted as idle and its place taken; the next step finds no room to count on. The lease must
+        // look again at its next step, and count what it owes then (the step that found no room included: it was spent).
+        // Before, it gave its key up for good, and every later step and the reconcile's overrun went uncounted.
+        var time = new FakeTimeProvider();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .WithMaxKeysPerLayer(1)
+            .Build();
+        var ann = new Call("ann");
+        PolicyLease stream = policy.Acquire(ann, new RequestCost(10, 0));
+        time.Advance(TimeSpan.FromMinutes(2));
+        policy.SweepAll();
+        using (PolicyLease bobs = policy.Acquire(new Call("bob"), new RequestCost(1, 0)))
+        {
+            Assert.True(bobs.IsAcquired);
+        }
+
+        stream.Charge(new RequestCost(60, 0)); // 50 past the estimate, while bob's key holds the one place
+        time.Advance(TimeSpan.FromMinutes(2)); // bob's key idle: room again
+        stream.Charge(new RequestCost(30, 0));
+
+        Assert.Equal(50 + 30, policy.GetUsage(ann, "tokens").Used);
+        stream.Dispose();
+    }
+
+    [Fact]
     public void Charge_ThresholdListenerThrows_EveryLayerIsStillCharged()
     {
         // A soft layer's threshold listener throws while a step past the estimate is charged: the hard layer after it must
