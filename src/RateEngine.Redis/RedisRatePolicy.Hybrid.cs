@@ -318,7 +318,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 // The refusal reports every layer's usage, the block layers' as their blocks show it once their shares are back.
                 GiveBack(takes, takes.Amounts);
                 LayerUsage[]? usage = UsageOf(takes, remote.UsageAtDecision);
-                return usage is null ? remote : new RefusedPolicyLease(remote.BlockingLayer!, remote.Reason!, remote.RetryAfter, remote.IsServiceWide, remote.IsPermanentRefusal) { UsageAtDecision = usage };
+                return usage is null ? remote : new RefusedPolicyLease(remote.BlockingLayer!, remote.Reason!, remote.RetryAfter, remote.IsServiceWide, remote.IsPermanentRefusal) { AtLeast = remote.MinimumRetryAfter, UsageAtDecision = usage };
             }
 
             // Past the per-request layers' admission, a clock that throws would leave an admission nobody holds (its

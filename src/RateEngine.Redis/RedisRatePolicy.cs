@@ -779,9 +779,14 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         bool serviceWide = refusing.Any(layer => layer.Rule.IsServiceWide);
 
         // A full concurrency layer among the refusing ones has no delay to promise (a slot frees when some lease ends): the
-        // other layers' longest would be short, so there is none, as in process.
-        TimeSpan? retryAfter = values[2] > 0 && !refusing.Any(layer => layer.Rule.IsConcurrency) ? TimeSpan.FromTicks(values[2] * 10) : null;
-        return new RefusedPolicyLease(blocking.Name, blocking.Reason, retryAfter, serviceWide) { UsageAtDecision = Usage(answer, call.Limits) };
+        // other layers' longest would be short, so there is none, only that longest as a lower bound, as in process.
+        TimeSpan? longest = values[2] > 0 ? TimeSpan.FromTicks(values[2] * 10) : null;
+        bool slotFull = refusing.Any(layer => layer.Rule.IsConcurrency);
+        return new RefusedPolicyLease(blocking.Name, blocking.Reason, slotFull ? null : longest, serviceWide)
+        {
+            AtLeast = slotFull ? longest : null,
+            UsageAtDecision = Usage(answer, call.Limits),
+        };
     }
 
     /// <summary>Each layer's usage as the acquire script left it: what the response headers show, without another call.</summary>

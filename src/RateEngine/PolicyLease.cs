@@ -38,6 +38,13 @@ public abstract class PolicyLease : RateLimitLease
     public abstract TimeSpan? RetryAfter { get; }
 
     /// <summary>
+    /// No retry is admitted sooner than this: <see cref="RetryAfter"/> when the refusing layers can say; when a full
+    /// concurrency layer refused too (so <see cref="RetryAfter"/> is null), the longest delay the other refusing layers
+    /// know, a lower bound (a daily budget spent says "not before midnight" whatever the slot does); null when none knows.
+    /// </summary>
+    public virtual TimeSpan? MinimumRetryAfter => RetryAfter;
+
+    /// <summary>
     /// Whether the refusal stops the whole service (a service-wide layer, or the operator's pause), not only this caller:
     /// HTTP answers 503 for these and 429 for the rest.
     /// </summary>

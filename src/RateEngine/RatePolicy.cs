@@ -610,8 +610,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
 
         // The longest delay among every layer that would refuse: the ones after the first refusal are checked read-only. A
         // full concurrency layer among them has no delay to promise (a slot frees when some lease ends), and a shorter one
-        // from another layer would be short: then there is no RETRY_AFTER at all.
-        long longest = first.IsConcurrency ? PolicyLayer<TContext>.NoPromise : retryAfter;
+        // from another layer would be short: then there is no RETRY_AFTER, only the others' longest as a lower bound.
+        bool slotFull = first.IsConcurrency;
+        long known = slotFull ? 0 : retryAfter;
         bool serviceWide = first.Rule.IsServiceWide;
         for (int i = refused + 1; i < _layers.Length; i++)
         {
@@ -619,12 +620,14 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
             long after = layer.RetryAfter(ref holds[i], now, AmountOn(layer, estimate, requests));
             if (after != 0)
             {
-                longest = after == PolicyLayer<TContext>.NoPromise || longest == PolicyLayer<TContext>.NoPromise ? PolicyLayer<TContext>.NoPromise : Math.Max(longest, after);
+                slotFull |= after == PolicyLayer<TContext>.NoPromise;
+                known = after == PolicyLayer<TContext>.NoPromise ? known : Math.Max(known, after);
                 serviceWide |= layer.Rule.IsServiceWide;
             }
         }
 
-        return new RefusedPolicyLease(first.Name, first.Reason, longest > 0 ? _clock.ToRetryAfter(longest) : null, serviceWide);
+        TimeSpan? longest = known > 0 ? _clock.ToRetryAfter(known) : null;
+        return new RefusedPolicyLease(first.Name, first.Reason, slotFull ? null : longest, serviceWide) { AtLeast = slotFull ? longest : null };
     }
 
     private void SweepNext()

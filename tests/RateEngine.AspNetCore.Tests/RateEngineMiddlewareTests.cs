@@ -197,6 +197,41 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task Refusal_ByAFullStreamSlotAndASpentDailyBudget_RetryAfterIsTheBudgetsMidnight()
+    {
+        // The slot frees when the stream ends, which nobody knows, so the policy promises no delay; but the day's budget is
+        // spent until midnight, 15 hours away, and a Retry-After of the unknown 60 s sent the client back 900 times.
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => new RatePolicyBuilder<HttpContext>().UseTimeProvider(_time)
+            .AddLayer("streams", ByApiKey, PolicyRule.Concurrency(1))
+            .AddLayer("user tokens/day", ByApiKey, PolicyRule.Calendar(CalendarPeriod.Day, limit: 100).Counting(PolicyMeter.Tokens))
+            .Build()).UseEstimate(EstimateHeader));
+        WebApplication web = builder.Build();
+        web.UseRateLimiter();
+        web.MapPost("/hold", async () =>
+        {
+            await release.Task;
+            return "done";
+        }).RequireRateLimiting("chat");
+        await using RunningApp app = await RunningApp.StartAsync(web);
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["chat"];
+        Task<HttpResponseMessage> held = app.Client.SendAsync(Request("/hold", "alice", estimate: 100));
+        for (int attempt = 0; attempt < 200 && policy.GetUsage(Context("alice"), "streams").Used == 0; attempt++)
+        {
+            await Task.Delay(10);
+        }
+
+        using HttpResponseMessage refused = await app.Client.SendAsync(Request("/hold", "alice", estimate: 1));
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal(TimeSpan.FromHours(15), refused.Headers.RetryAfter?.Delta);
+        release.SetResult();
+        using HttpResponseMessage done = await held;
+        Assert.Equal(HttpStatusCode.OK, done.StatusCode);
+    }
+
+    [Fact]
     public async Task StreamCutByARequestTimeout_SettlesAtWhatWasCharged()
     {
         // The request-timeouts middleware ahead of the rate limiter: it links RequestAborted to the timeout and puts the

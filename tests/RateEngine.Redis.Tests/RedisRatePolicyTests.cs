@@ -293,6 +293,7 @@ public sealed class RedisRatePolicyTests : IDisposable
 
         Assert.Equal(concurrencyFirst ? "streams" : "user", refused.BlockingLayer);
         Assert.Null(refused.RetryAfter);
+        Assert.Equal(TimeSpan.FromSeconds(1), refused.MinimumRetryAfter); // not sooner than the window: a lower bound
     }
 
     [Fact]

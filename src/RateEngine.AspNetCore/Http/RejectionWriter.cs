@@ -16,10 +16,11 @@ internal static class RejectionWriter
         PolicyLease lease = decision.Lease;
         HttpResponse response = http.Response;
         int status = lease.IsServiceWide ? options.ServiceWideStatusCode : options.RejectedStatusCode;
-        // A retry delay of zero (a store's refusal with no cool-down) would tell clients to come back at once: unknown instead.
+        // A retry delay of zero (a store's refusal with no cool-down) would tell clients to come back at once: unknown instead,
+        // and never sooner than the refusing layers' known lower bound (a spent daily budget beside a full stream slot).
         long? retryAfter = lease.IsPermanentRefusal ? null
             : lease.RetryAfter is { } after && after > TimeSpan.Zero ? RateLimitHeaders.Seconds(after)
-            : options.UnknownRetryAfterSeconds;
+            : Math.Max(options.UnknownRetryAfterSeconds, lease.MinimumRetryAfter is { } least && least > TimeSpan.Zero ? RateLimitHeaders.Seconds(least) : 0);
         response.StatusCode = status;
         if (retryAfter is { } seconds)
         {

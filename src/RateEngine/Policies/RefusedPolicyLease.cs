@@ -19,6 +19,11 @@ internal sealed class RefusedPolicyLease(string layer, string reason, TimeSpan? 
 
     public override TimeSpan? RetryAfter => retryAfter;
 
+    /// <summary>Set where <see cref="RetryAfter"/> is null only because a full concurrency layer refused too.</summary>
+    public TimeSpan? AtLeast { get; init; }
+
+    public override TimeSpan? MinimumRetryAfter => retryAfter ?? AtLeast;
+
     public override bool IsServiceWide => serviceWide;
 
     public override bool IsPermanentRefusal => permanent;

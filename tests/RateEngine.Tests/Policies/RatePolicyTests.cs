@@ -822,6 +822,7 @@ public class RatePolicyTests
         Assert.Equal(concurrencyFirst ? "streams" : "user", refused.BlockingLayer);
         Assert.Null(refused.RetryAfter);
         Assert.False(refused.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan _));
+        Assert.Equal(TimeSpan.FromSeconds(1), refused.MinimumRetryAfter); // not sooner than the window: a lower bound
     }
 
     [Fact]
