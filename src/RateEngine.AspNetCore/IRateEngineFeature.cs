@@ -33,6 +33,15 @@ public interface IRateEngineFeature
     /// <summary>Settles at the actual cost without blocking a thread (<see cref="PolicyLease.ReconcileAsync"/>); returns the overrun.</summary>
     ValueTask<RequestCost> ReconcileAsync(RequestCost actual, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Another limiter refused the request after RateEngine admitted it (an in-box policy's own <c>OnRejected</c>, which
+    /// replaces the one RateEngine registers): the request does not run, so its estimate comes back on the weighted layers
+    /// (request-counting layers keep it); its slots are freed when the request ends. Nothing on a pass that re-runs the
+    /// pipeline for an error or status page (the endpoint ran), nor once the lease is settled. A settle that fails keeps
+    /// the estimate (stricter) and is logged.
+    /// </summary>
+    ValueTask RefusedElsewhereAsync();
+
     /// <summary>Every layer's usage for this request's keys, without consuming anything (a round trip for a policy on Redis).</summary>
     ValueTask<IReadOnlyList<LayerUsage>> GetUsageAsync(CancellationToken cancellationToken = default);
 }

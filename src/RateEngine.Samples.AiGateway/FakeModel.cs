@@ -10,8 +10,12 @@ public static class FakeModel
 {
     public static readonly PriceTable Prices = new([new ModelPrice("small", 0.15m, 0.60m), new ModelPrice("large", 2.50m, 10.00m)]);
 
+    /// <summary>
+    /// A prompt's words, split on any whitespace: split on spaces alone, a megabyte of words one per line counted as one
+    /// token, a cheap way around the token and cost layers.
+    /// </summary>
     public static int PromptTokens(ChatBody body) =>
-        body.Messages.Sum(message => message.Content.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length) + 3 * body.Messages.Count;
+        body.Messages.Sum(message => message.Content.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Length) + 3 * body.Messages.Count;
 
     public static int OutputTokens(ChatBody body)
     {

@@ -18,6 +18,16 @@ public sealed class GatewaySampleTests
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 2, 9, 0, 0, TimeSpan.Zero));
 
     [Fact]
+    public void PromptTokens_WordsOnSeparateLines_CountEachWord()
+    {
+        // Split on spaces alone, a prompt of one word per line counted as one token: a cheap way around the token and cost
+        // layers.
+        var body = new RateEngine.Samples.AiGateway.ChatBody { Messages = [new() { Content = "one\ntwo\tthree\r\nfour five" }] };
+
+        Assert.Equal(5 + 3, RateEngine.Samples.AiGateway.FakeModel.PromptTokens(body)); // five words, three for the message
+    }
+
+    [Fact]
     public async Task Chat_FreeUser_TwentyAMinuteThen429FromTheUserLayer()
     {
         await using RunningApp gateway = await StartAsync();

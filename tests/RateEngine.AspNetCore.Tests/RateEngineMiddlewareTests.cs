@@ -670,6 +670,45 @@ public sealed class RateEngineMiddlewareTests
     }
 
     [Fact]
+    public async Task InBoxPolicyWithItsOwnRejectionHandler_GivesTheEstimateBackThroughTheFeature()
+    {
+        // An in-box policy's own OnRejected replaces the handler RateEngine registers, so the request RateEngine admitted
+        // keeps its estimate unless that handler gives it back, which RefusedElsewhereAsync does.
+        await using RunningApp app = await RunningApp.StartAsync(
+            builder =>
+            {
+                builder.Services.AddRateLimiter(options => options.AddPolicy("in-box", new GivingBackPolicy()));
+                builder.Services.AddRateEngine(engine => engine
+                    .AddPolicy("tokens", _ => PerUser(_time, requestsPerMinute: 100, tokensPerDay: 1_000))
+                    .UseGlobalPolicy("tokens")
+                    .UseEstimate(EstimateHeader));
+            },
+            map => map.MapPost("/in-box", () => "ok").RequireRateLimiting("in-box"));
+        var policy = (RatePolicy<HttpContext>)app.Services.GetRequiredService<RateEnginePolicies<HttpContext>>()["tokens"];
+
+        Assert.Equal(HttpStatusCode.OK, (await app.Client.SendAsync(Request("/in-box", "alice", estimate: 100))).StatusCode);
+        Assert.Equal((HttpStatusCode)418, (await app.Client.SendAsync(Request("/in-box", "alice", estimate: 100))).StatusCode);
+
+        Assert.Equal(100, policy.GetUsage(Context("alice"), "user tokens/day").Used); // the refused request's 100 came back
+    }
+
+    /// <summary>An in-box policy of one permit an hour whose own rejection handler gives RateEngine's estimate back.</summary>
+    private sealed class GivingBackPolicy : IRateLimiterPolicy<string>
+    {
+        public Func<OnRejectedContext, CancellationToken, ValueTask>? OnRejected => async (rejected, _) =>
+        {
+            rejected.HttpContext.Response.StatusCode = 418;
+            if (rejected.HttpContext.GetRateEngine() is { } rateEngine)
+            {
+                await rateEngine.RefusedElsewhereAsync();
+            }
+        };
+
+        public RateLimitPartition<string> GetPartition(HttpContext httpContext) =>
+            RateLimitPartition.GetFixedWindowLimiter("all", _ => new FixedWindowRateLimiterOptions { PermitLimit = 1, Window = TimeSpan.FromHours(1) });
+    }
+
+    [Fact]
     public async Task GlobalPolicyBesideAnInBoxEndpointLimiter_QueuedRequest_RunsHoldingItsSlot()
     {
         // The global RateEngine policy allows one request at a time per user; the endpoint's in-box limiter one at a time
