@@ -443,7 +443,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             ? redis
             : throw new ArgumentException(
                 "A Redis policy combines only with Redis policies of the same connection, key prefix (one script reaches one slot), "
-                + "mode, database, clock and failure mode.",
+                + "mode, database, clocks (ClientClock and TimeProvider) and failure mode.",
                 nameof(others)));
         RedisRatePolicy<TContext>[] joined = [.. policies];
         return new RedisRatePolicy<TContext>(_options, [.. _layers, .. joined.SelectMany(policy => policy._layers)], combining: this)
@@ -460,6 +460,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         && other._hybrid == _hybrid
         && other._database.Database == _database.Database
         && ReferenceEquals(other._options.ClientClock, _options.ClientClock)
+        && ReferenceEquals(other._options.TimeProvider, _options.TimeProvider) // a hybrid combination times every block on the first's
         && other._options.FailureMode == _options.FailureMode;
 
     /// <summary>

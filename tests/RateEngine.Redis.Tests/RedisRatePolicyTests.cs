@@ -633,6 +633,7 @@ public sealed class RedisRatePolicyTests : IDisposable
     [Theory]
     [InlineData("database")]
     [InlineData("clock")]
+    [InlineData("time provider")]
     [InlineData("failure mode")]
     public void Combine_APolicyThatDecidesDifferently_Throws(string difference)
     {
@@ -645,6 +646,7 @@ public sealed class RedisRatePolicyTests : IDisposable
         {
             case "database": options.Database = 1; break;
             case "clock": options.ClientClock = null; break;
+            case "time provider": options.TimeProvider = new FakeTimeProvider(); break; // a hybrid combination times blocks on the first's
             default: options.FailureMode = RedisFailureMode.FailOpen; break;
         }
 
