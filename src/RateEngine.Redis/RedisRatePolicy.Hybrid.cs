@@ -48,7 +48,20 @@ public sealed partial class RedisRatePolicy<TContext>
             // The clock after the take, as a take from a block does: permits taken from a block whose period ended
             // meanwhile (a thread descheduled across it) do not count now, so the whole overrun is owed.
             long taken = block.TakeUpTo(amount);
-            if (_blockClock.GetTimestamp() < block.ExpiresAt)
+            bool live;
+            try
+            {
+                live = _blockClock.GetTimestamp() < block.ExpiresAt;
+            }
+            catch
+            {
+                // Nothing charged may be lost to a clock that throws here: the whole overrun is owed (what the take holds
+                // stays counted, unused: stricter), and the caller sends the debt with the rest.
+                AddDebt(_blockLayers[index], key, amount);
+                throw;
+            }
+
+            if (live)
             {
                 amount -= taken;
             }

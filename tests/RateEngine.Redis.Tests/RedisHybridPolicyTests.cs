@@ -334,6 +334,40 @@ public sealed class RedisHybridPolicyTests : IDisposable
         Assert.True(admitted <= 1_000, $"{admitted} tokens admitted in a minute of 1,000");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Reconcile_ClockThrowsWhileASecondLayersOverrunIsCharged_EveryLayerCountsTheActual(bool charge)
+    {
+        // The first layer charged its 200 past the estimate; the second's clock read failed. The lease stayed open with the
+        // step half counted: the caller's dispose then refunded the first layer's estimate (counting 200 of 300), and the
+        // second layer never counted its 200.
+        var time = new FailingClock();
+        time.SetUtcNow(Start);
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+            .AddLayer("tokens/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var ann = new Call("ann", "x");
+        PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(100, 0));
+        Assert.True(lease.IsAcquired);
+
+        time.FailOnce = true;
+        time.FailAfter(1); // the first layer's overrun reads the clock after its take; the second's read fails
+        if (charge)
+        {
+            await Assert.ThrowsAsync<TimeoutException>(async () => await lease.ChargeAsync(new RequestCost(300, 0)));
+        }
+        else
+        {
+            await Assert.ThrowsAsync<TimeoutException>(async () => await lease.ReconcileAsync(new RequestCost(300, 0)));
+        }
+
+        lease.Dispose();
+
+        await Eventually(async () => (await policy.GetUsageAsync(ann)) is [{ Used: >= 300 }, { Used: >= 300 }]);
+    }
+
     [Fact]
     public async Task Reconcile_ClockThrowsInTheBlocksGiveBack_TheLayersOnRedisAreStillReconciled()
     {

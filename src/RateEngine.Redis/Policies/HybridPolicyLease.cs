@@ -87,8 +87,9 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
     public override void Charge(RequestCost step)
     {
-        ChargeLocal(step);
+        ChargeLocal(step, out ExceptionDispatchInfo? chargeFailed);
         _remote?.Charge(step);
+        chargeFailed?.Throw();
     }
 
     public override async ValueTask ChargeAsync(RequestCost step, CancellationToken cancellationToken = default)
@@ -97,13 +98,13 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         // the exact part counts it too (a token cancelled meanwhile would leave it on one side only, and a caller that
         // charged again would count it twice there).
         cancellationToken.ThrowIfCancellationRequested();
-        ExceptionDispatchInfo? countFailed = await CountDebtsAsync(ChargeLocal(step)).ConfigureAwait(false);
+        ExceptionDispatchInfo? countFailed = await CountDebtsAsync(ChargeLocal(step, out ExceptionDispatchInfo? chargeFailed)).ConfigureAwait(false);
         if (_remote is not null)
         {
             await _remote.ChargeAsync(step, CancellationToken.None).ConfigureAwait(false);
         }
 
-        countFailed?.Throw();
+        ThrowIfFailed(countFailed, chargeFailed);
     }
 
     public override RequestCost Reconcile(RequestCost actual)
@@ -252,9 +253,15 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
     private RequestCost Overrun(RequestCost actual) => actual.PastEstimate(_estimate);
 
-    /// <summary>The step's part past the estimate on each weighted block-served layer, taken now; whether Redis is owed some.</summary>
-    private bool ChargeLocal(RequestCost step)
+    /// <summary>
+    /// The step's part past the estimate on each weighted block-served layer, taken now; whether Redis is owed some. A layer
+    /// whose charge threw (its clock) owes the whole part, and the step is recorded on every layer all the same: the first
+    /// such exception is handed out in <paramref name="chargeFailed"/>, for the caller to throw once the exact part is
+    /// charged too (a charge that threw is not charged again, so none of it may be left out).
+    /// </summary>
+    private bool ChargeLocal(RequestCost step, out ExceptionDispatchInfo? chargeFailed)
     {
+        chargeFailed = null;
         RedisPolicyLease<TContext>.ThrowIfNotExact(step, nameof(step));
         lock (_overrun)
         {
@@ -267,7 +274,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
                 long over = Math.Max(0, layer.PastReservation(consumed, _takes.Amounts[i], _overrun[i]));
                 if (over > 0)
                 {
-                    owed |= _policy.ChargeOverrun(i, _takes.Keys[i], over);
+                    owed |= ChargeOverrun(i, over, ref chargeFailed);
                     _overrun[i] += over;
                 }
             }
@@ -277,10 +284,25 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         }
     }
 
+    /// <summary>Charges one layer's overrun; one whose clock threw owes it whole (see ChargeOverrun), its exception kept.</summary>
+    private bool ChargeOverrun(int index, long over, ref ExceptionDispatchInfo? failed)
+    {
+        try
+        {
+            return _policy.ChargeOverrun(index, _takes.Keys[index], over);
+        }
+        catch (Exception error)
+        {
+            failed ??= ExceptionDispatchInfo.Capture(error);
+            return true;
+        }
+    }
+
     /// <summary>
     /// Refunds what the actual leaves of each weighted layer's take, or charges what it goes past; whether Redis is owed some.
-    /// A give-back that throws (it reads the clock) is handed out in <paramref name="giveBackFailed"/>, the lease settled: the
-    /// caller reconciles the exact part first, then throws it.
+    /// An overrun charge or a give-back that throws (each reads the clock) is handed out in <paramref name="giveBackFailed"/>,
+    /// the lease settled (a layer whose charge threw owes its overrun whole): the caller reconciles the exact part first,
+    /// then throws it.
     /// </summary>
     private bool ReconcileLocal(RequestCost actual, out ExceptionDispatchInfo? giveBackFailed)
     {
@@ -302,7 +324,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
                 long difference = layer.PastReservation(actual, _takes.Amounts[i], _overrun[i]);
                 if (difference > 0)
                 {
-                    owed |= _policy.ChargeOverrun(i, _takes.Keys[i], difference);
+                    owed |= ChargeOverrun(i, difference, ref giveBackFailed);
                     _overrun[i] += difference;
                 }
                 else
@@ -320,7 +342,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
             }
             catch (Exception error)
             {
-                giveBackFailed = ExceptionDispatchInfo.Capture(error);
+                giveBackFailed ??= ExceptionDispatchInfo.Capture(error);
             }
 
             return owed;
