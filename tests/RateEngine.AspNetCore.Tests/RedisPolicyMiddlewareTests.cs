@@ -33,14 +33,15 @@ public sealed class RedisPolicyMiddlewareTests : IDisposable
         WebApplication app = builder.Build();
         app.Use(async (http, next) =>
         {
-            try
+            // Registered before the rate limiter's decision registers its end: the server runs these callbacks in reverse,
+            // so this one runs once the decision's end has returned (a settle that blocked there on the frozen store would
+            // hold it, and the request's end with it).
+            http.Response.OnCompleted(() =>
             {
-                await next(http);
-            }
-            finally
-            {
-                ended.TrySetResult(); // after the rate limiter middleware disposed the request's lease (the endpoint throws on the abort)
-            }
+                ended.TrySetResult();
+                return Task.CompletedTask;
+            });
+            await next(http);
         });
         app.UseRateLimiter();
         app.MapPost("/stream", async (HttpContext http) =>
