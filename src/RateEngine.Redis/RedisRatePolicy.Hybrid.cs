@@ -80,13 +80,36 @@ public sealed partial class RedisRatePolicy<TContext>
         return true;
     }
 
-    /// <summary>Adds to a key's debt and starts the reservation that counts it (not while Redis is known to be away).</summary>
+    /// <summary>
+    /// Adds to a key's debt and starts the reservation that counts it (not while Redis is known to be away). One already on
+    /// the wire read the debt when it was sized, before this part: it pays this part only from a grant, so once it lands
+    /// without one (refused, or nothing left at the cap), one more reservation carries what is still owed.
+    /// </summary>
     private void Owe(RedisPolicyLayer<TContext> layer, LayerKey key, long amount)
     {
         key = AddDebt(layer, key, amount);
         if (!_breaker.IsOpen)
         {
-            RedisTasks.Observe(layer.Blocks!.StartRefill(key, need: 0));
+            Task<LocalBlock> refill = layer.Blocks!.StartRefill(key, need: 0, out bool joined);
+            RedisTasks.Observe(joined ? CarryAfter(refill, layer, key) : refill);
+        }
+    }
+
+    /// <summary>After the reservation a debt joined lands: another for what it did not carry, if the key still owes.</summary>
+    private async Task CarryAfter(Task<LocalBlock> joined, RedisPolicyLayer<TContext> layer, LayerKey key)
+    {
+        try
+        {
+            await joined.ConfigureAwait(false);
+        }
+        catch (Exception) when (joined.IsFaulted || joined.IsCanceled)
+        {
+            // Its failure is the business of whoever sent it; the debt is still owed, and is tried below.
+        }
+
+        if (Volatile.Read(ref key.Debt) > 0 && !key.Forgotten && !_breaker.IsOpen)
+        {
+            await layer.Blocks!.StartRefill(key, need: 0).ConfigureAwait(false);
         }
     }
 
