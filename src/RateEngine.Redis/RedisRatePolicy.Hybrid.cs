@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.ExceptionServices;
 using RateEngine.Policies;
 using RateEngine.Redis.Hybrid;
 using RateEngine.Redis.Policies;
@@ -40,25 +41,37 @@ public sealed partial class RedisRatePolicy<TContext>
     /// Charges an overrun now: from the key's live block as far as it goes (those permits are counted on Redis already),
     /// the rest as the key's debt, which a reservation started now counts on Redis. Returns whether a debt is owed.
     /// </summary>
+    /// <summary>
+    /// Reads the blocks' clock once before a lease charges any overrun: a clock that fails there fails the charge with
+    /// nothing counted (a retry is safe, as in process); one that fails part-way, after this read, is handled in
+    /// <see cref="ChargeOverrun"/>, where the whole step counts.
+    /// </summary>
+    internal void CheckClock() => _blockClock.GetTimestamp();
+
+    /// <remarks>
+    /// Nothing charged is lost to a clock that throws here: the debt is added before anything that reads the clock again,
+    /// and a take whose period the clock could not confirm counts as one from an ended block (its permits go back, the
+    /// whole overrun is owed). The first exception is thrown once that is done.
+    /// </remarks>
     internal bool ChargeOverrun(int index, LayerKey key, long amount)
     {
+        RedisPolicyLayer<TContext> layer = _blockLayers[index];
         LocalBlock block = Volatile.Read(ref key.Block);
+        ExceptionDispatchInfo? failed = null;
+        long unused = 0;
         if (!block.Refused && !key.Forgotten)
         {
             // The clock after the take, as a take from a block does: permits taken from a block whose period ended
             // meanwhile (a thread descheduled across it) do not count now, so the whole overrun is owed.
             long taken = block.TakeUpTo(amount);
-            bool live;
+            bool live = false;
             try
             {
                 live = _blockClock.GetTimestamp() < block.ExpiresAt;
             }
-            catch
+            catch (Exception error)
             {
-                // Nothing charged may be lost to a clock that throws here: the whole overrun is owed (what the take holds
-                // stays counted, unused: stricter), and the caller sends the debt with the rest.
-                AddDebt(_blockLayers[index], key, amount);
-                throw;
+                failed = ExceptionDispatchInfo.Capture(error);
             }
 
             if (live)
@@ -67,17 +80,30 @@ public sealed partial class RedisRatePolicy<TContext>
             }
             else
             {
-                _blockLayers[index].Blocks!.ReturnUnused(key, block, taken);
+                unused = taken;
             }
         }
 
-        if (amount == 0)
+        if (amount > 0)
         {
-            return false;
+            key = AddDebt(layer, key, amount);
         }
 
-        Owe(_blockLayers[index], key, amount);
-        return true;
+        try
+        {
+            layer.Blocks!.ReturnUnused(key, block, unused); // reads the breaker, whose clock may throw: the debt is in already
+            if (amount > 0)
+            {
+                StartCarrying(layer, key);
+            }
+        }
+        catch (Exception error)
+        {
+            failed ??= ExceptionDispatchInfo.Capture(error); // the take stays counted (stricter); the debt waits for a reservation
+        }
+
+        failed?.Throw();
+        return amount > 0;
     }
 
     /// <summary>
@@ -85,9 +111,11 @@ public sealed partial class RedisRatePolicy<TContext>
     /// the wire read the debt when it was sized, before this part: it pays this part only from a grant, so once it lands
     /// without one (refused, or nothing left at the cap), one more reservation carries what is still owed.
     /// </summary>
-    private void Owe(RedisPolicyLayer<TContext> layer, LayerKey key, long amount)
+    private void Owe(RedisPolicyLayer<TContext> layer, LayerKey key, long amount) => StartCarrying(layer, AddDebt(layer, key, amount));
+
+    /// <summary>Starts the reservation that counts a key's debt, unless Redis is known to be away (see <see cref="Owe"/>).</summary>
+    private void StartCarrying(RedisPolicyLayer<TContext> layer, LayerKey key)
     {
-        key = AddDebt(layer, key, amount);
         if (!_breaker.IsOpen)
         {
             Task<LocalBlock> refill = layer.Blocks!.StartRefill(key, need: 0, out bool joined);

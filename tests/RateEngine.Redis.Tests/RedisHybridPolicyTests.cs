@@ -337,23 +337,20 @@ public sealed class RedisHybridPolicyTests : IDisposable
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task Reconcile_ClockThrowsWhileASecondLayersOverrunIsCharged_EveryLayerCountsTheActual(bool charge)
+    public async Task Reconcile_ClockThrowsWhileASecondLayersOverrunIsCharged_EveryLayerCountsTheActualOnce(bool charge)
     {
         // The first layer charged its 200 past the estimate; the second's clock read failed. The lease stayed open with the
         // step half counted: the caller's dispose then refunded the first layer's estimate (counting 200 of 300), and the
-        // second layer never counted its 200.
+        // second layer never counted its 200. Now every layer counts the step once, and the exception follows.
         var time = new FailingClock();
         time.SetUtcNow(Start);
-        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection, time))
-            .AddLayer("tokens/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
-            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
-            .Build();
+        using RedisRatePolicy<Call> policy = TwoTokenLayers(time);
         var ann = new Call("ann", "x");
         PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(100, 0));
         Assert.True(lease.IsAcquired);
 
         time.FailOnce = true;
-        time.FailAfter(1); // the first layer's overrun reads the clock after its take; the second's read fails
+        time.FailAfter(2); // the read before any overrun and the first layer's after its take; the second layer's fails
         if (charge)
         {
             await Assert.ThrowsAsync<TimeoutException>(async () => await lease.ChargeAsync(new RequestCost(300, 0)));
@@ -365,8 +362,36 @@ public sealed class RedisHybridPolicyTests : IDisposable
 
         lease.Dispose();
 
-        await Eventually(async () => (await policy.GetUsageAsync(ann)) is [{ Used: >= 300 }, { Used: >= 300 }]);
+        await Eventually(async () => (await policy.GetUsageAsync(ann)) is [{ Used: 300 }, { Used: 300 }]);
     }
+
+    [Fact]
+    public async Task Charge_ClockThrowsBeforeAnyOverrunIsCounted_CountsNothingAndMayBeRetried()
+    {
+        // As in process: a charge whose clock fails before it counted anything leaves the lease as it was, so the caller
+        // can charge the step again and it counts once.
+        var time = new FailingClock();
+        time.SetUtcNow(Start);
+        using RedisRatePolicy<Call> policy = TwoTokenLayers(time);
+        var ann = new Call("ann", "x");
+        using PolicyLease lease = await policy.AcquireAsync(ann, new RequestCost(100, 0));
+        Assert.True(lease.IsAcquired);
+
+        time.FailOnce = true;
+        time.FailAfter(0);
+        Assert.Throws<TimeoutException>(() => lease.Charge(new RequestCost(300, 0)));
+        Assert.Equal(RequestCost.None, lease.Consumed);
+        lease.Charge(new RequestCost(300, 0));
+        await lease.ReconcileAsync(new RequestCost(300, 0));
+
+        await Eventually(async () => (await policy.GetUsageAsync(ann)) is [{ Used: 300 }, { Used: 300 }]);
+    }
+
+    /// <summary>Tokens per minute (refunding an unreconciled estimate) and per day, both served from blocks, on <paramref name="time"/>.</summary>
+    private RedisRatePolicy<Call> TwoTokenLayers(FakeTimeProvider time) => new RedisRatePolicyBuilder<Call>(Options(_connection, time))
+        .AddLayer("tokens/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10_000).Counting(PolicyMeter.Tokens).RefundingUnreconciled())
+        .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 100_000).Counting(PolicyMeter.Tokens))
+        .Build();
 
     [Fact]
     public async Task Reconcile_ClockThrowsInTheBlocksGiveBack_TheLayersOnRedisAreStillReconciled()

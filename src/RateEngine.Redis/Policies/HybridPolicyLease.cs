@@ -267,6 +267,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         {
             ThrowIfNotOpen();
             RequestCost consumed = new(_consumed.Tokens + step.Tokens, _consumed.Money + step.Money);
+            CheckClockBeforeOverruns(consumed);
             bool owed = false;
             for (int i = 0; i < _overrun.Length; i++)
             {
@@ -281,6 +282,22 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
 
             _consumed = consumed;
             return owed;
+        }
+    }
+
+    /// <summary>
+    /// When <paramref name="total"/> goes past some layer's reservation, reads the blocks' clock first: a clock that fails
+    /// now fails the call with nothing counted (a retry is safe), not part-way through the layers.
+    /// </summary>
+    private void CheckClockBeforeOverruns(RequestCost total)
+    {
+        for (int i = 0; i < _overrun.Length; i++)
+        {
+            if (_policy.BlockLayer(i).PastReservation(total, _takes.Amounts[i], _overrun[i]) > 0)
+            {
+                _policy.CheckClock();
+                return;
+            }
         }
     }
 
@@ -311,6 +328,7 @@ internal sealed class HybridPolicyLease<TContext> : PolicyLease
         lock (_overrun)
         {
             ThrowIfNotOpen();
+            CheckClockBeforeOverruns(actual);
             bool owed = false;
             long[] refunds = new long[_overrun.Length];
             for (int i = 0; i < _overrun.Length; i++)
