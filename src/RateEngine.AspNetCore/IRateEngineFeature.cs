@@ -37,8 +37,8 @@ public interface IRateEngineFeature
     /// Another limiter refused the request after RateEngine admitted it (an in-box policy's own <c>OnRejected</c>, which
     /// replaces the one RateEngine registers): the request does not run, so its estimate comes back on the weighted layers
     /// (request-counting layers keep it); its slots are freed when the request ends. Nothing on a pass that re-runs the
-    /// pipeline for an error or status page (the endpoint ran), nor once the lease is settled. A settle that fails keeps
-    /// the estimate (stricter) and is logged.
+    /// pipeline for an error or status page (the endpoint ran), nor once the lease is settled. A settle the store does
+    /// not answer keeps the estimate (stricter) and is logged, as is a reconcile listener that throws after it settled.
     /// </summary>
     ValueTask RefusedElsewhereAsync();
 

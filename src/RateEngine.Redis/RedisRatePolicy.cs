@@ -430,8 +430,8 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     /// <summary>
     /// One policy that decides this policy's layers and the others' in one script, all or nothing. The others must be Redis
     /// policies on the same connection and <see cref="RedisLimiterOptions.KeyPrefix"/> (one hash tag: one cluster slot), and
-    /// decide as this one does: the same mode, database, clock (<see cref="RedisLimiterOptions.ClientClock"/>) and
-    /// <see cref="RedisLimiterOptions.FailureMode"/>. The combined policy decides with this one's options (its
+    /// decide as this one does: the same mode, database, clocks (<see cref="RedisLimiterOptions.ClientClock"/> and
+    /// <see cref="RedisLimiterOptions.TimeProvider"/>) and <see cref="RedisLimiterOptions.FailureMode"/>. The combined policy decides with this one's options (its
     /// <see cref="RedisLimiterOptions.SyncTimeout"/> too), so a layer of another database or clock would be counted in two
     /// places, and one that fails closed would fail open.
     /// </summary>

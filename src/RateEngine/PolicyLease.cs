@@ -38,9 +38,11 @@ public abstract class PolicyLease : RateLimitLease
     public abstract TimeSpan? RetryAfter { get; }
 
     /// <summary>
-    /// No retry is admitted sooner than this: <see cref="RetryAfter"/> when the refusing layers can say; when a full
-    /// concurrency layer refused too (so <see cref="RetryAfter"/> is null), the longest delay the other refusing layers
-    /// know, a lower bound (a daily budget spent says "not before midnight" whatever the slot does); null when none knows.
+    /// The longest delay the refusing layers know: <see cref="RetryAfter"/> when they can say; when a full concurrency layer
+    /// refused too (so <see cref="RetryAfter"/> is null), the other refusing layers' longest, which a retry will wait for
+    /// whatever the slot does (a spent daily budget says midnight); null when none knows. Like <see cref="RetryAfter"/> it
+    /// is read from the usage now, which counts leases still open at their estimates: a lease that settles lower, or is
+    /// refunded, can free the layer sooner.
     /// </summary>
     public virtual TimeSpan? MinimumRetryAfter => RetryAfter;
 
@@ -82,6 +84,11 @@ public abstract class PolicyLease : RateLimitLease
     /// Charges one step of an agent workflow or one chunk of a stream against the reservation. What goes beyond the
     /// estimate is charged as overrun at once, past the caps if need be (it was spent).
     /// </summary>
+    /// <remarks>
+    /// A time provider that throws fails the charge before anything is counted, and it may be charged again; a hybrid Redis
+    /// lease whose clock fails part-way through its layers counts the whole step on every layer, then throws (do not charge
+    /// it again).
+    /// </remarks>
     /// <exception cref="ArgumentOutOfRangeException">The step is negative.</exception>
     /// <exception cref="InvalidOperationException">The lease was refused, reconciled or disposed.</exception>
     /// <exception cref="ObjectDisposedException">The policy was disposed.</exception>

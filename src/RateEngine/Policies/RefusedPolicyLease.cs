@@ -19,7 +19,7 @@ internal sealed class RefusedPolicyLease(string layer, string reason, TimeSpan? 
 
     public override TimeSpan? RetryAfter => retryAfter;
 
-    /// <summary>Set where <see cref="RetryAfter"/> is null only because a full concurrency layer refused too.</summary>
+    /// <summary>The refusing layers' longest known delay where a full concurrency layer hides it (<see cref="PolicyLease.MinimumRetryAfter"/>); read only when <see cref="RetryAfter"/> is null.</summary>
     public TimeSpan? AtLeast { get; init; }
 
     public override TimeSpan? MinimumRetryAfter => retryAfter ?? AtLeast;
