@@ -155,6 +155,18 @@ internal sealed class RedisBreaker(TimeProvider time, TimeSpan cooldown, Action<
     }
 
     /// <summary>
+    /// <see cref="ReleaseProbe"/> for a caller that sent nothing after all: it only joined a call another caller sent (perhaps
+    /// before a trip, whose answer then closes nothing), so the next caller probes now, not a cool-down later.
+    /// </summary>
+    public void ReleaseProbeUnlessSent(bool sent, long probe)
+    {
+        if (!sent)
+        {
+            ReleaseProbe(probe);
+        }
+    }
+
+    /// <summary>
     /// The health check's probe (see <c>IRedisLimiterHealth.ProbeAsync</c>): only when the cool-down hands this caller the
     /// half-open probe, one write to <paramref name="healthKey"/>; its answer closes the owner's breakers (through
     /// <paramref name="close"/>, with <paramref name="failureMark"/> read before the write), unless a call failed meanwhile.

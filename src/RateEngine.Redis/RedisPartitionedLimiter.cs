@@ -427,7 +427,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
             {
-                ReleaseUnusedProbe(joined, probe);
+                _breaker.ReleaseProbeUnlessSent(!joined, probe);
                 throw RedisBreaker.ScriptFailed("limiter", error); // the reservation closed the breaker for the answer
             }
             catch (Exception error) when (error is RedisException or TimeoutException)
@@ -437,7 +437,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
             // No close here: the reservation's answer closed the breaker if nothing tripped it since it was sent (a caller
             // may have joined one sent before a trip). Every reservation is followed by a try at its block, the last one too.
-            ReleaseUnusedProbe(joined, probe);
+            _breaker.ReleaseProbeUnlessSent(!joined, probe);
             if (LocalAnswer(key, permitCount, out probe) is { } answer)
             {
                 return answer;
@@ -475,7 +475,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
             catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
             {
-                ReleaseUnusedProbe(joined, probe);
+                _breaker.ReleaseProbeUnlessSent(!joined, probe);
                 throw RedisBreaker.ScriptFailed("limiter", script); // the reservation closed the breaker for the answer
             }
             catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
@@ -484,7 +484,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             }
 
             // No close here (see AcquireLocalAsync): the reservation's answer closed it, unless it tripped since.
-            ReleaseUnusedProbe(joined, probe);
+            _breaker.ReleaseProbeUnlessSent(!joined, probe);
             if (LocalAnswer(key, permitCount, out probe) is { } answer)
             {
                 return answer;
@@ -517,18 +517,6 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         {
             _breaker.ReleaseProbe(probe);
             throw;
-        }
-    }
-
-    /// <summary>
-    /// A caller that joined a reservation sent by another (perhaps before the breaker tripped, whose answer then closes
-    /// nothing) did not use the half-open probe it holds: it goes back, so the next caller probes now, not a cool-down later.
-    /// </summary>
-    private void ReleaseUnusedProbe(bool joined, long probe)
-    {
-        if (joined)
-        {
-            _breaker.ReleaseProbe(probe);
         }
     }
 

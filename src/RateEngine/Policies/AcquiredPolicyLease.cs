@@ -202,17 +202,7 @@ internal class AcquiredPolicyLease<TContext> : PolicyLease
                         }
 
                         // Each listener on its own: one that throws does not keep the record from the others (cost accounting).
-                        foreach (Action<ReconcileRecord> one in listener.HasSingleTarget ? [listener] : listener.GetInvocationList().Cast<Action<ReconcileRecord>>())
-                        {
-                            try
-                            {
-                                one(record);
-                            }
-                            catch (Exception error)
-                            {
-                                failure ??= ExceptionDispatchInfo.Capture(error);
-                            }
-                        }
+                        Listeners.InvokeEach(listener, record, ref failure);
                     }
                 }
 

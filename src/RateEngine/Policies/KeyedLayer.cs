@@ -1,6 +1,6 @@
-using System.Runtime.ExceptionServices;
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using RateEngine.Algorithms;
 using RateEngine.Timing;
 
@@ -429,30 +429,6 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
         return cell is not null;
     }
 
-    /// <summary>
-    /// Tells each listener on its own, so one that throws does not keep the report from the others: the first exception,
-    /// if any, and whether any listener returned normally (<paramref name="taken"/>).
-    /// </summary>
-    private static ExceptionDispatchInfo? Notify(Action<ThresholdCrossing> listeners, ThresholdCrossing crossing, out bool taken)
-    {
-        taken = false;
-        ExceptionDispatchInfo? failure = null;
-        foreach (Action<ThresholdCrossing> listener in listeners.HasSingleTarget ? [listeners] : listeners.GetInvocationList().Cast<Action<ThresholdCrossing>>())
-        {
-            try
-            {
-                listener(crossing);
-                taken = true;
-            }
-            catch (Exception error)
-            {
-                failure ??= ExceptionDispatchInfo.Capture(error);
-            }
-        }
-
-        return failure;
-    }
-
     /// <summary>Clears threshold <paramref name="bit"/> of <paramref name="period"/> in the entry's reported mask.</summary>
     private static void Unreport(LayerEntry<TState> entry, long period, int bit)
     {
@@ -502,9 +478,11 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                 object? key = _onThreshold is null ? null : KeyOf(context);
                 if (Interlocked.CompareExchange(ref entry.Reported, EpochCount.Pack(period, mask | (1L << i)), word) == word)
                 {
-                    if (_onThreshold is { } listeners
-                        && Notify(listeners, new ThresholdCrossing(Name, key, Rule.SoftThresholds[i], used, tier.Limit), out bool taken) is { } failure)
+                    if (_onThreshold is { } listeners)
                     {
+                        ExceptionDispatchInfo? failure = null;
+                        bool taken = Listeners.InvokeEach(listeners, new ThresholdCrossing(Name, key, Rule.SoftThresholds[i], used, tier.Limit), ref failure);
+
                         // No listener took the report (an acquire is rolled back for it, so its crossing did not happen; a
                         // charge stands): the threshold stays unreported, for the next crossing. Once one took it, it is
                         // reported: the next crossing would tell that one again.
@@ -513,7 +491,7 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
                             Unreport(entry, period, i);
                         }
 
-                        failure.Throw();
+                        failure?.Throw();
                     }
 
                     break;

@@ -1,3 +1,5 @@
+using System.Runtime.ExceptionServices;
+
 namespace RateEngine.Policies;
 
 /// <summary>
@@ -21,19 +23,10 @@ internal sealed class TrackedPolicyLease<TContext>(RatePolicy<TContext> policy, 
         {
             var abandoned = new AbandonedLease(Estimate, released);
 
-            // Each listener on its own (a combined policy's are its sources'): one that throws does not silence the others.
-            foreach (Action<AbandonedLease> listener in listeners.GetInvocationList().Cast<Action<AbandonedLease>>())
-            {
-                try
-                {
-                    listener(abandoned);
-                }
-#pragma warning disable CA1031 // a listener's exception on the finalizer thread would end the process: the report is best effort
-                catch (Exception)
-#pragma warning restore CA1031
-                {
-                }
-            }
+            // Each listener on its own (a combined policy's are its sources'): one that throws does not silence the others,
+            // and none is thrown, since an exception on the finalizer thread would end the process (the report is best effort).
+            ExceptionDispatchInfo? ignored = null;
+            Listeners.InvokeEach(listeners, abandoned, ref ignored);
         }
     }
 }
