@@ -38,16 +38,16 @@ public sealed partial class RedisRatePolicy<TContext>
     }
 
     /// <summary>
-    /// Charges an overrun now: from the key's live block as far as it goes (those permits are counted on Redis already),
-    /// the rest as the key's debt, which a reservation started now counts on Redis. Returns whether a debt is owed.
-    /// </summary>
-    /// <summary>
     /// Reads the blocks' clock once before a lease charges any overrun: a clock that fails there fails the charge with
-    /// nothing counted (a retry is safe, as in process); one that fails part-way, after this read, is handled in
+    /// nothing counted (a retry is safe); one that fails part-way, after this read, is handled in
     /// <see cref="ChargeOverrun"/>, where the whole step counts.
     /// </summary>
     internal void CheckClock() => _blockClock.GetTimestamp();
 
+    /// <summary>
+    /// Charges an overrun now: from the key's live block as far as it goes (those permits are counted on Redis already),
+    /// the rest as the key's debt, which a reservation started now counts on Redis. Returns whether a debt is owed.
+    /// </summary>
     /// <remarks>
     /// Nothing charged is lost to a clock that throws here: the debt is added before anything that reads the clock again,
     /// and a take whose period the clock could not confirm counts as one from an ended block (its permits go back, the
@@ -89,9 +89,18 @@ public sealed partial class RedisRatePolicy<TContext>
             key = AddDebt(layer, key, amount);
         }
 
+        // Each reads the breaker, whose clock may throw: the debt is in already, and one failing does not skip the other.
         try
         {
-            layer.Blocks!.ReturnUnused(key, block, unused); // reads the breaker, whose clock may throw: the debt is in already
+            layer.Blocks!.ReturnUnused(key, block, unused);
+        }
+        catch (Exception error)
+        {
+            failed ??= ExceptionDispatchInfo.Capture(error); // the take stays counted, unused (stricter, by at most the take)
+        }
+
+        try
+        {
             if (amount > 0)
             {
                 StartCarrying(layer, key);
@@ -99,7 +108,7 @@ public sealed partial class RedisRatePolicy<TContext>
         }
         catch (Exception error)
         {
-            failed ??= ExceptionDispatchInfo.Capture(error); // the take stays counted (stricter); the debt waits for a reservation
+            failed ??= ExceptionDispatchInfo.Capture(error); // the debt waits for the key's next reservation
         }
 
         failed?.Throw();
@@ -342,7 +351,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 }
                 catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
                 {
-                    ReleaseUnusedProbe(sent, probe);
+                    _breaker.ReleaseProbeUnlessSent(sent, probe);
                     throw RedisBreaker.ScriptFailed("policy", error); // the reservation closed the breaker for the answer
                 }
                 catch (Exception error) when (error is RedisException or TimeoutException)
@@ -351,7 +360,7 @@ public sealed partial class RedisRatePolicy<TContext>
                 }
 
                 // No close here: the reservations' answer closed the breaker if nothing tripped it since they were sent.
-                ReleaseUnusedProbe(sent, probe);
+                _breaker.ReleaseProbeUnlessSent(sent, probe);
             }
 
             if (TakenFromEndedBlock(takes))
@@ -866,18 +875,6 @@ public sealed partial class RedisRatePolicy<TContext>
         }
 
         return waits is null ? only! : Task.WhenAll(waits);
-    }
-
-    /// <summary>
-    /// A caller that only joined reservations sent by others (perhaps before the breaker tripped, whose answers then close
-    /// nothing) did not use the half-open probe it holds: it goes back, so the next caller probes now, not a cool-down later.
-    /// </summary>
-    private void ReleaseUnusedProbe(bool sent, long probe)
-    {
-        if (!sent)
-        {
-            _breaker.ReleaseProbe(probe);
-        }
     }
 
     /// <summary>

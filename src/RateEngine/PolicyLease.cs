@@ -39,8 +39,8 @@ public abstract class PolicyLease : RateLimitLease
 
     /// <summary>
     /// The longest delay the refusing layers know: <see cref="RetryAfter"/> when they can say; when a full concurrency layer
-    /// refused too (so <see cref="RetryAfter"/> is null), the other refusing layers' longest, which a retry will wait for
-    /// whatever the slot does (a spent daily budget says midnight); null when none knows. Like <see cref="RetryAfter"/> it
+    /// refused too (so <see cref="RetryAfter"/> is null), the other refusing layers' longest, which a retry waits for as the
+    /// usage stands, whatever the slot does (a spent daily budget says midnight); null when none knows. Like <see cref="RetryAfter"/> it
     /// is read from the usage now, which counts leases still open at their estimates: a lease that settles lower, or is
     /// refunded, can free the layer sooner.
     /// </summary>
@@ -85,9 +85,9 @@ public abstract class PolicyLease : RateLimitLease
     /// estimate is charged as overrun at once, past the caps if need be (it was spent).
     /// </summary>
     /// <remarks>
-    /// A time provider that throws fails the charge before anything is counted, and it may be charged again; a hybrid Redis
-    /// lease whose clock fails part-way through its layers counts the whole step on every layer, then throws (do not charge
-    /// it again).
+    /// A time provider that fails on the charge's first clock read fails it before anything is counted, and the step may be
+    /// charged again. One that fails on a later read may leave the step counted on some layers or all (a hybrid Redis lease
+    /// counts it on every layer, then throws): do not charge it again.
     /// </remarks>
     /// <exception cref="ArgumentOutOfRangeException">The step is negative.</exception>
     /// <exception cref="InvalidOperationException">The lease was refused, reconciled or disposed.</exception>
