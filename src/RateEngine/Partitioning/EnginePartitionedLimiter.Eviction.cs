@@ -114,13 +114,24 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             return false;
         }
 
-        // Retired with an empty queue: a racing AcquireAsync gets Retired and looks again, a racing AttemptAcquire is
-        // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter; only
-        // its wake-up timer goes (a provider may hold timers until they are disposed).
-        keyLimiter?.Evicted();
         if (hot is not null)
         {
             _hotKeys!.Remove(); // its blocks' periods are over (the state is fresh): nothing in them is usable
+        }
+
+        // Retired with an empty queue: a racing AcquireAsync gets Retired and looks again, a racing AttemptAcquire is
+        // discarded by AdmissionLost. Not disposed, so that neither throws ObjectDisposedException on a live limiter; only
+        // its wake-up timer goes (a provider may hold timers until they are disposed). The eviction stands whatever the
+        // provider's timer does on its dispose: thrown from here, it would leave the slot marked and not removed, and every
+        // request for the key would spin on the mark until the shard's next sweep.
+        try
+        {
+            keyLimiter?.Evicted();
+        }
+#pragma warning disable CA1031 // the timer is the provider's: its failure to let go must not undo a finished eviction
+        catch (Exception)
+#pragma warning restore CA1031
+        {
         }
 
         return true;

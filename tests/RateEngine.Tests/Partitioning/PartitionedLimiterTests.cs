@@ -457,12 +457,40 @@ public class PartitionedLimiterTests
         Assert.Equal(timersWithWakeup - 1, time.Live);
     }
 
+    [Fact]
+    public async Task Sweep_KeyThatOnceQueued_WhoseTimerThrowsOnDispose_IsStillRemoved()
+    {
+        // The eviction gives the key limiter's timer back once it stands; a provider whose timer throws on dispose made the
+        // sweep leave the slot marked evicted and not removed, and every request for the key spun on the mark until the
+        // shard's next sweep (a day here).
+        var time = new TimerCountingClock();
+        using var limiter = PartitionedLimiter.CreateFixedWindow<string, string>(
+            key => key, _ => TwoPerMinute, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(1) });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        Assert.True(limiter.AttemptAcquire("k", 2).IsAcquired);
+        ValueTask<RateLimitLease> queued = limiter.AcquireAsync("k");
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True((await queued).IsAcquired);
+
+        time.Advance(TimeSpan.FromMinutes(1)); // idle: its window is over
+        time.ThrowOnDispose = true;
+        diagnostics.SweepAllShards();
+        time.ThrowOnDispose = false;
+
+        Assert.Equal(0, diagnostics.PartitionCount);
+        Task<bool> next = Task.Run(() => limiter.AttemptAcquire("k").IsAcquired);
+        Assert.True(await next.WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
     /// <summary>A fake clock that counts its timers not yet disposed.</summary>
     private sealed class TimerCountingClock : Microsoft.Extensions.Time.Testing.FakeTimeProvider
     {
         private int _live;
 
         public int Live => Volatile.Read(ref _live);
+
+        /// <summary>Whether a timer's dispose throws (after letting go), as a provider's may.</summary>
+        public bool ThrowOnDispose { get; set; }
 
         public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
         {
@@ -484,6 +512,10 @@ public class PartitionedLimiterTests
                 }
 
                 inner.Dispose();
+                if (owner.ThrowOnDispose)
+                {
+                    throw new InvalidOperationException("the provider's timer failed to let go");
+                }
             }
 
             public ValueTask DisposeAsync()
