@@ -72,9 +72,10 @@ internal sealed class RedisNodeRegistry : IAsyncDisposable
         {
             await _database.ScriptEvaluateAsync(NodeScripts.Leave, new { Key = _key, Node = _node }).ConfigureAwait(false);
         }
-        catch (Exception error) when (error is RedisException or TimeoutException)
+        catch (Exception error) when (error is RedisException or TimeoutException or ObjectDisposedException)
         {
-            // Redis is down: the registration expires on its own.
+            // Redis is down, or the app disposed its connection first: the registration expires on its own, and the
+            // limiter's dispose goes on (its fallback and its blocks).
         }
     }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 using RateEngine.Redis.Hybrid;
 using RateEngine.Redis.Scripts;
@@ -272,7 +273,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             return RedisLease.Acquired;
         }
 
-        if (!_breaker.MayCall())
+        if (!_breaker.MayCall(out long probe))
         {
             return Unavailable(partitionKey, permitCount);
         }
@@ -295,6 +296,10 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
         {
             return Failed(error.InnerException.Message, partitionKey, permitCount);
+        }
+        catch (AggregateException error) when (error.InnerExceptions.Count == 1)
+        {
+            throw Unwrapped(error, probe);
         }
 
         _breaker.CloseUnlessTrippedSince(failures);
@@ -434,6 +439,11 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             {
                 return Failed(error.Message, key.PartitionKey, permitCount);
             }
+            catch (Exception)
+            {
+                _breaker.ReleaseProbe(probe); // an error of another kind (a disposed connection): nothing closes or trips for it
+                throw;
+            }
 
             // No close here: the reservation's answer closed the breaker if nothing tripped it since it was sent (a caller
             // may have joined one sent before a trip). Every reservation is followed by a try at its block, the last one too.
@@ -463,14 +473,29 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         for (int attempt = 1; ; attempt++)
         {
             ThrowIfLocalDisposed(probe); // as in AcquireLocalAsync
+            TimeSpan left = _syncTimeout - Stopwatch.GetElapsedTime(started);
+            if (left <= TimeSpan.Zero)
+            {
+                return BoundSpent(probe); // the reservations so far were answered: no outage to report
+            }
+
             Task<LocalBlock> refill = StartRefill(ref key, permitCount, probe, out bool joined);
             try
             {
-                TimeSpan left = _syncTimeout - Stopwatch.GetElapsedTime(started);
-                if (left <= TimeSpan.Zero || !refill.Wait(left))
+                if (!refill.Wait(left))
                 {
                     RedisTasks.Observe(refill);
-                    return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", key.PartitionKey, permitCount);
+
+                    // Unanswered for the whole bound: an outage. Unanswered for what earlier answered reservations left of
+                    // it proves nothing (contended callers on a cold key each waited for a few): no trip, which would send
+                    // every key of this node to the failure mode for a cool-down while Redis is well.
+                    if (attempt == 1)
+                    {
+                        return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", key.PartitionKey, permitCount);
+                    }
+
+                    _breaker.ReleaseProbeUnlessSent(!joined, probe);
+                    return BoundSpent(long.MinValue);
                 }
             }
             catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
@@ -481,6 +506,10 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             catch (AggregateException error) when (error.InnerException is RedisException or TimeoutException)
             {
                 return Failed(error.InnerException.Message, key.PartitionKey, permitCount);
+            }
+            catch (AggregateException error) when (error.InnerExceptions.Count == 1)
+            {
+                throw Unwrapped(error, probe); // nothing will close or trip the breaker for it
             }
 
             // No close here (see AcquireLocalAsync): the reservation's answer closed it, unless it tripped since.
@@ -518,6 +547,28 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             _breaker.ReleaseProbe(probe);
             throw;
         }
+    }
+
+    /// <summary>
+    /// The sync bound ran out across reservations Redis answered (their blocks taken by other callers of the key): refused
+    /// with the reason, without a RETRY_AFTER and without tripping the breaker. The probe goes back (nothing is in flight
+    /// for it).
+    /// </summary>
+    private RedisLease BoundSpent(long probe)
+    {
+        _breaker.ReleaseProbe(probe);
+        return new(false, null, $"Concurrent callers on this node took every reserved permit within the {_syncTimeout.TotalMilliseconds:F0} ms bound; try again.");
+    }
+
+    /// <summary>
+    /// A wait's error of another kind than Redis's (a disposed connection, a reply of another shape), as the async path
+    /// throws it rather than wrapped: the caller's half-open probe, if it holds one for nothing sent, goes back first.
+    /// </summary>
+    private Exception Unwrapped(AggregateException error, long probe)
+    {
+        _breaker.ReleaseProbe(probe);
+        ExceptionDispatchInfo.Throw(error.InnerException!);
+        return error; // not reached
     }
 
     /// <summary>Throws once the local reservations are disposed, first giving back the half-open probe the caller holds.</summary>

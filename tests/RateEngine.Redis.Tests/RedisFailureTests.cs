@@ -336,6 +336,21 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task DisposeAsync_LiveNodesAfterTheAppDisposedItsConnection_DisposesTheRest()
+    {
+        // The registry's goodbye met ObjectDisposedException from a connection the app had disposed first, and the limiter's
+        // dispose stopped there: its fallback and its blocks were never disposed.
+        ConnectionMultiplexer connection = _server.Connect();
+        PartitionedRateLimiter<string> node = LiveNodes(connection, "gone-" + Guid.NewGuid().ToString("N"), _cooldownClock);
+        Assert.True((await node.AcquireAsync("ann")).IsAcquired);
+        await connection.DisposeAsync();
+
+        await node.DisposeAsync();
+
+        Assert.Throws<ObjectDisposedException>(() => node.AttemptAcquire("ann"));
+    }
+
+    [Fact]
     public async Task AttemptAcquire_ServerDown_LocalFallbackFromLiveNodesEnforcesOneNthOnEachNode()
     {
         string prefix = "live-" + Guid.NewGuid().ToString("N");
