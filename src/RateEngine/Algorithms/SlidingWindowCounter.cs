@@ -473,7 +473,8 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// never-written slot's zero word names segment 0, which a segment in the 2^20 before the epochs wrap (every 2^33
     /// segments) would read as newer, and its count would be lost. So would a slot last written 2^33 - k segments ago
     /// (k at most 2^20: a busy key whose other slots kept counting): while the word still holds the segment being
-    /// recorded, no later segment has finished, so a slot that reads as newer is that old one, and it is overwritten.
+    /// recorded, no later segment has finished, so a slot that reads as newer is that old one, and it is overwritten. Once
+    /// the word has moved past the segment, nothing is written (see the loop).
     /// </summary>
     private void Record(ref CounterState state, long epoch, long count)
     {
@@ -488,9 +489,17 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
         while (true)
         {
             long existing = Volatile.Read(ref slot);
+
+            // The word moved past this segment: whoever moved it recorded the segment's final count first (a rollover records
+            // before its CAS), so this recorder is a stale one, and the slot may hold a live segment by now, which a stall of
+            // over 2^20 segments makes read as older than this one (epochs compare modulo 2^33): it must not be written.
+            if (!EpochCount.Holds(Volatile.Read(ref state.Current), epoch))
+            {
+                return;
+            }
+
             long distance = EpochCount.Distance(epoch, existing);
-            bool newer = distance < 0 && !EpochCount.Holds(Volatile.Read(ref state.Current), epoch);
-            if (EpochCount.Count(existing) != 0 && (newer || (distance == 0 && EpochCount.Count(existing) >= count)))
+            if (EpochCount.Count(existing) != 0 && distance == 0 && EpochCount.Count(existing) >= count)
             {
                 return;
             }

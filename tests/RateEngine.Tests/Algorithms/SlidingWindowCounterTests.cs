@@ -1,5 +1,7 @@
+using Microsoft.Extensions.Time.Testing;
 using RateEngine.Algorithms;
 using RateEngine.Tests.Support;
+using RateEngine.Timing;
 
 namespace RateEngine.Tests.Algorithms;
 
@@ -12,6 +14,56 @@ public class SlidingWindowCounterTests
     {
         StalledClockRead.IsDecidedInTheWordsPeriod<SlidingWindowCounter, CounterState>(
             clock => new SlidingWindowCounter(permitLimit: 2, segmentTicks: 10, segmentsPerWindow: 2, clock), stalledSegments);
+    }
+
+    [Fact]
+    public void TryAcquire_StalledBeforeRecordingWhileTheKeyRanOnPastMaxLag_KeepsTheLiveSegmentInItsSlot()
+    {
+        // A rollover reads the word (segment 0, one permit), then stalls before it records segment 0 while the key runs on
+        // for more than 2^20 segments: slot 0 of 3 then holds a live segment j (j mod 3 = 0) with two permits. Modulo 2^33
+        // j reads as older than 0, and the stalled recorder wrote (0, 1) over it: j's permits left the window, and the
+        // window of segments j .. j + 2 admitted two more.
+        var time = new FakeTimeProvider();
+        var hook = new HookedClock(time);
+        var counter = new SlidingWindowCounter(permitLimit: 2, segmentTicks: 10, segmentsPerWindow: 2, new LimiterClock(hook));
+        var box = new StateBox { State = counter.CreateState() };
+        Assert.True(counter.TryAcquire(ref box.State, 0, 1, out _, out _));
+        long live = 3L << 20;
+        hook.OnRead = () =>
+        {
+            // What other threads did while this one stalled (its next clock read, in the rollover, runs this once).
+            Assert.True(counter.TryAcquire(ref box.State, live * 10, 2, out _, out _));
+            Assert.False(counter.TryAcquire(ref box.State, (live + 1) * 10, 1, out _, out _)); // rolls over: (j, 2) recorded
+            time.Advance(TimeSpan.FromTicks(((live + 1) * 10) + 5));
+        };
+
+        counter.TryAcquire(ref box.State, 10, 1, out _, out _); // the stalled thread: a rollover from segment 0
+
+        Assert.False(counter.TryAcquire(ref box.State, (live + 2) * 10, 1, out _, out _)); // j's two still count
+    }
+
+    private sealed class StateBox
+    {
+        public CounterState State;
+    }
+
+    /// <summary>A clock that runs <see cref="OnRead"/> once, at the first read after it is set, then reads on.</summary>
+    private sealed class HookedClock(FakeTimeProvider inner) : TimeProvider
+    {
+        public Action? OnRead { get; set; }
+
+        public override long TimestampFrequency => inner.TimestampFrequency;
+
+        public override long GetTimestamp()
+        {
+            if (OnRead is { } once)
+            {
+                OnRead = null;
+                once();
+            }
+
+            return inner.GetTimestamp();
+        }
     }
 
     [Fact]
