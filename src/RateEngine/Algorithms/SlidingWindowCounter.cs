@@ -19,7 +19,8 @@ namespace RateEngine.Algorithms;
 /// <para><b>Rollover</b> (a trap in src/DESIGN.md): a thread that sees time in a later segment first records the word's
 /// count in history with a larger-wins CAS, then CASes the word to the new segment. A slow thread still deciding in
 /// the old segment fails its CAS, because the word moved, and decides again. A slow thread recording an old count can
-/// never shrink history: larger wins, and a newer segment in the slot wins over an older one.</para>
+/// never shrink history: larger wins within a segment, and a recorder that finds the word moved past its segment writes
+/// nothing (whoever moved it recorded the final count first; a stall of over 2^20 segments would read a live slot as older).</para>
 /// <para>Once the word holds segment e, every segment before e is finished, so the sum of e-S..e-1 is final but for refunds
 /// and may be cached; it is published only after the CAS that made e current, and a refund into a slot sums it again.
 /// Every slot and every cached sum stays at or above the permits admitted in it and not refunded.</para>
@@ -27,8 +28,8 @@ namespace RateEngine.Algorithms;
 /// <para><b>Refund</b> (whole or partial) subtracts from the word's count while the admission's segment is current, and
 /// from the segment's history slot (then the cached sum) once it is over, while the word's window still counts it; never
 /// below zero, and nothing once the segment has left that window. A rollover recorder that read the word before a refund
-/// on it can put the larger count back (larger wins): those permits then stay counted until they expire, stricter, never
-/// looser.</para>
+/// on it can put the larger count back (larger wins) while the word still holds the segment, or in the moment between its
+/// check of the word and its write: those permits then stay counted until they expire, stricter, never looser.</para>
 /// <para><b>Charge</b> counts an overrun in the current segment whatever the limit (a rollover first, as for an
 /// admission). A segment's count saturates at <see cref="EpochCount.MaxCount"/> (2^31 - 1), and the charge's admission
 /// reports the part that was counted. Counts above the limit are summed in <c>long</c>; the cached history sum saturates
@@ -297,7 +298,8 @@ internal readonly struct SlidingWindowCounter : IWeightedAlgorithm<CounterState>
     /// <summary>
     /// The refund of a segment the word has moved past (it never comes back). Its final count went into its history slot
     /// before the word moved, so the slot holds at least the permits being refunded. A recorder that read the word before
-    /// the last refund on it may still put a larger count back (larger wins): then the permits stay counted until they
+    /// the last refund on it may still put a larger count back (larger wins) in the moment between its check that the word
+    /// still holds the segment and its write: then the permits stay counted until they
     /// expire, stricter, never looser, since every slot and every cached sum stays at or above what was admitted and not
     /// refunded. Nothing when the word is already past segment epoch+S: the permits no longer count. Once the slot's CAS
     /// has taken them off, the refund is reported even if the word moves past meanwhile, since a decision may have used them.
