@@ -279,7 +279,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
 
         long failures = _breaker.Failures;
-        Task<RedisResult> task = Evaluate(partitionKey, rule, permitCount);
+        Task<RedisResult> task = EvaluateHoldingProbe(partitionKey, rule, permitCount, probe);
         try
         {
             if (!task.Wait(_syncTimeout))
@@ -351,7 +351,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         }
 
         long failures = _breaker.Failures;
-        Task<RedisResult> task = Evaluate(partitionKey, rule, permitCount);
+        Task<RedisResult> task = EvaluateHoldingProbe(partitionKey, rule, permitCount, probe);
         RedisResult result;
         try
         {
@@ -372,9 +372,31 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         {
             return Failed(error.Message, partitionKey, permitCount);
         }
+        catch (Exception)
+        {
+            _breaker.ReleaseProbe(probe); // an error of another kind (a reply of another shape): nothing closes or trips for it
+            throw;
+        }
 
         _breaker.CloseUnlessTrippedSince(failures); // a late answer to a call sent before another caller's trip closes nothing
         return Lease(Decision(result));
+    }
+
+    /// <summary>
+    /// The exact mode's call; one that throws before it is sent (a connection the app disposed, a client clock that
+    /// throws) gives the caller's half-open probe back first: nothing will close or trip the breaker for it.
+    /// </summary>
+    private Task<RedisResult> EvaluateHoldingProbe(string partitionKey, RedisRule rule, int permitCount, long probe)
+    {
+        try
+        {
+            return Evaluate(partitionKey, rule, permitCount);
+        }
+        catch
+        {
+            _breaker.ReleaseProbe(probe);
+            throw;
+        }
     }
 
     protected override void Dispose(bool disposing)
@@ -557,7 +579,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private RedisLease BoundSpent(long probe)
     {
         _breaker.ReleaseProbe(probe);
-        return new(false, null, $"Concurrent callers on this node took every reserved permit within the {_syncTimeout.TotalMilliseconds:F0} ms bound; try again.");
+        return new(false, null, $"No reserved permit was free for this request within the {_syncTimeout.TotalMilliseconds:F0} ms bound (other callers on this node took them, or Redis answered late); try again, or acquire asynchronously.");
     }
 
     /// <summary>

@@ -55,6 +55,23 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task AttemptAcquire_HalfOpenProbeMeetsADisposedConnection_TheNextCallerProbesAtOnce()
+    {
+        // The probe's call could not be sent (the app disposed its connection): nothing would close or trip the breaker for
+        // it, so it keeps no claim, and the next caller probes now rather than getting the failure mode for a cool-down.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed);
+        Assert.True((await limiter.AcquireAsync("ann")).IsAcquired);
+        _server.Kill();
+        Assert.False(limiter.AttemptAcquire("ann").IsAcquired); // the breaker trips
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2)); // half-open
+        await _connection.DisposeAsync();
+
+        Assert.Throws<ObjectDisposedException>(() => limiter.AttemptAcquire("ann"));
+        Assert.Throws<ObjectDisposedException>(() => limiter.AttemptAcquire("bob"));
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await limiter.AcquireAsync("carl"));
+    }
+
+    [Fact]
     public async Task AcquireAsync_ServerStillDownAfterTheCooldown_OneCallerProbesAndTheOthersAreAnsweredAtOnce()
     {
         using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed);
