@@ -442,16 +442,9 @@ public class PartitionedLimiterTests
         // A key that queued got a limiter of its own with a wake-up timer; eviction retired that limiter but kept the timer,
         // which a provider that holds its timers until disposed kept for every key that ever queued.
         var time = new TimerCountingClock();
-        using var limiter = PartitionedLimiter.CreateFixedWindow<string, string>(
-            key => key, _ => TwoPerMinute, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(1) });
+        using PartitionedRateLimiter<string> limiter = SweptByHand(time);
         var diagnostics = (IPartitionDiagnostics)limiter;
-        Assert.True(limiter.AttemptAcquire("k", 2).IsAcquired);
-        ValueTask<RateLimitLease> queued = limiter.AcquireAsync("k");
-        int timersWithWakeup = time.Live;
-        time.Advance(TimeSpan.FromMinutes(1));
-        Assert.True((await queued).IsAcquired);
-
-        time.Advance(TimeSpan.FromMinutes(1)); // idle: its window is over
+        int timersWithWakeup = await QueueOnceThenIdle(limiter, time);
         diagnostics.SweepAllShards();
         Assert.Equal(0, diagnostics.PartitionCount);
         Assert.Equal(timersWithWakeup - 1, time.Live);
@@ -464,15 +457,9 @@ public class PartitionedLimiterTests
         // sweep leave the slot marked evicted and not removed, and every request for the key spun on the mark until the
         // shard's next sweep (a day here).
         var time = new TimerCountingClock();
-        using var limiter = PartitionedLimiter.CreateFixedWindow<string, string>(
-            key => key, _ => TwoPerMinute, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(1) });
+        using PartitionedRateLimiter<string> limiter = SweptByHand(time);
         var diagnostics = (IPartitionDiagnostics)limiter;
-        Assert.True(limiter.AttemptAcquire("k", 2).IsAcquired);
-        ValueTask<RateLimitLease> queued = limiter.AcquireAsync("k");
-        time.Advance(TimeSpan.FromMinutes(1));
-        Assert.True((await queued).IsAcquired);
-
-        time.Advance(TimeSpan.FromMinutes(1)); // idle: its window is over
+        await QueueOnceThenIdle(limiter, time);
         time.ThrowOnDispose = true;
         diagnostics.SweepAllShards();
         time.ThrowOnDispose = false;
@@ -480,6 +467,25 @@ public class PartitionedLimiterTests
         Assert.Equal(0, diagnostics.PartitionCount);
         Task<bool> next = Task.Run(() => limiter.AttemptAcquire("k").IsAcquired);
         Assert.True(await next.WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    /// <summary>Two permits a minute per key, on <paramref name="time"/>, swept only when a test says so.</summary>
+    private static PartitionedRateLimiter<string> SweptByHand(TimeProvider time) => PartitionedLimiter.CreateFixedWindow<string, string>(
+        key => key, _ => TwoPerMinute, new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(1) });
+
+    /// <summary>
+    /// Key "k" queues once (so it gets a limiter of its own, with a wake-up timer), is served, then goes idle: its window is
+    /// over. Returns the clock's live timers while the wake-up existed.
+    /// </summary>
+    private static async Task<int> QueueOnceThenIdle(PartitionedRateLimiter<string> limiter, TimerCountingClock time)
+    {
+        Assert.True(limiter.AttemptAcquire("k", 2).IsAcquired);
+        ValueTask<RateLimitLease> queued = limiter.AcquireAsync("k");
+        int timersWithWakeup = time.Live;
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True((await queued).IsAcquired);
+        time.Advance(TimeSpan.FromMinutes(1));
+        return timersWithWakeup;
     }
 
     /// <summary>A fake clock that counts its timers not yet disposed.</summary>
