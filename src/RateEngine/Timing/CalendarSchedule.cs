@@ -12,7 +12,9 @@ namespace RateEngine.Timing;
 /// error is the monotone clock's drift from UTC since creation, seconds a month at worst on NTP-disciplined hosts, plus
 /// whatever the wall clock was wrong at creation and any time the monotone clock did not count, such as a suspend).</para>
 /// <para>Where local midnight does not exist (a zone whose DST starts at 00:00) the day starts at the first local instant of
-/// the date (01:00); where it occurs twice (DST ending at 01:00 back to 00:00) it starts at the first occurrence.</para>
+/// the date (01:00); where it occurs twice (DST ending at 01:00 back to 00:00) it starts at the first occurrence. The
+/// spans between those starts are the periods, and an instant belongs to the span that holds it, whatever its local date
+/// says: where a DST change crosses midnight without landing on it, the two differ by up to the change (see Compute).</para>
 /// <para>Time-zone conversions cost hundreds of nanoseconds, so the current period is cached in an immutable object: a
 /// lookup inside it is one read and two compares, and the object is replaced (one allocation) when time leaves it.</para>
 /// </remarks>
@@ -76,14 +78,38 @@ internal sealed class CalendarSchedule
 
     private Span Compute(long ticks)
     {
-        DateTimeOffset instant = ToInstant(ticks);
-        DateTime date = PeriodDate(instant);
-        DateTime next = !_monthly ? date.AddDays(1) : date.AddMonths(1);
-        long index = !_monthly
-            ? (date - _originStart).Days
-            : ((date.Year - _originStart.Year) * 12L) + date.Month - _originStart.Month;
-        return new Span(index, ToBoundaryTick(StartOf(date)), ToBoundaryTick(StartOf(next)));
+        // An instant's local date names its period but in one case: a DST change that crosses midnight without landing on
+        // it. Falling back from 00:30 to 23:30, the date comes round again after the next one began, and those instants
+        // lie in the next period's span (between first midnights): taken by their date, a day's budget would count them in
+        // a period that is over while its own span admitted its whole limit (twice the cap within it). Springing forward
+        // from 23:30 to 00:30, the first half hour of a date lies before its span, which begins at midnight in the old
+        // offset (see StartOf): those instants belong to the day before. So the spans decide, and the date only starts the
+        // search, which moves at most one period either way.
+        DateTime date = PeriodDate(ToInstant(ticks));
+        for (int moved = 0; ; moved++)
+        {
+            DateTime next = Following(date);
+            long start = ToBoundaryTick(StartOf(date));
+            long end = ToBoundaryTick(StartOf(next));
+            if (moved < 2 && ticks >= end)
+            {
+                date = next;
+            }
+            else if (moved < 2 && ticks < start && ticks > 0)
+            {
+                date = !_monthly ? date.AddDays(-1) : date.AddMonths(-1);
+            }
+            else
+            {
+                long index = !_monthly
+                    ? (date - _originStart).Days
+                    : ((date.Year - _originStart.Year) * 12L) + date.Month - _originStart.Month;
+                return new Span(index, start, end);
+            }
+        }
     }
+
+    private DateTime Following(DateTime date) => !_monthly ? date.AddDays(1) : date.AddMonths(1);
 
     /// <summary>The local date that starts the period containing <paramref name="instant"/>.</summary>
     private DateTime PeriodDate(DateTimeOffset instant)

@@ -90,6 +90,38 @@ public class CalendarScheduleTests
         Assert.Equal(TimeSpan.FromHours(25).Ticks, sunday.End - sunday.Start);
     }
 
+    [Fact]
+    public void Find_FallBackAcrossMidnight_TheRepeatedHalfHourIsInTheNextDaysSpan()
+    {
+        // DST ends at 00:30 back to 23:30 (UTC+1 to UTC+0) on 25 October: after the first midnight of the 25th (23:00 UTC)
+        // the local date reads the 24th again from 23:30 to 00:00 UTC. Those instants lie in the 25th's span; taken by
+        // their date they got the 24th's, a period already over, and a day's budget admitted in both.
+        TimeZoneInfo zone = LateFall();
+        var origin = new DateTimeOffset(2026, 10, 24, 12, 0, 0, TimeSpan.Zero);
+        var schedule = new CalendarSchedule(origin, Frequency, monthly: false, zone);
+        var firstMidnight = new DateTimeOffset(2026, 10, 24, 23, 0, 0, TimeSpan.Zero);
+        long repeated = (new DateTimeOffset(2026, 10, 24, 23, 40, 0, TimeSpan.Zero) - origin).Ticks;
+
+        CalendarSchedule.Span span = schedule.Find(repeated); // first, so that no period cached before answers it
+        CalendarSchedule.Span twentyFifth = new CalendarSchedule(origin, Frequency, monthly: false, zone).Find((firstMidnight - origin).Ticks + 1);
+
+        Assert.Equal(twentyFifth, span);
+        Assert.Equal((firstMidnight - origin).Ticks, span.Start);
+        Assert.InRange(repeated, span.Start, span.End - 1);
+    }
+
+    /// <summary>UTC+0, +1 h from 29 March to 25 October, whose DST ends at 00:30 (back to 23:30 of the day before).</summary>
+    internal static TimeZoneInfo LateFall()
+    {
+        var rule = TimeZoneInfo.AdjustmentRule.CreateAdjustmentRule(
+            new DateTime(2000, 1, 1, 0, 0, 0, DateTimeKind.Unspecified),
+            new DateTime(2100, 12, 31, 0, 0, 0, DateTimeKind.Unspecified),
+            TimeSpan.FromHours(1),
+            TimeZoneInfo.TransitionTime.CreateFixedDateRule(new DateTime(1, 1, 1, 2, 0, 0), 3, 29),
+            TimeZoneInfo.TransitionTime.CreateFixedDateRule(new DateTime(1, 1, 1, 0, 30, 0), 10, 25));
+        return TimeZoneInfo.CreateCustomTimeZone("Test/LateFall", TimeSpan.Zero, "Test/LateFall", "Test/LateFall", "Test/LateFall DST", [rule]);
+    }
+
     [Theory]
     [InlineData(2026, 2, 28)]
     [InlineData(2028, 2, 29)]
