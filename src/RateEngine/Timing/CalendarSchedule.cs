@@ -95,7 +95,7 @@ internal sealed class CalendarSchedule
             {
                 date = next;
             }
-            else if (moved < 2 && ticks < start && ticks > 0)
+            else if (moved < 2 && ticks < start)
             {
                 date = !_monthly ? date.AddDays(-1) : date.AddMonths(-1);
             }
@@ -143,7 +143,8 @@ internal sealed class CalendarSchedule
     private DateTimeOffset ToInstant(long ticks)
     {
         Int128 spanTicks = Int128.Max(0, (Int128)ticks) * TimeSpan.TicksPerSecond / _frequency;
-        long room = DateTimeOffset.MaxValue.UtcTicks - _origin.UtcTicks - TimeSpan.TicksPerDay * 62; // keep next month in range
+        // Keeps the months Compute may reach in range: the date's, up to two moves forward, and the one after those.
+        long room = DateTimeOffset.MaxValue.UtcTicks - _origin.UtcTicks - (TimeSpan.TicksPerDay * 31 * 5);
         return _origin.AddTicks((long)Int128.Min(spanTicks, room));
     }
 
@@ -162,6 +163,9 @@ internal sealed class CalendarSchedule
 
     private long ToClockTicks(TimeSpan span) => (long)((Int128)span.Ticks * _frequency / TimeSpan.TicksPerSecond);
 
-    /// <summary>One period: its index (0 for the origin's period, counting up) and its clock ticks [Start, End).</summary>
+    /// <summary>
+    /// One period: its index (counting up from 0 for the origin's local date; the origin may lie in the span of index -1 or
+    /// 1 where a DST change crosses midnight) and its clock ticks [Start, End).
+    /// </summary>
     internal sealed record Span(long Index, long Start, long End);
 }

@@ -110,6 +110,39 @@ public class CalendarScheduleTests
         Assert.InRange(repeated, span.Start, span.End - 1);
     }
 
+    [Fact]
+    public void Find_OriginInASpringForwardAcrossMidnight_OneSpanForTheOriginAndTheTickAfter()
+    {
+        // DST starts at 23:30 on 29 March (to 00:30 on the 30th); the origin, 23:40 UTC, reads 00:40 on the 30th, whose span
+        // starts at 00:00 UTC. The origin's lookup in the constructor may not step back from the date like any other.
+        TimeZoneInfo zone = TimeZoneInfo.CreateCustomTimeZone("Test/EarlySpring", TimeSpan.Zero, "Test/EarlySpring", "Test/EarlySpring", "Test/EarlySpring DST", [
+            TimeZoneInfo.AdjustmentRule.CreateAdjustmentRule(
+                new DateTime(2000, 1, 1, 0, 0, 0, DateTimeKind.Unspecified),
+                new DateTime(2100, 12, 31, 0, 0, 0, DateTimeKind.Unspecified),
+                TimeSpan.FromHours(1),
+                TimeZoneInfo.TransitionTime.CreateFixedDateRule(new DateTime(1, 1, 1, 23, 30, 0), 3, 29),
+                TimeZoneInfo.TransitionTime.CreateFixedDateRule(new DateTime(1, 1, 1, 2, 0, 0), 10, 25))]);
+        var schedule = new CalendarSchedule(new DateTimeOffset(2026, 3, 29, 23, 40, 0, TimeSpan.Zero), Frequency, monthly: false, zone);
+
+        CalendarSchedule.Span atOrigin = schedule.Find(0);
+
+        Assert.Equal(atOrigin, schedule.Find(1));
+        Assert.Equal(TimeSpan.FromMinutes(20).Ticks, atOrigin.End);
+    }
+
+    [Fact]
+    public void Find_MonthsAtTheEndOfTheDateRange_DoesNotThrow()
+    {
+        // Instants past the range are capped, and the month lookup may move two months on from the capped one's and then ask
+        // for the month after: the cap leaves room for all of them.
+        var origin = DateTimeOffset.UnixEpoch;
+        var schedule = new CalendarSchedule(origin, Frequency, monthly: true, TimeZoneInfo.Utc);
+
+        CalendarSchedule.Span last = schedule.Find((DateTimeOffset.MaxValue - origin).Ticks);
+
+        Assert.True(last.End > last.Start);
+    }
+
     /// <summary>UTC+0, +1 h from 29 March to 25 October, whose DST ends at 00:30 (back to 23:30 of the day before).</summary>
     internal static TimeZoneInfo LateFall()
     {
