@@ -600,6 +600,49 @@ public sealed class RedisHybridPolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task Reconcile_AnOverrunOwedWhileARefusedReservationIsOnTheWire_IsCarriedByAnotherOnceItLands()
+    {
+        // The key is at its cap on Redis and its block is empty. A request's reservation is on the wire (held by a pause
+        // of Redis's writes), sized before the overrun of 300 became a debt: it carries none of it, and Redis refuses it a
+        // grant. The debt must not wait for the key's next request (none comes) or the idle sweep (an hour away).
+        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        using ConnectionMultiplexer otherConnection = _server.Connect();
+        using RedisRatePolicy<Call> other = new RedisRatePolicyBuilder<Call>(Options(otherConnection))
+            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        PolicyLease open = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0));
+        Assert.True(open.IsAcquired);
+        while (true)
+        {
+            using PolicyLease taken = await other.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
+            if (!taken.IsAcquired)
+            {
+                break;
+            }
+        }
+
+        LocalReservations<LayerKey> blocks = policy.BlockLayer(0).Blocks!;
+        LayerKey annKey = blocks.Find("ann")!;
+        annKey.Block.TakeAll(); // counted on Redis already; left unused, so that the overrun finds no block to take from
+        long atCap = (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used;
+        using (ConnectionMultiplexer admin = _server.Connect(admin: true))
+        {
+            await admin.GetServer(_server.Endpoint).ExecuteAsync("CLIENT", "PAUSE", "1000", "WRITE");
+        }
+
+        ValueTask<PolicyLease> waiting = policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
+        await Eventually(() => blocks.RefillInFlight("ann"));
+        open.Reconcile(new RequestCost(700, 0)); // 300 past the estimate: a debt, joining the reservation on the wire
+        using PolicyLease refused = await waiting;
+        Assert.False(refused.IsAcquired);
+
+        await Eventually(() => Volatile.Read(ref annKey.Debt) == 0);
+        await Eventually(async () => (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used == atCap + 300);
+    }
+
+    [Fact]
     public async Task Dispose_ALeaseThatOutlivesItsPolicy_GivesItsRefundToRedis()
     {
         // A stream's lease outlives its node's policy (the host shuts down while the stream ends). Disposing the lease gives
