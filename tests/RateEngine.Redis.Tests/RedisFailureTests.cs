@@ -786,6 +786,48 @@ public sealed class RedisFailureTests : IDisposable
         Assert.Equal(1, engine.Failures);
     }
 
+    [Fact]
+    public async Task HybridHalfOpenProbe_JoiningAReservationSentBeforeTheTrip_IsGivenBackWhenItLands()
+    {
+        // A reservation sent before a trip is still on the wire when the cool-down ends. The caller that takes the half-open
+        // probe joins it rather than sending one, and its answer closes nothing (it was sent before the trip). A probe kept
+        // by that caller made every other caller wait out another cool-down while Redis answered.
+        // Windows on the fake clock too (it starts on a whole minute): moving it past the cool-down must not end the block's
+        // window, as it would on Redis's clock in the last seconds of a minute.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, hybrid: new RedisHybridOptions(), clientClock: _cooldownClock);
+        var health = (IRedisLimiterHealth)limiter;
+        Assert.True((await limiter.AcquireAsync("warm")).IsAcquired); // the scripts are loaded
+
+        _server.Freeze();
+        ValueTask<RateLimitLease> sentBeforeTheTrip;
+        ValueTask<RateLimitLease> prober;
+        try
+        {
+            sentBeforeTheTrip = limiter.AcquireAsync("cold"); // sends the key's reservation, and waits for it without a bound
+            Assert.False(limiter.AttemptAcquire("other").IsAcquired); // waits out the sync bound, trips the breaker
+            Assert.True(health.IsDegraded);
+            _cooldownClock.Advance(TimeSpan.FromSeconds(2)); // the cool-down is over: the next caller probes
+            prober = limiter.AcquireAsync("cold"); // takes the probe and joins the reservation on the wire
+            Assert.False(prober.IsCompleted);
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        using (RateLimitLease first = await sentBeforeTheTrip)
+        using (RateLimitLease joined = await prober)
+        {
+            Assert.True(first.IsAcquired);
+            Assert.True(joined.IsAcquired);
+        }
+
+        Assert.True(health.IsDegraded); // nothing sent since the trip has been answered yet
+        using RateLimitLease probed = limiter.AttemptAcquire("third"); // the probe is free: a new key's caller asks Redis now
+        Assert.True(probed.IsAcquired);
+        Assert.False(health.IsDegraded);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -1221,7 +1263,7 @@ public sealed class RedisFailureTests : IDisposable
         .Build();
 
     private PartitionedRateLimiter<string> Create(
-        RedisFailureMode mode, double share = 0, string? prefix = null, ILoggerFactory? logs = null, int limit = 100, RedisHybridOptions? hybrid = null, TimeSpan? syncTimeout = null) => RedisLimiter.CreateFixedWindow<string>(
+        RedisFailureMode mode, double share = 0, string? prefix = null, ILoggerFactory? logs = null, int limit = 100, RedisHybridOptions? hybrid = null, TimeSpan? syncTimeout = null, TimeProvider? clientClock = null) => RedisLimiter.CreateFixedWindow<string>(
         user => user,
         _ => new FixedWindowRateLimiterOptions { PermitLimit = limit, Window = TimeSpan.FromMinutes(1) },
         new RedisLimiterOptions
@@ -1235,6 +1277,7 @@ public sealed class RedisFailureTests : IDisposable
             LocalFallbackShare = share,
             FailureCooldown = TimeSpan.FromSeconds(1),
             TimeProvider = _cooldownClock,
+            ClientClock = clientClock,
         });
 }
 
