@@ -26,6 +26,12 @@ namespace RateEngine.Samples.AiGateway
             builder.Services.AddSingleton(_ => new CostEstimator<string>());
             builder.Services.AddSingleton(services => new UnknownKeyGuard(services.GetRequiredService<TimeProvider>()));
             string limiter = builder.Configuration["limiter"] ?? "rateengine";
+            if (limiter != "rateengine" && builder.Configuration["redis"] is { Length: > 0 })
+            {
+                // Only RateEngine's policy runs on Redis: the in-box limiters would silently stay per instance.
+                throw new ArgumentException($"--redis applies to --limiter rateengine only (the limiter is '{limiter}').", nameof(args));
+            }
+
             switch (limiter)
             {
                 case "rateengine" when builder.Configuration["redis"] is not { Length: > 0 }:

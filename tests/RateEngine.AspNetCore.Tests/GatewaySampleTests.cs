@@ -27,6 +27,18 @@ public sealed class GatewaySampleTests
         Assert.Equal(5 + 3, RateEngine.Samples.AiGateway.FakeModel.PromptTokens(body)); // five words, three for the message
     }
 
+    [Theory]
+    [InlineData("inbox")]
+    [InlineData("none")]
+    public void Build_RedisWithAnotherLimiter_RefusesTheFlagsClearly(string limiter)
+    {
+        // Only RateEngine's policy runs on Redis. The other limiters took --redis without a word and then failed to start
+        // (the health endpoint was mapped without its service).
+        ArgumentException error = Assert.Throws<ArgumentException>(() =>
+            GatewayApp.Build(["--urls=http://127.0.0.1:0", "--limiter", limiter, "--redis", "127.0.0.1:1"]));
+        Assert.Contains("--redis applies to --limiter rateengine only", error.Message);
+    }
+
     [Fact]
     public async Task Chat_FreeUser_TwentyAMinuteThen429FromTheUserLayer()
     {

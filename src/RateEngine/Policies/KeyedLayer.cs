@@ -150,10 +150,11 @@ internal sealed class KeyedLayer<TContext, TKey, TAlgorithm, TState> : PolicyLay
             {
                 admission = default;
                 admitted = algorithm.GetAvailablePermits(ref entry.State, now) > 0;
-                if (!admitted && _single is null && IsLost(ref hold))
+                if (_single is null && IsLost(ref hold))
                 {
-                    // As for a refusal below: what a dead entry still counts (admissions discarded and decided again on
-                    // the live entry) must not refuse the probe; ask the key's live entry.
+                    // Either answer read on a dead entry is decided again on the key's live entry: a refusal, because a dead
+                    // entry may count admissions that were discarded and decided again there; an admission, because only
+                    // idle entries are evicted, so a dead one reads "room left" whatever the live one holds.
                     if (!FindAgain(context, ref hold))
                     {
                         retryAfter = 0;

@@ -550,6 +550,38 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void Acquire_ZeroEstimateReadOnAnEvictedEntry_IsDecidedOnTheKeysLiveEntry()
+    {
+        // Alice's request without an estimate finds her idle entry; before its clock read the sweep evicts that entry and
+        // another request of hers makes a new one and takes the whole window. The dead entry reads "room left" (only idle
+        // entries are evicted): an admission read there let the request in on a spent window, and its charge past the cap.
+        var time = new ReadHookClock();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .AddLayer("tokens", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        var alice = new Call("alice");
+        policy.Acquire(alice, RequestCost.None).Dispose(); // her entry is made, and counts nothing: idle
+        PolicyLease? spender = null;
+        time.OnRead = read =>
+        {
+            if (read == 1) // the request's clock read, after its lookup found the entry
+            {
+                policy.SweepAll();
+                spender = policy.Acquire(alice, new RequestCost(1_000, 0));
+            }
+        };
+
+        using PolicyLease probe = policy.Acquire(alice, RequestCost.None);
+        time.OnRead = null;
+
+        Assert.True(spender!.IsAcquired, spender.Reason);
+        Assert.False(probe.IsAcquired);
+        Assert.Equal("tokens", probe.BlockingLayer);
+        Assert.Equal(1_000, policy.GetUsage(alice, "tokens").Used);
+        spender.Dispose();
+    }
+
+    [Fact]
     public void Acquire_FifthKeyOfOneHash_IsRefusedForTheCollisionNotAsPartitionsFull()
     {
         // The table takes at most four live keys of one 32-bit hash: a fifth is refused, and the refusal says why (a
