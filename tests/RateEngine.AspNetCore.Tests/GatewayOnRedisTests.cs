@@ -31,8 +31,8 @@ public sealed class GatewayOnRedisTests : IDisposable
         await using RunningApp a = await StartAsync();
         await using RunningApp b = await StartAsync();
 
-        // A team-tier user (8 streams): a request's slot is freed when the in-box middleware disposes its lease, after the
-        // response is written, so a free user's one slot may still be on its way back when the next request arrives.
+        // A team-tier user (8 streams): a request's slot is freed at the request's end, after the response is written, so
+        // a free user's one slot may still be on its way back when the client sends the next request.
         for (int i = 0; i < 20; i++)
         {
             using HttpResponseMessage ok = await Chat(i % 2 == 0 ? a : b, "sk-carol");

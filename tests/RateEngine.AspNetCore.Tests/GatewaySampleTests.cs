@@ -59,6 +59,27 @@ public sealed class GatewaySampleTests
     }
 
     [Fact]
+    public async Task Chat_Admitted_SendsEveryRateLimitHeaderTheReadmesTranscriptShows()
+    {
+        // The README shows real responses of the sample: a header the sample sends and the transcript lacks (the cost
+        // headers, added after the transcript was taken) makes it a transcript of another program.
+        await using RunningApp gateway = await StartAsync();
+        using HttpResponseMessage admitted = await Chat(gateway, "sk-alice");
+        Assert.Equal(HttpStatusCode.OK, admitted.StatusCode);
+        Assert.Equal("100000", Assert.Single(admitted.Headers.GetValues("x-ratelimit-limit-cost")));
+
+        string readme = File.ReadAllText(Path.Combine(RepositoryRoot(), "README.md"));
+        string[] sent = admitted.Headers.Select(header => header.Key)
+            .Where(name => name.StartsWith("x-ratelimit-", StringComparison.OrdinalIgnoreCase) || name.StartsWith("RateLimit", StringComparison.OrdinalIgnoreCase))
+            .ToArray();
+        Assert.Equal(11, sent.Length); // RateLimit-Policy, RateLimit, and three each for requests, tokens and cost
+        Assert.All(sent, name => Assert.Contains($"\n{name}: ", readme.ReplaceLineEndings("\n"), StringComparison.OrdinalIgnoreCase));
+    }
+
+    private static string RepositoryRoot([System.Runtime.CompilerServices.CallerFilePath] string here = "") =>
+        Path.GetFullPath(Path.Combine(Path.GetDirectoryName(here)!, "..", ".."));
+
+    [Fact]
     public async Task Tools_ExpensiveToolIsTighter_AndCountedPerTool()
     {
         await using RunningApp gateway = await StartAsync();

@@ -974,8 +974,9 @@ public sealed class RateEngineMiddlewareTests
     [Fact]
     public async Task ModelSelectorThrows_TheRequestFails_AndHoldsNoSlot()
     {
-        // The model selector (user code) throws: the request fails, and no concurrency slot may stay taken by it (it was
-        // run after the lease was acquired, and the middleware never got a lease to dispose).
+        // The model selector (user code) throws: the request fails, and no concurrency slot may stay taken by it. It runs
+        // before the policy is asked now, so nothing is acquired; when it ran after the lease was acquired, the middleware
+        // never got that lease to dispose.
         await using RunningApp app = await StartAsync(engine => engine
             .AddPolicy("chat", _ => new RatePolicyBuilder<HttpContext>()
                 .UseTimeProvider(_time)
