@@ -19,12 +19,17 @@ public static class ScenarioRunner
         var time = new FakeTimeProvider();
         RateEngineLimiter limiter = scenario.Spec.Create(time);
         int[] core = Steer(limiter);
+        // Each admission as the limiter stamped it (what a refund names) and at the limiter's clock when it was handed out
+        // (what the guarantee is checked on): a checker that trusted the stamps would accept a permit used in one window
+        // and stamped in another.
         var admissions = new List<Admitted>();
+        var uses = new List<Admitted>();
         Admission? lastObserved = null;
         long observedPermits = 0;
         limiter.AdmissionObserver = a =>
         {
             admissions.Add(new Admitted(a.Stamp, a.Permits));
+            uses.Add(new Admitted(limiter.Clock.Now(), a.Permits));
             lastObserved = a;
             observedPermits += a.Permits;
         };
@@ -73,10 +78,10 @@ public static class ScenarioRunner
                     waits[index % waits.Count].Source.Cancel();
                     break;
                 case RefundLast when reservations.Count > 0:
-                    Refund(reservations[^1], admissions);
+                    Refund(reservations[^1], admissions, uses);
                     break;
                 case RefundAgain(int index) when reservations.Count > 0:
-                    Refund(reservations[index % reservations.Count], admissions);
+                    Refund(reservations[index % reservations.Count], admissions, uses);
                     break;
             }
         }
@@ -93,7 +98,7 @@ public static class ScenarioRunner
             source.Dispose();
         }
 
-        string? violation = Guarantee.FindViolation(scenario.Spec, admissions);
+        string? violation = Guarantee.FindViolation(scenario.Spec, uses);
         if (violation is not null)
         {
             throw new XunitException(violation);
@@ -119,13 +124,15 @@ public static class ScenarioRunner
     /// Refunds a reservation, which may have ended already: then it must free nothing (a double refund that freed
     /// permits would also show as a guarantee violation, since its admission is removed from the record only once).
     /// </summary>
-    private static void Refund(RateEngineLimiter.Reservation reservation, List<Admitted> admissions)
+    private static void Refund(RateEngineLimiter.Reservation reservation, List<Admitted> admissions, List<Admitted> uses)
     {
         bool wasEnded = reservation.IsEnded;
         if (reservation.Refund())
         {
             Assert.False(wasEnded, "an ended reservation freed permits");
-            admissions.RemoveAt(admissions.LastIndexOf(new Admitted(reservation.Admission.Stamp, reservation.Admission.Permits)));
+            int index = admissions.LastIndexOf(new Admitted(reservation.Admission.Stamp, reservation.Admission.Permits));
+            admissions.RemoveAt(index);
+            uses.RemoveAt(index);
         }
     }
 
