@@ -119,11 +119,14 @@ public static class PartitionedScenarioRunner
                 admissions[(int)key] = list = [];
             }
 
-            list.Add(new Admitted(a.Stamp, a.Permits));
+            // Checked at the limiter's clock when the permit was handed out, not at the stamp the limiter chose for it.
+            list.Add(new Admitted(diagnostics.Now(), a.Permits));
         };
 
         long successfulLeases = 0;
-        var waits = new List<(Task<RateLimitLease> Task, CancellationTokenSource Source)>();
+        var granted = new Dictionary<int, long>(); // permits per key as the leases say: the record must hold all of them
+        void Granted(int key, int permits) => granted[key] = granted.GetValueOrDefault(key) + permits;
+        var waits = new List<(Task<RateLimitLease> Task, CancellationTokenSource Source, int Key, int Permits)>();
         foreach (KeyOp step in scenario.Ops)
         {
             switch (step.Op)
@@ -133,6 +136,7 @@ public static class PartitionedScenarioRunner
                     using (RateLimitLease lease = limiter.AttemptAcquire(step.Key, permits))
                     {
                         successfulLeases += lease.IsAcquired ? 1 : 0;
+                        Granted(step.Key, lease.IsAcquired ? permits : 0);
                     }
 
                     attempting = false;
@@ -146,7 +150,7 @@ public static class PartitionedScenarioRunner
                     break;
                 case Wait(int permits):
                     var source = new CancellationTokenSource();
-                    waits.Add((limiter.AcquireAsync(step.Key, permits, source.Token).AsTask(), source));
+                    waits.Add((limiter.AcquireAsync(step.Key, permits, source.Token).AsTask(), source, step.Key, permits));
                     break;
                 case Cancel(int index) when waits.Count > 0:
                     waits[index % waits.Count].Source.Cancel();
@@ -157,12 +161,23 @@ public static class PartitionedScenarioRunner
         }
 
         successfulLeases += waits.Count(w => w.Task.IsCompletedSuccessfully && w.Task.Result.IsAcquired);
+        foreach (var wait in waits.Where(w => w.Task.IsCompletedSuccessfully && w.Task.Result.IsAcquired))
+        {
+            Granted(wait.Key, wait.Permits);
+        }
+
         Assert.Equal(successfulLeases, limiter.GetStatistics(0)!.TotalSuccessfulLeases);
+        foreach (var (key, permits) in granted.Where(pair => pair.Value > 0))
+        {
+            Assert.True(admissions.TryGetValue(key, out List<Admitted>? recorded), $"key {key}: {permits} permits granted, none recorded");
+            Assert.Equal(permits, recorded.Sum(a => a.Permits)); // so the check below sees every permit handed out
+        }
+
         limiter.Dispose();
         Assert.All(waits, w => Assert.True(w.Task.IsCompleted, "a wait was left pending after Dispose"));
-        foreach (var (_, source) in waits)
+        foreach (var wait in waits)
         {
-            source.Dispose();
+            wait.Source.Dispose();
         }
 
         foreach (var (key, list) in admissions)

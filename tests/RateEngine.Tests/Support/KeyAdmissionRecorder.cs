@@ -7,9 +7,9 @@ namespace RateEngine.Tests.Support;
 
 /// <summary>
 /// What a multi-threaded run on a partitioned limiter admitted, per key, and the checks on it: every attempt counted, every
-/// admission stamped between its call's start and the observer's clock read (the window check reads the stamps, so they
-/// must not be taken on trust: a block of a period that is over would carry that period's stamp), and every key's
-/// admissions within its guarantee.
+/// permit a lease handed out recorded, every admission stamped between its call's start and the observer's clock read
+/// (the window check reads the stamps, so they must not be taken on trust: a block of a period that is over would carry
+/// that period's stamp), and every key's admissions within its guarantee.
 /// </summary>
 internal sealed class KeyAdmissionRecorder : IDisposable
 {
@@ -18,6 +18,7 @@ internal sealed class KeyAdmissionRecorder : IDisposable
     private readonly ThreadLocal<long> _callStart = new();
     private long _misstamped;
     private long _refused;
+    private long _granted;
 
     public KeyAdmissionRecorder(PartitionedRateLimiter<int> limiter)
     {
@@ -42,6 +43,10 @@ internal sealed class KeyAdmissionRecorder : IDisposable
         {
             Interlocked.Increment(ref _refused);
         }
+        else
+        {
+            Interlocked.Add(ref _granted, permits);
+        }
     }
 
     /// <summary>
@@ -56,6 +61,7 @@ internal sealed class KeyAdmissionRecorder : IDisposable
         long refused = Interlocked.Read(ref _refused);
         Assert.True(refused > leastRefused, $"{refused} attempts refused: the caps were never reached");
         Assert.Equal(0, Interlocked.Read(ref _misstamped));
+        Assert.Equal(Interlocked.Read(ref _granted), byKey.Sum(key => key.Sum(r => r.Admitted.Permits))); // the check sees every permit
         var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), Stopwatch.Frequency) };
         foreach (var key in byKey)
         {
