@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every RateEngine test: the unit, contract, property and stress suites (the core's, and the Redis mode's on a
-# real redis-server), then the benchmark smoke run so that the README's main command never rots.
+# real redis-server); then checks the three packages (README, XML docs, symbols) and runs the benchmark smoke run, so
+# that what the README tells a user to install or run never rots.
 # Usage: tests/run.sh [extra dotnet test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,10 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 if ! command -v redis-server >/dev/null 2>&1; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+  if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null; }; then
+    echo "could not install redis-server (apt-get update, then apt-get install -y redis-server); the Redis tests need it" >&2
+    exit 1
+  fi
 fi
 
 log=$(mktemp)
@@ -28,6 +32,7 @@ sum() {
 }
 passed=$(sum Passed)
 failed=$(sum Failed)
+skipped=$(sum Skipped)
 
 # The packages: RateEngine, RateEngine.Redis and RateEngine.AspNetCore, each with the README and its XML docs.
 if [ "$status" -eq 0 ]; then
@@ -55,5 +60,5 @@ if [ "${failed:-0}" -ne 0 ]; then
   awk '/^ +Failed [A-Za-z_]/ { show = 1; n = 0 } show && n < 25 { print; n++ } /^ +(Passed|Skipped) / { show = 0 }' "$log"
 fi
 
-echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+echo "tests: ${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped"
 exit "$status"
