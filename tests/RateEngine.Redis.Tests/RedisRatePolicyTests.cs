@@ -361,13 +361,14 @@ public sealed class RedisRatePolicyTests : IDisposable
     [Fact]
     public async Task AcquireAsync_FourNodesHammerOnePolicy_EveryCapHolds_AndEveryLayerCountsExactlyTheAdmitted()
     {
-        // Four nodes (each its own connection and policy object) and 8 callers each, on the server's clock; windows long
-        // enough that nothing resets during the run, so each cap is a hard total.
+        // Four nodes (each its own connection and policy object) and 8 callers each, deciding at one instant of a shared
+        // client clock, so that nothing resets during the run and each cap is a hard total (on the server's clock, a run
+        // across the hour or midnight would reset the windows and fail the totals).
         const int Users = 5;
         const int UserCap = 30;
         const int GlobalCap = 100;
         var nodes = Enumerable.Range(0, 4).Select(_ => _server.Connect()).ToArray();
-        var policies = nodes.Select(node => new RedisRatePolicyBuilder<Call>(new RedisLimiterOptions { Connection = node, KeyPrefix = _prefix, SyncTimeout = TimeSpan.FromSeconds(5) })
+        var policies = nodes.Select(node => new RedisRatePolicyBuilder<Call>(new RedisLimiterOptions { Connection = node, KeyPrefix = _prefix, ClientClock = _time, SyncTimeout = TimeSpan.FromSeconds(5) })
             .AddLayer("user/hour", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1), UserCap))
             .AddLayer("user tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 400).Counting(PolicyMeter.Tokens))
             .AddGlobalLayer("global/hour", PolicyRule.SlidingWindowCounter(TimeSpan.FromHours(1), 4, GlobalCap))
