@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="LockFreeFixedWindowRateLimiter"/> with automatic replenishment, plus the in-box options
 /// rules and windows aligned to the limiter's creation.
 /// </summary>
-public sealed class LockFreeFixedWindowRateLimiterTests : RateLimiterContractTests
+public sealed class LockFreeFixedWindowRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => true;
 

@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="LockFreeTokenBucketRateLimiter"/> with automatic replenishment, plus the in-box options
 /// rules and continuous refill. The factory refills the whole bucket once per <see cref="RateLimiterContractTests.Window"/>.
 /// </summary>
-public sealed class LockFreeTokenBucketRateLimiterTests : RateLimiterContractTests
+public sealed class LockFreeTokenBucketRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => true;
 

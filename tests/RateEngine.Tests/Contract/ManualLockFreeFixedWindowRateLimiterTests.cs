@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="LockFreeFixedWindowRateLimiter"/> with <c>AutoReplenishment = false</c>: a window starts
 /// only in <c>TryReplenish</c>, and only once a window's length of time has passed since the last start.
 /// </summary>
-public sealed class ManualLockFreeFixedWindowRateLimiterTests : RateLimiterContractTests
+public sealed class ManualLockFreeFixedWindowRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => false;
 

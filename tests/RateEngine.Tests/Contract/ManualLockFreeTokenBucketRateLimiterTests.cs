@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="LockFreeTokenBucketRateLimiter"/> with <c>AutoReplenishment = false</c>: each
 /// <c>TryReplenish</c> credits the provider time elapsed since the last credit, and nothing while the bucket is full.
 /// </summary>
-public sealed class ManualLockFreeTokenBucketRateLimiterTests : RateLimiterContractTests
+public sealed class ManualLockFreeTokenBucketRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => false;
 

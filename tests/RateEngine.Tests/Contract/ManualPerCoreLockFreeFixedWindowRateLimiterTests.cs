@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="LockFreeFixedWindowRateLimiter"/> with per-core blocks and <c>AutoReplenishment = false</c>:
 /// a manual clock moves one tick per window, so a block lives from one <c>TryReplenish</c> to the next.
 /// </summary>
-public sealed class ManualPerCoreLockFreeFixedWindowRateLimiterTests : RateLimiterContractTests
+public sealed class ManualPerCoreLockFreeFixedWindowRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => false;
 

@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="SlidingWindowCounterRateLimiter"/> with <c>AutoReplenishment = false</c>: segments move
 /// only in <c>TryReplenish</c>, one per call, and only once a segment's length of time has passed since the last move.
 /// </summary>
-public sealed class ManualSlidingWindowCounterRateLimiterTests : RateLimiterContractTests
+public sealed class ManualSlidingWindowCounterRateLimiterTests : SingleLimiterContractTests
 {
     private const int Segments = SlidingWindowCounterRateLimiterTests.Segments;
 

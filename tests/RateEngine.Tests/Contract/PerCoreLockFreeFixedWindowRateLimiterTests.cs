@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="LockFreeFixedWindowRateLimiter"/> with per-core blocks (<see cref="PerCoreReservationOptions"/>):
 /// the blocks change where permits wait, never what the limiter promises.
 /// </summary>
-public sealed class PerCoreLockFreeFixedWindowRateLimiterTests : RateLimiterContractTests
+public sealed class PerCoreLockFreeFixedWindowRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => true;
 

@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// <summary>
 /// The contract for <see cref="LockFreeTokenBucketRateLimiter"/> with per-core blocks (<see cref="PerCoreReservationOptions"/>).
 /// </summary>
-public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : RateLimiterContractTests
+public sealed class PerCoreLockFreeTokenBucketRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => true;
 

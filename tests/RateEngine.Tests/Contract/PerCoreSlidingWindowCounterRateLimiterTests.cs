@@ -6,7 +6,7 @@ namespace RateEngine.Tests.Contract;
 /// <summary>
 /// The contract for <see cref="SlidingWindowCounterRateLimiter"/> with per-core blocks (<see cref="PerCoreReservationOptions"/>).
 /// </summary>
-public sealed class PerCoreSlidingWindowCounterRateLimiterTests : RateLimiterContractTests
+public sealed class PerCoreSlidingWindowCounterRateLimiterTests : SingleLimiterContractTests
 {
     private static readonly TimeSpan Segment = SlidingWindowCounterRateLimiterTests.Segment;
 

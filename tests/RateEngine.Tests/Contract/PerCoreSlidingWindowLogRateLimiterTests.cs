@@ -11,7 +11,7 @@ namespace RateEngine.Tests.Contract;
 /// the log counts each permit for its window plus two block periods less two ticks, and blocks hand permits out only in
 /// the block period they were admitted in.
 /// </summary>
-public sealed class PerCoreSlidingWindowLogRateLimiterTests : RateLimiterContractTests
+public sealed class PerCoreSlidingWindowLogRateLimiterTests : SingleLimiterContractTests
 {
     /// <summary>A block period: 1/256 of the window, in the fake clock's ticks (the limiter's own on it).</summary>
     private static readonly TimeSpan Period = TimeSpan.FromTicks(Window.Ticks / BlockPeriodLog.PeriodsPerWindow);

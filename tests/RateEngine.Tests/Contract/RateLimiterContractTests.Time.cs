@@ -161,29 +161,6 @@ public abstract partial class RateLimiterContractTests
     }
 
     [Fact]
-    public void ReplenishmentProperties_MatchTheOptions()
-    {
-        var time = new FakeTimeProvider();
-        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
-
-        Assert.Equal(ExpectedAutoReplenishing, limiter.IsAutoReplenishing);
-        Assert.Equal(ExpectedReplenishmentPeriod, limiter.ReplenishmentPeriod);
-    }
-
-    [Fact]
-    public void TryReplenish_ReturnsTrueOnlyWhenReplenishmentIsManual()
-    {
-        var time = new FakeTimeProvider();
-        using ReplenishingRateLimiter limiter = Create(1, 0, OldestFirst, time);
-        Assert.True(limiter.AttemptAcquire(1).IsAcquired);
-
-        Assert.Equal(!ExpectedAutoReplenishing, limiter.TryReplenish());
-
-        // Too early for any replenishment: whatever it returned, it freed nothing.
-        Assert.Equal(0, limiter.GetStatistics()!.CurrentAvailablePermits);
-    }
-
-    [Fact]
     public void AdvancingTime_WithoutTryReplenish_ReturnsPermitsOnlyWhenAutomatic()
     {
         var time = new FakeTimeProvider();

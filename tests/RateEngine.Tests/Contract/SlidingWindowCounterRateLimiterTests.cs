@@ -8,7 +8,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="SlidingWindowCounterRateLimiter"/> with automatic replenishment, plus its options and its
 /// conservative segments.
 /// </summary>
-public sealed class SlidingWindowCounterRateLimiterTests : RateLimiterContractTests
+public sealed class SlidingWindowCounterRateLimiterTests : SingleLimiterContractTests
 {
     internal const int Segments = 5;
 

@@ -4,7 +4,7 @@ using Microsoft.Extensions.Time.Testing;
 namespace RateEngine.Tests.Contract;
 
 /// <summary>The contract for <see cref="SlidingWindowLogRateLimiter"/>, plus its options and its exact window.</summary>
-public sealed class SlidingWindowLogRateLimiterTests : RateLimiterContractTests
+public sealed class SlidingWindowLogRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => true;
 

@@ -581,7 +581,7 @@ public class PartitionedLimiterTests
     /// every key, so the window check sees saturated windows and refusals, with sweeps racing the admissions.
     /// </summary>
     [Fact]
-    public void AttemptAcquire_FourThreadsOnTwentyHotKeys_NoKeyEverExceedsItsWindow()
+    public void AttemptAcquire_FourThreadsOnTwentySaturatedKeysWithoutBlocks_NoKeyEverExceedsItsWindow()
     {
         var spec = new LimiterSpec(LimiterKind.Log, Limit: 10, WindowTicks: TimeSpan.FromMilliseconds(2).Ticks);
         using PartitionedRateLimiter<int> limiter = spec.CreatePartitioned(TimeProvider.System);
