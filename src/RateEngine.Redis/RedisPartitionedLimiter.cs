@@ -638,10 +638,17 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
         return new(false, null, $"Concurrent callers on this node took every reserved permit {LocalAttempts} times over; try again.");
     }
 
-    private static RateLimitLease Lease(RedisDecision decision) => decision.Admitted
-        ? RedisLease.Acquired
-        : Refused(TimeSpan.FromTicks(decision.RetryAfterMicroseconds * 10));
+    /// <summary>
+    /// Sees every decision an exact-mode request's own script returned, on the caller's flow, before its lease is made
+    /// (tests: the window checks read the decisions' stamps through the public acquire paths). Null in production.
+    /// </summary>
+    internal Action<RedisDecision>? DecisionObserver { get; set; }
 
+    private RateLimitLease Lease(RedisDecision decision)
+    {
+        DecisionObserver?.Invoke(decision);
+        return decision.Admitted ? RedisLease.Acquired : Refused(TimeSpan.FromTicks(decision.RetryAfterMicroseconds * 10));
+    }
 
     private RateLimitLease Failed(string why, string partitionKey, int permitCount)
     {

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
 using RateEngine.Redis.Tests.Support;
 using RateEngine.Tests.Support;
@@ -9,8 +10,8 @@ namespace RateEngine.Redis.Tests;
 
 /// <summary>
 /// Three nodes (each its own connection and limiter) and four callers per node on one key, on the server's clock, for
-/// about a second. Every admission's decision time comes back from the script; afterwards they are checked against the
-/// algorithm's guarantee (src/DESIGN.md), across all nodes together.
+/// about a second, through the limiters' public <c>AcquireAsync</c>. Every admission's decision time comes back from the
+/// script; afterwards they are checked against the algorithm's guarantee (src/DESIGN.md), across all nodes together.
 /// </summary>
 [Collection(RedisCollection.Name)]
 public sealed class RedisLimiterStressTests(RedisServer server)
@@ -39,6 +40,7 @@ public sealed class RedisLimiterStressTests(RedisServer server)
             long giveUp = Environment.TickCount64 + 20_000;
             long admittedPermits = 0;
             long outOfBracket = 0;
+            long leaseDisagrees = 0;
             IServer clock = connections[0].GetServer(connections[0].GetEndPoints()[0]);
             await Task.WhenAll(nodes.SelectMany(node => Enumerable.Range(0, CallersPerNode).Select(caller => Task.Run(async () =>
             {
@@ -46,9 +48,17 @@ public sealed class RedisLimiterStressTests(RedisServer server)
                 while ((Environment.TickCount64 < until || Interlocked.Read(ref admittedPermits) < 4 * Limit) && Environment.TickCount64 < giveUp)
                 {
                     int permits = random.Next(1, 4);
+                    var decided = new StrongBox<RedisDecision?>();
+                    node.Decided.Value = decided;
                     long before = UnixMicroseconds(await clock.TimeAsync());
-                    RedisDecision decision = node.Decide(await node.Evaluate("shared", permits));
+                    using RateLimitLease lease = await node.Limiter.AcquireAsync("shared", permits);
                     long after = UnixMicroseconds(await clock.TimeAsync());
+                    RedisDecision decision = decided.Value ?? throw new InvalidOperationException("an acquire was answered without its script");
+                    if (lease.IsAcquired != decision.Admitted)
+                    {
+                        Interlocked.Increment(ref leaseDisagrees);
+                    }
+
                     if (decision.Admitted)
                     {
                         // The guarantee is checked on the stamps the script returns: each must be the server's time of the call.
@@ -75,6 +85,7 @@ public sealed class RedisLimiterStressTests(RedisServer server)
                 _ => new LimiterSpec(LimiterKind.Log, Limit, WindowMicroseconds),
             };
             Assert.Equal(0, outOfBracket);
+            Assert.Equal(0, leaseDisagrees);
             Assert.Null(Guarantee.FindViolation(spec, admitted));
             Assert.True(admitted.Sum(a => a.Permits) > 2 * Limit, $"{admitted.Count} admissions: the run never filled a window");
             Assert.True(refused > 0, "nothing was refused: the run never reached the cap");
@@ -222,17 +233,30 @@ public sealed class RedisLimiterStressTests(RedisServer server)
         };
     }
 
-    private abstract class Node
+    /// <summary>
+    /// A node's limiter, called through its public acquire; the decision its script returned reaches the caller through
+    /// <see cref="Decided"/>, a box each call sets on its own async flow.
+    /// </summary>
+    private abstract class Node(PartitionedRateLimiter<string> limiter)
     {
-        public abstract Task<RedisResult> Evaluate(string key, int permits);
+        public PartitionedRateLimiter<string> Limiter { get; } = limiter;
 
-        public RedisDecision Decide(RedisResult result) => RedisPartitionedLimiter<string, object>.Decision(result);
+        public AsyncLocal<StrongBox<RedisDecision?>> Decided { get; } = new();
     }
 
-    private sealed class Node<TOptions>(PartitionedRateLimiter<string> limiter) : Node
+    private sealed class Node<TOptions> : Node
         where TOptions : class
     {
-        public override Task<RedisResult> Evaluate(string key, int permits) =>
-            ((RedisPartitionedLimiter<string, TOptions>)limiter).Evaluate(key, permits);
+        public Node(PartitionedRateLimiter<string> limiter)
+            : base(limiter)
+        {
+            ((RedisPartitionedLimiter<string, TOptions>)limiter).DecisionObserver = decision =>
+            {
+                if (Decided.Value is { } box)
+                {
+                    box.Value = decision;
+                }
+            };
+        }
     }
 }
