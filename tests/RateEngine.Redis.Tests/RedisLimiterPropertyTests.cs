@@ -21,6 +21,12 @@ public sealed record AdvanceStep(long Microseconds) : ScriptOp;
 /// <summary>Moves the clock to the next multiple of <c>Unit</c> (window, segment or period) plus <c>Offset</c> µs (-1, 0, 1).</summary>
 public sealed record BoundaryStep(int Offset) : ScriptOp;
 
+/// <summary>One script call by node <c>Node</c> (of two, each on its own client clock) for <c>Permits</c>.</summary>
+public sealed record NodeAcquireStep(int Node, int Permits) : ScriptOp;
+
+/// <summary>Moves node <c>Node</c>'s client clock forward by whole microseconds (the other's stays, within two windows).</summary>
+public sealed record SkewStep(int Node, long Microseconds) : ScriptOp;
+
 /// <summary>A generated case: the limiter, the clock's start (µs since the Unix epoch) and the steps.</summary>
 public sealed record ScriptCase(LimiterSpec Spec, long StartMicroseconds, ScriptOp[] Ops)
 {
@@ -135,6 +141,101 @@ public sealed class RedisLimiterPropertyTests : IDisposable
             }
         }
     }
+
+    [Property(MaxTest = Cases)]
+    public Property FixedWindowScript_TwoClientClocksApart_NeverPassesTheCapOnTheKeysTime() => Prop.ForAll(GenerateSkewed(LimiterKind.Fixed), RunSkewed);
+
+    [Property(MaxTest = Cases)]
+    public Property SlidingWindowCounterScript_TwoClientClocksApart_NeverPassesTheCapOnTheKeysTime() => Prop.ForAll(GenerateSkewed(LimiterKind.Counter), RunSkewed);
+
+    [Property(MaxTest = Cases)]
+    public Property TokenBucketScript_TwoClientClocksApart_NeverPassesTheCapOnTheKeysTime() => Prop.ForAll(GenerateSkewed(LimiterKind.Bucket), RunSkewed);
+
+    [Property(MaxTest = Cases)]
+    public Property SlidingWindowLogScript_TwoClientClocksApart_NeverPassesTheCapOnTheKeysTime() => Prop.ForAll(GenerateSkewed(LimiterKind.Log), RunSkewed);
+
+    /// <summary>
+    /// Two nodes on one key whose client clocks drift apart and back (either one ahead, by up to two windows): the cases
+    /// above move one clock forward only, so the scripts' branches for a caller behind the key's stored window, segment or
+    /// newest permit are reached here. Refused callers and callers decided on the key's later time alike, every admission's
+    /// stamp lies between its caller's clock and the latest time any node has shown the key, and the stamps keep the
+    /// algorithm's guarantee.
+    /// </summary>
+    private void RunSkewed(ScriptCase @case)
+    {
+        LimiterSpec spec = @case.Spec;
+        FakeTimeProvider[] clocks = [.. Enumerable.Range(0, 2).Select(_ => new FakeTimeProvider(DateTimeOffset.UnixEpoch + TimeSpan.FromTicks(@case.StartMicroseconds * 10)))];
+        string prefix = "skewed-" + Guid.NewGuid().ToString("N");
+        PartitionedRateLimiter<string>[] nodes = [.. clocks.Select(clock => Create(spec, new RedisLimiterOptions
+        {
+            Connection = _connection,
+            KeyPrefix = prefix,
+            ClientClock = clock,
+            SyncTimeout = TimeSpan.FromSeconds(2),
+        }))];
+        try
+        {
+            Func<int, Task<RedisResult>>[] evaluate = [.. nodes.Select(Evaluator)];
+            var admitted = new List<Admitted>();
+            long latest = long.MinValue;
+            long Now(int node) => (clocks[node].GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
+            for (int step = 0; step < @case.Ops.Length; step++)
+            {
+                switch (@case.Ops[step])
+                {
+                    case SkewStep(int node, long micros):
+                        // One clock moves forward; the other follows when they would be more than two windows apart.
+                        clocks[node].Advance(TimeSpan.FromTicks(micros * 10));
+                        long lag = Now(node) - Now(1 - node) - (2 * spec.WindowTicks);
+                        if (lag > 0)
+                        {
+                            clocks[1 - node].Advance(TimeSpan.FromTicks(lag * 10));
+                        }
+
+                        break;
+
+                    case NodeAcquireStep(int node, int permits):
+                        long now = Now(node);
+                        latest = Math.Max(latest, now);
+                        RedisDecision decision = RedisPartitionedLimiter<string, object>.Decision(evaluate[node](permits).GetAwaiter().GetResult());
+                        if (decision.Admitted && permits > 0)
+                        {
+                            if (decision.StampMicroseconds < now || decision.StampMicroseconds > latest)
+                            {
+                                throw new InvalidOperationException($"step {step} ({@case.Ops[step]}): stamped {decision.StampMicroseconds} µs, the caller at {now}, the latest clock {latest}");
+                            }
+
+                            admitted.Add(new Admitted(decision.StampMicroseconds, permits));
+                            if (Guarantee.FindViolation(spec, admitted) is { } violation)
+                            {
+                                throw new InvalidOperationException($"step {step} ({@case.Ops[step]}): {violation}");
+                            }
+                        }
+
+                        break;
+                }
+            }
+        }
+        finally
+        {
+            foreach (PartitionedRateLimiter<string> node in nodes)
+            {
+                node.Dispose();
+            }
+        }
+    }
+
+    private static Arbitrary<ScriptCase> GenerateSkewed(LimiterKind kind) =>
+        (from limit in Gen.Choose(1, 8)
+         from window in Gen.Elements(1_000_000L, 2_500_000L, 7_000_003L)
+         from segments in Gen.Choose(1, 5)
+         from tokensPerPeriod in Gen.Choose(1, 4)
+         from start in Gen.Choose(0, int.MaxValue)
+         let spec = new LimiterSpec(kind, limit, window, segments, tokensPerPeriod)
+         from ops in Gen.ArrayOf(Gen.Frequency(
+             (5, Gen.Choose(0, 1).SelectMany(_ => Gen.Choose(0, limit), (node, permits) => (ScriptOp)new NodeAcquireStep(node, permits))),
+             (3, Gen.Choose(0, 1).SelectMany(_ => Advance(spec), (node, micros) => (ScriptOp)new SkewStep(node, Math.Min(micros, 3 * window))))))
+         select new ScriptCase(spec, 1_796_000_000_000_000L + start, [.. ops.Take(40)])).ToArbitrary();
 
     private static PartitionedRateLimiter<string> Create(LimiterSpec spec, RedisLimiterOptions options)
     {

@@ -137,8 +137,9 @@ internal static class LuaScripts
 
     /// <summary>
     /// Token bucket with continuous refill: a hash (t = tokens in units of 1/period µs, s = last refill µs). Invariant:
-    /// in any interval of length T, admissions are at most limit + rate × T. A server clock that steps back refills
-    /// nothing until it passes the last refill again.
+    /// in any interval of length T, admissions are at most limit + rate × T. A server clock that steps back, or a client
+    /// clock behind another node's, refills nothing until it passes the last refill again, and decides at that refill:
+    /// the decision's time (what the script returns) is the later of the two, as a counter's and a log's are.
     /// </summary>
     public static readonly LuaScript TokenBucket = LuaScript.Prepare(Clock + """
 
@@ -166,9 +167,9 @@ internal static class LuaScripts
             redis.call('HSET', @Key, 't', tokens, 's', last)
             redis.call('PEXPIRE', @Key, math.ceil(((full - tokens) / rate + math.max(last - now, 0)) / 1000) + 1000)
           end
-          return {1, 0, math.floor(tokens / period), now}
+          return {1, 0, math.floor(tokens / period), last}
         end
-        return {0, math.ceil((need - tokens) / rate) + math.max(last - now, 0), math.floor(tokens / period), now}
+        return {0, math.ceil((need - tokens) / rate) + math.max(last - now, 0), math.floor(tokens / period), last}
         """);
 
     /// <summary>
