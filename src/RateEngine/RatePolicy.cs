@@ -420,6 +420,9 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     /// <summary>Key tables: one per distinct key selector and comparer (tests).</summary>
     internal int KeyTableCount => _keyTables.Length;
 
+    /// <summary>The key tables, in decision order of their first layer (tests).</summary>
+    internal IReadOnlyList<IKeyTable> KeyTables => _keyTables;
+
     internal PolicyLease AcquireCore(TContext context, RequestCost estimate, long requests)
     {
         ThrowIfDisposed();

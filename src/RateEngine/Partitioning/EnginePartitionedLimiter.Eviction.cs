@@ -67,6 +67,8 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
 
     private bool RoomSweepDue(int shard) => Volatile.Read(ref _roomSweptAt[shard]) != Volatile.Read(ref _sweepTicks) + 1;
 
+    public Action? BeforeEvictionMark { get; set; }
+
     /// <summary>Under the shard's lock: evicts the entry if it is indistinguishable from a fresh one.</summary>
     private bool EvictIfIdle(TKey key, PartitionEntry<TState> entry)
     {
@@ -91,14 +93,18 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
             return false; // waiters: not idle
         }
 
-        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks). The re-check may read the
-        // clock (a bucket's state far behind it), and a clock that throws must not leave the key marked: every request on
-        // it would look it up again for ever.
+        BeforeEvictionMark?.Invoke();
+
+        // Mark, then re-check: pairs with the admitting thread's CAS-then-read (see remarks). The re-check reads the clock
+        // again, after the mark: an admission that stands read its clock before the mark, so its window is never ahead of
+        // that reading. At the first check's reading, a sweep stalled (or a clock stepped forward) 2^20 windows read a busy
+        // window word as one far behind, so as idle, and evicted it. A clock that throws must not leave the key marked:
+        // every request on it would look it up again for ever.
         bool evicted = false;
         try
         {
             evicted = Interlocked.CompareExchange(ref entry.Link, PartitionEntry<TState>.Evicted, link) == link
-                && tier.Algorithm.GetFullSince(ref entry.State, now) is not null;
+                && tier.Algorithm.GetFullSince(ref entry.State, _clock.Now()) is not null;
         }
         finally
         {

@@ -17,6 +17,9 @@ internal interface IPartitionDiagnostics
     /// <summary>Now on the clock every key's state is measured on (its ticks, since the limiter was made).</summary>
     long Now();
 
+    /// <summary>Runs between an eviction's first idle check and its mark (tests: an admission racing the sweep). Null in production.</summary>
+    Action? BeforeEvictionMark { get; set; }
+
     /// <summary>Runs one idle-eviction sweep over every shard now.</summary>
     void SweepAllShards();
 

@@ -8,4 +8,7 @@ internal interface IKeyTable
 
     /// <summary>Evicts the keys of one shard whose every cell is idle.</summary>
     void Sweep(int shard);
+
+    /// <summary>Runs between an eviction's first idle check and its mark (tests: a request racing the sweep). Null in production.</summary>
+    Action? BeforeEvictionMark { get; set; }
 }

@@ -155,6 +155,8 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
 
     private bool RoomSweepDue(int shard) => Volatile.Read(ref _roomSweptAt[shard]) != Volatile.Read(ref _sweeps) + 1;
 
+    public Action? BeforeEvictionMark { get; set; }
+
     /// <summary>Under the shard's lock: evicts the entry if every cell is indistinguishable from a fresh one.</summary>
     private bool EvictIfIdle(TKey key, KeyEntry entry)
     {
@@ -163,6 +165,8 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
         {
             return false;
         }
+
+        BeforeEvictionMark?.Invoke();
 
         // Mark, then re-check: pairs with the admitting layer's CAS-then-read (see remarks). The re-check runs the layers'
         // idle checks again (a bucket far behind reads the clock): one that throws must not leave the key marked, or every
@@ -175,7 +179,7 @@ internal sealed class KeyTable<TContext, TKey> : IKeyTable
         bool evicted = false;
         try
         {
-            evicted = AllIdle(entry, now);
+            evicted = AllIdle(entry, _clock.Now()); // at a reading after the mark (see the partitioned limiter's EvictIfIdle)
         }
         finally
         {

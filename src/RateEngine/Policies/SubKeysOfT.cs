@@ -112,7 +112,7 @@ internal sealed class SubKeys<TContext, TSubKey, TState>(
                     bool idle = false;
                     try
                     {
-                        idle = isIdle(cell, now);
+                        idle = isIdle(cell, clock.Now()); // at a reading after the mark (see the partitioned limiter's EvictIfIdle)
                     }
                     finally
                     {

@@ -38,6 +38,44 @@ public class PartitionedLimiterTests
 
     private static readonly FixedWindowRateLimiterOptions TwoPerMinute = new() { PermitLimit = 2, Window = TimeSpan.FromMinutes(1), QueueLimit = 4 };
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SweepAllShards_StalledPast2To20WindowsWhileTheKeyFillsItsWindow_DoesNotEvictIt(bool counter)
+    {
+        // The sweep found the key idle, then stalled (or the clock stepped forward) more than 2^20 windows before its mark,
+        // while a request filled the key's window. Re-checked at the sweep's first reading, the busy window word read as one
+        // far behind (33-bit epochs wrap), so as idle: the key was evicted, and its new entry admitted the window again.
+        var time = new FakeTimeProvider();
+        var options = new PartitionedLimiterOptions { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(3_650) };
+        using PartitionedRateLimiter<int> limiter = counter
+            ? PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => new SlidingWindowCounterRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMilliseconds(1), SegmentsPerWindow = 1 }, options)
+            : PartitionedLimiter.CreateFixedWindow<int, int>(k => k, _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMilliseconds(1) }, options);
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        Assert.True(limiter.AttemptAcquire(7).IsAcquired);
+        time.Advance(TimeSpan.FromMilliseconds(3)); // idle
+        bool stalled = false;
+        diagnostics.BeforeEvictionMark = () =>
+        {
+            if (!stalled)
+            {
+                stalled = true;
+                time.Advance(TimeSpan.FromMilliseconds((1 << 20) + 1));
+                for (int i = 0; i < 100; i++)
+                {
+                    Assert.True(limiter.AttemptAcquire(7).IsAcquired); // on the entry the sweep is looking at: not marked yet
+                }
+            }
+        };
+
+        diagnostics.SweepAllShards();
+        diagnostics.BeforeEvictionMark = null;
+
+        Assert.True(stalled);
+        Assert.Equal(1, diagnostics.PartitionCount);
+        Assert.False(limiter.AttemptAcquire(7).IsAcquired); // the window is full: not a new entry's
+    }
+
     /// <summary>
     /// Keys of a limiter 2^33 windows old (1 ms windows: 99 days): a new key's state must count from now's window. One of
     /// window 0 read as a window up to 2^20 ahead (epochs wrap), and the key got one window's permits for 17 minutes.

@@ -582,6 +582,43 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public void SweepAll_StalledPast2To20WindowsWhileTheKeyFillsItsWindow_DoesNotEvictIt()
+    {
+        // As for the partitioned limiter: a sweep that found alice's key idle and then stalled (or saw the clock step
+        // forward) more than 2^20 windows before its mark, while a request filled her window, re-checked at its first
+        // reading and read the busy window as one far behind: the key went, and its new entry admitted the window again.
+        var time = new FakeTimeProvider();
+        using RatePolicy<Call> policy = new RatePolicyBuilder<Call>().UseTimeProvider(time)
+            .AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMilliseconds(1), 100))
+            .WithIdleEvictionInterval(TimeSpan.FromDays(3_650)) // no timer sweep while the fake clock jumps: only the one below
+            .Build();
+        var alice = new Call("alice");
+        policy.Acquire(alice, RequestCost.None).Dispose();
+        time.Advance(TimeSpan.FromMilliseconds(3)); // idle
+        bool stalled = false;
+        policy.KeyTables[0].BeforeEvictionMark = () =>
+        {
+            if (!stalled)
+            {
+                stalled = true;
+                time.Advance(TimeSpan.FromMilliseconds((1 << 20) + 1));
+                for (int i = 0; i < 100; i++)
+                {
+                    policy.Acquire(alice, RequestCost.None).Dispose(); // on the entry the sweep is looking at
+                }
+            }
+        };
+
+        policy.SweepAll();
+        policy.KeyTables[0].BeforeEvictionMark = null;
+
+        Assert.True(stalled);
+        using PolicyLease refused = policy.Acquire(alice, RequestCost.None);
+        Assert.False(refused.IsAcquired); // the window is full: not a new entry's
+        Assert.Equal(100, policy.GetUsage(alice, "user").Used);
+    }
+
+    [Fact]
     public void Acquire_FifthKeyOfOneHash_IsRefusedForTheCollisionNotAsPartitionsFull()
     {
         // The table takes at most four live keys of one 32-bit hash: a fifth is refused, and the refusal says why (a
