@@ -678,8 +678,10 @@ public sealed class RedisFailureTests : IDisposable
         RedisHybridOptions? blocks = hybrid ? new RedisHybridOptions() : null;
         // A server that stays up: a bound of seconds, so that a stall of this 2-core machine (the stress tests run beside
         // these) cannot pass for an outage, trip the breaker and make the FailOpen limiter admit.
-        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailOpen, prefix: prefix, limit: 1, hybrid: blocks, syncTimeout: TimeSpan.FromSeconds(5));
-        using PartitionedRateLimiter<string> other = Create(RedisFailureMode.FailOpen, prefix: prefix, limit: 1, hybrid: blocks, syncTimeout: TimeSpan.FromSeconds(5));
+        // Windows on the fake clock (on a whole minute, never moved here): on Redis's clock a minute that ended during the test
+        // gave "good" its permit again.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailOpen, prefix: prefix, limit: 1, hybrid: blocks, syncTimeout: TimeSpan.FromSeconds(5), clientClock: _cooldownClock);
+        using PartitionedRateLimiter<string> other = Create(RedisFailureMode.FailOpen, prefix: prefix, limit: 1, hybrid: blocks, syncTimeout: TimeSpan.FromSeconds(5), clientClock: _cooldownClock);
         Assert.True((await other.AcquireAsync("good")).IsAcquired);
         Assert.True((await limiter.AcquireAsync("warm")).IsAcquired); // loads the scripts
         RedisKey good = _connection.GetServer(_server.Endpoint).Keys(pattern: prefix + ":{good}:*").Single();
