@@ -52,7 +52,8 @@ public sealed class RedisRatePolicyBuilder<TContext>
 
     /// <summary>
     /// How long a concurrency slot lives on Redis without being released: a node that dies with leases open frees their
-    /// slots after this. An open lease renews its slots every third of it, so a request may run longer. Default 10 minutes;
+    /// slots after this, and a second (the margin for nodes' clocks a second apart). An open lease renews its slots every
+    /// third of it, so a request may run longer. Default 10 minutes;
     /// from one second to 100 days (the renewal timer's period, a third of it, must stay within what a timer takes, about
     /// 49 days).
     /// </summary>

@@ -160,6 +160,30 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task ConcurrencySlot_SeenFromANodeASecondAhead_StillCountsBetweenRenewals()
+    {
+        // Node B's client clock runs 0.8 s ahead of node A's (within the second the nodes' clocks may differ), the lease
+        // timeout is 1 s. B compares A's slot expiry with its own now: without a margin it saw the slot expired 0.2 s after
+        // A took it, before A's first renewal (a third of the timeout), and admitted a second stream beside A's.
+        var behind = new FakeTimeProvider(Start);
+        var ahead = new FakeTimeProvider(Start + TimeSpan.FromMilliseconds(800));
+        RedisRatePolicy<Call> Node(FakeTimeProvider clock) => new RedisRatePolicyBuilder<Call>(Options().With(o => { o.ClientClock = clock; o.TimeProvider = clock; }))
+            .AddGlobalLayer("streams", PolicyRule.Concurrency(1))
+            .WithLeaseTimeout(TimeSpan.FromSeconds(1))
+            .Build();
+        using RedisRatePolicy<Call> a = Node(behind);
+        using RedisRatePolicy<Call> b = Node(ahead);
+        using PolicyLease stream = await a.AcquireAsync(new Call("ann", "x"), RequestCost.None);
+        Assert.True(stream.IsAcquired);
+
+        behind.Advance(TimeSpan.FromMilliseconds(250)); // before A's first renewal, at a third of the timeout
+        ahead.Advance(TimeSpan.FromMilliseconds(250));
+        using PolicyLease second = await b.AcquireAsync(new Call("bob", "y"), RequestCost.None);
+
+        Assert.False(second.IsAcquired);
+    }
+
+    [Fact]
     public async Task ConcurrencySlot_OfALeaseOpenLongerThanTheLeaseTimeout_IsRenewedAndStillCounts()
     {
         // A stream that outlasts the lease timeout must keep its slot (the timeout is for a node that dies with the lease
@@ -171,13 +195,14 @@ public sealed class RedisRatePolicyTests : IDisposable
         using PolicyLease stream = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
         Assert.True(stream.IsAcquired);
 
-        _time.Advance(TimeSpan.FromSeconds(1)); // the renewal: the slot now lives until 3 s
-        for (int attempt = 0; attempt < 50 && await SlotExpiresAt() <= 2_000_000; attempt++)
+        // The slot counts until the timeout plus the clocks' second of margin: 3 s, then 4 s after the renewal at 1 s.
+        _time.Advance(TimeSpan.FromSeconds(1));
+        for (int attempt = 0; attempt < 50 && await SlotExpiresAt() <= 3_000_000; attempt++)
         {
             await Task.Delay(20); // the renewal's script call is under way
         }
 
-        _time.Advance(TimeSpan.FromMilliseconds(1_500)); // 2.5 s: past the first expiry, before the renewed one
+        _time.Advance(TimeSpan.FromMilliseconds(2_500)); // 3.5 s: past the first expiry, before the renewed one
         using PolicyLease second = await policy.AcquireAsync(new Call("ann", "x"), RequestCost.None);
         Assert.False(second.IsAcquired);
 
@@ -265,10 +290,10 @@ public sealed class RedisRatePolicyTests : IDisposable
         PolicyLease third = await node2.AcquireAsync(new Call("ann", "stream"), RequestCost.None);
         Assert.True(third.IsAcquired);
 
-        // The node holding `third` dies (no release, no more renewals): its slot comes back when the lease timeout
-        // passes, not before.
+        // The node holding `third` dies (no release, no more renewals): its slot comes back when the lease timeout and the
+        // nodes' clock margin of a second have passed, not before.
         node2.Dispose();
-        _time.Advance(TimeSpan.FromMinutes(5) - TimeSpan.FromSeconds(1));
+        _time.Advance(TimeSpan.FromMinutes(5));
         Assert.False((await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None)).IsAcquired);
         _time.Advance(TimeSpan.FromSeconds(1));
         Assert.True((await policy.AcquireAsync(new Call("ann", "stream"), RequestCost.None)).IsAcquired);

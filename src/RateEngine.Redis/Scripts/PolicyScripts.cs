@@ -33,6 +33,10 @@ internal static class PolicyScripts
         local n = (#ARGV - 2) / 8
         -- 2^53: Lua's numbers are exact below it, so counts saturate there and replies (usage, waits) stop there.
         local most = 9007199254740992
+        -- A concurrency slot counts a second past its lease's timeout (µs): nodes' client clocks may be a second apart, and
+        -- a node ahead compares the slot's expiry with its own now (without it, a timeout under 1.5 s let a node 0.8 s ahead
+        -- see a live stream's slot as expired between its renewals, and admit a second stream).
+        local slot_margin = 1000000
         local function arg(i, k) return tonumber(ARGV[2 + (i - 1) * 8 + k]) end
 
         -- The calendar period containing now among the three the client computed (its clock may differ from the server's).
@@ -141,7 +145,7 @@ internal static class PolicyScripts
             end
           elseif kind == 6 then -- concurrency: sorted set of lease ids scored by when they expire
             s.used = redis.call('ZCOUNT', key, now + 1, '+inf')
-            s.ttl = arg(i, 4)
+            s.ttl = arg(i, 4) + slot_margin
           end
           -- Counts saturate at 2^53 (see add): one written larger (before they did) is read and reported as 2^53, an
           -- integer reply, not a double past 2^63 that the reply's conversion would wrap.
@@ -296,7 +300,7 @@ internal static class PolicyScripts
               s.ttl = s.ttl + math.ceil(amount * s.per / s.rate)
             elseif s.kind == 6 then
               redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-              redis.call('ZADD', key, now + arg(i, 4), lease .. ':' .. i)
+              redis.call('ZADD', key, now + arg(i, 4) + slot_margin, lease .. ':' .. i)
             end
             expire(i, s)
           end
@@ -353,7 +357,7 @@ internal static class PolicyScripts
               -- back if it expired meanwhile (renewals lost in an outage longer than the timeout). The stream still runs:
               -- counting it is stricter than letting another request take its place, and only an open lease renews (a
               -- released slot's renewal is older than its release, which the sequence marker orders before it).
-              redis.call('ZADD', key, now + arg(i, 4), lease .. ':' .. i)
+              redis.call('ZADD', key, now + arg(i, 4) + slot_margin, lease .. ':' .. i)
               expire(i, s)
             elseif kind == 6 then
               back = redis.call('ZREM', key, lease .. ':' .. i)
