@@ -434,7 +434,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         AdmissionObserver?.Invoke(key, admission);
         if (tier.HotHost is not null && _hotKeys!.Sampled() && _hotKeys.Contended(entry))
         {
-            TryPromote(entry, tier);
+            TryPromote(entry, tier, now);
         }
 
         return TierOutcome.Admitted;
@@ -462,7 +462,7 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
     /// Gives the key per-core blocks over its entry, unless <see cref="PartitionedLimiterOptions.MaxHotKeys"/> are hot
     /// already or its link changed (a key limiter, an eviction, another promotion): those keep what they have.
     /// </summary>
-    private void TryPromote(PartitionEntry<TState> entry, PartitionTier<TAlgorithm, TState> tier)
+    private void TryPromote(PartitionEntry<TState> entry, PartitionTier<TAlgorithm, TState> tier, long now)
     {
         if (!ReferenceEquals(Volatile.Read(ref entry.Link), tier) || !_hotKeys!.TryAdd())
         {
@@ -472,12 +472,14 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         PartitionHotKey hot;
         try
         {
-            hot = new PartitionHotKey(tier, tier.HotHost!(entry));
+            hot = new PartitionHotKey(tier, tier.HotHost!(entry, now));
         }
-        catch
+#pragma warning disable CA1031 // the request was admitted and counted: a promotion, only a speed-up, must not fail it
+        catch (Exception)
+#pragma warning restore CA1031
         {
-            _hotKeys.Remove(); // an allocation that failed must not keep the hot-key slot it took
-            throw;
+            _hotKeys.Remove(); // an allocation that failed must not keep the hot-key slot it took; the key stays as it was
+            return;
         }
 
         if (Interlocked.CompareExchange(ref entry.Link, hot, tier) != tier)

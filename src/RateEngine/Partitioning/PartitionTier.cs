@@ -7,14 +7,17 @@ namespace RateEngine.Partitioning;
 /// The shared, immutable settings of every key that resolves to the same options: its algorithm and queue settings.
 /// Tiers are few; entries point at theirs.
 /// </summary>
-internal sealed class PartitionTier<TAlgorithm, TState>(TAlgorithm algorithm, QueueSettings queue, Func<StateCell<TState>, PerCoreHost>? hotHost = null)
+internal sealed class PartitionTier<TAlgorithm, TState>(TAlgorithm algorithm, QueueSettings queue, Func<StateCell<TState>, long, PerCoreHost>? hotHost = null)
     where TAlgorithm : struct, IRateAlgorithm<TState>
 {
     public readonly TAlgorithm Algorithm = algorithm;
     public readonly QueueSettings Queue = queue;
 
-    /// <summary>Per-core blocks over a hot key's entry; null when its keys are never promoted (no option, or a small limit).</summary>
-    public readonly Func<StateCell<TState>, PerCoreHost>? HotHost = hotHost;
+    /// <summary>
+    /// Per-core blocks over a hot key's entry, started at the promoting admission's clock reading (a read of its own could
+    /// throw after that admission was counted); null when its keys are never promoted (no option, or a small limit).
+    /// </summary>
+    public readonly Func<StateCell<TState>, long, PerCoreHost>? HotHost = hotHost;
 
     /// <summary>The tier of one options instance, made by the algorithm's definition on the partitioned limiter's clock.</summary>
     public static PartitionTier<TAlgorithm, TState> Create<TDefinition, TOptions>(
@@ -27,12 +30,12 @@ internal sealed class PartitionTier<TAlgorithm, TState>(TAlgorithm algorithm, Qu
     {
         TOptions valid = TDefinition.Validate(options);
         TAlgorithm algorithm = TDefinition.CreateAlgorithm(valid, clock);
-        Func<StateCell<TState>, PerCoreHost>? hot = perCore is not null && hotHost is not null && algorithm.PermitLimit >= perCore.HotKeyLimitFloor
-            ? cell =>
+        Func<StateCell<TState>, long, PerCoreHost>? hot = perCore is not null && hotHost is not null && algorithm.PermitLimit >= perCore.HotKeyLimitFloor
+            ? (cell, now) =>
             {
                 PerCoreHost host = hotHost(algorithm, perCore, cell);
                 host.ChooseStripe = perCore.ChooseStripe;
-                host.StartAt(clock.Now());
+                host.StartAt(now);
                 return host;
             }
             : null;

@@ -35,6 +35,33 @@ public class PartitionHotKeyTests
     }
 
     [Fact]
+    public void AttemptAcquire_ClockFailsAfterThePromotingAdmissionsRead_TheAdmissionStands()
+    {
+        // The admission is counted, then the key is promoted: the blocks' start read the clock again, and a provider that
+        // threw there failed the admitted request (its permit spent, no lease, the statistics one ahead of the leases).
+        var clock = new FailingClock();
+        int calls = 0;
+        using PartitionedRateLimiter<int> limiter = PartitionedLimiter.CreateFixedWindow<int, int>(
+            key => key,
+            _ => LargePerHour,
+            new PartitionedLimiterOptions { TimeProvider = clock, PerCoreReservation = new PerCoreReservationOptions { Stripes = 4, HotKeySampling = 1, ChooseStripe = () => calls++ & 1 } });
+        var diagnostics = (IPartitionDiagnostics)limiter;
+        int admitted = 0;
+        while (diagnostics.HotKeyCount == 0 && admitted < 1_000)
+        {
+            clock.FailAfter(1, 1); // the admission's own read goes through, any read after it fails
+            using RateLimitLease lease = limiter.AttemptAcquire(7);
+            clock.FailAfter(-1);
+            Assert.True(lease.IsAcquired);
+            admitted++;
+        }
+
+        Assert.Equal(1, diagnostics.HotKeyCount);
+        Assert.Equal(admitted, limiter.GetStatistics(7)!.TotalSuccessfulLeases);
+        Assert.Equal(LargePerHour.PermitLimit - admitted, limiter.GetStatistics(7)!.CurrentAvailablePermits);
+    }
+
+    [Fact]
     public void AttemptAcquire_KeyPromotedJustBeforeTheEpochsWrap_StillAdmitsItsWholeLimit()
     {
         // 1 ms windows, the key promoted 2^19 windows before window 2^33 (99 days in): an empty block left reading as window
