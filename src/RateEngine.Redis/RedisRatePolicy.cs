@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.ExceptionServices;
 using RateEngine.Policies;
 using RateEngine.Redis.Hybrid;
 using RateEngine.Redis.Policies;
@@ -197,6 +198,11 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             ReleaseSlotsOfUnknownAcquire(call!);
             return Failed(error.Message, estimate);
         }
+        catch (Exception)
+        {
+            _breaker.ReleaseProbe(call!.Probe); // an error of another kind (a disposed connection): nothing closes or trips for it
+            throw;
+        }
     }
 
     /// <summary>
@@ -234,6 +240,12 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             // The client gave up (its own timeout, a dropped connection), not the server: the script may still run.
             ReleaseSlotsOfUnknownAcquire(call!);
             return Failed(error.InnerException.Message, estimate);
+        }
+        catch (AggregateException error) when (error.InnerExceptions.Count == 1)
+        {
+            // As the async path: an error of another kind is thrown as itself, after the probe goes back.
+            _breaker.ReleaseProbe(call!.Probe);
+            ExceptionDispatchInfo.Throw(error.InnerException!);
         }
 
         return Decide(call!, estimate, task.Result);
@@ -288,6 +300,11 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         catch (Exception error) when (error is RedisException or TimeoutException)
         {
             Trip(error.Message);
+            throw;
+        }
+        catch (Exception error) when (error is not OperationCanceledException)
+        {
+            _breaker.ReleaseProbe(probe); // an error of another kind (a disposed connection): nothing closes or trips for it
             throw;
         }
 
@@ -736,7 +753,18 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
             ? StartCall(call with { PauseTicket = _pause.Ticket(), FailuresWhenSent = FailureMark, Probe = probe })
             : (null, null, Unavailable(estimate));
 
-        (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) StartCall(Call sent) => (sent, Eval(PolicyScripts.Acquire, sent.Keys, sent.Values), null);
+        (Call? Call, Task<RedisResult>? Sent, PolicyLease? Answered) StartCall(Call sent)
+        {
+            try
+            {
+                return (sent, Eval(PolicyScripts.Acquire, sent.Keys, sent.Values), null);
+            }
+            catch
+            {
+                _breaker.ReleaseProbe(sent.Probe); // not sent (the app disposed its connection): nothing will close or trip for it
+                throw;
+            }
+        }
     }
 
     private Task<RedisResult> Eval(string script, RedisKey[] keys, RedisValue[] values)

@@ -73,6 +73,25 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task PolicyAcquire_HalfOpenProbeMeetsADisposedConnection_TheNextCallerProbesAtOnce()
+    {
+        // As for the limiter: the probe's call could not be sent, so it keeps no claim, and every next caller meets the same
+        // error rather than the failure mode's refusal for a cool-down (the exact policy kept the probe).
+        using RedisRatePolicy<string> policy = Policy("user/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10), TimeSpan.FromMilliseconds(200));
+        Assert.True((await policy.AcquireAsync("ann", RequestCost.None)).IsAcquired);
+        _server.Kill();
+        Assert.False(policy.Acquire("ann", RequestCost.None).IsAcquired); // the breaker trips
+        _cooldownClock.Advance(TimeSpan.FromSeconds(2)); // half-open
+        await _connection.DisposeAsync();
+
+        Assert.Throws<ObjectDisposedException>(() => policy.Acquire("ann", RequestCost.None));
+        Assert.Throws<ObjectDisposedException>(() => policy.Acquire("bob", RequestCost.None));
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await policy.AcquireAsync("carl", RequestCost.None));
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await policy.GetUsageAsync("dan"));
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await policy.AcquireAsync("eve", RequestCost.None));
+    }
+
+    [Fact]
     public async Task AcquireAsync_ServerStillDownAfterTheCooldown_OneCallerProbesAndTheOthersAreAnsweredAtOnce()
     {
         using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed);
