@@ -532,32 +532,40 @@ public sealed partial class RedisRatePolicy<TContext>
     {
         ThrowIfBlocksDisposed();
         RedisPolicyLease<TContext>.ThrowIfNotExact(estimate, nameof(estimate));
-        refusal = null;
         var keys = new LayerKey[_blockLayers.Length];
         var amounts = new long[_blockLayers.Length];
         var limits = new long[_blockLayers.Length];
-        for (int i = 0; i < _blockLayers.Length; i++)
+        while (true)
         {
-            RedisPolicyLayer<TContext> layer = _blockLayers[i];
-            long amount = layer.AmountOf(estimate);
-            if (layer.LimitFor(context, amount, out refusal) is not { } limit)
+            // Every limit of one tiers version, as the exact mode's Prepare reads them (see TiersVersion).
+            long version = StableTiersVersion(_blockLayers);
+            refusal = null;
+            for (int i = 0; i < _blockLayers.Length && refusal is null; i++)
             {
-                return null;
+                RedisPolicyLayer<TContext> layer = _blockLayers[i];
+                long amount = layer.AmountOf(estimate);
+                if (layer.LimitFor(context, amount, out refusal) is not { } limit)
+                {
+                    continue;
+                }
+
+                LayerKey key = layer.BlockKeyOf(context);
+
+                if (amount > Volatile.Read(ref key.Unit))
+                {
+                    Volatile.Write(ref key.Unit, amount); // blocks are sized in requests of the largest size seen
+                }
+
+                keys[i] = key;
+                amounts[i] = amount;
+                limits[i] = limit;
             }
 
-            LayerKey key = layer.BlockKeyOf(context);
-
-            if (amount > Volatile.Read(ref key.Unit))
+            if (CurrentTiersVersion(_blockLayers) == version)
             {
-                Volatile.Write(ref key.Unit, amount); // blocks are sized in requests of the largest size seen
+                return refusal is null ? new LocalTakes(keys, amounts, limits) : null;
             }
-
-            keys[i] = key;
-            amounts[i] = amount;
-            limits[i] = limit;
         }
-
-        return new LocalTakes(keys, amounts, limits);
     }
 
     /// <summary>

@@ -46,6 +46,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
 
     private readonly RedisPolicyLayer<TContext>[] _layers;
     private readonly Lock _tiersUpdate = new();
+    private readonly TiersVersion _tiersVersion = new();
     private readonly RedisLimiterOptions _options;
     private readonly RedisKey _pauseKey;
     private readonly bool _combined;
@@ -99,6 +100,14 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         _layers = layers;
+        if (combining is null)
+        {
+            foreach (RedisPolicyLayer<TContext> layer in layers)
+            {
+                layer.TiersVersion = _tiersVersion; // a combination's layers, and a hybrid policy's exact part's, keep their policy's
+            }
+        }
+
         _options = options;
         _combined = combined;
         _pauseKey = $"{{{options.KeyPrefix}}}:paused";
@@ -437,9 +446,17 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
 
         lock (_tiersUpdate)
         {
-            foreach (RedisPolicyLayer<TContext> layer in _layers)
+            _tiersVersion.Step();
+            try
             {
-                layer.Tiers = tiers;
+                foreach (RedisPolicyLayer<TContext> layer in _layers)
+                {
+                    layer.Tiers = tiers;
+                }
+            }
+            finally
+            {
+                _tiersVersion.Step();
             }
         }
     }
@@ -651,17 +668,24 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         keys[_layers.Length] = _pauseKey;
         var limits = new long[_layers.Length];
         var amounts = new long[_layers.Length];
-        for (int i = 0; i < _layers.Length; i++)
+        for (bool decided = false; !decided;)
         {
-            RedisPolicyLayer<TContext> layer = _layers[i];
-            keys[i] = layer.KeyOf(context);
-            amounts[i] = layer.AmountOf(estimate);
-            if (layer.LimitFor(context, amounts[i], out PolicyLease? never) is not { } limit)
+            // Every limit of one tiers version (see TiersVersion): read again if an update ran meanwhile.
+            long version = StableTiersVersion(_layers);
+            PolicyLease? never = null;
+            for (int i = 0; i < _layers.Length && never is null; i++)
+            {
+                RedisPolicyLayer<TContext> layer = _layers[i];
+                keys[i] = layer.KeyOf(context);
+                amounts[i] = layer.AmountOf(estimate);
+                limits[i] = layer.LimitFor(context, amounts[i], out never) ?? 0;
+            }
+
+            decided = CurrentTiersVersion(_layers) == version;
+            if (decided && never is not null)
             {
                 return (null, never);
             }
-
-            limits[i] = limit;
         }
 
         string lease = _nonce + Interlocked.Increment(ref _leases).ToString(CultureInfo.InvariantCulture);
@@ -675,6 +699,30 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
 
         return (new Call(keys, values, limits, amounts, lease), null);
+    }
+
+    /// <summary>The sum of the layers' tiers versions once no update is under way (versions only grow: a change shows).</summary>
+    internal static long StableTiersVersion(RedisPolicyLayer<TContext>[] layers)
+    {
+        long sum = 0;
+        foreach (RedisPolicyLayer<TContext> layer in layers)
+        {
+            sum += layer.TiersVersion.Stable();
+        }
+
+        return sum;
+    }
+
+    /// <summary>The sum of the layers' tiers versions now: equal to a stable sum read before only if no update ran since.</summary>
+    internal static long CurrentTiersVersion(RedisPolicyLayer<TContext>[] layers)
+    {
+        long sum = 0;
+        foreach (RedisPolicyLayer<TContext> layer in layers)
+        {
+            sum += layer.TiersVersion.Current;
+        }
+
+        return sum;
     }
 
     /// <summary>

@@ -160,6 +160,45 @@ public sealed class RedisRatePolicyTests : IDisposable
     }
 
     [Fact]
+    public async Task AcquireAsync_TiersSwappedWhileTheRequestReadsItsLimits_IsDecidedOnOneVersion()
+    {
+        // Tier t gives layer a 100 and b 50, then a 50 and b 100; both hold 60, so neither version admits another token.
+        // The update lands while the request reads its limits (b's tier selector runs it), after a's and before b's: read
+        // layer by layer, a's old limit and b's new one admitted what neither version does.
+        var before = new PolicyTiers { ["t"] = { ["a"] = 100, ["b"] = 50 }, ["big"] = { ["a"] = 1_000, ["b"] = 1_000 } };
+        var after = new PolicyTiers { ["t"] = { ["a"] = 50, ["b"] = 100 }, ["big"] = { ["a"] = 1_000, ["b"] = 1_000 } };
+        bool armed = false;
+        RedisRatePolicy<Call>? policy = null;
+        policy = Builder()
+            .UseTiers(call => call.Tool, before)
+            .AddLayer("a", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1)).Counting(PolicyMeter.Tokens))
+            .AddLayer("b", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromHours(1)).Counting(PolicyMeter.Tokens), call =>
+            {
+                if (armed)
+                {
+                    armed = false;
+                    policy!.UpdateTiers(after);
+                }
+
+                return call.Tool;
+            })
+            .Build();
+        using (policy)
+        {
+            using PolicyLease filled = await policy.AcquireAsync(new Call("ann", "big"), new RequestCost(60, 0));
+            Assert.True(filled.IsAcquired);
+
+            armed = true;
+            using PolicyLease mixed = await policy.AcquireAsync(new Call("ann", "t"), new RequestCost(1, 0));
+
+            Assert.False(armed); // the update ran in the middle of the request's reads
+            Assert.False(mixed.IsAcquired);
+            Assert.Equal("a", mixed.BlockingLayer); // decided on the new tiers
+            Assert.Equal([60, 60], (await policy.GetUsageAsync(new Call("ann", "t"))).Select(layer => layer.Used));
+        }
+    }
+
+    [Fact]
     public async Task ConcurrencySlot_SeenFromANodeASecondAhead_StillCountsBetweenRenewals()
     {
         // Node B's client clock runs 0.8 s ahead of node A's (within the second the nodes' clocks may differ), the lease

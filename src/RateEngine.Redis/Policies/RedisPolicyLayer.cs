@@ -130,6 +130,9 @@ internal sealed class RedisPolicyLayer<TContext>
     /// <summary>Every key of a policy shares one hash tag, so a request's layers are one cluster slot and one script.</summary>
     public string KeyPrefix { get; }
 
+    /// <summary>The version of the tiers of the policy that made this layer (a combination's layers keep their own policies').</summary>
+    public TiersVersion TiersVersion { get; set; } = new();
+
     /// <summary>The tiers this layer reads its limit from (replaced whole by <see cref="RedisRatePolicy{TContext}.UpdateTiers"/>).</summary>
     public PolicyTiers? Tiers
     {
