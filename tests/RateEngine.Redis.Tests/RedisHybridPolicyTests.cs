@@ -556,35 +556,18 @@ public sealed class RedisHybridPolicyTests : IDisposable
         // The key is at its cap on Redis and owes 500: dispose sends a reservation for the debt, which Redis refuses a grant.
         // An overrun of 300 charged while that reservation is on the wire joins it and is not carried by it: dispose must
         // send another, or nothing on this node ever would.
-        RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection))
-            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
-            .Build();
+        RedisRatePolicy<Call> policy = DayTokens(_connection);
         using ConnectionMultiplexer otherConnection = _server.Connect();
-        using RedisRatePolicy<Call> other = new RedisRatePolicyBuilder<Call>(Options(otherConnection))
-            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
-            .Build();
+        using RedisRatePolicy<Call> other = DayTokens(otherConnection);
         (await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0))).Dispose();
         PolicyLease open = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0));
         Assert.True(open.IsAcquired);
-        long otherUsed = 0;
-        while (true)
-        {
-            using PolicyLease taken = await other.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
-            if (!taken.IsAcquired)
-            {
-                break;
-            }
-
-            otherUsed++;
-        }
+        long otherUsed = await TakeTheRest(other);
 
         LocalReservations<LayerKey> blocks = policy.BlockLayer(0).Blocks!;
         LayerKey annKey = blocks.Find("ann")!;
         Interlocked.Add(ref annKey.Debt, 500);
-        using (ConnectionMultiplexer admin = _server.Connect(admin: true))
-        {
-            await admin.GetServer(_server.Endpoint).ExecuteAsync("CLIENT", "PAUSE", "1500", "WRITE");
-        }
+        await PauseWrites(TimeSpan.FromMilliseconds(1_500));
 
         policy.Dispose(); // its blocks go back in the background, the debt first
         await Eventually(() => blocks.RefillInFlight("ann") && Volatile.Read(ref annKey.Debt) == 0); // the 500 on the wire, held
@@ -599,38 +582,52 @@ public sealed class RedisHybridPolicyTests : IDisposable
         Assert.Equal(400 + 700 + 500 + otherUsed, (await reader.GetUsageAsync(new Call("ann", "x")))[1].Used);
     }
 
+    /// <summary>A node's policy of one layer: ann's tokens per day, 2,000.</summary>
+    private RedisRatePolicy<Call> DayTokens(ConnectionMultiplexer connection) => new RedisRatePolicyBuilder<Call>(Options(connection))
+        .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
+        .Build();
+
+    /// <summary>Takes ann's day one token at a time on <paramref name="node"/> until it is refused: the tokens it took.</summary>
+    private static async Task<long> TakeTheRest(RedisRatePolicy<Call> node)
+    {
+        long taken = 0;
+        while (true)
+        {
+            using PolicyLease lease = await node.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
+            if (!lease.IsAcquired)
+            {
+                return taken;
+            }
+
+            taken++;
+        }
+    }
+
+    /// <summary>Holds every script that writes on the server for <paramref name="duration"/> (a reservation stays on the wire).</summary>
+    private async Task PauseWrites(TimeSpan duration)
+    {
+        using ConnectionMultiplexer admin = _server.Connect(admin: true);
+        await admin.GetServer(_server.Endpoint).ExecuteAsync("CLIENT", "PAUSE", ((long)duration.TotalMilliseconds).ToString(System.Globalization.CultureInfo.InvariantCulture), "WRITE");
+    }
+
     [Fact]
     public async Task Reconcile_AnOverrunOwedWhileARefusedReservationIsOnTheWire_IsCarriedByAnotherOnceItLands()
     {
         // The key is at its cap on Redis and its block is empty. A request's reservation is on the wire (held by a pause
         // of Redis's writes), sized before the overrun of 300 became a debt: it carries none of it, and Redis refuses it a
         // grant. The debt must not wait for the key's next request (none comes) or the idle sweep (an hour away).
-        using RedisRatePolicy<Call> policy = new RedisRatePolicyBuilder<Call>(Options(_connection))
-            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
-            .Build();
+        using RedisRatePolicy<Call> policy = DayTokens(_connection);
         using ConnectionMultiplexer otherConnection = _server.Connect();
-        using RedisRatePolicy<Call> other = new RedisRatePolicyBuilder<Call>(Options(otherConnection))
-            .AddLayer("tokens/day", call => call.User, PolicyRule.Calendar(CalendarPeriod.Day, 2_000).Counting(PolicyMeter.Tokens))
-            .Build();
+        using RedisRatePolicy<Call> other = DayTokens(otherConnection);
         PolicyLease open = await policy.AcquireAsync(new Call("ann", "x"), new RequestCost(400, 0));
         Assert.True(open.IsAcquired);
-        while (true)
-        {
-            using PolicyLease taken = await other.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
-            if (!taken.IsAcquired)
-            {
-                break;
-            }
-        }
+        await TakeTheRest(other);
 
         LocalReservations<LayerKey> blocks = policy.BlockLayer(0).Blocks!;
         LayerKey annKey = blocks.Find("ann")!;
         annKey.Block.TakeAll(); // counted on Redis already; left unused, so that the overrun finds no block to take from
         long atCap = (await policy.GetUsageAsync(new Call("ann", "x")))[0].Used;
-        using (ConnectionMultiplexer admin = _server.Connect(admin: true))
-        {
-            await admin.GetServer(_server.Endpoint).ExecuteAsync("CLIENT", "PAUSE", "1000", "WRITE");
-        }
+        await PauseWrites(TimeSpan.FromSeconds(1));
 
         ValueTask<PolicyLease> waiting = policy.AcquireAsync(new Call("ann", "x"), new RequestCost(1, 0));
         await Eventually(() => blocks.RefillInFlight("ann"));

@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="LockFreeTokenBucketRateLimiter"/> with <c>AutoReplenishment = false</c>: each
 /// <c>TryReplenish</c> credits the provider time elapsed since the last credit, and nothing while the bucket is full.
 /// </summary>
-public sealed class ManualLockFreeTokenBucketRateLimiterTests : SingleLimiterContractTests
+public class ManualLockFreeTokenBucketRateLimiterTests : SingleLimiterContractTests
 {
     protected override bool ExpectedAutoReplenishing => false;
 
@@ -15,9 +15,16 @@ public sealed class ManualLockFreeTokenBucketRateLimiterTests : SingleLimiterCon
 
     protected override string OverLimitParamName => "tokenCount";
 
-    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
-        new LockFreeTokenBucketRateLimiter(
-            LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: false), time);
+    /// <summary>The per-core blocks of the derived contract run; none here.</summary>
+    protected virtual PerCoreReservationOptions? PerCore => null;
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        return Bucket(LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: false), time);
+    }
+
+    private LockFreeTokenBucketRateLimiter Bucket(TokenBucketRateLimiterOptions options, TimeProvider time) =>
+        PerCore is { } perCore ? new LockFreeTokenBucketRateLimiter(options, perCore, time) : new LockFreeTokenBucketRateLimiter(options, time);
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time)
     {
@@ -33,7 +40,7 @@ public sealed class ManualLockFreeTokenBucketRateLimiterTests : SingleLimiterCon
     public void TryReplenish_CreditsTheTimeElapsedSinceTheLastCredit()
     {
         var time = new FakeTimeProvider();
-        using var limiter = new LockFreeTokenBucketRateLimiter(
+        using LockFreeTokenBucketRateLimiter limiter = Bucket(
             LockFreeTokenBucketRateLimiterTests.Options(4, 2, TimeSpan.FromSeconds(1), 0, QueueProcessingOrder.OldestFirst, false), time);
         Assert.True(limiter.AttemptAcquire(4).IsAcquired);
 
@@ -56,7 +63,7 @@ public sealed class ManualLockFreeTokenBucketRateLimiterTests : SingleLimiterCon
         // A provider stepped back (a wall clock corrected by NTP) and then forward again: no net time has passed, so no
         // token may come back. Crediting the forward step after recording the step back would admit a second burst.
         var time = new FakeTimeProvider();
-        using var limiter = new LockFreeTokenBucketRateLimiter(
+        using LockFreeTokenBucketRateLimiter limiter = Bucket(
             LockFreeTokenBucketRateLimiterTests.Options(10, 10, TimeSpan.FromSeconds(10), 0, QueueProcessingOrder.OldestFirst, false), time);
         Assert.True(limiter.AttemptAcquire(10).IsAcquired);
 
@@ -77,7 +84,7 @@ public sealed class ManualLockFreeTokenBucketRateLimiterTests : SingleLimiterCon
         // The in-box bucket's rule, kept for drop-in compatibility: a full bucket takes no credit, and the time is credited
         // by the first TryReplenish after tokens were taken.
         var time = new FakeTimeProvider();
-        using var limiter = new LockFreeTokenBucketRateLimiter(
+        using LockFreeTokenBucketRateLimiter limiter = Bucket(
             LockFreeTokenBucketRateLimiterTests.Options(4, 4, Window, 0, QueueProcessingOrder.OldestFirst, false), time);
         time.Advance(Window / 2);
         Assert.True(limiter.TryReplenish());

@@ -4,32 +4,13 @@ using Microsoft.Extensions.Time.Testing;
 namespace RateEngine.Tests.Contract;
 
 /// <summary>
-/// The contract for <see cref="LockFreeTokenBucketRateLimiter"/> with per-core blocks and <c>AutoReplenishment = false</c>:
-/// the blocks run on the manual clock, which <c>TryReplenish</c> moves by the provider time elapsed since the last credit.
+/// The contract for <see cref="LockFreeTokenBucketRateLimiter"/> with per-core blocks and <c>AutoReplenishment = false</c>,
+/// and the manual bucket's own tests: the blocks run on the manual clock, which <c>TryReplenish</c> moves by the provider
+/// time elapsed since the last credit.
 /// </summary>
-public sealed class ManualPerCoreLockFreeTokenBucketRateLimiterTests : SingleLimiterContractTests
+public sealed class ManualPerCoreLockFreeTokenBucketRateLimiterTests : ManualLockFreeTokenBucketRateLimiterTests
 {
-    protected override bool ExpectedAutoReplenishing => false;
-
-    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
-
-    protected override string OverLimitParamName => "tokenCount";
-
-    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
-        new LockFreeTokenBucketRateLimiter(
-            LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: false),
-            new PerCoreReservationOptions(),
-            time);
-
-    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time)
-    {
-        time.Advance(Window * 2);
-        Assert.True(limiter.TryReplenish());
-    }
-
-    // As without blocks: the time elapsed since the last credit is credited by the next TryReplenish.
-    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
-        LockFreeTokenBucketRateLimiterTests.TimeForTokens(permitLimit, permits, elapsed);
+    protected override PerCoreReservationOptions? PerCore => new();
 
     [Fact]
     public void TryReplenish_TokensABlockHeld_ComeBackOnlyWithTheCreditedTime()

@@ -4,39 +4,13 @@ using Microsoft.Extensions.Time.Testing;
 namespace RateEngine.Tests.Contract;
 
 /// <summary>
-/// The contract for <see cref="SlidingWindowCounterRateLimiter"/> with per-core blocks and <c>AutoReplenishment = false</c>:
-/// segments move only in <c>TryReplenish</c>, and a block lives within the segment it was taken in.
+/// The contract for <see cref="SlidingWindowCounterRateLimiter"/> with per-core blocks and <c>AutoReplenishment = false</c>,
+/// and the manual counter's own tests: segments move only in <c>TryReplenish</c>, and a block lives within the segment it
+/// was taken in.
 /// </summary>
-public sealed class ManualPerCoreSlidingWindowCounterRateLimiterTests : SingleLimiterContractTests
+public sealed class ManualPerCoreSlidingWindowCounterRateLimiterTests : ManualSlidingWindowCounterRateLimiterTests
 {
-    private const int Segments = SlidingWindowCounterRateLimiterTests.Segments;
-
-    private static readonly TimeSpan Segment = SlidingWindowCounterRateLimiterTests.Segment;
-
-    protected override bool ExpectedAutoReplenishing => false;
-
-    protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
-
-    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
-        new SlidingWindowCounterRateLimiter(
-            SlidingWindowCounterRateLimiterTests.Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: false),
-            new PerCoreReservationOptions(),
-            time);
-
-    // As without blocks: a permit taken in segment j is free once S + 1 moves have started segment j + S + 1.
-    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time)
-    {
-        for (int move = 0; move <= Segments; move++)
-        {
-            time.Advance(Segment);
-            Assert.True(limiter.TryReplenish());
-        }
-    }
-
-    protected override TimeSpan FullRefill => Window + Segment;
-
-    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
-        (Segment * Segments) + (elapsed < Segment ? Segment - elapsed : TimeSpan.Zero);
+    protected override PerCoreReservationOptions? PerCore => new();
 
     [Fact]
     public void TryReplenish_BlocksOfAnEndedSegment_AreNotUsedAfterTheMove()

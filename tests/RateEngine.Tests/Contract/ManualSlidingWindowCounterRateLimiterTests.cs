@@ -7,7 +7,7 @@ namespace RateEngine.Tests.Contract;
 /// The contract for <see cref="SlidingWindowCounterRateLimiter"/> with <c>AutoReplenishment = false</c>: segments move
 /// only in <c>TryReplenish</c>, one per call, and only once a segment's length of time has passed since the last move.
 /// </summary>
-public sealed class ManualSlidingWindowCounterRateLimiterTests : SingleLimiterContractTests
+public class ManualSlidingWindowCounterRateLimiterTests : SingleLimiterContractTests
 {
     private const int Segments = SlidingWindowCounterRateLimiterTests.Segments;
 
@@ -17,9 +17,14 @@ public sealed class ManualSlidingWindowCounterRateLimiterTests : SingleLimiterCo
 
     protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
 
-    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time) =>
-        new SlidingWindowCounterRateLimiter(
-            SlidingWindowCounterRateLimiterTests.Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: false), time);
+    /// <summary>The per-core blocks of the derived contract run; none here.</summary>
+    protected virtual PerCoreReservationOptions? PerCore => null;
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        SlidingWindowCounterRateLimiterOptions options = SlidingWindowCounterRateLimiterTests.Options(permitLimit, Window, Segments, queueLimit, order, autoReplenishment: false);
+        return PerCore is { } perCore ? new SlidingWindowCounterRateLimiter(options, perCore, time) : new SlidingWindowCounterRateLimiter(options, time);
+    }
 
     // A permit taken in segment j is free once S + 1 moves have started segment j + S + 1.
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time)
