@@ -358,6 +358,11 @@ public sealed partial class RedisRatePolicy<TContext>
                 {
                     return Failed(error.Message, estimate);
                 }
+                catch (Exception)
+                {
+                    _breaker.ReleaseProbe(probe); // an error of another kind (a disposed connection): nothing closes or trips for it
+                    throw;
+                }
 
                 // No close here: the reservations' answer closed the breaker if nothing tripped it since they were sent.
                 _breaker.ReleaseProbeUnlessSent(sent, probe);

@@ -72,19 +72,22 @@ public sealed class RedisFailureTests : IDisposable
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await limiter.AcquireAsync("carl"));
     }
 
-    [Fact]
-    public async Task PolicyAcquire_HalfOpenProbeMeetsADisposedConnection_TheNextCallerProbesAtOnce()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task PolicyAcquire_HalfOpenProbeMeetsADisposedConnection_TheNextCallerProbesAtOnce(bool hybrid)
     {
         // As for the limiter: the probe's call could not be sent, so it keeps no claim, and every next caller meets the same
-        // error rather than the failure mode's refusal for a cool-down (the exact policy kept the probe).
-        using RedisRatePolicy<string> policy = Policy("user/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10), TimeSpan.FromMilliseconds(200));
+        // error rather than the failure mode's refusal for a cool-down (the policy kept the probe, in both modes; in hybrid
+        // mode the error comes as the reservation's fault). Each caller's key is new, so that it needs Redis.
+        using RedisRatePolicy<string> policy = Policy("user/min", PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 10), TimeSpan.FromMilliseconds(200), hybrid);
         Assert.True((await policy.AcquireAsync("ann", RequestCost.None)).IsAcquired);
         _server.Kill();
-        Assert.False(policy.Acquire("ann", RequestCost.None).IsAcquired); // the breaker trips
+        Assert.False(policy.Acquire("amy", RequestCost.None).IsAcquired); // the breaker trips
         _cooldownClock.Advance(TimeSpan.FromSeconds(2)); // half-open
         await _connection.DisposeAsync();
 
-        Assert.Throws<ObjectDisposedException>(() => policy.Acquire("ann", RequestCost.None));
+        Assert.Throws<ObjectDisposedException>(() => policy.Acquire("abe", RequestCost.None));
         Assert.Throws<ObjectDisposedException>(() => policy.Acquire("bob", RequestCost.None));
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await policy.AcquireAsync("carl", RequestCost.None));
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await policy.GetUsageAsync("dan"));
@@ -1274,13 +1277,14 @@ public sealed class RedisFailureTests : IDisposable
         Hybrid = hybrid,
     };
 
-    private RedisRatePolicy<string> Policy(string layer, PolicyRule rule, TimeSpan syncTimeout) => new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
+    private RedisRatePolicy<string> Policy(string layer, PolicyRule rule, TimeSpan syncTimeout, bool hybrid = false) => new RedisRatePolicyBuilder<string>(new RedisLimiterOptions
     {
         Connection = _connection,
         KeyPrefix = "policy-" + Guid.NewGuid().ToString("N"),
         SyncTimeout = syncTimeout,
         FailureCooldown = TimeSpan.FromSeconds(1),
         TimeProvider = _cooldownClock,
+        Hybrid = hybrid ? new RedisHybridOptions { IdleReturn = TimeSpan.FromHours(1) } : null,
     })
         .AddLayer(layer, user => user, rule)
         .Build();

@@ -22,10 +22,10 @@ namespace RateEngine.Redis.Policies;
 /// or a slot's release applied twice is stricter, never looser, while a refund applied twice would free permits twice.</para>
 /// <para>While it is open, a lease with concurrency slots renews them every third of the lease timeout, so a stream longer
 /// than the timeout keeps its slot; the timer holds the lease weakly, so a lease that is never disposed (a caller's bug)
-/// stops renewing once it is collected, and its slot frees at the timeout.</para>
+/// stops renewing once it is collected, and its slot frees at the timeout (and a second of margin for nodes' clocks).</para>
 /// <para>A dispose never blocks: it sends its release (and its refund, on layers that refund unreconciled estimates) in the
 /// background, again and again while Redis is away, for up to <see cref="ReplayBound"/>; a concurrency slot whose release
-/// never lands frees itself at the lease timeout.</para>
+/// never lands frees itself at the lease timeout (and its second of margin).</para>
 /// </remarks>
 internal sealed class RedisPolicyLease<TContext> : PolicyLease
 {

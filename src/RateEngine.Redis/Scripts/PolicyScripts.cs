@@ -10,7 +10,8 @@ namespace RateEngine.Redis.Scripts;
 /// <c>ARGV[2]</c> the lease id (acquire and settle), then one group of <see cref="Stride"/> values per layer, whose key is <c>KEYS[i]</c>: kind, limit, amount, and the rule's
 /// parameters (see <see cref="Policies.RedisPolicyLayer{TContext}.Kind"/>). Limits and amounts are integers of at most 2^52, so that every sum of a count and an amount stays within 2^53, where Lua's numbers are exact; counts change by <c>HINCRBY</c>, exact on the server, and saturate at 2^53 (overruns are counted past the limit), where every limit is passed all the same.</para>
 /// <para>Every key a script writes gets a TTL of the time its state can still matter plus a second, so a node that dies
-/// leaves nothing behind for long: a concurrency slot of a lease never disposed expires after the lease timeout.</para>
+/// leaves nothing behind for long: a concurrency slot of a lease never disposed expires after the lease timeout and a
+/// second (the margin for nodes' clocks a second apart).</para>
 /// </remarks>
 internal static class PolicyScripts
 {
