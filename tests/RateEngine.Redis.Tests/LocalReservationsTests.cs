@@ -82,8 +82,38 @@ public sealed class LocalReservationsTests : IAsyncDisposable
         Assert.Null(_blocks.TryTake(key, 3, out TimeSpan? refusedFor));
 
         Assert.Null(refusedFor);
-        Assert.Equal(1, Volatile.Read(ref key.Block.Remaining));
-        Assert.Equal([("ann", Period, 3L)], _returned);
+        Assert.Equal(0, Volatile.Read(ref key.Block.Remaining)); // the dead block's last permit goes with them
+        Assert.Equal([("ann", Period, 4L)], _returned);
+
+        // Callers that meet the dead block until the next one lands send nothing more (each sent its own return before).
+        Assert.Null(_blocks.TryTake(key, 1, out _));
+        Assert.Single(_returned);
+    }
+
+    [Fact]
+    public async Task Finish_AGrantForAForgottenKeyWhileRedisIsAway_SendsNoReturn()
+    {
+        // Background calls skip the breaker's cool-downs: the idle sweep and dispose send nothing while Redis is known to be
+        // away, and a grant that lands in a key the sweep forgot must not either (it stays counted there: stricter).
+        var returned = new List<long>();
+        await using var blocks = new LocalReservations<Key>(
+            new RedisHybridOptions(),
+            _time,
+            reserve: (_, _, _) => throw new InvalidOperationException("sent by the test"),
+            giveBack: (_, _, permits) =>
+            {
+                returned.Add(permits);
+                return Task.CompletedTask;
+            },
+            mayCall: () => false);
+        Key key = blocks.KeyOf("ann", static (name, _) => new Key(name), 0);
+        LocalReservations<Key>.Ticket ticket = blocks.Begin(key, need: 1, out Task<LocalBlock> refill)!;
+        key.Forgotten = true;
+
+        blocks.Finish(ticket, new Reservation(Granted: 5, RetryAfter: 0, ValidFor: 1_000_000, Period: Period));
+
+        await refill;
+        Assert.Empty(returned);
     }
 
     [Fact]

@@ -143,7 +143,8 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
                 Touch(key, now);
                 if (now >= block.ExpiresAt)
                 {
-                    ReturnUnused(key, block, permits);
+                    // With what is left of the dead block: one return, not one per caller that meets it until the next lands.
+                    ReturnUnused(key, block, permits + block.TakeAll());
                     return null;
                 }
 
@@ -573,9 +574,11 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             MoveLeftover(key, block, replaced);
         }
 
-        if (key.Forgotten)
+        if (key.Forgotten && _mayCall())
         {
-            RedisTasks.Observe(ReturnLeftover(key)); // nobody finds this key any more: its permits go back, merged ones too
+            // Nobody finds this key any more: its permits go back, merged ones too (not while Redis is known to be away, as
+            // the sweep's and dispose's returns: background calls skip the cool-downs).
+            RedisTasks.Observe(ReturnLeftover(key));
         }
     }
 
