@@ -105,7 +105,7 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
         if (options.Hybrid is { } hybrid)
         {
-            _local = new LocalReservations<LimiterKey>(hybrid, options.TimeProvider, Reserve, GiveBack, () => !_breaker.IsOpen);
+            _local = new LocalReservations<LimiterKey>(hybrid, options.TimeProvider, SendReservation, ReadReservation, GiveBack, () => !_breaker.IsOpen);
             _createLocalKey = CreateLocalKey;
         }
     }
@@ -188,26 +188,33 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
 
     private long Now() => _clientClock is null ? -1 : (_clientClock.GetUtcNow().UtcTicks - UnixEpochTicks) / 10;
 
-    private async Task<Reservation> Reserve(LimiterKey key, long need, long want)
+    /// <summary>Sends a key's reservation: the client's own task for it, and the breaker's failure count when it was sent.</summary>
+    private (Task<RedisResult> Answer, long FailuresWhenSent) SendReservation(LimiterKey key, long need, long want)
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
         long failures = _breaker.Failures;
-        long[] reply;
-        try
+        return (_database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want)), failures);
+    }
+
+    /// <summary>A reservation's answer, on whichever thread reads it first; throws the call's own error.</summary>
+    private Reservation ReadReservation(Task<RedisResult> answer, long failuresWhenSent)
+    {
+        if (!answer.IsCompletedSuccessfully)
         {
-            reply = (long[])(await _database.ScriptEvaluateAsync(key.Rule.ReserveScript!, key.Rule.ReserveParameters(key.RedisKey, Now(), need, want)).ConfigureAwait(false))!;
-        }
-        catch (RedisServerException error) when (RedisBreaker.IsScriptError(error))
-        {
-            _breaker.CloseUnlessTrippedSince(failures); // an answer all the same: not an outage
-            throw;
+            if (answer.Exception?.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
+            {
+                _breaker.CloseUnlessTrippedSince(failuresWhenSent); // an answer all the same: not an outage
+            }
+
+            answer.GetAwaiter().GetResult();
         }
 
         // Redis answered: closed, whether a request waited for this reservation or it was a background refill (a busy key
         // refilled in the background may never wait again, and a breaker left open would keep the node reading as degraded),
         // unless the breaker tripped after it was sent.
-        _breaker.CloseUnlessTrippedSince(failures);
+        _breaker.CloseUnlessTrippedSince(failuresWhenSent);
+        long[] reply = (long[])answer.Result!;
         return new Reservation(Granted: reply[0], RetryAfter: reply[1], ValidFor: reply[2], Period: reply[4]);
     }
 
@@ -504,14 +511,16 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             Task<LocalBlock> refill = StartRefill(ref key, permitCount, probe, out bool joined);
             try
             {
-                if (!refill.Wait(left))
+                LocalReservations<LimiterKey>.RefillWait waited = _local!.WaitForRefill(key, refill, left);
+                if (waited != LocalReservations<LimiterKey>.RefillWait.Completed)
                 {
                     RedisTasks.Observe(refill);
 
                     // Unanswered for the whole bound: an outage. Unanswered for what earlier answered reservations left of
-                    // it proves nothing (contended callers on a cold key each waited for a few): no trip, which would send
-                    // every key of this node to the failure mode for a cool-down while Redis is well.
-                    if (attempt == 1)
+                    // it proves nothing (contended callers on a cold key each waited for a few), nor does a refill that was
+                    // not on the wire (a background one still queued on a busy pool): no trip, which would send every key of
+                    // this node to the failure mode for a cool-down while Redis is well.
+                    if (attempt == 1 && waited == LocalReservations<LimiterKey>.RefillWait.Unanswered)
                     {
                         return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", key.PartitionKey, permitCount);
                     }
@@ -519,6 +528,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
                     _breaker.ReleaseProbeUnlessSent(!joined, probe);
                     return BoundSpent(long.MinValue);
                 }
+
+                refill.Wait(0); // completed: throws its error, if it failed, for the clauses below
             }
             catch (AggregateException error) when (error.InnerException is RedisServerException script && RedisBreaker.IsScriptError(script))
             {

@@ -467,10 +467,27 @@ public sealed partial class RedisRatePolicy<TContext>
     }
 
     /// <summary>The hybrid mode's bounded synchronous acquire: the async one, waited for at most the sync timeout.</summary>
+    /// <remarks>
+    /// The async acquire goes on after each answer on a pool thread. On a pool starved by blocked callers that may come
+    /// after the bound though Redis answered in time, so a timeout trips the breaker only when a call this acquire sent is
+    /// unanswered (or none was traced: it joined another request's reservation); otherwise the request alone is refused.
+    /// </remarks>
     private PolicyLease AcquireHybrid(TContext context, RequestCost estimate)
     {
         using var giveUp = new CancellationTokenSource();
-        Task<PolicyLease> task = AcquireHybridAsync(context, estimate, giveUp.Token).AsTask();
+        var sent = new SentCalls();
+        Task<PolicyLease> task;
+        SentCalls? outer = s_sentCalls.Value;
+        s_sentCalls.Value = sent; // flows into the acquire's continuations, and into the calls they send
+        try
+        {
+            task = AcquireHybridAsync(context, estimate, giveUp.Token).AsTask();
+        }
+        finally
+        {
+            s_sentCalls.Value = outer;
+        }
+
         if (task.IsCompleted || ((IAsyncResult)task).AsyncWaitHandle.WaitOne(_syncTimeout))
         {
             return task.GetAwaiter().GetResult();
@@ -483,7 +500,44 @@ public sealed partial class RedisRatePolicy<TContext>
             CancellationToken.None,
             TaskContinuationOptions.None,
             TaskScheduler.Default).Unwrap());
+        if (sent.AllAnswered)
+        {
+            return new RefusedPolicyLease(UnavailableLayer, $"Redis answered, but this node did not finish the request within the {_syncTimeout.TotalMilliseconds:F0} ms bound (its thread pool is busy); try again, or acquire asynchronously.", null, serviceWide: true);
+        }
+
         return Failed($"Redis did not answer within {_syncTimeout.TotalMilliseconds:F0} ms.", estimate);
+    }
+
+    /// <summary>The script calls sent on a synchronous acquire's flow (see <see cref="AcquireHybrid"/>).</summary>
+    private static readonly AsyncLocal<SentCalls?> s_sentCalls = new();
+
+    /// <summary>Notes a script call on the current flow's trace, if a synchronous acquire keeps one.</summary>
+    private static void Trace(Task call) => s_sentCalls.Value?.Add(call);
+
+    /// <summary>The script calls one synchronous acquire sent, and whether Redis answered them all.</summary>
+    private sealed class SentCalls
+    {
+        private readonly List<Task> _calls = [];
+
+        public void Add(Task call)
+        {
+            lock (_calls)
+            {
+                _calls.Add(call);
+            }
+        }
+
+        /// <summary>At least one call was sent, and every one has its answer (an error from Redis is not one).</summary>
+        public bool AllAnswered
+        {
+            get
+            {
+                lock (_calls)
+                {
+                    return _calls.Count > 0 && _calls.TrueForAll(static call => call.IsCompletedSuccessfully);
+                }
+            }
+        }
     }
 
     /// <summary>The hybrid mode without waiting: decided here when every layer is block-served and its blocks can answer.</summary>

@@ -819,8 +819,21 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
-        return _database.ScriptEvaluateAsync(script, keys, values);
+        Task<RedisResult> call = _database.ScriptEvaluateAsync(script, keys, values);
+        Trace(call);
+        return AnswersReadLate is { } late ? ReadLate(call, late) : call;
+
+        // As a starved pool runs the continuations: Redis answered, the code waiting for it goes on later.
+        static async Task<RedisResult> ReadLate(Task<RedisResult> call, Func<Task> late)
+        {
+            await ((Task)call).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await late().ConfigureAwait(false);
+            return await call.ConfigureAwait(false);
+        }
     }
+
+    /// <summary>Tests: awaited after each script call's answer, before the code that waits for it reads it (a starved pool).</summary>
+    internal Func<Task>? AnswersReadLate { get; set; }
 
     private PolicyLease Decide(Call call, RequestCost estimate, RedisResult result)
     {

@@ -775,6 +775,59 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HybridAttemptAcquire_AnswerInTimeButItsContinuationLate_IsAdmittedWithoutTripping()
+    {
+        // A pool starved by blocked sync callers runs the continuation that installs a reservation's answer late. The client
+        // completed its own task in time: the waiting caller installs the answer itself. Waiting for the continuation, it
+        // gave up at the bound and tripped the breaker while Redis was well.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, hybrid: new RedisHybridOptions(), syncTimeout: TimeSpan.FromSeconds(5));
+        var engine = Engine(limiter);
+        var health = (IRedisLimiterHealth)limiter;
+        var pool = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        engine.Local!.AnswersReadLate = () => pool.Task;
+
+        using (RateLimitLease lease = limiter.AttemptAcquire("cold"))
+        {
+            Assert.True(lease.IsAcquired, lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? why) ? why : "no reason");
+        }
+
+        Assert.False(health.IsDegraded);
+        Assert.Equal(0, engine.Failures);
+
+        // The continuation runs now and finds the answer installed: the block is the one reservation, less the one permit.
+        pool.SetResult();
+        await Eventually(() => !engine.Local.RefillInFlight("cold") && Volatile.Read(ref engine.Local.Find("cold")!.OnTheWire) is null, "the continuation let go of the reservation");
+        Assert.Equal(15, Volatile.Read(ref engine.Local.Find("cold")!.Block.Remaining)); // a first block of 16
+        Assert.Equal(1, engine.RoundTrips);
+    }
+
+    [Fact]
+    public async Task HybridPolicyAcquire_AnswerInTimeButItsContinuationLate_RefusesTheRequestWithoutTripping()
+    {
+        // As for the limiter (above), but the policy's sync acquire waits for its async one, which goes on after each answer
+        // on the pool: the request that ran out of its bound is refused alone, since Redis answered every call it sent.
+        using RedisRatePolicy<string> policy = Policy("user/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 100), TimeSpan.FromMilliseconds(500), hybrid: true);
+        var health = (IRedisLimiterHealth)policy;
+        var pool = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        policy.AnswersReadLate = () => pool.Task;
+
+        using (PolicyLease refused = policy.Acquire("cold", RequestCost.None))
+        {
+            Assert.False(refused.IsAcquired);
+            Assert.Contains("thread pool is busy", refused.Reason, StringComparison.Ordinal);
+        }
+
+        Assert.False(health.IsDegraded);
+        Assert.Equal(0, health.Failures);
+
+        pool.SetResult();
+        policy.AnswersReadLate = null;
+        using PolicyLease next = await policy.AcquireAsync("cold", RequestCost.None);
+        Assert.True(next.IsAcquired);
+        Assert.False(health.IsDegraded);
+    }
+
+    [Fact]
     public async Task HybridReservationAnsweredAfterItsCallerGaveUp_LeavesTheBreakerOpen()
     {
         // Redis slower than the sync bound: the caller gives up and trips the breaker. The late answer to that call says

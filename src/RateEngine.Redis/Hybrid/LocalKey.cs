@@ -19,6 +19,12 @@ internal abstract class LocalKey(string partitionKey)
     /// <summary>The reservation in flight, at most one per key (guarded by the key's lock when started or cleared).</summary>
     public Task<LocalBlock>? Refill;
 
+    /// <summary>
+    /// The reservation of <see cref="Refill"/> while it is one script call on the wire (a <c>LocalReservations.Ticket</c>):
+    /// a caller blocked on the refill reads its answer from here (see <c>LocalReservations.WaitForRefill</c>).
+    /// </summary>
+    public object? OnTheWire;
+
     /// <summary>When the key was last used, to a resolution of the reservations' touch interval.</summary>
     public long LastUsed;
 

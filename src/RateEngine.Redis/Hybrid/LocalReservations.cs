@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using RateEngine.Timing;
 using StackExchange.Redis;
 namespace RateEngine.Redis.Hybrid;
@@ -33,7 +34,9 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     internal const int DriftMarginShift = 10;
 
     private readonly ConcurrentDictionary<string, TKey> _keys = new(StringComparer.Ordinal);
-    private readonly Func<TKey, long, long, Task<Reservation>> _reserve;
+    private readonly Func<TKey, long, long, Task<Reservation>>? _reserve;
+    private readonly Func<TKey, long, long, (Task<RedisResult> Answer, long FailuresWhenSent)>? _send;
+    private readonly Func<Task<RedisResult>, long, Reservation>? _read;
     private readonly Func<TKey, long, long, Task> _return;
     private readonly Func<IReadOnlyList<(TKey Key, long Period, long Returned)>, Task>? _returnMany;
     private readonly TimeProvider _time;
@@ -48,6 +51,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// <summary>Whether a take that leaves its block below half starts the refill (a layered policy batches its own instead).</summary>
     private readonly bool _prefetch;
 
+    /// <summary>Reservations whose answers only the continuation of <paramref name="reserve"/> reads (a layered policy's).</summary>
     public LocalReservations(
         RedisHybridOptions options,
         TimeProvider time,
@@ -57,6 +61,37 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         Func<IReadOnlyList<(TKey Key, long Period, long Returned)>, Task>? giveBackMany = null,
         bool prefetch = true,
         Action<TKey>? passDebtOn = null)
+        : this(options, time, giveBack, mayCall, giveBackMany, prefetch, passDebtOn)
+    {
+        _reserve = reserve;
+    }
+
+    /// <summary>
+    /// Reservations sent as one script call each (<paramref name="send"/>), whose answer <paramref name="read"/> turns into
+    /// a reservation on whichever thread sees it first: the call's continuation, or a caller blocked on it (see
+    /// <see cref="WaitForRefill"/>).
+    /// </summary>
+    public LocalReservations(
+        RedisHybridOptions options,
+        TimeProvider time,
+        Func<TKey, long, long, (Task<RedisResult> Answer, long FailuresWhenSent)> send,
+        Func<Task<RedisResult>, long, Reservation> read,
+        Func<TKey, long, long, Task> giveBack,
+        Func<bool> mayCall)
+        : this(options, time, giveBack, mayCall, giveBackMany: null, prefetch: true, passDebtOn: null)
+    {
+        _send = send;
+        _read = read;
+    }
+
+    private LocalReservations(
+        RedisHybridOptions options,
+        TimeProvider time,
+        Func<TKey, long, long, Task> giveBack,
+        Func<bool> mayCall,
+        Func<IReadOnlyList<(TKey Key, long Period, long Returned)>, Task>? giveBackMany,
+        bool prefetch,
+        Action<TKey>? passDebtOn)
     {
         _passDebtOn = passDebtOn;
         _returnMany = giveBackMany;
@@ -66,7 +101,6 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         _maxBlock = options.MaxBlock;
         _idleTicks = (long)(options.IdleReturn.TotalSeconds * time.TimestampFrequency);
         _touchTicks = Math.Max(1, _idleTicks / 64);
-        _reserve = reserve;
         _return = giveBack;
         _sweeper = ContextFreeTimer.Create(time, static state => ((LocalReservations<TKey>)state!).ReturnIdle(), this, options.IdleReturn, options.IdleReturn);
     }
@@ -377,19 +411,27 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         return new Ticket(key, need, ask, Math.Max(ask, want - usable), sent, completion);
     }
 
-    /// <summary>Installs a reservation's answer and completes the key's refill with the block it made.</summary>
+    /// <summary>Installs a reservation's answer and completes the key's refill with the block it made (once per ticket).</summary>
     public void Finish(Ticket ticket, Reservation reply)
+    {
+        if (ticket.Settle())
+        {
+            Install(ticket, reply, ticket.Completion);
+        }
+    }
+
+    private void Install(Ticket ticket, Reservation reply, TaskCompletionSource<LocalBlock> completion)
     {
         try
         {
-            ticket.Completion.SetResult(Install(ticket, reply));
+            completion.SetResult(Install(ticket, reply));
         }
         catch (Exception error)
         {
-            ticket.Completion.TrySetException(error);
+            completion.TrySetException(error);
         }
 
-        LetGo(ticket.Key, ticket.Completion);
+        LetGo(ticket);
     }
 
     /// <summary>
@@ -399,9 +441,27 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     private static void LetGo(TKey key, TaskCompletionSource<LocalBlock> completion) =>
         Interlocked.CompareExchange(ref key.Refill, null, completion.Task);
 
-    /// <summary>Completes the key's refill with the error its reservation met (nothing is installed).</summary>
+    private static void LetGo(Ticket ticket)
+    {
+        LetGo(ticket.Key, ticket.Completion);
+        Interlocked.CompareExchange(ref ticket.Key.OnTheWire, null, ticket);
+    }
+
+    /// <summary>Completes the key's refill with the error its reservation met (nothing is installed; once per ticket).</summary>
     /// <remarks>Observed here: a background refill nobody joined would otherwise raise an unobserved task exception.</remarks>
-    public static void Fail(Ticket ticket, Exception error) => Fail(ticket.Key, ticket.Completion, error);
+    public static void Fail(Ticket ticket, Exception error)
+    {
+        if (ticket.Settle())
+        {
+            FailSettled(ticket, error);
+        }
+    }
+
+    private static void FailSettled(Ticket ticket, Exception error)
+    {
+        Fail(ticket.Key, ticket.Completion, error);
+        Interlocked.CompareExchange(ref ticket.Key.OnTheWire, null, ticket);
+    }
 
     /// <summary>Completes a claimed refill with <paramref name="error"/>, sized or not, and lets the key claim another.</summary>
     public static void Fail(TKey key, TaskCompletionSource<LocalBlock> completion, Exception error)
@@ -412,7 +472,98 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     }
 
     /// <summary>A reservation begun for one key: what to ask for, and when it was sent (a block's life counts from then).</summary>
-    internal sealed record Ticket(TKey Key, long Need, long Ask, long Want, long Sent, TaskCompletionSource<LocalBlock> Completion);
+    internal sealed record Ticket(TKey Key, long Need, long Ask, long Want, long Sent, TaskCompletionSource<LocalBlock> Completion)
+    {
+        /// <summary>The client's own task for the call, when one script call carries this ticket alone (set before it is published).</summary>
+        public Task<RedisResult>? Answer;
+
+        /// <summary>The breaker's failure count when the call was sent: an answer closes it unless it tripped since.</summary>
+        public long FailuresWhenSent;
+
+        private int _settled;
+
+        /// <summary>Claims the ticket's one install or failure: false when another thread's came first.</summary>
+        public bool Settle() => Interlocked.Exchange(ref _settled, 1) == 0;
+    }
+
+    /// <summary>How <see cref="WaitForRefill"/> ended.</summary>
+    internal enum RefillWait
+    {
+        /// <summary>The refill completed (with a block, or with its error).</summary>
+        Completed,
+
+        /// <summary>The caller's reservation was on the wire for the whole bound and Redis did not answer: an outage.</summary>
+        Unanswered,
+
+        /// <summary>
+        /// Not completed within the bound, but nothing proves Redis slow: the refill was not yet sent when the wait began (a
+        /// background one queued on a busy pool), or another thread claimed its answer and had not installed it in time.
+        /// </summary>
+        Unfinished,
+    }
+
+    /// <summary>
+    /// Blocks at most <paramref name="bound"/> for the key's <paramref name="refill"/>. The client completes its own task on
+    /// its reader thread, but the continuation that installs the answer needs a pool thread: on a pool starved by blocked
+    /// callers, an answer Redis gave in time would wait there past the bound, and the caller would report an outage. So a
+    /// caller whose refill is one script call on the wire waits for that call and, once Redis answered, installs the answer
+    /// itself unless the continuation already did.
+    /// </summary>
+    public RefillWait WaitForRefill(TKey key, Task<LocalBlock> refill, TimeSpan bound)
+    {
+        if (refill.IsCompleted)
+        {
+            return RefillWait.Completed;
+        }
+
+        if (Volatile.Read(ref key.OnTheWire) is not Ticket { Answer: { } answer } ticket || !ReferenceEquals(ticket.Completion.Task, refill))
+        {
+            // Not sent yet (a background refill the pool has not run), or batched with other keys: nothing to read here.
+            return refill.Wait(bound) ? RefillWait.Completed : RefillWait.Unfinished;
+        }
+
+        long started = Stopwatch.GetTimestamp();
+        try
+        {
+            if (!answer.Wait(bound))
+            {
+                return refill.IsCompleted ? RefillWait.Completed : RefillWait.Unanswered;
+            }
+        }
+        catch (AggregateException)
+        {
+            // Answered with an error: it fails the refill below, and the caller's wait on the refill throws it.
+        }
+
+        SettleAnswered(ticket);
+
+        // Completed above, or by the continuation that claimed the answer first and is installing it now.
+        TimeSpan left = bound - Stopwatch.GetElapsedTime(started);
+        return refill.Wait(left > TimeSpan.Zero ? left : TimeSpan.Zero) ? RefillWait.Completed : RefillWait.Unfinished;
+    }
+
+    /// <summary>Reads a completed call's answer into its ticket: installed, or the refill failed with the call's error.</summary>
+    private void SettleAnswered(Ticket ticket)
+    {
+        Debug.Assert(ticket.Answer is { IsCompleted: true }, "Settled once answered.");
+        if (!ticket.Settle())
+        {
+            return;
+        }
+
+        Reservation reply;
+        try
+        {
+            reply = _read!(ticket.Answer!, ticket.FailuresWhenSent);
+        }
+        catch (Exception error)
+        {
+            FailSettled(ticket, error);
+            return;
+        }
+
+        Install(ticket, reply, ticket.Completion);
+    }
 
     public async ValueTask DisposeAsync()
     {
@@ -515,15 +666,45 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     private async Task Send(Ticket ticket)
     {
+        if (_send is null)
+        {
+            try
+            {
+                Finish(ticket, await _reserve!(ticket.Key, ticket.Ask, ticket.Want).ConfigureAwait(false));
+            }
+            catch (Exception error)
+            {
+                Fail(ticket, error);
+            }
+
+            return;
+        }
+
+        Task<RedisResult> answer;
         try
         {
-            Finish(ticket, await _reserve(ticket.Key, ticket.Ask, ticket.Want).ConfigureAwait(false));
+            (answer, ticket.FailuresWhenSent) = _send(ticket.Key, ticket.Ask, ticket.Want);
         }
         catch (Exception error)
         {
-            Fail(ticket, error);
+            Fail(ticket, error); // a clock or a client that threw before anything was sent
+            return;
         }
+
+        // Published with its answer, for a blocked caller of the key to read it (WaitForRefill).
+        ticket.Answer = answer;
+        Volatile.Write(ref ticket.Key.OnTheWire, ticket);
+        await ((Task)answer).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (AnswersReadLate is { } late)
+        {
+            await late().ConfigureAwait(false);
+        }
+
+        SettleAnswered(ticket);
     }
+
+    /// <summary>Tests: awaited after a reservation's answer, before its continuation reads it (as on a starved pool).</summary>
+    internal Func<Task>? AnswersReadLate { get; set; }
 
     private LocalBlock Install(Ticket ticket, Reservation reply)
     {
