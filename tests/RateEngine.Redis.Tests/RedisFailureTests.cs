@@ -802,6 +802,43 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HybridAttemptAcquire_JoinsARefillNotYetSent_RefusesWithoutTripping()
+    {
+        // A background refill is claimed on the caller's thread and sent from the pool: on a starved pool it waits there
+        // unsent, and a sync caller that joins it waits out its bound. Nothing it saw sent went unanswered, so no trip.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, limit: 16, hybrid: new RedisHybridOptions(), syncTimeout: TimeSpan.FromMilliseconds(300));
+        var engine = Engine(limiter);
+        var health = (IRedisLimiterHealth)limiter;
+        using (RateLimitLease first = await limiter.AcquireAsync("cold", permitCount: 16))
+        {
+            Assert.True(first.IsAcquired); // the key's first block, all 16 permits of the window, all taken
+        }
+
+        await Eventually(() => !engine.Local!.RefillInFlight("cold"), "the background refill found the cap reached");
+        RateEngine.Redis.Hybrid.LimiterKey key = engine.Local!.Find("cold")!;
+        Assert.Equal(0, Volatile.Read(ref key.Block.Remaining));
+        TaskCompletionSource<RateEngine.Redis.Hybrid.LocalBlock> unsent = RateEngine.Redis.Hybrid.LocalReservations<RateEngine.Redis.Hybrid.LimiterKey>.Claim(key, out _)!;
+        try
+        {
+            using RateLimitLease refused = limiter.AttemptAcquire("cold");
+            Assert.False(refused.IsAcquired);
+            Assert.True(refused.TryGetMetadata(MetadataName.ReasonPhrase, out string? why));
+            Assert.StartsWith("No reserved permit was free", why, StringComparison.Ordinal);
+            Assert.False(health.IsDegraded);
+            Assert.Equal(0, engine.Failures);
+        }
+        finally
+        {
+            RateEngine.Redis.Hybrid.LocalReservations<RateEngine.Redis.Hybrid.LimiterKey>.Fail(key, unsent, new InvalidOperationException("never sent"));
+        }
+
+        using RateLimitLease next = await limiter.AcquireAsync("cold"); // Redis answers this one: the cap is reached
+        Assert.False(next.IsAcquired);
+        Assert.True(next.TryGetMetadata(MetadataName.RetryAfter, out _));
+        Assert.False(health.IsDegraded);
+    }
+
+    [Fact]
     public async Task HybridPolicyAcquire_AnswerInTimeButItsContinuationLate_RefusesTheRequestWithoutTripping()
     {
         // As for the limiter (above), but the policy's sync acquire waits for its async one, which goes on after each answer
