@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.ExceptionServices;
 using RateEngine.Policies;
@@ -488,6 +489,8 @@ public sealed partial class RedisRatePolicy<TContext>
             s_sentCalls.Value = outer;
         }
 
+        long waitFrom = Stopwatch.GetTimestamp(); // what was sent before this was on the wire for the whole wait
+
         if (task.IsCompleted || ((IAsyncResult)task).AsyncWaitHandle.WaitOne(_syncTimeout))
         {
             return task.GetAwaiter().GetResult();
@@ -500,7 +503,7 @@ public sealed partial class RedisRatePolicy<TContext>
             CancellationToken.None,
             TaskContinuationOptions.None,
             TaskScheduler.Default).Unwrap());
-        if (sent.AllAnswered)
+        if (!sent.ShowOutage(waitFrom))
         {
             return new RefusedPolicyLease(UnavailableLayer, $"Redis answered, but this node did not finish the request within the {_syncTimeout.TotalMilliseconds:F0} ms bound (its thread pool is busy); try again, or acquire asynchronously.", null, serviceWide: true);
         }
@@ -511,33 +514,49 @@ public sealed partial class RedisRatePolicy<TContext>
     /// <summary>The script calls sent on a synchronous acquire's flow (see <see cref="AcquireHybrid"/>).</summary>
     private static readonly AsyncLocal<SentCalls?> s_sentCalls = new();
 
-    /// <summary>Notes a script call on the current flow's trace, if a synchronous acquire keeps one.</summary>
-    private static void Trace(Task call) => s_sentCalls.Value?.Add(call);
+    /// <summary>Notes a call sent at <paramref name="sentAt"/> (<see cref="Stopwatch"/> time) on the current flow's trace, if a synchronous acquire keeps one.</summary>
+    private static void Trace(Task call, long sentAt) => s_sentCalls.Value?.Add(call, sentAt);
 
-    /// <summary>The script calls one synchronous acquire sent, and whether Redis answered them all.</summary>
+    /// <summary>The calls one synchronous acquire sent or waited for, and whether they show that Redis is away.</summary>
     private sealed class SentCalls
     {
-        private readonly List<Task> _calls = [];
+        private readonly List<(Task Call, long SentAt)> _calls = [];
 
-        public void Add(Task call)
+        public void Add(Task call, long sentAt)
         {
             lock (_calls)
             {
-                _calls.Add(call);
+                _calls.Add((call, sentAt));
             }
         }
 
-        /// <summary>At least one call was sent, and every one has its answer (an error from Redis is not one).</summary>
-        public bool AllAnswered
+        /// <summary>
+        /// Whether a call was on the wire for the whole wait that began at <paramref name="waitFrom"/> and is unanswered, or
+        /// failed as Redis fails (a script error is an answer). Nothing traced (the acquire joined a reservation another
+        /// request has yet to send), or only calls sent during the wait, prove nothing: the pool may have run them late.
+        /// </summary>
+        public bool ShowOutage(long waitFrom)
         {
-            get
+            lock (_calls)
             {
-                lock (_calls)
+                foreach ((Task call, long sentAt) in _calls)
                 {
-                    return _calls.Count > 0 && _calls.TrueForAll(static call => call.IsCompletedSuccessfully);
+                    if (call.IsCompleted ? FailedAsRedisFails(call) : sentAt <= waitFrom)
+                    {
+                        return true;
+                    }
                 }
+
+                return false;
             }
         }
+
+        private static bool FailedAsRedisFails(Task call) => call.Exception?.InnerException switch
+        {
+            RedisServerException script when RedisBreaker.IsScriptError(script) => false, // an answer
+            RedisException or TimeoutException => true,
+            _ => false,
+        };
     }
 
     /// <summary>The hybrid mode without waiting: decided here when every layer is block-served and its blocks can answer.</summary>
@@ -804,7 +823,7 @@ public sealed partial class RedisRatePolicy<TContext>
     /// Reservations for several keys of block-served layers in one script call (every key of a policy shares one hash tag),
     /// each key's debt counted first. The answers come in the order of <paramref name="asks"/>.
     /// </summary>
-    private async Task<Reservation[]> Reserve(IReadOnlyList<(RedisPolicyLayer<TContext> Layer, LayerKey Key, long Need, long Want)> asks)
+    private async Task<Reservation[]> Reserve(IReadOnlyList<(RedisPolicyLayer<TContext> Layer, LayerKey Key, long Need, long Want)> asks, Action<Task<RedisResult>>? onSent = null)
     {
         var keys = new RedisKey[asks.Count + 1];
         keys[asks.Count] = _pauseKey;
@@ -830,7 +849,7 @@ public sealed partial class RedisRatePolicy<TContext>
         long failures = FailureMark;
         try
         {
-            reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, keys, values).ConfigureAwait(false))!;
+            reply = (RedisResult[])(await Eval(PolicyScripts.Reserve, keys, values, onSent).ConfigureAwait(false))!;
         }
         catch (Exception error)
         {
@@ -901,6 +920,11 @@ public sealed partial class RedisRatePolicy<TContext>
                 if (_blockLayers[j].Blocks!.Begin(key, amount, out Task<LocalBlock> refill) is { } ticket)
                 {
                     (batch ??= []).Add((_blockLayers[j], ticket));
+                }
+                else if (Volatile.Read(ref key.OnTheWire) is LocalReservations<LayerKey>.Ticket { Answer: { } call } onTheWire
+                    && ReferenceEquals(onTheWire.Completion.Task, refill))
+                {
+                    Trace(call, onTheWire.SentAt); // joined a reservation on the wire: its answer is what this request waits for
                 }
 
                 if (only is null)
@@ -1016,7 +1040,7 @@ public sealed partial class RedisRatePolicy<TContext>
         Reservation[] answers;
         try
         {
-            answers = await Reserve([.. batch.Select(item => (item.Layer, item.Ticket.Key, item.Ticket.Ask, item.Ticket.Want))]).ConfigureAwait(false);
+            answers = await Reserve([.. batch.Select(item => (item.Layer, item.Ticket.Key, item.Ticket.Ask, item.Ticket.Want))], call => Publish(batch, call)).ConfigureAwait(false);
         }
         catch (Exception error)
         {
@@ -1031,6 +1055,18 @@ public sealed partial class RedisRatePolicy<TContext>
         for (int i = 0; i < batch.Count; i++)
         {
             batch[i].Layer.Blocks!.Finish(batch[i].Ticket, answers[i]);
+        }
+    }
+
+    /// <summary>Puts the batch's call on each of its keys, for a sync acquire that joins one of them to trace (see <see cref="AcquireHybrid"/>).</summary>
+    private static void Publish(List<(RedisPolicyLayer<TContext> Layer, LocalReservations<LayerKey>.Ticket Ticket)> batch, Task<RedisResult> call)
+    {
+        long sentAt = Stopwatch.GetTimestamp();
+        foreach ((_, LocalReservations<LayerKey>.Ticket ticket) in batch)
+        {
+            ticket.SentAt = sentAt;
+            ticket.Answer = call;
+            Volatile.Write(ref ticket.Key.OnTheWire, ticket);
         }
     }
 
@@ -1081,7 +1117,9 @@ public sealed partial class RedisRatePolicy<TContext>
         try
         {
             long ticket = _pause.Ticket();
-            RedisValue reason = await _database.StringGetAsync(_pauseKey).ConfigureAwait(false);
+            Task<RedisValue> read = _database.StringGetAsync(_pauseKey);
+            Trace(read, Stopwatch.GetTimestamp());
+            RedisValue reason = await read.ConfigureAwait(false);
             _pause.Observe(ticket, reason.HasValue ? (string?)reason : null);
         }
         catch (Exception error) when (error is RedisException or TimeoutException)

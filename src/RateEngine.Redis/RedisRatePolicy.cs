@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.ExceptionServices;
 using RateEngine.Policies;
@@ -815,12 +816,14 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         }
     }
 
-    private Task<RedisResult> Eval(string script, RedisKey[] keys, RedisValue[] values)
+    /// <summary>One script call; <paramref name="onSent"/> sees the client's own task for it as soon as it is sent.</summary>
+    private Task<RedisResult> Eval(string script, RedisKey[] keys, RedisValue[] values, Action<Task<RedisResult>>? onSent = null)
     {
         Interlocked.Increment(ref _roundTrips);
         _metrics.RoundTrip();
         Task<RedisResult> call = _database.ScriptEvaluateAsync(script, keys, values);
-        Trace(call);
+        Trace(call, Stopwatch.GetTimestamp());
+        onSent?.Invoke(call);
         return AnswersReadLate is { } late ? ReadLate(call, late) : call;
 
         // As a starved pool runs the continuations: Redis answered, the code waiting for it goes on later.

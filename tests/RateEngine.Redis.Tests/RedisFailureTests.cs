@@ -839,6 +839,62 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HybridAttemptAcquire_BackgroundRefillThePoolNeverRuns_IsSentByTheWaitingCaller()
+    {
+        // A busy key's refill is claimed when its block runs low and sent from the pool. On a starved pool it waits there
+        // unsent, and every sync caller that ran the block dry waited out its bound and was refused while Redis was well.
+        using PartitionedRateLimiter<string> limiter = Create(RedisFailureMode.FailClosed, limit: 1_000, hybrid: new RedisHybridOptions(), syncTimeout: TimeSpan.FromSeconds(5));
+        var engine = Engine(limiter);
+        var health = (IRedisLimiterHealth)limiter;
+        engine.Local!.HoldBackgroundSends = true;
+        for (int i = 0; i < 16; i++)
+        {
+            using RateLimitLease lease = await limiter.AcquireAsync("busy"); // the first block, 16; under half left claims a refill
+            Assert.True(lease.IsAcquired);
+        }
+
+        Assert.True(engine.Local.RefillInFlight("busy"));
+        Assert.Equal(1, engine.RoundTrips); // claimed, not sent
+
+        var started = Stopwatch.StartNew();
+        using (RateLimitLease joined = limiter.AttemptAcquire("busy"))
+        {
+            Assert.True(joined.IsAcquired, joined.TryGetMetadata(MetadataName.ReasonPhrase, out string? why) ? why : "no reason");
+        }
+
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(4), $"waited {started.Elapsed} for a refill it could send");
+        Assert.Equal(2, engine.RoundTrips);
+        Assert.False(health.IsDegraded);
+    }
+
+    [Fact]
+    public async Task HybridPolicyAcquire_JoinsAReservationRedisLeavesUnanswered_TripsTheBreaker()
+    {
+        // The request sent nothing itself: it joined another request's reservation, on the wire before it began to wait
+        // and unanswered for the whole bound. That is an outage (a trace of its own calls alone would be empty).
+        using RedisRatePolicy<string> policy = Policy("user/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 100), TimeSpan.FromMilliseconds(300), hybrid: true);
+        var health = (IRedisLimiterHealth)policy;
+        (await policy.AcquireAsync("warm", RequestCost.None)).Dispose(); // the scripts are loaded
+
+        _server.Freeze();
+        ValueTask<PolicyLease> first;
+        try
+        {
+            first = policy.AcquireAsync("cold", RequestCost.None); // sends the key's reservation, waits without a bound
+            Assert.False(first.IsCompleted);
+            using PolicyLease joined = policy.Acquire("cold", RequestCost.None);
+            Assert.False(joined.IsAcquired);
+            Assert.True(health.IsDegraded);
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+
+        (await first).Dispose();
+    }
+
+    [Fact]
     public async Task HybridPolicyAcquire_AnswerInTimeButItsContinuationLate_RefusesTheRequestWithoutTripping()
     {
         // As for the limiter (above), but the policy's sync acquire waits for its async one, which goes on after each answer

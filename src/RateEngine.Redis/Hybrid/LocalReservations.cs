@@ -304,7 +304,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             // A background refill: the caller that crossed the low-water mark returns at once, and the pool sizes and sends
             // it (without the caller's execution context, nor a clock reading of its own on the caller's time: the
             // reservation serves every caller of the key).
-            ThreadPool.UnsafeQueueUserWorkItem(static state => state.Self.SizeAndSend(state.Key, state.Completion), (Self: this, Key: key, Completion: completion), preferLocal: false);
+            var queued = new QueuedSend(this, key, completion);
+            Volatile.Write(ref key.OnTheWire, queued); // a caller blocked on the refill may send it first (WaitForRefill)
+            if (!HoldBackgroundSends)
+            {
+                ThreadPool.UnsafeQueueUserWorkItem(queued, preferLocal: false);
+            }
+
             return refill;
         }
 
@@ -351,6 +357,32 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             refill = completion.Task;
             return completion;
         }
+    }
+
+    /// <summary>
+    /// A background refill queued on the pool: sent by the pool, or first by a caller blocked on it (on a starved pool the
+    /// work item may wait there past that caller's bound, with nothing on the wire).
+    /// </summary>
+    private sealed class QueuedSend(LocalReservations<TKey> owner, TKey key, TaskCompletionSource<LocalBlock> completion) : IThreadPoolWorkItem
+    {
+        private int _taken;
+
+        public Task<LocalBlock> Refill => completion.Task;
+
+        /// <summary>Sizes and sends the refill unless another thread did; false then.</summary>
+        public bool TrySend()
+        {
+            if (Interlocked.Exchange(ref _taken, 1) != 0)
+            {
+                return false;
+            }
+
+            Interlocked.CompareExchange(ref key.OnTheWire, null, this);
+            owner.SizeAndSend(key, completion);
+            return true;
+        }
+
+        public void Execute() => TrySend();
     }
 
     /// <summary>A background refill, on the pool: sized and sent; a clock that throws has failed the refill (see <see cref="Size"/>).</summary>
@@ -480,6 +512,9 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         /// <summary>The breaker's failure count when the call was sent: an answer closes it unless it tripped since.</summary>
         public long FailuresWhenSent;
 
+        /// <summary>When the call was sent (<see cref="Stopwatch"/> time): a layered policy's sync acquire that joins it judges an outage by it.</summary>
+        public long SentAt;
+
         private int _settled;
 
         /// <summary>Claims the ticket's one install or failure: false when another thread's came first.</summary>
@@ -504,30 +539,61 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
     /// <summary>
     /// Blocks at most <paramref name="bound"/> for the key's <paramref name="refill"/>. The client completes its own task on
-    /// its reader thread, but the continuation that installs the answer needs a pool thread: on a pool starved by blocked
-    /// callers, an answer Redis gave in time would wait there past the bound, and the caller would report an outage. So a
-    /// caller whose refill is one script call on the wire waits for that call and, once Redis answered, installs the answer
-    /// itself unless the continuation already did.
+    /// its reader thread, but the continuation that installs the answer needs a pool thread, and so does a background
+    /// refill's send: on a pool starved by blocked callers either may wait there past the bound though Redis would answer
+    /// in time, and the caller would report an outage. So the caller sends a queued background refill itself, waits for
+    /// the call on the wire rather than its continuation, and once Redis answered installs the answer itself unless the
+    /// continuation already did.
     /// </summary>
     public RefillWait WaitForRefill(TKey key, Task<LocalBlock> refill, TimeSpan bound)
     {
-        if (refill.IsCompleted)
+        Debug.Assert(_read is not null, "Only reservations whose answers a waiting thread can read are waited for here.");
+        long started = Stopwatch.GetTimestamp();
+        bool sinceTheStart = true; // the reservation was found on the wire (or sent from here) at the first look
+        while (!refill.IsCompleted)
         {
-            return RefillWait.Completed;
+            TimeSpan left = bound - Stopwatch.GetElapsedTime(started);
+            if (left <= TimeSpan.Zero)
+            {
+                return RefillWait.Unfinished;
+            }
+
+            object? onTheWire = Volatile.Read(ref key.OnTheWire);
+            if (onTheWire is QueuedSend queued && ReferenceEquals(queued.Refill, refill))
+            {
+                WithoutFlow(static queued => queued.TrySend(), queued);
+                continue;
+            }
+
+            if (onTheWire is Ticket { Answer: { } answer } ticket && ReferenceEquals(ticket.Completion.Task, refill))
+            {
+                return WaitForAnswer(ticket, answer, left, sinceTheStart);
+            }
+
+            // Claimed and not yet on the wire (being sized, or batched by another sender): looked at again shortly.
+            sinceTheStart = false;
+            if (refill.Wait(left < RefillPoll ? left : RefillPoll))
+            {
+                break;
+            }
         }
 
-        if (Volatile.Read(ref key.OnTheWire) is not Ticket { Answer: { } answer } ticket || !ReferenceEquals(ticket.Completion.Task, refill))
-        {
-            // Not sent yet (a background refill the pool has not run), or batched with other keys: nothing to read here.
-            return refill.Wait(bound) ? RefillWait.Completed : RefillWait.Unfinished;
-        }
+        return RefillWait.Completed;
+    }
 
+    /// <summary>How often <see cref="WaitForRefill"/> looks again for a refill that was claimed but not yet sent.</summary>
+    private static readonly TimeSpan RefillPoll = TimeSpan.FromMilliseconds(5);
+
+    private RefillWait WaitForAnswer(Ticket ticket, Task<RedisResult> answer, TimeSpan bound, bool sinceTheStart)
+    {
+        Task<LocalBlock> refill = ticket.Completion.Task;
         long started = Stopwatch.GetTimestamp();
         try
         {
             if (!answer.Wait(bound))
             {
-                return refill.IsCompleted ? RefillWait.Completed : RefillWait.Unanswered;
+                // Unanswered for the whole bound is an outage; unanswered since a later look at it proves nothing.
+                return refill.IsCompleted ? RefillWait.Completed : sinceTheStart ? RefillWait.Unanswered : RefillWait.Unfinished;
             }
         }
         catch (AggregateException)
@@ -535,11 +601,26 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             // Answered with an error: it fails the refill below, and the caller's wait on the refill throws it.
         }
 
-        SettleAnswered(ticket);
+        // Installed without the caller's execution context, as the continuation would (it may start returns to Redis).
+        WithoutFlow(static state => state.Self.SettleAnswered(state.Ticket), (Self: this, Ticket: ticket));
 
         // Completed above, or by the continuation that claimed the answer first and is installing it now.
         TimeSpan left = bound - Stopwatch.GetElapsedTime(started);
         return refill.Wait(left > TimeSpan.Zero ? left : TimeSpan.Zero) ? RefillWait.Completed : RefillWait.Unfinished;
+    }
+
+    private static void WithoutFlow<TState>(Action<TState> action, TState state)
+    {
+        if (ExecutionContext.IsFlowSuppressed())
+        {
+            action(state);
+            return;
+        }
+
+        using (ExecutionContext.SuppressFlow())
+        {
+            action(state);
+        }
     }
 
     /// <summary>Reads a completed call's answer into its ticket: installed, or the refill failed with the call's error.</summary>
@@ -692,16 +773,20 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         }
 
         // Published with its answer, for a blocked caller of the key to read it (WaitForRefill).
+        ticket.SentAt = Stopwatch.GetTimestamp();
         ticket.Answer = answer;
         Volatile.Write(ref ticket.Key.OnTheWire, ticket);
         await ((Task)answer).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         if (AnswersReadLate is { } late)
         {
-            await late().ConfigureAwait(false);
+            await late().ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         SettleAnswered(ticket);
     }
+
+    /// <summary>Tests: background refills are claimed and never queued, as on a pool too starved to run them.</summary>
+    internal bool HoldBackgroundSends { get; set; }
 
     /// <summary>Tests: awaited after a reservation's answer, before its continuation reads it (as on a starved pool).</summary>
     internal Func<Task>? AnswersReadLate { get; set; }
