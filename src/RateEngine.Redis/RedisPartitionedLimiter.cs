@@ -511,7 +511,8 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
             Task<LocalBlock> refill = StartRefill(ref key, permitCount, probe, out bool joined);
             try
             {
-                LocalReservations<LimiterKey>.RefillWait waited = _local!.WaitForRefill(key, refill, left);
+                LocalReservations<LimiterKey>.RefillWait waited = _local!.WaitForRefill(key, refill, permitCount, left, out bool sentHere);
+                joined &= !sentHere; // a queued refill it sent itself used its probe
                 if (waited != LocalReservations<LimiterKey>.RefillWait.Completed)
                 {
                     RedisTasks.Observe(refill);

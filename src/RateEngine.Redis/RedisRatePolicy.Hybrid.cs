@@ -815,9 +815,12 @@ public sealed partial class RedisRatePolicy<TContext>
         return block.ServesAt(_blockClock.GetTimestamp()) ? Volatile.Read(ref block.Remaining) : 0;
     }
 
-    /// <summary>One reservation for a key of a block-served layer (a background refill, or a single layer's).</summary>
-    private async Task<Reservation> Reserve(RedisPolicyLayer<TContext> layer, LayerKey key, long need, long want) =>
-        (await Reserve([(layer, key, need, want)]).ConfigureAwait(false))[0];
+    /// <summary>
+    /// One reservation for a key of a block-served layer (a background refill: a debt's, an idle key's, a dispose's), its
+    /// call published on the key as a batch's is (see <see cref="Publish(LocalReservations{LayerKey}.Ticket, Task{RedisResult})"/>).
+    /// </summary>
+    private async Task<Reservation> Reserve(RedisPolicyLayer<TContext> layer, LocalReservations<LayerKey>.Ticket ticket) =>
+        (await Reserve([(layer, ticket.Key, ticket.Ask, ticket.Want)], call => Publish(ticket, call)).ConfigureAwait(false))[0];
 
     /// <summary>
     /// Reservations for several keys of block-served layers in one script call (every key of a policy shares one hash tag),
@@ -921,10 +924,16 @@ public sealed partial class RedisRatePolicy<TContext>
                 {
                     (batch ??= []).Add((_blockLayers[j], ticket));
                 }
-                else if (Volatile.Read(ref key.OnTheWire) is LocalReservations<LayerKey>.Ticket { Answer: { } call } onTheWire
-                    && ReferenceEquals(onTheWire.Completion.Task, refill))
+                else
                 {
-                    Trace(call, onTheWire.SentAt); // joined a reservation on the wire: its answer is what this request waits for
+                    // Joined: a background refill still queued on a busy pool is sent from here, and a reservation on the wire
+                    // is traced, since its answer is what this request waits for (see AcquireHybrid).
+                    sent |= _blockLayers[j].Blocks!.TrySendQueued(key, refill, amount);
+                    if (Volatile.Read(ref key.OnTheWire) is LocalReservations<LayerKey>.Ticket { Answer: { } call } onTheWire
+                        && ReferenceEquals(onTheWire.Completion.Task, refill))
+                    {
+                        Trace(call, onTheWire.SentAt);
+                    }
                 }
 
                 if (only is null)
@@ -949,7 +958,7 @@ public sealed partial class RedisRatePolicy<TContext>
             throw;
         }
 
-        sent = batch is not null;
+        sent |= batch is not null;
         if (batch is not null)
         {
             if (ExecutionContext.IsFlowSuppressed())
@@ -1061,13 +1070,17 @@ public sealed partial class RedisRatePolicy<TContext>
     /// <summary>Puts the batch's call on each of its keys, for a sync acquire that joins one of them to trace (see <see cref="AcquireHybrid"/>).</summary>
     private static void Publish(List<(RedisPolicyLayer<TContext> Layer, LocalReservations<LayerKey>.Ticket Ticket)> batch, Task<RedisResult> call)
     {
-        long sentAt = Stopwatch.GetTimestamp();
         foreach ((_, LocalReservations<LayerKey>.Ticket ticket) in batch)
         {
-            ticket.SentAt = sentAt;
-            ticket.Answer = call;
-            Volatile.Write(ref ticket.Key.OnTheWire, ticket);
+            Publish(ticket, call);
         }
+    }
+
+    private static void Publish(LocalReservations<LayerKey>.Ticket ticket, Task<RedisResult> call)
+    {
+        ticket.SentAt = Stopwatch.GetTimestamp();
+        ticket.Answer = call;
+        Volatile.Write(ref ticket.Key.OnTheWire, ticket);
     }
 
     /// <summary>Gives back a block's unused permits, counted in <paramref name="period"/>, while that period counts them.</summary>

@@ -141,7 +141,7 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
                 layer.Blocks = new LocalReservations<LayerKey>(
                     options.Hybrid!,
                     options.TimeProvider,
-                    (key, need, want) => Reserve(layer, key, need, want),
+                    ticket => Reserve(layer, ticket),
                     (key, period, returned) => GiveBackToRedis(layer, key, period, returned),
                     () => !_breaker.IsOpen,
                     returns => GiveBackToRedis(layer, returns),

@@ -15,7 +15,7 @@ public sealed class LocalReservationsTests : IAsyncDisposable
     public LocalReservationsTests() => _blocks = new LocalReservations<Key>(
         new RedisHybridOptions(),
         _time,
-        reserve: (_, _, _) => throw new InvalidOperationException("no reservation is expected"),
+        reserve: _ => throw new InvalidOperationException("no reservation is expected"),
         giveBack: (key, period, permits) =>
         {
             _returned.Add((key.PartitionKey, period, permits));
@@ -99,7 +99,7 @@ public sealed class LocalReservationsTests : IAsyncDisposable
         await using var blocks = new LocalReservations<Key>(
             new RedisHybridOptions(),
             _time,
-            reserve: (_, _, _) => throw new InvalidOperationException("sent by the test"),
+            reserve: _ => throw new InvalidOperationException("sent by the test"),
             giveBack: (_, _, permits) =>
             {
                 returned.Add(permits);
@@ -126,7 +126,7 @@ public sealed class LocalReservationsTests : IAsyncDisposable
         await using var blocks = new LocalReservations<OwingKey>(
             new RedisHybridOptions { IdleReturn = TimeSpan.FromSeconds(1) },
             _time,
-            reserve: (_, _, _) => throw new InvalidOperationException("no reservation is expected"),
+            reserve: _ => throw new InvalidOperationException("no reservation is expected"),
             giveBack: (_, _, _) => Task.CompletedTask,
             mayCall: () => false,
             passDebtOn: passedOn.Add);

@@ -895,6 +895,33 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HybridPolicyAcquire_JoinsABackgroundRefillRedisLeavesUnanswered_TripsTheBreaker()
+    {
+        // A background refill (a debt's, an idle key's) is one call of its own, not a batch: it is published on its key too,
+        // so a request that joins it while Redis is away traces it and trips, rather than refusing alone as a busy node.
+        using RedisRatePolicy<string> policy = Policy("tokens/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 1_000_000).Counting(PolicyMeter.Tokens), TimeSpan.FromMilliseconds(300), hybrid: true);
+        var health = (IRedisLimiterHealth)policy;
+        (await policy.AcquireAsync("cold", new RequestCost(10, 0))).Dispose(); // the key and its first block
+        var blocks = policy.BlockLayer(0).Blocks!;
+        RateEngine.Redis.Policies.LayerKey key = blocks.Find("cold")!;
+
+        _server.Freeze();
+        try
+        {
+            Task<RateEngine.Redis.Hybrid.LocalBlock> background = blocks.StartRefill(key, need: 0);
+            await Eventually(() => Volatile.Read(ref key.OnTheWire) is RateEngine.Redis.Hybrid.LocalReservations<RateEngine.Redis.Policies.LayerKey>.Ticket { Answer: not null }, "the pool sent the background refill");
+            using PolicyLease joined = policy.Acquire("cold", new RequestCost(1_000, 0)); // more than the block holds: joins it
+            Assert.False(joined.IsAcquired);
+            Assert.True(health.IsDegraded);
+            RedisTasks.Observe(background);
+        }
+        finally
+        {
+            _server.Thaw();
+        }
+    }
+
+    [Fact]
     public async Task HybridPolicyAcquire_AnswerInTimeButItsContinuationLate_RefusesTheRequestWithoutTripping()
     {
         // As for the limiter (above), but the policy's sync acquire waits for its async one, which goes on after each answer

@@ -34,7 +34,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     internal const int DriftMarginShift = 10;
 
     private readonly ConcurrentDictionary<string, TKey> _keys = new(StringComparer.Ordinal);
-    private readonly Func<TKey, long, long, Task<Reservation>>? _reserve;
+    private readonly Func<Ticket, Task<Reservation>>? _reserve;
     private readonly Func<TKey, long, long, (Task<RedisResult> Answer, long FailuresWhenSent)>? _send;
     private readonly Func<Task<RedisResult>, long, Reservation>? _read;
     private readonly Func<TKey, long, long, Task> _return;
@@ -55,7 +55,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     public LocalReservations(
         RedisHybridOptions options,
         TimeProvider time,
-        Func<TKey, long, long, Task<Reservation>> reserve,
+        Func<Ticket, Task<Reservation>> reserve,
         Func<TKey, long, long, Task> giveBack,
         Func<bool> mayCall,
         Func<IReadOnlyList<(TKey Key, long Period, long Returned)>, Task>? giveBackMany = null,
@@ -369,8 +369,8 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
 
         public Task<LocalBlock> Refill => completion.Task;
 
-        /// <summary>Sizes and sends the refill unless another thread did; false then.</summary>
-        public bool TrySend()
+        /// <summary>Sizes the refill for <paramref name="need"/> (0 from the pool) and sends it, unless another thread did; false then.</summary>
+        public bool TrySend(long need)
         {
             if (Interlocked.Exchange(ref _taken, 1) != 0)
             {
@@ -378,20 +378,20 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             }
 
             Interlocked.CompareExchange(ref key.OnTheWire, null, this);
-            owner.SizeAndSend(key, completion);
+            owner.SizeAndSend(key, need, completion);
             return true;
         }
 
-        public void Execute() => TrySend();
+        public void Execute() => TrySend(need: 0);
     }
 
     /// <summary>A background refill, on the pool: sized and sent; a clock that throws has failed the refill (see <see cref="Size"/>).</summary>
-    private void SizeAndSend(TKey key, TaskCompletionSource<LocalBlock> completion)
+    private void SizeAndSend(TKey key, long need, TaskCompletionSource<LocalBlock> completion)
     {
         Ticket ticket;
         try
         {
-            ticket = Size(key, 0, completion);
+            ticket = Size(key, need, completion);
         }
         catch (Exception) when (completion.Task.IsCompleted)
         {
@@ -506,7 +506,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// <summary>A reservation begun for one key: what to ask for, and when it was sent (a block's life counts from then).</summary>
     internal sealed record Ticket(TKey Key, long Need, long Ask, long Want, long Sent, TaskCompletionSource<LocalBlock> Completion)
     {
-        /// <summary>The client's own task for the call, when one script call carries this ticket alone (set before it is published).</summary>
+        /// <summary>The client's own task for the script call that carries this ticket (alone, or in a policy's batch); set before it is published.</summary>
         public Task<RedisResult>? Answer;
 
         /// <summary>The breaker's failure count when the call was sent: an answer closes it unless it tripped since.</summary>
@@ -545,9 +545,15 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     /// the call on the wire rather than its continuation, and once Redis answered installs the answer itself unless the
     /// continuation already did.
     /// </summary>
-    public RefillWait WaitForRefill(TKey key, Task<LocalBlock> refill, TimeSpan bound)
+    /// <param name="key">The key.</param>
+    /// <param name="refill">The refill the caller started or joined.</param>
+    /// <param name="need">The caller's permits: what a queued refill it sends itself is sized for.</param>
+    /// <param name="bound">The longest the caller blocks.</param>
+    /// <param name="sentHere">Set when the caller sent the refill it had joined (a half-open probe it holds was used).</param>
+    public RefillWait WaitForRefill(TKey key, Task<LocalBlock> refill, long need, TimeSpan bound, out bool sentHere)
     {
         Debug.Assert(_read is not null, "Only reservations whose answers a waiting thread can read are waited for here.");
+        sentHere = false;
         long started = Stopwatch.GetTimestamp();
         bool sinceTheStart = true; // the reservation was found on the wire (or sent from here) at the first look
         while (!refill.IsCompleted)
@@ -561,8 +567,13 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             object? onTheWire = Volatile.Read(ref key.OnTheWire);
             if (onTheWire is QueuedSend queued && ReferenceEquals(queued.Refill, refill))
             {
-                WithoutFlow(static queued => queued.TrySend(), queued);
-                continue;
+                if (TrySendQueued(queued, need))
+                {
+                    sentHere = true;
+                    continue;
+                }
+
+                sinceTheStart = false; // the pool took it meanwhile: on the wire from some later moment
             }
 
             if (onTheWire is Ticket { Answer: { } answer } ticket && ReferenceEquals(ticket.Completion.Task, refill))
@@ -607,6 +618,27 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         // Completed above, or by the continuation that claimed the answer first and is installing it now.
         TimeSpan left = bound - Stopwatch.GetElapsedTime(started);
         return refill.Wait(left > TimeSpan.Zero ? left : TimeSpan.Zero) ? RefillWait.Completed : RefillWait.Unfinished;
+    }
+
+    /// <summary>
+    /// Sends the key's background refill still queued on the pool, sized for <paramref name="need"/>, if it is the one for
+    /// <paramref name="refill"/> and no other thread sent it first: a caller blocked on it on a starved pool.
+    /// </summary>
+    public bool TrySendQueued(TKey key, Task<LocalBlock> refill, long need) =>
+        Volatile.Read(ref key.OnTheWire) is QueuedSend queued && ReferenceEquals(queued.Refill, refill) && TrySendQueued(queued, need);
+
+    /// <summary>Sent without the caller's execution context (the reservation serves every caller of the key).</summary>
+    private static bool TrySendQueued(QueuedSend queued, long need)
+    {
+        if (ExecutionContext.IsFlowSuppressed())
+        {
+            return queued.TrySend(need);
+        }
+
+        using (ExecutionContext.SuppressFlow())
+        {
+            return queued.TrySend(need);
+        }
     }
 
     private static void WithoutFlow<TState>(Action<TState> action, TState state)
@@ -751,7 +783,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         {
             try
             {
-                Finish(ticket, await _reserve!(ticket.Key, ticket.Ask, ticket.Want).ConfigureAwait(false));
+                Finish(ticket, await _reserve!(ticket).ConfigureAwait(false));
             }
             catch (Exception error)
             {
