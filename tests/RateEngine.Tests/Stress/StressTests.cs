@@ -277,10 +277,63 @@ public class StressTests(ITestOutputHelper output)
         Assert.Null(Guarantee.FindViolation(inClockTicks, admissions.ToList()));
     }
 
-    private void Hammer(LimiterSpec spec, int refundOneIn = 3, TimeProvider? time = null)
+    /// <summary>
+    /// <c>AutoReplenishment = false</c>: time moves only when <c>TryReplenish</c> says so (a fixed window's or a counter's
+    /// step, at most one a window or segment; a bucket's credit of the time elapsed), called from a fifth thread all along
+    /// while four threads acquire and refund. The stamps are the manual clock's, so the windows are checked in its units.
+    /// </summary>
+    [Theory]
+    [InlineData(LimiterKind.Counter, 0)]
+    [InlineData(LimiterKind.Fixed, 0)]
+    [InlineData(LimiterKind.Bucket, 0)]
+    [InlineData(LimiterKind.Counter, 64)]
+    [InlineData(LimiterKind.Fixed, 64)]
+    [InlineData(LimiterKind.Bucket, 64)]
+    public void Manual_FourThreadsWhileAFifthReplenishes_NeverExceedsGuarantee(LimiterKind kind, int perCoreBlock)
+    {
+        LimiterSpec spec = kind switch
+        {
+            LimiterKind.Counter => new LimiterSpec(kind, Limit: 1_000, WindowTicks: TimeSpan.FromMilliseconds(1).Ticks, Segments: 4),
+            LimiterKind.Fixed => new LimiterSpec(kind, Limit: 500, WindowTicks: TimeSpan.FromMicroseconds(500).Ticks),
+            _ => new LimiterSpec(kind, Limit: 200, WindowTicks: TimeSpan.FromMicroseconds(100).Ticks, TokensPerPeriod: 100),
+        } with { Manual = true, PerCoreBlock = perCoreBlock };
+
+        // A step counts one window (fixed) or one segment (counter) of the manual clock; a bucket's clock counts the
+        // provider's ticks it was credited.
+        LimiterSpec checkedAs = kind switch
+        {
+            LimiterKind.Fixed => spec with { WindowTicks = 1 },
+            LimiterKind.Counter => spec with { WindowTicks = spec.Segments },
+            _ => spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), TimeProvider.System.TimestampFrequency) },
+        };
+        Hammer(spec, refundOneIn: 3, TimeProvider.System, checkedAs);
+    }
+
+    private void Hammer(LimiterSpec spec, int refundOneIn = 3, TimeProvider? time = null, LimiterSpec? checkedAs = null)
     {
         time ??= TimeProvider.System;
         using RateEngineLimiter limiter = spec.Create(time);
+        using var stopReplenishing = new CancellationTokenSource();
+        long replenished = 0;
+        var replenisher = new Thread(() =>
+        {
+            while (!stopReplenishing.IsCancellationRequested)
+            {
+                long before = limiter.Clock.Now();
+                limiter.TryReplenish();
+                if (limiter.Clock.Now() != before)
+                {
+                    Interlocked.Increment(ref replenished);
+                }
+
+                Thread.SpinWait(200);
+            }
+        }) { IsBackground = true };
+        if (spec.Manual)
+        {
+            replenisher.Start();
+        }
+
         var perThread = new List<Admitted>[Threads];
         long refunded = 0;
         long misstamped = 0;
@@ -336,6 +389,13 @@ public class StressTests(ITestOutputHelper output)
         }
 
         stopwatch.Stop();
+        if (spec.Manual)
+        {
+            stopReplenishing.Cancel();
+            replenisher.Join();
+            Assert.True(Interlocked.Read(ref replenished) > 10, $"time moved {replenished} times: the manual clock was not exercised");
+        }
+
         List<Admitted> all = perThread.SelectMany(list => list).ToList();
         long successes = all.Count + refunded;
         output.WriteLine(
@@ -351,7 +411,7 @@ public class StressTests(ITestOutputHelper output)
         Assert.Equal(0, Interlocked.Read(ref refundedTwice)); // a reservation refunded twice
 
         // The stamps are in the limiter's clock ticks (the provider's frequency): convert the spec's windows to them.
-        var inClockTicks = spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), time.TimestampFrequency) };
+        var inClockTicks = checkedAs ?? spec with { WindowTicks = TimeMath.ToTicks(TimeSpan.FromTicks(spec.WindowTicks), time.TimestampFrequency) };
         Assert.Null(Guarantee.FindViolation(inClockTicks, all));
     }
 

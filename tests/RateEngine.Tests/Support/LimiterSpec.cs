@@ -23,7 +23,8 @@ public sealed partial record LimiterSpec(
     int QueueLimit = 0,
     QueueProcessingOrder Order = QueueProcessingOrder.OldestFirst,
     int PerCoreBlock = 0,
-    int PerCoreStripes = 0)
+    int PerCoreStripes = 0,
+    bool Manual = false)
 {
     /// <summary>The limiter; with <see cref="PerCoreBlock"/> set, one that hands permits out from per-core blocks of at most that size.</summary>
     public RateEngineLimiter Create(TimeProvider time)
@@ -65,13 +66,14 @@ public sealed partial record LimiterSpec(
         static Func<int, T> Shared<T>(T options) => _ => options;
     }
 
-    private SlidingWindowLogRateLimiterOptions LogOptions() => new()
+    private SlidingWindowLogRateLimiterOptions LogOptions() => !Manual ? new()
     {
         PermitLimit = Limit,
         Window = TimeSpan.FromTicks(WindowTicks),
         QueueLimit = QueueLimit,
         QueueProcessingOrder = Order,
-    };
+    }
+    : throw new InvalidOperationException("The log always replenishes itself: it has no manual mode.");
 
     private SlidingWindowCounterRateLimiterOptions CounterOptions() => new()
     {
@@ -80,6 +82,7 @@ public sealed partial record LimiterSpec(
         SegmentsPerWindow = Segments,
         QueueLimit = QueueLimit,
         QueueProcessingOrder = Order,
+        AutoReplenishment = !Manual,
     };
 
     private FixedWindowRateLimiterOptions FixedOptions() => new()
@@ -88,6 +91,7 @@ public sealed partial record LimiterSpec(
         Window = TimeSpan.FromTicks(WindowTicks),
         QueueLimit = QueueLimit,
         QueueProcessingOrder = Order,
+        AutoReplenishment = !Manual,
     };
 
     private TokenBucketRateLimiterOptions BucketOptions() => new()
@@ -97,6 +101,7 @@ public sealed partial record LimiterSpec(
         ReplenishmentPeriod = TimeSpan.FromTicks(WindowTicks),
         QueueLimit = QueueLimit,
         QueueProcessingOrder = Order,
+        AutoReplenishment = !Manual,
     };
 
     /// <summary>
