@@ -111,6 +111,18 @@ internal sealed partial class EnginePartitionedLimiter<TResource, TKey, TAlgorit
         return fullSince is { } since ? _clock.Elapsed(_clock.ToTimestamp(since), _clock.Timestamp()) : null;
     }
 
+    public bool Promote(object key)
+    {
+        if (_hotKeys is null || FindOrCreate((TKey)key, 0, out _, out long createdAt) is not { } entry
+            || Volatile.Read(ref entry.Link) is not PartitionTier<TAlgorithm, TState> { HotHost: not null } tier)
+        {
+            return false;
+        }
+
+        TryPromote(entry, tier, createdAt == NotCreated ? _clock.Now() : createdAt);
+        return Volatile.Read(ref entry.Link) is PartitionHotKey;
+    }
+
     public override RateLimiterStatistics? GetStatistics(TResource resource)
     {
         ThrowIfDisposed();

@@ -28,4 +28,11 @@ internal interface IPartitionDiagnostics
     /// replenished (for a key not held, since the limiter was created).
     /// </summary>
     TimeSpan? GetIdleDuration(object key);
+
+    /// <summary>
+    /// Tests: gives the key per-core blocks now, without an admission (its entry is made first if missing), as a key the
+    /// sampled admissions found hot. False when the limiter has no per-core reservation, the key's limit is below the hot
+    /// keys' floor, or the key is not promoted (its table full, a key limiter for waiters, the hot keys at their maximum).
+    /// </summary>
+    bool Promote(object key);
 }

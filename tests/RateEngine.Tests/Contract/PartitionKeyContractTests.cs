@@ -83,3 +83,66 @@ public sealed class PartitionedTokenBucketKeyTests : RateLimiterContractTests
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
         LockFreeTokenBucketRateLimiterTests.TimeForTokens(permitLimit, permits, elapsed);
 }
+
+// The whole contract again on a key promoted to per-core blocks (PartitionedLimiterOptions.PerCoreReservation) before
+// its first request: the partition's glue around the blocks (the admission's re-check of the entry, probes, statistics,
+// the key limiter made for waiters over a hot entry) must keep every promise a plain key keeps.
+
+public sealed class PartitionedFixedWindowHotKeyTests : RateLimiterContractTests
+{
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        var options = LockFreeFixedWindowRateLimiterTests.Options(permitLimit, Window, queueLimit, order, autoReplenishment: true);
+        return PartitionKeyLimiter.Hot(PartitionedLimiter.CreateFixedWindow<int, int>(k => k, _ => options, PartitionKeyLimiter.HotOptions(time)), Window);
+    }
+
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
+
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
+}
+
+public sealed class PartitionedSlidingWindowCounterHotKeyTests : RateLimiterContractTests
+{
+    private static readonly TimeSpan Segment = SlidingWindowCounterRateLimiterTests.Segment;
+
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        var options = SlidingWindowCounterRateLimiterTests.Options(
+            permitLimit, Window, SlidingWindowCounterRateLimiterTests.Segments, queueLimit, order, autoReplenishment: true);
+        return PartitionKeyLimiter.Hot(PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => options, PartitionKeyLimiter.HotOptions(time)), Segment);
+    }
+
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
+
+    protected override TimeSpan FullRefill => Window + Segment;
+
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window + Segment - elapsed;
+}
+
+public sealed class PartitionedTokenBucketHotKeyTests : RateLimiterContractTests
+{
+    protected override bool ExpectedAutoReplenishing => true;
+
+    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
+
+    protected override string OverLimitParamName => "tokenCount";
+
+    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
+    {
+        var options = LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: true);
+        return PartitionKeyLimiter.Hot(PartitionedLimiter.CreateTokenBucket<int, int>(k => k, _ => options, PartitionKeyLimiter.HotOptions(time)), Window);
+    }
+
+    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window * 2);
+
+    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
+        LockFreeTokenBucketRateLimiterTests.TimeForTokens(permitLimit, permits, elapsed);
+}

@@ -18,6 +18,24 @@ public sealed class PartitionKeyLimiter(PartitionedRateLimiter<int> partitioned,
     public static PartitionedLimiterOptions Options(TimeProvider time) =>
         new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(3_650) };
 
+    /// <summary>
+    /// <see cref="Options"/> with per-core blocks for hot keys, whatever their limit (the contract's limits are small), on
+    /// four blocks so that a request on any processor has a home.
+    /// </summary>
+    public static PartitionedLimiterOptions HotOptions(TimeProvider time)
+    {
+        PartitionedLimiterOptions options = Options(time);
+        options.PerCoreReservation = new PerCoreReservationOptions { Stripes = 4, HotKeyLimitFloor = 1 };
+        return options;
+    }
+
+    /// <summary>The contract's key, promoted to per-core blocks before its first request.</summary>
+    public static PartitionKeyLimiter Hot(PartitionedRateLimiter<int> partitioned, TimeSpan replenishmentPeriod, int key = 42)
+    {
+        Assert.True(((RateEngine.Partitioning.IPartitionDiagnostics)partitioned).Promote(key), "the key was not promoted");
+        return new PartitionKeyLimiter(partitioned, replenishmentPeriod, key);
+    }
+
     public override TimeSpan? IdleDuration => ((IPartitionDiagnostics)partitioned).GetIdleDuration(key);
 
     // What a partitioned key does (the clock replenishes every key; AutoReplenishment is ignored), as the RateLimiter type
