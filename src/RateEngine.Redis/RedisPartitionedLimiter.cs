@@ -493,11 +493,12 @@ internal sealed class RedisPartitionedLimiter<TResource, TOptions> : Partitioned
     private RateLimitLease AttemptLocal(TResource resource, int permitCount)
     {
         LimiterKey key = ResolveLocal(resource, permitCount);
-        long started = Stopwatch.GetTimestamp(); // real time, as the waits are: one bound for the whole call
         if (LocalAnswer(key, permitCount, out long probe) is { } served)
         {
-            return served;
+            return served; // no clock read of its own: a locally served acquire reads the limiter's clock once, in its take
         }
+
+        long started = Stopwatch.GetTimestamp(); // real time, as the waits are: one bound for the waits together
 
         for (int attempt = 1; ; attempt++)
         {
