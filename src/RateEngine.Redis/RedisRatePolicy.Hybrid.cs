@@ -928,7 +928,9 @@ public sealed partial class RedisRatePolicy<TContext>
                 {
                     // Joined: a background refill still queued on a busy pool is sent from here, and a reservation on the wire
                     // is traced, since its answer is what this request waits for (see AcquireHybrid).
-                    sent |= _blockLayers[j].Blocks!.TrySendQueued(key, refill, amount);
+                    // Not counted as sent: its answer closes the breaker of the policy whose blocks these are, which in a
+                    // combination is not always this one, and a probe kept for it would leave this breaker half-open.
+                    _blockLayers[j].Blocks!.TrySendQueued(key, refill, amount);
                     if (Volatile.Read(ref key.OnTheWire) is LocalReservations<LayerKey>.Ticket { Answer: { } call } onTheWire
                         && ReferenceEquals(onTheWire.Completion.Task, refill))
                     {
@@ -958,7 +960,7 @@ public sealed partial class RedisRatePolicy<TContext>
             throw;
         }
 
-        sent |= batch is not null;
+        sent = batch is not null;
         if (batch is not null)
         {
             if (ExecutionContext.IsFlowSuppressed())
