@@ -368,6 +368,44 @@ public sealed partial class RedisRatePolicy<TContext> : IRatePolicy<TContext>, I
         _pause.Observe(_pause.Ticket(), null);
     }
 
+    /// <summary><see cref="Pause"/> without blocking: awaits Redis's answer (the client's own timeout bounds it).</summary>
+    /// <exception cref="ArgumentException">The reason is blank.</exception>
+    /// <exception cref="RedisException">Redis did not take the switch.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first (the switch may still be written).</exception>
+    public async ValueTask PauseAsync(string reason, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        cancellationToken.ThrowIfCancellationRequested(); // cancelled already: nothing is written
+        await WriteSwitch(_database.StringSetAsync(_pauseKey, reason), cancellationToken).ConfigureAwait(false);
+        _pause.Observe(_pause.Ticket(), reason); // as Pause: ordered after every read sent before the write's answer
+    }
+
+    /// <summary><see cref="Resume"/> without blocking.</summary>
+    /// <exception cref="RedisException">Redis did not take the switch.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first (the switch may still be written).</exception>
+    public async ValueTask ResumeAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        cancellationToken.ThrowIfCancellationRequested();
+        await WriteSwitch(_database.KeyDeleteAsync(_pauseKey), cancellationToken).ConfigureAwait(false);
+        _pause.Observe(_pause.Ticket(), null);
+    }
+
+    /// <summary>Awaits a write of the switch; one given up on (cancelled) is still observed.</summary>
+    private static async Task WriteSwitch(Task write, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await write.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            RedisTasks.Observe(write);
+            throw;
+        }
+    }
+
     /// <inheritdoc/>
     public PolicyRule GetRule(string layer) =>
         Array.Find(_layers, candidate => candidate.Name == layer)?.Rule ?? throw new ArgumentException($"The policy has no layer named '{layer}'.", nameof(layer));

@@ -158,19 +158,20 @@ public static class GatewayEndpoints
         });
     }
 
-    private static IResult Pause(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options, string? reason)
+    // Awaited: on Redis the switch is a write, which must not block a request thread.
+    private static async Task<IResult> Pause(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options, string? reason)
     {
         RefuseUnlessAdmin(http, options.Value);
 
-        policies[PolicyName].Pause(string.IsNullOrWhiteSpace(reason) ? "the service is paused by its operator" : reason);
+        await policies[PolicyName].PauseAsync(string.IsNullOrWhiteSpace(reason) ? "the service is paused by its operator" : reason, http.RequestAborted);
         return Results.Ok(new { paused = true });
     }
 
-    private static IResult Resume(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options)
+    private static async Task<IResult> Resume(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options)
     {
         RefuseUnlessAdmin(http, options.Value);
 
-        policies[PolicyName].Resume();
+        await policies[PolicyName].ResumeAsync(http.RequestAborted);
         return Results.Ok(new { paused = false });
     }
 

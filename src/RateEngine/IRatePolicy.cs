@@ -36,6 +36,18 @@ public interface IRatePolicy<TContext> : IDisposable
     void Resume();
 
     /// <summary>
+    /// <see cref="Pause"/> without blocking the caller's thread: a policy on a store writes the switch with a round trip
+    /// (an in-process policy completes at once).
+    /// </summary>
+    /// <exception cref="ArgumentException">The reason is blank.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the switch was written.</exception>
+    ValueTask PauseAsync(string reason, CancellationToken cancellationToken = default);
+
+    /// <summary><see cref="Resume"/> without blocking the caller's thread.</summary>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the switch was written.</exception>
+    ValueTask ResumeAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>
     /// Decides the request now when that needs no I/O (an in-process policy always can): true with the lease, acquired or
     /// refused. False when the decision needs a round trip: call <see cref="AcquireAsync"/>.
     /// </summary>

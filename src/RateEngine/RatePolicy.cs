@@ -204,6 +204,25 @@ public sealed class RatePolicy<TContext> : IRatePolicy<TContext>, IAsyncDisposab
     /// <summary>Lifts the pause.</summary>
     public void Resume() => _pause = null;
 
+    /// <summary><see cref="Pause"/>, which in process completes at once.</summary>
+    /// <exception cref="ArgumentException">The reason is blank.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public ValueTask PauseAsync(string reason, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Pause(reason);
+        return default;
+    }
+
+    /// <summary><see cref="Resume"/>, which in process completes at once.</summary>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public ValueTask ResumeAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Resume();
+        return default;
+    }
+
     /// <summary>
     /// Replaces every tier's limits at once. Takes effect for the next decision; usage already counted is kept.
     /// </summary>

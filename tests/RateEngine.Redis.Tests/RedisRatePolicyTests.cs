@@ -564,8 +564,10 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.False((await fast.AcquireAsync(ann, new RequestCost(1, 0))).IsAcquired);
     }
 
-    [Fact]
-    public async Task Pause_OnOneNode_RefusesServiceWideOnEveryNodeUntilResumed()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Pause_OnOneNode_RefusesServiceWideOnEveryNodeUntilResumed(bool async)
     {
         using RedisRatePolicy<Call> node1 = Gateway();
         using ConnectionMultiplexer otherConnection = _server.Connect();
@@ -573,7 +575,15 @@ public sealed class RedisRatePolicyTests : IDisposable
             .AddLayer("user/min", call => call.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 20))
             .Build();
 
-        node1.Pause("incident 42");
+        if (async)
+        {
+            await node1.PauseAsync("incident 42");
+        }
+        else
+        {
+            node1.Pause("incident 42");
+        }
+
         Assert.True(node1.IsPaused);
         using PolicyLease refused = await node2.AcquireAsync(new Call("ann", "x"), RequestCost.None);
         Assert.False(refused.IsAcquired);
@@ -583,11 +593,21 @@ public sealed class RedisRatePolicyTests : IDisposable
         Assert.True(node2.IsPaused);
         Assert.Equal(0, (await node2.GetUsageAsync(new Call("ann", "x")))[0].Used); // a paused request counts nowhere
 
-        node2.Resume();
+        if (async)
+        {
+            await node2.ResumeAsync();
+        }
+        else
+        {
+            node2.Resume();
+        }
+
         using PolicyLease admitted = await node1.AcquireAsync(new Call("ann", "x"), RequestCost.None);
         Assert.True(admitted.IsAcquired);
         Assert.False(node1.IsPaused);
         Assert.Throws<ArgumentException>(() => node1.Pause(" "));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await node1.PauseAsync(" "));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await node1.PauseAsync("late", new CancellationToken(canceled: true)));
     }
 
     [Fact]

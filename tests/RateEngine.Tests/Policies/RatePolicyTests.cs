@@ -93,6 +93,23 @@ public class RatePolicyTests
     }
 
     [Fact]
+    public async Task PauseAsync_InProcess_CompletesAtOnceAndResumeAsyncEndsIt()
+    {
+        using RatePolicy<Call> policy = Builder().AddLayer("user", c => c.User, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 5)).Build();
+
+        ValueTask paused = policy.PauseAsync("maintenance");
+        Assert.True(paused.IsCompletedSuccessfully);
+        await paused;
+        Assert.False(policy.Acquire(new Call("alice")).IsAcquired);
+        await Assert.ThrowsAsync<ArgumentException>(async () => await policy.PauseAsync(" "));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await policy.ResumeAsync(new CancellationToken(canceled: true)));
+        Assert.True(policy.IsPaused); // a cancelled resume changed nothing
+
+        await policy.ResumeAsync();
+        Assert.True(policy.Acquire(new Call("alice")).IsAcquired);
+    }
+
+    [Fact]
     public void Acquire_CostAboveALayersCap_RefusedNamingTheLayerAndNothingCounted()
     {
         using RatePolicy<Call> policy = Builder()
