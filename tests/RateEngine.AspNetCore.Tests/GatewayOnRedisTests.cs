@@ -85,6 +85,7 @@ public sealed class GatewayOnRedisTests : IDisposable
         using HttpResponseMessage paused = await Chat(b, "sk-dave");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, paused.StatusCode);
         Assert.Equal("incident", (await Problem(paused)).GetProperty("detail").GetString());
+        Assert.Equal(TimeSpan.FromSeconds(60), paused.Headers.RetryAfter?.Delta); // a pause has no end: UnknownRetryAfterSeconds
 
         Assert.Equal(HttpStatusCode.OK, (await Admin(b, "/admin/resume")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await Chat(a, "sk-dave")).StatusCode);
@@ -110,6 +111,7 @@ public sealed class GatewayOnRedisTests : IDisposable
             using HttpResponseMessage refused = await Chat(a, "sk-bob");
             Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
             Assert.Equal("redis", (await Problem(refused)).GetProperty("layer").GetString());
+            Assert.True(refused.Headers.RetryAfter?.Delta > TimeSpan.Zero, "a Redis outage's 503 says when to come back: the breaker's cool-down");
         }
 
         // The refusals name no layer of the policy: no usage was asked of the dead store for them (it would have failed and
