@@ -544,6 +544,60 @@ public sealed class RateEngineMiddlewareTests
         Assert.Equal(0, Volatile.Read(ref abandoned));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Endpoint_Throws_ItsStreamSlotComesBackWhenTheRequestEnds(bool afterTheResponseStarted)
+    {
+        // A 500 from the endpoint, or a connection cut because it threw mid-response: either way the request ends, and its
+        // concurrency slot must come back then, not when a collection finalizes a lease nobody disposed.
+        int abandoned = 0;
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => new RatePolicyBuilder<HttpContext>()
+            .UseTimeProvider(_time)
+            .AddLayer("streams", ByApiKey, PolicyRule.Concurrency(1))
+            .OnLeaseAbandoned(_ => Interlocked.Increment(ref abandoned))
+            .Build()));
+        WebApplication web = builder.Build();
+        web.UseRateLimiter();
+        web.MapPost("/boom", async (HttpContext http) =>
+        {
+            if (afterTheResponseStarted)
+            {
+                await http.Response.WriteAsync("partial");
+                await http.Response.Body.FlushAsync();
+            }
+
+            throw new InvalidOperationException("endpoint bug");
+        }).RequireRateLimiting("chat");
+        web.MapPost("/chat", () => "ok").RequireRateLimiting("chat");
+        await using RunningApp app = await RunningApp.StartAsync(web);
+
+        try
+        {
+            using HttpResponseMessage failed = await app.Client.SendAsync(Request("/boom", "alice"));
+            Assert.False(afterTheResponseStarted, "a response cut after it started cannot complete");
+            Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
+        }
+        catch (HttpRequestException) when (afterTheResponseStarted)
+        {
+            // The server aborted the response it had begun.
+        }
+
+        HttpStatusCode again = HttpStatusCode.TooManyRequests;
+        for (int attempt = 0; attempt < 500 && again != HttpStatusCode.OK; attempt++)
+        {
+            await Task.Delay(attempt == 0 ? 0 : 20); // the request ends just after the client saw its end
+            using HttpResponseMessage response = await app.Client.SendAsync(Request("/chat", "alice"));
+            again = response.StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.OK, again);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.Equal(0, Volatile.Read(ref abandoned));
+    }
+
     [Fact]
     public async Task SuccessHeaders_WhenEnabled_CarryTheRateLimitFieldsAndTheOpenAiSet()
     {

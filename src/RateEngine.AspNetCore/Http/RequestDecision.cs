@@ -247,7 +247,7 @@ internal sealed class RequestDecision<TContext> : IRateEngineFeature, IDisposabl
         }
         finally
         {
-            Lease.Dispose(); // whatever a metrics listener throws: the request's slots come back with it
+            DisposeLease(); // whatever a metrics listener throws: the request's slots come back with it
         }
     }
 
