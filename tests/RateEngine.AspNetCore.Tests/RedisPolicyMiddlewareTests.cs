@@ -17,6 +17,38 @@ public sealed class RedisPolicyMiddlewareTests : IDisposable
     public void Dispose() => _redis.Dispose();
 
     [Fact]
+    public async Task Request_DecidedWithARoundTrip_RunsTheAppsEstimateOnce()
+    {
+        // A policy on Redis cannot decide in the middleware's synchronous attempt: the request is decided in its wait, with
+        // what the attempt already read. The app's estimate ran in both, so user code ran twice per request.
+        using ConnectionMultiplexer connection = await ConnectionMultiplexer.ConnectAsync(_redis.Endpoint.ToString());
+        using RedisRatePolicy<HttpContext> policy = new RedisRatePolicyBuilder<HttpContext>(
+                new RedisLimiterOptions { Connection = connection, KeyPrefix = "once", SyncTimeout = TimeSpan.FromSeconds(5) })
+            .AddLayer("user tokens/day", ByApiKey, PolicyRule.Calendar(CalendarPeriod.Day, limit: 10_000).Counting(PolicyMeter.Tokens))
+            .Build();
+        int estimated = 0;
+        WebApplicationBuilder builder = RunningApp.CreateBuilder();
+        builder.Services.AddRateEngine(engine => engine.AddPolicy("chat", _ => policy).UseEstimate((http, context) =>
+        {
+            Interlocked.Increment(ref estimated);
+            return EstimateHeader(http, context);
+        }));
+        WebApplication app = builder.Build();
+        app.UseRateLimiter();
+        app.MapPost("/chat", () => "ok").RequireRateLimiting("chat");
+        await using RunningApp running = await RunningApp.StartAsync(app);
+
+        for (int i = 0; i < 3; i++)
+        {
+            using HttpResponseMessage response = await running.Client.SendAsync(Request("/chat", "alice", estimate: 100));
+            Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        }
+
+        Assert.Equal(3, Volatile.Read(ref estimated));
+        Assert.Equal(300, (await policy.GetUsageAsync(Context("alice"))).Single().Used);
+    }
+
+    [Fact]
     public async Task AbandonedStream_RedisNotAnswering_TheRequestEndsAtOnce_AndSettlesWhenRedisIsBack()
     {
         // Generous client timeouts: a settle that blocked the middleware's thread would hold the request's end for a minute.

@@ -123,8 +123,9 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
         string? model = _registration.Model?.Invoke(ready); // user code, before anything is acquired
         if (!combination.Policy.TryAcquire(ready, estimate, out PolicyLease? lease))
         {
-            // A policy on a shared store decides with a round trip: AcquireAsync does, with the context already read.
-            http.Features.Set(new PendingContext(Task.FromResult(ready)));
+            // A policy on a shared store decides with a round trip: AcquireAsync does, with the context, the estimate and
+            // the model already read (the app's code runs once per request).
+            http.Features.Set(new PendingContext(Task.FromResult(ready)) { Estimated = (estimate, model) });
             return PendingLease.Instance;
         }
 
@@ -171,12 +172,13 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
 
     private async ValueTask<RateLimitLease> Acquire(HttpContext http, Combination<TContext> combination, CancellationToken cancellationToken)
     {
-        Task<TContext> pending = http.Features.Get<PendingContext>()?.Context ?? _context(http).AsTask();
+        PendingContext? attempted = http.Features.Get<PendingContext>();
+        Task<TContext> pending = attempted?.Context ?? _context(http).AsTask();
         http.Features.Set<PendingContext?>(null);
         TContext context = await pending.WaitAsync(cancellationToken).ConfigureAwait(false);
         long started = _time.GetTimestamp();
-        RequestCost estimate = _registration.Estimate?.Invoke(http, context) ?? RequestCost.None;
-        string? model = _registration.Model?.Invoke(context); // user code, before anything is acquired
+        (RequestCost estimate, string? model) = attempted?.Estimated
+            ?? (_registration.Estimate?.Invoke(http, context) ?? RequestCost.None, _registration.Model?.Invoke(context)); // user code, before anything is acquired
         PolicyLease lease = await combination.Policy.AcquireAsync(context, estimate, cancellationToken).ConfigureAwait(false);
         return Record(http, combination, context, model, lease, started);
     }
@@ -306,7 +308,14 @@ internal sealed class RateEngineRuntime<TContext> : IDisposable
     public void Dispose() => _reloads?.Dispose();
 
     /// <summary>A context factory still reading the request (the body), started by the synchronous acquire.</summary>
-    private sealed record PendingContext(Task<TContext> Context);
+    /// <summary>
+    /// A request the synchronous attempt left to <see cref="AcquireAsync"/>: its context, and what the attempt already read
+    /// of it (null when the context was not ready then).
+    /// </summary>
+    private sealed record PendingContext(Task<TContext> Context)
+    {
+        public (RequestCost Estimate, string? Model)? Estimated { get; init; }
+    }
 
     /// <summary>Whether deciding the request threw: a pass re-executed for its error page runs without a decision.</summary>
     public static bool DecisionFailed(HttpContext http) => http.Features.Get<FailedDecision>() is not null;
