@@ -930,7 +930,15 @@ public sealed partial class RedisRatePolicy<TContext>
                     // is traced, since its answer is what this request waits for (see AcquireHybrid).
                     // Not counted as sent: its answer closes the breaker of the policy whose blocks these are, which in a
                     // combination is not always this one, and a probe kept for it would leave this breaker half-open.
-                    _blockLayers[j].Blocks!.TrySendQueued(key, refill, amount);
+                    if (Volatile.Read(ref key.OnTheWire) is QueuedPrefetch prefetch && prefetch.Holds(refill))
+                    {
+                        SendQueuedPrefetch(prefetch);
+                    }
+                    else
+                    {
+                        _blockLayers[j].Blocks!.TrySendQueued(key, refill, amount);
+                    }
+
                     if (Volatile.Read(ref key.OnTheWire) is LocalReservations<LayerKey>.Ticket { Answer: { } call } onTheWire
                         && ReferenceEquals(onTheWire.Completion.Task, refill))
                     {
@@ -1020,8 +1028,66 @@ public sealed partial class RedisRatePolicy<TContext>
 
         if (claimed is not null)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(static state => state.Self.SendPrefetch(state.Keys, state.Claimed), (Self: this, takes.Keys, Claimed: claimed), preferLocal: false);
+            var queued = new QueuedPrefetch(this, takes.Keys, claimed);
+            foreach ((int layer, _) in claimed)
+            {
+                Volatile.Write(ref takes.Keys[layer].OnTheWire, queued); // a request blocked on one may send them first
+            }
+
+            if (!HoldPrefetches)
+            {
+                ThreadPool.UnsafeQueueUserWorkItem(queued, preferLocal: false);
+            }
         }
+    }
+
+    /// <summary>Tests: low-block prefetches are claimed and never queued, as on a pool too starved to run them.</summary>
+    internal bool HoldPrefetches { get; set; }
+
+    /// <summary>Sends a queued prefetch from a request's thread, without the request's execution context.</summary>
+    private static void SendQueuedPrefetch(QueuedPrefetch prefetch)
+    {
+        if (ExecutionContext.IsFlowSuppressed())
+        {
+            prefetch.TrySend();
+            return;
+        }
+
+        using (ExecutionContext.SuppressFlow())
+        {
+            prefetch.TrySend();
+        }
+    }
+
+    /// <summary>
+    /// A request's low blocks queued for one reservation on the pool: sent by the pool, or first by a request that joins one
+    /// of them (on a starved pool the work item may wait there past that request's bound, with nothing on the wire).
+    /// </summary>
+    private sealed class QueuedPrefetch(RedisRatePolicy<TContext> owner, LayerKey[] keys, List<(int Layer, TaskCompletionSource<LocalBlock> Completion)> claimed)
+        : IThreadPoolWorkItem
+    {
+        private int _taken;
+
+        /// <summary>Whether <paramref name="refill"/> is one of the refills this prefetch claimed.</summary>
+        public bool Holds(Task<LocalBlock> refill) => claimed.Exists(item => ReferenceEquals(item.Completion.Task, refill));
+
+        /// <summary>Sizes and sends the claimed refills unless another thread did.</summary>
+        public void TrySend()
+        {
+            if (Interlocked.Exchange(ref _taken, 1) != 0)
+            {
+                return;
+            }
+
+            foreach ((int layer, _) in claimed)
+            {
+                Interlocked.CompareExchange(ref keys[layer].OnTheWire, null, this);
+            }
+
+            owner.SendPrefetch(keys, claimed);
+        }
+
+        public void Execute() => TrySend();
     }
 
     private void SendPrefetch(LayerKey[] keys, List<(int Layer, TaskCompletionSource<LocalBlock> Completion)> claimed)

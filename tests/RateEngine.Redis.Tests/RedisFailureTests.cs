@@ -922,6 +922,34 @@ public sealed class RedisFailureTests : IDisposable
     }
 
     [Fact]
+    public async Task HybridPolicyAcquire_PrefetchThePoolNeverRuns_IsSentByTheRequestThatJoinsIt()
+    {
+        // A request that leaves a block below half claims its refill and queues it on the pool. On a starved pool it waits
+        // there unsent, and every sync request that ran the block dry was refused as a busy node.
+        using RedisRatePolicy<string> policy = Policy("user/hour", PolicyRule.FixedWindow(TimeSpan.FromHours(1), 1_000), TimeSpan.FromSeconds(5), hybrid: true);
+        var health = (IRedisLimiterHealth)policy;
+        policy.HoldPrefetches = true;
+        for (int i = 0; i < 16; i++)
+        {
+            using PolicyLease lease = await policy.AcquireAsync("busy", RequestCost.None); // the first block, 16: a prefetch is claimed on the way
+            Assert.True(lease.IsAcquired);
+        }
+
+        Assert.True(policy.BlockLayer(0).Blocks!.RefillInFlight("busy"));
+        long calls = policy.RoundTrips;
+
+        var started = Stopwatch.StartNew();
+        using (PolicyLease joined = policy.Acquire("busy", RequestCost.None))
+        {
+            Assert.True(joined.IsAcquired, joined.Reason);
+        }
+
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(4), $"waited {started.Elapsed} for a prefetch it could send");
+        Assert.Equal(calls + 1, policy.RoundTrips);
+        Assert.False(health.IsDegraded);
+    }
+
+    [Fact]
     public async Task HybridPolicyAcquire_AnswerInTimeButItsContinuationLate_RefusesTheRequestWithoutTripping()
     {
         // As for the limiter (above), but the policy's sync acquire waits for its async one, which goes on after each answer
