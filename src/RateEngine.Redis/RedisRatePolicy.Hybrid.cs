@@ -932,7 +932,7 @@ public sealed partial class RedisRatePolicy<TContext>
                     // combination is not always this one, and a probe kept for it would leave this breaker half-open.
                     if (Volatile.Read(ref key.OnTheWire) is QueuedPrefetch prefetch && prefetch.Holds(refill))
                     {
-                        SendQueuedPrefetch(prefetch);
+                        SendQueuedPrefetch(prefetch, j, amount);
                     }
                     else
                     {
@@ -1034,6 +1034,8 @@ public sealed partial class RedisRatePolicy<TContext>
                 Volatile.Write(ref takes.Keys[layer].OnTheWire, queued); // a request blocked on one may send them first
             }
 
+            queued.Arm(); // only now: sent before every key shows it, a key written after would keep the spent prefetch
+
             if (!HoldPrefetches)
             {
                 ThreadPool.UnsafeQueueUserWorkItem(queued, preferLocal: false);
@@ -1045,17 +1047,17 @@ public sealed partial class RedisRatePolicy<TContext>
     internal bool HoldPrefetches { get; set; }
 
     /// <summary>Sends a queued prefetch from a request's thread, without the request's execution context.</summary>
-    private static void SendQueuedPrefetch(QueuedPrefetch prefetch)
+    private static void SendQueuedPrefetch(QueuedPrefetch prefetch, int joinedLayer, long need)
     {
         if (ExecutionContext.IsFlowSuppressed())
         {
-            prefetch.TrySend();
+            prefetch.TrySend(joinedLayer, need);
             return;
         }
 
         using (ExecutionContext.SuppressFlow())
         {
-            prefetch.TrySend();
+            prefetch.TrySend(joinedLayer, need);
         }
     }
 
@@ -1067,14 +1069,32 @@ public sealed partial class RedisRatePolicy<TContext>
         : IThreadPoolWorkItem
     {
         private int _taken;
+        private volatile bool _armed;
+
+        /// <summary>Every claimed key shows the prefetch: a request that joins one may send it from here on.</summary>
+        public void Arm() => _armed = true;
 
         /// <summary>Whether <paramref name="refill"/> is one of the refills this prefetch claimed.</summary>
-        public bool Holds(Task<LocalBlock> refill) => claimed.Exists(item => ReferenceEquals(item.Completion.Task, refill));
-
-        /// <summary>Sizes and sends the claimed refills unless another thread did.</summary>
-        public void TrySend()
+        public bool Holds(Task<LocalBlock> refill)
         {
-            if (Interlocked.Exchange(ref _taken, 1) != 0)
+            foreach ((_, TaskCompletionSource<LocalBlock> completion) in claimed)
+            {
+                if (ReferenceEquals(completion.Task, refill))
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+
+        /// <summary>
+        /// Sizes and sends the claimed refills unless another thread did; a request that joined layer
+        /// <paramref name="joinedLayer"/> sizes that one for its own <paramref name="need"/>.
+        /// </summary>
+        public void TrySend(int joinedLayer = -1, long need = 0)
+        {
+            if ((joinedLayer >= 0 && !_armed) || Interlocked.Exchange(ref _taken, 1) != 0)
             {
                 return;
             }
@@ -1084,18 +1104,18 @@ public sealed partial class RedisRatePolicy<TContext>
                 Interlocked.CompareExchange(ref keys[layer].OnTheWire, null, this);
             }
 
-            owner.SendPrefetch(keys, claimed);
+            owner.SendPrefetch(keys, claimed, joinedLayer, need);
         }
 
         public void Execute() => TrySend();
     }
 
-    private void SendPrefetch(LayerKey[] keys, List<(int Layer, TaskCompletionSource<LocalBlock> Completion)> claimed)
+    private void SendPrefetch(LayerKey[] keys, List<(int Layer, TaskCompletionSource<LocalBlock> Completion)> claimed, int joinedLayer = -1, long need = 0)
     {
         List<(RedisPolicyLayer<TContext> Layer, LocalReservations<LayerKey>.Ticket Ticket)> batch;
         try
         {
-            batch = [.. claimed.Select(item => (_blockLayers[item.Layer], _blockLayers[item.Layer].Blocks!.Size(keys[item.Layer], 0, item.Completion)))];
+            batch = [.. claimed.Select(item => (_blockLayers[item.Layer], _blockLayers[item.Layer].Blocks!.Size(keys[item.Layer], item.Layer == joinedLayer ? need : 0, item.Completion)))];
         }
         catch (Exception error)
         {

@@ -158,12 +158,13 @@ public static class GatewayEndpoints
         });
     }
 
-    // Awaited: on Redis the switch is a write, which must not block a request thread.
+    // Awaited: on Redis the switch is a write, which must not block a request thread. Not cancelled with the request: an
+    // operator whose connection drops must not leave the fleet paused while this node reads itself as running.
     private static async Task<IResult> Pause(HttpContext http, RateEnginePolicies<ChatRequest> policies, IOptions<GatewayOptions> options, string? reason)
     {
         RefuseUnlessAdmin(http, options.Value);
 
-        await policies[PolicyName].PauseAsync(string.IsNullOrWhiteSpace(reason) ? "the service is paused by its operator" : reason, http.RequestAborted);
+        await policies[PolicyName].PauseAsync(string.IsNullOrWhiteSpace(reason) ? "the service is paused by its operator" : reason);
         return Results.Ok(new { paused = true });
     }
 
@@ -171,7 +172,7 @@ public static class GatewayEndpoints
     {
         RefuseUnlessAdmin(http, options.Value);
 
-        await policies[PolicyName].ResumeAsync(http.RequestAborted);
+        await policies[PolicyName].ResumeAsync();
         return Results.Ok(new { paused = false });
     }
 

@@ -40,11 +40,12 @@ public interface IRatePolicy<TContext> : IDisposable
     /// (an in-process policy completes at once).
     /// </summary>
     /// <exception cref="ArgumentException">The reason is blank.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the switch was written.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled: before the call, nothing was
+    /// written; while a store's write was on its way, the switch may be written all the same (this node learns it at its next read).</exception>
     ValueTask PauseAsync(string reason, CancellationToken cancellationToken = default);
 
     /// <summary><see cref="Resume"/> without blocking the caller's thread.</summary>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the switch was written.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (as for <see cref="PauseAsync"/>).</exception>
     ValueTask ResumeAsync(CancellationToken cancellationToken = default);
 
     /// <summary>
