@@ -530,18 +530,7 @@ public sealed class RateEngineMiddlewareTests
         }
 
         Assert.True(Volatile.Read(ref thrown) > 0, "the settlement metric was never recorded: the faulty listener never ran");
-        HttpStatusCode again = HttpStatusCode.TooManyRequests;
-        for (int attempt = 0; attempt < 500 && again != HttpStatusCode.OK; attempt++)
-        {
-            await Task.Delay(attempt == 0 ? 0 : 20); // the lease is disposed just after the metric threw
-            using HttpResponseMessage response = await app.Client.SendAsync(Request("/chat", "alice"));
-            again = response.StatusCode;
-        }
-
-        Assert.Equal(HttpStatusCode.OK, again);
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        Assert.Equal(0, Volatile.Read(ref abandoned));
+        await SlotComesBackUnabandoned(app, () => Volatile.Read(ref abandoned)); // the lease is disposed just after the metric threw
     }
 
     [Theory]
@@ -584,10 +573,19 @@ public sealed class RateEngineMiddlewareTests
             // The server aborted the response it had begun.
         }
 
+        await SlotComesBackUnabandoned(app, () => Volatile.Read(ref abandoned)); // the request ends just after the client saw its end
+    }
+
+    /// <summary>
+    /// Alice's one stream slot is free again within 10 s (her next request is admitted), and no lease was abandoned: the
+    /// retries allocate enough for a collection, whose finalizer would free a leaked slot too, and reports each it frees.
+    /// </summary>
+    private static async Task SlotComesBackUnabandoned(RunningApp app, Func<int> abandoned)
+    {
         HttpStatusCode again = HttpStatusCode.TooManyRequests;
         for (int attempt = 0; attempt < 500 && again != HttpStatusCode.OK; attempt++)
         {
-            await Task.Delay(attempt == 0 ? 0 : 20); // the request ends just after the client saw its end
+            await Task.Delay(attempt == 0 ? 0 : 20);
             using HttpResponseMessage response = await app.Client.SendAsync(Request("/chat", "alice"));
             again = response.StatusCode;
         }
@@ -595,7 +593,7 @@ public sealed class RateEngineMiddlewareTests
         Assert.Equal(HttpStatusCode.OK, again);
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        Assert.Equal(0, Volatile.Read(ref abandoned));
+        Assert.Equal(0, abandoned());
     }
 
     [Fact]

@@ -25,8 +25,11 @@ public sealed class PartitionedSlidingWindowLogKeyTests : RateLimiterContractTes
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
 }
 
-public sealed class PartitionedSlidingWindowCounterKeyTests : RateLimiterContractTests
+public class PartitionedSlidingWindowCounterKeyTests : RateLimiterContractTests
 {
+    /// <summary>Whether the key is promoted to per-core blocks before its first request (<see cref="PartitionKeyLimiter.For"/>).</summary>
+    protected virtual bool Hot => false;
+
     private static readonly TimeSpan Segment = SlidingWindowCounterRateLimiterTests.Segment;
 
     protected override bool ExpectedAutoReplenishing => true;
@@ -37,7 +40,7 @@ public sealed class PartitionedSlidingWindowCounterKeyTests : RateLimiterContrac
     {
         var options = SlidingWindowCounterRateLimiterTests.Options(
             permitLimit, Window, SlidingWindowCounterRateLimiterTests.Segments, queueLimit, order, autoReplenishment: true);
-        return new PartitionKeyLimiter(PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time)), Segment);
+        return PartitionKeyLimiter.For(PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time, Hot)), Segment, Hot);
     }
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
@@ -47,8 +50,11 @@ public sealed class PartitionedSlidingWindowCounterKeyTests : RateLimiterContrac
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window + Segment - elapsed;
 }
 
-public sealed class PartitionedFixedWindowKeyTests : RateLimiterContractTests
+public class PartitionedFixedWindowKeyTests : RateLimiterContractTests
 {
+    /// <summary>Whether the key is promoted to per-core blocks before its first request (<see cref="PartitionKeyLimiter.For"/>).</summary>
+    protected virtual bool Hot => false;
+
     protected override bool ExpectedAutoReplenishing => true;
 
     protected override TimeSpan ExpectedReplenishmentPeriod => Window;
@@ -56,7 +62,7 @@ public sealed class PartitionedFixedWindowKeyTests : RateLimiterContractTests
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
     {
         var options = LockFreeFixedWindowRateLimiterTests.Options(permitLimit, Window, queueLimit, order, autoReplenishment: true);
-        return new PartitionKeyLimiter(PartitionedLimiter.CreateFixedWindow<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time)), Window);
+        return PartitionKeyLimiter.For(PartitionedLimiter.CreateFixedWindow<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time, Hot)), Window, Hot);
     }
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
@@ -64,8 +70,11 @@ public sealed class PartitionedFixedWindowKeyTests : RateLimiterContractTests
     protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
 }
 
-public sealed class PartitionedTokenBucketKeyTests : RateLimiterContractTests
+public class PartitionedTokenBucketKeyTests : RateLimiterContractTests
 {
+    /// <summary>Whether the key is promoted to per-core blocks before its first request (<see cref="PartitionKeyLimiter.For"/>).</summary>
+    protected virtual bool Hot => false;
+
     protected override bool ExpectedAutoReplenishing => true;
 
     protected override TimeSpan ExpectedReplenishmentPeriod => Window;
@@ -75,7 +84,7 @@ public sealed class PartitionedTokenBucketKeyTests : RateLimiterContractTests
     protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
     {
         var options = LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: true);
-        return new PartitionKeyLimiter(PartitionedLimiter.CreateTokenBucket<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time)), Window);
+        return PartitionKeyLimiter.For(PartitionedLimiter.CreateTokenBucket<int, int>(k => k, _ => options, PartitionKeyLimiter.Options(time, Hot)), Window, Hot);
     }
 
     protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window * 2);
@@ -88,61 +97,17 @@ public sealed class PartitionedTokenBucketKeyTests : RateLimiterContractTests
 // its first request: the partition's glue around the blocks (the admission's re-check of the entry, probes, statistics,
 // the key limiter made for waiters over a hot entry) must keep every promise a plain key keeps.
 
-public sealed class PartitionedFixedWindowHotKeyTests : RateLimiterContractTests
+public sealed class PartitionedFixedWindowHotKeyTests : PartitionedFixedWindowKeyTests
 {
-    protected override bool ExpectedAutoReplenishing => true;
-
-    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
-
-    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
-    {
-        var options = LockFreeFixedWindowRateLimiterTests.Options(permitLimit, Window, queueLimit, order, autoReplenishment: true);
-        return PartitionKeyLimiter.Hot(PartitionedLimiter.CreateFixedWindow<int, int>(k => k, _ => options, PartitionKeyLimiter.HotOptions(time)), Window);
-    }
-
-    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window);
-
-    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window - elapsed;
+    protected override bool Hot => true;
 }
 
-public sealed class PartitionedSlidingWindowCounterHotKeyTests : RateLimiterContractTests
+public sealed class PartitionedSlidingWindowCounterHotKeyTests : PartitionedSlidingWindowCounterKeyTests
 {
-    private static readonly TimeSpan Segment = SlidingWindowCounterRateLimiterTests.Segment;
-
-    protected override bool ExpectedAutoReplenishing => true;
-
-    protected override TimeSpan ExpectedReplenishmentPeriod => Segment;
-
-    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
-    {
-        var options = SlidingWindowCounterRateLimiterTests.Options(
-            permitLimit, Window, SlidingWindowCounterRateLimiterTests.Segments, queueLimit, order, autoReplenishment: true);
-        return PartitionKeyLimiter.Hot(PartitionedLimiter.CreateSlidingWindowCounter<int, int>(k => k, _ => options, PartitionKeyLimiter.HotOptions(time)), Segment);
-    }
-
-    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window + Segment);
-
-    protected override TimeSpan FullRefill => Window + Segment;
-
-    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) => Window + Segment - elapsed;
+    protected override bool Hot => true;
 }
 
-public sealed class PartitionedTokenBucketHotKeyTests : RateLimiterContractTests
+public sealed class PartitionedTokenBucketHotKeyTests : PartitionedTokenBucketKeyTests
 {
-    protected override bool ExpectedAutoReplenishing => true;
-
-    protected override TimeSpan ExpectedReplenishmentPeriod => Window;
-
-    protected override string OverLimitParamName => "tokenCount";
-
-    protected override ReplenishingRateLimiter Create(int permitLimit, int queueLimit, QueueProcessingOrder order, FakeTimeProvider time)
-    {
-        var options = LockFreeTokenBucketRateLimiterTests.Options(permitLimit, permitLimit, Window, queueLimit, order, autoReplenishment: true);
-        return PartitionKeyLimiter.Hot(PartitionedLimiter.CreateTokenBucket<int, int>(k => k, _ => options, PartitionKeyLimiter.HotOptions(time)), Window);
-    }
-
-    protected override void Replenish(ReplenishingRateLimiter limiter, FakeTimeProvider time) => time.Advance(Window * 2);
-
-    protected override TimeSpan ExpectedRetryAfter(int permitLimit, int permits, TimeSpan elapsed) =>
-        LockFreeTokenBucketRateLimiterTests.TimeForTokens(permitLimit, permits, elapsed);
+    protected override bool Hot => true;
 }

@@ -19,20 +19,20 @@ public sealed class PartitionKeyLimiter(PartitionedRateLimiter<int> partitioned,
         new() { TimeProvider = time, IdleEvictionInterval = TimeSpan.FromDays(3_650) };
 
     /// <summary>
-    /// <see cref="Options"/> with per-core blocks for hot keys, whatever their limit (the contract's limits are small), on
-    /// four blocks so that a request on any processor has a home.
+    /// <see cref="Options"/>; for a <paramref name="hot"/> key, with per-core blocks for hot keys whatever their limit (the
+    /// contract's limits are small), on four blocks so that a request on any processor has a home.
     /// </summary>
-    public static PartitionedLimiterOptions HotOptions(TimeProvider time)
+    public static PartitionedLimiterOptions Options(TimeProvider time, bool hot)
     {
         PartitionedLimiterOptions options = Options(time);
-        options.PerCoreReservation = new PerCoreReservationOptions { Stripes = 4, HotKeyLimitFloor = 1 };
+        options.PerCoreReservation = hot ? new PerCoreReservationOptions { Stripes = 4, HotKeyLimitFloor = 1 } : null;
         return options;
     }
 
-    /// <summary>The contract's key, promoted to per-core blocks before its first request.</summary>
-    public static PartitionKeyLimiter Hot(PartitionedRateLimiter<int> partitioned, TimeSpan replenishmentPeriod, int key = 42)
+    /// <summary>The contract's key of <paramref name="partitioned"/>; a <paramref name="hot"/> one promoted to per-core blocks before its first request.</summary>
+    public static PartitionKeyLimiter For(PartitionedRateLimiter<int> partitioned, TimeSpan replenishmentPeriod, bool hot, int key = 42)
     {
-        Assert.True(((RateEngine.Partitioning.IPartitionDiagnostics)partitioned).Promote(key), "the key was not promoted");
+        Assert.True(!hot || ((RateEngine.Partitioning.IPartitionDiagnostics)partitioned).Promote(key), "the key was not promoted");
         return new PartitionKeyLimiter(partitioned, replenishmentPeriod, key);
     }
 
