@@ -448,19 +448,20 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
     {
         if (ticket.Settle())
         {
-            Install(ticket, reply, ticket.Completion);
+            Complete(ticket, reply);
         }
     }
 
-    private void Install(Ticket ticket, Reservation reply, TaskCompletionSource<LocalBlock> completion)
+    /// <summary>Installs a settled ticket's answer and completes its refill with the block (or the install's error).</summary>
+    private void Complete(Ticket ticket, Reservation reply)
     {
         try
         {
-            completion.SetResult(Install(ticket, reply));
+            ticket.Completion.SetResult(Install(ticket, reply));
         }
         catch (Exception error)
         {
-            completion.TrySetException(error);
+            ticket.Completion.TrySetException(error);
         }
 
         LetGo(ticket);
@@ -675,7 +676,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             return;
         }
 
-        Install(ticket, reply, ticket.Completion);
+        Complete(ticket, reply);
     }
 
     public async ValueTask DisposeAsync()
