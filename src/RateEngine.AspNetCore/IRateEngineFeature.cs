@@ -22,9 +22,12 @@ public interface IRateEngineFeature
     void Charge(RequestCost step);
 
     /// <summary>Settles at the actual cost (<see cref="PolicyLease.Reconcile(RequestCost)"/>); returns the overrun.</summary>
+    /// <remarks>On a policy whose state lives on a store (Redis) this blocks the request's thread for the round trip, up to
+    /// the store's sync timeout: an endpoint should await <see cref="ReconcileAsync"/> instead.</remarks>
     RequestCost Reconcile(RequestCost actual);
 
     /// <summary>Settles at what the step charges counted (<see cref="PolicyLease.Reconcile()"/>).</summary>
+    /// <remarks>Blocks for a store's round trip, as <see cref="Reconcile(RequestCost)"/> does.</remarks>
     RequestCost Reconcile();
 
     /// <summary>Charges one step or streamed chunk without blocking a thread (<see cref="PolicyLease.ChargeAsync"/>).</summary>
