@@ -801,6 +801,38 @@ public sealed class RedisFailureTests : IDisposable
         Assert.Equal(1, engine.RoundTrips);
     }
 
+    /// <summary>
+    /// What bounds the starved-pool fixes above: a pool starved of every thread, for real, in a process of its own (the
+    /// test assembly re-launched, see <see cref="NodeProcess"/>; its threads capped at the processor count and every one
+    /// blocked), then one sync acquire on a cold key. StackExchange.Redis 3 reads its socket on the pool, so the client
+    /// itself reads no answer (a PING goes unanswered too): nothing in the process can tell that Redis answered, and the
+    /// sync caller fails fast by tripping the breaker, which keeps every other caller from blocking a thread for the bound
+    /// (the fixes cover a pool that runs the client's reads but the code after them late).
+    /// </summary>
+    [Theory]
+    [InlineData("limiter")]
+    [InlineData("policy")]
+    public async Task HybridSyncAcquire_PoolStarvedOfEveryThread_TheClientReadsNothingAndTheBreakerTrips(string what)
+    {
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string argument in new[] { typeof(NodeProcess).Assembly.Location, "starve", _server.Endpoint, "starve-" + Guid.NewGuid().ToString("N"), what })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using Process process = Process.Start(start) ?? throw new InvalidOperationException("The process did not start.");
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        string output = await process.StandardOutput.ReadToEndAsync(timeout.Token);
+        await process.WaitForExitAsync(timeout.Token);
+        Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}: {output} {await process.StandardError.ReadToEndAsync(timeout.Token)}");
+        Assert.StartsWith("acquired=False degraded=True pinged=False", output.Trim(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task HybridAttemptAcquire_JoinsARefillNotYetSent_RefusesWithoutTripping()
     {

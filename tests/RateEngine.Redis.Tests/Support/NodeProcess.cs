@@ -25,6 +25,11 @@ public static class NodeProcess
     /// <summary>Arguments: node mode algorithm endpoint prefix limit windowµs callers durationMs minPermits giveUpMs output.</summary>
     public static int Main(string[] args)
     {
+        if (args is ["starve", string endpoint, string prefix, string what])
+        {
+            return Starve(endpoint, prefix, what);
+        }
+
         if (args.Length != 12 || args[0] != "node")
         {
             Console.Error.WriteLine("usage: node <exact|hybrid> <fixed|counter> <endpoint> <prefix> <limit> <window µs> <callers> <duration ms> <min permits> <give up ms> <output>");
@@ -101,6 +106,68 @@ public static class NodeProcess
 
         File.WriteAllText(args[11], lines.ToString());
         Console.Out.WriteLine($"done {admitted.Count} {refused}");
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>starve endpoint prefix limiter|policy</c>: a hybrid limiter or policy whose process's thread pool is starved for
+    /// real (its threads capped at the processor count, every one blocked), then one synchronous acquire on a cold key from
+    /// the main thread, bounded by 2 s, and a PING. Writes <c>acquired=… degraded=… pinged=…</c>: whether the request was
+    /// admitted, whether the breaker tripped, and whether the client read any answer at all.
+    /// </summary>
+    private static int Starve(string endpoint, string prefix, string what)
+    {
+        using ConnectionMultiplexer connection = ConnectionMultiplexer.Connect($"{endpoint},abortConnect=false,connectTimeout=5000,syncTimeout=5000,asyncTimeout=5000");
+        var options = new RedisLimiterOptions
+        {
+            Connection = connection,
+            KeyPrefix = prefix,
+            SyncTimeout = TimeSpan.FromSeconds(2),
+            FailureMode = RedisFailureMode.FailClosed,
+            Hybrid = new RedisHybridOptions(),
+        };
+        using PartitionedRateLimiter<string> limiter = RedisLimiter.CreateFixedWindow<string>(
+            key => key, _ => new FixedWindowRateLimiterOptions { PermitLimit = 1_000, Window = TimeSpan.FromMinutes(1) }, options);
+        using RedisRatePolicy<string> policy = new RedisRatePolicyBuilder<string>(options)
+            .AddLayer("user/min", key => key, PolicyRule.FixedWindow(TimeSpan.FromMinutes(1), 1_000))
+            .Build();
+        Func<string, bool> acquire = what == "limiter"
+            ? key =>
+            {
+                using RateLimitLease lease = limiter.AttemptAcquire(key);
+                return lease.IsAcquired;
+            }
+            : key =>
+            {
+                using PolicyLease lease = policy.Acquire(key, RequestCost.None);
+                return lease.IsAcquired;
+            };
+        IRedisLimiterHealth health = what == "limiter" ? (IRedisLimiterHealth)limiter : policy;
+        if (!acquire("warm-up"))
+        {
+            return 4; // the scripts are loaded, on a pool that is not starved yet
+        }
+
+        var gate = new ManualResetEventSlim(); // not disposed: the blocked work items still wait on it as the process ends
+        ThreadPool.GetMaxThreads(out _, out int io);
+        ThreadPool.SetMaxThreads(Environment.ProcessorCount, io);
+        for (int i = 0; i < 64; i++)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static state => ((ManualResetEventSlim)state!).Wait(), gate);
+        }
+
+        for (int wait = 0; wait < 100 && ThreadPool.PendingWorkItemCount < 32; wait++)
+        {
+            Thread.Sleep(10);
+        }
+
+        bool acquired = acquire("cold");
+        bool degraded = health.IsDegraded;
+        Task<TimeSpan> ping = connection.GetDatabase().PingAsync();
+        bool pinged = ((IAsyncResult)ping).AsyncWaitHandle.WaitOne(TimeSpan.FromSeconds(2)); // does the client read at all?
+        Console.Out.WriteLine($"acquired={acquired} degraded={degraded} pinged={pinged} pending={ThreadPool.PendingWorkItemCount}");
+        Console.Out.Flush();
+        gate.Set();
         return 0;
     }
 
