@@ -21,7 +21,8 @@ public sealed class RedisLiveNodeOptions
 
     /// <summary>
     /// How long a node counts after its last heartbeat: longer than <see cref="HeartbeatInterval"/>, with room for a
-    /// late heartbeat or two (a node briefly uncounted makes every other's share larger). Default 5 seconds.
+    /// late heartbeat or two (a node briefly uncounted makes every other's share larger). Default 5 seconds. A
+    /// registration is dropped a second after this, a margin for nodes' client clocks that disagree.
     /// </summary>
     public TimeSpan Expiry { get; set; } = TimeSpan.FromSeconds(5);
 

@@ -362,7 +362,7 @@ public sealed class RedisFailureTests : IDisposable
             _server.Freeze();
             first.Advance(TimeSpan.FromMilliseconds(200)); // its next heartbeat waits on the frozen server
             first.Advance(TimeSpan.FromSeconds(2)); // longer than Expiry on the node's clock
-            await Task.Delay(1_500); // the second node's registration expires on the server's clock meanwhile
+            await Task.Delay(2_500); // the second node's registration expires on the server's clock meanwhile, and its second of margin
             _server.Thaw();
 
             await Eventually(() => _connection.GetDatabase().SortedSetLength(prefix + ":nodes") == 1, "the held heartbeat answered 1");
@@ -373,6 +373,24 @@ public sealed class RedisFailureTests : IDisposable
         {
             Dispose(nodes, connections);
         }
+    }
+
+    [Fact]
+    public async Task LiveNodes_AClientClockAheadByLessThanTheMargin_StillCountsTheOtherNode()
+    {
+        // Registrations carry a second of margin past their expiry, as concurrency slots do. Without it, a node whose client
+        // clock ran ahead by a little more than Expiry less one heartbeat dropped the other's registration in every one of
+        // its own heartbeats, counted itself alone, and an outage would have run on the whole cap as its share.
+        string prefix = "skew-" + Guid.NewGuid().ToString("N");
+        var heartbeats = new FakeTimeProvider();
+        var clockA = new FakeTimeProvider(new DateTimeOffset(2026, 12, 8, 12, 0, 0, TimeSpan.Zero));
+        var clockB = new FakeTimeProvider(clockA.GetUtcNow() + TimeSpan.FromSeconds(2) - TimeSpan.FromMilliseconds(200) + TimeSpan.FromMilliseconds(500));
+        using ConnectionMultiplexer connectionA = _server.Connect();
+        using ConnectionMultiplexer connectionB = _server.Connect();
+        using PartitionedRateLimiter<string> nodeA = LiveNodes(connectionA, prefix, heartbeats, expiry: TimeSpan.FromSeconds(2), clientClock: clockA);
+        using PartitionedRateLimiter<string> nodeB = LiveNodes(connectionB, prefix, heartbeats, expiry: TimeSpan.FromSeconds(2), clientClock: clockB);
+
+        await Eventually(() => Engine(nodeB).FallbackNodes == 2 && Engine(nodeA).FallbackNodes == 2, "both nodes count two", heartbeats);
     }
 
     [Fact]
@@ -1440,7 +1458,7 @@ public sealed class RedisFailureTests : IDisposable
         (RedisPartitionedLimiter<string, FixedWindowRateLimiterOptions>)limiter;
 
     /// <summary>A node whose LocalFallback share is derived from the live node count (heartbeats every 200 ms of <paramref name="clock"/>).</summary>
-    private static PartitionedRateLimiter<string> LiveNodes(ConnectionMultiplexer connection, string prefix, TimeProvider clock, TimeSpan? expiry = null, int minimum = 1) =>
+    private static PartitionedRateLimiter<string> LiveNodes(ConnectionMultiplexer connection, string prefix, TimeProvider clock, TimeSpan? expiry = null, int minimum = 1, TimeProvider? clientClock = null) =>
         RedisLimiter.CreateFixedWindow<string>(
             user => user,
             _ => new FixedWindowRateLimiterOptions { PermitLimit = 100, Window = TimeSpan.FromMinutes(1) },
@@ -1457,6 +1475,7 @@ public sealed class RedisFailureTests : IDisposable
                     MinimumNodeCount = minimum,
                 },
                 TimeProvider = clock,
+                ClientClock = clientClock,
             });
 
     /// <summary>Waits for <paramref name="condition"/>, moving <paramref name="heartbeats"/> a heartbeat at a time if given.</summary>

@@ -17,7 +17,9 @@ internal static class NodeScripts
           now = tonumber(t[1]) * 1000000 + tonumber(t[2])
         end
         local expiry = tonumber(@Expiry)
-        redis.call('ZREMRANGEBYSCORE', @Key, '-inf', now)
+        -- A second of margin past a registration's expiry, as concurrency slots have: on client clocks a node whose clock
+        -- runs ahead would otherwise drop the others' registrations, count fewer nodes and take a larger share.
+        redis.call('ZREMRANGEBYSCORE', @Key, '-inf', now - 1000000)
         redis.call('ZADD', @Key, now + expiry, @Node)
         -- Lengthen the set's life, never shorten it: a node configured with a shorter expiry (a rolling deploy mixes them)
         -- that beats last and leaves would otherwise take the registrations of longer-lived nodes with the set.
