@@ -971,17 +971,8 @@ public sealed partial class RedisRatePolicy<TContext>
         sent = batch is not null;
         if (batch is not null)
         {
-            if (ExecutionContext.IsFlowSuppressed())
-            {
-                RedisTasks.Observe(SendReservations(batch));
-            }
-            else
-            {
-                using (ExecutionContext.SuppressFlow())
-                {
-                    RedisTasks.Observe(SendReservations(batch)); // serves every caller of these keys, not this one's context
-                }
-            }
+            // Serves every caller of these keys, not this one's context.
+            RedisTasks.Observe(RedisTasks.WithoutFlow(static state => state.Self.SendReservations(state.Batch), (Self: this, Batch: batch)));
         }
 
         return waits is null ? only! : Task.WhenAll(waits);
@@ -1047,19 +1038,8 @@ public sealed partial class RedisRatePolicy<TContext>
     internal bool HoldPrefetches { get; set; }
 
     /// <summary>Sends a queued prefetch from a request's thread, without the request's execution context.</summary>
-    private static void SendQueuedPrefetch(QueuedPrefetch prefetch, int joinedLayer, long need)
-    {
-        if (ExecutionContext.IsFlowSuppressed())
-        {
-            prefetch.TrySend(joinedLayer, need);
-            return;
-        }
-
-        using (ExecutionContext.SuppressFlow())
-        {
-            prefetch.TrySend(joinedLayer, need);
-        }
-    }
+    private static void SendQueuedPrefetch(QueuedPrefetch prefetch, int joinedLayer, long need) =>
+        RedisTasks.WithoutFlow(static state => state.Prefetch.TrySend(state.JoinedLayer, state.Need), (Prefetch: prefetch, JoinedLayer: joinedLayer, Need: need));
 
     /// <summary>
     /// A request's low blocks queued for one reservation on the pool: sent by the pool, or first by a request that joins one

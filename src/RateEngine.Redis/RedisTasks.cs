@@ -6,6 +6,33 @@ namespace RateEngine.Redis;
 /// <summary>How the Redis mode waits: the sync paths block at most a bound, and no call given up on goes unobserved.</summary>
 internal static class RedisTasks
 {
+    /// <summary>
+    /// Runs <paramref name="work"/> without the caller's execution context flowing into what it starts (a reservation or a
+    /// send that serves every caller of a key, not this one's request); as is when the flow is suppressed already.
+    /// </summary>
+    public static TResult WithoutFlow<TState, TResult>(Func<TState, TResult> work, TState state)
+    {
+        if (ExecutionContext.IsFlowSuppressed())
+        {
+            return work(state);
+        }
+
+        using (ExecutionContext.SuppressFlow())
+        {
+            return work(state);
+        }
+    }
+
+    /// <inheritdoc cref="WithoutFlow{TState, TResult}(Func{TState, TResult}, TState)"/>
+    public static void WithoutFlow<TState>(Action<TState> work, TState state) =>
+        WithoutFlow(
+            static inner =>
+            {
+                inner.Work(inner.State);
+                return 0;
+            },
+            (Work: work, State: state));
+
     /// <summary>Observes the exception of a call given up on (timed out, cancelled, fire-and-forget).</summary>
     public static void Observe(Task task) =>
         task.ContinueWith(static done => _ = done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);

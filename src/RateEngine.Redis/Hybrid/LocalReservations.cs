@@ -314,21 +314,10 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
             return refill;
         }
 
+        // A caller waits for this one: sent from here, without a hop through a busy pool, and without the caller's execution
+        // context (the reservation serves every caller of the key).
         Ticket ticket = Size(key, need, completion);
-        if (ExecutionContext.IsFlowSuppressed())
-        {
-            _ = Send(ticket);
-        }
-        else
-        {
-            // A caller waits for this one: sent from here, without a hop through a busy pool, and without the caller's
-            // execution context (the reservation serves every caller of the key).
-            using (ExecutionContext.SuppressFlow())
-            {
-                _ = Send(ticket);
-            }
-        }
-
+        _ = RedisTasks.WithoutFlow(static state => state.Self.Send(state.Ticket), (Self: this, Ticket: ticket));
         return refill;
     }
 
@@ -614,7 +603,7 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         }
 
         // Installed without the caller's execution context, as the continuation would (it may start returns to Redis).
-        WithoutFlow(static state => state.Self.SettleAnswered(state.Ticket), (Self: this, Ticket: ticket));
+        RedisTasks.WithoutFlow(static state => state.Self.SettleAnswered(state.Ticket), (Self: this, Ticket: ticket));
 
         // Completed above, or by the continuation that claimed the answer first and is installing it now.
         TimeSpan left = bound - Stopwatch.GetElapsedTime(started);
@@ -629,32 +618,8 @@ internal sealed class LocalReservations<TKey> : IAsyncDisposable
         Volatile.Read(ref key.OnTheWire) is QueuedSend queued && ReferenceEquals(queued.Refill, refill) && TrySendQueued(queued, need);
 
     /// <summary>Sent without the caller's execution context (the reservation serves every caller of the key).</summary>
-    private static bool TrySendQueued(QueuedSend queued, long need)
-    {
-        if (ExecutionContext.IsFlowSuppressed())
-        {
-            return queued.TrySend(need);
-        }
-
-        using (ExecutionContext.SuppressFlow())
-        {
-            return queued.TrySend(need);
-        }
-    }
-
-    private static void WithoutFlow<TState>(Action<TState> action, TState state)
-    {
-        if (ExecutionContext.IsFlowSuppressed())
-        {
-            action(state);
-            return;
-        }
-
-        using (ExecutionContext.SuppressFlow())
-        {
-            action(state);
-        }
-    }
+    private static bool TrySendQueued(QueuedSend queued, long need) =>
+        RedisTasks.WithoutFlow(static state => state.Queued.TrySend(state.Need), (Queued: queued, Need: need));
 
     /// <summary>Reads a completed call's answer into its ticket: installed, or the refill failed with the call's error.</summary>
     private void SettleAnswered(Ticket ticket)
